@@ -1,0 +1,118 @@
+//! Stable error codes shared by every service and the edge, and the RPC error reply.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($($variant:ident => ($code:literal, $status:literal, $title:literal)),+ $(,)?) => {
+        /// A stable, machine-readable error code. Clients branch on these strings; never rename one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum ErrorCode {
+            $(#[serde(rename = $code)] $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and exhaustive tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The wire spelling of the code.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)+ }
+            }
+
+            /// Parses the wire spelling back into a code.
+            pub fn parse(code: &str) -> Option<Self> {
+                match code { $($code => Some(ErrorCode::$variant),)+ _ => None }
+            }
+
+            /// The HTTP status the edge answers with for this code.
+            pub fn http_status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)+ }
+            }
+
+            /// A short human title, the same for every occurrence of the code (RFC 9457 `title`).
+            pub fn title(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $title,)+ }
+            }
+        }
+    };
+}
+
+error_codes! {
+    BadRequest => ("bad_request", 400, "The request is malformed"),
+    ValidationFailed => ("validation_failed", 400, "A field has an invalid value"),
+    Unauthorized => ("unauthorized", 401, "Authentication is required"),
+    InvalidToken => ("invalid_token", 401, "The access token is invalid"),
+    TokenExpired => ("token_expired", 401, "The access token has expired"),
+    SessionRevoked => ("session_revoked", 401, "The session has been revoked"),
+    InvalidCredentials => ("invalid_credentials", 401, "Phone or password is wrong"),
+    InvalidRefreshToken => ("invalid_refresh_token", 401, "The refresh token is invalid or expired"),
+    RefreshTokenReused => ("refresh_token_reused", 401, "The refresh token was already used; the session is revoked"),
+    Forbidden => ("forbidden", 403, "The caller may not do this"),
+    AccountDisabled => ("account_disabled", 403, "The account is disabled"),
+    NotFound => ("not_found", 404, "No such resource"),
+    MethodNotAllowed => ("method_not_allowed", 405, "Method not allowed on this resource"),
+    Conflict => ("conflict", 409, "The request conflicts with the current state"),
+    PhoneTaken => ("phone_taken", 409, "The phone number is already registered"),
+    RefreshConflict => ("refresh_conflict", 409, "The refresh token is being rotated by another request"),
+    PayloadTooLarge => ("payload_too_large", 413, "The request body is too large"),
+    UnsupportedMediaType => ("unsupported_media_type", 415, "The request body must be application/json"),
+    RateLimited => ("rate_limited", 429, "Too many requests"),
+    Internal => ("internal", 500, "Internal error"),
+    ServiceUnavailable => ("service_unavailable", 503, "A backend service is unavailable"),
+    Timeout => ("timeout", 504, "A backend service did not answer in time"),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error a service answers an RPC with: a stable code and a message safe to show a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    /// An internal failure: the message is generic on purpose, the cause goes to the log.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    pub fn is_client_error(&self) -> bool {
+        self.code.http_status() < 500
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_their_wire_spelling() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
+        }
+        assert_eq!(ErrorCode::parse("no_such_code"), None);
+    }
+
+    #[test]
+    fn codes_map_to_error_statuses_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!((400..600).contains(&code.http_status()), "{code}");
+            assert!(seen.insert(code.as_str()), "duplicate {code}");
+            assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+}

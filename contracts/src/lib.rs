@@ -1,0 +1,16 @@
+//! Wire contracts of the mesh: the only crate that defines what crosses NATS or HTTP.
+//!
+//! Every request, reply, error code and subject name lives here so that the edge and the
+//! workers can never disagree about the wire. Services convert these types into their own
+//! domain types at the boundary.
+
+pub mod auth;
+pub mod error;
+pub mod page;
+pub mod rpc;
+pub mod subject;
+pub mod user;
+
+pub use error::{ErrorCode, ServiceError};
+pub use rpc::{Rpc, Service};
+pub use subject::{Bucket, InvalidPrefix, Prefix, Stream, Subject};

@@ -1,0 +1,97 @@
+//! A connection to NATS scoped to one mesh prefix.
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use mesh_contracts::Prefix;
+use mesh_observability::metrics::NATS_EVENTS;
+
+/// The oldest NATS server the mesh runs against (KV watch and consumer features need it).
+pub const MIN_SERVER_VERSION: (i64, i64, i64) = (2, 11, 0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error("NATS server {found} is too old: the mesh needs {}.{}.{} or newer", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1, MIN_SERVER_VERSION.2)]
+    TooOld { found: String },
+    #[error("NATS server at {url} has JetStream disabled; start it with -js")]
+    NoJetStream { url: String },
+    #[error("cannot set up NATS streams and buckets: {0}")]
+    Topology(String),
+}
+
+/// A cloneable handle on the mesh's NATS connection and its names.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub(crate) client: async_nats::Client,
+    pub(crate) jetstream: async_nats::jetstream::Context,
+    pub(crate) prefix: Prefix,
+}
+
+impl Bus {
+    /// Connects, reconnecting forever after the first success, and checks the server.
+    ///
+    /// The first connection must succeed within `connect_timeout` so that a wrong URL fails
+    /// fast at start-up instead of hanging; later disconnects are retried without limit.
+    pub async fn connect(url: &str, prefix: Prefix, name: &str, connect_timeout: Duration) -> Result<Self, ConnectError> {
+        let options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(connect_timeout)
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                let label = match &event {
+                    async_nats::Event::Connected => "connected",
+                    async_nats::Event::Disconnected => "disconnected",
+                    async_nats::Event::LameDuckMode => "lame_duck",
+                    async_nats::Event::Draining => "draining",
+                    async_nats::Event::Closed => "closed",
+                    async_nats::Event::SlowConsumer(_) => "slow_consumer",
+                    async_nats::Event::ServerError(_) => "server_error",
+                    async_nats::Event::ClientError(_) => "client_error",
+                };
+                NATS_EVENTS.with_label_values(&[label]).inc();
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::warn!(event = %other, "NATS connection event"),
+                }
+            });
+        let client = tokio::time::timeout(connect_timeout, options.connect(url))
+            .await
+            .map_err(|_| ConnectError::Connect {
+                url: url.to_owned(),
+                source: async_nats::ConnectError::new(async_nats::ConnectErrorKind::TimedOut),
+            })?
+            .map_err(|source| ConnectError::Connect { url: url.to_owned(), source })?;
+        let (major, minor, patch) = MIN_SERVER_VERSION;
+        if !client.is_server_compatible(major, minor, patch) {
+            return Err(ConnectError::TooOld { found: client.server_info().version });
+        }
+        if !client.server_info().jetstream {
+            return Err(ConnectError::NoJetStream { url: url.to_owned() });
+        }
+        let jetstream = async_nats::jetstream::new(client.clone());
+        Ok(Self { client, jetstream, prefix })
+    }
+
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// True while the connection to the server is up.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// The version the server reported when we connected.
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    /// Flushes pending publishes and closes the connection.
+    pub async fn drain(&self) {
+        if let Err(err) = self.client.drain().await {
+            tracing::debug!(error = %err, "NATS drain failed");
+        }
+    }
+}

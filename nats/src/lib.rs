@@ -1,0 +1,20 @@
+//! The mesh plumbing: the only crate that talks to `async_nats`.
+//!
+//! It connects to NATS, declares streams and buckets, carries call context and trace context
+//! in headers, hosts services on the NATS services API, and makes typed RPC calls.
+
+mod bus;
+mod context;
+mod headers;
+mod revocation;
+mod rpc_client;
+mod service_host;
+mod topology;
+mod trace;
+
+pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
+pub use context::CallContext;
+pub use revocation::{Revocation, Revocations};
+pub use rpc_client::{RpcClient, RpcError};
+pub use service_host::ServiceHost;
+pub use topology::TopologySettings;

@@ -1,0 +1,67 @@
+//! Session revocations in the `REVOKED` bucket: written by the user service, watched by edges.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{Operation, Store};
+use futures::{Stream, StreamExt};
+use mesh_contracts::Bucket;
+use uuid::Uuid;
+
+use crate::bus::Bus;
+
+/// One revoked session and its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// The revocation bucket of one prefix.
+#[derive(Clone)]
+pub struct Revocations {
+    store: Store,
+}
+
+impl Bus {
+    /// Opens the revocation bucket (created by `ensure_topology`).
+    pub async fn revocations(&self) -> Result<Revocations, crate::ConnectError> {
+        let name = self.prefix.bucket(Bucket::Revoked);
+        let store = self
+            .jetstream
+            .get_key_value(&name)
+            .await
+            .map_err(|err| crate::ConnectError::Topology(format!("bucket {name}: {err}")))?;
+        Ok(Revocations { store })
+    }
+}
+
+impl Revocations {
+    /// Records that `session_id` is revoked; every edge watching refuses its tokens.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<(), String> {
+        self.store
+            .put(revocation.session_id.to_string(), revocation.user_id.to_string().into())
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    }
+
+    /// Every revocation in the bucket, then each new one as it is written.
+    ///
+    /// The stream ends when the watch breaks (for example the server went away for long);
+    /// callers loop, calling `watch` again, and re-receive the whole set.
+    pub async fn watch(&self) -> Result<impl Stream<Item = Revocation> + Send + use<>, String> {
+        let watch = self.store.watch_with_history(">").await.map_err(|err| err.to_string())?;
+        Ok(watch.take_while(|entry| std::future::ready(entry.is_ok())).filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            if entry.operation != Operation::Put {
+                return None;
+            }
+            let session_id = Uuid::parse_str(&entry.key).ok()?;
+            let user_id = std::str::from_utf8(&entry.value).ok().and_then(|v| Uuid::parse_str(v).ok())?;
+            Some(Revocation { session_id, user_id })
+        }))
+    }
+
+    /// How long after a broken watch to try again.
+    pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+}

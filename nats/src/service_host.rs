@@ -1,0 +1,169 @@
+//! Hosts a mesh service on the NATS services API: one endpoint per RPC operation.
+//!
+//! Requests are handled concurrently up to a bound; each gets a span that continues the
+//! caller's trace. On shutdown the endpoints stop taking requests, in-flight ones finish,
+//! and the service deregisters from discovery.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use mesh_contracts::{ErrorCode, Rpc, Service, ServiceError};
+use mesh_observability::metrics::{RPC_SERVER_DURATION, RPC_SERVER_REQUESTS};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::bus::Bus;
+use crate::context::CallContext;
+use crate::rpc_client::format_service_error;
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, ServiceError>> + Send>>;
+type Handler = Arc<dyn Fn(CallContext, Bytes) -> BoxFuture + Send + Sync>;
+
+/// Collects a service's handlers, then runs them until shutdown.
+pub struct ServiceHost {
+    bus: Bus,
+    service: Service,
+    description: String,
+    max_in_flight: usize,
+    handlers: Vec<(&'static str, Handler)>,
+}
+
+impl ServiceHost {
+    pub fn new(bus: Bus, service: Service, description: impl Into<String>) -> Self {
+        Self { bus, service, description: description.into(), max_in_flight: 256, handlers: Vec::new() }
+    }
+
+    /// How many requests this instance handles at once; more wait in NATS.
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = limit.max(1);
+        self
+    }
+
+    /// Registers the handler of operation `R`.
+    pub fn handle<R, S, F, Fut>(mut self, state: S, handler: F) -> Self
+    where
+        R: Rpc,
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, CallContext, R::Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Reply, ServiceError>> + Send + 'static,
+    {
+        assert_eq!(R::SERVICE, self.service, "operation {} belongs to another service", R::OP);
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx, payload: Bytes| {
+            let state = state.clone();
+            let handler = handler.clone();
+            Box::pin(async move {
+                let request: R::Request = serde_json::from_slice(&payload)
+                    .map_err(|err| ServiceError::new(ErrorCode::BadRequest, format!("cannot decode request: {err}")))?;
+                let reply = handler(state, ctx, request).await?;
+                serde_json::to_vec(&reply).map(Bytes::from).map_err(|err| {
+                    tracing::error!(error = %err, "cannot encode reply");
+                    ServiceError::internal()
+                })
+            })
+        });
+        self.handlers.push((R::OP, erased));
+        self
+    }
+
+    /// Serves requests until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+        let prefix = self.bus.prefix.clone();
+        let name = prefix.service_name(self.service);
+        let metadata = HashMap::from([("prefix".to_owned(), prefix.as_str().to_owned())]);
+        let service = self
+            .bus
+            .client
+            .service_builder()
+            .description(self.description.clone())
+            .metadata(metadata)
+            .start(name.clone(), env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|err| format!("cannot start service {name}: {err}"))?;
+        let group = service.group(prefix.rpc_group(self.service));
+        let limit = Arc::new(Semaphore::new(self.max_in_flight));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut loops = tokio::task::JoinSet::new();
+        for (op, handler) in self.handlers {
+            let endpoint = group
+                .endpoint_builder()
+                .name(op)
+                .add(op)
+                .await
+                .map_err(|err| format!("cannot add endpoint {op}: {err}"))?;
+            let subject = prefix.rpc(self.service, op);
+            loops.spawn(serve_endpoint(endpoint, subject, handler, limit.clone(), stop_rx.clone()));
+        }
+        tracing::info!(service = %name, "service started");
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        while loops.join_next().await.is_some() {}
+        // Every permit back means every in-flight request was answered.
+        let _ = limit.acquire_many(self.max_in_flight as u32).await;
+        let _ = service.stop().await;
+        tracing::info!(service = %name, "service stopped");
+        Ok(())
+    }
+}
+
+async fn serve_endpoint(
+    mut endpoint: async_nats::service::endpoint::Endpoint,
+    subject: String,
+    handler: Handler,
+    limit: Arc<Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let request = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            request = endpoint.next() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let handler = handler.clone();
+        let subject = subject.clone();
+        tokio::spawn(async move {
+            handle_one(request, &subject, handler).await;
+            drop(permit);
+        });
+    }
+    let _ = endpoint.stop().await;
+}
+
+async fn handle_one(request: async_nats::service::Request, subject: &str, handler: Handler) {
+    let started = Instant::now();
+    let headers = request.message.headers.as_ref();
+    let ctx = CallContext::read_headers(headers);
+    let span = tracing::info_span!("rpc.server", rpc.subject = %subject, request_id = %ctx.request_id);
+    crate::trace::adopt_parent(&span, headers);
+    let payload = request.message.payload.clone();
+    let result = AssertUnwindSafe(handler(ctx, payload).instrument(span.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(parent: &span, "handler panicked");
+            Err(ServiceError::internal())
+        });
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(err) => err.code.as_str(),
+    };
+    RPC_SERVER_REQUESTS.with_label_values(&[subject, outcome]).inc();
+    RPC_SERVER_DURATION.with_label_values(&[subject]).observe(started.elapsed().as_secs_f64());
+    let response = result.map_err(|err| async_nats::service::error::Error {
+        status: format_service_error(&err),
+        code: usize::from(err.code.http_status()),
+    });
+    if let Err(err) = request.respond(response).await {
+        tracing::warn!(parent: &span, error = %err, "cannot send reply");
+    }
+}

@@ -1,0 +1,11 @@
+//! Observability shared by every role: JSON logs, OpenTelemetry traces and Prometheus metrics.
+//!
+//! `init` is the single place that installs the global subscriber and propagator; `metrics`
+//! holds the standard metrics every crate records into; `server` serves `/metrics`.
+
+pub mod metrics;
+pub mod server;
+mod tracing_init;
+
+pub use server::{metrics_endpoint, serve_metrics};
+pub use tracing_init::{TracingGuard, init};

@@ -1,0 +1,67 @@
+//! One-time installation of logging and tracing for the whole process.
+
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Flushes buffered spans when dropped at the end of `main`.
+pub struct TracingGuard;
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = PROVIDER.get()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("failed to flush traces: {err}");
+        }
+    }
+}
+
+/// Installs JSON logs (filter from `RUST_LOG`, default `info`) and OpenTelemetry tracing.
+///
+/// Spans always get W3C trace ids so that a trace crosses NATS even when nothing exports it;
+/// they are exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Calling it
+/// again (tests start many meshes in one process) is harmless: the first call wins.
+pub fn init(service_name: &str) -> TracingGuard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = PROVIDER.get_or_init(|| build_provider(service_name));
+    let tracer = provider.tracer("nats-mesh");
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(true)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    // A second init in the same process finds a subscriber already set; that is fine.
+    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    TracingGuard
+}
+
+fn build_provider(service_name: &str) -> SdkTracerProvider {
+    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
+    if endpoint.trim().is_empty() {
+        return builder.build();
+    }
+    match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
+        Err(err) => {
+            eprintln!("OTLP exporter disabled: {err}");
+            builder.build()
+        }
+    }
+}

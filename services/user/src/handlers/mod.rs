@@ -1,0 +1,129 @@
+//! RPC handlers of the user service: decode, apply the domain rules, touch the store, reply.
+
+mod admin;
+mod auth;
+mod profile;
+mod sessions;
+
+use std::sync::Arc;
+
+use mesh_contracts::user as wire;
+use mesh_contracts::{ErrorCode, ServiceError};
+use mesh_nats::{Bus, CallContext, Revocation, Revocations, ServiceHost};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::UserConfig;
+use crate::hashing::Hasher;
+use crate::tokens::TokenIssuer;
+use crate::{UserDeps, store};
+
+/// Everything a handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct State(Arc<Inner>);
+
+pub struct Inner {
+    pool: PgPool,
+    bus: Bus,
+    revocations: Revocations,
+    issuer: TokenIssuer,
+    hasher: Hasher,
+    config: UserConfig,
+}
+
+impl std::ops::Deref for State {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl State {
+    pub async fn new(deps: UserDeps, config: UserConfig) -> anyhow::Result<Self> {
+        let revocations = deps.bus.revocations().await?;
+        let issuer = TokenIssuer::new(&config)?;
+        let hasher = Hasher::new(config.hash_concurrency).await?;
+        Ok(Self(Arc::new(Inner { pool: deps.pool, bus: deps.bus, revocations, issuer, hasher, config })))
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Publishes revocations before the database marks them, so that a failure in between
+    /// leaves the session refused everywhere rather than still usable.
+    async fn publish_revocations(&self, user_id: Uuid, sessions: &[Uuid]) -> Result<(), ServiceError> {
+        for &session_id in sessions {
+            self.revocations.revoke(Revocation { session_id, user_id }).await.map_err(|err| {
+                tracing::error!(error = %err, "cannot publish revocation");
+                ServiceError::new(ErrorCode::ServiceUnavailable, "cannot revoke sessions right now; try again")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Wires every operation of the service to its handler.
+pub fn register(host: ServiceHost, state: State) -> ServiceHost {
+    host.handle::<wire::Register, _, _, _>(state.clone(), auth::register)
+        .handle::<wire::Login, _, _, _>(state.clone(), auth::login)
+        .handle::<wire::Refresh, _, _, _>(state.clone(), auth::refresh)
+        .handle::<wire::Logout, _, _, _>(state.clone(), sessions::logout)
+        .handle::<wire::LogoutAll, _, _, _>(state.clone(), sessions::logout_all)
+        .handle::<wire::ListSessions, _, _, _>(state.clone(), sessions::list)
+        .handle::<wire::RevokeSession, _, _, _>(state.clone(), sessions::revoke)
+        .handle::<wire::GetMe, _, _, _>(state.clone(), profile::get_me)
+        .handle::<wire::UpdateProfile, _, _, _>(state.clone(), profile::update)
+        .handle::<wire::GetUser, _, _, _>(state.clone(), profile::get_user)
+        .handle::<wire::FindUsers, _, _, _>(state.clone(), profile::find)
+        .handle::<wire::AdminListUsers, _, _, _>(state.clone(), admin::list_users)
+        .handle::<wire::AdminSetDisabled, _, _, _>(state.clone(), admin::set_disabled)
+        .handle::<wire::AdminSetRoles, _, _, _>(state.clone(), admin::set_roles)
+        .handle::<wire::Health, _, _, _>(state, health)
+}
+
+async fn health(state: State, _ctx: CallContext, _req: wire::Empty) -> Result<wire::Empty, ServiceError> {
+    sqlx::query("SELECT 1").execute(&state.pool).await.map_err(db)?;
+    Ok(wire::Empty {})
+}
+
+/// The authenticated caller, or 401 when the call carries no user.
+fn caller(ctx: &CallContext) -> Result<(Uuid, Uuid), ServiceError> {
+    match (ctx.user_id, ctx.session_id) {
+        (Some(user), Some(session)) => Ok((user, session)),
+        _ => Err(ServiceError::new(ErrorCode::Unauthorized, "this operation needs a signed-in user")),
+    }
+}
+
+/// A database failure: logged with its cause, answered opaquely. Pool timeouts mean
+/// Postgres is unreachable or saturated, which the client may retry.
+fn db(err: sqlx::Error) -> ServiceError {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::error!(error = %err, "database unavailable");
+            ServiceError::new(ErrorCode::ServiceUnavailable, "storage is unavailable; try again")
+        }
+        err => {
+            tracing::error!(error = %err, "database error");
+            ServiceError::internal()
+        }
+    }
+}
+
+/// Any other internal failure.
+fn internal(err: impl std::fmt::Display) -> ServiceError {
+    tracing::error!(error = %err, "internal error");
+    ServiceError::internal()
+}
+
+fn not_found(what: &str) -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+/// Loads an account that exists; a vanished account is a 401 for its own sessions.
+async fn own_account(state: &State, user_id: Uuid) -> Result<store::accounts::AccountRow, ServiceError> {
+    store::accounts::by_id(&state.pool, user_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists"))
+}

@@ -1,0 +1,205 @@
+//! Account rows.
+
+use mesh_contracts::user::{PublicUser, Role, Sex, UserProfile};
+use sqlx::{FromRow, PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::paging::Page;
+use crate::domain::roles;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub phone: String,
+    pub password_hash: String,
+    pub nickname: String,
+    pub avatar: Option<String>,
+    pub sex: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "id, phone, password_hash, nickname, avatar, sex, roles, disabled, created_at, updated_at";
+
+pub fn sex_from_str(raw: &str) -> Sex {
+    match raw {
+        "male" => Sex::Male,
+        "female" => Sex::Female,
+        "other" => Sex::Other,
+        _ => Sex::Unspecified,
+    }
+}
+
+pub fn sex_to_str(sex: Sex) -> &'static str {
+    match sex {
+        Sex::Unspecified => "unspecified",
+        Sex::Male => "male",
+        Sex::Female => "female",
+        Sex::Other => "other",
+    }
+}
+
+impl AccountRow {
+    pub fn roles(&self) -> Vec<Role> {
+        roles::from_names(&self.roles)
+    }
+
+    pub fn profile(&self) -> UserProfile {
+        UserProfile {
+            id: self.id,
+            phone: self.phone.clone(),
+            nickname: self.nickname.clone(),
+            avatar: self.avatar.clone(),
+            sex: sex_from_str(&self.sex),
+            roles: self.roles(),
+            disabled: self.disabled,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    pub fn public(&self) -> PublicUser {
+        PublicUser { id: self.id, nickname: self.nickname.clone(), avatar: self.avatar.clone(), sex: sex_from_str(&self.sex) }
+    }
+}
+
+pub struct NewAccount<'a> {
+    pub id: Uuid,
+    pub phone: &'a str,
+    pub password_hash: &'a str,
+    pub nickname: &'a str,
+    pub avatar: Option<&'a str>,
+    pub sex: Sex,
+    pub roles: Vec<String>,
+}
+
+pub async fn insert(conn: &mut PgConnection, new: &NewAccount<'_>) -> sqlx::Result<AccountRow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO users.accounts (id, phone, password_hash, nickname, avatar, sex, roles)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    )))
+    .bind(new.id)
+    .bind(new.phone)
+    .bind(new.password_hash)
+    .bind(new.nickname)
+    .bind(new.avatar)
+    .bind(sex_to_str(new.sex))
+    .bind(&new.roles)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users.accounts WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn by_phone(pool: &PgPool, phone: &str) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users.accounts WHERE phone = $1")))
+        .bind(phone)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The fields of a profile update; `None` leaves a field unchanged.
+pub struct ProfileChange<'a> {
+    pub nickname: Option<&'a str>,
+    /// `Some(None)` clears the avatar.
+    pub avatar: Option<Option<&'a str>>,
+    pub sex: Option<Sex>,
+}
+
+pub async fn update_profile(conn: &mut PgConnection, id: Uuid, change: &ProfileChange<'_>) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users.accounts SET
+             nickname = COALESCE($2, nickname),
+             avatar = CASE WHEN $3 THEN $4 ELSE avatar END,
+             sex = COALESCE($5, sex),
+             updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(change.nickname)
+    .bind(change.avatar.is_some())
+    .bind(change.avatar.flatten())
+    .bind(change.sex.map(sex_to_str))
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_disabled(conn: &mut PgConnection, id: Uuid, disabled: bool) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users.accounts SET disabled = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(disabled)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_roles(conn: &mut PgConnection, id: Uuid, roles: &[String]) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users.accounts SET roles = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(roles)
+    .fetch_optional(conn)
+    .await
+}
+
+/// How to pick accounts for a listing.
+pub enum Filter<'a> {
+    Phone(&'a str),
+    NicknameContains(&'a str),
+    Ids(&'a [Uuid]),
+    Disabled(Option<bool>),
+}
+
+/// One page of accounts matching `filter`, ordered by id. Public searches skip disabled accounts.
+pub async fn list(pool: &PgPool, filter: Filter<'_>, include_disabled: bool, page: Page) -> sqlx::Result<Vec<AccountRow>> {
+    let base = format!(
+        "SELECT {COLUMNS} FROM users.accounts
+         WHERE ($1::uuid IS NULL OR id > $1) AND ($2 OR NOT disabled)"
+    );
+    let query = match filter {
+        Filter::Phone(_) => format!("{base} AND phone = $3 ORDER BY id LIMIT $4"),
+        Filter::NicknameContains(_) => format!("{base} AND nickname ILIKE $3 ESCAPE '\\' ORDER BY id LIMIT $4"),
+        Filter::Ids(_) => format!("{base} AND id = ANY($3) ORDER BY id LIMIT $4"),
+        Filter::Disabled(_) => format!("{base} AND ($3::boolean IS NULL OR disabled = $3) ORDER BY id LIMIT $4"),
+    };
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(query)).bind(page.after).bind(include_disabled);
+    let q = match filter {
+        Filter::Phone(phone) => q.bind(phone.to_owned()),
+        Filter::NicknameContains(part) => q.bind(format!("%{}%", escape_like(part))),
+        Filter::Ids(ids) => q.bind(ids.to_vec()),
+        Filter::Disabled(disabled) => q.bind(disabled),
+    };
+    q.bind(page.fetch()).fetch_all(pool).await
+}
+
+/// Escapes LIKE wildcards so user input matches literally.
+fn escape_like(raw: &str) -> String {
+    raw.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("a%b_c\\"), "a\\%b\\_c\\\\");
+    }
+
+    #[test]
+    fn sex_round_trips() {
+        for sex in [Sex::Unspecified, Sex::Male, Sex::Female, Sex::Other] {
+            assert_eq!(sex_from_str(sex_to_str(sex)), sex);
+        }
+    }
+}
