@@ -1,2 +1,123 @@
-//! placeholder
-fn main() {}
+//! `mesh`: parses flags and environment, then runs the chosen role(s). Nothing else lives here.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nats_mesh::config::{Cli, RoleArg};
+use nats_mesh::{Role, Settings, roles};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let role = cli.role.clone().unwrap_or(RoleArg::All);
+    if let RoleArg::Keygen { out, force } = &role {
+        return report(keygen(out, *force));
+    }
+    let (roles, migrate): (&[Role], bool) = match role {
+        RoleArg::All => (Role::ALL, false),
+        RoleArg::Edge => (&[Role::Edge], false),
+        RoleArg::User => (&[Role::User], false),
+        RoleArg::Migrate => (&[], true),
+        RoleArg::Keygen { .. } => unreachable!("handled above"),
+    };
+    let settings = match Settings::parse(&cli.raw, roles, migrate) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            eprintln!("invalid configuration:");
+            for problem in problems {
+                eprintln!("  - {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return report(Err(err.into())),
+    };
+    report(runtime.block_on(async move {
+        let _tracing = mesh_observability::init("nats-mesh");
+        if migrate {
+            roles::user_pool(&settings).await?;
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        let listener = if roles.contains(&Role::Edge) {
+            let listener = std::net::TcpListener::bind(settings.http_addr)?;
+            tracing::info!(addr = %listener.local_addr()?, "edge listening");
+            Some(listener)
+        } else {
+            None
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        roles::run(settings, roles, listener, shutdown).await
+    }))
+}
+
+/// Cancels on Ctrl-C or SIGTERM (how Kubernetes stops a pod).
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
+    let private = out.join("jwt_ed25519.pem");
+    let public = out.join("jwt_ed25519.pub.pem");
+    if !force && (private.exists() || public.exists()) {
+        anyhow::bail!(
+            "{} already has keys; pass --force to replace them",
+            out.display()
+        );
+    }
+    let pair = mesh_user::keys::generate()?;
+    std::fs::create_dir_all(out)?;
+    write_private(&private, &pair.private_pem)?;
+    std::fs::write(&public, &pair.public_pem)?;
+    println!("MESH_JWT_PRIVATE_KEY={}", private.display());
+    println!("MESH_JWT_PUBLIC_KEY={}", public.display());
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(pem.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
+    std::fs::write(path, pem)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mesh: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -78,7 +78,10 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// An internal failure: the message is generic on purpose, the cause goes to the log.
@@ -112,7 +115,11 @@ mod tests {
         for code in ErrorCode::ALL {
             assert!((400..600).contains(&code.http_status()), "{code}");
             assert!(seen.insert(code.as_str()), "duplicate {code}");
-            assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
         }
     }
 }

@@ -71,7 +71,11 @@ impl Prefix {
             && raw
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if ok { Ok(Self(raw.to_owned())) } else { Err(InvalidPrefix(raw.to_owned())) }
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidPrefix(raw.to_owned()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -165,7 +169,16 @@ mod tests {
         for ok in ["mesh", "t1", "a-b_c", "abcdefghijklmnopqrstuvwxyz012345"] {
             assert!(Prefix::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Mesh", "1mesh", "me.sh", "me*", "me>", "me sh", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "Mesh",
+            "1mesh",
+            "me.sh",
+            "me*",
+            "me>",
+            "me sh",
+            &"a".repeat(33),
+        ] {
             assert!(Prefix::parse(bad).is_err(), "{bad}");
         }
     }
@@ -175,12 +188,21 @@ mod tests {
         let p = prefix();
         let user = Uuid::now_v7();
         let cases = [
-            (p.rpc(Service::User, "login"), Subject::Rpc { service: Service::User, op: "login".into() }),
+            (
+                p.rpc(Service::User, "login"),
+                Subject::Rpc {
+                    service: Service::User,
+                    op: "login".into(),
+                },
+            ),
             (p.push_user(user), Subject::PushUser(user)),
             (p.chat_in(17), Subject::ChatIn(17)),
             (
                 p.event(Service::Social, "friendship_created"),
-                Subject::Event { service: Service::Social, event: "friendship_created".into() },
+                Subject::Event {
+                    service: Service::Social,
+                    event: "friendship_created".into(),
+                },
             ),
         ];
         for (subject, parsed) in cases {

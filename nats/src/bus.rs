@@ -12,7 +12,10 @@ pub const MIN_SERVER_VERSION: (i64, i64, i64) = (2, 11, 0);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot connect to NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
     #[error("NATS server {found} is too old: the mesh needs {}.{}.{} or newer", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1, MIN_SERVER_VERSION.2)]
     TooOld { found: String },
     #[error("NATS server at {url} has JetStream disabled; start it with -js")]
@@ -34,7 +37,12 @@ impl Bus {
     ///
     /// The first connection must succeed within `connect_timeout` so that a wrong URL fails
     /// fast at start-up instead of hanging; later disconnects are retried without limit.
-    pub async fn connect(url: &str, prefix: Prefix, name: &str, connect_timeout: Duration) -> Result<Self, ConnectError> {
+    pub async fn connect(
+        url: &str,
+        prefix: Prefix,
+        name: &str,
+        connect_timeout: Duration,
+    ) -> Result<Self, ConnectError> {
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(connect_timeout)
@@ -62,16 +70,27 @@ impl Bus {
                 url: url.to_owned(),
                 source: async_nats::ConnectError::new(async_nats::ConnectErrorKind::TimedOut),
             })?
-            .map_err(|source| ConnectError::Connect { url: url.to_owned(), source })?;
+            .map_err(|source| ConnectError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         let (major, minor, patch) = MIN_SERVER_VERSION;
         if !client.is_server_compatible(major, minor, patch) {
-            return Err(ConnectError::TooOld { found: client.server_info().version });
+            return Err(ConnectError::TooOld {
+                found: client.server_info().version,
+            });
         }
         if !client.server_info().jetstream {
-            return Err(ConnectError::NoJetStream { url: url.to_owned() });
+            return Err(ConnectError::NoJetStream {
+                url: url.to_owned(),
+            });
         }
         let jetstream = async_nats::jetstream::new(client.clone());
-        Ok(Self { client, jetstream, prefix })
+        Ok(Self {
+            client,
+            jetstream,
+            prefix,
+        })
     }
 
     pub fn prefix(&self) -> &Prefix {

@@ -22,7 +22,10 @@ pub struct CallContext {
 
 impl CallContext {
     pub fn new(request_id: impl Into<String>) -> Self {
-        Self { request_id: request_id.into(), ..Self::default() }
+        Self {
+            request_id: request_id.into(),
+            ..Self::default()
+        }
     }
 
     /// A context for work the mesh starts itself (no user).
@@ -37,7 +40,10 @@ impl CallContext {
     }
 
     pub(crate) fn write_headers(&self, map: &mut HeaderMap) {
-        map.insert(headers::REQUEST_ID, headers::sanitize(&self.request_id, 128).as_str());
+        map.insert(
+            headers::REQUEST_ID,
+            headers::sanitize(&self.request_id, 128).as_str(),
+        );
         if let Some(user) = self.user_id {
             map.insert(headers::USER_ID, user.to_string().as_str());
         }
@@ -53,8 +59,14 @@ impl CallContext {
     }
 
     pub(crate) fn read_headers(map: Option<&HeaderMap>) -> Self {
-        let Some(map) = map else { return Self::internal() };
-        let text = |name: &str| map.get(name).map(|v| v.as_str().to_owned()).filter(|v| !v.is_empty());
+        let Some(map) = map else {
+            return Self::internal();
+        };
+        let text = |name: &str| {
+            map.get(name)
+                .map(|v| v.as_str().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let uuid = |name: &str| text(name).and_then(|v| Uuid::parse_str(&v).ok());
         Self {
             request_id: text(headers::REQUEST_ID).unwrap_or_else(|| Uuid::now_v7().to_string()),

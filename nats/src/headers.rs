@@ -12,5 +12,9 @@ pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 
 /// Header values cannot hold line breaks; anything else passes through, capped in length.
 pub fn sanitize(value: &str, max: usize) -> String {
-    value.chars().filter(|c| !c.is_control()).take(max).collect()
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect()
 }

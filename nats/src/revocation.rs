@@ -39,7 +39,10 @@ impl Revocations {
     /// Records that `session_id` is revoked; every edge watching refuses its tokens.
     pub async fn revoke(&self, revocation: Revocation) -> Result<(), String> {
         self.store
-            .put(revocation.session_id.to_string(), revocation.user_id.to_string().into())
+            .put(
+                revocation.session_id.to_string(),
+                revocation.user_id.to_string().into(),
+            )
             .await
             .map(|_| ())
             .map_err(|err| err.to_string())
@@ -50,16 +53,27 @@ impl Revocations {
     /// The stream ends when the watch breaks (for example the server went away for long);
     /// callers loop, calling `watch` again, and re-receive the whole set.
     pub async fn watch(&self) -> Result<impl Stream<Item = Revocation> + Send + use<>, String> {
-        let watch = self.store.watch_with_history(">").await.map_err(|err| err.to_string())?;
-        Ok(watch.take_while(|entry| std::future::ready(entry.is_ok())).filter_map(|entry| async move {
-            let entry = entry.ok()?;
-            if entry.operation != Operation::Put {
-                return None;
-            }
-            let session_id = Uuid::parse_str(&entry.key).ok()?;
-            let user_id = std::str::from_utf8(&entry.value).ok().and_then(|v| Uuid::parse_str(v).ok())?;
-            Some(Revocation { session_id, user_id })
-        }))
+        let watch = self
+            .store
+            .watch_with_history(">")
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(watch
+            .take_while(|entry| std::future::ready(entry.is_ok()))
+            .filter_map(|entry| async move {
+                let entry = entry.ok()?;
+                if entry.operation != Operation::Put {
+                    return None;
+                }
+                let session_id = Uuid::parse_str(&entry.key).ok()?;
+                let user_id = std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|v| Uuid::parse_str(v).ok())?;
+                Some(Revocation {
+                    session_id,
+                    user_id,
+                })
+            }))
     }
 
     /// How long after a broken watch to try again.

@@ -53,41 +53,72 @@ pub struct RpcClient {
 impl Bus {
     /// An RPC client whose calls give up after `timeout`.
     pub fn rpc_client(&self, timeout: Duration) -> RpcClient {
-        RpcClient { bus: self.clone(), timeout }
+        RpcClient {
+            bus: self.clone(),
+            timeout,
+        }
     }
 }
 
 impl RpcClient {
     /// Calls operation `R` with `request` on behalf of `ctx`.
-    pub async fn call<R: Rpc>(&self, ctx: &CallContext, request: &R::Request) -> Result<R::Reply, RpcError> {
+    pub async fn call<R: Rpc>(
+        &self,
+        ctx: &CallContext,
+        request: &R::Request,
+    ) -> Result<R::Reply, RpcError> {
         let subject = self.bus.prefix.rpc(R::SERVICE, R::OP);
         let started = Instant::now();
         let result = self.call_raw::<R>(&subject, ctx, request).await;
-        RPC_CLIENT_DURATION.with_label_values(&[&subject]).observe(started.elapsed().as_secs_f64());
+        RPC_CLIENT_DURATION
+            .with_label_values(&[&subject])
+            .observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
-        RPC_CLIENT_CALLS.with_label_values(&[&subject, outcome]).inc();
+        RPC_CLIENT_CALLS
+            .with_label_values(&[&subject, outcome])
+            .inc();
         result
     }
 
-    async fn call_raw<R: Rpc>(&self, subject: &str, ctx: &CallContext, request: &R::Request) -> Result<R::Reply, RpcError> {
+    async fn call_raw<R: Rpc>(
+        &self,
+        subject: &str,
+        ctx: &CallContext,
+        request: &R::Request,
+    ) -> Result<R::Reply, RpcError> {
         if !self.bus.is_connected() {
             // Fail at once instead of queueing the request until the deadline.
             return Err(RpcError::Unavailable("not connected to NATS".into()));
         }
-        let payload = serde_json::to_vec(request).map_err(|err| RpcError::Decode(err.to_string()))?;
+        let payload =
+            serde_json::to_vec(request).map_err(|err| RpcError::Decode(err.to_string()))?;
         let mut map = HeaderMap::new();
         ctx.write_headers(&mut map);
         crate::trace::inject_current(&mut map);
-        let request = async_nats::Request::new().payload(payload.into()).headers(map).timeout(Some(self.timeout));
-        let reply = self.bus.client.send_request(subject.to_owned(), request).await.map_err(|err| match err.kind() {
-            RequestErrorKind::TimedOut => RpcError::Timeout(self.timeout),
-            RequestErrorKind::NoResponders => RpcError::Unavailable(format!("no responders on {subject}")),
-            _ => RpcError::Transport(err.to_string()),
-        })?;
-        if let Some(error) = reply.headers.as_ref().and_then(|map| map.get(headers::SERVICE_ERROR)) {
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .headers(map)
+            .timeout(Some(self.timeout));
+        let reply = self
+            .bus
+            .client
+            .send_request(subject.to_owned(), request)
+            .await
+            .map_err(|err| match err.kind() {
+                RequestErrorKind::TimedOut => RpcError::Timeout(self.timeout),
+                RequestErrorKind::NoResponders => {
+                    RpcError::Unavailable(format!("no responders on {subject}"))
+                }
+                _ => RpcError::Transport(err.to_string()),
+            })?;
+        if let Some(error) = reply
+            .headers
+            .as_ref()
+            .and_then(|map| map.get(headers::SERVICE_ERROR))
+        {
             return Err(RpcError::Service(parse_service_error(error.as_str())));
         }
         serde_json::from_slice(&reply.payload).map_err(|err| RpcError::Decode(err.to_string()))

@@ -37,7 +37,13 @@ pub struct ServiceHost {
 
 impl ServiceHost {
     pub fn new(bus: Bus, service: Service, description: impl Into<String>) -> Self {
-        Self { bus, service, description: description.into(), max_in_flight: 256, handlers: Vec::new() }
+        Self {
+            bus,
+            service,
+            description: description.into(),
+            max_in_flight: 256,
+            handlers: Vec::new(),
+        }
     }
 
     /// How many requests this instance handles at once; more wait in NATS.
@@ -54,14 +60,23 @@ impl ServiceHost {
         F: Fn(S, CallContext, R::Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R::Reply, ServiceError>> + Send + 'static,
     {
-        assert_eq!(R::SERVICE, self.service, "operation {} belongs to another service", R::OP);
+        assert_eq!(
+            R::SERVICE,
+            self.service,
+            "operation {} belongs to another service",
+            R::OP
+        );
         let handler = Arc::new(handler);
         let erased: Handler = Arc::new(move |ctx, payload: Bytes| {
             let state = state.clone();
             let handler = handler.clone();
             Box::pin(async move {
-                let request: R::Request = serde_json::from_slice(&payload)
-                    .map_err(|err| ServiceError::new(ErrorCode::BadRequest, format!("cannot decode request: {err}")))?;
+                let request: R::Request = serde_json::from_slice(&payload).map_err(|err| {
+                    ServiceError::new(
+                        ErrorCode::BadRequest,
+                        format!("cannot decode request: {err}"),
+                    )
+                })?;
                 let reply = handler(state, ctx, request).await?;
                 serde_json::to_vec(&reply).map(Bytes::from).map_err(|err| {
                     tracing::error!(error = %err, "cannot encode reply");
@@ -99,7 +114,13 @@ impl ServiceHost {
                 .await
                 .map_err(|err| format!("cannot add endpoint {op}: {err}"))?;
             let subject = prefix.rpc(self.service, op);
-            loops.spawn(serve_endpoint(endpoint, subject, handler, limit.clone(), stop_rx.clone()));
+            loops.spawn(serve_endpoint(
+                endpoint,
+                subject,
+                handler,
+                limit.clone(),
+                stop_rx.clone(),
+            ));
         }
         tracing::info!(service = %name, "service started");
         shutdown.await;
@@ -128,7 +149,9 @@ async fn serve_endpoint(
                 None => break,
             },
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
         let handler = handler.clone();
         let subject = subject.clone();
         tokio::spawn(async move {
@@ -143,7 +166,8 @@ async fn handle_one(request: async_nats::service::Request, subject: &str, handle
     let started = Instant::now();
     let headers = request.message.headers.as_ref();
     let ctx = CallContext::read_headers(headers);
-    let span = tracing::info_span!("rpc.server", rpc.subject = %subject, request_id = %ctx.request_id);
+    let span =
+        tracing::info_span!("rpc.server", rpc.subject = %subject, request_id = %ctx.request_id);
     crate::trace::adopt_parent(&span, headers);
     let payload = request.message.payload.clone();
     let result = AssertUnwindSafe(handler(ctx, payload).instrument(span.clone()))
@@ -157,8 +181,12 @@ async fn handle_one(request: async_nats::service::Request, subject: &str, handle
         Ok(_) => "ok",
         Err(err) => err.code.as_str(),
     };
-    RPC_SERVER_REQUESTS.with_label_values(&[subject, outcome]).inc();
-    RPC_SERVER_DURATION.with_label_values(&[subject]).observe(started.elapsed().as_secs_f64());
+    RPC_SERVER_REQUESTS
+        .with_label_values(&[subject, outcome])
+        .inc();
+    RPC_SERVER_DURATION
+        .with_label_values(&[subject])
+        .observe(started.elapsed().as_secs_f64());
     let response = result.map_err(|err| async_nats::service::error::Error {
         status: format_service_error(&err),
         code: usize::from(err.code.http_status()),

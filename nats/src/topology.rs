@@ -30,7 +30,11 @@ impl Bus {
         let p = &self.prefix;
         let buckets = [
             (Bucket::Revoked, settings.revoked_ttl, "revoked session ids"),
-            (Bucket::Idempotency, IDEMPOTENCY_TTL, "stored responses of idempotent requests"),
+            (
+                Bucket::Idempotency,
+                IDEMPOTENCY_TTL,
+                "stored responses of idempotent requests",
+            ),
             (Bucket::Presence, PRESENCE_TTL, "online users"),
             (Bucket::Leases, LEASE_TTL, "chat partition leases"),
         ];
@@ -46,11 +50,21 @@ impl Bus {
             self.jetstream
                 .create_or_update_key_value(config)
                 .await
-                .map_err(|err| ConnectError::Topology(format!("bucket {}: {err}", p.bucket(bucket))))?;
+                .map_err(|err| {
+                    ConnectError::Topology(format!("bucket {}: {err}", p.bucket(bucket)))
+                })?;
         }
         let streams = [
-            (Stream::ChatIn, p.all_chat_in(), Duration::from_secs(7 * 24 * 3600)),
-            (Stream::Events, p.all_events(), Duration::from_secs(7 * 24 * 3600)),
+            (
+                Stream::ChatIn,
+                p.all_chat_in(),
+                Duration::from_secs(7 * 24 * 3600),
+            ),
+            (
+                Stream::Events,
+                p.all_events(),
+                Duration::from_secs(7 * 24 * 3600),
+            ),
         ];
         for (which, subject, max_age) in streams {
             let config = stream::Config {
@@ -64,7 +78,9 @@ impl Bus {
             self.jetstream
                 .create_or_update_stream(config)
                 .await
-                .map_err(|err| ConnectError::Topology(format!("stream {}: {err}", p.stream(which))))?;
+                .map_err(|err| {
+                    ConnectError::Topology(format!("stream {}: {err}", p.stream(which)))
+                })?;
         }
         Ok(())
     }
@@ -72,7 +88,12 @@ impl Bus {
     /// Deletes every stream and bucket of the prefix (test teardown).
     pub async fn delete_topology(&self) {
         let p = &self.prefix;
-        for bucket in [Bucket::Revoked, Bucket::Idempotency, Bucket::Presence, Bucket::Leases] {
+        for bucket in [
+            Bucket::Revoked,
+            Bucket::Idempotency,
+            Bucket::Presence,
+            Bucket::Leases,
+        ] {
             let _ = self.jetstream.delete_key_value(p.bucket(bucket)).await;
         }
         for which in [Stream::ChatIn, Stream::Events] {

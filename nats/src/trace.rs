@@ -42,6 +42,8 @@ pub(crate) fn adopt_parent(span: &tracing::Span, map: Option<&HeaderMap>) {
     if map.get(headers::TRACEPARENT).is_none() {
         return;
     }
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Extract(map)));
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Extract(map))
+    });
     let _ = span.set_parent(parent);
 }

@@ -19,9 +19,14 @@ pub fn metrics_endpoint() -> impl Endpoint {
 }
 
 /// Serves `/metrics` on `addr` until `shutdown` resolves.
-pub async fn serve_metrics(addr: SocketAddr, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     metrics::touch_all();
     let app = Route::new().at("/metrics", metrics_endpoint());
-    Server::new(TcpListener::bind(addr)).run_with_graceful_shutdown(app, shutdown, None).await?;
+    Server::new(TcpListener::bind(addr))
+        .run_with_graceful_shutdown(app, shutdown, None)
+        .await?;
     Ok(())
 }

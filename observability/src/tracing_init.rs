@@ -46,18 +46,26 @@ pub fn init(service_name: &str) -> TracingGuard {
         .with_filter(filter);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     // A second init in the same process finds a subscriber already set; that is fine.
-    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(otel)
+        .try_init();
     TracingGuard
 }
 
 fn build_provider(service_name: &str) -> SdkTracerProvider {
-    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
     if endpoint.trim().is_empty() {
         return builder.build();
     }
-    match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
         Ok(exporter) => builder.with_batch_exporter(exporter).build(),
         Err(err) => {
             eprintln!("OTLP exporter disabled: {err}");

@@ -25,7 +25,10 @@ impl Hasher {
     pub async fn new(concurrency: usize) -> anyhow::Result<Self> {
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let dummy = tokio::task::spawn_blocking(|| hash_now("not a real password")).await??;
-        Ok(Self { permits, dummy_hash: Arc::new(dummy) })
+        Ok(Self {
+            permits,
+            dummy_hash: Arc::new(dummy),
+        })
     }
 
     /// Hashes `password` into a PHC string.
@@ -40,7 +43,11 @@ impl Hasher {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
         let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
         })
         .await?;
         Ok(known && matches)
@@ -62,10 +69,33 @@ mod tests {
     async fn hashes_verify_and_use_argon2id() {
         let hasher = Hasher::new(2).await.unwrap();
         let hash = hasher.hash("correct horse".into()).await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!hasher.verify("wrong horse".into(), Some(hash)).await.unwrap());
-        assert!(!hasher.verify("not a real password".into(), None).await.unwrap());
-        assert!(!hasher.verify("x".into(), Some("garbage".into())).await.unwrap());
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("wrong horse".into(), Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("not a real password".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("x".into(), Some("garbage".into()))
+                .await
+                .unwrap()
+        );
     }
 }

@@ -17,7 +17,10 @@ pub fn generate() -> anyhow::Result<KeyPair> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let private_pem = key.to_pkcs8_pem(LineEnding::LF)?.to_string();
     let public_pem = key.verifying_key().to_public_key_pem(LineEnding::LF)?;
-    Ok(KeyPair { private_pem, public_pem })
+    Ok(KeyPair {
+        private_pem,
+        public_pem,
+    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use sqlx::PgPool;
 pub use config::UserConfig;
 pub use store::{connect_pool, migrate};
 
+/// The Postgres pool type the user role runs on.
+pub type Pool = PgPool;
+
 /// What the user role needs from the outside world.
 #[derive(Clone)]
 pub struct UserDeps {
@@ -27,9 +30,17 @@ pub struct UserDeps {
 }
 
 /// Runs the user service until `shutdown` resolves. Migrations must have run.
-pub async fn run(deps: UserDeps, config: UserConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    deps: UserDeps,
+    config: UserConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let state = handlers::State::new(deps, config).await?;
-    let host = ServiceHost::new(state.bus().clone(), mesh_contracts::Service::User, "accounts, sessions and tokens");
+    let host = ServiceHost::new(
+        state.bus().clone(),
+        mesh_contracts::Service::User,
+        "accounts, sessions and tokens",
+    );
     let host = handlers::register(host, state);
     host.run(shutdown).await.map_err(anyhow::Error::msg)
 }

@@ -25,8 +25,10 @@ pub struct TokenIssuer {
 
 impl TokenIssuer {
     pub fn new(config: &UserConfig) -> anyhow::Result<Self> {
-        let key = EncodingKey::from_ed_pem(config.jwt_private_key_pem.as_bytes())
-            .map_err(|err| anyhow::anyhow!("JWT private key is not an Ed25519 PKCS#8 PEM key: {err}"))?;
+        let key =
+            EncodingKey::from_ed_pem(config.jwt_private_key_pem.as_bytes()).map_err(|err| {
+                anyhow::anyhow!("JWT private key is not an Ed25519 PKCS#8 PEM key: {err}")
+            })?;
         Ok(Self {
             key,
             kid: key_id(&config.jwt_public_key_pem),
@@ -37,7 +39,13 @@ impl TokenIssuer {
     }
 
     /// A new token pair for a session; `refresh_token` is the caller's fresh refresh token.
-    pub fn pair(&self, user_id: Uuid, session_id: Uuid, roles_held: &[Role], refresh_token: String) -> anyhow::Result<TokenPair> {
+    pub fn pair(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        roles_held: &[Role],
+        refresh_token: String,
+    ) -> anyhow::Result<TokenPair> {
         let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
         let claims = AccessClaims {
             sub: user_id,
@@ -107,15 +115,22 @@ mod tests {
         };
         let issuer = TokenIssuer::new(&config).unwrap();
         let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
-        let tokens = issuer.pair(user, session, &[Role::Admin], "r".into()).unwrap();
+        let tokens = issuer
+            .pair(user, session, &[Role::Admin], "r".into())
+            .unwrap();
         let header = jsonwebtoken::decode_header(&tokens.access_token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
-        assert_eq!(header.kid.as_deref(), Some(key_id(&pair.public_pem).as_str()));
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(key_id(&pair.public_pem).as_str())
+        );
         let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
         validation.set_audience(&["aud"]);
         validation.set_issuer(&["iss"]);
         let key = jsonwebtoken::DecodingKey::from_ed_pem(pair.public_pem.as_bytes()).unwrap();
-        let claims = jsonwebtoken::decode::<AccessClaims>(&tokens.access_token, &key, &validation).unwrap().claims;
+        let claims = jsonwebtoken::decode::<AccessClaims>(&tokens.access_token, &key, &validation)
+            .unwrap()
+            .claims;
         assert_eq!((claims.sub, claims.sid), (user, session));
         assert_eq!(claims.roles, vec!["user", "admin"]);
         assert_eq!(claims.exp - claims.iat, 60);

@@ -2,7 +2,8 @@
 
 use mesh_contracts::ServiceError;
 use mesh_contracts::user::{
-    MAX_AVATAR_LEN, MAX_DEVICE_NAME_CHARS, MAX_NICKNAME_CHARS, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
+    MAX_AVATAR_LEN, MAX_DEVICE_NAME_CHARS, MAX_NICKNAME_CHARS, MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
 };
 
 use super::invalid;
@@ -16,7 +17,10 @@ impl Phone {
         let raw = raw.trim();
         let digits = raw.strip_prefix('+').unwrap_or(raw);
         if !(6..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid("phone", "must be an optional '+' followed by 6 to 15 digits"));
+            return Err(invalid(
+                "phone",
+                "must be an optional '+' followed by 6 to 15 digits",
+            ));
         }
         Ok(Self(format!("+{digits}")))
     }
@@ -38,7 +42,10 @@ impl Nickname {
             return Err(invalid("nickname", "must not be blank"));
         }
         if chars > MAX_NICKNAME_CHARS {
-            return Err(invalid("nickname", &format!("at most {MAX_NICKNAME_CHARS} characters")));
+            return Err(invalid(
+                "nickname",
+                &format!("at most {MAX_NICKNAME_CHARS} characters"),
+            ));
         }
         if trimmed.chars().any(char::is_control) {
             return Err(invalid("nickname", "must not contain control characters"));
@@ -82,7 +89,10 @@ impl Avatar {
             return Ok(Self(None));
         }
         if raw.len() > MAX_AVATAR_LEN {
-            return Err(invalid("avatar", &format!("at most {MAX_AVATAR_LEN} bytes")));
+            return Err(invalid(
+                "avatar",
+                &format!("at most {MAX_AVATAR_LEN} bytes"),
+            ));
         }
         let has_scheme = raw.starts_with("https://") || raw.starts_with("http://");
         if !has_scheme || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -98,7 +108,9 @@ impl Avatar {
 
 /// A device label for the session list: trimmed, at most 64 characters; blank means none.
 pub fn device_name(raw: Option<&str>) -> Result<Option<String>, ServiceError> {
-    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
     if raw.chars().count() > MAX_DEVICE_NAME_CHARS || raw.chars().any(char::is_control) {
         return Err(invalid(
             "device_name",
@@ -114,9 +126,20 @@ mod tests {
 
     #[test]
     fn phones_are_normalised_and_bounded() {
-        assert_eq!(Phone::parse("+8613800000000").unwrap().as_str(), "+8613800000000");
+        assert_eq!(
+            Phone::parse("+8613800000000").unwrap().as_str(),
+            "+8613800000000"
+        );
         assert_eq!(Phone::parse(" 123456 ").unwrap().as_str(), "+123456");
-        for bad in ["", "+", "12345", "1234567890123456", "+12a456", "++123456", "123 456"] {
+        for bad in [
+            "",
+            "+",
+            "12345",
+            "1234567890123456",
+            "+12a456",
+            "++123456",
+            "123 456",
+        ] {
             assert!(Phone::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -141,7 +164,13 @@ mod tests {
     #[test]
     fn avatars_must_be_http_urls() {
         assert_eq!(Avatar::parse("").unwrap().into_inner(), None);
-        assert_eq!(Avatar::parse("https://a.example/x.png").unwrap().into_inner().as_deref(), Some("https://a.example/x.png"));
+        assert_eq!(
+            Avatar::parse("https://a.example/x.png")
+                .unwrap()
+                .into_inner()
+                .as_deref(),
+            Some("https://a.example/x.png")
+        );
         assert!(Avatar::parse("javascript:alert(1)").is_err());
         assert!(Avatar::parse("https://a b").is_err());
         assert!(Avatar::parse(&format!("https://{}", "a".repeat(600))).is_err());
@@ -151,7 +180,10 @@ mod tests {
     fn device_names_are_optional_and_bounded() {
         assert_eq!(device_name(None).unwrap(), None);
         assert_eq!(device_name(Some("  ")).unwrap(), None);
-        assert_eq!(device_name(Some(" phone ")).unwrap().as_deref(), Some("phone"));
+        assert_eq!(
+            device_name(Some(" phone ")).unwrap().as_deref(),
+            Some("phone")
+        );
         assert!(device_name(Some(&"d".repeat(65))).is_err());
     }
 }

@@ -22,7 +22,10 @@ impl Page {
         }
         let after = match cursor.filter(|c| !c.is_empty()) {
             None => None,
-            Some(c) => Some(Uuid::parse_str(c).map_err(|_| invalid("cursor", "not a cursor returned by this API"))?),
+            Some(c) => Some(
+                Uuid::parse_str(c)
+                    .map_err(|_| invalid("cursor", "not a cursor returned by this API"))?,
+            ),
         };
         Ok(Self { limit, after })
     }
@@ -51,7 +54,10 @@ mod tests {
     #[test]
     fn limits_are_bounded() {
         assert_eq!(Page::parse(None, None).unwrap().limit, DEFAULT_PAGE_LIMIT);
-        assert_eq!(Page::parse(Some(MAX_PAGE_LIMIT), None).unwrap().limit, MAX_PAGE_LIMIT);
+        assert_eq!(
+            Page::parse(Some(MAX_PAGE_LIMIT), None).unwrap().limit,
+            MAX_PAGE_LIMIT
+        );
         assert!(Page::parse(Some(0), None).is_err());
         assert!(Page::parse(Some(MAX_PAGE_LIMIT + 1), None).is_err());
         assert!(Page::parse(None, Some("nope")).is_err());

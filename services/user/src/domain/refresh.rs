@@ -61,15 +61,24 @@ mod tests {
     #[test]
     fn current_token_rotates() {
         let (s, now) = state(None);
-        assert_eq!(decide(s, now, Duration::from_secs(2)), RefreshDecision::Rotate);
+        assert_eq!(
+            decide(s, now, Duration::from_secs(2)),
+            RefreshDecision::Rotate
+        );
     }
 
     #[test]
     fn rotated_token_is_a_race_within_grace_and_reuse_after() {
         let (s, now) = state(Some(1));
-        assert_eq!(decide(s, now, Duration::from_secs(2)), RefreshDecision::LostRace);
+        assert_eq!(
+            decide(s, now, Duration::from_secs(2)),
+            RefreshDecision::LostRace
+        );
         let (s, now) = state(Some(3));
-        assert_eq!(decide(s, now, Duration::from_secs(2)), RefreshDecision::Reuse);
+        assert_eq!(
+            decide(s, now, Duration::from_secs(2)),
+            RefreshDecision::Reuse
+        );
         let (s, now) = state(Some(0));
         assert_eq!(decide(s, now, Duration::ZERO), RefreshDecision::Reuse);
     }
@@ -78,10 +87,16 @@ mod tests {
     fn ended_sessions_and_disabled_accounts_refuse() {
         let (mut s, now) = state(None);
         s.session_revoked = true;
-        assert_eq!(decide(s, now, Duration::ZERO), RefreshDecision::SessionEnded);
+        assert_eq!(
+            decide(s, now, Duration::ZERO),
+            RefreshDecision::SessionEnded
+        );
         let (mut s, now) = state(None);
         s.session_expires_at = now;
-        assert_eq!(decide(s, now, Duration::ZERO), RefreshDecision::SessionEnded);
+        assert_eq!(
+            decide(s, now, Duration::ZERO),
+            RefreshDecision::SessionEnded
+        );
         let (mut s, now) = state(None);
         s.account_disabled = true;
         assert_eq!(decide(s, now, Duration::ZERO), RefreshDecision::Disabled);

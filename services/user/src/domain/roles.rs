@@ -12,11 +12,19 @@ pub fn normalize(roles: &[Role]) -> Vec<Role> {
 
 /// Reads stored role names, ignoring any this version does not know.
 pub fn from_names(names: &[String]) -> Vec<Role> {
-    normalize(&names.iter().filter_map(|n| Role::parse(n)).collect::<Vec<_>>())
+    normalize(
+        &names
+            .iter()
+            .filter_map(|n| Role::parse(n))
+            .collect::<Vec<_>>(),
+    )
 }
 
 pub fn to_names(roles: &[Role]) -> Vec<String> {
-    normalize(roles).iter().map(|r| r.as_str().to_owned()).collect()
+    normalize(roles)
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect()
 }
 
 pub fn is_admin(roles: &[Role]) -> bool {
@@ -30,9 +38,18 @@ mod tests {
     #[test]
     fn user_is_always_present_and_duplicates_vanish() {
         assert_eq!(normalize(&[]), vec![Role::User]);
-        assert_eq!(normalize(&[Role::Admin, Role::Admin]), vec![Role::User, Role::Admin]);
-        assert_eq!(from_names(&["admin".into(), "bogus".into()]), vec![Role::User, Role::Admin]);
-        assert_eq!(to_names(&[Role::Admin]), vec!["user".to_owned(), "admin".to_owned()]);
+        assert_eq!(
+            normalize(&[Role::Admin, Role::Admin]),
+            vec![Role::User, Role::Admin]
+        );
+        assert_eq!(
+            from_names(&["admin".into(), "bogus".into()]),
+            vec![Role::User, Role::Admin]
+        );
+        assert_eq!(
+            to_names(&[Role::Admin]),
+            vec!["user".to_owned(), "admin".to_owned()]
+        );
         assert!(is_admin(&from_names(&["admin".into()])));
         assert!(!is_admin(&normalize(&[])));
     }

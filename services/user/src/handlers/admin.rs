@@ -1,7 +1,10 @@
 //! Administration: list accounts, disable/enable them, set roles. Admin rights are read from
 //! the database on every call, not from the token, so a demoted admin loses them at once.
 
-use mesh_contracts::user::{AdminListUsersRequest, AdminSetDisabledRequest, AdminSetRolesRequest, UserProfile, UserProfilePage};
+use mesh_contracts::user::{
+    AdminListUsersRequest, AdminSetDisabledRequest, AdminSetRolesRequest, UserProfile,
+    UserProfilePage,
+};
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use serde_json::json;
@@ -18,51 +21,101 @@ async fn require_admin(state: &State, ctx: &CallContext) -> Result<Uuid, Service
     let (user, _) = caller(ctx)?;
     let account = own_account(state, user).await?;
     if account.disabled || !roles::is_admin(&account.roles()) {
-        return Err(ServiceError::new(ErrorCode::Forbidden, "administrators only"));
+        return Err(ServiceError::new(
+            ErrorCode::Forbidden,
+            "administrators only",
+        ));
     }
     Ok(user)
 }
 
-pub async fn list_users(state: State, ctx: CallContext, req: AdminListUsersRequest) -> Result<UserProfilePage, ServiceError> {
+pub async fn list_users(
+    state: State,
+    ctx: CallContext,
+    req: AdminListUsersRequest,
+) -> Result<UserProfilePage, ServiceError> {
     require_admin(&state, &ctx).await?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = accounts::list(&state.pool, Filter::Disabled(req.disabled), true, page).await.map_err(db)?;
+    let rows = accounts::list(&state.pool, Filter::Disabled(req.disabled), true, page)
+        .await
+        .map_err(db)?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
-    Ok(UserProfilePage { items: rows.iter().map(|r| r.profile()).collect(), next_cursor })
+    Ok(UserProfilePage {
+        items: rows.iter().map(|r| r.profile()).collect(),
+        next_cursor,
+    })
 }
 
-pub async fn set_disabled(state: State, ctx: CallContext, req: AdminSetDisabledRequest) -> Result<UserProfile, ServiceError> {
+pub async fn set_disabled(
+    state: State,
+    ctx: CallContext,
+    req: AdminSetDisabledRequest,
+) -> Result<UserProfile, ServiceError> {
     let admin = require_admin(&state, &ctx).await?;
     if admin == req.user_id && req.disabled {
-        return Err(ServiceError::new(ErrorCode::Conflict, "an administrator cannot disable their own account"));
+        return Err(ServiceError::new(
+            ErrorCode::Conflict,
+            "an administrator cannot disable their own account",
+        ));
     }
     let mut tx = state.pool.begin().await.map_err(db)?;
-    let row = accounts::set_disabled(&mut tx, req.user_id, req.disabled).await.map_err(db)?.ok_or_else(|| not_found("user"))?;
+    let row = accounts::set_disabled(&mut tx, req.user_id, req.disabled)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("user"))?;
     let mut revoked = 0;
     if req.disabled {
-        let ids = sessions::active_ids(&mut tx, req.user_id, None).await.map_err(db)?;
+        let ids = sessions::active_ids(&mut tx, req.user_id, None)
+            .await
+            .map_err(db)?;
         state.publish_revocations(req.user_id, &ids).await?;
         revoked = sessions::revoke(&mut tx, &ids).await.map_err(db)?;
     }
-    let event = if req.disabled { "user_disabled" } else { "user_enabled" };
-    outbox::append(&mut tx, req.user_id, event, &json!({ "user_id": req.user_id, "by": admin })).await.map_err(db)?;
+    let event = if req.disabled {
+        "user_disabled"
+    } else {
+        "user_enabled"
+    };
+    outbox::append(
+        &mut tx,
+        req.user_id,
+        event,
+        &json!({ "user_id": req.user_id, "by": admin }),
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     tracing::info!(admin = %admin, user_id = %req.user_id, disabled = req.disabled, revoked, "account state changed");
     Ok(row.profile())
 }
 
-pub async fn set_roles(state: State, ctx: CallContext, req: AdminSetRolesRequest) -> Result<UserProfile, ServiceError> {
+pub async fn set_roles(
+    state: State,
+    ctx: CallContext,
+    req: AdminSetRolesRequest,
+) -> Result<UserProfile, ServiceError> {
     let admin = require_admin(&state, &ctx).await?;
     let granted = roles::normalize(&req.roles);
     if admin == req.user_id && !roles::is_admin(&granted) {
-        return Err(ServiceError::new(ErrorCode::Conflict, "an administrator cannot remove their own admin role"));
+        return Err(ServiceError::new(
+            ErrorCode::Conflict,
+            "an administrator cannot remove their own admin role",
+        ));
     }
     let names = roles::to_names(&granted);
     let mut tx = state.pool.begin().await.map_err(db)?;
-    let row = accounts::set_roles(&mut tx, req.user_id, &names).await.map_err(db)?.ok_or_else(|| not_found("user"))?;
-    outbox::append(&mut tx, req.user_id, "roles_changed", &json!({ "user_id": req.user_id, "roles": names, "by": admin }))
+    let row = accounts::set_roles(&mut tx, req.user_id, &names)
         .await
-        .map_err(db)?;
+        .map_err(db)?
+        .ok_or_else(|| not_found("user"))?;
+    outbox::append(
+        &mut tx,
+        req.user_id,
+        "roles_changed",
+        &json!({ "user_id": req.user_id, "roles": names, "by": admin }),
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(row.profile())
 }

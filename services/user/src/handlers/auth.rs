@@ -1,6 +1,8 @@
 //! Register, login and refresh.
 
-use mesh_contracts::user::{LoginRequest, RefreshRequest, RegisterRequest, Role, Sex, TokenPair, UserProfile};
+use mesh_contracts::user::{
+    LoginRequest, RefreshRequest, RegisterRequest, Role, Sex, TokenPair, UserProfile,
+};
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use serde_json::json;
@@ -14,13 +16,26 @@ use crate::domain::roles;
 use crate::store::{self, accounts, outbox, sessions};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 
-pub async fn register(state: State, _ctx: CallContext, req: RegisterRequest) -> Result<UserProfile, ServiceError> {
+pub async fn register(
+    state: State,
+    _ctx: CallContext,
+    req: RegisterRequest,
+) -> Result<UserProfile, ServiceError> {
     let phone = Phone::parse(&req.phone)?;
     let nickname = Nickname::parse(&req.nickname)?;
     let avatar = Avatar::parse(req.avatar.as_deref().unwrap_or(""))?.into_inner();
     let password = Password::parse(req.password)?;
-    let hash = state.hasher.hash(password.into_inner()).await.map_err(internal)?;
-    let granted = if state.config.bootstrap_admin_phones.iter().any(|p| p == phone.as_str()) {
+    let hash = state
+        .hasher
+        .hash(password.into_inner())
+        .await
+        .map_err(internal)?;
+    let granted = if state
+        .config
+        .bootstrap_admin_phones
+        .iter()
+        .any(|p| p == phone.as_str())
+    {
         vec![Role::Admin]
     } else {
         vec![]
@@ -38,29 +53,56 @@ pub async fn register(state: State, _ctx: CallContext, req: RegisterRequest) -> 
     let row = match accounts::insert(&mut tx, &new).await {
         Ok(row) => row,
         Err(err) if store::is_unique_violation(&err) => {
-            return Err(ServiceError::new(ErrorCode::PhoneTaken, "this phone number is already registered"));
+            return Err(ServiceError::new(
+                ErrorCode::PhoneTaken,
+                "this phone number is already registered",
+            ));
         }
         Err(err) => return Err(db(err)),
     };
     let profile = row.profile();
-    outbox::append(&mut tx, row.id, "user_registered", &json!({ "user": row.public() })).await.map_err(db)?;
+    outbox::append(
+        &mut tx,
+        row.id,
+        "user_registered",
+        &json!({ "user": row.public() }),
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     tracing::info!(user_id = %row.id, "account registered");
     Ok(profile)
 }
 
-pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<TokenPair, ServiceError> {
+pub async fn login(
+    state: State,
+    ctx: CallContext,
+    req: LoginRequest,
+) -> Result<TokenPair, ServiceError> {
     let refused = || ServiceError::new(ErrorCode::InvalidCredentials, "phone or password is wrong");
     // Malformed credentials are simply wrong credentials: no hint about which part.
-    let Ok(phone) = Phone::parse(&req.phone) else { return Err(refused()) };
+    let Ok(phone) = Phone::parse(&req.phone) else {
+        return Err(refused());
+    };
     let device = device_name(req.device_name.as_deref())?;
-    let account = accounts::by_phone(&state.pool, phone.as_str()).await.map_err(db)?;
+    let account = accounts::by_phone(&state.pool, phone.as_str())
+        .await
+        .map_err(db)?;
     let hash = account.as_ref().map(|a| a.password_hash.clone());
     // Verify even for unknown phones, so response time does not reveal which phones exist.
-    let matches = state.hasher.verify(req.password, hash).await.map_err(internal)?;
-    let Some(account) = account.filter(|_| matches) else { return Err(refused()) };
+    let matches = state
+        .hasher
+        .verify(req.password, hash)
+        .await
+        .map_err(internal)?;
+    let Some(account) = account.filter(|_| matches) else {
+        return Err(refused());
+    };
     if account.disabled {
-        return Err(ServiceError::new(ErrorCode::AccountDisabled, "this account is disabled"));
+        return Err(ServiceError::new(
+            ErrorCode::AccountDisabled,
+            "this account is disabled",
+        ));
     }
     let session_id = Uuid::now_v7();
     let (refresh_token, refresh_hash) = new_refresh_token();
@@ -77,14 +119,31 @@ pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<
     sessions::insert(&mut tx, &new).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     tracing::info!(user_id = %account.id, session_id = %session_id, "session opened");
-    state.issuer.pair(account.id, session_id, &account.roles(), refresh_token).map_err(internal)
+    state
+        .issuer
+        .pair(account.id, session_id, &account.roles(), refresh_token)
+        .map_err(internal)
 }
 
-pub async fn refresh(state: State, _ctx: CallContext, req: RefreshRequest) -> Result<TokenPair, ServiceError> {
-    let invalid = || ServiceError::new(ErrorCode::InvalidRefreshToken, "the refresh token is invalid or expired");
+pub async fn refresh(
+    state: State,
+    _ctx: CallContext,
+    req: RefreshRequest,
+) -> Result<TokenPair, ServiceError> {
+    let invalid = || {
+        ServiceError::new(
+            ErrorCode::InvalidRefreshToken,
+            "the refresh token is invalid or expired",
+        )
+    };
     let presented = hash_refresh_token(req.refresh_token.trim());
     let mut tx = state.pool.begin().await.map_err(db)?;
-    let Some(token) = sessions::lock_token(&mut tx, &presented).await.map_err(db)? else { return Err(invalid()) };
+    let Some(token) = sessions::lock_token(&mut tx, &presented)
+        .await
+        .map_err(db)?
+    else {
+        return Err(invalid());
+    };
     let now = OffsetDateTime::now_utc();
     let token_state = TokenState {
         rotated_at: token.rotated_at,
@@ -96,23 +155,38 @@ pub async fn refresh(state: State, _ctx: CallContext, req: RefreshRequest) -> Re
         RefreshDecision::Rotate => {
             let (refresh_token, new_hash) = new_refresh_token();
             let expires = now + state.config.refresh_ttl;
-            sessions::rotate(&mut tx, token.session_id, &presented, &new_hash, expires).await.map_err(db)?;
+            sessions::rotate(&mut tx, token.session_id, &presented, &new_hash, expires)
+                .await
+                .map_err(db)?;
             tx.commit().await.map_err(db)?;
             let held = roles::from_names(&token.roles);
-            state.issuer.pair(token.user_id, token.session_id, &held, refresh_token).map_err(internal)
+            state
+                .issuer
+                .pair(token.user_id, token.session_id, &held, refresh_token)
+                .map_err(internal)
         }
         RefreshDecision::SessionEnded => Err(invalid()),
-        RefreshDecision::Disabled => Err(ServiceError::new(ErrorCode::AccountDisabled, "this account is disabled")),
+        RefreshDecision::Disabled => Err(ServiceError::new(
+            ErrorCode::AccountDisabled,
+            "this account is disabled",
+        )),
         RefreshDecision::LostRace => Err(ServiceError::new(
             ErrorCode::RefreshConflict,
             "this refresh token was just rotated by a concurrent request",
         )),
         RefreshDecision::Reuse => {
             tracing::warn!(user_id = %token.user_id, session_id = %token.session_id, "refresh token reuse: revoking session");
-            state.publish_revocations(token.user_id, &[token.session_id]).await?;
-            sessions::revoke(&mut tx, &[token.session_id]).await.map_err(db)?;
+            state
+                .publish_revocations(token.user_id, &[token.session_id])
+                .await?;
+            sessions::revoke(&mut tx, &[token.session_id])
+                .await
+                .map_err(db)?;
             tx.commit().await.map_err(db)?;
-            Err(ServiceError::new(ErrorCode::RefreshTokenReused, "this refresh token was already used; the session is revoked"))
+            Err(ServiceError::new(
+                ErrorCode::RefreshTokenReused,
+                "this refresh token was already used; the session is revoked",
+            ))
         }
     }
 }

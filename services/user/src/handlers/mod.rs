@@ -43,7 +43,14 @@ impl State {
         let revocations = deps.bus.revocations().await?;
         let issuer = TokenIssuer::new(&config)?;
         let hasher = Hasher::new(config.hash_concurrency).await?;
-        Ok(Self(Arc::new(Inner { pool: deps.pool, bus: deps.bus, revocations, issuer, hasher, config })))
+        Ok(Self(Arc::new(Inner {
+            pool: deps.pool,
+            bus: deps.bus,
+            revocations,
+            issuer,
+            hasher,
+            config,
+        })))
     }
 
     pub fn bus(&self) -> &Bus {
@@ -52,12 +59,25 @@ impl State {
 
     /// Publishes revocations before the database marks them, so that a failure in between
     /// leaves the session refused everywhere rather than still usable.
-    async fn publish_revocations(&self, user_id: Uuid, sessions: &[Uuid]) -> Result<(), ServiceError> {
+    async fn publish_revocations(
+        &self,
+        user_id: Uuid,
+        sessions: &[Uuid],
+    ) -> Result<(), ServiceError> {
         for &session_id in sessions {
-            self.revocations.revoke(Revocation { session_id, user_id }).await.map_err(|err| {
-                tracing::error!(error = %err, "cannot publish revocation");
-                ServiceError::new(ErrorCode::ServiceUnavailable, "cannot revoke sessions right now; try again")
-            })?;
+            self.revocations
+                .revoke(Revocation {
+                    session_id,
+                    user_id,
+                })
+                .await
+                .map_err(|err| {
+                    tracing::error!(error = %err, "cannot publish revocation");
+                    ServiceError::new(
+                        ErrorCode::ServiceUnavailable,
+                        "cannot revoke sessions right now; try again",
+                    )
+                })?;
         }
         Ok(())
     }
@@ -82,8 +102,15 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         .handle::<wire::Health, _, _, _>(state, health)
 }
 
-async fn health(state: State, _ctx: CallContext, _req: wire::Empty) -> Result<wire::Empty, ServiceError> {
-    sqlx::query("SELECT 1").execute(&state.pool).await.map_err(db)?;
+async fn health(
+    state: State,
+    _ctx: CallContext,
+    _req: wire::Empty,
+) -> Result<wire::Empty, ServiceError> {
+    sqlx::query("SELECT 1")
+        .execute(&state.pool)
+        .await
+        .map_err(db)?;
     Ok(wire::Empty {})
 }
 
@@ -91,7 +118,10 @@ async fn health(state: State, _ctx: CallContext, _req: wire::Empty) -> Result<wi
 fn caller(ctx: &CallContext) -> Result<(Uuid, Uuid), ServiceError> {
     match (ctx.user_id, ctx.session_id) {
         (Some(user), Some(session)) => Ok((user, session)),
-        _ => Err(ServiceError::new(ErrorCode::Unauthorized, "this operation needs a signed-in user")),
+        _ => Err(ServiceError::new(
+            ErrorCode::Unauthorized,
+            "this operation needs a signed-in user",
+        )),
     }
 }
 
@@ -101,7 +131,10 @@ fn db(err: sqlx::Error) -> ServiceError {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             tracing::error!(error = %err, "database unavailable");
-            ServiceError::new(ErrorCode::ServiceUnavailable, "storage is unavailable; try again")
+            ServiceError::new(
+                ErrorCode::ServiceUnavailable,
+                "storage is unavailable; try again",
+            )
         }
         err => {
             tracing::error!(error = %err, "database error");
@@ -121,7 +154,10 @@ fn not_found(what: &str) -> ServiceError {
 }
 
 /// Loads an account that exists; a vanished account is a 401 for its own sessions.
-async fn own_account(state: &State, user_id: Uuid) -> Result<store::accounts::AccountRow, ServiceError> {
+async fn own_account(
+    state: &State,
+    user_id: Uuid,
+) -> Result<store::accounts::AccountRow, ServiceError> {
     store::accounts::by_id(&state.pool, user_id)
         .await
         .map_err(db)?

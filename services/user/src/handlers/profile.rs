@@ -1,8 +1,8 @@
 //! Own profile, other users' public profiles, and user search.
 
 use mesh_contracts::user::{
-    Empty, FindUsersRequest, GetUserRequest, MAX_LOOKUP_IDS, PublicUser, PublicUserPage, UpdateProfileRequest,
-    UserProfile,
+    Empty, FindUsersRequest, GetUserRequest, MAX_LOOKUP_IDS, PublicUser, PublicUserPage,
+    UpdateProfileRequest, UserProfile,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
@@ -15,15 +15,28 @@ use crate::domain::paging::Page;
 use crate::store::accounts::{self, Filter, ProfileChange};
 use crate::store::outbox;
 
-pub async fn get_me(state: State, ctx: CallContext, _req: Empty) -> Result<UserProfile, ServiceError> {
+pub async fn get_me(
+    state: State,
+    ctx: CallContext,
+    _req: Empty,
+) -> Result<UserProfile, ServiceError> {
     let (user, _) = caller(&ctx)?;
     Ok(own_account(&state, user).await?.profile())
 }
 
-pub async fn update(state: State, ctx: CallContext, req: UpdateProfileRequest) -> Result<UserProfile, ServiceError> {
+pub async fn update(
+    state: State,
+    ctx: CallContext,
+    req: UpdateProfileRequest,
+) -> Result<UserProfile, ServiceError> {
     let (user, _) = caller(&ctx)?;
     let nickname = req.nickname.as_deref().map(Nickname::parse).transpose()?;
-    let avatar = req.avatar.as_deref().map(Avatar::parse).transpose()?.map(Avatar::into_inner);
+    let avatar = req
+        .avatar
+        .as_deref()
+        .map(Avatar::parse)
+        .transpose()?
+        .map(Avatar::into_inner);
     let change = ProfileChange {
         nickname: nickname.as_ref().map(Nickname::as_str),
         avatar: avatar.as_ref().map(Option::as_deref),
@@ -33,26 +46,56 @@ pub async fn update(state: State, ctx: CallContext, req: UpdateProfileRequest) -
     let row = accounts::update_profile(&mut tx, user, &change)
         .await
         .map_err(db)?
-        .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists"))?;
-    outbox::append(&mut tx, user, "profile_updated", &json!({ "user": row.public() })).await.map_err(db)?;
+        .ok_or_else(|| {
+            ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists")
+        })?;
+    outbox::append(
+        &mut tx,
+        user,
+        "profile_updated",
+        &json!({ "user": row.public() }),
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(row.profile())
 }
 
-pub async fn get_user(state: State, ctx: CallContext, req: GetUserRequest) -> Result<PublicUser, ServiceError> {
+pub async fn get_user(
+    state: State,
+    ctx: CallContext,
+    req: GetUserRequest,
+) -> Result<PublicUser, ServiceError> {
     caller(&ctx)?;
-    match accounts::by_id(&state.pool, req.user_id).await.map_err(db)? {
+    match accounts::by_id(&state.pool, req.user_id)
+        .await
+        .map_err(db)?
+    {
         Some(row) if !row.disabled => Ok(row.public()),
         _ => Err(not_found("user")),
     }
 }
 
-pub async fn find(state: State, ctx: CallContext, req: FindUsersRequest) -> Result<PublicUserPage, ServiceError> {
+pub async fn find(
+    state: State,
+    ctx: CallContext,
+    req: FindUsersRequest,
+) -> Result<PublicUserPage, ServiceError> {
     caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let given = [req.phone.is_some(), req.nickname.is_some(), req.ids.is_some()].iter().filter(|x| **x).count();
+    let given = [
+        req.phone.is_some(),
+        req.nickname.is_some(),
+        req.ids.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if given != 1 {
-        return Err(invalid("query", "give exactly one of phone, nickname or ids"));
+        return Err(invalid(
+            "query",
+            "give exactly one of phone, nickname or ids",
+        ));
     }
     let phone;
     let nickname;
@@ -69,7 +112,12 @@ pub async fn find(state: State, ctx: CallContext, req: FindUsersRequest) -> Resu
         }
         Filter::Ids(ids)
     };
-    let rows = accounts::list(&state.pool, filter, false, page).await.map_err(db)?;
+    let rows = accounts::list(&state.pool, filter, false, page)
+        .await
+        .map_err(db)?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
-    Ok(PublicUserPage { items: rows.iter().map(|r| r.public()).collect(), next_cursor })
+    Ok(PublicUserPage {
+        items: rows.iter().map(|r| r.public()).collect(),
+        next_cursor,
+    })
 }

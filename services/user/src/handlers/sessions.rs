@@ -1,7 +1,7 @@
 //! Logout, logout everywhere, and the device (session) list.
 
-use mesh_contracts::user::{Empty, LogoutReply, RevokeSessionRequest, SessionInfo, SessionList};
 use mesh_contracts::ServiceError;
+use mesh_contracts::user::{Empty, LogoutReply, RevokeSessionRequest, SessionInfo, SessionList};
 use mesh_nats::CallContext;
 use uuid::Uuid;
 
@@ -9,29 +9,47 @@ use super::{State, caller, db, not_found};
 use crate::store::sessions;
 
 /// Revokes the caller's sessions: only `only`, or all of them.
-async fn end_sessions(state: &State, user_id: Uuid, only: Option<Uuid>) -> Result<u32, ServiceError> {
+async fn end_sessions(
+    state: &State,
+    user_id: Uuid,
+    only: Option<Uuid>,
+) -> Result<u32, ServiceError> {
     let mut tx = state.pool.begin().await.map_err(db)?;
-    let ids = sessions::active_ids(&mut tx, user_id, only).await.map_err(db)?;
+    let ids = sessions::active_ids(&mut tx, user_id, only)
+        .await
+        .map_err(db)?;
     state.publish_revocations(user_id, &ids).await?;
     let ended = sessions::revoke(&mut tx, &ids).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(u32::try_from(ended).unwrap_or(u32::MAX))
 }
 
-pub async fn logout(state: State, ctx: CallContext, _req: Empty) -> Result<LogoutReply, ServiceError> {
+pub async fn logout(
+    state: State,
+    ctx: CallContext,
+    _req: Empty,
+) -> Result<LogoutReply, ServiceError> {
     let (user, session) = caller(&ctx)?;
     let revoked_sessions = end_sessions(&state, user, Some(session)).await?;
     Ok(LogoutReply { revoked_sessions })
 }
 
-pub async fn logout_all(state: State, ctx: CallContext, _req: Empty) -> Result<LogoutReply, ServiceError> {
+pub async fn logout_all(
+    state: State,
+    ctx: CallContext,
+    _req: Empty,
+) -> Result<LogoutReply, ServiceError> {
     let (user, _) = caller(&ctx)?;
     let revoked_sessions = end_sessions(&state, user, None).await?;
     tracing::info!(user_id = %user, revoked_sessions, "logged out everywhere");
     Ok(LogoutReply { revoked_sessions })
 }
 
-pub async fn list(state: State, ctx: CallContext, _req: Empty) -> Result<SessionList, ServiceError> {
+pub async fn list(
+    state: State,
+    ctx: CallContext,
+    _req: Empty,
+) -> Result<SessionList, ServiceError> {
     let (user, current) = caller(&ctx)?;
     let rows = sessions::active(&state.pool, user).await.map_err(db)?;
     let items = rows
@@ -49,7 +67,11 @@ pub async fn list(state: State, ctx: CallContext, _req: Empty) -> Result<Session
     Ok(SessionList { items })
 }
 
-pub async fn revoke(state: State, ctx: CallContext, req: RevokeSessionRequest) -> Result<LogoutReply, ServiceError> {
+pub async fn revoke(
+    state: State,
+    ctx: CallContext,
+    req: RevokeSessionRequest,
+) -> Result<LogoutReply, ServiceError> {
     let (user, _) = caller(&ctx)?;
     // Only the caller's own sessions are visible: someone else's id is simply not found.
     let revoked_sessions = end_sessions(&state, user, Some(req.session_id)).await?;

@@ -22,7 +22,8 @@ pub struct AccountRow {
     pub updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str = "id, phone, password_hash, nickname, avatar, sex, roles, disabled, created_at, updated_at";
+const COLUMNS: &str =
+    "id, phone, password_hash, nickname, avatar, sex, roles, disabled, created_at, updated_at";
 
 pub fn sex_from_str(raw: &str) -> Sex {
     match raw {
@@ -62,7 +63,12 @@ impl AccountRow {
     }
 
     pub fn public(&self) -> PublicUser {
-        PublicUser { id: self.id, nickname: self.nickname.clone(), avatar: self.avatar.clone(), sex: sex_from_str(&self.sex) }
+        PublicUser {
+            id: self.id,
+            nickname: self.nickname.clone(),
+            avatar: self.avatar.clone(),
+            sex: sex_from_str(&self.sex),
+        }
     }
 }
 
@@ -93,17 +99,21 @@ pub async fn insert(conn: &mut PgConnection, new: &NewAccount<'_>) -> sqlx::Resu
 }
 
 pub async fn by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users.accounts WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users.accounts WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn by_phone(pool: &PgPool, phone: &str) -> sqlx::Result<Option<AccountRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users.accounts WHERE phone = $1")))
-        .bind(phone)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users.accounts WHERE phone = $1"
+    )))
+    .bind(phone)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The fields of a profile update; `None` leaves a field unchanged.
@@ -114,7 +124,11 @@ pub struct ProfileChange<'a> {
     pub sex: Option<Sex>,
 }
 
-pub async fn update_profile(conn: &mut PgConnection, id: Uuid, change: &ProfileChange<'_>) -> sqlx::Result<Option<AccountRow>> {
+pub async fn update_profile(
+    conn: &mut PgConnection,
+    id: Uuid,
+    change: &ProfileChange<'_>,
+) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE users.accounts SET
              nickname = COALESCE($2, nickname),
@@ -132,7 +146,11 @@ pub async fn update_profile(conn: &mut PgConnection, id: Uuid, change: &ProfileC
     .await
 }
 
-pub async fn set_disabled(conn: &mut PgConnection, id: Uuid, disabled: bool) -> sqlx::Result<Option<AccountRow>> {
+pub async fn set_disabled(
+    conn: &mut PgConnection,
+    id: Uuid,
+    disabled: bool,
+) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE users.accounts SET disabled = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
     )))
@@ -142,7 +160,11 @@ pub async fn set_disabled(conn: &mut PgConnection, id: Uuid, disabled: bool) -> 
     .await
 }
 
-pub async fn set_roles(conn: &mut PgConnection, id: Uuid, roles: &[String]) -> sqlx::Result<Option<AccountRow>> {
+pub async fn set_roles(
+    conn: &mut PgConnection,
+    id: Uuid,
+    roles: &[String],
+) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE users.accounts SET roles = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
     )))
@@ -161,18 +183,29 @@ pub enum Filter<'a> {
 }
 
 /// One page of accounts matching `filter`, ordered by id. Public searches skip disabled accounts.
-pub async fn list(pool: &PgPool, filter: Filter<'_>, include_disabled: bool, page: Page) -> sqlx::Result<Vec<AccountRow>> {
+pub async fn list(
+    pool: &PgPool,
+    filter: Filter<'_>,
+    include_disabled: bool,
+    page: Page,
+) -> sqlx::Result<Vec<AccountRow>> {
     let base = format!(
         "SELECT {COLUMNS} FROM users.accounts
          WHERE ($1::uuid IS NULL OR id > $1) AND ($2 OR NOT disabled)"
     );
     let query = match filter {
         Filter::Phone(_) => format!("{base} AND phone = $3 ORDER BY id LIMIT $4"),
-        Filter::NicknameContains(_) => format!("{base} AND nickname ILIKE $3 ESCAPE '\\' ORDER BY id LIMIT $4"),
+        Filter::NicknameContains(_) => {
+            format!("{base} AND nickname ILIKE $3 ESCAPE '\\' ORDER BY id LIMIT $4")
+        }
         Filter::Ids(_) => format!("{base} AND id = ANY($3) ORDER BY id LIMIT $4"),
-        Filter::Disabled(_) => format!("{base} AND ($3::boolean IS NULL OR disabled = $3) ORDER BY id LIMIT $4"),
+        Filter::Disabled(_) => {
+            format!("{base} AND ($3::boolean IS NULL OR disabled = $3) ORDER BY id LIMIT $4")
+        }
     };
-    let q = sqlx::query_as(sqlx::AssertSqlSafe(query)).bind(page.after).bind(include_disabled);
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(query))
+        .bind(page.after)
+        .bind(include_disabled);
     let q = match filter {
         Filter::Phone(phone) => q.bind(phone.to_owned()),
         Filter::NicknameContains(part) => q.bind(format!("%{}%", escape_like(part))),
@@ -184,7 +217,9 @@ pub async fn list(pool: &PgPool, filter: Filter<'_>, include_disabled: bool, pag
 
 /// Escapes LIKE wildcards so user input matches literally.
 fn escape_like(raw: &str) -> String {
-    raw.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    raw.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[cfg(test)]

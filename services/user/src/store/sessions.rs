@@ -41,7 +41,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewSession<'_>) -> sqlx::Resu
     insert_refresh(conn, new.id, new.refresh_hash).await
 }
 
-async fn insert_refresh(conn: &mut PgConnection, session_id: Uuid, hash: &[u8]) -> sqlx::Result<()> {
+async fn insert_refresh(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    hash: &[u8],
+) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO users.refresh_tokens (hash, session_id) VALUES ($1, $2)")
         .bind(hash)
         .bind(session_id)
@@ -78,7 +82,13 @@ pub async fn lock_token(conn: &mut PgConnection, hash: &[u8]) -> sqlx::Result<Op
 }
 
 /// Retires `old_hash`, stores `new_hash` and extends the session.
-pub async fn rotate(conn: &mut PgConnection, session_id: Uuid, old_hash: &[u8], new_hash: &[u8], expires_at: OffsetDateTime) -> sqlx::Result<()> {
+pub async fn rotate(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    old_hash: &[u8],
+    new_hash: &[u8],
+    expires_at: OffsetDateTime,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE users.refresh_tokens SET rotated_at = now() WHERE hash = $1")
         .bind(old_hash)
         .execute(&mut *conn)
@@ -104,7 +114,11 @@ pub async fn active(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<SessionRow
 }
 
 /// Ids of the user's unrevoked sessions, optionally only `only`.
-pub async fn active_ids(conn: &mut PgConnection, user_id: Uuid, only: Option<Uuid>) -> sqlx::Result<Vec<Uuid>> {
+pub async fn active_ids(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    only: Option<Uuid>,
+) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT id FROM users.sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id = $2)",
@@ -117,9 +131,11 @@ pub async fn active_ids(conn: &mut PgConnection, user_id: Uuid, only: Option<Uui
 
 /// Marks sessions revoked; returns how many were still active.
 pub async fn revoke(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<u64> {
-    let done = sqlx::query("UPDATE users.sessions SET revoked_at = now() WHERE id = ANY($1) AND revoked_at IS NULL")
-        .bind(ids)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE users.sessions SET revoked_at = now() WHERE id = ANY($1) AND revoked_at IS NULL",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected())
 }

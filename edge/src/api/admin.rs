@@ -1,0 +1,107 @@
+//! `/v1/admin/*`: account administration. The user service checks the admin role.
+
+use mesh_contracts::user::{
+    AdminListUsers, AdminListUsersRequest, AdminSetDisabled, AdminSetDisabledRequest,
+    AdminSetRoles, AdminSetRolesRequest, SetRolesRequest, UserProfile, UserProfilePage,
+};
+use poem_openapi::OpenApi;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use uuid::Uuid;
+
+use super::Tag;
+use crate::caller::{BearerAuth, Call};
+use crate::problem::ApiResult;
+
+pub struct AdminApi;
+
+#[OpenApi(prefix_path = "/v1/admin", tag = "Tag::Admin")]
+impl AdminApi {
+    /// List accounts, optionally only disabled (or only enabled) ones. Paged like `/v1/users`.
+    #[oai(path = "/users", method = "get", operation_id = "admin_list_users")]
+    async fn list_users(
+        &self,
+        call: Call,
+        auth: BearerAuth,
+        disabled: Query<Option<bool>>,
+        limit: Query<Option<u32>>,
+        #[oai(validator(max_length = 64))] cursor: Query<Option<String>>,
+    ) -> ApiResult<UserProfilePage> {
+        let request = AdminListUsersRequest {
+            disabled: disabled.0,
+            limit: limit.0,
+            cursor: cursor.0,
+        };
+        Ok(Json(
+            call.as_user(&auth).send::<AdminListUsers>(&request).await?,
+        ))
+    }
+
+    /// Disable an account: it cannot sign in, and every session is revoked at once.
+    #[oai(
+        path = "/users/:user_id/disable",
+        method = "post",
+        operation_id = "admin_disable_user"
+    )]
+    async fn disable(
+        &self,
+        call: Call,
+        auth: BearerAuth,
+        user_id: Path<Uuid>,
+    ) -> ApiResult<UserProfile> {
+        let request = AdminSetDisabledRequest {
+            user_id: user_id.0,
+            disabled: true,
+        };
+        Ok(Json(
+            call.as_user(&auth)
+                .send::<AdminSetDisabled>(&request)
+                .await?,
+        ))
+    }
+
+    /// Enable a disabled account again.
+    #[oai(
+        path = "/users/:user_id/enable",
+        method = "post",
+        operation_id = "admin_enable_user"
+    )]
+    async fn enable(
+        &self,
+        call: Call,
+        auth: BearerAuth,
+        user_id: Path<Uuid>,
+    ) -> ApiResult<UserProfile> {
+        let request = AdminSetDisabledRequest {
+            user_id: user_id.0,
+            disabled: false,
+        };
+        Ok(Json(
+            call.as_user(&auth)
+                .send::<AdminSetDisabled>(&request)
+                .await?,
+        ))
+    }
+
+    /// Replace an account's roles (`user` is always kept). Takes effect in new tokens.
+    #[oai(
+        path = "/users/:user_id/roles",
+        method = "put",
+        operation_id = "admin_set_roles"
+    )]
+    async fn set_roles(
+        &self,
+        call: Call,
+        auth: BearerAuth,
+        user_id: Path<Uuid>,
+        body: Json<SetRolesRequest>,
+    ) -> ApiResult<UserProfile> {
+        let request = AdminSetRolesRequest {
+            user_id: user_id.0,
+            roles: body.0.roles,
+        };
+        Ok(Json(
+            call.as_user(&auth).send::<AdminSetRoles>(&request).await?,
+        ))
+    }
+}

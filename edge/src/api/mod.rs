@@ -1,0 +1,36 @@
+//! The `/v1` REST API: thin handlers that forward each request to its RPC.
+
+mod admin;
+mod auth;
+mod sessions;
+mod users;
+
+use poem_openapi::Tags;
+
+#[derive(Tags)]
+pub enum Tag {
+    /// Registration, login, token refresh and logout.
+    Auth,
+    /// Signed-in devices.
+    Sessions,
+    /// Profiles and user search.
+    Users,
+    /// Administration (admin role required).
+    Admin,
+}
+
+pub type Api = (
+    auth::AuthApi,
+    sessions::SessionsApi,
+    users::UsersApi,
+    admin::AdminApi,
+);
+
+pub fn apis() -> Api {
+    (
+        auth::AuthApi,
+        sessions::SessionsApi,
+        users::UsersApi,
+        admin::AdminApi,
+    )
+}

@@ -1,0 +1,97 @@
+//! Who is calling: bearer-token authentication and the per-request RPC context.
+
+use mesh_contracts::{ErrorCode, Rpc};
+use mesh_nats::CallContext;
+use mesh_observability::metrics::AUTH_FAILURES;
+use poem::{FromRequest, Request, RequestBody};
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+use uuid::Uuid;
+
+use crate::SharedState;
+use crate::middleware::RequestId;
+use crate::problem::ApiError;
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+/// `Authorization: Bearer <access token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+pub struct BearerAuth(pub Caller);
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
+    let state = req.data::<SharedState>().expect("edge state is installed");
+    let refuse = |code: ErrorCode, detail: &str| {
+        AUTH_FAILURES.with_label_values(&[code.as_str()]).inc();
+        poem::Error::from(ApiError::new(code, detail))
+    };
+    let claims = state
+        .verifier
+        .verify(&bearer.token)
+        .map_err(|code| match code {
+            ErrorCode::TokenExpired => refuse(code, "the access token has expired; refresh it"),
+            _ => refuse(ErrorCode::InvalidToken, "the access token is invalid"),
+        })?;
+    if state.revoked.contains(&claims.sid) {
+        return Err(refuse(
+            ErrorCode::SessionRevoked,
+            "the session has been revoked; sign in again",
+        ));
+    }
+    Ok(Caller {
+        user_id: claims.sub,
+        session_id: claims.sid,
+    })
+}
+
+/// The request's context and the way to make RPC calls on its behalf.
+pub struct Call {
+    state: SharedState,
+    ctx: CallContext,
+}
+
+impl<'a> FromRequest<'a> for Call {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        let state = req
+            .data::<SharedState>()
+            .expect("edge state is installed")
+            .clone();
+        let request_id = req
+            .data::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        let mut ctx = CallContext::new(request_id);
+        ctx.client_ip = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|addr| addr.ip().to_string());
+        ctx.user_agent = req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self { state, ctx })
+    }
+}
+
+impl Call {
+    /// Acts on behalf of the authenticated caller.
+    pub fn as_user(mut self, auth: &BearerAuth) -> Self {
+        self.ctx = self.ctx.with_user(auth.0.user_id, auth.0.session_id);
+        self
+    }
+
+    /// Makes the RPC `R`; every failure becomes a problem response.
+    pub async fn send<R: Rpc>(&self, request: &R::Request) -> Result<R::Reply, ApiError> {
+        self.state
+            .rpc
+            .call::<R>(&self.ctx, request)
+            .await
+            .map_err(ApiError::from)
+    }
+}

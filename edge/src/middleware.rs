@@ -1,0 +1,135 @@
+//! Around every request: a request id, a tracing span, the body-size limit, problem+json for
+//! anything that failed, and the HTTP metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mesh_contracts::ErrorCode;
+use mesh_observability::metrics::{HTTP_DURATION, HTTP_REQUESTS};
+use poem::error::ReadBodyError;
+use poem::http::HeaderValue;
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::OperationId;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::problem::{ApiError, from_poem_error};
+
+/// The id correlating this request's logs across the mesh; echoed as `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Keeps a client-supplied request id only if it is short and plain.
+fn pick_request_id(given: Option<&HeaderValue>) -> String {
+    given
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .filter(|v| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::now_v7().to_string())
+}
+
+/// Routes outside the OpenAPI service, kept as metric labels; anything else is `unmatched`.
+fn static_route(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/openapi.json" => "openapi",
+        p if p.starts_with("/docs") => "docs",
+        _ => "unmatched",
+    }
+}
+
+pub async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    max_body: usize,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let request_id = pick_request_id(req.headers().get(REQUEST_ID_HEADER));
+    req.set_data(RequestId(request_id.clone()));
+    let method = req.method().to_string();
+    let path_route = static_route(req.uri().path());
+    let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
+
+    let (mut response, route) = match limit_body(&mut req, max_body).await {
+        Err(refused) => (refused.into_response(), path_route),
+        Ok(()) => match ep.call(req).instrument(span.clone()).await {
+            Ok(out) => {
+                let out = out.into_response();
+                let route = out.data::<OperationId>().map_or(path_route, |id| id.0);
+                (out, route)
+            }
+            Err(err) => {
+                let route = err.data::<OperationId>().map_or(path_route, |id| id.0);
+                let _guard = span.enter();
+                (from_poem_error(err), route)
+            }
+        },
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::error!(parent: &span, status = status.as_u16(), "request failed");
+    }
+    HTTP_REQUESTS
+        .with_label_values(&[route, &method, status.as_str()])
+        .inc();
+    HTTP_DURATION
+        .with_label_values(&[route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// Reads the body up to `max` bytes, so no handler ever sees (or buffers) more.
+async fn limit_body(req: &mut Request, max: usize) -> Result<(), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body exceeds {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    match req.take_body().into_bytes_limit(max).await {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            Ok(())
+        }
+        Err(ReadBodyError::PayloadTooLarge) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the body could not be read",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let keep = HeaderValue::from_static("abc-123_x.y");
+        assert_eq!(pick_request_id(Some(&keep)), "abc-123_x.y");
+        let evil = HeaderValue::from_static("a b<script>");
+        assert_ne!(pick_request_id(Some(&evil)), "a b<script>");
+        let long = HeaderValue::from_str(&"a".repeat(65)).unwrap();
+        assert_eq!(pick_request_id(Some(&long)).len(), 36);
+        assert_eq!(pick_request_id(None).len(), 36);
+    }
+}

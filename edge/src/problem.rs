@@ -1,0 +1,160 @@
+//! The one place where failures become HTTP responses: RFC 9457 problem+json documents with
+//! a stable `code`. Internal details never reach the client; 5xx causes are logged here.
+
+use mesh_contracts::{ErrorCode, ServiceError};
+use mesh_nats::RpcError;
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:nats-mesh:error:<code>`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A short summary, the same for every occurrence of `code`.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong with this request, safe to show.
+    pub detail: String,
+    /// The stable error code to branch on (see `ErrorCode`).
+    pub code: String,
+}
+
+/// Every error response of the API.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request was refused; `code` says why.
+    #[oai(status_range = "4XX", content_type = "application/problem+json")]
+    Client(StatusCode, Json<Problem>),
+    /// The mesh could not serve the request; retrying may help for 503 and 504.
+    #[oai(status_range = "5XX", content_type = "application/problem+json")]
+    Server(StatusCode, Json<Problem>),
+}
+
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let problem = Problem {
+            kind: format!("urn:nats-mesh:error:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.as_str().to_owned(),
+        };
+        if status.is_server_error() {
+            ApiError::Server(status, Json(problem))
+        } else {
+            ApiError::Client(status, Json(problem))
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::Client(_, p) | ApiError::Server(_, p) => &p.0.code,
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        // Services put only client-safe text in their messages; internal ones are generic.
+        ApiError::new(err.code, err.message)
+    }
+}
+
+impl From<RpcError> for ApiError {
+    fn from(err: RpcError) -> Self {
+        match err {
+            RpcError::Service(err) => err.into(),
+            RpcError::Unavailable(why) => {
+                tracing::warn!(reason = %why, "backend unavailable");
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "a backend service is unavailable; try again",
+                )
+            }
+            RpcError::Timeout(after) => {
+                tracing::warn!(after = ?after, "backend timed out");
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    "a backend service did not answer in time",
+                )
+            }
+            RpcError::Transport(why) => {
+                tracing::error!(reason = %why, "cannot reach backend");
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "a backend service is unreachable; try again",
+                )
+            }
+            RpcError::Decode(why) => {
+                tracing::error!(reason = %why, "cannot decode backend reply");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// Turns any error that escaped a handler (routing, extraction, body parsing) into a problem.
+pub fn from_poem_error(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        // Already a response we built (an `ApiError`).
+        return err.into_response();
+    }
+    let status = err.status();
+    let code = match status {
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+        s if s.is_client_error() => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    };
+    let detail = if status.is_client_error() {
+        // poem's own messages describe the request's fault (bad JSON, missing header...).
+        err.to_string()
+    } else {
+        tracing::error!(error = %err, "unhandled error");
+        "internal error".to_owned()
+    };
+    ApiError::new(code, detail).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_rpc_failures_do_not_leak_details() {
+        let err: ApiError = RpcError::Decode("secret table users.accounts".into()).into();
+        let ApiError::Server(status, problem) = err else {
+            panic!("expected a server error")
+        };
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!problem.0.detail.contains("secret"));
+        assert_eq!(problem.0.code, "internal");
+    }
+
+    #[test]
+    fn rpc_failures_map_to_their_statuses() {
+        let unavailable: ApiError = RpcError::Unavailable("no responders".into()).into();
+        assert_eq!(unavailable.code(), "service_unavailable");
+        let timeout: ApiError = RpcError::Timeout(std::time::Duration::from_secs(1)).into();
+        assert_eq!(timeout.code(), "timeout");
+        let refused: ApiError =
+            RpcError::Service(ServiceError::new(ErrorCode::PhoneTaken, "taken")).into();
+        assert!(matches!(refused, ApiError::Client(s, _) if s == StatusCode::CONFLICT));
+    }
+}

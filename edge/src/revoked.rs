@@ -1,0 +1,67 @@
+//! The in-memory set of revoked sessions, fed by a watch on the `REVOKED` bucket so that a
+//! logout on any edge is refused on every edge within moments.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh_nats::{Revocation, Revocations};
+use mesh_observability::metrics::REVOKED_SESSIONS;
+use moka::sync::Cache;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Upper bound on remembered revocations; beyond it the oldest are evicted (their tokens are
+/// about to expire anyway, since entries live no longer than an access token).
+const CAPACITY: u64 = 1_000_000;
+
+#[derive(Clone)]
+pub struct RevokedSessions {
+    sessions: Cache<Uuid, Uuid>,
+}
+
+impl RevokedSessions {
+    pub fn new(access_ttl: Duration) -> Self {
+        Self {
+            sessions: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(access_ttl)
+                .build(),
+        }
+    }
+
+    pub fn contains(&self, session_id: &Uuid) -> bool {
+        self.sessions.contains_key(session_id)
+    }
+
+    fn insert(&self, revocation: Revocation) {
+        self.sessions
+            .insert(revocation.session_id, revocation.user_id);
+        REVOKED_SESSIONS.set(i64::try_from(self.sessions.entry_count()).unwrap_or(i64::MAX));
+    }
+
+    /// Follows the bucket until `stop` flips, re-opening the watch whenever it breaks.
+    pub async fn follow(self, revocations: Revocations, mut stop: watch::Receiver<bool>) {
+        loop {
+            match revocations.watch().await {
+                Ok(stream) => {
+                    let mut stream = std::pin::pin!(stream);
+                    loop {
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => return,
+                            next = stream.next() => match next {
+                                Some(revocation) => self.insert(revocation),
+                                None => break,
+                            },
+                        }
+                    }
+                    tracing::warn!("revocation watch ended; re-opening");
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot watch revocations; retrying"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Revocations::RETRY_DELAY) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Configuration: flags and environment variables parsed once into a typed `Settings`.
+//! Every problem is reported at once, not one per attempt.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mesh_contracts::Prefix;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh",
+    version,
+    about = "nats-mesh: a chat and social backend as a mesh of NATS workers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub role: Option<RoleArg>,
+    #[command(flatten)]
+    pub raw: RawSettings,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RoleArg {
+    /// Every role in one process (the default).
+    All,
+    /// The HTTP edge only.
+    Edge,
+    /// The user worker only.
+    User,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write a new Ed25519 JWT key pair and exit.
+    Keygen {
+        /// Directory for `jwt_ed25519.pem` (private) and `jwt_ed25519.pub.pem` (public).
+        #[arg(long, default_value = ".local/keys")]
+        out: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Which long-running roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Edge,
+    User,
+}
+
+impl Role {
+    pub const ALL: &'static [Role] = &[Role::Edge, Role::User];
+}
+
+/// Raw values as given; parsed into `Settings` by `Settings::parse`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RawSettings {
+    /// NATS server URL.
+    #[arg(long, env = "MESH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Namespace of every subject, stream and bucket.
+    #[arg(long, env = "MESH_PREFIX", default_value = "mesh")]
+    pub prefix: String,
+    /// Postgres URL shared by the services unless overridden per service.
+    #[arg(long, env = "MESH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Postgres URL of the user service.
+    #[arg(long, env = "MESH_USER_DATABASE_URL")]
+    pub user_database_url: Option<String>,
+    /// Connections per service pool.
+    #[arg(long, env = "MESH_DB_MAX_CONNECTIONS", default_value = "10")]
+    pub db_max_connections: String,
+    /// Where the edge listens.
+    #[arg(long, env = "MESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Where roles without HTTP serve `/metrics`.
+    #[arg(long, env = "MESH_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    pub metrics_addr: String,
+    /// The URL clients use to reach the edge (for the OpenAPI document); default from the address.
+    #[arg(long, env = "MESH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Path of the Ed25519 private key (PKCS#8 PEM) that signs access tokens.
+    #[arg(long, env = "MESH_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+    /// Path of the matching public key (SPKI PEM) that edges verify with.
+    #[arg(long, env = "MESH_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    #[arg(long, env = "MESH_JWT_ISSUER", default_value = "nats-mesh")]
+    pub jwt_issuer: String,
+    #[arg(long, env = "MESH_JWT_AUDIENCE", default_value = "nats-mesh")]
+    pub jwt_audience: String,
+    /// Access-token lifetime, e.g. `15m`.
+    #[arg(long, env = "MESH_ACCESS_TTL", default_value = "15m")]
+    pub access_ttl: String,
+    /// Idle lifetime of a session, e.g. `30d`.
+    #[arg(long, env = "MESH_REFRESH_TTL", default_value = "30d")]
+    pub refresh_ttl: String,
+    /// Window in which a rotated refresh token counts as a concurrent race, not a replay.
+    #[arg(long, env = "MESH_REFRESH_REUSE_GRACE", default_value = "2s")]
+    pub refresh_reuse_grace: String,
+    /// Deadline of RPC calls, e.g. `5s`.
+    #[arg(long, env = "MESH_RPC_TIMEOUT", default_value = "5s")]
+    pub rpc_timeout: String,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MESH_MAX_BODY_BYTES", default_value = "65536")]
+    pub max_body_bytes: String,
+    /// Comma-separated phones that become admins when they register.
+    #[arg(long, env = "MESH_BOOTSTRAP_ADMINS", default_value = "")]
+    pub bootstrap_admins: String,
+}
+
+/// Validated configuration of a mesh process. Tests build it directly.
+#[derive(Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub prefix: Prefix,
+    pub user_database_url: Option<String>,
+    pub db_max_connections: u32,
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub public_url: String,
+    pub jwt_private_key_pem: Option<String>,
+    pub jwt_public_key_pem: Option<String>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub rpc_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub bootstrap_admin_phones: Vec<String>,
+}
+
+/// Collects problems instead of stopping at the first.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn take<T, E: std::fmt::Display>(&mut self, name: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|err| self.0.push(format!("{name}: {err}")))
+            .ok()
+    }
+
+    fn duration(&mut self, name: &str, raw: &str) -> Option<Duration> {
+        let parsed = self.take(name, humantime::parse_duration(raw))?;
+        if parsed.is_zero() && name != "MESH_REFRESH_REUSE_GRACE" {
+            self.0.push(format!("{name}: must be greater than zero"));
+            return None;
+        }
+        Some(parsed)
+    }
+
+    fn read_key(&mut self, name: &str, path: Option<&PathBuf>, needed: bool) -> Option<String> {
+        match path {
+            Some(path) => self.take(
+                name,
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            ),
+            None if needed => {
+                self.0.push(format!(
+                    "{name}: required (run `mesh keygen` to create a key pair)"
+                ));
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+impl Settings {
+    /// Parses raw values for a process running `roles` (and migrations when `migrate`).
+    pub fn parse(raw: &RawSettings, roles: &[Role], migrate: bool) -> Result<Self, Vec<String>> {
+        let mut p = Problems::default();
+        let needs_user = roles.contains(&Role::User);
+        let needs_edge = roles.contains(&Role::Edge);
+        let prefix = p.take("MESH_PREFIX", Prefix::parse(&raw.prefix));
+        if !raw.nats_url.starts_with("nats://") && !raw.nats_url.starts_with("tls://") {
+            p.0.push("MESH_NATS_URL: must start with nats:// or tls://".into());
+        }
+        let user_database_url = raw
+            .user_database_url
+            .clone()
+            .or_else(|| raw.database_url.clone());
+        if (needs_user || migrate) && user_database_url.is_none() {
+            p.0.push("MESH_DATABASE_URL: required for the user role and migrations".into());
+        }
+        if let Some(url) = &user_database_url
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+        {
+            p.0.push("MESH_DATABASE_URL: must be a postgres:// URL".into());
+        }
+        let db_max_connections = p.take(
+            "MESH_DB_MAX_CONNECTIONS",
+            raw.db_max_connections.parse::<u32>(),
+        );
+        let http_addr = p.take("MESH_HTTP_ADDR", raw.http_addr.parse::<SocketAddr>());
+        let metrics_addr = p.take("MESH_METRICS_ADDR", raw.metrics_addr.parse::<SocketAddr>());
+        let jwt_private_key_pem = p.read_key(
+            "MESH_JWT_PRIVATE_KEY",
+            raw.jwt_private_key.as_ref(),
+            needs_user,
+        );
+        let jwt_public_key_pem = p.read_key(
+            "MESH_JWT_PUBLIC_KEY",
+            raw.jwt_public_key.as_ref(),
+            needs_user || needs_edge,
+        );
+        let access_ttl = p.duration("MESH_ACCESS_TTL", &raw.access_ttl);
+        let refresh_ttl = p.duration("MESH_REFRESH_TTL", &raw.refresh_ttl);
+        let refresh_reuse_grace = p.duration("MESH_REFRESH_REUSE_GRACE", &raw.refresh_reuse_grace);
+        let rpc_timeout = p.duration("MESH_RPC_TIMEOUT", &raw.rpc_timeout);
+        let max_body_bytes = p.take("MESH_MAX_BODY_BYTES", raw.max_body_bytes.parse::<usize>());
+        if max_body_bytes.is_some_and(|n| n < 1024) {
+            p.0.push("MESH_MAX_BODY_BYTES: must be at least 1024".into());
+        }
+        if raw.jwt_issuer.trim().is_empty() || raw.jwt_audience.trim().is_empty() {
+            p.0.push("MESH_JWT_ISSUER and MESH_JWT_AUDIENCE: must not be empty".into());
+        }
+        let bootstrap_admin_phones = raw
+            .bootstrap_admins
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(normalize_phone)
+            .collect();
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        let http_addr = http_addr.expect("checked");
+        Ok(Self {
+            nats_url: raw.nats_url.clone(),
+            prefix: prefix.expect("checked"),
+            user_database_url,
+            db_max_connections: db_max_connections.expect("checked").max(1),
+            http_addr,
+            metrics_addr: metrics_addr.expect("checked"),
+            public_url: raw
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}")),
+            jwt_private_key_pem,
+            jwt_public_key_pem,
+            jwt_issuer: raw.jwt_issuer.clone(),
+            jwt_audience: raw.jwt_audience.clone(),
+            access_ttl: access_ttl.expect("checked"),
+            refresh_ttl: refresh_ttl.expect("checked"),
+            refresh_reuse_grace: refresh_reuse_grace.expect("checked"),
+            rpc_timeout: rpc_timeout.expect("checked"),
+            max_body_bytes: max_body_bytes.expect("checked"),
+            bootstrap_admin_phones,
+        })
+    }
+}
+
+/// Bootstrap phones are compared in the user service's normal form (`+digits`).
+fn normalize_phone(raw: &str) -> String {
+    format!("+{}", raw.trim_start_matches('+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawSettings {
+        let cli = Cli::try_parse_from(["mesh"]).unwrap();
+        cli.raw
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut r = raw();
+        r.prefix = "Bad Prefix".into();
+        r.http_addr = "nowhere".into();
+        r.access_ttl = "soon".into();
+        r.database_url = None;
+        let problems = Settings::parse(&r, Role::ALL, true).err().unwrap();
+        let text = problems.join("\n");
+        for name in [
+            "MESH_PREFIX",
+            "MESH_HTTP_ADDR",
+            "MESH_ACCESS_TTL",
+            "MESH_DATABASE_URL",
+            "MESH_JWT_PRIVATE_KEY",
+            "MESH_JWT_PUBLIC_KEY",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_for_a_role_without_keys_or_database() {
+        let settings = Settings::parse(&raw(), &[], false).unwrap();
+        assert_eq!(settings.prefix.as_str(), "mesh");
+        assert_eq!(settings.access_ttl, Duration::from_secs(900));
+        assert_eq!(settings.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bootstrap_phones_are_normalised() {
+        let mut r = raw();
+        r.bootstrap_admins = "123456, +7654321,".into();
+        let settings = Settings::parse(&r, &[], false).unwrap();
+        assert_eq!(settings.bootstrap_admin_phones, vec!["+123456", "+7654321"]);
+    }
+}

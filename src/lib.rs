@@ -1,0 +1,7 @@
+//! The `mesh` binary's library half: typed configuration and the role launcher, so that tests
+//! start exactly what `main` starts.
+
+pub mod config;
+pub mod roles;
+
+pub use config::{Role, Settings};

@@ -1,0 +1,152 @@
+//! Starts roles: each is a library `run(deps, config, shutdown)`; this module only builds their
+//! dependencies from `Settings` and runs them side by side until shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use mesh_edge::{EdgeConfig, EdgeDeps};
+use mesh_nats::{Bus, TopologySettings};
+use mesh_user::{UserConfig, UserDeps};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Role, Settings};
+
+/// How long the first NATS connection may take before start-up fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to NATS and declares the prefix's streams and buckets.
+pub async fn connect_bus(settings: &Settings, name: &str) -> anyhow::Result<Bus> {
+    let bus = Bus::connect(
+        &settings.nats_url,
+        settings.prefix.clone(),
+        name,
+        CONNECT_TIMEOUT,
+    )
+    .await?;
+    bus.ensure_topology(&TopologySettings {
+        revoked_ttl: settings.access_ttl,
+    })
+    .await?;
+    tracing::info!(server = %bus.server_version(), prefix = %settings.prefix.as_str(), "NATS ready");
+    Ok(bus)
+}
+
+/// Opens the user service's pool and brings its schema up to date.
+pub async fn user_pool(settings: &Settings) -> anyhow::Result<mesh_user::Pool> {
+    let url = settings
+        .user_database_url
+        .as_deref()
+        .context("MESH_DATABASE_URL is not set")?;
+    let pool = mesh_user::connect_pool(url, settings.db_max_connections).await?;
+    mesh_user::migrate(&pool)
+        .await
+        .context("user migrations failed")?;
+    Ok(pool)
+}
+
+pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
+    Ok(EdgeConfig {
+        jwt_public_key_pem: settings
+            .jwt_public_key_pem
+            .clone()
+            .context("MESH_JWT_PUBLIC_KEY is not set")?,
+        jwt_issuer: settings.jwt_issuer.clone(),
+        jwt_audience: settings.jwt_audience.clone(),
+        access_ttl: settings.access_ttl,
+        rpc_timeout: settings.rpc_timeout,
+        max_body_bytes: settings.max_body_bytes,
+        public_url: settings.public_url.clone(),
+    })
+}
+
+pub fn user_config(settings: &Settings) -> anyhow::Result<UserConfig> {
+    Ok(UserConfig {
+        jwt_private_key_pem: settings
+            .jwt_private_key_pem
+            .clone()
+            .context("MESH_JWT_PRIVATE_KEY is not set")?,
+        jwt_public_key_pem: settings
+            .jwt_public_key_pem
+            .clone()
+            .context("MESH_JWT_PUBLIC_KEY is not set")?,
+        jwt_issuer: settings.jwt_issuer.clone(),
+        jwt_audience: settings.jwt_audience.clone(),
+        access_ttl: settings.access_ttl,
+        refresh_ttl: settings.refresh_ttl,
+        refresh_reuse_grace: settings.refresh_reuse_grace,
+        bootstrap_admin_phones: settings.bootstrap_admin_phones.clone(),
+        hash_concurrency: std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2),
+    })
+}
+
+/// Runs `roles` in this process until `shutdown` is cancelled. The edge listens on `listener`
+/// (required when `roles` has the edge); other roles serve `/metrics` on the metrics address.
+pub async fn run(
+    settings: Settings,
+    roles: &[Role],
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = format!(
+        "mesh-{}",
+        roles
+            .iter()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let bus = connect_bus(&settings, &name).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.contains(&Role::User) {
+        let deps = UserDeps {
+            bus: bus.clone(),
+            pool: user_pool(&settings).await?,
+        };
+        let config = user_config(&settings)?;
+        tasks.spawn(named(
+            "user",
+            mesh_user::run(deps, config, shutdown.clone().cancelled_owned()),
+        ));
+    }
+    if roles.contains(&Role::Edge) {
+        let listener = listener.context("the edge needs a listener")?;
+        let config = edge_config(&settings)?;
+        let deps = EdgeDeps { bus: bus.clone() };
+        tasks.spawn(named(
+            "edge",
+            mesh_edge::run(deps, config, listener, shutdown.clone().cancelled_owned()),
+        ));
+    } else {
+        let addr = settings.metrics_addr;
+        let done = shutdown.clone().cancelled_owned();
+        tasks.spawn(named(
+            "metrics",
+            mesh_observability::serve_metrics(addr, done),
+        ));
+    }
+    // The first role to stop (cleanly or not) stops the others.
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(err) = outcome
+            && first_error.is_none()
+        {
+            first_error = Some(err);
+        }
+    }
+    bus.drain().await;
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn named(
+    role: &'static str,
+    fut: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = fut.await.with_context(|| format!("role {role} failed"));
+    tracing::info!(role, ok = result.is_ok(), "role stopped");
+    result
+}
