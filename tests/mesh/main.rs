@@ -1,1 +1,9 @@
-//! placeholder
+//! Whole-mesh tests: every role runs in-process against the real NATS and Postgres started by
+//! `scripts/services.sh`, each test with its own database and prefix, driven only over HTTP.
+
+mod harness;
+
+mod auth;
+mod edge;
+mod faults;
+mod users;

@@ -1,0 +1,271 @@
+//! `TestMesh`: the real mesh, started in-process for one test, and a small HTTP client for it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mesh_contracts::Prefix;
+use nats_mesh::{Role, Settings, roles};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// One key pair for the whole test process (generation is cheap, but needless work is not).
+fn keys() -> &'static mesh_user::keys::KeyPair {
+    static KEYS: OnceLock<mesh_user::keys::KeyPair> = OnceLock::new();
+    KEYS.get_or_init(|| mesh_user::keys::generate().expect("key generation"))
+}
+
+pub fn nats_url() -> String {
+    std::env::var("MESH_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn admin_database_url() -> String {
+    std::env::var("MESH_DATABASE_URL").expect("MESH_DATABASE_URL must point at the Postgres of scripts/services.sh")
+}
+
+/// Creates an empty database for one test and returns its URL.
+async fn fresh_database() -> String {
+    let admin = admin_database_url();
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the admin database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    let query = admin.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{base}/{name}{query}")
+}
+
+/// Settings for a test mesh on `prefix` and `database_url`, with short but sane limits.
+pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
+    let keys = keys();
+    Settings {
+        nats_url: nats_url(),
+        prefix: Prefix::parse(prefix).expect("valid prefix"),
+        user_database_url: database_url,
+        db_max_connections: 5,
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        public_url: "http://127.0.0.1".into(),
+        jwt_private_key_pem: Some(keys.private_pem.clone()),
+        jwt_public_key_pem: Some(keys.public_pem.clone()),
+        jwt_issuer: "nats-mesh-test".into(),
+        jwt_audience: "nats-mesh-test".into(),
+        access_ttl: Duration::from_secs(900),
+        refresh_ttl: Duration::from_secs(3600),
+        refresh_reuse_grace: Duration::from_secs(2),
+        rpc_timeout: Duration::from_secs(5),
+        max_body_bytes: 16 * 1024,
+        bootstrap_admin_phones: vec!["+10000000001".into()],
+    }
+}
+
+/// A process running some roles of the mesh; stopped when dropped.
+struct Node {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    async fn start(settings: Settings, roles_run: &'static [Role]) -> (Self, Option<String>) {
+        let (listener, url) = if roles_run.contains(&Role::Edge) {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            (Some(listener), Some(url))
+        } else {
+            (None, None)
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(roles::run(settings, roles_run, listener, shutdown.clone()));
+        (Self { shutdown, task }, url)
+    }
+}
+
+
+/// The whole mesh for one test.
+pub struct TestMesh {
+    /// Base URL of the first edge, e.g. `http://127.0.0.1:40000`.
+    pub url: String,
+    pub settings: Settings,
+    pub client: Client,
+    nodes: Vec<Node>,
+}
+
+impl TestMesh {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with settings adjusted by `tune` (fresh database and unique prefix already set).
+    pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> Self {
+        let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let mut settings = test_settings(&prefix, Some(fresh_database().await));
+        tune(&mut settings);
+        let (node, url) = Node::start(settings.clone(), Role::ALL).await;
+        let url = url.expect("edge url");
+        let mesh = Self { client: Client::new(&url), url, settings, nodes: vec![node] };
+        mesh.wait_ready().await;
+        mesh
+    }
+
+    /// Starts another edge on the same prefix (another node of the same deployment).
+    pub async fn spawn_edge(&mut self) -> Client {
+        let (node, url) = Node::start(self.settings.clone(), &[Role::Edge]).await;
+        self.nodes.push(node);
+        let client = Client::new(&url.expect("edge url"));
+        wait_until("second edge ready", || async { client.get("/readyz").await.0 == StatusCode::OK }).await;
+        client
+    }
+
+    async fn wait_ready(&self) {
+        wait_until("mesh ready", || async { self.client.get("/readyz").await.0 == StatusCode::OK }).await;
+    }
+
+    /// Stops every role and waits for them to finish.
+    pub async fn stop(mut self) {
+        for node in std::mem::take(&mut self.nodes) {
+            node.shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(15), node.task).await;
+        }
+    }
+}
+
+impl Drop for TestMesh {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.shutdown.cancel();
+        }
+    }
+}
+
+/// Polls `check` until it is true, failing the test after 20 s.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A JSON-over-HTTP client for one edge; answers are (status, body as JSON or null).
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+pub type Answer = (StatusCode, Value);
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client");
+        Self { base: base.trim_end_matches('/').to_owned(), http }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn raw(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        answer(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None, None).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, None, Some(&body)).await
+    }
+
+    pub async fn post_as(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(token), Some(&body)).await
+    }
+
+    /// Registers an account; panics unless it succeeds.
+    pub async fn register(&self, phone: &str, nickname: &str) -> Value {
+        let (status, body) = self
+            .post("/v1/auth/register", json!({ "phone": phone, "password": PASSWORD, "nickname": nickname }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {phone}: {body}");
+        body
+    }
+
+    /// Logs in; panics unless it succeeds. Returns the token pair.
+    pub async fn login(&self, phone: &str) -> Tokens {
+        let (status, body) = self.post("/v1/auth/login", json!({ "phone": phone, "password": PASSWORD })).await;
+        assert_eq!(status, StatusCode::OK, "login {phone}: {body}");
+        Tokens::from(&body)
+    }
+
+    /// Registers and logs in a new user with a unique phone.
+    pub async fn user(&self, nickname: &str) -> (Value, Tokens) {
+        let phone = unique_phone();
+        let profile = self.register(&phone, nickname).await;
+        (profile, self.login(&phone).await)
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// A phone number no other test uses.
+pub fn unique_phone() -> String {
+    let n = Uuid::new_v4().as_u128() % 10_000_000_000;
+    format!("+2{n:010}")
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+    pub session_id: String,
+}
+
+impl From<&Value> for Tokens {
+    fn from(body: &Value) -> Self {
+        let field = |name: &str| body[name].as_str().unwrap_or_else(|| panic!("{name} in {body}")).to_owned();
+        Self { access: field("access_token"), refresh: field("refresh_token"), user_id: field("user_id"), session_id: field("session_id") }
+    }
+}
+
+/// Asserts an RFC 9457 problem with `code` and `status`.
+#[track_caller]
+pub fn assert_problem(answer: &Answer, status: StatusCode, code: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "expected {status} {code}, got {got}: {body}");
+    assert_eq!(body["code"], code, "wrong code in {body}");
+    assert_eq!(body["status"], status.as_u16(), "status field in {body}");
+    assert!(body["title"].is_string() && body["type"].is_string(), "problem fields in {body}");
+}
