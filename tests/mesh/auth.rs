@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{PASSWORD, TestMesh, assert_problem, unique_phone};
+use crate::harness::{PASSWORD, TestMesh, Tokens, assert_problem, keys, unique_phone, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_login_and_read_own_profile() {
@@ -48,5 +48,205 @@ async fn wrong_password_unknown_phone_and_duplicate_phone_are_refused() {
     // The same number written without '+' is the same phone.
     let bare = c.post("/v1/auth/register", json!({ "phone": phone.trim_start_matches('+'), "password": PASSWORD, "nickname": "Bob" })).await;
     assert_problem(&bare, StatusCode::CONFLICT, "phone_taken");
+    mesh.stop().await;
+}
+
+/// Signs `claims` as an access token with `private_pem`, using the test key's `kid`.
+fn sign(claims: &serde_json::Value, private_pem: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(mesh_contracts::auth::key_id(&keys().public_pem));
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Claims that would be valid for `user`/`session` on the test mesh.
+fn claims(user: &str, session: &str) -> serde_json::Value {
+    json!({
+        "sub": user, "sid": session, "jti": uuid::Uuid::new_v4(), "roles": ["user", "admin"],
+        "iss": "nats-mesh-test", "aud": "nats-mesh-test", "iat": now(), "exp": now() + 600,
+    })
+}
+
+fn b64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_unsigned_and_foreign_tokens_are_refused() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, tokens) = c.user("Ann").await;
+    let base = claims(&tokens.user_id, &tokens.session_id);
+
+    // Control: a correctly signed token of our own making is accepted, so the refusals
+    // below are caused by the one thing each changes.
+    let good = sign(&base, &keys().private_pem);
+    assert_eq!(c.get_as("/v1/users/me", &good).await.0, StatusCode::OK);
+
+    let other_key = mesh_user::keys::generate().unwrap();
+    let forged = sign(&base, &other_key.private_pem);
+    assert_problem(&c.get_as("/v1/users/me", &forged).await, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    let mut expired = base.clone();
+    expired["iat"] = json!(now() - 7200);
+    expired["exp"] = json!(now() - 3600);
+    let expired = sign(&expired, &keys().private_pem);
+    assert_problem(&c.get_as("/v1/users/me", &expired).await, StatusCode::UNAUTHORIZED, "token_expired");
+
+    let mut foreign_aud = base.clone();
+    foreign_aud["aud"] = json!("someone-else");
+    let foreign_aud = sign(&foreign_aud, &keys().private_pem);
+    assert_problem(&c.get_as("/v1/users/me", &foreign_aud).await, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    let mut foreign_iss = base.clone();
+    foreign_iss["iss"] = json!("evil");
+    let foreign_iss = sign(&foreign_iss, &keys().private_pem);
+    assert_problem(&c.get_as("/v1/users/me", &foreign_iss).await, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    let unsigned = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(serde_json::to_string(&base).unwrap().as_bytes())
+    );
+    assert_problem(&c.get_as("/v1/users/me", &unsigned).await, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    let hs256 = {
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let key = jsonwebtoken::EncodingKey::from_secret(keys().public_pem.as_bytes());
+        jsonwebtoken::encode(&header, &base, &key).unwrap()
+    };
+    assert_problem(&c.get_as("/v1/users/me", &hs256).await, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    // A tampered payload breaks the signature.
+    let mut parts: Vec<String> = tokens.access.split('.').map(str::to_owned).collect();
+    let mut tampered = base.clone();
+    tampered["sub"] = json!(uuid::Uuid::now_v7());
+    parts[1] = b64(serde_json::to_string(&tampered).unwrap().as_bytes());
+    assert_problem(&c.get_as("/v1/users/me", &parts.join(".")).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
+    // No grace: any second use of a rotated token is a replay.
+    let mesh = TestMesh::spawn_with(|s| s.refresh_reuse_grace = std::time::Duration::ZERO).await;
+    let c = &mesh.client;
+    let (_, first) = c.user("Ann").await;
+
+    let (status, body) = c.post("/v1/auth/refresh", json!({ "refresh_token": first.refresh })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = Tokens::from(&body);
+    assert_ne!(second.refresh, first.refresh);
+    assert_ne!(second.access, first.access);
+    assert_eq!(second.session_id, first.session_id);
+    assert_eq!(c.get_as("/v1/users/me", &second.access).await.0, StatusCode::OK);
+
+    // The old refresh token comes back: it leaked. The whole session dies.
+    let replay = c.post("/v1/auth/refresh", json!({ "refresh_token": first.refresh })).await;
+    assert_problem(&replay, StatusCode::UNAUTHORIZED, "refresh_token_reused");
+    let after = c.post("/v1/auth/refresh", json!({ "refresh_token": second.refresh })).await;
+    assert_problem(&after, StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    wait_until("access token of the revoked session refused", || async {
+        c.get_as("/v1/users/me", &second.access).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_problem(&c.get_as("/v1/users/me", &second.access).await, StatusCode::UNAUTHORIZED, "session_revoked");
+
+    let unknown = c.post("/v1/auth/refresh", json!({ "refresh_token": "f".repeat(64) })).await;
+    assert_problem(&unknown, StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_with_one_token_have_exactly_one_winner() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    for round in 0..3 {
+        let (_, tokens) = c.user(&format!("Racer {round}")).await;
+        let body = json!({ "refresh_token": tokens.refresh });
+        let attempts = (0..4).map(|_| c.post("/v1/auth/refresh", body.clone()));
+        let answers = futures::future::join_all(attempts).await;
+        let winners: Vec<_> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+            assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+            assert_eq!(body["code"], "refresh_conflict");
+        }
+        // The winner's new tokens keep working: losing a race is not a replay.
+        let won = Tokens::from(&winners[0].1);
+        assert_eq!(c.get_as("/v1/users/me", &won.access).await.0, StatusCode::OK);
+        let next = c.post("/v1/auth/refresh", json!({ "refresh_token": won.refresh })).await;
+        assert_eq!(next.0, StatusCode::OK, "{}", next.1);
+    }
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_is_refused_on_every_edge_and_logout_all_ends_every_device() {
+    let mut mesh = TestMesh::spawn().await;
+    let second_edge = mesh.spawn_edge().await;
+    let c = mesh.client.clone();
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    let laptop = c.login(&phone).await;
+    let phone_device = c.login(&phone).await;
+    let tablet = c.login(&phone).await;
+    assert_eq!(second_edge.get_as("/v1/users/me", &laptop.access).await.0, StatusCode::OK);
+
+    let (status, body) = c.post_as("/v1/auth/logout", &laptop.access, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked_sessions"], 1);
+    wait_until("the other edge refuses the logged-out token", || async {
+        second_edge.get_as("/v1/users/me", &laptop.access).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_problem(&second_edge.get_as("/v1/users/me", &laptop.access).await, StatusCode::UNAUTHORIZED, "session_revoked");
+    assert_problem(&c.get_as("/v1/users/me", &laptop.access).await, StatusCode::UNAUTHORIZED, "session_revoked");
+    let refresh = c.post("/v1/auth/refresh", json!({ "refresh_token": laptop.refresh })).await;
+    assert_problem(&refresh, StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    // Other devices are untouched by a single logout.
+    assert_eq!(second_edge.get_as("/v1/users/me", &phone_device.access).await.0, StatusCode::OK);
+
+    let (status, body) = second_edge.post_as("/v1/auth/logout-all", &phone_device.access, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked_sessions"], 2);
+    for device in [&phone_device, &tablet] {
+        wait_until("every device is signed out on the first edge", || async {
+            c.get_as("/v1/users/me", &device.access).await.0 == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+    // Signing in again works.
+    let fresh = c.login(&phone).await;
+    assert_eq!(second_edge.get_as("/v1/users/me", &fresh.access).await.0, StatusCode::OK);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_refuses_out_of_bounds_fields_with_validation_codes() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let cases = [
+        json!({ "phone": "12", "password": PASSWORD, "nickname": "Ann" }),
+        json!({ "phone": unique_phone(), "password": "short", "nickname": "Ann" }),
+        json!({ "phone": unique_phone(), "password": PASSWORD, "nickname": "   " }),
+        json!({ "phone": unique_phone(), "password": PASSWORD, "nickname": "Ann", "avatar": "ftp://x" }),
+    ];
+    for body in cases {
+        let answer = c.post("/v1/auth/register", body.clone()).await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST, "validation_failed");
+    }
     mesh.stop().await;
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// One key pair for the whole test process (generation is cheap, but needless work is not).
-fn keys() -> &'static mesh_user::keys::KeyPair {
+pub fn keys() -> &'static mesh_user::keys::KeyPair {
     static KEYS: OnceLock<mesh_user::keys::KeyPair> = OnceLock::new();
     KEYS.get_or_init(|| mesh_user::keys::generate().expect("key generation"))
 }

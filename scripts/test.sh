@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite, as CI runs it. Installs and starts NATS and Postgres
+# (scripts/services.sh), checks formatting and lints, then runs unit and whole-mesh tests.
+# Services this script started are stopped again at the end; ones already running are reused.
+set -euo pipefail
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+started_here=0
+if ! scripts/services.sh status >/dev/null 2>&1; then
+  started_here=1
+fi
+cleanup() {
+  if [[ "$started_here" -eq 1 ]]; then
+    scripts/services.sh down >&2 || true
+  fi
+}
+trap cleanup EXIT
+
+export MESH_PG_FAST=1
+eval "$(scripts/services.sh up)"
+
+# Databases left behind by earlier interrupted runs (each test creates its own).
+psql "$MESH_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'" |
+  while read -r db; do psql "$MESH_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace --locked -- --test-threads="${MESH_TEST_THREADS:-4}"
