@@ -128,6 +128,11 @@ impl TestMesh {
             node.shutdown.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(15), node.task).await;
         }
+        // Streams and buckets of this test's prefix would otherwise pile up on the server.
+        if let Ok(bus) = mesh_nats::Bus::connect(&self.settings.nats_url, self.settings.prefix.clone(), "test-cleanup", Duration::from_secs(5)).await {
+            bus.delete_topology().await;
+            bus.drain().await;
+        }
     }
 }
 
