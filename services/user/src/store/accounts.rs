@@ -82,6 +82,7 @@ pub struct NewAccount<'a> {
     pub roles: Vec<String>,
 }
 
+#[tracing::instrument(name = "db.accounts.insert", skip_all)]
 pub async fn insert(conn: &mut PgConnection, new: &NewAccount<'_>) -> sqlx::Result<AccountRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO users.accounts (id, phone, password_hash, nickname, avatar, sex, roles)
@@ -98,6 +99,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewAccount<'_>) -> sqlx::Resu
     .await
 }
 
+#[tracing::instrument(name = "db.accounts.by_id", skip_all)]
 pub async fn by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM users.accounts WHERE id = $1"
@@ -107,6 +109,7 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<AccountRow>> 
     .await
 }
 
+#[tracing::instrument(name = "db.accounts.by_phone", skip_all)]
 pub async fn by_phone(pool: &PgPool, phone: &str) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM users.accounts WHERE phone = $1"
@@ -124,6 +127,7 @@ pub struct ProfileChange<'a> {
     pub sex: Option<Sex>,
 }
 
+#[tracing::instrument(name = "db.accounts.update_profile", skip_all)]
 pub async fn update_profile(
     conn: &mut PgConnection,
     id: Uuid,
@@ -146,6 +150,7 @@ pub async fn update_profile(
     .await
 }
 
+#[tracing::instrument(name = "db.accounts.set_disabled", skip_all)]
 pub async fn set_disabled(
     conn: &mut PgConnection,
     id: Uuid,
@@ -160,6 +165,7 @@ pub async fn set_disabled(
     .await
 }
 
+#[tracing::instrument(name = "db.accounts.set_roles", skip_all)]
 pub async fn set_roles(
     conn: &mut PgConnection,
     id: Uuid,
@@ -183,6 +189,7 @@ pub enum Filter<'a> {
 }
 
 /// One page of accounts matching `filter`, ordered by id. Public searches skip disabled accounts.
+#[tracing::instrument(name = "db.accounts.list", skip_all)]
 pub async fn list(
     pool: &PgPool,
     filter: Filter<'_>,

@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Appends one event about `aggregate` to the outbox.
+#[tracing::instrument(name = "db.outbox.append", skip_all)]
 pub async fn append(
     conn: &mut PgConnection,
     aggregate: Uuid,

@@ -25,6 +25,7 @@ pub struct NewSession<'a> {
 }
 
 /// Opens a session with its first refresh token.
+#[tracing::instrument(name = "db.sessions.insert", skip_all)]
 pub async fn insert(conn: &mut PgConnection, new: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO users.sessions (id, user_id, device_name, user_agent, ip, expires_at)
@@ -67,6 +68,7 @@ pub struct LockedToken {
     pub roles: Vec<String>,
 }
 
+#[tracing::instrument(name = "db.sessions.lock_token", skip_all)]
 pub async fn lock_token(conn: &mut PgConnection, hash: &[u8]) -> sqlx::Result<Option<LockedToken>> {
     sqlx::query_as(
         "SELECT t.session_id, s.user_id, t.rotated_at, s.revoked_at, s.expires_at, a.disabled, a.roles
@@ -82,6 +84,7 @@ pub async fn lock_token(conn: &mut PgConnection, hash: &[u8]) -> sqlx::Result<Op
 }
 
 /// Retires `old_hash`, stores `new_hash` and extends the session.
+#[tracing::instrument(name = "db.sessions.rotate", skip_all)]
 pub async fn rotate(
     conn: &mut PgConnection,
     session_id: Uuid,
@@ -102,6 +105,7 @@ pub async fn rotate(
 }
 
 /// Active sessions of a user, newest first.
+#[tracing::instrument(name = "db.sessions.active", skip_all)]
 pub async fn active(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
     sqlx::query_as(
         "SELECT id, device_name, user_agent, ip, created_at, last_used_at FROM users.sessions
@@ -114,6 +118,7 @@ pub async fn active(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<SessionRow
 }
 
 /// Ids of the user's unrevoked sessions, optionally only `only`.
+#[tracing::instrument(name = "db.sessions.active_ids", skip_all)]
 pub async fn active_ids(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -130,6 +135,7 @@ pub async fn active_ids(
 }
 
 /// Marks sessions revoked; returns how many were still active.
+#[tracing::instrument(name = "db.sessions.revoke", skip_all)]
 pub async fn revoke(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE users.sessions SET revoked_at = now() WHERE id = ANY($1) AND revoked_at IS NULL",
