@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod discovery;
 mod edge;
 mod faults;
 mod users;
