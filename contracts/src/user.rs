@@ -65,13 +65,13 @@ impl Role {
 #[derive(Debug, Clone, Serialize, Deserialize, Object)]
 pub struct RegisterRequest {
     /// Phone number in international form: optional `+`, then 6 to 15 digits.
-    #[oai(validator(max_length = 16))]
+    #[oai(validator(max_length = 16, pattern = r"^\+?[0-9]{6,15}$"))]
     pub phone: String,
     /// 8 to 128 characters.
-    #[oai(validator(max_length = 128))]
+    #[oai(validator(min_length = 8, max_length = 128))]
     pub password: String,
     /// 1 to 32 characters, not blank.
-    #[oai(validator(max_length = 32))]
+    #[oai(validator(min_length = 1, max_length = 32, pattern = r"\S"))]
     pub nickname: String,
     /// An http(s) URL of at most 512 bytes.
     #[oai(validator(max_length = 512))]

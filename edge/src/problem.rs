@@ -110,6 +110,7 @@ pub fn from_poem_error(err: poem::Error) -> Response {
     }
     let status = err.status();
     let code = match status {
+        StatusCode::BAD_REQUEST if is_validation_failure(&err) => ErrorCode::ValidationFailed,
         StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
         StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
         StatusCode::FORBIDDEN => ErrorCode::Forbidden,
@@ -130,6 +131,15 @@ pub fn from_poem_error(err: poem::Error) -> Response {
         "internal error".to_owned()
     };
     ApiError::new(code, detail).into_response()
+}
+
+/// A well-formed request whose field or parameter broke a declared constraint, as opposed to
+/// one that could not be parsed at all.
+fn is_validation_failure(err: &poem::Error) -> bool {
+    use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
+    err.is::<ParseParamError>()
+        || err.is::<ParsePathError>()
+        || err.downcast_ref::<ParseRequestPayloadError>().is_some_and(|e| e.to_string().contains("verification failed"))
 }
 
 #[cfg(test)]
