@@ -11,7 +11,7 @@ if ! scripts/services.sh status >/dev/null 2>&1; then
 fi
 cleanup() {
   if [[ "$started_here" -eq 1 ]]; then
-    scripts/services.sh down >&2 || true
+    scripts/services.sh down >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
@@ -28,4 +28,11 @@ cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
-cargo test --workspace --locked -- --test-threads="${MESH_TEST_THREADS:-4}"
+log="$(mktemp)"
+status=0
+cargo test --workspace --all-targets --locked -- --test-threads="${MESH_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

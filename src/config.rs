@@ -29,6 +29,8 @@ pub enum RoleArg {
     Edge,
     /// The user worker only.
     User,
+    /// The social worker only.
+    Social,
     /// Apply database migrations and exit.
     Migrate,
     /// Write a new Ed25519 JWT key pair and exit.
@@ -47,10 +49,11 @@ pub enum RoleArg {
 pub enum Role {
     Edge,
     User,
+    Social,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Edge, Role::User];
+    pub const ALL: &'static [Role] = &[Role::Edge, Role::User, Role::Social];
 }
 
 /// Raw values as given; parsed into `Settings` by `Settings::parse`.
@@ -68,6 +71,9 @@ pub struct RawSettings {
     /// Postgres URL of the user service.
     #[arg(long, env = "MESH_USER_DATABASE_URL")]
     pub user_database_url: Option<String>,
+    /// Postgres URL of the social service.
+    #[arg(long, env = "MESH_SOCIAL_DATABASE_URL")]
+    pub social_database_url: Option<String>,
     /// Connections per service pool.
     #[arg(long, env = "MESH_DB_MAX_CONNECTIONS", default_value = "10")]
     pub db_max_connections: String,
@@ -116,6 +122,7 @@ pub struct Settings {
     pub nats_url: String,
     pub prefix: Prefix,
     pub user_database_url: Option<String>,
+    pub social_database_url: Option<String>,
     pub db_max_connections: u32,
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -176,6 +183,7 @@ impl Settings {
         let mut p = Problems::default();
         let needs_user = roles.contains(&Role::User);
         let needs_edge = roles.contains(&Role::Edge);
+        let needs_social = roles.contains(&Role::Social);
         let prefix = p.take("MESH_PREFIX", Prefix::parse(&raw.prefix));
         if !raw.nats_url.starts_with("nats://") && !raw.nats_url.starts_with("tls://") {
             p.0.push("MESH_NATS_URL: must start with nats:// or tls://".into());
@@ -192,6 +200,19 @@ impl Settings {
             && !url.starts_with("postgresql://")
         {
             p.0.push("MESH_DATABASE_URL: must be a postgres:// URL".into());
+        }
+        let social_database_url = raw
+            .social_database_url
+            .clone()
+            .or_else(|| raw.database_url.clone());
+        if (needs_social || migrate) && social_database_url.is_none() {
+            p.0.push("MESH_SOCIAL_DATABASE_URL: required for the social role and migrations (or set MESH_DATABASE_URL)".into());
+        }
+        if let Some(url) = &social_database_url
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+        {
+            p.0.push("MESH_SOCIAL_DATABASE_URL: must be a postgres:// URL".into());
         }
         let db_max_connections = p.take(
             "MESH_DB_MAX_CONNECTIONS",
@@ -235,6 +256,7 @@ impl Settings {
             nats_url: raw.nats_url.clone(),
             prefix: prefix.expect("checked"),
             user_database_url,
+            social_database_url,
             db_max_connections: db_max_connections.expect("checked").max(1),
             http_addr,
             metrics_addr: metrics_addr.expect("checked"),
@@ -297,6 +319,27 @@ mod tests {
         assert_eq!(settings.prefix.as_str(), "mesh");
         assert_eq!(settings.access_ttl, Duration::from_secs(900));
         assert_eq!(settings.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn social_database_defaults_to_the_shared_one() {
+        let mut r = raw();
+        r.database_url = Some("postgres://shared/db".into());
+        let settings = Settings::parse(&r, &[Role::Social], false).unwrap();
+        assert_eq!(
+            settings.social_database_url.as_deref(),
+            Some("postgres://shared/db")
+        );
+        r.social_database_url = Some("postgres://own/db".into());
+        let settings = Settings::parse(&r, &[Role::Social], false).unwrap();
+        assert_eq!(
+            settings.social_database_url.as_deref(),
+            Some("postgres://own/db")
+        );
+        r.database_url = None;
+        r.social_database_url = None;
+        let problems = Settings::parse(&r, &[Role::Social], false).err().unwrap();
+        assert!(problems.join("\n").contains("MESH_SOCIAL_DATABASE_URL"));
     }
 
     #[test]

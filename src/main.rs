@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         RoleArg::All => (Role::ALL, false),
         RoleArg::Edge => (&[Role::Edge], false),
         RoleArg::User => (&[Role::User], false),
+        RoleArg::Social => (&[Role::Social], false),
         RoleArg::Migrate => (&[], true),
         RoleArg::Keygen { .. } => unreachable!("handled above"),
     };
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         let _tracing = mesh_observability::init("nats-mesh");
         if migrate {
             roles::user_pool(&settings).await?;
+            roles::social_pool(&settings).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }

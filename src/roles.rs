@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mesh_edge::{EdgeConfig, EdgeDeps};
 use mesh_nats::{Bus, TopologySettings};
+use mesh_social::{SocialConfig, SocialDeps};
 use mesh_user::{UserConfig, UserDeps};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,23 @@ pub async fn user_pool(settings: &Settings) -> anyhow::Result<mesh_user::Pool> {
         .await
         .context("user migrations failed")?;
     Ok(pool)
+}
+
+/// Opens the social service's pool and brings its schema up to date.
+pub async fn social_pool(settings: &Settings) -> anyhow::Result<mesh_social::Pool> {
+    let url = settings
+        .social_database_url
+        .as_deref()
+        .context("MESH_SOCIAL_DATABASE_URL (or MESH_DATABASE_URL) is not set")?;
+    let pool = mesh_social::connect_pool(url, settings.db_max_connections).await?;
+    mesh_social::migrate(&pool)
+        .await
+        .context("social migrations failed")?;
+    Ok(pool)
+}
+
+pub fn social_config(settings: &Settings) -> SocialConfig {
+    SocialConfig::new(settings.rpc_timeout)
 }
 
 pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
@@ -109,6 +127,17 @@ pub async fn run(
         tasks.spawn(named(
             "user",
             mesh_user::run(deps, config, shutdown.clone().cancelled_owned()),
+        ));
+    }
+    if roles.contains(&Role::Social) {
+        let deps = SocialDeps {
+            bus: bus.clone(),
+            pool: social_pool(&settings).await?,
+        };
+        let config = social_config(&settings);
+        tasks.spawn(named(
+            "social",
+            mesh_social::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
     if roles.contains(&Role::Edge) {

@@ -60,6 +60,16 @@ error_codes! {
     Internal => ("internal", 500, "Internal error"),
     ServiceUnavailable => ("service_unavailable", 503, "A backend service is unavailable"),
     Timeout => ("timeout", 504, "A backend service did not answer in time"),
+    AlreadyFriends => ("already_friends", 409, "The users are already friends"),
+    Blocked => ("blocked", 403, "A block between the users forbids this"),
+    DuplicateRequest => ("duplicate_request", 409, "A pending request already exists"),
+    RequestHandled => ("request_handled", 409, "The request was already handled"),
+    SelfTarget => ("self_target", 400, "The operation cannot target the caller"),
+    NotMember => ("not_member", 403, "The caller is not a member of the group"),
+    AlreadyMember => ("already_member", 409, "The user is already a member of the group"),
+    GroupFull => ("group_full", 409, "The group has no room for more members"),
+    OwnerMustTransfer => ("owner_must_transfer", 409, "The owner must transfer ownership first"),
+    InviteOnly => ("invite_only", 403, "The group admits members by invitation only"),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod page;
 pub mod rpc;
+pub mod social;
 pub mod subject;
 pub mod user;
 

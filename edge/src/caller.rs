@@ -81,7 +81,7 @@ impl<'a> FromRequest<'a> for Call {
 
 impl Call {
     /// Acts on behalf of the authenticated caller.
-    pub fn as_user(mut self, auth: &BearerAuth) -> Self {
+    pub fn on_behalf_of(mut self, auth: &BearerAuth) -> Self {
         self.ctx = self.ctx.with_user(auth.0.user_id, auth.0.session_id);
         self
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use mesh_nats::{Bus, RpcClient};
 use poem::listener::TcpAcceptor;
-use poem::{EndpointExt, Route, Server};
+use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
 pub use config::EdgeConfig;
@@ -91,11 +91,11 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
     let max_body = state.max_body_bytes;
     Route::new()
         .nest("/", service)
-        .at("/openapi.json", spec)
+        .at("/openapi.json", get(spec))
         .nest("/docs", docs)
-        .at("/healthz", health::healthz)
-        .at("/readyz", health::readyz)
-        .at("/metrics", mesh_observability::metrics_endpoint())
+        .at("/healthz", get(health::healthz))
+        .at("/readyz", get(health::readyz))
+        .at("/metrics", get(mesh_observability::metrics_endpoint()))
         .data(state)
         .around(move |ep, req| middleware::observe(ep, req, max_body))
 }

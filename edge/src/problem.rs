@@ -139,7 +139,9 @@ fn is_validation_failure(err: &poem::Error) -> bool {
     use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
     err.is::<ParseParamError>()
         || err.is::<ParsePathError>()
-        || err.downcast_ref::<ParseRequestPayloadError>().is_some_and(|e| e.to_string().contains("verification failed"))
+        || err
+            .downcast_ref::<ParseRequestPayloadError>()
+            .is_some_and(|e| e.to_string().contains("verification failed"))
 }
 
 #[cfg(test)]

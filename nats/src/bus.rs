@@ -118,9 +118,17 @@ impl Bus {
 impl Bus {
     /// Asks NATS service discovery (`$SRV.INFO.<name>`) about a service: its description,
     /// version, metadata and endpoints, as the services API reports them.
-    pub async fn discover(&self, name: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+    pub async fn discover(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, String> {
         let request = async_nats::Request::new().timeout(Some(timeout));
-        let reply = self.client.send_request(format!("$SRV.INFO.{name}"), request).await.map_err(|err| err.to_string())?;
+        let reply = self
+            .client
+            .send_request(format!("$SRV.INFO.{name}"), request)
+            .await
+            .map_err(|err| err.to_string())?;
         serde_json::from_slice(&reply.payload).map_err(|err| err.to_string())
     }
 }

@@ -16,7 +16,12 @@ async fn register_login_and_read_own_profile() {
     assert_eq!(profile["roles"], json!(["user"]));
     assert!(profile.get("password_hash").is_none() && profile.get("password").is_none());
 
-    let (status, tokens) = c.post("/v1/auth/login", json!({ "phone": phone, "password": PASSWORD, "device_name": "laptop" })).await;
+    let (status, tokens) = c
+        .post(
+            "/v1/auth/login",
+            json!({ "phone": phone, "password": PASSWORD, "device_name": "laptop" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
@@ -36,14 +41,34 @@ async fn wrong_password_unknown_phone_and_duplicate_phone_are_refused() {
     let phone = unique_phone();
     c.register(&phone, "Ann").await;
 
-    let wrong = c.post("/v1/auth/login", json!({ "phone": phone, "password": "not the password" })).await;
+    let wrong = c
+        .post(
+            "/v1/auth/login",
+            json!({ "phone": phone, "password": "not the password" }),
+        )
+        .await;
     assert_problem(&wrong, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    let unknown = c.post("/v1/auth/login", json!({ "phone": unique_phone(), "password": PASSWORD })).await;
+    let unknown = c
+        .post(
+            "/v1/auth/login",
+            json!({ "phone": unique_phone(), "password": PASSWORD }),
+        )
+        .await;
     assert_problem(&unknown, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    let garbage = c.post("/v1/auth/login", json!({ "phone": "not a phone", "password": PASSWORD })).await;
+    let garbage = c
+        .post(
+            "/v1/auth/login",
+            json!({ "phone": "not a phone", "password": PASSWORD }),
+        )
+        .await;
     assert_problem(&garbage, StatusCode::UNAUTHORIZED, "invalid_credentials");
 
-    let again = c.post("/v1/auth/register", json!({ "phone": phone, "password": PASSWORD, "nickname": "Bob" })).await;
+    let again = c
+        .post(
+            "/v1/auth/register",
+            json!({ "phone": phone, "password": PASSWORD, "nickname": "Bob" }),
+        )
+        .await;
     assert_problem(&again, StatusCode::CONFLICT, "phone_taken");
     // The same number written without '+' is the same phone.
     let bare = c.post("/v1/auth/register", json!({ "phone": phone.trim_start_matches('+'), "password": PASSWORD, "nickname": "Bob" })).await;
@@ -75,7 +100,10 @@ fn b64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -97,44 +125,72 @@ async fn forged_expired_unsigned_and_foreign_tokens_are_refused() {
 
     let other_key = mesh_user::keys::generate().unwrap();
     let forged = sign(&base, &other_key.private_pem);
-    assert_problem(&c.get_as("/v1/users/me", &forged).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_problem(
+        &c.get_as("/v1/users/me", &forged).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
 
     let mut expired = base.clone();
     expired["iat"] = json!(now() - 7200);
     expired["exp"] = json!(now() - 3600);
     let expired = sign(&expired, &keys().private_pem);
-    assert_problem(&c.get_as("/v1/users/me", &expired).await, StatusCode::UNAUTHORIZED, "token_expired");
+    assert_problem(
+        &c.get_as("/v1/users/me", &expired).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    );
 
     let mut foreign_aud = base.clone();
     foreign_aud["aud"] = json!("someone-else");
     let foreign_aud = sign(&foreign_aud, &keys().private_pem);
-    assert_problem(&c.get_as("/v1/users/me", &foreign_aud).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_problem(
+        &c.get_as("/v1/users/me", &foreign_aud).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
 
     let mut foreign_iss = base.clone();
     foreign_iss["iss"] = json!("evil");
     let foreign_iss = sign(&foreign_iss, &keys().private_pem);
-    assert_problem(&c.get_as("/v1/users/me", &foreign_iss).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_problem(
+        &c.get_as("/v1/users/me", &foreign_iss).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
 
     let unsigned = format!(
         "{}.{}.",
         b64(br#"{"alg":"none","typ":"JWT"}"#),
         b64(serde_json::to_string(&base).unwrap().as_bytes())
     );
-    assert_problem(&c.get_as("/v1/users/me", &unsigned).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_problem(
+        &c.get_as("/v1/users/me", &unsigned).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
 
     let hs256 = {
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         let key = jsonwebtoken::EncodingKey::from_secret(keys().public_pem.as_bytes());
         jsonwebtoken::encode(&header, &base, &key).unwrap()
     };
-    assert_problem(&c.get_as("/v1/users/me", &hs256).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_problem(
+        &c.get_as("/v1/users/me", &hs256).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
 
     // A tampered payload breaks the signature.
     let mut parts: Vec<String> = tokens.access.split('.').map(str::to_owned).collect();
     let mut tampered = base.clone();
     tampered["sub"] = json!(uuid::Uuid::now_v7());
     parts[1] = b64(serde_json::to_string(&tampered).unwrap().as_bytes());
-    assert_problem(&c.get_as("/v1/users/me", &parts.join(".")).await, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_problem(
+        &c.get_as("/v1/users/me", &parts.join(".")).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
     mesh.stop().await;
 }
 
@@ -145,26 +201,53 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
     let c = &mesh.client;
     let (_, first) = c.user("Ann").await;
 
-    let (status, body) = c.post("/v1/auth/refresh", json!({ "refresh_token": first.refresh })).await;
+    let (status, body) = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": first.refresh }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let second = Tokens::from(&body);
     assert_ne!(second.refresh, first.refresh);
     assert_ne!(second.access, first.access);
     assert_eq!(second.session_id, first.session_id);
-    assert_eq!(c.get_as("/v1/users/me", &second.access).await.0, StatusCode::OK);
+    assert_eq!(
+        c.get_as("/v1/users/me", &second.access).await.0,
+        StatusCode::OK
+    );
 
     // The old refresh token comes back: it leaked. The whole session dies.
-    let replay = c.post("/v1/auth/refresh", json!({ "refresh_token": first.refresh })).await;
+    let replay = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": first.refresh }),
+        )
+        .await;
     assert_problem(&replay, StatusCode::UNAUTHORIZED, "refresh_token_reused");
-    let after = c.post("/v1/auth/refresh", json!({ "refresh_token": second.refresh })).await;
+    let after = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": second.refresh }),
+        )
+        .await;
     assert_problem(&after, StatusCode::UNAUTHORIZED, "invalid_refresh_token");
     wait_until("access token of the revoked session refused", || async {
         c.get_as("/v1/users/me", &second.access).await.0 == StatusCode::UNAUTHORIZED
     })
     .await;
-    assert_problem(&c.get_as("/v1/users/me", &second.access).await, StatusCode::UNAUTHORIZED, "session_revoked");
+    assert_problem(
+        &c.get_as("/v1/users/me", &second.access).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    );
 
-    let unknown = c.post("/v1/auth/refresh", json!({ "refresh_token": "f".repeat(64) })).await;
+    let unknown = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": "f".repeat(64) }),
+        )
+        .await;
     assert_problem(&unknown, StatusCode::UNAUTHORIZED, "invalid_refresh_token");
     mesh.stop().await;
 }
@@ -178,7 +261,10 @@ async fn concurrent_refreshes_with_one_token_have_exactly_one_winner() {
         let body = json!({ "refresh_token": tokens.refresh });
         let attempts = (0..4).map(|_| c.post("/v1/auth/refresh", body.clone()));
         let answers = futures::future::join_all(attempts).await;
-        let winners: Vec<_> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).collect();
+        let winners: Vec<_> = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::OK)
+            .collect();
         assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
         for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
             assert_eq!(*status, StatusCode::CONFLICT, "{body}");
@@ -186,8 +272,13 @@ async fn concurrent_refreshes_with_one_token_have_exactly_one_winner() {
         }
         // The winner's new tokens keep working: losing a race is not a replay.
         let won = Tokens::from(&winners[0].1);
-        assert_eq!(c.get_as("/v1/users/me", &won.access).await.0, StatusCode::OK);
-        let next = c.post("/v1/auth/refresh", json!({ "refresh_token": won.refresh })).await;
+        assert_eq!(
+            c.get_as("/v1/users/me", &won.access).await.0,
+            StatusCode::OK
+        );
+        let next = c
+            .post("/v1/auth/refresh", json!({ "refresh_token": won.refresh }))
+            .await;
         assert_eq!(next.0, StatusCode::OK, "{}", next.1);
     }
     mesh.stop().await;
@@ -203,23 +294,49 @@ async fn logout_is_refused_on_every_edge_and_logout_all_ends_every_device() {
     let laptop = c.login(&phone).await;
     let phone_device = c.login(&phone).await;
     let tablet = c.login(&phone).await;
-    assert_eq!(second_edge.get_as("/v1/users/me", &laptop.access).await.0, StatusCode::OK);
+    assert_eq!(
+        second_edge.get_as("/v1/users/me", &laptop.access).await.0,
+        StatusCode::OK
+    );
 
-    let (status, body) = c.post_as("/v1/auth/logout", &laptop.access, json!({})).await;
+    let (status, body) = c
+        .post_as("/v1/auth/logout", &laptop.access, json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["revoked_sessions"], 1);
     wait_until("the other edge refuses the logged-out token", || async {
         second_edge.get_as("/v1/users/me", &laptop.access).await.0 == StatusCode::UNAUTHORIZED
     })
     .await;
-    assert_problem(&second_edge.get_as("/v1/users/me", &laptop.access).await, StatusCode::UNAUTHORIZED, "session_revoked");
-    assert_problem(&c.get_as("/v1/users/me", &laptop.access).await, StatusCode::UNAUTHORIZED, "session_revoked");
-    let refresh = c.post("/v1/auth/refresh", json!({ "refresh_token": laptop.refresh })).await;
+    assert_problem(
+        &second_edge.get_as("/v1/users/me", &laptop.access).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    );
+    assert_problem(
+        &c.get_as("/v1/users/me", &laptop.access).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    );
+    let refresh = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": laptop.refresh }),
+        )
+        .await;
     assert_problem(&refresh, StatusCode::UNAUTHORIZED, "invalid_refresh_token");
     // Other devices are untouched by a single logout.
-    assert_eq!(second_edge.get_as("/v1/users/me", &phone_device.access).await.0, StatusCode::OK);
+    assert_eq!(
+        second_edge
+            .get_as("/v1/users/me", &phone_device.access)
+            .await
+            .0,
+        StatusCode::OK
+    );
 
-    let (status, body) = second_edge.post_as("/v1/auth/logout-all", &phone_device.access, json!({})).await;
+    let (status, body) = second_edge
+        .post_as("/v1/auth/logout-all", &phone_device.access, json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["revoked_sessions"], 2);
     for device in [&phone_device, &tablet] {
@@ -230,7 +347,10 @@ async fn logout_is_refused_on_every_edge_and_logout_all_ends_every_device() {
     }
     // Signing in again works.
     let fresh = c.login(&phone).await;
-    assert_eq!(second_edge.get_as("/v1/users/me", &fresh.access).await.0, StatusCode::OK);
+    assert_eq!(
+        second_edge.get_as("/v1/users/me", &fresh.access).await.0,
+        StatusCode::OK
+    );
     mesh.stop().await;
 }
 

@@ -11,16 +11,39 @@ use crate::harness::TestMesh;
 async fn user_service_is_discoverable_with_its_endpoints() {
     let mesh = TestMesh::spawn().await;
     let prefix = mesh.settings.prefix.clone();
-    let bus = mesh_nats::Bus::connect(&mesh.settings.nats_url, prefix.clone(), "discovery-test", Duration::from_secs(5))
+    let bus = mesh_nats::Bus::connect(
+        &mesh.settings.nats_url,
+        prefix.clone(),
+        "discovery-test",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let info = bus
+        .discover(&prefix.service_name(Service::User), Duration::from_secs(2))
         .await
         .unwrap();
-    let info = bus.discover(&prefix.service_name(Service::User), Duration::from_secs(2)).await.unwrap();
     assert_eq!(info["name"], prefix.service_name(Service::User));
     assert_eq!(info["metadata"]["prefix"], prefix.as_str());
-    let subjects: Vec<&str> = info["endpoints"].as_array().unwrap().iter().filter_map(|e| e["subject"].as_str()).collect();
-    for op in ["register", "login", "refresh", "logout", "get_me", "admin_set_disabled"] {
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    for op in [
+        "register",
+        "login",
+        "refresh",
+        "logout",
+        "get_me",
+        "admin_set_disabled",
+    ] {
         let subject = prefix.rpc(Service::User, op);
-        assert!(subjects.contains(&subject.as_str()), "{subject} missing from {subjects:?}");
+        assert!(
+            subjects.contains(&subject.as_str()),
+            "{subject} missing from {subjects:?}"
+        );
     }
     bus.drain().await;
     mesh.stop().await;

@@ -1,1 +1,277 @@
-//! placeholder until filled
+//! Faults: the mesh without its NATS server answers 503 at once instead of hanging, and
+//! recovers by itself when the server comes back.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::harness::{PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
+
+/// A NATS server of this test alone, so stopping it disturbs no other test.
+struct PrivateNats {
+    bin: PathBuf,
+    port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    async fn start() -> Self {
+        let bin = std::env::var_os("MESH_NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server")
+            });
+        assert!(
+            bin.exists(),
+            "no nats-server at {} (run scripts/services.sh up)",
+            bin.display()
+        );
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            listener.local_addr().expect("local address").port()
+        };
+        let store =
+            std::env::temp_dir().join(format!("nats-mesh-faults-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&store).expect("create the store directory");
+        let mut nats = Self {
+            bin,
+            port,
+            store,
+            child: None,
+        };
+        nats.run().await;
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on the same port and store, and waits until it accepts connections.
+    async fn run(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(&self.bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("private nats-server accepts connections", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
+    /// Kills the server (no goodbye to its clients) and reaps it.
+    async fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().await.expect("kill nats-server");
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Without NATS, readiness and API calls answer 503 promptly (no hang); once NATS is back on the
+/// same address, the mesh is ready again and serves logins without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_the_edge_answers_503_and_recovers() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| s.nats_url = url).await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    let tokens = c.login(&phone).await;
+    assert_eq!(
+        c.get_as("/v1/users/me", &tokens.access).await.0,
+        StatusCode::OK
+    );
+
+    nats.kill().await;
+    wait_until("readyz reports NATS down", || async {
+        c.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert_problem(
+        &c.get("/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    // Liveness is about the process, not its dependencies.
+    assert_eq!(c.get("/healthz").await.0, StatusCode::OK);
+
+    // Well under the RPC deadline: the edge knows it is disconnected and does not wait.
+    let prompt = mesh.settings.rpc_timeout / 2;
+    let started = Instant::now();
+    assert_problem(
+        &c.get_as("/v1/users/me", &tokens.access).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    assert_problem(
+        &c.post(
+            "/v1/auth/login",
+            json!({ "phone": phone, "password": PASSWORD }),
+        )
+        .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    let register = c
+        .post(
+            "/v1/auth/register",
+            json!({ "phone": unique_phone(), "password": PASSWORD, "nickname": "Bob" }),
+        )
+        .await;
+    assert_problem(
+        &register,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    assert!(
+        started.elapsed() < prompt,
+        "503s took {:?}",
+        started.elapsed()
+    );
+    // Authentication still happens first: a bad token is 401, not 503.
+    assert_problem(
+        &c.get_as("/v1/users/me", "garbage").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+
+    nats.run().await;
+    wait_until("readyz after NATS is back", || async {
+        c.get("/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    // The account survived (Postgres) and the RPC path works again, with old and new tokens.
+    let again = c.login(&phone).await;
+    assert_eq!(
+        c.get_as("/v1/users/me", &again.access).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get_as("/v1/users/me", &tokens.access).await.0,
+        StatusCode::OK
+    );
+    c.register(&unique_phone(), "Bob").await;
+    // Revocation still reaches the edge through the re-established watch.
+    assert_eq!(
+        c.post_as("/v1/auth/logout", &tokens.access, json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    wait_until("revocation after reconnect", || async {
+        c.get_as("/v1/users/me", &tokens.access).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_problem(
+        &c.get_as("/v1/users/me", &tokens.access).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    );
+    mesh.stop().await;
+    drop(nats);
+}
+
+/// A request that is in flight when NATS goes away gets a clear 503 or 504, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_a_nats_outage_end_with_a_clear_status() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| {
+        s.nats_url = url;
+        s.rpc_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let c = mesh.client.clone();
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    let tokens = c.login(&phone).await;
+
+    // A stream of requests across the outage, until told to stop.
+    let seen = Arc::new(Mutex::new(Vec::<StatusCode>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (c, seen, stop) = (c.clone(), seen.clone(), stop.clone());
+        let token = tokens.access.clone();
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let (status, body) = c.get_as("/v1/users/me", &token).await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "request hung for {:?}",
+                    started.elapsed()
+                );
+                match status {
+                    StatusCode::OK => {}
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        assert_eq!(body["code"], "service_unavailable", "{body}")
+                    }
+                    StatusCode::GATEWAY_TIMEOUT => assert_eq!(body["code"], "timeout", "{body}"),
+                    other => panic!("unexpected {other}: {body}"),
+                }
+                seen.lock().unwrap().push(status);
+            }
+        }
+    });
+    let count = |status: StatusCode| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| **s == status)
+            .count()
+    };
+    wait_until("requests served before the outage", || async {
+        count(StatusCode::OK) >= 5
+    })
+    .await;
+    nats.kill().await;
+    wait_until("requests refused during the outage", || async {
+        count(StatusCode::SERVICE_UNAVAILABLE) >= 5
+    })
+    .await;
+    nats.run().await;
+    let served_before = count(StatusCode::OK);
+    wait_until("requests served after the outage", || async {
+        count(StatusCode::OK) >= served_before + 5
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("the load saw only clear statuses");
+    assert_eq!(c.get("/readyz").await.0, StatusCode::OK);
+    mesh.stop().await;
+    drop(nats);
+}

@@ -23,17 +23,26 @@ pub fn nats_url() -> String {
 }
 
 fn admin_database_url() -> String {
-    std::env::var("MESH_DATABASE_URL").expect("MESH_DATABASE_URL must point at the Postgres of scripts/services.sh")
+    std::env::var("MESH_DATABASE_URL")
+        .expect("MESH_DATABASE_URL must point at the Postgres of scripts/services.sh")
 }
 
 /// Creates an empty database for one test and returns its URL.
 async fn fresh_database() -> String {
     let admin = admin_database_url();
     let name = format!("t_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the admin database");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the admin database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    let query = admin.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let query = admin
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     format!("{base}/{name}{query}")
 }
 
@@ -43,6 +52,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
     Settings {
         nats_url: nats_url(),
         prefix: Prefix::parse(prefix).expect("valid prefix"),
+        social_database_url: database_url.clone(),
         user_database_url: database_url,
         db_max_connections: 5,
         http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -82,7 +92,6 @@ impl Node {
     }
 }
 
-
 /// The whole mesh for one test.
 pub struct TestMesh {
     /// Base URL of the first edge, e.g. `http://127.0.0.1:40000`.
@@ -104,7 +113,12 @@ impl TestMesh {
         tune(&mut settings);
         let (node, url) = Node::start(settings.clone(), Role::ALL).await;
         let url = url.expect("edge url");
-        let mesh = Self { client: Client::new(&url), url, settings, nodes: vec![node] };
+        let mesh = Self {
+            client: Client::new(&url),
+            url,
+            settings,
+            nodes: vec![node],
+        };
         mesh.wait_ready().await;
         mesh
     }
@@ -114,12 +128,18 @@ impl TestMesh {
         let (node, url) = Node::start(self.settings.clone(), &[Role::Edge]).await;
         self.nodes.push(node);
         let client = Client::new(&url.expect("edge url"));
-        wait_until("second edge ready", || async { client.get("/readyz").await.0 == StatusCode::OK }).await;
+        wait_until("second edge ready", || async {
+            client.get("/readyz").await.0 == StatusCode::OK
+        })
+        .await;
         client
     }
 
     async fn wait_ready(&self) {
-        wait_until("mesh ready", || async { self.client.get("/readyz").await.0 == StatusCode::OK }).await;
+        wait_until("mesh ready", || async {
+            self.client.get("/readyz").await.0 == StatusCode::OK
+        })
+        .await;
     }
 
     /// Stops every role and waits for them to finish.
@@ -129,7 +149,14 @@ impl TestMesh {
             let _ = tokio::time::timeout(Duration::from_secs(15), node.task).await;
         }
         // Streams and buckets of this test's prefix would otherwise pile up on the server.
-        if let Ok(bus) = mesh_nats::Bus::connect(&self.settings.nats_url, self.settings.prefix.clone(), "test-cleanup", Duration::from_secs(5)).await {
+        if let Ok(bus) = mesh_nats::Bus::connect(
+            &self.settings.nats_url,
+            self.settings.prefix.clone(),
+            "test-cleanup",
+            Duration::from_secs(5),
+        )
+        .await
+        {
             bus.delete_topology().await;
             bus.drain().await;
         }
@@ -171,8 +198,14 @@ pub type Answer = (StatusCode, Value);
 
 impl Client {
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client");
-        Self { base: base.trim_end_matches('/').to_owned(), http }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("http client");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -183,7 +216,13 @@ impl Client {
         &self.http
     }
 
-    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -208,13 +247,17 @@ impl Client {
     }
 
     pub async fn post_as(&self, path: &str, token: &str, body: Value) -> Answer {
-        self.send(Method::POST, path, Some(token), Some(&body)).await
+        self.send(Method::POST, path, Some(token), Some(&body))
+            .await
     }
 
     /// Registers an account; panics unless it succeeds.
     pub async fn register(&self, phone: &str, nickname: &str) -> Value {
         let (status, body) = self
-            .post("/v1/auth/register", json!({ "phone": phone, "password": PASSWORD, "nickname": nickname }))
+            .post(
+                "/v1/auth/register",
+                json!({ "phone": phone, "password": PASSWORD, "nickname": nickname }),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "register {phone}: {body}");
         body
@@ -222,7 +265,12 @@ impl Client {
 
     /// Logs in; panics unless it succeeds. Returns the token pair.
     pub async fn login(&self, phone: &str) -> Tokens {
-        let (status, body) = self.post("/v1/auth/login", json!({ "phone": phone, "password": PASSWORD })).await;
+        let (status, body) = self
+            .post(
+                "/v1/auth/login",
+                json!({ "phone": phone, "password": PASSWORD }),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "login {phone}: {body}");
         Tokens::from(&body)
     }
@@ -260,8 +308,18 @@ pub struct Tokens {
 
 impl From<&Value> for Tokens {
     fn from(body: &Value) -> Self {
-        let field = |name: &str| body[name].as_str().unwrap_or_else(|| panic!("{name} in {body}")).to_owned();
-        Self { access: field("access_token"), refresh: field("refresh_token"), user_id: field("user_id"), session_id: field("session_id") }
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} in {body}"))
+                .to_owned()
+        };
+        Self {
+            access: field("access_token"),
+            refresh: field("refresh_token"),
+            user_id: field("user_id"),
+            session_id: field("session_id"),
+        }
     }
 }
 
@@ -272,5 +330,8 @@ pub fn assert_problem(answer: &Answer, status: StatusCode, code: &str) {
     assert_eq!(*got, status, "expected {status} {code}, got {got}: {body}");
     assert_eq!(body["code"], code, "wrong code in {body}");
     assert_eq!(body["status"], status.as_u16(), "status field in {body}");
-    assert!(body["title"].is_string() && body["type"].is_string(), "problem fields in {body}");
+    assert!(
+        body["title"].is_string() && body["type"].is_string(),
+        "problem fields in {body}"
+    );
 }

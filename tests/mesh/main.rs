@@ -7,4 +7,6 @@ mod auth;
 mod discovery;
 mod edge;
 mod faults;
+mod social_friends;
+mod social_groups;
 mod users;

@@ -33,7 +33,9 @@ impl AdminApi {
             cursor: cursor.0,
         };
         Ok(Json(
-            call.as_user(&auth).send::<AdminListUsers>(&request).await?,
+            call.on_behalf_of(&auth)
+                .send::<AdminListUsers>(&request)
+                .await?,
         ))
     }
 
@@ -54,7 +56,7 @@ impl AdminApi {
             disabled: true,
         };
         Ok(Json(
-            call.as_user(&auth)
+            call.on_behalf_of(&auth)
                 .send::<AdminSetDisabled>(&request)
                 .await?,
         ))
@@ -77,7 +79,7 @@ impl AdminApi {
             disabled: false,
         };
         Ok(Json(
-            call.as_user(&auth)
+            call.on_behalf_of(&auth)
                 .send::<AdminSetDisabled>(&request)
                 .await?,
         ))
@@ -101,7 +103,9 @@ impl AdminApi {
             roles: body.0.roles,
         };
         Ok(Json(
-            call.as_user(&auth).send::<AdminSetRoles>(&request).await?,
+            call.on_behalf_of(&auth)
+                .send::<AdminSetRoles>(&request)
+                .await?,
         ))
     }
 }

@@ -53,14 +53,18 @@ impl AuthApi {
     /// End this session. Its tokens are refused on every edge at once.
     #[oai(path = "/logout", method = "post", operation_id = "logout")]
     async fn logout(&self, call: Call, auth: BearerAuth) -> ApiResult<LogoutReply> {
-        Ok(Json(call.as_user(&auth).send::<Logout>(&Empty {}).await?))
+        Ok(Json(
+            call.on_behalf_of(&auth).send::<Logout>(&Empty {}).await?,
+        ))
     }
 
     /// End every session of the caller, on every device.
     #[oai(path = "/logout-all", method = "post", operation_id = "logout_all")]
     async fn logout_all(&self, call: Call, auth: BearerAuth) -> ApiResult<LogoutReply> {
         Ok(Json(
-            call.as_user(&auth).send::<LogoutAll>(&Empty {}).await?,
+            call.on_behalf_of(&auth)
+                .send::<LogoutAll>(&Empty {})
+                .await?,
         ))
     }
 }

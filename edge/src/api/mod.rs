@@ -2,6 +2,8 @@
 
 mod admin;
 mod auth;
+mod friends;
+mod groups;
 mod sessions;
 mod users;
 
@@ -17,6 +19,10 @@ pub enum Tag {
     Users,
     /// Administration (admin role required).
     Admin,
+    /// Friend requests, friends and blocks.
+    Friends,
+    /// Groups, members and join requests.
+    Groups,
 }
 
 pub type Api = (
@@ -24,6 +30,8 @@ pub type Api = (
     sessions::SessionsApi,
     users::UsersApi,
     admin::AdminApi,
+    friends::FriendsApi,
+    groups::GroupsApi,
 );
 
 pub fn apis() -> Api {
@@ -32,5 +40,7 @@ pub fn apis() -> Api {
         sessions::SessionsApi,
         users::UsersApi,
         admin::AdminApi,
+        friends::FriendsApi,
+        groups::GroupsApi,
     )
 }

@@ -20,7 +20,9 @@ impl SessionsApi {
     #[oai(path = "/", method = "get", operation_id = "list_sessions")]
     async fn list(&self, call: Call, auth: BearerAuth) -> ApiResult<SessionList> {
         Ok(Json(
-            call.as_user(&auth).send::<ListSessions>(&Empty {}).await?,
+            call.on_behalf_of(&auth)
+                .send::<ListSessions>(&Empty {})
+                .await?,
         ))
     }
 
@@ -40,7 +42,9 @@ impl SessionsApi {
             session_id: session_id.0,
         };
         Ok(Json(
-            call.as_user(&auth).send::<RevokeSession>(&request).await?,
+            call.on_behalf_of(&auth)
+                .send::<RevokeSession>(&request)
+                .await?,
         ))
     }
 }

@@ -43,7 +43,9 @@ impl UsersApi {
     /// The caller's own profile.
     #[oai(path = "/me", method = "get", operation_id = "get_me")]
     async fn me(&self, call: Call, auth: BearerAuth) -> ApiResult<UserProfile> {
-        Ok(Json(call.as_user(&auth).send::<GetMe>(&Empty {}).await?))
+        Ok(Json(
+            call.on_behalf_of(&auth).send::<GetMe>(&Empty {}).await?,
+        ))
     }
 
     /// Change the caller's nickname, avatar or sex; absent fields stay as they are.
@@ -55,7 +57,9 @@ impl UsersApi {
         body: Json<UpdateProfileRequest>,
     ) -> ApiResult<UserProfile> {
         Ok(Json(
-            call.as_user(&auth).send::<UpdateProfile>(&body.0).await?,
+            call.on_behalf_of(&auth)
+                .send::<UpdateProfile>(&body.0)
+                .await?,
         ))
     }
 
@@ -68,7 +72,7 @@ impl UsersApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<PublicUser> {
         Ok(Json(
-            call.as_user(&auth)
+            call.on_behalf_of(&auth)
                 .send::<GetUser>(&GetUserRequest { user_id: user_id.0 })
                 .await?,
         ))
@@ -97,7 +101,9 @@ impl UsersApi {
             limit: limit.0,
             cursor: cursor.0,
         };
-        Ok(Json(call.as_user(&auth).send::<FindUsers>(&request).await?))
+        Ok(Json(
+            call.on_behalf_of(&auth).send::<FindUsers>(&request).await?,
+        ))
     }
 }
 

@@ -64,7 +64,7 @@ pub struct Password(String);
 impl Password {
     pub fn parse(raw: String) -> Result<Self, ServiceError> {
         let chars = raw.chars().count();
-        if chars < MIN_PASSWORD_CHARS || chars > MAX_PASSWORD_CHARS {
+        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
             return Err(invalid(
                 "password",
                 &format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),

@@ -2,7 +2,6 @@
 //! Nothing here does I/O.
 
 pub mod fields;
-pub mod paging;
 pub mod refresh;
 pub mod roles;
 
@@ -12,3 +11,5 @@ use mesh_contracts::{ErrorCode, ServiceError};
 pub fn invalid(field: &str, why: &str) -> ServiceError {
     ServiceError::new(ErrorCode::ValidationFailed, format!("{field}: {why}"))
 }
+
+pub use mesh_service_kit::paging;

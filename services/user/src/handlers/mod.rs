@@ -125,30 +125,6 @@ fn caller(ctx: &CallContext) -> Result<(Uuid, Uuid), ServiceError> {
     }
 }
 
-/// A database failure: logged with its cause, answered opaquely. Pool timeouts mean
-/// Postgres is unreachable or saturated, which the client may retry.
-fn db(err: sqlx::Error) -> ServiceError {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::error!(error = %err, "database unavailable");
-            ServiceError::new(
-                ErrorCode::ServiceUnavailable,
-                "storage is unavailable; try again",
-            )
-        }
-        err => {
-            tracing::error!(error = %err, "database error");
-            ServiceError::internal()
-        }
-    }
-}
-
-/// Any other internal failure.
-fn internal(err: impl std::fmt::Display) -> ServiceError {
-    tracing::error!(error = %err, "internal error");
-    ServiceError::internal()
-}
-
 fn not_found(what: &str) -> ServiceError {
     ServiceError::new(ErrorCode::NotFound, format!("no such {what}"))
 }
@@ -163,3 +139,6 @@ async fn own_account(
         .map_err(db)?
         .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists"))
 }
+
+/// Storage and internal failures, mapped the same way in every service.
+pub(crate) use mesh_service_kit::{db_error as db, internal_error as internal};

@@ -5,7 +5,12 @@ use mesh_contracts::ServiceError;
 use mesh_contracts::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use uuid::Uuid;
 
-use super::invalid;
+fn invalid(field: &str, why: &str) -> ServiceError {
+    ServiceError::new(
+        mesh_contracts::ErrorCode::ValidationFailed,
+        format!("{field}: {why}"),
+    )
+}
 
 /// A page request parsed and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,9 @@
+//! The pieces every worker shares, so each service writes only its own rules: Postgres pools
+//! and migrations, outbox writes, mapping storage failures to service errors, and paging.
+
+pub mod outbox;
+pub mod paging;
+pub mod postgres;
+
+pub use paging::Page;
+pub use postgres::{db_error, internal_error, is_unique_violation};

@@ -1,0 +1,73 @@
+//! Postgres plumbing: pools that fail fast, per-schema migrations, and error mapping.
+
+use std::time::Duration;
+
+use mesh_contracts::{ErrorCode, ServiceError};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Opens a pool whose connections fail fast (instead of hanging) when Postgres is away.
+pub async fn connect_pool(
+    url: &str,
+    application_name: &str,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|err| anyhow::anyhow!("invalid database URL: {err}"))?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.application_name(application_name))
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot connect to Postgres: {err}"))
+}
+
+/// Creates `schema` and applies `migrator` with its bookkeeping table inside that schema, so
+/// services sharing a database never see each other's migrations. Safe to run concurrently.
+pub async fn migrate(
+    pool: &PgPool,
+    schema: &'static str,
+    mut migrator: Migrator,
+) -> anyhow::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(pool)
+    .await?;
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// True when the error is a unique-constraint violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "23505")
+}
+
+/// A database failure: logged with its cause, answered opaquely. Pool timeouts and I/O errors
+/// mean Postgres is unreachable or saturated, which the client may retry (503).
+pub fn db_error(err: sqlx::Error) -> ServiceError {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::error!(error = %err, "database unavailable");
+            ServiceError::new(
+                ErrorCode::ServiceUnavailable,
+                "storage is unavailable; try again",
+            )
+        }
+        err => {
+            tracing::error!(error = %err, "database error");
+            ServiceError::internal()
+        }
+    }
+}
+
+/// Any other internal failure: logged, answered opaquely.
+pub fn internal_error(err: impl std::fmt::Display) -> ServiceError {
+    tracing::error!(error = %err, "internal error");
+    ServiceError::internal()
+}

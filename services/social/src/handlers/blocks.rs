@@ -1,0 +1,112 @@
+//! Blocks: block (ending the friendship and any pending request), unblock, list.
+
+use mesh_contracts::ServiceError;
+use mesh_contracts::social::{
+    Block, BlockPage, FriendRequestStatus, ListPageRequest, UserRef, events,
+};
+use mesh_contracts::user::Empty;
+use mesh_nats::CallContext;
+use serde_json::json;
+
+use super::friend_requests::apply;
+use super::{State, caller, db};
+use crate::domain::friends::{not_self, pair_key};
+use crate::domain::not_found;
+use crate::domain::paging::Page;
+use crate::store::blocks::{self, BlockRow};
+use crate::store::{self, friends, outbox};
+
+/// Blocking twice is harmless: the existing block is returned and nothing is recorded.
+pub async fn block(state: State, ctx: CallContext, req: UserRef) -> Result<Block, ServiceError> {
+    let me = caller(&ctx)?;
+    let other = req.user_id;
+    not_self(me, other, "block")?;
+    state.ensure_user_exists(&ctx, other).await?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    store::lock_pair(&mut tx, pair_key(me, other))
+        .await
+        .map_err(db)?;
+    let Some(row) = blocks::insert(&mut tx, me, other).await.map_err(db)? else {
+        let existing = blocks::get(&mut *tx, me, other)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| not_found("block"))?;
+        return Ok(existing.wire());
+    };
+    outbox::append(
+        &mut tx,
+        me,
+        events::USER_BLOCKED,
+        &json!({ "blocker_id": row.blocker_id, "blocked_id": row.blocked_id }),
+    )
+    .await
+    .map_err(db)?;
+    let unfriended = friends::remove_friendship(&mut tx, me, other)
+        .await
+        .map_err(db)?;
+    if unfriended {
+        outbox::append(
+            &mut tx,
+            me,
+            events::FRIENDSHIP_REMOVED,
+            &json!({ "user_ids": [me, other], "by": me, "reason": "blocked" }),
+        )
+        .await
+        .map_err(db)?;
+    }
+    // A pending request between the two ends: the blocker's own is cancelled, the other's
+    // is rejected.
+    if let Some(pending) = friends::pending_between(&mut tx, me, other)
+        .await
+        .map_err(db)?
+    {
+        let next = if pending.from_user == me {
+            FriendRequestStatus::Cancelled
+        } else {
+            FriendRequestStatus::Rejected
+        };
+        apply(&mut tx, pending.id, next, me).await?;
+    }
+    tx.commit().await.map_err(db)?;
+    if unfriended {
+        state.caches.invalidate_friends(&[me, other]).await;
+    }
+    Ok(row.wire())
+}
+
+pub async fn unblock(state: State, ctx: CallContext, req: UserRef) -> Result<Empty, ServiceError> {
+    let me = caller(&ctx)?;
+    let other = req.user_id;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    store::lock_pair(&mut tx, pair_key(me, other))
+        .await
+        .map_err(db)?;
+    if !blocks::delete(&mut tx, me, other).await.map_err(db)? {
+        return Err(not_found("block"));
+    }
+    outbox::append(
+        &mut tx,
+        me,
+        events::USER_UNBLOCKED,
+        &json!({ "blocker_id": me, "blocked_id": other }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(Empty {})
+}
+
+pub async fn list(
+    state: State,
+    ctx: CallContext,
+    req: ListPageRequest,
+) -> Result<BlockPage, ServiceError> {
+    let me = caller(&ctx)?;
+    let page = Page::parse(req.limit, req.cursor.as_deref())?;
+    let rows = blocks::list(&state.pool, me, page).await.map_err(db)?;
+    let (rows, next_cursor) = page.finish(rows, |row| row.id);
+    Ok(BlockPage {
+        items: rows.iter().map(BlockRow::wire).collect(),
+        next_cursor,
+    })
+}

@@ -1,0 +1,204 @@
+//! Friend requests: send, list, accept, reject, cancel. Every change between two users runs
+//! under their pair lock, so crossing requests and concurrent accepts cannot race.
+
+use mesh_contracts::ErrorCode;
+use mesh_contracts::ServiceError;
+use mesh_contracts::social::{
+    FriendRequest, FriendRequestId, FriendRequestOutcome, FriendRequestPage, FriendRequestStatus,
+    ListFriendRequestsRequest, SendFriendRequest, events,
+};
+use mesh_nats::CallContext;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{State, caller, db};
+use crate::domain::fields;
+use crate::domain::friends::{
+    Handling, PairState, RequestFacts, SendDecision, decide_handling, decide_send, not_self,
+    pair_key,
+};
+use crate::domain::not_found;
+use crate::domain::paging::Page;
+use crate::store::friends::{self, RequestRow};
+use crate::store::{self, blocks, outbox};
+
+pub async fn send(
+    state: State,
+    ctx: CallContext,
+    req: SendFriendRequest,
+) -> Result<FriendRequestOutcome, ServiceError> {
+    let me = caller(&ctx)?;
+    let target = req.user_id;
+    not_self(me, target, "send a friend request to")?;
+    let message = fields::request_message(req.message.as_deref())?;
+    state.ensure_user_exists(&ctx, target).await?;
+
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    store::lock_pair(&mut tx, pair_key(me, target))
+        .await
+        .map_err(db)?;
+    let pending = friends::pending_between(&mut tx, me, target)
+        .await
+        .map_err(db)?;
+    let pair = PairState {
+        blocked: blocks::between(&mut *tx, me, target).await.map_err(db)?,
+        friends: friends::are_friends(&mut *tx, me, target)
+            .await
+            .map_err(db)?,
+        pending_from_caller: pending.as_ref().is_some_and(|r| r.from_user == me),
+        pending_to_caller: pending.filter(|r| r.from_user == target).map(|r| r.id),
+    };
+    let outcome = match decide_send(pair)? {
+        SendDecision::Create => {
+            let row = friends::insert_request(&mut tx, me, target, message.as_deref())
+                .await
+                .map_err(|err| {
+                    if store::is_unique_violation(&err) {
+                        ServiceError::new(
+                            ErrorCode::DuplicateRequest,
+                            "a pending request between you already exists",
+                        )
+                    } else {
+                        db(err)
+                    }
+                })?;
+            outbox::append(
+                &mut tx,
+                row.id,
+                events::FRIEND_REQUEST_CREATED,
+                &json!({ "request": row.wire() }),
+            )
+            .await
+            .map_err(db)?;
+            FriendRequestOutcome {
+                request: row.wire(),
+                became_friends: false,
+            }
+        }
+        SendDecision::AcceptTheirs(theirs) => {
+            let row = apply(&mut tx, theirs, FriendRequestStatus::Accepted, me).await?;
+            FriendRequestOutcome {
+                request: row.wire(),
+                became_friends: true,
+            }
+        }
+    };
+    tx.commit().await.map_err(db)?;
+    if outcome.became_friends {
+        state.caches.invalidate_friends(&[me, target]).await;
+    }
+    Ok(outcome)
+}
+
+pub async fn list(
+    state: State,
+    ctx: CallContext,
+    req: ListFriendRequestsRequest,
+) -> Result<FriendRequestPage, ServiceError> {
+    let me = caller(&ctx)?;
+    let page = Page::parse(req.limit, req.cursor.as_deref())?;
+    let rows = friends::list_requests(&state.pool, me, req.direction, req.status, page)
+        .await
+        .map_err(db)?;
+    let (rows, next_cursor) = page.finish(rows, |row| row.id);
+    Ok(FriendRequestPage {
+        items: rows.iter().map(RequestRow::wire).collect(),
+        next_cursor,
+    })
+}
+
+pub async fn accept(
+    state: State,
+    ctx: CallContext,
+    req: FriendRequestId,
+) -> Result<FriendRequest, ServiceError> {
+    handle(state, ctx, req.request_id, Handling::Accept).await
+}
+
+pub async fn reject(
+    state: State,
+    ctx: CallContext,
+    req: FriendRequestId,
+) -> Result<FriendRequest, ServiceError> {
+    handle(state, ctx, req.request_id, Handling::Reject).await
+}
+
+pub async fn cancel(
+    state: State,
+    ctx: CallContext,
+    req: FriendRequestId,
+) -> Result<FriendRequest, ServiceError> {
+    handle(state, ctx, req.request_id, Handling::Cancel).await
+}
+
+async fn handle(
+    state: State,
+    ctx: CallContext,
+    id: Uuid,
+    handling: Handling,
+) -> Result<FriendRequest, ServiceError> {
+    let me = caller(&ctx)?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    // Read without a row lock to learn the pair, take the pair lock, then read again: every
+    // writer of a pair's requests takes the pair lock first, so nothing can deadlock.
+    let Some(seen) = friends::get_request(&mut *tx, id).await.map_err(db)? else {
+        return Err(not_found("friend request"));
+    };
+    store::lock_pair(&mut tx, pair_key(seen.from_user, seen.to_user))
+        .await
+        .map_err(db)?;
+    let row = friends::lock_request(&mut tx, id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("friend request"))?;
+    let facts = RequestFacts {
+        from: row.from_user,
+        to: row.to_user,
+        status: row.status(),
+    };
+    let next = decide_handling(facts, me, handling)?;
+    let row = apply(&mut tx, id, next, me).await?;
+    tx.commit().await.map_err(db)?;
+    if next == FriendRequestStatus::Accepted {
+        state
+            .caches
+            .invalidate_friends(&[row.from_user, row.to_user])
+            .await;
+    }
+    Ok(row.wire())
+}
+
+/// Moves a pending request to `next` and records it; accepting also creates the friendship
+/// (both rows). The caller holds the pair lock.
+pub(super) async fn apply(
+    conn: &mut PgConnection,
+    id: Uuid,
+    next: FriendRequestStatus,
+    by: Uuid,
+) -> Result<RequestRow, ServiceError> {
+    let row = friends::set_status(conn, id, next).await.map_err(db)?;
+    outbox::append(
+        conn,
+        row.id,
+        events::FRIEND_REQUEST_HANDLED,
+        &json!({ "request": row.wire(), "by": by }),
+    )
+    .await
+    .map_err(db)?;
+    if next == FriendRequestStatus::Accepted
+        && friends::insert_friendship(conn, row.from_user, row.to_user)
+            .await
+            .map_err(db)?
+    {
+        outbox::append(
+            conn,
+            row.from_user,
+            events::FRIENDSHIP_CREATED,
+            &json!({ "user_ids": [row.from_user, row.to_user], "request_id": row.id }),
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(row)
+}

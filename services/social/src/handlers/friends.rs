@@ -1,0 +1,104 @@
+//! Friends: list with remarks, set a remark, remove (both directions), and the friendship
+//! check other services make.
+
+use mesh_contracts::ServiceError;
+use mesh_contracts::social::{
+    CheckFriendshipRequest, Friend, FriendPage, FriendshipCheck, ListPageRequest, SetRemarkRequest,
+    UserRef, events,
+};
+use mesh_contracts::user::Empty;
+use mesh_nats::CallContext;
+use serde_json::json;
+
+use super::{State, caller, db, internal_or_self};
+use crate::domain::fields;
+use crate::domain::friends::{not_self, pair_key};
+use crate::domain::not_found;
+use crate::domain::paging::Page;
+use crate::store::friends::{self, FriendRow};
+use crate::store::{self, blocks, outbox};
+
+pub async fn list(
+    state: State,
+    ctx: CallContext,
+    req: ListPageRequest,
+) -> Result<FriendPage, ServiceError> {
+    let me = caller(&ctx)?;
+    let page = Page::parse(req.limit, req.cursor.as_deref())?;
+    let rows = friends::list_friends(&state.pool, me, page)
+        .await
+        .map_err(db)?;
+    let (rows, next_cursor) = page.finish(rows, |row| row.id);
+    Ok(FriendPage {
+        items: rows.iter().map(FriendRow::wire).collect(),
+        next_cursor,
+    })
+}
+
+pub async fn set_remark(
+    state: State,
+    ctx: CallContext,
+    req: SetRemarkRequest,
+) -> Result<Friend, ServiceError> {
+    let me = caller(&ctx)?;
+    let remark = fields::remark(req.remark.as_deref())?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let row = friends::set_remark(&mut tx, me, req.user_id, remark.as_deref())
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("friend"))?;
+    outbox::append(
+        &mut tx,
+        me,
+        events::FRIEND_REMARK_SET,
+        &json!({ "user_id": row.user_id, "friend_id": row.friend_id, "remark": row.remark }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(row.wire())
+}
+
+pub async fn remove(state: State, ctx: CallContext, req: UserRef) -> Result<Empty, ServiceError> {
+    let me = caller(&ctx)?;
+    let other = req.user_id;
+    not_self(me, other, "unfriend")?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    store::lock_pair(&mut tx, pair_key(me, other))
+        .await
+        .map_err(db)?;
+    if !friends::remove_friendship(&mut tx, me, other)
+        .await
+        .map_err(db)?
+    {
+        return Err(not_found("friend"));
+    }
+    outbox::append(
+        &mut tx,
+        me,
+        events::FRIENDSHIP_REMOVED,
+        &json!({ "user_ids": [me, other], "by": me, "reason": "removed" }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_friends(&[me, other]).await;
+    Ok(Empty {})
+}
+
+pub async fn check(
+    state: State,
+    ctx: CallContext,
+    req: CheckFriendshipRequest,
+) -> Result<FriendshipCheck, ServiceError> {
+    internal_or_self(&ctx, req.user_id)?;
+    let friends = state
+        .caches
+        .friends_of(&state.pool, req.user_id)
+        .await?
+        .contains(&req.other_id);
+    let blocked = blocks::between(&state.pool, req.user_id, req.other_id)
+        .await
+        .map_err(db)?;
+    Ok(FriendshipCheck { friends, blocked })
+}

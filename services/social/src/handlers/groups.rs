@@ -1,0 +1,233 @@
+//! Groups themselves: create, read, update, dissolve, list the caller's groups, transfer
+//! ownership. Writes lock the group's row first.
+
+use mesh_contracts::ServiceError;
+use mesh_contracts::social::{
+    CreateGroupRequest, Group, GroupPage, GroupRef, GroupRole, JoinPolicy, ListPageRequest,
+    TransferRequest, UpdateGroupRequest, events,
+};
+use mesh_contracts::user::Empty;
+use mesh_nats::CallContext;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{State, caller, db};
+use crate::domain::friends::not_self;
+use crate::domain::groups::{self as rules, role_str};
+use crate::domain::paging::Page;
+use crate::domain::{fields, invalid, not_found};
+use crate::store::groups::{self, GroupChange, GroupRow, MyGroupRow, NewGroup};
+use crate::store::members::{self, MemberRow};
+use crate::store::outbox;
+
+/// The group, locked until the transaction ends, or 404.
+pub(super) async fn lock_group(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<GroupRow, ServiceError> {
+    groups::lock(conn, id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("group"))
+}
+
+/// `user`'s membership, read inside the transaction.
+pub(super) async fn membership(
+    conn: &mut PgConnection,
+    group: Uuid,
+    user: Uuid,
+) -> Result<Option<MemberRow>, ServiceError> {
+    members::get(conn, group, user).await.map_err(db)
+}
+
+pub async fn create(
+    state: State,
+    ctx: CallContext,
+    req: CreateGroupRequest,
+) -> Result<Group, ServiceError> {
+    let me = caller(&ctx)?;
+    let name = fields::group_name(&req.name)?;
+    let icon = req.icon.as_deref().map(fields::icon).transpose()?.flatten();
+    let announcement = req
+        .announcement
+        .as_deref()
+        .map(fields::announcement)
+        .transpose()?
+        .flatten();
+    let max_members = fields::max_members(req.max_members)?;
+    let new = NewGroup {
+        id: Uuid::now_v7(),
+        name: &name,
+        icon: icon.as_deref(),
+        announcement: announcement.as_deref(),
+        join_policy: req.join_policy.unwrap_or(JoinPolicy::Approval),
+        max_members,
+        owner_id: me,
+    };
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    groups::insert(&mut tx, &new).await.map_err(db)?;
+    let owner = members::insert(&mut tx, new.id, me, GroupRole::Owner)
+        .await
+        .map_err(db)?;
+    let row = groups::add_members(&mut tx, new.id, 1).await.map_err(db)?;
+    outbox::append(
+        &mut tx,
+        row.id,
+        events::GROUP_CREATED,
+        &json!({ "group": row.wire(None) }),
+    )
+    .await
+    .map_err(db)?;
+    outbox::append(
+        &mut tx,
+        row.id,
+        events::MEMBER_JOINED,
+        &json!({ "group_id": row.id, "user_id": me, "role": role_str(owner.role()) }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(row.wire(Some(GroupRole::Owner)))
+}
+
+/// Any signed-in user may read a group's profile (to decide whether to join); `my_role`
+/// says what the caller is in it.
+pub async fn get(state: State, ctx: CallContext, req: GroupRef) -> Result<Group, ServiceError> {
+    let me = caller(&ctx)?;
+    let row = groups::by_id(&state.pool, req.group_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("group"))?;
+    let role = state.caches.role_in(&state.pool, row.id, me).await?;
+    Ok(row.wire(role))
+}
+
+pub async fn update(
+    state: State,
+    ctx: CallContext,
+    req: UpdateGroupRequest,
+) -> Result<Group, ServiceError> {
+    let me = caller(&ctx)?;
+    let name = req.name.as_deref().map(fields::group_name).transpose()?;
+    let icon = req.icon.as_deref().map(fields::icon).transpose()?;
+    let announcement = req
+        .announcement
+        .as_deref()
+        .map(fields::announcement)
+        .transpose()?;
+    if name.is_none() && icon.is_none() && announcement.is_none() {
+        return Err(invalid(
+            "body",
+            "give at least one of name, icon or announcement",
+        ));
+    }
+    let change = GroupChange {
+        name: name.as_deref(),
+        icon: icon.as_ref().map(Option::as_deref),
+        announcement: announcement.as_ref().map(Option::as_deref),
+    };
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    lock_group(&mut tx, req.group_id).await?;
+    let my_role = membership(&mut tx, req.group_id, me)
+        .await?
+        .map(|m| m.role());
+    let my_role = rules::manager(my_role)?;
+    let row = groups::update(&mut tx, req.group_id, &change)
+        .await
+        .map_err(db)?;
+    outbox::append(
+        &mut tx,
+        row.id,
+        events::GROUP_UPDATED,
+        &json!({ "group": row.wire(None), "by": me }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(row.wire(Some(my_role)))
+}
+
+pub async fn dissolve(
+    state: State,
+    ctx: CallContext,
+    req: GroupRef,
+) -> Result<Empty, ServiceError> {
+    let me = caller(&ctx)?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let row = lock_group(&mut tx, req.group_id).await?;
+    let my_role = membership(&mut tx, row.id, me).await?.map(|m| m.role());
+    rules::owner(my_role)?;
+    let member_ids: Vec<Uuid> = members::all(&mut *tx, row.id)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    groups::delete(&mut tx, row.id).await.map_err(db)?;
+    outbox::append(
+        &mut tx,
+        row.id,
+        events::GROUP_DISSOLVED,
+        &json!({ "group_id": row.id, "member_ids": member_ids, "by": me }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(row.id).await;
+    Ok(Empty {})
+}
+
+pub async fn mine(
+    state: State,
+    ctx: CallContext,
+    req: ListPageRequest,
+) -> Result<GroupPage, ServiceError> {
+    let me = caller(&ctx)?;
+    let page = Page::parse(req.limit, req.cursor.as_deref())?;
+    let rows = groups::of_member(&state.pool, me, page).await.map_err(db)?;
+    let (rows, next_cursor) = page.finish(rows, |row| row.group.id);
+    Ok(GroupPage {
+        items: rows.iter().map(MyGroupRow::wire).collect(),
+        next_cursor,
+    })
+}
+
+/// The owner hands the group to another member and stays on as an admin.
+pub async fn transfer(
+    state: State,
+    ctx: CallContext,
+    req: TransferRequest,
+) -> Result<Group, ServiceError> {
+    let me = caller(&ctx)?;
+    let target = req.user_id;
+    not_self(me, target, "transfer ownership to")?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let my_role = membership(&mut tx, group.id, me).await?.map(|m| m.role());
+    rules::owner(my_role)?;
+    if membership(&mut tx, group.id, target).await?.is_none() {
+        return Err(not_found("member"));
+    }
+    // Demote first: a group has at most one owner row at any moment.
+    members::set_role(&mut tx, group.id, me, GroupRole::Admin)
+        .await
+        .map_err(db)?;
+    members::set_role(&mut tx, group.id, target, GroupRole::Owner)
+        .await
+        .map_err(db)?;
+    let row = groups::set_owner(&mut tx, group.id, target)
+        .await
+        .map_err(db)?;
+    outbox::append(
+        &mut tx,
+        row.id,
+        events::OWNERSHIP_TRANSFERRED,
+        &json!({ "group_id": row.id, "from": me, "to": target }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(row.id).await;
+    Ok(row.wire(Some(GroupRole::Admin)))
+}

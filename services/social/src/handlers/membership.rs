@@ -1,0 +1,441 @@
+//! Membership: list members, join, invite, join requests (list, approve, reject), leave,
+//! kick, set role, mute, and the membership check other services make. Writes lock the
+//! group's row first and decide on membership read inside that transaction.
+
+use mesh_contracts::ServiceError;
+use mesh_contracts::social::{
+    GroupJoinRequest, GroupMember, GroupRef, GroupRole, InviteRequest, JoinGroupRequest,
+    JoinOutcome, JoinReply, JoinRequestPage, JoinRequestRef, JoinRequestStatus,
+    ListJoinRequestsRequest, ListMembersRequest, MemberPage, MemberRef, Membership,
+    MembershipRequest, MuteRequest, SetRoleRequest, events,
+};
+use mesh_contracts::user::Empty;
+use mesh_nats::CallContext;
+use serde_json::json;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::groups::{lock_group, membership};
+use super::{State, caller, db, internal_or_self};
+use crate::domain::fields;
+use crate::domain::friends::not_self;
+use crate::domain::groups::{self as rules, Admission, role_str};
+use crate::domain::not_found;
+use crate::domain::paging::Page;
+use crate::store::groups::{self, GroupRow};
+use crate::store::join_requests::{self, JoinRequestRow};
+use crate::store::members::{self, MemberRow};
+use crate::store::outbox;
+
+pub async fn list_members(
+    state: State,
+    ctx: CallContext,
+    req: ListMembersRequest,
+) -> Result<MemberPage, ServiceError> {
+    let me = caller(&ctx)?;
+    let page = Page::parse(req.limit, req.cursor.as_deref())?;
+    groups::by_id(&state.pool, req.group_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("group"))?;
+    rules::member(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
+    let rows = members::list(&state.pool, req.group_id, page)
+        .await
+        .map_err(db)?;
+    let (rows, next_cursor) = page.finish(rows, |row| row.id);
+    let now = OffsetDateTime::now_utc();
+    Ok(MemberPage {
+        items: rows.iter().map(|row| row.wire(now)).collect(),
+        next_cursor,
+    })
+}
+
+/// Adds `user` to the locked `group` if it has room, and records it.
+async fn add_member(
+    conn: &mut PgConnection,
+    group: &GroupRow,
+    user: Uuid,
+    invited_by: Option<Uuid>,
+) -> Result<MemberRow, ServiceError> {
+    rules::has_room(group.member_count(), group.max_members())?;
+    let member = members::insert(conn, group.id, user, GroupRole::Member)
+        .await
+        .map_err(db)?;
+    groups::add_members(conn, group.id, 1).await.map_err(db)?;
+    outbox::append(
+        conn,
+        group.id,
+        events::MEMBER_JOINED,
+        &json!({
+            "group_id": group.id, "user_id": user, "role": role_str(member.role()),
+            "invited_by": invited_by,
+        }),
+    )
+    .await
+    .map_err(db)?;
+    Ok(member)
+}
+
+/// Records a join request's new status.
+async fn record_handled(conn: &mut PgConnection, row: &JoinRequestRow) -> Result<(), ServiceError> {
+    outbox::append(
+        conn,
+        row.group_id,
+        events::GROUP_JOIN_REQUEST_HANDLED,
+        &json!({ "request": row.wire() }),
+    )
+    .await
+    .map_err(db)
+}
+
+/// Stores a pending join request and records it.
+async fn request_join(
+    conn: &mut PgConnection,
+    group: Uuid,
+    user: Uuid,
+    inviter: Option<Uuid>,
+    message: Option<&str>,
+) -> Result<JoinRequestRow, ServiceError> {
+    let row = join_requests::insert(conn, group, user, inviter, message)
+        .await
+        .map_err(db)?;
+    outbox::append(
+        conn,
+        group,
+        events::GROUP_JOIN_REQUESTED,
+        &json!({ "request": row.wire() }),
+    )
+    .await
+    .map_err(db)?;
+    Ok(row)
+}
+
+fn joined(member: &MemberRow) -> JoinReply {
+    JoinReply {
+        outcome: JoinOutcome::Joined,
+        member: Some(member.wire(OffsetDateTime::now_utc())),
+        request: None,
+    }
+}
+
+fn pending(request: &JoinRequestRow) -> JoinReply {
+    JoinReply {
+        outcome: JoinOutcome::Pending,
+        member: None,
+        request: Some(request.wire()),
+    }
+}
+
+pub async fn join(
+    state: State,
+    ctx: CallContext,
+    req: JoinGroupRequest,
+) -> Result<JoinReply, ServiceError> {
+    let me = caller(&ctx)?;
+    let message = fields::request_message(req.message.as_deref())?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let already = membership(&mut tx, group.id, me).await?.is_some();
+    let waiting = join_requests::has_pending(&mut *tx, group.id, me)
+        .await
+        .map_err(db)?;
+    let reply = match rules::decide_join(group.policy(), already, waiting)? {
+        Admission::Join => joined(&add_member(&mut tx, &group, me, None).await?),
+        Admission::Request => {
+            pending(&request_join(&mut tx, group.id, me, None, message.as_deref()).await?)
+        }
+    };
+    tx.commit().await.map_err(db)?;
+    if reply.outcome == JoinOutcome::Joined {
+        state.caches.invalidate_group(group.id).await;
+    }
+    Ok(reply)
+}
+
+pub async fn invite(
+    state: State,
+    ctx: CallContext,
+    req: InviteRequest,
+) -> Result<JoinReply, ServiceError> {
+    let me = caller(&ctx)?;
+    let target = req.user_id;
+    not_self(me, target, "invite")?;
+    // Cheap refusals before asking the user service; the transaction decides for real.
+    groups::by_id(&state.pool, req.group_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("group"))?;
+    rules::member(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
+    state.ensure_user_exists(&ctx, target).await?;
+
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let inviter = membership(&mut tx, group.id, me).await?.map(|m| m.role());
+    let invitee_member = membership(&mut tx, group.id, target).await?.is_some();
+    let waiting = join_requests::has_pending(&mut *tx, group.id, target)
+        .await
+        .map_err(db)?;
+    let reply = match rules::decide_invite(inviter, group.policy(), invitee_member, waiting)? {
+        Admission::Join => {
+            let member = add_member(&mut tx, &group, target, Some(me)).await?;
+            // A request they had waiting is settled by their joining.
+            if let Some(settled) = join_requests::approve_pending_of(&mut tx, group.id, target, me)
+                .await
+                .map_err(db)?
+            {
+                record_handled(&mut tx, &settled).await?;
+            }
+            joined(&member)
+        }
+        Admission::Request => {
+            pending(&request_join(&mut tx, group.id, target, Some(me), None).await?)
+        }
+    };
+    tx.commit().await.map_err(db)?;
+    if reply.outcome == JoinOutcome::Joined {
+        state.caches.invalidate_group(group.id).await;
+    }
+    Ok(reply)
+}
+
+/// Owners and admins read a group's join requests; nobody else learns of them.
+pub async fn list_requests(
+    state: State,
+    ctx: CallContext,
+    req: ListJoinRequestsRequest,
+) -> Result<JoinRequestPage, ServiceError> {
+    let me = caller(&ctx)?;
+    let page = Page::parse(req.limit, req.cursor.as_deref())?;
+    groups::by_id(&state.pool, req.group_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("group"))?;
+    rules::manager(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
+    let rows = join_requests::list(&state.pool, req.group_id, req.status, page)
+        .await
+        .map_err(db)?;
+    let (rows, next_cursor) = page.finish(rows, |row| row.id);
+    Ok(JoinRequestPage {
+        items: rows.iter().map(JoinRequestRow::wire).collect(),
+        next_cursor,
+    })
+}
+
+pub async fn approve(
+    state: State,
+    ctx: CallContext,
+    req: JoinRequestRef,
+) -> Result<GroupJoinRequest, ServiceError> {
+    decide_request(state, ctx, req, JoinRequestStatus::Approved).await
+}
+
+pub async fn reject(
+    state: State,
+    ctx: CallContext,
+    req: JoinRequestRef,
+) -> Result<GroupJoinRequest, ServiceError> {
+    decide_request(state, ctx, req, JoinRequestStatus::Rejected).await
+}
+
+async fn decide_request(
+    state: State,
+    ctx: CallContext,
+    req: JoinRequestRef,
+    decision: JoinRequestStatus,
+) -> Result<GroupJoinRequest, ServiceError> {
+    let me = caller(&ctx)?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    rules::manager(membership(&mut tx, group.id, me).await?.map(|m| m.role()))?;
+    let request = join_requests::lock(&mut tx, group.id, req.request_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("join request"))?;
+    rules::still_pending(request.status())?;
+    let mut added = false;
+    if decision == JoinRequestStatus::Approved
+        && membership(&mut tx, group.id, request.user_id)
+            .await?
+            .is_none()
+    {
+        add_member(&mut tx, &group, request.user_id, request.inviter_id).await?;
+        added = true;
+    }
+    let row = join_requests::set_status(&mut tx, request.id, decision, me)
+        .await
+        .map_err(db)?;
+    record_handled(&mut tx, &row).await?;
+    tx.commit().await.map_err(db)?;
+    if added {
+        state.caches.invalidate_group(group.id).await;
+    }
+    Ok(row.wire())
+}
+
+pub async fn leave(state: State, ctx: CallContext, req: GroupRef) -> Result<Empty, ServiceError> {
+    let me = caller(&ctx)?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let role = rules::member(membership(&mut tx, group.id, me).await?.map(|m| m.role()))?;
+    rules::decide_leave(role)?;
+    remove_member(&mut tx, group.id, me).await?;
+    outbox::append(
+        &mut tx,
+        group.id,
+        events::MEMBER_LEFT,
+        &json!({ "group_id": group.id, "user_id": me }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(group.id).await;
+    Ok(Empty {})
+}
+
+async fn remove_member(
+    conn: &mut PgConnection,
+    group: Uuid,
+    user: Uuid,
+) -> Result<(), ServiceError> {
+    if members::delete(conn, group, user).await.map_err(db)? {
+        groups::add_members(conn, group, -1).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The acting user's role, if `allowed` admits it, and the target member's row, for kick,
+/// mute and role changes. The caller's own rights are checked before anything about the
+/// target is revealed.
+async fn actor_and_target(
+    conn: &mut PgConnection,
+    group: Uuid,
+    actor: Uuid,
+    target: Uuid,
+    allowed: impl FnOnce(Option<GroupRole>) -> Result<GroupRole, ServiceError>,
+) -> Result<(GroupRole, MemberRow), ServiceError> {
+    let actor_role = allowed(membership(conn, group, actor).await?.map(|m| m.role()))?;
+    let target_row = membership(conn, group, target)
+        .await?
+        .ok_or_else(|| not_found("member"))?;
+    Ok((actor_role, target_row))
+}
+
+pub async fn kick(state: State, ctx: CallContext, req: MemberRef) -> Result<Empty, ServiceError> {
+    let me = caller(&ctx)?;
+    not_self(me, req.user_id, "kick")?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let (actor, target) =
+        actor_and_target(&mut tx, group.id, me, req.user_id, rules::manager).await?;
+    rules::decide_discipline(actor, target.role(), "kick")?;
+    remove_member(&mut tx, group.id, target.user_id).await?;
+    outbox::append(
+        &mut tx,
+        group.id,
+        events::MEMBER_KICKED,
+        &json!({ "group_id": group.id, "user_id": target.user_id, "by": me }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(group.id).await;
+    Ok(Empty {})
+}
+
+pub async fn set_role(
+    state: State,
+    ctx: CallContext,
+    req: SetRoleRequest,
+) -> Result<GroupMember, ServiceError> {
+    let me = caller(&ctx)?;
+    not_self(me, req.user_id, "change the role of")?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let (_, target) = actor_and_target(&mut tx, group.id, me, req.user_id, |role| {
+        rules::decide_set_role(role, req.role).map(|()| GroupRole::Owner)
+    })
+    .await?;
+    let now = OffsetDateTime::now_utc();
+    if target.role() == req.role {
+        return Ok(target.wire(now));
+    }
+    let row = members::set_role(&mut tx, group.id, target.user_id, req.role)
+        .await
+        .map_err(db)?;
+    outbox::append(
+        &mut tx,
+        group.id,
+        events::MEMBER_ROLE_CHANGED,
+        &json!({
+            "group_id": group.id, "user_id": row.user_id, "role": role_str(row.role()),
+            "previous": role_str(target.role()), "by": me,
+        }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(group.id).await;
+    Ok(row.wire(now))
+}
+
+pub async fn mute(
+    state: State,
+    ctx: CallContext,
+    req: MuteRequest,
+) -> Result<GroupMember, ServiceError> {
+    let me = caller(&ctx)?;
+    not_self(me, req.user_id, "mute")?;
+    let now = OffsetDateTime::now_utc();
+    let until = fields::mute_until(req.muted, req.duration_secs, now)?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let group = lock_group(&mut tx, req.group_id).await?;
+    let (actor, target) =
+        actor_and_target(&mut tx, group.id, me, req.user_id, rules::manager).await?;
+    rules::decide_discipline(actor, target.role(), "mute")?;
+    let row = members::set_muted_until(&mut tx, group.id, target.user_id, until)
+        .await
+        .map_err(db)?;
+    let event = if until.is_some() {
+        events::MEMBER_MUTED
+    } else {
+        events::MEMBER_UNMUTED
+    };
+    let until_text = until
+        .map(|t| t.format(&time::format_description::well_known::Rfc3339))
+        .transpose()
+        .map_err(super::internal)?;
+    outbox::append(
+        &mut tx,
+        group.id,
+        event,
+        &json!({
+            "group_id": group.id, "user_id": row.user_id, "muted_until": until_text, "by": me,
+        }),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(group.id).await;
+    Ok(row.wire(now))
+}
+
+pub async fn get_membership(
+    state: State,
+    ctx: CallContext,
+    req: MembershipRequest,
+) -> Result<Membership, ServiceError> {
+    internal_or_self(&ctx, req.user_id)?;
+    let members = state.caches.members_of(&state.pool, req.group_id).await?;
+    let now = OffsetDateTime::now_utc();
+    Ok(match members.get(&req.user_id) {
+        Some(member) => Membership {
+            role: Some(member.role),
+            muted_until: member.muted_until.filter(|until| *until > now),
+        },
+        None => Membership {
+            role: None,
+            muted_until: None,
+        },
+    })
+}

@@ -1,0 +1,46 @@
+//! The social worker: friend requests, friends, blocks, groups, membership and join
+//! requests, served over NATS.
+//!
+//! `domain/` holds the rules (pure), `store/` the SQL, `handlers/` one function per RPC
+//! operation, `cache` the hot reads, and `run` wires them to the service host. Users are
+//! checked against the user service over NATS; the `users` schema is never read.
+
+mod cache;
+mod config;
+mod domain;
+mod handlers;
+mod store;
+
+use std::future::Future;
+
+use mesh_nats::{Bus, ServiceHost};
+use sqlx::PgPool;
+
+pub use config::SocialConfig;
+pub use store::{connect_pool, migrate};
+
+/// The Postgres pool type the social role runs on.
+pub type Pool = PgPool;
+
+/// What the social role needs from the outside world.
+#[derive(Clone)]
+pub struct SocialDeps {
+    pub bus: Bus,
+    pub pool: PgPool,
+}
+
+/// Runs the social service until `shutdown` resolves. Migrations must have run.
+pub async fn run(
+    deps: SocialDeps,
+    config: SocialConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let state = handlers::State::new(deps, config);
+    let host = ServiceHost::new(
+        state.bus().clone(),
+        mesh_contracts::Service::Social,
+        "friends, blocks and groups",
+    );
+    let host = handlers::register(host, state);
+    host.run(shutdown).await.map_err(anyhow::Error::msg)
+}

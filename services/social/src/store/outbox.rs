@@ -1,0 +1,15 @@
+//! The outbox of the `social` schema: events written in the transaction of their change.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Appends one event about `aggregate` to `social.outbox`.
+pub async fn append(
+    conn: &mut PgConnection,
+    aggregate: Uuid,
+    event_type: &str,
+    payload: &impl Serialize,
+) -> sqlx::Result<()> {
+    mesh_service_kit::outbox::append(conn, super::SCHEMA, aggregate, event_type, payload).await
+}
