@@ -862,66 +862,25 @@ async fn members_leave_are_kicked_promoted_muted_and_ownership_moves() {
         .unwrap()
         .clone();
     assert_eq!(caras["muted_until"], muted["muted_until"]);
-    assert_problem(
-        &mute(
+    // Refused mutes: (actor, target, status, code).
+    let refusals = [
+        (&bob, &ann, StatusCode::FORBIDDEN, "forbidden"),
+        (&cara, &bob, StatusCode::FORBIDDEN, "forbidden"),
+        (&eve, &cara, StatusCode::FORBIDDEN, "not_member"),
+        (&ann, &ann, StatusCode::BAD_REQUEST, "self_target"),
+        (&ann, &eve, StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (actor, target, status, code) in refusals {
+        let answer = mute(
             c,
-            &bob,
+            actor,
             &group,
-            &ann,
+            target,
             json!({ "muted": true, "duration_secs": 60 }),
         )
-        .await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    assert_problem(
-        &mute(
-            c,
-            &cara,
-            &group,
-            &bob,
-            json!({ "muted": true, "duration_secs": 60 }),
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    assert_problem(
-        &mute(
-            c,
-            &eve,
-            &group,
-            &cara,
-            json!({ "muted": true, "duration_secs": 60 }),
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        "not_member",
-    );
-    assert_problem(
-        &mute(
-            c,
-            &ann,
-            &group,
-            &ann,
-            json!({ "muted": true, "duration_secs": 60 }),
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-        "self_target",
-    );
-    assert_problem(
-        &mute(
-            c,
-            &ann,
-            &group,
-            &eve,
-            json!({ "muted": true, "duration_secs": 60 }),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+        .await;
+        assert_problem(&answer, status, code);
+    }
     for bad in [
         json!({ "muted": true }),
         json!({ "muted": true, "duration_secs": 0 }),
