@@ -31,6 +31,8 @@ pub enum RoleArg {
     User,
     /// The social worker only.
     Social,
+    /// The chat worker only.
+    Chat,
     /// Apply database migrations and exit.
     Migrate,
     /// Write a new Ed25519 JWT key pair and exit.
@@ -50,10 +52,11 @@ pub enum Role {
     Edge,
     User,
     Social,
+    Chat,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Edge, Role::User, Role::Social];
+    pub const ALL: &'static [Role] = &[Role::Edge, Role::User, Role::Social, Role::Chat];
 }
 
 /// Raw values as given; parsed into `Settings` by `Settings::parse`.
@@ -74,6 +77,9 @@ pub struct RawSettings {
     /// Postgres URL of the social service.
     #[arg(long, env = "MESH_SOCIAL_DATABASE_URL")]
     pub social_database_url: Option<String>,
+    /// Postgres URL of the chat service.
+    #[arg(long, env = "MESH_CHAT_DATABASE_URL")]
+    pub chat_database_url: Option<String>,
     /// Connections per service pool.
     #[arg(long, env = "MESH_DB_MAX_CONNECTIONS", default_value = "10")]
     pub db_max_connections: String,
@@ -111,6 +117,34 @@ pub struct RawSettings {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "MESH_MAX_BODY_BYTES", default_value = "65536")]
     pub max_body_bytes: String,
+    /// Chat ingest partitions; every edge and chat worker of a deployment must agree.
+    #[arg(long, env = "MESH_CHAT_PARTITIONS", default_value = "16")]
+    pub chat_partitions: String,
+    /// Let any two users message privately, not only friends.
+    #[arg(long, env = "MESH_CHAT_OPEN_PRIVATE", default_value = "false")]
+    pub chat_open_private: String,
+    /// How long after sending a message its sender may recall it.
+    #[arg(long, env = "MESH_CHAT_RECALL_WINDOW", default_value = "2m")]
+    pub chat_recall_window: String,
+    /// How long JetStream drops resent chat messages by id (the store catches later resends).
+    #[arg(long, env = "MESH_CHAT_DEDUP_WINDOW", default_value = "2m")]
+    pub chat_dedup_window: String,
+    /// Comma-separated origins allowed to open WebSockets (`*` for any). Requests without an
+    /// `Origin` header (non-browser clients) are always allowed.
+    #[arg(long, env = "MESH_WS_ALLOWED_ORIGINS", default_value = "")]
+    pub ws_allowed_origins: String,
+    /// Interval of server pings on WebSockets and keep-alives on SSE.
+    #[arg(long, env = "MESH_WS_HEARTBEAT", default_value = "20s")]
+    pub ws_heartbeat: String,
+    /// A socket that sends nothing (not even a pong) for this long is closed.
+    #[arg(long, env = "MESH_WS_IDLE_TIMEOUT", default_value = "60s")]
+    pub ws_idle_timeout: String,
+    /// Frames queued for one slow connection before it is disconnected.
+    #[arg(long, env = "MESH_WS_SEND_QUEUE", default_value = "256")]
+    pub ws_send_queue: String,
+    /// Largest frame a client may send, in bytes.
+    #[arg(long, env = "MESH_WS_MAX_FRAME_BYTES", default_value = "32768")]
+    pub ws_max_frame_bytes: String,
     /// Comma-separated phones that become admins when they register.
     #[arg(long, env = "MESH_BOOTSTRAP_ADMINS", default_value = "")]
     pub bootstrap_admins: String,
@@ -123,6 +157,7 @@ pub struct Settings {
     pub prefix: Prefix,
     pub user_database_url: Option<String>,
     pub social_database_url: Option<String>,
+    pub chat_database_url: Option<String>,
     pub db_max_connections: u32,
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -137,6 +172,27 @@ pub struct Settings {
     pub rpc_timeout: Duration,
     pub max_body_bytes: usize,
     pub bootstrap_admin_phones: Vec<String>,
+    pub chat: ChatSettings,
+    pub ws: WsSettings,
+}
+
+/// How chat messages are partitioned and authorized.
+#[derive(Clone, Debug)]
+pub struct ChatSettings {
+    pub partitions: u32,
+    pub open_private: bool,
+    pub recall_window: Duration,
+    pub dedup_window: Duration,
+}
+
+/// Limits and timers of WebSocket and SSE connections.
+#[derive(Clone, Debug)]
+pub struct WsSettings {
+    pub allowed_origins: Vec<String>,
+    pub heartbeat: Duration,
+    pub idle_timeout: Duration,
+    pub send_queue: usize,
+    pub max_frame_bytes: usize,
 }
 
 /// Collects problems instead of stopping at the first.
@@ -214,6 +270,15 @@ impl Settings {
         {
             p.0.push("MESH_SOCIAL_DATABASE_URL: must be a postgres:// URL".into());
         }
+        let chat_database_url = raw
+            .chat_database_url
+            .clone()
+            .or_else(|| raw.database_url.clone());
+        if (roles.contains(&Role::Chat) || migrate) && chat_database_url.is_none() {
+            p.0.push("MESH_CHAT_DATABASE_URL: required for the chat role and migrations (or set MESH_DATABASE_URL)".into());
+        }
+        let chat = p.chat(raw);
+        let ws = p.ws(raw);
         let db_max_connections = p.take(
             "MESH_DB_MAX_CONNECTIONS",
             raw.db_max_connections.parse::<u32>(),
@@ -257,6 +322,7 @@ impl Settings {
             prefix: prefix.expect("checked"),
             user_database_url,
             social_database_url,
+            chat_database_url,
             db_max_connections: db_max_connections.expect("checked").max(1),
             http_addr,
             metrics_addr: metrics_addr.expect("checked"),
@@ -274,6 +340,65 @@ impl Settings {
             rpc_timeout: rpc_timeout.expect("checked"),
             max_body_bytes: max_body_bytes.expect("checked"),
             bootstrap_admin_phones,
+            chat: chat.expect("checked"),
+            ws: ws.expect("checked"),
+        })
+    }
+}
+
+impl Problems {
+    fn chat(&mut self, raw: &RawSettings) -> Option<ChatSettings> {
+        let partitions = self.take("MESH_CHAT_PARTITIONS", raw.chat_partitions.parse::<u32>());
+        if partitions.is_some_and(|n| !(1..=1024).contains(&n)) {
+            self.0.push("MESH_CHAT_PARTITIONS: must be 1-1024".into());
+        }
+        let open_private = self.take(
+            "MESH_CHAT_OPEN_PRIVATE",
+            raw.chat_open_private.parse::<bool>(),
+        );
+        let recall_window = self.duration("MESH_CHAT_RECALL_WINDOW", &raw.chat_recall_window);
+        let dedup_window = self.duration("MESH_CHAT_DEDUP_WINDOW", &raw.chat_dedup_window);
+        Some(ChatSettings {
+            partitions: partitions.filter(|n| (1..=1024).contains(n))?,
+            open_private: open_private?,
+            recall_window: recall_window?,
+            dedup_window: dedup_window?,
+        })
+    }
+
+    fn ws(&mut self, raw: &RawSettings) -> Option<WsSettings> {
+        let heartbeat = self.duration("MESH_WS_HEARTBEAT", &raw.ws_heartbeat);
+        let idle_timeout = self.duration("MESH_WS_IDLE_TIMEOUT", &raw.ws_idle_timeout);
+        if let (Some(beat), Some(idle)) = (heartbeat, idle_timeout)
+            && idle <= beat
+        {
+            self.0
+                .push("MESH_WS_IDLE_TIMEOUT: must be longer than MESH_WS_HEARTBEAT".into());
+        }
+        let send_queue = self.take("MESH_WS_SEND_QUEUE", raw.ws_send_queue.parse::<usize>());
+        if send_queue.is_some_and(|n| n < 8) {
+            self.0.push("MESH_WS_SEND_QUEUE: must be at least 8".into());
+        }
+        let max_frame_bytes = self.take(
+            "MESH_WS_MAX_FRAME_BYTES",
+            raw.ws_max_frame_bytes.parse::<usize>(),
+        );
+        if max_frame_bytes.is_some_and(|n| n < 1024) {
+            self.0
+                .push("MESH_WS_MAX_FRAME_BYTES: must be at least 1024".into());
+        }
+        let allowed_origins = raw
+            .ws_allowed_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        Some(WsSettings {
+            allowed_origins,
+            heartbeat: heartbeat?,
+            idle_timeout: idle_timeout.filter(|idle| heartbeat.is_some_and(|b| *idle > b))?,
+            send_queue: send_queue.filter(|n| *n >= 8)?,
+            max_frame_bytes: max_frame_bytes.filter(|n| *n >= 1024)?,
         })
     }
 }

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         RoleArg::Edge => (&[Role::Edge], false),
         RoleArg::User => (&[Role::User], false),
         RoleArg::Social => (&[Role::Social], false),
+        RoleArg::Chat => (&[Role::Chat], false),
         RoleArg::Migrate => (&[], true),
         RoleArg::Keygen { .. } => unreachable!("handled above"),
     };
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         if migrate {
             roles::user_pool(&settings).await?;
             roles::social_pool(&settings).await?;
+            roles::chat_pool(&settings).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
+use mesh_chat::{ChatConfig, ChatDeps};
 use mesh_edge::{EdgeConfig, EdgeDeps};
 use mesh_nats::{Bus, TopologySettings};
 use mesh_social::{SocialConfig, SocialDeps};
@@ -27,6 +28,7 @@ pub async fn connect_bus(settings: &Settings, name: &str) -> anyhow::Result<Bus>
     .await?;
     bus.ensure_topology(&TopologySettings {
         revoked_ttl: settings.access_ttl,
+        dedup_window: settings.chat.dedup_window,
     })
     .await?;
     tracing::info!(server = %bus.server_version(), prefix = %settings.prefix.as_str(), "NATS ready");
@@ -59,6 +61,28 @@ pub async fn social_pool(settings: &Settings) -> anyhow::Result<mesh_social::Poo
     Ok(pool)
 }
 
+/// Opens the chat service's pool and brings its schema up to date.
+pub async fn chat_pool(settings: &Settings) -> anyhow::Result<mesh_chat::Pool> {
+    let url = settings
+        .chat_database_url
+        .as_deref()
+        .context("MESH_CHAT_DATABASE_URL (or MESH_DATABASE_URL) is not set")?;
+    let pool = mesh_chat::connect_pool(url, settings.db_max_connections).await?;
+    mesh_chat::migrate(&pool)
+        .await
+        .context("chat migrations failed")?;
+    Ok(pool)
+}
+
+pub fn chat_config(settings: &Settings) -> ChatConfig {
+    ChatConfig::new(
+        settings.chat.partitions,
+        settings.chat.open_private,
+        settings.chat.recall_window,
+        settings.rpc_timeout,
+    )
+}
+
 pub fn social_config(settings: &Settings) -> SocialConfig {
     SocialConfig::new(settings.rpc_timeout)
 }
@@ -75,6 +99,14 @@ pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
         rpc_timeout: settings.rpc_timeout,
         max_body_bytes: settings.max_body_bytes,
         public_url: settings.public_url.clone(),
+        chat_partitions: settings.chat.partitions,
+        ws: mesh_edge::WsConfig {
+            allowed_origins: settings.ws.allowed_origins.clone(),
+            heartbeat: settings.ws.heartbeat,
+            idle_timeout: settings.ws.idle_timeout,
+            send_queue: settings.ws.send_queue,
+            max_frame_bytes: settings.ws.max_frame_bytes,
+        },
     })
 }
 
@@ -138,6 +170,17 @@ pub async fn run(
         tasks.spawn(named(
             "social",
             mesh_social::run(deps, config, shutdown.clone().cancelled_owned()),
+        ));
+    }
+    if roles.contains(&Role::Chat) {
+        let deps = ChatDeps {
+            bus: bus.clone(),
+            pool: chat_pool(&settings).await?,
+        };
+        let config = chat_config(&settings);
+        tasks.spawn(named(
+            "chat",
+            mesh_chat::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
     if roles.contains(&Role::Edge) {

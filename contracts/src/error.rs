@@ -70,6 +70,11 @@ error_codes! {
     GroupFull => ("group_full", 409, "The group has no room for more members"),
     OwnerMustTransfer => ("owner_must_transfer", 409, "The owner must transfer ownership first"),
     InviteOnly => ("invite_only", 403, "The group admits members by invitation only"),
+    NotFriends => ("not_friends", 403, "Private messages need a friendship"),
+    Muted => ("muted", 403, "The sender is muted in this group"),
+    MessageTooLarge => ("message_too_large", 413, "The message is too large"),
+    UnknownConversation => ("unknown_conversation", 404, "No such conversation"),
+    RecallWindowPassed => ("recall_window_passed", 409, "The message is too old to recall"),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -5,6 +5,7 @@
 //! domain types at the boundary.
 
 pub mod auth;
+pub mod chat;
 pub mod error;
 pub mod page;
 pub mod rpc;

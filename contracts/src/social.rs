@@ -473,6 +473,32 @@ pub struct Membership {
     pub muted_until: Option<OffsetDateTime>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserIdRequest {
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIds {
+    pub ids: Vec<Uuid>,
+}
+
+/// One member in a roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub user_id: Uuid,
+    pub role: GroupRole,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub muted_until: Option<OffsetDateTime>,
+}
+
+/// All members of a group; `exists` is false for an unknown or dissolved group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    pub exists: bool,
+    pub members: Vec<RosterEntry>,
+}
+
 // ---- operations --------------------------------------------------------------------------
 
 rpc!(
@@ -590,6 +616,14 @@ rpc!(
 rpc!(
     /// A user's role in a group, if any.
     GetMembership, Service::Social, "get_membership", MembershipRequest => Membership
+);
+rpc!(
+    /// Internal (no user, or the user themselves): every friend of a user, for presence fan-out.
+    FriendIds, Service::Social, "friend_ids", UserIdRequest => UserIds
+);
+rpc!(
+    /// Internal: every member of a group with role and mute, for chat authorization and fan-out.
+    GroupRoster, Service::Social, "group_roster", GroupRef => Roster
 );
 rpc!(
     /// Answers when the service and its database are usable.

@@ -1,5 +1,7 @@
 //! Who is calling: bearer-token authentication and the per-request RPC context.
 
+use std::time::SystemTime;
+
 use mesh_contracts::{ErrorCode, Rpc};
 use mesh_nats::CallContext;
 use mesh_observability::metrics::AUTH_FAILURES;
@@ -8,9 +10,9 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 use uuid::Uuid;
 
-use crate::SharedState;
 use crate::middleware::RequestId;
 use crate::problem::ApiError;
+use crate::{EdgeState, SharedState};
 
 /// A verified caller.
 #[derive(Debug, Clone)]
@@ -26,26 +28,54 @@ pub struct BearerAuth(pub Caller);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = req.data::<SharedState>().expect("edge state is installed");
-    let refuse = |code: ErrorCode, detail: &str| {
+    authenticate(state, &bearer.token)
+        .map(|verified| verified.caller)
+        .map_err(|refused| ApiError::from(refused).into())
+}
+
+/// A caller whose token was verified, and until when that token stays valid.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub caller: Caller,
+    pub valid_until: SystemTime,
+}
+
+/// Why a token was refused; shown to the client as a problem (HTTP) or an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthRefused {
+    pub code: ErrorCode,
+    pub detail: &'static str,
+}
+
+impl From<AuthRefused> for ApiError {
+    fn from(refused: AuthRefused) -> Self {
+        ApiError::new(refused.code, refused.detail)
+    }
+}
+
+/// The one authentication rule of every transport (REST, WebSocket, SSE): a valid access
+/// token whose session is not revoked. Failures are counted by reason.
+pub fn authenticate(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused> {
+    let refuse = |code: ErrorCode, detail: &'static str| {
         AUTH_FAILURES.with_label_values(&[code.as_str()]).inc();
-        poem::Error::from(ApiError::new(code, detail))
+        AuthRefused { code, detail }
     };
-    let claims = state
-        .verifier
-        .verify(&bearer.token)
-        .map_err(|code| match code {
-            ErrorCode::TokenExpired => refuse(code, "the access token has expired; refresh it"),
-            _ => refuse(ErrorCode::InvalidToken, "the access token is invalid"),
-        })?;
+    let claims = state.verifier.verify(token).map_err(|code| match code {
+        ErrorCode::TokenExpired => refuse(code, "the access token has expired; refresh it"),
+        _ => refuse(ErrorCode::InvalidToken, "the access token is invalid"),
+    })?;
     if state.revoked.contains(&claims.sid) {
         return Err(refuse(
             ErrorCode::SessionRevoked,
             "the session has been revoked; sign in again",
         ));
     }
-    Ok(Caller {
-        user_id: claims.sub,
-        session_id: claims.sid,
+    Ok(Verified {
+        valid_until: state.verifier.valid_until(&claims),
+        caller: Caller {
+            user_id: claims.sub,
+            session_id: claims.sid,
+        },
     })
 }
 
@@ -61,22 +91,30 @@ impl<'a> FromRequest<'a> for Call {
             .data::<SharedState>()
             .expect("edge state is installed")
             .clone();
-        let request_id = req
-            .data::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_else(|| Uuid::now_v7().to_string());
-        let mut ctx = CallContext::new(request_id);
-        ctx.client_ip = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|addr| addr.ip().to_string());
-        ctx.user_agent = req
-            .headers()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(Self { state, ctx })
+        Ok(Self {
+            state,
+            ctx: request_context(req),
+        })
     }
+}
+
+/// The context of RPCs made for `req`: its request id, the client's address and user agent.
+pub fn request_context(req: &Request) -> CallContext {
+    let request_id = req
+        .data::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let mut ctx = CallContext::new(request_id);
+    ctx.client_ip = req
+        .remote_addr()
+        .as_socket_addr()
+        .map(|addr| addr.ip().to_string());
+    ctx.user_agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    ctx
 }
 
 impl Call {

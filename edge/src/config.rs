@@ -16,4 +16,23 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     /// The URL clients use to reach this edge, advertised in the OpenAPI document.
     pub public_url: String,
+    /// Chat ingest partitions (must match the chat workers').
+    pub chat_partitions: u32,
+    /// WebSocket and SSE limits.
+    pub ws: WsConfig,
+}
+
+/// Limits and timers of realtime connections.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    /// Origins allowed to open a WebSocket; `*` allows any. No `Origin` header is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Server ping (WebSocket) or keep-alive (SSE) interval; presence is refreshed as often.
+    pub heartbeat: Duration,
+    /// A WebSocket silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Frames queued per connection before a slow client is disconnected.
+    pub send_queue: usize,
+    /// Largest client frame, in bytes.
+    pub max_frame_bytes: usize,
 }

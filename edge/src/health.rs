@@ -1,7 +1,8 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: NATS is connected and
-//! the user and social services answer).
+//! the user, social and chat services answer).
 
 use mesh_contracts::ErrorCode;
+use mesh_contracts::chat::Health as ChatHealth;
 use mesh_contracts::social::Health as SocialHealth;
 use mesh_contracts::user::{Empty, Health};
 use mesh_nats::CallContext;
@@ -24,27 +25,23 @@ pub async fn readyz(Data(state): Data<&SharedState>) -> Response {
             .into_response();
     }
     let ctx = CallContext::internal();
-    let (user, social) = tokio::join!(
+    let (user, social, chat) = tokio::join!(
         state.rpc.call::<Health>(&ctx, &Empty {}),
         state.rpc.call::<SocialHealth>(&ctx, &Empty {}),
+        state.rpc.call::<ChatHealth>(&ctx, &Empty {}),
     );
-    if let Err(err) = social {
-        tracing::warn!(error = %err, "not ready: social service");
-        return ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            "the social service is not answering",
-        )
-        .into_response();
-    }
-    match user {
-        Ok(_) => {
+    let failed = [("user", user), ("social", social), ("chat", chat)]
+        .into_iter()
+        .find_map(|(service, answer)| answer.err().map(|err| (service, err)));
+    match failed {
+        None => {
             Json(json!({ "status": "ready", "nats": state.bus.server_version() })).into_response()
         }
-        Err(err) => {
-            tracing::warn!(error = %err, "not ready: user service");
+        Some((service, err)) => {
+            tracing::warn!(error = %err, service, "not ready");
             ApiError::new(
                 ErrorCode::ServiceUnavailable,
-                "the user service is not answering",
+                format!("the {service} service is not answering"),
             )
             .into_response()
         }

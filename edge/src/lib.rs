@@ -1,27 +1,35 @@
 //! The edge: the mesh's only public door. It speaks HTTP (REST under `/v1`, OpenAPI at
-//! `/openapi.json`, Swagger UI at `/docs`), authenticates callers, and turns each request into
-//! an RPC over NATS. It holds no business rules.
+//! `/openapi.json`, Swagger UI at `/docs`) and realtime (WebSocket `/v1/ws`, SSE
+//! `/v1/events`), authenticates callers, turns each request into an RPC over NATS or a publish
+//! to the chat ingest stream, and forwards what chat pushes to connected users. It holds no
+//! business rules.
 
 mod api;
 mod caller;
+mod clock;
 mod config;
 mod health;
+mod limits;
 mod middleware;
 mod problem;
+mod realtime;
 mod revoked;
+mod send;
 mod token;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_contracts::Bucket;
 use mesh_nats::{Bus, RpcClient};
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
-pub use config::EdgeConfig;
+pub use config::{EdgeConfig, WsConfig};
 
+use crate::realtime::{Hub, HubSettings, PresenceDeps};
 use crate::revoked::RevokedSessions;
 use crate::token::TokenVerifier;
 
@@ -38,9 +46,18 @@ pub(crate) struct EdgeState {
     pub verifier: TokenVerifier,
     pub revoked: RevokedSessions,
     pub max_body_bytes: usize,
+    /// Ingest partitions, to route each conversation's messages.
+    pub chat_partitions: u32,
+    /// Realtime limits and timers.
+    pub ws: WsConfig,
+    /// This edge's realtime connections.
+    pub hub: Hub,
 }
 
 pub(crate) type SharedState = Arc<EdgeState>;
+
+/// How long shutdown waits for users' presence to be released after their sockets closed.
+const REALTIME_DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves the edge on `listener` until `shutdown` resolves; in-flight requests get a grace period.
 pub async fn run(
@@ -52,22 +69,53 @@ pub async fn run(
     mesh_observability::metrics::touch_all();
     let verifier = TokenVerifier::new(&config)?;
     let revocations = deps.bus.revocations().await?;
-    let revoked = RevokedSessions::new(config.access_ttl);
+    let rpc = deps.bus.rpc_client(config.rpc_timeout);
+    let presence = PresenceDeps {
+        bucket: deps.bus.bucket(Bucket::Presence).await?,
+        rpc: rpc.clone(),
+        edge_id: uuid::Uuid::now_v7(),
+    };
+    let hub = Hub::new(
+        deps.bus.clone(),
+        presence,
+        HubSettings {
+            send_queue: config.ws.send_queue,
+            heartbeat: config.ws.heartbeat,
+        },
+    );
+    let revoked = RevokedSessions::new(config.access_ttl, {
+        let hub = hub.clone();
+        Arc::new(move |revocation| hub.session_revoked(revocation))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(revoked.clone().follow(revocations, stop_rx));
     let state = Arc::new(EdgeState {
-        rpc: deps.bus.rpc_client(config.rpc_timeout),
+        rpc,
         bus: deps.bus,
         verifier,
         revoked,
         max_body_bytes: config.max_body_bytes,
+        chat_partitions: config.chat_partitions,
+        ws: config.ws.clone(),
+        hub: hub.clone(),
     });
     let app = app(state, &config.public_url);
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
+    // Realtime connections are closed (1001) as soon as shutdown begins: SSE streams are
+    // responses the server's grace period waits for, WebSockets are not.
+    let shutdown = {
+        let hub = hub.clone();
+        async move {
+            shutdown.await;
+            hub.shutdown();
+        }
+    };
     let result = Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
         .await;
+    hub.shutdown();
+    hub.wait_idle(REALTIME_DRAIN).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
     result.map_err(Into::into)
@@ -79,7 +127,20 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
     OpenApiService::new(api::apis(), "nats-mesh", env!("CARGO_PKG_VERSION"))
         .description(
             "Chat and social backend. Errors are RFC 9457 problem+json documents with a stable `code`. \
-             Every response carries `x-request-id`.",
+             Every response carries `x-request-id`.\n\n\
+             Realtime (not listed below): `GET /v1/ws` is a WebSocket speaking JSON frames with a \
+             `type`. Authenticate with `Authorization: Bearer`, with the subprotocols \
+             `bearer, <token>`, or with a first frame `{\"type\":\"auth\",\"token\":...}` within \
+             10 s. Client frames: `auth` (also to refresh the token before it expires), `send`, \
+             `read`, `sync`, `typing`, `ping`. Server frames: `ready`, `ack`, `message`, `read`, \
+             `typing`, `presence`, `recall`, `sync`, `notification`, `error`, `pong`, \
+             `session_revoked`. Close codes: 1000 closed by the client, 1001 server shutdown, \
+             1009 frame too large, 1011 server error, 4000 idle timeout, 4001 session revoked, \
+             4002 token expired, 4008 slow consumer, 4401 unauthenticated, 4403 token of another \
+             user. Browsers must send an allowed `Origin`. \
+             `GET /v1/events` is the receive-only Server-Sent Events alternative (token in \
+             `Authorization: Bearer` or `?access_token=`): one event per server frame, named \
+             after its type, starting with `ready`.",
         )
         .server(public_url)
 }
@@ -96,6 +157,8 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
         .at("/metrics", get(mesh_observability::metrics_endpoint()))
+        .at("/v1/ws", get(realtime::websocket))
+        .at("/v1/events", get(realtime::events))
         .data(state)
         .around(move |ep, req| middleware::observe(ep, req, max_body))
 }

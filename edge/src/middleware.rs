@@ -41,6 +41,8 @@ fn static_route(path: &str) -> &'static str {
         "/readyz" => "readyz",
         "/metrics" => "metrics",
         "/openapi.json" => "openapi",
+        "/v1/ws" => "websocket",
+        "/v1/events" => "events",
         p if p.starts_with("/docs") => "docs",
         _ => "unmatched",
     }

@@ -60,6 +60,13 @@ impl ApiError {
             ApiError::Client(_, p) | ApiError::Server(_, p) => &p.0.code,
         }
     }
+
+    /// The client-safe explanation.
+    pub fn detail(&self) -> &str {
+        match self {
+            ApiError::Client(_, p) | ApiError::Server(_, p) => &p.0.detail,
+        }
+    }
 }
 
 impl From<ServiceError> for ApiError {

@@ -1,6 +1,8 @@
 //! The in-memory set of revoked sessions, fed by a watch on the `REVOKED` bucket so that a
-//! logout on any edge is refused on every edge within moments.
+//! logout on any edge is refused on every edge within moments, and that session's open
+//! connections are told (through the listener given at construction).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,18 +16,23 @@ use uuid::Uuid;
 /// about to expire anyway, since entries live no longer than an access token).
 const CAPACITY: u64 = 1_000_000;
 
+/// Called with every revocation the watch delivers (again after a re-opened watch).
+pub type RevocationListener = Arc<dyn Fn(Revocation) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct RevokedSessions {
     sessions: Cache<Uuid, Uuid>,
+    listener: RevocationListener,
 }
 
 impl RevokedSessions {
-    pub fn new(access_ttl: Duration) -> Self {
+    pub fn new(access_ttl: Duration, listener: RevocationListener) -> Self {
         Self {
             sessions: Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_live(access_ttl)
                 .build(),
+            listener,
         }
     }
 
@@ -33,10 +40,13 @@ impl RevokedSessions {
         self.sessions.contains_key(session_id)
     }
 
+    /// Remembers the revocation first and only then tells the listener, so a connection that
+    /// registers after the listener ran finds the session in the set when it checks.
     fn insert(&self, revocation: Revocation) {
         self.sessions
             .insert(revocation.session_id, revocation.user_id);
         REVOKED_SESSIONS.set(i64::try_from(self.sessions.entry_count()).unwrap_or(i64::MAX));
+        (self.listener)(revocation);
     }
 
     /// Follows the bucket until `stop` flips, re-opening the watch whenever it breaks.

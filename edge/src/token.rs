@@ -1,5 +1,7 @@
 //! Access-token verification: EdDSA only, our key id only, issuer/audience/expiry checked.
 
+use std::time::{Duration, SystemTime};
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mesh_contracts::ErrorCode;
@@ -48,5 +50,11 @@ impl TokenVerifier {
                 ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
                 _ => ErrorCode::InvalidToken,
             })
+    }
+
+    /// The instant after which `verify` refuses the token of `claims` (its expiry plus the
+    /// allowed clock difference), so long-lived connections end when a request would fail.
+    pub fn valid_until(&self, claims: &AccessClaims) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(LEEWAY_SECS))
     }
 }

@@ -33,6 +33,16 @@ impl CallContext {
         Self::new(Uuid::now_v7().to_string())
     }
 
+    /// The user the call is made for, or `unauthorized` when it carries none.
+    pub fn require_user(&self) -> Result<Uuid, mesh_contracts::ServiceError> {
+        self.user_id.ok_or_else(|| {
+            mesh_contracts::ServiceError::new(
+                mesh_contracts::ErrorCode::Unauthorized,
+                "this operation needs a signed-in user",
+            )
+        })
+    }
+
     pub fn with_user(mut self, user_id: Uuid, session_id: Uuid) -> Self {
         self.user_id = Some(user_id);
         self.session_id = Some(session_id);

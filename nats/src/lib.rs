@@ -6,6 +6,9 @@
 mod bus;
 mod context;
 mod headers;
+mod ingest;
+mod kv;
+mod push;
 mod revocation;
 mod rpc_client;
 mod service_host;
@@ -14,6 +17,8 @@ mod trace;
 
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
+pub use ingest::{Delivery, IngestError, PartitionFeed};
+pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};
 pub use rpc_client::{RpcClient, RpcError};
 pub use service_host::ServiceHost;

@@ -139,6 +139,34 @@ fn parse_service_error(raw: &str) -> ServiceError {
     }
 }
 
+impl RpcError {
+    /// The error a service answers its own caller with when a call it made failed: the
+    /// callee's own error, or unavailable/timeout for transport trouble.
+    pub fn into_service_error(self, callee: &str) -> ServiceError {
+        match self {
+            RpcError::Service(err) => err,
+            RpcError::Unavailable(why) | RpcError::Transport(why) => {
+                tracing::warn!(callee, reason = %why, "service unavailable");
+                ServiceError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!("the {callee} service is unavailable; try again"),
+                )
+            }
+            RpcError::Timeout(after) => {
+                tracing::warn!(callee, after = ?after, "service timed out");
+                ServiceError::new(
+                    ErrorCode::Timeout,
+                    format!("the {callee} service did not answer in time"),
+                )
+            }
+            RpcError::Decode(why) => {
+                tracing::error!(callee, reason = %why, "cannot decode a reply");
+                ServiceError::internal()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,16 +13,16 @@ pub struct TopologySettings {
     /// How long a revoked session id is remembered: the access-token lifetime, after which
     /// every token of that session has expired anyway.
     pub revoked_ttl: Duration,
+    /// How long JetStream itself drops a resent chat message (same `Nats-Msg-Id`); the chat
+    /// store recognises resends after that too.
+    pub dedup_window: Duration,
 }
-
-/// How long duplicate publishes (same `Nats-Msg-Id`) are detected by JetStream.
-const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Presence entries vanish after two missed heartbeats.
 const PRESENCE_TTL: Duration = Duration::from_secs(60);
 /// A partition lease expires unless renewed.
-const LEASE_TTL: Duration = Duration::from_secs(10);
+const LEASE_TTL: Duration = Duration::from_secs(6);
 
 impl Bus {
     /// Creates (or updates to the declared settings) every stream and bucket of the prefix.
@@ -71,7 +71,7 @@ impl Bus {
                 name: p.stream(which),
                 subjects: vec![subject],
                 storage: stream::StorageType::File,
-                duplicate_window: DEDUP_WINDOW,
+                duplicate_window: settings.dedup_window,
                 max_age,
                 ..Default::default()
             };

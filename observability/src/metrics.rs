@@ -6,8 +6,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, register_histogram_vec,
-    register_int_counter_vec, register_int_gauge,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec,
 };
 
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
@@ -114,6 +115,131 @@ pub static CACHE_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register_int_gauge_vec!(Opts::new(name, help), labels).expect("metric registered once")
+}
+
+/// Chat messages the edge published to the ingest stream (JetStream acked).
+pub static CHAT_ACCEPTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_messages_accepted_total",
+        "Chat messages accepted by the edge, by transport",
+        &["transport"],
+    )
+});
+
+/// Chat messages stored by a worker (duplicates not counted).
+pub static CHAT_STORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_messages_stored_total",
+        "Chat messages stored, by conversation kind",
+        &["kind"],
+    )
+});
+
+/// Chat messages refused, by reason code (at the edge or by the worker).
+pub static CHAT_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_messages_rejected_total",
+        "Chat messages rejected, by reason",
+        &["reason"],
+    )
+});
+
+/// Resent messages dropped because they were already stored.
+pub static CHAT_DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_messages_duplicate_total",
+        "Chat messages dropped as duplicates, by where they were caught",
+        &["stage"],
+    )
+});
+
+/// Time from the edge's JetStream ack to the worker's commit.
+pub static CHAT_ACCEPT_TO_STORE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        HistogramOpts::new(
+            "mesh_chat_accept_to_store_seconds",
+            "Latency from accepted to stored"
+        )
+        .buckets(LATENCY_BUCKETS.to_vec())
+    )
+    .expect("metric registered once")
+});
+
+/// Size of the batches a partition owner stores in one transaction.
+pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        HistogramOpts::new("mesh_chat_batch_messages", "Messages per stored batch")
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0])
+    )
+    .expect("metric registered once")
+});
+
+/// Ingest partitions this process owns.
+pub static CHAT_PARTITIONS_OWNED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "mesh_chat_partitions_owned",
+        "Chat ingest partitions owned by this process"
+    )
+    .expect("metric registered once")
+});
+
+/// Messages waiting in each owned partition's consumer (`pending`: not yet delivered,
+/// `ack_pending`: delivered, not yet acknowledged).
+pub static CHAT_CONSUMER_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_chat_consumer_pending",
+        "Ingest consumer backlog by partition and state",
+        &["partition", "state"],
+    )
+});
+
+/// Ingest messages delivered more than once.
+pub static CHAT_REDELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mesh_chat_redeliveries_total",
+        "Ingest messages delivered again after a failure or takeover"
+    )
+    .expect("metric registered once")
+});
+
+/// Frames pushed to users' push subjects.
+pub static CHAT_PUSHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_pushes_total",
+        "Frames published to users' push subjects, by frame type",
+        &["frame"],
+    )
+});
+
+/// Open realtime connections on this edge, by transport (`ws` or `sse`).
+pub static RT_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_realtime_connections",
+        "Open WebSocket and SSE connections",
+        &["transport"],
+    )
+});
+
+/// Frames through realtime connections, by direction (`in`/`out`) and frame type.
+pub static RT_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_realtime_frames_total",
+        "Realtime frames by direction and type",
+        &["direction", "type"],
+    )
+});
+
+/// Realtime connections closed, by reason.
+pub static RT_DISCONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_realtime_disconnects_total",
+        "Realtime connections closed, by reason",
+        &["transport", "reason"],
+    )
+});
+
 /// Encodes every registered metric in the Prometheus text format.
 pub fn render() -> String {
     let families = prometheus::gather();
@@ -134,4 +260,17 @@ pub fn touch_all() {
     LazyLock::force(&REVOKED_SESSIONS);
     LazyLock::force(&NATS_EVENTS);
     LazyLock::force(&CACHE_LOOKUPS);
+    LazyLock::force(&CHAT_ACCEPTED);
+    LazyLock::force(&CHAT_STORED);
+    LazyLock::force(&CHAT_REJECTED);
+    LazyLock::force(&CHAT_DUPLICATES);
+    LazyLock::force(&CHAT_ACCEPT_TO_STORE);
+    LazyLock::force(&CHAT_BATCH_SIZE);
+    LazyLock::force(&CHAT_PARTITIONS_OWNED);
+    LazyLock::force(&CHAT_CONSUMER_PENDING);
+    LazyLock::force(&CHAT_REDELIVERIES);
+    LazyLock::force(&CHAT_PUSHES);
+    LazyLock::force(&RT_CONNECTIONS);
+    LazyLock::force(&RT_FRAMES);
+    LazyLock::force(&RT_DISCONNECTS);
 }

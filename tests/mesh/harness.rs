@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mesh_contracts::Prefix;
+use nats_mesh::config::{ChatSettings, WsSettings};
 use nats_mesh::{Role, Settings, roles};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -53,6 +54,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         nats_url: nats_url(),
         prefix: Prefix::parse(prefix).expect("valid prefix"),
         social_database_url: database_url.clone(),
+        chat_database_url: database_url.clone(),
         user_database_url: database_url,
         db_max_connections: 5,
         http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -68,6 +70,19 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         rpc_timeout: Duration::from_secs(5),
         max_body_bytes: 16 * 1024,
         bootstrap_admin_phones: vec!["+10000000001".into()],
+        chat: ChatSettings {
+            partitions: 4,
+            open_private: false,
+            recall_window: Duration::from_secs(120),
+            dedup_window: Duration::from_secs(120),
+        },
+        ws: WsSettings {
+            allowed_origins: vec!["https://app.example".into()],
+            heartbeat: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            send_queue: 64,
+            max_frame_bytes: 32 * 1024,
+        },
     }
 }
 
@@ -108,10 +123,22 @@ impl TestMesh {
 
     /// Spawns with settings adjusted by `tune` (fresh database and unique prefix already set).
     pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_roles(Role::ALL, tune).await
+    }
+
+    /// Spawns a first node running `roles` (the edge among them), with tuned settings. Unless
+    /// every role runs, it only waits for the edge to be up: start the other roles with
+    /// `start_node`, then `wait_ready`.
+    pub async fn spawn_roles(roles: &'static [Role], tune: impl FnOnce(&mut Settings)) -> Self {
+        // `MESH_TEST_LOG=1` prints the mesh's logs (filtered by RUST_LOG) while debugging.
+        if std::env::var_os("MESH_TEST_LOG").is_some() {
+            static LOGS: OnceLock<()> = OnceLock::new();
+            LOGS.get_or_init(|| std::mem::forget(mesh_observability::init("mesh-test")));
+        }
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut settings = test_settings(&prefix, Some(fresh_database().await));
         tune(&mut settings);
-        let (node, url) = Node::start(settings.clone(), Role::ALL).await;
+        let (node, url) = Node::start(settings.clone(), roles).await;
         let url = url.expect("edge url");
         let mesh = Self {
             client: Client::new(&url),
@@ -119,7 +146,14 @@ impl TestMesh {
             settings,
             nodes: vec![node],
         };
-        mesh.wait_ready().await;
+        if roles == Role::ALL {
+            mesh.wait_ready().await;
+        } else {
+            wait_until("edge up", || async {
+                mesh.client.get("/healthz").await.0 == StatusCode::OK
+            })
+            .await;
+        }
         mesh
     }
 
@@ -135,7 +169,20 @@ impl TestMesh {
         client
     }
 
-    async fn wait_ready(&self) {
+    /// Starts another node of the same deployment running `roles`; returns its index.
+    pub async fn start_node(&mut self, roles: &'static [Role]) -> usize {
+        let (node, _) = Node::start(self.settings.clone(), roles).await;
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Kills node `index` the hard way: its tasks are dropped mid-work, nothing is handed
+    /// back (leases expire, unacknowledged messages stay unacknowledged).
+    pub fn kill_node(&mut self, index: usize) {
+        self.nodes[index].task.abort();
+    }
+
+    pub async fn wait_ready(&self) {
         wait_until("mesh ready", || async {
             self.client.get("/readyz").await.0 == StatusCode::OK
         })

@@ -2,11 +2,15 @@
 //! `scripts/services.sh`, each test with its own database and prefix, driven only over HTTP.
 
 mod harness;
+mod ws;
 
 mod auth;
+mod chat;
+mod chat_faults;
 mod discovery;
 mod edge;
 mod faults;
+mod realtime;
 mod social_friends;
 mod social_groups;
 mod users;

@@ -14,7 +14,7 @@ use crate::harness::{Client, TestMesh, Tokens, assert_problem};
 use crate::social_friends::{column, count, delete_as, ok, outbox_counts, patch_as, put_as};
 
 /// Creates a group owned by `owner`; returns its id.
-async fn create_group(c: &Client, owner: &Tokens, policy: &str, max_members: u32) -> String {
+pub async fn create_group(c: &Client, owner: &Tokens, policy: &str, max_members: u32) -> String {
     let (status, group) = c
         .post_as(
             "/v1/groups",
@@ -26,7 +26,7 @@ async fn create_group(c: &Client, owner: &Tokens, policy: &str, max_members: u32
     group["id"].as_str().unwrap().to_owned()
 }
 
-async fn join(c: &Client, who: &Tokens, group: &str) -> (StatusCode, Value) {
+pub async fn join(c: &Client, who: &Tokens, group: &str) -> (StatusCode, Value) {
     c.post_as(&format!("/v1/groups/{group}/join"), &who.access, json!({}))
         .await
 }
@@ -41,7 +41,7 @@ async fn invite(c: &Client, who: &Tokens, group: &str, user: &Tokens) -> (Status
 }
 
 /// Joins an open group; panics unless it worked at once.
-async fn join_open(c: &Client, who: &Tokens, group: &str) {
+pub async fn join_open(c: &Client, who: &Tokens, group: &str) {
     let reply = ok(join(c, who, group).await);
     assert_eq!(reply["outcome"], "joined", "{reply}");
 }
@@ -76,7 +76,7 @@ async fn set_role(
     .await
 }
 
-async fn kick(c: &Client, who: &Tokens, group: &str, user: &Tokens) -> (StatusCode, Value) {
+pub async fn kick(c: &Client, who: &Tokens, group: &str, user: &Tokens) -> (StatusCode, Value) {
     c.post_as(
         &format!("/v1/groups/{group}/members/{}/kick", user.user_id),
         &who.access,
@@ -85,7 +85,7 @@ async fn kick(c: &Client, who: &Tokens, group: &str, user: &Tokens) -> (StatusCo
     .await
 }
 
-async fn mute(
+pub async fn mute(
     c: &Client,
     who: &Tokens,
     group: &str,

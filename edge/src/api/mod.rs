@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod chat;
 mod friends;
 mod groups;
 mod sessions;
@@ -23,6 +24,8 @@ pub enum Tag {
     Friends,
     /// Groups, members and join requests.
     Groups,
+    /// Messages, conversations, read state and presence.
+    Chat,
 }
 
 pub type Api = (
@@ -32,6 +35,7 @@ pub type Api = (
     admin::AdminApi,
     friends::FriendsApi,
     groups::GroupsApi,
+    chat::ChatApi,
 );
 
 pub fn apis() -> Api {
@@ -42,5 +46,6 @@ pub fn apis() -> Api {
         admin::AdminApi,
         friends::FriendsApi,
         groups::GroupsApi,
+        chat::ChatApi,
     )
 }

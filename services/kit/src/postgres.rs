@@ -71,3 +71,12 @@ pub fn internal_error(err: impl std::fmt::Display) -> ServiceError {
     tracing::error!(error = %err, "internal error");
     ServiceError::internal()
 }
+
+/// Answers when the pool can reach Postgres: every service's `health` operation.
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), mesh_contracts::ServiceError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(db_error)
+}

@@ -2,6 +2,7 @@
 //! check other services make.
 
 use mesh_contracts::ServiceError;
+use mesh_contracts::social as wire;
 use mesh_contracts::social::{
     CheckFriendshipRequest, Friend, FriendPage, FriendshipCheck, ListPageRequest, SetRemarkRequest,
     UserRef, events,
@@ -9,6 +10,7 @@ use mesh_contracts::social::{
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
 use serde_json::json;
+use uuid::Uuid;
 
 use super::{State, caller, db, internal_or_self};
 use crate::domain::fields;
@@ -101,4 +103,17 @@ pub async fn check(
         .await
         .map_err(db)?;
     Ok(FriendshipCheck { friends, blocked })
+}
+
+/// Every friend of a user, for other services (presence fan-out).
+pub async fn ids(
+    state: State,
+    ctx: CallContext,
+    req: wire::UserIdRequest,
+) -> Result<wire::UserIds, ServiceError> {
+    internal_or_self(&ctx, req.user_id)?;
+    let friends = state.caches.friends_of(&state.pool, req.user_id).await?;
+    let mut ids: Vec<Uuid> = friends.iter().copied().collect();
+    ids.sort_unstable();
+    Ok(wire::UserIds { ids })
 }

@@ -2,7 +2,7 @@
 //! kick, set role, mute, and the membership check other services make. Writes lock the
 //! group's row first and decide on membership read inside that transaction.
 
-use mesh_contracts::ServiceError;
+use mesh_contracts::social as wire;
 use mesh_contracts::social::{
     GroupJoinRequest, GroupMember, GroupRef, GroupRole, InviteRequest, JoinGroupRequest,
     JoinOutcome, JoinReply, JoinRequestPage, JoinRequestRef, JoinRequestStatus,
@@ -10,6 +10,7 @@ use mesh_contracts::social::{
     MembershipRequest, MuteRequest, SetRoleRequest, events,
 };
 use mesh_contracts::user::Empty;
+use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -437,5 +438,34 @@ pub async fn get_membership(
             role: None,
             muted_until: None,
         },
+    })
+}
+
+/// Every member of a group, for the chat service (internal calls only: it lists everyone).
+pub async fn roster(
+    state: State,
+    ctx: CallContext,
+    req: wire::GroupRef,
+) -> Result<wire::Roster, ServiceError> {
+    if ctx.user_id.is_some() {
+        return Err(ServiceError::new(
+            ErrorCode::Forbidden,
+            "the roster is for other services only",
+        ));
+    }
+    let members = state.caches.members_of(&state.pool, req.group_id).await?;
+    let mut entries: Vec<wire::RosterEntry> = members
+        .iter()
+        .map(|(user_id, member)| wire::RosterEntry {
+            user_id: *user_id,
+            role: member.role,
+            muted_until: member.muted_until,
+        })
+        .collect();
+    entries.sort_unstable_by_key(|e| e.user_id);
+    // Every group has its owner as a member, so no members means no group.
+    Ok(wire::Roster {
+        exists: !entries.is_empty(),
+        members: entries,
     })
 }

@@ -123,25 +123,19 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         .handle::<wire::SetMemberRole, _, _, _>(state.clone(), membership::set_role)
         .handle::<wire::MuteMember, _, _, _>(state.clone(), membership::mute)
         .handle::<wire::GetMembership, _, _, _>(state.clone(), membership::get_membership)
+        .handle::<wire::FriendIds, _, _, _>(state.clone(), friends::ids)
+        .handle::<wire::GroupRoster, _, _, _>(state.clone(), membership::roster)
         .handle::<wire::Health, _, _, _>(state, health)
 }
 
 async fn health(state: State, _ctx: CallContext, _req: Empty) -> Result<Empty, ServiceError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(db)?;
+    mesh_service_kit::postgres::ping(&state.pool).await?;
     Ok(Empty {})
 }
 
 /// The authenticated caller, or 401 when the call carries no user.
 fn caller(ctx: &CallContext) -> Result<Uuid, ServiceError> {
-    ctx.user_id.ok_or_else(|| {
-        ServiceError::new(
-            ErrorCode::Unauthorized,
-            "this operation needs a signed-in user",
-        )
-    })
+    ctx.require_user()
 }
 
 /// For checks other services make: an internal call (no user) may ask about anyone; a user

@@ -1,0 +1,619 @@
+//! The chat service's wire types: conversation ids and partitions, the message the edge puts on
+//! the ingest stream, the WebSocket/SSE frames, the REST bodies and the chat RPC operations.
+//!
+//! A frame pushed to `<prefix>.push.user.<id>` is already the JSON text a client receives, so
+//! the edge forwards it without decoding it again.
+
+use std::fmt;
+
+use poem_openapi::{Enum, Object};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ErrorCode;
+use crate::rpc;
+use crate::rpc::Service;
+use crate::user::Empty;
+
+/// Largest message body, in bytes of UTF-8.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Longest client message id, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+/// Largest page of history or of the conversation list.
+pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// History page size when a client does not ask for one.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Most users one presence query may ask about.
+pub const MAX_PRESENCE_USERS: usize = 200;
+
+/// A conversation: `p:<lower user id>:<higher user id>` between two users, or `g:<group id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConversationId {
+    Private(Uuid, Uuid),
+    Group(Uuid),
+}
+
+impl ConversationId {
+    /// The private conversation of two users, whichever order they are given in.
+    pub fn private(a: Uuid, b: Uuid) -> Self {
+        if a <= b {
+            Self::Private(a, b)
+        } else {
+            Self::Private(b, a)
+        }
+    }
+
+    /// Parses the canonical text form; anything else (including a private id whose users are
+    /// out of order or equal) is `None`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if let Some(rest) = raw.strip_prefix("g:") {
+            return Uuid::try_parse(rest).ok().map(Self::Group);
+        }
+        let rest = raw.strip_prefix("p:")?;
+        let (a, b) = rest.split_once(':')?;
+        let (a, b) = (Uuid::try_parse(a).ok()?, Uuid::try_parse(b).ok()?);
+        // Only the canonical spelling, so one conversation has one id.
+        (a < b && format!("p:{a}:{b}") == raw).then_some(Self::Private(a, b))
+    }
+
+    /// True when `user` is one of the two users of a private conversation.
+    pub fn is_party(&self, user: Uuid) -> bool {
+        matches!(self, Self::Private(a, b) if *a == user || *b == user)
+    }
+
+    /// The other user of a private conversation.
+    pub fn peer_of(&self, user: Uuid) -> Option<Uuid> {
+        match *self {
+            Self::Private(a, b) if a == user => Some(b),
+            Self::Private(a, b) if b == user => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The ingest partition of this conversation among `partitions` (FNV-1a of its text form),
+    /// the same on every edge and worker.
+    pub fn partition(&self, partitions: u32) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in self.to_string().bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash % partitions.max(1)
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Private(a, b) => write!(f, "p:{a}:{b}"),
+            Self::Group(g) => write!(f, "g:{g}"),
+        }
+    }
+}
+
+/// What a message body holds; the mesh stores every kind as text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    /// The body is a URL or a JSON description of an image.
+    Image,
+    /// The body is a URL or a JSON description of a file.
+    File,
+    /// Application-defined content, usually JSON.
+    Custom,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::File => "file",
+            Self::Custom => "custom",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Text, Self::Image, Self::File, Self::Custom]
+            .into_iter()
+            .find(|k| k.as_str() == raw)
+    }
+}
+
+/// A message the edge accepted, as it travels on the ingest stream to the partition owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub conversation_id: String,
+    pub sender_id: Uuid,
+    pub client_id: String,
+    pub kind: MessageKind,
+    pub body: String,
+    /// When the edge published it, in Unix milliseconds (for the accept-to-store metric).
+    pub accepted_at_ms: i64,
+}
+
+impl Inbound {
+    /// The `Nats-Msg-Id` of the ingest publish: sender and client id, so a resend within the
+    /// stream's duplicate window is dropped by JetStream itself.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.sender_id, self.client_id)
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct ChatMessage {
+    pub id: Uuid,
+    pub conversation_id: String,
+    /// Position in the conversation: 1, 2, 3, ... without gaps.
+    pub seq: i64,
+    pub sender_id: Uuid,
+    /// The id the sender's client gave the message.
+    pub client_id: String,
+    pub kind: MessageKind,
+    /// Empty once recalled, or for the reader who deleted it.
+    pub body: String,
+    pub recalled: bool,
+    /// The reader deleted this message from their own view (kept as a placeholder so seqs
+    /// stay gap-free).
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+}
+
+/// Where a sent message is: accepted by the edge, stored by the chat worker, or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum AckStatus {
+    Accepted,
+    Stored,
+    Rejected,
+}
+
+/// The answer to one `send`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct SendAck {
+    pub client_id: String,
+    pub status: AckStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub conversation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub message_id: Option<Uuid>,
+    /// Why a message was rejected: a stable error code such as `not_friends` or `muted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<String>,
+}
+
+impl SendAck {
+    pub fn accepted(client_id: String, conversation_id: String) -> Self {
+        Self {
+            client_id,
+            status: AckStatus::Accepted,
+            conversation_id: Some(conversation_id),
+            seq: None,
+            message_id: None,
+            reason: None,
+        }
+    }
+
+    pub fn stored(message: &ChatMessage) -> Self {
+        Self {
+            client_id: message.client_id.clone(),
+            status: AckStatus::Stored,
+            conversation_id: Some(message.conversation_id.clone()),
+            seq: Some(message.seq),
+            message_id: Some(message.id),
+            reason: None,
+        }
+    }
+
+    pub fn rejected(client_id: String, conversation_id: Option<String>, reason: ErrorCode) -> Self {
+        Self {
+            client_id,
+            status: AckStatus::Rejected,
+            conversation_id,
+            seq: None,
+            message_id: None,
+            reason: Some(reason.as_str().to_owned()),
+        }
+    }
+}
+
+/// Frames a client sends over the WebSocket (`type` names the variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticates a socket opened without a token, or replaces the token before it expires.
+    Auth { token: String },
+    /// Sends a message to a conversation, or to a user (their private conversation).
+    Send(SendMessage),
+    /// Marks a conversation read up to `seq`.
+    Read { conversation_id: String, seq: i64 },
+    /// Asks for the messages after `after_seq` (gap fill after a reconnect).
+    Sync {
+        conversation_id: String,
+        after_seq: i64,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Tells the conversation's other members that the caller is typing.
+    Typing { conversation_id: String },
+    Ping {
+        #[serde(default)]
+        nonce: Option<String>,
+    },
+}
+
+/// A message to send, by WebSocket or REST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct SendMessage {
+    /// The client's id for this message (1-64 bytes); resending with the same id never stores
+    /// it twice.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub client_id: String,
+    /// The conversation (`p:<user>:<user>` or `g:<group id>`); or give `to` instead.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// A user to message privately, instead of `conversation_id`.
+    #[serde(default)]
+    pub to: Option<Uuid>,
+    #[serde(default)]
+    #[oai(default)]
+    pub kind: MessageKind,
+    /// At most 16 KiB of UTF-8.
+    pub body: String,
+}
+
+/// Frames the server sends over the WebSocket or SSE (`type` names the variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The socket is authenticated.
+    Ready {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
+    Ack(SendAck),
+    Message(ChatMessage),
+    /// Someone read a conversation up to `read_seq` (the other side of a private chat, or the
+    /// caller on another device).
+    Read {
+        conversation_id: String,
+        user_id: Uuid,
+        read_seq: i64,
+    },
+    Typing {
+        conversation_id: String,
+        user_id: Uuid,
+    },
+    Presence(Presence),
+    /// A message was recalled by its sender.
+    Recall {
+        conversation_id: String,
+        message_id: Uuid,
+        seq: i64,
+    },
+    /// The answer to a `sync`: up to `limit` messages after `after_seq`, in order.
+    Sync {
+        conversation_id: String,
+        messages: Vec<ChatMessage>,
+        has_more: bool,
+    },
+    /// Something happened that concerns the user (friend requests, group changes, ...).
+    Notification {
+        kind: String,
+        data: serde_json::Value,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// The session was signed out; the socket closes next.
+    SessionRevoked,
+}
+
+impl ServerFrame {
+    /// The frame's JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("frames always serialize")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether a user is online, and when they were last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct Presence {
+    pub user_id: Uuid,
+    pub online: bool,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+// ---- REST and RPC bodies -------------------------------------------------------------------
+
+/// One conversation as the caller sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct Conversation {
+    pub id: String,
+    /// The other user, for a private conversation.
+    #[serde(default)]
+    pub peer_id: Option<Uuid>,
+    /// The group, for a group conversation.
+    #[serde(default)]
+    pub group_id: Option<Uuid>,
+    pub last_seq: i64,
+    pub read_seq: i64,
+    /// `last_seq - read_seq`.
+    pub unread: i64,
+    #[serde(default)]
+    pub last_message: Option<ChatMessage>,
+    pub muted: bool,
+    pub pinned: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListConversationsRequest {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Only conversations changed after this instant.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+}
+
+/// A page of conversations, most recently changed first.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct ConversationPage {
+    pub items: Vec<Conversation>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    pub conversation_id: String,
+    /// Messages with a seq greater than this, oldest first.
+    pub after_seq: Option<i64>,
+    /// Messages with a seq lower than this, newest first (the default: the latest messages).
+    pub before_seq: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct MessagePage {
+    pub items: Vec<ChatMessage>,
+    /// True when more messages lie further in the same direction.
+    pub has_more: bool,
+    /// The conversation's latest seq.
+    pub last_seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MarkReadRequest {
+    pub conversation_id: String,
+    pub seq: i64,
+}
+
+/// `POST /v1/conversations/{id}/read`.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct MarkReadBody {
+    /// Read up to and including this seq; a lower value than the current one changes nothing.
+    #[oai(validator(minimum(value = "0")))]
+    pub seq: i64,
+}
+
+/// The caller's read position in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct ReadState {
+    pub conversation_id: String,
+    pub read_seq: i64,
+    pub last_seq: i64,
+    pub unread: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub conversation_id: String,
+    pub message_id: Uuid,
+}
+
+/// Finds the caller's own message by the client id they gave it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FindMessageRequest {
+    pub conversation_id: String,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FoundMessage {
+    pub message: Option<ChatMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConversationRef {
+    pub conversation_id: String,
+}
+
+/// Changes to the caller's own settings of a conversation; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Object)]
+pub struct SettingsBody {
+    /// No unread badge pushes for this conversation.
+    pub muted: Option<bool>,
+    /// Listed first.
+    pub pinned: Option<bool>,
+    /// Hidden from the list until a new message arrives.
+    pub hidden: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateSettingsRequest {
+    pub conversation_id: String,
+    pub settings: SettingsBody,
+}
+
+/// The caller's settings of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct ConversationSettings {
+    pub conversation_id: String,
+    pub muted: bool,
+    pub pinned: bool,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    pub user_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct PresenceList {
+    pub items: Vec<Presence>,
+}
+
+/// Sent by the edge when a user's first connection opens or last connection closes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub online: bool,
+}
+
+// ---- operations ----------------------------------------------------------------------------
+
+rpc!(
+    /// The caller's conversations, most recently changed first.
+    ListConversations, Service::Chat, "list_conversations", ListConversationsRequest => ConversationPage
+);
+rpc!(
+    /// Messages of a conversation the caller belongs to, by seq range.
+    History, Service::Chat, "history", HistoryRequest => MessagePage
+);
+rpc!(
+    /// The caller's message with this client id, once stored (answers a resend that JetStream
+    /// dropped as a duplicate).
+    FindMessage, Service::Chat, "find_message", FindMessageRequest => FoundMessage
+);
+rpc!(
+    /// Moves the caller's read position forward and tells the other side.
+    MarkRead, Service::Chat, "mark_read", MarkReadRequest => ReadState
+);
+rpc!(
+    /// The sender takes a message back within the recall window.
+    Recall, Service::Chat, "recall", MessageRef => Empty
+);
+rpc!(
+    /// Hides one message from the caller's own history.
+    DeleteForMe, Service::Chat, "delete_for_me", MessageRef => Empty
+);
+rpc!(
+    /// Changes the caller's settings of a conversation.
+    UpdateSettings, Service::Chat, "update_settings", UpdateSettingsRequest => ConversationSettings
+);
+rpc!(
+    /// Pushes a typing indicator to the conversation's other members.
+    Typing, Service::Chat, "typing", ConversationRef => Empty
+);
+rpc!(
+    /// The edge reports a user going online or offline; friends are told.
+    PresenceChanged, Service::Chat, "presence_changed", PresenceChange => Empty
+);
+rpc!(
+    /// Online state and last-seen time of users.
+    GetPresence, Service::Chat, "get_presence", PresenceRequest => PresenceList
+);
+rpc!(
+    /// Answers when the service and its database are usable.
+    Health, Service::Chat, "health", Empty => Empty
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ids_are_canonical() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let id = ConversationId::private(b, a);
+        assert_eq!(id, ConversationId::private(a, b));
+        let text = id.to_string();
+        assert_eq!(ConversationId::parse(&text), Some(id));
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        assert_eq!(ConversationId::parse(&format!("p:{hi}:{lo}")), None);
+        assert_eq!(ConversationId::parse(&format!("p:{a}:{a}")), None);
+        assert_eq!(
+            ConversationId::parse(&format!("p:{}:{}", lo.simple(), hi.simple())),
+            None
+        );
+        assert!(id.is_party(a) && id.is_party(b) && !id.is_party(Uuid::now_v7()));
+        assert_eq!(id.peer_of(a), Some(b));
+    }
+
+    #[test]
+    fn group_ids_and_garbage() {
+        let g = Uuid::now_v7();
+        assert_eq!(
+            ConversationId::parse(&format!("g:{g}")),
+            Some(ConversationId::Group(g))
+        );
+        for bad in ["", "g:", "x:1", "p:1:2", "g:not-a-uuid", "p:"] {
+            assert_eq!(ConversationId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_stable_and_in_range() {
+        let id = ConversationId::Group(Uuid::from_u128(42));
+        let p = id.partition(16);
+        assert!(p < 16);
+        assert_eq!(p, id.partition(16));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200u128 {
+            seen.insert(ConversationId::Group(Uuid::from_u128(i)).partition(8));
+        }
+        assert_eq!(seen.len(), 8, "conversations spread over every partition");
+        assert_eq!(id.partition(0), 0);
+    }
+
+    #[test]
+    fn frames_carry_their_type() {
+        let frame: ClientFrame = serde_json::from_str(
+            r#"{"type":"send","client_id":"c1","to":"00000000-0000-0000-0000-000000000001","body":"hi"}"#,
+        )
+        .unwrap();
+        let ClientFrame::Send(send) = frame else {
+            panic!("not a send")
+        };
+        assert_eq!(send.kind, MessageKind::Text);
+        let ack =
+            ServerFrame::Ack(SendAck::rejected("c1".into(), None, ErrorCode::NotFriends)).to_json();
+        let value: serde_json::Value = serde_json::from_str(&ack).unwrap();
+        assert_eq!(value["type"], "ack");
+        assert_eq!(value["status"], "rejected");
+        assert_eq!(value["reason"], "not_friends");
+        assert_eq!(
+            ServerFrame::SessionRevoked.to_json(),
+            r#"{"type":"session_revoked"}"#
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The registry of this edge's realtime connections, by user.
+//!
+//! A user's first connection opens a slot with one forwarder task (push subscription, fan-out,
+//! presence); the forwarder removes the slot once the last connection is gone. The hub ends
+//! connections it cannot serve by kicking them: a full queue (slow consumer), a revoked
+//! session, shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mesh_nats::{Bus, Revocation};
+use tokio::sync::{Notify, mpsc, watch};
+use uuid::Uuid;
+
+use super::close::CloseReason;
+use super::forwarder;
+use super::kick::Kick;
+use super::presence::PresenceDeps;
+
+/// What the hub needs besides NATS.
+pub struct HubSettings {
+    /// Frames queued per connection before it is a slow consumer.
+    pub send_queue: usize,
+    /// How often presence keys are refreshed.
+    pub heartbeat: Duration,
+}
+
+/// A cloneable handle on the registry.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    bus: Bus,
+    presence: Arc<PresenceDeps>,
+    settings: HubSettings,
+    next_id: AtomicU64,
+    /// Woken when the last slot goes away (shutdown waits for it).
+    idle: Notify,
+    stopping: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Registry {
+    users: HashMap<Uuid, Slot>,
+    closed: bool,
+}
+
+/// One user's connections on this edge.
+struct Slot {
+    conns: Vec<Arc<Conn>>,
+    /// Tells the forwarder the slot emptied.
+    emptied: Arc<Notify>,
+    /// True once the push subscription is active.
+    subscribed: watch::Receiver<bool>,
+}
+
+/// What the hub keeps of one connection.
+struct Conn {
+    id: u64,
+    /// The session whose token the connection holds (a refreshing `auth` may change it).
+    session: Mutex<Uuid>,
+    queue: mpsc::Sender<Bytes>,
+    kick: Arc<Kick>,
+}
+
+/// The edge is shutting down and takes no new connections.
+#[derive(Debug)]
+pub struct HubClosed;
+
+/// A connection's place in the hub; dropping it unregisters the connection.
+pub struct Registration {
+    hub: Hub,
+    user: Uuid,
+    conn: Arc<Conn>,
+    subscribed: watch::Receiver<bool>,
+    /// Frames pushed to the user, as the client's JSON text.
+    pub frames: mpsc::Receiver<Bytes>,
+}
+
+impl Hub {
+    pub fn new(bus: Bus, presence: PresenceDeps, settings: HubSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry: Mutex::default(),
+                bus,
+                presence: Arc::new(presence),
+                settings,
+                next_id: AtomicU64::new(1),
+                idle: Notify::new(),
+                stopping: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock leaves the map consistent (every change is one call).
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a connection of `user` holding a token of `session`.
+    pub fn register(&self, user: Uuid, session: Uuid) -> Result<Registration, HubClosed> {
+        let (queue, frames) = mpsc::channel(self.inner.settings.send_queue.max(1));
+        let conn = Arc::new(Conn {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            session: Mutex::new(session),
+            queue,
+            kick: Arc::default(),
+        });
+        let mut registry = self.registry();
+        if registry.closed {
+            return Err(HubClosed);
+        }
+        let slot = registry
+            .users
+            .entry(user)
+            .or_insert_with(|| self.open_slot(user, session));
+        slot.conns.push(conn.clone());
+        let subscribed = slot.subscribed.clone();
+        drop(registry);
+        Ok(Registration {
+            hub: self.clone(),
+            user,
+            conn,
+            subscribed,
+            frames,
+        })
+    }
+
+    fn open_slot(&self, user: Uuid, session: Uuid) -> Slot {
+        let emptied = Arc::new(Notify::new());
+        let (subscribed_tx, subscribed) = watch::channel(false);
+        tokio::spawn(forwarder::run(
+            self.clone(),
+            user,
+            session,
+            emptied.clone(),
+            subscribed_tx,
+        ));
+        Slot {
+            conns: Vec::new(),
+            emptied,
+            subscribed,
+        }
+    }
+
+    fn unregister(&self, user: Uuid, id: u64) {
+        let mut registry = self.registry();
+        if let Some(slot) = registry.users.get_mut(&user) {
+            let before = slot.conns.len();
+            slot.conns.retain(|conn| conn.id != id);
+            if before > 0 && slot.conns.is_empty() {
+                slot.emptied.notify_one();
+            }
+        }
+    }
+
+    /// Kicks (and forgets) the user's connections that `drop` selects.
+    fn kick_where(&self, user: Uuid, reason: CloseReason, drop: impl Fn(&Conn) -> bool) {
+        let mut registry = self.registry();
+        if let Some(slot) = registry.users.get_mut(&user) {
+            kick_from(slot, reason, drop);
+        }
+    }
+
+    /// Hands a pushed frame to every connection of `user`; a connection whose queue is full
+    /// is kicked as a slow consumer.
+    pub(super) fn fan_out(&self, user: Uuid, frame: &Bytes) {
+        let mut registry = self.registry();
+        let Some(slot) = registry.users.get_mut(&user) else {
+            return;
+        };
+        let before = slot.conns.len();
+        slot.conns
+            .retain(|conn| match conn.queue.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    conn.kick.kick(CloseReason::SlowConsumer);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        if before > 0 && slot.conns.is_empty() {
+            slot.emptied.notify_one();
+        }
+    }
+
+    /// Kicks every connection of `user` (its push subscription ended).
+    pub(super) fn kick_user(&self, user: Uuid, reason: CloseReason) {
+        self.kick_where(user, reason, |_| true);
+    }
+
+    pub(super) fn is_empty(&self, user: Uuid) -> bool {
+        self.registry()
+            .users
+            .get(&user)
+            .is_none_or(|slot| slot.conns.is_empty())
+    }
+
+    /// Removes the user's slot if it has no connections; true when removed.
+    pub(super) fn remove_if_empty(&self, user: Uuid) -> bool {
+        let mut registry = self.registry();
+        if !registry
+            .users
+            .get(&user)
+            .is_some_and(|s| s.conns.is_empty())
+        {
+            return false;
+        }
+        registry.users.remove(&user);
+        if registry.users.is_empty() {
+            self.inner.idle.notify_waiters();
+        }
+        true
+    }
+
+    pub(super) fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    pub(super) fn presence(&self) -> Arc<PresenceDeps> {
+        self.inner.presence.clone()
+    }
+
+    pub(super) fn heartbeat(&self) -> Duration {
+        self.inner.settings.heartbeat
+    }
+
+    /// Ends the connections of a revoked session.
+    pub fn session_revoked(&self, revocation: Revocation) {
+        self.kick_where(revocation.user_id, CloseReason::SessionRevoked, |conn| {
+            *lock(&conn.session) == revocation.session_id
+        });
+    }
+
+    /// Resolves once the edge began shutting down.
+    pub async fn stopping(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Refuses new connections and kicks every open one (they close with 1001).
+    pub fn shutdown(&self) {
+        self.inner.stopping.send_replace(true);
+        let mut registry = self.registry();
+        registry.closed = true;
+        for slot in registry.users.values_mut() {
+            kick_from(slot, CloseReason::Shutdown, |_| true);
+        }
+    }
+
+    /// Waits until every forwarder finished (presence released), at most `limit`.
+    pub async fn wait_idle(&self, limit: Duration) {
+        let idle = async {
+            loop {
+                let notified = self.inner.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.registry().users.is_empty() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(limit, idle).await.is_err() {
+            tracing::warn!("realtime connections still closing at shutdown");
+        }
+    }
+}
+
+fn kick_from(slot: &mut Slot, reason: CloseReason, drop: impl Fn(&Conn) -> bool) {
+    let before = slot.conns.len();
+    slot.conns.retain(|conn| {
+        if drop(conn) {
+            conn.kick.kick(reason);
+            false
+        } else {
+            true
+        }
+    });
+    if before > 0 && slot.conns.is_empty() {
+        slot.emptied.notify_one();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registration {
+    /// Waits until pushes to the user reach this edge, at most `limit`; false if they don't.
+    pub async fn wait_subscribed(&mut self, limit: Duration) -> bool {
+        let subscribed = self.subscribed.wait_for(|s| *s);
+        matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(_)))
+    }
+
+    /// The connection's kick signal, to wait on alongside its frames.
+    pub fn kick(&self) -> Arc<Kick> {
+        self.conn.kick.clone()
+    }
+
+    /// The connection now holds a token of `session`.
+    pub fn rebind(&self, session: Uuid) {
+        *lock(&self.conn.session) = session;
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.user, self.conn.id);
+    }
+}

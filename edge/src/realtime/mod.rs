@@ -1,0 +1,37 @@
+//! Realtime delivery: WebSocket (`/v1/ws`) and SSE (`/v1/events`) connections, and the hub
+//! that holds them and forwards what chat pushes to each connected user.
+//!
+//! Per user on this edge there is one NATS push subscription and one forwarder task, however
+//! many devices the user has connected; per connection there is one task (WebSocket) or one
+//! response stream (SSE) and a bounded queue.
+
+mod close;
+mod forwarder;
+mod frames;
+mod handshake;
+mod hub;
+mod kick;
+mod presence;
+mod sse;
+mod ws;
+
+pub use hub::{Hub, HubSettings};
+pub use presence::PresenceDeps;
+pub use sse::events;
+pub use ws::websocket;
+
+/// How a connection reaches the client (the `transport` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Sse,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}

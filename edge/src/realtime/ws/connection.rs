@@ -1,0 +1,236 @@
+//! One WebSocket from upgrade to close: the `auth` frame when the handshake carried no token,
+//! registration with the hub, the `ready` frame, the session, and the closing handshake with
+//! the code that says why.
+
+use std::io;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use mesh_contracts::ErrorCode;
+use mesh_contracts::chat::{ClientFrame, ServerFrame};
+use mesh_nats::CallContext;
+use mesh_observability::metrics::RT_FRAMES;
+use poem::web::websocket::{Message, WebSocketStream};
+use tokio::time::Instant;
+
+use super::session::Session;
+use crate::SharedState;
+use crate::caller::{Verified, authenticate};
+use crate::realtime::Transport;
+use crate::realtime::close::{CloseReason, ConnectionGauge};
+use crate::realtime::frames::frame_type;
+
+/// How long a socket opened without a token has to send its `auth` frame.
+const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// How long to wait for the user's push subscription before giving up on the socket.
+const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
+/// A write that does not complete in this time means the client stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the closing handshake may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+pub async fn serve(
+    state: SharedState,
+    mut socket: WebSocketStream,
+    verified: Option<Verified>,
+    ctx: CallContext,
+) {
+    let mut gauge = ConnectionGauge::open(Transport::WebSocket);
+    let reason = run(&state, &mut socket, verified, ctx).await;
+    gauge.closed(reason);
+    close(&mut socket, reason).await;
+}
+
+async fn run(
+    state: &SharedState,
+    socket: &mut WebSocketStream,
+    verified: Option<Verified>,
+    ctx: CallContext,
+) -> CloseReason {
+    let verified = match verified {
+        Some(verified) => verified,
+        None => match first_frame_auth(state, socket).await {
+            Ok(verified) => verified,
+            Err(reason) => return reason,
+        },
+    };
+    let caller = verified.caller.clone();
+    let Ok(mut registration) = state.hub.register(caller.user_id, caller.session_id) else {
+        return CloseReason::Shutdown;
+    };
+    // A revocation that arrived between the token check and the registration found nothing
+    // to kick; the set has it by then.
+    if state.revoked.contains(&caller.session_id) {
+        return CloseReason::SessionRevoked;
+    }
+    if !registration.wait_subscribed(SUBSCRIBE_DEADLINE).await {
+        tracing::warn!("push subscription not ready; closing the socket");
+        return CloseReason::Error;
+    }
+    let ready = ServerFrame::Ready {
+        user_id: caller.user_id,
+        session_id: caller.session_id,
+    };
+    if let Err(reason) = write_frame(socket, &ready).await {
+        return reason;
+    }
+    let session = Session::new(state.clone(), &verified, registration, ctx);
+    session.run(socket).await
+}
+
+/// Waits for an `auth` frame with a valid token; other frames are answered `unauthorized`.
+async fn first_frame_auth(
+    state: &SharedState,
+    socket: &mut WebSocketStream,
+) -> Result<Verified, CloseReason> {
+    let deadline = Instant::now() + AUTH_DEADLINE;
+    loop {
+        let incoming = tokio::select! {
+            () = state.hub.stopping() => return Err(CloseReason::Shutdown),
+            next = tokio::time::timeout_at(deadline, socket.next()) => {
+                next.map_err(|_| CloseReason::Unauthenticated)?
+            }
+        };
+        let text = match read(incoming)? {
+            Message::Text(text) => text,
+            Message::Close(_) => return Err(CloseReason::ClientClosed),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Binary(_) => String::new(),
+        };
+        if let Ok(ClientFrame::Auth { token }) = serde_json::from_str::<ClientFrame>(&text) {
+            count_in("auth");
+            return match authenticate(state, &token) {
+                Ok(verified) => Ok(verified),
+                Err(refused) => {
+                    write_frame(socket, &ServerFrame::error(refused.code, refused.detail)).await?;
+                    Err(CloseReason::Unauthenticated)
+                }
+            };
+        }
+        count_in("unauthenticated");
+        let refusal = ServerFrame::error(ErrorCode::Unauthorized, "send an auth frame first");
+        write_frame(socket, &refusal).await?;
+    }
+}
+
+/// The message read, or why the socket can no longer be read.
+pub fn read(incoming: Option<io::Result<Message>>) -> Result<Message, CloseReason> {
+    match incoming {
+        Some(Ok(message)) => Ok(message),
+        None => Err(CloseReason::ClientClosed),
+        Some(Err(err)) => Err(read_failure(&err)),
+    }
+}
+
+/// Why a read failed. poem hands tungstenite's errors over as text, so a frame over the limit
+/// is recognised by tungstenite's wording ("Space limit exceeded: Message too long").
+fn read_failure(err: &io::Error) -> CloseReason {
+    match err.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => CloseReason::ClientClosed,
+        _ if err.to_string().contains("Message too long") => CloseReason::FrameTooLarge,
+        _ => {
+            tracing::debug!(error = %err, "WebSocket read failed");
+            CloseReason::Error
+        }
+    }
+}
+
+pub fn count_in(frame_type: &str) {
+    RT_FRAMES.with_label_values(&["in", frame_type]).inc();
+}
+
+pub async fn write_frame(
+    socket: &mut WebSocketStream,
+    frame: &ServerFrame,
+) -> Result<(), CloseReason> {
+    write_text(socket, frame.to_json()).await
+}
+
+/// Writes one frame's JSON text; a client that does not take it in time is a slow consumer.
+pub async fn write_text(socket: &mut WebSocketStream, text: String) -> Result<(), CloseReason> {
+    RT_FRAMES
+        .with_label_values(&["out", frame_type(text.as_bytes())])
+        .inc();
+    write(socket, Message::Text(text)).await
+}
+
+pub async fn write(socket: &mut WebSocketStream, message: Message) -> Result<(), CloseReason> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseReason::ClientClosed),
+        Err(_) => Err(CloseReason::SlowConsumer),
+    }
+}
+
+/// The last frame a client gets before the close frame, when the reason has one.
+fn farewell(reason: CloseReason) -> Option<ServerFrame> {
+    match reason {
+        CloseReason::SessionRevoked => Some(ServerFrame::SessionRevoked),
+        CloseReason::TokenExpired => Some(ServerFrame::error(
+            ErrorCode::TokenExpired,
+            "the access token expired; reconnect with a fresh one",
+        )),
+        _ => None,
+    }
+}
+
+/// Ends the socket: the farewell frame, the close frame with the reason's code, then a short
+/// wait for the client's close frame so the TCP connection ends cleanly.
+async fn close(socket: &mut WebSocketStream, reason: CloseReason) {
+    if reason == CloseReason::ClientClosed {
+        // Answers the client's close frame (queued by tungstenite), if it sent one.
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
+        return;
+    }
+    if let Some(frame) = farewell(reason)
+        && write_frame(socket, &frame).await.is_err()
+    {
+        return;
+    }
+    let close = Message::close_with(reason.code(), reason.label());
+    if !matches!(
+        tokio::time::timeout(CLOSE_GRACE, socket.send(close)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_failures_name_their_cause() {
+        let too_long = io::Error::other("Space limit exceeded: Message too long: 40000 > 32768");
+        assert_eq!(read_failure(&too_long), CloseReason::FrameTooLarge);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(read_failure(&reset), CloseReason::ClientClosed);
+        let protocol = io::Error::other("WebSocket protocol error: unmasked frame");
+        assert_eq!(read_failure(&protocol), CloseReason::Error);
+    }
+
+    #[test]
+    fn revoked_and_expired_sockets_are_told_why() {
+        assert_eq!(
+            farewell(CloseReason::SessionRevoked),
+            Some(ServerFrame::SessionRevoked)
+        );
+        assert!(matches!(
+            farewell(CloseReason::TokenExpired),
+            Some(ServerFrame::Error { code, .. }) if code == "token_expired"
+        ));
+        assert_eq!(farewell(CloseReason::IdleTimeout), None);
+    }
+}

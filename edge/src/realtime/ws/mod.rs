@@ -1,0 +1,90 @@
+//! `GET /v1/ws`: the WebSocket. The handshake checks the `Origin` allowlist and, when the
+//! request carries a token (`Authorization: Bearer` or `Sec-WebSocket-Protocol: bearer,
+//! <token>`), authenticates before upgrading; otherwise the first frame must be `auth`.
+
+mod connection;
+mod requests;
+mod session;
+mod timers;
+mod typing;
+
+use mesh_contracts::ErrorCode;
+use poem::http::header::{ORIGIN, SEC_WEBSOCKET_PROTOCOL};
+use poem::web::Data;
+use poem::web::websocket::{WebSocket, WebSocketConfig};
+use poem::{IntoResponse, Request, Response, handler};
+
+use super::handshake::{BEARER_PROTOCOL, bearer_token, origin_allowed, subprotocol_token};
+use crate::SharedState;
+use crate::caller::{authenticate, request_context};
+use crate::config::WsConfig;
+use crate::problem::ApiError;
+
+/// Bytes read from the socket at a time. The buffer is allocated for every connection and
+/// most frames are small, so it is kept far below tungstenite's 128 KiB default; a larger
+/// frame (up to `max_frame_bytes`) grows it only while that frame is read.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+
+#[handler]
+pub async fn websocket(
+    req: &Request,
+    socket: WebSocket,
+    Data(state): Data<&SharedState>,
+) -> Response {
+    // An `Origin` that is not text cannot be on the list.
+    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
+    if !origin_allowed(origin, &state.ws.allowed_origins) {
+        return ApiError::new(ErrorCode::Forbidden, "this origin may not open a WebSocket")
+            .into_response();
+    }
+    let offered = req
+        .headers()
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    let token = bearer_token(req.headers()).or_else(|| offered.and_then(subprotocol_token));
+    let verified = match token.map(|token| authenticate(state, token)).transpose() {
+        Ok(verified) => verified,
+        Err(refused) => return ApiError::from(refused).into_response(),
+    };
+    let ctx = request_context(req);
+    let state = state.clone();
+    socket
+        .protocols([BEARER_PROTOCOL])
+        .config(socket_config(&state.ws))
+        .on_upgrade(move |stream| connection::serve(state, stream, verified, ctx))
+        .into_response()
+}
+
+/// Small buffers (an idle connection should cost a few KiB), frames written at once, and the
+/// client's frames limited to `max_frame_bytes` (a larger one fails the read: close 1009).
+fn socket_config(ws: &WsConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(ws.max_frame_bytes))
+        .max_frame_size(Some(ws.max_frame_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn sockets_use_small_buffers_and_the_frame_limit() {
+        let ws = WsConfig {
+            allowed_origins: vec![],
+            heartbeat: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_queue: 256,
+            max_frame_bytes: 32 * 1024,
+        };
+        let config = socket_config(&ws);
+        assert_eq!(config.read_buffer_size, READ_BUFFER_BYTES);
+        assert_eq!(config.write_buffer_size, 0);
+        assert!(config.max_write_buffer_size > config.write_buffer_size);
+        assert_eq!(config.max_message_size, Some(32 * 1024));
+        assert_eq!(config.max_frame_size, Some(32 * 1024));
+    }
+}

@@ -1,0 +1,258 @@
+//! An authenticated WebSocket: one loop that reads client frames, forwards what is pushed to
+//! the user, answers finished requests and keeps the timers, until something ends it.
+
+use std::io;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mesh_contracts::ErrorCode;
+use mesh_contracts::chat::{ClientFrame, ServerFrame};
+use mesh_nats::CallContext;
+use poem::web::websocket::{Message, WebSocketStream};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::connection::{count_in, read, write, write_frame, write_text};
+use super::requests::Requests;
+use super::timers::{Due, Timers};
+use super::typing::TypingLimiter;
+use crate::SharedState;
+use crate::caller::{Verified, authenticate};
+use crate::clock::instant_at;
+use crate::limits::OverLimit;
+use crate::realtime::close::CloseReason;
+use crate::realtime::hub::Registration;
+
+pub struct Session {
+    state: SharedState,
+    user: Uuid,
+    session: Uuid,
+    registration: Registration,
+    requests: Requests,
+    timers: Timers,
+    typing: TypingLimiter,
+}
+
+/// What woke the loop.
+enum Event {
+    Kicked(CloseReason),
+    Incoming(Option<io::Result<Message>>),
+    Pushed(Option<Bytes>),
+    Answered(Option<ServerFrame>),
+    TimerFired,
+}
+
+impl Session {
+    pub fn new(
+        state: SharedState,
+        verified: &Verified,
+        registration: Registration,
+        ctx: CallContext,
+    ) -> Self {
+        let (user, session) = (verified.caller.user_id, verified.caller.session_id);
+        let timers = Timers::new(
+            Instant::now(),
+            state.ws.heartbeat,
+            state.ws.idle_timeout,
+            instant_at(verified.valid_until),
+        );
+        Self {
+            requests: Requests::new(state.clone(), user, session, ctx),
+            state,
+            user,
+            session,
+            registration,
+            timers,
+            typing: TypingLimiter::default(),
+        }
+    }
+
+    /// Serves the socket; answers why it must close.
+    pub async fn run(mut self, socket: &mut WebSocketStream) -> CloseReason {
+        let kick = self.registration.kick();
+        let timer = tokio::time::sleep_until(self.timers.next());
+        tokio::pin!(timer);
+        loop {
+            if let Some(reason) = kick.reason() {
+                return reason;
+            }
+            timer.as_mut().reset(self.timers.next());
+            let event = tokio::select! {
+                reason = kick.kicked() => Event::Kicked(reason),
+                incoming = socket.next(), if self.requests.has_room() => Event::Incoming(incoming),
+                pushed = self.registration.frames.recv() => Event::Pushed(pushed),
+                answer = self.requests.next_reply() => Event::Answered(answer),
+                () = &mut timer => Event::TimerFired,
+            };
+            let handled = match event {
+                Event::Kicked(reason) => Err(reason),
+                Event::Incoming(incoming) => self.on_incoming(socket, incoming).await,
+                Event::Pushed(Some(frame)) => forward(socket, frame).await,
+                Event::Pushed(None) => Err(kick.reason().unwrap_or(CloseReason::Error)),
+                Event::Answered(Some(frame)) => write_frame(socket, &frame).await,
+                Event::Answered(None) => Ok(()),
+                Event::TimerFired => self.on_timer(socket).await,
+            };
+            if let Err(reason) = handled {
+                return reason;
+            }
+        }
+    }
+
+    async fn on_incoming(
+        &mut self,
+        socket: &mut WebSocketStream,
+        incoming: Option<io::Result<Message>>,
+    ) -> Result<(), CloseReason> {
+        let message = read(incoming)?;
+        self.timers.heard(Instant::now());
+        match message {
+            Message::Text(text) => self.on_text(socket, &text).await,
+            Message::Binary(_) => {
+                count_in("binary");
+                let refusal = ServerFrame::error(
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text frames",
+                );
+                write_frame(socket, &refusal).await
+            }
+            Message::Close(_) => Err(CloseReason::ClientClosed),
+            // tungstenite answers pings itself; either way the client is alive.
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+        }
+    }
+
+    async fn on_text(
+        &mut self,
+        socket: &mut WebSocketStream,
+        text: &str,
+    ) -> Result<(), CloseReason> {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                count_in("invalid");
+                return write_frame(socket, &malformed(&err)).await;
+            }
+        };
+        count_in(client_frame_type(&frame));
+        match frame {
+            ClientFrame::Send(message) => self.requests.send(message),
+            ClientFrame::Read {
+                conversation_id,
+                seq,
+            } => self.requests.mark_read(conversation_id, seq),
+            ClientFrame::Sync {
+                conversation_id,
+                after_seq,
+                limit,
+            } => {
+                if let Err(OverLimit(why)) = self.requests.sync(conversation_id, after_seq, limit) {
+                    let refusal = ServerFrame::error(OverLimit::CODE, why);
+                    return write_frame(socket, &refusal).await;
+                }
+            }
+            ClientFrame::Typing { conversation_id } => {
+                if self.typing.allow(&conversation_id, Instant::now()) {
+                    self.requests.typing(conversation_id);
+                }
+            }
+            ClientFrame::Ping { nonce } => {
+                return write_frame(socket, &ServerFrame::Pong { nonce }).await;
+            }
+            ClientFrame::Auth { token } => return self.reauthenticate(socket, &token).await,
+        }
+        Ok(())
+    }
+
+    /// A fresh token of the same user moves the expiry (and the session, if it changed); a
+    /// bad one is refused and the current token stays in force.
+    async fn reauthenticate(
+        &mut self,
+        socket: &mut WebSocketStream,
+        token: &str,
+    ) -> Result<(), CloseReason> {
+        let verified = match authenticate(&self.state, token) {
+            Ok(verified) => verified,
+            Err(refused) => {
+                let refusal = ServerFrame::error(refused.code, refused.detail);
+                return write_frame(socket, &refusal).await;
+            }
+        };
+        if verified.caller.user_id != self.user {
+            let refusal =
+                ServerFrame::error(ErrorCode::Forbidden, "the token belongs to another user");
+            write_frame(socket, &refusal).await?;
+            return Err(CloseReason::UserMismatch);
+        }
+        self.timers.renew(instant_at(verified.valid_until));
+        let session = verified.caller.session_id;
+        if session != self.session {
+            self.session = session;
+            self.registration.rebind(session);
+            self.requests.set_session(session);
+            // As at registration: a revocation racing the rebind is caught by the set.
+            if self.state.revoked.contains(&session) {
+                return Err(CloseReason::SessionRevoked);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_timer(&mut self, socket: &mut WebSocketStream) -> Result<(), CloseReason> {
+        match self.timers.due(Instant::now()) {
+            Some(Due::Ping) => write(socket, Message::Ping(Vec::new())).await,
+            Some(Due::Idle) => Err(CloseReason::IdleTimeout),
+            Some(Due::Expired) => Err(CloseReason::TokenExpired),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A pushed frame is already the client's JSON text: forwarded as it is.
+async fn forward(socket: &mut WebSocketStream, frame: Bytes) -> Result<(), CloseReason> {
+    match String::from_utf8(Vec::from(frame)) {
+        Ok(text) => write_text(socket, text).await,
+        Err(_) => {
+            tracing::debug!("dropped a pushed frame that is not UTF-8");
+            Ok(())
+        }
+    }
+}
+
+/// The answer to a frame that is not JSON, or not a known frame.
+fn malformed(err: &serde_json::Error) -> ServerFrame {
+    let detail = if err.is_data() {
+        format!("not a valid frame: {err}")
+    } else {
+        "frames are JSON objects with a `type`".to_owned()
+    };
+    ServerFrame::error(ErrorCode::BadRequest, detail)
+}
+
+fn client_frame_type(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Auth { .. } => "auth",
+        ClientFrame::Send(_) => "send",
+        ClientFrame::Read { .. } => "read",
+        ClientFrame::Sync { .. } => "sync",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::Ping { .. } => "ping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_frames_are_bad_requests() {
+        let not_json = serde_json::from_str::<ClientFrame>("{nope").unwrap_err();
+        let unknown = serde_json::from_str::<ClientFrame>(r#"{"type":"dance"}"#).unwrap_err();
+        for err in [not_json, unknown] {
+            let ServerFrame::Error { code, .. } = malformed(&err) else {
+                panic!("not an error frame")
+            };
+            assert_eq!(code, "bad_request");
+        }
+    }
+}

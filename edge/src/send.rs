@@ -1,0 +1,324 @@
+//! The one send path of chat messages, shared by `POST /v1/messages` and the WebSocket `send`
+//! frame: check the message's shape, then publish it to its conversation's ingest partition.
+//!
+//! Only what needs no state is checked here (ids, sizes, the caller being a party of a private
+//! conversation); friendships, blocks, memberships and mutes are the chat worker's to decide.
+
+use bytes::Bytes;
+use mesh_contracts::ErrorCode;
+use mesh_contracts::chat::{
+    ConversationId, FindMessage, FindMessageRequest, FoundMessage, Inbound, MAX_BODY_BYTES,
+    MAX_CLIENT_ID_LEN, SendAck, SendMessage, ServerFrame,
+};
+use mesh_nats::{Bus, CallContext, RpcClient};
+use mesh_observability::metrics::{CHAT_ACCEPTED, CHAT_DUPLICATES, CHAT_REJECTED};
+use uuid::Uuid;
+
+use crate::EdgeState;
+use crate::clock::unix_millis;
+use crate::problem::ApiError;
+
+/// Which door a message came through (the `transport` label of the accepted counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendVia {
+    WebSocket,
+    Rest,
+}
+
+impl SendVia {
+    fn label(self) -> &'static str {
+        match self {
+            SendVia::WebSocket => "ws",
+            SendVia::Rest => "rest",
+        }
+    }
+}
+
+/// Why the edge refused a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub detail: &'static str,
+    /// The conversation, when the message named one the edge could read.
+    pub conversation_id: Option<String>,
+}
+
+impl Rejection {
+    /// The `rejected` ack a WebSocket client gets for `client_id`.
+    pub fn ack(self, client_id: String) -> SendAck {
+        SendAck::rejected(client_id, self.conversation_id, self.code)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        ApiError::new(rejection.code, rejection.detail)
+    }
+}
+
+/// Checks `message` from `sender` and publishes it; answers the `accepted` ack once JetStream
+/// stored it (a resend JetStream recognises as a duplicate is accepted again).
+pub async fn send(
+    state: &EdgeState,
+    sender: Uuid,
+    message: SendMessage,
+    via: SendVia,
+) -> Result<SendAck, Rejection> {
+    let conversation = check(sender, &message).inspect_err(count_rejection)?;
+    let inbound = inbound(sender, conversation, message, unix_millis());
+    let payload = Bytes::from(serde_json::to_vec(&inbound).expect("inbound messages serialize"));
+    let partition = conversation.partition(state.chat_partitions);
+    match state
+        .bus
+        .publish_chat(partition, &inbound.msg_id(), payload)
+        .await
+    {
+        Ok(duplicate) => {
+            CHAT_ACCEPTED.with_label_values(&[via.label()]).inc();
+            if duplicate {
+                // JetStream dropped the resend, so no worker will ack it again: answer from
+                // the store (if the original is still on its way, its own ack follows).
+                CHAT_DUPLICATES.with_label_values(&["jetstream"]).inc();
+                tokio::spawn(answer_resend(
+                    state.rpc.clone(),
+                    state.bus.clone(),
+                    sender,
+                    FindMessageRequest {
+                        conversation_id: inbound.conversation_id.clone(),
+                        client_id: inbound.client_id.clone(),
+                    },
+                ));
+            }
+            Ok(SendAck::accepted(
+                inbound.client_id,
+                inbound.conversation_id,
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, partition, "chat ingest publish failed");
+            let rejection = Rejection {
+                code: ErrorCode::ServiceUnavailable,
+                detail: "the message could not be accepted; send it again",
+                conversation_id: Some(inbound.conversation_id),
+            };
+            count_rejection(&rejection);
+            Err(rejection)
+        }
+    }
+}
+
+/// Pushes the `stored` ack of an already stored message to the sender's connections.
+async fn answer_resend(rpc: RpcClient, bus: Bus, sender: Uuid, request: FindMessageRequest) {
+    let mut ctx = CallContext::new(Uuid::now_v7().to_string());
+    ctx.user_id = Some(sender);
+    match rpc.call::<FindMessage>(&ctx, &request).await {
+        Ok(FoundMessage {
+            message: Some(message),
+        }) => {
+            let frame = ServerFrame::Ack(SendAck::stored(&message)).to_json();
+            bus.push(sender, Bytes::from(frame)).await;
+        }
+        Ok(_) => {}
+        Err(err) => tracing::debug!(error = %err, "cannot look up a resent message"),
+    }
+}
+
+fn count_rejection(rejection: &Rejection) {
+    CHAT_REJECTED
+        .with_label_values(&[rejection.code.as_str()])
+        .inc();
+}
+
+/// The shape rules of a message, in the order a client would fix them; answers the
+/// conversation the message goes to.
+pub fn check(sender: Uuid, message: &SendMessage) -> Result<ConversationId, Rejection> {
+    let refuse = |code, detail, conversation: Option<ConversationId>| Rejection {
+        code,
+        detail,
+        conversation_id: conversation.map(|c| c.to_string()),
+    };
+    if !is_client_id(&message.client_id) {
+        return Err(refuse(
+            ErrorCode::ValidationFailed,
+            "client_id must be 1-64 characters of A-Z a-z 0-9 _ . : -",
+            None,
+        ));
+    }
+    let conversation = match (&message.conversation_id, message.to) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(refuse(
+                ErrorCode::ValidationFailed,
+                "give exactly one of conversation_id and to",
+                None,
+            ));
+        }
+        (None, Some(to)) if to == sender => {
+            return Err(refuse(
+                ErrorCode::SelfTarget,
+                "a message cannot be sent to oneself",
+                None,
+            ));
+        }
+        (None, Some(to)) => ConversationId::private(sender, to),
+        (Some(raw), None) => ConversationId::parse(raw).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownConversation,
+                "conversation_id is not a conversation",
+                None,
+            )
+        })?,
+    };
+    if matches!(conversation, ConversationId::Private(..)) && !conversation.is_party(sender) {
+        return Err(refuse(
+            ErrorCode::NotMember,
+            "the caller is not in this conversation",
+            Some(conversation),
+        ));
+    }
+    if message.body.is_empty() {
+        return Err(refuse(
+            ErrorCode::ValidationFailed,
+            "the message body is empty",
+            Some(conversation),
+        ));
+    }
+    if message.body.len() > MAX_BODY_BYTES {
+        return Err(refuse(
+            ErrorCode::MessageTooLarge,
+            "the message body exceeds 16 KiB",
+            Some(conversation),
+        ));
+    }
+    Ok(conversation)
+}
+
+fn is_client_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
+fn inbound(
+    sender: Uuid,
+    conversation: ConversationId,
+    message: SendMessage,
+    accepted_at_ms: i64,
+) -> Inbound {
+    Inbound {
+        conversation_id: conversation.to_string(),
+        sender_id: sender,
+        client_id: message.client_id,
+        kind: message.kind,
+        body: message.body,
+        accepted_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_contracts::chat::MessageKind;
+
+    use super::*;
+
+    fn to(user: Uuid, body: &str) -> SendMessage {
+        SendMessage {
+            client_id: "c-1".into(),
+            conversation_id: None,
+            to: Some(user),
+            kind: MessageKind::Text,
+            body: body.into(),
+        }
+    }
+
+    fn code(sender: Uuid, message: &SendMessage) -> Option<ErrorCode> {
+        check(sender, message).err().map(|r| r.code)
+    }
+
+    #[test]
+    fn a_message_to_a_user_goes_to_their_private_conversation() {
+        let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
+        let conversation = check(me, &to(friend, "hi")).unwrap();
+        assert_eq!(conversation, ConversationId::private(me, friend));
+        let group = ConversationId::Group(Uuid::now_v7());
+        let mut message = to(friend, "hi");
+        message.to = None;
+        message.conversation_id = Some(group.to_string());
+        assert_eq!(check(me, &message).unwrap(), group);
+    }
+
+    #[test]
+    fn client_ids_are_short_and_plain() {
+        let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
+        for good in ["a", "A-z_0.9:x", &"x".repeat(64)] {
+            let mut message = to(friend, "hi");
+            message.client_id = good.into();
+            assert_eq!(code(me, &message), None, "{good}");
+        }
+        for bad in ["", "with space", "é", "a/b", &"x".repeat(65)] {
+            let mut message = to(friend, "hi");
+            message.client_id = bad.into();
+            assert_eq!(
+                code(me, &message),
+                Some(ErrorCode::ValidationFailed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn exactly_one_target() {
+        let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut both = to(friend, "hi");
+        both.conversation_id = Some(ConversationId::private(me, friend).to_string());
+        assert_eq!(code(me, &both), Some(ErrorCode::ValidationFailed));
+        let mut neither = to(friend, "hi");
+        neither.to = None;
+        assert_eq!(code(me, &neither), Some(ErrorCode::ValidationFailed));
+    }
+
+    #[test]
+    fn targets_must_be_reachable() {
+        let (me, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(code(me, &to(me, "hi")), Some(ErrorCode::SelfTarget));
+        let mut garbage = to(a, "hi");
+        garbage.to = None;
+        garbage.conversation_id = Some("p:nope".into());
+        assert_eq!(code(me, &garbage), Some(ErrorCode::UnknownConversation));
+        let mut others = to(a, "hi");
+        others.to = None;
+        others.conversation_id = Some(ConversationId::private(a, b).to_string());
+        let refused = check(me, &others).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NotMember);
+        assert_eq!(
+            refused.conversation_id,
+            Some(ConversationId::private(a, b).to_string())
+        );
+    }
+
+    #[test]
+    fn bodies_are_not_empty_and_at_most_16_kib() {
+        let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(code(me, &to(friend, "")), Some(ErrorCode::ValidationFailed));
+        let full = "x".repeat(MAX_BODY_BYTES);
+        assert_eq!(code(me, &to(friend, &full)), None);
+        let over = "é".repeat(MAX_BODY_BYTES / 2 + 1);
+        assert_eq!(
+            code(me, &to(friend, &over)),
+            Some(ErrorCode::MessageTooLarge)
+        );
+    }
+
+    #[test]
+    fn the_inbound_message_names_sender_and_canonical_conversation() {
+        let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
+        let conversation = ConversationId::private(me, friend);
+        let inbound = inbound(me, conversation, to(friend, "hi"), 42);
+        assert_eq!(inbound.conversation_id, conversation.to_string());
+        assert_eq!(inbound.sender_id, me);
+        assert_eq!(inbound.msg_id(), format!("{me}:c-1"));
+        assert_eq!(inbound.accepted_at_ms, 42);
+        let rejected = check(me, &to(me, "hi")).unwrap_err().ack("c-1".into());
+        assert_eq!(rejected.reason.as_deref(), Some("self_target"));
+    }
+}

@@ -1,0 +1,132 @@
+//! The conversation list, read positions, personal settings and typing indicators.
+
+use mesh_contracts::chat::{
+    Conversation, ConversationId, ConversationPage, ConversationRef, ConversationSettings,
+    ListConversationsRequest, MarkReadRequest, ReadState, ServerFrame, UpdateSettingsRequest,
+};
+use mesh_contracts::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use mesh_contracts::user::Empty;
+use mesh_contracts::{ErrorCode, ServiceError};
+use mesh_nats::CallContext;
+
+use super::{State, caller, db, readable};
+use crate::domain::cursor::ListCursor;
+use crate::domain::invalid;
+use crate::store::conversations;
+
+pub async fn list(
+    state: State,
+    ctx: CallContext,
+    req: ListConversationsRequest,
+) -> Result<ConversationPage, ServiceError> {
+    let user = caller(&ctx)?;
+    let limit = req.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(invalid(format!("limit: must be 1 to {MAX_PAGE_LIMIT}")));
+    }
+    let after = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(raw) => Some(ListCursor::decode(raw)?),
+        None => None,
+    };
+    let mut rows = conversations::list(&state.pool, user, limit, after.as_ref(), req.since)
+        .await
+        .map_err(db)?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|row| row.cursor().encode())
+    } else {
+        None
+    };
+    let items = rows
+        .iter()
+        .map(|row| {
+            let id = ConversationId::parse(&row.id);
+            Conversation {
+                id: row.id.clone(),
+                peer_id: id.and_then(|id| id.peer_of(user)),
+                group_id: match id {
+                    Some(ConversationId::Group(group)) => Some(group),
+                    _ => None,
+                },
+                last_seq: row.last_seq,
+                read_seq: row.read_seq,
+                unread: (row.last_seq - row.read_seq).max(0),
+                last_message: row.last_message(),
+                muted: row.muted,
+                pinned: row.pinned,
+                updated_at: row.changed_at,
+            }
+        })
+        .collect();
+    Ok(ConversationPage { items, next_cursor })
+}
+
+pub async fn mark_read(
+    state: State,
+    ctx: CallContext,
+    req: MarkReadRequest,
+) -> Result<ReadState, ServiceError> {
+    let user = caller(&ctx)?;
+    if req.seq < 0 {
+        return Err(invalid("seq: must not be negative"));
+    }
+    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let text = conversation.to_string();
+    let (read, moved) = conversations::mark_read(&state.pool, user, &text, req.seq)
+        .await
+        .map_err(db)?;
+    if moved {
+        let frame = ServerFrame::Read {
+            conversation_id: text,
+            user_id: user,
+            read_seq: read.read_seq,
+        };
+        // The reader's other devices, and the other side of a private conversation.
+        let mut to = vec![user];
+        to.extend(conversation.peer_of(user));
+        state.pusher().send(&to, None, &frame).await;
+    }
+    Ok(read)
+}
+
+pub async fn update_settings(
+    state: State,
+    ctx: CallContext,
+    req: UpdateSettingsRequest,
+) -> Result<ConversationSettings, ServiceError> {
+    let user = caller(&ctx)?;
+    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let s = req.settings;
+    conversations::update_settings(
+        &state.pool,
+        user,
+        &conversation.to_string(),
+        s.muted,
+        s.pinned,
+        s.hidden,
+    )
+    .await
+    .map_err(db)?
+    .ok_or_else(|| {
+        ServiceError::new(
+            ErrorCode::UnknownConversation,
+            "the conversation has no messages yet",
+        )
+    })
+}
+
+pub async fn typing(
+    state: State,
+    ctx: CallContext,
+    req: ConversationRef,
+) -> Result<Empty, ServiceError> {
+    let user = caller(&ctx)?;
+    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let audience = state.membership().audience(conversation).await?;
+    let frame = ServerFrame::Typing {
+        conversation_id: conversation.to_string(),
+        user_id: user,
+    };
+    state.pusher().send(&audience, Some(user), &frame).await;
+    Ok(Empty {})
+}

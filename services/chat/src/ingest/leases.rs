@@ -1,0 +1,96 @@
+//! Partition leases in the LEASES bucket. A worker announces itself under `worker.<id>` and
+//! holds a partition while `part.<n>` names it; both expire with the bucket's age limit unless
+//! renewed, so a dead worker's partitions free themselves within seconds.
+
+use bytes::Bytes;
+use mesh_contracts::Bucket;
+use mesh_nats::{Bus, KvBucket, KvError};
+use uuid::Uuid;
+
+const WORKER_PREFIX: &str = "worker.";
+
+pub struct Leases {
+    kv: KvBucket,
+    me: Uuid,
+}
+
+fn part_key(partition: u32) -> String {
+    format!("part.{partition}")
+}
+
+impl Leases {
+    pub async fn open(bus: &Bus, me: Uuid) -> anyhow::Result<Self> {
+        Ok(Self {
+            kv: bus.bucket(Bucket::Leases).await?,
+            me,
+        })
+    }
+
+    /// Announces this worker as alive (and restarts its expiry).
+    pub async fn heartbeat(&self) -> Result<(), KvError> {
+        self.kv
+            .put(&format!("{WORKER_PREFIX}{}", self.me), Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    /// Every worker that announced itself recently, in id order.
+    pub async fn live_workers(&self) -> Result<Vec<Uuid>, KvError> {
+        let keys = self.kv.keys_with_prefix(WORKER_PREFIX).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(WORKER_PREFIX))
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect())
+    }
+
+    /// Takes `partition` when nobody holds it; the lease revision on success.
+    pub async fn acquire(&self, partition: u32) -> Result<Option<u64>, KvError> {
+        match self
+            .kv
+            .create(&part_key(partition), Bytes::from(self.me.to_string()))
+            .await
+        {
+            Ok(revision) => Ok(Some(revision)),
+            Err(KvError::Conflict) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Extends a held lease; `None` when it was lost (expired and taken by another).
+    pub async fn renew(&self, partition: u32, revision: u64) -> Result<Option<u64>, KvError> {
+        match self
+            .kv
+            .update(
+                &part_key(partition),
+                Bytes::from(self.me.to_string()),
+                revision,
+            )
+            .await
+        {
+            Ok(revision) => Ok(Some(revision)),
+            Err(KvError::Conflict) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// True while the lease of `partition` still names this worker.
+    pub async fn holds(&self, partition: u32) -> bool {
+        matches!(
+            self.kv.get(&part_key(partition)).await,
+            Ok(Some(entry)) if entry.value == self.me.to_string().as_bytes()
+        )
+    }
+
+    /// Gives a partition up so its next owner need not wait for the lease to expire.
+    pub async fn release(&self, partition: u32, revision: u64) {
+        if let Err(err) = self.kv.delete_if(&part_key(partition), revision).await {
+            tracing::debug!(partition, error = %err, "lease release failed; it will expire");
+        }
+    }
+
+    /// Stops announcing this worker.
+    pub async fn leave(&self) {
+        let _ = self.kv.delete(&format!("{WORKER_PREFIX}{}", self.me)).await;
+    }
+}

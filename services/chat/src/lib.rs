@@ -1,0 +1,59 @@
+//! The chat worker: owns ingest partitions through leases, stores accepted messages with
+//! gap-free per-conversation seqs, pushes them to members, and serves history, read state,
+//! conversation settings, typing and presence over NATS.
+//!
+//! `domain/` holds the rules (pure), `store/` the SQL, `ingest/` the partition owners,
+//! `membership` what social says about who may post, `push` the fan-out, and `handlers/` one
+//! function per RPC operation.
+
+mod config;
+mod domain;
+mod handlers;
+mod ingest;
+mod membership;
+mod push;
+mod store;
+
+use std::future::Future;
+
+use mesh_nats::{Bus, ServiceHost};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+pub use config::ChatConfig;
+pub use store::{connect_pool, migrate};
+
+/// The Postgres pool type the chat role runs on.
+pub type Pool = PgPool;
+
+/// What the chat role needs from the outside world.
+#[derive(Clone)]
+pub struct ChatDeps {
+    pub bus: Bus,
+    pub pool: PgPool,
+}
+
+/// Runs the chat service until `shutdown` resolves. Migrations must have run.
+pub async fn run(
+    deps: ChatDeps,
+    config: ChatConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let state = handlers::State::new(deps, config).await?;
+    let stop = CancellationToken::new();
+    // Dropping this future (a killed process, in tests) also drops the partition owners.
+    let owner = AbortOnDropHandle::new(tokio::spawn(ingest::run(state.clone(), stop.clone())));
+    let host = ServiceHost::new(
+        state.bus().clone(),
+        mesh_contracts::Service::Chat,
+        "conversations, messages, read state and presence",
+    );
+    let host = handlers::register(host, state);
+    let served = host.run(shutdown).await;
+    stop.cancel();
+    if let Err(err) = owner.await {
+        tracing::error!(error = %err, "partition owner task failed");
+    }
+    served.map_err(anyhow::Error::msg)
+}

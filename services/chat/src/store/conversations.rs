@@ -1,0 +1,190 @@
+//! Conversations as each user sees them: the list, read positions and personal settings.
+
+use mesh_contracts::chat::{ChatMessage, ConversationSettings, MessageKind, ReadState};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::cursor::ListCursor;
+
+/// One row of a user's conversation list.
+#[derive(sqlx::FromRow)]
+pub struct ListRow {
+    pub id: String,
+    pub last_seq: i64,
+    pub updated_at: OffsetDateTime,
+    pub changed_at: OffsetDateTime,
+    pub read_seq: i64,
+    pub muted: bool,
+    pub pinned: bool,
+    pub m_id: Option<Uuid>,
+    pub m_sender: Option<Uuid>,
+    pub m_client_id: Option<String>,
+    pub m_kind: Option<String>,
+    pub m_body: Option<String>,
+    pub m_sent_at: Option<OffsetDateTime>,
+    pub m_recalled_at: Option<OffsetDateTime>,
+}
+
+impl ListRow {
+    pub fn last_message(&self) -> Option<ChatMessage> {
+        Some(ChatMessage {
+            id: self.m_id?,
+            conversation_id: self.id.clone(),
+            seq: self.last_seq,
+            sender_id: self.m_sender?,
+            client_id: self.m_client_id.clone()?,
+            kind: self
+                .m_kind
+                .as_deref()
+                .and_then(MessageKind::parse)
+                .unwrap_or_default(),
+            body: self.m_body.clone().unwrap_or_default(),
+            recalled: self.m_recalled_at.is_some(),
+            deleted: false,
+            sent_at: self.m_sent_at?,
+        })
+    }
+
+    pub fn cursor(&self) -> ListCursor {
+        ListCursor {
+            pinned: self.pinned,
+            updated_at: self.updated_at,
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// A page of `user`'s visible conversations: pinned first, then by newest message.
+pub async fn list(
+    pool: &PgPool,
+    user: Uuid,
+    limit: u32,
+    after: Option<&ListCursor>,
+    since: Option<OffsetDateTime>,
+) -> sqlx::Result<Vec<ListRow>> {
+    sqlx::query_as(
+        "SELECT c.id, c.last_seq, c.updated_at, GREATEST(c.updated_at, i.updated_at) AS changed_at, \
+                i.read_seq, i.muted, i.pinned, \
+                m.id AS m_id, m.sender_id AS m_sender, m.client_id AS m_client_id, \
+                m.kind AS m_kind, m.body AS m_body, m.sent_at AS m_sent_at, \
+                m.recalled_at AS m_recalled_at \
+         FROM chat.inbox i \
+         JOIN chat.conversations c ON c.id = i.conversation_id \
+         LEFT JOIN chat.messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+         WHERE i.user_id = $1 \
+           AND (i.hidden_at_seq IS NULL OR c.last_seq > i.hidden_at_seq) \
+           AND ($2::timestamptz IS NULL OR GREATEST(c.updated_at, i.updated_at) > $2) \
+           AND ($3::boolean IS NULL OR (i.pinned, c.updated_at, c.id) < ($3, $4, $5)) \
+         ORDER BY i.pinned DESC, c.updated_at DESC, c.id DESC \
+         LIMIT $6",
+    )
+    .bind(user)
+    .bind(since)
+    .bind(after.map(|c| c.pinned))
+    .bind(after.map(|c| c.updated_at))
+    .bind(after.map(|c| c.id.as_str()))
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await
+}
+
+/// The newest seq of a conversation (0 when nothing was stored yet).
+pub async fn last_seq(pool: &PgPool, conversation: &str) -> sqlx::Result<i64> {
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT last_seq FROM chat.conversations WHERE id = $1")
+            .bind(conversation)
+            .fetch_optional(pool)
+            .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Moves `user`'s read position forward to `seq` (never past the last message, never back).
+/// Returns the state after, and whether it moved.
+pub async fn mark_read(
+    pool: &PgPool,
+    user: Uuid,
+    conversation: &str,
+    seq: i64,
+) -> sqlx::Result<(ReadState, bool)> {
+    let mut tx = pool.begin().await?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT last_seq FROM chat.conversations WHERE id = $1")
+            .bind(conversation)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(last) = last else {
+        return Ok((state(conversation, 0, 0), false));
+    };
+    let target = seq.clamp(0, last);
+    let before: Option<i64> = sqlx::query_scalar(
+        "SELECT read_seq FROM chat.inbox WHERE user_id = $1 AND conversation_id = $2 FOR UPDATE",
+    )
+    .bind(user)
+    .bind(conversation)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let read: i64 = sqlx::query_scalar(
+        "INSERT INTO chat.inbox (user_id, conversation_id, read_seq) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id, conversation_id) DO UPDATE \
+           SET read_seq = GREATEST(chat.inbox.read_seq, EXCLUDED.read_seq), \
+               updated_at = CASE WHEN EXCLUDED.read_seq > chat.inbox.read_seq \
+                                 THEN now() ELSE chat.inbox.updated_at END \
+         RETURNING read_seq",
+    )
+    .bind(user)
+    .bind(conversation)
+    .bind(target)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((state(conversation, read, last), read > before.unwrap_or(0)))
+}
+
+fn state(conversation: &str, read_seq: i64, last_seq: i64) -> ReadState {
+    ReadState {
+        conversation_id: conversation.to_owned(),
+        read_seq,
+        last_seq,
+        unread: (last_seq - read_seq).max(0),
+    }
+}
+
+/// Changes `user`'s settings of a stored conversation; `None` fields stay. `None` when the
+/// conversation has no message yet.
+pub async fn update_settings(
+    pool: &PgPool,
+    user: Uuid,
+    conversation: &str,
+    muted: Option<bool>,
+    pinned: Option<bool>,
+    hidden: Option<bool>,
+) -> sqlx::Result<Option<ConversationSettings>> {
+    let row: Option<(bool, bool, bool)> = sqlx::query_as(
+        "WITH c AS (SELECT id, last_seq FROM chat.conversations WHERE id = $2) \
+         INSERT INTO chat.inbox AS i (user_id, conversation_id, muted, pinned, hidden_at_seq) \
+         SELECT $1, c.id, COALESCE($3, false), COALESCE($4, false), \
+                CASE WHEN $5 THEN c.last_seq END FROM c \
+         ON CONFLICT (user_id, conversation_id) DO UPDATE SET \
+           muted = COALESCE($3, i.muted), \
+           pinned = COALESCE($4, i.pinned), \
+           hidden_at_seq = CASE WHEN $5 IS NULL THEN i.hidden_at_seq \
+                                WHEN $5 THEN (SELECT last_seq FROM c) ELSE NULL END, \
+           updated_at = now() \
+         RETURNING i.muted, i.pinned, \
+           (i.hidden_at_seq IS NOT NULL AND i.hidden_at_seq >= (SELECT last_seq FROM c))",
+    )
+    .bind(user)
+    .bind(conversation)
+    .bind(muted)
+    .bind(pinned)
+    .bind(hidden)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(muted, pinned, hidden)| ConversationSettings {
+        conversation_id: conversation.to_owned(),
+        muted,
+        pinned,
+        hidden,
+    }))
+}

@@ -1,0 +1,395 @@
+//! Messages: storing a batch with gap-free seqs in one transaction, history, recall and
+//! delete-for-me.
+
+use std::collections::{HashMap, HashSet};
+
+use mesh_contracts::chat::{ChatMessage, ConversationId, MessageKind};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::batch::{self, Slot};
+
+/// A message about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation: ConversationId,
+    pub sender: Uuid,
+    pub client_id: String,
+    pub kind: MessageKind,
+    pub body: String,
+}
+
+/// What storing one message of a batch did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Stored now.
+    Stored(ChatMessage),
+    /// A resend of a message stored earlier (this one, as it was stored).
+    Duplicate(ChatMessage),
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    conversation_id: String,
+    seq: i64,
+    id: Uuid,
+    sender_id: Uuid,
+    client_id: String,
+    kind: String,
+    body: String,
+    sent_at: OffsetDateTime,
+    recalled_at: Option<OffsetDateTime>,
+    #[sqlx(default)]
+    deleted: bool,
+}
+
+impl From<MessageRow> for ChatMessage {
+    fn from(row: MessageRow) -> Self {
+        let hidden = row.recalled_at.is_some() || row.deleted;
+        ChatMessage {
+            id: row.id,
+            conversation_id: row.conversation_id,
+            seq: row.seq,
+            sender_id: row.sender_id,
+            client_id: row.client_id,
+            kind: MessageKind::parse(&row.kind).unwrap_or_default(),
+            body: if hidden { String::new() } else { row.body },
+            recalled: row.recalled_at.is_some(),
+            deleted: row.deleted,
+            sent_at: row.sent_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "m.conversation_id, m.seq, m.id, m.sender_id, m.client_id, m.kind, m.body, \
+                       m.sent_at, m.recalled_at";
+
+fn kind_of(conversation: &ConversationId) -> &'static str {
+    match conversation {
+        ConversationId::Private(..) => "private",
+        ConversationId::Group(_) => "group",
+    }
+}
+
+/// Stores a batch in one transaction: resends are recognised (also long after JetStream's
+/// duplicate window), the rest get each conversation's next seqs in batch order. `members`
+/// lists, per conversation, users whose inbox row must exist (group rosters the caller has
+/// not synced yet); the two users of a new private conversation get theirs automatically.
+pub async fn store_batch(
+    pool: &PgPool,
+    messages: &[NewMessage],
+    members: &HashMap<ConversationId, Vec<Uuid>>,
+) -> sqlx::Result<Vec<Outcome>> {
+    let mut tx = pool.begin().await?;
+    let texts: Vec<String> = messages
+        .iter()
+        .map(|m| m.conversation.to_string())
+        .collect();
+    let mut conversations: Vec<(&str, ConversationId)> = texts
+        .iter()
+        .map(String::as_str)
+        .zip(messages.iter().map(|m| m.conversation))
+        .collect();
+    conversations.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    conversations.dedup_by(|a, b| a.0 == b.0);
+    let ids: Vec<&str> = conversations.iter().map(|c| c.0).collect();
+    let kinds: Vec<&str> = conversations.iter().map(|c| kind_of(&c.1)).collect();
+
+    sqlx::query(
+        "INSERT INTO chat.conversations (id, kind) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .execute(&mut *tx)
+    .await?;
+    // Locked in id order, so two owners of an overlapping batch (a takeover race) never
+    // deadlock and never hand out the same seq.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, last_seq FROM chat.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut last_seq: HashMap<String, i64> = rows.into_iter().collect();
+    let fresh: HashSet<String> = last_seq
+        .iter()
+        .filter(|(_, seq)| **seq == 0)
+        .map(|(id, _)| id.clone())
+        .collect();
+
+    let existing = already_stored(&mut tx, &texts, messages).await?;
+    let keys: Vec<batch::DedupKey> = texts
+        .iter()
+        .zip(messages)
+        .map(|(c, m)| (c.as_str(), m.sender, m.client_id.as_str()))
+        .collect();
+    let slots = batch::plan(
+        &keys,
+        |key| existing.contains_key(&(key.0.to_owned(), key.1, key.2.to_owned())),
+        &mut last_seq,
+    );
+
+    let now = OffsetDateTime::now_utc();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(messages.len());
+    let mut new_rows: Vec<&ChatMessage> = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        let message = &messages[index];
+        let outcome = match *slot {
+            Slot::New { seq } => Outcome::Stored(ChatMessage {
+                id: Uuid::now_v7(),
+                conversation_id: texts[index].clone(),
+                seq,
+                sender_id: message.sender,
+                client_id: message.client_id.clone(),
+                kind: message.kind,
+                body: message.body.clone(),
+                recalled: false,
+                deleted: false,
+                sent_at: now,
+            }),
+            Slot::Stored => Outcome::Duplicate(
+                existing[&(
+                    texts[index].clone(),
+                    message.sender,
+                    message.client_id.clone(),
+                )]
+                    .clone(),
+            ),
+            Slot::SameAs(first) => match &outcomes[first] {
+                Outcome::Stored(m) | Outcome::Duplicate(m) => Outcome::Duplicate(m.clone()),
+            },
+        };
+        outcomes.push(outcome);
+    }
+    for outcome in &outcomes {
+        if let Outcome::Stored(m) = outcome {
+            new_rows.push(m);
+        }
+    }
+    if !new_rows.is_empty() {
+        insert_rows(&mut tx, &new_rows).await?;
+        advance_conversations(&mut tx, &new_rows).await?;
+    }
+    ensure_inbox(&mut tx, &conversations, &fresh, members).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+type StoredKey = (String, Uuid, String);
+
+async fn already_stored(
+    conn: &mut PgConnection,
+    texts: &[String],
+    messages: &[NewMessage],
+) -> sqlx::Result<HashMap<StoredKey, ChatMessage>> {
+    let senders: Vec<Uuid> = messages.iter().map(|m| m.sender).collect();
+    let client_ids: Vec<&str> = messages.iter().map(|m| m.client_id.as_str()).collect();
+    let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chat.messages m \
+         JOIN UNNEST($1::text[], $2::uuid[], $3::text[]) AS k(c, s, cl) \
+           ON m.conversation_id = k.c AND m.sender_id = k.s AND m.client_id = k.cl"
+    )))
+    .bind(texts)
+    .bind(&senders)
+    .bind(&client_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let key = (
+                row.conversation_id.clone(),
+                row.sender_id,
+                row.client_id.clone(),
+            );
+            (key, ChatMessage::from(row))
+        })
+        .collect())
+}
+
+async fn insert_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
+    let conversation: Vec<&str> = rows.iter().map(|m| m.conversation_id.as_str()).collect();
+    let seq: Vec<i64> = rows.iter().map(|m| m.seq).collect();
+    let id: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
+    let sender: Vec<Uuid> = rows.iter().map(|m| m.sender_id).collect();
+    let client: Vec<&str> = rows.iter().map(|m| m.client_id.as_str()).collect();
+    let kind: Vec<&str> = rows.iter().map(|m| m.kind.as_str()).collect();
+    let body: Vec<&str> = rows.iter().map(|m| m.body.as_str()).collect();
+    let sent: Vec<OffsetDateTime> = rows.iter().map(|m| m.sent_at).collect();
+    sqlx::query(
+        "INSERT INTO chat.messages \
+           (conversation_id, seq, id, sender_id, client_id, kind, body, sent_at) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::uuid[], $5::text[], \
+                              $6::text[], $7::text[], $8::timestamptz[])",
+    )
+    .bind(&conversation)
+    .bind(&seq)
+    .bind(&id)
+    .bind(&sender)
+    .bind(&client)
+    .bind(&kind)
+    .bind(&body)
+    .bind(&sent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves each conversation's last seq to its newest stored message.
+async fn advance_conversations(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
+    let mut newest: HashMap<&str, &ChatMessage> = HashMap::new();
+    for m in rows {
+        let entry = newest.entry(m.conversation_id.as_str()).or_insert(m);
+        if m.seq > entry.seq {
+            *entry = m;
+        }
+    }
+    let ids: Vec<&str> = newest.keys().copied().collect();
+    let seqs: Vec<i64> = newest.values().map(|m| m.seq).collect();
+    let last_ids: Vec<Uuid> = newest.values().map(|m| m.id).collect();
+    let at: Vec<OffsetDateTime> = newest.values().map(|m| m.sent_at).collect();
+    sqlx::query(
+        "UPDATE chat.conversations c \
+         SET last_seq = u.seq, last_message_id = u.mid, updated_at = u.at \
+         FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::timestamptz[]) AS u(id, seq, mid, at) \
+         WHERE c.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&last_ids)
+    .bind(&at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inbox rows: both users of a conversation created by this batch, and the group members the
+/// caller asked for.
+async fn ensure_inbox(
+    conn: &mut PgConnection,
+    conversations: &[(&str, ConversationId)],
+    fresh: &HashSet<String>,
+    members: &HashMap<ConversationId, Vec<Uuid>>,
+) -> sqlx::Result<()> {
+    let mut users: Vec<Uuid> = Vec::new();
+    let mut convs: Vec<&str> = Vec::new();
+    for (text, id) in conversations {
+        if let ConversationId::Private(a, b) = id
+            && fresh.contains(*text)
+        {
+            users.extend([*a, *b]);
+            convs.extend([*text, *text]);
+        }
+        if let Some(list) = members.get(id) {
+            users.extend(list);
+            convs.extend(std::iter::repeat_n(*text, list.len()));
+        }
+    }
+    if users.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO chat.inbox (user_id, conversation_id) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&users)
+    .bind(&convs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Which way to read history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Seqs greater than the bound, oldest first.
+    After(i64),
+    /// Seqs lower than the bound, newest first.
+    Before(i64),
+}
+
+/// Up to `limit` messages of a conversation as `reader` sees them, plus whether more follow.
+pub async fn history(
+    pool: &PgPool,
+    conversation: &str,
+    reader: Uuid,
+    direction: Direction,
+    limit: u32,
+) -> sqlx::Result<(Vec<ChatMessage>, bool)> {
+    let (condition, order, bound) = match direction {
+        Direction::After(seq) => ("m.seq > $2", "ASC", seq),
+        Direction::Before(seq) => ("m.seq < $2", "DESC", seq),
+    };
+    let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, (d.message_id IS NOT NULL) AS deleted FROM chat.messages m \
+         LEFT JOIN chat.deleted_messages d ON d.user_id = $3 AND d.message_id = m.id \
+         WHERE m.conversation_id = $1 AND {condition} ORDER BY m.seq {order} LIMIT $4"
+    )))
+    .bind(conversation)
+    .bind(bound)
+    .bind(reader)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Ok((rows.into_iter().map(ChatMessage::from).collect(), more))
+}
+
+/// One message of a conversation.
+pub async fn get(pool: &PgPool, conversation: &str, id: Uuid) -> sqlx::Result<Option<ChatMessage>> {
+    let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chat.messages m WHERE m.conversation_id = $1 AND m.id = $2"
+    )))
+    .bind(conversation)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(ChatMessage::from))
+}
+
+/// A sender's message by the client id they gave it.
+pub async fn by_client_id(
+    pool: &PgPool,
+    conversation: &str,
+    sender: Uuid,
+    client_id: &str,
+) -> sqlx::Result<Option<ChatMessage>> {
+    let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chat.messages m \
+         WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
+    )))
+    .bind(conversation)
+    .bind(sender)
+    .bind(client_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(ChatMessage::from))
+}
+
+/// Marks a message recalled and drops its body; false when it already was.
+pub async fn recall(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chat.messages SET recalled_at = now(), body = '' \
+         WHERE id = $1 AND recalled_at IS NULL",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Hides a message from `user`'s own view.
+pub async fn delete_for(pool: &PgPool, user: Uuid, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO chat.deleted_messages (user_id, message_id) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

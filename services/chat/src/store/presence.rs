@@ -1,0 +1,26 @@
+//! Last-seen times (whether someone is online right now lives in the PRESENCE bucket).
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Records that `user` was connected at `at`.
+pub async fn touch(pool: &PgPool, user: Uuid, at: OffsetDateTime) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO chat.last_seen (user_id, last_seen) VALUES ($1, $2) \
+         ON CONFLICT (user_id) DO UPDATE SET last_seen = GREATEST(chat.last_seen.last_seen, $2)",
+    )
+    .bind(user)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Last-seen times of `users` (absent for users never seen).
+pub async fn last_seen(pool: &PgPool, users: &[Uuid]) -> sqlx::Result<Vec<(Uuid, OffsetDateTime)>> {
+    sqlx::query_as("SELECT user_id, last_seen FROM chat.last_seen WHERE user_id = ANY($1)")
+        .bind(users)
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,121 @@
+//! `latency`: pairs of friends send at a fixed aggregate rate; how long from the edge's
+//! `accepted` ack until the recipient holds the message, and from sending until `stored`.
+
+use serde_json::json;
+
+use super::pairs::{self, Pacing, Plan};
+use super::{Ctx, body, secs};
+use crate::report::{Latency, Outcome, thousands};
+
+/// The product's target: p99 accept-to-delivery below this many milliseconds at half the
+/// target throughput.
+pub const TARGET_P99_MS: f64 = 50.0;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Pairs of friends; each sender and each recipient has its own WebSocket.
+    #[arg(long, default_value_t = 50)]
+    pub pairs: usize,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Length of the measurement, after the warm-up.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Seconds of sending before the measurement starts (not in the percentiles).
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Most messages one sender may have unstored; reaching it slows the sender down.
+    #[arg(long, default_value_t = 2000)]
+    pub max_in_flight: usize,
+    /// Bytes per message body.
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+}
+
+pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
+    let pairs = args.pairs.max(1);
+    let plan = Plan {
+        pairs,
+        pacing: Pacing::Rate {
+            per_sender: (args.rate / pairs as f64).max(0.1),
+            max_in_flight: args.max_in_flight,
+        },
+        warmup: secs(args.warmup),
+        measure: secs(args.seconds.max(1.0)),
+        body: body(args.body_bytes),
+    };
+    let run = pairs::run(ctx, &plan).await?;
+    let seconds = run.window_secs();
+    let sent_rate = run.count_in_window(|s| &s.sent) as f64 / seconds;
+    let stored_rate = run.count_in_window(|s| &s.stored) as f64 / seconds;
+    let (accept_to_delivery, negative) = run.between(|s| &s.accepted, |s| &s.delivered);
+    let accept_to_delivery = Latency::of(&accept_to_delivery);
+    let (send_to_stored, _) = run.between(|s| &s.sent, |s| &s.stored);
+    let send_to_stored = Latency::of(&send_to_stored);
+    let (send_to_accepted, _) = run.between(|s| &s.sent, |s| &s.accepted);
+    let send_to_accepted = Latency::of(&send_to_accepted);
+    let (send_to_delivery, _) = run.between(|s| &s.sent, |s| &s.delivered);
+    let send_to_delivery = Latency::of(&send_to_delivery);
+
+    let mut outcome = Outcome::new(
+        "latency",
+        json!({
+            "pairs": pairs,
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "max_in_flight": args.max_in_flight,
+            "body_bytes": args.body_bytes,
+        }),
+    );
+    outcome.row(
+        "achieved send rate msg/s",
+        format!("{} (asked {})", thousands(sent_rate), thousands(args.rate)),
+    );
+    outcome.row("stored msg/s", thousands(stored_rate));
+    outcome.row("accepted → delivered", accept_to_delivery.line());
+    outcome.row("send → accepted", send_to_accepted.line());
+    outcome.row("send → stored", send_to_stored.line());
+    outcome.row("send → delivered", send_to_delivery.line());
+    pairs::describe(&run, &mut outcome);
+    if sent_rate < args.rate * 0.95 {
+        outcome.problem(format!(
+            "the senders reached only {} of the asked {} msg/s (their in-flight limit was reached {} times)",
+            thousands(sent_rate),
+            thousands(args.rate),
+            run.throttled
+        ));
+    }
+    if negative > 0 {
+        outcome.problem(format!(
+            "{negative} messages reached the recipient before the sender read their accepted ack (counted as 0 ms)"
+        ));
+    }
+    outcome.verdict(
+        format!(
+            "p99 accepted → delivered < {TARGET_P99_MS} ms at {} msg/s",
+            thousands(args.rate)
+        ),
+        accept_to_delivery.count > 0
+            && accept_to_delivery.p99_ms < TARGET_P99_MS
+            && sent_rate >= args.rate * 0.95,
+    );
+    outcome.results = json!({
+        "sent_per_sec": sent_rate.round(),
+        "stored_per_sec": stored_rate.round(),
+        "measured_seconds": seconds,
+        "accept_to_delivery": accept_to_delivery,
+        "send_to_accepted": send_to_accepted,
+        "send_to_stored": send_to_stored,
+        "send_to_delivery": send_to_delivery,
+        "delivered_before_accept_read": negative,
+        "sent": run.sent,
+        "stored": run.stored,
+        "rejected": run.rejected,
+        "rejections": run.rejections,
+        "in_flight_limit_waits": run.throttled,
+        "integrity": run.integrity,
+    });
+    Ok(outcome)
+}

@@ -1,0 +1,329 @@
+//! The driver shared by `throughput` and `latency`: pairs of friends, each sender and each
+//! recipient on its own WebSocket. Senders pipeline private messages to their partner, either
+//! as fast as a window of unstored messages allows or at a fixed pace; readers stamp every
+//! ack and delivery on the shared timeline. Afterwards the stored sequence numbers are checked.
+
+mod integrity;
+mod readers;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+use tokio::time::{sleep_until, timeout_at};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use integrity::{Integrity, describe};
+use readers::{Shared, read_acks, read_deliveries};
+
+use super::{Ctx, open_sockets};
+use crate::report;
+use crate::timeline::{Slot, Timeline};
+use crate::users::User;
+use crate::ws::{self, Profile, Sink, Target};
+
+/// How long senders wait for the acks of what they sent after the measurement ends.
+const DRAIN: Duration = Duration::from_secs(15);
+/// How long recipients may still be receiving after the last ack.
+const DELIVERY_GRACE: Duration = Duration::from_secs(5);
+/// Frames fed before the socket is flushed even when more could be sent.
+const FLUSH_EVERY: usize = 32;
+
+/// How senders decide when to send.
+#[derive(Debug, Clone, Copy)]
+pub enum Pacing {
+    /// As fast as possible with at most this many messages not yet stored (or rejected).
+    Window(usize),
+    /// `per_sender` messages per second each, with at most `max_in_flight` unstored.
+    Rate {
+        per_sender: f64,
+        max_in_flight: usize,
+    },
+}
+
+pub struct Plan {
+    pub pairs: usize,
+    pub pacing: Pacing,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub body: String,
+}
+
+/// Everything a pairs run produced.
+pub struct Run {
+    pub timeline: Arc<Timeline>,
+    /// The measurement window on the timeline, in microseconds.
+    pub window: (u32, u32),
+    pub sent: u64,
+    pub stored: u64,
+    pub rejected: u64,
+    pub rejections: BTreeMap<String, u64>,
+    /// Times a sender found its in-flight limit reached and had to wait.
+    pub throttled: u64,
+    pub integrity: Integrity,
+    pub problems: Vec<String>,
+}
+
+impl Run {
+    /// Messages whose `moment` falls inside the measurement window.
+    pub fn count_in_window(&self, moment: impl Fn(&Slot) -> &AtomicU32) -> u64 {
+        let (from, to) = self.window;
+        self.timeline
+            .slots()
+            .filter_map(|slot| Slot::get(moment(slot)))
+            .filter(|t| (from..to).contains(t))
+            .count() as u64
+    }
+
+    /// Time from one moment to a later one of each message sent inside the window, in
+    /// microseconds; answers the histogram and how many came out negative (clamped to 0).
+    pub fn between(
+        &self,
+        from: impl Fn(&Slot) -> &AtomicU32,
+        to: impl Fn(&Slot) -> &AtomicU32,
+    ) -> (Histogram<u64>, u64) {
+        let (start, end) = self.window;
+        let mut histogram = report::histogram();
+        let mut negative = 0;
+        for slot in self.timeline.slots() {
+            let in_window = Slot::get(&slot.sent).is_some_and(|t| (start..end).contains(&t));
+            if let (true, Some(a), Some(b)) =
+                (in_window, Slot::get(from(slot)), Slot::get(to(slot)))
+            {
+                if b < a {
+                    negative += 1;
+                }
+                histogram.saturating_record(u64::from(b.saturating_sub(a)).max(1));
+            }
+        }
+        (histogram, negative)
+    }
+
+    pub fn window_secs(&self) -> f64 {
+        f64::from(self.window.1 - self.window.0) / 1e6
+    }
+}
+
+/// The users of the pairs, befriended: sender `2i`, recipient `2i + 1`.
+pub async fn pair_up(ctx: &mut Ctx, pairs: usize) -> anyhow::Result<Vec<(User, User)>> {
+    let users = ctx.pool.users(pairs * 2).await?;
+    let pairs: Vec<(User, User)> = users
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    ctx.pool.befriend(&pairs).await?;
+    Ok(pairs)
+}
+
+pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
+    let pairs = pair_up(ctx, plan.pairs).await?;
+    let tokens: Vec<String> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.token.clone(), b.token.clone()])
+        .collect();
+    let (sockets, failures) = open_sockets(&ctx.ws_url, &tokens, Profile::Busy, 32).await;
+    if let Some(failure) = failures.first() {
+        anyhow::bail!(
+            "{} of {} sockets did not open, e.g. {failure}",
+            failures.len(),
+            tokens.len()
+        );
+    }
+    let mut sockets = sockets.into_iter().flatten();
+
+    let timeline = Arc::new(Timeline::new());
+    let shared = Arc::new(Shared::default());
+    let stop_readers = CancellationToken::new();
+    let in_flight = match plan.pacing {
+        Pacing::Window(n) => n,
+        Pacing::Rate { max_in_flight, .. } => max_in_flight,
+    }
+    .max(1);
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + plan.warmup + plan.measure;
+    let mut senders = Vec::new();
+    let mut recipients = Vec::new();
+    let mut sender_readers = Vec::new();
+    for (i, (_, recipient)) in pairs.iter().enumerate() {
+        let (Some(out), Some(inbox)) = (sockets.next(), sockets.next()) else {
+            anyhow::bail!("fewer sockets than users");
+        };
+        let permits = Arc::new(Semaphore::new(in_flight));
+        let (sink, stream) = out.split();
+        sender_readers.push(tokio::spawn(read_acks(
+            stream,
+            timeline.clone(),
+            shared.clone(),
+            permits.clone(),
+            stop_readers.clone(),
+        )));
+        let (inbox_sink, inbox_stream) = inbox.split();
+        recipients.push((
+            inbox_sink,
+            tokio::spawn(read_deliveries(
+                inbox_stream,
+                timeline.clone(),
+                shared.clone(),
+                stop_readers.clone(),
+            )),
+        ));
+        // Paced senders start spread over one period, so the aggregate rate is smooth.
+        let offset = match plan.pacing {
+            Pacing::Rate { per_sender, .. } => {
+                Duration::from_secs_f64(i as f64 / plan.pairs as f64 / per_sender.max(1e-9))
+            }
+            Pacing::Window(_) => Duration::ZERO,
+        };
+        senders.push(tokio::spawn(write_sends(
+            sink,
+            SendPlan {
+                to: recipient.id,
+                body: plan.body.clone(),
+                pacing: plan.pacing,
+                start: start + offset,
+                end,
+            },
+            timeline.clone(),
+            permits,
+        )));
+    }
+    eprintln!(
+        "{} pairs connected; sending for {:.0?} ({:.0?} warm-up)",
+        pairs.len(),
+        plan.warmup + plan.measure,
+        plan.warmup
+    );
+
+    let mut sinks = Vec::new();
+    let mut throttled = 0;
+    for sender in senders {
+        let (sink, stats) = sender.await?;
+        throttled += stats.throttled;
+        sinks.push(sink);
+    }
+    let sent = timeline.allocated();
+    // Drain: every message stored or rejected, then every stored one delivered.
+    let drained_by = Instant::now() + DRAIN;
+    while shared.stored.load(Ordering::Relaxed) + shared.rejected.load(Ordering::Relaxed) < sent
+        && Instant::now() < drained_by
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered_by = Instant::now() + DELIVERY_GRACE;
+    while shared.delivered.load(Ordering::Relaxed) < shared.stored.load(Ordering::Relaxed)
+        && Instant::now() < delivered_by
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_readers.cancel();
+    let mut logs = Vec::new();
+    for reader in sender_readers {
+        logs.push(reader.await?);
+    }
+    let mut out_of_order = 0;
+    for (sink, reader) in recipients {
+        out_of_order += reader.await?;
+        sinks.push(sink);
+    }
+    futures::future::join_all(sinks.into_iter().map(ws::close)).await;
+
+    let measure_from = timeline.at(start + plan.warmup);
+    let measure_to = timeline.at(end);
+    let integrity = integrity::check(&timeline, &logs, out_of_order, &shared.problems);
+    let rejections = shared.rejections.lock().expect("rejections lock").clone();
+    Ok(Run {
+        window: (measure_from, measure_to),
+        sent,
+        stored: shared.stored.load(Ordering::Relaxed),
+        rejected: shared.rejected.load(Ordering::Relaxed),
+        rejections,
+        throttled,
+        integrity,
+        problems: shared.problems.lines(),
+        timeline,
+    })
+}
+
+struct SendPlan {
+    to: Uuid,
+    body: String,
+    pacing: Pacing,
+    start: Instant,
+    end: Instant,
+}
+
+#[derive(Default)]
+struct SendStats {
+    throttled: u64,
+}
+
+/// Sends until `end`; each message takes a permit that its `stored` or `rejected` ack gives
+/// back. Answers the sink, so the socket stays open until everything is drained.
+async fn write_sends(
+    mut sink: Sink,
+    plan: SendPlan,
+    timeline: Arc<Timeline>,
+    permits: Arc<Semaphore>,
+) -> (Sink, SendStats) {
+    let mut stats = SendStats::default();
+    let period = match plan.pacing {
+        Pacing::Rate { per_sender, .. } => Some(Duration::from_secs_f64(1.0 / per_sender)),
+        Pacing::Window(_) => None,
+    };
+    let mut unflushed = 0;
+    let mut n: u32 = 0;
+    sleep_until(plan.start.into()).await;
+    loop {
+        let now = Instant::now();
+        if let Some(period) = period {
+            let due = plan.start + period * n;
+            if due >= plan.end {
+                break;
+            }
+            if due > now {
+                if sink.flush().await.is_err() {
+                    break;
+                }
+                unflushed = 0;
+                sleep_until(due.into()).await;
+            }
+        } else if now >= plan.end {
+            break;
+        }
+        match permits.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                stats.throttled += 1;
+                if sink.flush().await.is_err() {
+                    break;
+                }
+                unflushed = 0;
+                match timeout_at(plan.end.into(), permits.acquire()).await {
+                    Ok(Ok(permit)) => permit.forget(),
+                    _ => break,
+                }
+            }
+        }
+        let (index, client_id) = timeline.allocate();
+        Slot::stamp(&timeline.slot(index).sent, timeline.now());
+        let frame = ws::send_frame(&client_id, Target::User(plan.to), &plan.body);
+        if sink.feed(frame).await.is_err() {
+            break;
+        }
+        n += 1;
+        unflushed += 1;
+        if unflushed >= FLUSH_EVERY {
+            if sink.flush().await.is_err() {
+                break;
+            }
+            unflushed = 0;
+        }
+    }
+    let _ = sink.flush().await;
+    (sink, stats)
+}

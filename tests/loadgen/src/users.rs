@@ -1,0 +1,334 @@
+//! Test users, reused between runs: their credentials, tokens and friendships are cached in a
+//! JSON file keyed by the mesh URL, because registering and logging in hash a password (slow on
+//! purpose) while refreshing a token is cheap.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt, stream};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::api::{Api, ApiError, TokenPair};
+
+/// An access token must stay valid this long after a scenario starts (capped at half its
+/// lifetime), or it is refreshed first: the edge closes sockets whose token expires.
+const TOKEN_MARGIN_SECS: u64 = 600;
+
+/// A user ready to connect.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedUser {
+    phone: String,
+    password: String,
+    #[serde(default)]
+    user_id: Option<Uuid>,
+    #[serde(default)]
+    access_token: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    access_expires_at: u64,
+    #[serde(default)]
+    access_ttl: u64,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+impl CachedUser {
+    fn new_random() -> Self {
+        let mut rng = rand::thread_rng();
+        let phone = format!("+1555{:07}", rng.gen_range(0..10_000_000u32));
+        let password: String = (&mut rng)
+            .sample_iter(&Alphanumeric)
+            .take(20)
+            .map(char::from)
+            .collect();
+        Self {
+            phone,
+            password,
+            user_id: None,
+            access_token: None,
+            access_expires_at: 0,
+            access_ttl: 0,
+            refresh_token: None,
+        }
+    }
+
+    fn ready(&self, now: u64) -> Option<User> {
+        let margin = TOKEN_MARGIN_SECS.min(self.access_ttl / 2);
+        let token = self.access_token.as_ref()?;
+        let id = self.user_id?;
+        (self.access_expires_at > now + margin).then(|| User {
+            id,
+            token: token.clone(),
+        })
+    }
+
+    fn take_tokens(&mut self, pair: TokenPair, now: u64) {
+        self.user_id = Some(pair.user_id);
+        self.access_expires_at = now + pair.expires_in;
+        self.access_ttl = pair.expires_in;
+        self.access_token = Some(pair.access_token);
+        self.refresh_token = Some(pair.refresh_token);
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MeshUsers {
+    users: Vec<CachedUser>,
+    /// Pairs of user ids known to be friends, lower id first.
+    #[serde(default)]
+    friends: Vec<(Uuid, Uuid)>,
+}
+
+/// The cache file: one entry per mesh URL.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    meshes: BTreeMap<String, MeshUsers>,
+}
+
+/// The users of one mesh, backed by the cache file.
+pub struct Pool {
+    api: Api,
+    path: PathBuf,
+    file: CacheFile,
+    /// How many password hashes (register, login) run at once.
+    concurrency: usize,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// Registers one fresh user, drawing another phone number when the first is taken.
+async fn register_one(api: &Api, index: usize) -> anyhow::Result<CachedUser> {
+    for _ in 0..5 {
+        let user = CachedUser::new_random();
+        let nickname = format!("lg{index}");
+        match api.register(&user.phone, &user.password, &nickname).await {
+            Ok(()) => return Ok(user),
+            Err(err)
+                if err
+                    .downcast_ref::<ApiError>()
+                    .is_some_and(|e| e.is("phone_taken")) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    anyhow::bail!("five random phone numbers in a row were taken")
+}
+
+/// Gives `user` a fresh access token: refresh when it can, else log in. `None` when the
+/// account is gone (the mesh's database was reset).
+async fn renew(api: &Api, mut user: CachedUser, now: u64) -> anyhow::Result<Option<CachedUser>> {
+    if let Some(refresh) = user.refresh_token.clone()
+        && let Ok(pair) = api.refresh(&refresh).await
+    {
+        user.take_tokens(pair, now);
+        return Ok(Some(user));
+    }
+    match api.login(&user.phone, &user.password).await {
+        Ok(pair) => {
+            user.take_tokens(pair, now);
+            Ok(Some(user))
+        }
+        Err(err)
+            if err
+                .downcast_ref::<ApiError>()
+                .is_some_and(|e| e.is("invalid_credentials")) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err.context(format!("logging in {}", user.phone))),
+    }
+}
+
+impl Pool {
+    pub fn load(api: Api, path: &Path, concurrency: usize) -> anyhow::Result<Self> {
+        let file = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading the user cache {}", path.display()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => CacheFile::default(),
+            Err(err) => return Err(err).context(format!("reading {}", path.display())),
+        };
+        Ok(Self {
+            api,
+            path: path.to_owned(),
+            file,
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    fn entry(&mut self) -> &mut MeshUsers {
+        self.file
+            .meshes
+            .entry(self.api.base().to_owned())
+            .or_default()
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Passwords and tokens of test accounts: readable by this user only.
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(&serde_json::to_vec_pretty(&self.file)?)?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing the user cache {}", self.path.display()))
+    }
+
+    /// The first `n` users, registered and logged in as needed, each with a token valid for the
+    /// next minutes.
+    pub async fn users(&mut self, n: usize) -> anyhow::Result<Vec<User>> {
+        for _attempt in 0..3 {
+            self.register_missing(n).await?;
+            let now = unix_now();
+            let stale: Vec<(usize, CachedUser)> = self.entry().users[..n]
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.ready(now).is_none())
+                .map(|(i, u)| (i, u.clone()))
+                .collect();
+            if !stale.is_empty() {
+                let started = Instant::now();
+                eprintln!("renewing the tokens of {} users", stale.len());
+                let api = self.api.clone();
+                let renewed: Vec<(usize, Option<CachedUser>)> = stream::iter(stale)
+                    .map(|(i, u)| {
+                        let api = api.clone();
+                        async move { renew(&api, u, now).await.map(|r| (i, r)) }
+                    })
+                    .buffer_unordered(self.concurrency * 2)
+                    .try_collect()
+                    .await?;
+                let entry = self.entry();
+                let mut gone = HashSet::new();
+                for (i, user) in renewed {
+                    match user {
+                        Some(user) => entry.users[i] = user,
+                        None => {
+                            gone.insert(i);
+                        }
+                    }
+                }
+                if !gone.is_empty() {
+                    eprintln!(
+                        "{} cached users no longer exist (was the database reset?); replacing them",
+                        gone.len()
+                    );
+                    let mut index = 0;
+                    entry.users.retain(|_| {
+                        index += 1;
+                        !gone.contains(&(index - 1))
+                    });
+                    let live: HashSet<Uuid> =
+                        entry.users.iter().filter_map(|u| u.user_id).collect();
+                    entry
+                        .friends
+                        .retain(|(a, b)| live.contains(a) && live.contains(b));
+                }
+                self.save()?;
+                eprintln!("tokens renewed in {:.1?}", started.elapsed());
+                if !gone.is_empty() {
+                    continue;
+                }
+            }
+            let now = unix_now();
+            let users: Option<Vec<User>> = self.entry().users[..n]
+                .iter()
+                .map(|u| u.ready(now))
+                .collect();
+            if let Some(users) = users {
+                return Ok(users);
+            }
+        }
+        anyhow::bail!("could not get {n} users with valid tokens")
+    }
+
+    async fn register_missing(&mut self, n: usize) -> anyhow::Result<()> {
+        let have = self.entry().users.len();
+        if have >= n {
+            return Ok(());
+        }
+        let started = Instant::now();
+        eprintln!(
+            "registering {} users ({} at a time; passwords are hashed slowly on purpose)",
+            n - have,
+            self.concurrency
+        );
+        let api = self.api.clone();
+        let mut fresh = stream::iter(have..n)
+            .map(|i| {
+                let api = api.clone();
+                async move { register_one(&api, i).await }
+            })
+            .buffer_unordered(self.concurrency);
+        let mut result = Ok(());
+        while let Some(user) = fresh.next().await {
+            match user {
+                Ok(user) => self.entry().users.push(user),
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        drop(fresh);
+        self.save()?;
+        result?;
+        eprintln!("registered in {:.1?}", started.elapsed());
+        Ok(())
+    }
+
+    /// Makes each pair friends, skipping pairs the cache knows to be friends already.
+    pub async fn befriend(&mut self, pairs: &[(User, User)]) -> anyhow::Result<()> {
+        let known: HashSet<(Uuid, Uuid)> = self.entry().friends.iter().copied().collect();
+        let todo: Vec<&(User, User)> = pairs
+            .iter()
+            .filter(|(a, b)| !known.contains(&ordered(a.id, b.id)))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        eprintln!("making {} pairs of friends", todo.len());
+        let api = self.api.clone();
+        let done: Vec<(Uuid, Uuid)> = stream::iter(todo)
+            .map(|(a, b)| {
+                let api = api.clone();
+                async move {
+                    api.befriend((&a.token, a.id), (&b.token, b.id))
+                        .await
+                        .map(|()| ordered(a.id, b.id))
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        self.entry().friends.extend(done);
+        self.save()
+    }
+}

@@ -1,0 +1,667 @@
+//! Chat end to end over real WebSockets: private and group messages across users and devices,
+//! ordering, resends, gap fill, read state, refusals, recall and delete-for-me.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Client, TestMesh, Tokens, assert_problem};
+use crate::social_friends::{befriend, delete_as, ok, patch_as};
+use crate::social_groups::{create_group, join_open, mute};
+use crate::ws::Ws;
+
+/// The private conversation id of two users.
+pub fn private_id(a: &Tokens, b: &Tokens) -> String {
+    let (lo, hi) = if a.user_id < b.user_id {
+        (&a.user_id, &b.user_id)
+    } else {
+        (&b.user_id, &a.user_id)
+    };
+    format!("p:{lo}:{hi}")
+}
+
+/// History of a conversation as `who` reads it, oldest first, from `after` on.
+pub async fn history(c: &Client, who: &Tokens, conversation: &str, after: i64) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let page = ok(c
+            .get_as(
+                &format!("/v1/conversations/{conversation}/messages?after_seq={after}&limit=200"),
+                &who.access,
+            )
+            .await);
+        let items = page["items"].as_array().unwrap().clone();
+        if let Some(last) = items.last() {
+            after = last["seq"].as_i64().unwrap();
+        }
+        out.extend(items);
+        if page["has_more"] != true {
+            return out;
+        }
+    }
+}
+
+/// The caller's entry for `conversation` in their conversation list.
+async fn listed(c: &Client, who: &Tokens, conversation: &str) -> Value {
+    let page = ok(c.get_as("/v1/conversations?limit=100", &who.access).await);
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["id"] == conversation)
+        .cloned()
+        .unwrap_or_else(|| panic!("{conversation} not listed in {page}"))
+}
+
+/// Where `until_rejected` sends: to a user, or into a conversation.
+enum Target<'a> {
+    User(&'a str),
+    Conversation(&'a str),
+}
+
+/// Sends messages with fresh client ids until one is rejected, as happens once chat's cached
+/// permission lapses (at most `ChatConfig::membership_ttl`); returns the reason.
+async fn until_rejected(ws: &mut Ws, target: Target<'_>) -> String {
+    for attempt in 0..40 {
+        let id = format!("probe-{attempt}");
+        match target {
+            Target::User(to) => ws.send_to(to, &id, "probe").await,
+            Target::Conversation(c) => ws.send_in(c, &id, "probe").await,
+        }
+        let ack = ws
+            .expect("a final ack", |f| {
+                f["type"] == "ack" && f["client_id"] == id.as_str() && f["status"] != "accepted"
+            })
+            .await;
+        if ack["status"] == "rejected" {
+            return ack["reason"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("never rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friends_chat_privately_on_every_device() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let ann_laptop = c.login(&c_phone(c, &ann).await).await;
+
+    let mut ann_phone_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut ann_laptop_ws = Ws::connect(&mesh.url, &ann_laptop.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+
+    ann_phone_ws
+        .send_to(&bob.user_id, "hello-1", "hi bob")
+        .await;
+    let accepted = ann_phone_ws.ack("hello-1", "accepted").await;
+    let conversation = private_id(&ann, &bob);
+    assert_eq!(accepted["conversation_id"], conversation.as_str());
+    assert_eq!(ann_phone_ws.stored("hello-1").await, 1);
+
+    let received = bob_ws.message("hello-1").await;
+    assert_eq!(received["body"], "hi bob");
+    assert_eq!(received["seq"], 1);
+    assert_eq!(received["sender_id"], ann.user_id.as_str());
+    assert_eq!(received["conversation_id"], conversation.as_str());
+    // The sender's other device sees the message too, and the stored ack.
+    let mirrored = ann_laptop_ws.message("hello-1").await;
+    assert_eq!(mirrored["id"], received["id"]);
+    assert_eq!(ann_laptop_ws.stored("hello-1").await, 1);
+
+    bob_ws.send_to(&ann.user_id, "reply-1", "hi ann").await;
+    assert_eq!(bob_ws.stored("reply-1").await, 2);
+    assert_eq!(ann_phone_ws.message("reply-1").await["seq"], 2);
+
+    // Both read the same gap-free history.
+    for who in [&ann, &bob] {
+        let seqs: Vec<i64> = history(c, who, &conversation, 0)
+            .await
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![1, 2]);
+    }
+    let bobs = listed(c, &bob, &conversation).await;
+    assert_eq!(bobs["peer_id"], ann.user_id.as_str());
+    assert_eq!(bobs["last_seq"], 2);
+    assert_eq!(bobs["read_seq"], 0);
+    assert_eq!(bobs["unread"], 2);
+    assert_eq!(bobs["last_message"]["body"], "hi ann");
+    mesh.stop().await;
+}
+
+/// The phone `who` registered with, read back from their profile.
+async fn c_phone(c: &Client, who: &Tokens) -> String {
+    let me = ok(c.get_as("/v1/users/me", &who.access).await);
+    me["phone"]
+        .as_str()
+        .expect("profile has a phone")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_stored_in_send_order_and_resends_are_stored_once() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+
+    const BURST: usize = 150;
+    for i in 0..BURST {
+        ann_ws
+            .send_to(&bob.user_id, &format!("m-{i}"), &format!("body {i}"))
+            .await;
+        // Every tenth message is resent at once with the same client id.
+        if i % 10 == 0 {
+            ann_ws
+                .send_to(&bob.user_id, &format!("m-{i}"), &format!("body {i}"))
+                .await;
+        }
+    }
+    for i in 0..BURST {
+        assert_eq!(
+            ann_ws.stored(&format!("m-{i}")).await,
+            i as i64 + 1,
+            "m-{i}"
+        );
+    }
+    let mut received = Vec::new();
+    while received.len() < BURST {
+        let frame = bob_ws.expect_type("message").await;
+        received.push(frame);
+    }
+    let order: Vec<String> = received
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..BURST).map(|i| format!("m-{i}")).collect();
+    assert_eq!(order, expected, "delivered in send order");
+    assert!(
+        bob_ws
+            .drain("message", Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "no message is delivered twice"
+    );
+    let stored = history(c, &bob, &private_id(&ann, &bob), 0).await;
+    let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=BURST as i64).collect::<Vec<_>>());
+    let bodies: Vec<&str> = stored.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies[0], "body 0");
+    assert_eq!(bodies[BURST - 1], format!("body {}", BURST - 1));
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_after_the_jetstream_window_is_still_stored_once() {
+    let mesh = TestMesh::spawn_with(|s| s.chat.dedup_window = Duration::from_millis(500)).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    ann_ws.send_to(&bob.user_id, "once", "only once").await;
+    let first = ann_ws.ack("once", "stored").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past JetStream's window the resend reaches the worker, which recognises it.
+    ann_ws.send_to(&bob.user_id, "once", "only once").await;
+    ann_ws.ack("once", "accepted").await;
+    let again = ann_ws.ack("once", "stored").await;
+    assert_eq!(again["seq"], first["seq"]);
+    assert_eq!(again["message_id"], first["message_id"]);
+    // Within the window JetStream drops it, and the edge answers from the store.
+    ann_ws.send_to(&bob.user_id, "twice", "b").await;
+    let stored = ann_ws.ack("twice", "stored").await;
+    ann_ws.send_to(&bob.user_id, "twice", "b").await;
+    let answered = ann_ws.ack("twice", "stored").await;
+    assert_eq!(answered["message_id"], stored["message_id"]);
+    let all = history(c, &ann, &private_id(&ann, &bob), 0).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_device_fills_its_gap_with_sync() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let conversation = private_id(&ann, &bob);
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    ann_ws.send_to(&bob.user_id, "seen", "before the gap").await;
+    assert_eq!(bob_ws.message("seen").await["seq"], 1);
+    bob_ws.close().await;
+
+    for i in 0..30 {
+        ann_ws
+            .send_to(&bob.user_id, &format!("gap-{i}"), "while away")
+            .await;
+    }
+    ann_ws.stored("gap-29").await;
+
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    bob_ws
+        .send(json!({"type": "sync", "conversation_id": conversation, "after_seq": 1, "limit": 20}))
+        .await;
+    let first = bob_ws.expect_type("sync").await;
+    assert_eq!(first["has_more"], true);
+    let seqs: Vec<i64> = first["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, (2..=21).collect::<Vec<_>>());
+    bob_ws
+        .send(json!({"type": "sync", "conversation_id": conversation, "after_seq": 21}))
+        .await;
+    let rest = bob_ws.expect_type("sync").await;
+    assert_eq!(rest["has_more"], false);
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 10);
+    assert_eq!(rest["messages"][9]["client_id"], "gap-29");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_moves_forward_only_and_tells_the_other_side() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let conversation = private_id(&ann, &bob);
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    for i in 0..5 {
+        ann_ws
+            .send_to(&bob.user_id, &format!("r-{i}"), "read me")
+            .await;
+    }
+    ann_ws.stored("r-4").await;
+    assert_eq!(listed(c, &bob, &conversation).await["unread"], 5);
+
+    // Over the socket: read up to 3; ann gets the receipt.
+    bob_ws
+        .send(json!({"type": "read", "conversation_id": conversation, "seq": 3}))
+        .await;
+    let receipt = ann_ws.expect_type("read").await;
+    assert_eq!(receipt["user_id"], bob.user_id.as_str());
+    assert_eq!(receipt["read_seq"], 3);
+    let bobs = listed(c, &bob, &conversation).await;
+    assert_eq!(
+        (bobs["read_seq"].as_i64(), bobs["unread"].as_i64()),
+        (Some(3), Some(2))
+    );
+
+    // Over REST: going back changes nothing; going past the end stops at the last message.
+    let path = format!("/v1/conversations/{conversation}/read");
+    let back = ok(c.post_as(&path, &bob.access, json!({"seq": 1})).await);
+    assert_eq!(
+        (back["read_seq"].as_i64(), back["unread"].as_i64()),
+        (Some(3), Some(2))
+    );
+    let past = ok(c.post_as(&path, &bob.access, json!({"seq": 99})).await);
+    assert_eq!(
+        (past["read_seq"].as_i64(), past["unread"].as_i64()),
+        (Some(5), Some(0))
+    );
+    assert_eq!(ann_ws.expect_type("read").await["read_seq"], 5);
+    let (status, body) = c.post_as(&path, &bob.access, json!({"seq": -1})).await;
+    assert_problem(
+        &(status, body.clone()),
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    );
+
+    // A stranger may not read or mark anything in this conversation.
+    let (_, eve) = c.user("eve").await;
+    let (status, body) = c.post_as(&path, &eve.access, json!({"seq": 1})).await;
+    assert_problem(&(status, body.clone()), StatusCode::FORBIDDEN, "not_member");
+    let (status, body) = c
+        .get_as(
+            &format!("/v1/conversations/{conversation}/messages"),
+            &eve.access,
+        )
+        .await;
+    assert_problem(&(status, body.clone()), StatusCode::FORBIDDEN, "not_member");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messages_reach_every_member_and_refusals_say_why() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, owner) = c.user("owner").await;
+    let (_, amy) = c.user("amy").await;
+    let (_, ben) = c.user("ben").await;
+    let (_, out) = c.user("outsider").await;
+    let group = create_group(c, &owner, "open", 10).await;
+    join_open(c, &amy, &group).await;
+    join_open(c, &ben, &group).await;
+    let conversation = format!("g:{group}");
+
+    let mut owner_ws = Ws::connect(&mesh.url, &owner.access).await;
+    let mut amy_ws = Ws::connect(&mesh.url, &amy.access).await;
+    let mut ben_ws = Ws::connect(&mesh.url, &ben.access).await;
+    let mut out_ws = Ws::connect(&mesh.url, &out.access).await;
+
+    amy_ws.send_in(&conversation, "g-1", "hello group").await;
+    assert_eq!(amy_ws.stored("g-1").await, 1);
+    for ws in [&mut owner_ws, &mut ben_ws, &mut amy_ws] {
+        assert_eq!(ws.message("g-1").await["body"], "hello group");
+    }
+    assert_eq!(history(c, &ben, &conversation, 0).await.len(), 1);
+    let listed_for_ben = listed(c, &ben, &conversation).await;
+    assert_eq!(listed_for_ben["group_id"], group.as_str());
+    assert_eq!(listed_for_ben["unread"], 1);
+
+    // Not a member.
+    out_ws.send_in(&conversation, "x-1", "let me in").await;
+    assert_eq!(out_ws.ack("x-1", "rejected").await["reason"], "not_member");
+    // Muted.
+    ok(mute(
+        c,
+        &owner,
+        &group,
+        &ben,
+        json!({"muted": true, "duration_secs": 600}),
+    )
+    .await);
+    let reason = until_rejected(&mut ben_ws, Target::Conversation(&conversation)).await;
+    assert_eq!(reason, "muted");
+    // Unknown group.
+    let ghost = format!("g:{}", uuid::Uuid::now_v7());
+    amy_ws.send_in(&ghost, "u-1", "anyone?").await;
+    assert_eq!(
+        amy_ws.ack("u-1", "rejected").await["reason"],
+        "unknown_conversation"
+    );
+    // Malformed conversation, too large, and an empty client id are refused by the edge.
+    amy_ws.send_in("nonsense", "u-2", "x").await;
+    assert_eq!(
+        amy_ws.ack("u-2", "rejected").await["reason"],
+        "unknown_conversation"
+    );
+    amy_ws
+        .send_in(&conversation, "big-1", &"x".repeat(16 * 1024 + 1))
+        .await;
+    assert_eq!(
+        amy_ws.ack("big-1", "rejected").await["reason"],
+        "message_too_large"
+    );
+    // Nothing refused was stored or delivered (messages ben sent before the mute applied
+    // are from ben).
+    let stored = history(c, &owner, &conversation, 0).await;
+    assert!(
+        stored[1..]
+            .iter()
+            .all(|m| m["sender_id"] == ben.user_id.as_str()),
+        "{stored:?}"
+    );
+    let late = owner_ws.drain("message", Duration::from_millis(300)).await;
+    assert!(
+        late.iter().all(|m| m["sender_id"] == ben.user_id.as_str()),
+        "{late:?}"
+    );
+    let (status, body) = c
+        .get_as(
+            &format!("/v1/conversations/{conversation}/messages"),
+            &out.access,
+        )
+        .await;
+    assert_problem(&(status, body.clone()), StatusCode::FORBIDDEN, "not_member");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_messages_need_a_friendship_without_a_block() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    ann_ws.send_to(&bob.user_id, "early", "hi stranger").await;
+    assert_eq!(
+        ann_ws.ack("early", "rejected").await["reason"],
+        "not_friends"
+    );
+    ann_ws
+        .send_to(&ann.user_id, "me", "talking to myself")
+        .await;
+    assert_eq!(ann_ws.ack("me", "rejected").await["reason"], "self_target");
+
+    // A just-accepted friend can message at once.
+    befriend(c, &ann, &bob).await;
+    ann_ws.send_to(&bob.user_id, "now", "friends now").await;
+    assert_eq!(ann_ws.stored("now").await, 1);
+
+    let (status, _) = c
+        .post_as(
+            &format!("/v1/blocks/{}", ann.user_id),
+            &bob.access,
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success(), "block: {status}");
+    // The block applies once chat's short-lived cache of the friendship lapses.
+    let reason = until_rejected(&mut ann_ws, Target::User(&bob.user_id)).await;
+    assert_eq!(reason, "blocked");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_sends_recalls_deletes_and_settings() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let conversation = private_id(&ann, &bob);
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+
+    let (status, ack) = c
+        .post_as(
+            "/v1/messages",
+            &ann.access,
+            json!({"client_id": "rest-1", "to": bob.user_id, "body": "over http"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
+    assert_eq!(ack["status"], "accepted");
+    assert_eq!(ack["conversation_id"], conversation.as_str());
+    let message = bob_ws.message("rest-1").await;
+    let (status, body) = c
+        .post_as(
+            "/v1/messages",
+            &ann.access,
+            json!({"client_id": "rest-2", "conversation_id": conversation, "body": ""}),
+        )
+        .await;
+    assert_problem(
+        &(status, body.clone()),
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    );
+    let (status, body) = c
+        .post_as(
+            "/v1/messages",
+            &ann.access,
+            json!({"client_id": "rest-3", "to": bob.user_id, "body": "y".repeat(20_000)}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+
+    // Only the sender recalls; everyone is told; history keeps the seq without the body.
+    let message_id = message["id"].as_str().unwrap();
+    let recall = format!("/v1/conversations/{conversation}/messages/{message_id}/recall");
+    let (status, body) = c.post_as(&recall, &bob.access, json!({})).await;
+    assert_problem(&(status, body.clone()), StatusCode::FORBIDDEN, "forbidden");
+    let (status, _) = c.post_as(&recall, &ann.access, json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let recalled = bob_ws.expect_type("recall").await;
+    assert_eq!(recalled["message_id"], message_id);
+    let seen = history(c, &bob, &conversation, 0).await;
+    assert_eq!(seen[0]["recalled"], true);
+    assert_eq!(seen[0]["body"], "");
+
+    // Delete for me hides it from bob only.
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    ann_ws.send_to(&bob.user_id, "keep", "delete me").await;
+    let kept = ann_ws.ack("keep", "stored").await;
+    let kept_id = kept["message_id"].as_str().unwrap();
+    let (status, _) = delete_as(
+        c,
+        &format!("/v1/conversations/{conversation}/messages/{kept_id}"),
+        &bob.access,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let bobs = history(c, &bob, &conversation, 1).await;
+    assert_eq!(
+        (bobs[0]["deleted"].as_bool(), bobs[0]["body"].as_str()),
+        (Some(true), Some(""))
+    );
+    let anns = history(c, &ann, &conversation, 1).await;
+    assert_eq!(anns[0]["body"], "delete me");
+
+    // Settings: pin and mute show in the list; hiding drops it until a new message.
+    let settings = format!("/v1/conversations/{conversation}/settings");
+    let set = ok(patch_as(
+        c,
+        &settings,
+        &bob.access,
+        json!({"pinned": true, "muted": true}),
+    )
+    .await);
+    assert_eq!(
+        (set["pinned"].as_bool(), set["muted"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let entry = listed(c, &bob, &conversation).await;
+    assert_eq!(
+        (entry["pinned"].as_bool(), entry["muted"].as_bool()),
+        (Some(true), Some(true))
+    );
+    ok(patch_as(c, &settings, &bob.access, json!({"hidden": true})).await);
+    let page = ok(c.get_as("/v1/conversations", &bob.access).await);
+    assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
+    ann_ws.send_to(&bob.user_id, "back", "I am back").await;
+    ann_ws.stored("back").await;
+    assert_eq!(
+        listed(c, &bob, &conversation).await["last_message"]["client_id"],
+        "back"
+    );
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_both_ways_and_the_list_pages_by_recency() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut conversations = Vec::new();
+    for name in ["b", "c", "d"] {
+        let (_, friend) = c.user(name).await;
+        befriend(c, &ann, &friend).await;
+        ann_ws
+            .send_to(&friend.user_id, &format!("to-{name}"), name)
+            .await;
+        ann_ws.stored(&format!("to-{name}")).await;
+        conversations.push((private_id(&ann, &friend), friend));
+    }
+    let (newest, friend) = &conversations[2];
+    for i in 0..9 {
+        ann_ws
+            .send_to(&friend.user_id, &format!("more-{i}"), "x")
+            .await;
+    }
+    ann_ws.stored("more-8").await;
+
+    // Latest first, then older, by before_seq.
+    let latest = ok(c
+        .get_as(
+            &format!("/v1/conversations/{newest}/messages?limit=4"),
+            &ann.access,
+        )
+        .await);
+    let seqs = |page: &Value| -> Vec<i64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&latest), vec![10, 9, 8, 7]);
+    assert_eq!(
+        (latest["has_more"].as_bool(), latest["last_seq"].as_i64()),
+        (Some(true), Some(10))
+    );
+    let older = ok(c
+        .get_as(
+            &format!("/v1/conversations/{newest}/messages?before_seq=7&limit=10"),
+            &ann.access,
+        )
+        .await);
+    assert_eq!(seqs(&older), vec![6, 5, 4, 3, 2, 1]);
+    assert_eq!(older["has_more"], false);
+    let (status, body) = c
+        .get_as(
+            &format!("/v1/conversations/{newest}/messages?limit=500"),
+            &ann.access,
+        )
+        .await;
+    assert_problem(
+        &(status, body.clone()),
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    );
+    let (status, body) = c
+        .get_as("/v1/conversations/not-a-conversation/messages", &ann.access)
+        .await;
+    assert_problem(
+        &(status, body.clone()),
+        StatusCode::NOT_FOUND,
+        "unknown_conversation",
+    );
+
+    // The list pages by recency with a cursor.
+    let first = ok(c.get_as("/v1/conversations?limit=2", &ann.access).await);
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&first),
+        vec![conversations[2].0.clone(), conversations[1].0.clone()]
+    );
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = ok(c
+        .get_as(
+            &format!("/v1/conversations?limit=2&cursor={cursor}"),
+            &ann.access,
+        )
+        .await);
+    assert_eq!(ids(&second), vec![conversations[0].0.clone()]);
+    assert!(second["next_cursor"].is_null());
+    let all: HashSet<String> = ids(&first).into_iter().chain(ids(&second)).collect();
+    assert_eq!(all.len(), 3);
+    mesh.stop().await;
+}

@@ -1,0 +1,78 @@
+//! Chat under faults: a worker killed mid-stream loses nothing that was accepted, and another
+//! worker takes its partitions over.
+
+use std::collections::HashMap;
+
+use nats_mesh::Role;
+
+use crate::chat::{history, private_id};
+use crate::harness::TestMesh;
+use crate::social_friends::befriend;
+use crate::ws::Ws;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_chat_worker_loses_nothing_accepted() {
+    let mut mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
+    let first = mesh.start_node(&[Role::Chat]).await;
+    mesh.wait_ready().await;
+    let c = mesh.client.clone();
+    // Several conversations so that messages spread over the partitions.
+    let (_, ann) = c.user("ann").await;
+    let mut friends = Vec::new();
+    for name in ["b", "c", "d", "e"] {
+        let (_, friend) = c.user(name).await;
+        befriend(&c, &ann, &friend).await;
+        friends.push(friend);
+    }
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    const PER_FRIEND: usize = 60;
+    let send = |i: usize| (i % friends.len(), format!("k-{i}"));
+
+    // The first third is stored by the first worker alone.
+    let total = PER_FRIEND * friends.len();
+    for i in 0..total / 3 {
+        let (f, id) = send(i);
+        ann_ws
+            .send_to(&friends[f].user_id, &id, &format!("body {i}"))
+            .await;
+    }
+    let (_, last) = send(total / 3 - 1);
+    ann_ws.stored(&last).await;
+
+    // A second worker joins; then the first dies mid-stream without handing anything back.
+    mesh.start_node(&[Role::Chat]).await;
+    for i in total / 3..total {
+        let (f, id) = send(i);
+        ann_ws
+            .send_to(&friends[f].user_id, &id, &format!("body {i}"))
+            .await;
+        if i == total / 2 {
+            mesh.kill_node(first);
+        }
+    }
+    for i in 0..total {
+        ann_ws.ack(&send(i).1, "accepted").await;
+    }
+    // Every accepted message is stored once, in send order per conversation.
+    let mut expected: HashMap<usize, Vec<String>> = HashMap::new();
+    for i in 0..total {
+        let (f, id) = send(i);
+        expected.entry(f).or_default().push(id);
+    }
+    for (f, friend) in friends.iter().enumerate() {
+        let conversation = private_id(&ann, friend);
+        crate::harness::wait_until("every message stored", || async {
+            history(&c, &ann, &conversation, 0).await.len() >= PER_FRIEND
+        })
+        .await;
+        let stored = history(&c, &ann, &conversation, 0).await;
+        let ids: Vec<String> = stored
+            .iter()
+            .map(|m| m["client_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, expected[&f], "conversation with friend {f}");
+        let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+        assert_eq!(seqs, (1..=PER_FRIEND as i64).collect::<Vec<_>>());
+    }
+    mesh.stop().await;
+}

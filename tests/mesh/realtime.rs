@@ -1,0 +1,278 @@
+//! The realtime edge: WebSocket authentication, origins, bad frames, slow clients, revoked
+//! sessions, typing and presence, and the SSE stream.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::chat::private_id;
+use crate::harness::{TestMesh, wait_until};
+use crate::social_friends::{befriend, ok};
+use crate::ws::{Ws, ws_url};
+
+fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> u16 {
+    frame.map(|f| u16::from(f.code)).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_authenticate_by_header_subprotocol_or_first_frame() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+
+    // Subprotocol `bearer, <token>` (browsers cannot set headers).
+    let mut request = ws_url(&mesh.url).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bearer, {}", ann.access).parse().unwrap(),
+    );
+    let mut ws = Ws::open(request)
+        .await
+        .expect("upgrade with a subprotocol token");
+    let ready = ws.expect_type("ready").await;
+    assert_eq!(ready["user_id"], ann.user_id.as_str());
+
+    // First frame.
+    let request = ws_url(&mesh.url).into_client_request().unwrap();
+    let mut ws = Ws::open(request).await.expect("upgrade without a token");
+    ws.send(json!({"type": "auth", "token": ann.access})).await;
+    assert_eq!(
+        ws.expect_type("ready").await["session_id"],
+        ann.session_id.as_str()
+    );
+    ws.send(json!({"type": "ping", "nonce": "n1"})).await;
+    assert_eq!(ws.expect_type("pong").await["nonce"], "n1");
+
+    // A bad first frame closes the socket as unauthenticated.
+    let request = ws_url(&mesh.url).into_client_request().unwrap();
+    let mut ws = Ws::open(request).await.expect("upgrade without a token");
+    ws.send(json!({"type": "auth", "token": "not.a.token"}))
+        .await;
+    assert_eq!(close_code(ws.closed().await), 4401);
+
+    // A bad header token is refused before the upgrade.
+    let mut request = ws_url(&mesh.url).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer forged".parse().unwrap());
+    assert!(Ws::open(request).await.is_err(), "forged token upgraded");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused_and_bad_frames_answered() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    for (origin, allowed) in [
+        ("https://evil.example", false),
+        ("https://app.example", true),
+    ] {
+        let mut request = ws_url(&mesh.url).into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "authorization",
+            format!("Bearer {}", ann.access).parse().unwrap(),
+        );
+        headers.insert("origin", origin.parse().unwrap());
+        assert_eq!(Ws::open(request).await.is_ok(), allowed, "{origin}");
+    }
+
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    ws.send_raw(Message::text("{not json")).await;
+    assert_eq!(ws.expect_type("error").await["code"], "bad_request");
+    ws.send(json!({"type": "teleport"})).await;
+    assert_eq!(ws.expect_type("error").await["code"], "bad_request");
+    // Still usable after bad frames.
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect_type("pong").await;
+    // A frame over the limit closes the socket with "message too big".
+    ws.send_raw(Message::text("x".repeat(40 * 1024))).await;
+    assert_eq!(close_code(ws.closed().await), 1009);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_loses_its_sockets_and_other_sessions_keep_theirs() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (profile, ann) = c.user("ann").await;
+    let phone = profile["phone"].as_str().unwrap().to_owned();
+    let other = c.login(&phone).await;
+    let mut doomed = Ws::connect(&mesh.url, &ann.access).await;
+    let mut survivor = Ws::connect(&mesh.url, &other.access).await;
+
+    let (status, _) = c.post_as("/v1/auth/logout", &ann.access, json!({})).await;
+    assert!(status.is_success(), "logout: {status}");
+    doomed.expect_type("session_revoked").await;
+    assert_eq!(close_code(doomed.closed().await), 4001);
+
+    survivor
+        .send(json!({"type": "ping", "nonce": "still-here"}))
+        .await;
+    assert_eq!(survivor.expect_type("pong").await["nonce"], "still-here");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let mesh = TestMesh::spawn_with(|s| s.ws.send_queue = 8).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut slow = Ws::connect(&mesh.url, &bob.access).await;
+    let mut reader = Ws::connect(&mesh.url, &bob.access).await;
+
+    // Bob's first socket never reads; large messages fill the socket buffers, then its queue.
+    let body = "z".repeat(15 * 1024);
+    for i in 0..600 {
+        let (status, _) = c
+            .post_as(
+                "/v1/messages",
+                &ann.access,
+                json!({"client_id": format!("flood-{i}"), "to": bob.user_id, "body": body}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        // Bob's other socket keeps up, and is never cut off.
+        reader.message(&format!("flood-{i}")).await;
+    }
+    assert_eq!(close_code(slow.closed().await), 4008);
+    reader.send(json!({"type": "ping", "nonce": "ok"})).await;
+    assert_eq!(reader.expect_type("pong").await["nonce"], "ok");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_presence_reach_friends() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+
+    let presence = format!("/v1/presence?user_ids={},{}", ann.user_id, bob.user_id);
+    let offline = ok(c.get_as(&presence, &ann.access).await);
+    assert_eq!(offline["items"][1]["online"], false);
+
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    let online = ann_ws
+        .expect("bob online", |f| {
+            f["type"] == "presence" && f["user_id"] == bob.user_id.as_str()
+        })
+        .await;
+    assert_eq!(online["online"], true);
+    wait_until("bob shows as online", || async {
+        ok(c.get_as(&presence, &ann.access).await)["items"][1]["online"] == true
+    })
+    .await;
+
+    bob_ws
+        .send(json!({"type": "typing", "conversation_id": private_id(&ann, &bob)}))
+        .await;
+    let typing = ann_ws.expect_type("typing").await;
+    assert_eq!(typing["user_id"], bob.user_id.as_str());
+
+    bob_ws.close().await;
+    let gone = ann_ws
+        .expect("bob offline", |f| {
+            f["type"] == "presence" && f["user_id"] == bob.user_id.as_str() && f["online"] == false
+        })
+        .await;
+    assert!(gone["last_seen"].is_string(), "{gone}");
+    wait_until("bob shows as offline with a last-seen time", || async {
+        let item = ok(c.get_as(&presence, &ann.access).await)["items"][1].clone();
+        item["online"] == false && item["last_seen"].is_string()
+    })
+    .await;
+
+    // Strangers see nothing.
+    let (_, eve) = c.user("eve").await;
+    let hidden = ok(c.get_as(&presence, &eve.access).await);
+    assert_eq!(hidden["items"][0]["online"], false);
+    assert!(hidden["items"][0]["last_seen"].is_null());
+    mesh.stop().await;
+}
+
+/// Reads SSE events from a streaming response until `wanted` matches one.
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+    wanted: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = "message";
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&data).expect("SSE data is JSON");
+            if wanted(event, &value) {
+                return value;
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("an SSE event within the wait")
+            .expect("the stream stays open")
+            .expect("a chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_receives_the_same_messages() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+
+    let (status, _) = c.get("/v1/events").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // EventSource cannot set headers: the token may come as a query parameter.
+    let response = c
+        .raw()
+        .get(c.url(&format!("/v1/events?access_token={}", bob.access)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    next_event(&mut stream, &mut buffer, |event, _| event == "ready").await;
+
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    ann_ws.send_to(&bob.user_id, "sse-1", "over sse").await;
+    let message = next_event(&mut stream, &mut buffer, |event, v| {
+        event == "message" && v["client_id"] == "sse-1"
+    })
+    .await;
+    assert_eq!(message["body"], "over sse");
+    assert_eq!(message["seq"], 1);
+
+    // Logging out ends the stream with a session_revoked event.
+    let (status, _) = c.post_as("/v1/auth/logout", &bob.access, json!({})).await;
+    assert!(status.is_success());
+    next_event(&mut stream, &mut buffer, |event, _| {
+        event == "session_revoked"
+    })
+    .await;
+    mesh.stop().await;
+}
