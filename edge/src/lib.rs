@@ -4,6 +4,7 @@
 //! to the chat ingest stream, and forwards what chat pushes to connected users. It holds no
 //! business rules.
 
+mod acceptor;
 mod api;
 mod caller;
 mod clock;
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use mesh_contracts::Bucket;
 use mesh_nats::{Bus, RpcClient};
-use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
@@ -100,8 +100,7 @@ pub async fn run(
         hub: hub.clone(),
     });
     let app = app(state, &config.public_url);
-    listener.set_nonblocking(true)?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
+    let acceptor = acceptor::NoDelayAcceptor::from_std(listener)?;
     // Realtime connections are closed (1001) as soon as shutdown begins: SSE streams are
     // responses the server's grace period waits for, WebSockets are not.
     let shutdown = {
