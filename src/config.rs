@@ -33,6 +33,8 @@ pub enum RoleArg {
     Social,
     /// The chat worker only.
     Chat,
+    /// The outbox relay and audit log only.
+    Outbox,
     /// Apply database migrations and exit.
     Migrate,
     /// Write a new Ed25519 JWT key pair and exit.
@@ -53,10 +55,17 @@ pub enum Role {
     User,
     Social,
     Chat,
+    Outbox,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Edge, Role::User, Role::Social, Role::Chat];
+    pub const ALL: &'static [Role] = &[
+        Role::Edge,
+        Role::User,
+        Role::Social,
+        Role::Chat,
+        Role::Outbox,
+    ];
 }
 
 /// Raw values as given; parsed into `Settings` by `Settings::parse`.
@@ -158,6 +167,8 @@ pub struct Settings {
     pub user_database_url: Option<String>,
     pub social_database_url: Option<String>,
     pub chat_database_url: Option<String>,
+    /// Where the audit log lives (`MESH_DATABASE_URL`).
+    pub audit_database_url: Option<String>,
     pub db_max_connections: u32,
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -274,6 +285,14 @@ impl Settings {
             .chat_database_url
             .clone()
             .or_else(|| raw.database_url.clone());
+        if roles.contains(&Role::Outbox)
+            && (raw.database_url.is_none()
+                || user_database_url.is_none()
+                || social_database_url.is_none()
+                || chat_database_url.is_none())
+        {
+            p.0.push("MESH_DATABASE_URL: required for the outbox role (it relays every service's outbox and keeps the audit log)".into());
+        }
         if (roles.contains(&Role::Chat) || migrate) && chat_database_url.is_none() {
             p.0.push("MESH_CHAT_DATABASE_URL: required for the chat role and migrations (or set MESH_DATABASE_URL)".into());
         }
@@ -323,6 +342,7 @@ impl Settings {
             user_database_url,
             social_database_url,
             chat_database_url,
+            audit_database_url: raw.database_url.clone(),
             db_max_connections: db_max_connections.expect("checked").max(1),
             http_addr,
             metrics_addr: metrics_addr.expect("checked"),

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         RoleArg::User => (&[Role::User], false),
         RoleArg::Social => (&[Role::Social], false),
         RoleArg::Chat => (&[Role::Chat], false),
+        RoleArg::Outbox => (&[Role::Outbox], false),
         RoleArg::Migrate => (&[], true),
         RoleArg::Keygen { .. } => unreachable!("handled above"),
     };
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             roles::user_pool(&settings).await?;
             roles::social_pool(&settings).await?;
             roles::chat_pool(&settings).await?;
+            roles::audit_pool(&settings).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }

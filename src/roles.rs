@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mesh_chat::{ChatConfig, ChatDeps};
+use mesh_contracts::Service;
 use mesh_edge::{EdgeConfig, EdgeDeps};
 use mesh_nats::{Bus, TopologySettings};
+use mesh_outbox::{OutboxConfig, OutboxDeps};
 use mesh_social::{SocialConfig, SocialDeps};
 use mesh_user::{UserConfig, UserDeps};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +74,42 @@ pub async fn chat_pool(settings: &Settings) -> anyhow::Result<mesh_chat::Pool> {
         .await
         .context("chat migrations failed")?;
     Ok(pool)
+}
+
+/// Opens the audit log's pool and brings its schema up to date.
+pub async fn audit_pool(settings: &Settings) -> anyhow::Result<mesh_outbox::Pool> {
+    let url = settings
+        .audit_database_url
+        .as_deref()
+        .context("MESH_DATABASE_URL is not set")?;
+    let pool =
+        mesh_service_kit::postgres::connect_pool(url, "mesh-outbox", settings.db_max_connections)
+            .await?;
+    mesh_outbox::migrate(&pool)
+        .await
+        .context("audit migrations failed")?;
+    Ok(pool)
+}
+
+/// The outboxes the relay moves: each service's schema in its own database.
+async fn outbox_sources(settings: &Settings) -> anyhow::Result<Vec<mesh_outbox::Source>> {
+    let mut sources = Vec::new();
+    for (service, schema, url) in [
+        (Service::User, "users", &settings.user_database_url),
+        (Service::Social, "social", &settings.social_database_url),
+        (Service::Chat, "chat", &settings.chat_database_url),
+    ] {
+        let url = url
+            .as_deref()
+            .context("a service database URL is not set")?;
+        sources.push(mesh_outbox::Source {
+            service,
+            schema,
+            url: url.to_owned(),
+            pool: mesh_service_kit::postgres::connect_pool(url, "mesh-outbox", 4).await?,
+        });
+    }
+    Ok(sources)
 }
 
 pub fn chat_config(settings: &Settings) -> ChatConfig {
@@ -181,6 +219,18 @@ pub async fn run(
         tasks.spawn(named(
             "chat",
             mesh_chat::run(deps, config, shutdown.clone().cancelled_owned()),
+        ));
+    }
+    if roles.contains(&Role::Outbox) {
+        let deps = OutboxDeps {
+            bus: bus.clone(),
+            sources: outbox_sources(&settings).await?,
+            audit_pool: audit_pool(&settings).await?,
+        };
+        let config = OutboxConfig::new(settings.rpc_timeout);
+        tasks.spawn(named(
+            "outbox",
+            mesh_outbox::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
     if roles.contains(&Role::Edge) {

@@ -4,9 +4,11 @@
 //! workers can never disagree about the wire. Services convert these types into their own
 //! domain types at the boundary.
 
+pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod error;
+pub mod events;
 pub mod page;
 pub mod rpc;
 pub mod social;

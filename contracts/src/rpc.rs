@@ -8,16 +8,24 @@ pub enum Service {
     User,
     Social,
     Chat,
+    /// The outbox role: event relay and the audit log.
+    Outbox,
 }
 
 impl Service {
-    pub const ALL: &'static [Service] = &[Service::User, Service::Social, Service::Chat];
+    pub const ALL: &'static [Service] = &[
+        Service::User,
+        Service::Social,
+        Service::Chat,
+        Service::Outbox,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Service::User => "user",
             Service::Social => "social",
             Service::Chat => "chat",
+            Service::Outbox => "outbox",
         }
     }
 

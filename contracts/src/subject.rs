@@ -20,6 +20,8 @@ pub enum Stream {
     ChatIn,
     /// Domain events relayed from the services' outbox tables.
     Events,
+    /// Audit records of mutating requests, published by edges.
+    Audit,
 }
 
 /// A JetStream key-value bucket of the mesh.
@@ -40,6 +42,7 @@ impl Stream {
         match self {
             Stream::ChatIn => "CHAT_IN",
             Stream::Events => "EVENTS",
+            Stream::Audit => "AUDIT",
         }
     }
 }
@@ -115,6 +118,16 @@ impl Prefix {
     /// `mesh.evt.>`: every domain event.
     pub fn all_events(&self) -> String {
         format!("{}.evt.>", self.0)
+    }
+
+    /// `mesh.audit`: where edges publish audit records.
+    pub fn audit(&self) -> String {
+        format!("{}.audit", self.0)
+    }
+
+    /// `mesh.evt.<service>.*`: every event of one service.
+    pub fn service_events(&self, service: Service) -> String {
+        format!("{}.evt.{}.*", self.0, service.as_str())
     }
 
     /// `mesh.chat.in.*`: every chat ingest partition.

@@ -1,5 +1,6 @@
 //! Who is calling: bearer-token authentication and the per-request RPC context.
 
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use mesh_contracts::{ErrorCode, Rpc};
@@ -28,9 +29,29 @@ pub struct BearerAuth(pub Caller);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = req.data::<SharedState>().expect("edge state is installed");
-    authenticate(state, &bearer.token)
+    let caller = authenticate(state, &bearer.token)
         .map(|verified| verified.caller)
-        .map_err(|refused| ApiError::from(refused).into())
+        .map_err(|refused| poem::Error::from(ApiError::from(refused)))?;
+    if let Some(slot) = req.data::<CallerSlot>() {
+        slot.fill(&caller);
+    }
+    Ok(caller)
+}
+
+/// Where `BearerAuth` leaves the caller it verified, for whoever installed the slot in the
+/// request before routing (the audit record of a mutating request).
+#[derive(Debug, Clone, Default)]
+pub struct CallerSlot(Arc<OnceLock<Caller>>);
+
+impl CallerSlot {
+    fn fill(&self, caller: &Caller) {
+        let _ = self.0.set(caller.clone());
+    }
+
+    /// The caller the route authenticated, if it did.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.0.get()
+    }
 }
 
 /// A caller whose token was verified, and until when that token stays valid.
@@ -105,16 +126,20 @@ pub fn request_context(req: &Request) -> CallContext {
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Uuid::now_v7().to_string());
     let mut ctx = CallContext::new(request_id);
-    ctx.client_ip = req
-        .remote_addr()
-        .as_socket_addr()
-        .map(|addr| addr.ip().to_string());
+    ctx.client_ip = client_ip(req);
     ctx.user_agent = req
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     ctx
+}
+
+/// The client's address as this edge sees it.
+pub fn client_ip(req: &Request) -> Option<String> {
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|addr| addr.ip().to_string())
 }
 
 impl Call {

@@ -6,6 +6,7 @@
 
 mod acceptor;
 mod api;
+mod audit;
 mod caller;
 mod clock;
 mod config;
@@ -149,6 +150,7 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     let max_body = state.max_body_bytes;
+    let audit = Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec()));
     Route::new()
         .nest("/", service)
         .at("/openapi.json", get(spec))
@@ -159,7 +161,7 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
         .at("/v1/ws", get(realtime::websocket))
         .at("/v1/events", get(realtime::events))
         .data(state)
-        .around(move |ep, req| middleware::observe(ep, req, max_body))
+        .around(move |ep, req| middleware::observe(ep, req, max_body, audit.clone()))
 }
 
 /// The OpenAPI document as JSON, for tooling that wants it without a running edge.

@@ -1,5 +1,5 @@
 //! Around every request: a request id, a tracing span, the body-size limit, problem+json for
-//! anything that failed, and the HTTP metrics.
+//! anything that failed, the HTTP metrics, and the audit record of mutating requests.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use poem_openapi::OperationId;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::audit::AuditTrail;
 use crate::problem::{ApiError, from_poem_error};
 
 /// The id correlating this request's logs across the mesh; echoed as `x-request-id`.
@@ -52,10 +53,12 @@ pub async fn observe<E: Endpoint>(
     ep: Arc<E>,
     mut req: Request,
     max_body: usize,
+    audit: Arc<AuditTrail>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let request_id = pick_request_id(req.headers().get(REQUEST_ID_HEADER));
     req.set_data(RequestId(request_id.clone()));
+    let audited = audit.begin(&mut req, &request_id);
     let method = req.method().to_string();
     let path_route = static_route(req.uri().path());
     let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
@@ -77,6 +80,9 @@ pub async fn observe<E: Endpoint>(
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    if let Some(audited) = audited {
+        audited.finish(&mut response, route).await;
     }
     let status = response.status();
     if status.is_server_error() {

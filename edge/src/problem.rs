@@ -140,6 +140,27 @@ pub fn from_poem_error(err: poem::Error) -> Response {
     ApiError::new(code, detail).into_response()
 }
 
+/// The `code` of a problem response, read back from its (small, in-memory) body, which is put
+/// back untouched. `None` for any other response.
+pub async fn problem_code(response: &mut Response) -> Option<ErrorCode> {
+    #[derive(serde::Deserialize)]
+    struct Coded {
+        code: String,
+    }
+    let is_problem = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if !is_problem {
+        return None;
+    }
+    let body = response.take_body().into_bytes().await.ok()?;
+    let coded = serde_json::from_slice::<Coded>(&body).ok();
+    response.set_body(body);
+    ErrorCode::parse(&coded?.code)
+}
+
 /// A well-formed request whose field or parameter broke a declared constraint, as opposed to
 /// one that could not be parsed at all.
 fn is_validation_failure(err: &poem::Error) -> bool {
@@ -164,6 +185,16 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!problem.0.detail.contains("secret"));
         assert_eq!(problem.0.code, "internal");
+    }
+
+    #[tokio::test]
+    async fn problem_codes_are_read_back_and_the_body_kept() {
+        let mut response = ApiError::new(ErrorCode::NotFound, "no such user").into_response();
+        assert_eq!(problem_code(&mut response).await, Some(ErrorCode::NotFound));
+        let body = response.into_body().into_string().await.unwrap();
+        assert!(body.contains("no such user"), "{body}");
+        let mut plain = Response::builder().body("not found");
+        assert_eq!(problem_code(&mut plain).await, None);
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
 use mesh_contracts::Stream;
 
+use crate::batch;
 use crate::bus::Bus;
 
 /// How long the server waits for an ack before it sends a message again. Owners extend it with
@@ -135,24 +135,11 @@ impl PartitionFeed {
     /// Waits for the next message, then takes every message already buffered, up to `max`.
     /// `None` when the feed ended (the consumer was deleted or taken over).
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Delivery>>, IngestError> {
-        let Some(first) = self.messages.next().await else {
-            return Ok(None);
-        };
-        let mut batch = Vec::with_capacity(max.min(64));
-        batch.push(delivery(first)?);
-        while batch.len() < max {
-            match self.messages.next().now_or_never() {
-                Some(Some(next)) => batch.push(delivery(next)?),
-                Some(None) | None => break,
-            }
-        }
-        Ok(Some(batch))
+        batch::next_batch(&mut self.messages, max, delivery).await
     }
 }
 
-fn delivery(
-    next: Result<Message, async_nats::error::Error<pull::MessagesErrorKind>>,
-) -> Result<Delivery, IngestError> {
+fn delivery(next: batch::Next) -> Result<Delivery, IngestError> {
     let message = next.map_err(|err| IngestError::Consumer(err.to_string()))?;
     let info = message
         .info()

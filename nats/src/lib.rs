@@ -3,8 +3,11 @@
 //! It connects to NATS, declares streams and buckets, carries call context and trace context
 //! in headers, hosts services on the NATS services API, and makes typed RPC calls.
 
+mod audit;
+mod batch;
 mod bus;
 mod context;
+mod events;
 mod headers;
 mod ingest;
 mod kv;
@@ -15,8 +18,10 @@ mod service_host;
 mod topology;
 mod trace;
 
+pub use audit::{AuditBatch, AuditFeed, AuditFeedError};
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
+pub use events::{EventDelivery, EventFeed, EventsError, MAX_DELIVER, OutgoingEvent};
 pub use ingest::{Delivery, IngestError, PartitionFeed};
 pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};

@@ -65,6 +65,7 @@ impl Bus {
                 p.all_events(),
                 Duration::from_secs(7 * 24 * 3600),
             ),
+            (Stream::Audit, p.audit(), Duration::from_secs(7 * 24 * 3600)),
         ];
         for (which, subject, max_age) in streams {
             let config = stream::Config {
@@ -96,7 +97,7 @@ impl Bus {
         ] {
             let _ = self.jetstream.delete_key_value(p.bucket(bucket)).await;
         }
-        for which in [Stream::ChatIn, Stream::Events] {
+        for which in [Stream::ChatIn, Stream::Events, Stream::Audit] {
             let _ = self.jetstream.delete_stream(p.stream(which)).await;
         }
     }

@@ -240,6 +240,76 @@ pub static RT_DISCONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Outbox rows not yet relayed, by schema.
+pub static OUTBOX_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_outbox_backlog",
+        "Outbox rows waiting to be relayed, by schema",
+        &["schema"],
+    )
+});
+
+/// Age in seconds of the oldest row not yet relayed, by schema (0 when none).
+pub static OUTBOX_OLDEST_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_outbox_oldest_age_seconds",
+        "Age of the oldest unrelayed outbox row, by schema",
+        &["schema"],
+    )
+});
+
+/// Events relayed to the EVENTS stream, by schema.
+pub static OUTBOX_RELAYED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_outbox_relayed_total",
+        "Outbox rows relayed to the EVENTS stream, by schema",
+        &["schema"],
+    )
+});
+
+/// Time to publish one relay step and get every JetStream ack.
+pub static OUTBOX_PUBLISH_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "mesh_outbox_publish_duration_seconds",
+        "Relay publish latency per step, by schema",
+        &["schema"],
+    )
+});
+
+/// Events handled by consumers, by consumer and outcome (`ok`, `duplicate`, `retry`,
+/// `dead_lettered`).
+pub static EVENTS_CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_events_consumed_total",
+        "Domain events handled, by consumer and outcome",
+        &["consumer", "outcome"],
+    )
+});
+
+/// Events delivered again to a consumer.
+pub static EVENTS_REDELIVERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_events_redelivered_total",
+        "Domain events delivered more than once, by consumer",
+        &["consumer"],
+    )
+});
+
+/// Audit records written.
+pub static AUDIT_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("mesh_audit_records_written_total", "Audit records written")
+        .expect("metric registered once")
+});
+
+/// Audit records an edge dropped because they could not even be queued for publishing.
+pub static AUDIT_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mesh_audit_records_dropped_total",
+        "Audit records dropped by the edge before reaching the stream"
+    )
+    .expect("metric registered once")
+});
+
 /// Encodes every registered metric in the Prometheus text format.
 pub fn render() -> String {
     let families = prometheus::gather();
@@ -273,4 +343,12 @@ pub fn touch_all() {
     LazyLock::force(&RT_CONNECTIONS);
     LazyLock::force(&RT_FRAMES);
     LazyLock::force(&RT_DISCONNECTS);
+    LazyLock::force(&OUTBOX_BACKLOG);
+    LazyLock::force(&OUTBOX_OLDEST_AGE);
+    LazyLock::force(&OUTBOX_RELAYED);
+    LazyLock::force(&OUTBOX_PUBLISH_DURATION);
+    LazyLock::force(&EVENTS_CONSUMED);
+    LazyLock::force(&EVENTS_REDELIVERED);
+    LazyLock::force(&AUDIT_WRITTEN);
+    LazyLock::force(&AUDIT_DROPPED);
 }

@@ -62,8 +62,8 @@ enum Target<'a> {
     Conversation(&'a str),
 }
 
-/// Sends messages with fresh client ids until one is rejected, as happens once chat's cached
-/// permission lapses (at most `ChatConfig::membership_ttl`); returns the reason.
+/// Sends messages with fresh client ids until one is rejected, as happens once chat has
+/// projected the change from social's events (milliseconds after it); returns the reason.
 async fn until_rejected(ws: &mut Ws, target: Target<'_>) -> String {
     for attempt in 0..40 {
         let id = format!("probe-{attempt}");
@@ -455,7 +455,7 @@ async fn private_messages_need_a_friendship_without_a_block() {
         )
         .await;
     assert!(status.is_success(), "block: {status}");
-    // The block applies once chat's short-lived cache of the friendship lapses.
+    // The block applies as soon as chat has projected it.
     let reason = until_rejected(&mut ann_ws, Target::User(&bob.user_id)).await;
     assert_eq!(reason, "blocked");
     mesh.stop().await;

@@ -55,6 +55,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         prefix: Prefix::parse(prefix).expect("valid prefix"),
         social_database_url: database_url.clone(),
         chat_database_url: database_url.clone(),
+        audit_database_url: database_url.clone(),
         user_database_url: database_url,
         db_max_connections: 5,
         http_addr: "127.0.0.1:0".parse().unwrap(),

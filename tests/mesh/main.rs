@@ -4,11 +4,13 @@
 mod harness;
 mod ws;
 
+mod audit;
 mod auth;
 mod chat;
 mod chat_faults;
 mod discovery;
 mod edge;
+mod events;
 mod faults;
 mod realtime;
 mod social_friends;

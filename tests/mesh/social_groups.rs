@@ -31,7 +31,7 @@ pub async fn join(c: &Client, who: &Tokens, group: &str) -> (StatusCode, Value) 
         .await
 }
 
-async fn invite(c: &Client, who: &Tokens, group: &str, user: &Tokens) -> (StatusCode, Value) {
+pub async fn invite(c: &Client, who: &Tokens, group: &str, user: &Tokens) -> (StatusCode, Value) {
     c.post_as(
         &format!("/v1/groups/{group}/invite"),
         &who.access,

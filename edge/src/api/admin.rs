@@ -1,5 +1,7 @@
-//! `/v1/admin/*`: account administration. The user service checks the admin role.
+//! `/v1/admin/*`: account administration and the audit log. The service answering each
+//! operation checks the admin role (the user service, the outbox role for the audit log).
 
+use mesh_contracts::audit::{AuditPage, ListAudit, ListAuditRequest};
 use mesh_contracts::user::{
     AdminListUsers, AdminListUsersRequest, AdminSetDisabled, AdminSetDisabledRequest,
     AdminSetRoles, AdminSetRolesRequest, SetRolesRequest, UserProfile, UserProfilePage,
@@ -7,6 +9,7 @@ use mesh_contracts::user::{
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Tag;
@@ -106,6 +109,41 @@ impl AdminApi {
             call.on_behalf_of(&auth)
                 .send::<AdminSetRoles>(&request)
                 .await?,
+        ))
+    }
+
+    /// The audit log: one record per mutating request (who, action, target, status and
+    /// result code, client ip, request id), newest first. Filters: `user_id` (the actor),
+    /// `action` (an operation id such as `send_friend_request`), `from` (inclusive) and `to`
+    /// (exclusive) as RFC 3339 times. Paged with `limit` 1-100 (default 20) and the previous
+    /// page's `next_cursor`. Records arrive asynchronously, within about a second.
+    ///
+    /// Refused with `unauthorized` (401) without a valid token, `forbidden` (403) unless the
+    /// caller is an enabled administrator, and `validation_failed` (400) for a bad filter,
+    /// limit or cursor.
+    #[oai(path = "/audit", method = "get", operation_id = "admin_list_audit")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_audit(
+        &self,
+        call: Call,
+        auth: BearerAuth,
+        user_id: Query<Option<Uuid>>,
+        #[oai(validator(max_length = 64))] action: Query<Option<String>>,
+        from: Query<Option<OffsetDateTime>>,
+        to: Query<Option<OffsetDateTime>>,
+        limit: Query<Option<u32>>,
+        #[oai(validator(max_length = 64))] cursor: Query<Option<String>>,
+    ) -> ApiResult<AuditPage> {
+        let request = ListAuditRequest {
+            user_id: user_id.0,
+            action: action.0,
+            from: from.0,
+            to: to.0,
+            limit: limit.0,
+            cursor: cursor.0,
+        };
+        Ok(Json(
+            call.on_behalf_of(&auth).send::<ListAudit>(&request).await?,
         ))
     }
 }

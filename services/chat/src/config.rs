@@ -14,9 +14,6 @@ pub struct ChatConfig {
     pub recall_window: Duration,
     /// Deadline of calls to the social service.
     pub rpc_timeout: Duration,
-    /// How long an authorization fact learnt from social is trusted (a positive one only; a
-    /// refusal is always asked again).
-    pub membership_ttl: Duration,
     /// How often leases are renewed and partitions rebalanced.
     pub lease_interval: Duration,
 }
@@ -35,7 +32,6 @@ impl ChatConfig {
             open_private,
             recall_window,
             rpc_timeout,
-            membership_ttl: Duration::from_secs(5),
             lease_interval: Duration::from_secs(1),
         }
     }

@@ -3,11 +3,13 @@
 //! conversation settings, typing and presence over NATS.
 //!
 //! `domain/` holds the rules (pure), `store/` the SQL, `ingest/` the partition owners,
-//! `membership` what social says about who may post, `push` the fan-out, and `handlers/` one
+//! `events/` the consumers of social's events (projection, notifications), `membership` who
+//! may post (projection first, then social), `push` the fan-out, and `handlers/` one
 //! function per RPC operation.
 
 mod config;
 mod domain;
+mod events;
 mod handlers;
 mod ingest;
 mod membership;
@@ -44,6 +46,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     // Dropping this future (a killed process, in tests) also drops the partition owners.
     let owner = AbortOnDropHandle::new(tokio::spawn(ingest::run(state.clone(), stop.clone())));
+    let consumers = AbortOnDropHandle::new(tokio::spawn(events::run(state.clone(), stop.clone())));
     let host = ServiceHost::new(
         state.bus().clone(),
         mesh_contracts::Service::Chat,
@@ -52,8 +55,10 @@ pub async fn run(
     let host = handlers::register(host, state);
     let served = host.run(shutdown).await;
     stop.cancel();
-    if let Err(err) = owner.await {
-        tracing::error!(error = %err, "partition owner task failed");
+    for (task, name) in [(owner, "partition owner"), (consumers, "event consumers")] {
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, task = name, "chat task failed");
+        }
     }
     served.map_err(anyhow::Error::msg)
 }

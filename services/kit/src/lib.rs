@@ -1,6 +1,7 @@
 //! The pieces every worker shares, so each service writes only its own rules: Postgres pools
 //! and migrations, outbox writes, mapping storage failures to service errors, and paging.
 
+pub mod events;
 pub mod outbox;
 pub mod paging;
 pub mod postgres;

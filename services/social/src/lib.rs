@@ -9,12 +9,15 @@ mod cache;
 mod config;
 mod domain;
 mod handlers;
+mod invalidation;
 mod store;
 
 use std::future::Future;
 
 use mesh_nats::{Bus, ServiceHost};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub use config::SocialConfig;
 pub use store::{connect_pool, migrate};
@@ -36,11 +39,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let state = handlers::State::new(deps, config);
+    let stop = CancellationToken::new();
+    let invalidating =
+        AbortOnDropHandle::new(tokio::spawn(invalidation::run(state.clone(), stop.clone())));
     let host = ServiceHost::new(
         state.bus().clone(),
         mesh_contracts::Service::Social,
         "friends, blocks and groups",
     );
     let host = handlers::register(host, state);
-    host.run(shutdown).await.map_err(anyhow::Error::msg)
+    let served = host.run(shutdown).await;
+    stop.cancel();
+    let _ = invalidating.await;
+    served.map_err(anyhow::Error::msg)
 }

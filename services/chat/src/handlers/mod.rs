@@ -49,7 +49,7 @@ impl State {
     pub async fn new(deps: ChatDeps, config: ChatConfig) -> anyhow::Result<Self> {
         let presence = deps.bus.bucket(Bucket::Presence).await?;
         Ok(Self(Arc::new(Inner {
-            membership: Membership::new(deps.bus.rpc_client(config.rpc_timeout), &config),
+            membership: Membership::new(deps.bus.rpc_client(config.rpc_timeout), deps.pool.clone()),
             pusher: Pusher::new(deps.bus.clone()),
             presence,
             worker_id: Uuid::new_v4(),
@@ -101,11 +101,11 @@ impl State {
             if out.contains_key(&message.conversation) {
                 continue;
             }
-            let Ok(Some(roster)) = self.membership.roster(group, false).await else {
+            let Ok(ids) = self.membership.audience(message.conversation).await else {
                 continue;
             };
-            if self.synced_rosters.get(&group).await != Some(fingerprint(&roster.ids)) {
-                out.insert(message.conversation, roster.ids.clone());
+            if self.synced_rosters.get(&group).await != Some(fingerprint(&ids)) {
+                out.insert(message.conversation, ids.to_vec());
             }
         }
         out

@@ -3,6 +3,7 @@
 pub mod conversations;
 pub mod messages;
 pub mod presence;
+pub mod projection;
 
 use sqlx::PgPool;
 

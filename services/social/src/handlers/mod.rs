@@ -53,6 +53,10 @@ impl State {
         &self.bus
     }
 
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
     /// Refuses unknown (or disabled) users with 404, asking the user service that owns them.
     async fn ensure_user_exists(
         &self,

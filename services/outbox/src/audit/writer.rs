@@ -1,0 +1,125 @@
+//! The audit writer: reads the `AUDIT` stream in batches (up to 500 records), stores each
+//! batch with one insert, then acknowledges it. A redelivered record is skipped by its id, so
+//! a crash between insert and ack duplicates nothing. While Postgres fails the same batch is
+//! retried (never acknowledged); a broken feed is opened again.
+
+use std::time::Duration;
+
+use mesh_contracts::audit::AuditRecord;
+use mesh_nats::{AuditBatch, AuditFeed, Bus};
+use mesh_observability::metrics::AUDIT_WRITTEN;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::store;
+
+/// Most records stored in one insert.
+const BATCH: usize = 500;
+
+/// Waits that double from 250 ms up to 5 s, and start over after a success.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const LAST: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    /// Sleeps for the current delay, unless stopped first (then false).
+    async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let slept = stop
+            .run_until_cancelled(tokio::time::sleep(self.0))
+            .await
+            .is_some();
+        self.0 = (self.0 * 2).min(Self::LAST);
+        slept
+    }
+}
+
+/// Consumes audit records and writes them in batches until `stop`.
+pub async fn run_writer(bus: Bus, pool: PgPool, stop: CancellationToken) {
+    let mut backoff = Backoff::new();
+    loop {
+        match bus.audit_feed(BATCH).await {
+            Ok(mut feed) => {
+                backoff = Backoff::new();
+                match consume(&mut feed, &pool, &stop).await {
+                    Ok(()) => return,
+                    Err(why) => tracing::warn!(reason = %why, "audit feed broke; reopening"),
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot open the audit feed"),
+        }
+        if !backoff.wait(&stop).await {
+            return;
+        }
+    }
+}
+
+/// Writes the feed's batches until `stop` (`Ok`) or until the feed fails or ends (`Err`).
+async fn consume(
+    feed: &mut AuditFeed,
+    pool: &PgPool,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let Some(next) = stop.run_until_cancelled(feed.next_batch(BATCH)).await else {
+            return Ok(());
+        };
+        let batch = next
+            .map_err(|err| err.to_string())?
+            .ok_or_else(|| "the feed ended".to_owned())?;
+        if !store_batch(pool, &batch, stop).await {
+            return Ok(());
+        }
+        batch.ack().await.map_err(|err| err.to_string())?;
+    }
+}
+
+/// Stores a batch, retrying while Postgres fails; false when stopped first (the batch is then
+/// left unacknowledged, for another writer).
+async fn store_batch(pool: &PgPool, batch: &AuditBatch, stop: &CancellationToken) -> bool {
+    let records = decode(batch);
+    let mut backoff = Backoff::new();
+    loop {
+        match write(pool, &records).await {
+            Ok(()) => return true,
+            Err(err) => {
+                tracing::warn!(error = %err, records = records.len(), "cannot store audit records; retrying")
+            }
+        }
+        batch.in_progress().await;
+        if !backoff.wait(stop).await {
+            return false;
+        }
+    }
+}
+
+/// One step: stores `records` (those already stored are skipped) and counts the new ones.
+async fn write(pool: &PgPool, records: &[AuditRecord]) -> sqlx::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let written = store::insert(pool, records).await?;
+    AUDIT_WRITTEN.inc_by(written);
+    Ok(())
+}
+
+/// The batch's records, bounded to fit the table; an undecodable one is logged and skipped
+/// (acknowledged with the rest: retrying cannot fix it).
+fn decode(batch: &AuditBatch) -> Vec<AuditRecord> {
+    batch
+        .payloads()
+        .filter_map(
+            |payload| match serde_json::from_slice::<AuditRecord>(payload) {
+                Ok(record) => Some(record.bounded()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "undecodable audit record skipped");
+                    None
+                }
+            },
+        )
+        .collect()
+}

@@ -1,0 +1,75 @@
+//! Keeps this instance's caches honest about writes made on other instances: every social
+//! event (relayed by the outbox role) invalidates the friend sets and member lists it touches.
+//! Each instance reads its own feed of new events.
+
+use std::time::Duration;
+
+use mesh_contracts::Service;
+use mesh_contracts::events::{EventEnvelope, SocialEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::handlers::State;
+
+/// Follows new social events until `stop`, reopening the feed when it breaks.
+pub async fn run(state: State, stop: CancellationToken) {
+    loop {
+        match state.bus().event_watch(&[Service::Social]).await {
+            Ok(mut feed) => loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    next = feed.next() => next,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        if let Ok(envelope) = serde_json::from_slice(&delivery.payload) {
+                            apply(&state, &envelope).await;
+                        }
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "invalidation feed failed");
+                        break;
+                    }
+                    None => break,
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "cannot open the invalidation feed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn apply(state: &State, envelope: &EventEnvelope) {
+    let Ok(event) = SocialEvent::parse(envelope) else {
+        return;
+    };
+    let caches = state.caches();
+    match event {
+        SocialEvent::FriendshipCreated { user_id, friend_id } => {
+            caches.invalidate_friends(&[user_id, friend_id]).await;
+        }
+        SocialEvent::FriendshipRemoved { user_ids } => caches.invalidate_friends(&user_ids).await,
+        SocialEvent::UserBlocked {
+            blocker_id,
+            blocked_id,
+        }
+        | SocialEvent::UserUnblocked {
+            blocker_id,
+            blocked_id,
+        } => caches.invalidate_friends(&[blocker_id, blocked_id]).await,
+        SocialEvent::MemberJoined { group_id, .. }
+        | SocialEvent::MemberLeft { group_id, .. }
+        | SocialEvent::MemberKicked { group_id, .. }
+        | SocialEvent::MemberRoleChanged { group_id, .. }
+        | SocialEvent::MemberMuted { group_id, .. }
+        | SocialEvent::OwnershipTransferred { group_id, .. }
+        | SocialEvent::GroupDissolved { group_id, .. } => caches.invalidate_group(group_id).await,
+        SocialEvent::FriendRequestCreated { .. }
+        | SocialEvent::FriendRequestHandled { .. }
+        | SocialEvent::JoinRequested { .. }
+        | SocialEvent::JoinRequestHandled { .. }
+        | SocialEvent::Other => {}
+    }
+}

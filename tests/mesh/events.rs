@@ -1,0 +1,312 @@
+//! Domain events end to end: the outbox relay, chat's projection of social, notifications on
+//! the affected users' sockets, redelivery without a second effect, dead letters, and fresh
+//! reads across instances.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mesh_contracts::Service;
+use mesh_contracts::events::{EVENT_VERSION, EventEnvelope};
+use mesh_nats::{Bus, OutgoingEvent};
+use nats_mesh::Role;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::harness::{TestMesh, Tokens, wait_until};
+use crate::social_friends::{befriend, delete_as, ok, patch_as, send_request};
+use crate::social_groups::{create_group, invite, kick};
+use crate::ws::Ws;
+
+async fn db(mesh: &TestMesh) -> PgConnection {
+    let url = mesh
+        .settings
+        .chat_database_url
+        .as_deref()
+        .expect("database");
+    PgConnection::connect(url)
+        .await
+        .expect("connect to the test database")
+}
+
+async fn scalar(mesh: &TestMesh, sql: &str) -> i64 {
+    let mut conn = db(mesh).await;
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .expect("query")
+}
+
+async fn bus(mesh: &TestMesh) -> Bus {
+    Bus::connect(
+        &mesh.settings.nats_url,
+        mesh.settings.prefix.clone(),
+        "test-events",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect to NATS")
+}
+
+fn pair_sql(a: &Tokens, b: &Tokens) -> String {
+    let (lo, hi) = if a.user_id < b.user_id {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    format!(
+        "SELECT count(*) FROM chat.friendships WHERE user_lo = '{}' AND user_hi = '{}'",
+        lo.user_id, hi.user_id
+    )
+}
+
+async fn notification(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    ws.expect(kind, |f| f["type"] == "notification" && f["kind"] == kind)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn social_changes_reach_the_projection_and_the_users_sockets() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+
+    befriend(c, &ann, &bob).await;
+    let received = notification(&mut bob_ws, "friend_request_received").await;
+    assert_eq!(
+        received["data"]["request"]["from_user_id"],
+        ann.user_id.as_str()
+    );
+    notification(&mut ann_ws, "friend_request_accepted").await;
+    let pair = pair_sql(&ann, &bob);
+    wait_until("the friendship is projected", || async {
+        scalar(&mesh, &pair).await == 1
+    })
+    .await;
+
+    // A block is projected, and refuses the next message at once.
+    let (status, _) = c
+        .post_as(
+            &format!("/v1/blocks/{}", ann.user_id),
+            &bob.access,
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success());
+    let blocks = format!(
+        "SELECT count(*) FROM chat.blocks WHERE blocker_id = '{}' AND blocked_id = '{}'",
+        bob.user_id, ann.user_id
+    );
+    wait_until("the block is projected", || async {
+        scalar(&mesh, &blocks).await == 1
+    })
+    .await;
+    wait_until("the friendship is gone", || async {
+        scalar(&mesh, &pair).await == 0
+    })
+    .await;
+    ann_ws.send_to(&bob.user_id, "after-block", "hello?").await;
+    assert_eq!(
+        ann_ws.ack("after-block", "rejected").await["reason"],
+        "blocked"
+    );
+
+    // Groups: an invitation, a kick and a dissolution reach the members concerned.
+    let (_, amy) = c.user("amy").await;
+    let (_, cal) = c.user("cal").await;
+    let mut amy_ws = Ws::connect(&mesh.url, &amy.access).await;
+    let mut cal_ws = Ws::connect(&mesh.url, &cal.access).await;
+    let group = create_group(c, &ann, "open", 10).await;
+    for who in [&amy, &cal] {
+        let (status, body) = invite(c, &ann, &group, who).await;
+        assert!(status.is_success(), "{body}");
+    }
+    assert_eq!(
+        notification(&mut amy_ws, "group_invitation").await["data"]["group_id"],
+        group.as_str()
+    );
+    notification(&mut cal_ws, "group_invitation").await;
+    let members = format!("SELECT count(*) FROM chat.group_members WHERE group_id = '{group}'");
+    wait_until("members are projected", || async {
+        scalar(&mesh, &members).await == 3
+    })
+    .await;
+    let (status, body) = kick(c, &ann, &group, &cal).await;
+    assert!(status.is_success(), "{body}");
+    assert_eq!(
+        notification(&mut cal_ws, "kicked").await["data"]["group_id"],
+        group.as_str()
+    );
+    wait_until("the kick is projected", || async {
+        scalar(&mesh, &members).await == 2
+    })
+    .await;
+    cal_ws
+        .send_in(&format!("g:{group}"), "kicked-out", "still here?")
+        .await;
+    assert_eq!(
+        cal_ws.ack("kicked-out", "rejected").await["reason"],
+        "not_member"
+    );
+    let (status, _) = delete_as(c, &format!("/v1/groups/{group}"), &ann.access).await;
+    assert!(status.is_success(), "{status}");
+    notification(&mut amy_ws, "group_dissolved").await;
+    wait_until("the group is gone", || async {
+        scalar(&mesh, &members).await == 0
+    })
+    .await;
+
+    // Everything was relayed: nothing is left in the outboxes.
+    for schema in ["users", "social"] {
+        let sql = format!("SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL");
+        wait_until("the outbox drains", || async {
+            scalar(&mesh, &sql).await == 0
+        })
+        .await;
+    }
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_publish_and_mark_sent_has_no_second_effect() {
+    // Without the outbox role; the test drives the relay step itself. JetStream's duplicate
+    // window is short, so a republish after it reaches the consumers again.
+    let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social, Role::Chat], |s| {
+        s.chat.dedup_window = Duration::from_millis(300)
+    })
+    .await;
+    mesh.wait_ready().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    send_request(c, &ann, &bob, "hi").await;
+
+    let url = mesh.settings.social_database_url.clone().unwrap();
+    let source = mesh_outbox::Source {
+        service: Service::Social,
+        schema: "social",
+        pool: sqlx::PgPool::connect(&url).await.unwrap(),
+        url,
+    };
+    let bus = bus(&mesh).await;
+    let relayed = mesh_outbox::relay::relay_once(&bus, &source, 500)
+        .await
+        .unwrap();
+    assert_eq!(relayed, 1);
+    notification(&mut bob_ws, "friend_request_received").await;
+
+    // The relay "dies" before marking the rows sent: they are sent again, after the window.
+    let mut conn = db(&mesh).await;
+    sqlx::query("UPDATE social.outbox SET sent_at = NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        mesh_outbox::relay::relay_once(&bus, &source, 500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        bus.events_stored().await.unwrap(),
+        2,
+        "the resend reached the stream"
+    );
+    let processed =
+        "SELECT count(*) FROM chat.processed_events WHERE consumer = 'chat-notifications'";
+    assert!(
+        bob_ws
+            .drain("notification", Duration::from_millis(800))
+            .await
+            .is_empty(),
+        "the same event notified twice"
+    );
+    assert_eq!(scalar(&mesh, processed).await, 1);
+    assert_eq!(
+        mesh_outbox::relay::relay_once(&bus, &source, 500)
+            .await
+            .unwrap(),
+        0
+    );
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_later_events_still_flow() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let bus = bus(&mesh).await;
+    let id = Uuid::now_v7();
+    let poison = EventEnvelope {
+        id,
+        service: "social".into(),
+        event_type: "friendship_created".into(),
+        version: EVENT_VERSION,
+        aggregate: id,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        payload: json!({ "not": "a friendship" }),
+    };
+    bus.publish_events(vec![OutgoingEvent {
+        id,
+        service: Service::Social,
+        event_type: "friendship_created".into(),
+        payload: Bytes::from(serde_json::to_vec(&poison).unwrap()),
+    }])
+    .await
+    .unwrap();
+
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let pair = pair_sql(&ann, &bob);
+    wait_until("the later friendship is projected", || async {
+        scalar(&mesh, &pair).await == 1
+    })
+    .await;
+    let dead = "SELECT count(*) FROM chat.dead_letters WHERE consumer = 'chat-projection'";
+    assert_eq!(scalar(&mesh, dead).await, 1);
+    let mut conn = db(&mesh).await;
+    let (payload, error): (String, String) = sqlx::query_as(
+        "SELECT payload, error FROM chat.dead_letters WHERE consumer = 'chat-projection'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(payload.contains(&id.to_string()), "{payload}");
+    assert!(!error.is_empty());
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_changed_through_one_edge_reads_fresh_through_another() {
+    let mut mesh = TestMesh::spawn().await;
+    let other = mesh.spawn_edge().await;
+    let c = mesh.client.clone();
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(&c, &ann, &bob).await;
+    for nickname in ["first", "second", "third"] {
+        let changed = ok(patch_as(
+            &c,
+            "/v1/users/me",
+            &ann.access,
+            json!({"nickname": nickname}),
+        )
+        .await);
+        assert_eq!(changed["nickname"], nickname);
+        let (status, seen) = other
+            .get_as(&format!("/v1/users/{}", ann.user_id), &bob.access)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(seen["nickname"], nickname);
+        let friends = ok(other.get_as("/v1/friends", &bob.access).await);
+        assert_eq!(friends["items"].as_array().unwrap().len(), 1);
+    }
+    mesh.stop().await;
+}
