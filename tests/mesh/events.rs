@@ -310,3 +310,48 @@ async fn a_profile_changed_through_one_edge_reads_fresh_through_another() {
     }
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_outbox_role_delivers_every_event_once_when_back() {
+    let mut mesh = TestMesh::spawn_roles(
+        &[Role::Edge, Role::User, Role::Social, Role::Chat],
+        |_| {},
+    )
+    .await;
+    mesh.wait_ready().await;
+    let relay = mesh.start_node(&[Role::Outbox]).await;
+    let c = mesh.client.clone();
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(c.user(&format!("u{i}")).await.1);
+    }
+    // A burst of friendships; the relay dies in the middle of it.
+    for (i, pair) in users.chunks(2).enumerate() {
+        befriend(&c, &pair[0], &pair[1]).await;
+        if i == 1 {
+            mesh.kill_node(relay);
+        }
+    }
+    for i in 0..users.len() - 2 {
+        befriend(&c, &users[i], &users[i + 2]).await;
+    }
+    mesh.start_node(&[Role::Outbox]).await;
+    let unsent = "SELECT count(*) FROM social.outbox WHERE sent_at IS NULL";
+    wait_until("the backlog drains", || async { scalar(&mesh, unsent).await == 0 }).await;
+    let social = "SELECT count(*) / 2 FROM social.friendships";
+    let projected = "SELECT count(*) FROM chat.friendships";
+    wait_until("the projection matches social", || async {
+        scalar(&mesh, projected).await == scalar(&mesh, social).await
+    })
+    .await;
+    assert_eq!(scalar(&mesh, projected).await, 4 + 6);
+    // Every social event was applied exactly once.
+    let events = "SELECT count(*) FROM social.outbox";
+    let applied = "SELECT count(*) FROM chat.processed_events WHERE consumer = 'chat-projection'";
+    wait_until("every event applied", || async {
+        scalar(&mesh, applied).await == scalar(&mesh, events).await
+    })
+    .await;
+    assert_eq!(scalar(&mesh, "SELECT count(*) FROM chat.dead_letters").await, 0);
+    mesh.stop().await;
+}
