@@ -313,11 +313,8 @@ async fn a_profile_changed_through_one_edge_reads_fresh_through_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_outbox_role_delivers_every_event_once_when_back() {
-    let mut mesh = TestMesh::spawn_roles(
-        &[Role::Edge, Role::User, Role::Social, Role::Chat],
-        |_| {},
-    )
-    .await;
+    let mut mesh =
+        TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social, Role::Chat], |_| {}).await;
     mesh.wait_ready().await;
     let relay = mesh.start_node(&[Role::Outbox]).await;
     let c = mesh.client.clone();
@@ -337,7 +334,10 @@ async fn a_killed_outbox_role_delivers_every_event_once_when_back() {
     }
     mesh.start_node(&[Role::Outbox]).await;
     let unsent = "SELECT count(*) FROM social.outbox WHERE sent_at IS NULL";
-    wait_until("the backlog drains", || async { scalar(&mesh, unsent).await == 0 }).await;
+    wait_until("the backlog drains", || async {
+        scalar(&mesh, unsent).await == 0
+    })
+    .await;
     let social = "SELECT count(*) / 2 FROM social.friendships";
     let projected = "SELECT count(*) FROM chat.friendships";
     wait_until("the projection matches social", || async {
@@ -352,6 +352,9 @@ async fn a_killed_outbox_role_delivers_every_event_once_when_back() {
         scalar(&mesh, applied).await == scalar(&mesh, events).await
     })
     .await;
-    assert_eq!(scalar(&mesh, "SELECT count(*) FROM chat.dead_letters").await, 0);
+    assert_eq!(
+        scalar(&mesh, "SELECT count(*) FROM chat.dead_letters").await,
+        0
+    );
     mesh.stop().await;
 }
