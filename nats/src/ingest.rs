@@ -154,11 +154,12 @@ fn delivery(next: batch::Next) -> Result<Delivery, IngestError> {
 }
 
 impl Delivery {
-    /// Acknowledges this message and, by the consumer's ack-all policy, every earlier one; waits
-    /// for the server to confirm.
+    /// Acknowledges this message and, by the consumer's ack-all policy, every earlier one.
+    /// Not confirmed: a lost ack only means a redelivery, which the store recognises as resends,
+    /// and not waiting keeps the partition's next batch from waiting a round trip.
     pub async fn ack_through(&self) -> Result<(), IngestError> {
         self.message
-            .double_ack()
+            .ack()
             .await
             .map_err(|err| IngestError::Consumer(err.to_string()))
     }

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::stop::pause;
 use mesh_contracts::Service;
 use mesh_contracts::events::EventEnvelope;
 use mesh_nats::{Bus, EventDelivery, MAX_DELIVER};
@@ -157,11 +158,4 @@ async fn dead_letter(consumer: &Consumer, payload: &[u8], error: &str) -> sqlx::
     .execute(&consumer.pool)
     .await?;
     Ok(())
-}
-
-async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(delay) => false,
-    }
 }

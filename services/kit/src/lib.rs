@@ -5,6 +5,8 @@ pub mod events;
 pub mod outbox;
 pub mod paging;
 pub mod postgres;
+pub mod stop;
 
 pub use paging::Page;
 pub use postgres::{db_error, internal_error, is_unique_violation};
+pub use stop::pause;

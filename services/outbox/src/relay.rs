@@ -14,6 +14,7 @@ use mesh_nats::{Bus, OutgoingEvent};
 use mesh_observability::metrics::{
     OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISH_DURATION, OUTBOX_RELAYED,
 };
+use mesh_service_kit::pause;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -130,14 +131,6 @@ async fn prune(source: &Source, retention: Duration) -> anyhow::Result<()> {
     .execute(&source.pool)
     .await?;
     Ok(())
-}
-
-/// Sleeps unless stopped first; true when stopped.
-async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(delay) => false,
-    }
 }
 
 /// Relays `source` until `stop`: waits to become the schema's relay, then relays.

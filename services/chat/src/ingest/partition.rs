@@ -14,6 +14,7 @@ use mesh_observability::metrics::{
     CHAT_ACCEPT_TO_STORE, CHAT_BATCH_SIZE, CHAT_CONSUMER_PENDING, CHAT_DUPLICATES,
     CHAT_REDELIVERIES, CHAT_REJECTED, CHAT_STORED,
 };
+use mesh_service_kit::pause;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,6 +24,7 @@ use crate::domain::authorize;
 use crate::domain::inbound::{self, Refused, Valid};
 use crate::handlers::State;
 use crate::store::messages::{self, NewMessage, Outcome};
+use crate::store::projection;
 
 /// Pause before retrying a batch whose storage or authorization failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -76,14 +78,6 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
             tracing::info!(partition, "partition feed closed");
             return;
         }
-    }
-}
-
-/// Sleeps unless stopped first; true when stopped.
-async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(delay) => false,
     }
 }
 
@@ -235,17 +229,41 @@ async fn deliver(state: &State, valid: &Valid, outcome: &Outcome, now_ms: i64) {
     }
 }
 
-/// Decides who may post, asking social once per (conversation, sender) of the batch. An error
-/// means social could not answer: the batch is retried, never refused for it.
+/// Decides who may post, once per (conversation, sender) of the batch: private pairs the
+/// projection clears are looked up in one query; everything else is decided one by one (the
+/// projection, then social). An error means social or Postgres could not answer: the batch is
+/// retried, never refused for it.
 async fn authorize_all(state: &State, items: &mut [Item]) -> Result<(), ServiceError> {
     let now = OffsetDateTime::now_utc();
+    let pairs: Vec<(Uuid, Uuid)> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Ready(Valid {
+                conversation: ConversationId::Private(a, b),
+                ..
+            }) => Some((*a, *b)),
+            _ => None,
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    let cleared: std::collections::HashSet<(Uuid, Uuid)> = if pairs.is_empty() {
+        Default::default()
+    } else {
+        projection::clear_pairs(state.pool(), &pairs)
+            .await
+            .map_err(mesh_service_kit::db_error)?
+            .into_iter()
+            .collect()
+    };
     let mut decided: HashMap<(ConversationId, Uuid), Result<(), ErrorCode>> = HashMap::new();
     for item in items.iter_mut() {
         let Item::Ready(valid) = item else { continue };
         let key = (valid.conversation, valid.inbound.sender_id);
-        let verdict = match decided.get(&key) {
-            Some(verdict) => *verdict,
-            None => {
+        let verdict = match (decided.get(&key), key.0) {
+            (Some(verdict), _) => *verdict,
+            (None, ConversationId::Private(a, b)) if cleared.contains(&(a, b)) => Ok(()),
+            (None, _) => {
                 let verdict = decide(state, key.0, key.1, now).await?;
                 decided.insert(key, verdict);
                 verdict

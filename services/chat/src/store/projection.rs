@@ -33,6 +33,22 @@ pub async fn pair(pool: &PgPool, a: Uuid, b: Uuid) -> sqlx::Result<(bool, bool)>
     .await
 }
 
+/// Of `pairs`, those that are friends with no block either way (one query for a whole batch).
+pub async fn clear_pairs(pool: &PgPool, pairs: &[(Uuid, Uuid)]) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    let (lo, hi): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().map(|(a, b)| ordered(*a, *b)).unzip();
+    sqlx::query_as(
+        "SELECT f.user_lo, f.user_hi FROM UNNEST($1::uuid[], $2::uuid[]) AS p(lo, hi) \
+         JOIN chat.friendships f ON f.user_lo = p.lo AND f.user_hi = p.hi \
+         WHERE NOT EXISTS (SELECT 1 FROM chat.blocks b \
+                           WHERE (b.blocker_id = p.lo AND b.blocked_id = p.hi) \
+                              OR (b.blocker_id = p.hi AND b.blocked_id = p.lo))",
+    )
+    .bind(&lo)
+    .bind(&hi)
+    .fetch_all(pool)
+    .await
+}
+
 /// A group's members with their mutes, in user id order.
 pub async fn members(
     pool: &PgPool,
