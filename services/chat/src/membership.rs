@@ -1,13 +1,16 @@
-//! Who may post and who receives. Chat reads its own projection of social's events first
-//! (`store::projection`); only when the projection says no (it may lag a moment behind social)
-//! does it ask the social service, so a just-accepted friend or new member can post at once,
-//! while a block, kick or mute bites as soon as its event is projected.
+//! Who may post and who receives. To authorize, chat reads its own projection of social's
+//! events first (`store::projection`); only when the projection says no (it may lag a moment
+//! behind social) does it ask the social service, so a just-accepted friend or new member can
+//! post at once, while a block, kick or mute bites as soon as its event is projected. Who
+//! receives (a group's members, a user's friends) is asked of social, which owns those lists.
 
 use std::sync::Arc;
 
 use mesh_contracts::ServiceError;
 use mesh_contracts::chat::ConversationId;
-use mesh_contracts::social::{CheckFriendship, CheckFriendshipRequest, GroupRef, GroupRoster};
+use mesh_contracts::social::{
+    CheckFriendship, CheckFriendshipRequest, FriendIds, GroupRef, GroupRoster, UserIdRequest,
+};
 use mesh_nats::{CallContext, RpcClient};
 use mesh_service_kit::db_error;
 use sqlx::PgPool;
@@ -98,7 +101,10 @@ impl Membership {
         })
     }
 
-    /// Everyone who receives what is posted to `conversation`, in user id order.
+    /// Everyone who receives what is posted to `conversation`. A group's roster comes from
+    /// social, which owns it (served from its cache), so a member who joined a moment ago is
+    /// not missed while the projection catches up; the projection stands in when social does
+    /// not answer, so a stored message is still pushed.
     pub async fn audience(
         &self,
         conversation: ConversationId,
@@ -107,25 +113,37 @@ impl Membership {
             ConversationId::Private(a, b) => return Ok(Arc::from([a, b])),
             ConversationId::Group(group) => group,
         };
-        let members = projection::members(&self.pool, group)
-            .await
-            .map_err(db_error)?;
-        if !members.is_empty() {
-            return Ok(members.into_iter().map(|(id, _)| id).collect());
-        }
-        // Not projected yet (a group created a moment ago): ask social.
-        let roster = self
+        match self
             .rpc
             .call::<GroupRoster>(&internal_ctx(), &GroupRef { group_id: group })
             .await
-            .map_err(|err| err.into_service_error("social"))?;
-        Ok(roster.members.iter().map(|m| m.user_id).collect())
+        {
+            Ok(roster) => Ok(roster.members.iter().map(|m| m.user_id).collect()),
+            Err(err) => {
+                tracing::warn!(error = %err, "group roster unavailable; using the projection");
+                let members = projection::members(&self.pool, group)
+                    .await
+                    .map_err(db_error)?;
+                Ok(members.into_iter().map(|(id, _)| id).collect())
+            }
+        }
     }
 
-    /// Every friend of `user`, per the projection.
+    /// Every friend of `user` (who is told about their presence): social's list, or the
+    /// projection's when social does not answer.
     pub async fn friends_of(&self, user: Uuid) -> Result<Vec<Uuid>, ServiceError> {
-        projection::friends_of(&self.pool, user)
+        match self
+            .rpc
+            .call::<FriendIds>(&internal_ctx(), &UserIdRequest { user_id: user })
             .await
-            .map_err(db_error)
+        {
+            Ok(reply) => Ok(reply.ids),
+            Err(err) => {
+                tracing::warn!(error = %err, "friend list unavailable; using the projection");
+                projection::friends_of(&self.pool, user)
+                    .await
+                    .map_err(db_error)
+            }
+        }
     }
 }
