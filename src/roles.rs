@@ -12,6 +12,7 @@ use mesh_nats::{Bus, TopologySettings};
 use mesh_outbox::{OutboxConfig, OutboxDeps};
 use mesh_social::{SocialConfig, SocialDeps};
 use mesh_user::{UserConfig, UserDeps};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Role, Settings};
@@ -37,58 +38,61 @@ pub async fn connect_bus(settings: &Settings, name: &str) -> anyhow::Result<Bus>
     Ok(bus)
 }
 
-/// Opens the user service's pool and brings its schema up to date.
-pub async fn user_pool(settings: &Settings) -> anyhow::Result<mesh_user::Pool> {
-    let url = settings
-        .user_database_url
-        .as_deref()
-        .context("MESH_DATABASE_URL is not set")?;
-    let pool = mesh_user::connect_pool(url, settings.db_max_connections).await?;
-    mesh_user::migrate(&pool)
+/// Opens one service's pool on `url` (named `app` in Postgres) and applies its migrations.
+async fn migrated_pool(
+    settings: &Settings,
+    url: Option<&str>,
+    missing: &str,
+    app: &str,
+    migrate: impl AsyncFn(&PgPool) -> anyhow::Result<()>,
+) -> anyhow::Result<PgPool> {
+    let url = url.with_context(|| format!("{missing} is not set"))?;
+    let pool =
+        mesh_service_kit::postgres::connect_pool(url, app, settings.db_max_connections).await?;
+    migrate(&pool)
         .await
-        .context("user migrations failed")?;
+        .with_context(|| format!("{app} migrations failed"))?;
     Ok(pool)
+}
+
+/// Opens the user service's pool and brings its schema up to date.
+pub async fn user_pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.user_database_url.as_deref();
+    migrated_pool(
+        settings,
+        url,
+        "MESH_DATABASE_URL",
+        "mesh-user",
+        mesh_user::migrate,
+    )
+    .await
 }
 
 /// Opens the social service's pool and brings its schema up to date.
-pub async fn social_pool(settings: &Settings) -> anyhow::Result<mesh_social::Pool> {
-    let url = settings
-        .social_database_url
-        .as_deref()
-        .context("MESH_SOCIAL_DATABASE_URL (or MESH_DATABASE_URL) is not set")?;
-    let pool = mesh_social::connect_pool(url, settings.db_max_connections).await?;
-    mesh_social::migrate(&pool)
-        .await
-        .context("social migrations failed")?;
-    Ok(pool)
+pub async fn social_pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.social_database_url.as_deref();
+    let missing = "MESH_SOCIAL_DATABASE_URL (or MESH_DATABASE_URL)";
+    migrated_pool(settings, url, missing, "mesh-social", mesh_social::migrate).await
 }
 
 /// Opens the chat service's pool and brings its schema up to date.
-pub async fn chat_pool(settings: &Settings) -> anyhow::Result<mesh_chat::Pool> {
-    let url = settings
-        .chat_database_url
-        .as_deref()
-        .context("MESH_CHAT_DATABASE_URL (or MESH_DATABASE_URL) is not set")?;
-    let pool = mesh_chat::connect_pool(url, settings.db_max_connections).await?;
-    mesh_chat::migrate(&pool)
-        .await
-        .context("chat migrations failed")?;
-    Ok(pool)
+pub async fn chat_pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.chat_database_url.as_deref();
+    let missing = "MESH_CHAT_DATABASE_URL (or MESH_DATABASE_URL)";
+    migrated_pool(settings, url, missing, "mesh-chat", mesh_chat::migrate).await
 }
 
 /// Opens the audit log's pool and brings its schema up to date.
-pub async fn audit_pool(settings: &Settings) -> anyhow::Result<mesh_outbox::Pool> {
-    let url = settings
-        .audit_database_url
-        .as_deref()
-        .context("MESH_DATABASE_URL is not set")?;
-    let pool =
-        mesh_service_kit::postgres::connect_pool(url, "mesh-outbox", settings.db_max_connections)
-            .await?;
-    mesh_outbox::migrate(&pool)
-        .await
-        .context("audit migrations failed")?;
-    Ok(pool)
+pub async fn audit_pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.audit_database_url.as_deref();
+    migrated_pool(
+        settings,
+        url,
+        "MESH_DATABASE_URL",
+        "mesh-outbox",
+        mesh_outbox::migrate,
+    )
+    .await
 }
 
 /// The outboxes the relay moves: each service's schema in its own database.

@@ -24,10 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 pub use config::ChatConfig;
-pub use store::{connect_pool, migrate};
-
-/// The Postgres pool type the chat role runs on.
-pub type Pool = PgPool;
+pub use store::migrate;
 
 /// What the chat role needs from the outside world.
 #[derive(Clone)]

@@ -17,9 +17,6 @@ use tokio_util::task::AbortOnDropHandle;
 pub use config::OutboxConfig;
 pub use relay::Source;
 
-/// The Postgres pool type the outbox role runs on.
-pub type Pool = PgPool;
-
 /// What the outbox role needs from the outside world.
 #[derive(Clone)]
 pub struct OutboxDeps {

@@ -20,10 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 pub use config::SocialConfig;
-pub use store::{connect_pool, migrate};
-
-/// The Postgres pool type the social role runs on.
-pub type Pool = PgPool;
+pub use store::migrate;
 
 /// What the social role needs from the outside world.
 #[derive(Clone)]

@@ -17,10 +17,7 @@ use mesh_nats::{Bus, ServiceHost};
 use sqlx::PgPool;
 
 pub use config::UserConfig;
-pub use store::{connect_pool, migrate};
-
-/// The Postgres pool type the user role runs on.
-pub type Pool = PgPool;
+pub use store::migrate;
 
 /// What the user role needs from the outside world.
 #[derive(Clone)]

@@ -167,6 +167,36 @@ pub fn send_frame(client_id: &str, target: Target<'_>, body: &str) -> Message {
 }
 
 /// A close frame's code and reason as text, for reports.
+/// The next text frame a reader gets, or `None` once `stop` fires or the socket ends; an end the
+/// server caused is recorded as a problem of the `who` socket (sender, recipient, member).
+pub async fn next_text(
+    stream: &mut Stream,
+    stop: &tokio_util::sync::CancellationToken,
+    problems: &crate::scenarios::Problems,
+    who: &str,
+) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return None,
+            message = stream.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => return Some(text),
+            Some(Ok(other)) => {
+                if let Some(close) = describe_close(&other) {
+                    problems.add(&format!("{who} socket closed by the server"), || close);
+                    return None;
+                }
+            }
+            Some(Err(err)) => {
+                problems.add(&format!("{who} socket failed"), || err.to_string());
+                return None;
+            }
+            None => return None,
+        }
+    }
+}
+
 pub fn describe_close(message: &Message) -> Option<String> {
     match message {
         Message::Close(Some(frame)) => Some(format!("{} {}", u16::from(frame.code), frame.reason)),

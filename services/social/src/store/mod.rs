@@ -12,11 +12,6 @@ use sqlx::{PgConnection, PgPool};
 /// The schema this service owns.
 pub const SCHEMA: &str = "social";
 
-/// Opens this service's pool; connections fail fast when Postgres is away.
-pub async fn connect_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    mesh_service_kit::postgres::connect_pool(url, "mesh-social", max_connections).await
-}
-
 /// Creates the schema and applies pending migrations; safe to run concurrently.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     mesh_service_kit::postgres::migrate(pool, SCHEMA, sqlx::migrate!("./migrations")).await

@@ -10,7 +10,6 @@ use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::time::sleep_until;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, Problems, body, open_sockets};
@@ -259,30 +258,7 @@ async fn read_member(
 ) -> Histogram<u64> {
     let mut latencies = report::histogram();
     let mut last_seq: Option<i64> = None;
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => break,
-            message = stream.next() => message,
-        };
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(other)) => {
-                if let Some(close) = ws::describe_close(&other) {
-                    shared
-                        .problems
-                        .add("member socket closed by the server", || close);
-                    break;
-                }
-                continue;
-            }
-            Some(Err(err)) => {
-                shared
-                    .problems
-                    .add("member socket failed", || err.to_string());
-                break;
-            }
-            None => break,
-        };
+    while let Some(text) = ws::next_text(&mut stream, &stop, &shared.problems, "member").await {
         let Ok(frame) = Frame::parse(&text) else {
             shared
                 .problems

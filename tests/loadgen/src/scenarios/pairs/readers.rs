@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::scenarios::Problems;
@@ -40,30 +38,7 @@ pub async fn read_acks(
     stop: CancellationToken,
 ) -> StoredLog {
     let mut log = StoredLog::default();
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => break,
-            message = stream.next() => message,
-        };
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(other)) => {
-                if let Some(close) = ws::describe_close(&other) {
-                    shared
-                        .problems
-                        .add("sender socket closed by the server", || close);
-                    break;
-                }
-                continue;
-            }
-            Some(Err(err)) => {
-                shared
-                    .problems
-                    .add("sender socket failed", || err.to_string());
-                break;
-            }
-            None => break,
-        };
+    while let Some(text) = ws::next_text(&mut stream, &stop, &shared.problems, "sender").await {
         let Ok(frame) = Frame::parse(&text) else {
             shared
                 .problems
@@ -133,30 +108,7 @@ pub async fn read_deliveries(
 ) -> u64 {
     let mut last_seq: Option<i64> = None;
     let mut out_of_order = 0;
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => break,
-            message = stream.next() => message,
-        };
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(other)) => {
-                if let Some(close) = ws::describe_close(&other) {
-                    shared
-                        .problems
-                        .add("recipient socket closed by the server", || close);
-                    break;
-                }
-                continue;
-            }
-            Some(Err(err)) => {
-                shared
-                    .problems
-                    .add("recipient socket failed", || err.to_string());
-                break;
-            }
-            None => break,
-        };
+    while let Some(text) = ws::next_text(&mut stream, &stop, &shared.problems, "recipient").await {
         let Ok(frame) = Frame::parse(&text) else {
             shared
                 .problems
