@@ -27,6 +27,65 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Most users one presence query may ask about.
 pub const MAX_PRESENCE_USERS: usize = 200;
 
+/// Why a message's fields are refused. The edge checks them before it accepts a message, and
+/// the chat worker checks them again, since anyone on the bus could have published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapeViolation {
+    pub code: ErrorCode,
+    pub detail: &'static str,
+}
+
+impl ShapeViolation {
+    const fn new(code: ErrorCode, detail: &'static str) -> Self {
+        Self { code, detail }
+    }
+}
+
+/// The client's message id: 1-64 bytes of `A-Z a-z 0-9 _ . : -`.
+pub fn check_client_id(id: &str) -> Result<(), ShapeViolation> {
+    let plain = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if (1..=MAX_CLIENT_ID_LEN).contains(&id.len()) && plain {
+        Ok(())
+    } else {
+        Err(ShapeViolation::new(
+            ErrorCode::ValidationFailed,
+            "client_id must be 1-64 characters of A-Z a-z 0-9 _ . : -",
+        ))
+    }
+}
+
+/// True for characters no stored text may hold: NUL and the other C0/C1 control characters
+/// except tab, line feed and carriage return (Postgres refuses NUL in `text`; the rest are
+/// invisible and break clients), and the Unicode noncharacters U+FFFE/U+FFFF.
+pub fn is_forbidden_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// A message body: not empty, at most [`MAX_BODY_BYTES`] of UTF-8, no forbidden characters.
+pub fn check_body(body: &str) -> Result<(), ShapeViolation> {
+    if body.is_empty() {
+        return Err(ShapeViolation::new(
+            ErrorCode::ValidationFailed,
+            "the message body is empty",
+        ));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ShapeViolation::new(
+            ErrorCode::MessageTooLarge,
+            "the message body exceeds 16 KiB",
+        ));
+    }
+    if body.chars().any(is_forbidden_char) {
+        return Err(ShapeViolation::new(
+            ErrorCode::InvalidText,
+            "the message body holds a NUL or another control character",
+        ));
+    }
+    Ok(())
+}
+
 /// A conversation: `p:<lower user id>:<higher user id>` between two users, or `g:<group id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConversationId {
@@ -593,6 +652,47 @@ mod tests {
         }
         assert_eq!(seen.len(), 8, "conversations spread over every partition");
         assert_eq!(id.partition(0), 0);
+    }
+
+    #[test]
+    fn bodies_refuse_control_characters_but_keep_whitespace_and_unicode() {
+        assert_eq!(check_body("line one\n\tline two\r\n héllo 👋"), Ok(()));
+        for bad in [
+            "nul\u{0}inside",
+            "bell\u{7}",
+            "esc\u{1b}[2J",
+            "c1\u{85}",
+            "\u{FFFF}",
+        ] {
+            assert_eq!(
+                check_body(bad).unwrap_err().code,
+                ErrorCode::InvalidText,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_body("").unwrap_err().code,
+            ErrorCode::ValidationFailed
+        );
+        let over = "x".repeat(MAX_BODY_BYTES + 1);
+        assert_eq!(
+            check_body(&over).unwrap_err().code,
+            ErrorCode::MessageTooLarge
+        );
+        assert_eq!(check_body(&over[1..]), Ok(()));
+    }
+
+    #[test]
+    fn client_ids_are_short_and_plain() {
+        assert_eq!(check_client_id("m-1:a_b.c"), Ok(()));
+        for bad in [
+            "",
+            "has space",
+            "nul\u{0}",
+            &"x".repeat(MAX_CLIENT_ID_LEN + 1),
+        ] {
+            assert!(check_client_id(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -75,6 +75,9 @@ error_codes! {
     MessageTooLarge => ("message_too_large", 413, "The message is too large"),
     UnknownConversation => ("unknown_conversation", 404, "No such conversation"),
     RecallWindowPassed => ("recall_window_passed", 409, "The message is too old to recall"),
+    InvalidText => ("invalid_text", 400, "A text field holds characters that are not allowed"),
+    Unstorable => ("unstorable", 422, "The message could not be stored and was set aside"),
+    Hidden => ("hidden", 403, "The caller may not see this"),
 }
 
 impl std::fmt::Display for ErrorCode {

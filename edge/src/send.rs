@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::{
-    ConversationId, FindMessage, FindMessageRequest, FoundMessage, Inbound, MAX_BODY_BYTES,
-    MAX_CLIENT_ID_LEN, SendAck, SendMessage, ServerFrame,
+    ConversationId, FindMessage, FindMessageRequest, FoundMessage, Inbound, SendAck, SendMessage,
+    ServerFrame, check_body, check_client_id,
 };
 use mesh_nats::{Bus, CallContext, RpcClient};
 use mesh_observability::metrics::{CHAT_ACCEPTED, CHAT_DUPLICATES, CHAT_REJECTED};
@@ -137,12 +137,8 @@ pub fn check(sender: Uuid, message: &SendMessage) -> Result<ConversationId, Reje
         detail,
         conversation_id: conversation.map(|c| c.to_string()),
     };
-    if !is_client_id(&message.client_id) {
-        return Err(refuse(
-            ErrorCode::ValidationFailed,
-            "client_id must be 1-64 characters of A-Z a-z 0-9 _ . : -",
-            None,
-        ));
+    if let Err(violation) = check_client_id(&message.client_id) {
+        return Err(refuse(violation.code, violation.detail, None));
     }
     let conversation = match (&message.conversation_id, message.to) {
         (Some(_), Some(_)) | (None, None) => {
@@ -175,28 +171,10 @@ pub fn check(sender: Uuid, message: &SendMessage) -> Result<ConversationId, Reje
             Some(conversation),
         ));
     }
-    if message.body.is_empty() {
-        return Err(refuse(
-            ErrorCode::ValidationFailed,
-            "the message body is empty",
-            Some(conversation),
-        ));
-    }
-    if message.body.len() > MAX_BODY_BYTES {
-        return Err(refuse(
-            ErrorCode::MessageTooLarge,
-            "the message body exceeds 16 KiB",
-            Some(conversation),
-        ));
+    if let Err(violation) = check_body(&message.body) {
+        return Err(refuse(violation.code, violation.detail, Some(conversation)));
     }
     Ok(conversation)
-}
-
-fn is_client_id(id: &str) -> bool {
-    (1..=MAX_CLIENT_ID_LEN).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 fn inbound(
@@ -220,6 +198,7 @@ mod tests {
     use mesh_contracts::chat::MessageKind;
 
     use super::*;
+    use mesh_contracts::chat::MAX_BODY_BYTES;
 
     fn to(user: Uuid, body: &str) -> SendMessage {
         SendMessage {

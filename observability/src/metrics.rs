@@ -146,6 +146,19 @@ pub static CHAT_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Ingest messages set aside in `chat.dead_letters` instead of blocking their partition.
+pub static CHAT_DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let vec = counter(
+        "mesh_chat_dead_letters_total",
+        "Chat ingest messages set aside as dead letters, by reason (unreadable, unstorable)",
+        &["reason"],
+    );
+    for reason in ["unreadable", "unstorable"] {
+        vec.with_label_values(&[reason]);
+    }
+    vec
+});
+
 /// Resent messages dropped because they were already stored.
 pub static CHAT_DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -334,6 +347,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_STORED);
     LazyLock::force(&CHAT_REJECTED);
     LazyLock::force(&CHAT_DUPLICATES);
+    LazyLock::force(&CHAT_DEAD_LETTERS);
     LazyLock::force(&CHAT_ACCEPT_TO_STORE);
     LazyLock::force(&CHAT_BATCH_SIZE);
     LazyLock::force(&CHAT_PARTITIONS_OWNED);

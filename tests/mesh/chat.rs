@@ -131,9 +131,16 @@ async fn friends_chat_privately_on_every_device() {
     let bobs = listed(c, &bob, &conversation).await;
     assert_eq!(bobs["peer_id"], ann.user_id.as_str());
     assert_eq!(bobs["last_seq"], 2);
-    assert_eq!(bobs["read_seq"], 0);
-    assert_eq!(bobs["unread"], 2);
+    // Sending reads: bob's reply (seq 2) moved his read position past everything before it,
+    // while ann's own message (seq 1) counts as read for her and bob's reply does not.
+    assert_eq!(bobs["read_seq"], 2);
+    assert_eq!(bobs["unread"], 0);
     assert_eq!(bobs["last_message"]["body"], "hi ann");
+    let anns = listed(c, &ann, &conversation).await;
+    assert_eq!(
+        (anns["read_seq"].as_i64(), anns["unread"].as_i64()),
+        (Some(1), Some(1))
+    );
     mesh.stop().await;
 }
 

@@ -19,7 +19,7 @@ use crate::social_friends::{befriend, delete_as, ok, patch_as, send_request};
 use crate::social_groups::{create_group, invite, kick};
 use crate::ws::Ws;
 
-async fn db(mesh: &TestMesh) -> PgConnection {
+pub async fn db(mesh: &TestMesh) -> PgConnection {
     let url = mesh
         .settings
         .chat_database_url
@@ -38,7 +38,7 @@ async fn scalar(mesh: &TestMesh, sql: &str) -> i64 {
         .expect("query")
 }
 
-async fn bus(mesh: &TestMesh) -> Bus {
+pub async fn bus(mesh: &TestMesh) -> Bus {
     Bus::connect(
         &mesh.settings.nats_url,
         mesh.settings.prefix.clone(),

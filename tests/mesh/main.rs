@@ -7,6 +7,7 @@ mod ws;
 mod audit;
 mod auth;
 mod chat;
+mod chat_contract;
 mod chat_faults;
 mod discovery;
 mod edge;

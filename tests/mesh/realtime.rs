@@ -192,15 +192,23 @@ async fn typing_and_presence_reach_friends() {
     })
     .await;
 
-    // Strangers see nothing.
+    // Strangers are refused, not told a made-up "offline, never seen" (ann is online now).
     let (_, eve) = c.user("eve").await;
-    let hidden = ok(c.get_as(&presence, &eve.access).await);
-    assert_eq!(hidden["items"][0]["online"], false);
-    assert!(hidden["items"][0]["last_seen"].is_null());
+    let (status, body) = c.get_as(&presence, &eve.access).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "hidden");
+    let own = ok(c
+        .get_as(
+            &format!("/v1/presence?user_ids={}", eve.user_id),
+            &eve.access,
+        )
+        .await);
+    assert_eq!(own["items"][0]["user_id"], eve.user_id.as_str());
     mesh.stop().await;
 }
 
-/// Reads SSE events from a streaming response until `wanted` matches one.
+/// Reads SSE events from a streaming response until `wanted` matches one. Every event must be
+/// unnamed (an `EventSource` dispatches it to `onmessage`); the frame's `type` is its kind.
 async fn next_event(
     stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
     buffer: &mut String,
@@ -223,7 +231,9 @@ async fn next_event(
                 continue;
             }
             let value: Value = serde_json::from_str(&data).expect("SSE data is JSON");
-            if wanted(event, &value) {
+            assert_eq!(event, "message", "SSE events are unnamed: {value}");
+            let kind = value["type"].as_str().expect("every frame has a type");
+            if wanted(kind, &value) {
                 return value;
             }
         }

@@ -217,7 +217,8 @@ impl ChatApi {
     }
 
     /// Whether users are online, and when they were last seen: `user_ids` is a
-    /// comma-separated list of 1-200 user ids (`validation_failed`, 400, otherwise).
+    /// comma-separated list of 1-200 user ids (`validation_failed`, 400, otherwise). Only the
+    /// caller and their friends may be asked about: any other id answers `hidden` (403).
     #[oai(path = "/v1/presence", method = "get", operation_id = "get_presence")]
     async fn presence(
         &self,

@@ -43,9 +43,11 @@ pub fn frame_type(json: &[u8]) -> &'static str {
         .unwrap_or("other")
 }
 
-/// A frame as a server-sent event: `event: <frame type>` and `data: <frame json>`.
+/// A frame as a server-sent event: `data: <frame json>` and no `event:` line, for every frame
+/// alike, so a browser's `EventSource.onmessage` sees them all (`ready` included) and reads the
+/// kind from the frame's `type`, exactly as over the WebSocket.
 pub fn sse_event(json: &[u8]) -> Event {
-    Event::message(String::from_utf8_lossy(json)).event_type(frame_type(json))
+    Event::message(String::from_utf8_lossy(json))
 }
 
 #[cfg(test)]
@@ -68,23 +70,20 @@ mod tests {
     }
 
     #[test]
-    fn sse_events_carry_type_and_json() {
-        let frame = ServerFrame::error(ErrorCode::TokenExpired, "refresh").to_json();
-        assert_eq!(
-            sse_event(frame.as_bytes()).to_string(),
-            format!("event: error\ndata: {frame}\n\n")
-        );
-        let revoked = ServerFrame::SessionRevoked.to_json();
-        assert_eq!(
-            sse_event(revoked.as_bytes()).to_string(),
-            "event: session_revoked\ndata: {\"type\":\"session_revoked\"}\n\n"
-        );
-        // `message` is the SSE default type, so poem leaves the `event:` line out; an
-        // EventSource dispatches it as `message` all the same.
-        let message = br#"{"type":"message","seq":1}"#;
-        assert_eq!(
-            sse_event(message).to_string(),
-            "data: {\"type\":\"message\",\"seq\":1}\n\n"
-        );
+    fn sse_events_are_unnamed_and_carry_the_json() {
+        for frame in [
+            ServerFrame::error(ErrorCode::TokenExpired, "refresh").to_json(),
+            ServerFrame::SessionRevoked.to_json(),
+            ServerFrame::Ready {
+                user_id: uuid::Uuid::nil(),
+                session_id: uuid::Uuid::nil(),
+            }
+            .to_json(),
+        ] {
+            assert_eq!(
+                sse_event(frame.as_bytes()).to_string(),
+                format!("data: {frame}\n\n")
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `GET /v1/events`: server-sent events, the receive-only alternative to the WebSocket for
 //! clients that cannot use one. Authenticated by `Authorization: Bearer` or `?access_token=`
 //! (EventSource cannot set headers). The first event is `ready`; then each pushed frame is one
-//! event named after its type; the stream ends after `session_revoked`, when the token expires
+//! event. No event has an `event:` name: every one reaches `EventSource.onmessage`, and its
+//! JSON's `type` says what it is, as over the WebSocket; the stream ends after `session_revoked`, when the token expires
 //! (an `error` event `token_expired`), when the client reads too slowly, or at shutdown.
 
 use std::sync::Arc;

@@ -1,23 +1,23 @@
-//! Who may post and who receives. To authorize, chat reads its own projection of social's
-//! events first (`store::projection`); only when the projection says no (it may lag a moment
-//! behind social) does it ask the social service, so a just-accepted friend or new member can
-//! post at once, while a block, kick or mute bites as soon as its event is projected. Who
-//! receives (a group's members, a user's friends) is asked of social, which owns those lists.
+//! Who may post and who receives. Both are asked of the social service, which owns friendships,
+//! blocks and rosters: a just-accepted friend or new member can post at once, and a block,
+//! unfriend, kick or mute bites for every message accepted after social answered it. Chat's own
+//! projection of social's events (`store::projection`) stands in only for who *receives* when
+//! social does not answer, so a stored message is still pushed.
 
 use std::sync::Arc;
 
-use mesh_contracts::ServiceError;
 use mesh_contracts::chat::ConversationId;
 use mesh_contracts::social::{
     CheckFriendship, CheckFriendshipRequest, FriendIds, GroupRef, GroupRoster, UserIdRequest,
 };
+use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{CallContext, RpcClient};
 use mesh_service_kit::db_error;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::authorize::{GroupFacts, PairFacts};
+use crate::domain::authorize::{self, GroupFacts, PairFacts};
 use crate::store::projection;
 
 #[derive(Clone)]
@@ -35,12 +35,9 @@ impl Membership {
         Self { rpc, pool }
     }
 
-    /// Friendship and blocks between two users.
+    /// Friendship and blocks between two users, as social says now (never the projection, which
+    /// may lag: a block or unfriend must bite as soon as social answered it).
     pub async fn pair(&self, a: Uuid, b: Uuid) -> Result<PairFacts, ServiceError> {
-        let (friends, blocked) = projection::pair(&self.pool, a, b).await.map_err(db_error)?;
-        if friends && !blocked {
-            return Ok(PairFacts { friends, blocked });
-        }
         let check = self
             .rpc
             .call::<CheckFriendship>(
@@ -58,17 +55,9 @@ impl Membership {
         })
     }
 
-    /// What is known about `user` in `group`: a member who is not muted now per the projection,
-    /// or else social's own answer.
+    /// What social says about `user` in `group` now (its roster, which it invalidates when it
+    /// commits a kick, leave or mute, so a restriction bites as soon as social answered it).
     pub async fn group_facts(&self, group: Uuid, user: Uuid) -> Result<GroupFacts, ServiceError> {
-        let now = OffsetDateTime::now_utc();
-        if let Some(muted_until) = projection::member(&self.pool, group, user)
-            .await
-            .map_err(db_error)?
-            && muted_until.is_none_or(|until| until <= now)
-        {
-            return Ok(GroupFacts::Member { muted_until });
-        }
         let roster = self
             .rpc
             .call::<GroupRoster>(&internal_ctx(), &GroupRef { group_id: group })
@@ -82,6 +71,27 @@ impl Membership {
                 muted_until: member.muted_until,
             },
             None => GroupFacts::NotMember,
+        })
+    }
+
+    /// May `sender` post to `conversation` at `now`? The same right governs every frame that
+    /// reaches another user (messages, typing, read receipts). `Err` means social or Postgres
+    /// could not answer; `Ok(Err(code))` is a refusal with its reason.
+    pub async fn may_post(
+        &self,
+        conversation: ConversationId,
+        sender: Uuid,
+        open_private: bool,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), ErrorCode>, ServiceError> {
+        Ok(match conversation {
+            ConversationId::Private(..) => match conversation.peer_of(sender) {
+                Some(peer) => authorize::private(self.pair(sender, peer).await?, open_private),
+                None => Err(ErrorCode::NotMember),
+            },
+            ConversationId::Group(group) => {
+                authorize::group(self.group_facts(group, sender).await?, now)
+            }
         })
     }
 

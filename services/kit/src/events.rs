@@ -146,16 +146,12 @@ where
 }
 
 async fn dead_letter(consumer: &Consumer, payload: &[u8], error: &str) -> sqlx::Result<()> {
-    let text = String::from_utf8_lossy(payload);
-    let schema = consumer.schema;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {schema}.dead_letters (id, consumer, payload, error) VALUES ($1, $2, $3, $4)"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(consumer.name)
-    .bind(text.as_ref())
-    .bind(error)
-    .execute(&consumer.pool)
-    .await?;
-    Ok(())
+    crate::dead_letter::write(
+        &consumer.pool,
+        consumer.schema,
+        consumer.name,
+        payload,
+        error,
+    )
+    .await
 }

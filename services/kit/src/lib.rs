@@ -1,6 +1,7 @@
 //! The pieces every worker shares, so each service writes only its own rules: Postgres pools
 //! and migrations, outbox writes, mapping storage failures to service errors, and paging.
 
+pub mod dead_letter;
 pub mod events;
 pub mod outbox;
 pub mod paging;
@@ -8,5 +9,5 @@ pub mod postgres;
 pub mod stop;
 
 pub use paging::Page;
-pub use postgres::{db_error, internal_error, is_unique_violation};
+pub use postgres::{db_error, internal_error, is_permanent, is_unique_violation};
 pub use stop::pause;

@@ -48,6 +48,20 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "23505")
 }
 
+/// True when a statement failed because of the data it was given (SQLSTATE classes 22 data
+/// exception, 23 integrity constraint, 54 program limit, or a value that cannot be encoded),
+/// so running it again with the same data fails again. Anything else (lost connections,
+/// timeouts, serialization failures, shutdowns) may pass on a retry.
+pub fn is_permanent(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| ["22", "23", "54"].iter().any(|c| code.starts_with(c))),
+        _ => false,
+    }
+}
+
 /// A database failure: logged with its cause, answered opaquely. Pool timeouts and I/O errors
 /// mean Postgres is unreachable or saturated, which the client may retry (503).
 pub fn db_error(err: sqlx::Error) -> ServiceError {

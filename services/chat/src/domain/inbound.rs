@@ -1,7 +1,7 @@
 //! Checks an ingest message again on the worker: NATS clients can publish without the edge.
 
 use mesh_contracts::ErrorCode;
-use mesh_contracts::chat::{ConversationId, Inbound, MAX_BODY_BYTES, MAX_CLIENT_ID_LEN};
+use mesh_contracts::chat::{ConversationId, Inbound, check_body, check_client_id};
 
 /// A message whose shape is valid; who may post it is decided later.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +18,8 @@ pub fn check(payload: &[u8]) -> Result<Valid, Refused> {
         code,
         inbound: Box::new(inbound.clone()),
     };
-    if inbound.client_id.is_empty()
-        || inbound.client_id.len() > MAX_CLIENT_ID_LEN
-        || !inbound
-            .client_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
-        || inbound.body.is_empty()
-    {
-        return Err(refuse(ErrorCode::ValidationFailed));
-    }
-    if inbound.body.len() > MAX_BODY_BYTES {
-        return Err(refuse(ErrorCode::MessageTooLarge));
+    if let Err(violation) = check_client_id(&inbound.client_id).and(check_body(&inbound.body)) {
+        return Err(refuse(violation.code));
     }
     let Some(conversation) = ConversationId::parse(&inbound.conversation_id) else {
         return Err(refuse(ErrorCode::UnknownConversation));
@@ -60,7 +50,7 @@ pub enum Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_contracts::chat::MessageKind;
+    use mesh_contracts::chat::{MAX_BODY_BYTES, MAX_CLIENT_ID_LEN, MessageKind};
     use uuid::Uuid;
 
     fn inbound(conversation: String, sender: Uuid) -> Inbound {
@@ -115,6 +105,12 @@ mod tests {
                 "{bad_id:?}"
             );
         }
+        let mut nul = ok.clone();
+        nul.body = "nul\u{0}inside".into();
+        assert_eq!(
+            code(check(&serde_json::to_vec(&nul).unwrap())),
+            Some(ErrorCode::InvalidText)
+        );
         assert_eq!(code(check(b"not json")), Some(ErrorCode::BadRequest));
     }
 }

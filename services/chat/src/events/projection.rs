@@ -5,7 +5,8 @@ use mesh_contracts::events::{EventEnvelope, SocialEvent};
 use mesh_service_kit::events::{HandlerError, first_time};
 
 use crate::handlers::State;
-use crate::store::{SCHEMA, projection};
+use crate::store::{SCHEMA, conversations, projection};
+use mesh_contracts::chat::ConversationId;
 
 pub const CONSUMER: &str = "chat-projection";
 
@@ -36,8 +37,12 @@ pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerE
             user_id,
             role,
             ..
+        } => {
+            projection::upsert_member(conn, group_id, user_id, role).await?;
+            let text = ConversationId::Group(group_id).to_string();
+            conversations::rejoined(conn, &text, user_id).await?;
         }
-        | SocialEvent::MemberRoleChanged {
+        SocialEvent::MemberRoleChanged {
             group_id,
             user_id,
             role,
@@ -45,6 +50,8 @@ pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerE
         SocialEvent::MemberLeft { group_id, user_id }
         | SocialEvent::MemberKicked { group_id, user_id } => {
             projection::remove_member(conn, group_id, user_id).await?;
+            let text = ConversationId::Group(group_id).to_string();
+            conversations::mark_left(conn, &text, Some(user_id), envelope.occurred_at).await?;
         }
         SocialEvent::MemberMuted {
             group_id,
@@ -57,6 +64,8 @@ pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerE
         }
         SocialEvent::GroupDissolved { group_id, .. } => {
             projection::remove_group(conn, group_id).await?;
+            let text = ConversationId::Group(group_id).to_string();
+            conversations::mark_left(conn, &text, None, envelope.occurred_at).await?;
         }
         SocialEvent::FriendRequestCreated { .. }
         | SocialEvent::FriendRequestHandled { .. }

@@ -1,18 +1,20 @@
 //! The conversation list, read positions, personal settings and typing indicators.
 
+use mesh_contracts::chat::MAX_HISTORY_LIMIT;
 use mesh_contracts::chat::{
     Conversation, ConversationId, ConversationPage, ConversationRef, ConversationSettings,
     ListConversationsRequest, MarkReadRequest, ReadState, ServerFrame, UpdateSettingsRequest,
 };
-use mesh_contracts::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use mesh_contracts::page::DEFAULT_PAGE_LIMIT;
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 
-use super::{State, caller, db, readable};
+use super::{State, caller, current, db, readable};
 use crate::domain::cursor::ListCursor;
 use crate::domain::invalid;
 use crate::store::conversations;
+use time::OffsetDateTime;
 
 pub async fn list(
     state: State,
@@ -21,8 +23,8 @@ pub async fn list(
 ) -> Result<ConversationPage, ServiceError> {
     let user = caller(&ctx)?;
     let limit = req.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(invalid(format!("limit: must be 1 to {MAX_PAGE_LIMIT}")));
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(invalid(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
     }
     let after = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(raw) => Some(ListCursor::decode(raw)?),
@@ -70,9 +72,11 @@ pub async fn mark_read(
     if req.seq < 0 {
         return Err(invalid("seq: must not be negative"));
     }
-    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let readable = readable(&state, user, &req.conversation_id).await?;
+    let conversation = readable.conversation;
     let text = conversation.to_string();
-    let (read, moved) = conversations::mark_read(&state.pool, user, &text, req.seq)
+    let seq = readable.seen_upto.map_or(req.seq, |upto| req.seq.min(upto));
+    let (read, moved) = conversations::mark_read(&state.pool, user, &text, seq)
         .await
         .map_err(db)?;
     if moved {
@@ -81,9 +85,21 @@ pub async fn mark_read(
             user_id: user,
             read_seq: read.read_seq,
         };
-        // The reader's other devices, and the other side of a private conversation.
+        // The reader's other devices, and the other side of a private conversation when the
+        // reader may reach them (a stranger's or a blocked user's receipt is not delivered).
         let mut to = vec![user];
-        to.extend(conversation.peer_of(user));
+        if let Some(peer) = conversation.peer_of(user) {
+            let open = state.config().open_private;
+            let now = OffsetDateTime::now_utc();
+            if state
+                .membership()
+                .may_post(conversation, user, open, now)
+                .await?
+                == Ok(())
+            {
+                to.push(peer);
+            }
+        }
         state.pusher().send(&to, None, &frame).await;
     }
     Ok(read)
@@ -95,7 +111,9 @@ pub async fn update_settings(
     req: UpdateSettingsRequest,
 ) -> Result<ConversationSettings, ServiceError> {
     let user = caller(&ctx)?;
-    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let conversation = readable(&state, user, &req.conversation_id)
+        .await?
+        .conversation;
     let s = req.settings;
     conversations::update_settings(
         &state.pool,
@@ -121,7 +139,20 @@ pub async fn typing(
     req: ConversationRef,
 ) -> Result<Empty, ServiceError> {
     let user = caller(&ctx)?;
-    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let conversation = current(&state, user, &req.conversation_id).await?;
+    // Typing reaches others only where the caller may post.
+    let open = state.config().open_private;
+    let now = OffsetDateTime::now_utc();
+    if let Err(code) = state
+        .membership()
+        .may_post(conversation, user, open, now)
+        .await?
+    {
+        return Err(ServiceError::new(
+            code,
+            "the caller may not post to this conversation",
+        ));
+    }
     let audience = state.membership().audience(conversation).await?;
     let frame = ServerFrame::Typing {
         conversation_id: conversation.to_string(),

@@ -9,7 +9,7 @@ use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use time::OffsetDateTime;
 
-use super::{State, caller, db, readable};
+use super::{State, caller, current, db, readable};
 use crate::domain::{authorize, invalid, not_found};
 use crate::store::conversations;
 use crate::store::messages::{self, Direction};
@@ -31,12 +31,16 @@ pub async fn history(
         (None, None) => Direction::Before(i64::MAX),
         _ => return Err(invalid("after_seq must be >= 0 and before_seq >= 1")),
     };
-    let conversation = readable(&state, user, &req.conversation_id).await?;
-    let text = conversation.to_string();
-    let (items, has_more) = messages::history(&state.pool, &text, user, direction, limit)
+    let readable = readable(&state, user, &req.conversation_id).await?;
+    let text = readable.conversation.to_string();
+    // The last seq first, and no message past it: every message up to it is committed (the
+    // seq moves in the transaction that stores them), so the page and its `last_seq` agree
+    // and a client that keeps `last_seq` never skips one.
+    let newest = conversations::last_seq(&state.pool, &text)
         .await
         .map_err(db)?;
-    let last_seq = conversations::last_seq(&state.pool, &text)
+    let last_seq = readable.seen_upto.map_or(newest, |upto| upto.min(newest));
+    let (items, has_more) = messages::history(&state.pool, &text, user, direction, limit, last_seq)
         .await
         .map_err(db)?;
     Ok(MessagePage {
@@ -67,7 +71,7 @@ pub async fn recall(
     req: MessageRef,
 ) -> Result<Empty, ServiceError> {
     let user = caller(&ctx)?;
-    let conversation = readable(&state, user, &req.conversation_id).await?;
+    let conversation = current(&state, user, &req.conversation_id).await?;
     let text = conversation.to_string();
     let message = messages::get(&state.pool, &text, req.message_id)
         .await
@@ -107,12 +111,14 @@ pub async fn delete_for_me(
     req: MessageRef,
 ) -> Result<Empty, ServiceError> {
     let user = caller(&ctx)?;
-    let conversation = readable(&state, user, &req.conversation_id).await?;
-    let message = messages::get(&state.pool, &conversation.to_string(), req.message_id)
+    let readable = readable(&state, user, &req.conversation_id).await?;
+    let text = readable.conversation.to_string();
+    let message = messages::get(&state.pool, &text, req.message_id)
         .await
         .map_err(db)?
+        .filter(|m| readable.seen_upto.is_none_or(|upto| m.seq <= upto))
         .ok_or_else(|| not_found("message"))?;
-    messages::delete_for(&state.pool, user, message.id)
+    messages::delete_for(&state.pool, user, &text, message.id)
         .await
         .map_err(db)?;
     Ok(Empty {})

@@ -20,6 +20,7 @@ use crate::ChatDeps;
 use crate::config::ChatConfig;
 use crate::membership::Membership;
 use crate::push::Pusher;
+use crate::store::conversations::left_at_seq;
 use crate::store::messages::NewMessage;
 
 /// Everything a handler or partition owner may use; cheap to clone.
@@ -152,17 +153,56 @@ fn caller(ctx: &CallContext) -> Result<Uuid, ServiceError> {
     ctx.require_user()
 }
 
-/// Parses a conversation id the caller may read, or says why not.
-async fn readable(state: &State, user: Uuid, raw: &str) -> Result<ConversationId, ServiceError> {
-    let conversation = ConversationId::parse(raw)
-        .ok_or_else(|| ServiceError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
-    if !state.membership.may_read(conversation, user).await? {
-        return Err(ServiceError::new(
-            ErrorCode::NotMember,
-            "the caller does not take part in this conversation",
-        ));
+/// A conversation the caller may read. A former member of a group reads it as it was when they
+/// left: `seen_upto` is the last seq they may see (`None` for a current party or member).
+pub(crate) struct Readable {
+    pub conversation: ConversationId,
+    pub seen_upto: Option<i64>,
+}
+
+fn parse_conversation(raw: &str) -> Result<ConversationId, ServiceError> {
+    ConversationId::parse(raw)
+        .ok_or_else(|| ServiceError::new(ErrorCode::UnknownConversation, "no such conversation"))
+}
+
+fn not_member() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::NotMember,
+        "the caller does not take part in this conversation",
+    )
+}
+
+/// Parses a conversation id the caller may read (a current party or member, or a former member
+/// of a group), or says why not.
+async fn readable(state: &State, user: Uuid, raw: &str) -> Result<Readable, ServiceError> {
+    let conversation = parse_conversation(raw)?;
+    if state.membership.may_read(conversation, user).await? {
+        return Ok(Readable {
+            conversation,
+            seen_upto: None,
+        });
     }
-    Ok(conversation)
+    if let ConversationId::Group(_) = conversation
+        && let Some(seq) = left_at_seq(&state.pool, user, &conversation.to_string())
+            .await
+            .map_err(db)?
+    {
+        return Ok(Readable {
+            conversation,
+            seen_upto: Some(seq),
+        });
+    }
+    Err(not_member())
+}
+
+/// Parses a conversation id the caller takes part in now (former members excluded).
+async fn current(state: &State, user: Uuid, raw: &str) -> Result<ConversationId, ServiceError> {
+    let conversation = parse_conversation(raw)?;
+    if state.membership.may_read(conversation, user).await? {
+        Ok(conversation)
+    } else {
+        Err(not_member())
+    }
 }
 
 /// Storage and internal failures, mapped the same way in every service.

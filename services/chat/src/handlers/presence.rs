@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 
 use futures::future::join_all;
-use mesh_contracts::ServiceError;
 use mesh_contracts::chat::{
     MAX_PRESENCE_USERS, Presence, PresenceChange, PresenceList, PresenceRequest, ServerFrame,
 };
 use mesh_contracts::user::Empty;
+use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use time::OffsetDateTime;
 
@@ -39,8 +39,9 @@ pub async fn changed(
     Ok(Empty {})
 }
 
-/// Presence of the caller's friends (and the caller); anyone else reads as offline and never
-/// seen, so presence does not leak to strangers.
+/// Presence of the caller's friends (and the caller). Asking about anyone else is refused
+/// (`hidden`, 403) rather than answered with an "offline, never seen" that would look like a
+/// fact, so presence neither leaks to strangers nor misleads them.
 pub async fn get(
     state: State,
     ctx: CallContext,
@@ -59,13 +60,14 @@ pub async fn get(
         .into_iter()
         .collect();
     visible.insert(user);
-    let asked: Vec<_> = req
-        .user_ids
-        .iter()
-        .copied()
-        .filter(|id| visible.contains(id))
-        .collect();
-    let seen = presence::last_seen(&state.pool, &asked).await.map_err(db)?;
+    if req.user_ids.iter().any(|id| !visible.contains(id)) {
+        return Err(ServiceError::new(
+            ErrorCode::Hidden,
+            "presence is shared only between friends",
+        ));
+    }
+    let asked = &req.user_ids;
+    let seen = presence::last_seen(&state.pool, asked).await.map_err(db)?;
     let online = join_all(asked.iter().map(|id| {
         let kv = state.presence.clone();
         let key = id.to_string();
@@ -77,8 +79,7 @@ pub async fn get(
         .zip(online)
         .filter_map(|(id, on)| on.then_some(*id))
         .collect();
-    let items = req
-        .user_ids
+    let items = asked
         .iter()
         .map(|id| Presence {
             user_id: *id,

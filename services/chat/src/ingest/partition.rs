@@ -11,20 +11,19 @@ use mesh_contracts::chat::{ConversationId, SendAck, ServerFrame};
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::Delivery;
 use mesh_observability::metrics::{
-    CHAT_ACCEPT_TO_STORE, CHAT_BATCH_SIZE, CHAT_CONSUMER_PENDING, CHAT_DUPLICATES,
-    CHAT_REDELIVERIES, CHAT_REJECTED, CHAT_STORED,
+    CHAT_ACCEPT_TO_STORE, CHAT_BATCH_SIZE, CHAT_CONSUMER_PENDING, CHAT_DEAD_LETTERS,
+    CHAT_DUPLICATES, CHAT_REDELIVERIES, CHAT_REJECTED, CHAT_STORED,
 };
 use mesh_service_kit::pause;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use super::leases::Leases;
-use crate::domain::authorize;
 use crate::domain::inbound::{self, Refused, Valid};
 use crate::handlers::State;
 use crate::store::messages::{self, NewMessage, Outcome};
-use crate::store::projection;
 
 /// Pause before retrying a batch whose storage or authorization failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -32,7 +31,13 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Owns `partition` until `stop` is cancelled.
 pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: CancellationToken) {
     let batch = state.config().batch_size;
-    let label = partition.to_string();
+    // The backlog gauge is refreshed on its own clock, so a stalled partition shows as a
+    // growing backlog even while no batch completes.
+    let _reporter = AbortOnDropHandle::new(tokio::spawn(report_pending_every(
+        state.clone(),
+        partition,
+        stop.clone(),
+    )));
     loop {
         if stop.is_cancelled() {
             return;
@@ -47,7 +52,6 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
                 continue;
             }
         };
-        let mut since_report = 0usize;
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -55,13 +59,8 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
             };
             match next {
                 Ok(Some(deliveries)) => {
-                    since_report += deliveries.len();
                     if !process(&state, &deliveries, &stop).await {
                         return;
-                    }
-                    if since_report >= 1000 {
-                        since_report = 0;
-                        report_pending(&state, partition, &label).await;
                     }
                 }
                 Ok(None) => break,
@@ -71,7 +70,6 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
                 }
             }
         }
-        report_pending(&state, partition, &label).await;
         // The feed broke: re-open it only while the lease is still ours, so an owner that lost
         // its lease never takes the consumer back from the new owner.
         if pause(&stop, Duration::from_millis(300)).await || !leases.holds(partition).await {
@@ -81,11 +79,26 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
     }
 }
 
-async fn report_pending(state: &State, partition: u32, label: &str) {
-    if let Some((pending, ack_pending)) = state.bus().partition_pending(partition).await {
-        let gauge = |which| CHAT_CONSUMER_PENDING.with_label_values(&[label, which]);
-        gauge("pending").set(i64::try_from(pending).unwrap_or(i64::MAX));
-        gauge("ack_pending").set(i64::try_from(ack_pending).unwrap_or(i64::MAX));
+/// How often an owner reports its partition's backlog.
+const PENDING_REPORT: Duration = Duration::from_secs(5);
+
+/// Reports the partition's backlog every [`PENDING_REPORT`] until `stop`, then drops its series
+/// (another worker reports the partition from then on).
+async fn report_pending_every(state: State, partition: u32, stop: CancellationToken) {
+    let label = partition.to_string();
+    loop {
+        if let Some((pending, ack_pending)) = state.bus().partition_pending(partition).await {
+            let gauge =
+                |which: &str| CHAT_CONSUMER_PENDING.with_label_values(&[label.as_str(), which]);
+            gauge("pending").set(i64::try_from(pending).unwrap_or(i64::MAX));
+            gauge("ack_pending").set(i64::try_from(ack_pending).unwrap_or(i64::MAX));
+        }
+        if pause(&stop, PENDING_REPORT).await {
+            break;
+        }
+    }
+    for which in ["pending", "ack_pending"] {
+        let _ = CHAT_CONSUMER_PENDING.remove_label_values(&[label.as_str(), which]);
     }
 }
 
@@ -96,8 +109,12 @@ enum Item {
         inbound: Box<mesh_contracts::chat::Inbound>,
         code: ErrorCode,
     },
+    /// Set aside as a dead letter (unreadable): nobody to answer.
     Dropped,
 }
+
+/// The name ingest dead letters are kept under in `chat.dead_letters`.
+const DEAD_LETTER_CONSUMER: &str = "ingest";
 
 /// Handles one batch; false when stopped before it was acknowledged (the next owner redoes it).
 async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToken) -> bool {
@@ -105,21 +122,25 @@ async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToke
     if redelivered > 0 {
         CHAT_REDELIVERIES.inc_by(redelivered as u64);
     }
-    let mut items: Vec<Item> = deliveries
-        .iter()
-        .map(|d| match inbound::check(&d.payload) {
+    let mut failures = 0;
+    let mut items = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        items.push(match inbound::check(&delivery.payload) {
             Ok(valid) => Item::Ready(valid),
             Err(Refused::Message { code, inbound }) => Item::Refused { inbound, code },
             Err(Refused::Unreadable) => {
-                tracing::warn!(
-                    stream_seq = d.stream_seq,
-                    "unreadable ingest message dropped"
-                );
+                let setback = Setback {
+                    stop,
+                    deliveries,
+                    failures: &mut failures,
+                };
+                if !set_aside(state, delivery, "unreadable", "not a chat message", setback).await {
+                    return false;
+                }
                 Item::Dropped
             }
-        })
-        .collect();
-    let mut failures = 0;
+        });
+    }
     while let Err(err) = authorize_all(state, &mut items).await {
         if !backoff(stop, deliveries, &err, &mut failures).await {
             return false;
@@ -142,31 +163,45 @@ async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToke
             _ => None,
         })
         .unzip();
-    let outcomes = if new.is_empty() {
+    let results = if new.is_empty() {
         Vec::new()
     } else {
         let members = state.rosters_to_sync(&new).await;
-        let outcomes = loop {
-            match messages::store_batch(state.pool(), &new, &members).await {
-                Ok(outcomes) => break outcomes,
-                Err(err) => {
-                    if !backoff(stop, deliveries, &err, &mut failures).await {
-                        return false;
-                    }
-                }
-            }
+        let setback = Setback {
+            stop,
+            deliveries,
+            failures: &mut failures,
+        };
+        let Some(results) = store_isolating(state, &new, &members, setback).await else {
+            return false;
         };
         state.rosters_synced(&members).await;
-        outcomes
+        results
     };
     CHAT_BATCH_SIZE.observe(new.len() as f64);
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
-    for (outcome, index) in outcomes.iter().zip(&positions) {
+    for (result, index) in results.iter().zip(&positions) {
         let Item::Ready(valid) = &items[*index] else {
             continue;
         };
-        deliver(state, valid, outcome, now_ms).await;
+        match result {
+            Ok(outcome) => deliver(state, valid, outcome, now_ms).await,
+            Err(error) => {
+                let setback = Setback {
+                    stop,
+                    deliveries,
+                    failures: &mut failures,
+                };
+                if !set_aside(state, &deliveries[*index], "unstorable", error, setback).await {
+                    return false;
+                }
+                items[*index] = Item::Refused {
+                    inbound: Box::new(valid.inbound.clone()),
+                    code: ErrorCode::Unstorable,
+                };
+            }
+        }
     }
     for item in &items {
         if let Item::Refused { inbound, code } = item {
@@ -188,6 +223,95 @@ async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToke
         // Not fatal: the messages are stored; a redelivery is recognised as a resend.
         tracing::warn!(error = %err, "ack after store failed");
     }
+    true
+}
+
+/// What a step needs to wait and retry after a transient failure.
+struct Setback<'a> {
+    stop: &'a CancellationToken,
+    deliveries: &'a [Delivery],
+    failures: &'a mut u32,
+}
+
+impl Setback<'_> {
+    /// Waits before the next try; false when stopped first.
+    async fn wait(&mut self, err: &(dyn std::fmt::Display + Sync)) -> bool {
+        backoff(self.stop, self.deliveries, err, self.failures).await
+    }
+
+    fn again(&mut self) -> Setback<'_> {
+        Setback {
+            stop: self.stop,
+            deliveries: self.deliveries,
+            failures: self.failures,
+        }
+    }
+}
+
+/// Stores `messages` in order. A failure that is not transient (the data itself is refused:
+/// a constraint, an encoding error) is narrowed down by halving the batch until the message
+/// that causes it stands alone; that message's result is its error, and every other message
+/// is stored in its order. Transient failures are retried. `None` when stopped first.
+async fn store_isolating(
+    state: &State,
+    messages: &[NewMessage],
+    members: &HashMap<ConversationId, Vec<Uuid>>,
+    mut setback: Setback<'_>,
+) -> Option<Vec<Result<Outcome, String>>> {
+    let err = loop {
+        match messages::store_batch(state.pool(), messages, members).await {
+            Ok(outcomes) => return Some(outcomes.into_iter().map(Ok).collect()),
+            Err(err) if mesh_service_kit::is_permanent(&err) => break err,
+            Err(err) => {
+                if !setback.wait(&err).await {
+                    return None;
+                }
+            }
+        }
+    };
+    if messages.len() == 1 {
+        return Some(vec![Err(err.to_string())]);
+    }
+    let (left, right) = messages.split_at(messages.len() / 2);
+    let mut results = Box::pin(store_isolating(state, left, members, setback.again())).await?;
+    results.extend(Box::pin(store_isolating(state, right, members, setback.again())).await?);
+    Some(results)
+}
+
+/// Keeps a message that cannot be handled in `chat.dead_letters` (retrying while Postgres is
+/// unreachable), counts and logs it. False when stopped first.
+async fn set_aside(
+    state: &State,
+    delivery: &Delivery,
+    reason: &'static str,
+    error: &str,
+    mut setback: Setback<'_>,
+) -> bool {
+    loop {
+        let written = mesh_service_kit::dead_letter::write(
+            state.pool(),
+            "chat",
+            DEAD_LETTER_CONSUMER,
+            &delivery.payload,
+            &format!("{reason}: {error}"),
+        )
+        .await;
+        match written {
+            Ok(()) => break,
+            Err(err) => {
+                if !setback.wait(&err).await {
+                    return false;
+                }
+            }
+        }
+    }
+    CHAT_DEAD_LETTERS.with_label_values(&[reason]).inc();
+    tracing::warn!(
+        stream_seq = delivery.stream_seq,
+        reason,
+        error,
+        "chat ingest message set aside as a dead letter"
+    );
     true
 }
 
@@ -229,47 +353,30 @@ async fn deliver(state: &State, valid: &Valid, outcome: &Outcome, now_ms: i64) {
     }
 }
 
-/// Decides who may post, once per (conversation, sender) of the batch: private pairs the
-/// projection clears are looked up in one query; everything else is decided one by one (the
-/// projection, then social). An error means social or Postgres could not answer: the batch is
-/// retried, never refused for it.
+/// Decides who may post, once per (conversation, sender) of the batch, all asked of social at
+/// once. An error means social could not answer: the batch is retried, never refused for it.
 async fn authorize_all(state: &State, items: &mut [Item]) -> Result<(), ServiceError> {
     let now = OffsetDateTime::now_utc();
-    let pairs: Vec<(Uuid, Uuid)> = items
+    let keys: Vec<(ConversationId, Uuid)> = items
         .iter()
         .filter_map(|item| match item {
-            Item::Ready(Valid {
-                conversation: ConversationId::Private(a, b),
-                ..
-            }) => Some((*a, *b)),
+            Item::Ready(valid) => Some((valid.conversation, valid.inbound.sender_id)),
             _ => None,
         })
         .collect::<std::collections::HashSet<_>>()
         .into_iter()
         .collect();
-    let cleared: std::collections::HashSet<(Uuid, Uuid)> = if pairs.is_empty() {
-        Default::default()
-    } else {
-        projection::clear_pairs(state.pool(), &pairs)
-            .await
-            .map_err(mesh_service_kit::db_error)?
-            .into_iter()
-            .collect()
-    };
-    let mut decided: HashMap<(ConversationId, Uuid), Result<(), ErrorCode>> = HashMap::new();
+    let verdicts = futures::future::try_join_all(
+        keys.iter()
+            .map(|(conversation, sender)| decide(state, *conversation, *sender, now)),
+    )
+    .await?;
+    let decided: HashMap<(ConversationId, Uuid), Result<(), ErrorCode>> =
+        keys.into_iter().zip(verdicts).collect();
     for item in items.iter_mut() {
         let Item::Ready(valid) = item else { continue };
         let key = (valid.conversation, valid.inbound.sender_id);
-        let verdict = match (decided.get(&key), key.0) {
-            (Some(verdict), _) => *verdict,
-            (None, ConversationId::Private(a, b)) if cleared.contains(&(a, b)) => Ok(()),
-            (None, _) => {
-                let verdict = decide(state, key.0, key.1, now).await?;
-                decided.insert(key, verdict);
-                verdict
-            }
-        };
-        if let Err(code) = verdict {
+        if let Some(Err(code)) = decided.get(&key).copied() {
             let Item::Ready(valid) = std::mem::replace(item, Item::Dropped) else {
                 unreachable!("matched above")
             };
@@ -288,17 +395,11 @@ async fn decide(
     sender: Uuid,
     now: OffsetDateTime,
 ) -> Result<Result<(), ErrorCode>, ServiceError> {
-    let membership = state.membership();
-    Ok(match conversation {
-        ConversationId::Private(..) => {
-            let peer = conversation.peer_of(sender).expect("checked as a party");
-            let facts = membership.pair(sender, peer).await?;
-            authorize::private(facts, state.config().open_private)
-        }
-        ConversationId::Group(group) => {
-            authorize::group(membership.group_facts(group, sender).await?, now)
-        }
-    })
+    let open = state.config().open_private;
+    state
+        .membership()
+        .may_post(conversation, sender, open, now)
+        .await
 }
 
 /// After a failed step: logs, keeps the batch from being redelivered meanwhile, and waits.

@@ -24,6 +24,8 @@ pub struct ListRow {
     pub m_body: Option<String>,
     pub m_sent_at: Option<OffsetDateTime>,
     pub m_recalled_at: Option<OffsetDateTime>,
+    /// The reader deleted the last message from their own view.
+    pub m_deleted: bool,
 }
 
 impl ListRow {
@@ -39,9 +41,13 @@ impl ListRow {
                 .as_deref()
                 .and_then(MessageKind::parse)
                 .unwrap_or_default(),
-            body: self.m_body.clone().unwrap_or_default(),
+            body: if self.m_deleted || self.m_recalled_at.is_some() {
+                String::new()
+            } else {
+                self.m_body.clone().unwrap_or_default()
+            },
             recalled: self.m_recalled_at.is_some(),
-            deleted: false,
+            deleted: self.m_deleted,
             sent_at: self.m_sent_at?,
         })
     }
@@ -63,20 +69,29 @@ pub async fn list(
     after: Option<&ListCursor>,
     since: Option<OffsetDateTime>,
 ) -> sqlx::Result<Vec<ListRow>> {
+    // `v` is the conversation as this user sees it: everything, or for a former member of a
+    // group only what was stored before they left (`left_at_seq`, ordered by `left_at`).
     sqlx::query_as(
-        "SELECT c.id, c.last_seq, c.updated_at, GREATEST(c.updated_at, i.updated_at) AS changed_at, \
-                i.read_seq, i.muted, i.pinned, \
+        "WITH v AS ( \
+           SELECT i.*, \
+                  LEAST(c.last_seq, COALESCE(i.left_at_seq, c.last_seq)) AS seen_seq, \
+                  COALESCE(i.left_at, c.updated_at) AS seen_at \
+           FROM chat.inbox i JOIN chat.conversations c ON c.id = i.conversation_id \
+           WHERE i.user_id = $1) \
+         SELECT v.conversation_id AS id, v.seen_seq AS last_seq, v.seen_at AS updated_at, \
+                GREATEST(v.seen_at, v.updated_at) AS changed_at, \
+                v.read_seq, v.muted, v.pinned, \
                 m.id AS m_id, m.sender_id AS m_sender, m.client_id AS m_client_id, \
                 m.kind AS m_kind, m.body AS m_body, m.sent_at AS m_sent_at, \
-                m.recalled_at AS m_recalled_at \
-         FROM chat.inbox i \
-         JOIN chat.conversations c ON c.id = i.conversation_id \
-         LEFT JOIN chat.messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
-         WHERE i.user_id = $1 \
-           AND (i.hidden_at_seq IS NULL OR c.last_seq > i.hidden_at_seq) \
-           AND ($2::timestamptz IS NULL OR GREATEST(c.updated_at, i.updated_at) > $2) \
-           AND ($3::boolean IS NULL OR (i.pinned, c.updated_at, c.id) < ($3, $4, $5)) \
-         ORDER BY i.pinned DESC, c.updated_at DESC, c.id DESC \
+                m.recalled_at AS m_recalled_at, (d.message_id IS NOT NULL) AS m_deleted \
+         FROM v \
+         LEFT JOIN chat.messages m ON m.conversation_id = v.conversation_id AND m.seq = v.seen_seq \
+         LEFT JOIN chat.deleted_messages d ON d.user_id = v.user_id AND d.message_id = m.id \
+         WHERE v.seen_seq > 0 \
+           AND (v.hidden_at_seq IS NULL OR v.seen_seq > v.hidden_at_seq) \
+           AND ($2::timestamptz IS NULL OR GREATEST(v.seen_at, v.updated_at) > $2) \
+           AND ($3::boolean IS NULL OR (v.pinned, v.seen_at, v.conversation_id) < ($3, $4, $5)) \
+         ORDER BY v.pinned DESC, v.seen_at DESC, v.conversation_id DESC \
          LIMIT $6",
     )
     .bind(user)
@@ -187,4 +202,62 @@ pub async fn update_settings(
         pinned,
         hidden,
     }))
+}
+
+/// Freezes the group conversation for `user` (every member when `None`: a dissolved group) as
+/// it was at `at`: they keep the messages stored until then and see nothing after.
+pub async fn mark_left(
+    conn: &mut sqlx::PgConnection,
+    conversation: &str,
+    user: Option<Uuid>,
+    at: OffsetDateTime,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE chat.inbox i SET \
+           left_at = $3, updated_at = now(), \
+           left_at_seq = (SELECT COALESCE(max(m.seq), 0) FROM chat.messages m \
+                          WHERE m.conversation_id = $1 AND m.sent_at <= $3) \
+         WHERE i.conversation_id = $1 AND ($2::uuid IS NULL OR i.user_id = $2) \
+           AND i.left_at_seq IS NULL",
+    )
+    .bind(conversation)
+    .bind(user)
+    .bind(at)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// `user` is a member of the group conversation again: they follow it from now on.
+pub async fn rejoined(
+    conn: &mut sqlx::PgConnection,
+    conversation: &str,
+    user: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE chat.inbox SET left_at_seq = NULL, left_at = NULL, updated_at = now() \
+         WHERE conversation_id = $1 AND user_id = $2 AND left_at_seq IS NOT NULL",
+    )
+    .bind(conversation)
+    .bind(user)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// The last seq a former member of a group conversation may see, or `None` when `user` never
+/// left it (or never was in it).
+pub async fn left_at_seq(
+    pool: &PgPool,
+    user: Uuid,
+    conversation: &str,
+) -> sqlx::Result<Option<i64>> {
+    let seq: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT left_at_seq FROM chat.inbox WHERE user_id = $1 AND conversation_id = $2",
+    )
+    .bind(user)
+    .bind(conversation)
+    .fetch_optional(pool)
+    .await?;
+    Ok(seq.flatten())
 }

@@ -131,7 +131,7 @@ pub async fn store_batch(
         &mut last_seq,
     );
 
-    let now = OffsetDateTime::now_utc();
+    let now = stored_instant(OffsetDateTime::now_utc());
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(messages.len());
     let mut new_rows: Vec<&ChatMessage> = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
@@ -173,8 +173,45 @@ pub async fn store_batch(
         advance_conversations(&mut tx, &new_rows).await?;
     }
     ensure_inbox(&mut tx, &conversations, &fresh, members).await?;
+    if !new_rows.is_empty() {
+        mark_read_by_senders(&mut tx, &new_rows).await?;
+    }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// `at` as Postgres keeps it (microseconds), so a pushed message and the stored row carry the
+/// same `sent_at`.
+fn stored_instant(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
+}
+
+/// A sender has read their own messages: their read position moves to the newest seq they
+/// stored in each conversation (never back).
+async fn mark_read_by_senders(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
+    let mut newest: HashMap<(Uuid, &str), i64> = HashMap::new();
+    for m in rows {
+        let seq = newest
+            .entry((m.sender_id, m.conversation_id.as_str()))
+            .or_insert(m.seq);
+        *seq = (*seq).max(m.seq);
+    }
+    let users: Vec<Uuid> = newest.keys().map(|k| k.0).collect();
+    let convs: Vec<&str> = newest.keys().map(|k| k.1).collect();
+    let seqs: Vec<i64> = newest.values().copied().collect();
+    sqlx::query(
+        "INSERT INTO chat.inbox (user_id, conversation_id, read_seq) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[]) \
+         ON CONFLICT (user_id, conversation_id) DO UPDATE \
+           SET read_seq = GREATEST(chat.inbox.read_seq, EXCLUDED.read_seq)",
+    )
+    .bind(&users)
+    .bind(&convs)
+    .bind(&seqs)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 type StoredKey = (String, Uuid, String);
@@ -310,13 +347,15 @@ pub enum Direction {
     Before(i64),
 }
 
-/// Up to `limit` messages of a conversation as `reader` sees them, plus whether more follow.
+/// Up to `limit` messages of a conversation as `reader` sees them, none past seq `upto`, plus
+/// whether more follow.
 pub async fn history(
     pool: &PgPool,
     conversation: &str,
     reader: Uuid,
     direction: Direction,
     limit: u32,
+    upto: i64,
 ) -> sqlx::Result<(Vec<ChatMessage>, bool)> {
     let (condition, order, bound) = match direction {
         Direction::After(seq) => ("m.seq > $2", "ASC", seq),
@@ -325,12 +364,14 @@ pub async fn history(
     let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS}, (d.message_id IS NOT NULL) AS deleted FROM chat.messages m \
          LEFT JOIN chat.deleted_messages d ON d.user_id = $3 AND d.message_id = m.id \
-         WHERE m.conversation_id = $1 AND {condition} ORDER BY m.seq {order} LIMIT $4"
+         WHERE m.conversation_id = $1 AND {condition} AND m.seq <= $5 \
+         ORDER BY m.seq {order} LIMIT $4"
     )))
     .bind(conversation)
     .bind(bound)
     .bind(reader)
     .bind(i64::from(limit) + 1)
+    .bind(upto)
     .fetch_all(pool)
     .await?;
     let more = rows.len() > limit as usize;
@@ -381,15 +422,29 @@ pub async fn recall(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-/// Hides a message from `user`'s own view.
-pub async fn delete_for(pool: &PgPool, user: Uuid, id: Uuid) -> sqlx::Result<()> {
+/// Hides a message from `user`'s own view (and marks their conversation changed, so a client
+/// syncing the list with `since` sees the new preview).
+pub async fn delete_for(
+    pool: &PgPool,
+    user: Uuid,
+    conversation: &str,
+    id: Uuid,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO chat.deleted_messages (user_id, message_id) VALUES ($1, $2) \
          ON CONFLICT DO NOTHING",
     )
     .bind(user)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    sqlx::query(
+        "UPDATE chat.inbox SET updated_at = now() WHERE user_id = $1 AND conversation_id = $2",
+    )
+    .bind(user)
+    .bind(conversation)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }

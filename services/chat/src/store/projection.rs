@@ -1,5 +1,5 @@
 //! Chat's projection of social: friendships, blocks and group members, written by the
-//! projection consumer and read to authorize and fan out.
+//! projection consumer and read to fan out when social does not answer.
 
 use mesh_contracts::social::GroupRole;
 use sqlx::{PgConnection, PgPool};
@@ -18,37 +18,6 @@ fn role_text(role: GroupRole) -> &'static str {
     }
 }
 
-/// Whether two users are friends, and whether either blocked the other.
-pub async fn pair(pool: &PgPool, a: Uuid, b: Uuid) -> sqlx::Result<(bool, bool)> {
-    let (lo, hi) = ordered(a, b);
-    sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM chat.friendships WHERE user_lo = $1 AND user_hi = $2), \
-                EXISTS (SELECT 1 FROM chat.blocks \
-                        WHERE (blocker_id = $1 AND blocked_id = $2) \
-                           OR (blocker_id = $2 AND blocked_id = $1))",
-    )
-    .bind(lo)
-    .bind(hi)
-    .fetch_one(pool)
-    .await
-}
-
-/// Of `pairs`, those that are friends with no block either way (one query for a whole batch).
-pub async fn clear_pairs(pool: &PgPool, pairs: &[(Uuid, Uuid)]) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
-    let (lo, hi): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().map(|(a, b)| ordered(*a, *b)).unzip();
-    sqlx::query_as(
-        "SELECT f.user_lo, f.user_hi FROM UNNEST($1::uuid[], $2::uuid[]) AS p(lo, hi) \
-         JOIN chat.friendships f ON f.user_lo = p.lo AND f.user_hi = p.hi \
-         WHERE NOT EXISTS (SELECT 1 FROM chat.blocks b \
-                           WHERE (b.blocker_id = p.lo AND b.blocked_id = p.hi) \
-                              OR (b.blocker_id = p.hi AND b.blocked_id = p.lo))",
-    )
-    .bind(&lo)
-    .bind(&hi)
-    .fetch_all(pool)
-    .await
-}
-
 /// A group's members with their mutes, in user id order.
 pub async fn members(
     pool: &PgPool,
@@ -59,21 +28,6 @@ pub async fn members(
     )
     .bind(group)
     .fetch_all(pool)
-    .await
-}
-
-/// One member's mute, or `None` when not a member.
-pub async fn member(
-    pool: &PgPool,
-    group: Uuid,
-    user: Uuid,
-) -> sqlx::Result<Option<Option<OffsetDateTime>>> {
-    sqlx::query_scalar(
-        "SELECT muted_until FROM chat.group_members WHERE group_id = $1 AND user_id = $2",
-    )
-    .bind(group)
-    .bind(user)
-    .fetch_optional(pool)
     .await
 }
 

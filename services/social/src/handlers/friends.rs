@@ -94,11 +94,11 @@ pub async fn check(
     req: CheckFriendshipRequest,
 ) -> Result<FriendshipCheck, ServiceError> {
     internal_or_self(&ctx, req.user_id)?;
-    let friends = state
-        .caches
-        .friends_of(&state.pool, req.user_id)
-        .await?
-        .contains(&req.other_id);
+    // Read from the table, not the cache: chat asks this to authorize every message, and an
+    // unfriend answered by any instance must bite at once.
+    let friends = store::friends::are_friends(&state.pool, req.user_id, req.other_id)
+        .await
+        .map_err(db)?;
     let blocked = blocks::between(&state.pool, req.user_id, req.other_id)
         .await
         .map_err(db)?;
