@@ -77,6 +77,22 @@ pub struct RegisterRequest {
     #[oai(validator(max_length = 512))]
     pub avatar: Option<String>,
     pub sex: Option<Sex>,
+    /// A name for this device, shown in the session list (the session registering opens).
+    #[oai(validator(max_length = 64))]
+    #[serde(default)]
+    pub device_name: Option<String>,
+}
+
+/// A new account and its first session: the profile's fields and the token pair's fields side by
+/// side, so a client is signed in at once without logging in again.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct Registered {
+    #[serde(flatten)]
+    #[oai(flatten)]
+    pub profile: UserProfile,
+    #[serde(flatten)]
+    #[oai(flatten)]
+    pub session: TokenPair,
 }
 
 /// Exchanges phone and password for a new session.
@@ -239,7 +255,7 @@ pub struct AdminSetRolesRequest {
 
 rpc!(
     /// Creates an account.
-    Register, Service::User, "register", RegisterRequest => UserProfile
+    Register, Service::User, "register", RegisterRequest => Registered
 );
 rpc!(
     /// Opens a session.

@@ -290,8 +290,8 @@ async fn logout_is_refused_on_every_edge_and_logout_all_ends_every_device() {
     let second_edge = mesh.spawn_edge().await;
     let c = mesh.client.clone();
     let phone = unique_phone();
-    c.register(&phone, "Ann").await;
-    let laptop = c.login(&phone).await;
+    // Registering signs the laptop in; the other devices log in.
+    let laptop = Tokens::from(&c.register(&phone, "Ann").await);
     let phone_device = c.login(&phone).await;
     let tablet = c.login(&phone).await;
     assert_eq!(

@@ -53,6 +53,9 @@ async fn a_killed_chat_worker_loses_nothing_accepted() {
     for i in 0..total {
         ann_ws.ack(&send(i).1, "accepted").await;
     }
+    // The second worker may still be starting when the first dies: until it answers, reads
+    // are refused (503), which is not what this test is about.
+    mesh.wait_ready().await;
     // Every accepted message is stored once, in send order per conversation.
     let mut expected: HashMap<usize, Vec<String>> = HashMap::new();
     for i in 0..total {

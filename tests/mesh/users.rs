@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::harness::{
     Client, PASSWORD, TestMesh, Tokens, assert_problem, unique_phone, wait_until,
 };
+use crate::social_friends::ok;
 
 /// The phone that the test settings make an administrator when it registers.
 const ADMIN_PHONE: &str = "+10000000001";
@@ -435,22 +436,20 @@ async fn sessions_are_listed_and_revoked_per_device() {
     let mesh = TestMesh::spawn().await;
     let c = &mesh.client;
     let phone = unique_phone();
-    c.register(&phone, "Ann").await;
-    let login = |device: &'static str| {
+    let sign_in = |path: &'static str, device: &'static str| {
         let phone = phone.clone();
         async move {
-            let (status, body) = c
-                .post(
-                    "/v1/auth/login",
-                    json!({ "phone": phone, "password": PASSWORD, "device_name": device }),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
+            let body = json!({
+                "phone": phone, "password": PASSWORD, "nickname": "Ann", "device_name": device
+            });
+            let (status, body) = c.post(path, body).await;
+            assert!(status.is_success(), "{body}");
             Tokens::from(&body)
         }
     };
-    let laptop = login("laptop").await;
-    let phone_device = login("phone").await;
+    // Registering signs the laptop in; the phone logs in.
+    let laptop = sign_in("/v1/auth/register", "laptop").await;
+    let phone_device = sign_in("/v1/auth/login", "phone").await;
 
     let (status, list) = c.get_as("/v1/sessions", &laptop.access).await;
     assert_eq!(status, StatusCode::OK, "{list}");
@@ -902,5 +901,41 @@ async fn admins_grant_and_revoke_roles() {
         let answer = set_roles(promoted.access.clone(), admin_id.into(), bad.clone()).await;
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{bad}: {}", answer.1);
     }
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_signs_in_at_once() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    let (status, reply) = c
+        .post(
+            "/v1/auth/register",
+            json!({"phone": phone, "password": PASSWORD, "nickname": "Neo", "device_name": "phone"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    // The profile, as before ...
+    assert_eq!(reply["nickname"], "Neo");
+    assert_eq!(reply["phone"], phone.as_str());
+    // ... and a session, as login answers it.
+    assert_eq!(reply["token_type"], "Bearer");
+    assert_eq!(reply["user_id"], reply["id"]);
+    let access = reply["access_token"].as_str().expect("an access token");
+    let me = ok(c.get_as("/v1/users/me", access).await);
+    assert_eq!(me["id"], reply["id"]);
+    let sessions = ok(c.get_as("/v1/sessions", access).await);
+    let listed = sessions["items"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{sessions}");
+    assert_eq!(listed[0]["id"], reply["session_id"]);
+    assert_eq!(listed[0]["device_name"], "phone");
+    let refreshed = ok(c
+        .post(
+            "/v1/auth/refresh",
+            json!({"refresh_token": reply["refresh_token"]}),
+        )
+        .await);
+    assert_eq!(refreshed["session_id"], reply["session_id"]);
     mesh.stop().await;
 }

@@ -2,7 +2,7 @@
 
 use mesh_contracts::user::{
     Empty, Login, LoginRequest, Logout, LogoutAll, LogoutReply, Refresh, RefreshRequest, Register,
-    RegisterRequest, TokenPair, UserProfile,
+    RegisterRequest, Registered, TokenPair,
 };
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
@@ -17,12 +17,14 @@ pub struct AuthApi;
 pub enum Created {
     /// The account was created.
     #[oai(status = 201)]
-    Created(Json<UserProfile>),
+    Created(Json<Registered>),
 }
 
 #[OpenApi(prefix_path = "/v1/auth", tag = "Tag::Auth")]
 impl AuthApi {
-    /// Create an account.
+    /// Create an account and sign in: answers the new profile's fields and a session's token
+    /// pair (`access_token`, `refresh_token`, ... as `login` answers), so the client needs no
+    /// separate login. `device_name` names that session.
     ///
     /// Fails with `phone_taken` (409) when the phone is registered and `validation_failed`
     /// (400) when a field is out of bounds.

@@ -1,7 +1,7 @@
 //! Register, login and refresh.
 
 use mesh_contracts::user::{
-    LoginRequest, RefreshRequest, RegisterRequest, Role, Sex, TokenPair, UserProfile,
+    LoginRequest, RefreshRequest, RegisterRequest, Registered, Role, Sex, TokenPair,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
@@ -18,10 +18,11 @@ use crate::tokens::{hash_refresh_token, new_refresh_token};
 
 pub async fn register(
     state: State,
-    _ctx: CallContext,
+    ctx: CallContext,
     req: RegisterRequest,
-) -> Result<UserProfile, ServiceError> {
+) -> Result<Registered, ServiceError> {
     let phone = Phone::parse(&req.phone)?;
+    let device = device_name(req.device_name.as_deref())?;
     let nickname = Nickname::parse(&req.nickname)?;
     let avatar = Avatar::parse(req.avatar.as_deref().unwrap_or(""))?.into_inner();
     let password = Password::parse(req.password)?;
@@ -69,9 +70,54 @@ pub async fn register(
     )
     .await
     .map_err(db)?;
+    let session = open_session(&state, &mut tx, &ctx, row.id, device.as_deref()).await?;
     tx.commit().await.map_err(db)?;
-    tracing::info!(user_id = %row.id, "account registered");
-    Ok(profile)
+    tracing::info!(user_id = %row.id, session_id = %session.id, "account registered");
+    let session = session.tokens(&state, &granted)?;
+    Ok(Registered { profile, session })
+}
+
+/// A session opened in `tx`, whose tokens are issued once `tx` committed.
+struct OpenedSession {
+    id: Uuid,
+    user_id: Uuid,
+    refresh_token: String,
+}
+
+impl OpenedSession {
+    fn tokens(self, state: &State, roles_held: &[Role]) -> Result<TokenPair, ServiceError> {
+        state
+            .issuer
+            .pair(self.user_id, self.id, roles_held, self.refresh_token)
+            .map_err(internal)
+    }
+}
+
+/// Opens a session (a device) for `user_id` in `tx`: login and registration both sign in.
+async fn open_session(
+    state: &State,
+    tx: &mut sqlx::PgConnection,
+    ctx: &CallContext,
+    user_id: Uuid,
+    device: Option<&str>,
+) -> Result<OpenedSession, ServiceError> {
+    let id = Uuid::now_v7();
+    let (refresh_token, refresh_hash) = new_refresh_token();
+    let new = sessions::NewSession {
+        id,
+        user_id,
+        device_name: device,
+        user_agent: ctx.user_agent.as_deref(),
+        ip: ctx.client_ip.as_deref(),
+        expires_at: OffsetDateTime::now_utc() + state.config.refresh_ttl,
+        refresh_hash: &refresh_hash,
+    };
+    sessions::insert(tx, &new).await.map_err(db)?;
+    Ok(OpenedSession {
+        id,
+        user_id,
+        refresh_token,
+    })
 }
 
 pub async fn login(
@@ -104,25 +150,11 @@ pub async fn login(
             "this account is disabled",
         ));
     }
-    let session_id = Uuid::now_v7();
-    let (refresh_token, refresh_hash) = new_refresh_token();
-    let new = sessions::NewSession {
-        id: session_id,
-        user_id: account.id,
-        device_name: device.as_deref(),
-        user_agent: ctx.user_agent.as_deref(),
-        ip: ctx.client_ip.as_deref(),
-        expires_at: OffsetDateTime::now_utc() + state.config.refresh_ttl,
-        refresh_hash: &refresh_hash,
-    };
     let mut tx = state.pool.begin().await.map_err(db)?;
-    sessions::insert(&mut tx, &new).await.map_err(db)?;
+    let session = open_session(&state, &mut tx, &ctx, account.id, device.as_deref()).await?;
     tx.commit().await.map_err(db)?;
-    tracing::info!(user_id = %account.id, session_id = %session_id, "session opened");
-    state
-        .issuer
-        .pair(account.id, session_id, &account.roles(), refresh_token)
-        .map_err(internal)
+    tracing::info!(user_id = %account.id, session_id = %session.id, "session opened");
+    session.tokens(&state, &account.roles())
 }
 
 pub async fn refresh(
