@@ -7,6 +7,7 @@
 use std::fmt;
 
 use poem_openapi::{Enum, Object};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -152,7 +153,9 @@ impl fmt::Display for ConversationId {
 }
 
 /// What a message body holds; the mesh stores every kind as text.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Enum, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum MessageKind {
@@ -204,7 +207,7 @@ impl Inbound {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct ChatMessage {
     pub id: Uuid,
     pub conversation_id: String,
@@ -222,11 +225,12 @@ pub struct ChatMessage {
     #[serde(default)]
     pub deleted: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "crate::asyncapi::rfc3339")]
     pub sent_at: OffsetDateTime,
 }
 
 /// Where a sent message is: accepted by the edge, stored by the chat worker, or refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum AckStatus {
@@ -236,7 +240,7 @@ pub enum AckStatus {
 }
 
 /// The answer to one `send`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct SendAck {
     pub client_id: String,
     pub status: AckStatus,
@@ -291,7 +295,7 @@ impl SendAck {
 }
 
 /// Frames a client sends over the WebSocket (`type` names the variant).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Authenticates a socket opened without a token, or replaces the token before it expires.
@@ -316,7 +320,7 @@ pub enum ClientFrame {
 }
 
 /// A message to send, by WebSocket or REST.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct SendMessage {
     /// The client's id for this message (1-64 bytes); resending with the same id never stores
     /// it twice.
@@ -336,7 +340,7 @@ pub struct SendMessage {
 }
 
 /// Frames the server sends over the WebSocket or SSE (`type` names the variant).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// The socket is authenticated.
@@ -402,11 +406,12 @@ impl ServerFrame {
 }
 
 /// Whether a user is online, and when they were last seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct Presence {
     pub user_id: Uuid,
     pub online: bool,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(schema_with = "crate::asyncapi::rfc3339_or_null")]
     pub last_seen: Option<OffsetDateTime>,
 }
 

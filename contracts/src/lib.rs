@@ -4,6 +4,7 @@
 //! workers can never disagree about the wire. Services convert these types into their own
 //! domain types at the boundary.
 
+pub mod asyncapi;
 pub mod audit;
 pub mod auth;
 pub mod chat;

@@ -128,7 +128,8 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
         .description(
             "Chat and social backend. Errors are RFC 9457 problem+json documents with a stable `code`. \
              Every response carries `x-request-id`.\n\n\
-             Realtime (not listed below): `GET /v1/ws` is a WebSocket speaking JSON frames with a \
+             Realtime (not listed below; described exactly by the AsyncAPI 3 document at \
+             `/asyncapi.json`): `GET /v1/ws` is a WebSocket speaking JSON frames with a \
              `type`. Authenticate with `Authorization: Bearer`, with the subprotocols \
              `bearer, <token>`, or with a first frame `{\"type\":\"auth\",\"token\":...}` within \
              10 s. Client frames: `auth` (also to refresh the token before it expires), `send`, \
@@ -139,8 +140,9 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
              4002 token expired, 4008 slow consumer, 4401 unauthenticated, 4403 token of another \
              user. Browsers must send an allowed `Origin`. \
              `GET /v1/events` is the receive-only Server-Sent Events alternative (token in \
-             `Authorization: Bearer` or `?access_token=`): one event per server frame, named \
-             after its type, starting with `ready`.",
+             `Authorization: Bearer` or `?access_token=`): one unnamed event per server frame \
+             (every one reaches `EventSource.onmessage`; its `type` says what it is), starting \
+             with `ready`.",
         )
         .server(public_url)
 }
@@ -160,6 +162,7 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
         .at("/metrics", get(mesh_observability::metrics_endpoint()))
         .at("/v1/ws", get(realtime::websocket))
         .at("/v1/events", get(realtime::events))
+        .at("/asyncapi.json", get(realtime::asyncapi))
         .data(state)
         .around(move |ep, req| middleware::observe(ep, req, max_body, audit.clone()))
 }

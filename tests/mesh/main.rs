@@ -4,6 +4,7 @@
 mod harness;
 mod ws;
 
+mod asyncapi;
 mod audit;
 mod auth;
 mod chat;

@@ -29,14 +29,19 @@ pub fn ws_url(base: &str) -> String {
 impl Ws {
     /// Opens an authenticated socket and waits for its `ready` frame.
     pub async fn connect(base: &str, token: &str) -> Self {
+        Self::connect_ready(base, token).await.0
+    }
+
+    /// Opens an authenticated socket; answers it with its `ready` frame.
+    pub async fn connect_ready(base: &str, token: &str) -> (Self, Value) {
         let mut request = ws_url(base).into_client_request().expect("ws request");
         request.headers_mut().insert(
             "authorization",
             format!("Bearer {token}").parse().expect("header"),
         );
         let mut ws = Self::open(request).await.expect("websocket upgrade");
-        ws.expect_type("ready").await;
-        ws
+        let ready = ws.expect_type("ready").await;
+        (ws, ready)
     }
 
     /// Opens a socket with a prepared request (no waiting for `ready`).

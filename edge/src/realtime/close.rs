@@ -1,6 +1,7 @@
 //! Why a realtime connection ended: its WebSocket close code, the close frame's reason text
 //! and the `reason` label of the disconnect counter.
 
+use mesh_contracts::asyncapi::CloseCode;
 use mesh_observability::metrics::{RT_CONNECTIONS, RT_DISCONNECTS};
 
 use super::Transport;
@@ -74,6 +75,38 @@ impl CloseReason {
             CloseReason::UserMismatch => "user_mismatch",
             CloseReason::Error => "error",
         }
+    }
+
+    /// What the close code means to a client, as the AsyncAPI document says it.
+    pub fn description(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "the client closed the connection",
+            CloseReason::IdleTimeout => "nothing was received for the idle timeout; reconnect",
+            CloseReason::SlowConsumer => {
+                "the client read too slowly and its queue overflowed; reconnect and sync"
+            }
+            CloseReason::SessionRevoked => "the session was signed out; log in again",
+            CloseReason::TokenExpired => {
+                "the access token expired without a refreshing `auth` frame; refresh and reconnect"
+            }
+            CloseReason::FrameTooLarge => "a client frame was over the size limit",
+            CloseReason::Shutdown => "the edge is shutting down; reconnect to another",
+            CloseReason::Unauthenticated => "no valid token arrived in time",
+            CloseReason::UserMismatch => "a refreshing `auth` frame carried another user's token",
+            CloseReason::Error => "the server failed; reconnect",
+        }
+    }
+
+    /// Every close code the server uses, for the AsyncAPI document.
+    pub fn documented() -> Vec<CloseCode> {
+        Self::ALL
+            .into_iter()
+            .map(|reason| CloseCode {
+                code: reason.code(),
+                reason: reason.label(),
+                description: reason.description(),
+            })
+            .collect()
     }
 
     pub(super) fn from_u8(raw: u8) -> Option<Self> {

@@ -16,6 +16,18 @@ mod sse;
 mod ws;
 
 pub use hub::{Hub, HubSettings};
+
+/// `GET /asyncapi.json`: the realtime protocol, generated from the frame types in `contracts`.
+#[poem::handler]
+pub fn asyncapi() -> poem::web::Json<&'static serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    poem::web::Json(DOCUMENT.get_or_init(|| {
+        mesh_contracts::asyncapi::document(
+            env!("CARGO_PKG_VERSION"),
+            &close::CloseReason::documented(),
+        )
+    }))
+}
 pub use presence::PresenceDeps;
 pub use sse::events;
 pub use ws::websocket;
