@@ -2,6 +2,7 @@
 //! dependencies from `Settings` and runs them side by side until shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Role, Settings};
+use crate::telemetry;
 
 /// How long the first NATS connection may take before start-up fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -191,11 +193,13 @@ pub async fn run(
             .join("+")
     );
     let bus = connect_bus(&settings, &name).await?;
+    telemetry::record_build_info(roles);
+    telemetry::sample_bus(&bus, &shutdown);
     let mut tasks = tokio::task::JoinSet::new();
     if roles.contains(&Role::User) {
         let deps = UserDeps {
             bus: bus.clone(),
-            pool: user_pool(&settings).await?,
+            pool: telemetry::sampled_pool("user", user_pool(&settings).await?, &shutdown),
         };
         let config = user_config(&settings)?;
         tasks.spawn(named(
@@ -206,7 +210,7 @@ pub async fn run(
     if roles.contains(&Role::Social) {
         let deps = SocialDeps {
             bus: bus.clone(),
-            pool: social_pool(&settings).await?,
+            pool: telemetry::sampled_pool("social", social_pool(&settings).await?, &shutdown),
         };
         let config = social_config(&settings);
         tasks.spawn(named(
@@ -217,7 +221,7 @@ pub async fn run(
     if roles.contains(&Role::Chat) {
         let deps = ChatDeps {
             bus: bus.clone(),
-            pool: chat_pool(&settings).await?,
+            pool: telemetry::sampled_pool("chat", chat_pool(&settings).await?, &shutdown),
         };
         let config = chat_config(&settings);
         tasks.spawn(named(
@@ -229,7 +233,7 @@ pub async fn run(
         let deps = OutboxDeps {
             bus: bus.clone(),
             sources: outbox_sources(&settings).await?,
-            audit_pool: audit_pool(&settings).await?,
+            audit_pool: telemetry::sampled_pool("audit", audit_pool(&settings).await?, &shutdown),
         };
         let config = OutboxConfig::new(settings.rpc_timeout);
         tasks.spawn(named(
@@ -248,9 +252,11 @@ pub async fn run(
     } else {
         let addr = settings.metrics_addr;
         let done = shutdown.clone().cancelled_owned();
+        let nats = bus.clone();
+        let ready: mesh_observability::Readiness = Arc::new(move || nats.is_connected());
         tasks.spawn(named(
             "metrics",
-            mesh_observability::serve_metrics(addr, done),
+            mesh_observability::serve_metrics(addr, ready, done),
         ));
     }
     // The first role to stop (cleanly or not) stops the others.

@@ -1,0 +1,70 @@
+//! Gauges that nothing updates on its own, sampled on a timer while the roles run: the NATS
+//! connection, each service's Postgres pool, and the build info of the process.
+
+use std::time::Duration;
+
+use mesh_nats::Bus;
+use mesh_observability::metrics::{BUILD_INFO, DB_POOL_CONNECTIONS, DB_POOL_MAX, NATS_CONNECTED};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Role;
+
+/// How often sampled gauges are refreshed (well under a scrape interval).
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// The commit the binary was built from (`MESH_GIT_COMMIT` at build time, else git's HEAD).
+const COMMIT: &str = env!("MESH_GIT_COMMIT");
+
+/// Sets `mesh_build_info` for a process running `roles`.
+pub fn record_build_info(roles: &[Role]) {
+    let roles = roles
+        .iter()
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join("+");
+    BUILD_INFO.reset();
+    mesh_observability::metrics::set_build_info(env!("CARGO_PKG_VERSION"), COMMIT, &roles);
+}
+
+/// Runs `sample` now and then every `SAMPLE_EVERY` until `shutdown`.
+fn every(shutdown: &CancellationToken, mut sample: impl FnMut() + Send + 'static) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => sample(),
+            }
+        }
+    });
+}
+
+/// Keeps `mesh_nats_connected` current.
+pub fn sample_bus(bus: &Bus, shutdown: &CancellationToken) {
+    let bus = bus.clone();
+    every(shutdown, move || {
+        NATS_CONNECTED.set(i64::from(bus.is_connected()))
+    });
+}
+
+/// Keeps `mesh_db_pool_connections` and `mesh_db_pool_max_connections` of `service` current,
+/// and hands the pool back.
+pub fn sampled_pool(service: &'static str, pool: PgPool, shutdown: &CancellationToken) -> PgPool {
+    let sampled = pool.clone();
+    DB_POOL_MAX
+        .with_label_values(&[service])
+        .set(i64::from(pool.options().get_max_connections()));
+    every(shutdown, move || {
+        let idle = i64::try_from(sampled.num_idle()).unwrap_or(i64::MAX);
+        let busy = i64::from(sampled.size()) - idle;
+        DB_POOL_CONNECTIONS
+            .with_label_values(&[service, "idle"])
+            .set(idle);
+        DB_POOL_CONNECTIONS
+            .with_label_values(&[service, "busy"])
+            .set(busy.max(0));
+    });
+    pool
+}
