@@ -18,33 +18,18 @@ Usage: chart_wiring.py --helm HELM --chart DIR --mesh BIN --mode all|roles
 """
 
 import argparse
-import json
+import base64
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 
 import yaml
 
-WAIT_SECS = 60
-
-
-def fail(msg):
-    print(f"chart wiring: FAIL: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, status_of, wait_for
 
 
 def render(args, scratch, prefix):
@@ -76,7 +61,6 @@ def index(docs):
 def secret_data(secret):
     data = dict(secret.get("stringData") or {})
     for k, v in (secret.get("data") or {}).items():
-        import base64
         data[k] = base64.b64decode(v).decode()
     return data
 
@@ -198,81 +182,13 @@ class Container:
             self.wait_exit(self.grace, "stop on SIGTERM")
 
 
-def status_of(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
-
-
-def wait_for(what, check, procs):
-    deadline = time.monotonic() + WAIT_SECS
-    while not check():
-        for p in procs:
-            p.alive()
-        if time.monotonic() > deadline:
-            fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-class Api:
-    def __init__(self, base):
-        self.base = base
-
-    def call(self, method, path, body=None, token=None):
-        req = urllib.request.Request(self.base + path, method=method)
-        req.add_header("content-type", "application/json")
-        if token:
-            req.add_header("authorization", f"Bearer {token}")
-        data = json.dumps(body).encode() if body is not None else None
-        try:
-            with urllib.request.urlopen(req, data=data, timeout=10) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            return e.code, json.loads(raw) if raw else None
-
-    def ok(self, method, path, body=None, token=None, want=(200, 201, 202, 204)):
-        status, answer = self.call(method, path, body, token)
-        if status not in want:
-            fail(f"{method} {path} answered {status}: {answer}")
-        return answer
-
-
 def chat_through_edge(api, procs):
-    suffix = str(uuid.uuid4().int)[:7]
-    tokens, ids = [], []
-    for i in range(2):
-        phone = f"+1555{i}{suffix}"
-        api.ok("POST", "/v1/auth/register",
-               {"phone": phone, "password": "correct horse", "nickname": f"wiring{i}"})
-        tok = api.ok("POST", "/v1/auth/login",
-                     {"phone": phone, "password": "correct horse"})["access_token"]
-        tokens.append(tok)
-        ids.append(api.ok("GET", "/v1/users/me", token=tok)["id"])
-    a, b = tokens
-    req = api.ok("POST", "/v1/friend-requests", {"user_id": ids[1], "message": "hi"}, token=a)
-    api.ok("POST", f"/v1/friend-requests/{req['request']['id']}/accept", token=b)
-    # Friendship reaches chat as an event; until then a private message may be refused.
-    body = "hello through the rendered chart"
-
-    def stored():
-        status, _ = api.call("POST", "/v1/messages",
-                             {"client_id": "wiring-1", "to": ids[1], "body": body}, token=a)
-        if status != 202:
-            return False
-        convs = api.ok("GET", "/v1/conversations", token=b)["items"]
-        if not convs:
-            return False
-        history = api.ok("GET", f"/v1/conversations/{convs[0]['id']}/messages?after_seq=0", token=b)
-        return any(m.get("body") == body for m in history["items"])
-
-    wait_for("the chat message to be stored", stored, procs)
-    print("chat wiring: message sent through the rendered edge and stored")
+    alive = lambda: [p.alive() for p in procs]
+    (a, _), (b, id_b) = api.user("wiring-a"), api.user("wiring-b")
+    api.befriend(a["access_token"], id_b, b["access_token"])
+    api.send_until_stored(a["access_token"], id_b, b["access_token"], "wiring-1",
+                          "hello through the rendered chart", alive)
+    print("chart wiring: message sent through the rendered edge and stored")
 
 
 def main():
@@ -306,7 +222,8 @@ def main():
             p.start()
         for p in procs:
             for kind, url in p.probes():
-                wait_for(f"{p.name} {kind} {url}", lambda u=url: status_of(u) == 200, procs)
+                wait_for(f"{p.name} {kind} {url}", lambda u=url: status_of(u) == 200,
+                         lambda: [q.alive() for q in procs])
                 print(f"chart wiring: {p.name} {kind} answers 200 at {url.split('/', 3)[-1]}")
             metrics_port = p.ports.get("metrics") or p.ports.get("http")
             if status_of(f"http://127.0.0.1:{metrics_port[1]}/metrics") != 200:
@@ -320,29 +237,10 @@ def main():
                 p.stop()
             except SystemExit as e:
                 errors.append(e)
-        cleanup_nats(prefix)
+        delete_prefix(prefix)
     if errors:
         sys.exit(1)
     print(f"chart wiring ({args.mode}): every process stopped cleanly on SIGTERM")
-
-
-def cleanup_nats(prefix):
-    """Deletes the streams and buckets of this run's prefix."""
-    import asyncio
-    import nats
-
-    async def run():
-        nc = await nats.connect(os.environ["MESH_NATS_URL"])
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            if prefix in info.config.name.lower():
-                await js.delete_stream(info.config.name)
-        await nc.close()
-
-    try:
-        asyncio.run(run())
-    except Exception as err:  # cleanup only; the test's verdict is already made
-        print(f"chart wiring: could not clean up NATS streams: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":
