@@ -47,6 +47,18 @@ if refusal="$(quiet_helm template x "$CHART" --set database.url=postgres://h/db 
 fi
 grep -q 'jwt.existingSecret' <<<"$refusal" || { echo "chart: FAIL: unclear refusal: $refusal" >&2; exit 1; }
 
+# values.schema.json refuses what the chart cannot deploy (and says so).
+base=(--set database.url=postgres://h/db --set jwt.existingSecret=k)
+for bad in 'mode="both"' 'nats={"url":"http://nats:4222"}' 'roles={"edge":{"replicas":-1}}' \
+           'database={"chatUrl":"mysql://h/db"}' 'unknownKey=1' \
+           'ingress={"hosts":[{"host":"a","paths":[{"path":"/","pathType":"Any"}]}]}'; do
+  if refusal="$(quiet_helm template x "$CHART" "${base[@]}" --set-json "$bad" 2>&1)" ||
+     ! grep -q "schema" <<<"$refusal"; then
+    echo "chart: FAIL: values.schema.json accepted $bad" >&2; exit 1
+  fi
+done
+echo "chart: values.schema.json refuses bad values" >&2
+
 echo "== chart checks" >&2
 mkdir -p "$out/core"
 "$PY" scripts/chart_checks.py --alerts observability/alerts/mesh-alerts.yaml --out "$out/core" "$out"/*.yaml
