@@ -235,6 +235,7 @@ pub async fn run(
             sources: outbox_sources(&settings).await?,
             audit_pool: telemetry::sampled_pool("audit", audit_pool(&settings).await?, &shutdown),
         };
+        telemetry::sample_consumer_backlogs(&bus, &shutdown);
         let config = OutboxConfig::new(settings.rpc_timeout);
         tasks.spawn(named(
             "outbox",

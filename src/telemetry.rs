@@ -1,10 +1,15 @@
 //! Gauges that nothing updates on its own, sampled on a timer while the roles run: the NATS
-//! connection, each service's Postgres pool, and the build info of the process.
+//! connection, each service's Postgres pool, the backlog of the EVENTS and AUDIT consumers,
+//! and the build info of the process.
 
+use std::future::Future;
 use std::time::Duration;
 
+use mesh_contracts::Stream;
 use mesh_nats::Bus;
-use mesh_observability::metrics::{BUILD_INFO, DB_POOL_CONNECTIONS, DB_POOL_MAX, NATS_CONNECTED};
+use mesh_observability::metrics::{
+    BUILD_INFO, CONSUMER_PENDING, DB_POOL_CONNECTIONS, DB_POOL_MAX, NATS_CONNECTED,
+};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -28,14 +33,18 @@ pub fn record_build_info(roles: &[Role]) {
 }
 
 /// Runs `sample` now and then every `SAMPLE_EVERY` until `shutdown`.
-fn every(shutdown: &CancellationToken, mut sample: impl FnMut() + Send + 'static) {
+fn every<F, Fut>(shutdown: &CancellationToken, mut sample: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => sample(),
+                _ = tick.tick() => sample().await,
             }
         }
     });
@@ -45,7 +54,8 @@ fn every(shutdown: &CancellationToken, mut sample: impl FnMut() + Send + 'static
 pub fn sample_bus(bus: &Bus, shutdown: &CancellationToken) {
     let bus = bus.clone();
     every(shutdown, move || {
-        NATS_CONNECTED.set(i64::from(bus.is_connected()))
+        NATS_CONNECTED.set(i64::from(bus.is_connected()));
+        async {}
     });
 }
 
@@ -65,6 +75,33 @@ pub fn sampled_pool(service: &'static str, pool: PgPool, shutdown: &Cancellation
         DB_POOL_CONNECTIONS
             .with_label_values(&[service, "busy"])
             .set(busy.max(0));
+        async {}
     });
     pool
+}
+
+/// Keeps `mesh_consumer_pending` of the EVENTS and AUDIT streams' durable consumers current
+/// (the outbox role samples it: it relays the one and writes the other).
+pub fn sample_consumer_backlogs(bus: &Bus, shutdown: &CancellationToken) {
+    let bus = bus.clone();
+    every(shutdown, move || {
+        let bus = bus.clone();
+        async move {
+            let mut samples = Vec::new();
+            for (stream, label) in [(Stream::Events, "events"), (Stream::Audit, "audit")] {
+                for backlog in bus.durable_backlogs(stream).await.unwrap_or_default() {
+                    samples.push((label, backlog));
+                }
+            }
+            // Consumers that went away must not keep their last value.
+            CONSUMER_PENDING.reset();
+            for (stream, backlog) in samples {
+                let gauge = |state| {
+                    CONSUMER_PENDING.with_label_values(&[stream, backlog.consumer.as_str(), state])
+                };
+                gauge("pending").set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
+                gauge("ack_pending").set(i64::try_from(backlog.ack_pending).unwrap_or(i64::MAX));
+            }
+        }
+    });
 }

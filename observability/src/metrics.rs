@@ -346,6 +346,16 @@ pub static DB_POOL_MAX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Backlog of the durable consumers of the EVENTS and AUDIT streams, by stream, consumer and
+/// state (`pending`: not yet delivered, `ack_pending`: delivered, not yet acknowledged).
+pub static CONSUMER_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_consumer_pending",
+        "Durable consumer backlog by stream, consumer and state",
+        &["stream", "consumer", "state"],
+    )
+});
+
 /// 1 while this edge's watch on the revoked-sessions bucket is open, 0 while it is re-opened.
 pub static REVOCATION_WATCH_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -437,6 +447,7 @@ pub fn touch_all() {
     LazyLock::force(&DB_POOL_CONNECTIONS);
     LazyLock::force(&DB_POOL_MAX);
     LazyLock::force(&REVOCATION_WATCH_OPEN);
+    LazyLock::force(&CONSUMER_PENDING);
     LazyLock::force(&PROCESS_COLLECTOR);
     touch_error_labels();
 }
