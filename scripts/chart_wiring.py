@@ -10,8 +10,9 @@ each container's listen addresses (0.0.0.0:<containerPort>) get a free loopback 
 
 Checks: every MESH_* variable the chart sets is one `mesh --help` knows; the migration hook's
 command exits 0; every declared liveness/readiness probe answers 200 on the port it names; a
-chat message sent through the rendered edge (two users, friends) is stored; every process exits
-0 on SIGTERM within its terminationGracePeriodSeconds.
+chat message sent through the rendered edge (two users, friends) is stored; on SIGTERM the edge
+closes an open WebSocket with 1001 (clients reconnect to another edge); every process exits 0
+on SIGTERM within its terminationGracePeriodSeconds.
 
 Usage: chart_wiring.py --helm HELM --chart DIR --mesh BIN --mode all|roles
        (MESH_NATS_URL and a fresh database in MESH_DATABASE_URL from the environment)
@@ -19,6 +20,7 @@ Usage: chart_wiring.py --helm HELM --chart DIR --mesh BIN --mode all|roles
 
 import argparse
 import base64
+import json
 import os
 import re
 import signal
@@ -183,12 +185,40 @@ class Container:
 
 
 def chat_through_edge(api, procs):
+    """Two friends exchange a message through the edge; answers the receiver's access token."""
     alive = lambda: [p.alive() for p in procs]
     (a, _), (b, id_b) = api.user("wiring-a"), api.user("wiring-b")
     api.befriend(a["access_token"], id_b, b["access_token"])
     api.send_until_stored(a["access_token"], id_b, b["access_token"], "wiring-1",
                           "hello through the rendered chart", alive)
     print("chart wiring: message sent through the rendered edge and stored")
+    return b["access_token"]
+
+
+def open_socket(edge, token):
+    """A WebSocket on the rendered edge, past its `ready` frame."""
+    from websockets.sync.client import connect
+    ws = connect(f"ws://127.0.0.1:{edge.ports['http'][1]}/v1/ws",
+                 additional_headers={"authorization": f"Bearer {token}"}, open_timeout=10)
+    ready = json.loads(ws.recv(timeout=10))
+    if ready.get("type") != "ready":
+        fail(f"first WebSocket frame: {ready}")
+    return ws
+
+
+def expect_going_away(ws):
+    """After the edge's SIGTERM its sockets close with 1001 (going away: reconnect elsewhere)."""
+    from websockets.exceptions import ConnectionClosed
+    try:
+        while True:
+            ws.recv(timeout=WAIT_SECS)
+    except ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd else None
+        if code != 1001:
+            fail(f"the edge closed its WebSocket with {code}, not 1001, on SIGTERM")
+    except TimeoutError:
+        fail("the edge kept its WebSocket open after SIGTERM")
+    print("chart wiring: on SIGTERM the edge closed its WebSocket with 1001")
 
 
 def main():
@@ -229,10 +259,13 @@ def main():
             if status_of(f"http://127.0.0.1:{metrics_port[1]}/metrics") != 200:
                 fail(f"{p.name} serves no /metrics")
         edge = next(p for p in procs if p.name in ("edge", "all"))
-        chat_through_edge(Api(f"http://127.0.0.1:{edge.ports['http'][1]}"), procs)
+        token = chat_through_edge(Api(f"http://127.0.0.1:{edge.ports['http'][1]}"), procs)
+        ws = open_socket(edge, token)
+        edge.stop()
+        expect_going_away(ws)
     finally:
         errors = []
-        for p in reversed(procs):
+        for p in procs:
             try:
                 p.stop()
             except SystemExit as e:
