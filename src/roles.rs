@@ -184,14 +184,7 @@ pub async fn run(
     listener: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let name = format!(
-        "mesh-{}",
-        roles
-            .iter()
-            .map(|r| format!("{r:?}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join("+")
-    );
+    let name = format!("mesh-{}", telemetry::roles_label(roles));
     let bus = connect_bus(&settings, &name).await?;
     telemetry::record_build_info(roles);
     telemetry::sample_bus(&bus, &shutdown);

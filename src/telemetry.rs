@@ -21,15 +21,33 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// The commit the binary was built from (`MESH_GIT_COMMIT` at build time, else git's HEAD).
 const COMMIT: &str = env!("MESH_GIT_COMMIT");
 
-/// Sets `mesh_build_info` for a process running `roles`.
-pub fn record_build_info(roles: &[Role]) {
-    let roles = roles
+/// The roles of a process as one label: `edge`, `chat`, ... or `edge+user+social+chat+outbox`.
+pub fn roles_label(roles: &[Role]) -> String {
+    roles
         .iter()
         .map(|r| format!("{r:?}").to_lowercase())
         .collect::<Vec<_>>()
-        .join("+");
+        .join("+")
+}
+
+/// The OpenTelemetry `service.name` of a process: `nats-mesh` for every role in one process,
+/// `nats-mesh-<role>` for one role, `nats-mesh-migrate` for migrations.
+pub fn service_name(roles: &[Role], migrate: bool) -> String {
+    match roles {
+        _ if migrate => "nats-mesh-migrate".to_owned(),
+        [role] => format!("nats-mesh-{}", roles_label(&[*role])),
+        _ => "nats-mesh".to_owned(),
+    }
+}
+
+/// Sets `mesh_build_info` for a process running `roles`.
+pub fn record_build_info(roles: &[Role]) {
     BUILD_INFO.reset();
-    mesh_observability::metrics::set_build_info(env!("CARGO_PKG_VERSION"), COMMIT, &roles);
+    mesh_observability::metrics::set_build_info(
+        env!("CARGO_PKG_VERSION"),
+        COMMIT,
+        &roles_label(roles),
+    );
 }
 
 /// Runs `sample` now and then every `SAMPLE_EVERY` until `shutdown`.
@@ -104,4 +122,17 @@ pub fn sample_consumer_backlogs(bus: &Bus, shutdown: &CancellationToken) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_follow_the_roles() {
+        assert_eq!(service_name(Role::ALL, false), "nats-mesh");
+        assert_eq!(service_name(&[Role::Chat], false), "nats-mesh-chat");
+        assert_eq!(service_name(&[], true), "nats-mesh-migrate");
+        assert_eq!(roles_label(Role::ALL), "edge+user+social+chat+outbox");
+    }
 }
