@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # chart-test.sh: verifies the Helm chart helm/nats-mesh offline, with a real helm v4.
-#   1. `helm lint --strict` and `helm template` for each value set in helm/nats-mesh/ci/
+#   1. `helm lint --strict`, `helm template` and a client-side dry-run install (NOTES.txt) for
+#      each value set in helm/nats-mesh/ci/
 #      (all-in-one; per-role scaled with HPAs; ServiceMonitor + PrometheusRule), and that the
 #      chart refuses to render without a database URL and a JWT key pair;
 #   2. chart_checks.py: non-root, read-only root filesystem, probes, resources, HPA/PDB targets,
@@ -36,7 +37,10 @@ for values in "$CHART"/ci/*-values.yaml; do
   name="$(basename "$values" -values.yaml)"
   quiet_helm lint --strict "$CHART" -f "$values" >/dev/null
   quiet_helm template "nats-mesh" "$CHART" --namespace chat -f "$values" >"$out/$name.yaml"
-  echo "chart: $name lints strictly and renders" >&2
+  # A client-side dry-run install also renders NOTES.txt.
+  installed="$(quiet_helm install "nats-mesh" "$CHART" --namespace chat -f "$values" --dry-run=client)"
+  grep -q '^NOTES:' <<<"$installed" || { echo "chart: FAIL: $name: no NOTES" >&2; exit 1; }
+  echo "chart: $name lints strictly, renders and dry-run installs" >&2
 done
 if refusal="$(quiet_helm template x "$CHART" 2>&1)"; then
   echo "chart: FAIL: rendered without a database URL or JWT keys" >&2; exit 1

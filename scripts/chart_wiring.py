@@ -34,6 +34,9 @@ import yaml
 from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, status_of, wait_for
 
 
+NATS_SECRET = "wiring-nats"
+
+
 def render(args, scratch, prefix):
     keys = os.path.join(scratch, "keys")
     subprocess.run([args.mesh, "keygen", "--out", keys], check=True, capture_output=True)
@@ -49,8 +52,19 @@ def render(args, scratch, prefix):
         "--set", "env.MESH_RPC_TIMEOUT=5s",
         "--set", "env.RUST_LOG=warn",
     ]
+    creds = os.environ.get("MESH_NATS_ROLE_CREDENTIALS")
+    if creds:
+        # A NATS server with authorization (scripts/services.sh's default): the role
+        # credentials go in as an existing Secret, as an operator would deploy them.
+        cmd += ["--set", f"nats.existingSecret={NATS_SECRET}",
+                "--set", f"nats.env.MESH_NATS_ROLE_CREDENTIALS=/etc/mesh/nats/{os.path.basename(creds)}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    if creds:
+        with open(creds) as f:
+            docs.append({"kind": "Secret", "metadata": {"name": NATS_SECRET},
+                         "stringData": {os.path.basename(creds): f.read()}})
+    return docs
 
 
 def index(docs):

@@ -117,7 +117,15 @@ def delete_prefix(prefix):
     import nats
 
     async def run():
-        nc = await nats.connect(os.environ["MESH_NATS_URL"])
+        login = {}
+        creds = os.environ.get("MESH_NATS_ROLE_CREDENTIALS")
+        if creds:  # `<role> <password>` lines; the migrate role owns streams and buckets
+            with open(creds) as f:
+                for line in f:
+                    role, _, password = line.strip().partition(" ")
+                    if role == "migrate":
+                        login = {"user": role, "password": password}
+        nc = await nats.connect(os.environ["MESH_NATS_URL"], **login)
         js = nc.jetstream()
         for info in await js.streams_info():
             if prefix in info.config.name.lower():

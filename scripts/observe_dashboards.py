@@ -141,6 +141,8 @@ def start_mesh(procs, mesh, scratch, prefix):
     subprocess.run([mesh, "keygen", "--out", keys], check=True, capture_output=True)
     port = free_port()
     env = {
+        # NATS credentials of the test server, if it runs with authorization.
+        **{k: v for k, v in os.environ.items() if k.startswith("MESH_NATS_")},
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MESH_NATS_URL": os.environ["MESH_NATS_URL"],
         "MESH_DATABASE_URL": os.environ["MESH_DATABASE_URL"],
