@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nats_mesh::config::{Cli, RoleArg};
-use nats_mesh::{Role, Settings, roles, telemetry};
+use nats_mesh::{Role, Settings, roles};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc returns freed memory to the system; glibc's malloc kept argon2's 19 MiB blocks
@@ -47,7 +47,9 @@ fn main() -> ExitCode {
         Err(err) => return report(Err(err.into())),
     };
     report(runtime.block_on(async move {
-        let _tracing = mesh_observability::init(&telemetry::service_name(roles, migrate));
+        let _tracing =
+            mesh_observability::init(&nats_mesh::telemetry::service_name(roles, migrate));
+        nats_mesh::telemetry::record_build_info(roles);
         if migrate {
             roles::user_pool(&settings).await?;
             roles::social_pool(&settings).await?;

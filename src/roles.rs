@@ -2,7 +2,6 @@
 //! dependencies from `Settings` and runs them side by side until shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Role, Settings};
-use crate::telemetry;
+use crate::telemetry::Watch;
 
 /// How long the first NATS connection may take before start-up fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -184,16 +183,23 @@ pub async fn run(
     listener: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let name = format!("mesh-{}", telemetry::roles_label(roles));
+    let name = format!(
+        "mesh-{}",
+        roles
+            .iter()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join("+")
+    );
     let bus = connect_bus(&settings, &name).await?;
-    telemetry::record_build_info(roles);
-    telemetry::sample_bus(&bus, &shutdown);
     let mut tasks = tokio::task::JoinSet::new();
+    let watch = Watch::new(&shutdown);
     if roles.contains(&Role::User) {
         let deps = UserDeps {
             bus: bus.clone(),
-            pool: telemetry::sampled_pool("user", user_pool(&settings).await?, &shutdown),
+            pool: user_pool(&settings).await?,
         };
+        watch.role("user", &deps.bus, Some(&deps.pool));
         let config = user_config(&settings)?;
         tasks.spawn(named(
             "user",
@@ -203,8 +209,9 @@ pub async fn run(
     if roles.contains(&Role::Social) {
         let deps = SocialDeps {
             bus: bus.clone(),
-            pool: telemetry::sampled_pool("social", social_pool(&settings).await?, &shutdown),
+            pool: social_pool(&settings).await?,
         };
+        watch.role("social", &deps.bus, Some(&deps.pool));
         let config = social_config(&settings);
         tasks.spawn(named(
             "social",
@@ -214,8 +221,9 @@ pub async fn run(
     if roles.contains(&Role::Chat) {
         let deps = ChatDeps {
             bus: bus.clone(),
-            pool: telemetry::sampled_pool("chat", chat_pool(&settings).await?, &shutdown),
+            pool: chat_pool(&settings).await?,
         };
+        watch.role("chat", &deps.bus, Some(&deps.pool));
         let config = chat_config(&settings);
         tasks.spawn(named(
             "chat",
@@ -226,9 +234,10 @@ pub async fn run(
         let deps = OutboxDeps {
             bus: bus.clone(),
             sources: outbox_sources(&settings).await?,
-            audit_pool: telemetry::sampled_pool("audit", audit_pool(&settings).await?, &shutdown),
+            audit_pool: audit_pool(&settings).await?,
         };
-        telemetry::sample_consumer_backlogs(&bus, &shutdown);
+        watch.role("outbox", &deps.bus, Some(&deps.audit_pool));
+        watch.consumer_backlogs(&deps.bus);
         let config = OutboxConfig::new(settings.rpc_timeout);
         tasks.spawn(named(
             "outbox",
@@ -239,6 +248,7 @@ pub async fn run(
         let listener = listener.context("the edge needs a listener")?;
         let config = edge_config(&settings)?;
         let deps = EdgeDeps { bus: bus.clone() };
+        watch.role("edge", &deps.bus, None);
         tasks.spawn(named(
             "edge",
             mesh_edge::run(deps, config, listener, shutdown.clone().cancelled_owned()),
@@ -246,8 +256,7 @@ pub async fn run(
     } else {
         let addr = settings.metrics_addr;
         let done = shutdown.clone().cancelled_owned();
-        let nats = bus.clone();
-        let ready: mesh_observability::Readiness = Arc::new(move || nats.is_connected());
+        let ready = watch.readiness();
         tasks.spawn(named(
             "metrics",
             mesh_observability::serve_metrics(addr, ready, done),

@@ -3,10 +3,12 @@
 //! and the build info of the process.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mesh_contracts::Stream;
 use mesh_nats::Bus;
+use mesh_observability::Readiness;
 use mesh_observability::metrics::{
     BUILD_INFO, CONSUMER_PENDING, DB_POOL_CONNECTIONS, DB_POOL_MAX, NATS_CONNECTED,
 };
@@ -22,7 +24,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const COMMIT: &str = env!("MESH_GIT_COMMIT");
 
 /// The roles of a process as one label: `edge`, `chat`, ... or `edge+user+social+chat+outbox`.
-pub fn roles_label(roles: &[Role]) -> String {
+fn roles_label(roles: &[Role]) -> String {
     roles
         .iter()
         .map(|r| format!("{r:?}").to_lowercase())
@@ -68,60 +70,89 @@ where
     });
 }
 
-/// Keeps `mesh_nats_connected` current.
-pub fn sample_bus(bus: &Bus, shutdown: &CancellationToken) {
-    let bus = bus.clone();
-    every(shutdown, move || {
-        NATS_CONNECTED.set(i64::from(bus.is_connected()));
-        async {}
-    });
+/// The sampled gauges of the roles of one process, until shutdown; also tells readiness.
+#[derive(Clone)]
+pub struct Watch {
+    shutdown: CancellationToken,
+    buses: Arc<Mutex<Vec<Bus>>>,
 }
 
-/// Keeps `mesh_db_pool_connections` and `mesh_db_pool_max_connections` of `service` current,
-/// and hands the pool back.
-pub fn sampled_pool(service: &'static str, pool: PgPool, shutdown: &CancellationToken) -> PgPool {
-    let sampled = pool.clone();
-    DB_POOL_MAX
-        .with_label_values(&[service])
-        .set(i64::from(pool.options().get_max_connections()));
-    every(shutdown, move || {
-        let idle = i64::try_from(sampled.num_idle()).unwrap_or(i64::MAX);
-        let busy = i64::from(sampled.size()) - idle;
-        DB_POOL_CONNECTIONS
-            .with_label_values(&[service, "idle"])
-            .set(idle);
-        DB_POOL_CONNECTIONS
-            .with_label_values(&[service, "busy"])
-            .set(busy.max(0));
-        async {}
-    });
-    pool
-}
+impl Watch {
+    pub fn new(shutdown: &CancellationToken) -> Self {
+        Self {
+            shutdown: shutdown.clone(),
+            buses: Arc::default(),
+        }
+    }
 
-/// Keeps `mesh_consumer_pending` of the EVENTS and AUDIT streams' durable consumers current
-/// (the outbox role samples it: it relays the one and writes the other).
-pub fn sample_consumer_backlogs(bus: &Bus, shutdown: &CancellationToken) {
-    let bus = bus.clone();
-    every(shutdown, move || {
+    /// Keeps `mesh_nats_connected{connection=role}` and, for a role with a database,
+    /// `mesh_db_pool_connections` and `mesh_db_pool_max_connections{service=role}` current.
+    pub fn role(&self, role: &'static str, bus: &Bus, pool: Option<&PgPool>) {
+        self.buses.lock().expect("bus list lock").push(bus.clone());
         let bus = bus.clone();
-        async move {
-            let mut samples = Vec::new();
-            for (stream, label) in [(Stream::Events, "events"), (Stream::Audit, "audit")] {
-                for backlog in bus.durable_backlogs(stream).await.unwrap_or_default() {
-                    samples.push((label, backlog));
+        let pool = pool.cloned();
+        if let Some(pool) = &pool {
+            DB_POOL_MAX
+                .with_label_values(&[role])
+                .set(i64::from(pool.options().get_max_connections()));
+        }
+        every(&self.shutdown, move || {
+            NATS_CONNECTED
+                .with_label_values(&[role])
+                .set(i64::from(bus.is_connected()));
+            if let Some(pool) = &pool {
+                let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+                let busy = i64::from(pool.size()) - idle;
+                DB_POOL_CONNECTIONS
+                    .with_label_values(&[role, "idle"])
+                    .set(idle);
+                DB_POOL_CONNECTIONS
+                    .with_label_values(&[role, "busy"])
+                    .set(busy.max(0));
+            }
+            async {}
+        });
+    }
+
+    /// Keeps `mesh_consumer_pending` of the EVENTS and AUDIT streams' durable consumers
+    /// current (the outbox role samples it: it relays the one and writes the other).
+    pub fn consumer_backlogs(&self, bus: &Bus) {
+        let bus = bus.clone();
+        every(&self.shutdown, move || {
+            let bus = bus.clone();
+            async move {
+                let mut samples = Vec::new();
+                for (stream, label) in [(Stream::Events, "events"), (Stream::Audit, "audit")] {
+                    for backlog in bus.durable_backlogs(stream).await.unwrap_or_default() {
+                        samples.push((label, backlog));
+                    }
+                }
+                // Consumers that went away must not keep their last value.
+                CONSUMER_PENDING.reset();
+                for (stream, backlog) in samples {
+                    let gauge = |state| {
+                        CONSUMER_PENDING.with_label_values(&[
+                            stream,
+                            backlog.consumer.as_str(),
+                            state,
+                        ])
+                    };
+                    gauge("pending").set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
+                    gauge("ack_pending")
+                        .set(i64::try_from(backlog.ack_pending).unwrap_or(i64::MAX));
                 }
             }
-            // Consumers that went away must not keep their last value.
-            CONSUMER_PENDING.reset();
-            for (stream, backlog) in samples {
-                let gauge = |state| {
-                    CONSUMER_PENDING.with_label_values(&[stream, backlog.consumer.as_str(), state])
-                };
-                gauge("pending").set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
-                gauge("ack_pending").set(i64::try_from(backlog.ack_pending).unwrap_or(i64::MAX));
-            }
-        }
-    });
+        });
+    }
+
+    /// Ready while every watched role's NATS connection is up.
+    pub fn readiness(&self) -> Readiness {
+        let buses = self.buses.clone();
+        Arc::new(move || {
+            let buses = buses.lock().expect("bus list lock");
+            !buses.is_empty() && buses.iter().all(Bus::is_connected)
+        })
+    }
 }
 
 #[cfg(test)]

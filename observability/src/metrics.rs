@@ -319,13 +319,13 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
-/// 1 while the NATS connection is up, 0 while it is down.
-pub static NATS_CONNECTED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+/// 1 while a role's NATS connection is up, 0 while it is down, by connection (role).
+pub static NATS_CONNECTED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
         "mesh_nats_connected",
-        "1 while connected to NATS, 0 otherwise"
+        "1 while connected to NATS, 0 otherwise, by connection",
+        &["connection"],
     )
-    .expect("metric registered once")
 });
 
 /// Connections of each service's Postgres pool, by state (`idle` or `busy`).
