@@ -27,6 +27,8 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+scripts/chart-test.sh
+scripts/observe-test.sh
 echo "== cargo test" >&2
 log="$(mktemp)"
 status=0

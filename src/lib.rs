@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod roles;
+pub mod telemetry;
 
 pub use config::{Role, Settings};

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Role, Settings};
+use crate::telemetry::Watch;
 
 /// How long the first NATS connection may take before start-up fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,11 +193,13 @@ pub async fn run(
     );
     let bus = connect_bus(&settings, &name).await?;
     let mut tasks = tokio::task::JoinSet::new();
+    let watch = Watch::new(&shutdown);
     if roles.contains(&Role::User) {
         let deps = UserDeps {
             bus: bus.clone(),
             pool: user_pool(&settings).await?,
         };
+        watch.role("user", &deps.bus, Some(&deps.pool));
         let config = user_config(&settings)?;
         tasks.spawn(named(
             "user",
@@ -208,6 +211,7 @@ pub async fn run(
             bus: bus.clone(),
             pool: social_pool(&settings).await?,
         };
+        watch.role("social", &deps.bus, Some(&deps.pool));
         let config = social_config(&settings);
         tasks.spawn(named(
             "social",
@@ -219,6 +223,7 @@ pub async fn run(
             bus: bus.clone(),
             pool: chat_pool(&settings).await?,
         };
+        watch.role("chat", &deps.bus, Some(&deps.pool));
         let config = chat_config(&settings);
         tasks.spawn(named(
             "chat",
@@ -231,6 +236,8 @@ pub async fn run(
             sources: outbox_sources(&settings).await?,
             audit_pool: audit_pool(&settings).await?,
         };
+        watch.role("outbox", &deps.bus, Some(&deps.audit_pool));
+        watch.consumer_backlogs(&deps.bus);
         let config = OutboxConfig::new(settings.rpc_timeout);
         tasks.spawn(named(
             "outbox",
@@ -241,6 +248,7 @@ pub async fn run(
         let listener = listener.context("the edge needs a listener")?;
         let config = edge_config(&settings)?;
         let deps = EdgeDeps { bus: bus.clone() };
+        watch.role("edge", &deps.bus, None);
         tasks.spawn(named(
             "edge",
             mesh_edge::run(deps, config, listener, shutdown.clone().cancelled_owned()),
@@ -248,9 +256,10 @@ pub async fn run(
     } else {
         let addr = settings.metrics_addr;
         let done = shutdown.clone().cancelled_owned();
+        let ready = watch.readiness();
         tasks.spawn(named(
             "metrics",
-            mesh_observability::serve_metrics(addr, done),
+            mesh_observability::serve_metrics(addr, ready, done),
         ));
     }
     // The first role to stop (cleanly or not) stops the others.

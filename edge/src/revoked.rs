@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mesh_nats::{Revocation, Revocations};
-use mesh_observability::metrics::REVOKED_SESSIONS;
+use mesh_observability::metrics::{REVOCATION_WATCH_OPEN, REVOKED_SESSIONS};
 use moka::sync::Cache;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -54,6 +54,7 @@ impl RevokedSessions {
         loop {
             match revocations.watch().await {
                 Ok(stream) => {
+                    REVOCATION_WATCH_OPEN.set(1);
                     let mut stream = std::pin::pin!(stream);
                     loop {
                         tokio::select! {
@@ -64,6 +65,7 @@ impl RevokedSessions {
                             },
                         }
                     }
+                    REVOCATION_WATCH_OPEN.set(0);
                     tracing::warn!("revocation watch ended; re-opening");
                 }
                 Err(err) => tracing::warn!(error = %err, "cannot watch revocations; retrying"),

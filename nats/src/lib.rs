@@ -4,6 +4,7 @@
 //! in headers, hosts services on the NATS services API, and makes typed RPC calls.
 
 mod audit;
+mod backlog;
 mod batch;
 mod bus;
 mod context;
@@ -19,6 +20,7 @@ mod topology;
 mod trace;
 
 pub use audit::{AuditBatch, AuditFeed, AuditFeedError};
+pub use backlog::ConsumerBacklog;
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
 pub use events::{EventDelivery, EventFeed, EventsError, MAX_DELIVER, OutgoingEvent};

@@ -7,5 +7,5 @@ pub mod metrics;
 pub mod server;
 mod tracing_init;
 
-pub use server::{metrics_endpoint, serve_metrics};
+pub use server::{Readiness, metrics_endpoint, serve_metrics};
 pub use tracing_init::{TracingGuard, init};

@@ -323,6 +323,97 @@ pub static AUDIT_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+/// Constant 1, labelled with the binary's version and commit and the roles this process runs.
+pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_build_info",
+        "Version, commit and roles of this process (always 1)",
+        &["version", "commit", "roles"],
+    )
+});
+
+/// 1 while a role's NATS connection is up, 0 while it is down, by connection (role).
+pub static NATS_CONNECTED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_nats_connected",
+        "1 while connected to NATS, 0 otherwise, by connection",
+        &["connection"],
+    )
+});
+
+/// Connections of each service's Postgres pool, by state (`idle` or `busy`).
+pub static DB_POOL_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_db_pool_connections",
+        "Postgres pool connections by service and state",
+        &["service", "state"],
+    )
+});
+
+/// The most connections each service's Postgres pool may open.
+pub static DB_POOL_MAX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_db_pool_max_connections",
+        "Largest size of each service's Postgres pool",
+        &["service"],
+    )
+});
+
+/// Backlog of the durable consumers of the EVENTS and AUDIT streams, by stream, consumer and
+/// state (`pending`: not yet delivered, `ack_pending`: delivered, not yet acknowledged).
+pub static CONSUMER_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_consumer_pending",
+        "Durable consumer backlog by stream, consumer and state",
+        &["stream", "consumer", "state"],
+    )
+});
+
+/// 1 while this edge's watch on the revoked-sessions bucket is open, 0 while it is re-opened.
+pub static REVOCATION_WATCH_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "mesh_revocation_watch_open",
+        "1 while the revoked-sessions watch is open, 0 otherwise"
+    )
+    .expect("metric registered once")
+});
+
+/// Records the binary's version and commit and the roles this process runs.
+pub fn set_build_info(version: &str, commit: &str, roles: &str) {
+    BUILD_INFO
+        .with_label_values(&[version, commit, roles])
+        .set(1);
+}
+
+/// Process CPU, memory and file descriptors (`process_*`), registered once on Linux.
+static PROCESS_COLLECTOR: LazyLock<()> = LazyLock::new(|| {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = prometheus::register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        eprintln!("process metrics unavailable: {err}");
+    }
+});
+
+/// Error labels that dashboards and alerts read, created at 0 so a rate exists before the
+/// first error.
+const AUTH_FAILURE_REASONS: &[&str] = &["invalid_token", "token_expired", "session_revoked"];
+const DISCONNECT_REASONS: &[&str] = &["slow_consumer", "idle_timeout", "error"];
+
+fn touch_error_labels() {
+    for reason in AUTH_FAILURE_REASONS {
+        AUTH_FAILURES.with_label_values(&[reason]);
+    }
+    for transport in ["ws", "sse"] {
+        for reason in DISCONNECT_REASONS {
+            RT_DISCONNECTS.with_label_values(&[transport, reason]);
+        }
+    }
+    for event in ["disconnected", "connected"] {
+        NATS_EVENTS.with_label_values(&[event]);
+    }
+}
+
 /// Encodes every registered metric in the Prometheus text format.
 pub fn render() -> String {
     let families = prometheus::gather();
@@ -365,4 +456,12 @@ pub fn touch_all() {
     LazyLock::force(&EVENTS_REDELIVERED);
     LazyLock::force(&AUDIT_WRITTEN);
     LazyLock::force(&AUDIT_DROPPED);
+    LazyLock::force(&BUILD_INFO);
+    LazyLock::force(&NATS_CONNECTED);
+    LazyLock::force(&DB_POOL_CONNECTIONS);
+    LazyLock::force(&DB_POOL_MAX);
+    LazyLock::force(&REVOCATION_WATCH_OPEN);
+    LazyLock::force(&CONSUMER_PENDING);
+    LazyLock::force(&PROCESS_COLLECTOR);
+    touch_error_labels();
 }
