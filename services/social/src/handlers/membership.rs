@@ -408,7 +408,8 @@ pub async fn mute(
         .await
         .map_err(db)?;
     let (group_id, user_id, by) = (group.id, row.user_id, me);
-    let event = match until {
+    // The stored time, so the event, the reply and chat's projection agree to the microsecond.
+    let event = match row.muted_until {
         Some(muted_until) => SocialEvent::GroupMemberMuted {
             group_id,
             user_id,
