@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::error::ErrorCode;
 use crate::rpc;
 use crate::rpc::Service;
+use crate::social::{FriendRequest, GroupJoinRequest, GroupRole};
 use crate::user::Empty;
 
 /// Largest message body, in bytes of UTF-8.
@@ -374,11 +375,9 @@ pub enum ServerFrame {
         messages: Vec<ChatMessage>,
         has_more: bool,
     },
-    /// Something happened that concerns the user (friend requests, group changes, ...).
-    Notification {
-        kind: String,
-        data: serde_json::Value,
-    },
+    /// Something happened that concerns the user: `{"type":"notification","kind":...,"data":{...}}`
+    /// (the kinds and their data are [`Notification`]'s variants).
+    Notification(Notification),
     Error {
         code: String,
         message: String,
@@ -403,6 +402,69 @@ impl ServerFrame {
             message: message.into(),
         }
     }
+}
+
+/// What a `notification` frame tells a user, as `"kind"` and `"data"` next to the frame's
+/// `"type"`. Group notifications name the group by `group_id`; requests are the whole
+/// request as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Notification {
+    /// To the addressee of a new friend request.
+    FriendRequestReceived { request: FriendRequest },
+    /// To the sender, when the addressee accepted.
+    FriendRequestAccepted { request: FriendRequest },
+    /// To the sender, when the addressee rejected.
+    FriendRequestRejected { request: FriendRequest },
+    /// To the other user, when `user_id` ended the friendship (removed or blocked them).
+    Unfriended { user_id: Uuid },
+    /// To a user invited into a group (see [`GroupInvitation`]).
+    GroupInvitation(GroupInvitation),
+    /// To a group's owner and admins: someone asks to join or was invited, awaiting their
+    /// decision.
+    JoinRequestReceived { request: GroupJoinRequest },
+    /// To the user who asked to join, when an owner or admin approved.
+    JoinRequestApproved { request: GroupJoinRequest },
+    /// To the user who asked to join, when an owner or admin rejected.
+    JoinRequestRejected { request: GroupJoinRequest },
+    /// To the member removed from a group.
+    Kicked { group_id: Uuid },
+    /// To every member of a dissolved group.
+    GroupDissolved { group_id: Uuid },
+    /// To the member whose role the owner changed.
+    RoleChanged { group_id: Uuid, role: GroupRole },
+    /// To the member muted, with the end of the mute.
+    Muted {
+        group_id: Uuid,
+        #[serde(with = "time::serde::rfc3339")]
+        #[schemars(schema_with = "crate::asyncapi::rfc3339")]
+        muted_until: OffsetDateTime,
+    },
+    /// To the member whose mute was lifted.
+    Unmuted { group_id: Uuid },
+    /// To the old and the new owner of a group.
+    OwnershipTransferred {
+        group_id: Uuid,
+        from: Uuid,
+        to: Uuid,
+    },
+}
+
+/// The data of a `group_invitation`: a pending invitation (`{"request":{...}}`, approved by the
+/// group's owner or an admin) or, where the inviter may admit, the group joined
+/// (`{"group_id":...,"invited_by":...,"joined":true}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GroupInvitation {
+    Pending {
+        request: GroupJoinRequest,
+    },
+    Joined {
+        group_id: Uuid,
+        invited_by: Uuid,
+        /// Always true.
+        joined: bool,
+    },
 }
 
 /// Whether a user is online, and when they were last seen.
@@ -719,6 +781,137 @@ mod tests {
         assert_eq!(
             ServerFrame::SessionRevoked.to_json(),
             r#"{"type":"session_revoked"}"#
+        );
+    }
+
+    fn notification_samples() -> Vec<Notification> {
+        use crate::social::{FriendRequestStatus, JoinRequestStatus};
+        let (a, b, g) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(9));
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let friend = FriendRequest {
+            id: Uuid::from_u128(5),
+            from_user_id: a,
+            to_user_id: b,
+            message: None,
+            status: FriendRequestStatus::Pending,
+            created_at: at,
+            handled_at: None,
+        };
+        let join = GroupJoinRequest {
+            id: Uuid::from_u128(6),
+            group_id: g,
+            user_id: b,
+            inviter_id: None,
+            message: Some("let me in".into()),
+            status: JoinRequestStatus::Pending,
+            created_at: at,
+            handled_at: None,
+            handled_by: None,
+        };
+        use Notification as N;
+        vec![
+            N::FriendRequestReceived {
+                request: friend.clone(),
+            },
+            N::FriendRequestAccepted {
+                request: friend.clone(),
+            },
+            N::FriendRequestRejected { request: friend },
+            N::Unfriended { user_id: a },
+            N::GroupInvitation(GroupInvitation::Pending {
+                request: join.clone(),
+            }),
+            N::GroupInvitation(GroupInvitation::Joined {
+                group_id: g,
+                invited_by: a,
+                joined: true,
+            }),
+            N::JoinRequestReceived {
+                request: join.clone(),
+            },
+            N::JoinRequestApproved {
+                request: join.clone(),
+            },
+            N::JoinRequestRejected { request: join },
+            N::Kicked { group_id: g },
+            N::GroupDissolved { group_id: g },
+            N::RoleChanged {
+                group_id: g,
+                role: GroupRole::Admin,
+            },
+            N::Muted {
+                group_id: g,
+                muted_until: at,
+            },
+            N::Unmuted { group_id: g },
+            N::OwnershipTransferred {
+                group_id: g,
+                from: a,
+                to: b,
+            },
+        ]
+    }
+
+    /// The kind of each notification; a new kind fails to compile here until it has a sample.
+    fn kind(notification: &Notification) -> &'static str {
+        use Notification as N;
+        match notification {
+            N::FriendRequestReceived { .. } => "friend_request_received",
+            N::FriendRequestAccepted { .. } => "friend_request_accepted",
+            N::FriendRequestRejected { .. } => "friend_request_rejected",
+            N::Unfriended { .. } => "unfriended",
+            N::GroupInvitation(_) => "group_invitation",
+            N::JoinRequestReceived { .. } => "join_request_received",
+            N::JoinRequestApproved { .. } => "join_request_approved",
+            N::JoinRequestRejected { .. } => "join_request_rejected",
+            N::Kicked { .. } => "kicked",
+            N::GroupDissolved { .. } => "group_dissolved",
+            N::RoleChanged { .. } => "role_changed",
+            N::Muted { .. } => "muted",
+            N::Unmuted { .. } => "unmuted",
+            N::OwnershipTransferred { .. } => "ownership_transferred",
+        }
+    }
+
+    #[test]
+    fn every_notification_round_trips_as_type_kind_and_data() {
+        let samples = notification_samples();
+        let kinds: std::collections::HashSet<_> = samples.iter().map(kind).collect();
+        assert_eq!(kinds.len(), 14, "one sample of every kind");
+        for notification in samples {
+            let frame = ServerFrame::Notification(notification.clone());
+            let json: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
+            let keys: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(keys.len(), 3, "{json}");
+            assert_eq!(json["type"], "notification");
+            assert_eq!(json["kind"], kind(&notification));
+            assert!(json["data"].is_object(), "{json}");
+            let back: ServerFrame = serde_json::from_value(json).unwrap();
+            assert_eq!(back, frame);
+        }
+    }
+
+    #[test]
+    fn notification_data_keeps_the_shapes_clients_read() {
+        let g = Uuid::from_u128(9);
+        let joined =
+            ServerFrame::Notification(Notification::GroupInvitation(GroupInvitation::Joined {
+                group_id: g,
+                invited_by: g,
+                joined: true,
+            }));
+        let json: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
+        assert_eq!(json["data"]["group_id"], g.to_string());
+        assert_eq!(json["data"]["joined"], true);
+        let kicked = ServerFrame::Notification(Notification::Kicked { group_id: g });
+        assert_eq!(
+            kicked.to_json(),
+            format!(r#"{{"type":"notification","kind":"kicked","data":{{"group_id":"{g}"}}}}"#)
         );
     }
 }

@@ -5,6 +5,7 @@
 //! again when it parses requests into domain types, since NATS callers bypass the edge.
 
 use poem_openapi::{Enum, Object};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ pub const DEFAULT_GROUP_MEMBERS: u32 = 500;
 pub const MAX_MUTE_SECS: u64 = 366 * 24 * 3600;
 
 /// Where a friend request is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum FriendRequestStatus {
@@ -66,7 +67,7 @@ pub enum JoinPolicy {
 }
 
 /// A member's rights in a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum GroupRole {
@@ -76,7 +77,7 @@ pub enum GroupRole {
 }
 
 /// Where a request to join a group is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum JoinRequestStatus {
@@ -109,7 +110,7 @@ pub struct SendFriendRequest {
 }
 
 /// A friend request between two users.
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct FriendRequest {
     pub id: Uuid,
     /// Who asked.
@@ -119,9 +120,11 @@ pub struct FriendRequest {
     pub message: Option<String>,
     pub status: FriendRequestStatus,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "crate::asyncapi::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it was accepted, rejected or cancelled.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(schema_with = "crate::asyncapi::rfc3339_or_null")]
     pub handled_at: Option<OffsetDateTime>,
 }
 
@@ -255,7 +258,7 @@ pub struct CreateGroupRequest {
 }
 
 /// A group as the caller sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
 pub struct Group {
     pub id: Uuid,
     pub name: String,
@@ -360,7 +363,7 @@ pub struct InviteRequest {
 }
 
 /// A request to join a group, made by the user or by a member inviting them.
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct GroupJoinRequest {
     pub id: Uuid,
     pub group_id: Uuid,
@@ -371,8 +374,10 @@ pub struct GroupJoinRequest {
     pub message: Option<String>,
     pub status: JoinRequestStatus,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "crate::asyncapi::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(schema_with = "crate::asyncapi::rfc3339_or_null")]
     pub handled_at: Option<OffsetDateTime>,
     /// The owner or admin who approved or rejected it.
     pub handled_by: Option<Uuid>,
@@ -630,53 +635,6 @@ rpc!(
     Health, Service::Social, "health", Empty => Empty
 );
 
-/// Names of the events the social service writes to its outbox (the last token of
-/// `<prefix>.evt.social.<event>` once relayed).
-pub mod events {
-    pub const FRIEND_REQUEST_CREATED: &str = "friend_request_created";
-    pub const FRIEND_REQUEST_HANDLED: &str = "friend_request_handled";
-    pub const FRIENDSHIP_CREATED: &str = "friendship_created";
-    pub const FRIENDSHIP_REMOVED: &str = "friendship_removed";
-    pub const FRIEND_REMARK_SET: &str = "friend_remark_set";
-    pub const USER_BLOCKED: &str = "user_blocked";
-    pub const USER_UNBLOCKED: &str = "user_unblocked";
-    pub const GROUP_CREATED: &str = "group_created";
-    pub const GROUP_UPDATED: &str = "group_updated";
-    pub const GROUP_DISSOLVED: &str = "group_dissolved";
-    pub const GROUP_JOIN_REQUESTED: &str = "group_join_requested";
-    pub const GROUP_JOIN_REQUEST_HANDLED: &str = "group_join_request_handled";
-    pub const MEMBER_JOINED: &str = "group_member_joined";
-    pub const MEMBER_LEFT: &str = "group_member_left";
-    pub const MEMBER_KICKED: &str = "group_member_kicked";
-    pub const MEMBER_ROLE_CHANGED: &str = "group_member_role_changed";
-    pub const MEMBER_MUTED: &str = "group_member_muted";
-    pub const MEMBER_UNMUTED: &str = "group_member_unmuted";
-    pub const OWNERSHIP_TRANSFERRED: &str = "group_ownership_transferred";
-
-    /// Every event name, for exhaustive tests.
-    pub const ALL: &[&str] = &[
-        FRIEND_REQUEST_CREATED,
-        FRIEND_REQUEST_HANDLED,
-        FRIENDSHIP_CREATED,
-        FRIENDSHIP_REMOVED,
-        FRIEND_REMARK_SET,
-        USER_BLOCKED,
-        USER_UNBLOCKED,
-        GROUP_CREATED,
-        GROUP_UPDATED,
-        GROUP_DISSOLVED,
-        GROUP_JOIN_REQUESTED,
-        GROUP_JOIN_REQUEST_HANDLED,
-        MEMBER_JOINED,
-        MEMBER_LEFT,
-        MEMBER_KICKED,
-        MEMBER_ROLE_CHANGED,
-        MEMBER_MUTED,
-        MEMBER_UNMUTED,
-        OWNERSHIP_TRANSFERRED,
-    ];
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,14 +668,5 @@ mod tests {
         let back: GroupMember = serde_json::from_str(&json).unwrap();
         assert_eq!(back.muted_until, None);
         assert_eq!(back.user_id, member.user_id);
-    }
-
-    #[test]
-    fn event_names_are_unique_subject_tokens() {
-        let mut seen = std::collections::HashSet::new();
-        for name in events::ALL {
-            assert!(seen.insert(*name), "duplicate {name}");
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-        }
     }
 }

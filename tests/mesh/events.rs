@@ -61,7 +61,7 @@ fn pair_sql(a: &Tokens, b: &Tokens) -> String {
     )
 }
 
-async fn notification(ws: &mut Ws, kind: &str) -> serde_json::Value {
+pub async fn notification(ws: &mut Ws, kind: &str) -> serde_json::Value {
     ws.expect(kind, |f| f["type"] == "notification" && f["kind"] == kind)
         .await
 }

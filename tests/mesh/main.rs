@@ -14,6 +14,7 @@ mod discovery;
 mod edge;
 mod events;
 mod faults;
+mod notifications;
 mod realtime;
 mod social_friends;
 mod social_groups;

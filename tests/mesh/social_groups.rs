@@ -60,7 +60,7 @@ async fn members(c: &Client, who: &Tokens, group: &str) -> Vec<(String, String)>
         .collect()
 }
 
-async fn set_role(
+pub async fn set_role(
     c: &Client,
     who: &Tokens,
     group: &str,
@@ -106,7 +106,7 @@ async fn leave(c: &Client, who: &Tokens, group: &str) -> (StatusCode, Value) {
         .await
 }
 
-async fn transfer(c: &Client, who: &Tokens, group: &str, to: &Tokens) -> (StatusCode, Value) {
+pub async fn transfer(c: &Client, who: &Tokens, group: &str, to: &Tokens) -> (StatusCode, Value) {
     c.post_as(
         &format!("/v1/groups/{group}/transfer"),
         &who.access,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use mesh_contracts::chat::ConversationId;
 use mesh_contracts::social::{
-    CheckFriendship, CheckFriendshipRequest, FriendIds, GroupRef, GroupRoster, UserIdRequest,
+    CheckFriendship, CheckFriendshipRequest, FriendIds, GroupRef, GroupRole, GroupRoster,
+    UserIdRequest,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{CallContext, RpcClient};
@@ -72,6 +73,21 @@ impl Membership {
             },
             None => GroupFacts::NotMember,
         })
+    }
+
+    /// The owner and admins of `group` as social says now; none for an unknown group.
+    pub async fn managers(&self, group: Uuid) -> Result<Vec<Uuid>, ServiceError> {
+        let roster = self
+            .rpc
+            .call::<GroupRoster>(&internal_ctx(), &GroupRef { group_id: group })
+            .await
+            .map_err(|err| err.into_service_error("social"))?;
+        Ok(roster
+            .members
+            .iter()
+            .filter(|m| matches!(m.role, GroupRole::Owner | GroupRole::Admin))
+            .map(|m| m.user_id)
+            .collect())
     }
 
     /// May `sender` post to `conversation` at `now`? The same right governs every frame that

@@ -1,20 +1,19 @@
 //! The outbox: events written in the transaction of the change they describe. Each service
 //! has an `outbox` table in its own schema with the same shape.
 
-use serde::Serialize;
+use mesh_contracts::events::{DomainEvent, encode};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Appends one event about `aggregate` to `<schema>.outbox`.
-pub async fn append(
+/// Appends one event about `aggregate` to `<schema>.outbox`: its type name and payload both
+/// come from the typed event.
+pub async fn append<E: DomainEvent>(
     conn: &mut PgConnection,
     schema: &'static str,
     aggregate: Uuid,
-    event_type: &str,
-    payload: &impl Serialize,
+    event: &E,
 ) -> sqlx::Result<()> {
-    let payload =
-        serde_json::to_value(payload).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    let (event_type, payload) = encode(event).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {schema}.outbox (id, aggregate, event_type, payload) VALUES ($1, $2, $3, $4)"
     )))

@@ -42,15 +42,15 @@ pub async fn run(state: State, stop: CancellationToken) {
 }
 
 async fn apply(state: &State, envelope: &EventEnvelope) {
-    let Ok(event) = SocialEvent::parse(envelope) else {
+    let Ok(event) = envelope.event::<SocialEvent>() else {
         return;
     };
     let caches = state.caches();
     match event {
-        SocialEvent::FriendshipCreated { user_id, friend_id } => {
-            caches.invalidate_friends(&[user_id, friend_id]).await;
+        SocialEvent::FriendshipCreated { user_ids, .. }
+        | SocialEvent::FriendshipRemoved { user_ids, .. } => {
+            caches.invalidate_friends(&user_ids).await;
         }
-        SocialEvent::FriendshipRemoved { user_ids } => caches.invalidate_friends(&user_ids).await,
         SocialEvent::UserBlocked {
             blocker_id,
             blocked_id,
@@ -59,17 +59,21 @@ async fn apply(state: &State, envelope: &EventEnvelope) {
             blocker_id,
             blocked_id,
         } => caches.invalidate_friends(&[blocker_id, blocked_id]).await,
-        SocialEvent::MemberJoined { group_id, .. }
-        | SocialEvent::MemberLeft { group_id, .. }
-        | SocialEvent::MemberKicked { group_id, .. }
-        | SocialEvent::MemberRoleChanged { group_id, .. }
-        | SocialEvent::MemberMuted { group_id, .. }
-        | SocialEvent::OwnershipTransferred { group_id, .. }
+        SocialEvent::GroupMemberJoined { group_id, .. }
+        | SocialEvent::GroupMemberLeft { group_id, .. }
+        | SocialEvent::GroupMemberKicked { group_id, .. }
+        | SocialEvent::GroupMemberRoleChanged { group_id, .. }
+        | SocialEvent::GroupMemberMuted { group_id, .. }
+        | SocialEvent::GroupMemberUnmuted { group_id, .. }
+        | SocialEvent::GroupOwnershipTransferred { group_id, .. }
         | SocialEvent::GroupDissolved { group_id, .. } => caches.invalidate_group(group_id).await,
         SocialEvent::FriendRequestCreated { .. }
         | SocialEvent::FriendRequestHandled { .. }
-        | SocialEvent::JoinRequested { .. }
-        | SocialEvent::JoinRequestHandled { .. }
-        | SocialEvent::Other => {}
+        | SocialEvent::FriendRemarkSet { .. }
+        | SocialEvent::GroupCreated { .. }
+        | SocialEvent::GroupUpdated { .. }
+        | SocialEvent::GroupJoinRequested { .. }
+        | SocialEvent::GroupJoinRequestHandled { .. }
+        | SocialEvent::Unknown => {}
     }
 }

@@ -11,17 +11,21 @@ use mesh_contracts::chat::ConversationId;
 pub const CONSUMER: &str = "chat-projection";
 
 pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerError> {
-    let event = SocialEvent::parse(&envelope)?;
+    let event: SocialEvent = envelope.event()?;
     let mut tx = state.pool().begin().await?;
     if !first_time(&mut tx, SCHEMA, CONSUMER, envelope.id).await? {
         return Ok(());
     }
     let conn = &mut *tx;
     match event {
-        SocialEvent::FriendshipCreated { user_id, friend_id } => {
-            projection::add_friendship(conn, user_id, friend_id).await?;
+        SocialEvent::FriendshipCreated {
+            user_ids: [a, b], ..
+        } => {
+            projection::add_friendship(conn, a, b).await?;
         }
-        SocialEvent::FriendshipRemoved { user_ids: [a, b] } => {
+        SocialEvent::FriendshipRemoved {
+            user_ids: [a, b], ..
+        } => {
             projection::remove_friendship(conn, a, b).await?;
         }
         SocialEvent::UserBlocked {
@@ -32,7 +36,7 @@ pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerE
             blocker_id,
             blocked_id,
         } => projection::set_block(conn, blocker_id, blocked_id, false).await?,
-        SocialEvent::MemberJoined {
+        SocialEvent::GroupMemberJoined {
             group_id,
             user_id,
             role,
@@ -42,23 +46,30 @@ pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerE
             let text = ConversationId::Group(group_id).to_string();
             conversations::rejoined(conn, &text, user_id).await?;
         }
-        SocialEvent::MemberRoleChanged {
+        SocialEvent::GroupMemberRoleChanged {
             group_id,
             user_id,
             role,
+            ..
         } => projection::upsert_member(conn, group_id, user_id, role).await?,
-        SocialEvent::MemberLeft { group_id, user_id }
-        | SocialEvent::MemberKicked { group_id, user_id } => {
+        SocialEvent::GroupMemberLeft { group_id, user_id }
+        | SocialEvent::GroupMemberKicked {
+            group_id, user_id, ..
+        } => {
             projection::remove_member(conn, group_id, user_id).await?;
             let text = ConversationId::Group(group_id).to_string();
             conversations::mark_left(conn, &text, Some(user_id), envelope.occurred_at).await?;
         }
-        SocialEvent::MemberMuted {
+        SocialEvent::GroupMemberMuted {
             group_id,
             user_id,
             muted_until,
-        } => projection::set_muted(conn, group_id, user_id, muted_until).await?,
-        SocialEvent::OwnershipTransferred { group_id, to, .. } => {
+            ..
+        } => projection::set_muted(conn, group_id, user_id, Some(muted_until)).await?,
+        SocialEvent::GroupMemberUnmuted {
+            group_id, user_id, ..
+        } => projection::set_muted(conn, group_id, user_id, None).await?,
+        SocialEvent::GroupOwnershipTransferred { group_id, to, .. } => {
             projection::upsert_member(conn, group_id, to, mesh_contracts::social::GroupRole::Owner)
                 .await?;
         }
@@ -69,9 +80,12 @@ pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerE
         }
         SocialEvent::FriendRequestCreated { .. }
         | SocialEvent::FriendRequestHandled { .. }
-        | SocialEvent::JoinRequested { .. }
-        | SocialEvent::JoinRequestHandled { .. }
-        | SocialEvent::Other => {}
+        | SocialEvent::FriendRemarkSet { .. }
+        | SocialEvent::GroupCreated { .. }
+        | SocialEvent::GroupUpdated { .. }
+        | SocialEvent::GroupJoinRequested { .. }
+        | SocialEvent::GroupJoinRequestHandled { .. }
+        | SocialEvent::Unknown => {}
     }
     tx.commit().await?;
     Ok(())

@@ -1,12 +1,10 @@
 //! Blocks: block (ending the friendship and any pending request), unblock, list.
 
 use mesh_contracts::ServiceError;
-use mesh_contracts::social::{
-    Block, BlockPage, FriendRequestStatus, ListPageRequest, UserRef, events,
-};
+use mesh_contracts::events::{FriendshipEnd, SocialEvent};
+use mesh_contracts::social::{Block, BlockPage, FriendRequestStatus, ListPageRequest, UserRef};
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
-use serde_json::json;
 
 use super::friend_requests::apply;
 use super::{State, caller, db};
@@ -36,8 +34,10 @@ pub async fn block(state: State, ctx: CallContext, req: UserRef) -> Result<Block
     outbox::append(
         &mut tx,
         me,
-        events::USER_BLOCKED,
-        &json!({ "blocker_id": row.blocker_id, "blocked_id": row.blocked_id }),
+        &SocialEvent::UserBlocked {
+            blocker_id: row.blocker_id,
+            blocked_id: row.blocked_id,
+        },
     )
     .await
     .map_err(db)?;
@@ -48,8 +48,11 @@ pub async fn block(state: State, ctx: CallContext, req: UserRef) -> Result<Block
         outbox::append(
             &mut tx,
             me,
-            events::FRIENDSHIP_REMOVED,
-            &json!({ "user_ids": [me, other], "by": me, "reason": "blocked" }),
+            &SocialEvent::FriendshipRemoved {
+                user_ids: [me, other],
+                by: me,
+                reason: FriendshipEnd::Blocked,
+            },
         )
         .await
         .map_err(db)?;
@@ -87,8 +90,10 @@ pub async fn unblock(state: State, ctx: CallContext, req: UserRef) -> Result<Emp
     outbox::append(
         &mut tx,
         me,
-        events::USER_UNBLOCKED,
-        &json!({ "blocker_id": me, "blocked_id": other }),
+        &SocialEvent::UserUnblocked {
+            blocker_id: me,
+            blocked_id: other,
+        },
     )
     .await
     .map_err(db)?;

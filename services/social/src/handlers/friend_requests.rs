@@ -3,12 +3,12 @@
 
 use mesh_contracts::ErrorCode;
 use mesh_contracts::ServiceError;
+use mesh_contracts::events::SocialEvent;
 use mesh_contracts::social::{
     FriendRequest, FriendRequestId, FriendRequestOutcome, FriendRequestPage, FriendRequestStatus,
-    ListFriendRequestsRequest, SendFriendRequest, events,
+    ListFriendRequestsRequest, SendFriendRequest,
 };
 use mesh_nats::CallContext;
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -66,8 +66,9 @@ pub async fn send(
             outbox::append(
                 &mut tx,
                 row.id,
-                events::FRIEND_REQUEST_CREATED,
-                &json!({ "request": row.wire() }),
+                &SocialEvent::FriendRequestCreated {
+                    request: row.wire(),
+                },
             )
             .await
             .map_err(db)?;
@@ -181,8 +182,10 @@ pub(super) async fn apply(
     outbox::append(
         conn,
         row.id,
-        events::FRIEND_REQUEST_HANDLED,
-        &json!({ "request": row.wire(), "by": by }),
+        &SocialEvent::FriendRequestHandled {
+            request: row.wire(),
+            by,
+        },
     )
     .await
     .map_err(db)?;
@@ -194,8 +197,10 @@ pub(super) async fn apply(
         outbox::append(
             conn,
             row.from_user,
-            events::FRIENDSHIP_CREATED,
-            &json!({ "user_ids": [row.from_user, row.to_user], "request_id": row.id }),
+            &SocialEvent::FriendshipCreated {
+                user_ids: [row.from_user, row.to_user],
+                request_id: row.id,
+            },
         )
         .await
         .map_err(db)?;

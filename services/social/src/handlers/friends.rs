@@ -2,14 +2,14 @@
 //! check other services make.
 
 use mesh_contracts::ServiceError;
+use mesh_contracts::events::{FriendshipEnd, SocialEvent};
 use mesh_contracts::social as wire;
 use mesh_contracts::social::{
     CheckFriendshipRequest, Friend, FriendPage, FriendshipCheck, ListPageRequest, SetRemarkRequest,
-    UserRef, events,
+    UserRef,
 };
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{State, caller, db, internal_or_self};
@@ -52,8 +52,11 @@ pub async fn set_remark(
     outbox::append(
         &mut tx,
         me,
-        events::FRIEND_REMARK_SET,
-        &json!({ "user_id": row.user_id, "friend_id": row.friend_id, "remark": row.remark }),
+        &SocialEvent::FriendRemarkSet {
+            user_id: row.user_id,
+            friend_id: row.friend_id,
+            remark: row.remark.clone(),
+        },
     )
     .await
     .map_err(db)?;
@@ -78,8 +81,11 @@ pub async fn remove(state: State, ctx: CallContext, req: UserRef) -> Result<Empt
     outbox::append(
         &mut tx,
         me,
-        events::FRIENDSHIP_REMOVED,
-        &json!({ "user_ids": [me, other], "by": me, "reason": "removed" }),
+        &SocialEvent::FriendshipRemoved {
+            user_ids: [me, other],
+            by: me,
+            reason: FriendshipEnd::Removed,
+        },
     )
     .await
     .map_err(db)?;

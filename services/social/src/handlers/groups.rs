@@ -2,19 +2,19 @@
 //! ownership. Writes lock the group's row first.
 
 use mesh_contracts::ServiceError;
+use mesh_contracts::events::SocialEvent;
 use mesh_contracts::social::{
     CreateGroupRequest, Group, GroupPage, GroupRef, GroupRole, JoinPolicy, ListPageRequest,
-    TransferRequest, UpdateGroupRequest, events,
+    TransferRequest, UpdateGroupRequest,
 };
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{State, caller, db};
 use crate::domain::friends::not_self;
-use crate::domain::groups::{self as rules, role_str};
+use crate::domain::groups as rules;
 use crate::domain::paging::Page;
 use crate::domain::{fields, invalid, not_found};
 use crate::store::groups::{self, GroupChange, GroupRow, MyGroupRow, NewGroup};
@@ -74,16 +74,21 @@ pub async fn create(
     outbox::append(
         &mut tx,
         row.id,
-        events::GROUP_CREATED,
-        &json!({ "group": row.wire(None) }),
+        &SocialEvent::GroupCreated {
+            group: row.wire(None),
+        },
     )
     .await
     .map_err(db)?;
     outbox::append(
         &mut tx,
         row.id,
-        events::MEMBER_JOINED,
-        &json!({ "group_id": row.id, "user_id": me, "role": role_str(owner.role()) }),
+        &SocialEvent::GroupMemberJoined {
+            group_id: row.id,
+            user_id: me,
+            role: owner.role(),
+            invited_by: None,
+        },
     )
     .await
     .map_err(db)?;
@@ -139,8 +144,10 @@ pub async fn update(
     outbox::append(
         &mut tx,
         row.id,
-        events::GROUP_UPDATED,
-        &json!({ "group": row.wire(None), "by": me }),
+        &SocialEvent::GroupUpdated {
+            group: row.wire(None),
+            by: me,
+        },
     )
     .await
     .map_err(db)?;
@@ -168,8 +175,11 @@ pub async fn dissolve(
     outbox::append(
         &mut tx,
         row.id,
-        events::GROUP_DISSOLVED,
-        &json!({ "group_id": row.id, "member_ids": member_ids, "by": me }),
+        &SocialEvent::GroupDissolved {
+            group_id: row.id,
+            member_ids,
+            by: me,
+        },
     )
     .await
     .map_err(db)?;
@@ -222,8 +232,11 @@ pub async fn transfer(
     outbox::append(
         &mut tx,
         row.id,
-        events::OWNERSHIP_TRANSFERRED,
-        &json!({ "group_id": row.id, "from": me, "to": target }),
+        &SocialEvent::GroupOwnershipTransferred {
+            group_id: row.id,
+            from: me,
+            to: target,
+        },
     )
     .await
     .map_err(db)?;

@@ -2,17 +2,17 @@
 //! kick, set role, mute, and the membership check other services make. Writes lock the
 //! group's row first and decide on membership read inside that transaction.
 
+use mesh_contracts::events::SocialEvent;
 use mesh_contracts::social as wire;
 use mesh_contracts::social::{
     GroupJoinRequest, GroupMember, GroupRef, GroupRole, InviteRequest, JoinGroupRequest,
     JoinOutcome, JoinReply, JoinRequestPage, JoinRequestRef, JoinRequestStatus,
     ListJoinRequestsRequest, ListMembersRequest, MemberPage, MemberRef, Membership,
-    MembershipRequest, MuteRequest, SetRoleRequest, events,
+    MembershipRequest, MuteRequest, SetRoleRequest,
 };
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
-use serde_json::json;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,7 +21,7 @@ use super::groups::{lock_group, membership};
 use super::{State, caller, db, internal_or_self};
 use crate::domain::fields;
 use crate::domain::friends::not_self;
-use crate::domain::groups::{self as rules, Admission, role_str};
+use crate::domain::groups::{self as rules, Admission};
 use crate::domain::not_found;
 use crate::domain::paging::Page;
 use crate::store::groups::{self, GroupRow};
@@ -67,11 +67,12 @@ async fn add_member(
     outbox::append(
         conn,
         group.id,
-        events::MEMBER_JOINED,
-        &json!({
-            "group_id": group.id, "user_id": user, "role": role_str(member.role()),
-            "invited_by": invited_by,
-        }),
+        &SocialEvent::GroupMemberJoined {
+            group_id: group.id,
+            user_id: user,
+            role: member.role(),
+            invited_by,
+        },
     )
     .await
     .map_err(db)?;
@@ -83,8 +84,9 @@ async fn record_handled(conn: &mut PgConnection, row: &JoinRequestRow) -> Result
     outbox::append(
         conn,
         row.group_id,
-        events::GROUP_JOIN_REQUEST_HANDLED,
-        &json!({ "request": row.wire() }),
+        &SocialEvent::GroupJoinRequestHandled {
+            request: row.wire(),
+        },
     )
     .await
     .map_err(db)
@@ -104,8 +106,9 @@ async fn request_join(
     outbox::append(
         conn,
         group,
-        events::GROUP_JOIN_REQUESTED,
-        &json!({ "request": row.wire() }),
+        &SocialEvent::GroupJoinRequested {
+            request: row.wire(),
+        },
     )
     .await
     .map_err(db)?;
@@ -284,8 +287,10 @@ pub async fn leave(state: State, ctx: CallContext, req: GroupRef) -> Result<Empt
     outbox::append(
         &mut tx,
         group.id,
-        events::MEMBER_LEFT,
-        &json!({ "group_id": group.id, "user_id": me }),
+        &SocialEvent::GroupMemberLeft {
+            group_id: group.id,
+            user_id: me,
+        },
     )
     .await
     .map_err(db)?;
@@ -334,8 +339,11 @@ pub async fn kick(state: State, ctx: CallContext, req: MemberRef) -> Result<Empt
     outbox::append(
         &mut tx,
         group.id,
-        events::MEMBER_KICKED,
-        &json!({ "group_id": group.id, "user_id": target.user_id, "by": me }),
+        &SocialEvent::GroupMemberKicked {
+            group_id: group.id,
+            user_id: target.user_id,
+            by: me,
+        },
     )
     .await
     .map_err(db)?;
@@ -367,11 +375,13 @@ pub async fn set_role(
     outbox::append(
         &mut tx,
         group.id,
-        events::MEMBER_ROLE_CHANGED,
-        &json!({
-            "group_id": group.id, "user_id": row.user_id, "role": role_str(row.role()),
-            "previous": role_str(target.role()), "by": me,
-        }),
+        &SocialEvent::GroupMemberRoleChanged {
+            group_id: group.id,
+            user_id: row.user_id,
+            role: row.role(),
+            previous: target.role(),
+            by: me,
+        },
     )
     .await
     .map_err(db)?;
@@ -397,25 +407,24 @@ pub async fn mute(
     let row = members::set_muted_until(&mut tx, group.id, target.user_id, until)
         .await
         .map_err(db)?;
-    let event = if until.is_some() {
-        events::MEMBER_MUTED
-    } else {
-        events::MEMBER_UNMUTED
+    let (group_id, user_id, by) = (group.id, row.user_id, me);
+    // The stored time, so the event, the reply and chat's projection agree to the microsecond.
+    let event = match row.muted_until {
+        Some(muted_until) => SocialEvent::GroupMemberMuted {
+            group_id,
+            user_id,
+            muted_until,
+            by,
+        },
+        None => SocialEvent::GroupMemberUnmuted {
+            group_id,
+            user_id,
+            by,
+        },
     };
-    let until_text = until
-        .map(|t| t.format(&time::format_description::well_known::Rfc3339))
-        .transpose()
-        .map_err(super::internal)?;
-    outbox::append(
-        &mut tx,
-        group.id,
-        event,
-        &json!({
-            "group_id": group.id, "user_id": row.user_id, "muted_until": until_text, "by": me,
-        }),
-    )
-    .await
-    .map_err(db)?;
+    outbox::append(&mut tx, group.id, &event)
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     state.caches.invalidate_group(group.id).await;
     Ok(row.wire(now))

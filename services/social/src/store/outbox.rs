@@ -1,6 +1,6 @@
 //! The outbox of the `social` schema: events written in the transaction of their change.
 
-use serde::Serialize;
+use mesh_contracts::events::SocialEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -8,8 +8,7 @@ use uuid::Uuid;
 pub async fn append(
     conn: &mut PgConnection,
     aggregate: Uuid,
-    event_type: &str,
-    payload: &impl Serialize,
+    event: &SocialEvent,
 ) -> sqlx::Result<()> {
-    mesh_service_kit::outbox::append(conn, super::SCHEMA, aggregate, event_type, payload).await
+    mesh_service_kit::outbox::append(conn, super::SCHEMA, aggregate, event).await
 }

@@ -1,13 +1,13 @@
 //! Administration: list accounts, disable/enable them, set roles. Admin rights are read from
 //! the database on every call, not from the token, so a demoted admin loses them at once.
 
+use mesh_contracts::events::UserEvent;
 use mesh_contracts::user::{
     AdminListUsersRequest, AdminSetDisabledRequest, AdminSetRolesRequest, UserProfile,
     UserProfilePage,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{State, caller, db, not_found, own_account};
@@ -71,19 +71,15 @@ pub async fn set_disabled(
         state.publish_revocations(req.user_id, &ids).await?;
         revoked = sessions::revoke(&mut tx, &ids).await.map_err(db)?;
     }
+    let (user_id, by) = (req.user_id, admin);
     let event = if req.disabled {
-        "user_disabled"
+        UserEvent::UserDisabled { user_id, by }
     } else {
-        "user_enabled"
+        UserEvent::UserEnabled { user_id, by }
     };
-    outbox::append(
-        &mut tx,
-        req.user_id,
-        event,
-        &json!({ "user_id": req.user_id, "by": admin }),
-    )
-    .await
-    .map_err(db)?;
+    outbox::append(&mut tx, req.user_id, &event)
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     tracing::info!(admin = %admin, user_id = %req.user_id, disabled = req.disabled, revoked, "account state changed");
     Ok(row.profile())
@@ -111,8 +107,11 @@ pub async fn set_roles(
     outbox::append(
         &mut tx,
         req.user_id,
-        "roles_changed",
-        &json!({ "user_id": req.user_id, "roles": names, "by": admin }),
+        &UserEvent::RolesChanged {
+            user_id: req.user_id,
+            roles: granted.clone(),
+            by: admin,
+        },
     )
     .await
     .map_err(db)?;

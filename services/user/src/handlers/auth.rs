@@ -1,11 +1,11 @@
 //! Register, login and refresh.
 
+use mesh_contracts::events::UserEvent;
 use mesh_contracts::user::{
     LoginRequest, RefreshRequest, RegisterRequest, Registered, Role, Sex, TokenPair,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
-use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -65,8 +65,7 @@ pub async fn register(
     outbox::append(
         &mut tx,
         row.id,
-        "user_registered",
-        &json!({ "user": row.public() }),
+        &UserEvent::UserRegistered { user: row.public() },
     )
     .await
     .map_err(db)?;

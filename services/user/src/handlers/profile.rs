@@ -1,12 +1,12 @@
 //! Own profile, other users' public profiles, and user search.
 
+use mesh_contracts::events::UserEvent;
 use mesh_contracts::user::{
     Empty, FindUsersRequest, GetUserRequest, MAX_LOOKUP_IDS, PublicUser, PublicUserPage,
     UpdateProfileRequest, UserProfile,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
-use serde_json::json;
 
 use super::{State, caller, db, not_found, own_account};
 use crate::domain::fields::{Avatar, Nickname, Phone};
@@ -52,8 +52,7 @@ pub async fn update(
     outbox::append(
         &mut tx,
         user,
-        "profile_updated",
-        &json!({ "user": row.public() }),
+        &UserEvent::ProfileUpdated { user: row.public() },
     )
     .await
     .map_err(db)?;
