@@ -7,6 +7,7 @@ mod audit;
 mod batch;
 mod bus;
 mod context;
+mod credentials;
 mod events;
 mod headers;
 mod ingest;
@@ -21,6 +22,9 @@ mod trace;
 pub use audit::{AuditBatch, AuditFeed, AuditFeedError};
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
+pub use credentials::{
+    NatsCredentials, Secret, ServerUrl, format_role_passwords, parse_role_passwords, redact_urls,
+};
 pub use events::{EventDelivery, EventFeed, EventsError, MAX_DELIVER, OutgoingEvent};
 pub use ingest::{Delivery, IngestError, PartitionFeed};
 pub use kv::{KvBucket, KvEntry, KvError};

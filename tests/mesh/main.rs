@@ -12,6 +12,7 @@ mod discovery;
 mod edge;
 mod events;
 mod faults;
+mod nats_security;
 mod realtime;
 mod social_friends;
 mod social_groups;
