@@ -4,8 +4,6 @@
 //! forgery of issue 12 are refused by the server, for a client without credentials and for
 //! one holding each role's.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap};
@@ -19,60 +17,32 @@ use uuid::Uuid;
 
 use crate::chat::{history, private_id};
 use crate::harness::{TestMesh, wait_until};
+use crate::nats_server::{NatsServer, scratch_dir};
 use crate::social_friends::befriend;
 
 /// A nats-server with JetStream and the generated authorization for one prefix.
 pub struct SecureNats {
-    child: Child,
-    dir: PathBuf,
+    _server: NatsServer,
     pub url: String,
     pub prefix: Prefix,
     pub logins: Vec<(NatsRole, NatsCredentials)>,
-}
-
-pub fn nats_server_bin() -> PathBuf {
-    std::env::var_os("MESH_NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".tools/bin/nats-server"))
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().unwrap().port()
 }
 
 impl SecureNats {
     pub async fn start() -> Self {
         let prefix = Prefix::parse(&format!("s{}", &Uuid::new_v4().simple().to_string()[..12]))
             .expect("prefix");
-        let dir = std::env::temp_dir().join(format!("mesh-secure-nats-{}", prefix.as_str()));
+        let dir = scratch_dir("secure-nats");
         let written =
             nats_mesh::nats_config::write(&dir, &Scope::Exact(prefix.clone())).expect("config");
         let logins = mesh_nats::parse_role_passwords(
             &std::fs::read_to_string(&written.role_credentials).unwrap(),
         )
         .unwrap();
-        let port = free_port();
-        let child = Command::new(nats_server_bin())
-            .args(["-c", written.authorization.to_str().unwrap()])
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.join("js"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server (MESH_NATS_SERVER_BIN)");
-        let url = format!("nats://127.0.0.1:{port}");
-        wait_until("secure nats-server up", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
+        let server = NatsServer::start(&dir, "include ./auth.conf\n").await;
         Self {
-            child,
-            dir,
-            url,
+            url: server.url.clone(),
+            _server: server,
             prefix,
             logins,
         }
@@ -95,14 +65,6 @@ impl SecureNats {
             s.nats_role_credentials = logins;
         })
         .await
-    }
-}
-
-impl Drop for SecureNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
