@@ -120,6 +120,25 @@ impl Bus {
         Ok(())
     }
 
+    /// The server leading a stream's replicas and how many of its followers are current, or
+    /// `None` while it has no leader (or on a single server without clustering).
+    pub async fn stream_leader(&self, stream: Stream) -> Option<(String, usize)> {
+        self.leader_of(&self.prefix.stream(stream)).await
+    }
+
+    /// Like `stream_leader`, for a bucket.
+    pub async fn bucket_leader(&self, bucket: Bucket) -> Option<(String, usize)> {
+        self.leader_of(&format!("KV_{}", self.prefix.bucket(bucket)))
+            .await
+    }
+
+    async fn leader_of(&self, stream: &str) -> Option<(String, usize)> {
+        let mut stream = self.jetstream.get_stream(stream).await.ok()?;
+        let cluster = stream.info().await.ok()?.cluster.clone()?;
+        let current = cluster.replicas.iter().filter(|r| r.current).count();
+        Some((cluster.leader?, current))
+    }
+
     /// Deletes every stream and bucket of the prefix (test teardown).
     pub async fn delete_topology(&self) {
         let p = &self.prefix;

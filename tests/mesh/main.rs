@@ -12,6 +12,7 @@ mod discovery;
 mod edge;
 mod events;
 mod faults;
+mod nats_cluster;
 mod nats_credentials;
 mod nats_security;
 mod nats_server;
