@@ -589,6 +589,36 @@ mod tests {
     }
 
     #[test]
+    fn nats_logins_are_checked_and_each_role_gets_its_own_inbox() {
+        let mut r = raw();
+        r.nats_url = "nats://a:4222,http://b:4222".into();
+        r.nats_user = Some("edge".into());
+        r.nats_token = Some(Secret::new("t"));
+        r.nats_replicas = "7".into();
+        r.nats_role_credentials = Some("/nonexistent/role-credentials".into());
+        let text = Settings::parse(&r, &[], false).err().unwrap().join("\n");
+        for name in [
+            "MESH_NATS_URL",
+            "MESH_NATS_PASSWORD",
+            "one of",
+            "MESH_NATS_REPLICAS",
+            "MESH_NATS_ROLE_CREDENTIALS",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        let mut r = raw();
+        r.nats_url = "nats://a:4222, nats://b:4222".into();
+        r.nats_user = Some("edge".into());
+        r.nats_password = Some(Secret::new("pw"));
+        let settings = Settings::parse(&r, &[], false).unwrap();
+        let edge = settings.nats_credentials_for(NatsRole::Edge);
+        assert_eq!(edge.user.as_deref(), Some("edge"));
+        assert_eq!(edge.inbox_prefix.as_deref(), Some("_INBOX.mesh.edge"));
+        let chat = settings.nats_credentials_for(NatsRole::Chat);
+        assert_eq!(chat.inbox_prefix.as_deref(), Some("_INBOX.mesh.chat"));
+    }
+
+    #[test]
     fn bootstrap_phones_are_normalised() {
         let mut r = raw();
         r.bootstrap_admins = "123456, +7654321,".into();
