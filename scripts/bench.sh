@@ -89,6 +89,8 @@ if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
 fi
 
 mkdir -p "$(dirname "$mesh_log")" bench
+# Streams and buckets are created by the migrate identity; serving roles only bind to them.
+./target/release/mesh migrate >>"$mesh_log" 2>&1 || { tail -n 20 "$mesh_log" >&2; die "mesh migrate failed"; }
 log "starting the mesh on $addr (prefix $MESH_PREFIX, log $mesh_log)"
 ./target/release/mesh all >"$mesh_log" 2>&1 &
 mesh_pid=$!

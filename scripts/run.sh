@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh: bring the whole mesh up on this machine: NATS and Postgres (scripts/services.sh),
-# a development JWT key pair if none exists, a build, and `mesh all` in the foreground.
+# a development JWT key pair if none exists, a build, `mesh migrate`, and `mesh all` in the
+# foreground (each role on its own NATS login from MESH_NATS_ROLE_CREDENTIALS).
 # Ctrl-C stops the mesh; `scripts/services.sh down` stops NATS and Postgres.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -23,4 +24,6 @@ nats-mesh is starting:
   NATS      $MESH_NATS_URL
   Postgres  $MESH_DATABASE_URL
 MSG
+# Database schemas, streams and buckets (the serving roles only bind to them).
+./target/debug/mesh migrate
 exec ./target/debug/mesh all

@@ -7,8 +7,9 @@
 #           ones that are already running), then print the env lines.
 #   down    stop what this script started (never a Postgres given by the user).
 #   status  say what runs (exit 0 when everything runs, 1 otherwise).
-#   env     print export lines for MESH_NATS_URL, MESH_DATABASE_URL and
-#           MESH_NATS_SERVER_BIN:   eval "$(scripts/services.sh env)"
+#   env     print export lines for MESH_NATS_URL, MESH_DATABASE_URL,
+#           MESH_NATS_SERVER_BIN and (with authorization on)
+#           MESH_NATS_ROLE_CREDENTIALS:   eval "$(scripts/services.sh env)"
 #
 # stdout carries only the export lines; progress goes to stderr, so
 # `eval "$(scripts/services.sh up)"` works.
@@ -22,6 +23,10 @@
 #                           a running cluster is reused as it is)
 #   MESH_DATABASE_URL       use this Postgres instead of a private cluster
 #                           (unless it is the URL this script prints itself)
+#   MESH_NATS_AUTH          on (default): NATS runs with the per-role users and
+#                           permissions of `mesh nats-config --any-prefix`
+#                           (built with cargo), kept in .local/nats-auth/;
+#                           off: NATS accepts anyone (no authorization)
 #
 # State stays in the project: .tools/ holds installed tools, .local/ holds
 # data, logs and pid files. Nothing is installed system-wide, except the
@@ -44,7 +49,11 @@ readonly NATS_PKG_DIR="$TOOLS/nats-server-bin"
 readonly NATS_STORE="$LOCAL/nats"
 readonly NATS_LOG="$LOG_DIR/nats.log"
 readonly NATS_PID="$RUN_DIR/nats.pid"
-readonly NATS_PORTS="$RUN_DIR/nats.ports"   # "client monitor" ports it was started with
+readonly NATS_PORTS="$RUN_DIR/nats.ports"   # "client monitor auth" it was started with
+readonly NATS_AUTH="${MESH_NATS_AUTH:-on}"
+readonly NATS_AUTH_DIR="$LOCAL/nats-auth"
+readonly NATS_CONF="$NATS_AUTH_DIR/server.conf"
+readonly NATS_ROLE_CREDENTIALS="$NATS_AUTH_DIR/role-credentials"
 
 readonly PG_PORT="${MESH_PG_PORT:-55432}"
 readonly PG_DATA="$LOCAL/pg"
@@ -176,12 +185,31 @@ nats_wait_healthy() {
   done
 }
 
+# Generates the authorization from the contracts (`mesh nats-config`) and a server
+# config that includes it. Existing passwords are kept.
+write_nats_conf() {
+  [[ "$NATS_AUTH" == on ]] || return 0
+  log "generating NATS authorization (mesh nats-config --any-prefix) into ${NATS_AUTH_DIR#"$ROOT"/}"
+  (cd "$ROOT" && cargo run --quiet --locked --bin mesh -- nats-config --any-prefix --out "$NATS_AUTH_DIR") >/dev/null ||
+    die "mesh nats-config failed"
+  printf '# Written by scripts/services.sh at each start; edits are overwritten.\ninclude ./auth.conf\n' >"$NATS_CONF"
+}
+
 start_nats() {
+  [[ "$NATS_AUTH" == on || "$NATS_AUTH" == off ]] || die "MESH_NATS_AUTH must be on or off, not '$NATS_AUTH'"
   if nats_pid_alive; then
     local ports
     ports="$(cat "$NATS_PORTS" 2>/dev/null || true)"
-    [[ -z "$ports" || "$ports" == "$NATS_PORT $NATS_MONITOR_PORT" ]] ||
-      die "our NATS (pid $(read_pid "$NATS_PID")) runs with ports '$ports' (client monitor), not '$NATS_PORT $NATS_MONITOR_PORT'; run '$0 down' first"
+    if [[ "$ports" == "$NATS_PORT $NATS_MONITOR_PORT"* && "$ports" != "$NATS_PORT $NATS_MONITOR_PORT $NATS_AUTH" ]]; then
+      log "our NATS runs as '$ports' (client monitor auth), authorization '$NATS_AUTH' wanted; restarting it"
+      stop_nats
+    fi
+  fi
+  if nats_pid_alive; then
+    local ports
+    ports="$(cat "$NATS_PORTS" 2>/dev/null || true)"
+    [[ -z "$ports" || "$ports" == "$NATS_PORT $NATS_MONITOR_PORT $NATS_AUTH" ]] ||
+      die "our NATS (pid $(read_pid "$NATS_PID")) runs with '$ports' (client monitor auth), not '$NATS_PORT $NATS_MONITOR_PORT $NATS_AUTH'; run '$0 down' first"
     if nats_wait_healthy 5; then
       log "NATS already running (pid $(read_pid "$NATS_PID"))"
       return 0
@@ -194,14 +222,17 @@ start_nats() {
   for port in "$NATS_PORT" "$NATS_MONITOR_PORT"; do
     port_open "$port" && die "port $port is taken by a process this script did not start; stop it or set MESH_NATS_PORT / MESH_NATS_MONITOR_PORT"
   done
-  log "starting NATS on 127.0.0.1:$NATS_PORT (monitor $NATS_MONITOR_PORT, log ${NATS_LOG#"$ROOT"/})"
+  write_nats_conf
+  local conf=()
+  [[ "$NATS_AUTH" == on ]] && conf=(-c "$NATS_CONF")
+  log "starting NATS on 127.0.0.1:$NATS_PORT (monitor $NATS_MONITOR_PORT, authorization $NATS_AUTH, log ${NATS_LOG#"$ROOT"/})"
   # Detached, without our stdout (a caller's $(...) must not wait on it) and
   # without the lock fd (the lock must end with this script).
-  nohup "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
+  nohup "$NATS_BIN" "${conf[@]}" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
     -js -sd "$NATS_STORE" -l "$NATS_LOG" -P "$NATS_PID" \
     </dev/null >>"$LOG_DIR/nats.stdout.log" 2>&1 9>&- &
   local starter=$!
-  echo "$NATS_PORT $NATS_MONITOR_PORT" >"$NATS_PORTS"
+  echo "$NATS_PORT $NATS_MONITOR_PORT $NATS_AUTH" >"$NATS_PORTS"
   local deadline=$((SECONDS + WAIT_SECS))
   until nats_healthy; do
     if ((SECONDS >= deadline)) || ! kill -0 "$starter" 2>/dev/null; then
@@ -463,6 +494,11 @@ cmd_env() {
   printf 'export MESH_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
   printf 'export MESH_DATABASE_URL=%q\n' "$db_url"
   printf 'export MESH_NATS_SERVER_BIN=%q\n' "$NATS_BIN"
+  if [[ "$NATS_AUTH" == on ]]; then
+    printf 'export MESH_NATS_ROLE_CREDENTIALS=%q\n' "$NATS_ROLE_CREDENTIALS"
+  else
+    printf 'unset MESH_NATS_ROLE_CREDENTIALS\n'
+  fi
 }
 
 cmd_up() {
@@ -518,7 +554,7 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    -h | --help | help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown subcommand '$1' (use up, down, status or env)" ;;
   esac
 }

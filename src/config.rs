@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mesh_contracts::Prefix;
+use mesh_contracts::nats_permissions::NatsRole;
+use mesh_nats::{NatsCredentials, Secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +39,18 @@ pub enum RoleArg {
     Outbox,
     /// Apply database migrations and exit.
     Migrate,
+    /// Write the NATS server authorization (users and permissions of every role, generated
+    /// from the contracts) and the role-credentials file, then exit.
+    NatsConfig {
+        /// Directory for `auth.conf` (include it from nats-server's config) and
+        /// `role-credentials` (for MESH_NATS_ROLE_CREDENTIALS). Passwords already there are kept.
+        #[arg(long, default_value = ".local/nats-auth")]
+        out: PathBuf,
+        /// Permit any MESH_PREFIX (a shared test server) instead of exactly this one; stream and
+        /// bucket names are then matched by whole-token wildcards.
+        #[arg(long)]
+        any_prefix: bool,
+    },
     /// Write a new Ed25519 JWT key pair and exit.
     Keygen {
         /// Directory for `jwt_ed25519.pem` (private) and `jwt_ed25519.pub.pem` (public).
@@ -71,9 +85,41 @@ impl Role {
 /// Raw values as given; parsed into `Settings` by `Settings::parse`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RawSettings {
-    /// NATS server URL.
+    /// NATS server URL, or several separated by commas (the nodes of a cluster).
     #[arg(long, env = "MESH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// NATS user name (with `--nats-password`).
+    #[arg(long, env = "MESH_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password of `--nats-user`.
+    #[arg(long, env = "MESH_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+    /// NATS authentication token.
+    #[arg(long, env = "MESH_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<Secret>,
+    /// NATS NKey user seed (`SU...`).
+    #[arg(long, env = "MESH_NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<Secret>,
+    /// Path of a NATS `.creds` file (user JWT and seed).
+    #[arg(long, env = "MESH_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the NATS server's certificate; turns TLS on.
+    #[arg(long, env = "MESH_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with NATS.
+    #[arg(long, env = "MESH_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--nats-tls-cert`.
+    #[arg(long, env = "MESH_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// A file of `<role> <password>` lines (written by `mesh nats-config`): each role of this
+    /// process connects as the NATS user named after it. Overrides the single identity above.
+    #[arg(long, env = "MESH_NATS_ROLE_CREDENTIALS")]
+    pub nats_role_credentials: Option<PathBuf>,
+    /// Replicas of every stream and bucket `mesh migrate` creates (1 on one server, 3 in a
+    /// cluster of three or more).
+    #[arg(long, env = "MESH_NATS_REPLICAS", default_value = "1")]
+    pub nats_replicas: String,
     /// Namespace of every subject, stream and bucket.
     #[arg(long, env = "MESH_PREFIX", default_value = "mesh")]
     pub prefix: String,
@@ -162,7 +208,15 @@ pub struct RawSettings {
 /// Validated configuration of a mesh process. Tests build it directly.
 #[derive(Clone)]
 pub struct Settings {
+    /// One URL or several, comma-separated; may hold credentials, so never log it (use
+    /// `mesh_nats::redact_urls`).
     pub nats_url: String,
+    /// The identity of every role of this process, unless `nats_role_credentials` names one.
+    pub nats_credentials: NatsCredentials,
+    /// Per-role identities (tests connect every role with its own).
+    pub nats_role_credentials: Vec<(NatsRole, NatsCredentials)>,
+    /// Replicas of streams and buckets (`mesh migrate`).
+    pub nats_replicas: usize,
     pub prefix: Prefix,
     pub user_database_url: Option<String>,
     pub social_database_url: Option<String>,
@@ -204,6 +258,18 @@ pub struct WsSettings {
     pub idle_timeout: Duration,
     pub send_queue: usize,
     pub max_frame_bytes: usize,
+}
+
+impl Settings {
+    /// The credentials role `role` connects with, its own inbox prefix included.
+    pub fn nats_credentials_for(&self, role: NatsRole) -> NatsCredentials {
+        self.nats_role_credentials
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map_or(&self.nats_credentials, |(_, c)| c)
+            .clone()
+            .with_inbox_prefix(role.inbox_prefix(&self.prefix))
+    }
 }
 
 /// Collects problems instead of stopping at the first.
@@ -252,8 +318,40 @@ impl Settings {
         let needs_edge = roles.contains(&Role::Edge);
         let needs_social = roles.contains(&Role::Social);
         let prefix = p.take("MESH_PREFIX", Prefix::parse(&raw.prefix));
-        if !raw.nats_url.starts_with("nats://") && !raw.nats_url.starts_with("tls://") {
-            p.0.push("MESH_NATS_URL: must start with nats:// or tls://".into());
+        if raw
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .any(|url| !url.starts_with("nats://") && !url.starts_with("tls://"))
+        {
+            p.0.push("MESH_NATS_URL: every URL must start with nats:// or tls://".into());
+        }
+        let nats_credentials = NatsCredentials {
+            user: raw.nats_user.clone(),
+            password: raw.nats_password.clone(),
+            token: raw.nats_token.clone(),
+            nkey_seed: raw.nats_nkey_seed.clone(),
+            creds_file: raw.nats_creds.clone(),
+            tls_ca: raw.nats_tls_ca.clone(),
+            tls_cert: raw.nats_tls_cert.clone(),
+            tls_key: raw.nats_tls_key.clone(),
+            inbox_prefix: None,
+        };
+        p.0.extend(nats_credentials.problems());
+        let nats_role_credentials = match &raw.nats_role_credentials {
+            Some(path) => p
+                .take(
+                    "MESH_NATS_ROLE_CREDENTIALS",
+                    std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                        .and_then(|text| mesh_nats::parse_role_passwords(&text)),
+                )
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let nats_replicas = p.take("MESH_NATS_REPLICAS", raw.nats_replicas.parse::<usize>());
+        if nats_replicas.is_some_and(|n| !(1..=5).contains(&n)) {
+            p.0.push("MESH_NATS_REPLICAS: must be 1-5".into());
         }
         let user_database_url = raw
             .user_database_url
@@ -338,6 +436,9 @@ impl Settings {
         let http_addr = http_addr.expect("checked");
         Ok(Self {
             nats_url: raw.nats_url.clone(),
+            nats_credentials,
+            nats_role_credentials,
+            nats_replicas: nats_replicas.expect("checked"),
             prefix: prefix.expect("checked"),
             user_database_url,
             social_database_url,
@@ -485,6 +586,36 @@ mod tests {
         r.social_database_url = None;
         let problems = Settings::parse(&r, &[Role::Social], false).err().unwrap();
         assert!(problems.join("\n").contains("MESH_SOCIAL_DATABASE_URL"));
+    }
+
+    #[test]
+    fn nats_logins_are_checked_and_each_role_gets_its_own_inbox() {
+        let mut r = raw();
+        r.nats_url = "nats://a:4222,http://b:4222".into();
+        r.nats_user = Some("edge".into());
+        r.nats_token = Some(Secret::new("t"));
+        r.nats_replicas = "7".into();
+        r.nats_role_credentials = Some("/nonexistent/role-credentials".into());
+        let text = Settings::parse(&r, &[], false).err().unwrap().join("\n");
+        for name in [
+            "MESH_NATS_URL",
+            "MESH_NATS_PASSWORD",
+            "one of",
+            "MESH_NATS_REPLICAS",
+            "MESH_NATS_ROLE_CREDENTIALS",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        let mut r = raw();
+        r.nats_url = "nats://a:4222, nats://b:4222".into();
+        r.nats_user = Some("edge".into());
+        r.nats_password = Some(Secret::new("pw"));
+        let settings = Settings::parse(&r, &[], false).unwrap();
+        let edge = settings.nats_credentials_for(NatsRole::Edge);
+        assert_eq!(edge.user.as_deref(), Some("edge"));
+        assert_eq!(edge.inbox_prefix.as_deref(), Some("_INBOX.mesh.edge"));
+        let chat = settings.nats_credentials_for(NatsRole::Chat);
+        assert_eq!(chat.inbox_prefix.as_deref(), Some("_INBOX.mesh.chat"));
     }
 
     #[test]

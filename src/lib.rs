@@ -2,6 +2,8 @@
 //! start exactly what `main` starts.
 
 pub mod config;
+pub mod nats_config;
+pub mod private_file;
 pub mod roles;
 pub mod telemetry;
 

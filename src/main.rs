@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mesh_contracts::Prefix;
+use mesh_contracts::nats_permissions::Scope;
 use nats_mesh::config::{Cli, RoleArg};
+use nats_mesh::private_file::write_private;
 use nats_mesh::{Role, Settings, roles};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +22,9 @@ fn main() -> ExitCode {
     if let RoleArg::Keygen { out, force } = &role {
         return report(keygen(out, *force));
     }
+    if let RoleArg::NatsConfig { out, any_prefix } = &role {
+        return report(nats_config(&cli.raw.prefix, out, *any_prefix));
+    }
     let (roles, migrate): (&[Role], bool) = match role {
         RoleArg::All => (Role::ALL, false),
         RoleArg::Edge => (&[Role::Edge], false),
@@ -27,7 +33,7 @@ fn main() -> ExitCode {
         RoleArg::Chat => (&[Role::Chat], false),
         RoleArg::Outbox => (&[Role::Outbox], false),
         RoleArg::Migrate => (&[], true),
-        RoleArg::Keygen { .. } => unreachable!("handled above"),
+        RoleArg::Keygen { .. } | RoleArg::NatsConfig { .. } => unreachable!("handled above"),
     };
     let settings = match Settings::parse(&cli.raw, roles, migrate) {
         Ok(settings) => settings,
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
             roles::social_pool(&settings).await?;
             roles::chat_pool(&settings).await?;
             roles::audit_pool(&settings).await?;
+            roles::migrate_nats(&settings).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }
@@ -107,22 +114,20 @@ fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(pem.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
-    std::fs::write(path, pem)
+/// Writes the NATS authorization for the prefix (or any prefix) and the role credentials.
+fn nats_config(prefix: &str, out: &Path, any_prefix: bool) -> anyhow::Result<()> {
+    let scope = if any_prefix {
+        Scope::AnyPrefix
+    } else {
+        Scope::Exact(Prefix::parse(prefix)?)
+    };
+    let written = nats_mesh::nats_config::write(out, &scope)?;
+    println!("MESH_NATS_AUTH_CONF={}", written.authorization.display());
+    println!(
+        "MESH_NATS_ROLE_CREDENTIALS={}",
+        written.role_credentials.display()
+    );
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mesh_chat::{ChatConfig, ChatDeps};
 use mesh_contracts::Service;
+use mesh_contracts::nats_permissions::NatsRole;
 use mesh_edge::{EdgeConfig, EdgeDeps};
 use mesh_nats::{Bus, TopologySettings};
 use mesh_outbox::{OutboxConfig, OutboxDeps};
@@ -21,22 +22,45 @@ use crate::telemetry::Watch;
 /// How long the first NATS connection may take before start-up fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to NATS and declares the prefix's streams and buckets.
-pub async fn connect_bus(settings: &Settings, name: &str) -> anyhow::Result<Bus> {
-    let bus = Bus::connect(
+/// Connects role `role` to NATS with its own credentials and inbox prefix, and checks that
+/// the streams and buckets it uses exist (it never creates them: `mesh migrate` does).
+pub async fn connect_bus(settings: &Settings, role: NatsRole, name: &str) -> anyhow::Result<Bus> {
+    let bus = Bus::connect_with(
         &settings.nats_url,
+        &settings.nats_credentials_for(role),
         settings.prefix.clone(),
         name,
         CONNECT_TIMEOUT,
     )
     .await?;
-    bus.ensure_topology(&TopologySettings {
+    bus.require_topology(&role.streams(), &role.buckets())
+        .await?;
+    tracing::info!(server = %bus.server_version(), prefix = %settings.prefix.as_str(), role = role.as_str(), "NATS ready");
+    Ok(bus)
+}
+
+/// The streams and buckets `mesh migrate` declares, from the settings.
+pub fn topology_settings(settings: &Settings) -> TopologySettings {
+    TopologySettings {
         revoked_ttl: settings.access_ttl,
         dedup_window: settings.chat.dedup_window,
-    })
+        replicas: settings.nats_replicas,
+    }
+}
+
+/// Creates or updates the prefix's streams and buckets as the migrate identity.
+pub async fn migrate_nats(settings: &Settings) -> anyhow::Result<()> {
+    let bus = Bus::connect_with(
+        &settings.nats_url,
+        &settings.nats_credentials_for(NatsRole::Migrate),
+        settings.prefix.clone(),
+        "mesh-migrate",
+        CONNECT_TIMEOUT,
+    )
     .await?;
-    tracing::info!(server = %bus.server_version(), prefix = %settings.prefix.as_str(), "NATS ready");
-    Ok(bus)
+    bus.ensure_topology(&topology_settings(settings)).await?;
+    bus.drain().await;
+    Ok(())
 }
 
 /// Opens one service's pool on `url` (named `app` in Postgres) and applies its migrations.
@@ -183,20 +207,17 @@ pub async fn run(
     listener: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let name = format!(
-        "mesh-{}",
-        roles
-            .iter()
-            .map(|r| format!("{r:?}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join("+")
-    );
-    let bus = connect_bus(&settings, &name).await?;
+    let mut buses = Vec::new();
+    let mut bus_of = async |role: NatsRole| -> anyhow::Result<Bus> {
+        let bus = connect_bus(&settings, role, &format!("mesh-{}", role.as_str())).await?;
+        buses.push(bus.clone());
+        Ok(bus)
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let watch = Watch::new(&shutdown);
     if roles.contains(&Role::User) {
         let deps = UserDeps {
-            bus: bus.clone(),
+            bus: bus_of(NatsRole::User).await?,
             pool: user_pool(&settings).await?,
         };
         watch.role("user", &deps.bus, Some(&deps.pool));
@@ -208,7 +229,7 @@ pub async fn run(
     }
     if roles.contains(&Role::Social) {
         let deps = SocialDeps {
-            bus: bus.clone(),
+            bus: bus_of(NatsRole::Social).await?,
             pool: social_pool(&settings).await?,
         };
         watch.role("social", &deps.bus, Some(&deps.pool));
@@ -220,7 +241,7 @@ pub async fn run(
     }
     if roles.contains(&Role::Chat) {
         let deps = ChatDeps {
-            bus: bus.clone(),
+            bus: bus_of(NatsRole::Chat).await?,
             pool: chat_pool(&settings).await?,
         };
         watch.role("chat", &deps.bus, Some(&deps.pool));
@@ -232,7 +253,7 @@ pub async fn run(
     }
     if roles.contains(&Role::Outbox) {
         let deps = OutboxDeps {
-            bus: bus.clone(),
+            bus: bus_of(NatsRole::Outbox).await?,
             sources: outbox_sources(&settings).await?,
             audit_pool: audit_pool(&settings).await?,
         };
@@ -247,7 +268,9 @@ pub async fn run(
     if roles.contains(&Role::Edge) {
         let listener = listener.context("the edge needs a listener")?;
         let config = edge_config(&settings)?;
-        let deps = EdgeDeps { bus: bus.clone() };
+        let deps = EdgeDeps {
+            bus: bus_of(NatsRole::Edge).await?,
+        };
         watch.role("edge", &deps.bus, None);
         tasks.spawn(named(
             "edge",
@@ -273,7 +296,9 @@ pub async fn run(
             first_error = Some(err);
         }
     }
-    bus.drain().await;
+    for bus in buses {
+        bus.drain().await;
+    }
     first_error.map_or(Ok(()), Err)
 }
 

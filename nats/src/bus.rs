@@ -6,16 +6,21 @@ use async_nats::connection::State;
 use mesh_contracts::Prefix;
 use mesh_observability::metrics::NATS_EVENTS;
 
+use crate::credentials::{NatsCredentials, ServerUrl, redact_urls};
+
 /// The oldest NATS server the mesh runs against (KV watch and consumer features need it).
 pub const MIN_SERVER_VERSION: (i64, i64, i64) = (2, 11, 0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// `url` never holds credentials (they are cut out before the error is made).
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         url: String,
         source: async_nats::ConnectError,
     },
+    #[error("cannot use the NATS credentials: {0}")]
+    Credentials(String),
     #[error("NATS server {found} is too old: the mesh needs {}.{}.{} or newer", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1, MIN_SERVER_VERSION.2)]
     TooOld { found: String },
     #[error("NATS server at {url} has JetStream disabled; start it with -js")]
@@ -33,16 +38,52 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects, reconnecting forever after the first success, and checks the server.
-    ///
-    /// The first connection must succeed within `connect_timeout` so that a wrong URL fails
-    /// fast at start-up instead of hanging; later disconnects are retried without limit.
+    /// Connects anonymously (a server without authorization); see `connect_with`.
     pub async fn connect(
         url: &str,
         prefix: Prefix,
         name: &str,
         connect_timeout: Duration,
     ) -> Result<Self, ConnectError> {
+        Self::connect_with(
+            url,
+            &NatsCredentials::default(),
+            prefix,
+            name,
+            connect_timeout,
+        )
+        .await
+    }
+
+    /// Connects to `urls` (comma-separated; credentials in a URL are used when `credentials`
+    /// names none), reconnecting forever after the first success, and checks the server.
+    ///
+    /// The first connection must succeed within `connect_timeout` so that a wrong URL fails
+    /// fast at start-up instead of hanging; later disconnects are retried without limit.
+    /// Errors and logs name the URLs without their credentials.
+    pub async fn connect_with(
+        urls: &str,
+        credentials: &NatsCredentials,
+        prefix: Prefix,
+        name: &str,
+        connect_timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let servers: Vec<ServerUrl> = urls.split(',').map(ServerUrl::parse).collect();
+        let safe_url = redact_urls(urls);
+        let credentials = servers
+            .first()
+            .map_or_else(|| credentials.clone(), |s| s.merge_into(credentials));
+        let addrs = servers
+            .iter()
+            .map(|s| s.url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConnectError::Connect {
+                url: safe_url.clone(),
+                source: async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::ServerParse,
+                    source,
+                ),
+            })?;
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(connect_timeout)
@@ -64,14 +105,18 @@ impl Bus {
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }
             });
-        let client = tokio::time::timeout(connect_timeout, options.connect(url))
+        let options = credentials
+            .apply(options)
+            .await
+            .map_err(|err| ConnectError::Credentials(err.to_string()))?;
+        let client = tokio::time::timeout(connect_timeout, options.connect(addrs))
             .await
             .map_err(|_| ConnectError::Connect {
-                url: url.to_owned(),
+                url: safe_url.clone(),
                 source: async_nats::ConnectError::new(async_nats::ConnectErrorKind::TimedOut),
             })?
             .map_err(|source| ConnectError::Connect {
-                url: url.to_owned(),
+                url: safe_url.clone(),
                 source,
             })?;
         let (major, minor, patch) = MIN_SERVER_VERSION;
@@ -81,9 +126,7 @@ impl Bus {
             });
         }
         if !client.server_info().jetstream {
-            return Err(ConnectError::NoJetStream {
-                url: url.to_owned(),
-            });
+            return Err(ConnectError::NoJetStream { url: safe_url });
         }
         let jetstream = async_nats::jetstream::new(client.clone());
         Ok(Self {

@@ -8,6 +8,7 @@ mod backlog;
 mod batch;
 mod bus;
 mod context;
+mod credentials;
 mod events;
 mod headers;
 mod ingest;
@@ -23,6 +24,9 @@ pub use audit::{AuditBatch, AuditFeed, AuditFeedError};
 pub use backlog::ConsumerBacklog;
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
+pub use credentials::{
+    NatsCredentials, Secret, ServerUrl, format_role_passwords, parse_role_passwords, redact_urls,
+};
 pub use events::{EventDelivery, EventFeed, EventsError, MAX_DELIVER, OutgoingEvent};
 pub use ingest::{Delivery, IngestError, PartitionFeed};
 pub use kv::{KvBucket, KvEntry, KvError};

@@ -16,6 +16,8 @@ pub struct TopologySettings {
     /// How long JetStream itself drops a resent chat message (same `Nats-Msg-Id`); the chat
     /// store recognises resends after that too.
     pub dedup_window: Duration,
+    /// Copies of every stream and bucket on the cluster's servers (1 on a single server).
+    pub replicas: usize,
 }
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -45,6 +47,7 @@ impl Bus {
                 history: 1,
                 max_age,
                 storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
                 ..Default::default()
             };
             self.jetstream
@@ -74,6 +77,7 @@ impl Bus {
                 storage: stream::StorageType::File,
                 duplicate_window: settings.dedup_window,
                 max_age,
+                num_replicas: settings.replicas,
                 ..Default::default()
             };
             self.jetstream
@@ -84,6 +88,55 @@ impl Bus {
                 })?;
         }
         Ok(())
+    }
+
+    /// Fails unless every stream and bucket named exists: serving roles bind to what
+    /// `mesh migrate` created and never create anything themselves.
+    pub async fn require_topology(
+        &self,
+        streams: &[Stream],
+        buckets: &[Bucket],
+    ) -> Result<(), ConnectError> {
+        let p = &self.prefix;
+        let missing = |what: String, err: &dyn std::fmt::Display| {
+            ConnectError::Topology(format!(
+                "{what} is not usable ({err}); run `mesh migrate` to create it"
+            ))
+        };
+        for which in streams {
+            let name = p.stream(*which);
+            self.jetstream
+                .get_stream(&name)
+                .await
+                .map_err(|err| missing(format!("stream {name}"), &err))?;
+        }
+        for bucket in buckets {
+            let name = p.bucket(*bucket);
+            self.jetstream
+                .get_key_value(&name)
+                .await
+                .map_err(|err| missing(format!("bucket {name}"), &err))?;
+        }
+        Ok(())
+    }
+
+    /// The server leading a stream's replicas and how many of its followers are current, or
+    /// `None` while it has no leader (or on a single server without clustering).
+    pub async fn stream_leader(&self, stream: Stream) -> Option<(String, usize)> {
+        self.leader_of(&self.prefix.stream(stream)).await
+    }
+
+    /// Like `stream_leader`, for a bucket.
+    pub async fn bucket_leader(&self, bucket: Bucket) -> Option<(String, usize)> {
+        self.leader_of(&format!("KV_{}", self.prefix.bucket(bucket)))
+            .await
+    }
+
+    async fn leader_of(&self, stream: &str) -> Option<(String, usize)> {
+        let mut stream = self.jetstream.get_stream(stream).await.ok()?;
+        let cluster = stream.info().await.ok()?.cluster.clone()?;
+        let current = cluster.replicas.iter().filter(|r| r.current).count();
+        Some((cluster.leader?, current))
     }
 
     /// Deletes every stream and bucket of the prefix (test teardown).

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_contracts::chat::{ConversationId, Inbound, MessageKind};
+use mesh_contracts::nats_permissions::NatsRole;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::chat::{history, private_id};
-use crate::events::{bus, db};
+use crate::events::db;
 use crate::harness::{TestMesh, Tokens, assert_problem, wait_until};
 use crate::social_friends::{befriend, delete_as, ok, patch_as};
 use crate::social_groups::{create_group, join_open, kick};
@@ -24,7 +25,8 @@ async fn publish_raw(mesh: &TestMesh, conversation: &str, msg_id: &str, payload:
     let partition = ConversationId::parse(conversation)
         .expect("a conversation id")
         .partition(partitions);
-    bus(mesh)
+    // With the edge's login: only the edge may publish to the ingest stream.
+    mesh.bus_as(NatsRole::Edge, "test-poison")
         .await
         .publish_chat(partition, msg_id, Bytes::from(payload))
         .await

@@ -11,14 +11,12 @@ use crate::harness::TestMesh;
 async fn user_service_is_discoverable_with_its_endpoints() {
     let mesh = TestMesh::spawn().await;
     let prefix = mesh.settings.prefix.clone();
-    let bus = mesh_nats::Bus::connect(
-        &mesh.settings.nats_url,
-        prefix.clone(),
-        "discovery-test",
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let bus = mesh
+        .bus_as(
+            mesh_contracts::nats_permissions::NatsRole::Migrate,
+            "discovery-test",
+        )
+        .await;
     let info = bus
         .discover(&prefix.service_name(Service::User), Duration::from_secs(2))
         .await

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesh_contracts::Service;
 use mesh_contracts::events::{EVENT_VERSION, EventEnvelope};
+use mesh_contracts::nats_permissions::NatsRole;
 use mesh_nats::{Bus, OutgoingEvent};
 use nats_mesh::Role;
 use reqwest::StatusCode;
@@ -39,14 +40,7 @@ async fn scalar(mesh: &TestMesh, sql: &str) -> i64 {
 }
 
 pub async fn bus(mesh: &TestMesh) -> Bus {
-    Bus::connect(
-        &mesh.settings.nats_url,
-        mesh.settings.prefix.clone(),
-        "test-events",
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("connect to NATS")
+    mesh.bus_as(NatsRole::Outbox, "test-events").await
 }
 
 fn pair_sql(a: &Tokens, b: &Tokens) -> String {

@@ -4,6 +4,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mesh_contracts::Prefix;
+use mesh_contracts::nats_permissions::NatsRole;
+use mesh_nats::NatsCredentials;
 use nats_mesh::config::{ChatSettings, WsSettings};
 use nats_mesh::{Role, Settings, roles};
 use reqwest::{Method, StatusCode};
@@ -21,6 +23,16 @@ pub fn keys() -> &'static mesh_user::keys::KeyPair {
 
 pub fn nats_url() -> String {
     std::env::var("MESH_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Every role's NATS login from `MESH_NATS_ROLE_CREDENTIALS` (printed by `scripts/services.sh`
+/// when NATS runs with authorization); none for a server without it.
+pub fn role_credentials() -> Vec<(NatsRole, NatsCredentials)> {
+    let Some(path) = std::env::var_os("MESH_NATS_ROLE_CREDENTIALS") else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(&path).expect("read MESH_NATS_ROLE_CREDENTIALS");
+    mesh_nats::parse_role_passwords(&text).expect("parse MESH_NATS_ROLE_CREDENTIALS")
 }
 
 fn admin_database_url() -> String {
@@ -52,6 +64,9 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
     let keys = keys();
     Settings {
         nats_url: nats_url(),
+        nats_credentials: NatsCredentials::default(),
+        nats_role_credentials: role_credentials(),
+        nats_replicas: 1,
         prefix: Prefix::parse(prefix).expect("valid prefix"),
         social_database_url: database_url.clone(),
         chat_database_url: database_url.clone(),
@@ -140,6 +155,9 @@ impl TestMesh {
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut settings = test_settings(&prefix, Some(fresh_database().await));
         tune(&mut settings);
+        roles::migrate_nats(&settings)
+            .await
+            .expect("create the test's streams and buckets");
         let (node, url) = Node::start(settings.clone(), roles).await;
         let url = url.expect("edge url");
         let mesh = Self {
@@ -184,6 +202,27 @@ impl TestMesh {
         self.nodes[index].task.abort();
     }
 
+    /// A NATS connection of this mesh holding `role`'s credentials, as that role's processes
+    /// connect.
+    pub async fn bus_as(&self, role: NatsRole, name: &str) -> mesh_nats::Bus {
+        self.try_bus_as(role, name).await.expect("connect to NATS")
+    }
+
+    async fn try_bus_as(
+        &self,
+        role: NatsRole,
+        name: &str,
+    ) -> Result<mesh_nats::Bus, mesh_nats::ConnectError> {
+        mesh_nats::Bus::connect_with(
+            &self.settings.nats_url,
+            &self.settings.nats_credentials_for(role),
+            self.settings.prefix.clone(),
+            name,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
     pub async fn wait_ready(&self) {
         wait_until("mesh ready", || async {
             self.client.get("/readyz").await.0 == StatusCode::OK
@@ -198,14 +237,7 @@ impl TestMesh {
             let _ = tokio::time::timeout(Duration::from_secs(15), node.task).await;
         }
         // Streams and buckets of this test's prefix would otherwise pile up on the server.
-        if let Ok(bus) = mesh_nats::Bus::connect(
-            &self.settings.nats_url,
-            self.settings.prefix.clone(),
-            "test-cleanup",
-            Duration::from_secs(5),
-        )
-        .await
-        {
+        if let Ok(bus) = self.try_bus_as(NatsRole::Migrate, "test-cleanup").await {
             bus.delete_topology().await;
             bus.drain().await;
         }

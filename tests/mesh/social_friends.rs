@@ -695,14 +695,12 @@ async fn the_friendship_check_over_nats_follows_changes() {
     let c = &mesh.client;
     let (_, ann) = c.user("Ann").await;
     let (_, bob) = c.user("Bob").await;
-    let bus = mesh_nats::Bus::connect(
-        &mesh.settings.nats_url,
-        mesh.settings.prefix.clone(),
-        "test-chat",
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("connect to NATS");
+    let bus = mesh
+        .bus_as(
+            mesh_contracts::nats_permissions::NatsRole::Chat,
+            "test-chat",
+        )
+        .await;
     let rpc = bus.rpc_client(Duration::from_secs(5));
     let ann_id: Uuid = ann.user_id.parse().unwrap();
     let bob_id: Uuid = bob.user_id.parse().unwrap();

@@ -1038,14 +1038,12 @@ async fn the_membership_check_over_nats_follows_changes() {
     let (_, ann) = c.user("Ann").await;
     let (_, bob) = c.user("Bob").await;
     let group = create_group(c, &ann, "open", 10).await;
-    let bus = mesh_nats::Bus::connect(
-        &mesh.settings.nats_url,
-        mesh.settings.prefix.clone(),
-        "test-chat",
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("connect to NATS");
+    let bus = mesh
+        .bus_as(
+            mesh_contracts::nats_permissions::NatsRole::Edge,
+            "test-edge",
+        )
+        .await;
     let rpc = bus.rpc_client(Duration::from_secs(5));
     let rpc = &rpc;
     let request = MembershipRequest {
