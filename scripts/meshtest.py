@@ -124,7 +124,9 @@ def delete_prefix(prefix):
                 for line in f:
                     role, _, password = line.strip().partition(" ")
                     if role == "migrate":
-                        login = {"user": role, "password": password}
+                        # Replies come to the role's own inbox prefix, the only one it may read.
+                        login = {"user": role, "password": password,
+                                 "inbox_prefix": f"_INBOX.{prefix}.migrate".encode()}
         nc = await nats.connect(os.environ["MESH_NATS_URL"], **login)
         js = nc.jetstream()
         for info in await js.streams_info():

@@ -153,6 +153,8 @@ def start_mesh(procs, mesh, scratch, prefix):
         "MESH_CHAT_PARTITIONS": "4",
         "RUST_LOG": "warn",
     }
+    # Streams and buckets are created by the migrate identity, as in a deployment.
+    subprocess.run([mesh, "migrate"], env=env, check=True, capture_output=True)
     procs.start("mesh all", [mesh, "all"], env, os.path.join(scratch, "mesh.log"))
     wait_for("the mesh to be ready", lambda: status_of(f"http://127.0.0.1:{port}/readyz") == 200, procs.alive)
     return port

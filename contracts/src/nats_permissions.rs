@@ -121,6 +121,15 @@ pub fn stream_access(stream: Stream) -> (&'static [NatsRole], &'static [NatsRole
     (publishers, consumers)
 }
 
+/// Who samples the backlog of a stream's consumers (`mesh_consumer_pending`): the outbox role,
+/// which relays EVENTS and writes AUDIT.
+pub fn stream_observers(stream: Stream) -> &'static [NatsRole] {
+    match stream {
+        Stream::Events | Stream::Audit => &[NatsRole::Outbox],
+        Stream::ChatIn => &[],
+    }
+}
+
 /// Who may touch a bucket: writers (put, create, update, delete) and readers (get, watch).
 /// A writer can read too.
 pub fn bucket_access(bucket: Bucket) -> (&'static [NatsRole], &'static [NatsRole]) {
@@ -172,6 +181,15 @@ impl Permissions {
         }
         self.publish(format!("$JS.ACK.{stream}.>"));
         self.publish(format!("$JS.FC.{stream}.>"));
+    }
+
+    /// Lists a stream's consumers and reads their state (backlog sampling).
+    fn observe_consumers(&mut self, stream: &str) {
+        self.publish(format!("$JS.API.STREAM.INFO.{stream}"));
+        for api in ["LIST", "NAMES"] {
+            self.publish(format!("$JS.API.CONSUMER.{api}.{stream}"));
+        }
+        self.publish(format!("$JS.API.CONSUMER.INFO.{stream}.>"));
     }
 
     /// Reads a bucket: bind, get, watch.
@@ -226,6 +244,9 @@ impl Prefix {
             }
             if consumers.contains(&role) {
                 p.consume(&self.stream(stream));
+            }
+            if stream_observers(stream).contains(&role) {
+                p.observe_consumers(&self.stream(stream));
             }
         }
         for bucket in BUCKETS {

@@ -142,7 +142,32 @@ async fn a_client_that_stops_reading_is_disconnected() {
         // Bob's other socket keeps up, and is never cut off.
         reader.message(&format!("flood-{i}")).await;
     }
-    assert_eq!(close_code(slow.closed().await), 4008);
+    // The close frame (4008) reaches the slow client only if its buffers still had room for
+    // it; on a loaded machine they may not, and the edge drops the connection after its close
+    // grace instead. Either way the edge cut it off as a slow consumer, which it counts.
+    let code = close_code(slow.closed().await);
+    assert!(code == 4008 || code == 0, "closed with {code}");
+    let metrics = c
+        .raw()
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let slow_consumers = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"mesh_realtime_disconnects_total{reason="slow_consumer",transport="websocket"}"#,
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        slow_consumers >= Some(1.0),
+        "no slow_consumer disconnect counted"
+    );
     reader.send(json!({"type": "ping", "nonce": "ok"})).await;
     assert_eq!(reader.expect_type("pong").await["nonce"], "ok");
     mesh.stop().await;
