@@ -120,7 +120,13 @@ async fn a_revoked_session_loses_its_sockets_and_other_sessions_keep_theirs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected() {
-    let mesh = TestMesh::spawn_with(|s| s.ws.send_queue = 8).await;
+    // A long idle timeout: the slow socket sends nothing, and on a loaded machine the flood
+    // below can take longer than the default, which would close it as idle instead.
+    let mesh = TestMesh::spawn_with(|s| {
+        s.ws.send_queue = 8;
+        s.ws.idle_timeout = Duration::from_secs(600);
+    })
+    .await;
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;
     let (_, bob) = c.user("bob").await;
