@@ -123,8 +123,9 @@ def delete_prefix(prefix):
             with open(creds) as f:
                 for line in f:
                     role, _, password = line.strip().partition(" ")
-                    if role == "migrate":
-                        login = {"user": role, "password": password}
+                    if role == "migrate":  # replies only reach its own inbox prefix
+                        login = {"user": role, "password": password,
+                                 "inbox_prefix": f"_INBOX.{prefix}.migrate"}
         nc = await nats.connect(os.environ["MESH_NATS_URL"], **login)
         js = nc.jetstream()
         for info in await js.streams_info():

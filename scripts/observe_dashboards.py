@@ -153,6 +153,10 @@ def start_mesh(procs, mesh, scratch, prefix):
         "MESH_CHAT_PARTITIONS": "4",
         "RUST_LOG": "warn",
     }
+    # As in a deployment: migrations (database, and NATS streams once migrate owns them) first.
+    migrated = subprocess.run([mesh, "migrate"], env=env, capture_output=True, text=True)
+    if migrated.returncode != 0:
+        fail(f"mesh migrate exited {migrated.returncode}: {migrated.stderr[-2000:]}")
     procs.start("mesh all", [mesh, "all"], env, os.path.join(scratch, "mesh.log"))
     wait_for("the mesh to be ready", lambda: status_of(f"http://127.0.0.1:{port}/readyz") == 200, procs.alive)
     return port
