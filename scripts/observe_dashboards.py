@@ -45,6 +45,9 @@ SUBSTITUTE = {"$__rate_interval": "5m", "$role": ".+", "$instance": ".+"}
 AWAITING = {
     "Consumer pending by partition":
         "mesh_chat_consumer_pending is set every 1000 messages; a refresh on a timer is coming",
+    "Consumer backlog (EVENTS, AUDIT)":
+        "with NATS authorization the outbox role needs $JS.API.CONSUMER.LIST on the EVENTS and "
+        "AUDIT streams (contracts/src/nats_permissions.rs) to sample mesh_consumer_pending",
 }
 PROMQL_WORDS = {"sum", "rate", "increase", "histogram_quantile", "max", "min", "by", "or", "and",
                 "vector", "time", "delta", "min_over_time", "offset", "on", "le", "timestamp",
