@@ -123,8 +123,7 @@ def delete_prefix(prefix):
             with open(creds) as f:
                 for line in f:
                     role, _, password = line.strip().partition(" ")
-                    if role == "migrate":
-                        # Replies come to the role's own inbox prefix, the only one it may read.
+                    if role == "migrate":  # replies only reach its own inbox prefix
                         login = {"user": role, "password": password,
                                  "inbox_prefix": f"_INBOX.{prefix}.migrate".encode()}
         nc = await nats.connect(os.environ["MESH_NATS_URL"], **login)
