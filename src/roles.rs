@@ -149,6 +149,7 @@ pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
             send_queue: settings.ws.send_queue,
             max_frame_bytes: settings.ws.max_frame_bytes,
         },
+        guard: settings.guard.clone(),
     })
 }
 

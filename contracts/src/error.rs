@@ -75,6 +75,11 @@ error_codes! {
     MessageTooLarge => ("message_too_large", 413, "The message is too large"),
     UnknownConversation => ("unknown_conversation", 404, "No such conversation"),
     RecallWindowPassed => ("recall_window_passed", 409, "The message is too old to recall"),
+    InvalidIdempotencyKey => ("invalid_idempotency_key", 400, "The Idempotency-Key header is malformed"),
+    IdempotencyInProgress => ("idempotency_in_progress", 409, "A request with this Idempotency-Key is still being processed"),
+    IdempotencyKeyMismatch => ("idempotency_key_mismatch", 422, "The Idempotency-Key was used with a different request"),
+    HeadersTooLarge => ("headers_too_large", 431, "The request headers are too large"),
+    LoginLocked => ("login_locked", 429, "Too many failed sign-ins; try again later"),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod chat;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod page;
 pub mod rpc;
 pub mod social;

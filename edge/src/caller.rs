@@ -135,8 +135,11 @@ pub fn request_context(req: &Request) -> CallContext {
     ctx
 }
 
-/// The client's address as this edge sees it.
+/// The client's address: as resolved by the middleware (through trusted proxies), else the peer.
 pub fn client_ip(req: &Request) -> Option<String> {
+    if let Some(ip) = req.data::<crate::client_ip::ClientIp>() {
+        return Some(ip.0.to_string());
+    }
     req.remote_addr()
         .as_socket_addr()
         .map(|addr| addr.ip().to_string())

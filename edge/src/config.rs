@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+pub use crate::client_ip::Cidr;
+pub use crate::idempotency::IdempotencySettings;
+
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
     /// Ed25519 public key (SPKI PEM) that verifies access tokens.
@@ -20,6 +23,8 @@ pub struct EdgeConfig {
     pub chat_partitions: u32,
     /// WebSocket and SSE limits.
     pub ws: WsConfig,
+    /// Idempotency, client addresses, rate limits, CORS.
+    pub guard: GuardConfig,
 }
 
 /// Limits and timers of realtime connections.
@@ -35,4 +40,25 @@ pub struct WsConfig {
     pub send_queue: usize,
     /// Largest client frame, in bytes.
     pub max_frame_bytes: usize,
+}
+
+/// The edge's defences (issue #13): idempotency keys and whose address a request comes from.
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    /// How idempotent responses are kept.
+    pub idempotency: IdempotencySettings,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            idempotency: IdempotencySettings {
+                ttl: Duration::from_secs(24 * 3600),
+                lease: Duration::from_secs(30),
+            },
+            trusted_proxies: Vec::new(),
+        }
+    }
 }

@@ -8,9 +8,11 @@ mod acceptor;
 mod api;
 mod audit;
 mod caller;
+mod client_ip;
 mod clock;
 mod config;
 mod health;
+mod idempotency;
 mod limits;
 mod middleware;
 mod problem;
@@ -28,7 +30,7 @@ use mesh_nats::{Bus, RpcClient};
 use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
-pub use config::{EdgeConfig, WsConfig};
+pub use config::{Cidr, EdgeConfig, GuardConfig, IdempotencySettings, WsConfig};
 
 use crate::realtime::{Hub, HubSettings, PresenceDeps};
 use crate::revoked::RevokedSessions;
@@ -100,7 +102,11 @@ pub async fn run(
         ws: config.ws.clone(),
         hub: hub.clone(),
     });
-    let app = app(state, &config.public_url);
+    let idempotency = idempotency::Idempotency::new(
+        state.bus.bucket(Bucket::Idempotency).await?,
+        config.guard.idempotency,
+    );
+    let app = app(state, &config, idempotency);
     let acceptor = acceptor::NoDelayAcceptor::from_std(listener)?;
     // Realtime connections are closed (1001) as soon as shutdown begins: SSE streams are
     // responses the server's grace period waits for, WebSockets are not.
@@ -145,12 +151,21 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
         .server(public_url)
 }
 
-fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
-    let service = openapi(public_url);
+fn app(
+    state: SharedState,
+    config: &EdgeConfig,
+    idempotency: idempotency::Idempotency,
+) -> impl poem::Endpoint + 'static {
+    let service = openapi(&config.public_url);
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
-    let max_body = state.max_body_bytes;
-    let audit = Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec()));
+    let layers = Arc::new(middleware::Layers {
+        max_body: state.max_body_bytes,
+        audit: Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec())),
+        idempotency,
+        proxies: client_ip::TrustedProxies::new(config.guard.trusted_proxies.clone()),
+        state: state.clone(),
+    });
     Route::new()
         .nest("/", service)
         .at("/openapi.json", get(spec))
@@ -161,7 +176,7 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
         .at("/v1/ws", get(realtime::websocket))
         .at("/v1/events", get(realtime::events))
         .data(state)
-        .around(move |ep, req| middleware::observe(ep, req, max_body, audit.clone()))
+        .around(move |ep, req| middleware::observe(ep, req, layers.clone()))
 }
 
 /// The OpenAPI document as JSON, for tooling that wants it without a running edge.

@@ -1,5 +1,6 @@
-//! Around every request: a request id, a tracing span, the body-size limit, problem+json for
-//! anything that failed, the HTTP metrics, and the audit record of mutating requests.
+//! Around every request: a request id, the client's address, a tracing span, the body-size
+//! limit, idempotency keys, problem+json for anything that failed, the HTTP metrics, and the
+//! audit record of mutating requests.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +14,20 @@ use poem_openapi::OperationId;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::SharedState;
 use crate::audit::AuditTrail;
+use crate::client_ip::{ClientIp, TrustedProxies};
+use crate::idempotency::{Admission, Idempotency, Scope};
 use crate::problem::{ApiError, from_poem_error};
+
+/// What the middleware needs, built once per edge.
+pub struct Layers {
+    pub max_body: usize,
+    pub audit: Arc<AuditTrail>,
+    pub idempotency: Idempotency,
+    pub proxies: TrustedProxies,
+    pub state: SharedState,
+}
 
 /// The id correlating this request's logs across the mesh; echoed as `x-request-id`.
 #[derive(Debug, Clone)]
@@ -52,31 +65,34 @@ fn static_route(path: &str) -> &'static str {
 pub async fn observe<E: Endpoint>(
     ep: Arc<E>,
     mut req: Request,
-    max_body: usize,
-    audit: Arc<AuditTrail>,
+    layers: Arc<Layers>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let request_id = pick_request_id(req.headers().get(REQUEST_ID_HEADER));
     req.set_data(RequestId(request_id.clone()));
-    let audited = audit.begin(&mut req, &request_id);
+    if let Some(ip) = layers.proxies.resolve(&req) {
+        req.set_data(ClientIp(ip));
+    }
+    let audited = layers.audit.begin(&mut req, &request_id);
     let method = req.method().to_string();
     let path_route = static_route(req.uri().path());
     let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
 
-    let (mut response, route) = match limit_body(&mut req, max_body).await {
-        Err(refused) => (refused.into_response(), path_route),
-        Ok(()) => match ep.call(req).instrument(span.clone()).await {
-            Ok(out) => {
-                let out = out.into_response();
-                let route = out.data::<OperationId>().map_or(path_route, |id| id.0);
-                (out, route)
-            }
-            Err(err) => {
-                let route = err.data::<OperationId>().map_or(path_route, |id| id.0);
-                let _guard = span.enter();
-                (from_poem_error(err), route)
-            }
-        },
+    let admission = match limit_body(&mut req, layers.max_body).await {
+        Err(refused) => Admission::Answer(Box::new(refused.into_response())),
+        Ok(()) => {
+            let scope = idempotency_scope(&layers.state, &req);
+            layers.idempotency.admit(&mut req, &scope).await
+        }
+    };
+    let (mut response, route) = match admission {
+        Admission::Answer(answer) => (*answer, path_route),
+        Admission::Pass => serve(&ep, req, &span, path_route).await,
+        Admission::Reserved(reservation) => {
+            let (mut response, route) = serve(&ep, req, &span, path_route).await;
+            reservation.finish(&mut response).await;
+            (response, route)
+        }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -95,6 +111,42 @@ pub async fn observe<E: Endpoint>(
         .with_label_values(&[route, &method])
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// Calls the routes; every error becomes a problem response. Also names the route served.
+async fn serve<E: Endpoint>(
+    ep: &E,
+    req: Request,
+    span: &tracing::Span,
+    path_route: &'static str,
+) -> (Response, &'static str) {
+    match ep.call(req).instrument(span.clone()).await {
+        Ok(out) => {
+            let out = out.into_response();
+            let route = out.data::<OperationId>().map_or(path_route, |id| id.0);
+            (out, route)
+        }
+        Err(err) => {
+            let route = err.data::<OperationId>().map_or(path_route, |id| id.0);
+            let _guard = span.enter();
+            (from_poem_error(err), route)
+        }
+    }
+}
+
+/// Whose idempotency keys a request uses: the user of a valid bearer token, else the client
+/// address (anonymous routes such as register).
+fn idempotency_scope(state: &SharedState, req: &Request) -> Scope {
+    let user = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| crate::caller::authenticate(state, token.trim()).ok());
+    match user {
+        Some(verified) => Scope::User(verified.caller.user_id),
+        None => Scope::Client(crate::caller::client_ip(req).unwrap_or_default()),
+    }
 }
 
 /// Reads the body up to `max` bytes, so no handler ever sees (or buffers) more.

@@ -86,6 +86,14 @@ impl Bus {
         Ok(())
     }
 
+    /// Deletes one bucket of the prefix (tests of a missing bucket, teardown).
+    pub async fn delete_bucket(&self, bucket: Bucket) {
+        let _ = self
+            .jetstream
+            .delete_key_value(self.prefix.bucket(bucket))
+            .await;
+    }
+
     /// Deletes every stream and bucket of the prefix (test teardown).
     pub async fn delete_topology(&self) {
         let p = &self.prefix;
@@ -95,7 +103,7 @@ impl Bus {
             Bucket::Presence,
             Bucket::Leases,
         ] {
-            let _ = self.jetstream.delete_key_value(p.bucket(bucket)).await;
+            self.delete_bucket(bucket).await;
         }
         for which in [Stream::ChatIn, Stream::Events, Stream::Audit] {
             let _ = self.jetstream.delete_stream(p.stream(which)).await;

@@ -85,6 +85,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             send_queue: 4096,
             max_frame_bytes: 32 * 1024,
         },
+        guard: mesh_edge::GuardConfig::default(),
     }
 }
 

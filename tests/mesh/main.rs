@@ -10,6 +10,7 @@ mod chat;
 mod chat_faults;
 mod discovery;
 mod edge;
+mod edge_hardening;
 mod events;
 mod faults;
 mod realtime;

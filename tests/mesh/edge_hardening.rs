@@ -1,0 +1,353 @@
+//! Edge hardening (issue #13) through the whole mesh: idempotency keys replayed on any edge,
+//! in-flight duplicates refused, mismatches, malformed keys, 5xx releasing a key and the
+//! fail-open path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mesh_contracts::user::{Empty, Health, Register, RegisterRequest, UserProfile};
+use mesh_contracts::{Bucket, ErrorCode, Service, ServiceError};
+use mesh_nats::{Bus, ServiceHost};
+use nats_mesh::Role;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{Client, PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
+
+/// An answer with its headers.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn answer(&self) -> (StatusCode, Value) {
+        (self.status, self.body.clone())
+    }
+}
+
+/// Sends a JSON request with extra headers.
+pub async fn send(
+    c: &Client,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = c.raw().request(method, c.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+async fn create_group(c: &Client, token: &str, name: &str, key: &str) -> Reply {
+    let body = json!({ "name": name, "join_policy": "open", "max_members": 10 });
+    send(
+        c,
+        Method::POST,
+        "/v1/groups",
+        Some(token),
+        Some(&body),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+async fn my_group_count(c: &Client, token: &str) -> usize {
+    let (status, page) = c.get_as("/v1/groups?limit=100", token).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"].as_array().expect("items").len()
+}
+
+/// A value of an edge metric, summed over the series whose labels include `label`.
+pub async fn metric(c: &Client, name: &str, label: &str) -> f64 {
+    let text = c
+        .raw()
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The first response is stored and replayed (same status and body, `Idempotent-Replayed`)
+/// to a retry on the same edge and on another edge; the group exists once. The same key with
+/// another body is 422; another user's identical key is their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_creates_are_replayed_on_any_edge() {
+    let mut mesh = TestMesh::spawn().await;
+    let c = mesh.client.clone();
+    let (_, ann) = c.user("Ann").await;
+    let other_edge = mesh.spawn_edge().await;
+
+    let first = create_group(&c, &ann.access, "Climbers", "create-climbers-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+
+    let again = create_group(&c, &ann.access, "Climbers", "create-climbers-1").await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert!(
+        again
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"))
+    );
+    assert!(again.header("x-request-id").is_some());
+
+    let elsewhere = create_group(&other_edge, &ann.access, "Climbers", "create-climbers-1").await;
+    assert_eq!(elsewhere.status, StatusCode::CREATED);
+    assert_eq!(elsewhere.body, first.body);
+    assert_eq!(elsewhere.header("idempotent-replayed"), Some("true"));
+    assert_eq!(my_group_count(&c, &ann.access).await, 1);
+
+    // The legacy header name names the same key.
+    let legacy = send(
+        &c,
+        Method::POST,
+        "/v1/groups",
+        Some(&ann.access),
+        Some(&json!({ "name": "Climbers", "join_policy": "open", "max_members": 10 })),
+        &[("x-idempotency-key", "create-climbers-1")],
+    )
+    .await;
+    assert_eq!(legacy.header("idempotent-replayed"), Some("true"));
+
+    let mismatch = create_group(&other_edge, &ann.access, "Divers", "create-climbers-1").await;
+    assert_problem(
+        &mismatch.answer(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_mismatch",
+    );
+
+    // Keys are scoped to the caller: Bob's identical key creates Bob's group.
+    let (_, bob) = c.user("Bob").await;
+    let bobs = create_group(&c, &bob.access, "Climbers", "create-climbers-1").await;
+    assert_eq!(bobs.status, StatusCode::CREATED);
+    assert_eq!(bobs.header("idempotent-replayed"), None);
+    assert_ne!(bobs.body["id"], first.body["id"]);
+
+    // Without a key nothing is replayed.
+    let plain = c
+        .post_as(
+            "/v1/groups",
+            &ann.access,
+            json!({ "name": "Climbers", "join_policy": "open", "max_members": 10 }),
+        )
+        .await;
+    assert_eq!(plain.0, StatusCode::CREATED);
+    assert_eq!(my_group_count(&c, &ann.access).await, 2);
+    assert!(metric(&c, "mesh_idempotency_total", "outcome=\"replayed\"").await >= 3.0);
+    assert!(metric(&c, "mesh_idempotency_total", "outcome=\"mismatch\"").await >= 1.0);
+    mesh.stop().await;
+}
+
+/// Empty, over-long and non-visible-ASCII keys are 400 `invalid_idempotency_key`, and nothing
+/// is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_idempotency_keys_are_refused() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let long = "k".repeat(256);
+    for key in ["", long.as_str(), "two words", "tab\tkey"] {
+        let reply = create_group(c, &ann.access, "Climbers", key).await;
+        assert_problem(
+            &reply.answer(),
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+        );
+    }
+    let max = "k".repeat(255);
+    assert_eq!(
+        create_group(c, &ann.access, "Climbers", &max).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(my_group_count(c, &ann.access).await, 1);
+    mesh.stop().await;
+}
+
+/// A connection of the test itself to the mesh's NATS prefix.
+async fn test_bus(mesh: &TestMesh, name: &str) -> Bus {
+    Bus::connect(
+        &mesh.settings.nats_url,
+        mesh.settings.prefix.clone(),
+        name,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect to NATS")
+}
+
+/// A stand-in user service whose `register` blocks until released: the first call answers
+/// 500, later ones `phone_taken`.
+struct SlowRegister {
+    calls: Arc<AtomicUsize>,
+    gate: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl SlowRegister {
+    async fn start(mesh: &TestMesh) -> Self {
+        let bus = test_bus(mesh, "slow-register").await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let state = (calls.clone(), gate.clone());
+        let host = ServiceHost::new(bus, Service::User, "slow register")
+            .handle::<Register, _, _, _>(
+                state,
+                |(calls, gate), _ctx, _req: RegisterRequest| async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        gate.notified().await;
+                        return Err::<UserProfile, _>(ServiceError::internal());
+                    }
+                    Err(ServiceError::new(ErrorCode::PhoneTaken, "taken"))
+                },
+            )
+            .handle::<Health, _, _, _>((), |(), _ctx, _req: Empty| async { Ok(Empty {}) });
+        let shutdown = stop.clone();
+        tokio::spawn(async move { host.run(shutdown.cancelled_owned()).await });
+        Self { calls, gate, stop }
+    }
+}
+
+fn register_body(phone: &str, nickname: &str) -> Value {
+    json!({ "phone": phone, "password": PASSWORD, "nickname": nickname })
+}
+
+async fn register_with_key(c: &Client, body: &Value, key: &str) -> Reply {
+    send(
+        c,
+        Method::POST,
+        "/v1/auth/register",
+        None,
+        Some(body),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+/// While the first request with a key runs, a duplicate on another edge gets 409
+/// `idempotency_in_progress` (and a different body 422); the first one's 5xx frees the key, so
+/// the retry runs again, and its 4xx answer is stored and replayed. Anonymous requests are
+/// scoped to the client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_duplicates_conflict_and_server_errors_free_the_key() {
+    let mut mesh = TestMesh::spawn_roles(&[Role::Edge, Role::Social, Role::Chat], |s| {
+        s.rpc_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let c = mesh.client.clone();
+    let service = SlowRegister::start(&mesh).await;
+    let other_edge = mesh.spawn_edge().await;
+    let body = register_body(&unique_phone(), "Ann");
+
+    let first = tokio::spawn({
+        let (c, body) = (c.clone(), body.clone());
+        async move { register_with_key(&c, &body, "signup-1").await }
+    });
+    wait_until("the first register reaches the service", || async {
+        service.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let duplicate = register_with_key(&other_edge, &body, "signup-1").await;
+    assert_problem(
+        &duplicate.answer(),
+        StatusCode::CONFLICT,
+        "idempotency_in_progress",
+    );
+    let changed = register_with_key(
+        &other_edge,
+        &register_body(&unique_phone(), "Eve"),
+        "signup-1",
+    )
+    .await;
+    assert_problem(
+        &changed.answer(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_mismatch",
+    );
+    assert_eq!(
+        service.calls.load(Ordering::SeqCst),
+        1,
+        "duplicates never ran"
+    );
+
+    service.gate.notify_one();
+    let first = first.await.expect("first request");
+    assert_problem(
+        &first.answer(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+    );
+
+    let retry = register_with_key(&other_edge, &body, "signup-1").await;
+    assert_problem(&retry.answer(), StatusCode::CONFLICT, "phone_taken");
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    assert_eq!(service.calls.load(Ordering::SeqCst), 2, "the retry ran");
+    let replay = register_with_key(&c, &body, "signup-1").await;
+    assert_problem(&replay.answer(), StatusCode::CONFLICT, "phone_taken");
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        service.calls.load(Ordering::SeqCst),
+        2,
+        "the replay did not run"
+    );
+    assert!(metric(&c, "mesh_idempotency_total", "outcome=\"in_progress\"").await >= 1.0);
+    assert!(metric(&c, "mesh_idempotency_total", "outcome=\"released\"").await >= 1.0);
+    service.stop.cancel();
+    mesh.stop().await;
+}
+
+/// Without the idempotency bucket the edge serves keyed requests anyway (fail-open) and
+/// counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_bucket_keyed_requests_fail_open() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let bus = test_bus(&mesh, "bucket-remover").await;
+    bus.delete_bucket(Bucket::Idempotency).await;
+    let before = metric(c, "mesh_idempotency_total", "outcome=\"fail_open\"").await;
+    let first = create_group(c, &ann.access, "Climbers", "k-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = create_group(c, &ann.access, "Climbers", "k-1").await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(second.header("idempotent-replayed"), None);
+    assert_eq!(my_group_count(c, &ann.access).await, 2);
+    assert!(metric(c, "mesh_idempotency_total", "outcome=\"fail_open\"").await >= before + 2.0);
+    bus.drain().await;
+    mesh.stop().await;
+}
