@@ -1,8 +1,8 @@
-//! Flags of the edge's defences (issue #13): idempotency keys and trusted proxies, parsed
-//! into the edge's `GuardConfig`. Every problem is reported at once.
+//! Flags of the edge's defences (issue #13): idempotency keys, trusted proxies and rate
+//! limits, parsed into the edge's `GuardConfig`. Every problem is reported at once.
 
 use clap::Args;
-use mesh_edge::{Cidr, GuardConfig};
+use mesh_edge::{Cidr, GuardConfig, Quota};
 
 /// Raw values of the edge's defences as given.
 #[derive(Debug, Clone, Default, Args)]
@@ -16,6 +16,36 @@ pub struct GuardFlags {
     /// Comma-separated CIDRs of proxies whose `Forwarded`/`X-Forwarded-For` are believed.
     #[arg(long, env = "MESH_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Register, login and refresh per client address: `<burst>/<period>`.
+    #[arg(long, env = "MESH_RATE_AUTH_IP", default_value = "30/1m")]
+    pub rate_auth_ip: String,
+    /// Other mutating requests per client address.
+    #[arg(long, env = "MESH_RATE_WRITE_IP", default_value = "600/1m")]
+    pub rate_write_ip: String,
+    /// Other mutating requests per user.
+    #[arg(long, env = "MESH_RATE_WRITE_USER", default_value = "120/1m")]
+    pub rate_write_user: String,
+    /// Reads per client address.
+    #[arg(long, env = "MESH_RATE_READ_IP", default_value = "1200/1m")]
+    pub rate_read_ip: String,
+    /// Reads per user.
+    #[arg(long, env = "MESH_RATE_READ_USER", default_value = "600/1m")]
+    pub rate_read_user: String,
+    /// Chat messages per user (REST and WebSocket).
+    #[arg(long, env = "MESH_RATE_CHAT_SENDS", default_value = "30/10s")]
+    pub rate_chat_sends: String,
+    /// Client frames per WebSocket connection.
+    #[arg(long, env = "MESH_RATE_WS_FRAMES", default_value = "100/10s")]
+    pub rate_ws_frames: String,
+    /// Frames refused in a row before a flooding WebSocket is closed with 4029.
+    #[arg(long, env = "MESH_WS_FLOOD_CLOSE_AFTER", default_value = "20")]
+    pub ws_flood_close_after: String,
+    /// Open WebSocket/SSE connections per user.
+    #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_USER", default_value = "10")]
+    pub max_connections_per_user: String,
+    /// Open WebSocket/SSE connections per client address.
+    #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_IP", default_value = "200")]
+    pub max_connections_per_ip: String,
 }
 
 /// The longest the idempotency bucket keeps anything.
@@ -32,6 +62,20 @@ fn duration(problems: &mut Vec<String>, name: &str, raw: &str) -> Option<std::ti
             problems.push(format!("{name}: {err}"));
             None
         }
+    }
+}
+
+fn quota(problems: &mut Vec<String>, name: &str, raw: &str, into: &mut Quota) {
+    match Quota::parse(raw) {
+        Ok(parsed) => *into = parsed,
+        Err(err) => problems.push(format!("{name}: {err}")),
+    }
+}
+
+fn count<T: std::str::FromStr>(problems: &mut Vec<String>, name: &str, raw: &str, into: &mut T) {
+    match raw.trim().parse::<T>() {
+        Ok(parsed) => *into = parsed,
+        Err(_) => problems.push(format!("{name}: not a whole number: {raw:?}")),
     }
 }
 
@@ -64,6 +108,64 @@ impl GuardFlags {
                     .ok()
             })
             .collect();
+        let limits = &mut guard.limits;
+        for (name, raw, into) in [
+            (
+                "MESH_RATE_AUTH_IP",
+                &self.rate_auth_ip,
+                &mut limits.auth_per_ip,
+            ),
+            (
+                "MESH_RATE_WRITE_IP",
+                &self.rate_write_ip,
+                &mut limits.write_per_ip,
+            ),
+            (
+                "MESH_RATE_WRITE_USER",
+                &self.rate_write_user,
+                &mut limits.write_per_user,
+            ),
+            (
+                "MESH_RATE_READ_IP",
+                &self.rate_read_ip,
+                &mut limits.read_per_ip,
+            ),
+            (
+                "MESH_RATE_READ_USER",
+                &self.rate_read_user,
+                &mut limits.read_per_user,
+            ),
+            (
+                "MESH_RATE_CHAT_SENDS",
+                &self.rate_chat_sends,
+                &mut limits.chat_sends_per_user,
+            ),
+            (
+                "MESH_RATE_WS_FRAMES",
+                &self.rate_ws_frames,
+                &mut limits.ws_frames,
+            ),
+        ] {
+            quota(&mut problems, name, raw, into);
+        }
+        count(
+            &mut problems,
+            "MESH_WS_FLOOD_CLOSE_AFTER",
+            &self.ws_flood_close_after,
+            &mut limits.ws_flood_close_after,
+        );
+        count(
+            &mut problems,
+            "MESH_MAX_CONNECTIONS_PER_USER",
+            &self.max_connections_per_user,
+            &mut limits.connections_per_user,
+        );
+        count(
+            &mut problems,
+            "MESH_MAX_CONNECTIONS_PER_IP",
+            &self.max_connections_per_ip,
+            &mut limits.connections_per_ip,
+        );
         if problems.is_empty() {
             Ok(guard)
         } else {
@@ -91,10 +193,16 @@ mod tests {
     }
 
     #[test]
-    fn defaults_parse() {
+    fn defaults_parse_into_the_edge_defaults() {
         let guard = flags(&[]).parse().unwrap();
-        assert_eq!(guard.idempotency.ttl.as_secs(), 24 * 3600);
+        let defaults = GuardConfig::default();
+        assert_eq!(guard.idempotency.ttl, defaults.idempotency.ttl);
+        assert_eq!(guard.idempotency.lease, defaults.idempotency.lease);
         assert!(guard.trusted_proxies.is_empty());
+        assert_eq!(
+            format!("{:?}", guard.limits),
+            format!("{:?}", defaults.limits)
+        );
     }
 
     #[test]
@@ -103,6 +211,8 @@ mod tests {
             "--idempotency-ttl=48h",
             "--idempotency-lease=0s",
             "--trusted-proxies=10.0.0.0/8,bogus",
+            "--rate-chat-sends=lots",
+            "--max-connections-per-ip=-1",
         ])
         .parse()
         .unwrap_err()
@@ -111,6 +221,8 @@ mod tests {
             "MESH_IDEMPOTENCY_TTL",
             "MESH_IDEMPOTENCY_LEASE",
             "MESH_TRUSTED_PROXIES",
+            "MESH_RATE_CHAT_SENDS",
+            "MESH_MAX_CONNECTIONS_PER_IP",
         ] {
             assert!(problems.contains(name), "{name} in {problems}");
         }

@@ -77,10 +77,17 @@ impl From<AuthRefused> for ApiError {
 /// The one authentication rule of every transport (REST, WebSocket, SSE): a valid access
 /// token whose session is not revoked. Failures are counted by reason.
 pub fn authenticate(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused> {
-    let refuse = |code: ErrorCode, detail: &'static str| {
-        AUTH_FAILURES.with_label_values(&[code.as_str()]).inc();
-        AuthRefused { code, detail }
-    };
+    identify(state, token).inspect_err(|refused| {
+        AUTH_FAILURES
+            .with_label_values(&[refused.code.as_str()])
+            .inc();
+    })
+}
+
+/// The rule of `authenticate` without counting failures: the middleware's early look at who
+/// is calling (for limits and idempotency scopes), before the route authenticates for real.
+pub fn identify(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused> {
+    let refuse = |code: ErrorCode, detail: &'static str| AuthRefused { code, detail };
     let claims = state.verifier.verify(token).map_err(|code| match code {
         ErrorCode::TokenExpired => refuse(code, "the access token has expired; refresh it"),
         _ => refuse(ErrorCode::InvalidToken, "the access token is invalid"),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 pub use crate::client_ip::Cidr;
 pub use crate::idempotency::IdempotencySettings;
+pub use crate::rate_limit::{Quota, RateLimitConfig};
 
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
@@ -49,6 +50,8 @@ pub struct GuardConfig {
     pub idempotency: IdempotencySettings,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Request, frame and connection limits.
+    pub limits: RateLimitConfig,
 }
 
 impl Default for GuardConfig {
@@ -59,6 +62,7 @@ impl Default for GuardConfig {
                 lease: Duration::from_secs(30),
             },
             trusted_proxies: Vec::new(),
+            limits: RateLimitConfig::default(),
         }
     }
 }

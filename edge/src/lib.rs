@@ -16,6 +16,7 @@ mod idempotency;
 mod limits;
 mod middleware;
 mod problem;
+mod rate_limit;
 mod realtime;
 mod revoked;
 mod send;
@@ -30,7 +31,9 @@ use mesh_nats::{Bus, RpcClient};
 use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
-pub use config::{Cidr, EdgeConfig, GuardConfig, IdempotencySettings, WsConfig};
+pub use config::{
+    Cidr, EdgeConfig, GuardConfig, IdempotencySettings, Quota, RateLimitConfig, WsConfig,
+};
 
 use crate::realtime::{Hub, HubSettings, PresenceDeps};
 use crate::revoked::RevokedSessions;
@@ -55,6 +58,8 @@ pub(crate) struct EdgeState {
     pub ws: WsConfig,
     /// This edge's realtime connections.
     pub hub: Hub,
+    /// Request, chat-send, frame and connection limits.
+    pub limits: rate_limit::RateLimits,
 }
 
 pub(crate) type SharedState = Arc<EdgeState>;
@@ -101,6 +106,7 @@ pub async fn run(
         chat_partitions: config.chat_partitions,
         ws: config.ws.clone(),
         hub: hub.clone(),
+        limits: rate_limit::RateLimits::new(config.guard.limits.clone()),
     });
     let idempotency = idempotency::Idempotency::new(
         state.bus.bucket(Bucket::Idempotency).await?,

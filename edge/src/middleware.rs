@@ -8,7 +8,8 @@ use std::time::Instant;
 use mesh_contracts::ErrorCode;
 use mesh_observability::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use poem::error::ReadBodyError;
-use poem::http::HeaderValue;
+use poem::http::header::RETRY_AFTER;
+use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use tracing::Instrument;
@@ -19,6 +20,7 @@ use crate::audit::AuditTrail;
 use crate::client_ip::{ClientIp, TrustedProxies};
 use crate::idempotency::{Admission, Idempotency, Scope};
 use crate::problem::{ApiError, from_poem_error};
+use crate::rate_limit::RouteClass;
 
 /// What the middleware needs, built once per edge.
 pub struct Layers {
@@ -78,11 +80,21 @@ pub async fn observe<E: Endpoint>(
     let path_route = static_route(req.uri().path());
     let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
 
-    let admission = match limit_body(&mut req, layers.max_body).await {
-        Err(refused) => Admission::Answer(Box::new(refused.into_response())),
-        Ok(()) => {
-            let scope = idempotency_scope(&layers.state, &req);
-            layers.idempotency.admit(&mut req, &scope).await
+    let user = bearer_user(&layers.state, &req);
+    let ip = crate::caller::client_ip(&req).unwrap_or_default();
+    let limited = RouteClass::of(req.method(), req.uri().path()).map(|class| {
+        let user = user.map(|u| u.to_string());
+        layers.state.limits.check_http(class, &ip, user.as_deref())
+    });
+    let admission = if let Some(refused) = limited.filter(|v| !v.taken.allowed) {
+        Admission::Answer(Box::new(refused.refusal()))
+    } else {
+        match limit_body(&mut req, layers.max_body).await {
+            Err(refused) => Admission::Answer(Box::new(refused.into_response())),
+            Ok(()) => {
+                let scope = user.map_or(Scope::Client(ip), Scope::User);
+                layers.idempotency.admit(&mut req, &scope).await
+            }
         }
     };
     let (mut response, route) = match admission {
@@ -94,6 +106,17 @@ pub async fn observe<E: Endpoint>(
             (response, route)
         }
     };
+    if let Some(verdict) = limited {
+        verdict.write_headers(&mut response);
+    }
+    // Every 429 says when to come back, whichever limit answered it.
+    if response.status() == StatusCode::TOO_MANY_REQUESTS
+        && !response.headers().contains_key(RETRY_AFTER)
+    {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -134,19 +157,13 @@ async fn serve<E: Endpoint>(
     }
 }
 
-/// Whose idempotency keys a request uses: the user of a valid bearer token, else the client
-/// address (anonymous routes such as register).
-fn idempotency_scope(state: &SharedState, req: &Request) -> Scope {
-    let user = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| crate::caller::authenticate(state, token.trim()).ok());
-    match user {
-        Some(verified) => Scope::User(verified.caller.user_id),
-        None => Scope::Client(crate::caller::client_ip(req).unwrap_or_default()),
-    }
+/// The user of a valid bearer token: whose limits and idempotency keys a request uses (the
+/// client address stands in for anonymous requests). Routes authenticate again themselves.
+fn bearer_user(state: &SharedState, req: &Request) -> Option<Uuid> {
+    let token = crate::realtime::bearer_token(req.headers())?;
+    crate::caller::identify(state, token)
+        .ok()
+        .map(|verified| verified.caller.user_id)
 }
 
 /// Reads the body up to `max` bytes, so no handler ever sees (or buffers) more.

@@ -1,6 +1,7 @@
 //! Edge hardening (issue #13) through the whole mesh: idempotency keys replayed on any edge,
 //! in-flight duplicates refused, mismatches, malformed keys, 5xx releasing a key and the
-//! fail-open path.
+//! fail-open path; rate limits by route class, address (through trusted proxies) and user;
+//! chat-send, WebSocket-frame and connection limits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,15 +9,18 @@ use std::time::Duration;
 
 use mesh_contracts::user::{Empty, Health, Register, RegisterRequest, UserProfile};
 use mesh_contracts::{Bucket, ErrorCode, Service, ServiceError};
+use mesh_edge::Quota;
 use mesh_nats::{Bus, ServiceHost};
-use nats_mesh::Role;
+use nats_mesh::{Role, Settings};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{Client, PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
+use crate::ws::{Ws, ws_url};
 
 /// An answer with its headers.
 pub struct Reply {
@@ -349,5 +353,246 @@ async fn without_the_bucket_keyed_requests_fail_open() {
     assert_eq!(my_group_count(c, &ann.access).await, 2);
     assert!(metric(c, "mesh_idempotency_total", "outcome=\"fail_open\"").await >= before + 2.0);
     bus.drain().await;
+    mesh.stop().await;
+}
+
+/// Limits tuned low for one test, everything else lifted.
+fn limited(tune: impl FnOnce(&mut mesh_edge::RateLimitConfig)) -> impl FnOnce(&mut Settings) {
+    move |s: &mut Settings| tune(&mut s.guard.limits)
+}
+
+fn per_minute(burst: u32) -> Quota {
+    Quota::new(burst, Duration::from_secs(60))
+}
+
+/// Writes over a user's budget are 429 `rate_limited` with `Retry-After` and the rate-limit
+/// headers; another user behind the same address keeps their own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_the_user_budget_are_429_with_rate_limit_headers() {
+    let mesh = TestMesh::spawn_with(limited(|l| l.write_per_user = per_minute(2))).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    for n in 0..2 {
+        let ok = create_group(c, &ann.access, "Climbers", &format!("g-{n}")).await;
+        assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+        assert_eq!(
+            ok.header("ratelimit-policy"),
+            Some("\"write_user\";q=2;w=60")
+        );
+        assert!(
+            ok.header("ratelimit")
+                .is_some_and(|v| v.starts_with(&format!("\"write_user\";r={};t=", 1 - n)))
+        );
+    }
+    let refused = create_group(c, &ann.access, "Climbers", "g-2").await;
+    assert_problem(
+        &refused.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    let retry: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(
+        refused
+            .header("ratelimit")
+            .is_some_and(|v| v.contains(";r=0;"))
+    );
+    assert_eq!(
+        my_group_count(c, &ann.access).await,
+        2,
+        "the refused write did nothing"
+    );
+
+    let (_, bob) = c.user("Bob").await;
+    assert_eq!(
+        create_group(c, &bob.access, "Climbers", "g-0").await.status,
+        StatusCode::CREATED
+    );
+    assert!(metric(c, "mesh_rate_limited_total", "limit=\"write_user\"").await >= 1.0);
+    mesh.stop().await;
+}
+
+async fn login_from(c: &Client, phone: &str, forwarded_for: Option<&str>) -> Reply {
+    let body = json!({ "phone": phone, "password": "wrong password" });
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|ip| vec![("x-forwarded-for", ip)])
+        .unwrap_or_default();
+    send(
+        c,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(&body),
+        &headers,
+    )
+    .await
+}
+
+/// Auth routes are limited per client address. `X-Forwarded-For` names the client only when
+/// the peer is a trusted proxy: from 127.0.0.1 (trusted here) each forwarded address has its
+/// own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_routes_are_limited_per_client_address_through_trusted_proxies() {
+    let mesh = TestMesh::spawn_with(|s| {
+        s.guard.limits.auth_per_ip = per_minute(2);
+        s.guard.trusted_proxies = vec![mesh_edge::Cidr::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    for _ in 0..2 {
+        let reply = login_from(c, &phone, Some("198.51.100.7")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    }
+    let refused = login_from(c, &phone, Some("198.51.100.7")).await;
+    assert_problem(
+        &refused.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"auth_ip\";q=2;w=60")
+    );
+    let other = login_from(c, &phone, Some("203.0.113.5, 198.51.100.7")).await;
+    assert_problem(
+        &other.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    let fresh = login_from(c, &phone, Some("198.51.100.7, 203.0.113.5")).await;
+    assert_eq!(fresh.status, StatusCode::UNAUTHORIZED, "{}", fresh.body);
+    mesh.stop().await;
+}
+
+/// Without trusted proxies a forged `X-Forwarded-For` changes nothing: the peer is the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_of_untrusted_peers_are_ignored() {
+    let mesh = TestMesh::spawn_with(limited(|l| l.auth_per_ip = per_minute(1))).await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    assert_eq!(
+        login_from(c, &phone, Some("198.51.100.1")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged = login_from(c, &phone, Some("198.51.100.2")).await;
+    assert_problem(
+        &forged.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    mesh.stop().await;
+}
+
+/// Chat sends are limited per user across REST and WebSocket: over the budget, REST answers
+/// 429 and the socket a `rejected` ack with `rate_limited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sends_are_limited_per_user() {
+    let mesh = TestMesh::spawn_with(limited(|l| l.chat_sends_per_user = per_minute(2))).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let (_, bob) = c.user("Bob").await;
+    let message = |id: &str| json!({ "client_id": id, "to": bob.user_id, "body": "hi" });
+    let first = c.post_as("/v1/messages", &ann.access, message("m-1")).await;
+    assert_ne!(first.0, StatusCode::TOO_MANY_REQUESTS, "{}", first.1);
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    ws.send(json!({ "type": "send", "client_id": "m-2", "to": bob.user_id, "body": "hi" }))
+        .await;
+    let ack = ws
+        .expect("ack of m-2", |f| {
+            f["type"] == "ack" && f["client_id"] == "m-2"
+        })
+        .await;
+    assert_ne!(ack["reason"], "rate_limited", "{ack}");
+    ws.send(json!({ "type": "send", "client_id": "m-3", "to": bob.user_id, "body": "hi" }))
+        .await;
+    let ack = ws
+        .expect("ack of m-3", |f| {
+            f["type"] == "ack" && f["client_id"] == "m-3"
+        })
+        .await;
+    assert_eq!(ack["status"], "rejected", "{ack}");
+    assert_eq!(ack["reason"], "rate_limited", "{ack}");
+    let refused = c.post_as("/v1/messages", &ann.access, message("m-4")).await;
+    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Bob's budget is his own.
+    let bobs = c
+        .post_as(
+            "/v1/messages",
+            &bob.access,
+            json!({ "client_id": "b-1", "to": ann.user_id, "body": "hi" }),
+        )
+        .await;
+    assert_ne!(bobs.0, StatusCode::TOO_MANY_REQUESTS);
+    ws.close().await;
+    mesh.stop().await;
+}
+
+/// A WebSocket over its frame budget gets `rate_limited` error frames, and one that keeps
+/// flooding is closed with 4029.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_websockets_are_warned_then_closed_with_4029() {
+    let mesh = TestMesh::spawn_with(limited(|l| {
+        l.ws_frames = per_minute(3);
+        l.ws_flood_close_after = 3;
+    }))
+    .await;
+    let (_, ann) = mesh.client.user("Ann").await;
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    for nonce in 0..3 {
+        ws.send(json!({ "type": "ping", "nonce": nonce.to_string() }))
+            .await;
+        ws.expect_type("pong").await;
+    }
+    for _ in 0..2 {
+        ws.send(json!({ "type": "ping", "nonce": "over" })).await;
+        let error = ws.expect_type("error").await;
+        assert_eq!(error["code"], "rate_limited", "{error}");
+    }
+    ws.send(json!({ "type": "ping", "nonce": "flood" })).await;
+    let close = ws.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 4029);
+    assert_eq!(close.reason.as_str(), "rate_limited");
+    mesh.stop().await;
+}
+
+/// Open realtime connections are capped per user: one more WebSocket or SSE stream is 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_connections_are_capped_per_user() {
+    let mesh = TestMesh::spawn_with(limited(|l| l.connections_per_user = 1)).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut request = ws_url(&mesh.url).into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", ann.access).parse().unwrap(),
+    );
+    match Ws::open(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+        }
+        Err(other) => panic!("expected a 429 handshake, got {other}"),
+        Ok(_) => panic!("a second socket was accepted"),
+    }
+    let sse = send(c, Method::GET, "/v1/events", Some(&ann.access), None, &[]).await;
+    assert_problem(&sse.answer(), StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another user is not affected; closing frees the place.
+    let (_, bob) = c.user("Bob").await;
+    Ws::connect(&mesh.url, &bob.access).await.close().await;
+    ws.close().await;
+    wait_until("the place is freed", || async {
+        let mut request = ws_url(&mesh.url).into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", ann.access).parse().unwrap(),
+        );
+        Ws::open(request).await.is_ok()
+    })
+    .await;
     mesh.stop().await;
 }

@@ -26,6 +26,7 @@ use crate::SharedState;
 use crate::caller::{Verified, authenticate};
 use crate::clock::instant_at;
 use crate::problem::ApiError;
+use crate::rate_limit::ConnectionSlot;
 
 /// How long to wait for the user's push subscription before refusing the stream.
 const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
@@ -44,6 +45,15 @@ pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response 
         Err(refused) => return ApiError::from(refused).into_response(),
     };
     let caller = &verified.caller;
+    let ip = crate::caller::client_ip(req).unwrap_or_default();
+    let slot = match state
+        .limits
+        .connections
+        .open(&caller.user_id.to_string(), &ip)
+    {
+        Ok(slot) => slot,
+        Err(cap) => return cap.problem().into_response(),
+    };
     let Ok(mut registration) = state.hub.register(caller.user_id, caller.session_id) else {
         return unavailable("the edge is shutting down");
     };
@@ -54,7 +64,7 @@ pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response 
     if !registration.wait_subscribed(SUBSCRIBE_DEADLINE).await {
         return unavailable("push delivery is not available; try again");
     }
-    SSE::new(stream(registration, &verified))
+    SSE::new(stream(registration, &verified, slot))
         .keep_alive(state.ws.heartbeat)
         .into_response()
 }
@@ -78,11 +88,14 @@ struct Connection {
     phase: Phase,
     /// Counts the connection, and its end when the stream is dropped.
     gauge: ConnectionGauge,
+    /// This connection's place under the per-user and per-address caps.
+    _slot: ConnectionSlot,
 }
 
 fn stream(
     registration: Registration,
     verified: &Verified,
+    slot: ConnectionSlot,
 ) -> impl Stream<Item = Event> + Send + use<> {
     let connection = Connection {
         kick: registration.kick(),
@@ -94,6 +107,7 @@ fn stream(
         },
         phase: Phase::Starting,
         gauge: ConnectionGauge::open(Transport::Sse),
+        _slot: slot,
     };
     futures::stream::unfold(connection, |mut connection| async move {
         let event = connection.next_event().await?;
