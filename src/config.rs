@@ -189,6 +189,8 @@ pub struct Settings {
     pub ws: WsSettings,
     /// The edge's defences: idempotency, client addresses, limits, CORS.
     pub guard: mesh_edge::GuardConfig,
+    /// Delays and locks after failed sign-ins (user service).
+    pub login_throttle: mesh_user::LoginThrottle,
 }
 
 /// How chat messages are partitioned and authorized.
@@ -303,6 +305,11 @@ impl Settings {
         let chat = p.chat(raw);
         let ws = p.ws(raw);
         let guard = raw.guard.parse().map_err(|all| p.0.extend(all)).ok();
+        let login_throttle = raw
+            .guard
+            .login_throttle()
+            .map_err(|all| p.0.extend(all))
+            .ok();
         let db_max_connections = p.take(
             "MESH_DB_MAX_CONNECTIONS",
             raw.db_max_connections.parse::<u32>(),
@@ -368,6 +375,7 @@ impl Settings {
             chat: chat.expect("checked"),
             ws: ws.expect("checked"),
             guard: guard.expect("checked"),
+            login_throttle: login_throttle.expect("checked"),
         })
     }
 }

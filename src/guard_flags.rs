@@ -1,8 +1,10 @@
-//! Flags of the edge's defences (issue #13): idempotency keys, trusted proxies and rate
-//! limits, parsed into the edge's `GuardConfig`. Every problem is reported at once.
+//! Flags of the mesh's defences (issue #13): idempotency keys, trusted proxies and rate
+//! limits (the edge's `GuardConfig`), and the sign-in throttle (the user service's
+//! `LoginThrottle`). Every problem is reported at once.
 
 use clap::Args;
 use mesh_edge::{Cidr, GuardConfig, Quota};
+use mesh_user::LoginThrottle;
 
 /// Raw values of the edge's defences as given.
 #[derive(Debug, Clone, Default, Args)]
@@ -46,6 +48,15 @@ pub struct GuardFlags {
     /// Open WebSocket/SSE connections per client address.
     #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_IP", default_value = "200")]
     pub max_connections_per_ip: String,
+    /// Recent failed sign-ins of an account before each attempt is delayed.
+    #[arg(long, env = "MESH_LOGIN_DELAY_AFTER", default_value = "3")]
+    pub login_delay_after: String,
+    /// Recent failed sign-ins that lock an account (for 15 min after the last one).
+    #[arg(long, env = "MESH_LOGIN_LOCK_AFTER", default_value = "10")]
+    pub login_lock_after: String,
+    /// Recent failed sign-ins from one client address that lock it out.
+    #[arg(long, env = "MESH_LOGIN_IP_LOCK_AFTER", default_value = "50")]
+    pub login_ip_lock_after: String,
 }
 
 /// The longest the idempotency bucket keeps anything.
@@ -168,6 +179,40 @@ impl GuardFlags {
         );
         if problems.is_empty() {
             Ok(guard)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl GuardFlags {
+    /// The sign-in throttle of the user service.
+    pub fn login_throttle(&self) -> Result<LoginThrottle, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut throttle = LoginThrottle::default();
+        count(
+            &mut problems,
+            "MESH_LOGIN_DELAY_AFTER",
+            &self.login_delay_after,
+            &mut throttle.delay_after,
+        );
+        count(
+            &mut problems,
+            "MESH_LOGIN_LOCK_AFTER",
+            &self.login_lock_after,
+            &mut throttle.lock_after,
+        );
+        count(
+            &mut problems,
+            "MESH_LOGIN_IP_LOCK_AFTER",
+            &self.login_ip_lock_after,
+            &mut throttle.ip_lock_after,
+        );
+        if throttle.lock_after == 0 || throttle.ip_lock_after == 0 {
+            problems.push("MESH_LOGIN_LOCK_AFTER, MESH_LOGIN_IP_LOCK_AFTER: at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(throttle)
         } else {
             Err(problems)
         }

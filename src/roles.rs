@@ -172,6 +172,7 @@ pub fn user_config(settings: &Settings) -> anyhow::Result<UserConfig> {
         hash_concurrency: std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2),
+        login_throttle: settings.login_throttle,
     })
 }
 

@@ -21,6 +21,8 @@ pub struct TopologySettings {
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Presence entries vanish after two missed heartbeats.
 const PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// Failed sign-ins are forgotten this long after the last one (which ends a lock).
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// A partition lease expires unless renewed.
 const LEASE_TTL: Duration = Duration::from_secs(6);
 
@@ -37,6 +39,11 @@ impl Bus {
             ),
             (Bucket::Presence, PRESENCE_TTL, "online users"),
             (Bucket::Leases, LEASE_TTL, "chat partition leases"),
+            (
+                Bucket::LoginFailures,
+                LOGIN_FAILURE_WINDOW,
+                "recent failed sign-ins",
+            ),
         ];
         for (bucket, max_age, description) in buckets {
             let config = kv::Config {
@@ -102,6 +109,7 @@ impl Bus {
             Bucket::Idempotency,
             Bucket::Presence,
             Bucket::Leases,
+            Bucket::LoginFailures,
         ] {
             self.delete_bucket(bucket).await;
         }

@@ -596,3 +596,126 @@ async fn realtime_connections_are_capped_per_user() {
     .await;
     mesh.stop().await;
 }
+
+fn quick_throttle(
+    delay_after: u32,
+    lock_after: u32,
+    ip_lock_after: u32,
+) -> impl FnOnce(&mut Settings) {
+    move |s: &mut Settings| {
+        s.login_throttle = mesh_user::LoginThrottle {
+            delay_after,
+            lock_after,
+            ip_lock_after,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        }
+    }
+}
+
+async fn sign_in(c: &Client, phone: &str, password: &str, device_token: Option<&str>) -> Reply {
+    let mut body = json!({ "phone": phone, "password": password });
+    if let Some(token) = device_token {
+        body["device_token"] = json!(token);
+    }
+    send(c, Method::POST, "/v1/auth/login", None, Some(&body), &[]).await
+}
+
+/// Failed sign-ins, counted in NATS KV, lock an account: then even the right password is
+/// `login_locked` (429), the same answer an unknown phone gets, so the lock reveals nothing.
+/// The owner's device, holding the device token of an earlier sign-in, still signs in, and
+/// signed-in sessions keep refreshing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_lock_the_account_but_not_its_known_device() {
+    let mut mesh = TestMesh::spawn_with(quick_throttle(1, 3, 1_000)).await;
+    let c = mesh.client.clone();
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    let first = sign_in(&c, &phone, PASSWORD, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let device = first.body["device_token"]
+        .as_str()
+        .expect("a device token")
+        .to_owned();
+    // The attacker spreads guesses over two edges: the count is cluster-wide.
+    let other_edge = mesh.spawn_edge().await;
+    for edge in [&c, &other_edge, &c] {
+        let guess = sign_in(edge, &phone, "guess", None).await;
+        assert_problem(
+            &guess.answer(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        );
+    }
+    let locked = sign_in(&other_edge, &phone, PASSWORD, None).await;
+    assert_problem(
+        &locked.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "login_locked",
+    );
+    assert!(locked.header("retry-after").is_some());
+
+    let unknown = unique_phone();
+    for _ in 0..3 {
+        let guess = sign_in(&c, &unknown, "guess", None).await;
+        assert_problem(
+            &guess.answer(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        );
+    }
+    let unknown_locked = sign_in(&c, &unknown, PASSWORD, None).await;
+    assert_eq!(unknown_locked.body["detail"], locked.body["detail"]);
+    assert_problem(
+        &unknown_locked.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "login_locked",
+    );
+
+    // The owner's device passes the lock, with the right password only.
+    let wrong = sign_in(&c, &phone, "guess", Some(&device)).await;
+    assert_problem(
+        &wrong.answer(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    let owner = sign_in(&c, &phone, PASSWORD, Some(&device)).await;
+    assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+    // A device token of another account does not open this one.
+    let (_, bob) = c.user("Bob").await;
+    let bobs = sign_in(&c, &phone, PASSWORD, Some(&bob.refresh)).await;
+    assert_eq!(bobs.status, StatusCode::TOO_MANY_REQUESTS);
+    // Signed-in sessions refresh as usual.
+    let refreshed = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": first.body["refresh_token"] }),
+        )
+        .await;
+    assert_eq!(refreshed.0, StatusCode::OK, "{}", refreshed.1);
+    mesh.stop().await;
+}
+
+/// Failures from one client address over many phones lock that address out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_from_one_address_lock_it_out() {
+    let mesh = TestMesh::spawn_with(quick_throttle(1_000, 1_000, 3)).await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    for _ in 0..3 {
+        let guess = sign_in(c, &unique_phone(), "guess", None).await;
+        assert_problem(
+            &guess.answer(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        );
+    }
+    let locked = sign_in(c, &phone, PASSWORD, None).await;
+    assert_problem(
+        &locked.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "login_locked",
+    );
+    mesh.stop().await;
+}

@@ -86,6 +86,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             max_frame_bytes: 32 * 1024,
         },
         guard: lifted_limits(),
+        login_throttle: mesh_user::LoginThrottle::default(),
     }
 }
 
