@@ -48,6 +48,15 @@ pub struct GuardFlags {
     /// Open WebSocket/SSE connections per client address.
     #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_IP", default_value = "200")]
     pub max_connections_per_ip: String,
+    /// Comma-separated origins whose pages may call the API (CORS); `*` for any.
+    #[arg(long, env = "MESH_CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+    /// Largest total size of a request's headers, in bytes (431 above it).
+    #[arg(long, env = "MESH_MAX_HEADER_BYTES", default_value = "16384")]
+    pub max_header_bytes: String,
+    /// Answers say `X-Token-Refresh-Required: true` when the access token has less left.
+    #[arg(long, env = "MESH_TOKEN_REFRESH_HINT", default_value = "60s")]
+    pub token_refresh_hint: String,
     /// Recent failed sign-ins of an account before each attempt is delayed.
     #[arg(long, env = "MESH_LOGIN_DELAY_AFTER", default_value = "3")]
     pub login_delay_after: String,
@@ -119,6 +128,25 @@ impl GuardFlags {
                     .ok()
             })
             .collect();
+        guard.cors_allowed_origins = list(&self.cors_allowed_origins)
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        count(
+            &mut problems,
+            "MESH_MAX_HEADER_BYTES",
+            &self.max_header_bytes,
+            &mut guard.max_header_bytes,
+        );
+        if guard.max_header_bytes < 1024 {
+            problems.push("MESH_MAX_HEADER_BYTES: at least 1024".into());
+        }
+        if let Some(hint) = duration(
+            &mut problems,
+            "MESH_TOKEN_REFRESH_HINT",
+            &self.token_refresh_hint,
+        ) {
+            guard.token_refresh_hint = hint;
+        }
         let limits = &mut guard.limits;
         for (name, raw, into) in [
             (
@@ -244,6 +272,9 @@ mod tests {
         assert_eq!(guard.idempotency.ttl, defaults.idempotency.ttl);
         assert_eq!(guard.idempotency.lease, defaults.idempotency.lease);
         assert!(guard.trusted_proxies.is_empty());
+        assert!(guard.cors_allowed_origins.is_empty());
+        assert_eq!(guard.max_header_bytes, defaults.max_header_bytes);
+        assert_eq!(guard.token_refresh_hint, defaults.token_refresh_hint);
         assert_eq!(
             format!("{:?}", guard.limits),
             format!("{:?}", defaults.limits)

@@ -43,7 +43,8 @@ pub struct WsConfig {
     pub max_frame_bytes: usize,
 }
 
-/// The edge's defences (issue #13): idempotency keys and whose address a request comes from.
+/// The edge's defences (issue #13): idempotency keys, client addresses, rate limits, CORS and
+/// header hygiene.
 #[derive(Clone, Debug)]
 pub struct GuardConfig {
     /// How idempotent responses are kept.
@@ -52,6 +53,13 @@ pub struct GuardConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Request, frame and connection limits.
     pub limits: RateLimitConfig,
+    /// Origins whose pages may call the API (CORS); `*` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest total size of a request's headers (431 above it).
+    pub max_header_bytes: usize,
+    /// Authenticated answers say `X-Token-Refresh-Required: true` when the access token has
+    /// less than this left.
+    pub token_refresh_hint: Duration,
 }
 
 impl Default for GuardConfig {
@@ -63,6 +71,9 @@ impl Default for GuardConfig {
             },
             trusted_proxies: Vec::new(),
             limits: RateLimitConfig::default(),
+            cors_allowed_origins: Vec::new(),
+            max_header_bytes: 16 * 1024,
+            token_refresh_hint: Duration::from_secs(60),
         }
     }
 }

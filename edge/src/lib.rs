@@ -11,6 +11,7 @@ mod caller;
 mod client_ip;
 mod clock;
 mod config;
+mod cors;
 mod health;
 mod idempotency;
 mod limits;
@@ -19,6 +20,7 @@ mod problem;
 mod rate_limit;
 mod realtime;
 mod revoked;
+mod security_headers;
 mod send;
 mod token;
 
@@ -170,6 +172,9 @@ fn app(
         audit: Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec())),
         idempotency,
         proxies: client_ip::TrustedProxies::new(config.guard.trusted_proxies.clone()),
+        cors: cors::Cors::new(config.guard.cors_allowed_origins.clone()),
+        max_header_bytes: config.guard.max_header_bytes,
+        token_refresh_hint: config.guard.token_refresh_hint,
         state: state.clone(),
     });
     Route::new()

@@ -3,7 +3,7 @@
 //! audit record of mutating requests.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use mesh_contracts::ErrorCode;
 use mesh_observability::metrics::{HTTP_DURATION, HTTP_REQUESTS};
@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::SharedState;
 use crate::audit::AuditTrail;
+use crate::caller::Verified;
 use crate::client_ip::{ClientIp, TrustedProxies};
+use crate::cors::Cors;
 use crate::idempotency::{Admission, Idempotency, Scope};
 use crate::problem::{ApiError, from_poem_error};
 use crate::rate_limit::RouteClass;
@@ -28,6 +30,9 @@ pub struct Layers {
     pub audit: Arc<AuditTrail>,
     pub idempotency: Idempotency,
     pub proxies: TrustedProxies,
+    pub cors: Cors,
+    pub max_header_bytes: usize,
+    pub token_refresh_hint: Duration,
     pub state: SharedState,
 }
 
@@ -36,6 +41,10 @@ pub struct Layers {
 pub struct RequestId(pub String);
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
+/// When the caller's access token expires.
+const TOKEN_EXPIRES_AT: &str = "x-token-expires-at";
+/// Set when the access token is about to expire.
+const TOKEN_REFRESH_REQUIRED: &str = "x-token-refresh-required";
 
 /// Keeps a client-supplied request id only if it is short and plain.
 fn pick_request_id(given: Option<&HeaderValue>) -> String {
@@ -80,13 +89,27 @@ pub async fn observe<E: Endpoint>(
     let path_route = static_route(req.uri().path());
     let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
 
-    let user = bearer_user(&layers.state, &req);
+    let path = req.uri().path().to_owned();
+    let origin = layers.cors.origin_of(&req);
+    let verified = bearer_user(&layers.state, &req);
+    let user = verified.as_ref().map(|v| v.caller.user_id);
     let ip = crate::caller::client_ip(&req).unwrap_or_default();
-    let limited = RouteClass::of(req.method(), req.uri().path()).map(|class| {
+    let limited = RouteClass::of(req.method(), &path).map(|class| {
         let user = user.map(|u| u.to_string());
         layers.state.limits.check_http(class, &ip, user.as_deref())
     });
-    let admission = if let Some(refused) = limited.filter(|v| !v.taken.allowed) {
+    let admission = if let Some(preflight) = layers.cors.preflight(&req) {
+        Admission::Answer(Box::new(preflight))
+    } else if header_bytes(&req) > layers.max_header_bytes {
+        let refused = ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request headers exceed {} bytes",
+                layers.max_header_bytes
+            ),
+        );
+        Admission::Answer(Box::new(refused.into_response()))
+    } else if let Some(refused) = limited.filter(|v| !v.taken.allowed) {
         Admission::Answer(Box::new(refused.refusal()))
     } else {
         match limit_body(&mut req, layers.max_body).await {
@@ -109,6 +132,11 @@ pub async fn observe<E: Endpoint>(
     if let Some(verdict) = limited {
         verdict.write_headers(&mut response);
     }
+    if let Some(verified) = &verified {
+        token_hints(verified, layers.token_refresh_hint, &mut response);
+    }
+    layers.cors.decorate(origin.as_ref(), &mut response);
+    crate::security_headers::apply(&path, &mut response);
     // Every 429 says when to come back, whichever limit answered it.
     if response.status() == StatusCode::TOO_MANY_REQUESTS
         && !response.headers().contains_key(RETRY_AFTER)
@@ -157,13 +185,39 @@ async fn serve<E: Endpoint>(
     }
 }
 
-/// The user of a valid bearer token: whose limits and idempotency keys a request uses (the
+/// The caller of a valid bearer token: whose limits and idempotency keys a request uses (the
 /// client address stands in for anonymous requests). Routes authenticate again themselves.
-fn bearer_user(state: &SharedState, req: &Request) -> Option<Uuid> {
+fn bearer_user(state: &SharedState, req: &Request) -> Option<Verified> {
     let token = crate::realtime::bearer_token(req.headers())?;
-    crate::caller::identify(state, token)
-        .ok()
-        .map(|verified| verified.caller.user_id)
+    crate::caller::identify(state, token).ok()
+}
+
+/// The size of the request's headers as sent: names, values and their separators.
+fn header_bytes(req: &Request) -> usize {
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// `X-Token-Expires-At` (RFC 3339) on answers to authenticated requests, and
+/// `X-Token-Refresh-Required: true` when less than `hint` is left.
+fn token_hints(verified: &Verified, hint: Duration, response: &mut Response) {
+    let expires = time::OffsetDateTime::from(verified.valid_until);
+    if let Ok(text) = expires.format(&time::format_description::well_known::Rfc3339)
+        && let Ok(value) = HeaderValue::from_str(&text)
+    {
+        response.headers_mut().insert(TOKEN_EXPIRES_AT, value);
+    }
+    let left = verified
+        .valid_until
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    if left < hint {
+        response
+            .headers_mut()
+            .insert(TOKEN_REFRESH_REQUIRED, HeaderValue::from_static("true"));
+    }
 }
 
 /// Reads the body up to `max` bytes, so no handler ever sees (or buffers) more.

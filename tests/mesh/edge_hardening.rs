@@ -719,3 +719,171 @@ async fn failed_sign_ins_from_one_address_lock_it_out() {
     );
     mesh.stop().await;
 }
+
+async fn preflight(c: &Client, origin: &str) -> Reply {
+    send(
+        c,
+        Method::OPTIONS,
+        "/v1/groups",
+        None,
+        None,
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization, idempotency-key",
+            ),
+        ],
+    )
+    .await
+}
+
+/// CORS: a listed origin's preflight is 204 with the allowed methods and headers, and its
+/// answers name it and expose the client's headers; another origin's preflight is 403 and its
+/// answers carry no CORS headers. SSE obeys the WebSocket origin list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_allowed_origins_pass_cors() {
+    let mesh = TestMesh::spawn_with(|s| {
+        s.guard.cors_allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let ok = preflight(c, "https://app.example").await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(
+        ok.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("POST"))
+    );
+    assert!(
+        ok.header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("idempotency-key") && h.contains("authorization"))
+    );
+    let evil = preflight(c, "https://evil.example").await;
+    assert_problem(&evil.answer(), StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+
+    let me = send(
+        c,
+        Method::GET,
+        "/v1/users/me",
+        Some(&ann.access),
+        None,
+        &[("origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(
+        me.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let exposed = me
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    for header in [
+        "x-request-id",
+        "retry-after",
+        "ratelimit",
+        "idempotent-replayed",
+    ] {
+        assert!(exposed.contains(header), "{header} in {exposed}");
+    }
+    let other = send(
+        c,
+        Method::GET,
+        "/v1/users/me",
+        Some(&ann.access),
+        None,
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    let sse = send(
+        c,
+        Method::GET,
+        "/v1/events",
+        Some(&ann.access),
+        None,
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_problem(&sse.answer(), StatusCode::FORBIDDEN, "forbidden");
+    mesh.stop().await;
+}
+
+/// Every answer carries the security headers; API answers are never cached; oversized
+/// headers are a 431 problem; authenticated answers say when the token expires and, close to
+/// that, that it needs refreshing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_security_and_token_headers() {
+    let mesh = TestMesh::spawn_with(|s| {
+        // Longer than the token's life: every authenticated answer asks for a refresh.
+        s.guard.token_refresh_hint = Duration::from_secs(3600);
+    })
+    .await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let login = sign_in(c, &unique_phone(), "guess", None).await;
+    assert_eq!(login.header("cache-control"), Some("no-store"));
+    assert_eq!(login.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(login.header("x-token-expires-at"), None);
+    let health = send(c, Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(health.header("x-frame-options"), Some("DENY"));
+
+    let me = send(c, Method::GET, "/v1/users/me", Some(&ann.access), None, &[]).await;
+    assert_eq!(me.status, StatusCode::OK);
+    let expires = me.header("x-token-expires-at").expect("X-Token-Expires-At");
+    let expires =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339");
+    assert!(expires > time::OffsetDateTime::now_utc());
+    assert_eq!(me.header("x-token-refresh-required"), Some("true"));
+
+    let huge = "h".repeat(20 * 1024);
+    let refused = send(
+        c,
+        Method::GET,
+        "/v1/users/me",
+        Some(&ann.access),
+        None,
+        &[("x-padding", &huge)],
+    )
+    .await;
+    assert_problem(
+        &refused.answer(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+    );
+    assert!(
+        refused
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/problem+json"))
+    );
+    mesh.stop().await;
+}
+
+/// With the default hint a fresh token is not flagged for refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_tokens_are_not_flagged_for_refresh() {
+    let mesh = TestMesh::spawn().await;
+    let (_, ann) = mesh.client.user("Ann").await;
+    let me = send(
+        &mesh.client,
+        Method::GET,
+        "/v1/users/me",
+        Some(&ann.access),
+        None,
+        &[],
+    )
+    .await;
+    assert!(me.header("x-token-expires-at").is_some());
+    assert_eq!(me.header("x-token-refresh-required"), None);
+    mesh.stop().await;
+}

@@ -15,7 +15,7 @@ mod presence;
 mod sse;
 mod ws;
 
-pub use handshake::bearer_token;
+pub use handshake::{bearer_token, origin_allowed};
 pub use hub::{Hub, HubSettings};
 pub use presence::PresenceDeps;
 pub use sse::events;

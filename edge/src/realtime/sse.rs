@@ -11,6 +11,7 @@ use futures::Stream;
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::ServerFrame;
 use mesh_observability::metrics::RT_FRAMES;
+use poem::http::header::ORIGIN;
 use poem::web::Data;
 use poem::web::sse::{Event, SSE};
 use poem::{IntoResponse, Request, Response, handler};
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use super::Transport;
 use super::close::{CloseReason, ConnectionGauge};
 use super::frames::{frame_type, sse_event};
-use super::handshake::{bearer_token, query_token};
+use super::handshake::{bearer_token, origin_allowed, query_token};
 use super::hub::Registration;
 use super::kick::Kick;
 use crate::SharedState;
@@ -33,6 +34,15 @@ const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
 #[handler]
 pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response {
+    // Browsers' EventSource is held to the WebSocket origin list.
+    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
+    if !origin_allowed(origin, &state.ws.allowed_origins) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            "this origin may not open an event stream",
+        )
+        .into_response();
+    }
     let Some(token) = bearer_token(req.headers()).or_else(|| query_token(req.uri().query())) else {
         return ApiError::new(
             ErrorCode::Unauthorized,
