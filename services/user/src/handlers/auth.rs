@@ -20,7 +20,7 @@ use crate::tokens::{hash_refresh_token, new_refresh_token};
 
 pub async fn register(
     state: State,
-    _ctx: CallContext,
+    ctx: CallContext,
     req: RegisterRequest,
 ) -> Result<UserProfile, ServiceError> {
     let phone = Phone::parse(&req.phone)?;
@@ -29,7 +29,7 @@ pub async fn register(
     let password = Password::parse(req.password)?;
     let hash = state
         .hasher
-        .hash(password.into_inner())
+        .hash(password.into_inner(), ctx.client_ip.as_deref())
         .await
         .map_err(internal)?;
     let granted = if state
@@ -116,7 +116,7 @@ pub async fn login(
     // Verify even for unknown phones, so response time does not reveal which phones exist.
     let matches = state
         .hasher
-        .verify(req.password, hash)
+        .verify(req.password, hash, ctx.client_ip.as_deref())
         .await
         .map_err(internal)?;
     let Some(account) = account.filter(|_| matches) else {
