@@ -16,6 +16,7 @@ mod health;
 mod idempotency;
 mod limits;
 mod middleware;
+mod openapi_doc;
 mod problem;
 mod rate_limit;
 mod realtime;
@@ -165,7 +166,7 @@ fn app(
     idempotency: idempotency::Idempotency,
 ) -> impl poem::Endpoint + 'static {
     let service = openapi(&config.public_url);
-    let spec = service.spec_endpoint();
+    let spec = openapi_doc::refine(&service.spec());
     let docs = service.swagger_ui();
     let layers = Arc::new(middleware::Layers {
         max_body: state.max_body_bytes,
@@ -179,7 +180,12 @@ fn app(
     });
     Route::new()
         .nest("/", service)
-        .at("/openapi.json", get(spec))
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                poem::IntoResponse::with_content_type(spec.clone(), "application/json")
+            })),
+        )
         .nest("/docs", docs)
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
@@ -192,5 +198,5 @@ fn app(
 
 /// The OpenAPI document as JSON, for tooling that wants it without a running edge.
 pub fn openapi_json() -> String {
-    openapi("http://localhost:8080").spec()
+    openapi_doc::refine(&openapi("http://localhost:8080").spec())
 }

@@ -18,7 +18,7 @@ use poem::http::{HeaderName, HeaderValue, StatusCode};
 use poem::{IntoResponse, Request, Response};
 
 use key::{IdempotencyKey, Slot, Verdict};
-pub use key::{REPLAYED_HEADER, Scope};
+pub use key::{MAX_KEY_BYTES, REPLAYED_HEADER, Scope};
 
 use crate::clock::unix_millis;
 use crate::problem::ApiError;
