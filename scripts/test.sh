@@ -35,4 +35,5 @@ cargo test --workspace --all-targets --locked -- --test-threads="${MESH_TEST_THR
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+echo "== schemathesis" >&2; scripts/schema-test.sh || status=$?
 exit "$status"
