@@ -23,6 +23,7 @@ mod realtime;
 mod revoked;
 mod security_headers;
 mod send;
+mod strict_json;
 mod token;
 
 use std::future::Future;
@@ -174,6 +175,7 @@ fn app(
         idempotency,
         proxies: client_ip::TrustedProxies::new(config.guard.trusted_proxies.clone()),
         cors: cors::Cors::new(config.guard.cors_allowed_origins.clone()),
+        body_schemas: strict_json::BodySchemas::new(&spec),
         max_header_bytes: config.guard.max_header_bytes,
         token_refresh_hint: config.guard.token_refresh_hint,
         state: state.clone(),

@@ -23,6 +23,7 @@ use crate::cors::Cors;
 use crate::idempotency::{Admission, Idempotency, Scope};
 use crate::problem::{ApiError, from_poem_error};
 use crate::rate_limit::RouteClass;
+use crate::strict_json::BodySchemas;
 
 /// What the middleware needs, built once per edge.
 pub struct Layers {
@@ -31,6 +32,7 @@ pub struct Layers {
     pub idempotency: Idempotency,
     pub proxies: TrustedProxies,
     pub cors: Cors,
+    pub body_schemas: BodySchemas,
     pub max_header_bytes: usize,
     pub token_refresh_hint: Duration,
     pub state: SharedState,
@@ -114,10 +116,19 @@ pub async fn observe<E: Endpoint>(
     } else {
         match limit_body(&mut req, layers.max_body).await {
             Err(refused) => Admission::Answer(Box::new(refused.into_response())),
-            Ok(()) => {
-                let scope = user.map_or(Scope::Client(ip), Scope::User);
-                layers.idempotency.admit(&mut req, &scope).await
-            }
+            Ok(()) => match coerced_field(&layers.body_schemas, &mut req).await {
+                Some(field) => {
+                    let refused = ApiError::new(
+                        ErrorCode::ValidationFailed,
+                        format!("{field}: must be a JSON string"),
+                    );
+                    Admission::Answer(Box::new(refused.into_response()))
+                }
+                None => {
+                    let scope = user.map_or(Scope::Client(ip), Scope::User);
+                    layers.idempotency.admit(&mut req, &scope).await
+                }
+            },
         }
     };
     let (mut response, route) = match admission {
@@ -190,6 +201,23 @@ async fn serve<E: Endpoint>(
 fn bearer_user(state: &SharedState, req: &Request) -> Option<Verified> {
     let token = crate::realtime::bearer_token(req.headers())?;
     crate::caller::identify(state, token).ok()
+}
+
+/// A number or boolean where the operation's schema wants a string (the body is read from
+/// memory and put back).
+async fn coerced_field(schemas: &BodySchemas, req: &mut Request) -> Option<String> {
+    let is_json = req
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !is_json {
+        return None;
+    }
+    let body = req.take_body().into_bytes().await.unwrap_or_default();
+    let found = schemas.coerced_field(req.method().as_str(), req.uri().path(), &body);
+    req.set_body(body);
+    found
 }
 
 /// The size of the request's headers as sent: names, values and their separators.

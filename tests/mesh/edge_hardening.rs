@@ -887,3 +887,25 @@ async fn fresh_tokens_are_not_flagged_for_refresh() {
     assert_eq!(me.header("x-token-refresh-required"), None);
     mesh.stop().await;
 }
+
+/// A number or boolean where a string is required is a 400, not coerced into a string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_where_strings_are_required_are_refused() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let login = c
+        .post(
+            "/v1/auth/login",
+            json!({ "phone": 15550001, "password": PASSWORD }),
+        )
+        .await;
+    assert_problem(&login, StatusCode::BAD_REQUEST, "validation_failed");
+    assert!(login.1["detail"].as_str().unwrap().contains("$.phone"));
+    let group = c
+        .post_as("/v1/groups", &ann.access, json!({ "name": true }))
+        .await;
+    assert_problem(&group, StatusCode::BAD_REQUEST, "validation_failed");
+    assert_eq!(my_group_count(c, &ann.access).await, 0);
+    mesh.stop().await;
+}
