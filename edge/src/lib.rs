@@ -152,8 +152,9 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
              `typing`, `presence`, `recall`, `sync`, `notification`, `error`, `pong`, \
              `session_revoked`. Close codes: 1000 closed by the client, 1001 server shutdown, \
              1009 frame too large, 1011 server error, 4000 idle timeout, 4001 session revoked, \
-             4002 token expired, 4008 slow consumer, 4401 unauthenticated, 4403 token of another \
-             user. Browsers must send an allowed `Origin`. \
+             4002 token expired, 4008 slow consumer, 4029 frame flood (after `rate_limited` \
+             error frames), 4030 too many connections, 4401 unauthenticated, 4403 token of \
+             another user. Browsers must send an allowed `Origin` (WebSocket and SSE). \
              `GET /v1/events` is the receive-only Server-Sent Events alternative (token in \
              `Authorization: Bearer` or `?access_token=`): one event per server frame, named \
              after its type, starting with `ready`.",
