@@ -29,6 +29,8 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/chart-test.sh
 scripts/observe-test.sh
+echo "== schemathesis" >&2
+scripts/schema-test.sh
 echo "== cargo test" >&2
 log="$(mktemp)"
 status=0

@@ -203,6 +203,8 @@ pub struct RawSettings {
     /// Comma-separated phones that become admins when they register.
     #[arg(long, env = "MESH_BOOTSTRAP_ADMINS", default_value = "")]
     pub bootstrap_admins: String,
+    #[command(flatten)]
+    pub guard: crate::guard_flags::GuardFlags,
 }
 
 /// Validated configuration of a mesh process. Tests build it directly.
@@ -239,6 +241,10 @@ pub struct Settings {
     pub bootstrap_admin_phones: Vec<String>,
     pub chat: ChatSettings,
     pub ws: WsSettings,
+    /// The edge's defences: idempotency, client addresses, limits, CORS.
+    pub guard: mesh_edge::GuardConfig,
+    /// Delays and locks after failed sign-ins (user service).
+    pub login_throttle: mesh_user::LoginThrottle,
 }
 
 /// How chat messages are partitioned and authorized.
@@ -396,6 +402,12 @@ impl Settings {
         }
         let chat = p.chat(raw);
         let ws = p.ws(raw);
+        let guard = raw.guard.parse().map_err(|all| p.0.extend(all)).ok();
+        let login_throttle = raw
+            .guard
+            .login_throttle()
+            .map_err(|all| p.0.extend(all))
+            .ok();
         let db_max_connections = p.take(
             "MESH_DB_MAX_CONNECTIONS",
             raw.db_max_connections.parse::<u32>(),
@@ -463,6 +475,8 @@ impl Settings {
             bootstrap_admin_phones,
             chat: chat.expect("checked"),
             ws: ws.expect("checked"),
+            guard: guard.expect("checked"),
+            login_throttle: login_throttle.expect("checked"),
         })
     }
 }

@@ -174,6 +174,7 @@ pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
             send_queue: settings.ws.send_queue,
             max_frame_bytes: settings.ws.max_frame_bytes,
         },
+        guard: settings.guard.clone(),
     })
 }
 
@@ -196,6 +197,7 @@ pub fn user_config(settings: &Settings) -> anyhow::Result<UserConfig> {
         hash_concurrency: std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2),
+        login_throttle: settings.login_throttle,
     })
 }
 

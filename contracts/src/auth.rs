@@ -23,6 +23,21 @@ pub struct AccessClaims {
     pub exp: u64,
 }
 
+/// The claims of a device token: proof that this device once signed in to account `sub`,
+/// which lets it sign in while the account is locked by failed attempts from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceClaims {
+    /// The user id.
+    pub sub: Uuid,
+    /// Always `device`.
+    pub typ: String,
+    pub iss: String,
+    /// The access-token audience with `:device` appended, so it never passes as an access token.
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
 /// The `kid` of an Ed25519 public key in PEM form: the first 16 hex digits of the SHA-256 of
 /// its text with surrounding white space removed. Signer and verifier both derive it.
 pub fn key_id(public_key_pem: &str) -> String {

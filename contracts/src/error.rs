@@ -78,6 +78,11 @@ error_codes! {
     InvalidText => ("invalid_text", 400, "A text field holds characters that are not allowed"),
     Unstorable => ("unstorable", 422, "The message could not be stored and was set aside"),
     Hidden => ("hidden", 403, "The caller may not see this"),
+    InvalidIdempotencyKey => ("invalid_idempotency_key", 400, "The Idempotency-Key header is malformed"),
+    IdempotencyInProgress => ("idempotency_in_progress", 409, "A request with this Idempotency-Key is still being processed"),
+    IdempotencyKeyMismatch => ("idempotency_key_mismatch", 422, "The Idempotency-Key was used with a different request"),
+    HeadersTooLarge => ("headers_too_large", 431, "The request headers are too large"),
+    LoginLocked => ("login_locked", 429, "Too many failed sign-ins; try again later"),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -137,17 +137,20 @@ pub fn bucket_access(bucket: Bucket) -> (&'static [NatsRole], &'static [NatsRole
         Bucket::Revoked => (&[NatsRole::User], &[NatsRole::Edge]),
         Bucket::Presence => (&[NatsRole::Edge], &[NatsRole::Chat]),
         Bucket::Leases => (&[NatsRole::Chat], &[]),
-        // Reserved: created, used by no role today.
-        Bucket::Idempotency => (&[], &[]),
+        // Edges reserve and store idempotent answers; any edge replays them.
+        Bucket::Idempotency => (&[NatsRole::Edge], &[]),
+        // The user role counts failed sign-ins, cluster-wide.
+        Bucket::LoginFailures => (&[NatsRole::User], &[]),
     }
 }
 
 const STREAMS: [Stream; 3] = [Stream::ChatIn, Stream::Events, Stream::Audit];
-const BUCKETS: [Bucket; 4] = [
+const BUCKETS: [Bucket; 5] = [
     Bucket::Revoked,
     Bucket::Idempotency,
     Bucket::Presence,
     Bucket::Leases,
+    Bucket::LoginFailures,
 ];
 
 /// The subjects one role may publish to and subscribe to.

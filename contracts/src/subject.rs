@@ -35,6 +35,8 @@ pub enum Bucket {
     Presence,
     /// Partition ownership of chat workers.
     Leases,
+    /// Recent failed sign-ins per account and per client address.
+    LoginFailures,
 }
 
 impl Stream {
@@ -54,6 +56,7 @@ impl Bucket {
             Bucket::Idempotency => "IDEMPOTENCY",
             Bucket::Presence => "PRESENCE",
             Bucket::Leases => "LEASES",
+            Bucket::LoginFailures => "LOGIN_FAILURES",
         }
     }
 }

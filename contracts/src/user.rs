@@ -105,6 +105,11 @@ pub struct LoginRequest {
     /// A name for this device, shown in the session list.
     #[oai(validator(max_length = 64))]
     pub device_name: Option<String>,
+    /// The `device_token` of an earlier sign-in on this device: lets its owner sign in while
+    /// the account is locked by failed attempts from elsewhere.
+    #[oai(validator(max_length = 1024))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 /// Exchanges a refresh token for a new token pair; the old refresh token stops working.
@@ -127,6 +132,10 @@ pub struct TokenPair {
     pub expires_in: u64,
     pub user_id: Uuid,
     pub session_id: Uuid,
+    /// On sign-in only: keep it on the device and send it with later sign-ins (see
+    /// `LoginRequest.device_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 /// The caller's own account.

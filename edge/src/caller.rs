@@ -77,10 +77,17 @@ impl From<AuthRefused> for ApiError {
 /// The one authentication rule of every transport (REST, WebSocket, SSE): a valid access
 /// token whose session is not revoked. Failures are counted by reason.
 pub fn authenticate(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused> {
-    let refuse = |code: ErrorCode, detail: &'static str| {
-        AUTH_FAILURES.with_label_values(&[code.as_str()]).inc();
-        AuthRefused { code, detail }
-    };
+    identify(state, token).inspect_err(|refused| {
+        AUTH_FAILURES
+            .with_label_values(&[refused.code.as_str()])
+            .inc();
+    })
+}
+
+/// The rule of `authenticate` without counting failures: the middleware's early look at who
+/// is calling (for limits and idempotency scopes), before the route authenticates for real.
+pub fn identify(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused> {
+    let refuse = |code: ErrorCode, detail: &'static str| AuthRefused { code, detail };
     let claims = state.verifier.verify(token).map_err(|code| match code {
         ErrorCode::TokenExpired => refuse(code, "the access token has expired; refresh it"),
         _ => refuse(ErrorCode::InvalidToken, "the access token is invalid"),
@@ -135,8 +142,11 @@ pub fn request_context(req: &Request) -> CallContext {
     ctx
 }
 
-/// The client's address as this edge sees it.
+/// The client's address: as resolved by the middleware (through trusted proxies), else the peer.
 pub fn client_ip(req: &Request) -> Option<String> {
+    if let Some(ip) = req.data::<crate::client_ip::ClientIp>() {
+        return Some(ip.0.to_string());
+    }
     req.remote_addr()
         .as_socket_addr()
         .map(|addr| addr.ip().to_string())

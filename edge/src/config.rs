@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+pub use crate::client_ip::Cidr;
+pub use crate::idempotency::IdempotencySettings;
+pub use crate::rate_limit::{Quota, RateLimitConfig};
+
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
     /// Ed25519 public key (SPKI PEM) that verifies access tokens.
@@ -20,6 +24,8 @@ pub struct EdgeConfig {
     pub chat_partitions: u32,
     /// WebSocket and SSE limits.
     pub ws: WsConfig,
+    /// Idempotency, client addresses, rate limits, CORS.
+    pub guard: GuardConfig,
 }
 
 /// Limits and timers of realtime connections.
@@ -35,4 +41,39 @@ pub struct WsConfig {
     pub send_queue: usize,
     /// Largest client frame, in bytes.
     pub max_frame_bytes: usize,
+}
+
+/// The edge's defences (issue #13): idempotency keys, client addresses, rate limits, CORS and
+/// header hygiene.
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    /// How idempotent responses are kept.
+    pub idempotency: IdempotencySettings,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Request, frame and connection limits.
+    pub limits: RateLimitConfig,
+    /// Origins whose pages may call the API (CORS); `*` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest total size of a request's headers (431 above it).
+    pub max_header_bytes: usize,
+    /// Authenticated answers say `X-Token-Refresh-Required: true` when the access token has
+    /// less than this left.
+    pub token_refresh_hint: Duration,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            idempotency: IdempotencySettings {
+                ttl: Duration::from_secs(24 * 3600),
+                lease: Duration::from_secs(30),
+            },
+            trusted_proxies: Vec::new(),
+            limits: RateLimitConfig::default(),
+            cors_allowed_origins: Vec::new(),
+            max_header_bytes: 16 * 1024,
+            token_refresh_hint: Duration::from_secs(60),
+        }
+    }
 }

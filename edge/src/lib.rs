@@ -8,15 +8,22 @@ mod acceptor;
 mod api;
 mod audit;
 mod caller;
+mod client_ip;
 mod clock;
 mod config;
+mod cors;
 mod health;
+mod idempotency;
 mod limits;
 mod middleware;
+mod openapi_doc;
 mod problem;
+mod rate_limit;
 mod realtime;
 mod revoked;
+mod security_headers;
 mod send;
+mod strict_json;
 mod token;
 
 use std::future::Future;
@@ -28,7 +35,9 @@ use mesh_nats::{Bus, RpcClient};
 use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
-pub use config::{EdgeConfig, WsConfig};
+pub use config::{
+    Cidr, EdgeConfig, GuardConfig, IdempotencySettings, Quota, RateLimitConfig, WsConfig,
+};
 
 use crate::realtime::{Hub, HubSettings, PresenceDeps};
 use crate::revoked::RevokedSessions;
@@ -53,6 +62,8 @@ pub(crate) struct EdgeState {
     pub ws: WsConfig,
     /// This edge's realtime connections.
     pub hub: Hub,
+    /// Request, chat-send, frame and connection limits.
+    pub limits: rate_limit::RateLimits,
 }
 
 pub(crate) type SharedState = Arc<EdgeState>;
@@ -99,8 +110,13 @@ pub async fn run(
         chat_partitions: config.chat_partitions,
         ws: config.ws.clone(),
         hub: hub.clone(),
+        limits: rate_limit::RateLimits::new(config.guard.limits.clone()),
     });
-    let app = app(state, &config.public_url);
+    let idempotency = idempotency::Idempotency::new(
+        state.bus.bucket(Bucket::Idempotency).await?,
+        config.guard.idempotency,
+    );
+    let app = app(state, &config, idempotency);
     let acceptor = acceptor::NoDelayAcceptor::from_std(listener)?;
     // Realtime connections are closed (1001) as soon as shutdown begins: SSE streams are
     // responses the server's grace period waits for, WebSockets are not.
@@ -137,8 +153,9 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
              `typing`, `presence`, `recall`, `sync`, `notification`, `error`, `pong`, \
              `session_revoked`. Close codes: 1000 closed by the client, 1001 server shutdown, \
              1009 frame too large, 1011 server error, 4000 idle timeout, 4001 session revoked, \
-             4002 token expired, 4008 slow consumer, 4401 unauthenticated, 4403 token of another \
-             user. Browsers must send an allowed `Origin`. \
+             4002 token expired, 4008 slow consumer, 4029 frame flood (after `rate_limited` \
+             error frames), 4030 too many connections, 4401 unauthenticated, 4403 token of \
+             another user. Browsers must send an allowed `Origin` (WebSocket and SSE). \
              `GET /v1/events` is the receive-only Server-Sent Events alternative (token in \
              `Authorization: Bearer` or `?access_token=`): one unnamed event per server frame \
              (every one reaches `EventSource.onmessage`; its `type` says what it is), starting \
@@ -147,15 +164,33 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
         .server(public_url)
 }
 
-fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
-    let service = openapi(public_url);
-    let spec = service.spec_endpoint();
+fn app(
+    state: SharedState,
+    config: &EdgeConfig,
+    idempotency: idempotency::Idempotency,
+) -> impl poem::Endpoint + 'static {
+    let service = openapi(&config.public_url);
+    let spec = openapi_doc::refine(&service.spec());
     let docs = service.swagger_ui();
-    let max_body = state.max_body_bytes;
-    let audit = Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec()));
+    let layers = Arc::new(middleware::Layers {
+        max_body: state.max_body_bytes,
+        audit: Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec())),
+        idempotency,
+        proxies: client_ip::TrustedProxies::new(config.guard.trusted_proxies.clone()),
+        cors: cors::Cors::new(config.guard.cors_allowed_origins.clone()),
+        body_schemas: strict_json::BodySchemas::new(&spec),
+        max_header_bytes: config.guard.max_header_bytes,
+        token_refresh_hint: config.guard.token_refresh_hint,
+        state: state.clone(),
+    });
     Route::new()
         .nest("/", service)
-        .at("/openapi.json", get(spec))
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                poem::IntoResponse::with_content_type(spec.clone(), "application/json")
+            })),
+        )
         .nest("/docs", docs)
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
@@ -164,10 +199,10 @@ fn app(state: SharedState, public_url: &str) -> impl poem::Endpoint + 'static {
         .at("/v1/events", get(realtime::events))
         .at("/asyncapi.json", get(realtime::asyncapi))
         .data(state)
-        .around(move |ep, req| middleware::observe(ep, req, max_body, audit.clone()))
+        .around(move |ep, req| middleware::observe(ep, req, layers.clone()))
 }
 
 /// The OpenAPI document as JSON, for tooling that wants it without a running edge.
 pub fn openapi_json() -> String {
-    openapi("http://localhost:8080").spec()
+    openapi_doc::refine(&openapi("http://localhost:8080").spec())
 }

@@ -1,26 +1,52 @@
-//! Around every request: a request id, a tracing span, the body-size limit, problem+json for
-//! anything that failed, the HTTP metrics, and the audit record of mutating requests.
+//! Around every request: a request id, the client's address, a tracing span, the body-size
+//! limit, idempotency keys, problem+json for anything that failed, the HTTP metrics, and the
+//! audit record of mutating requests.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use mesh_contracts::ErrorCode;
 use mesh_observability::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use poem::error::ReadBodyError;
-use poem::http::HeaderValue;
+use poem::http::header::RETRY_AFTER;
+use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::SharedState;
 use crate::audit::AuditTrail;
+use crate::caller::Verified;
+use crate::client_ip::{ClientIp, TrustedProxies};
+use crate::cors::Cors;
+use crate::idempotency::{Admission, Idempotency, Scope};
 use crate::problem::{ApiError, from_poem_error};
+use crate::rate_limit::RouteClass;
+use crate::strict_json::BodySchemas;
+
+/// What the middleware needs, built once per edge.
+pub struct Layers {
+    pub max_body: usize,
+    pub audit: Arc<AuditTrail>,
+    pub idempotency: Idempotency,
+    pub proxies: TrustedProxies,
+    pub cors: Cors,
+    pub body_schemas: BodySchemas,
+    pub max_header_bytes: usize,
+    pub token_refresh_hint: Duration,
+    pub state: SharedState,
+}
 
 /// The id correlating this request's logs across the mesh; echoed as `x-request-id`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
+/// When the caller's access token expires.
+const TOKEN_EXPIRES_AT: &str = "x-token-expires-at";
+/// Set when the access token is about to expire.
+const TOKEN_REFRESH_REQUIRED: &str = "x-token-refresh-required";
 
 /// Keeps a client-supplied request id only if it is short and plain.
 fn pick_request_id(given: Option<&HeaderValue>) -> String {
@@ -52,32 +78,84 @@ fn static_route(path: &str) -> &'static str {
 pub async fn observe<E: Endpoint>(
     ep: Arc<E>,
     mut req: Request,
-    max_body: usize,
-    audit: Arc<AuditTrail>,
+    layers: Arc<Layers>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let request_id = pick_request_id(req.headers().get(REQUEST_ID_HEADER));
     req.set_data(RequestId(request_id.clone()));
-    let audited = audit.begin(&mut req, &request_id);
+    if let Some(ip) = layers.proxies.resolve(&req) {
+        req.set_data(ClientIp(ip));
+    }
+    let audited = layers.audit.begin(&mut req, &request_id);
     let method = req.method().to_string();
     let path_route = static_route(req.uri().path());
     let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
 
-    let (mut response, route) = match limit_body(&mut req, max_body).await {
-        Err(refused) => (refused.into_response(), path_route),
-        Ok(()) => match ep.call(req).instrument(span.clone()).await {
-            Ok(out) => {
-                let out = out.into_response();
-                let route = out.data::<OperationId>().map_or(path_route, |id| id.0);
-                (out, route)
-            }
-            Err(err) => {
-                let route = err.data::<OperationId>().map_or(path_route, |id| id.0);
-                let _guard = span.enter();
-                (from_poem_error(err), route)
-            }
-        },
+    let path = req.uri().path().to_owned();
+    let origin = layers.cors.origin_of(&req);
+    let verified = bearer_user(&layers.state, &req);
+    let user = verified.as_ref().map(|v| v.caller.user_id);
+    let ip = crate::caller::client_ip(&req).unwrap_or_default();
+    let limited = RouteClass::of(req.method(), &path).map(|class| {
+        let user = user.map(|u| u.to_string());
+        layers.state.limits.check_http(class, &ip, user.as_deref())
+    });
+    let admission = if let Some(preflight) = layers.cors.preflight(&req) {
+        Admission::Answer(Box::new(preflight))
+    } else if header_bytes(&req) > layers.max_header_bytes {
+        let refused = ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request headers exceed {} bytes",
+                layers.max_header_bytes
+            ),
+        );
+        Admission::Answer(Box::new(refused.into_response()))
+    } else if let Some(refused) = limited.filter(|v| !v.taken.allowed) {
+        Admission::Answer(Box::new(refused.refusal()))
+    } else {
+        match limit_body(&mut req, layers.max_body).await {
+            Err(refused) => Admission::Answer(Box::new(refused.into_response())),
+            Ok(()) => match coerced_field(&layers.body_schemas, &mut req).await {
+                Some(field) => {
+                    let refused = ApiError::new(
+                        ErrorCode::ValidationFailed,
+                        format!("{field}: must be a JSON string"),
+                    );
+                    Admission::Answer(Box::new(refused.into_response()))
+                }
+                None => {
+                    let scope = user.map_or(Scope::Client(ip), Scope::User);
+                    layers.idempotency.admit(&mut req, &scope).await
+                }
+            },
+        }
     };
+    let (mut response, route) = match admission {
+        Admission::Answer(answer) => (*answer, path_route),
+        Admission::Pass => serve(&ep, req, &span, path_route).await,
+        Admission::Reserved(reservation) => {
+            let (mut response, route) = serve(&ep, req, &span, path_route).await;
+            reservation.finish(&mut response).await;
+            (response, route)
+        }
+    };
+    if let Some(verdict) = limited {
+        verdict.write_headers(&mut response);
+    }
+    if let Some(verified) = &verified {
+        token_hints(verified, layers.token_refresh_hint, &mut response);
+    }
+    layers.cors.decorate(origin.as_ref(), &mut response);
+    crate::security_headers::apply(&path, &mut response);
+    // Every 429 says when to come back, whichever limit answered it.
+    if response.status() == StatusCode::TOO_MANY_REQUESTS
+        && !response.headers().contains_key(RETRY_AFTER)
+    {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -95,6 +173,79 @@ pub async fn observe<E: Endpoint>(
         .with_label_values(&[route, &method])
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// Calls the routes; every error becomes a problem response. Also names the route served.
+async fn serve<E: Endpoint>(
+    ep: &E,
+    req: Request,
+    span: &tracing::Span,
+    path_route: &'static str,
+) -> (Response, &'static str) {
+    match ep.call(req).instrument(span.clone()).await {
+        Ok(out) => {
+            let out = out.into_response();
+            let route = out.data::<OperationId>().map_or(path_route, |id| id.0);
+            (out, route)
+        }
+        Err(err) => {
+            let route = err.data::<OperationId>().map_or(path_route, |id| id.0);
+            let _guard = span.enter();
+            (from_poem_error(err), route)
+        }
+    }
+}
+
+/// The caller of a valid bearer token: whose limits and idempotency keys a request uses (the
+/// client address stands in for anonymous requests). Routes authenticate again themselves.
+fn bearer_user(state: &SharedState, req: &Request) -> Option<Verified> {
+    let token = crate::realtime::bearer_token(req.headers())?;
+    crate::caller::identify(state, token).ok()
+}
+
+/// A number or boolean where the operation's schema wants a string (the body is read from
+/// memory and put back).
+async fn coerced_field(schemas: &BodySchemas, req: &mut Request) -> Option<String> {
+    let is_json = req
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !is_json {
+        return None;
+    }
+    let body = req.take_body().into_bytes().await.unwrap_or_default();
+    let found = schemas.coerced_field(req.method().as_str(), req.uri().path(), &body);
+    req.set_body(body);
+    found
+}
+
+/// The size of the request's headers as sent: names, values and their separators.
+fn header_bytes(req: &Request) -> usize {
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// `X-Token-Expires-At` (RFC 3339) on answers to authenticated requests, and
+/// `X-Token-Refresh-Required: true` when less than `hint` is left.
+fn token_hints(verified: &Verified, hint: Duration, response: &mut Response) {
+    let expires = time::OffsetDateTime::from(verified.valid_until);
+    if let Ok(text) = expires.format(&time::format_description::well_known::Rfc3339)
+        && let Ok(value) = HeaderValue::from_str(&text)
+    {
+        response.headers_mut().insert(TOKEN_EXPIRES_AT, value);
+    }
+    let left = verified
+        .valid_until
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    if left < hint {
+        response
+            .headers_mut()
+            .insert(TOKEN_REFRESH_REQUIRED, HeaderValue::from_static("true"));
+    }
 }
 
 /// Reads the body up to `max` bytes, so no handler ever sees (or buffers) more.

@@ -64,6 +64,13 @@ pub async fn send(
     message: SendMessage,
     via: SendVia,
 ) -> Result<SendAck, Rejection> {
+    if !state.limits.chat_send(&sender.to_string()).taken.allowed {
+        return Err(Rejection {
+            code: ErrorCode::RateLimited,
+            detail: "too many messages; slow down",
+            conversation_id: None,
+        });
+    }
     let conversation = check(sender, &message).inspect_err(count_rejection)?;
     let inbound = inbound(sender, conversation, message, unix_millis());
     let payload = Bytes::from(serde_json::to_vec(&inbound).expect("inbound messages serialize"));

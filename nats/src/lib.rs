@@ -33,4 +33,4 @@ pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};
 pub use rpc_client::{RpcClient, RpcError};
 pub use service_host::ServiceHost;
-pub use topology::TopologySettings;
+pub use topology::{LOGIN_FAILURE_WINDOW, TopologySettings};

@@ -23,6 +23,8 @@ pub struct TopologySettings {
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Presence entries vanish after two missed heartbeats.
 const PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// Failed sign-ins are forgotten this long after the last one (which ends a lock).
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// A partition lease expires unless renewed.
 const LEASE_TTL: Duration = Duration::from_secs(6);
 
@@ -39,6 +41,11 @@ impl Bus {
             ),
             (Bucket::Presence, PRESENCE_TTL, "online users"),
             (Bucket::Leases, LEASE_TTL, "chat partition leases"),
+            (
+                Bucket::LoginFailures,
+                LOGIN_FAILURE_WINDOW,
+                "recent failed sign-ins",
+            ),
         ];
         for (bucket, max_age, description) in buckets {
             let config = kv::Config {
@@ -139,6 +146,14 @@ impl Bus {
         Some((cluster.leader?, current))
     }
 
+    /// Deletes one bucket of the prefix (tests of a missing bucket, teardown).
+    pub async fn delete_bucket(&self, bucket: Bucket) {
+        let _ = self
+            .jetstream
+            .delete_key_value(self.prefix.bucket(bucket))
+            .await;
+    }
+
     /// Deletes every stream and bucket of the prefix (test teardown).
     pub async fn delete_topology(&self) {
         let p = &self.prefix;
@@ -147,8 +162,9 @@ impl Bus {
             Bucket::Idempotency,
             Bucket::Presence,
             Bucket::Leases,
+            Bucket::LoginFailures,
         ] {
-            let _ = self.jetstream.delete_key_value(p.bucket(bucket)).await;
+            self.delete_bucket(bucket).await;
         }
         for which in [Stream::ChatIn, Stream::Events, Stream::Audit] {
             let _ = self.jetstream.delete_stream(p.stream(which)).await;

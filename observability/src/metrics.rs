@@ -91,6 +91,26 @@ pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Idempotency-Key handling at the edge, by outcome: `stored`, `replayed`, `in_progress`
+/// (409), `mismatch` (422), `released` (a 5xx freed the key), `fail_open` (the bucket was
+/// unavailable and the request went ahead unprotected).
+pub static IDEMPOTENCY: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_idempotency_total",
+        "Idempotency-Key outcomes at the edge",
+        &["outcome"],
+    )
+});
+
+/// Requests, frames and connections refused by a rate limit, by limit.
+pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_rate_limited_total",
+        "Requests, frames and connections refused by a rate limit",
+        &["limit"],
+    )
+});
+
 /// Revoked sessions currently known to this process.
 pub static REVOKED_SESSIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("mesh_revoked_sessions", "Revoked sessions held in memory")
@@ -431,6 +451,8 @@ pub fn touch_all() {
     LazyLock::force(&RPC_SERVER_REQUESTS);
     LazyLock::force(&RPC_SERVER_DURATION);
     LazyLock::force(&AUTH_FAILURES);
+    LazyLock::force(&IDEMPOTENCY);
+    LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&REVOKED_SESSIONS);
     LazyLock::force(&NATS_EVENTS);
     LazyLock::force(&CACHE_LOOKUPS);

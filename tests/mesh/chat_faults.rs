@@ -62,6 +62,8 @@ async fn a_killed_chat_worker_loses_nothing_accepted() {
         let (f, id) = send(i);
         expected.entry(f).or_default().push(id);
     }
+    // History is served by the chat service: wait until the second worker answers it.
+    mesh.wait_ready().await;
     for (f, friend) in friends.iter().enumerate() {
         let conversation = private_id(&ann, friend);
         crate::harness::wait_until("every message stored", || async {

@@ -100,6 +100,29 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             send_queue: 4096,
             max_frame_bytes: 32 * 1024,
         },
+        guard: lifted_limits(),
+        login_throttle: mesh_user::LoginThrottle::default(),
+    }
+}
+
+/// The edge's defences with rate limits far above what any test sends (every test client
+/// shares 127.0.0.1); tests of the limits set their own.
+pub fn lifted_limits() -> mesh_edge::GuardConfig {
+    let lots = mesh_edge::Quota::new(1_000_000, Duration::from_secs(1));
+    mesh_edge::GuardConfig {
+        limits: mesh_edge::RateLimitConfig {
+            auth_per_ip: lots,
+            write_per_ip: lots,
+            write_per_user: lots,
+            read_per_ip: lots,
+            read_per_user: lots,
+            chat_sends_per_user: lots,
+            ws_frames: lots,
+            ws_flood_close_after: 1_000,
+            connections_per_user: 100_000,
+            connections_per_ip: 100_000,
+        },
+        ..mesh_edge::GuardConfig::default()
     }
 }
 

@@ -12,6 +12,7 @@ mod chat_contract;
 mod chat_faults;
 mod discovery;
 mod edge;
+mod edge_hardening;
 mod events;
 mod faults;
 mod nats_cluster;

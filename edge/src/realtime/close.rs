@@ -29,10 +29,14 @@ pub enum CloseReason {
     UserMismatch,
     /// The connection failed (socket error, push subscription lost).
     Error,
+    /// The client kept sending frames over its rate limit.
+    Flooding,
+    /// The user or address already holds as many connections as allowed.
+    TooManyConnections,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 10] = [
+    const ALL: [CloseReason; 12] = [
         CloseReason::ClientClosed,
         CloseReason::IdleTimeout,
         CloseReason::SlowConsumer,
@@ -43,6 +47,8 @@ impl CloseReason {
         CloseReason::Unauthenticated,
         CloseReason::UserMismatch,
         CloseReason::Error,
+        CloseReason::Flooding,
+        CloseReason::TooManyConnections,
     ];
 
     /// The WebSocket close code: standard codes where one fits, 4xxx for the mesh's own.
@@ -58,6 +64,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => 4008,
             CloseReason::Unauthenticated => 4401,
             CloseReason::UserMismatch => 4403,
+            CloseReason::Flooding => 4029,
+            CloseReason::TooManyConnections => 4030,
         }
     }
 
@@ -74,6 +82,8 @@ impl CloseReason {
             CloseReason::Unauthenticated => "unauthenticated",
             CloseReason::UserMismatch => "user_mismatch",
             CloseReason::Error => "error",
+            CloseReason::Flooding => "rate_limited",
+            CloseReason::TooManyConnections => "too_many_connections",
         }
     }
 
@@ -94,6 +104,12 @@ impl CloseReason {
             CloseReason::Unauthenticated => "no valid token arrived in time",
             CloseReason::UserMismatch => "a refreshing `auth` frame carried another user's token",
             CloseReason::Error => "the server failed; reconnect",
+            CloseReason::Flooding => {
+                "the client kept sending frames over its budget after `error` frames; slow down"
+            }
+            CloseReason::TooManyConnections => {
+                "the user or address already holds the most connections allowed"
+            }
         }
     }
 

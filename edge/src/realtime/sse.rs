@@ -12,6 +12,7 @@ use futures::Stream;
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::ServerFrame;
 use mesh_observability::metrics::RT_FRAMES;
+use poem::http::header::ORIGIN;
 use poem::web::Data;
 use poem::web::sse::{Event, SSE};
 use poem::{IntoResponse, Request, Response, handler};
@@ -20,19 +21,29 @@ use tokio::time::Instant;
 use super::Transport;
 use super::close::{CloseReason, ConnectionGauge};
 use super::frames::{frame_type, sse_event};
-use super::handshake::{bearer_token, query_token};
+use super::handshake::{bearer_token, origin_allowed, query_token};
 use super::hub::Registration;
 use super::kick::Kick;
 use crate::SharedState;
 use crate::caller::{Verified, authenticate};
 use crate::clock::instant_at;
 use crate::problem::ApiError;
+use crate::rate_limit::ConnectionSlot;
 
 /// How long to wait for the user's push subscription before refusing the stream.
 const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
 #[handler]
 pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response {
+    // Browsers' EventSource is held to the WebSocket origin list.
+    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
+    if !origin_allowed(origin, &state.ws.allowed_origins) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            "this origin may not open an event stream",
+        )
+        .into_response();
+    }
     let Some(token) = bearer_token(req.headers()).or_else(|| query_token(req.uri().query())) else {
         return ApiError::new(
             ErrorCode::Unauthorized,
@@ -45,6 +56,15 @@ pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response 
         Err(refused) => return ApiError::from(refused).into_response(),
     };
     let caller = &verified.caller;
+    let ip = crate::caller::client_ip(req).unwrap_or_default();
+    let slot = match state
+        .limits
+        .connections
+        .open(&caller.user_id.to_string(), &ip)
+    {
+        Ok(slot) => slot,
+        Err(cap) => return cap.problem().into_response(),
+    };
     let Ok(mut registration) = state.hub.register(caller.user_id, caller.session_id) else {
         return unavailable("the edge is shutting down");
     };
@@ -55,7 +75,7 @@ pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response 
     if !registration.wait_subscribed(SUBSCRIBE_DEADLINE).await {
         return unavailable("push delivery is not available; try again");
     }
-    SSE::new(stream(registration, &verified))
+    SSE::new(stream(registration, &verified, slot))
         .keep_alive(state.ws.heartbeat)
         .into_response()
 }
@@ -79,11 +99,14 @@ struct Connection {
     phase: Phase,
     /// Counts the connection, and its end when the stream is dropped.
     gauge: ConnectionGauge,
+    /// This connection's place under the per-user and per-address caps.
+    _slot: ConnectionSlot,
 }
 
 fn stream(
     registration: Registration,
     verified: &Verified,
+    slot: ConnectionSlot,
 ) -> impl Stream<Item = Event> + Send + use<> {
     let connection = Connection {
         kick: registration.kick(),
@@ -95,6 +118,7 @@ fn stream(
         },
         phase: Phase::Starting,
         gauge: ConnectionGauge::open(Transport::Sse),
+        _slot: slot,
     };
     futures::stream::unfold(connection, |mut connection| async move {
         let event = connection.next_event().await?;

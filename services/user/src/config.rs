@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use crate::domain::login_throttle::LoginThrottle;
+
 /// How the user service issues tokens and treats sessions.
 #[derive(Clone)]
 pub struct UserConfig {
@@ -22,6 +24,8 @@ pub struct UserConfig {
     pub bootstrap_admin_phones: Vec<String>,
     /// How many password hashes may run at once (each takes ~19 MiB and a core).
     pub hash_concurrency: usize,
+    /// Delays and locks after failed sign-ins.
+    pub login_throttle: LoginThrottle,
 }
 
 impl std::fmt::Debug for UserConfig {

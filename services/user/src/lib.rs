@@ -8,6 +8,7 @@ mod domain;
 mod handlers;
 mod hashing;
 pub mod keys;
+mod login_failures;
 mod store;
 mod tokens;
 
@@ -16,7 +17,7 @@ use std::future::Future;
 use mesh_nats::{Bus, ServiceHost};
 use sqlx::PgPool;
 
-pub use config::UserConfig;
+pub use config::{LoginThrottle, UserConfig};
 pub use store::migrate;
 
 /// What the user role needs from the outside world.

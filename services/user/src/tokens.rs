@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mesh_contracts::auth::{AccessClaims, key_id};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use mesh_contracts::auth::{AccessClaims, DeviceClaims, key_id};
 use mesh_contracts::user::{Role, TokenPair};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -17,6 +17,8 @@ use crate::domain::roles;
 #[derive(Clone)]
 pub struct TokenIssuer {
     key: EncodingKey,
+    /// Verifies the device tokens this service issued.
+    verifying: DecodingKey,
     kid: String,
     issuer: String,
     audience: String,
@@ -29,8 +31,11 @@ impl TokenIssuer {
             EncodingKey::from_ed_pem(config.jwt_private_key_pem.as_bytes()).map_err(|err| {
                 anyhow::anyhow!("JWT private key is not an Ed25519 PKCS#8 PEM key: {err}")
             })?;
+        let verifying = DecodingKey::from_ed_pem(config.jwt_public_key_pem.as_bytes())
+            .map_err(|err| anyhow::anyhow!("JWT public key is not an Ed25519 PEM key: {err}"))?;
         Ok(Self {
             key,
+            verifying,
             kid: key_id(&config.jwt_public_key_pem),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
@@ -67,7 +72,44 @@ impl TokenIssuer {
             expires_in: self.access_ttl.as_secs(),
             user_id,
             session_id,
+            device_token: None,
         })
+    }
+}
+
+/// How long a device token lets its device past a lock.
+const DEVICE_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
+
+impl TokenIssuer {
+    fn device_audience(&self) -> String {
+        format!("{}:device", self.audience)
+    }
+
+    /// A device token for a device that just signed in to `user_id`.
+    pub fn device_token(&self, user_id: Uuid) -> anyhow::Result<String> {
+        let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        let claims = DeviceClaims {
+            sub: user_id,
+            typ: "device".to_owned(),
+            iss: self.issuer.clone(),
+            aud: self.device_audience(),
+            iat: now,
+            exp: now + DEVICE_TTL.as_secs(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
+    }
+
+    /// The account a valid device token was issued for.
+    pub fn device_of(&self, token: &str) -> Option<Uuid> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[self.device_audience()]);
+        let claims = jsonwebtoken::decode::<DeviceClaims>(token, &self.verifying, &validation)
+            .ok()?
+            .claims;
+        (claims.typ == "device").then_some(claims.sub)
     }
 }
 
@@ -112,9 +154,14 @@ mod tests {
             refresh_reuse_grace: Duration::from_secs(2),
             bootstrap_admin_phones: vec![],
             hash_concurrency: 1,
+            login_throttle: crate::LoginThrottle::default(),
         };
         let issuer = TokenIssuer::new(&config).unwrap();
         let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
+        // Device tokens name their account and never pass as access tokens (or vice versa).
+        let device = issuer.device_token(user).unwrap();
+        assert_eq!(issuer.device_of(&device), Some(user));
+        assert_eq!(issuer.device_of("not.a.token"), None);
         let tokens = issuer
             .pair(user, session, &[Role::Admin], "r".into())
             .unwrap();
@@ -135,5 +182,7 @@ mod tests {
         assert_eq!(claims.roles, vec!["user", "admin"]);
         assert_eq!(claims.exp - claims.iat, 60);
         assert_eq!(tokens.expires_in, 60);
+        assert_eq!(issuer.device_of(&tokens.access_token), None);
+        assert!(jsonwebtoken::decode::<AccessClaims>(&device, &key, &validation).is_err());
     }
 }

@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use super::session::Session;
 use crate::SharedState;
 use crate::caller::{Verified, authenticate};
+use crate::problem::ApiError;
+use crate::rate_limit::ConnectionSlot;
 use crate::realtime::Transport;
 use crate::realtime::close::{CloseReason, ConnectionGauge};
 use crate::realtime::frames::frame_type;
@@ -33,10 +35,11 @@ pub async fn serve(
     state: SharedState,
     mut socket: WebSocketStream,
     verified: Option<Verified>,
+    slot: Option<ConnectionSlot>,
     ctx: CallContext,
 ) {
     let mut gauge = ConnectionGauge::open(Transport::WebSocket);
-    let reason = run(&state, &mut socket, verified, ctx).await;
+    let reason = run(&state, &mut socket, verified, slot, ctx).await;
     gauge.closed(reason);
     close(&mut socket, reason).await;
 }
@@ -45,6 +48,7 @@ async fn run(
     state: &SharedState,
     socket: &mut WebSocketStream,
     verified: Option<Verified>,
+    slot: Option<ConnectionSlot>,
     ctx: CallContext,
 ) -> CloseReason {
     let verified = match verified {
@@ -52,6 +56,13 @@ async fn run(
         None => match first_frame_auth(state, socket).await {
             Ok(verified) => verified,
             Err(reason) => return reason,
+        },
+    };
+    let _slot = match slot {
+        Some(slot) => slot,
+        None => match take_slot(state, &verified, &ctx) {
+            Ok(slot) => slot,
+            Err(_) => return CloseReason::TooManyConnections,
         },
     };
     let caller = verified.caller.clone();
@@ -76,6 +87,20 @@ async fn run(
     }
     let session = Session::new(state.clone(), &verified, registration, ctx);
     session.run(socket).await
+}
+
+/// A place for `verified`'s connection under the per-user and per-address caps.
+pub fn take_slot(
+    state: &SharedState,
+    verified: &Verified,
+    ctx: &CallContext,
+) -> Result<ConnectionSlot, ApiError> {
+    let ip = ctx.client_ip.as_deref().unwrap_or_default();
+    state
+        .limits
+        .connections
+        .open(&verified.caller.user_id.to_string(), ip)
+        .map_err(|cap| cap.problem())
 }
 
 /// Waits for an `auth` frame with a valid token; other frames are answered `unauthorized`.

@@ -3,6 +3,7 @@
 //! <token>`), authenticates before upgrading; otherwise the first frame must be `auth`.
 
 mod connection;
+mod flood;
 mod requests;
 mod session;
 mod timers;
@@ -47,11 +48,20 @@ pub async fn websocket(
         Err(refused) => return ApiError::from(refused).into_response(),
     };
     let ctx = request_context(req);
+    // Known callers are held to the connection caps before the upgrade (a 429); callers
+    // that authenticate with their first frame, right after it (close 4030).
+    let slot = match &verified {
+        Some(verified) => match connection::take_slot(state, verified, &ctx) {
+            Ok(slot) => Some(slot),
+            Err(refused) => return refused.into_response(),
+        },
+        None => None,
+    };
     let state = state.clone();
     socket
         .protocols([BEARER_PROTOCOL])
         .config(socket_config(&state.ws))
-        .on_upgrade(move |stream| connection::serve(state, stream, verified, ctx))
+        .on_upgrade(move |stream| connection::serve(state, stream, verified, slot, ctx))
         .into_response()
 }
 

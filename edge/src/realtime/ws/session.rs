@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::connection::{count_in, read, write, write_frame, write_text};
+use super::flood::{FloodGuard, FrameVerdict};
 use super::requests::Requests;
 use super::timers::{Due, Timers};
 use super::typing::TypingLimiter;
@@ -31,6 +32,7 @@ pub struct Session {
     requests: Requests,
     timers: Timers,
     typing: TypingLimiter,
+    flood: FloodGuard,
 }
 
 /// What woke the loop.
@@ -56,7 +58,14 @@ impl Session {
             state.ws.idle_timeout,
             instant_at(verified.valid_until),
         );
+        let limits = &state.limits.config;
+        let flood = FloodGuard::new(
+            limits.ws_frames,
+            limits.ws_flood_close_after,
+            std::time::Instant::now(),
+        );
         Self {
+            flood,
             requests: Requests::new(state.clone(), user, session, ctx),
             state,
             user,
@@ -106,6 +115,19 @@ impl Session {
     ) -> Result<(), CloseReason> {
         let message = read(incoming)?;
         self.timers.heard(Instant::now());
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            match self.flood.judge(std::time::Instant::now()) {
+                FrameVerdict::Serve => {}
+                FrameVerdict::Refuse => {
+                    let refusal = ServerFrame::error(
+                        ErrorCode::RateLimited,
+                        "too many frames; slow down (a continued flood closes the socket with 4029)",
+                    );
+                    return write_frame(socket, &refusal).await;
+                }
+                FrameVerdict::Close => return Err(CloseReason::Flooding),
+            }
+        }
         match message {
             Message::Text(text) => self.on_text(socket, &text).await,
             Message::Binary(_) => {

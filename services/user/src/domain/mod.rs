@@ -2,6 +2,7 @@
 //! Nothing here does I/O.
 
 pub mod fields;
+pub mod login_throttle;
 pub mod refresh;
 pub mod roles;
 

@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use super::{State, db, internal};
 use crate::domain::fields::{Avatar, Nickname, Password, Phone, device_name};
+use crate::domain::login_throttle::Attempt;
 use crate::domain::refresh::{RefreshDecision, TokenState, decide};
 use crate::domain::roles;
+use crate::login_failures::Subjects;
 use crate::store::{self, accounts, outbox, sessions};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 
@@ -28,7 +30,7 @@ pub async fn register(
     let password = Password::parse(req.password)?;
     let hash = state
         .hasher
-        .hash(password.into_inner())
+        .hash(password.into_inner(), ctx.client_ip.as_deref())
         .await
         .map_err(internal)?;
     let granted = if state
@@ -84,11 +86,15 @@ struct OpenedSession {
 }
 
 impl OpenedSession {
+    /// The token pair, and a device token that lets this device sign in through a lock on the
+    /// account later (see `login`).
     fn tokens(self, state: &State, roles_held: &[Role]) -> Result<TokenPair, ServiceError> {
-        state
+        let mut pair = state
             .issuer
             .pair(self.user_id, self.id, roles_held, self.refresh_token)
-            .map_err(internal)
+            .map_err(internal)?;
+        pair.device_token = Some(state.issuer.device_token(self.user_id).map_err(internal)?);
+        Ok(pair)
     }
 }
 
@@ -127,22 +133,49 @@ pub async fn login(
     let refused = || ServiceError::new(ErrorCode::InvalidCredentials, "phone or password is wrong");
     // Malformed credentials are simply wrong credentials: no hint about which part.
     let Ok(phone) = Phone::parse(&req.phone) else {
+        state
+            .failures
+            .record(&Subjects::new(req.phone.trim(), ctx.client_ip.as_deref()))
+            .await;
         return Err(refused());
     };
+    let subjects = Subjects::new(phone.as_str(), ctx.client_ip.as_deref());
     let device = device_name(req.device_name.as_deref())?;
     let account = accounts::by_phone(&state.pool, phone.as_str())
         .await
         .map_err(db)?;
+    let known_device = req
+        .device_token
+        .as_deref()
+        .and_then(|token| state.issuer.device_of(token))
+        .is_some_and(|owner| account.as_ref().is_some_and(|a| a.id == owner));
+    let failures = state.failures.count(&subjects).await;
+    match state.config.login_throttle.judge(failures, known_device) {
+        // The same answer whether the phone exists or not.
+        Attempt::Locked => {
+            return Err(ServiceError::new(
+                ErrorCode::LoginLocked,
+                "too many failed sign-ins; try again later or sign in from a known device",
+            ));
+        }
+        Attempt::Proceed(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+        Attempt::Proceed(_) => {}
+    }
     let hash = account.as_ref().map(|a| a.password_hash.clone());
     // Verify even for unknown phones, so response time does not reveal which phones exist.
     let matches = state
         .hasher
-        .verify(req.password, hash)
+        .verify(req.password, hash, ctx.client_ip.as_deref())
         .await
         .map_err(internal)?;
     let Some(account) = account.filter(|_| matches) else {
+        state.failures.record(&subjects).await;
         return Err(refused());
     };
+    // The owner passing a lock on a known device leaves the lock standing for everyone else.
+    if failures.account < state.config.login_throttle.lock_after {
+        state.failures.clear(&subjects).await;
+    }
     if account.disabled {
         return Err(ServiceError::new(
             ErrorCode::AccountDisabled,

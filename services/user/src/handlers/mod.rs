@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::config::UserConfig;
 use crate::hashing::Hasher;
+use crate::login_failures::LoginFailures;
 use crate::tokens::TokenIssuer;
 use crate::{UserDeps, store};
 
@@ -28,6 +29,7 @@ pub struct Inner {
     revocations: Revocations,
     issuer: TokenIssuer,
     hasher: Hasher,
+    failures: LoginFailures,
     config: UserConfig,
 }
 
@@ -43,12 +45,14 @@ impl State {
         let revocations = deps.bus.revocations().await?;
         let issuer = TokenIssuer::new(&config)?;
         let hasher = Hasher::new(config.hash_concurrency).await?;
+        let failures = LoginFailures::open(&deps.bus).await?;
         Ok(Self(Arc::new(Inner {
             pool: deps.pool,
             bus: deps.bus,
             revocations,
             issuer,
             hasher,
+            failures,
             config,
         })))
     }

@@ -1,0 +1,121 @@
+//! Caps on open realtime connections (WebSocket and SSE) per user and per client address: a
+//! slot is taken at the handshake and given back when the connection's slot is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mesh_observability::metrics::RATE_LIMITED;
+
+/// Open connections by user and by address.
+#[derive(Clone)]
+pub struct ConnectionLimits {
+    per_user: usize,
+    per_ip: usize,
+    open: Arc<Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    users: HashMap<String, usize>,
+    ips: HashMap<String, usize>,
+}
+
+/// Which cap a refused connection hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionCap {
+    User(usize),
+    Ip(usize),
+}
+
+impl ConnectionCap {
+    /// The 429 answered to a handshake over a cap.
+    pub fn problem(self) -> crate::problem::ApiError {
+        let detail = match self {
+            ConnectionCap::User(n) => format!("this user already has {n} open connections"),
+            ConnectionCap::Ip(n) => format!("this address already has {n} open connections"),
+        };
+        crate::problem::ApiError::new(mesh_contracts::ErrorCode::RateLimited, detail)
+    }
+}
+
+/// One open connection's place; dropping it frees the place.
+pub struct ConnectionSlot {
+    open: Arc<Mutex<Counts>>,
+    user: String,
+    ip: String,
+}
+
+fn release(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(per_user: usize, per_ip: usize) -> Self {
+        Self {
+            per_user,
+            per_ip,
+            open: Arc::default(),
+        }
+    }
+
+    /// Takes a place for a connection of `user` from `ip`, unless a cap is reached.
+    pub fn open(&self, user: &str, ip: &str) -> Result<ConnectionSlot, ConnectionCap> {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let by_user = counts.users.get(user).copied().unwrap_or(0);
+        let by_ip = counts.ips.get(ip).copied().unwrap_or(0);
+        let refused = if by_user >= self.per_user {
+            Some(("connections_user", ConnectionCap::User(self.per_user)))
+        } else if by_ip >= self.per_ip {
+            Some(("connections_ip", ConnectionCap::Ip(self.per_ip)))
+        } else {
+            None
+        };
+        if let Some((limit, cap)) = refused {
+            RATE_LIMITED.with_label_values(&[limit]).inc();
+            return Err(cap);
+        }
+        *counts.users.entry(user.to_owned()).or_default() += 1;
+        *counts.ips.entry(ip.to_owned()).or_default() += 1;
+        Ok(ConnectionSlot {
+            open: self.open.clone(),
+            user: user.to_owned(),
+            ip: ip.to_owned(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        release(&mut counts.users, &self.user);
+        release(&mut counts.ips, &self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_capped_and_given_back() {
+        let limits = ConnectionLimits::new(2, 3);
+        let a1 = limits.open("ann", "1.1.1.1").unwrap();
+        let _a2 = limits.open("ann", "1.1.1.1").unwrap();
+        assert_eq!(
+            limits.open("ann", "2.2.2.2").err(),
+            Some(ConnectionCap::User(2))
+        );
+        let _b1 = limits.open("bob", "1.1.1.1").unwrap();
+        assert_eq!(
+            limits.open("cy", "1.1.1.1").err(),
+            Some(ConnectionCap::Ip(3))
+        );
+        drop(a1);
+        assert!(limits.open("ann", "2.2.2.2").is_ok());
+    }
+}

@@ -1,0 +1,111 @@
+//! Recent failed sign-ins, counted cluster-wide in the `<P>_LOGIN_FAILURES` bucket per
+//! account (by phone, known or not) and per client address. An entry is forgotten
+//! `LOGIN_FAILURE_WINDOW` after its last failure. When the bucket cannot be reached, sign-ins
+//! go on uncounted (logged), rather than locking everyone out.
+
+use bytes::Bytes;
+use mesh_contracts::Bucket;
+use mesh_nats::{Bus, KvBucket, KvError};
+use sha2::{Digest, Sha256};
+
+use crate::domain::login_throttle::Failures;
+
+/// Attempts at a compare-and-set increment racing other edges' increments.
+const ATTEMPTS: usize = 5;
+
+#[derive(Clone)]
+pub struct LoginFailures {
+    bucket: KvBucket,
+}
+
+/// The bucket keys of one attempt: digests, so no phone or address is stored in the clear.
+pub struct Subjects {
+    account: String,
+    ip: Option<String>,
+}
+
+fn key(kind: &str, value: &str) -> String {
+    format!("{kind}.{}", hex::encode(Sha256::digest(value.as_bytes())))
+}
+
+impl Subjects {
+    pub fn new(phone: &str, ip: Option<&str>) -> Self {
+        Self {
+            account: key("account", phone),
+            ip: ip.map(|ip| key("ip", ip)),
+        }
+    }
+}
+
+impl LoginFailures {
+    pub async fn open(bus: &Bus) -> anyhow::Result<Self> {
+        Ok(Self {
+            bucket: bus.bucket(Bucket::LoginFailures).await?,
+        })
+    }
+
+    async fn read(&self, key: &str) -> Result<(u32, Option<u64>), KvError> {
+        Ok(match self.bucket.get(key).await? {
+            Some(entry) => (
+                std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                Some(entry.revision),
+            ),
+            None => (0, None),
+        })
+    }
+
+    /// Recent failures of the account and the address (zero when unknown or unreachable).
+    pub async fn count(&self, subjects: &Subjects) -> Failures {
+        let read = |key: &str| {
+            let key = key.to_owned();
+            async move {
+                self.read(&key).await.map(|(n, _)| n).unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, "cannot read sign-in failures");
+                    0
+                })
+            }
+        };
+        let account = read(&subjects.account).await;
+        let ip = match &subjects.ip {
+            Some(ip) => read(ip).await,
+            None => 0,
+        };
+        Failures { account, ip }
+    }
+
+    /// Counts one more failure of the account and of the address.
+    pub async fn record(&self, subjects: &Subjects) {
+        for key in std::iter::once(&subjects.account).chain(subjects.ip.as_ref()) {
+            if let Err(err) = self.increment(key).await {
+                tracing::warn!(error = %err, "cannot count a sign-in failure");
+            }
+        }
+    }
+
+    async fn increment(&self, key: &str) -> Result<(), KvError> {
+        for _ in 0..ATTEMPTS {
+            let (n, revision) = self.read(key).await?;
+            let value = Bytes::from((n + 1).to_string());
+            let written = match revision {
+                Some(revision) => self.bucket.update(key, value, revision).await,
+                None => self.bucket.create(key, value).await,
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                Err(KvError::Conflict) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(KvError::Conflict)
+    }
+
+    /// Forgets the account's failures after its owner signed in.
+    pub async fn clear(&self, subjects: &Subjects) {
+        if let Err(err) = self.bucket.delete(&subjects.account).await {
+            tracing::warn!(error = %err, "cannot clear sign-in failures");
+        }
+    }
+}
