@@ -153,27 +153,17 @@ async fn a_client_that_stops_reading_is_disconnected() {
     // grace instead. Either way the edge cut it off as a slow consumer, which it counts.
     let code = close_code(slow.closed().await);
     assert!(code == 4008 || code == 0, "closed with {code}");
-    let metrics = c
-        .raw()
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let slow_consumers = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with(
-                r#"mesh_realtime_disconnects_total{reason="slow_consumer",transport="websocket"}"#,
-            )
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
-    assert!(
-        slow_consumers >= Some(1.0),
-        "no slow_consumer disconnect counted"
-    );
+    // The edge counts the disconnect once it has finished closing (after the client's close
+    // reply, or its close grace).
+    crate::harness::wait_until("a slow_consumer disconnect counted", || async {
+        let metrics = c.raw().get(c.url("/metrics")).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        let series = r#"mesh_realtime_disconnects_total{reason="slow_consumer",transport="ws"} "#;
+        text.lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .any(|count| count.parse::<f64>().is_ok_and(|n| n >= 1.0))
+    })
+    .await;
     reader.send(json!({"type": "ping", "nonce": "ok"})).await;
     assert_eq!(reader.expect_type("pong").await["nonce"], "ok");
     mesh.stop().await;
