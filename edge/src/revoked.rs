@@ -10,6 +10,12 @@ use mesh_nats::{Revocation, Revocations};
 use mesh_observability::metrics::{REVOCATION_WATCH_OPEN, REVOKED_SESSIONS};
 use moka::sync::Cache;
 use tokio::sync::watch;
+
+/// How often a live watch is compared with the bucket's newest revision.
+const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// Checks in a row that find the watch behind before it is re-opened (a write in flight is
+/// behind for one check at most).
+const STALL_TICKS: u32 = 2;
 use uuid::Uuid;
 
 /// Upper bound on remembered revocations; beyond it the oldest are evicted (their tokens are
@@ -49,20 +55,45 @@ impl RevokedSessions {
         (self.listener)(revocation);
     }
 
-    /// Follows the bucket until `stop` flips, re-opening the watch whenever it breaks.
+    /// Follows the bucket until `stop` flips, re-opening the watch whenever it breaks, or when
+    /// it falls silent while the bucket moved on (a watch whose consumer lived on a NATS node
+    /// that died can stall without ending).
     pub async fn follow(self, revocations: Revocations, mut stop: watch::Receiver<bool>) {
         loop {
             match revocations.watch().await {
                 Ok(stream) => {
                     REVOCATION_WATCH_OPEN.set(1);
                     let mut stream = std::pin::pin!(stream);
+                    let mut seen = 0u64;
+                    let mut behind = 0u32;
+                    let mut check = tokio::time::interval(STALL_CHECK);
+                    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
-                        tokio::select! {
+                        let due = tokio::select! {
                             _ = stop.wait_for(|s| *s) => return,
                             next = stream.next() => match next {
-                                Some(revocation) => self.insert(revocation),
+                                Some(watched) => {
+                                    seen = seen.max(watched.revision);
+                                    if let Some(revocation) = watched.revocation {
+                                        self.insert(revocation);
+                                    }
+                                    false
+                                }
                                 None => break,
                             },
+                            _ = check.tick() => true,
+                        };
+                        if due {
+                            let newest = revocations.newest_revision().await;
+                            behind = if newest.is_some_and(|n| n > seen) {
+                                behind + 1
+                            } else {
+                                0
+                            };
+                            if behind >= STALL_TICKS {
+                                tracing::warn!(seen, ?newest, "revocation watch stalled");
+                                break;
+                            }
                         }
                     }
                     REVOCATION_WATCH_OPEN.set(0);

@@ -20,6 +20,17 @@ pub struct Revocation {
 #[derive(Clone)]
 pub struct Revocations {
     store: Store,
+    jetstream: async_nats::jetstream::Context,
+    /// The bucket's underlying stream (`KV_<bucket>`).
+    stream: String,
+}
+
+/// What a watch delivered: the bucket revision it reached, and the revocation if the entry was
+/// one (deletes and purges only move the revision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    pub revision: u64,
+    pub revocation: Option<Revocation>,
 }
 
 impl Bus {
@@ -31,7 +42,11 @@ impl Bus {
             .get_key_value(&name)
             .await
             .map_err(|err| crate::ConnectError::Topology(format!("bucket {name}: {err}")))?;
-        Ok(Revocations { store })
+        Ok(Revocations {
+            store,
+            jetstream: self.jetstream.clone(),
+            stream: format!("KV_{name}"),
+        })
     }
 }
 
@@ -48,11 +63,12 @@ impl Revocations {
             .map_err(|err| err.to_string())
     }
 
-    /// Every revocation in the bucket, then each new one as it is written.
+    /// Every revocation in the bucket, then each new one as it is written, each with the
+    /// revision it reached.
     ///
     /// The stream ends when the watch breaks (for example the server went away for long);
     /// callers loop, calling `watch` again, and re-receive the whole set.
-    pub async fn watch(&self) -> Result<impl Stream<Item = Revocation> + Send + use<>, String> {
+    pub async fn watch(&self) -> Result<impl Stream<Item = Watched> + Send + use<>, String> {
         let watch = self
             .store
             .watch_with_history(">")
@@ -62,18 +78,35 @@ impl Revocations {
             .take_while(|entry| std::future::ready(entry.is_ok()))
             .filter_map(|entry| async move {
                 let entry = entry.ok()?;
-                if entry.operation != Operation::Put {
-                    return None;
-                }
-                let session_id = Uuid::parse_str(&entry.key).ok()?;
-                let user_id = std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|v| Uuid::parse_str(v).ok())?;
-                Some(Revocation {
-                    session_id,
-                    user_id,
+                let revocation = (entry.operation == Operation::Put)
+                    .then(|| {
+                        let session_id = Uuid::parse_str(&entry.key).ok()?;
+                        let user_id = std::str::from_utf8(&entry.value)
+                            .ok()
+                            .and_then(|v| Uuid::parse_str(v).ok())?;
+                        Some(Revocation {
+                            session_id,
+                            user_id,
+                        })
+                    })
+                    .flatten();
+                Some(Watched {
+                    revision: entry.revision,
+                    revocation,
                 })
             }))
+    }
+
+    /// The newest revision the bucket holds, asked of the server now; `Some(0)` when it holds
+    /// nothing (every entry expired), `None` when the server cannot say.
+    pub async fn newest_revision(&self) -> Option<u64> {
+        let mut stream = self.jetstream.get_stream(&self.stream).await.ok()?;
+        let state = &stream.info().await.ok()?.state;
+        Some(if state.messages == 0 {
+            0
+        } else {
+            state.last_sequence
+        })
     }
 
     /// How long after a broken watch to try again.
