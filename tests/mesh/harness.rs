@@ -178,9 +178,16 @@ impl TestMesh {
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut settings = test_settings(&prefix, Some(fresh_database().await));
         tune(&mut settings);
-        roles::migrate_nats(&settings)
-            .await
-            .expect("create the test's streams and buckets");
+        // A cluster that is still forming (a peer not yet current) refuses replicated streams
+        // for a moment; like an operator's migration job, try again until it is placed.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(err) = roles::migrate_nats(&settings).await {
+            assert!(
+                Instant::now() < deadline,
+                "create the test's streams and buckets: {err}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let (node, url) = Node::start(settings.clone(), roles).await;
         let url = url.expect("edge url");
         let mesh = Self {
