@@ -180,14 +180,17 @@ impl TestMesh {
         tune(&mut settings);
         // A cluster that is still forming (a peer not yet current) refuses replicated streams
         // for a moment; like an operator's migration job, try again until it is placed.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(err) = roles::migrate_nats(&settings).await {
-            assert!(
-                Instant::now() < deadline,
-                "create the test's streams and buckets: {err}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        poll_until(
+            "the test's streams and buckets",
+            Duration::from_secs(60),
+            || async {
+                roles::migrate_nats(&settings)
+                    .await
+                    .inspect_err(|err| eprintln!("migrate NATS: {err}; retrying"))
+                    .ok()
+            },
+        )
+        .await;
         let (node, url) = Node::start(settings.clone(), roles).await;
         let url = url.expect("edge url");
         let mesh = Self {
@@ -288,10 +291,24 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    poll_until(what, Duration::from_secs(20), || {
+        let checked = check();
+        async move { checked.await.then_some(()) }
+    })
+    .await
+}
+
+/// Tries `attempt` until it yields a value, for at most `limit`: the one waiting loop of the
+/// tests (a condition to see, or an action to retry while the mesh recovers).
+pub async fn poll_until<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
-        if check().await {
-            return;
+        if let Some(value) = attempt().await {
+            return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::chat::{history, private_id};
-use crate::harness::{Client, TestMesh, Tokens, wait_until};
+use crate::harness::{Client, TestMesh, Tokens, poll_until, wait_until};
 use crate::nats_server::scratch_dir;
 use crate::social_friends::befriend;
 
@@ -114,25 +114,25 @@ async fn send_through(
     let mut longest = Duration::ZERO;
     for i in 0..count {
         let client_id = format!("{tag}-{i}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, ack) = c
-                .post_as(
-                    "/v1/messages",
-                    &ann.access,
-                    json!({"client_id": client_id, "to": bob.user_id, "body": "through"}),
-                )
-                .await;
-            if status == StatusCode::ACCEPTED && ack["status"] == "accepted" {
-                break;
-            }
-            assert!(
-                status.is_server_error() || status == StatusCode::ACCEPTED,
-                "{status} {ack}"
-            );
-            assert!(Instant::now() < deadline, "{client_id} never accepted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(
+            &format!("{client_id} accepted"),
+            Duration::from_secs(30),
+            || async {
+                let (status, ack) = c
+                    .post_as(
+                        "/v1/messages",
+                        &ann.access,
+                        json!({"client_id": client_id, "to": bob.user_id, "body": "through"}),
+                    )
+                    .await;
+                assert!(
+                    status.is_server_error() || status == StatusCode::ACCEPTED,
+                    "{status} {ack}"
+                );
+                (status == StatusCode::ACCEPTED && ack["status"] == "accepted").then_some(())
+            },
+        )
+        .await;
         longest = longest.max(last.elapsed());
         last = Instant::now();
         accepted.push(client_id);
@@ -149,50 +149,42 @@ async fn send_through(
 async fn all_stored(c: &Client, ann: &Tokens, bob: &Tokens, ids: &[String]) {
     let conversation = private_id(ann, bob);
     let started = Instant::now();
-    loop {
-        let seen = history(c, bob, &conversation, 0).await;
-        let missing: Vec<&String> = ids
-            .iter()
-            .filter(|id| {
-                seen.iter()
-                    .filter(|m| m["client_id"] == id.as_str())
-                    .count()
-                    != 1
-            })
-            .collect();
-        if missing.is_empty() {
-            println!(
-                "all stored {:?} after the last acceptance",
-                started.elapsed()
-            );
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "accepted but not stored once: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "every accepted message stored once",
+        Duration::from_secs(60),
+        || async {
+            let seen = history(c, bob, &conversation, 0).await;
+            ids.iter()
+                .all(|id| {
+                    seen.iter()
+                        .filter(|m| m["client_id"] == id.as_str())
+                        .count()
+                        == 1
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "all stored {:?} after the last acceptance",
+        started.elapsed()
+    );
 }
 
 /// Waits until every replica of the stream (or bucket) is current again; returns its leader.
 async fn healed(bus: &Bus, stream: Option<Stream>, bucket: Option<Bucket>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    poll_until("every replica current", Duration::from_secs(30), || async {
         let state = match (stream, bucket) {
             (Some(s), _) => bus.stream_leader(s).await,
             (_, Some(b)) => bus.bucket_leader(b).await,
             _ => None,
         };
-        if let Some((leader, 2)) = state {
-            return leader;
+        match state {
+            Some((leader, 2)) => Some(leader),
+            _ => None,
         }
-        assert!(
-            Instant::now() < deadline,
-            "replicas never all current: {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,18 +227,21 @@ async fn killing_the_ingest_or_a_bucket_leader_loses_nothing_accepted() {
     // Like any client, retry while the bucket elects a new leader (503); a retry after a
     // logout that did land is refused (401), also fine.
     let started = Instant::now();
-    loop {
-        let (status, body) = c.post_as("/v1/auth/logout", &other.access, json!({})).await;
-        if status.is_success() || status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert!(status.is_server_error(), "{status} {body}");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "logout never worked"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "logout with a node down",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = c.post_as("/v1/auth/logout", &other.access, json!({})).await;
+            assert!(
+                status.is_success()
+                    || status == StatusCode::UNAUTHORIZED
+                    || status.is_server_error(),
+                "{status} {body}"
+            );
+            (status.is_success() || status == StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
+    .await;
     println!("logout with a node down took {:?}", started.elapsed());
     wait_until("revoked token refused", || async {
         c.get_as("/v1/users/me", &other.access).await.0 == StatusCode::UNAUTHORIZED
