@@ -15,47 +15,21 @@ if [[ ! -x "$venv/bin/st" ]]; then
 fi
 
 cargo build --locked --bin mesh
-mesh="${CARGO_TARGET_DIR:-target}/debug/mesh"
-work="$(mktemp -d)"
-db="schema_$(date +%s)_$$"
-psql "$MESH_DATABASE_URL" -qc "CREATE DATABASE $db" >/dev/null
-pid=""
-cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  psql "$MESH_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$mesh" keygen --out "$work/keys" >/dev/null
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-export MESH_DATABASE_URL="${MESH_DATABASE_URL%/*}/$db"
-export MESH_PREFIX="schema$$" MESH_HTTP_ADDR="127.0.0.1:$port"
-export MESH_METRICS_ADDR="127.0.0.1:0"
-export MESH_JWT_PRIVATE_KEY="$work/keys/jwt_ed25519.pem" MESH_JWT_PUBLIC_KEY="$work/keys/jwt_ed25519.pub.pem"
+# shellcheck source=scripts/lib/scratch-mesh.sh
+source scripts/lib/scratch-mesh.sh
 # The fuzzer is one client: lift the limits it would otherwise (rightly) hit.
 export MESH_RATE_AUTH_IP=100000/1s MESH_RATE_WRITE_IP=100000/1s MESH_RATE_WRITE_USER=100000/1s
 export MESH_RATE_READ_IP=100000/1s MESH_RATE_READ_USER=100000/1s MESH_RATE_CHAT_SENDS=100000/1s
 export MESH_LOGIN_LOCK_AFTER=100000 MESH_LOGIN_IP_LOCK_AFTER=100000 MESH_LOGIN_DELAY_AFTER=100000
-export RUST_LOG="${RUST_LOG:-error}"
-"$mesh" migrate >/dev/null
-"$mesh" all >"$work/mesh.log" 2>&1 &
-pid=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 200); do
-  curl -fs "$base/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "$base/readyz" >/dev/null
+start_scratch_mesh schema "${CARGO_TARGET_DIR:-target}/debug/mesh"
 
 # A signed-in user for each pass: the second pass ends its session (logout, logout-all, revoke),
 # which would make every later request of the first pass a 401.
 token() {
   local phone="+1555$(printf '%07d' $((RANDOM * RANDOM % 10000000)))"
+  # Registering signs in: its answer carries the access token.
   curl -fs -H 'content-type: application/json' "$base/v1/auth/register" \
-    -d "{\"phone\":\"$phone\",\"password\":\"schemathesis-pass\",\"nickname\":\"St\"}" >/dev/null
-  curl -fs -H 'content-type: application/json' "$base/v1/auth/login" \
-    -d "{\"phone\":\"$phone\",\"password\":\"schemathesis-pass\"}" |
+    -d "{\"phone\":\"$phone\",\"password\":\"schemathesis-pass\",\"nickname\":\"St\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
 run() {
