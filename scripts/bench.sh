@@ -56,7 +56,8 @@ cargo build --locked --release -p nats-mesh --bin mesh -p mesh-loadgen --bin loa
 
 # Stop NATS and Postgres at the end only if this script is what starts them.
 scripts/services.sh status >/dev/null 2>&1 || services_started=1
-eval "$(scripts/services.sh up)"
+service_env="$(scripts/services.sh up)"   # a failing start stops here
+eval "$service_env"
 
 # The benchmark gets its own database, so its users and messages stay apart from development.
 db_url="${MESH_BENCH_DATABASE_URL:-}"

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
-eval "$(scripts/services.sh up)"
+service_env="$(scripts/services.sh up)"   # a failing start stops here
+eval "$service_env"
 # STORM_PROFILE=dev skips the release build (hashing is optimised in every profile).
 profile="${STORM_PROFILE:-release}"
 cargo build --profile "$profile" --locked --bin mesh

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
-eval "$(scripts/services.sh up)"
+service_env="$(scripts/services.sh up)"   # a failing start stops here
+eval "$service_env"
 cargo build --locked --bin mesh
 keys=.local/keys
 if [[ ! -f "$keys/jwt_ed25519.pem" ]]; then

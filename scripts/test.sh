@@ -17,7 +17,9 @@ cleanup() {
 trap cleanup EXIT
 
 export MESH_PG_FAST=1
-eval "$(scripts/services.sh up)"
+# Assigned first so that a failing start stops the run here (eval "$(..)" would hide it).
+service_env="$(scripts/services.sh up)"
+eval "$service_env"
 
 # Databases left behind by earlier interrupted runs (each test creates its own).
 psql "$MESH_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'" |
