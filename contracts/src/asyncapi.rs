@@ -2,8 +2,8 @@
 //! generated from the frame types in [`crate::chat`], so the published description cannot drift
 //! from what the server sends and accepts.
 
+use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
 
 use crate::chat::{ClientFrame, ServerFrame};
@@ -97,16 +97,6 @@ pub fn document(version: &str, close_codes: &[CloseCode]) -> Value {
             "schemas": schemas
         }
     })
-}
-
-/// The schema of an RFC 3339 timestamp (how every instant is written on the wire).
-pub fn rfc3339(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": "string", "format": "date-time"})
-}
-
-/// An RFC 3339 timestamp or `null`.
-pub fn rfc3339_or_null(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": ["string", "null"], "format": "date-time"})
 }
 
 /// The schema of any frame type, as a standalone JSON Schema whose `$ref`s resolve inside

@@ -226,7 +226,7 @@ pub struct ChatMessage {
     #[serde(default)]
     pub deleted: bool,
     #[serde(with = "time::serde::rfc3339")]
-    #[schemars(schema_with = "crate::asyncapi::rfc3339")]
+    #[schemars(schema_with = "crate::formats::rfc3339")]
     pub sent_at: OffsetDateTime,
 }
 
@@ -437,7 +437,7 @@ pub enum Notification {
     Muted {
         group_id: Uuid,
         #[serde(with = "time::serde::rfc3339")]
-        #[schemars(schema_with = "crate::asyncapi::rfc3339")]
+        #[schemars(schema_with = "crate::formats::rfc3339")]
         muted_until: OffsetDateTime,
     },
     /// To the member whose mute was lifted.
@@ -473,7 +473,7 @@ pub struct Presence {
     pub user_id: Uuid,
     pub online: bool,
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schemars(schema_with = "crate::asyncapi::rfc3339_or_null")]
+    #[schemars(schema_with = "crate::formats::rfc3339_or_null")]
     pub last_seen: Option<OffsetDateTime>,
 }
 

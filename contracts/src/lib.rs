@@ -10,6 +10,7 @@ pub mod auth;
 pub mod chat;
 pub mod error;
 pub mod events;
+pub mod formats;
 pub mod idempotency;
 pub mod nats_permissions;
 pub mod page;

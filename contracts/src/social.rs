@@ -120,11 +120,11 @@ pub struct FriendRequest {
     pub message: Option<String>,
     pub status: FriendRequestStatus,
     #[serde(with = "time::serde::rfc3339")]
-    #[schemars(schema_with = "crate::asyncapi::rfc3339")]
+    #[schemars(schema_with = "crate::formats::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it was accepted, rejected or cancelled.
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schemars(schema_with = "crate::asyncapi::rfc3339_or_null")]
+    #[schemars(schema_with = "crate::formats::rfc3339_or_null")]
     pub handled_at: Option<OffsetDateTime>,
 }
 
@@ -374,10 +374,10 @@ pub struct GroupJoinRequest {
     pub message: Option<String>,
     pub status: JoinRequestStatus,
     #[serde(with = "time::serde::rfc3339")]
-    #[schemars(schema_with = "crate::asyncapi::rfc3339")]
+    #[schemars(schema_with = "crate::formats::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schemars(schema_with = "crate::asyncapi::rfc3339_or_null")]
+    #[schemars(schema_with = "crate::formats::rfc3339_or_null")]
     pub handled_at: Option<OffsetDateTime>,
     /// The owner or admin who approved or rejected it.
     pub handled_by: Option<Uuid>,

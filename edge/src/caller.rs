@@ -11,8 +11,8 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 use uuid::Uuid;
 
-use crate::middleware::RequestId;
 use crate::problem::ApiError;
+use crate::request_id::RequestId;
 use crate::{EdgeState, SharedState};
 
 /// A verified caller.

@@ -12,8 +12,8 @@ use poem::http::header::{
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{IntoResponse, Request, Response};
 
+use crate::handshake::origin_allowed;
 use crate::problem::ApiError;
-use crate::realtime::origin_allowed;
 
 /// Methods of the API.
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";

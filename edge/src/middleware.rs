@@ -13,7 +13,6 @@ use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::SharedState;
 use crate::audit::AuditTrail;
@@ -23,6 +22,7 @@ use crate::cors::Cors;
 use crate::idempotency::{Admission, Idempotency, Scope};
 use crate::problem::{ApiError, from_poem_error};
 use crate::rate_limit::RouteClass;
+use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::strict_json::BodySchemas;
 
 /// What the middleware needs, built once per edge.
@@ -38,28 +38,10 @@ pub struct Layers {
     pub state: SharedState,
 }
 
-/// The id correlating this request's logs across the mesh; echoed as `x-request-id`.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-const REQUEST_ID_HEADER: &str = "x-request-id";
 /// When the caller's access token expires.
 const TOKEN_EXPIRES_AT: &str = "x-token-expires-at";
 /// Set when the access token is about to expire.
 const TOKEN_REFRESH_REQUIRED: &str = "x-token-refresh-required";
-
-/// Keeps a client-supplied request id only if it is short and plain.
-fn pick_request_id(given: Option<&HeaderValue>) -> String {
-    given
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
-        .filter(|v| {
-            v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::now_v7().to_string())
-}
 
 /// Routes outside the OpenAPI service, kept as metric labels; anything else is `unmatched`.
 fn static_route(path: &str) -> &'static str {
@@ -81,8 +63,9 @@ pub async fn observe<E: Endpoint>(
     layers: Arc<Layers>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
-    let request_id = pick_request_id(req.headers().get(REQUEST_ID_HEADER));
-    req.set_data(RequestId(request_id.clone()));
+    let request_id = RequestId::pick(req.headers().get(REQUEST_ID_HEADER));
+    req.set_data(request_id.clone());
+    let request_id = request_id.0;
     if let Some(ip) = layers.proxies.resolve(&req) {
         req.set_data(ClientIp(ip));
     }
@@ -199,7 +182,7 @@ async fn serve<E: Endpoint>(
 /// The caller of a valid bearer token: whose limits and idempotency keys a request uses (the
 /// client address stands in for anonymous requests). Routes authenticate again themselves.
 fn bearer_user(state: &SharedState, req: &Request) -> Option<Verified> {
-    let token = crate::realtime::bearer_token(req.headers())?;
+    let token = crate::handshake::bearer_token(req.headers())?;
     crate::caller::identify(state, token).ok()
 }
 
@@ -274,21 +257,5 @@ async fn limit_body(req: &mut Request, max: usize) -> Result<(), ApiError> {
             ErrorCode::BadRequest,
             "the body could not be read",
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_kept_only_when_plain() {
-        let keep = HeaderValue::from_static("abc-123_x.y");
-        assert_eq!(pick_request_id(Some(&keep)), "abc-123_x.y");
-        let evil = HeaderValue::from_static("a b<script>");
-        assert_ne!(pick_request_id(Some(&evil)), "a b<script>");
-        let long = HeaderValue::from_str(&"a".repeat(65)).unwrap();
-        assert_eq!(pick_request_id(Some(&long)).len(), 36);
-        assert_eq!(pick_request_id(None).len(), 36);
     }
 }

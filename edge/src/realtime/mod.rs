@@ -8,14 +8,12 @@
 mod close;
 mod forwarder;
 mod frames;
-mod handshake;
 mod hub;
 mod kick;
 mod presence;
 mod sse;
 mod ws;
 
-pub use handshake::{bearer_token, origin_allowed};
 pub use hub::{Hub, HubSettings};
 
 /// `GET /asyncapi.json`: the realtime protocol, generated from the frame types in `contracts`.

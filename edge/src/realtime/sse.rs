@@ -21,12 +21,12 @@ use tokio::time::Instant;
 use super::Transport;
 use super::close::{CloseReason, ConnectionGauge};
 use super::frames::{frame_type, sse_event};
-use super::handshake::{bearer_token, origin_allowed, query_token};
 use super::hub::Registration;
 use super::kick::Kick;
 use crate::SharedState;
 use crate::caller::{Verified, authenticate};
 use crate::clock::instant_at;
+use crate::handshake::{bearer_token, origin_allowed, query_token};
 use crate::problem::ApiError;
 use crate::rate_limit::ConnectionSlot;
 

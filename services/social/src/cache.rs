@@ -62,7 +62,7 @@ impl Caches {
             .or_try_insert_with(async {
                 let ids = store::friends::friend_ids(pool, user)
                     .await
-                    .map_err(crate::handlers::db)?;
+                    .map_err(mesh_service_kit::db_error)?;
                 Ok::<_, ServiceError>(Arc::new(ids.into_iter().collect::<HashSet<_>>()))
             })
             .await
@@ -86,7 +86,7 @@ impl Caches {
             .or_try_insert_with(async {
                 let rows = store::members::all(pool, group)
                     .await
-                    .map_err(crate::handlers::db)?;
+                    .map_err(mesh_service_kit::db_error)?;
                 let map = rows
                     .iter()
                     .map(|row| {

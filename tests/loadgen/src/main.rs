@@ -2,6 +2,7 @@
 //! writes what it measured to `bench/results.md` and `bench/results.json`.
 
 mod api;
+mod problems;
 mod report;
 mod scenarios;
 mod timeline;

@@ -172,7 +172,7 @@ pub fn send_frame(client_id: &str, target: Target<'_>, body: &str) -> Message {
 pub async fn next_text(
     stream: &mut Stream,
     stop: &tokio_util::sync::CancellationToken,
-    problems: &crate::scenarios::Problems,
+    problems: &crate::problems::Problems,
     who: &str,
 ) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
     loop {

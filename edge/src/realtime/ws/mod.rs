@@ -15,10 +15,10 @@ use poem::web::Data;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::{IntoResponse, Request, Response, handler};
 
-use super::handshake::{BEARER_PROTOCOL, bearer_token, origin_allowed, subprotocol_token};
 use crate::SharedState;
 use crate::caller::{authenticate, request_context};
 use crate::config::WsConfig;
+use crate::handshake::{BEARER_PROTOCOL, bearer_token, origin_allowed, subprotocol_token};
 use crate::problem::ApiError;
 
 /// Bytes read from the socket at a time. The buffer is allocated for every connection and

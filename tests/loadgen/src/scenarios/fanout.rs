@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, Problems, body, open_sockets};
+use super::{Ctx, body, open_sockets};
+use crate::problems::Problems;
 use crate::report::{self, Latency, Outcome, thousands};
 use crate::timeline::{Slot, Timeline};
 use crate::ws::{self, Frame, Profile, Stream, Target};

@@ -10,7 +10,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, Problems, open_sockets};
+use super::{Ctx, open_sockets};
+use crate::problems::Problems;
 use crate::report::{Outcome, thousands};
 use crate::ws::{self, Profile, Socket};
 

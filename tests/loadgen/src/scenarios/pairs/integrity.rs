@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use super::Run;
 use super::readers::StoredLog;
+use crate::problems::Problems;
 use crate::report::{self, Outcome};
-use crate::scenarios::Problems;
 use crate::timeline::Timeline;
 
 /// Integrity of what was stored and delivered.

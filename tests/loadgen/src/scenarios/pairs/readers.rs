@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::scenarios::Problems;
+use crate::problems::Problems;
 use crate::timeline::{Slot, Timeline};
 use crate::ws::{self, Frame, Stream};
 

@@ -1,4 +1,4 @@
-//! What a realtime request must show before it is served: an allowed `Origin` (WebSocket) and
+//! What a request must show before it is served: an allowed `Origin` (WebSocket, CORS) and
 //! an access token, from the `Authorization` header, the WebSocket subprotocol list
 //! (`bearer, <token>`, for browsers) or the `access_token` query parameter (for EventSource).
 
