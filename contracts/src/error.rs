@@ -1,5 +1,6 @@
 //! Stable error codes shared by every service and the edge, and the RPC error reply.
 
+use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 
 macro_rules! error_codes {
@@ -117,6 +118,36 @@ impl ServiceError {
     }
 }
 
+/// The body of every error answer of the HTTP API: an RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:nats-mesh:error:<code>`.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary, the same for every occurrence of `code`.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong with this request, safe to show.
+    pub detail: String,
+    /// The stable error code to branch on (see `ErrorCode`).
+    pub code: String,
+}
+
+impl Problem {
+    /// The problem document answering `code`, with this request's client-safe `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:nats-mesh:error:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.http_status(),
+            detail: detail.into(),
+            code: code.as_str().to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +161,17 @@ mod tests {
             assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
         }
         assert_eq!(ErrorCode::parse("no_such_code"), None);
+    }
+
+    #[test]
+    fn a_problem_names_its_code_status_and_title() {
+        let problem = Problem::new(ErrorCode::GroupFull, "no room");
+        let json = serde_json::to_value(&problem).unwrap();
+        assert_eq!(json["type"], "urn:nats-mesh:error:group_full");
+        assert_eq!(json["status"], 409);
+        assert_eq!(json["code"], "group_full");
+        assert_eq!(json["title"], ErrorCode::GroupFull.title());
+        assert_eq!(json["detail"], "no room");
     }
 
     #[test]

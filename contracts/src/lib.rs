@@ -19,6 +19,6 @@ pub mod social;
 pub mod subject;
 pub mod user;
 
-pub use error::{ErrorCode, ServiceError};
+pub use error::{ErrorCode, Problem, ServiceError};
 pub use rpc::{Rpc, Service};
 pub use subject::{Bucket, InvalidPrefix, Prefix, Stream, Subject};

@@ -1,28 +1,12 @@
 //! The one place where failures become HTTP responses: RFC 9457 problem+json documents with
 //! a stable `code`. Internal details never reach the client; 5xx causes are logged here.
 
-use mesh_contracts::{ErrorCode, ServiceError};
+use mesh_contracts::{ErrorCode, Problem, ServiceError};
 use mesh_nats::RpcError;
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
+use poem_openapi::ApiResponse;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object};
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, Object)]
-pub struct Problem {
-    /// A URI naming the kind of problem: `urn:nats-mesh:error:<code>`.
-    #[oai(rename = "type")]
-    pub kind: String,
-    /// A short summary, the same for every occurrence of `code`.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What went wrong with this request, safe to show.
-    pub detail: String,
-    /// The stable error code to branch on (see `ErrorCode`).
-    pub code: String,
-}
 
 /// Every error response of the API.
 #[derive(Debug, ApiResponse)]
@@ -41,13 +25,7 @@ impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let problem = Problem {
-            kind: format!("urn:nats-mesh:error:{}", code.as_str()),
-            title: code.title().to_owned(),
-            status: status.as_u16(),
-            detail: detail.into(),
-            code: code.as_str().to_owned(),
-        };
+        let problem = Problem::new(code, detail);
         if status.is_server_error() {
             ApiError::Server(status, Json(problem))
         } else {
