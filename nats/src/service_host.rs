@@ -52,13 +52,15 @@ impl ServiceHost {
         self
     }
 
-    /// Registers the handler of operation `R`.
-    pub fn handle<R, S, F, Fut>(mut self, state: S, handler: F) -> Self
+    /// Registers the handler of operation `R`. Its error converts into the `ServiceError`
+    /// answered, inside the request's span (so a conversion that logs names the request).
+    pub fn handle<R, S, F, Fut, E>(mut self, state: S, handler: F) -> Self
     where
         R: Rpc,
         S: Clone + Send + Sync + 'static,
         F: Fn(S, CallContext, R::Request) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R::Reply, ServiceError>> + Send + 'static,
+        Fut: Future<Output = Result<R::Reply, E>> + Send + 'static,
+        E: Into<ServiceError> + Send + 'static,
     {
         assert_eq!(
             R::SERVICE,
@@ -77,7 +79,7 @@ impl ServiceHost {
                         format!("cannot decode request: {err}"),
                     )
                 })?;
-                let reply = handler(state, ctx, request).await?;
+                let reply = handler(state, ctx, request).await.map_err(Into::into)?;
                 serde_json::to_vec(&reply).map(Bytes::from).map_err(|err| {
                     tracing::error!(error = %err, "cannot encode reply");
                     ServiceError::internal()
@@ -132,6 +134,18 @@ impl ServiceHost {
         tracing::info!(service = %name, "service stopped");
         Ok(())
     }
+}
+
+/// Declares a service's operations as one table, `Operation => handler`, each handler taking
+/// `(state, ctx, request)`: `operations!(host, state; GetUser => profile::get, ...)`.
+#[macro_export]
+macro_rules! operations {
+    ($host:expr, $state:expr; $($op:ty => $handler:expr),+ $(,)?) => {{
+        let host: $crate::ServiceHost = $host;
+        let state = $state;
+        $(let host = host.handle::<$op, _, _, _, _>(state.clone(), $handler);)+
+        host
+    }};
 }
 
 async fn serve_endpoint(

@@ -219,7 +219,7 @@ impl SlowRegister {
         let stop = CancellationToken::new();
         let state = (calls.clone(), gate.clone());
         let host = ServiceHost::new(bus, Service::User, "slow register")
-            .handle::<Register, _, _, _>(
+            .handle::<Register, _, _, _, ServiceError>(
                 state,
                 |(calls, gate), _ctx, _req: RegisterRequest| async move {
                     if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -229,7 +229,9 @@ impl SlowRegister {
                     Err(ServiceError::new(ErrorCode::PhoneTaken, "taken"))
                 },
             )
-            .handle::<Health, _, _, _>((), |(), _ctx, _req: Empty| async { Ok(Empty {}) });
+            .handle::<Health, _, _, _, ServiceError>((), |(), _ctx, _req: Empty| async {
+                Ok(Empty {})
+            });
         let shutdown = stop.clone();
         tokio::spawn(async move { host.run(shutdown.cancelled_owned()).await });
         Self { calls, gate, stop }

@@ -5,12 +5,7 @@ use mesh_contracts::ServiceError;
 use mesh_contracts::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use uuid::Uuid;
 
-fn invalid(field: &str, why: &str) -> ServiceError {
-    ServiceError::new(
-        mesh_contracts::ErrorCode::ValidationFailed,
-        format!("{field}: {why}"),
-    )
-}
+use crate::fault::invalid;
 
 /// A page request parsed and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

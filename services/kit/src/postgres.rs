@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use mesh_contracts::{ErrorCode, ServiceError};
+use mesh_contracts::ServiceError;
 use sqlx::PgPool;
+
+use crate::fault::Fault;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -62,35 +64,19 @@ pub fn is_permanent(err: &sqlx::Error) -> bool {
     }
 }
 
-/// A database failure: logged with its cause, answered opaquely. Pool timeouts and I/O errors
-/// mean Postgres is unreachable or saturated, which the client may retry (503).
+/// A database failure as the `ServiceError` a caller sees (the cause is logged). Prefer
+/// returning `Fault` and `?`; this is for code that must answer a `ServiceError` directly.
 pub fn db_error(err: sqlx::Error) -> ServiceError {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::error!(error = %err, "database unavailable");
-            ServiceError::new(
-                ErrorCode::ServiceUnavailable,
-                "storage is unavailable; try again",
-            )
-        }
-        err => {
-            tracing::error!(error = %err, "database error");
-            ServiceError::internal()
-        }
-    }
+    Fault::Database(err).into()
 }
 
 /// Any other internal failure: logged, answered opaquely.
 pub fn internal_error(err: impl std::fmt::Display) -> ServiceError {
-    tracing::error!(error = %err, "internal error");
-    ServiceError::internal()
+    Fault::internal(err).into()
 }
 
 /// Answers when the pool can reach Postgres: every service's `health` operation.
-pub async fn ping(pool: &sqlx::PgPool) -> Result<(), mesh_contracts::ServiceError> {
-    sqlx::query("SELECT 1")
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(db_error)
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), Fault> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
 }

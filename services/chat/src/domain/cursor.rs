@@ -24,7 +24,7 @@ impl ListCursor {
     }
 
     pub fn decode(raw: &str) -> Result<Self, ServiceError> {
-        let bad = || invalid("cursor: not a cursor returned by this API");
+        let bad = || invalid("cursor", "not a cursor returned by this API");
         let mut parts = raw.splitn(3, '.');
         let pinned = match parts.next() {
             Some("0") => false,

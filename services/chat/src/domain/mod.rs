@@ -8,12 +8,4 @@ pub mod cursor;
 pub mod inbound;
 pub mod notices;
 
-use mesh_contracts::{ErrorCode, ServiceError};
-
-pub fn not_found(what: &str) -> ServiceError {
-    ServiceError::new(ErrorCode::NotFound, format!("no such {what}"))
-}
-
-pub fn invalid(detail: impl Into<String>) -> ServiceError {
-    ServiceError::new(ErrorCode::ValidationFailed, detail)
-}
+pub use mesh_service_kit::{invalid, not_found};

@@ -24,7 +24,10 @@ pub async fn list(
     let user = caller(&ctx)?;
     let limit = req.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(invalid(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
+        return Err(invalid(
+            "limit",
+            &format!("must be 1 to {MAX_HISTORY_LIMIT}"),
+        ));
     }
     let after = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(raw) => Some(ListCursor::decode(raw)?),
@@ -70,7 +73,7 @@ pub async fn mark_read(
 ) -> Result<ReadState, ServiceError> {
     let user = caller(&ctx)?;
     if req.seq < 0 {
-        return Err(invalid("seq: must not be negative"));
+        return Err(invalid("seq", "must not be negative"));
     }
     let readable = readable(&state, user, &req.conversation_id).await?;
     let conversation = readable.conversation;

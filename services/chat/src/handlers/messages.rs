@@ -22,14 +22,22 @@ pub async fn history(
     let user = caller(&ctx)?;
     let limit = req.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(invalid(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
+        return Err(invalid(
+            "limit",
+            &format!("must be 1 to {MAX_HISTORY_LIMIT}"),
+        ));
     }
     let direction = match (req.after_seq, req.before_seq) {
-        (Some(_), Some(_)) => return Err(invalid("give after_seq or before_seq, not both")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "before_seq",
+                "give after_seq or before_seq, not both",
+            ));
+        }
         (Some(after), None) if after >= 0 => Direction::After(after),
         (None, Some(before)) if before >= 1 => Direction::Before(before),
         (None, None) => Direction::Before(i64::MAX),
-        _ => return Err(invalid("after_seq must be >= 0 and before_seq >= 1")),
+        _ => return Err(invalid("after_seq", "must be >= 0 (and before_seq >= 1)")),
     };
     let readable = readable(&state, user, &req.conversation_id).await?;
     let text = readable.conversation.to_string();

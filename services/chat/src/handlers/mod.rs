@@ -130,17 +130,19 @@ fn fingerprint(ids: &[Uuid]) -> u64 {
 
 /// Wires every operation of the service to its handler.
 pub fn register(host: ServiceHost, state: State) -> ServiceHost {
-    host.handle::<wire::ListConversations, _, _, _>(state.clone(), conversations::list)
-        .handle::<wire::MarkRead, _, _, _>(state.clone(), conversations::mark_read)
-        .handle::<wire::UpdateSettings, _, _, _>(state.clone(), conversations::update_settings)
-        .handle::<wire::Typing, _, _, _>(state.clone(), conversations::typing)
-        .handle::<wire::History, _, _, _>(state.clone(), messages::history)
-        .handle::<wire::FindMessage, _, _, _>(state.clone(), messages::find)
-        .handle::<wire::Recall, _, _, _>(state.clone(), messages::recall)
-        .handle::<wire::DeleteForMe, _, _, _>(state.clone(), messages::delete_for_me)
-        .handle::<wire::PresenceChanged, _, _, _>(state.clone(), presence::changed)
-        .handle::<wire::GetPresence, _, _, _>(state.clone(), presence::get)
-        .handle::<wire::Health, _, _, _>(state, health)
+    mesh_nats::operations!(host, state;
+        wire::ListConversations => conversations::list,
+        wire::MarkRead => conversations::mark_read,
+        wire::UpdateSettings => conversations::update_settings,
+        wire::Typing => conversations::typing,
+        wire::History => messages::history,
+        wire::FindMessage => messages::find,
+        wire::Recall => messages::recall,
+        wire::DeleteForMe => messages::delete_for_me,
+        wire::PresenceChanged => presence::changed,
+        wire::GetPresence => presence::get,
+        wire::Health => health,
+    )
 }
 
 async fn health(state: State, _ctx: CallContext, _req: Empty) -> Result<Empty, ServiceError> {

@@ -49,9 +49,10 @@ pub async fn get(
 ) -> Result<PresenceList, ServiceError> {
     let user = caller(&ctx)?;
     if req.user_ids.is_empty() || req.user_ids.len() > MAX_PRESENCE_USERS {
-        return Err(invalid(format!(
-            "user_ids: give 1 to {MAX_PRESENCE_USERS} ids"
-        )));
+        return Err(invalid(
+            "user_ids",
+            &format!("give 1 to {MAX_PRESENCE_USERS} ids"),
+        ));
     }
     let mut visible: HashSet<_> = state
         .membership()

@@ -37,5 +37,7 @@ impl State {
 
 /// Wires the audit operations to the service host.
 pub fn register(host: ServiceHost, state: State) -> ServiceHost {
-    host.handle::<ListAudit, _, _, _>(state, handlers::list)
+    mesh_nats::operations!(host, state;
+        ListAudit => handlers::list,
+    )
 }

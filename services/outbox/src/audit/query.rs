@@ -1,7 +1,7 @@
 //! An admin's audit query, parsed once at the boundary: filters and a page, newest first.
 
+use mesh_contracts::ServiceError;
 use mesh_contracts::audit::{ListAuditRequest, MAX_AUDIT_ACTION_LEN};
-use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_service_kit::Page;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -20,9 +20,7 @@ pub struct AuditQuery {
     pub page: Page,
 }
 
-fn invalid(field: &str, why: &str) -> ServiceError {
-    ServiceError::new(ErrorCode::ValidationFailed, format!("{field}: {why}"))
-}
+use mesh_service_kit::invalid;
 
 impl TryFrom<ListAuditRequest> for AuditQuery {
     type Error = ServiceError;
@@ -61,6 +59,7 @@ impl TryFrom<ListAuditRequest> for AuditQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_contracts::ErrorCode;
     use time::macros::datetime;
 
     fn parse(req: ListAuditRequest) -> Result<AuditQuery, ServiceError> {

@@ -7,19 +7,11 @@ pub mod groups;
 
 use mesh_contracts::{ErrorCode, ServiceError};
 
-/// A field failed to parse: 400 `validation_failed` naming the field.
-pub fn invalid(field: &str, why: &str) -> ServiceError {
-    ServiceError::new(ErrorCode::ValidationFailed, format!("{field}: {why}"))
-}
+pub use mesh_service_kit::{invalid, not_found};
 
 /// A refusal with a stable code and a message safe to show the caller.
 pub fn refuse(code: ErrorCode, why: &str) -> ServiceError {
     ServiceError::new(code, why)
-}
-
-/// Something the caller named does not exist (or is not theirs to see).
-pub fn not_found(what: &str) -> ServiceError {
-    ServiceError::new(ErrorCode::NotFound, format!("no such {what}"))
 }
 
 pub use mesh_service_kit::paging;

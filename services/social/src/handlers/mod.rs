@@ -72,64 +72,47 @@ impl State {
             Err(RpcError::Service(err)) if err.code == ErrorCode::NotFound => {
                 Err(not_found("user"))
             }
-            Err(RpcError::Service(err))
-                if matches!(err.code, ErrorCode::ServiceUnavailable | ErrorCode::Timeout) =>
-            {
-                Err(err)
-            }
-            Err(RpcError::Unavailable(why) | RpcError::Transport(why)) => {
-                tracing::warn!(reason = %why, "user service unavailable");
-                Err(ServiceError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "the user service is unavailable; try again",
-                ))
-            }
-            Err(RpcError::Timeout(after)) => {
-                tracing::warn!(after = ?after, "user service timed out");
-                Err(ServiceError::new(
-                    ErrorCode::Timeout,
-                    "the user service did not answer in time",
-                ))
-            }
-            Err(err) => Err(internal(err)),
+            Err(err) => Err(err.into_service_error("user")),
         }
     }
 }
 
 /// Wires every operation of the service to its handler.
 pub fn register(host: ServiceHost, state: State) -> ServiceHost {
-    host.handle::<wire::SendFriend, _, _, _>(state.clone(), friend_requests::send)
-        .handle::<wire::ListFriendRequests, _, _, _>(state.clone(), friend_requests::list)
-        .handle::<wire::AcceptFriendRequest, _, _, _>(state.clone(), friend_requests::accept)
-        .handle::<wire::RejectFriendRequest, _, _, _>(state.clone(), friend_requests::reject)
-        .handle::<wire::CancelFriendRequest, _, _, _>(state.clone(), friend_requests::cancel)
-        .handle::<wire::ListFriends, _, _, _>(state.clone(), friends::list)
-        .handle::<wire::SetRemark, _, _, _>(state.clone(), friends::set_remark)
-        .handle::<wire::RemoveFriend, _, _, _>(state.clone(), friends::remove)
-        .handle::<wire::CheckFriendship, _, _, _>(state.clone(), friends::check)
-        .handle::<wire::BlockUser, _, _, _>(state.clone(), blocks::block)
-        .handle::<wire::UnblockUser, _, _, _>(state.clone(), blocks::unblock)
-        .handle::<wire::ListBlocks, _, _, _>(state.clone(), blocks::list)
-        .handle::<wire::CreateGroup, _, _, _>(state.clone(), groups::create)
-        .handle::<wire::GetGroup, _, _, _>(state.clone(), groups::get)
-        .handle::<wire::UpdateGroup, _, _, _>(state.clone(), groups::update)
-        .handle::<wire::DissolveGroup, _, _, _>(state.clone(), groups::dissolve)
-        .handle::<wire::MyGroups, _, _, _>(state.clone(), groups::mine)
-        .handle::<wire::TransferOwnership, _, _, _>(state.clone(), groups::transfer)
-        .handle::<wire::ListMembers, _, _, _>(state.clone(), membership::list_members)
-        .handle::<wire::JoinGroup, _, _, _>(state.clone(), membership::join)
-        .handle::<wire::InviteMember, _, _, _>(state.clone(), membership::invite)
-        .handle::<wire::ListJoinRequests, _, _, _>(state.clone(), membership::list_requests)
-        .handle::<wire::ApproveJoinRequest, _, _, _>(state.clone(), membership::approve)
-        .handle::<wire::RejectJoinRequest, _, _, _>(state.clone(), membership::reject)
-        .handle::<wire::LeaveGroup, _, _, _>(state.clone(), membership::leave)
-        .handle::<wire::KickMember, _, _, _>(state.clone(), membership::kick)
-        .handle::<wire::SetMemberRole, _, _, _>(state.clone(), membership::set_role)
-        .handle::<wire::MuteMember, _, _, _>(state.clone(), membership::mute)
-        .handle::<wire::GetMembership, _, _, _>(state.clone(), membership::get_membership)
-        .handle::<wire::FriendIds, _, _, _>(state.clone(), friends::ids)
-        .handle::<wire::GroupRoster, _, _, _>(state.clone(), membership::roster)
-        .handle::<wire::Health, _, _, _>(state, health)
+    mesh_nats::operations!(host, state;
+        wire::SendFriend => friend_requests::send,
+        wire::ListFriendRequests => friend_requests::list,
+        wire::AcceptFriendRequest => friend_requests::accept,
+        wire::RejectFriendRequest => friend_requests::reject,
+        wire::CancelFriendRequest => friend_requests::cancel,
+        wire::ListFriends => friends::list,
+        wire::SetRemark => friends::set_remark,
+        wire::RemoveFriend => friends::remove,
+        wire::CheckFriendship => friends::check,
+        wire::BlockUser => blocks::block,
+        wire::UnblockUser => blocks::unblock,
+        wire::ListBlocks => blocks::list,
+        wire::CreateGroup => groups::create,
+        wire::GetGroup => groups::get,
+        wire::UpdateGroup => groups::update,
+        wire::DissolveGroup => groups::dissolve,
+        wire::MyGroups => groups::mine,
+        wire::TransferOwnership => groups::transfer,
+        wire::ListMembers => membership::list_members,
+        wire::JoinGroup => membership::join,
+        wire::InviteMember => membership::invite,
+        wire::ListJoinRequests => membership::list_requests,
+        wire::ApproveJoinRequest => membership::approve,
+        wire::RejectJoinRequest => membership::reject,
+        wire::LeaveGroup => membership::leave,
+        wire::KickMember => membership::kick,
+        wire::SetMemberRole => membership::set_role,
+        wire::MuteMember => membership::mute,
+        wire::GetMembership => membership::get_membership,
+        wire::FriendIds => friends::ids,
+        wire::GroupRoster => membership::roster,
+        wire::Health => health,
+    )
 }
 
 async fn health(state: State, _ctx: CallContext, _req: Empty) -> Result<Empty, ServiceError> {
@@ -156,4 +139,4 @@ fn internal_or_self(ctx: &CallContext, subject: Uuid) -> Result<(), ServiceError
 }
 
 /// Storage and internal failures, mapped the same way in every service.
-pub(crate) use mesh_service_kit::{db_error as db, internal_error as internal};
+pub(crate) use mesh_service_kit::db_error as db;

@@ -6,11 +6,6 @@ pub mod login_throttle;
 pub mod refresh;
 pub mod roles;
 
-use mesh_contracts::{ErrorCode, ServiceError};
-
-/// A field failed to parse: 400 `validation_failed` naming the field.
-pub fn invalid(field: &str, why: &str) -> ServiceError {
-    ServiceError::new(ErrorCode::ValidationFailed, format!("{field}: {why}"))
-}
+pub use mesh_service_kit::{invalid, not_found};
 
 pub use mesh_service_kit::paging;

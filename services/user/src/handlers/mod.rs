@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::UserConfig;
+use crate::domain::not_found;
 use crate::hashing::Hasher;
 use crate::login_failures::LoginFailures;
 use crate::tokens::TokenIssuer;
@@ -89,21 +90,23 @@ impl State {
 
 /// Wires every operation of the service to its handler.
 pub fn register(host: ServiceHost, state: State) -> ServiceHost {
-    host.handle::<wire::Register, _, _, _>(state.clone(), auth::register)
-        .handle::<wire::Login, _, _, _>(state.clone(), auth::login)
-        .handle::<wire::Refresh, _, _, _>(state.clone(), auth::refresh)
-        .handle::<wire::Logout, _, _, _>(state.clone(), sessions::logout)
-        .handle::<wire::LogoutAll, _, _, _>(state.clone(), sessions::logout_all)
-        .handle::<wire::ListSessions, _, _, _>(state.clone(), sessions::list)
-        .handle::<wire::RevokeSession, _, _, _>(state.clone(), sessions::revoke)
-        .handle::<wire::GetMe, _, _, _>(state.clone(), profile::get_me)
-        .handle::<wire::UpdateProfile, _, _, _>(state.clone(), profile::update)
-        .handle::<wire::GetUser, _, _, _>(state.clone(), profile::get_user)
-        .handle::<wire::FindUsers, _, _, _>(state.clone(), profile::find)
-        .handle::<wire::AdminListUsers, _, _, _>(state.clone(), admin::list_users)
-        .handle::<wire::AdminSetDisabled, _, _, _>(state.clone(), admin::set_disabled)
-        .handle::<wire::AdminSetRoles, _, _, _>(state.clone(), admin::set_roles)
-        .handle::<wire::Health, _, _, _>(state, health)
+    mesh_nats::operations!(host, state;
+        wire::Register => auth::register,
+        wire::Login => auth::login,
+        wire::Refresh => auth::refresh,
+        wire::Logout => sessions::logout,
+        wire::LogoutAll => sessions::logout_all,
+        wire::ListSessions => sessions::list,
+        wire::RevokeSession => sessions::revoke,
+        wire::GetMe => profile::get_me,
+        wire::UpdateProfile => profile::update,
+        wire::GetUser => profile::get_user,
+        wire::FindUsers => profile::find,
+        wire::AdminListUsers => admin::list_users,
+        wire::AdminSetDisabled => admin::set_disabled,
+        wire::AdminSetRoles => admin::set_roles,
+        wire::Health => health,
+    )
 }
 
 async fn health(
@@ -127,10 +130,6 @@ fn caller(ctx: &CallContext) -> Result<(Uuid, Uuid), ServiceError> {
             "this operation needs a signed-in user",
         )),
     }
-}
-
-fn not_found(what: &str) -> ServiceError {
-    ServiceError::new(ErrorCode::NotFound, format!("no such {what}"))
 }
 
 /// Loads an account that exists; a vanished account is a 401 for its own sessions.

@@ -1,0 +1,125 @@
+//! The one error type of service handlers: a wire error, a database failure or an internal
+//! failure, turned into the `ServiceError` the caller sees in one place, where each 5xx is
+//! logged once with its cause (inside the request's span, so with its request id).
+
+use mesh_contracts::{ErrorCode, ServiceError};
+
+/// Why a handler (or anything it calls) failed. `?` converts database errors and
+/// `ServiceError`s into it, and it converts back into a `ServiceError` (logging the cause of
+/// a server-side failure) when the answer is written.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// A refusal or failure already expressed as a wire error (a domain rule, a callee's
+    /// answer mapped by `RpcError::into_service_error`).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// Postgres failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Anything else that should not have happened.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Fault {
+    /// An internal failure with its cause (logged, never shown to the caller).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Fault::Internal(cause.to_string())
+    }
+
+    /// The wire code this fault answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Fault::Service(err) => err.code,
+            Fault::Database(err) if is_unavailable(err) => ErrorCode::ServiceUnavailable,
+            Fault::Database(_) | Fault::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Pool timeouts and I/O errors mean Postgres is unreachable or saturated, which the client
+/// may retry (503); any other database error is a bug or a broken invariant (500).
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}
+
+impl From<Fault> for ServiceError {
+    fn from(fault: Fault) -> Self {
+        match fault {
+            Fault::Service(err) => {
+                if !err.is_client_error() {
+                    tracing::warn!(code = %err.code, message = %err.message, "answered with a server error");
+                }
+                err
+            }
+            Fault::Database(err) if is_unavailable(&err) => {
+                tracing::error!(error = %err, "database unavailable");
+                ServiceError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "storage is unavailable; try again",
+                )
+            }
+            Fault::Database(err) => {
+                tracing::error!(error = %err, "database error");
+                ServiceError::internal()
+            }
+            Fault::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                ServiceError::internal()
+            }
+        }
+    }
+}
+
+/// A field failed to parse: 400 `validation_failed` naming the field.
+pub fn invalid(field: &str, why: &str) -> ServiceError {
+    ServiceError::new(ErrorCode::ValidationFailed, format!("{field}: {why}"))
+}
+
+/// Something the caller named does not exist (or is not theirs to see): 404.
+pub fn not_found(what: &str) -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_map_to_wire_codes_in_one_place() {
+        let refused = Fault::from(ServiceError::new(ErrorCode::Blocked, "blocked"));
+        assert_eq!(refused.code(), ErrorCode::Blocked);
+        assert_eq!(
+            ServiceError::from(refused),
+            ServiceError::new(ErrorCode::Blocked, "blocked")
+        );
+
+        let away = Fault::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(away.code(), ErrorCode::ServiceUnavailable);
+        assert_eq!(ServiceError::from(away).code, ErrorCode::ServiceUnavailable);
+
+        let broken = Fault::from(sqlx::Error::RowNotFound);
+        assert_eq!(broken.code(), ErrorCode::Internal);
+        let answered = ServiceError::from(broken);
+        assert_eq!(
+            answered,
+            ServiceError::internal(),
+            "no cause reaches the caller"
+        );
+
+        let bug = ServiceError::from(Fault::internal("secret detail"));
+        assert!(!bug.message.contains("secret"));
+    }
+
+    #[test]
+    fn the_shared_refusals_name_what_failed() {
+        let err = invalid("limit", "must be 1 to 100");
+        assert_eq!(err.code, ErrorCode::ValidationFailed);
+        assert_eq!(err.message, "limit: must be 1 to 100");
+        assert_eq!(not_found("group").code, ErrorCode::NotFound);
+        assert_eq!(not_found("group").message, "no such group");
+    }
+}
