@@ -5,23 +5,18 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
-use futures::StreamExt;
 use mesh_contracts::{Service, Stream};
 use uuid::Uuid;
 
 use crate::bus::Bus;
+use crate::feed::{Feed, JetStreamError};
 
 /// How many times an event is tried before it is dead-lettered.
 pub const MAX_DELIVER: i64 = 5;
 
-#[derive(Debug, thiserror::Error)]
-#[error("events: {0}")]
-pub struct EventsError(String);
-
-fn fail(err: impl std::fmt::Display) -> EventsError {
-    EventsError(err.to_string())
+fn publish_failed(err: impl std::fmt::Display) -> JetStreamError {
+    JetStreamError::Publish(err.to_string())
 }
 
 /// One event to publish.
@@ -32,23 +27,10 @@ pub struct OutgoingEvent {
     pub payload: Bytes,
 }
 
-/// A stream of events for one consumer.
-pub struct EventFeed {
-    messages: pull::Stream,
-}
-
-/// One event read from a feed.
-pub struct EventDelivery {
-    pub payload: Bytes,
-    /// How many times it has been delivered (1 the first time).
-    pub delivered: i64,
-    message: Message,
-}
-
 impl Bus {
     /// Publishes `events` in order and waits until JetStream stored every one. A resend of an
     /// already stored event (same id, within the duplicate window) is acknowledged as such.
-    pub async fn publish_events(&self, events: Vec<OutgoingEvent>) -> Result<(), EventsError> {
+    pub async fn publish_events(&self, events: Vec<OutgoingEvent>) -> Result<(), JetStreamError> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let publish = async_nats::jetstream::message::PublishMessage::build()
@@ -59,11 +41,11 @@ impl Bus {
                 self.jetstream
                     .send_publish(subject, publish)
                     .await
-                    .map_err(fail)?,
+                    .map_err(publish_failed)?,
             );
         }
         for ack in acks {
-            ack.await.map_err(fail)?;
+            ack.await.map_err(publish_failed)?;
         }
         Ok(())
     }
@@ -74,7 +56,7 @@ impl Bus {
         &self,
         name: &str,
         services: &[Service],
-    ) -> Result<EventFeed, EventsError> {
+    ) -> Result<Feed, JetStreamError> {
         let config = pull::Config {
             durable_name: Some(name.to_owned()),
             filter_subjects: services
@@ -87,11 +69,11 @@ impl Bus {
             max_deliver: MAX_DELIVER + 1,
             ..Default::default()
         };
-        self.open_feed(config).await
+        self.open_feed(Stream::Events, config, 1).await
     }
 
     /// Every event of `services` published from now on, for this instance alone.
-    pub async fn event_watch(&self, services: &[Service]) -> Result<EventFeed, EventsError> {
+    pub async fn event_watch(&self, services: &[Service]) -> Result<Feed, JetStreamError> {
         let config = pull::Config {
             filter_subjects: services
                 .iter()
@@ -102,64 +84,16 @@ impl Bus {
             inactive_threshold: Duration::from_secs(60),
             ..Default::default()
         };
-        self.open_feed(config).await
+        self.open_feed(Stream::Events, config, 64).await
     }
 
     /// How many events the stream holds (for tests and diagnostics).
-    pub async fn events_stored(&self) -> Result<u64, EventsError> {
-        let mut stream = self
-            .jetstream
-            .get_stream(self.prefix.stream(Stream::Events))
-            .await
-            .map_err(fail)?;
-        Ok(stream.info().await.map_err(fail)?.state.messages)
-    }
-
-    async fn open_feed(&self, config: pull::Config) -> Result<EventFeed, EventsError> {
-        let stream = self
-            .jetstream
-            .get_stream(self.prefix.stream(Stream::Events))
-            .await
-            .map_err(fail)?;
-        let consumer = stream.create_consumer(config).await.map_err(fail)?;
-        let messages = consumer
-            .stream()
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await
-            .map_err(fail)?;
-        Ok(EventFeed { messages })
-    }
-}
-
-impl EventFeed {
-    /// The next event; `None` when the feed ended (reopen it).
-    pub async fn next(&mut self) -> Option<Result<EventDelivery, EventsError>> {
-        let next = self.messages.next().await?;
-        Some(next.map_err(fail).and_then(|message| {
-            let delivered = message.info().map_err(fail)?.delivered;
-            Ok(EventDelivery {
-                payload: message.payload.clone(),
-                delivered,
-                message,
-            })
-        }))
-    }
-}
-
-impl EventDelivery {
-    /// Done with it.
-    pub async fn ack(&self) -> Result<(), EventsError> {
-        self.message.double_ack().await.map_err(fail)
-    }
-
-    /// Try again after `delay`.
-    pub async fn retry_later(&self, delay: Duration) {
-        let _ = self.message.ack_with(AckKind::Nak(Some(delay))).await;
-    }
-
-    /// Never deliver it again (after it was dead-lettered).
-    pub async fn give_up(&self) {
-        let _ = self.message.ack_with(AckKind::Term).await;
+    pub async fn events_stored(&self) -> Result<u64, JetStreamError> {
+        let mut stream = self.get_stream(Stream::Events).await?;
+        let info = stream.info().await.map_err(|err| JetStreamError::Stream {
+            stream: self.prefix.stream(Stream::Events),
+            reason: err.to_string(),
+        })?;
+        Ok(info.state.messages)
     }
 }

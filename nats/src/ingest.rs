@@ -8,41 +8,15 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use mesh_contracts::Stream;
 
-use crate::batch;
 use crate::bus::Bus;
+use crate::feed::{Feed, JetStreamError};
 
 /// How long the server waits for an ack before it sends a message again. Owners extend it with
 /// progress acks while a batch is retried, so it only fires for an owner that vanished.
 const ACK_WAIT: Duration = Duration::from_secs(30);
-/// How long one pull request stays open on the server.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("chat ingest publish failed: {0}")]
-    Publish(String),
-    #[error("chat ingest consumer failed: {0}")]
-    Consumer(String),
-}
-
-/// One message read from a partition.
-pub struct Delivery {
-    pub payload: Bytes,
-    /// Position in the ingest stream.
-    pub stream_seq: u64,
-    /// How many times the server has delivered this message (1 the first time).
-    pub delivered: i64,
-    message: Message,
-}
-
-/// The in-order feed of one partition for its current owner.
-pub struct PartitionFeed {
-    messages: pull::Stream,
-}
 
 impl Bus {
     /// Publishes an accepted chat message to its partition and waits for the JetStream ack.
@@ -52,7 +26,8 @@ impl Bus {
         partition: u32,
         msg_id: &str,
         payload: Bytes,
-    ) -> Result<bool, IngestError> {
+    ) -> Result<bool, JetStreamError> {
+        let failed = |err: &dyn std::fmt::Display| JetStreamError::Publish(err.to_string());
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .message_id(msg_id)
             .payload(payload);
@@ -60,9 +35,9 @@ impl Bus {
             .jetstream
             .send_publish(self.prefix.chat_in(partition), publish)
             .await
-            .map_err(|err| IngestError::Publish(err.to_string()))?
+            .map_err(|e| failed(&e))?
             .await
-            .map_err(|err| IngestError::Publish(err.to_string()))?;
+            .map_err(|e| failed(&e))?;
         Ok(ack.duplicate)
     }
 
@@ -72,14 +47,13 @@ impl Bus {
         &self,
         partition: u32,
         batch: usize,
-    ) -> Result<PartitionFeed, IngestError> {
-        let fail = |err: &dyn std::fmt::Display| IngestError::Consumer(err.to_string());
-        let stream = self
-            .jetstream
-            .get_stream(self.prefix.stream(Stream::ChatIn))
-            .await
-            .map_err(|e| fail(&e))?;
+    ) -> Result<Feed, JetStreamError> {
+        let stream = self.get_stream(Stream::ChatIn).await?;
         let name = format!("chat-p{partition}");
+        let fail = |err: &dyn std::fmt::Display| JetStreamError::Consumer {
+            consumer: name.clone(),
+            reason: err.to_string(),
+        };
         let deliver_policy = match stream.consumer_info(&name).await {
             Ok(info) => {
                 let floor = info.ack_floor.stream_sequence;
@@ -104,15 +78,7 @@ impl Bus {
             deliver_policy,
             ..Default::default()
         };
-        let consumer = stream.create_consumer(config).await.map_err(|e| fail(&e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await
-            .map_err(|e| fail(&e))?;
-        Ok(PartitionFeed { messages })
+        self.open_feed(Stream::ChatIn, config, batch).await
     }
 
     /// Messages waiting in a partition that no owner has read yet, or `None` when the partition
@@ -128,44 +94,5 @@ impl Bus {
             .await
             .ok()?;
         Some((info.num_pending, info.num_ack_pending))
-    }
-}
-
-impl PartitionFeed {
-    /// Waits for the next message, then takes every message already buffered, up to `max`.
-    /// `None` when the feed ended (the consumer was deleted or taken over).
-    pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Delivery>>, IngestError> {
-        batch::next_batch(&mut self.messages, max, delivery).await
-    }
-}
-
-fn delivery(next: batch::Next) -> Result<Delivery, IngestError> {
-    let message = next.map_err(|err| IngestError::Consumer(err.to_string()))?;
-    let info = message
-        .info()
-        .map_err(|err| IngestError::Consumer(err.to_string()))?;
-    let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
-    Ok(Delivery {
-        payload: message.payload.clone(),
-        stream_seq,
-        delivered,
-        message,
-    })
-}
-
-impl Delivery {
-    /// Acknowledges this message and, by the consumer's ack-all policy, every earlier one.
-    /// Not confirmed: a lost ack only means a redelivery, which the store recognises as resends,
-    /// and not waiting keeps the partition's next batch from waiting a round trip.
-    pub async fn ack_through(&self) -> Result<(), IngestError> {
-        self.message
-            .ack()
-            .await
-            .map_err(|err| IngestError::Consumer(err.to_string()))
-    }
-
-    /// Tells the server the owner is still working on this message (resets its ack timer).
-    pub async fn in_progress(&self) {
-        let _ = self.message.ack_with(AckKind::Progress).await;
     }
 }

@@ -5,11 +5,11 @@
 
 mod audit;
 mod backlog;
-mod batch;
 mod bus;
 mod context;
 mod credentials;
 mod events;
+pub mod feed;
 mod headers;
 mod ingest;
 mod kv;
@@ -20,15 +20,14 @@ mod service_host;
 mod topology;
 mod trace;
 
-pub use audit::{AuditBatch, AuditFeed, AuditFeedError};
 pub use backlog::ConsumerBacklog;
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
 pub use credentials::{
     NatsCredentials, Secret, ServerUrl, format_role_passwords, parse_role_passwords, redact_urls,
 };
-pub use events::{EventDelivery, EventFeed, EventsError, MAX_DELIVER, OutgoingEvent};
-pub use ingest::{Delivery, IngestError, PartitionFeed};
+pub use events::{MAX_DELIVER, OutgoingEvent};
+pub use feed::{Delivery, Feed, JetStreamError};
 pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};
 pub use rpc_client::{RpcClient, RpcError};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::stop::pause;
 use mesh_contracts::Service;
 use mesh_contracts::events::EventEnvelope;
-use mesh_nats::{Bus, EventDelivery, MAX_DELIVER};
+use mesh_nats::{Bus, Delivery, MAX_DELIVER};
 use mesh_observability::metrics::{EVENTS_CONSUMED, EVENTS_REDELIVERED};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,7 @@ where
     }
 }
 
-async fn one<H, Fut>(consumer: &Consumer, delivery: &EventDelivery, handle: &H)
+async fn one<H, Fut>(consumer: &Consumer, delivery: &Delivery, handle: &H)
 where
     H: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,

@@ -218,7 +218,7 @@ async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToke
         }
     }
     if let Some(last) = deliveries.last()
-        && let Err(err) = last.ack_through().await
+        && let Err(err) = last.ack().await
     {
         // Not fatal: the messages are stored; a redelivery is recognised as a resend.
         tracing::warn!(error = %err, "ack after store failed");

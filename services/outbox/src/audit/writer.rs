@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mesh_contracts::audit::AuditRecord;
-use mesh_nats::{AuditBatch, AuditFeed, Bus};
+use mesh_nats::{Bus, Delivery, Feed, feed};
 use mesh_observability::metrics::AUDIT_WRITTEN;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -59,11 +59,7 @@ pub async fn run_writer(bus: Bus, pool: PgPool, stop: CancellationToken) {
 }
 
 /// Writes the feed's batches until `stop` (`Ok`) or until the feed fails or ends (`Err`).
-async fn consume(
-    feed: &mut AuditFeed,
-    pool: &PgPool,
-    stop: &CancellationToken,
-) -> Result<(), String> {
+async fn consume(feed: &mut Feed, pool: &PgPool, stop: &CancellationToken) -> Result<(), String> {
     loop {
         let Some(next) = stop.run_until_cancelled(feed.next_batch(BATCH)).await else {
             return Ok(());
@@ -74,13 +70,13 @@ async fn consume(
         if !store_batch(pool, &batch, stop).await {
             return Ok(());
         }
-        batch.ack().await.map_err(|err| err.to_string())?;
+        feed::ack_all(&batch).await.map_err(|err| err.to_string())?;
     }
 }
 
 /// Stores a batch, retrying while Postgres fails; false when stopped first (the batch is then
 /// left unacknowledged, for another writer).
-async fn store_batch(pool: &PgPool, batch: &AuditBatch, stop: &CancellationToken) -> bool {
+async fn store_batch(pool: &PgPool, batch: &[Delivery], stop: &CancellationToken) -> bool {
     let records = decode(batch);
     let mut backoff = Backoff::new();
     loop {
@@ -90,7 +86,9 @@ async fn store_batch(pool: &PgPool, batch: &AuditBatch, stop: &CancellationToken
                 tracing::warn!(error = %err, records = records.len(), "cannot store audit records; retrying")
             }
         }
-        batch.in_progress().await;
+        for delivery in batch {
+            delivery.in_progress().await;
+        }
         if !backoff.wait(stop).await {
             return false;
         }
@@ -109,11 +107,11 @@ async fn write(pool: &PgPool, records: &[AuditRecord]) -> sqlx::Result<()> {
 
 /// The batch's records, bounded to fit the table; an undecodable one is logged and skipped
 /// (acknowledged with the rest: retrying cannot fix it).
-fn decode(batch: &AuditBatch) -> Vec<AuditRecord> {
+fn decode(batch: &[Delivery]) -> Vec<AuditRecord> {
     batch
-        .payloads()
+        .iter()
         .filter_map(
-            |payload| match serde_json::from_slice::<AuditRecord>(payload) {
+            |delivery| match serde_json::from_slice::<AuditRecord>(&delivery.payload) {
                 Ok(record) => Some(record.bounded()),
                 Err(err) => {
                     tracing::warn!(error = %err, "undecodable audit record skipped");

@@ -1,0 +1,190 @@
+//! The one way the mesh reads JetStream: a pull consumer opened on a stream, read one message
+//! at a time or in batches (wait for one, then take what is already buffered), with typed
+//! errors and the acknowledgements every reader needs.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use mesh_contracts::Stream;
+
+use crate::bus::Bus;
+
+/// How long one pull request stays open on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Why a JetStream operation (publishing, reading, acknowledging) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JetStreamError {
+    /// A publish was not stored (no ack, or an error ack).
+    #[error("publish: {0}")]
+    Publish(String),
+    /// The stream could not be looked up (missing, or NATS unreachable).
+    #[error("stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    /// The consumer could not be created, read or deleted.
+    #[error("consumer {consumer}: {reason}")]
+    Consumer { consumer: String, reason: String },
+    /// Pulling the next message failed.
+    #[error("pull: {0}")]
+    Pull(String),
+    /// The server did not take an acknowledgement.
+    #[error("ack: {0}")]
+    Ack(String),
+}
+
+/// A reader's feed of messages from one consumer.
+pub struct Feed {
+    messages: pull::Stream,
+}
+
+/// One message read from a feed.
+pub struct Delivery {
+    pub payload: Bytes,
+    /// Position in the stream.
+    pub stream_seq: u64,
+    /// How many times the server has delivered it (1 the first time).
+    pub delivered: i64,
+    message: Message,
+}
+
+impl Bus {
+    /// Creates (or binds to) the consumer `config` on `stream` and opens its feed, pulling up
+    /// to `prefetch` messages at a time.
+    pub(crate) async fn open_feed(
+        &self,
+        stream: Stream,
+        config: pull::Config,
+        prefetch: usize,
+    ) -> Result<Feed, JetStreamError> {
+        let stream = self.get_stream(stream).await?;
+        let consumer_name = config
+            .durable_name
+            .clone()
+            .unwrap_or_else(|| "ephemeral".to_owned());
+        let consumer_failed = |err: &dyn std::fmt::Display| JetStreamError::Consumer {
+            consumer: consumer_name.clone(),
+            reason: err.to_string(),
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| consumer_failed(&e))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(prefetch.max(1))
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| consumer_failed(&e))?;
+        Ok(Feed { messages })
+    }
+
+    /// The JetStream stream `stream` of this mesh.
+    pub(crate) async fn get_stream(
+        &self,
+        stream: Stream,
+    ) -> Result<async_nats::jetstream::stream::Stream, JetStreamError> {
+        let name = self.prefix.stream(stream);
+        self.jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|err| JetStreamError::Stream {
+                stream: name,
+                reason: err.to_string(),
+            })
+    }
+}
+
+impl Feed {
+    /// The next message; `None` when the feed ended (its consumer was deleted or taken over:
+    /// open it again).
+    pub async fn next(&mut self) -> Option<Result<Delivery, JetStreamError>> {
+        let next = self.messages.next().await?;
+        Some(delivery(next))
+    }
+
+    /// Waits for the next message, then takes every message already buffered, up to `max` in
+    /// all. `None` when the feed ended.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<Delivery>>, JetStreamError> {
+        let Some(first) = self.messages.next().await else {
+            return Ok(None);
+        };
+        let mut batch = Vec::with_capacity(max.clamp(1, 64));
+        batch.push(delivery(first)?);
+        while batch.len() < max {
+            match self.messages.next().now_or_never() {
+                Some(Some(next)) => batch.push(delivery(next)?),
+                Some(None) | None => break,
+            }
+        }
+        Ok(Some(batch))
+    }
+}
+
+type Next = Result<Message, async_nats::error::Error<pull::MessagesErrorKind>>;
+
+fn delivery(next: Next) -> Result<Delivery, JetStreamError> {
+    let message = next.map_err(|err| JetStreamError::Pull(err.to_string()))?;
+    let info = message
+        .info()
+        .map_err(|err| JetStreamError::Pull(err.to_string()))?;
+    let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
+    Ok(Delivery {
+        payload: message.payload.clone(),
+        stream_seq,
+        delivered,
+        message,
+    })
+}
+
+impl Delivery {
+    /// Acknowledges it (and, on an ack-all consumer, every earlier message) without waiting
+    /// for the server's confirmation: a lost ack only means a redelivery.
+    pub async fn ack(&self) -> Result<(), JetStreamError> {
+        self.message
+            .ack()
+            .await
+            .map_err(|err| JetStreamError::Ack(err.to_string()))
+    }
+
+    /// Acknowledges it and waits until the server confirmed.
+    pub async fn ack_confirmed(&self) -> Result<(), JetStreamError> {
+        self.message
+            .double_ack()
+            .await
+            .map_err(|err| JetStreamError::Ack(err.to_string()))
+    }
+
+    /// Tells the server it is still being worked on (resets its ack timer).
+    pub async fn in_progress(&self) {
+        let _ = self.message.ack_with(AckKind::Progress).await;
+    }
+
+    /// Asks for it again after `delay`.
+    pub async fn retry_later(&self, delay: Duration) {
+        let _ = self.message.ack_with(AckKind::Nak(Some(delay))).await;
+    }
+
+    /// Never deliver it again (after it was set aside).
+    pub async fn give_up(&self) {
+        let _ = self.message.ack_with(AckKind::Term).await;
+    }
+}
+
+/// Acknowledges every message of `batch` and waits until the server confirmed the last one
+/// (acks travel in order on one connection, so the earlier ones arrived too).
+pub async fn ack_all(batch: &[Delivery]) -> Result<(), JetStreamError> {
+    let Some((last, rest)) = batch.split_last() else {
+        return Ok(());
+    };
+    for delivery in rest {
+        delivery.ack().await?;
+    }
+    last.ack_confirmed().await
+}
