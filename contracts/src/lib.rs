@@ -21,4 +21,4 @@ pub mod user;
 
 pub use error::{ErrorCode, Problem, ServiceError};
 pub use rpc::{Rpc, Service};
-pub use subject::{Bucket, InvalidPrefix, Prefix, Stream, Subject};
+pub use subject::{Bucket, Consumer, InvalidPrefix, Prefix, Stream, Subject};

@@ -1,4 +1,5 @@
-//! NATS names: every subject, stream and bucket is built and parsed here, from one prefix.
+//! NATS names: every subject, stream, bucket and durable consumer is built and parsed here,
+//! from one prefix.
 
 use uuid::Uuid;
 
@@ -57,6 +58,65 @@ impl Bucket {
             Bucket::Presence => "PRESENCE",
             Bucket::Leases => "LEASES",
             Bucket::LoginFailures => "LOGIN_FAILURES",
+        }
+    }
+}
+
+/// A durable JetStream consumer of the mesh. Consumers live inside a prefixed stream, so
+/// their names need no prefix of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Consumer {
+    /// The owner's feed of one chat ingest partition (`chat-p<n>`).
+    ChatPartition(u32),
+    /// The audit log writers, shared by every outbox instance (`audit-writer`).
+    AuditWriter,
+    /// Chat's projection of social state (`chat-projection`).
+    ChatProjection,
+    /// Chat's notification pushes (`chat-notifications`).
+    ChatNotifications,
+}
+
+impl Consumer {
+    const CHAT_PARTITION: &'static str = "chat-p";
+
+    /// The consumer's name on its stream.
+    pub fn name(self) -> String {
+        match self {
+            Consumer::ChatPartition(partition) => format!("{}{partition}", Self::CHAT_PARTITION),
+            Consumer::AuditWriter => "audit-writer".to_owned(),
+            Consumer::ChatProjection => "chat-projection".to_owned(),
+            Consumer::ChatNotifications => "chat-notifications".to_owned(),
+        }
+    }
+
+    /// Reads a consumer name back.
+    pub fn parse(name: &str) -> Option<Self> {
+        let partition = name
+            .strip_prefix(Self::CHAT_PARTITION)
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if let Some(partition) = partition {
+            // Only the canonical spelling (`chat-p1`, not `chat-p01`).
+            return partition
+                .parse()
+                .ok()
+                .map(Consumer::ChatPartition)
+                .filter(|parsed| parsed.name() == name);
+        }
+        [
+            Consumer::AuditWriter,
+            Consumer::ChatProjection,
+            Consumer::ChatNotifications,
+        ]
+        .into_iter()
+        .find(|consumer| consumer.name() == name)
+    }
+
+    /// The stream the consumer reads.
+    pub fn stream(self) -> Stream {
+        match self {
+            Consumer::ChatPartition(_) => Stream::ChatIn,
+            Consumer::AuditWriter => Stream::Audit,
+            Consumer::ChatProjection | Consumer::ChatNotifications => Stream::Events,
         }
     }
 }
@@ -196,6 +256,23 @@ mod tests {
             &"a".repeat(33),
         ] {
             assert!(Prefix::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn consumer_names_round_trip() {
+        for consumer in [
+            Consumer::ChatPartition(0),
+            Consumer::ChatPartition(17),
+            Consumer::AuditWriter,
+            Consumer::ChatProjection,
+            Consumer::ChatNotifications,
+        ] {
+            assert_eq!(Consumer::parse(&consumer.name()), Some(consumer));
+        }
+        assert_eq!(Consumer::ChatPartition(3).name(), "chat-p3");
+        for foreign in ["chat-p", "chat-p-1", "chat-p01", "chat-px", "audit", ""] {
+            assert_eq!(Consumer::parse(foreign), None, "{foreign}");
         }
     }
 

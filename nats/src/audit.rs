@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use bytes::Bytes;
-use mesh_contracts::Stream;
+use mesh_contracts::{Consumer, Stream};
 use mesh_observability::metrics::AUDIT_DROPPED;
 use tokio::sync::Semaphore;
 
 use crate::bus::Bus;
 use crate::feed::{Feed, JetStreamError};
 
-/// The writers' durable consumer.
-const CONSUMER: &str = "audit-writer";
 /// How long the server waits for an ack before it delivers a record again; writers extend it
 /// with progress acks while they retry a batch.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -56,7 +54,7 @@ impl Bus {
     /// it stored (`feed::ack_all`).
     pub async fn audit_feed(&self, batch: usize) -> Result<Feed, JetStreamError> {
         let config = pull::Config {
-            durable_name: Some(CONSUMER.to_owned()),
+            durable_name: Some(Consumer::AuditWriter.name()),
             description: Some("audit log writers".to_owned()),
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use bytes::Bytes;
-use mesh_contracts::Stream;
+use mesh_contracts::{Consumer, Stream};
 
 use crate::bus::Bus;
 use crate::feed::{Feed, JetStreamError};
@@ -49,7 +49,7 @@ impl Bus {
         batch: usize,
     ) -> Result<Feed, JetStreamError> {
         let stream = self.get_stream(Stream::ChatIn).await?;
-        let name = format!("chat-p{partition}");
+        let name = Consumer::ChatPartition(partition).name();
         let fail = |err: &dyn std::fmt::Display| JetStreamError::Consumer {
             consumer: name.clone(),
             reason: err.to_string(),
@@ -90,7 +90,7 @@ impl Bus {
             .await
             .ok()?;
         let info = stream
-            .consumer_info(format!("chat-p{partition}"))
+            .consumer_info(Consumer::ChatPartition(partition).name())
             .await
             .ok()?;
         Some((info.num_pending, info.num_ack_pending))

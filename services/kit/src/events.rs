@@ -55,7 +55,8 @@ pub async fn first_time(
 /// its `processed_events` and `dead_letters`.
 #[derive(Clone)]
 pub struct Consumer {
-    pub name: &'static str,
+    /// The durable consumer's name (`mesh_contracts::Consumer::name`).
+    pub name: String,
     pub services: &'static [Service],
     pub schema: &'static str,
     pub pool: PgPool,
@@ -68,10 +69,13 @@ where
     Fut: Future<Output = Result<(), HandlerError>>,
 {
     loop {
-        let mut feed = match bus.event_consumer(consumer.name, consumer.services).await {
+        let mut feed = match bus
+            .event_consumer(consumer.name.as_str(), consumer.services)
+            .await
+        {
             Ok(feed) => feed,
             Err(err) => {
-                tracing::warn!(consumer = consumer.name, error = %err, "cannot open the event feed");
+                tracing::warn!(consumer = consumer.name.as_str(), error = %err, "cannot open the event feed");
                 if pause(&stop, Duration::from_secs(1)).await {
                     return;
                 }
@@ -86,7 +90,7 @@ where
             match next {
                 Some(Ok(delivery)) => one(&consumer, &delivery, &handle).await,
                 Some(Err(err)) => {
-                    tracing::warn!(consumer = consumer.name, error = %err, "event feed failed");
+                    tracing::warn!(consumer = consumer.name.as_str(), error = %err, "event feed failed");
                     break;
                 }
                 None => break,
@@ -105,11 +109,13 @@ where
 {
     let count = |outcome: &str| {
         EVENTS_CONSUMED
-            .with_label_values(&[consumer.name, outcome])
+            .with_label_values(&[consumer.name.as_str(), outcome])
             .inc();
     };
     if delivery.delivered > 1 {
-        EVENTS_REDELIVERED.with_label_values(&[consumer.name]).inc();
+        EVENTS_REDELIVERED
+            .with_label_values(&[consumer.name.as_str()])
+            .inc();
     }
     let result = match serde_json::from_slice::<EventEnvelope>(&delivery.payload) {
         Ok(envelope) => handle(envelope).await,
@@ -119,11 +125,11 @@ where
         Ok(()) => {
             count("ok");
             if let Err(err) = delivery.ack().await {
-                tracing::warn!(consumer = consumer.name, error = %err, "event ack failed");
+                tracing::warn!(consumer = consumer.name.as_str(), error = %err, "event ack failed");
             }
         }
         Err(err) if delivery.delivered >= MAX_DELIVER => {
-            tracing::error!(consumer = consumer.name, error = %err, "event dead-lettered");
+            tracing::error!(consumer = consumer.name.as_str(), error = %err, "event dead-lettered");
             match dead_letter(consumer, &delivery.payload, &err.0).await {
                 Ok(()) => {
                     count("dead_lettered");
@@ -137,7 +143,7 @@ where
         }
         Err(err) => {
             count("retry");
-            tracing::warn!(consumer = consumer.name, error = %err, "event failed; retrying");
+            tracing::warn!(consumer = consumer.name.as_str(), error = %err, "event failed; retrying");
             let delay =
                 Duration::from_millis(100 * 2u64.pow(delivery.delivered.clamp(1, 6) as u32));
             delivery.retry_later(delay).await;
@@ -149,7 +155,7 @@ async fn dead_letter(consumer: &Consumer, payload: &[u8], error: &str) -> sqlx::
     crate::dead_letter::write(
         &consumer.pool,
         consumer.schema,
-        consumer.name,
+        consumer.name.as_str(),
         payload,
         error,
     )

@@ -15,8 +15,8 @@ const SOCIAL: &[Service] = &[Service::Social];
 
 /// Runs both consumers until `stop`.
 pub async fn run(state: State, stop: CancellationToken) {
-    let consumer = |name| Consumer {
-        name,
+    let consumer = |which: mesh_contracts::Consumer| Consumer {
+        name: which.name(),
         services: SOCIAL,
         schema: SCHEMA,
         pool: state.pool().clone(),

@@ -2,6 +2,7 @@
 //! `domain::notices`). Each event notifies once: it is recorded as processed in the same
 //! transaction, committed after the push (a crash in between may push it twice, never lose it).
 
+use mesh_contracts::Consumer;
 use mesh_contracts::chat::ServerFrame;
 use mesh_contracts::events::{EventEnvelope, SocialEvent};
 use mesh_service_kit::events::{HandlerError, first_time};
@@ -11,7 +12,7 @@ use crate::domain::notices::{Audience, notices};
 use crate::handlers::State;
 use crate::store::SCHEMA;
 
-pub const CONSUMER: &str = "chat-notifications";
+pub const CONSUMER: Consumer = Consumer::ChatNotifications;
 
 pub async fn push(state: State, envelope: EventEnvelope) -> Result<(), HandlerError> {
     let event: SocialEvent = envelope.event()?;
@@ -25,7 +26,7 @@ pub async fn push(state: State, envelope: EventEnvelope) -> Result<(), HandlerEr
         frames.push((to, ServerFrame::Notification(notice.notification)));
     }
     let mut tx = state.pool().begin().await?;
-    if !first_time(&mut tx, SCHEMA, CONSUMER, envelope.id).await? {
+    if !first_time(&mut tx, SCHEMA, &CONSUMER.name(), envelope.id).await? {
         return Ok(());
     }
     for (to, frame) in &frames {

@@ -1,6 +1,7 @@
 //! Keeps chat's projection (friendships, blocks, group members) in step with social's events,
 //! each event applied once, in the transaction that records it as processed.
 
+use mesh_contracts::Consumer;
 use mesh_contracts::events::{EventEnvelope, SocialEvent};
 use mesh_service_kit::events::{HandlerError, first_time};
 
@@ -8,12 +9,12 @@ use crate::handlers::State;
 use crate::store::{SCHEMA, conversations, projection};
 use mesh_contracts::chat::ConversationId;
 
-pub const CONSUMER: &str = "chat-projection";
+pub const CONSUMER: Consumer = Consumer::ChatProjection;
 
 pub async fn apply(state: State, envelope: EventEnvelope) -> Result<(), HandlerError> {
     let event: SocialEvent = envelope.event()?;
     let mut tx = state.pool().begin().await?;
-    if !first_time(&mut tx, SCHEMA, CONSUMER, envelope.id).await? {
+    if !first_time(&mut tx, SCHEMA, &CONSUMER.name(), envelope.id).await? {
         return Ok(());
     }
     let conn = &mut *tx;
