@@ -20,6 +20,7 @@ mod openapi_doc;
 mod problem;
 mod rate_limit;
 mod realtime;
+mod request_trace;
 mod revoked;
 mod security_headers;
 mod send;

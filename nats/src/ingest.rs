@@ -11,6 +11,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use mesh_contracts::Stream;
+use tracing::Instrument;
 
 use crate::batch;
 use crate::bus::Bus;
@@ -53,16 +54,25 @@ impl Bus {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<bool, IngestError> {
+        let subject = self.prefix.chat_in(partition);
+        let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Traced);
+        let mut headers = async_nats::HeaderMap::new();
+        crate::trace::inject(&span, &mut headers);
         let publish = async_nats::jetstream::message::PublishMessage::build()
+            .headers(headers)
             .message_id(msg_id)
             .payload(payload);
-        let ack = self
-            .jetstream
-            .send_publish(self.prefix.chat_in(partition), publish)
-            .await
-            .map_err(|err| IngestError::Publish(err.to_string()))?
-            .await
-            .map_err(|err| IngestError::Publish(err.to_string()))?;
+        let sent = async {
+            self.jetstream
+                .send_publish(subject, publish)
+                .await
+                .map_err(|err| IngestError::Publish(err.to_string()))?
+                .await
+                .map_err(|err| IngestError::Publish(err.to_string()))
+        };
+        let ack = sent.instrument(span.clone()).await.inspect_err(|_| {
+            mesh_observability::spans::fail(&span, "publish failed");
+        })?;
         Ok(ack.duplicate)
     }
 
@@ -154,6 +164,16 @@ fn delivery(next: batch::Next) -> Result<Delivery, IngestError> {
 }
 
 impl Delivery {
+    /// The partition subject the message was published to.
+    pub fn subject(&self) -> &str {
+        self.message.subject.as_str()
+    }
+
+    /// The headers it was published with (the trace context among them).
+    pub(crate) fn headers(&self) -> Option<&async_nats::HeaderMap> {
+        self.message.headers.as_ref()
+    }
+
     /// Acknowledges this message and, by the consumer's ack-all policy, every earlier one.
     /// Not confirmed: a lost ack only means a redelivery, which the store recognises as resends,
     /// and not waiting keeps the partition's next batch from waiting a round trip.

@@ -1,8 +1,10 @@
 //! Pushes to connected users: core NATS on `<prefix>.push.user.<id>`, one subscription per
 //! connected user on the edge that holds their connections.
 
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -10,13 +12,20 @@ use crate::bus::Bus;
 impl Bus {
     /// Publishes one frame (already the client's JSON text) to every connection of `user`.
     /// Nobody listening is fine: the user is offline and syncs later.
+    /// Inside a trace, the publish is a PRODUCER span whose context travels in the headers.
     pub async fn push(&self, user: Uuid, frame: Bytes) {
-        if let Err(err) = self
+        let subject = self.prefix.push_user(user);
+        let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Untraced);
+        let mut headers = HeaderMap::new();
+        crate::trace::inject(&span, &mut headers);
+        let sent = self
             .client
-            .publish(self.prefix.push_user(user), frame)
-            .await
-        {
-            tracing::warn!(error = %err, "push publish failed");
+            .publish_with_headers(subject, headers, frame)
+            .instrument(span.clone())
+            .await;
+        if let Err(err) = sent {
+            mesh_observability::spans::fail(&span, "push publish failed");
+            tracing::warn!(parent: &span, error = %err, "push publish failed");
         }
     }
 

@@ -15,7 +15,7 @@ mod presence;
 mod sse;
 mod ws;
 
-pub use handshake::{bearer_token, origin_allowed};
+pub use handshake::{bearer_token, origin_allowed, query_token};
 pub use hub::{Hub, HubSettings};
 
 /// `GET /asyncapi.json`: the realtime protocol, generated from the frame types in `contracts`.
