@@ -79,7 +79,7 @@ impl RpcClient {
             rpc.response.status_code = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        crate::trace::record_trace_id(&span);
+        mesh_observability::spans::record_trace_id(&span);
         let started = Instant::now();
         let result = self
             .call_raw::<R>(&subject, ctx, request, &span)

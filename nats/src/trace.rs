@@ -58,14 +58,7 @@ pub(crate) fn adopt_parent(span: &tracing::Span, map: Option<&HeaderMap>) {
     if let Some(parent) = extract(map) {
         let _ = span.set_parent(parent);
     }
-    record_trace_id(span);
-}
-
-/// Fills the `trace_id` field every mesh span declares, so each log line under it has it.
-pub(crate) fn record_trace_id(span: &tracing::Span) {
-    if let Some(id) = spans::trace_id(span) {
-        span.record("trace_id", id.as_str());
-    }
+    spans::record_trace_id(span);
 }
 
 /// Whether a publish outside any trace starts one of its own.
@@ -96,7 +89,7 @@ pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
     if !in_trace && orphan == Orphan::Untraced {
         spans::untraced(&span);
     }
-    record_trace_id(&span);
+    spans::record_trace_id(&span);
     span
 }
 
@@ -123,6 +116,6 @@ pub fn ingest_batch_span(deliveries: &[Delivery]) -> tracing::Span {
     for other in contexts {
         span.add_link(other.span().span_context().clone());
     }
-    record_trace_id(&span);
+    spans::record_trace_id(&span);
     span
 }

@@ -434,6 +434,32 @@ const AUTH_FAILURE_REASONS: &[&str] = &[
     "session_revoked",
 ];
 const DISCONNECT_REASONS: &[&str] = &["slow_consumer", "idle_timeout", "error"];
+const RATE_LIMITS: &[&str] = &[
+    "auth_ip",
+    "write_ip",
+    "write_user",
+    "read_ip",
+    "read_user",
+    "chat_sends",
+    "ws_frames",
+    "connections_ip",
+    "connections_user",
+];
+/// The error codes a chat message is refused with, at the edge or by the chat worker.
+const CHAT_REJECTIONS: &[&str] = &[
+    "rate_limited",
+    "service_unavailable",
+    "validation_failed",
+    "invalid_text",
+    "message_too_large",
+    "unknown_conversation",
+    "not_friends",
+    "blocked",
+    "not_member",
+    "muted",
+    "forbidden",
+    "unstorable",
+];
 
 fn touch_error_labels() {
     for reason in AUTH_FAILURE_REASONS {
@@ -443,6 +469,12 @@ fn touch_error_labels() {
         for reason in DISCONNECT_REASONS {
             RT_DISCONNECTS.with_label_values(&[transport, reason]);
         }
+    }
+    for limit in RATE_LIMITS {
+        RATE_LIMITED.with_label_values(&[limit]);
+    }
+    for reason in CHAT_REJECTIONS {
+        CHAT_REJECTED.with_label_values(&[reason]);
     }
     for event in ["disconnected", "connected"] {
         NATS_EVENTS.with_label_values(&[event]);

@@ -64,6 +64,22 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// Fills the `trace_id` field every mesh span declares, so each log line under it has it.
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(id) = trace_id(span) {
+        span.record("trace_id", id.as_str());
+    }
+}
+
+/// An unsampled span for a background loop of `service` (polling, relaying, renewing): its
+/// Postgres statements count under `service`, but nothing of it is exported unless a step
+/// opens a trace of its own (`tracing::info_span!(parent: None, ...)`).
+pub fn background(service: &'static str) -> tracing::Span {
+    let span = tracing::info_span!("background", mesh.service = service);
+    untraced(&span);
+    span
+}
+
 /// `span`'s W3C `traceresponse` value: `00-<trace id>-<span id>-<flags>`.
 pub fn traceresponse(span: &tracing::Span) -> Option<String> {
     let context = span.context();

@@ -309,7 +309,18 @@ async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_po
     .unwrap();
     assert!(push.name.contains(".push.user."), "{}", push.name);
 
-    let all = otlp.spans();
+    // Registering wrote user events: the outbox role relays them in a trace of its own.
+    let all = poll_until(
+        "the outbox relay's span",
+        Duration::from_secs(30),
+        || async {
+            let all = otlp.spans();
+            all.iter()
+                .any(|s| s.service == "nats-mesh-outbox" && s.kind == PRODUCER)
+                .then_some(all)
+        },
+    )
+    .await;
     // Every service's Postgres work shows up (registering and logging in is the user role's).
     assert!(
         all.iter().any(|s| s.service == "nats-mesh-user"
@@ -405,6 +416,13 @@ async fn every_request_writes_one_access_log_line_without_secrets() {
         user_metrics
             .contains(r#"mesh_db_query_duration_seconds_count{operation="INSERT",service="user"}"#),
         "statement latency per service"
+    );
+    let chat_metrics = mesh.metrics_of("chat").await;
+    assert!(
+        chat_metrics.contains(
+            r#"mesh_events_consumed_total{consumer="chat-projection",outcome="dead_lettered"} 0"#
+        ),
+        "error counters exist at 0 from the start"
     );
     let logs = mesh.all_logs();
     for secret in [ann.as_str(), query_secret, PASSWORD] {

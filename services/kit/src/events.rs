@@ -13,6 +13,7 @@ use mesh_nats::{Bus, EventDelivery, MAX_DELIVER};
 use mesh_observability::metrics::{EVENTS_CONSUMED, EVENTS_REDELIVERED};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Why a handler did not finish an event.
@@ -67,6 +68,9 @@ where
     H: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
+    for outcome in ["ok", "retry", "dead_lettered"] {
+        EVENTS_CONSUMED.with_label_values(&[consumer.name, outcome]);
+    }
     loop {
         let mut feed = match bus.event_consumer(consumer.name, consumer.services).await {
             Ok(feed) => feed,
@@ -111,10 +115,25 @@ where
     if delivery.delivered > 1 {
         EVENTS_REDELIVERED.with_label_values(&[consumer.name]).inc();
     }
+    let span = tracing::info_span!(
+        parent: None,
+        "event.process",
+        otel.name = format!("process {}", consumer.name),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = consumer.name,
+        mesh.service = consumer.schema,
+        trace_id = tracing::field::Empty,
+    );
+    mesh_observability::spans::record_trace_id(&span);
     let result = match serde_json::from_slice::<EventEnvelope>(&delivery.payload) {
-        Ok(envelope) => handle(envelope).await,
+        Ok(envelope) => handle(envelope).instrument(span.clone()).await,
         Err(err) => Err(HandlerError::from(err)),
     };
+    if result.is_err() {
+        mesh_observability::spans::fail(&span, "event handler failed");
+    }
     match result {
         Ok(()) => {
             count("ok");
