@@ -139,6 +139,7 @@ impl ServiceHost {
 }
 
 /// The operation an endpoint serves: its subject, and its service and name for spans.
+#[derive(Clone)]
 struct Operation {
     subject: String,
     service: &'static str,
@@ -164,12 +165,9 @@ async fn serve_endpoint(
             break;
         };
         let handler = handler.clone();
-        let operation = Operation {
-            subject: operation.subject.clone(),
-            ..operation
-        };
+        let this = operation.clone();
         tokio::spawn(async move {
-            handle_one(request, &operation, handler).await;
+            handle_one(request, &this, handler).await;
             drop(permit);
         });
     }
