@@ -29,7 +29,8 @@ impl Bus {
         }
     }
 
-    /// Everything pushed to `user`, until the returned stream is dropped.
+    /// Everything pushed to `user`, until the returned stream is dropped. A push that belongs
+    /// to a trace leaves a `receive` span there as it arrives.
     pub async fn subscribe_push(
         &self,
         user: Uuid,
@@ -39,7 +40,10 @@ impl Bus {
             .subscribe(self.prefix.push_user(user))
             .await
             .map_err(|err| err.to_string())?;
-        Ok(subscriber.map(|message| message.payload))
+        Ok(subscriber.map(|message| {
+            crate::trace::received(message.subject.as_str(), message.headers.as_ref());
+            message.payload
+        }))
     }
 
     /// Sends buffered publishes to the server now.

@@ -93,6 +93,24 @@ pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
     span
 }
 
+/// Records that a message on `subject` arrived (a CONSUMER `receive <subject>` span of the edge,
+/// ended at once), when its headers carry a sampled trace: the last hop of a push.
+pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
+    let Some(parent) = extract(map).filter(|p| p.span().span_context().is_sampled()) else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "nats.receive",
+        otel.name = format!("receive {subject}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "receive",
+        messaging.destination.name = subject,
+        mesh.service = "edge",
+    );
+    let _ = span.set_parent(parent);
+}
+
 /// The CONSUMER span of one chat ingest batch (`process <subject>`): a child of the first
 /// message's trace, linked to the traces of the others, so the edge's request, the worker's
 /// batch and its Postgres statements and pushes are one trace for a lone message.

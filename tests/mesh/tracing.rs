@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::harness::{Client, PASSWORD, fresh_database, keys, poll_until, unique_phone};
 use crate::otlp::{CLIENT, CONSUMER, OtlpReceiver, PRODUCER, ReceivedSpan, SERVER};
+use crate::ws::Ws;
 
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 
@@ -218,7 +219,8 @@ async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_po
         );
     }
     let (_, ann) = user(&client, "ann").await;
-    let (bob_id, _) = user(&client, "bob").await;
+    let (bob_id, bob) = user(&client, "bob").await;
+    let (mut bob_ws, _) = Ws::connect_ready(&mesh.url, &bob).await;
 
     let (trace_id, caller_span) = caller_context();
     let response = client
@@ -231,6 +233,7 @@ async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_po
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+    bob_ws.message("traced-1").await;
     let traceresponse = response.headers()["traceresponse"]
         .to_str()
         .unwrap()
@@ -265,6 +268,10 @@ async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_po
                 .is_some()
                 && find(&spans, |s| {
                     s.kind == PRODUCER && s.service == "nats-mesh-chat"
+                })
+                .is_some()
+                && find(&spans, |s| {
+                    s.kind == CONSUMER && s.service == "nats-mesh-edge"
                 })
                 .is_some();
             complete.then_some(spans)
@@ -303,10 +310,14 @@ async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_po
     .unwrap();
     assert_eq!(insert.attr("db.system.name"), Some("postgresql"));
     assert_eq!(insert.attr("mesh.service"), Some("chat"));
-    let push = find(&trace, |s| {
-        s.kind == PRODUCER && s.service == "nats-mesh-chat"
+    let delivered = find(&trace, |s| {
+        s.kind == CONSUMER && s.service == "nats-mesh-edge"
     })
     .unwrap();
+    let push = find(&trace, |s| s.span_id == delivered.parent_span_id)
+        .expect("the edge received a push of the chat worker");
+    assert_eq!(push.kind, PRODUCER);
+    assert_eq!(push.service, "nats-mesh-chat");
     assert!(push.name.contains(".push.user."), "{}", push.name);
 
     // Registering wrote user events: the outbox role relays them in a trace of its own.
