@@ -12,7 +12,8 @@ Checks: every MESH_* variable the chart sets is one `mesh --help` knows; the mig
 command exits 0; every declared liveness/readiness probe answers 200 on the port it names; a
 chat message sent through the rendered edge (two users, friends) is stored; on SIGTERM the edge
 closes an open WebSocket with 1001 (clients reconnect to another edge); every process exits 0
-on SIGTERM within its terminationGracePeriodSeconds.
+on SIGTERM within its terminationGracePeriodSeconds; with per-role NATS logins, no pod of one
+role (nor the migration Job) has another role's password in any file mounted into it.
 
 Usage: chart_wiring.py --helm HELM --chart DIR --mesh BIN --mode all|roles
        (MESH_NATS_URL and a fresh database in MESH_DATABASE_URL from the environment)
@@ -35,6 +36,30 @@ from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, status_of, 
 
 
 NATS_SECRET = "wiring-nats"
+ROLES = ("edge", "user", "social", "chat", "outbox", "migrate")
+
+
+def role_secret(creds_text):
+    """The per-role credentials Secret an operator makes from `mesh nats-config`'s file: one key
+    per role holding that role's line only, and `all` holding every line."""
+    lines = [l for l in creds_text.splitlines() if l.strip() and not l.startswith("#")]
+    data = {role: "".join(f"{l}\n" for l in lines if l.split(" ", 1)[0] == role) for role in ROLES}
+    data["all"] = "".join(f"{l}\n" for l in lines)
+    return {"kind": "Secret", "metadata": {"name": NATS_SECRET}, "stringData": data}
+
+
+def check_own_credentials(container, creds_text):
+    """A pod of one role holds no other role's NATS password in any file mounted into it."""
+    if container.name == "all":
+        return
+    foreign = [l.split(" ", 1)[1] for l in creds_text.splitlines()
+               if l.strip() and not l.startswith("#") and l.split(" ", 1)[0] != container.name]
+    for local in container.mounts.values():
+        for file in os.listdir(local):
+            with open(os.path.join(local, file), errors="replace") as f:
+                text = f.read()
+            if any(password in text for password in foreign):
+                fail(f"{container.name} mounts another role's NATS credentials ({file})")
 
 
 def render(args, scratch, prefix):
@@ -55,15 +80,14 @@ def render(args, scratch, prefix):
     creds = os.environ.get("MESH_NATS_ROLE_CREDENTIALS")
     if creds:
         # A NATS server with authorization (scripts/services.sh's default): the role
-        # credentials go in as an existing Secret, as an operator would deploy them.
-        cmd += ["--set", f"nats.existingSecret={NATS_SECRET}",
-                "--set", f"nats.env.MESH_NATS_ROLE_CREDENTIALS=/etc/mesh/nats/{os.path.basename(creds)}"]
+        # credentials go in as an existing Secret with one key per role, as an operator
+        # would deploy them, and each pod mounts only its own.
+        cmd += ["--set", f"nats.roleCredentials.existingSecret={NATS_SECRET}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     if creds:
         with open(creds) as f:
-            docs.append({"kind": "Secret", "metadata": {"name": NATS_SECRET},
-                         "stringData": {os.path.basename(creds): f.read()}})
+            docs.append(role_secret(f.read()))
     return docs
 
 
@@ -252,7 +276,11 @@ def main():
     jobs = [d for d in docs if d["kind"] == "Job"]
     if len(jobs) != 1 or "pre-install" not in jobs[0]["metadata"]["annotations"]["helm.sh/hook"]:
         fail("expected one pre-install migration hook Job")
-    Container("migrate", jobs[0], by, args, scratch).run_to_end()
+    creds = os.environ.get("MESH_NATS_ROLE_CREDENTIALS")
+    creds_text = open(creds).read() if creds else ""
+    migrate = Container("migrate", jobs[0], by, args, scratch)
+    check_own_credentials(migrate, creds_text)
+    migrate.run_to_end()
     print("chart wiring: migration hook ran")
 
     deployments = [d for d in docs if d["kind"] == "Deployment"]
@@ -261,6 +289,10 @@ def main():
         fail(f"mode {args.mode}: {len(deployments)} Deployments, expected {expected}")
     procs = [Container(d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"],
                        d, by, args, scratch) for d in deployments]
+    for p in procs:
+        check_own_credentials(p, creds_text)
+    if creds_text:
+        print("chart wiring: every pod mounts only its own role's NATS credentials")
     try:
         for p in procs:
             p.start()

@@ -53,8 +53,10 @@ fn main() -> ExitCode {
         Err(err) => return report(Err(err.into())),
     };
     report(runtime.block_on(async move {
-        let _tracing =
-            mesh_observability::init(&nats_mesh::telemetry::service_name(roles, migrate));
+        let _tracing = mesh_observability::init(
+            &nats_mesh::telemetry::service_name(roles, migrate),
+            &nats_mesh::telemetry::default_db_service(roles, migrate),
+        );
         nats_mesh::telemetry::record_build_info(roles);
         if migrate {
             roles::user_pool(&settings).await?;

@@ -42,6 +42,16 @@ pub fn service_name(roles: &[Role], migrate: bool) -> String {
     }
 }
 
+/// The service label of Postgres statements that run outside any span naming a service: the
+/// role of a one-role process, `migrate`, or `mesh` for several roles in one process.
+pub fn default_db_service(roles: &[Role], migrate: bool) -> String {
+    match roles {
+        _ if migrate => "migrate".to_owned(),
+        [role] => roles_label(&[*role]),
+        _ => "mesh".to_owned(),
+    }
+}
+
 /// Sets `mesh_build_info` for a process running `roles`.
 pub fn record_build_info(roles: &[Role]) {
     BUILD_INFO.reset();
@@ -165,5 +175,7 @@ mod tests {
         assert_eq!(service_name(&[Role::Chat], false), "nats-mesh-chat");
         assert_eq!(service_name(&[], true), "nats-mesh-migrate");
         assert_eq!(roles_label(Role::ALL), "edge+user+social+chat+outbox");
+        assert_eq!(default_db_service(&[Role::Chat], false), "chat");
+        assert_eq!(default_db_service(Role::ALL, false), "mesh");
     }
 }

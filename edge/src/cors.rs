@@ -18,11 +18,11 @@ use crate::problem::ApiError;
 /// Methods of the API.
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 /// Request headers a page may send.
-const ALLOW_HEADERS: &str =
-    "authorization, content-type, idempotency-key, x-idempotency-key, x-request-id";
+const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key, x-idempotency-key, \
+    x-request-id, traceparent, tracestate";
 /// Response headers a page may read.
 pub const EXPOSE_HEADERS: &str = "x-request-id, retry-after, ratelimit, ratelimit-policy, \
-    idempotent-replayed, x-token-expires-at, x-token-refresh-required, location";
+    idempotent-replayed, x-token-expires-at, x-token-refresh-required, location, traceresponse";
 /// How long a browser may cache a preflight, in seconds.
 const MAX_AGE: &str = "600";
 

@@ -22,6 +22,7 @@ mod problem;
 mod rate_limit;
 mod realtime;
 mod request_id;
+mod request_trace;
 mod revoked;
 mod security_headers;
 mod send;

@@ -1,12 +1,14 @@
-//! Around every request: a request id, the client's address, a tracing span, the body-size
-//! limit, idempotency keys, problem+json for anything that failed, the HTTP metrics, and the
-//! audit record of mutating requests.
+//! Around every request: a request id, the client's address, a tracing span and access-log
+//! line (`request_trace`), the body-size limit, idempotency keys, problem+json for anything
+//! that failed, the HTTP metrics (401s without a token count as `missing_token` auth
+//! failures), and the audit record of mutating requests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mesh_contracts::ErrorCode;
-use mesh_observability::metrics::{HTTP_DURATION, HTTP_REQUESTS};
+use mesh_observability::metrics::{AUTH_FAILURES, HTTP_DURATION, HTTP_REQUESTS};
+use poem::PathPattern;
 use poem::error::ReadBodyError;
 use poem::http::header::RETRY_AFTER;
 use poem::http::{HeaderValue, StatusCode};
@@ -20,9 +22,10 @@ use crate::caller::Verified;
 use crate::client_ip::{ClientIp, TrustedProxies};
 use crate::cors::Cors;
 use crate::idempotency::{Admission, Idempotency, Scope};
-use crate::problem::{ApiError, from_poem_error};
+use crate::problem::{ApiError, from_poem_error, problem_code};
 use crate::rate_limit::RouteClass;
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
+use crate::request_trace::RequestTrace;
 use crate::strict_json::BodySchemas;
 
 /// What the middleware needs, built once per edge.
@@ -70,9 +73,12 @@ pub async fn observe<E: Endpoint>(
         req.set_data(ClientIp(ip));
     }
     let audited = layers.audit.begin(&mut req, &request_id);
-    let method = req.method().to_string();
+    let http_method = req.method().clone();
+    let method = http_method.to_string();
     let path_route = static_route(req.uri().path());
-    let span = tracing::info_span!("http.request", http.method = %method, http.path = %req.uri().path(), request_id = %request_id);
+    let trace = RequestTrace::open(&req, &request_id);
+    let span = trace.span.clone();
+    let had_token = carries_token(&req);
 
     let path = req.uri().path().to_owned();
     let origin = layers.cors.origin_of(&req);
@@ -108,7 +114,7 @@ pub async fn observe<E: Endpoint>(
                     Admission::Answer(Box::new(refused.into_response()))
                 }
                 None => {
-                    let scope = user.map_or(Scope::Client(ip), Scope::User);
+                    let scope = user.map_or(Scope::Client(ip.clone()), Scope::User);
                     layers.idempotency.admit(&mut req, &scope).await
                 }
             },
@@ -149,6 +155,13 @@ pub async fn observe<E: Endpoint>(
     if status.is_server_error() {
         tracing::error!(parent: &span, status = status.as_u16(), "request failed");
     }
+    if status == StatusCode::UNAUTHORIZED
+        && !had_token
+        && problem_code(&mut response).await == Some(ErrorCode::Unauthorized)
+    {
+        AUTH_FAILURES.with_label_values(&["missing_token"]).inc();
+    }
+    trace.close(&http_method, &mut response, &ip, started.elapsed());
     HTTP_REQUESTS
         .with_label_values(&[route, &method, status.as_str()])
         .inc();
@@ -173,8 +186,13 @@ async fn serve<E: Endpoint>(
         }
         Err(err) => {
             let route = err.data::<OperationId>().map_or(path_route, |id| id.0);
+            let pattern = err.data::<PathPattern>().cloned();
             let _guard = span.enter();
-            (from_poem_error(err), route)
+            let mut response = from_poem_error(err);
+            if let Some(pattern) = pattern {
+                response.set_data(pattern);
+            }
+            (response, route)
         }
     }
 }
@@ -184,6 +202,12 @@ async fn serve<E: Endpoint>(
 fn bearer_user(state: &SharedState, req: &Request) -> Option<Verified> {
     let token = crate::handshake::bearer_token(req.headers())?;
     crate::caller::identify(state, token).ok()
+}
+
+/// Whether `req` presents an access token, in any of the places the edge reads one.
+fn carries_token(req: &Request) -> bool {
+    crate::handshake::bearer_token(req.headers()).is_some()
+        || crate::handshake::query_token(req.uri().query()).is_some()
 }
 
 /// A number or boolean where the operation's schema wants a string (the body is read from

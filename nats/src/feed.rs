@@ -144,6 +144,16 @@ fn delivery(next: Next) -> Result<Delivery, JetStreamError> {
 }
 
 impl Delivery {
+    /// The subject it was published to.
+    pub fn subject(&self) -> &str {
+        self.message.subject.as_str()
+    }
+
+    /// The headers it was published with (the trace context among them).
+    pub(crate) fn headers(&self) -> Option<&async_nats::HeaderMap> {
+        self.message.headers.as_ref()
+    }
+
     /// Acknowledges it (and, on an ack-all consumer, every earlier message) without waiting
     /// for the server's confirmation: a lost ack only means a redelivery.
     pub async fn ack(&self) -> Result<(), JetStreamError> {

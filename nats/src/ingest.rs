@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use bytes::Bytes;
 use mesh_contracts::{Consumer, Stream};
+use tracing::Instrument;
 
 use crate::bus::Bus;
 use crate::feed::{Feed, JetStreamError};
@@ -27,17 +28,26 @@ impl Bus {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<bool, JetStreamError> {
-        let failed = |err: &dyn std::fmt::Display| JetStreamError::Publish(err.to_string());
+        let subject = self.prefix.chat_in(partition);
+        let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Traced);
+        let mut headers = async_nats::HeaderMap::new();
+        crate::trace::inject(&span, &mut headers);
         let publish = async_nats::jetstream::message::PublishMessage::build()
+            .headers(headers)
             .message_id(msg_id)
             .payload(payload);
-        let ack = self
-            .jetstream
-            .send_publish(self.prefix.chat_in(partition), publish)
-            .await
-            .map_err(|e| failed(&e))?
-            .await
-            .map_err(|e| failed(&e))?;
+        let failed = |err: &dyn std::fmt::Display| JetStreamError::Publish(err.to_string());
+        let sent = async {
+            self.jetstream
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| failed(&e))?
+                .await
+                .map_err(|e| failed(&e))
+        };
+        let ack = sent.instrument(span.clone()).await.inspect_err(|_| {
+            mesh_observability::spans::fail(&span, "publish failed");
+        })?;
         Ok(ack.duplicate)
     }
 

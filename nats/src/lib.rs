@@ -33,3 +33,4 @@ pub use revocation::{Revocation, Revocations};
 pub use rpc_client::{RpcClient, RpcError};
 pub use service_host::ServiceHost;
 pub use topology::{LOGIN_FAILURE_WINDOW, TopologySettings};
+pub use trace::ingest_batch_span;

@@ -1,8 +1,10 @@
 //! Pushes to connected users: core NATS on `<prefix>.push.user.<id>`, one subscription per
 //! connected user on the edge that holds their connections.
 
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -10,17 +12,25 @@ use crate::bus::Bus;
 impl Bus {
     /// Publishes one frame (already the client's JSON text) to every connection of `user`.
     /// Nobody listening is fine: the user is offline and syncs later.
+    /// Inside a trace, the publish is a PRODUCER span whose context travels in the headers.
     pub async fn push(&self, user: Uuid, frame: Bytes) {
-        if let Err(err) = self
+        let subject = self.prefix.push_user(user);
+        let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Untraced);
+        let mut headers = HeaderMap::new();
+        crate::trace::inject(&span, &mut headers);
+        let sent = self
             .client
-            .publish(self.prefix.push_user(user), frame)
-            .await
-        {
-            tracing::warn!(error = %err, "push publish failed");
+            .publish_with_headers(subject, headers, frame)
+            .instrument(span.clone())
+            .await;
+        if let Err(err) = sent {
+            mesh_observability::spans::fail(&span, "push publish failed");
+            tracing::warn!(parent: &span, error = %err, "push publish failed");
         }
     }
 
-    /// Everything pushed to `user`, until the returned stream is dropped.
+    /// Everything pushed to `user`, until the returned stream is dropped. A push that belongs
+    /// to a trace leaves a `receive` span there as it arrives.
     pub async fn subscribe_push(
         &self,
         user: Uuid,
@@ -30,7 +40,10 @@ impl Bus {
             .subscribe(self.prefix.push_user(user))
             .await
             .map_err(|err| err.to_string())?;
-        Ok(subscriber.map(|message| message.payload))
+        Ok(subscriber.map(|message| {
+            crate::trace::received(message.subject.as_str(), message.headers.as_ref());
+            message.payload
+        }))
     }
 
     /// Sends buffered publishes to the server now.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use async_nats::{HeaderMap, RequestErrorKind};
 use mesh_contracts::{ErrorCode, Rpc, ServiceError};
 use mesh_observability::metrics::{RPC_CLIENT_CALLS, RPC_CLIENT_DURATION};
+use tracing::Instrument;
 
 use crate::bus::Bus;
 use crate::context::CallContext;
@@ -68,8 +69,22 @@ impl RpcClient {
         request: &R::Request,
     ) -> Result<R::Reply, RpcError> {
         let subject = self.bus.prefix.rpc(R::SERVICE, R::OP);
+        let span = tracing::info_span!(
+            "rpc.client",
+            otel.name = format!("{}/{}", R::SERVICE.as_str(), R::OP),
+            otel.kind = "client",
+            rpc.system = "nats",
+            rpc.service = R::SERVICE.as_str(),
+            rpc.method = R::OP,
+            rpc.response.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        mesh_observability::spans::record_trace_id(&span);
         let started = Instant::now();
-        let result = self.call_raw::<R>(&subject, ctx, request).await;
+        let result = self
+            .call_raw::<R>(&subject, ctx, request, &span)
+            .instrument(span.clone())
+            .await;
         RPC_CLIENT_DURATION
             .with_label_values(&[&subject])
             .observe(started.elapsed().as_secs_f64());
@@ -77,6 +92,10 @@ impl RpcClient {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
+        if !matches!(outcome, "ok" | "client_error") {
+            span.record("rpc.response.status_code", outcome);
+            mesh_observability::spans::fail(&span, outcome);
+        }
         RPC_CLIENT_CALLS
             .with_label_values(&[&subject, outcome])
             .inc();
@@ -88,6 +107,7 @@ impl RpcClient {
         subject: &str,
         ctx: &CallContext,
         request: &R::Request,
+        span: &tracing::Span,
     ) -> Result<R::Reply, RpcError> {
         if !self.bus.is_connected() {
             // Fail at once instead of queueing the request until the deadline.
@@ -97,7 +117,7 @@ impl RpcClient {
             serde_json::to_vec(request).map_err(|err| RpcError::Decode(err.to_string()))?;
         let mut map = HeaderMap::new();
         ctx.write_headers(&mut map);
-        crate::trace::inject_current(&mut map);
+        crate::trace::inject(span, &mut map);
         let request = async_nats::Request::new()
             .payload(payload.into())
             .headers(map)

@@ -118,7 +118,11 @@ impl ServiceHost {
             let subject = prefix.rpc(self.service, op);
             loops.spawn(serve_endpoint(
                 endpoint,
-                subject,
+                Operation {
+                    subject,
+                    service: self.service.as_str(),
+                    op,
+                },
                 handler,
                 limit.clone(),
                 stop_rx.clone(),
@@ -148,9 +152,17 @@ macro_rules! operations {
     }};
 }
 
+/// The operation an endpoint serves: its subject, and its service and name for spans.
+#[derive(Clone)]
+struct Operation {
+    subject: String,
+    service: &'static str,
+    op: &'static str,
+}
+
 async fn serve_endpoint(
     mut endpoint: async_nats::service::endpoint::Endpoint,
-    subject: String,
+    operation: Operation,
     handler: Handler,
     limit: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -167,21 +179,37 @@ async fn serve_endpoint(
             break;
         };
         let handler = handler.clone();
-        let subject = subject.clone();
+        let this = operation.clone();
         tokio::spawn(async move {
-            handle_one(request, &subject, handler).await;
+            handle_one(request, &this, handler).await;
             drop(permit);
         });
     }
     let _ = endpoint.stop().await;
 }
 
-async fn handle_one(request: async_nats::service::Request, subject: &str, handler: Handler) {
+async fn handle_one(
+    request: async_nats::service::Request,
+    operation: &Operation,
+    handler: Handler,
+) {
     let started = Instant::now();
+    let subject = operation.subject.as_str();
     let headers = request.message.headers.as_ref();
     let ctx = CallContext::read_headers(headers);
-    let span =
-        tracing::info_span!("rpc.server", rpc.subject = %subject, request_id = %ctx.request_id);
+    let span = tracing::info_span!(
+        "rpc.server",
+        otel.name = format!("{}/{}", operation.service, operation.op),
+        otel.kind = "server",
+        rpc.system = "nats",
+        rpc.service = operation.service,
+        rpc.method = operation.op,
+        rpc.subject = %subject,
+        rpc.response.status_code = tracing::field::Empty,
+        mesh.service = operation.service,
+        request_id = %ctx.request_id,
+        trace_id = tracing::field::Empty,
+    );
     crate::trace::adopt_parent(&span, headers);
     let payload = request.message.payload.clone();
     let result = AssertUnwindSafe(handler(ctx, payload).instrument(span.clone()))
@@ -195,6 +223,12 @@ async fn handle_one(request: async_nats::service::Request, subject: &str, handle
         Ok(_) => "ok",
         Err(err) => err.code.as_str(),
     };
+    if let Err(err) = &result {
+        span.record("rpc.response.status_code", outcome);
+        if !err.is_client_error() {
+            mesh_observability::spans::fail(&span, outcome);
+        }
+    }
     RPC_SERVER_REQUESTS
         .with_label_values(&[subject, outcome])
         .inc();

@@ -1,9 +1,16 @@
-//! W3C trace context across NATS: injected from the current span, extracted into a new one.
+//! W3C trace context across NATS: injected from a span into message headers, extracted into
+//! the span that handles the message. Also the spans of the mesh's NATS traffic, with
+//! OpenTelemetry kinds: CLIENT/SERVER for RPC, PRODUCER for publishes (ingest, push),
+//! CONSUMER for an ingest batch.
 
 use async_nats::HeaderMap;
+use mesh_observability::spans;
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::feed::Delivery;
 use crate::headers;
 
 struct Inject<'a>(&'a mut HeaderMap);
@@ -28,22 +35,105 @@ impl Extractor for Extract<'_> {
     }
 }
 
-/// Writes the current span's trace context into `map`.
-pub(crate) fn inject_current(map: &mut HeaderMap) {
-    let context = tracing::Span::current().context();
+/// Writes `span`'s trace context into `map`.
+pub(crate) fn inject(span: &tracing::Span, map: &mut HeaderMap) {
+    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut Inject(map));
     });
 }
 
-/// Makes `span` a child of the trace context found in `map`, if any.
-pub(crate) fn adopt_parent(span: &tracing::Span, map: Option<&HeaderMap>) {
-    let Some(map) = map else { return };
-    if map.get(headers::TRACEPARENT).is_none() {
-        return;
-    }
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+/// The trace context carried by `map`, if it carries a valid one.
+fn extract(map: Option<&HeaderMap>) -> Option<Context> {
+    let map = map?;
+    map.get(headers::TRACEPARENT)?;
+    let context = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Extract(map))
     });
+    context.span().span_context().is_valid().then_some(context)
+}
+
+/// Makes `span` a child of the trace context found in `map`, if any, and records its trace id.
+pub(crate) fn adopt_parent(span: &tracing::Span, map: Option<&HeaderMap>) {
+    if let Some(parent) = extract(map) {
+        let _ = span.set_parent(parent);
+    }
+    spans::record_trace_id(span);
+}
+
+/// Whether a publish outside any trace starts one of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Orphan {
+    /// It does (a chat message sent over a WebSocket is an operation of its own).
+    Traced,
+    /// It does not (a push of a background task is not worth a trace).
+    Untraced,
+}
+
+/// A PRODUCER span for publishing to `subject` (`send <subject>`), a child of the current span.
+pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
+    let span = tracing::info_span!(
+        "nats.publish",
+        otel.name = format!("send {subject}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.destination.name = subject,
+        trace_id = tracing::field::Empty,
+    );
+    let in_trace = tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .is_valid();
+    if !in_trace && orphan == Orphan::Untraced {
+        spans::untraced(&span);
+    }
+    spans::record_trace_id(&span);
+    span
+}
+
+/// Records that a message on `subject` arrived (a CONSUMER `receive <subject>` span of the edge,
+/// ended at once), when its headers carry a sampled trace: the last hop of a push.
+pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
+    let Some(parent) = extract(map).filter(|p| p.span().span_context().is_sampled()) else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "nats.receive",
+        otel.name = format!("receive {subject}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "receive",
+        messaging.destination.name = subject,
+        mesh.service = "edge",
+    );
     let _ = span.set_parent(parent);
+}
+
+/// The CONSUMER span of one chat ingest batch (`process <subject>`): a child of the first
+/// message's trace, linked to the traces of the others, so the edge's request, the worker's
+/// batch and its Postgres statements and pushes are one trace for a lone message.
+pub fn ingest_batch_span(deliveries: &[Delivery]) -> tracing::Span {
+    let subject = deliveries.first().map_or("", |d| d.subject());
+    let span = tracing::info_span!(
+        "chat.ingest",
+        otel.name = format!("process {subject}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = subject,
+        messaging.batch.message_count = deliveries.len(),
+        mesh.service = "chat",
+        trace_id = tracing::field::Empty,
+    );
+    let mut contexts = deliveries.iter().filter_map(|d| extract(d.headers()));
+    if let Some(first) = contexts.next() {
+        let _ = span.set_parent(first);
+    }
+    for other in contexts {
+        span.add_link(other.span().span_context().clone());
+    }
+    spans::record_trace_id(&span);
+    span
 }

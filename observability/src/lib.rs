@@ -1,10 +1,13 @@
 //! Observability shared by every role: JSON logs, OpenTelemetry traces and Prometheus metrics.
 //!
 //! `init` is the single place that installs the global subscriber and propagator; `metrics`
-//! holds the standard metrics every crate records into; `server` serves `/metrics`.
+//! holds the standard metrics every crate records into; `server` serves `/metrics`; `spans`
+//! continues, suppresses and reads traces; `db` turns Postgres statements into spans and metrics.
 
+mod db;
 pub mod metrics;
 pub mod server;
+pub mod spans;
 mod tracing_init;
 
 pub use server::{Readiness, metrics_endpoint, serve_metrics};

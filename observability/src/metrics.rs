@@ -389,6 +389,16 @@ pub static CONSUMER_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Postgres statement latency by service and operation (`SELECT`, `INSERT`, ... `COMMIT`),
+/// measured by sqlx from send to the last row.
+pub static DB_QUERY_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "mesh_db_query_duration_seconds",
+        "Postgres statement latency by service and operation",
+        &["service", "operation"],
+    )
+});
+
 /// 1 while this edge's watch on the revoked-sessions bucket is open, 0 while it is re-opened.
 pub static REVOCATION_WATCH_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -417,8 +427,39 @@ static PROCESS_COLLECTOR: LazyLock<()> = LazyLock::new(|| {
 
 /// Error labels that dashboards and alerts read, created at 0 so a rate exists before the
 /// first error.
-const AUTH_FAILURE_REASONS: &[&str] = &["invalid_token", "token_expired", "session_revoked"];
+const AUTH_FAILURE_REASONS: &[&str] = &[
+    "missing_token",
+    "invalid_token",
+    "token_expired",
+    "session_revoked",
+];
 const DISCONNECT_REASONS: &[&str] = &["slow_consumer", "idle_timeout", "error"];
+const RATE_LIMITS: &[&str] = &[
+    "auth_ip",
+    "write_ip",
+    "write_user",
+    "read_ip",
+    "read_user",
+    "chat_sends",
+    "ws_frames",
+    "connections_ip",
+    "connections_user",
+];
+/// The error codes a chat message is refused with, at the edge or by the chat worker.
+const CHAT_REJECTIONS: &[&str] = &[
+    "rate_limited",
+    "service_unavailable",
+    "validation_failed",
+    "invalid_text",
+    "message_too_large",
+    "unknown_conversation",
+    "not_friends",
+    "blocked",
+    "not_member",
+    "muted",
+    "forbidden",
+    "unstorable",
+];
 
 fn touch_error_labels() {
     for reason in AUTH_FAILURE_REASONS {
@@ -428,6 +469,12 @@ fn touch_error_labels() {
         for reason in DISCONNECT_REASONS {
             RT_DISCONNECTS.with_label_values(&[transport, reason]);
         }
+    }
+    for limit in RATE_LIMITS {
+        RATE_LIMITED.with_label_values(&[limit]);
+    }
+    for reason in CHAT_REJECTIONS {
+        CHAT_REJECTED.with_label_values(&[reason]);
     }
     for event in ["disconnected", "connected"] {
         NATS_EVENTS.with_label_values(&[event]);
@@ -482,6 +529,7 @@ pub fn touch_all() {
     LazyLock::force(&NATS_CONNECTED);
     LazyLock::force(&DB_POOL_CONNECTIONS);
     LazyLock::force(&DB_POOL_MAX);
+    LazyLock::force(&DB_QUERY_DURATION);
     LazyLock::force(&REVOCATION_WATCH_OPEN);
     LazyLock::force(&CONSUMER_PENDING);
     LazyLock::force(&PROCESS_COLLECTOR);

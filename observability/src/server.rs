@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use poem::endpoint::make_sync;
 use poem::http::StatusCode;
-use poem::listener::TcpListener;
+use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, IntoResponse, Response, Route, Server, get, handler};
 
 use crate::metrics;
@@ -57,7 +57,15 @@ pub async fn serve_metrics(
             })),
         )
         .at("/readyz", get(make_sync(move |_| readyz(&ready))));
-    Server::new(TcpListener::bind(addr))
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    if let Some(bound) = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr())
+    {
+        tracing::info!(addr = %bound, "metrics listening");
+    }
+    Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown, None)
         .await?;
     Ok(())

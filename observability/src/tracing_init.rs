@@ -6,9 +6,13 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::db::{DbQueries, SQLX_TARGET};
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -25,12 +29,15 @@ impl Drop for TracingGuard {
     }
 }
 
-/// Installs JSON logs (filter from `RUST_LOG`, default `info`) and OpenTelemetry tracing.
+/// Installs JSON logs (filter from `RUST_LOG`, default `info`), OpenTelemetry tracing (spans
+/// at `info` and above) and the Postgres statement metrics and spans; statements outside any
+/// span that names its service count under `default_service`.
 ///
 /// Spans always get W3C trace ids so that a trace crosses NATS even when nothing exports it;
-/// they are exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Calling it
-/// again (tests start many meshes in one process) is harmless: the first call wins.
-pub fn init(service_name: &str) -> TracingGuard {
+/// they are exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+/// (`OTEL_BSP_SCHEDULE_DELAY` and the other batch settings apply). Calling it again (tests start
+/// many meshes in one process) is harmless: the first call wins.
+pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = PROVIDER.get_or_init(|| build_provider(service_name));
     let tracer = provider.tracer("nats-mesh");
@@ -40,15 +47,20 @@ pub fn init(service_name: &str) -> TracingGuard {
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
-        .with_span_list(false)
+        .with_span_list(true)
         .with_target(true)
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO);
+    let db = DbQueries::new(default_service)
+        .with_filter(Targets::new().with_target(SQLX_TARGET, LevelFilter::TRACE));
     // A second init in the same process finds a subscriber already set; that is fine.
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(otel)
+        .with(db)
         .try_init();
     TracingGuard
 }

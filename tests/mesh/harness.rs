@@ -41,7 +41,7 @@ fn admin_database_url() -> String {
 }
 
 /// Creates an empty database for one test and returns its URL.
-async fn fresh_database() -> String {
+pub async fn fresh_database() -> String {
     let admin = admin_database_url();
     let name = format!("t_{}", Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -173,7 +173,7 @@ impl TestMesh {
         // `MESH_TEST_LOG=1` prints the mesh's logs (filtered by RUST_LOG) while debugging.
         if std::env::var_os("MESH_TEST_LOG").is_some() {
             static LOGS: OnceLock<()> = OnceLock::new();
-            LOGS.get_or_init(|| std::mem::forget(mesh_observability::init("mesh-test")));
+            LOGS.get_or_init(|| std::mem::forget(mesh_observability::init("mesh-test", "mesh")));
         }
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut settings = test_settings(&prefix, Some(fresh_database().await));

@@ -13,6 +13,7 @@ use mesh_nats::{Bus, Delivery, MAX_DELIVER};
 use mesh_observability::metrics::{EVENTS_CONSUMED, EVENTS_REDELIVERED};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Why a handler did not finish an event.
@@ -68,6 +69,9 @@ where
     H: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
+    for outcome in ["ok", "retry", "dead_lettered"] {
+        EVENTS_CONSUMED.with_label_values(&[consumer.name.as_str(), outcome]);
+    }
     loop {
         let mut feed = match bus
             .event_consumer(consumer.name.as_str(), consumer.services)
@@ -117,10 +121,25 @@ where
             .with_label_values(&[consumer.name.as_str()])
             .inc();
     }
+    let span = tracing::info_span!(
+        parent: None,
+        "event.process",
+        otel.name = format!("process {}", consumer.name),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = consumer.name.as_str(),
+        mesh.service = consumer.schema,
+        trace_id = tracing::field::Empty,
+    );
+    mesh_observability::spans::record_trace_id(&span);
     let result = match serde_json::from_slice::<EventEnvelope>(&delivery.payload) {
-        Ok(envelope) => handle(envelope).await,
+        Ok(envelope) => handle(envelope).instrument(span.clone()).await,
         Err(err) => Err(HandlerError::from(err)),
     };
+    if result.is_err() {
+        mesh_observability::spans::fail(&span, "event handler failed");
+    }
     match result {
         Ok(()) => {
             count("ok");

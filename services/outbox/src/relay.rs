@@ -19,6 +19,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::OutboxConfig;
@@ -69,6 +70,24 @@ pub async fn relay_once(bus: &Bus, source: &Source, batch: i64) -> anyhow::Resul
     if rows.is_empty() {
         return Ok(0);
     }
+    let span = tracing::info_span!(
+        parent: None,
+        "outbox.relay",
+        otel.name = format!("send {schema} outbox"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.batch.message_count = rows.len(),
+        mesh.service = "outbox",
+        trace_id = tracing::field::Empty,
+    );
+    mesh_observability::spans::record_trace_id(&span);
+    publish_rows(bus, source, rows).instrument(span).await
+}
+
+/// Publishes `rows` as events, waits for every ack, then marks them sent.
+async fn publish_rows(bus: &Bus, source: &Source, rows: Vec<Row>) -> anyhow::Result<usize> {
+    let schema = source.schema;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let events = rows
         .into_iter()
@@ -136,7 +155,11 @@ async fn prune(source: &Source, retention: Duration) -> anyhow::Result<()> {
 /// Relays `source` until `stop`: waits to become the schema's relay, then relays.
 pub async fn run(bus: Bus, source: Source, config: OutboxConfig, stop: CancellationToken) {
     loop {
-        match lead(&bus, &source, &config, &stop).await {
+        let relaying = lead(&bus, &source, &config, &stop);
+        match relaying
+            .instrument(mesh_observability::spans::background("outbox"))
+            .await
+        {
             Ok(()) => return,
             Err(err) => tracing::warn!(schema = source.schema, error = %err, "outbox relay failed"),
         }

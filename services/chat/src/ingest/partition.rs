@@ -18,6 +18,7 @@ use mesh_service_kit::pause;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::leases::Leases;
@@ -59,7 +60,8 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
             };
             match next {
                 Ok(Some(deliveries)) => {
-                    if !process(&state, &deliveries, &stop).await {
+                    let span = mesh_nats::ingest_batch_span(&deliveries);
+                    if !process(&state, &deliveries, &stop).instrument(span).await {
                         return;
                     }
                 }

@@ -1,0 +1,117 @@
+//! Span plumbing shared by every role: continuing a W3C trace from HTTP headers, leaving a
+//! request untraced, reading a span's trace id, and marking a span as failed.
+//!
+//! Span kinds, names and attributes follow the OpenTelemetry semantic conventions; the
+//! `otel.kind`, `otel.name` and `otel.status_code` fields of a `tracing` span set them.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use poem::http::HeaderMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The field naming which mesh service a span works for (`edge`, `user`, `social`, `chat`,
+/// `outbox`); database queries below it are counted under that service.
+pub const SERVICE_FIELD: &str = "mesh.service";
+
+/// The W3C response header carrying the trace of the answered request.
+pub const TRACERESPONSE: &str = "traceresponse";
+
+struct HttpHeaders<'a>(&'a HeaderMap);
+
+impl Extractor for HttpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Makes `span` continue the W3C trace of an incoming request's `traceparent`, if it has a
+/// valid one; otherwise `span` starts a new trace. Call before the span is first entered.
+pub fn continue_http(span: &tracing::Span, headers: &HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HttpHeaders(headers))
+    });
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Leaves `span` and everything below it, across the mesh, unsampled: nothing is exported,
+/// but logs still get a trace id. For scrapes and probes.
+pub fn untraced(span: &tracing::Span) {
+    let ids = RandomIdGenerator::default();
+    let remote = SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(Context::new().with_remote_span_context(remote));
+}
+
+/// The trace id of `span` (32 hex digits), or `None` when tracing is not installed.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+/// Fills the `trace_id` field every mesh span declares, so each log line under it has it.
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(id) = trace_id(span) {
+        span.record("trace_id", id.as_str());
+    }
+}
+
+/// An unsampled span for a background loop of `service` (polling, relaying, renewing): its
+/// Postgres statements count under `service`, but nothing of it is exported unless a step
+/// opens a trace of its own (`tracing::info_span!(parent: None, ...)`).
+pub fn background(service: &'static str) -> tracing::Span {
+    let span = tracing::info_span!("background", mesh.service = service);
+    untraced(&span);
+    span
+}
+
+/// `span`'s W3C `traceresponse` value: `00-<trace id>-<span id>-<flags>`.
+pub fn traceresponse(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Renames `span` once what it did is known (an HTTP span gets its route template).
+pub fn rename(span: &tracing::Span, name: String) {
+    span.context().span().update_name(name);
+}
+
+/// Marks `span` as failed (OTel status `ERROR`) with a short, client-safe description.
+pub fn fail(span: &tracing::Span, description: impl Into<std::borrow::Cow<'static, str>>) {
+    span.set_status(opentelemetry::trace::Status::error(description));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_tracing_layer_there_is_no_trace_id() {
+        let span = tracing::info_span!("nothing installed");
+        assert_eq!(trace_id(&span), None);
+        assert_eq!(traceresponse(&span), None);
+    }
+}

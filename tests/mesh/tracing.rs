@@ -1,0 +1,443 @@
+//! Traces and access logs of the shipped binary: every role runs as its own `mesh` process
+//! (as the Helm chart deploys them) exporting to a real OTLP/HTTP receiver, and a chat message
+//! sent over REST must be one trace from the edge through JetStream and the chat worker to
+//! Postgres and the push, while scrapes and probes leave no trace and no log line leaks a token.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::harness::{Client, PASSWORD, fresh_database, keys, poll_until, unique_phone};
+use crate::otlp::{CLIENT, CONSUMER, OtlpReceiver, PRODUCER, ReceivedSpan, SERVER};
+use crate::ws::Ws;
+
+const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+
+/// One `mesh <role>` process and the log lines it wrote.
+struct RoleProcess {
+    _child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// The mesh as separate processes, one per role, on a fresh prefix and database.
+struct ProcessMesh {
+    url: String,
+    prefix: String,
+    roles: Vec<(&'static str, RoleProcess)>,
+    dir: PathBuf,
+}
+
+impl ProcessMesh {
+    async fn start(otlp_endpoint: &str) -> Self {
+        let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let dir = std::env::temp_dir().join(format!("mesh-tracing-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("key directory");
+        std::fs::write(dir.join("private.pem"), &keys().private_pem).expect("private key");
+        std::fs::write(dir.join("public.pem"), &keys().public_pem).expect("public key");
+        let env = [
+            ("MESH_PREFIX", prefix.clone()),
+            ("MESH_DATABASE_URL", fresh_database().await),
+            (
+                "MESH_JWT_PRIVATE_KEY",
+                dir.join("private.pem").display().to_string(),
+            ),
+            (
+                "MESH_JWT_PUBLIC_KEY",
+                dir.join("public.pem").display().to_string(),
+            ),
+            ("MESH_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("MESH_METRICS_ADDR", "127.0.0.1:0".into()),
+            ("MESH_CHAT_OPEN_PRIVATE", "true".into()),
+            ("MESH_CHAT_PARTITIONS", "2".into()),
+            ("MESH_DB_MAX_CONNECTIONS", "3".into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint.into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        let command = |role: &str| {
+            let mut command = Command::new(MESH);
+            command
+                .arg(role)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            command
+        };
+        let migrated = command("migrate").output().await.expect("run mesh migrate");
+        assert!(
+            migrated.status.success(),
+            "mesh migrate failed: {}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+        let mut roles = Vec::new();
+        for role in ["user", "social", "chat", "outbox", "edge"] {
+            let mut child = command(role).spawn().expect("start a mesh role");
+            let logs = Arc::new(Mutex::new(Vec::new()));
+            let stderr = child.stderr.take().expect("piped stderr");
+            let sink = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    sink.lock().expect("log lock").push(line);
+                }
+            });
+            roles.push((
+                role,
+                RoleProcess {
+                    _child: child,
+                    logs,
+                },
+            ));
+        }
+        let mut mesh = Self {
+            url: String::new(),
+            prefix,
+            roles,
+            dir,
+        };
+        let addr = poll_until("the edge's address", Duration::from_secs(30), || async {
+            mesh.log_lines("edge")
+                .into_iter()
+                .find(|line| line["fields"]["message"] == "edge listening")
+                .and_then(|line| line["fields"]["addr"].as_str().map(str::to_owned))
+        })
+        .await;
+        mesh.url = format!("http://{addr}");
+        let client = Client::new(&mesh.url);
+        poll_until("the mesh ready", Duration::from_secs(30), || async {
+            (client.get("/readyz").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        mesh
+    }
+
+    /// The raw log lines of `role` so far.
+    fn raw_logs(&self, role: &str) -> Vec<String> {
+        self.roles
+            .iter()
+            .filter(|(name, _)| *name == role)
+            .flat_map(|(_, process)| process.logs.lock().expect("log lock").clone())
+            .collect()
+    }
+
+    /// The JSON log lines of `role` so far.
+    fn log_lines(&self, role: &str) -> Vec<Value> {
+        self.raw_logs(role)
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The Prometheus text of `role`'s metrics port (from its `metrics listening` line).
+    async fn metrics_of(&self, role: &str) -> String {
+        let addr = self
+            .log_lines(role)
+            .into_iter()
+            .find(|line| line["fields"]["message"] == "metrics listening")
+            .and_then(|line| line["fields"]["addr"].as_str().map(str::to_owned))
+            .expect("the role logged its metrics address");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Every log line of every role so far.
+    fn all_logs(&self) -> String {
+        self.roles
+            .iter()
+            .flat_map(|(name, _)| self.raw_logs(name))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops the processes and removes the prefix's streams and buckets.
+    async fn stop(self) {
+        drop(self.roles);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let mut settings = crate::harness::test_settings(&self.prefix, None);
+        settings.nats_replicas = 1;
+        let credentials =
+            settings.nats_credentials_for(mesh_contracts::nats_permissions::NatsRole::Migrate);
+        if let Ok(bus) = mesh_nats::Bus::connect_with(
+            &settings.nats_url,
+            &credentials,
+            settings.prefix.clone(),
+            "tracing-cleanup",
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            bus.delete_topology().await;
+            bus.drain().await;
+        }
+    }
+}
+
+/// Registers and logs in a user through `client`; answers (user id, access token).
+async fn user(client: &Client, nickname: &str) -> (String, String) {
+    let phone = unique_phone();
+    client.register(&phone, nickname).await;
+    let tokens = client.login(&phone).await;
+    (tokens.user_id, tokens.access)
+}
+
+/// A W3C trace id and parent span id a caller would send.
+fn caller_context() -> (String, String) {
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let span_id = Uuid::new_v4().simple().to_string()[..16].to_owned();
+    (trace_id, span_id)
+}
+
+fn find(spans: &[ReceivedSpan], what: impl Fn(&ReceivedSpan) -> bool) -> Option<&ReceivedSpan> {
+    spans.iter().find(|span| what(span))
+}
+
+#[tokio::test]
+async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_postgres() {
+    let otlp = OtlpReceiver::start().await;
+    let mesh = ProcessMesh::start(&otlp.endpoint).await;
+    let client = Client::new(&mesh.url);
+    // Scrapes and probes first: once later spans arrived, theirs would have too.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let response = client.raw().get(client.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(
+            !response.headers().contains_key("traceresponse"),
+            "{path} is not traced"
+        );
+    }
+    let (_, ann) = user(&client, "ann").await;
+    let (bob_id, bob) = user(&client, "bob").await;
+    let (mut bob_ws, _) = Ws::connect_ready(&mesh.url, &bob).await;
+
+    let (trace_id, caller_span) = caller_context();
+    let response = client
+        .raw()
+        .post(client.url("/v1/messages"))
+        .bearer_auth(&ann)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"client_id": "traced-1", "to": bob_id, "body": "hello traced world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    bob_ws.message("traced-1").await;
+    let traceresponse = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        traceresponse.starts_with(&format!("00-{trace_id}-")),
+        "the answer names the continued trace: {traceresponse}"
+    );
+
+    let trace = poll_until(
+        "the message's whole trace",
+        Duration::from_secs(30),
+        || async {
+            let spans: Vec<ReceivedSpan> = otlp
+                .spans()
+                .into_iter()
+                .filter(|span| span.trace_id == trace_id)
+                .collect();
+            let complete = find(&spans, |s| {
+                s.kind == SERVER && s.service == "nats-mesh-edge"
+            })
+            .is_some()
+                && find(&spans, |s| {
+                    s.kind == CONSUMER && s.service == "nats-mesh-chat"
+                })
+                .is_some()
+                && find(&spans, |s| {
+                    s.kind == CLIENT
+                        && s.service == "nats-mesh-chat"
+                        && s.attr("db.operation.name") == Some("INSERT")
+                })
+                .is_some()
+                && find(&spans, |s| {
+                    s.kind == PRODUCER && s.service == "nats-mesh-chat"
+                })
+                .is_some()
+                && find(&spans, |s| {
+                    s.kind == CONSUMER && s.service == "nats-mesh-edge"
+                })
+                .is_some();
+            complete.then_some(spans)
+        },
+    )
+    .await;
+
+    let server = find(&trace, |s| {
+        s.kind == SERVER && s.service == "nats-mesh-edge"
+    })
+    .unwrap();
+    assert_eq!(
+        server.parent_span_id, caller_span,
+        "the caller's traceparent is continued"
+    );
+    assert_eq!(server.name, "POST /v1/messages");
+    assert_eq!(server.attr("http.route"), Some("/v1/messages"));
+    assert_eq!(server.attr("http.request.method"), Some("POST"));
+    assert_eq!(server.attr("http.response.status_code"), Some("202"));
+    assert_ne!(server.status, 2, "a 202 is no error");
+    let publish = find(&trace, |s| {
+        s.kind == PRODUCER && s.service == "nats-mesh-edge"
+    })
+    .expect("the edge's JetStream publish");
+    assert_eq!(publish.parent_span_id, server.span_id);
+    assert_eq!(publish.attr("messaging.system"), Some("nats"));
+    let consumer = find(&trace, |s| s.kind == CONSUMER).unwrap();
+    assert_eq!(
+        consumer.parent_span_id, publish.span_id,
+        "the chat worker continues the trace from the message's headers"
+    );
+    assert_eq!(consumer.attr("messaging.operation.type"), Some("process"));
+    let insert = find(&trace, |s| {
+        s.kind == CLIENT && s.attr("db.operation.name") == Some("INSERT")
+    })
+    .unwrap();
+    assert_eq!(insert.attr("db.system.name"), Some("postgresql"));
+    assert_eq!(insert.attr("mesh.service"), Some("chat"));
+    let delivered = find(&trace, |s| {
+        s.kind == CONSUMER && s.service == "nats-mesh-edge"
+    })
+    .unwrap();
+    let push = find(&trace, |s| s.span_id == delivered.parent_span_id)
+        .expect("the edge received a push of the chat worker");
+    assert_eq!(push.kind, PRODUCER);
+    assert_eq!(push.service, "nats-mesh-chat");
+    assert!(push.name.contains(".push.user."), "{}", push.name);
+
+    // Registering wrote user events: the outbox role relays them in a trace of its own.
+    let all = poll_until(
+        "the outbox relay's span",
+        Duration::from_secs(30),
+        || async {
+            let all = otlp.spans();
+            all.iter()
+                .any(|s| s.service == "nats-mesh-outbox" && s.kind == PRODUCER)
+                .then_some(all)
+        },
+    )
+    .await;
+    // Every service's Postgres work shows up (registering and logging in is the user role's).
+    assert!(
+        all.iter().any(|s| s.service == "nats-mesh-user"
+            && s.kind == CLIENT
+            && s.attr("db.system.name") == Some("postgresql")),
+        "the user service's statements are spans"
+    );
+    for span in &all {
+        assert!(
+            !matches!(
+                span.attr("url.path"),
+                Some("/metrics" | "/healthz" | "/readyz")
+            ),
+            "scrapes and probes are not traced: {span:?}"
+        );
+        for value in span.attributes.values() {
+            assert!(
+                !value.contains("hello traced world") && !value.contains(&ann),
+                "no message body or token in a span: {span:?}"
+            );
+        }
+    }
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn every_request_writes_one_access_log_line_without_secrets() {
+    let otlp = OtlpReceiver::start().await;
+    let mesh = ProcessMesh::start(&otlp.endpoint).await;
+    let client = Client::new(&mesh.url);
+    let (_, ann) = user(&client, "ann").await;
+
+    let response = client
+        .raw()
+        .get(client.url("/v1/users/me"))
+        .bearer_auth(&ann)
+        .header("x-request-id", "access-log-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let trace_id = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // A token in the query string (the EventSource way) must not reach the log either.
+    let query_secret = "query-secret-token-1234";
+    let (status, _) = client
+        .get(&format!("/v1/events?access_token={query_secret}"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an invalid token");
+    // A request without a token counts as an authentication failure.
+    let (status, _) = client.get("/v1/users/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let line = poll_until("the access-log line", Duration::from_secs(10), || async {
+        mesh.log_lines("edge").into_iter().find(|line| {
+            line["target"] == "mesh::access" && line["fields"]["request_id"] == "access-log-1"
+        })
+    })
+    .await;
+    let fields = &line["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["route"], "/v1/users/me");
+    assert_eq!(fields["status"], 200);
+    assert!(fields["latency_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(fields["trace_id"], trace_id.as_str());
+    let lines_of_request = mesh
+        .log_lines("edge")
+        .into_iter()
+        .filter(|line| {
+            line["target"] == "mesh::access" && line["fields"]["request_id"] == "access-log-1"
+        })
+        .count();
+    assert_eq!(lines_of_request, 1, "one line per request");
+
+    let metrics = client
+        .raw()
+        .get(client.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"mesh_auth_failures_total{reason="missing_token"} 1"#),
+        "a 401 without a token is an auth failure"
+    );
+    let user_metrics = mesh.metrics_of("user").await;
+    assert!(
+        user_metrics
+            .contains(r#"mesh_db_query_duration_seconds_count{operation="INSERT",service="user"}"#),
+        "statement latency per service"
+    );
+    let chat_metrics = mesh.metrics_of("chat").await;
+    assert!(
+        chat_metrics.contains(
+            r#"mesh_events_consumed_total{consumer="chat-projection",outcome="dead_lettered"} 0"#
+        ),
+        "error counters exist at 0 from the start"
+    );
+    let logs = mesh.all_logs();
+    for secret in [ann.as_str(), query_secret, PASSWORD] {
+        assert!(!logs.contains(secret), "a secret reached a log: {secret}");
+    }
+    mesh.stop().await;
+}
