@@ -70,17 +70,30 @@ pub(crate) enum Orphan {
     Untraced,
 }
 
+/// A span of one messaging operation on `subject` (`<operation> <subject>`, e.g. `send ...`),
+/// of OpenTelemetry kind `kind`, done for mesh service `service` when it names one.
+fn messaging_span(
+    kind: &'static str,
+    operation: &'static str,
+    subject: &str,
+    service: Option<&'static str>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "nats.message",
+        otel.name = format!("{operation} {subject}"),
+        otel.kind = kind,
+        messaging.system = "nats",
+        messaging.operation.type = operation,
+        messaging.destination.name = subject,
+        messaging.batch.message_count = tracing::field::Empty,
+        mesh.service = service,
+        trace_id = tracing::field::Empty,
+    )
+}
+
 /// A PRODUCER span for publishing to `subject` (`send <subject>`), a child of the current span.
 pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
-    let span = tracing::info_span!(
-        "nats.publish",
-        otel.name = format!("send {subject}"),
-        otel.kind = "producer",
-        messaging.system = "nats",
-        messaging.operation.type = "send",
-        messaging.destination.name = subject,
-        trace_id = tracing::field::Empty,
-    );
+    let span = messaging_span("producer", "send", subject, None);
     let in_trace = tracing::Span::current()
         .context()
         .span()
@@ -99,15 +112,7 @@ pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
     let Some(parent) = extract(map).filter(|p| p.span().span_context().is_sampled()) else {
         return;
     };
-    let span = tracing::info_span!(
-        "nats.receive",
-        otel.name = format!("receive {subject}"),
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "receive",
-        messaging.destination.name = subject,
-        mesh.service = "edge",
-    );
+    let span = messaging_span("consumer", "receive", subject, Some("edge"));
     let _ = span.set_parent(parent);
 }
 
@@ -116,17 +121,8 @@ pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
 /// batch and its Postgres statements and pushes are one trace for a lone message.
 pub fn ingest_batch_span(deliveries: &[Delivery]) -> tracing::Span {
     let subject = deliveries.first().map_or("", |d| d.subject());
-    let span = tracing::info_span!(
-        "chat.ingest",
-        otel.name = format!("process {subject}"),
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.destination.name = subject,
-        messaging.batch.message_count = deliveries.len(),
-        mesh.service = "chat",
-        trace_id = tracing::field::Empty,
-    );
+    let span = messaging_span("consumer", "process", subject, Some("chat"));
+    span.record("messaging.batch.message_count", deliveries.len());
     let mut contexts = deliveries.iter().filter_map(|d| extract(d.headers()));
     if let Some(first) = contexts.next() {
         let _ = span.set_parent(first);

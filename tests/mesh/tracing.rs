@@ -298,16 +298,25 @@ async fn a_chat_message_is_one_trace_from_the_edge_through_the_chat_worker_to_po
     .expect("the edge's JetStream publish");
     assert_eq!(publish.parent_span_id, server.span_id);
     assert_eq!(publish.attr("messaging.system"), Some("nats"));
-    let consumer = find(&trace, |s| s.kind == CONSUMER).unwrap();
+    let consumer = find(&trace, |s| {
+        s.kind == CONSUMER && s.service == "nats-mesh-chat"
+    })
+    .unwrap();
     assert_eq!(
         consumer.parent_span_id, publish.span_id,
         "the chat worker continues the trace from the message's headers"
     );
     assert_eq!(consumer.attr("messaging.operation.type"), Some("process"));
     let insert = find(&trace, |s| {
-        s.kind == CLIENT && s.attr("db.operation.name") == Some("INSERT")
+        s.kind == CLIENT
+            && s.service == "nats-mesh-chat"
+            && s.attr("db.operation.name") == Some("INSERT")
     })
     .unwrap();
+    assert_eq!(
+        insert.parent_span_id, consumer.span_id,
+        "the worker's statements are children of its batch"
+    );
     assert_eq!(insert.attr("db.system.name"), Some("postgresql"));
     assert_eq!(insert.attr("mesh.service"), Some("chat"));
     let delivered = find(&trace, |s| {
