@@ -11,6 +11,7 @@ pub mod chat;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod mesh_health;
 pub mod nats_permissions;
 pub mod page;
 pub mod rpc;

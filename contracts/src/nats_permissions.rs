@@ -235,6 +235,10 @@ impl Prefix {
                 p.subscribe(self.push_user_any());
                 // Presence changes and resend answers go straight to the user's connections.
                 p.publish(self.push_user_any());
+                // Administrators' mesh health: each service's statistics (`$SRV.STATS`).
+                for service in Service::ALL {
+                    p.publish(format!("$SRV.STATS.{}", self.service_name(*service)));
+                }
             }
             NatsRole::Chat | NatsRole::Outbox => p.publish(self.push_user_any()),
             NatsRole::User | NatsRole::Social | NatsRole::Migrate => {}
