@@ -97,7 +97,9 @@ export class Chat {
     try {
       const page = await ok(client.GET("/v1/conversations", { params: { query: { limit: 100 } } }));
       for (const c of page.items) this.conversations.set(c.id, c);
-      await people.learn(page.items.map((c) => c.peer_id));
+      const peers = page.items.map((c) => c.peer_id).filter((id): id is string => !!id);
+      await people.learn(peers);
+      if (peers.length) await people.loadPresence(peers);
       this.render();
     } catch (err) {
       announce(describe(err));
