@@ -1,15 +1,57 @@
 //! The mesh's health as administrators see it (`GET /v1/admin/health`): which services answer,
-//! and each instance's per-endpoint statistics as the NATS services API reports them
-//! (`$SRV.STATS.<prefix>-<service>`; field names are that API's).
+//! each instance's per-endpoint statistics as the NATS services API reports them
+//! (`$SRV.STATS.<prefix>-<service>`; field names are that API's), the outbox backlog (asked of
+//! the outbox role with `outbox_backlog`) and who owns each chat ingest partition.
 
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 
-/// Every service of the mesh, answering or not.
+use crate::rpc;
+use crate::rpc::Service;
+
+/// Every service of the mesh, answering or not, the outbox backlog and the partition owners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
 pub struct MeshHealth {
     pub services: Vec<ServiceHealth>,
+    /// Unrelayed events per schema; `None` when the outbox role did not answer.
+    pub outbox: Option<OutboxBacklog>,
+    /// Chat ingest partitions (`MESH_CHAT_PARTITIONS`) and their current owners.
+    pub partitions: Vec<PartitionOwner>,
 }
+
+/// The outbox role's view of every service's outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct OutboxBacklog {
+    pub schemas: Vec<SchemaBacklog>,
+}
+
+/// Events a schema wrote that are not on the EVENTS stream yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct SchemaBacklog {
+    /// The schema (`users`, `social`, `chat`).
+    pub schema: String,
+    /// Rows not yet relayed.
+    pub backlog: i64,
+    /// Age of the oldest of them, in seconds (0 when none).
+    pub oldest_age_seconds: i64,
+}
+
+/// One chat ingest partition and the chat worker holding its lease, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]
+pub struct PartitionOwner {
+    pub partition: u32,
+    /// The owning worker's id as its lease names it; `None` while no worker holds it.
+    pub owner: Option<String>,
+}
+
+/// Asks the outbox role for the backlog; the request carries nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxBacklogRequest {}
+
+rpc!(
+    /// Admin: the outbox backlog of every schema.
+    GetOutboxBacklog, Service::Outbox, "outbox_backlog", OutboxBacklogRequest => OutboxBacklog
+);
 
 /// One service (`user`, `social`, `chat`, `outbox`) and the instances that answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object)]

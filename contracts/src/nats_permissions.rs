@@ -136,7 +136,8 @@ pub fn bucket_access(bucket: Bucket) -> (&'static [NatsRole], &'static [NatsRole
     match bucket {
         Bucket::Revoked => (&[NatsRole::User], &[NatsRole::Edge]),
         Bucket::Presence => (&[NatsRole::Edge], &[NatsRole::Chat]),
-        Bucket::Leases => (&[NatsRole::Chat], &[]),
+        // Edges read who owns each ingest partition (the admins' mesh health).
+        Bucket::Leases => (&[NatsRole::Chat], &[NatsRole::Edge]),
         // Edges reserve and store idempotent answers; any edge replays them.
         Bucket::Idempotency => (&[NatsRole::Edge], &[]),
         // The user role counts failed sign-ins, cluster-wide.

@@ -147,6 +147,17 @@ export function healthView(): HTMLElement {
         root,
         h("h2", {}, "Mesh health"),
         h("button", { type: "button", class: "secondary", onclick: () => void render() }, "Refresh"),
+        h("h3", {}, "Outbox backlog"),
+        health.outbox
+          ? h("ul", { class: "list", "aria-label": "Outbox backlog" }, health.outbox.schemas.map((b) => h("li", {}, h("span", { class: "name" }, b.schema), `${b.backlog} unrelayed`, b.backlog ? h("span", { class: "meta" }, `oldest ${b.oldest_age_seconds} s`) : null)))
+          : h("p", { role: "alert" }, "The outbox role did not answer."),
+        h("h3", {}, "Chat ingest partitions"),
+        h(
+          "ul",
+          { class: "partitions", "aria-label": "Chat ingest partitions" },
+          health.partitions.map((p) => h("li", { class: p.owner ? "up" : "down" }, `#${p.partition} `, h("span", { class: "meta" }, p.owner ? `worker ${p.owner.slice(0, 8)}` : "no owner"))),
+        ),
+        h("h3", {}, "Services"),
         h(
           "ul",
           { class: "services", "aria-label": "Services" },
@@ -154,7 +165,7 @@ export function healthView(): HTMLElement {
             h(
               "li",
               { class: s.instances.length ? "up" : "down" },
-              h("h3", {}, `${s.service}: ${s.instances.length} instance${s.instances.length === 1 ? "" : "s"} answering`),
+              h("h4", {}, `${s.service}: ${s.instances.length} instance${s.instances.length === 1 ? "" : "s"} answering`),
               s.instances.map((i) =>
                 h(
                   "div",

@@ -209,6 +209,9 @@ try {
       await admin.getByRole("heading", { name: `${service}: 1 instance answering` }).waitFor();
     }
     await admin.getByRole("cell", { name: "admin_set_disabled" }).first().waitFor();
+    await admin.getByRole("list", { name: "Outbox backlog" }).getByText("social").waitFor();
+    const owned = admin.getByRole("list", { name: "Chat ingest partitions" }).getByText(/worker/);
+    await owned.first().waitFor();
     await shot(admin, "admin-health");
   });
 

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use mesh_contracts::mesh_health::{MeshHealth, ServiceHealth};
+use mesh_contracts::mesh_health::{
+    GetOutboxBacklog, MeshHealth, OutboxBacklogRequest, PartitionOwner, ServiceHealth,
+};
 use mesh_contracts::user::{Empty, GetMe, Role};
-use mesh_contracts::{ErrorCode, Service};
+use mesh_contracts::{Bucket, ErrorCode, Service};
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::payload::Json;
@@ -26,8 +28,9 @@ pub struct AdminHealthApi;
 #[OpenApi(prefix_path = "/v1/admin", tag = "Tag::Admin")]
 impl AdminHealthApi {
     /// Every service of the mesh with the instances that answered `$SRV.STATS` and their
-    /// per-operation request, error and latency counters. A service with no instance is
-    /// listed with none. Refused with `unauthorized` (401) without a valid token and
+    /// per-operation request, error and latency counters (a service with no instance is
+    /// listed with none), the outbox backlog per schema (`null` when the outbox role does not
+    /// answer) and the owner of each chat ingest partition. Refused with `unauthorized` (401) without a valid token and
     /// `forbidden` (403) unless the caller is an enabled administrator.
     #[oai(path = "/health", method = "get", operation_id = "admin_mesh_health")]
     async fn health(
@@ -36,7 +39,8 @@ impl AdminHealthApi {
         auth: BearerAuth,
         state: Data<&SharedState>,
     ) -> ApiResult<MeshHealth> {
-        let me = call.on_behalf_of(&auth).send::<GetMe>(&Empty {}).await?;
+        let call = call.on_behalf_of(&auth);
+        let me = call.send::<GetMe>(&Empty {}).await?;
         if me.disabled || !me.roles.contains(&Role::Admin) {
             return Err(ApiError::new(ErrorCode::Forbidden, "administrators only"));
         }
@@ -57,6 +61,43 @@ impl AdminHealthApi {
                 "the mesh cannot be asked right now",
             )
         })?;
-        Ok(Json(MeshHealth { services }))
+        let outbox = call
+            .send::<GetOutboxBacklog>(&OutboxBacklogRequest {})
+            .await
+            .ok();
+        let partitions = partition_owners(&state).await?;
+        Ok(Json(MeshHealth {
+            services,
+            outbox,
+            partitions,
+        }))
     }
+}
+
+/// Each ingest partition's lease holder, as chat workers record it in the LEASES bucket.
+async fn partition_owners(state: &SharedState) -> Result<Vec<PartitionOwner>, ApiError> {
+    let unavailable = |err: &dyn std::fmt::Display| {
+        tracing::warn!(error = %err, "cannot read the partition leases");
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "the partition leases cannot be read right now",
+        )
+    };
+    let leases = state
+        .bus
+        .bucket(Bucket::Leases)
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let mut owners = Vec::with_capacity(state.chat_partitions as usize);
+    for partition in 0..state.chat_partitions {
+        let entry = leases
+            .get(&format!("part.{partition}"))
+            .await
+            .map_err(|err| unavailable(&err))?;
+        owners.push(PartitionOwner {
+            partition,
+            owner: entry.map(|e| String::from_utf8_lossy(&e.value).into_owned()),
+        });
+    }
+    Ok(owners)
 }
