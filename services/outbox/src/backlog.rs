@@ -5,10 +5,9 @@ use mesh_contracts::ServiceError;
 use mesh_contracts::mesh_health::{
     GetOutboxBacklog, OutboxBacklog, OutboxBacklogRequest, SchemaBacklog,
 };
-use mesh_contracts::user::{Empty, GetMe};
 use mesh_nats::{Bus, CallContext, RpcClient, ServiceHost};
 
-use crate::audit::require_admin;
+use crate::audit::caller_must_be_admin;
 use crate::relay::{Source, measure};
 
 /// What the backlog handler reads; cheap to clone.
@@ -36,12 +35,7 @@ async fn backlog(
     ctx: CallContext,
     _req: OutboxBacklogRequest,
 ) -> Result<OutboxBacklog, ServiceError> {
-    let caller = state
-        .rpc
-        .call::<GetMe>(&ctx, &Empty {})
-        .await
-        .map_err(|err| err.into_service_error("user"))?;
-    require_admin(&caller)?;
+    caller_must_be_admin(&state.rpc, &ctx).await?;
     let mut schemas = Vec::with_capacity(state.sources.len());
     for source in &state.sources {
         let (backlog, oldest_age_seconds) = measure(source).await.map_err(|err| {
