@@ -140,6 +140,39 @@ try {
     await shot(ann, "conversation");
   });
 
+  await step("a message lost in flight is resent, across a reconnect, until stored", async () => {
+    // Bob's second device, whose WebSocket the test can cut: the first `send` frame is
+    // swallowed (lost in flight), then the connection drops; the page must reconnect and send
+    // the same message again until the server says `stored`.
+    const device = await newPage();
+    let dropSends = false;
+    let route;
+    await device.routeWebSocket(/\/v1\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      route = { ws, server };
+      ws.onMessage((frame) => {
+        if (dropSends && JSON.parse(frame).type === "send") return;
+        server.send(frame);
+      });
+    });
+    await device.goto(console_);
+    await signIn(device, bobPhone);
+    await device.locator(".transport.websocket").waitFor();
+    await device.getByRole("link", { name: /Ann/ }).click();
+    dropSends = true;
+    await device.getByRole("textbox", { name: "Message", exact: true }).fill("lost once, resent");
+    await device.getByRole("button", { name: "Send" }).click();
+    await device.locator(".message.pending", { hasText: "lost once, resent" }).waitFor();
+    dropSends = false;
+    const cut = route;
+    await cut.server.close();
+    await cut.ws.close({ code: 4999, reason: "cut by the test" });
+    await device.locator(".message:not(.pending)", { hasText: "lost once, resent" }).waitFor();
+    await ann.getByRole("log", { name: "Messages" }).getByText("lost once, resent").waitFor();
+    expectEqual(await ann.getByRole("log", { name: "Messages" }).getByText("lost once, resent").count(), 1, "copies Ann sees");
+    await device.context().close();
+  });
+
   await step("a reload keeps the history", async () => {
     await ann.reload();
     await signIn(ann, annPhone);
