@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mesh_contracts::ErrorCode;
 use poem::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
-use poem::http::{HeaderValue, StatusCode};
+use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use crate::problem::ApiError;
@@ -79,6 +79,13 @@ impl Endpoint for Console {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Ok(ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "the console's files are only read (GET, HEAD)",
+            )
+            .into_response());
+        }
         let rest = req.uri().path().to_owned();
         if req.original_uri().path() == self.mount {
             // `/console` itself: the pages use relative URLs, so they must be under `/console/`.

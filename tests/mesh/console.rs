@@ -80,6 +80,12 @@ async fn the_console_is_served_from_its_directory_only() {
         let answer = get(path).await.unwrap();
         assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
     }
+    let post = http
+        .post(format!("{}/console/", mesh.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
