@@ -69,6 +69,13 @@ export class Chat {
     });
   }
 
+  /** Forgets everything of the signed-out user. */
+  reset(): void {
+    this.conversations.clear();
+    this.threads.clear();
+    this.openId = null;
+  }
+
   /** The chat page; `openId` selects a conversation. */
   view(openId: string | null): HTMLElement {
     this.openId = openId;

@@ -31,6 +31,7 @@ realtime.on("notification", (n) => {
 });
 session.onEnd((reason) => {
   realtime.stop();
+  chat.reset();
   me = null;
   endedBecause = reason;
   location.hash = "#/login";
