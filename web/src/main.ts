@@ -138,7 +138,10 @@ function route(): void {
     view = chat.view(sub ? decodeURIComponent(sub) : null);
   }
   renderHeader();
+  const moved = main.firstElementChild !== null;
   replace(main, view);
+  // A new page takes the focus (keyboard and screen reader users start at its content).
+  if (moved && document.activeElement?.closest("header")) main.focus({ preventScroll: true });
   const heading = main.querySelector("h2");
   if (heading) document.title = `${heading.textContent} · nats-mesh console`;
 }

@@ -146,6 +146,9 @@ export function groupsView(openChat: (conversationId: string) => void): HTMLElem
             h("span", { class: "name" }, g.name),
             h("span", { class: "meta" }, `${g.member_count}/${g.max_members} members · ${g.my_role ?? ""} · id ${g.id}`),
             h("button", { type: "button", onclick: () => openChat(`g:${g.id}`) }, `Open ${g.name} chat`),
+            g.my_role === "owner" || g.my_role === "admin"
+              ? h("button", { type: "button", class: "secondary", onclick: () => void showRequests(g) }, `Join requests for ${g.name}`)
+              : null,
             g.my_role === "owner"
               ? h("button", { type: "button", class: "secondary", onclick: () => void act(() => ok(client.DELETE("/v1/groups/{group_id}", { params: { path: { group_id: g.id } } })), "Group dissolved", () => void render()) }, "Dissolve")
               : h("button", { type: "button", class: "secondary", onclick: () => void act(() => ok(client.POST("/v1/groups/{group_id}/leave", { params: { path: { group_id: g.id } } })), "Left the group", () => void render()) }, "Leave"),
@@ -154,9 +157,46 @@ export function groupsView(openChat: (conversationId: string) => void): HTMLElem
       ),
     );
   };
+  const requests = h("section", { "aria-label": "Join requests" });
+  const showRequests = async (g: Schemas["Group"]) => {
+    try {
+      const page = await ok(client.GET("/v1/groups/{group_id}/requests", { params: { path: { group_id: g.id } } }));
+      const pending = page.items.filter((r) => r.status === "pending");
+      await people.learn(pending.map((r) => r.user_id));
+      const decide = (r: Schemas["GroupJoinRequest"], verdict: "approve" | "reject") => {
+        const path = { params: { path: { group_id: g.id, request_id: r.id } } };
+        const call = verdict === "approve"
+          ? client.POST("/v1/groups/{group_id}/requests/{request_id}/approve", path)
+          : client.POST("/v1/groups/{group_id}/requests/{request_id}/reject", path);
+        void act(() => ok(call), `Request ${verdict === "approve" ? "approved" : "rejected"}`, () => void showRequests(g));
+      };
+      replace(
+        requests,
+        h("h3", {}, `Join requests for ${g.name}`),
+        h(
+          "ul",
+          { class: "list" },
+          pending.length === 0 ? h("li", { class: "empty" }, "No pending requests.") : null,
+          pending.map((r) =>
+            h(
+              "li",
+              {},
+              h("span", { class: "name" }, people.nameOf(r.user_id)),
+              r.message ? h("q", {}, r.message) : null,
+              h("button", { type: "button", onclick: () => decide(r, "approve") }, `Approve ${people.nameOf(r.user_id)}`),
+              h("button", { type: "button", class: "secondary", onclick: () => decide(r, "reject") }, "Reject"),
+            ),
+          ),
+        ),
+      );
+    } catch (err) {
+      announce(describe(err));
+    }
+  };
   void render().catch((err) => announce(describe(err)));
-  root.addEventListener("mesh:changed", () => void render().catch((err) => announce(describe(err))));
-  return root;
+  const page = h("div", {}, root, requests);
+  page.addEventListener("mesh:changed", () => void render().catch((err) => announce(describe(err))));
+  return page;
 }
 
 export function devicesView(): HTMLElement {

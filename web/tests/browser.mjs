@@ -185,8 +185,19 @@ try {
   await step("groups and devices pages", async () => {
     await ann.goto(`${console_}#/groups`);
     await ann.getByLabel("Group name").fill("Climbers");
+    await ann.getByLabel("Join policy").selectOption("approval");
     await ann.getByRole("button", { name: "Create group" }).click();
     await ann.getByRole("button", { name: "Open Climbers chat" }).waitFor();
+    const listed = await ann.getByRole("list", { name: "Your groups" }).textContent();
+    const groupId = listed.match(/id ([0-9a-f-]{36})/)?.[1];
+    if (!groupId) throw new Error(`no group id in ${listed}`);
+    await bob.goto(`${console_}#/groups`);
+    await bob.getByLabel("Group id to join").fill(groupId);
+    await bob.getByRole("button", { name: "Join", exact: true }).click();
+    await ann.getByRole("button", { name: "Join requests for Climbers" }).click();
+    await ann.getByRole("button", { name: "Approve Bob" }).click();
+    // Bob's page refreshes on the approval notification.
+    await bob.getByRole("button", { name: "Open Climbers chat" }).waitFor();
     await shot(ann, "groups");
     await ann.goto(`${console_}#/devices`);
     await ann.getByText("(this one)").waitFor();
