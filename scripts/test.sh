@@ -31,6 +31,7 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/chart-test.sh
 scripts/observe-test.sh
+scripts/web-test.sh
 echo "== schemathesis" >&2
 scripts/schema-test.sh
 echo "== cargo test" >&2

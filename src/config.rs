@@ -205,6 +205,8 @@ pub struct RawSettings {
     pub bootstrap_admins: String,
     #[command(flatten)]
     pub guard: crate::guard_flags::GuardFlags,
+    #[command(flatten)]
+    pub console: crate::console_flags::ConsoleFlags,
 }
 
 /// Validated configuration of a mesh process. Tests build it directly.
@@ -243,6 +245,8 @@ pub struct Settings {
     pub ws: WsSettings,
     /// The edge's defences: idempotency, client addresses, limits, CORS.
     pub guard: mesh_edge::GuardConfig,
+    /// Where the edge serves the web console, if anywhere.
+    pub console: Option<mesh_edge::ConsoleConfig>,
     /// Delays and locks after failed sign-ins (user service).
     pub login_throttle: mesh_user::LoginThrottle,
 }
@@ -403,6 +407,7 @@ impl Settings {
         let chat = p.chat(raw);
         let ws = p.ws(raw);
         let guard = raw.guard.parse().map_err(|all| p.0.extend(all)).ok();
+        let console = raw.console.parse().map_err(|err| p.0.push(err)).ok();
         let login_throttle = raw
             .guard
             .login_throttle()
@@ -477,6 +482,7 @@ impl Settings {
             ws: ws.expect("checked"),
             guard: guard.expect("checked"),
             login_throttle: login_throttle.expect("checked"),
+            console: console.expect("checked"),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! start exactly what `main` starts.
 
 pub mod config;
+pub mod console_flags;
 pub mod guard_flags;
 pub mod nats_config;
 pub mod private_file;

@@ -175,6 +175,7 @@ pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
             max_frame_bytes: settings.ws.max_frame_bytes,
         },
         guard: settings.guard.clone(),
+        console: settings.console.clone(),
     })
 }
 

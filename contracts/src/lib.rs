@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod formats;
 pub mod idempotency;
+pub mod mesh_health;
 pub mod nats_permissions;
 pub mod page;
 pub mod rpc;

@@ -136,7 +136,8 @@ pub fn bucket_access(bucket: Bucket) -> (&'static [NatsRole], &'static [NatsRole
     match bucket {
         Bucket::Revoked => (&[NatsRole::User], &[NatsRole::Edge]),
         Bucket::Presence => (&[NatsRole::Edge], &[NatsRole::Chat]),
-        Bucket::Leases => (&[NatsRole::Chat], &[]),
+        // Edges read who owns each ingest partition (the admins' mesh health).
+        Bucket::Leases => (&[NatsRole::Chat], &[NatsRole::Edge]),
         // Edges reserve and store idempotent answers; any edge replays them.
         Bucket::Idempotency => (&[NatsRole::Edge], &[]),
         // The user role counts failed sign-ins, cluster-wide.
@@ -235,6 +236,10 @@ impl Prefix {
                 p.subscribe(self.push_user_any());
                 // Presence changes and resend answers go straight to the user's connections.
                 p.publish(self.push_user_any());
+                // Administrators' mesh health: each service's statistics (`$SRV.STATS`).
+                for service in Service::ALL {
+                    p.publish(format!("$SRV.STATS.{}", self.service_name(*service)));
+                }
             }
             NatsRole::Chat | NatsRole::Outbox => p.publish(self.push_user_any()),
             NatsRole::User | NatsRole::Social | NatsRole::Migrate => {}

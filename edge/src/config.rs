@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 pub use crate::client_ip::Cidr;
+pub use crate::console::ConsoleConfig;
 pub use crate::idempotency::IdempotencySettings;
 pub use crate::rate_limit::{Quota, RateLimitConfig};
 
@@ -26,6 +27,8 @@ pub struct EdgeConfig {
     pub ws: WsConfig,
     /// Idempotency, client addresses, rate limits, CORS.
     pub guard: GuardConfig,
+    /// The web console's path and build directory; `None` serves no console.
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Limits and timers of realtime connections.

@@ -3,10 +3,32 @@
 //! (`bearer, <token>`, for browsers) or the `access_token` query parameter (for EventSource).
 
 use poem::http::HeaderMap;
-use poem::http::header::AUTHORIZATION;
+use poem::http::header::{AUTHORIZATION, HOST, ORIGIN};
 
 /// The subprotocol a browser names, followed by its token, to authenticate a WebSocket.
 pub const BEARER_PROTOCOL: &str = "bearer";
+
+/// True when a browser request with these headers may open a WebSocket or event stream: its
+/// `Origin` passes [`origin_allowed`], or it is the edge's own origin (a page the edge served,
+/// such as the console: `Origin`'s host and port equal `Host`). A page elsewhere cannot pass
+/// the second test, since its browser sends its own origin with our `Host`.
+pub fn request_origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    // An `Origin` that is not text cannot be on the list.
+    let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
+    origin_allowed(origin, allowed) || same_origin(origin, headers.get(HOST))
+}
+
+/// `Origin` (`scheme://host[:port]`) names the host and port of the `Host` header.
+fn same_origin(origin: Option<&str>, host: Option<&poem::http::HeaderValue>) -> bool {
+    let (Some(origin), Some(host)) = (origin, host.and_then(|h| h.to_str().ok())) else {
+        return false;
+    };
+    let authority = origin.trim().trim_end_matches('/');
+    let authority = authority
+        .strip_prefix("http://")
+        .or_else(|| authority.strip_prefix("https://"));
+    authority.is_some_and(|a| !a.is_empty() && a.eq_ignore_ascii_case(host.trim()))
+}
 
 /// True when a request from `origin` may open a WebSocket: no `Origin` (not a browser), an
 /// allowlist containing `*`, or an origin on the list (compared case-insensitively).
@@ -63,6 +85,35 @@ mod tests {
         assert!(!origin_allowed(Some("http://app.example.com"), &allowed));
         assert!(!origin_allowed(Some("https://app.example.com"), &[]));
         assert!(origin_allowed(Some("https://any.where"), &["*".to_owned()]));
+    }
+
+    #[test]
+    fn the_edges_own_pages_may_connect() {
+        let headers = |origin: &'static str, host: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(ORIGIN, HeaderValue::from_static(origin));
+            h.insert(HOST, HeaderValue::from_static(host));
+            h
+        };
+        let none: &[String] = &[];
+        assert!(request_origin_allowed(
+            &headers("http://127.0.0.1:8080", "127.0.0.1:8080"),
+            none
+        ));
+        assert!(request_origin_allowed(
+            &headers("https://Chat.example.com", "chat.example.com"),
+            none
+        ));
+        assert!(!request_origin_allowed(
+            &headers("https://evil.example", "chat.example.com"),
+            none
+        ));
+        assert!(!request_origin_allowed(
+            &headers("http://127.0.0.1:9999", "127.0.0.1:8080"),
+            none
+        ));
+        assert!(!request_origin_allowed(&headers("null", "null"), none));
+        assert!(request_origin_allowed(&HeaderMap::new(), none));
     }
 
     #[test]

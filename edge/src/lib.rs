@@ -11,6 +11,7 @@ mod caller;
 mod client_ip;
 mod clock;
 mod config;
+mod console;
 mod cors;
 mod handshake;
 mod health;
@@ -39,7 +40,8 @@ use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
 pub use config::{
-    Cidr, EdgeConfig, GuardConfig, IdempotencySettings, Quota, RateLimitConfig, WsConfig,
+    Cidr, ConsoleConfig, EdgeConfig, GuardConfig, IdempotencySettings, Quota, RateLimitConfig,
+    WsConfig,
 };
 
 use crate::realtime::{Hub, HubSettings, PresenceDeps};
@@ -186,7 +188,11 @@ fn app(
         token_refresh_hint: config.guard.token_refresh_hint,
         state: state.clone(),
     });
-    Route::new()
+    let mut routes = Route::new();
+    if let Some(console) = &config.console {
+        routes = routes.nest(&console.path, console::Console::new(console));
+    }
+    routes
         .nest("/", service)
         .at(
             "/openapi.json",

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use async_nats::connection::State;
+use bytes::Bytes;
+use futures::StreamExt;
 use mesh_contracts::Prefix;
+use mesh_contracts::mesh_health::ServiceInstanceStats;
 use mesh_observability::metrics::NATS_EVENTS;
 
 use crate::credentials::{NatsCredentials, ServerUrl, redact_urls};
@@ -173,5 +176,33 @@ impl Bus {
             .await
             .map_err(|err| err.to_string())?;
         serde_json::from_slice(&reply.payload).map_err(|err| err.to_string())
+    }
+
+    /// Asks every instance of a service for its statistics (`$SRV.STATS.<name>`) and gathers
+    /// the answers that arrive within `window` (each instance answers once; none answering
+    /// is an empty list). Answers that are not statistics are skipped.
+    pub async fn service_stats(
+        &self,
+        name: &str,
+        window: Duration,
+    ) -> Result<Vec<ServiceInstanceStats>, String> {
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| err.to_string())?;
+        self.client
+            .publish_with_reply(format!("$SRV.STATS.{name}"), inbox, Bytes::new())
+            .await
+            .map_err(|err| err.to_string())?;
+        let mut stats = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await {
+            if let Ok(instance) = serde_json::from_slice(&answer.payload) {
+                stats.push(instance);
+            }
+        }
+        Ok(stats)
     }
 }

@@ -102,6 +102,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         },
         guard: lifted_limits(),
         login_throttle: mesh_user::LoginThrottle::default(),
+        console: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 mod chat_contract;
 mod chat_faults;
+mod console;
 mod discovery;
 mod edge;
 mod edge_hardening;

@@ -1,6 +1,7 @@
 //! The `/v1` REST API: thin handlers that forward each request to its RPC.
 
 mod admin;
+mod admin_health;
 mod auth;
 mod chat;
 mod friends;
@@ -33,6 +34,7 @@ pub type Api = (
     sessions::SessionsApi,
     users::UsersApi,
     admin::AdminApi,
+    admin_health::AdminHealthApi,
     friends::FriendsApi,
     groups::GroupsApi,
     chat::ChatApi,
@@ -44,6 +46,7 @@ pub fn apis() -> Api {
         sessions::SessionsApi,
         users::UsersApi,
         admin::AdminApi,
+        admin_health::AdminHealthApi,
         friends::FriendsApi,
         groups::GroupsApi,
         chat::ChatApi,

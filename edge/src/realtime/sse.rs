@@ -12,7 +12,6 @@ use futures::Stream;
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::ServerFrame;
 use mesh_observability::metrics::RT_FRAMES;
-use poem::http::header::ORIGIN;
 use poem::web::Data;
 use poem::web::sse::{Event, SSE};
 use poem::{IntoResponse, Request, Response, handler};
@@ -26,7 +25,7 @@ use super::kick::Kick;
 use crate::SharedState;
 use crate::caller::{Verified, authenticate};
 use crate::clock::instant_at;
-use crate::handshake::{bearer_token, origin_allowed, query_token};
+use crate::handshake::{bearer_token, query_token, request_origin_allowed};
 use crate::problem::ApiError;
 use crate::rate_limit::ConnectionSlot;
 
@@ -36,8 +35,7 @@ const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 #[handler]
 pub async fn events(req: &Request, Data(state): Data<&SharedState>) -> Response {
     // Browsers' EventSource is held to the WebSocket origin list.
-    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
-    if !origin_allowed(origin, &state.ws.allowed_origins) {
+    if !request_origin_allowed(req.headers(), &state.ws.allowed_origins) {
         return ApiError::new(
             ErrorCode::Forbidden,
             "this origin may not open an event stream",

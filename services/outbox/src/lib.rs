@@ -3,6 +3,7 @@
 //! edges publish and answers admins' queries of it.
 
 pub mod audit;
+mod backlog;
 mod config;
 pub mod relay;
 
@@ -40,6 +41,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
+    let backlog = backlog::State::new(&deps.bus, deps.sources.clone(), config.rpc_timeout);
     for source in deps.sources {
         tasks.push(AbortOnDropHandle::new(tokio::spawn(relay::run(
             deps.bus.clone(),
@@ -55,7 +57,8 @@ pub async fn run(
     ))));
     let state = audit::State::new(deps.bus.clone(), deps.audit_pool, config.rpc_timeout);
     let host = ServiceHost::new(deps.bus, Service::Outbox, "event relay and audit log");
-    let served = audit::register(host, state).run(shutdown).await;
+    let host = backlog::register(audit::register(host, state), backlog);
+    let served = host.run(shutdown).await;
     stop.cancel();
     for task in tasks {
         let _ = task.await;

@@ -10,7 +10,7 @@ mod timers;
 mod typing;
 
 use mesh_contracts::ErrorCode;
-use poem::http::header::{ORIGIN, SEC_WEBSOCKET_PROTOCOL};
+use poem::http::header::SEC_WEBSOCKET_PROTOCOL;
 use poem::web::Data;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::{IntoResponse, Request, Response, handler};
@@ -18,7 +18,7 @@ use poem::{IntoResponse, Request, Response, handler};
 use crate::SharedState;
 use crate::caller::{authenticate, request_context};
 use crate::config::WsConfig;
-use crate::handshake::{BEARER_PROTOCOL, bearer_token, origin_allowed, subprotocol_token};
+use crate::handshake::{BEARER_PROTOCOL, bearer_token, request_origin_allowed, subprotocol_token};
 use crate::problem::ApiError;
 
 /// Bytes read from the socket at a time. The buffer is allocated for every connection and
@@ -32,9 +32,7 @@ pub async fn websocket(
     socket: WebSocket,
     Data(state): Data<&SharedState>,
 ) -> Response {
-    // An `Origin` that is not text cannot be on the list.
-    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
-    if !origin_allowed(origin, &state.ws.allowed_origins) {
+    if !request_origin_allowed(req.headers(), &state.ws.allowed_origins) {
         return ApiError::new(ErrorCode::Forbidden, "this origin may not open a WebSocket")
             .into_response();
     }

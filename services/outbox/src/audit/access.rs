@@ -1,8 +1,18 @@
 //! Who may read the audit log: enabled administrators, as the user service knows them now
 //! (never as a token claims).
 
-use mesh_contracts::user::{Role, UserProfile};
+use mesh_contracts::user::{Empty, GetMe, Role, UserProfile};
 use mesh_contracts::{ErrorCode, ServiceError};
+use mesh_nats::{CallContext, RpcClient};
+
+/// Asks the user service who the caller is now; `forbidden` unless an enabled administrator.
+pub async fn caller_must_be_admin(rpc: &RpcClient, ctx: &CallContext) -> Result<(), ServiceError> {
+    let caller = rpc
+        .call::<GetMe>(ctx, &Empty {})
+        .await
+        .map_err(|err| err.into_service_error("user"))?;
+    require_admin(&caller)
+}
 
 /// `forbidden` unless `caller` is an enabled administrator.
 pub fn require_admin(caller: &UserProfile) -> Result<(), ServiceError> {

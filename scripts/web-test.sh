@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# web-test.sh: the web console in a real browser (part of scripts/test.sh). Builds the console,
+# starts a `mesh all` of its own serving it, checks that web/spec/ still equals the edge's
+# published documents, then Playwright (playwright-core) drives Debian's Chromium (unpacked into
+# .tools/chromium when the machine has none) through web/tests/browser.mjs: two people become
+# friends and chat live, a reload keeps history, a revoked session and a disabled account log
+# their pages out, the admin pages work. Screenshots of each view go to
+# ${CARGO_TARGET_DIR:-target}/web-test/.
+set -euo pipefail
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+# shellcheck source=lib/chromium.sh
+source scripts/lib/chromium.sh
+# shellcheck source=lib/scratch-mesh.sh
+source scripts/lib/scratch-mesh.sh
+
+echo "== web console (browser)" >&2
+scripts/web-build.sh
+chromium_bin="$(ensure_chromium)"
+if [[ -z "${MESH_NATS_URL:-}" || -z "${MESH_DATABASE_URL:-}" ]]; then
+  eval "$(scripts/services.sh up)"
+fi
+cargo build --locked --quiet --bin mesh
+admin_phone="+1999$(date +%s | tail -c 8)"
+export MESH_BOOTSTRAP_ADMINS="$admin_phone" MESH_CONSOLE_DIR="$ROOT/web/dist"
+start_scratch_mesh webtest "${CARGO_TARGET_DIR:-$ROOT/target}/debug/mesh"
+(cd web && node scripts/sync-spec.mjs check "$base")
+out="${CARGO_TARGET_DIR:-$ROOT/target}/web-test"
+rm -rf "$out"
+(cd web && MESH_BASE="$base" CHROMIUM="$chromium_bin" ADMIN_PHONE="$admin_phone" OUT="$out" node tests/browser.mjs)
+echo "screenshots: $out" >&2

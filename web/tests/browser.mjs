@@ -1,0 +1,269 @@
+// Browser tests of the console against a running mesh (scripts/web-test.sh starts one):
+// Playwright drives Debian's Chromium through the pages as people would. Each step waits for
+// what the page shows (Playwright's auto-waiting), never for a fixed time.
+//
+// Env: MESH_BASE (http://127.0.0.1:PORT), CHROMIUM (the browser), ADMIN_PHONE (a bootstrap
+// admin's phone), OUT (where screenshots go).
+
+import { chromium } from "playwright-core";
+import { mkdir } from "node:fs/promises";
+
+const base = process.env.MESH_BASE;
+const out = process.env.OUT ?? "target/web-test";
+const adminPhone = process.env.ADMIN_PHONE;
+const console_ = `${base}/console/`;
+const run = Date.now().toString().slice(-7);
+const phone = (n) => `+1${n}${run}`;
+const password = "correct horse battery";
+const results = [];
+
+await mkdir(out, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+
+async function step(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    results.push([name, true]);
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    results.push([name, false]);
+    console.log(`FAIL ${name}: ${err.stack ?? err}`);
+    throw err;
+  }
+}
+
+async function newPage(viewport = { width: 1200, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  page.on("pageerror", (err) => console.log(`page error: ${err.message}`));
+  page.on("console", (msg) => msg.type() === "error" && console.log(`console error: ${msg.text()}`));
+  return page;
+}
+
+async function register(page, phoneNumber, nickname) {
+  await page.goto(console_);
+  await page.getByLabel("Phone").fill(phoneNumber);
+  await page.getByLabel("Password").fill(password);
+  await page.getByLabel("Nickname (to register)").fill(nickname);
+  await page.getByRole("button", { name: "Register" }).click();
+  await page.getByRole("navigation", { name: "Main" }).waitFor();
+  await page.locator(".transport.websocket, .transport.sse").waitFor();
+}
+
+async function signIn(page, phoneNumber) {
+  await page.getByLabel("Phone").fill(phoneNumber);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("navigation", { name: "Main" }).waitFor();
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${out}/${name}.png`, fullPage: true });
+}
+
+async function apiLogin(phoneNumber, device) {
+  const res = await fetch(`${base}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ phone: phoneNumber, password, device_name: device }),
+  });
+  if (!res.ok) throw new Error(`login ${res.status}`);
+  return (await res.json()).access_token;
+}
+
+function expectEqual(actual, expected, what) {
+  if (actual !== expected) throw new Error(`${what}: expected ${expected}, got ${actual}`);
+}
+
+let ann, bob, admin;
+const annPhone = phone(201), bobPhone = phone(202);
+try {
+  await step("the console is served with its content types and policy", async () => {
+    const res = await fetch(console_);
+    expectEqual(res.status, 200, "status");
+    expectEqual(res.headers.get("content-type"), "text/html; charset=utf-8", "content type");
+    if (!res.headers.get("content-security-policy")?.includes("script-src 'self'")) throw new Error("no CSP");
+    const script = (await res.text()).match(/src="\.\/(assets\/[^"]+\.js)"/)?.[1];
+    const js = await fetch(`${console_}${script}`);
+    expectEqual(js.headers.get("content-type"), "text/javascript; charset=utf-8", "script type");
+  });
+
+  ann = await newPage();
+  bob = await newPage();
+  await step("two people register", async () => {
+    await ann.goto(console_);
+    await shot(ann, "sign-in");
+    await register(ann, annPhone, "Ann");
+    await register(bob, bobPhone, "Bob");
+  });
+
+  await step("they become friends", async () => {
+    await bob.goto(`${console_}#/friends`);
+    await ann.goto(`${console_}#/friends`);
+    await ann.getByLabel("Phone of the friend to add").fill(bobPhone);
+    await ann.getByLabel("Message (optional)").fill("hi, it's Ann");
+    await ann.getByRole("button", { name: "Send friend request" }).click();
+    await ann.getByText("Waiting for Bob").waitFor();
+    // Bob's page refreshes on the live notification.
+    await bob.getByRole("button", { name: "Accept Ann" }).click();
+    await bob.getByRole("button", { name: "Message Ann" }).waitFor();
+    await ann.getByRole("button", { name: "Message Bob" }).waitFor();
+    await shot(bob, "friends");
+  });
+
+  await step("they exchange messages live", async () => {
+    await bob.goto(`${console_}#/chats`);
+    await ann.getByRole("button", { name: "Message Bob" }).click();
+    await ann.getByRole("textbox", { name: "Message", exact: true }).fill("hello bob");
+    await ann.getByRole("button", { name: "Send" }).click();
+    await ann.getByRole("log", { name: "Messages" }).getByText("hello bob").waitFor();
+    // Bob's list shows the new conversation with one unread message, without a reload.
+    await bob.getByLabel("1 unread").waitFor();
+    await shot(bob, "chats-unread");
+    await bob.getByRole("link", { name: /Ann/ }).click();
+    await bob.getByRole("log", { name: "Messages" }).getByText("hello bob").waitFor();
+    await bob.getByRole("textbox", { name: "Message", exact: true }).fill("hi ann");
+    await bob.getByRole("button", { name: "Send" }).click();
+    await ann.getByRole("log", { name: "Messages" }).getByText("hi ann").waitFor();
+    // Ann's first message shows Bob's read receipt.
+    await ann.locator(".message.mine", { hasText: "hello bob" }).getByText("read").waitFor();
+    await bob.getByRole("textbox", { name: "Message", exact: true }).pressSequentially("typing…");
+    await ann.getByText("Bob typing…").waitFor();
+    await shot(ann, "conversation");
+  });
+
+  await step("a message lost in flight is resent, across a reconnect, until stored", async () => {
+    // Bob's second device, whose WebSocket the test can cut: the first `send` frame is
+    // swallowed (lost in flight), then the connection drops; the page must reconnect and send
+    // the same message again until the server says `stored`.
+    const device = await newPage();
+    let dropSends = false;
+    let route;
+    await device.routeWebSocket(/\/v1\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      route = { ws, server };
+      ws.onMessage((frame) => {
+        if (dropSends && JSON.parse(frame).type === "send") return;
+        server.send(frame);
+      });
+    });
+    await device.goto(console_);
+    await signIn(device, bobPhone);
+    await device.locator(".transport.websocket").waitFor();
+    await device.getByRole("link", { name: /Ann/ }).click();
+    dropSends = true;
+    await device.getByRole("textbox", { name: "Message", exact: true }).fill("lost once, resent");
+    await device.getByRole("button", { name: "Send" }).click();
+    await device.locator(".message.pending", { hasText: "lost once, resent" }).waitFor();
+    dropSends = false;
+    const cut = route;
+    await cut.server.close();
+    await cut.ws.close({ code: 4999, reason: "cut by the test" });
+    await device.locator(".message:not(.pending)", { hasText: "lost once, resent" }).waitFor();
+    await ann.getByRole("log", { name: "Messages" }).getByText("lost once, resent").waitFor();
+    expectEqual(await ann.getByRole("log", { name: "Messages" }).getByText("lost once, resent").count(), 1, "copies Ann sees");
+    await device.context().close();
+  });
+
+  await step("a reload keeps the history", async () => {
+    await ann.reload();
+    await signIn(ann, annPhone);
+    await ann.getByRole("link", { name: /Bob/ }).click();
+    const log = ann.getByRole("log", { name: "Messages" });
+    await log.getByText("hello bob").waitFor();
+    await log.getByText("hi ann").waitFor();
+  });
+
+  await step("groups and devices pages", async () => {
+    await ann.goto(`${console_}#/groups`);
+    await ann.getByLabel("Group name").fill("Climbers");
+    await ann.getByLabel("Join policy").selectOption("approval");
+    await ann.getByRole("button", { name: "Create group" }).click();
+    await ann.getByRole("button", { name: "Open Climbers chat" }).waitFor();
+    const listed = await ann.getByRole("list", { name: "Your groups" }).textContent();
+    const groupId = listed.match(/id ([0-9a-f-]{36})/)?.[1];
+    if (!groupId) throw new Error(`no group id in ${listed}`);
+    await bob.goto(`${console_}#/groups`);
+    await bob.getByLabel("Group id to join").fill(groupId);
+    await bob.getByRole("button", { name: "Join", exact: true }).click();
+    await ann.getByRole("button", { name: "Join requests for Climbers" }).click();
+    await ann.getByRole("button", { name: "Approve Bob" }).click();
+    // Bob's page refreshes on the approval notification.
+    await bob.getByRole("button", { name: "Open Climbers chat" }).waitFor();
+    await shot(ann, "groups");
+    await ann.goto(`${console_}#/devices`);
+    await ann.getByText("(this one)").waitFor();
+    await shot(ann, "devices");
+  });
+
+  await step("a session revoked from another device logs the page out", async () => {
+    const token = await apiLogin(annPhone, "phone");
+    const auth = { authorization: `Bearer ${token}` };
+    const sessions = await (await fetch(`${base}/v1/sessions`, { headers: auth })).json();
+    const consoles = sessions.items.filter((s) => s.device_name === "console");
+    if (consoles.length === 0) throw new Error("no console session listed");
+    for (const s of consoles) {
+      const res = await fetch(`${base}/v1/sessions/${s.id}`, { method: "DELETE", headers: auth });
+      if (!res.ok) throw new Error(`revoke ${res.status}`);
+    }
+    await ann.getByRole("form", { name: "Sign in" }).getByText(/revoked/).waitFor();
+  });
+
+  await step("the SSE fallback delivers messages, and the page reads at phone width", async () => {
+    const phonePage = await newPage({ width: 390, height: 844 });
+    await phonePage.goto(`${console_}?transport=sse`);
+    await signIn(phonePage, annPhone);
+    await phonePage.locator(".transport.sse").waitFor();
+    await phonePage.getByRole("link", { name: /Bob/ }).click();
+    await phonePage.getByRole("textbox", { name: "Message", exact: true }).fill("sent over REST, seen over SSE");
+    await phonePage.getByRole("button", { name: "Send" }).click();
+    await phonePage.locator(".message:not(.pending)", { hasText: "sent over REST, seen over SSE" }).waitFor();
+    const overflow = await phonePage.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone`);
+    await shot(phonePage, "phone-conversation");
+  });
+  await step("an admin disables a user and the user's page logs out", async () => {
+    admin = await newPage();
+    await register(admin, adminPhone, "Root");
+    await admin.getByRole("link", { name: "Accounts" }).click();
+    await admin.getByLabel("Search accounts (nickname, phone or id)").fill(bobPhone);
+    await shot(admin, "admin-accounts");
+    await admin.getByRole("button", { name: "Disable Bob" }).click();
+    await admin.getByRole("button", { name: "Enable Bob" }).waitFor();
+    await bob.getByRole("form", { name: "Sign in" }).getByText(/revoked|ended/).waitFor();
+    await shot(bob, "logged-out");
+  });
+
+  await step("the admin reads the audit log and the mesh's health", async () => {
+    await admin.getByRole("link", { name: "Audit" }).click();
+    await admin.getByLabel("Action").fill("admin_disable_user");
+    await admin.getByRole("button", { name: "Filter" }).click();
+    await admin.getByRole("table", { name: "Audit records" }).getByText("admin_disable_user").first().waitFor();
+    await shot(admin, "admin-audit");
+    await admin.getByRole("link", { name: "Health" }).click();
+    for (const service of ["user", "social", "chat", "outbox"]) {
+      await admin.getByRole("heading", { name: `${service}: 1 instance answering` }).waitFor();
+    }
+    await admin.getByRole("cell", { name: "admin_set_disabled" }).first().waitFor();
+    await admin.getByRole("list", { name: "Outbox backlog" }).getByText("social").waitFor();
+    const owned = admin.getByRole("list", { name: "Chat ingest partitions" }).getByText(/worker/);
+    await owned.first().waitFor();
+    await shot(admin, "admin-health");
+  });
+
+} catch {
+  // reported by step()
+} finally {
+  await browser.close();
+}
+const failed = results.filter(([, passed]) => !passed).length;
+console.log(`${results.length - failed} passed, ${failed} failed`);
+process.exit(failed > 0 || results.length === 0 ? 1 : 0);
