@@ -13,6 +13,8 @@ pub mod events;
 pub mod idempotency;
 pub mod nats_permissions;
 pub mod page;
+pub mod permissions;
+pub mod rbac;
 pub mod rpc;
 pub mod social;
 pub mod subject;

@@ -20,6 +20,7 @@ mod nats_credentials;
 mod nats_security;
 mod nats_server;
 mod notifications;
+mod rbac;
 mod realtime;
 mod social_friends;
 mod social_groups;

@@ -5,6 +5,8 @@ mod auth;
 mod chat;
 mod friends;
 mod groups;
+mod roles;
+pub mod route_permissions;
 mod sessions;
 mod users;
 
@@ -18,7 +20,7 @@ pub enum Tag {
     Sessions,
     /// Profiles and user search.
     Users,
-    /// Administration (admin role required).
+    /// Administration and moderation (each route names the permission it needs).
     Admin,
     /// Friend requests, friends and blocks.
     Friends,
@@ -33,6 +35,7 @@ pub type Api = (
     sessions::SessionsApi,
     users::UsersApi,
     admin::AdminApi,
+    roles::RolesApi,
     friends::FriendsApi,
     groups::GroupsApi,
     chat::ChatApi,
@@ -44,6 +47,7 @@ pub fn apis() -> Api {
         sessions::SessionsApi,
         users::UsersApi,
         admin::AdminApi,
+        roles::RolesApi,
         friends::FriendsApi,
         groups::GroupsApi,
         chat::ChatApi,

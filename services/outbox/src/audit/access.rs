@@ -1,15 +1,22 @@
-//! Who may read the audit log: enabled administrators, as the user service knows them now
+//! Who may read the audit log: holders of `audit:read`, as the user service knows them now
 //! (never as a token claims).
 
-use mesh_contracts::user::{Role, UserProfile};
+use mesh_contracts::permissions::{self, AUDIT_READ, Permission};
+use mesh_contracts::rbac::Access;
 use mesh_contracts::{ErrorCode, ServiceError};
 
-/// `forbidden` unless `caller` is an enabled administrator.
-pub fn require_admin(caller: &UserProfile) -> Result<(), ServiceError> {
-    if caller.disabled || !caller.roles.contains(&Role::Admin) {
+/// `forbidden` unless `caller`'s effective permissions (empty when disabled) grant `audit:read`.
+pub fn require_audit_reader(caller: &Access) -> Result<(), ServiceError> {
+    let held: Vec<Permission> = caller
+        .effective
+        .iter()
+        .filter_map(|p| Permission::parse(p).ok())
+        .collect();
+    let wanted = Permission::parse(AUDIT_READ).expect("a well-formed permission");
+    if caller.disabled || !permissions::allows(&held, &wanted) {
         return Err(ServiceError::new(
             ErrorCode::Forbidden,
-            "administrators only",
+            "this needs the permission audit:read",
         ));
     }
     Ok(())
@@ -18,32 +25,37 @@ pub fn require_admin(caller: &UserProfile) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_contracts::user::Sex;
-    use time::OffsetDateTime;
-    use uuid::Uuid;
 
-    fn profile(roles: &[Role], disabled: bool) -> UserProfile {
-        UserProfile {
-            id: Uuid::now_v7(),
-            phone: "+10000000001".into(),
-            nickname: "root".into(),
-            avatar: None,
-            sex: Sex::Unspecified,
-            roles: roles.to_vec(),
+    fn access(effective: &[&str], disabled: bool) -> Access {
+        Access {
+            roles: vec!["user".into()],
+            direct: vec![],
             disabled,
-            created_at: OffsetDateTime::now_utc(),
-            updated_at: OffsetDateTime::now_utc(),
+            effective: effective.iter().map(|p| p.to_string()).collect(),
+            role_permissions: vec![],
         }
     }
 
     #[test]
-    fn only_enabled_admins_pass() {
-        assert!(require_admin(&profile(&[Role::User, Role::Admin], false)).is_ok());
-        for (roles, disabled) in [
-            (&[Role::User][..], false),
-            (&[Role::User, Role::Admin], true),
+    fn only_enabled_holders_of_audit_read_pass() {
+        for held in [
+            &["audit:read"][..],
+            &["audit:*"],
+            &["*:*"],
+            &["audit:admin"],
         ] {
-            let refused = require_admin(&profile(roles, disabled)).unwrap_err();
+            assert!(
+                require_audit_reader(&access(held, false)).is_ok(),
+                "{held:?}"
+            );
+        }
+        for (held, disabled) in [
+            (&[][..], false),
+            (&["users:*"], false),
+            (&["audit:delete"], false),
+            (&["audit:read"], true),
+        ] {
+            let refused = require_audit_reader(&access(held, disabled)).unwrap_err();
             assert_eq!(refused.code, ErrorCode::Forbidden);
         }
     }

@@ -1,12 +1,15 @@
 //! RPC handlers of the user service: decode, apply the domain rules, touch the store, reply.
 
+mod access;
 mod admin;
 mod auth;
 mod profile;
+mod roles;
 mod sessions;
 
 use std::sync::Arc;
 
+use mesh_contracts::rbac;
 use mesh_contracts::user as wire;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{Bus, CallContext, Revocation, Revocations, ServiceHost};
@@ -102,7 +105,15 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         .handle::<wire::FindUsers, _, _, _>(state.clone(), profile::find)
         .handle::<wire::AdminListUsers, _, _, _>(state.clone(), admin::list_users)
         .handle::<wire::AdminSetDisabled, _, _, _>(state.clone(), admin::set_disabled)
-        .handle::<wire::AdminSetRoles, _, _, _>(state.clone(), admin::set_roles)
+        .handle::<wire::AdminSetRoles, _, _, _>(state.clone(), roles::set_roles)
+        .handle::<rbac::AdminListRoles, _, _, _>(state.clone(), roles::list)
+        .handle::<rbac::AdminCreateRole, _, _, _>(state.clone(), roles::create)
+        .handle::<rbac::AdminUpdateRole, _, _, _>(state.clone(), roles::update)
+        .handle::<rbac::AdminDeleteRole, _, _, _>(state.clone(), roles::delete)
+        .handle::<rbac::AdminGrantRole, _, _, _>(state.clone(), roles::grant_role)
+        .handle::<rbac::AdminGrantPermission, _, _, _>(state.clone(), roles::grant_permission)
+        .handle::<rbac::AdminUserPermissions, _, _, _>(state.clone(), roles::user_permissions)
+        .handle::<rbac::GetAccess, _, _, _>(state.clone(), access::get_access)
         .handle::<wire::Health, _, _, _>(state, health)
 }
 
