@@ -11,6 +11,7 @@ pub mod chat;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod moderation;
 pub mod nats_permissions;
 pub mod page;
 pub mod permissions;
@@ -18,6 +19,7 @@ pub mod rbac;
 pub mod rpc;
 pub mod social;
 pub mod subject;
+pub mod usage;
 pub mod user;
 
 pub use error::{ErrorCode, ServiceError};

@@ -5,9 +5,11 @@ mod auth;
 mod chat;
 mod friends;
 mod groups;
+mod moderation;
 mod roles;
 pub mod route_permissions;
 mod sessions;
+mod usage;
 mod users;
 
 use poem_openapi::Tags;
@@ -36,6 +38,8 @@ pub type Api = (
     users::UsersApi,
     admin::AdminApi,
     roles::RolesApi,
+    moderation::ModerationApi,
+    usage::UsageApi,
     friends::FriendsApi,
     groups::GroupsApi,
     chat::ChatApi,
@@ -48,6 +52,8 @@ pub fn apis() -> Api {
         users::UsersApi,
         admin::AdminApi,
         roles::RolesApi,
+        moderation::ModerationApi,
+        usage::UsageApi,
         friends::FriendsApi,
         groups::GroupsApi,
         chat::ChatApi,

@@ -4,8 +4,8 @@
 //! under `/v1/admin` must be here (a test holds the table and the document to each other).
 
 use mesh_contracts::permissions::{
-    AUDIT_READ, Permission, ROLES_DELETE, ROLES_GRANT, ROLES_READ, ROLES_WRITE, USERS_DISABLE,
-    USERS_READ,
+    AUDIT_READ, GROUPS_MODERATE, MESSAGES_MODERATE, Permission, QUOTAS_READ, QUOTAS_WRITE,
+    ROLES_DELETE, ROLES_GRANT, ROLES_READ, ROLES_WRITE, USERS_DISABLE, USERS_READ,
 };
 
 /// `(operation id, permission)`.
@@ -24,6 +24,14 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str)] = &[
     ("admin_grant_permission", ROLES_GRANT),
     ("admin_revoke_permission", ROLES_GRANT),
     ("admin_list_audit", AUDIT_READ),
+    ("moderate_recall_message", MESSAGES_MODERATE),
+    ("moderate_conversation_report", MESSAGES_MODERATE),
+    ("moderate_list_groups", GROUPS_MODERATE),
+    ("moderate_get_group", GROUPS_MODERATE),
+    ("moderate_remove_member", GROUPS_MODERATE),
+    ("moderate_dissolve_group", GROUPS_MODERATE),
+    ("admin_get_usage", QUOTAS_READ),
+    ("admin_set_quota", QUOTAS_WRITE),
 ];
 
 /// The permission `operation` needs, if it is in the table.

@@ -6,6 +6,7 @@ pub mod events;
 pub mod outbox;
 pub mod paging;
 pub mod postgres;
+pub mod quota;
 pub mod stop;
 
 pub use paging::Page;

@@ -2,7 +2,9 @@
 
 mod conversations;
 mod messages;
+mod moderation;
 mod presence;
+mod usage;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -140,6 +142,16 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         .handle::<wire::DeleteForMe, _, _, _>(state.clone(), messages::delete_for_me)
         .handle::<wire::PresenceChanged, _, _, _>(state.clone(), presence::changed)
         .handle::<wire::GetPresence, _, _, _>(state.clone(), presence::get)
+        .handle::<mesh_contracts::usage::ChatSetQuota, _, _, _>(state.clone(), usage::set_quota)
+        .handle::<mesh_contracts::usage::ChatUsage, _, _, _>(state.clone(), usage::usage)
+        .handle::<mesh_contracts::moderation::ModerateRecall, _, _, _>(
+            state.clone(),
+            moderation::recall,
+        )
+        .handle::<mesh_contracts::moderation::ModerateHistory, _, _, _>(
+            state.clone(),
+            moderation::history,
+        )
         .handle::<wire::Health, _, _, _>(state, health)
 }
 

@@ -5,6 +5,8 @@ mod friend_requests;
 mod friends;
 mod groups;
 mod membership;
+mod moderation;
+mod usage;
 
 use std::sync::Arc;
 
@@ -129,6 +131,24 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         .handle::<wire::GetMembership, _, _, _>(state.clone(), membership::get_membership)
         .handle::<wire::FriendIds, _, _, _>(state.clone(), friends::ids)
         .handle::<wire::GroupRoster, _, _, _>(state.clone(), membership::roster)
+        .handle::<mesh_contracts::usage::SocialSetQuota, _, _, _>(state.clone(), usage::set_quota)
+        .handle::<mesh_contracts::usage::SocialUsage, _, _, _>(state.clone(), usage::usage)
+        .handle::<mesh_contracts::moderation::ModerateListGroups, _, _, _>(
+            state.clone(),
+            moderation::list_groups,
+        )
+        .handle::<mesh_contracts::moderation::ModerateGetGroup, _, _, _>(
+            state.clone(),
+            moderation::get_group,
+        )
+        .handle::<mesh_contracts::moderation::ModerateRemoveMember, _, _, _>(
+            state.clone(),
+            moderation::remove_member,
+        )
+        .handle::<mesh_contracts::moderation::ModerateDissolveGroup, _, _, _>(
+            state.clone(),
+            moderation::dissolve,
+        )
         .handle::<wire::Health, _, _, _>(state, health)
 }
 
