@@ -221,6 +221,9 @@ pub struct ChatMessage {
     /// Empty once recalled, or for the reader who deleted it.
     pub body: String,
     pub recalled: bool,
+    /// Recalled by a moderator (`messages:moderate`), not by its sender.
+    #[serde(default)]
+    pub moderated: bool,
     /// The reader deleted this message from their own view (kept as a placeholder so seqs
     /// stay gap-free).
     #[serde(default)]
@@ -368,6 +371,9 @@ pub enum ServerFrame {
         conversation_id: String,
         message_id: Uuid,
         seq: i64,
+        /// True when a moderator recalled it.
+        #[serde(default)]
+        by_moderation: bool,
     },
     /// The answer to a `sync`: up to `limit` messages after `after_seq`, in order.
     Sync {
@@ -442,6 +448,11 @@ pub enum Notification {
     },
     /// To the member whose mute was lifted.
     Unmuted { group_id: Uuid },
+    /// To the sender of a message a moderator recalled.
+    MessageModerated {
+        conversation_id: String,
+        message_id: Uuid,
+    },
     /// To the old and the new owner of a group.
     OwnershipTransferred {
         group_id: Uuid,
@@ -849,6 +860,10 @@ mod tests {
                 from: a,
                 to: b,
             },
+            N::MessageModerated {
+                conversation_id: "p:a:b".into(),
+                message_id: a,
+            },
         ]
     }
 
@@ -870,6 +885,7 @@ mod tests {
             N::Muted { .. } => "muted",
             N::Unmuted { .. } => "unmuted",
             N::OwnershipTransferred { .. } => "ownership_transferred",
+            N::MessageModerated { .. } => "message_moderated",
         }
     }
 
@@ -877,7 +893,7 @@ mod tests {
     fn every_notification_round_trips_as_type_kind_and_data() {
         let samples = notification_samples();
         let kinds: std::collections::HashSet<_> = samples.iter().map(kind).collect();
-        assert_eq!(kinds.len(), 14, "one sample of every kind");
+        assert_eq!(kinds.len(), 15, "one sample of every kind");
         for notification in samples {
             let frame = ServerFrame::Notification(notification.clone());
             let json: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();

@@ -84,6 +84,7 @@ error_codes! {
     IdempotencyKeyMismatch => ("idempotency_key_mismatch", 422, "The Idempotency-Key was used with a different request"),
     HeadersTooLarge => ("headers_too_large", 431, "The request headers are too large"),
     LoginLocked => ("login_locked", 429, "Too many failed sign-ins; try again later"),
+    QuotaExceeded => ("quota_exceeded", 429, "A usage limit of the plan is reached"),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -13,11 +13,15 @@ pub mod events;
 pub mod formats;
 pub mod idempotency;
 pub mod mesh_health;
+pub mod moderation;
 pub mod nats_permissions;
 pub mod page;
+pub mod permissions;
+pub mod rbac;
 pub mod rpc;
 pub mod social;
 pub mod subject;
+pub mod usage;
 pub mod user;
 
 pub use error::{ErrorCode, Problem, ServiceError};

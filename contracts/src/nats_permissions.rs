@@ -77,7 +77,7 @@ impl NatsRole {
                 op::<social::FriendIds>(),
                 op::<social::GroupRoster>(),
             ],
-            NatsRole::Outbox => vec![op::<user::GetMe>()],
+            NatsRole::Outbox => vec![op::<crate::rbac::GetAccess>()],
             NatsRole::User | NatsRole::Migrate => Vec::new(),
         }
     }
@@ -111,7 +111,8 @@ impl NatsRole {
 pub fn stream_access(stream: Stream) -> (&'static [NatsRole], &'static [NatsRole]) {
     let consumers: &'static [NatsRole] = match stream {
         Stream::ChatIn => &[NatsRole::Chat],
-        Stream::Events => &[NatsRole::Social, NatsRole::Chat],
+        // Edges follow user events to drop cached permissions.
+        Stream::Events => &[NatsRole::Edge, NatsRole::Social, NatsRole::Chat],
         Stream::Audit => &[NatsRole::Outbox],
     };
     let publishers: &'static [NatsRole] = match stream {

@@ -34,33 +34,6 @@ pub enum Sex {
     Other,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Enum,
-)]
-#[serde(rename_all = "snake_case")]
-#[oai(rename_all = "snake_case")]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "user" => Some(Role::User),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
 /// Creates an account.
 #[derive(Debug, Clone, Serialize, Deserialize, Object)]
 pub struct RegisterRequest {
@@ -146,7 +119,8 @@ pub struct UserProfile {
     pub nickname: String,
     pub avatar: Option<String>,
     pub sex: Sex,
-    pub roles: Vec<Role>,
+    /// Role names, `user` first.
+    pub roles: Vec<String>,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -249,17 +223,18 @@ pub struct AdminSetDisabledRequest {
     pub disabled: bool,
 }
 
-/// Replaces a user's roles; `user` is always kept.
+/// Replaces a user's roles; `user` is always kept. Each must exist, and the caller must hold
+/// every permission of the roles it adds or removes.
 #[derive(Debug, Clone, Serialize, Deserialize, Object)]
 pub struct SetRolesRequest {
-    #[oai(validator(max_items = 8))]
-    pub roles: Vec<Role>,
+    #[oai(validator(max_items = 16))]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdminSetRolesRequest {
     pub user_id: Uuid,
-    pub roles: Vec<Role>,
+    pub roles: Vec<String>,
 }
 
 rpc!(

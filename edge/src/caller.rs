@@ -20,6 +20,8 @@ use crate::{EdgeState, SharedState};
 pub struct Caller {
     pub user_id: Uuid,
     pub session_id: Uuid,
+    /// Role names in the token (what the edge's permission check starts from).
+    pub roles: Vec<String>,
 }
 
 /// `Authorization: Bearer <access token>`.
@@ -103,6 +105,7 @@ pub fn identify(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused>
         caller: Caller {
             user_id: claims.sub,
             session_id: claims.sid,
+            roles: claims.roles,
         },
     })
 }
@@ -157,6 +160,30 @@ impl Call {
     pub fn on_behalf_of(mut self, auth: &BearerAuth) -> Self {
         self.ctx = self.ctx.with_user(auth.0.user_id, auth.0.session_id);
         self
+    }
+
+    /// Acts on behalf of the authenticated caller if it holds the permission that
+    /// `operation` declares in the route table (`api::route_permissions`); `forbidden` if not.
+    pub async fn permitted(self, auth: &BearerAuth, operation: &str) -> Result<Self, ApiError> {
+        let Some(wanted) = crate::api::route_permissions::required(operation) else {
+            // A handler naming an operation the table lacks: refuse (default deny), loudly.
+            tracing::error!(operation, "no permission declared for this operation");
+            return Err(ApiError::new(ErrorCode::Internal, "internal error"));
+        };
+        let call = self.on_behalf_of(auth);
+        let held = call
+            .state
+            .permissions
+            .held(&call.state.rpc, &call.ctx, &auth.0)
+            .await?;
+        if mesh_contracts::permissions::allows(&held, &wanted) {
+            Ok(call)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this needs the permission {wanted}"),
+            ))
+        }
     }
 
     /// Makes the RPC `R`; every failure becomes a problem response.

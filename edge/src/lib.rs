@@ -19,6 +19,7 @@ mod idempotency;
 mod limits;
 mod middleware;
 mod openapi_doc;
+mod permissions;
 mod problem;
 mod rate_limit;
 mod realtime;
@@ -69,6 +70,8 @@ pub(crate) struct EdgeState {
     pub hub: Hub,
     /// Request, chat-send, frame and connection limits.
     pub limits: rate_limit::RateLimits,
+    /// Roles' permissions and users' grants, for the routes that need a permission.
+    pub permissions: permissions::PermissionCache,
 }
 
 pub(crate) type SharedState = Arc<EdgeState>;
@@ -105,7 +108,9 @@ pub async fn run(
         Arc::new(move |revocation| hub.session_revoked(revocation))
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watcher = tokio::spawn(revoked.clone().follow(revocations, stop_rx));
+    let watcher = tokio::spawn(revoked.clone().follow(revocations, stop_rx.clone()));
+    let permissions = permissions::PermissionCache::default();
+    let permission_feed = tokio::spawn(permissions.clone().follow(deps.bus.clone(), stop_rx));
     let state = Arc::new(EdgeState {
         rpc,
         bus: deps.bus,
@@ -116,6 +121,7 @@ pub async fn run(
         ws: config.ws.clone(),
         hub: hub.clone(),
         limits: rate_limit::RateLimits::new(config.guard.limits.clone()),
+        permissions,
     });
     let idempotency = idempotency::Idempotency::new(
         state.bus.bucket(Bucket::Idempotency).await?,
@@ -139,6 +145,7 @@ pub async fn run(
     hub.wait_idle(REALTIME_DRAIN).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    let _ = permission_feed.await;
     result.map_err(Into::into)
 }
 

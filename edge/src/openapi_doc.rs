@@ -162,7 +162,26 @@ fn mentioned_statuses(description: &str) -> Vec<u16> {
         .collect()
 }
 
+/// Declares the permission an operation needs (`x-permission`, and in its description) from
+/// the route table.
+fn declare_permission(operation: &mut Value) {
+    let Some(id) = operation["operationId"].as_str() else {
+        return;
+    };
+    let Some(permission) = crate::api::route_permissions::required(id) else {
+        return;
+    };
+    let note = format!("Needs the permission `{permission}` (403 `forbidden` without it).");
+    let description = match operation["description"].as_str() {
+        Some(text) => format!("{text}\n\n{note}"),
+        None => note,
+    };
+    operation["description"] = json!(description);
+    operation["x-permission"] = json!(permission.to_string());
+}
+
 fn refine_operation(method: &str, operation: &mut Value) {
+    declare_permission(operation);
     let mutating = matches!(method, "post" | "put" | "patch" | "delete");
     let authenticated = operation.get("security").is_some();
     let has_body = operation.get("requestBody").is_some();

@@ -20,7 +20,7 @@ use crate::ws::Ws;
 
 /// Publishes `payload` straight onto the ingest partition of `conversation`, the way any client
 /// on the bus could, without the edge.
-async fn publish_raw(mesh: &TestMesh, conversation: &str, msg_id: &str, payload: Vec<u8>) {
+pub async fn publish_raw(mesh: &TestMesh, conversation: &str, msg_id: &str, payload: Vec<u8>) {
     let partitions = mesh.settings.chat.partitions;
     let partition = ConversationId::parse(conversation)
         .expect("a conversation id")

@@ -58,7 +58,7 @@ async fn admin(c: &Client) -> (Value, Tokens) {
     let profile = c.register(ADMIN_PHONE, "Root").await;
     assert_eq!(
         profile["roles"],
-        json!(["user", "admin"]),
+        json!(["user", "super_admin"]),
         "bootstrap admin roles"
     );
     (profile, c.login(ADMIN_PHONE).await)
@@ -813,17 +813,21 @@ async fn disabling_an_account_locks_it_out_until_enabled() {
     mesh.stop().await;
 }
 
-/// Roles are replaced by admins: a promoted user can administrate, an admin cannot drop their
-/// own admin role, and unknown accounts are 404.
+/// Roles are replaced by holders of `roles:grant`: a promoted user can administrate, a
+/// demoted one loses the rights at once, an admin cannot touch a `super_admin` (it does not
+/// hold `*:*`), the last `super_admin` keeps the role, and unknown accounts are 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_grant_and_revoke_roles() {
     let mesh = TestMesh::spawn().await;
     let c = &mesh.client;
-    let (admin_profile, admin) = admin(c).await;
-    let admin_id = admin_profile["id"].as_str().unwrap();
+    let (root_profile, root) = admin(c).await;
+    let root_id = root_profile["id"].as_str().unwrap();
     let bob_phone = unique_phone();
     let bob = c.register(&bob_phone, "Bob").await;
     let bob_id = bob["id"].as_str().unwrap();
+    let carol_phone = unique_phone();
+    let carol = c.register(&carol_phone, "Carol").await;
+    let carol_id = carol["id"].as_str().unwrap();
     let set_roles = |token: String, user: String, roles: Value| async move {
         c.send(
             Method::PUT,
@@ -841,7 +845,7 @@ async fn admins_grant_and_revoke_roles() {
         "forbidden",
     );
 
-    let (status, profile) = set_roles(admin.access.clone(), bob_id.into(), json!(["admin"])).await;
+    let (status, profile) = set_roles(root.access.clone(), bob_id.into(), json!(["admin"])).await;
     assert_eq!(status, StatusCode::OK, "{profile}");
     assert_eq!(profile["roles"], json!(["user", "admin"]));
     let promoted = c.login(&bob_phone).await;
@@ -854,38 +858,48 @@ async fn admins_grant_and_revoke_roles() {
         json!(["user", "admin"])
     );
 
-    // The new admin demotes the old one; the old one loses admin rights at once.
-    let (status, profile) = set_roles(promoted.access.clone(), admin_id.into(), json!([])).await;
+    // The admin promotes Carol to admin, and demotes her again: she loses the rights at once.
+    let (status, _) = set_roles(promoted.access.clone(), carol_id.into(), json!(["admin"])).await;
+    assert_eq!(status, StatusCode::OK);
+    let carol_admin = c.login(&carol_phone).await;
+    assert_eq!(
+        c.get_as("/v1/admin/users", &carol_admin.access).await.0,
+        StatusCode::OK
+    );
+    let (status, profile) = set_roles(promoted.access.clone(), carol_id.into(), json!([])).await;
     assert_eq!(status, StatusCode::OK, "{profile}");
     assert_eq!(profile["roles"], json!(["user"]));
     assert_problem(
-        &c.get_as("/v1/admin/users", &admin.access).await,
+        &c.get_as("/v1/admin/users", &carol_admin.access).await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );
 
-    // Nobody removes their own admin role, in any spelling.
-    for roles in [json!([]), json!(["user"])] {
+    // An admin does not hold `*:*`: it can neither make nor unmake a super_admin.
+    for (user, roles) in [(carol_id, json!(["super_admin"])), (root_id, json!([]))] {
         assert_problem(
-            &set_roles(promoted.access.clone(), bob_id.into(), roles).await,
+            &set_roles(promoted.access.clone(), user.into(), roles).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+    }
+    // The last super_admin keeps the role, in any spelling.
+    for roles in [json!([]), json!(["user"]), json!(["admin"])] {
+        assert_problem(
+            &set_roles(root.access.clone(), root_id.into(), roles).await,
             StatusCode::CONFLICT,
             "conflict",
         );
     }
-    assert_eq!(
-        c.get_as("/v1/admin/users", &promoted.access).await.0,
-        StatusCode::OK,
-        "still an admin"
-    );
     // Duplicates collapse; `user` is always kept.
     let (status, profile) = set_roles(
-        promoted.access.clone(),
-        admin_id.into(),
-        json!(["admin", "admin"]),
+        root.access.clone(),
+        carol_id.into(),
+        json!(["admin", "admin", "moderator"]),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{profile}");
-    assert_eq!(profile["roles"], json!(["user", "admin"]));
+    assert_eq!(profile["roles"], json!(["user", "admin", "moderator"]));
 
     assert_problem(
         &set_roles(
@@ -897,8 +911,13 @@ async fn admins_grant_and_revoke_roles() {
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    for bad in [json!(["root"]), json!("admin"), json!(null)] {
-        let answer = set_roles(promoted.access.clone(), admin_id.into(), bad.clone()).await;
+    for bad in [
+        json!(["root"]),
+        json!(["Admin"]),
+        json!("admin"),
+        json!(null),
+    ] {
+        let answer = set_roles(promoted.access.clone(), carol_id.into(), bad.clone()).await;
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{bad}: {}", answer.1);
     }
     mesh.stop().await;

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::DomainEvent;
 use crate::rpc::Service;
-use crate::user::{PublicUser, Role};
+use crate::user::PublicUser;
 
 /// An event of the user service; `type` is its name (`user_registered`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,7 +22,22 @@ pub enum UserEvent {
     /// The administrator `by` set the account's roles.
     RolesChanged {
         user_id: Uuid,
-        roles: Vec<Role>,
+        roles: Vec<String>,
+        by: Uuid,
+    },
+    /// The administrator `by` created or changed role `name`; edges drop it from their
+    /// permission caches.
+    RoleDefined {
+        name: String,
+        permissions: Vec<String>,
+        by: Uuid,
+    },
+    /// The administrator `by` deleted role `name` (its holders lost it).
+    RoleDeleted { name: String, by: Uuid },
+    /// The administrator `by` changed the account's direct permissions.
+    PermissionsChanged {
+        user_id: Uuid,
+        permissions: Vec<String>,
         by: Uuid,
     },
     /// An event type this build does not know (written by a newer version): read, never
@@ -72,6 +87,9 @@ mod tests {
             UserEvent::UserDisabled { .. } => 2,
             UserEvent::UserEnabled { .. } => 3,
             UserEvent::RolesChanged { .. } => 4,
+            UserEvent::RoleDefined { .. } => 5,
+            UserEvent::RoleDeleted { .. } => 6,
+            UserEvent::PermissionsChanged { .. } => 7,
             UserEvent::Unknown => usize::MAX,
         }
     }
@@ -92,13 +110,27 @@ mod tests {
             UserEvent::UserEnabled { user_id: a, by: b },
             UserEvent::RolesChanged {
                 user_id: a,
-                roles: vec![Role::User, Role::Admin],
+                roles: vec!["user".into(), "admin".into()],
+                by: b,
+            },
+            UserEvent::RoleDefined {
+                name: "support".into(),
+                permissions: vec!["users:read".into()],
+                by: b,
+            },
+            UserEvent::RoleDeleted {
+                name: "support".into(),
+                by: b,
+            },
+            UserEvent::PermissionsChanged {
+                user_id: a,
+                permissions: vec!["audit:read".into()],
                 by: b,
             },
         ];
         assert_eq!(
             samples.iter().map(ordinal).collect::<Vec<_>>(),
-            (0..=4).collect::<Vec<_>>()
+            (0..=7).collect::<Vec<_>>()
         );
         let names: Vec<String> = samples
             .into_iter()
@@ -111,7 +143,10 @@ mod tests {
                 "profile_updated",
                 "user_disabled",
                 "user_enabled",
-                "roles_changed"
+                "roles_changed",
+                "role_defined",
+                "role_deleted",
+                "permissions_changed"
             ]
         );
     }

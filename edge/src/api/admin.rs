@@ -1,5 +1,7 @@
-//! `/v1/admin/*`: account administration and the audit log. The service answering each
-//! operation checks the admin role (the user service, the outbox role for the audit log).
+//! `/v1/admin/*`: account administration and the audit log. Each route needs the permission
+//! the route table (`route_permissions`) names, checked here from the token's roles; the
+//! service answering checks it again from the database (the user service, the outbox role for
+//! the audit log).
 
 use mesh_contracts::audit::{AuditPage, ListAudit, ListAuditRequest};
 use mesh_contracts::user::{
@@ -36,7 +38,8 @@ impl AdminApi {
             cursor: cursor.0,
         };
         Ok(Json(
-            call.on_behalf_of(&auth)
+            call.permitted(&auth, "admin_list_users")
+                .await?
                 .send::<AdminListUsers>(&request)
                 .await?,
         ))
@@ -59,7 +62,8 @@ impl AdminApi {
             disabled: true,
         };
         Ok(Json(
-            call.on_behalf_of(&auth)
+            call.permitted(&auth, "admin_disable_user")
+                .await?
                 .send::<AdminSetDisabled>(&request)
                 .await?,
         ))
@@ -82,13 +86,17 @@ impl AdminApi {
             disabled: false,
         };
         Ok(Json(
-            call.on_behalf_of(&auth)
+            call.permitted(&auth, "admin_enable_user")
+                .await?
                 .send::<AdminSetDisabled>(&request)
                 .await?,
         ))
     }
 
-    /// Replace an account's roles (`user` is always kept). Takes effect in new tokens.
+    /// Replace an account's roles (`user` is always kept). Each role must exist; the caller
+    /// must hold every permission of the roles added or removed (403 `forbidden`); the last
+    /// enabled `super_admin` keeps the role (409 `conflict`). A removed role stops counting at
+    /// once; an added one counts in tokens issued after (sign in or refresh).
     #[oai(
         path = "/users/:user_id/roles",
         method = "put",
@@ -106,7 +114,8 @@ impl AdminApi {
             roles: body.0.roles,
         };
         Ok(Json(
-            call.on_behalf_of(&auth)
+            call.permitted(&auth, "admin_set_roles")
+                .await?
                 .send::<AdminSetRoles>(&request)
                 .await?,
         ))
@@ -118,9 +127,8 @@ impl AdminApi {
     /// (exclusive) as RFC 3339 times. Paged with `limit` 1-100 (default 20) and the previous
     /// page's `next_cursor`. Records arrive asynchronously, within about a second.
     ///
-    /// Refused with `unauthorized` (401) without a valid token, `forbidden` (403) unless the
-    /// caller is an enabled administrator, and `validation_failed` (400) for a bad filter,
-    /// limit or cursor.
+    /// Refused with `unauthorized` (401) without a valid token, `forbidden` (403) without
+    /// `audit:read`, and `validation_failed` (400) for a bad filter, limit or cursor.
     #[oai(path = "/audit", method = "get", operation_id = "admin_list_audit")]
     #[allow(clippy::too_many_arguments)]
     async fn list_audit(
@@ -143,7 +151,10 @@ impl AdminApi {
             cursor: cursor.0,
         };
         Ok(Json(
-            call.on_behalf_of(&auth).send::<ListAudit>(&request).await?,
+            call.permitted(&auth, "admin_list_audit")
+                .await?
+                .send::<ListAudit>(&request)
+                .await?,
         ))
     }
 }

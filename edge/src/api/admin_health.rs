@@ -1,14 +1,13 @@
 //! `GET /v1/admin/health`: the mesh's health for administrators: every service and the
 //! per-endpoint statistics each of its instances reports through the NATS services API
-//! (`$SRV.STATS`). Gated like the other admin routes: an enabled administrator, as the user
-//! service knows them now (never as the token claims).
+//! (`$SRV.STATS`). Gated like the other admin routes, by the permission the route table names
+//! (`mesh:read`).
 
 use std::time::Duration;
 
 use mesh_contracts::mesh_health::{
     GetOutboxBacklog, MeshHealth, OutboxBacklogRequest, PartitionOwner, ServiceHealth,
 };
-use mesh_contracts::user::{Empty, GetMe, Role};
 use mesh_contracts::{Bucket, ErrorCode, Service};
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -31,7 +30,7 @@ impl AdminHealthApi {
     /// per-operation request, error and latency counters (a service with no instance is
     /// listed with none), the outbox backlog per schema (`null` when the outbox role does not
     /// answer) and the owner of each chat ingest partition. Refused with `unauthorized` (401) without a valid token and
-    /// `forbidden` (403) unless the caller is an enabled administrator.
+    /// `forbidden` (403) without the permission `mesh:read`.
     #[oai(path = "/health", method = "get", operation_id = "admin_mesh_health")]
     async fn health(
         &self,
@@ -39,11 +38,7 @@ impl AdminHealthApi {
         auth: BearerAuth,
         state: Data<&SharedState>,
     ) -> ApiResult<MeshHealth> {
-        let call = call.on_behalf_of(&auth);
-        let me = call.send::<GetMe>(&Empty {}).await?;
-        if me.disabled || !me.roles.contains(&Role::Admin) {
-            return Err(ApiError::new(ErrorCode::Forbidden, "administrators only"));
-        }
+        let call = call.permitted(&auth, "admin_mesh_health").await?;
         // Asked of every service at once: one gathering window in all.
         let asks = Service::ALL.iter().map(|service| async {
             let name = state.bus.prefix().service_name(*service);

@@ -38,7 +38,8 @@ impl FriendsApi {
     /// If that user already asked the caller, their request is accepted instead and the two
     /// become friends (200). Refused with `self_target` (400), `not_found` (404) for an
     /// unknown user, `blocked` (403) when either blocked the other, `already_friends` (409),
-    /// or `duplicate_request` (409) when the caller's request is still pending.
+    /// or `duplicate_request` (409) when the caller's request is still pending, and
+    /// `quota_exceeded` (429) once the caller sent as many requests today as their plan allows.
     #[oai(
         path = "/v1/friend-requests",
         method = "post",

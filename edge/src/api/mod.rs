@@ -6,7 +6,11 @@ mod auth;
 mod chat;
 mod friends;
 mod groups;
+mod moderation;
+mod roles;
+pub mod route_permissions;
 mod sessions;
+mod usage;
 mod users;
 
 use poem_openapi::Tags;
@@ -19,7 +23,7 @@ pub enum Tag {
     Sessions,
     /// Profiles and user search.
     Users,
-    /// Administration (admin role required).
+    /// Administration and moderation (each route names the permission it needs).
     Admin,
     /// Friend requests, friends and blocks.
     Friends,
@@ -35,6 +39,9 @@ pub type Api = (
     users::UsersApi,
     admin::AdminApi,
     admin_health::AdminHealthApi,
+    roles::RolesApi,
+    moderation::ModerationApi,
+    usage::UsageApi,
     friends::FriendsApi,
     groups::GroupsApi,
     chat::ChatApi,
@@ -47,6 +54,9 @@ pub fn apis() -> Api {
         users::UsersApi,
         admin::AdminApi,
         admin_health::AdminHealthApi,
+        roles::RolesApi,
+        moderation::ModerationApi,
+        usage::UsageApi,
         friends::FriendsApi,
         groups::GroupsApi,
         chat::ChatApi,

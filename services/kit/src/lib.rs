@@ -7,6 +7,7 @@ pub mod fault;
 pub mod outbox;
 pub mod paging;
 pub mod postgres;
+pub mod quota;
 pub mod stop;
 
 pub use fault::{Fault, invalid, not_found};

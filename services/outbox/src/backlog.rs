@@ -2,12 +2,13 @@
 //! enabled administrators (the mesh health page).
 
 use mesh_contracts::ServiceError;
+use mesh_contracts::permissions::MESH_READ;
 use mesh_contracts::mesh_health::{
     GetOutboxBacklog, OutboxBacklog, OutboxBacklogRequest, SchemaBacklog,
 };
 use mesh_nats::{Bus, CallContext, RpcClient, ServiceHost};
 
-use crate::audit::caller_must_be_admin;
+use crate::audit::caller_must_hold;
 use crate::relay::{Source, measure};
 
 /// What the backlog handler reads; cheap to clone.
@@ -37,7 +38,7 @@ async fn backlog(
     ctx: CallContext,
     _req: OutboxBacklogRequest,
 ) -> Result<OutboxBacklog, ServiceError> {
-    caller_must_be_admin(&state.rpc, &ctx).await?;
+    caller_must_hold(&state.rpc, &ctx, MESH_READ).await?;
     let mut schemas = Vec::with_capacity(state.sources.len());
     for source in &state.sources {
         let (backlog, oldest_age_seconds) = measure(source).await.map_err(|err| {

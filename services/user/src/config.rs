@@ -20,7 +20,8 @@ pub struct UserConfig {
     /// A rotated refresh token presented again within this window is a lost race between
     /// two concurrent refreshes (answered 409), not a replay (which revokes the session).
     pub refresh_reuse_grace: Duration,
-    /// Phones that get the admin role when they register (bootstrapping the first admin).
+    /// Phones that get the `super_admin` role when they register (bootstrapping the first
+    /// administrator).
     pub bootstrap_admin_phones: Vec<String>,
     /// How many password hashes may run at once (each takes ~19 MiB and a core).
     pub hash_concurrency: usize,

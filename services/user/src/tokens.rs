@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use mesh_contracts::auth::{AccessClaims, DeviceClaims, key_id};
-use mesh_contracts::user::{Role, TokenPair};
+use mesh_contracts::user::TokenPair;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -48,7 +48,7 @@ impl TokenIssuer {
         &self,
         user_id: Uuid,
         session_id: Uuid,
-        roles_held: &[Role],
+        roles_held: &[String],
         refresh_token: String,
     ) -> anyhow::Result<TokenPair> {
         let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
@@ -56,7 +56,7 @@ impl TokenIssuer {
             sub: user_id,
             sid: session_id,
             jti: Uuid::new_v4(),
-            roles: roles::to_names(roles_held),
+            roles: roles::normalize(roles_held),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(issuer.device_of(&device), Some(user));
         assert_eq!(issuer.device_of("not.a.token"), None);
         let tokens = issuer
-            .pair(user, session, &[Role::Admin], "r".into())
+            .pair(user, session, &["admin".to_owned()], "r".into())
             .unwrap();
         let header = jsonwebtoken::decode_header(&tokens.access_token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);

@@ -1,15 +1,15 @@
 //! History, recall and delete-for-me.
 
 use mesh_contracts::chat::{
-    ConversationId, DEFAULT_HISTORY_LIMIT, FindMessageRequest, FoundMessage, HistoryRequest,
-    MAX_HISTORY_LIMIT, MessagePage, MessageRef, ServerFrame,
+    ChatMessage, ConversationId, DEFAULT_HISTORY_LIMIT, FindMessageRequest, FoundMessage,
+    HistoryRequest, MAX_HISTORY_LIMIT, MessagePage, MessageRef, ServerFrame,
 };
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use time::OffsetDateTime;
 
-use super::{State, caller, current, db, readable};
+use super::{Readable, State, caller, current, db, readable};
 use crate::domain::{authorize, invalid, not_found};
 use crate::store::conversations;
 use crate::store::messages::{self, Direction};
@@ -20,26 +20,19 @@ pub async fn history(
     req: HistoryRequest,
 ) -> Result<MessagePage, ServiceError> {
     let user = caller(&ctx)?;
-    let limit = req.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-    if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(invalid(
-            "limit",
-            &format!("must be 1 to {MAX_HISTORY_LIMIT}"),
-        ));
-    }
-    let direction = match (req.after_seq, req.before_seq) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "before_seq",
-                "give after_seq or before_seq, not both",
-            ));
-        }
-        (Some(after), None) if after >= 0 => Direction::After(after),
-        (None, Some(before)) if before >= 1 => Direction::Before(before),
-        (None, None) => Direction::Before(i64::MAX),
-        _ => return Err(invalid("after_seq", "must be >= 0 (and before_seq >= 1)")),
-    };
+    let (direction, limit) = window(&req)?;
     let readable = readable(&state, user, &req.conversation_id).await?;
+    page(&state, user, readable, direction, limit).await
+}
+
+/// One page of `readable`'s history as `user` sees it.
+pub(super) async fn page(
+    state: &State,
+    user: uuid::Uuid,
+    readable: Readable,
+    direction: Direction,
+    limit: u32,
+) -> Result<MessagePage, ServiceError> {
     let text = readable.conversation.to_string();
     // The last seq first, and no message past it: every message up to it is committed (the
     // seq moves in the transaction that stores them), so the page and its `last_seq` agree
@@ -56,6 +49,22 @@ pub async fn history(
         has_more,
         last_seq,
     })
+}
+
+/// The direction and size of a history page a request asks for.
+pub(super) fn window(req: &HistoryRequest) -> Result<(Direction, u32), ServiceError> {
+    let limit = req.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(invalid("limit", &format!("must be 1 to {MAX_HISTORY_LIMIT}")));
+    }
+    let direction = match (req.after_seq, req.before_seq) {
+        (Some(_), Some(_)) => return Err(invalid("before_seq", "give after_seq or before_seq, not both")),
+        (Some(after), None) if after >= 0 => Direction::After(after),
+        (None, Some(before)) if before >= 1 => Direction::Before(before),
+        (None, None) => Direction::Before(i64::MAX),
+        _ => return Err(invalid("after_seq", "must be >= 0 (and before_seq >= 1)")),
+    };
+    Ok((direction, limit))
 }
 
 pub async fn find(
@@ -98,19 +107,32 @@ pub async fn recall(
         }
         _ => ServiceError::new(code, "only the sender may recall a message"),
     })?;
-    if messages::recall(&state.pool, message.id)
+    recall_and_tell(&state, conversation, &message, false).await?;
+    Ok(Empty {})
+}
+
+/// Recalls `message` and pushes the `recall` frame to the conversation's members (once: a
+/// second recall changes nothing). True when this call recalled it.
+pub(super) async fn recall_and_tell(
+    state: &State,
+    conversation: ConversationId,
+    message: &ChatMessage,
+    by_moderation: bool,
+) -> Result<bool, ServiceError> {
+    let recalled = messages::recall(&state.pool, message.id, by_moderation)
         .await
-        .map_err(db)?
-    {
+        .map_err(db)?;
+    if recalled {
         let audience = state.membership().audience(conversation).await?;
         let frame = ServerFrame::Recall {
-            conversation_id: text,
+            conversation_id: conversation.to_string(),
             message_id: message.id,
             seq: message.seq,
+            by_moderation,
         };
         state.pusher().send(&audience, None, &frame).await;
     }
-    Ok(Empty {})
+    Ok(recalled)
 }
 
 pub async fn delete_for_me(

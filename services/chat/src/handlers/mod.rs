@@ -2,7 +2,9 @@
 
 mod conversations;
 mod messages;
+mod moderation;
 mod presence;
+mod usage;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -141,6 +143,10 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         wire::DeleteForMe => messages::delete_for_me,
         wire::PresenceChanged => presence::changed,
         wire::GetPresence => presence::get,
+        mesh_contracts::usage::ChatSetQuota => usage::set_quota,
+        mesh_contracts::usage::ChatUsage => usage::usage,
+        mesh_contracts::moderation::ModerateRecall => moderation::recall,
+        mesh_contracts::moderation::ModerateHistory => moderation::history,
         wire::Health => health,
     )
 }

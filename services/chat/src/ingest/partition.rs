@@ -352,6 +352,19 @@ async fn deliver(state: &State, valid: &Valid, outcome: &Outcome, now_ms: i64) {
                 .send_one(sender, &ServerFrame::Ack(SendAck::stored(message)))
                 .await;
         }
+        Outcome::OverQuota => {
+            let code = ErrorCode::QuotaExceeded;
+            CHAT_REJECTED.with_label_values(&[code.as_str()]).inc();
+            let ack = SendAck::rejected(
+                valid.inbound.client_id.clone(),
+                Some(valid.inbound.conversation_id.clone()),
+                code,
+            );
+            state
+                .pusher()
+                .send_one(sender, &ServerFrame::Ack(ack))
+                .await;
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub struct ListRow {
     pub m_body: Option<String>,
     pub m_sent_at: Option<OffsetDateTime>,
     pub m_recalled_at: Option<OffsetDateTime>,
+    pub m_moderated: Option<bool>,
     /// The reader deleted the last message from their own view.
     pub m_deleted: bool,
 }
@@ -47,6 +48,7 @@ impl ListRow {
                 self.m_body.clone().unwrap_or_default()
             },
             recalled: self.m_recalled_at.is_some(),
+            moderated: self.m_moderated.unwrap_or(false),
             deleted: self.m_deleted,
             sent_at: self.m_sent_at?,
         })
@@ -83,7 +85,8 @@ pub async fn list(
                 v.read_seq, v.muted, v.pinned, \
                 m.id AS m_id, m.sender_id AS m_sender, m.client_id AS m_client_id, \
                 m.kind AS m_kind, m.body AS m_body, m.sent_at AS m_sent_at, \
-                m.recalled_at AS m_recalled_at, (d.message_id IS NOT NULL) AS m_deleted \
+                m.recalled_at AS m_recalled_at, \
+                m.recalled_by_moderation AS m_moderated, (d.message_id IS NOT NULL) AS m_deleted \
          FROM v \
          LEFT JOIN chat.messages m ON m.conversation_id = v.conversation_id AND m.seq = v.seen_seq \
          LEFT JOIN chat.deleted_messages d ON d.user_id = v.user_id AND d.message_id = m.id \

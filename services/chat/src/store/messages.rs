@@ -27,6 +27,8 @@ pub enum Outcome {
     Stored(ChatMessage),
     /// A resend of a message stored earlier (this one, as it was stored).
     Duplicate(ChatMessage),
+    /// Not stored: the sender's daily message quota is used up.
+    OverQuota,
 }
 
 #[derive(sqlx::FromRow)]
@@ -40,6 +42,7 @@ struct MessageRow {
     body: String,
     sent_at: OffsetDateTime,
     recalled_at: Option<OffsetDateTime>,
+    recalled_by_moderation: bool,
     #[sqlx(default)]
     deleted: bool,
 }
@@ -56,6 +59,7 @@ impl From<MessageRow> for ChatMessage {
             kind: MessageKind::parse(&row.kind).unwrap_or_default(),
             body: if hidden { String::new() } else { row.body },
             recalled: row.recalled_at.is_some(),
+            moderated: row.recalled_by_moderation,
             deleted: row.deleted,
             sent_at: row.sent_at,
         }
@@ -63,7 +67,7 @@ impl From<MessageRow> for ChatMessage {
 }
 
 const COLUMNS: &str = "m.conversation_id, m.seq, m.id, m.sender_id, m.client_id, m.kind, m.body, \
-                       m.sent_at, m.recalled_at";
+                       m.sent_at, m.recalled_at, m.recalled_by_moderation";
 
 fn kind_of(conversation: &ConversationId) -> &'static str {
     match conversation {
@@ -125,11 +129,9 @@ pub async fn store_batch(
         .zip(messages)
         .map(|(c, m)| (c.as_str(), m.sender, m.client_id.as_str()))
         .collect();
-    let slots = batch::plan(
-        &keys,
-        |key| existing.contains_key(&(key.0.to_owned(), key.1, key.2.to_owned())),
-        &mut last_seq,
-    );
+    let is_stored =
+        |key: &batch::DedupKey| existing.contains_key(&(key.0.to_owned(), key.1, key.2.to_owned()));
+    let slots = super::usage::plan_within_quota(&mut tx, &keys, is_stored, &mut last_seq).await?;
 
     let now = stored_instant(OffsetDateTime::now_utc());
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(messages.len());
@@ -137,7 +139,8 @@ pub async fn store_batch(
     for (index, slot) in slots.iter().enumerate() {
         let message = &messages[index];
         let outcome = match *slot {
-            Slot::New { seq } => Outcome::Stored(ChatMessage {
+            None => Outcome::OverQuota,
+            Some(Slot::New { seq }) => Outcome::Stored(ChatMessage {
                 id: Uuid::now_v7(),
                 conversation_id: texts[index].clone(),
                 seq,
@@ -146,10 +149,11 @@ pub async fn store_batch(
                 kind: message.kind,
                 body: message.body.clone(),
                 recalled: false,
+                moderated: false,
                 deleted: false,
                 sent_at: now,
             }),
-            Slot::Stored => Outcome::Duplicate(
+            Some(Slot::Stored) => Outcome::Duplicate(
                 existing[&(
                     texts[index].clone(),
                     message.sender,
@@ -157,8 +161,9 @@ pub async fn store_batch(
                 )]
                     .clone(),
             ),
-            Slot::SameAs(first) => match &outcomes[first] {
+            Some(Slot::SameAs(first)) => match &outcomes[first] {
                 Outcome::Stored(m) | Outcome::Duplicate(m) => Outcome::Duplicate(m.clone()),
+                Outcome::OverQuota => Outcome::OverQuota,
             },
         };
         outcomes.push(outcome);
@@ -411,12 +416,13 @@ pub async fn by_client_id(
 }
 
 /// Marks a message recalled and drops its body; false when it already was.
-pub async fn recall(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+pub async fn recall(pool: &PgPool, id: Uuid, by_moderation: bool) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE chat.messages SET recalled_at = now(), body = '' \
+        "UPDATE chat.messages SET recalled_at = now(), body = '', recalled_by_moderation = $2 \
          WHERE id = $1 AND recalled_at IS NULL",
     )
     .bind(id)
+    .bind(by_moderation)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -4,6 +4,7 @@ pub mod conversations;
 pub mod messages;
 pub mod presence;
 pub mod projection;
+pub mod usage;
 
 use sqlx::PgPool;
 

@@ -1,25 +1,42 @@
-//! Who may read the audit log: enabled administrators, as the user service knows them now
-//! (never as a token claims).
+//! Who may use the outbox role's operations: holders of the permission each needs
+//! (`audit:read`, `mesh:read`), as the user service knows them now (never as a token claims).
 
-use mesh_contracts::user::{Empty, GetMe, Role, UserProfile};
+use mesh_contracts::permissions::{self, Permission};
+use mesh_contracts::rbac::{Access, AccessRequest, GetAccess};
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{CallContext, RpcClient};
 
-/// Asks the user service who the caller is now; `forbidden` unless an enabled administrator.
-pub async fn caller_must_be_admin(rpc: &RpcClient, ctx: &CallContext) -> Result<(), ServiceError> {
+/// Asks the user service what the caller may do now; `forbidden` unless they hold
+/// `permission` (and are enabled).
+pub async fn caller_must_hold(
+    rpc: &RpcClient,
+    ctx: &CallContext,
+    permission: &str,
+) -> Result<(), ServiceError> {
+    let request = AccessRequest {
+        user_id: ctx.require_user()?,
+        roles: Vec::new(),
+    };
     let caller = rpc
-        .call::<GetMe>(ctx, &Empty {})
+        .call::<GetAccess>(ctx, &request)
         .await
         .map_err(|err| err.into_service_error("user"))?;
-    require_admin(&caller)
+    require_permission(&caller, permission)
 }
 
-/// `forbidden` unless `caller` is an enabled administrator.
-pub fn require_admin(caller: &UserProfile) -> Result<(), ServiceError> {
-    if caller.disabled || !caller.roles.contains(&Role::Admin) {
+/// `forbidden` unless `caller`'s effective permissions (empty when disabled) grant
+/// `permission`.
+pub fn require_permission(caller: &Access, permission: &str) -> Result<(), ServiceError> {
+    let held: Vec<Permission> = caller
+        .effective
+        .iter()
+        .filter_map(|p| Permission::parse(p).ok())
+        .collect();
+    let wanted = Permission::parse(permission).expect("a well-formed permission");
+    if caller.disabled || !permissions::allows(&held, &wanted) {
         return Err(ServiceError::new(
             ErrorCode::Forbidden,
-            "administrators only",
+            format!("this needs the permission {permission}"),
         ));
     }
     Ok(())
@@ -28,32 +45,38 @@ pub fn require_admin(caller: &UserProfile) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_contracts::user::Sex;
-    use time::OffsetDateTime;
-    use uuid::Uuid;
+    use mesh_contracts::permissions::AUDIT_READ;
 
-    fn profile(roles: &[Role], disabled: bool) -> UserProfile {
-        UserProfile {
-            id: Uuid::now_v7(),
-            phone: "+10000000001".into(),
-            nickname: "root".into(),
-            avatar: None,
-            sex: Sex::Unspecified,
-            roles: roles.to_vec(),
+    fn access(effective: &[&str], disabled: bool) -> Access {
+        Access {
+            roles: vec!["user".into()],
+            direct: vec![],
             disabled,
-            created_at: OffsetDateTime::now_utc(),
-            updated_at: OffsetDateTime::now_utc(),
+            effective: effective.iter().map(|p| p.to_string()).collect(),
+            role_permissions: vec![],
         }
     }
 
     #[test]
-    fn only_enabled_admins_pass() {
-        assert!(require_admin(&profile(&[Role::User, Role::Admin], false)).is_ok());
-        for (roles, disabled) in [
-            (&[Role::User][..], false),
-            (&[Role::User, Role::Admin], true),
+    fn only_enabled_holders_of_audit_read_pass() {
+        for held in [
+            &["audit:read"][..],
+            &["audit:*"],
+            &["*:*"],
+            &["audit:admin"],
         ] {
-            let refused = require_admin(&profile(roles, disabled)).unwrap_err();
+            assert!(
+                require_permission(&access(held, false), AUDIT_READ).is_ok(),
+                "{held:?}"
+            );
+        }
+        for (held, disabled) in [
+            (&[][..], false),
+            (&["users:*"], false),
+            (&["audit:delete"], false),
+            (&["audit:read"], true),
+        ] {
+            let refused = require_permission(&access(held, disabled), AUDIT_READ).unwrap_err();
             assert_eq!(refused.code, ErrorCode::Forbidden);
         }
     }

@@ -16,7 +16,7 @@ use mesh_contracts::audit::ListAudit;
 use mesh_nats::{Bus, RpcClient, ServiceHost};
 use sqlx::PgPool;
 
-pub use access::caller_must_be_admin;
+pub use access::caller_must_hold;
 pub use writer::run_writer;
 
 /// What the audit handlers use; cheap to clone.

@@ -63,6 +63,7 @@ pub async fn send(
                         db(err)
                     }
                 })?;
+            store::usage::charge_friend_request(&mut tx, me).await?;
             outbox::append(
                 &mut tx,
                 row.id,

@@ -66,6 +66,7 @@ pub async fn create(
         owner_id: me,
     };
     let mut tx = state.pool.begin().await.map_err(db)?;
+    crate::store::usage::admit_group(&mut tx, me, max_members).await?;
     groups::insert(&mut tx, &new).await.map_err(db)?;
     let owner = members::insert(&mut tx, new.id, me, GroupRole::Owner)
         .await
@@ -165,27 +166,37 @@ pub async fn dissolve(
     let row = lock_group(&mut tx, req.group_id).await?;
     let my_role = membership(&mut tx, row.id, me).await?.map(|m| m.role());
     rules::owner(my_role)?;
-    let member_ids: Vec<Uuid> = members::all(&mut *tx, row.id)
+    dissolve_locked(&mut tx, row.id, me).await?;
+    tx.commit().await.map_err(db)?;
+    state.caches.invalidate_group(row.id).await;
+    Ok(Empty {})
+}
+
+/// Deletes a group whose row `tx` holds locked and writes the event that tells its members;
+/// `by` dissolved it (its owner, or a moderator).
+pub(super) async fn dissolve_locked(
+    tx: &mut sqlx::PgConnection,
+    group_id: Uuid,
+    by: Uuid,
+) -> Result<(), ServiceError> {
+    let member_ids: Vec<Uuid> = members::all(&mut *tx, group_id)
         .await
         .map_err(db)?
         .iter()
         .map(|m| m.user_id)
         .collect();
-    groups::delete(&mut tx, row.id).await.map_err(db)?;
+    groups::delete(tx, group_id).await.map_err(db)?;
     outbox::append(
-        &mut tx,
-        row.id,
+        tx,
+        group_id,
         &SocialEvent::GroupDissolved {
-            group_id: row.id,
+            group_id,
             member_ids,
-            by: me,
+            by,
         },
     )
     .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    state.caches.invalidate_group(row.id).await;
-    Ok(Empty {})
+    .map_err(db)
 }
 
 pub async fn mine(

@@ -335,21 +335,32 @@ pub async fn kick(state: State, ctx: CallContext, req: MemberRef) -> Result<Empt
     let (actor, target) =
         actor_and_target(&mut tx, group.id, me, req.user_id, rules::manager).await?;
     rules::decide_discipline(actor, target.role(), "kick")?;
-    remove_member(&mut tx, group.id, target.user_id).await?;
-    outbox::append(
-        &mut tx,
-        group.id,
-        &SocialEvent::GroupMemberKicked {
-            group_id: group.id,
-            user_id: target.user_id,
-            by: me,
-        },
-    )
-    .await
-    .map_err(db)?;
+    kick_locked(&mut tx, group.id, target.user_id, me).await?;
     tx.commit().await.map_err(db)?;
     state.caches.invalidate_group(group.id).await;
     Ok(Empty {})
+}
+
+/// Removes `user` from a group whose row `tx` holds locked and writes the event that tells
+/// them; `by` removed them (a manager of the group, or a moderator).
+pub(super) async fn kick_locked(
+    tx: &mut PgConnection,
+    group_id: Uuid,
+    user_id: Uuid,
+    by: Uuid,
+) -> Result<(), ServiceError> {
+    remove_member(tx, group_id, user_id).await?;
+    outbox::append(
+        tx,
+        group_id,
+        &SocialEvent::GroupMemberKicked {
+            group_id,
+            user_id,
+            by,
+        },
+    )
+    .await
+    .map_err(db)
 }
 
 pub async fn set_role(

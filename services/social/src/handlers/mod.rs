@@ -5,6 +5,8 @@ mod friend_requests;
 mod friends;
 mod groups;
 mod membership;
+mod moderation;
+mod usage;
 
 use std::sync::Arc;
 
@@ -111,6 +113,12 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         wire::GetMembership => membership::get_membership,
         wire::FriendIds => friends::ids,
         wire::GroupRoster => membership::roster,
+        mesh_contracts::usage::SocialSetQuota => usage::set_quota,
+        mesh_contracts::usage::SocialUsage => usage::usage,
+        mesh_contracts::moderation::ModerateListGroups => moderation::list_groups,
+        mesh_contracts::moderation::ModerateGetGroup => moderation::get_group,
+        mesh_contracts::moderation::ModerateRemoveMember => moderation::remove_member,
+        mesh_contracts::moderation::ModerateDissolveGroup => moderation::dissolve,
         wire::Health => health,
     )
 }

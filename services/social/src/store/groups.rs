@@ -166,6 +166,17 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// A page of every group, oldest first (for moderators).
+pub async fn all(db: impl PgExecutor<'_>, page: Page) -> sqlx::Result<Vec<GroupRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM social.groups WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    )))
+    .bind(page.after)
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await
+}
+
 /// A group with the role of the user it was listed for.
 #[derive(Debug, Clone, FromRow)]
 pub struct MyGroupRow {

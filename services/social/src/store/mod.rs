@@ -6,6 +6,7 @@ pub mod groups;
 pub mod join_requests;
 pub mod members;
 pub mod outbox;
+pub mod usage;
 
 use sqlx::{PgConnection, PgPool};
 

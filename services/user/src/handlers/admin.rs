@@ -1,40 +1,28 @@
-//! Administration: list accounts, disable/enable them, set roles. Admin rights are read from
-//! the database on every call, not from the token, so a demoted admin loses them at once.
+//! Account administration: list accounts, disable/enable them. The acting administrator's
+//! permissions are read from the database on every call, not from the token, so a demoted
+//! administrator loses them at once.
 
 use mesh_contracts::events::UserEvent;
+use mesh_contracts::permissions::{ROLE_SUPER_ADMIN, USERS_DISABLE, USERS_READ};
 use mesh_contracts::user::{
-    AdminListUsersRequest, AdminSetDisabledRequest, AdminSetRolesRequest, UserProfile,
-    UserProfilePage,
+    AdminListUsersRequest, AdminSetDisabledRequest, UserProfile, UserProfilePage,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
-use uuid::Uuid;
 
-use super::{State, caller, db, not_found, own_account};
+use super::access::{self, require};
+use super::{State, db, not_found};
 use crate::domain::paging::Page;
 use crate::domain::roles;
 use crate::store::accounts::{self, Filter};
 use crate::store::{outbox, sessions};
-
-/// The caller, if it is an enabled admin.
-async fn require_admin(state: &State, ctx: &CallContext) -> Result<Uuid, ServiceError> {
-    let (user, _) = caller(ctx)?;
-    let account = own_account(state, user).await?;
-    if account.disabled || !roles::is_admin(&account.roles()) {
-        return Err(ServiceError::new(
-            ErrorCode::Forbidden,
-            "administrators only",
-        ));
-    }
-    Ok(user)
-}
 
 pub async fn list_users(
     state: State,
     ctx: CallContext,
     req: AdminListUsersRequest,
 ) -> Result<UserProfilePage, ServiceError> {
-    require_admin(&state, &ctx).await?;
+    require(&state, &ctx, USERS_READ).await?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
     let rows = accounts::list(&state.pool, Filter::Disabled(req.disabled), true, page)
         .await
@@ -46,19 +34,37 @@ pub async fn list_users(
     })
 }
 
+/// Disables or enables an account. Nobody disables their own account, an account holding
+/// permissions they do not hold, or the last enabled `super_admin`.
 pub async fn set_disabled(
     state: State,
     ctx: CallContext,
     req: AdminSetDisabledRequest,
 ) -> Result<UserProfile, ServiceError> {
-    let admin = require_admin(&state, &ctx).await?;
-    if admin == req.user_id && req.disabled {
+    let actor = require(&state, &ctx, USERS_DISABLE).await?;
+    if actor.id == req.user_id && req.disabled {
         return Err(ServiceError::new(
             ErrorCode::Conflict,
             "an administrator cannot disable their own account",
         ));
     }
     let mut tx = state.pool.begin().await.map_err(db)?;
+    let target = accounts::lock(&mut tx, req.user_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| not_found("user"))?;
+    if req.disabled {
+        let target_holds = access::effective(&mut *tx, &target).await?;
+        roles::require_covers(&actor.held, &target_holds)?;
+        if target.roles().iter().any(|r| r == ROLE_SUPER_ADMIN)
+            && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, target.id)
+                .await
+                .map_err(db)?
+                == 0
+        {
+            return Err(last_super_admin());
+        }
+    }
     let row = accounts::set_disabled(&mut tx, req.user_id, req.disabled)
         .await
         .map_err(db)?
@@ -71,7 +77,7 @@ pub async fn set_disabled(
         state.publish_revocations(req.user_id, &ids).await?;
         revoked = sessions::revoke(&mut tx, &ids).await.map_err(db)?;
     }
-    let (user_id, by) = (req.user_id, admin);
+    let (user_id, by) = (req.user_id, actor.id);
     let event = if req.disabled {
         UserEvent::UserDisabled { user_id, by }
     } else {
@@ -81,40 +87,13 @@ pub async fn set_disabled(
         .await
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    tracing::info!(admin = %admin, user_id = %req.user_id, disabled = req.disabled, revoked, "account state changed");
+    tracing::info!(admin = %actor.id, user_id = %req.user_id, disabled = req.disabled, revoked, "account state changed");
     Ok(row.profile())
 }
 
-pub async fn set_roles(
-    state: State,
-    ctx: CallContext,
-    req: AdminSetRolesRequest,
-) -> Result<UserProfile, ServiceError> {
-    let admin = require_admin(&state, &ctx).await?;
-    let granted = roles::normalize(&req.roles);
-    if admin == req.user_id && !roles::is_admin(&granted) {
-        return Err(ServiceError::new(
-            ErrorCode::Conflict,
-            "an administrator cannot remove their own admin role",
-        ));
-    }
-    let names = roles::to_names(&granted);
-    let mut tx = state.pool.begin().await.map_err(db)?;
-    let row = accounts::set_roles(&mut tx, req.user_id, &names)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| not_found("user"))?;
-    outbox::append(
-        &mut tx,
-        req.user_id,
-        &UserEvent::RolesChanged {
-            user_id: req.user_id,
-            roles: granted.clone(),
-            by: admin,
-        },
+pub fn last_super_admin() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::Conflict,
+        "the last enabled super_admin cannot be removed",
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    Ok(row.profile())
 }

@@ -1,8 +1,9 @@
 //! Register, login and refresh.
 
 use mesh_contracts::events::UserEvent;
+use mesh_contracts::permissions::ROLE_SUPER_ADMIN;
 use mesh_contracts::user::{
-    LoginRequest, RefreshRequest, RegisterRequest, Registered, Role, Sex, TokenPair,
+    LoginRequest, RefreshRequest, RegisterRequest, Registered, Sex, TokenPair,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
@@ -39,7 +40,7 @@ pub async fn register(
         .iter()
         .any(|p| p == phone.as_str())
     {
-        vec![Role::Admin]
+        vec![ROLE_SUPER_ADMIN.to_owned()]
     } else {
         vec![]
     };
@@ -50,7 +51,7 @@ pub async fn register(
         nickname: nickname.as_str(),
         avatar: avatar.as_deref(),
         sex: req.sex.unwrap_or(Sex::Unspecified),
-        roles: roles::to_names(&granted),
+        roles: roles::normalize(&granted),
     };
     let mut tx = state.pool.begin().await.map_err(db)?;
     let row = match accounts::insert(&mut tx, &new).await {
@@ -88,7 +89,7 @@ struct OpenedSession {
 impl OpenedSession {
     /// The token pair, and a device token that lets this device sign in through a lock on the
     /// account later (see `login`).
-    fn tokens(self, state: &State, roles_held: &[Role]) -> Result<TokenPair, ServiceError> {
+    fn tokens(self, state: &State, roles_held: &[String]) -> Result<TokenPair, ServiceError> {
         let mut pair = state
             .issuer
             .pair(self.user_id, self.id, roles_held, self.refresh_token)
@@ -223,7 +224,7 @@ pub async fn refresh(
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
-            let held = roles::from_names(&token.roles);
+            let held = roles::normalize(&token.roles);
             state
                 .issuer
                 .pair(token.user_id, token.session_id, &held, refresh_token)

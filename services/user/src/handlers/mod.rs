@@ -1,12 +1,15 @@
 //! RPC handlers of the user service: decode, apply the domain rules, touch the store, reply.
 
+mod access;
 mod admin;
 mod auth;
 mod profile;
+mod roles;
 mod sessions;
 
 use std::sync::Arc;
 
+use mesh_contracts::rbac;
 use mesh_contracts::user as wire;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{Bus, CallContext, Revocation, Revocations, ServiceHost};
@@ -104,7 +107,15 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         wire::FindUsers => profile::find,
         wire::AdminListUsers => admin::list_users,
         wire::AdminSetDisabled => admin::set_disabled,
-        wire::AdminSetRoles => admin::set_roles,
+        wire::AdminSetRoles => roles::set_roles,
+        rbac::AdminListRoles => roles::list,
+        rbac::AdminCreateRole => roles::create,
+        rbac::AdminUpdateRole => roles::update,
+        rbac::AdminDeleteRole => roles::delete,
+        rbac::AdminGrantRole => roles::grant_role,
+        rbac::AdminGrantPermission => roles::grant_permission,
+        rbac::AdminUserPermissions => roles::user_permissions,
+        rbac::GetAccess => access::get_access,
         wire::Health => health,
     )
 }

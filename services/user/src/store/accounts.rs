@@ -1,6 +1,6 @@
 //! Account rows.
 
-use mesh_contracts::user::{PublicUser, Role, Sex, UserProfile};
+use mesh_contracts::user::{PublicUser, Sex, UserProfile};
 use sqlx::{FromRow, PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,13 +17,14 @@ pub struct AccountRow {
     pub avatar: Option<String>,
     pub sex: String,
     pub roles: Vec<String>,
+    /// Direct grants, outside any role.
+    pub permissions: Vec<String>,
     pub disabled: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str =
-    "id, phone, password_hash, nickname, avatar, sex, roles, disabled, created_at, updated_at";
+const COLUMNS: &str = "id, phone, password_hash, nickname, avatar, sex, roles, permissions, disabled, created_at, updated_at";
 
 pub fn sex_from_str(raw: &str) -> Sex {
     match raw {
@@ -44,8 +45,9 @@ pub fn sex_to_str(sex: Sex) -> &'static str {
 }
 
 impl AccountRow {
-    pub fn roles(&self) -> Vec<Role> {
-        roles::from_names(&self.roles)
+    /// Role names, `user` first.
+    pub fn roles(&self) -> Vec<String> {
+        roles::normalize(&self.roles)
     }
 
     pub fn profile(&self) -> UserProfile {
@@ -177,6 +179,65 @@ pub async fn set_roles(
     .bind(id)
     .bind(roles)
     .fetch_optional(conn)
+    .await
+}
+
+#[tracing::instrument(name = "db.accounts.set_permissions", skip_all)]
+pub async fn set_permissions(
+    conn: &mut PgConnection,
+    id: Uuid,
+    permissions: &[String],
+) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users.accounts SET permissions = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(permissions)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Locks an account row until the transaction ends (grants change one holder at a time).
+#[tracing::instrument(name = "db.accounts.lock", skip_all)]
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users.accounts WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// How many enabled accounts hold `role` other than `except`, counted under a transaction
+/// lock on the role so that two removals cannot both see the other holder.
+#[tracing::instrument(name = "db.accounts.other_holders", skip_all)]
+pub async fn other_enabled_holders(
+    conn: &mut PgConnection,
+    role: &str,
+    except: Uuid,
+) -> sqlx::Result<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('users.role.' || $1, 0))")
+        .bind(role)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM users.accounts WHERE $1 = ANY(roles) AND NOT disabled AND id <> $2",
+    )
+    .bind(role)
+    .bind(except)
+    .fetch_one(conn)
+    .await
+}
+
+/// Takes `role` away from every account holding it; answers their ids.
+#[tracing::instrument(name = "db.accounts.drop_role", skip_all)]
+pub async fn drop_role(conn: &mut PgConnection, role: &str) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE users.accounts SET roles = array_remove(roles, $1), updated_at = now()
+         WHERE $1 = ANY(roles) RETURNING id",
+    )
+    .bind(role)
+    .fetch_all(conn)
     .await
 }
 

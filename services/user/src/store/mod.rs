@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod outbox;
+pub mod roles;
 pub mod sessions;
 
 use sqlx::PgPool;
