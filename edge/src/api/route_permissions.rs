@@ -4,8 +4,8 @@
 //! under `/v1/admin` must be here (a test holds the table and the document to each other).
 
 use mesh_contracts::permissions::{
-    AUDIT_READ, GROUPS_MODERATE, MESH_READ, MESSAGES_MODERATE, Permission, QUOTAS_READ, QUOTAS_WRITE,
-    ROLES_DELETE, ROLES_GRANT, ROLES_READ, ROLES_WRITE, USERS_DISABLE, USERS_READ,
+    AUDIT_READ, GROUPS_MODERATE, MESH_READ, MESSAGES_MODERATE, Permission, QUOTAS_READ,
+    QUOTAS_WRITE, ROLES_DELETE, ROLES_GRANT, ROLES_READ, ROLES_WRITE, USERS_DISABLE, USERS_READ,
 };
 
 /// `(operation id, permission)`.

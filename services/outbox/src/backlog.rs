@@ -2,10 +2,10 @@
 //! enabled administrators (the mesh health page).
 
 use mesh_contracts::ServiceError;
-use mesh_contracts::permissions::MESH_READ;
 use mesh_contracts::mesh_health::{
     GetOutboxBacklog, OutboxBacklog, OutboxBacklogRequest, SchemaBacklog,
 };
+use mesh_contracts::permissions::MESH_READ;
 use mesh_nats::{Bus, CallContext, RpcClient, ServiceHost};
 
 use crate::audit::caller_must_hold;

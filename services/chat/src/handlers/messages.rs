@@ -55,10 +55,18 @@ pub(super) async fn page(
 pub(super) fn window(req: &HistoryRequest) -> Result<(Direction, u32), ServiceError> {
     let limit = req.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(invalid("limit", &format!("must be 1 to {MAX_HISTORY_LIMIT}")));
+        return Err(invalid(
+            "limit",
+            &format!("must be 1 to {MAX_HISTORY_LIMIT}"),
+        ));
     }
     let direction = match (req.after_seq, req.before_seq) {
-        (Some(_), Some(_)) => return Err(invalid("before_seq", "give after_seq or before_seq, not both")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "before_seq",
+                "give after_seq or before_seq, not both",
+            ));
+        }
         (Some(after), None) if after >= 0 => Direction::After(after),
         (None, Some(before)) if before >= 1 => Direction::Before(before),
         (None, None) => Direction::Before(i64::MAX),

@@ -1,8 +1,8 @@
 //! The audit log's RPC handlers: decode, check the caller, read, reply.
 
 use mesh_contracts::ServiceError;
-use mesh_contracts::permissions::AUDIT_READ;
 use mesh_contracts::audit::{AuditPage, ListAuditRequest};
+use mesh_contracts::permissions::AUDIT_READ;
 use mesh_nats::CallContext;
 use mesh_service_kit::db_error;
 
