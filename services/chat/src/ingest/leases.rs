@@ -2,12 +2,29 @@
 //! holds a partition while `part.<n>` names it; both expire with the bucket's age limit unless
 //! renewed, so a dead worker's partitions free themselves within seconds.
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::Bytes;
 use mesh_contracts::Bucket;
 use mesh_nats::{Bus, KvBucket, KvError};
 use uuid::Uuid;
 
 const WORKER_PREFIX: &str = "worker.";
+/// Longest wait for one lease call: during a NATS blip a call fails after this instead of
+/// hanging for the client's request timeout, so the next tick can retry before leases expire.
+const CALL_TIMEOUT: Duration = Duration::from_millis(750);
+
+/// `call`, failing after [`CALL_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = Result<T, KvError>>) -> Result<T, KvError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(KvError::Failed(format!(
+                "no answer within {CALL_TIMEOUT:?}"
+            )))
+        })
+}
 
 pub struct Leases {
     kv: KvBucket,
@@ -28,15 +45,17 @@ impl Leases {
 
     /// Announces this worker as alive (and restarts its expiry).
     pub async fn heartbeat(&self) -> Result<(), KvError> {
-        self.kv
-            .put(&format!("{WORKER_PREFIX}{}", self.me), Bytes::new())
-            .await
-            .map(drop)
+        bounded(
+            self.kv
+                .put(&format!("{WORKER_PREFIX}{}", self.me), Bytes::new()),
+        )
+        .await
+        .map(drop)
     }
 
     /// Every worker that announced itself recently, in id order.
     pub async fn live_workers(&self) -> Result<Vec<Uuid>, KvError> {
-        let keys = self.kv.keys_with_prefix(WORKER_PREFIX).await?;
+        let keys = bounded(self.kv.keys_with_prefix(WORKER_PREFIX)).await?;
         Ok(keys
             .iter()
             .filter_map(|k| k.strip_prefix(WORKER_PREFIX))
@@ -44,13 +63,12 @@ impl Leases {
             .collect())
     }
 
-    /// Takes `partition` when nobody holds it; the lease revision on success.
+    /// Takes `partition` when nobody holds it; the lease revision on success, which is also
+    /// the owner's fencing epoch (the bucket's revisions only grow).
     pub async fn acquire(&self, partition: u32) -> Result<Option<u64>, KvError> {
-        match self
-            .kv
-            .create(&part_key(partition), Bytes::from(self.me.to_string()))
-            .await
-        {
+        let key = part_key(partition);
+        let create = self.kv.create(&key, Bytes::from(self.me.to_string()));
+        match bounded(create).await {
             Ok(revision) => Ok(Some(revision)),
             Err(KvError::Conflict) => Ok(None),
             Err(err) => Err(err),
@@ -59,15 +77,11 @@ impl Leases {
 
     /// Extends a held lease; `None` when it was lost (expired and taken by another).
     pub async fn renew(&self, partition: u32, revision: u64) -> Result<Option<u64>, KvError> {
-        match self
+        let key = part_key(partition);
+        let update = self
             .kv
-            .update(
-                &part_key(partition),
-                Bytes::from(self.me.to_string()),
-                revision,
-            )
-            .await
-        {
+            .update(&key, Bytes::from(self.me.to_string()), revision);
+        match bounded(update).await {
             Ok(revision) => Ok(Some(revision)),
             Err(KvError::Conflict) => Ok(None),
             Err(err) => Err(err),
@@ -77,20 +91,20 @@ impl Leases {
     /// True while the lease of `partition` still names this worker.
     pub async fn holds(&self, partition: u32) -> bool {
         matches!(
-            self.kv.get(&part_key(partition)).await,
+            bounded(self.kv.get(&part_key(partition))).await,
             Ok(Some(entry)) if entry.value == self.me.to_string().as_bytes()
         )
     }
 
     /// Gives a partition up so its next owner need not wait for the lease to expire.
     pub async fn release(&self, partition: u32, revision: u64) {
-        if let Err(err) = self.kv.delete_if(&part_key(partition), revision).await {
+        if let Err(err) = bounded(self.kv.delete_if(&part_key(partition), revision)).await {
             tracing::debug!(partition, error = %err, "lease release failed; it will expire");
         }
     }
 
     /// Stops announcing this worker.
     pub async fn leave(&self) {
-        let _ = self.kv.delete(&format!("{WORKER_PREFIX}{}", self.me)).await;
+        let _ = bounded(self.kv.delete(&format!("{WORKER_PREFIX}{}", self.me))).await;
     }
 }

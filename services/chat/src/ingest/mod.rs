@@ -14,12 +14,16 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::domain::assignment;
 use crate::handlers::State;
+use crate::store::partitions::Fence;
 use leases::Leases;
 
-/// A lease not renewed for this long is treated as lost: the bucket expires it soon after.
-const LEASE_GRACE: Duration = Duration::from_secs(4);
-/// How long an owner may take to finish its batch when told to stop.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A lease not renewed for this long is treated as lost: the bucket expires it soon after
+/// (6 s). Fencing keeps a stale owner harmless; this only bounds its wasted work, and leaves
+/// room for a few seconds' NATS blip (each lease call gives up after 750 ms).
+const LEASE_GRACE: Duration = Duration::from_secs(5);
+/// How long an owner handing its partition over may take to finish its batch (its storing
+/// transaction's waits are bounded well below this).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Held {
     revision: u64,
@@ -75,27 +79,42 @@ async fn rebalance(state: &State, leases: &std::sync::Arc<Leases>, held: &mut Ha
     if let Err(err) = leases.heartbeat().await {
         tracing::warn!(error = %err, "cannot announce this chat worker");
     }
-    // Renew first: a lease we cannot renew for too long must stop being used.
+    // Renew first (all at once, each call bounded): a lease we cannot renew for too long must
+    // stop being used. An owner that lost its lease is dropped at once: its epoch is fenced
+    // out, so it could not store anything anyway.
+    let renewals = futures::future::join_all(held.iter().map(|(partition, lease)| async move {
+        (*partition, leases.renew(*partition, lease.revision).await)
+    }))
+    .await;
     let mut lost = Vec::new();
-    for (partition, lease) in held.iter_mut() {
-        match leases.renew(*partition, lease.revision).await {
-            Ok(Some(revision)) => {
+    for (partition, renewed) in renewals {
+        let Some(lease) = held.get_mut(&partition) else {
+            continue;
+        };
+        match renewed {
+            Ok(Some(revision)) if !lease.task.is_finished() => {
                 lease.revision = revision;
                 lease.renewed = Instant::now();
             }
-            Ok(None) => lost.push(*partition),
+            Ok(Some(revision)) => {
+                // Its owner stopped by itself (fenced out): give the lease back so that it is
+                // taken again under a new epoch.
+                tracing::warn!(partition, "partition owner ended; releasing its lease");
+                held.remove(&partition);
+                leases.release(partition, revision).await;
+            }
+            Ok(None) => lost.push(partition),
             Err(err) => {
                 tracing::warn!(partition, error = %err, "cannot renew a partition lease");
                 if lease.renewed.elapsed() > LEASE_GRACE {
-                    lost.push(*partition);
+                    lost.push(partition);
                 }
             }
         }
     }
     for partition in lost {
-        if let Some(lease) = held.remove(&partition) {
+        if held.remove(&partition).is_some() {
             tracing::warn!(partition, "partition lease lost");
-            lease.stop().await;
         }
     }
     let workers = match leases.live_workers().await {
@@ -127,10 +146,14 @@ async fn rebalance(state: &State, leases: &std::sync::Arc<Leases>, held: &mut Ha
         match leases.acquire(partition).await {
             Ok(Some(revision)) => {
                 let stop = CancellationToken::new();
+                let fence = Fence {
+                    partition,
+                    epoch: revision,
+                };
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
-                    partition,
+                    fence,
                     stop.clone(),
                 )));
                 tracing::info!(partition, "partition acquired");
