@@ -15,6 +15,7 @@ mod edge;
 mod edge_hardening;
 mod events;
 mod faults;
+mod fencing;
 mod nats_cluster;
 mod nats_credentials;
 mod nats_security;

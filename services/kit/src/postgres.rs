@@ -51,11 +51,16 @@ pub async fn migrate(
     schema: &'static str,
     mut migrator: Migrator,
 ) -> anyhow::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS {schema}"
     )))
     .execute(pool)
-    .await?;
+    .await;
+    match created {
+        // Two processes starting at once: the other one created it between check and insert.
+        Err(err) if !is_unique_violation(&err) => return Err(err.into()),
+        _ => {}
+    }
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     migrator.run(pool).await?;
     Ok(())
