@@ -239,8 +239,9 @@ async fn test_database(mesh: &TestMesh) -> PgPool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_chat_workers_are_fenced_out_and_nothing_is_lost_reordered_or_doubled() {
     let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
-    let workers = [ChatProcess::start(&mesh), ChatProcess::start(&mesh)];
+    let first = ChatProcess::start(&mesh);
     mesh.wait_ready().await;
+    let workers = [first, ChatProcess::start(&mesh)];
     let (ann, friends) = ann_and_friends(&mesh).await;
     let db = test_database(&mesh).await;
     let bus = mesh.bus_as(NatsRole::Chat, "fencing-test").await;
@@ -254,9 +255,13 @@ async fn stopped_chat_workers_are_fenced_out_and_nothing_is_lost_reordered_or_do
         let db = db.clone();
         async move {
             for stop in 0..STOPS {
-                wait_until("both workers hold partitions", || {
-                    held_by(&leases, partitions, 2)
-                })
+                // A resumed worker is given partitions back within seconds (longer on a
+                // loaded machine, where the worker processes also start slowly).
+                poll_until(
+                    "both workers hold partitions",
+                    Duration::from_secs(60),
+                    || async { held_by(&leases, partitions, 2).await.then_some(()) },
+                )
                 .await;
                 let before = last_seqs(&db).await;
                 let worker = &workers[stop % workers.len()];
@@ -350,9 +355,11 @@ async fn a_handover_rereads_nothing_already_stored() {
     // A second worker takes half the partitions over (a handover), then the first dies and
     // the second takes the rest (a takeover after the lease expired).
     mesh.start_node(&[Role::Chat]).await;
-    wait_until("two workers share the partitions", || {
-        held_by(&leases, partitions, 2)
-    })
+    poll_until(
+        "two workers share the partitions",
+        Duration::from_secs(60),
+        || async { held_by(&leases, partitions, 2).await.then_some(()) },
+    )
     .await;
     send_and_store(&mut ws, &friends, RETAINED, friends.len()).await;
     mesh.kill_node(first);

@@ -15,15 +15,23 @@ const WORKER_PREFIX: &str = "worker.";
 /// hanging for the client's request timeout, so the next tick can retry before leases expire.
 const CALL_TIMEOUT: Duration = Duration::from_millis(750);
 
+/// Longest wait for the list of live workers: listing keys reads the bucket through a
+/// consumer of its own, slower than one key's call (and not needed to keep held leases).
+const LIST_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// `call`, failing after [`CALL_TIMEOUT`].
 async fn bounded<T>(call: impl Future<Output = Result<T, KvError>>) -> Result<T, KvError> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
+    bounded_by(CALL_TIMEOUT, call).await
+}
+
+/// `call`, failing after `limit`.
+async fn bounded_by<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(limit, call)
         .await
-        .unwrap_or_else(|_| {
-            Err(KvError::Failed(format!(
-                "no answer within {CALL_TIMEOUT:?}"
-            )))
-        })
+        .unwrap_or_else(|_| Err(KvError::Failed(format!("no answer within {limit:?}"))))
 }
 
 pub struct Leases {
@@ -55,7 +63,7 @@ impl Leases {
 
     /// Every worker that announced itself recently, in id order.
     pub async fn live_workers(&self) -> Result<Vec<Uuid>, KvError> {
-        let keys = bounded(self.kv.keys_with_prefix(WORKER_PREFIX)).await?;
+        let keys = bounded_by(LIST_TIMEOUT, self.kv.keys_with_prefix(WORKER_PREFIX)).await?;
         Ok(keys
             .iter()
             .filter_map(|k| k.strip_prefix(WORKER_PREFIX))
