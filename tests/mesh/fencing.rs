@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
 use crate::chat::private_id;
+use crate::faults::PrivateNats;
 use crate::harness::{TestMesh, Tokens, poll_until, wait_until};
 use crate::social_friends::befriend;
 use crate::ws::Ws;
@@ -503,5 +504,74 @@ async fn without_postgres_the_edge_answers_503_with_retry_after_at_once() {
         mesh.client.get_as("/v1/users/me", &ann.access).await.0 == StatusCode::OK
     })
     .await;
+    mesh.stop().await;
+}
+
+/// Each partition's recorded owner epoch.
+async fn epochs(db: &PgPool) -> Vec<(i32, i64)> {
+    sqlx::query_as("SELECT partition, epoch FROM chat.partitions ORDER BY partition")
+        .fetch_all(db)
+        .await
+        .expect("read partitions")
+}
+
+/// Each partition's lease revision, once every partition is held.
+async fn lease_revisions(leases: &KvBucket, partitions: u32) -> Option<Vec<u64>> {
+    let mut revisions = Vec::new();
+    for partition in 0..partitions {
+        let entry = leases.get(&format!("part.{partition}")).await.ok()??;
+        revisions.push(entry.revision);
+    }
+    Some(revisions)
+}
+
+/// Waits until every lease was renewed since `since`; the new revisions.
+async fn renewed_since(leases: &KvBucket, partitions: u32, since: &[u64]) -> Vec<u64> {
+    poll_until("every lease renewed", Duration::from_secs(20), || async {
+        lease_revisions(leases, partitions)
+            .await
+            .filter(|now| now.iter().zip(since).all(|(n, s)| n > s))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_second_nats_outage_keeps_the_chat_leases() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| s.nats_url = url).await;
+    let db = test_database(&mesh).await;
+    let partitions = mesh.settings.chat.partitions;
+    poll_until(
+        "every partition claimed",
+        Duration::from_secs(20),
+        || async {
+            let claimed = epochs(&db).await;
+            (claimed.len() == partitions as usize).then_some(())
+        },
+    )
+    .await;
+    let before = epochs(&db).await;
+    let revisions = {
+        let bus = mesh.bus_as(NatsRole::Chat, "fencing-test").await;
+        let leases = bus.bucket(Bucket::Leases).await.expect("the lease bucket");
+        poll_until("every lease held", Duration::from_secs(20), || {
+            lease_revisions(&leases, partitions)
+        })
+        .await
+    };
+
+    nats.kill().await;
+    // The outage itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.run().await;
+
+    // Renewed twice after the outage (a lease taken anew would have been claimed by then),
+    // each by the epoch that held it before: no partition changed hands.
+    let bus = mesh.bus_as(NatsRole::Chat, "fencing-test").await;
+    let leases = bus.bucket(Bucket::Leases).await.expect("the lease bucket");
+    let once = renewed_since(&leases, partitions, &revisions).await;
+    renewed_since(&leases, partitions, &once).await;
+    assert_eq!(epochs(&db).await, before, "leases lost in a 3 s outage");
     mesh.stop().await;
 }

@@ -83,15 +83,25 @@ impl Leases {
         }
     }
 
-    /// Extends a held lease; `None` when it was lost (expired and taken by another).
+    /// Extends a held lease; `None` when it was lost (expired and taken by another). A renewal
+    /// that timed out here may still have reached the server (the client sends it once it is
+    /// connected again), moving the revision on: a lease that still names this worker is
+    /// renewed from its current revision instead of being given up.
     pub async fn renew(&self, partition: u32, revision: u64) -> Result<Option<u64>, KvError> {
         let key = part_key(partition);
-        let update = self
-            .kv
-            .update(&key, Bytes::from(self.me.to_string()), revision);
-        match bounded(update).await {
+        let me = Bytes::from(self.me.to_string());
+        match bounded(self.kv.update(&key, me.clone(), revision)).await {
             Ok(revision) => Ok(Some(revision)),
-            Err(KvError::Conflict) => Ok(None),
+            Err(KvError::Conflict) => match bounded(self.kv.get(&key)).await? {
+                Some(entry) if entry.value == me => {
+                    match bounded(self.kv.update(&key, me, entry.revision)).await {
+                        Ok(revision) => Ok(Some(revision)),
+                        Err(KvError::Conflict) => Ok(None),
+                        Err(err) => Err(err),
+                    }
+                }
+                _ => Ok(None),
+            },
             Err(err) => Err(err),
         }
     }
