@@ -33,7 +33,7 @@ const HOLD_TX_MS: &str = "300";
 const STOPS: usize = 3;
 /// The lease (6 s) plus a takeover: every conversation must store again within this while a
 /// worker is stopped.
-const TAKEOVER_LIMIT: Duration = Duration::from_secs(15);
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(20);
 /// The client sends one message this often while faults are injected.
 const SEND_EVERY: Duration = Duration::from_millis(40);
 /// A message not answered `stored` for this long is sent again.
@@ -252,6 +252,7 @@ async fn stopped_chat_workers_are_fenced_out_and_nothing_is_lost_reordered_or_do
     // Faults: each time both workers share the partitions, one is stopped until every
     // conversation has stored again (its partitions were taken over while it stands still),
     // then resumed.
+    let conversations: Vec<String> = friends.iter().map(|f| private_id(&ann, f)).collect();
     let faults = tokio::spawn({
         let db = db.clone();
         async move {
@@ -264,18 +265,23 @@ async fn stopped_chat_workers_are_fenced_out_and_nothing_is_lost_reordered_or_do
                     || async { held_by(&leases, partitions, 2).await.then_some(()) },
                 )
                 .await;
+                let seq_of =
+                    |seqs: &HashMap<String, i64>, id: &String| seqs.get(id).copied().unwrap_or(0);
                 let before = last_seqs(&db).await;
                 let worker = &workers[stop % workers.len()];
                 worker.signal("-STOP");
+                // Stopped until its leases expired, the other worker took every partition
+                // and every conversation stored again: the stopped worker's partitions
+                // (and any transaction it was in) did not hold them up past the takeover.
                 poll_until(
-                    "every conversation storing while a worker is stopped",
+                    "a takeover of every partition while a worker is stopped",
                     TAKEOVER_LIMIT,
                     || async {
                         let now = last_seqs(&db).await;
-                        before
+                        let stored_again = conversations
                             .iter()
-                            .all(|(id, seq)| now.get(id).is_some_and(|n| n > seq))
-                            .then_some(())
+                            .all(|id| seq_of(&now, id) > seq_of(&before, id));
+                        (stored_again && held_by(&leases, partitions, 1).await).then_some(())
                     },
                 )
                 .await;
@@ -573,5 +579,50 @@ async fn a_three_second_nats_outage_keeps_the_chat_leases() {
     let once = renewed_since(&leases, partitions, &revisions).await;
     renewed_since(&leases, partitions, &once).await;
     assert_eq!(epochs(&db).await, before, "leases lost in a 3 s outage");
+    mesh.stop().await;
+}
+
+/// The partition `conversation` is ingested on.
+fn partition_of(mesh: &TestMesh, conversation: &str) -> i32 {
+    let id = mesh_contracts::chat::ConversationId::parse(conversation).expect("conversation id");
+    i32::try_from(id.partition(mesh.settings.chat.partitions)).expect("small partition")
+}
+
+async fn epoch_of(db: &PgPool, partition: i32) -> i64 {
+    sqlx::query_scalar("SELECT epoch FROM chat.partitions WHERE partition = $1")
+        .bind(partition)
+        .fetch_one(db)
+        .await
+        .expect("read the partition's epoch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_epoch_was_claimed_stores_nothing() {
+    let mesh = TestMesh::spawn().await;
+    let (ann, friends) = ann_and_friends(&mesh).await;
+    let bob = &friends[0];
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    ws.send_to(&bob.user_id, "first", "x").await;
+    ws.stored("first").await;
+    let db = test_database(&mesh).await;
+    let partition = partition_of(&mesh, &private_id(&ann, bob));
+    let epoch = epoch_of(&db, partition).await;
+
+    // A later owner claims the partition behind the current owner's back (as one that took
+    // an expired lease over would), while the current owner still holds its lease.
+    sqlx::query("UPDATE chat.partitions SET epoch = epoch + 1 WHERE partition = $1")
+        .bind(partition)
+        .execute(&db)
+        .await
+        .expect("claim the partition");
+
+    // The fenced-out owner stores nothing and stops; its worker gives the lease back, takes
+    // the partition again under a new epoch, and that owner stores the message, once.
+    ws.send_to(&bob.user_id, "second", "y").await;
+    assert_eq!(ws.stored("second").await, 2);
+    assert!(
+        epoch_of(&db, partition).await > epoch + 1,
+        "stored by the fenced-out owner"
+    );
     mesh.stop().await;
 }
