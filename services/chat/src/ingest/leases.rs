@@ -16,8 +16,9 @@ const WORKER_PREFIX: &str = "worker.";
 const CALL_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// Longest wait for the list of live workers: listing keys reads the bucket through a
-/// consumer of its own, slower than one key's call (and not needed to keep held leases).
-const LIST_TIMEOUT: Duration = Duration::from_secs(3);
+/// consumer of its own, which can take seconds while NATS fails over (it runs in the
+/// background, so no lease waits for it).
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `call`, failing after [`CALL_TIMEOUT`].
 async fn bounded<T>(call: impl Future<Output = Result<T, KvError>>) -> Result<T, KvError> {

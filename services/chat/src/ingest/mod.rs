@@ -6,11 +6,14 @@ mod leases;
 mod partition;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mesh_nats::KvError;
 use mesh_observability::metrics::CHAT_PARTITIONS_OWNED;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
 
 use crate::domain::assignment;
 use crate::handlers::State;
@@ -45,7 +48,7 @@ impl Held {
 pub async fn run(state: State, shutdown: CancellationToken) {
     let leases = loop {
         match Leases::open(state.bus(), state.worker_id()).await {
-            Ok(leases) => break std::sync::Arc::new(leases),
+            Ok(leases) => break Arc::new(leases),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open the lease bucket; retrying");
                 tokio::select! {
@@ -56,6 +59,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
         }
     };
     let mut held: HashMap<u32, Held> = HashMap::new();
+    let mut roster = Roster::default();
     let mut tick = tokio::time::interval(state.config().lease_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -63,7 +67,8 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        rebalance(&state, &leases, &mut held).await;
+        let workers = roster.current(&leases).await;
+        rebalance(&state, &leases, &mut held, workers).await;
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
     for (partition, lease) in held.drain() {
@@ -75,7 +80,42 @@ pub async fn run(state: State, shutdown: CancellationToken) {
     CHAT_PARTITIONS_OWNED.set(0);
 }
 
-async fn rebalance(state: &State, leases: &std::sync::Arc<Leases>, held: &mut HashMap<u32, Held>) {
+/// The live workers as last listed. Listing reads the whole bucket and can take seconds while
+/// NATS fails over, so it runs in the background and a tick uses the latest list it has
+/// instead of waiting (a tick must renew its leases every second).
+#[derive(Default)]
+struct Roster {
+    known: Vec<Uuid>,
+    listing: Option<tokio::task::JoinHandle<Result<Vec<Uuid>, KvError>>>,
+}
+
+impl Roster {
+    /// The latest list; waits for one while none was read yet (a worker that just started
+    /// should not grab partitions it is not assigned).
+    async fn current(&mut self, leases: &Arc<Leases>) -> Vec<Uuid> {
+        let listing = self.listing.get_or_insert_with(|| {
+            let leases = leases.clone();
+            tokio::spawn(async move { leases.live_workers().await })
+        });
+        if self.known.is_empty() || listing.is_finished() {
+            let listed = listing.await;
+            self.listing = None;
+            match listed {
+                Ok(Ok(workers)) => self.known = workers,
+                Ok(Err(err)) => tracing::warn!(error = %err, "cannot list chat workers"),
+                Err(err) => tracing::warn!(error = %err, "listing chat workers failed"),
+            }
+        }
+        self.known.clone()
+    }
+}
+
+async fn rebalance(
+    state: &State,
+    leases: &Arc<Leases>,
+    held: &mut HashMap<u32, Held>,
+    workers: Vec<Uuid>,
+) {
     if let Err(err) = leases.heartbeat().await {
         tracing::warn!(error = %err, "cannot announce this chat worker");
     }
@@ -117,14 +157,12 @@ async fn rebalance(state: &State, leases: &std::sync::Arc<Leases>, held: &mut Ha
             tracing::warn!(partition, "partition lease lost");
         }
     }
-    let workers = match leases.live_workers().await {
-        Ok(workers) if !workers.is_empty() => workers,
-        Ok(_) => vec![state.worker_id()],
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot list chat workers");
-            return;
-        }
-    };
+    // This worker announces itself every tick, so it counts even when the latest list was
+    // read before its announcement.
+    let mut workers = workers;
+    if !workers.contains(&state.worker_id()) {
+        workers.push(state.worker_id());
+    }
     let wanted = assignment::wanted(state.worker_id(), state.config().partitions, &workers);
     let unwanted: Vec<u32> = held
         .keys()
