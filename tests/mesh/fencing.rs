@@ -82,6 +82,12 @@ impl ChatProcess {
     }
 }
 
+/// Enough partitions that two workers always share them: rendezvous hashing gives all of 4
+/// partitions to one of two workers in 1 run of 8, all of 16 in 1 of 32,768.
+fn shared(settings: &mut nats_mesh::Settings) {
+    settings.chat.partitions = 16;
+}
+
 /// Who holds each partition's lease (worker ids), by partition.
 async fn lease_holders(leases: &KvBucket, partitions: u32) -> Vec<Option<String>> {
     let mut holders = Vec::new();
@@ -239,7 +245,7 @@ async fn test_database(mesh: &TestMesh) -> PgPool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_chat_workers_are_fenced_out_and_nothing_is_lost_reordered_or_doubled() {
-    let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
+    let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], shared).await;
     let first = ChatProcess::start(&mesh);
     mesh.wait_ready().await;
     let workers = [first, ChatProcess::start(&mesh)];
@@ -346,7 +352,7 @@ async fn send_and_store(ws: &mut Ws, friends: &[Tokens], from: usize, count: usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handover_rereads_nothing_already_stored() {
-    let mut mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
+    let mut mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], shared).await;
     let first = mesh.start_node(&[Role::Chat]).await;
     mesh.wait_ready().await;
     let (ann, friends) = ann_and_friends(&mesh).await;
