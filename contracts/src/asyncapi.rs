@@ -47,6 +47,10 @@ pub fn document(version: &str, close_codes: &[CloseCode]) -> Value {
                 the subprotocol `bearer, <token>`, a first `auth` frame (WebSocket) or \
                 `?access_token=` (SSE). A client resends a message with the same `client_id` \
                 until it sees `ack` `stored` (or `rejected`); resends are never stored twice. \
+                A sender's messages in a conversation are stored in the order they were \
+                accepted; after `rejected` `service_unavailable`, the connection refuses every \
+                later `send` the same way until that message is sent again, so a client that \
+                resends its refused messages in their original order keeps its order. \
                 SSE events carry no `event:` name: every frame reaches `onmessage`."
         },
         "defaultContentType": "application/json",

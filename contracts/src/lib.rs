@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod formats;
 pub mod idempotency;
+pub mod leases;
 pub mod mesh_health;
 pub mod moderation;
 pub mod nats_permissions;

@@ -66,8 +66,10 @@ impl Bucket {
 /// their names need no prefix of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Consumer {
-    /// The owner's feed of one chat ingest partition (`chat-p<n>`).
-    ChatPartition(u32),
+    /// The feed of one chat ingest partition for its owner at one epoch (`chat-p<n>-e<epoch>`).
+    ChatPartition { partition: u32, epoch: u64 },
+    /// A partition's consumer as releases before fencing named it (`chat-p<n>`); only deleted.
+    UnversionedChatPartition(u32),
     /// The audit log writers, shared by every outbox instance (`audit-writer`).
     AuditWriter,
     /// Chat's projection of social state (`chat-projection`).
@@ -82,7 +84,12 @@ impl Consumer {
     /// The consumer's name on its stream.
     pub fn name(self) -> String {
         match self {
-            Consumer::ChatPartition(partition) => format!("{}{partition}", Self::CHAT_PARTITION),
+            Consumer::ChatPartition { partition, epoch } => {
+                format!("{}{partition}-e{epoch}", Self::CHAT_PARTITION)
+            }
+            Consumer::UnversionedChatPartition(partition) => {
+                format!("{}{partition}", Self::CHAT_PARTITION)
+            }
             Consumer::AuditWriter => "audit-writer".to_owned(),
             Consumer::ChatProjection => "chat-projection".to_owned(),
             Consumer::ChatNotifications => "chat-notifications".to_owned(),
@@ -91,16 +98,20 @@ impl Consumer {
 
     /// Reads a consumer name back.
     pub fn parse(name: &str) -> Option<Self> {
-        let partition = name
-            .strip_prefix(Self::CHAT_PARTITION)
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if let Some(partition) = partition {
+        let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        if let Some(rest) = name.strip_prefix(Self::CHAT_PARTITION).filter(|r| {
+            let (partition, epoch) = r.split_once("-e").unwrap_or((r, "0"));
+            digits(partition) && digits(epoch)
+        }) {
+            let parsed = match rest.split_once("-e") {
+                Some((partition, epoch)) => Consumer::ChatPartition {
+                    partition: partition.parse().ok()?,
+                    epoch: epoch.parse().ok()?,
+                },
+                None => Consumer::UnversionedChatPartition(rest.parse().ok()?),
+            };
             // Only the canonical spelling (`chat-p1`, not `chat-p01`).
-            return partition
-                .parse()
-                .ok()
-                .map(Consumer::ChatPartition)
-                .filter(|parsed| parsed.name() == name);
+            return Some(parsed).filter(|parsed| parsed.name() == name);
         }
         [
             Consumer::AuditWriter,
@@ -114,7 +125,9 @@ impl Consumer {
     /// The stream the consumer reads.
     pub fn stream(self) -> Stream {
         match self {
-            Consumer::ChatPartition(_) => Stream::ChatIn,
+            Consumer::ChatPartition { .. } | Consumer::UnversionedChatPartition(_) => {
+                Stream::ChatIn
+            }
             Consumer::AuditWriter => Stream::Audit,
             Consumer::ChatProjection | Consumer::ChatNotifications => Stream::Events,
         }
@@ -262,16 +275,38 @@ mod tests {
     #[test]
     fn consumer_names_round_trip() {
         for consumer in [
-            Consumer::ChatPartition(0),
-            Consumer::ChatPartition(17),
+            Consumer::ChatPartition {
+                partition: 0,
+                epoch: 1,
+            },
+            Consumer::ChatPartition {
+                partition: 17,
+                epoch: 123_456,
+            },
+            Consumer::UnversionedChatPartition(3),
             Consumer::AuditWriter,
             Consumer::ChatProjection,
             Consumer::ChatNotifications,
         ] {
             assert_eq!(Consumer::parse(&consumer.name()), Some(consumer));
         }
-        assert_eq!(Consumer::ChatPartition(3).name(), "chat-p3");
-        for foreign in ["chat-p", "chat-p-1", "chat-p01", "chat-px", "audit", ""] {
+        let owned = Consumer::ChatPartition {
+            partition: 3,
+            epoch: 9,
+        };
+        assert_eq!(owned.name(), "chat-p3-e9");
+        assert_eq!(Consumer::UnversionedChatPartition(3).name(), "chat-p3");
+        for foreign in [
+            "chat-p",
+            "chat-p-1",
+            "chat-p01",
+            "chat-px",
+            "chat-p3-e",
+            "chat-p3-e01",
+            "chat-p3-x9",
+            "audit",
+            "",
+        ] {
             assert_eq!(Consumer::parse(foreign), None, "{foreign}");
         }
     }

@@ -13,6 +13,9 @@ use serde_json::json;
 use crate::SharedState;
 use crate::problem::ApiError;
 
+/// How long `/readyz` waits for the services' health answers (so it answers within a second).
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_millis(800);
+
 #[handler]
 pub fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
@@ -25,10 +28,13 @@ pub async fn readyz(Data(state): Data<&SharedState>) -> Response {
             .into_response();
     }
     let ctx = CallContext::internal();
+    // A probe must answer within its own timeout: a service that is silent for this long is
+    // not ready, whatever the API's longer deadline.
+    let rpc = state.bus.rpc_client(READY_DEADLINE);
     let (user, social, chat) = tokio::join!(
-        state.rpc.call::<Health>(&ctx, &Empty {}),
-        state.rpc.call::<SocialHealth>(&ctx, &Empty {}),
-        state.rpc.call::<ChatHealth>(&ctx, &Empty {}),
+        rpc.call::<Health>(&ctx, &Empty {}),
+        rpc.call::<SocialHealth>(&ctx, &Empty {}),
+        rpc.call::<ChatHealth>(&ctx, &Empty {}),
     );
     let failed = [("user", user), ("social", social), ("chat", chat)]
         .into_iter()

@@ -137,9 +137,11 @@ pub async fn observe<E: Endpoint>(
     }
     layers.cors.decorate(origin.as_ref(), &mut response);
     crate::security_headers::apply(&path, &mut response);
-    // Every 429 says when to come back, whichever limit answered it.
-    if response.status() == StatusCode::TOO_MANY_REQUESTS
-        && !response.headers().contains_key(RETRY_AFTER)
+    // Every 429 and 503 says when to come back, whichever limit or outage answered it.
+    if matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) && !response.headers().contains_key(RETRY_AFTER)
     {
         response
             .headers_mut()

@@ -56,6 +56,62 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// Keeps one connection's sends in order across a transient refusal: after a message is
+/// rejected `service_unavailable`, every later message of the connection is rejected the same
+/// way until that message (same `client_id`) is sent again. A client that resends its
+/// rejected messages in their original order, as the client contract says, so gets them
+/// stored in that order: nothing sent after the refused message can overtake it.
+#[derive(Debug, Default)]
+pub struct SendOrder {
+    /// The client id of the refused message everything else waits for.
+    awaited: std::sync::Mutex<Option<String>>,
+}
+
+impl SendOrder {
+    /// A rejection for `client_id` while an earlier refused message was not sent again.
+    fn hold_back(&self, client_id: &str) -> Option<Rejection> {
+        let awaited = self.awaited.lock().expect("send order lock");
+        awaited
+            .as_deref()
+            .filter(|awaited| *awaited != client_id)
+            .map(|_| Rejection {
+                code: ErrorCode::ServiceUnavailable,
+                detail: "an earlier message was not accepted; send it again first",
+                conversation_id: None,
+            })
+    }
+
+    /// Notes how the send of `client_id` ended.
+    fn settle(&self, client_id: &str, result: &Result<SendAck, Rejection>) {
+        let mut awaited = self.awaited.lock().expect("send order lock");
+        match result {
+            Err(rejection) if rejection.code == ErrorCode::ServiceUnavailable => {
+                awaited.get_or_insert_with(|| client_id.to_owned());
+            }
+            _ if awaited.as_deref() == Some(client_id) => *awaited = None,
+            _ => {}
+        }
+    }
+}
+
+/// [`send`] for a connection whose sends keep their order (see [`SendOrder`]).
+pub async fn send_in_order(
+    state: &EdgeState,
+    sender: Uuid,
+    message: SendMessage,
+    via: SendVia,
+    order: &SendOrder,
+) -> Result<SendAck, Rejection> {
+    if let Some(rejection) = order.hold_back(&message.client_id) {
+        count_rejection(&rejection);
+        return Err(rejection);
+    }
+    let client_id = message.client_id.clone();
+    let result = send(state, sender, message, via).await;
+    order.settle(&client_id, &result);
+    result
+}
+
 /// Checks `message` from `sender` and publishes it; answers the `accepted` ack once JetStream
 /// stored it (a resend JetStream recognises as a duplicate is accepted again).
 pub async fn send(
@@ -77,22 +133,27 @@ pub async fn send(
     let partition = conversation.partition(state.chat_partitions);
     match state
         .bus
-        .publish_chat(partition, &inbound.msg_id(), payload)
+        .publish_chat(partition, &inbound.msg_id(), payload.clone())
         .await
     {
         Ok(duplicate) => {
             CHAT_ACCEPTED.with_label_values(&[via.label()]).inc();
             if duplicate {
-                // JetStream dropped the resend, so no worker will ack it again: answer from
-                // the store (if the original is still on its way, its own ack follows).
+                // JetStream dropped the resend: answer it from the store, or publish it again
+                // when the store does not have it (see `answer_resend`).
                 CHAT_DUPLICATES.with_label_values(&["jetstream"]).inc();
                 tokio::spawn(answer_resend(
                     state.rpc.clone(),
                     state.bus.clone(),
-                    sender,
-                    FindMessageRequest {
-                        conversation_id: inbound.conversation_id.clone(),
-                        client_id: inbound.client_id.clone(),
+                    Resend {
+                        sender,
+                        partition,
+                        msg_id: inbound.msg_id(),
+                        payload,
+                        find: FindMessageRequest {
+                            conversation_id: inbound.conversation_id.clone(),
+                            client_id: inbound.client_id.clone(),
+                        },
                     },
                 ));
             }
@@ -114,19 +175,42 @@ pub async fn send(
     }
 }
 
-/// Pushes the `stored` ack of an already stored message to the sender's connections.
-async fn answer_resend(rpc: RpcClient, bus: Bus, sender: Uuid, request: FindMessageRequest) {
+/// A resend JetStream dropped as a duplicate of a message published earlier.
+struct Resend {
+    sender: Uuid,
+    partition: u32,
+    msg_id: String,
+    payload: Bytes,
+    find: FindMessageRequest,
+}
+
+/// Answers a resend JetStream dropped: the `stored` ack when the store has the message;
+/// otherwise (not stored, or the store cannot say) the message is published again under a
+/// fresh id, so JetStream's duplicate window never swallows a resend of a message that is not
+/// stored. The copy is harmless: if the original is still queued ahead of it, the copy is
+/// recognised as a resend and answered `stored`; if the original was refused, the copy is
+/// refused again and its sender hears why.
+async fn answer_resend(rpc: RpcClient, bus: Bus, resend: Resend) {
     let mut ctx = CallContext::new(Uuid::now_v7().to_string());
-    ctx.user_id = Some(sender);
-    match rpc.call::<FindMessage>(&ctx, &request).await {
+    ctx.user_id = Some(resend.sender);
+    match rpc.call::<FindMessage>(&ctx, &resend.find).await {
         Ok(FoundMessage {
             message: Some(message),
         }) => {
             let frame = ServerFrame::Ack(SendAck::stored(&message)).to_json();
-            bus.push(sender, Bytes::from(frame)).await;
+            bus.push(resend.sender, Bytes::from(frame)).await;
+            return;
         }
         Ok(_) => {}
         Err(err) => tracing::debug!(error = %err, "cannot look up a resent message"),
+    }
+    let fresh = format!("{}:{}", resend.msg_id, Uuid::now_v7());
+    if let Err(err) = bus
+        .publish_chat(resend.partition, &fresh, resend.payload)
+        .await
+    {
+        // The client resends until it hears `stored`; the next resend tries again.
+        tracing::warn!(error = %err, "cannot publish a resend again");
     }
 }
 
@@ -293,6 +377,28 @@ mod tests {
             code(me, &to(friend, &over)),
             Some(ErrorCode::MessageTooLarge)
         );
+    }
+
+    #[test]
+    fn after_a_transient_refusal_nothing_overtakes_the_refused_message() {
+        let order = SendOrder::default();
+        let accepted = |id: &str| Ok(SendAck::accepted(id.to_owned(), "p:a:b".to_owned()));
+        let unavailable = Err(Rejection {
+            code: ErrorCode::ServiceUnavailable,
+            detail: "down",
+            conversation_id: None,
+        });
+        order.settle("m1", &accepted("m1"));
+        assert!(order.hold_back("m2").is_none());
+        order.settle("m2", &unavailable);
+        let held = order.hold_back("m3").expect("m3 waits for m2");
+        assert_eq!(held.code, ErrorCode::ServiceUnavailable);
+        order.settle("m3", &Err(held));
+        assert!(order.hold_back("m2").is_none(), "m2 may be sent again");
+        order.settle("m2", &unavailable);
+        assert!(order.hold_back("m3").is_some(), "m2 refused again");
+        order.settle("m2", &accepted("m2"));
+        assert!(order.hold_back("m3").is_none());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The chat ingest stream: the edge publishes accepted messages to a partition subject, and the
 //! partition's owner reads them back in order, in batches.
 //!
-//! Each partition has one durable consumer (`chat-p<n>`, ack-all). Taking a partition over
-//! re-creates that consumer from its ack floor, so whatever the previous owner read but never
-//! acknowledged is read again first, in stream order, and the previous owner's feed breaks.
+//! Each owner of a partition reads it through a durable consumer of its own epoch
+//! (`chat-p<n>-e<epoch>`, ack-all), created to start right after the last stream sequence the
+//! store recorded (never from JetStream's ack floor, which a just-created consumer reports as
+//! 0). Taking a partition over deletes every older consumer of the partition, so a stale
+//! owner's pull subscription ends and can never attach to the new owner's consumer.
 
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use crate::feed::{Feed, JetStreamError};
 /// How long the server waits for an ack before it sends a message again. Owners extend it with
 /// progress acks while a batch is retried, so it only fires for an owner that vanished.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// A partition consumer without pull requests for this long is deleted by the server.
+const INACTIVE_THRESHOLD: Duration = Duration::from_secs(600);
 
 impl Bus {
     /// Publishes an accepted chat message to its partition and waits for the JetStream ack.
@@ -51,41 +55,50 @@ impl Bus {
         Ok(ack.duplicate)
     }
 
-    /// Takes over partition `partition`: re-creates its consumer from the ack floor and opens a
-    /// feed that prefetches up to `batch` messages.
+    /// Takes over partition `partition` for `epoch`: deletes the consumer of the previous
+    /// owner (`previous_epoch`) and opens a feed from the message after `stored_through` (the
+    /// whole stream when 0) that prefetches up to `batch` messages.
     pub async fn open_partition(
         &self,
         partition: u32,
+        epoch: u64,
+        previous_epoch: Option<u64>,
+        stored_through: u64,
         batch: usize,
     ) -> Result<Feed, JetStreamError> {
         let stream = self.get_stream(Stream::ChatIn).await?;
-        let name = Consumer::ChatPartition(partition).name();
-        let fail = |err: &dyn std::fmt::Display| JetStreamError::Consumer {
-            consumer: name.clone(),
-            reason: err.to_string(),
-        };
-        let deliver_policy = match stream.consumer_info(&name).await {
-            Ok(info) => {
-                let floor = info.ack_floor.stream_sequence;
-                stream.delete_consumer(&name).await.map_err(|e| fail(&e))?;
-                if floor == 0 {
-                    DeliverPolicy::All
-                } else {
-                    DeliverPolicy::ByStartSequence {
-                        start_sequence: floor + 1,
-                    }
-                }
+        let name = Consumer::ChatPartition { partition, epoch }.name();
+        // The unversioned consumer of earlier releases, and the previous owner's. Missing ones
+        // are fine; one left behind only feeds a fenced-out owner and expires when idle.
+        let earlier = std::iter::once(Consumer::UnversionedChatPartition(partition))
+            .chain(previous_epoch.map(|previous| Consumer::ChatPartition {
+                partition,
+                epoch: previous,
+            }))
+            .map(Consumer::name)
+            .filter(|earlier| *earlier != name);
+        for earlier in earlier {
+            if let Err(err) = stream.delete_consumer(&earlier).await {
+                tracing::debug!(consumer = %earlier, error = %err, "no earlier consumer deleted");
             }
-            Err(_) => DeliverPolicy::All,
+        }
+        let deliver_policy = if stored_through == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: stored_through + 1,
+            }
         };
         let config = pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("chat ingest partition {partition}")),
+            durable_name: Some(name),
+            description: Some(format!("chat ingest partition {partition}, epoch {epoch}")),
             filter_subject: self.prefix.chat_in(partition),
             ack_policy: AckPolicy::All,
             ack_wait: ACK_WAIT,
             max_ack_pending: i64::try_from(batch * 4).unwrap_or(i64::MAX),
             deliver_policy,
+            // A consumer nobody pulls from (its owner died) goes away by itself.
+            inactive_threshold: INACTIVE_THRESHOLD,
             ..Default::default()
         };
         self.open_feed(Stream::ChatIn, config, batch).await
@@ -93,14 +106,14 @@ impl Bus {
 
     /// Messages waiting in a partition that no owner has read yet, or `None` when the partition
     /// has no consumer.
-    pub async fn partition_pending(&self, partition: u32) -> Option<(u64, usize)> {
+    pub async fn partition_pending(&self, partition: u32, epoch: u64) -> Option<(u64, usize)> {
         let stream = self
             .jetstream
             .get_stream(self.prefix.stream(Stream::ChatIn))
             .await
             .ok()?;
         let info = stream
-            .consumer_info(Consumer::ChatPartition(partition).name())
+            .consumer_info(Consumer::ChatPartition { partition, epoch }.name())
             .await
             .ok()?;
         Some((info.num_pending, info.num_ack_pending))

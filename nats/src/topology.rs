@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{kv, stream};
+use mesh_contracts::leases::LEASE_TTL;
 use mesh_contracts::{Bucket, Stream};
 
 use crate::bus::{Bus, ConnectError};
@@ -25,8 +26,6 @@ const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 const PRESENCE_TTL: Duration = Duration::from_secs(60);
 /// Failed sign-ins are forgotten this long after the last one (which ends a lock).
 pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// A partition lease expires unless renewed.
-const LEASE_TTL: Duration = Duration::from_secs(6);
 
 impl Bus {
     /// Creates (or updates to the declared settings) every stream and bucket of the prefix.

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::harness::{PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
 
 /// A NATS server of this test alone, so stopping it disturbs no other test.
-struct PrivateNats {
+pub(crate) struct PrivateNats {
     bin: PathBuf,
     port: u16,
     store: PathBuf,
@@ -23,7 +23,7 @@ struct PrivateNats {
 }
 
 impl PrivateNats {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let bin = std::env::var_os("MESH_NATS_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -51,12 +51,12 @@ impl PrivateNats {
         nats
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server on the same port and store, and waits until it accepts connections.
-    async fn run(&mut self) {
+    pub(crate) async fn run(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(&self.bin)
             .args([
@@ -85,7 +85,7 @@ impl PrivateNats {
     }
 
     /// Kills the server (no goodbye to its clients) and reaps it.
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().await.expect("kill nats-server");
     }

@@ -16,6 +16,7 @@ mod edge;
 mod edge_hardening;
 mod events;
 mod faults;
+mod fencing;
 mod moderation;
 mod nats_cluster;
 mod nats_credentials;

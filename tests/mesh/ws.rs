@@ -114,6 +114,24 @@ impl Ws {
         }
     }
 
+    /// The next frame (kept frames first) arriving within `wait`; `None` when none came (or
+    /// the socket closed): for clients that do other work while they listen.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(frame) = self.kept.pop_front() {
+            return Some(frame);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(serde_json::from_str(&text).expect("frames are JSON"));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) | Err(_) => return None,
+            }
+        }
+    }
+
     pub async fn expect_type(&mut self, kind: &str) -> Value {
         self.expect(kind, |f| f["type"] == kind).await
     }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mesh_contracts::leases::LeaseKey;
 use mesh_contracts::mesh_health::{
     GetOutboxBacklog, MeshHealth, OutboxBacklogRequest, PartitionOwner, ServiceHealth,
 };
@@ -86,7 +87,7 @@ async fn partition_owners(state: &SharedState) -> Result<Vec<PartitionOwner>, Ap
     let mut owners = Vec::with_capacity(state.chat_partitions as usize);
     for partition in 0..state.chat_partitions {
         let entry = leases
-            .get(&format!("part.{partition}"))
+            .get(&LeaseKey::Partition(partition).key())
             .await
             .map_err(|err| unavailable(&err))?;
         owners.push(PartitionOwner {

@@ -9,7 +9,17 @@ use crate::fault::Fault;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-/// Opens a pool whose connections fail fast (instead of hanging) when Postgres is away.
+/// Longest wait for a pooled connection. Well below every RPC deadline (5 s by default), so
+/// while Postgres is down or saturated a request is answered `service_unavailable` (503,
+/// retryable) promptly instead of timing out at the caller: when Postgres refuses
+/// connections, the pool retries connecting only this long.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a starting service waits for Postgres to accept its first connection.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a pool whose connections fail fast (instead of hanging) when Postgres is away. A
+/// Postgres that is still starting gets [`STARTUP_WAIT`] to accept the first connection.
 pub async fn connect_pool(
     url: &str,
     application_name: &str,
@@ -18,12 +28,22 @@ pub async fn connect_pool(
     let options: PgConnectOptions = url
         .parse()
         .map_err(|err| anyhow::anyhow!("invalid database URL: {err}"))?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.application_name(application_name))
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot connect to Postgres: {err}"))
+    let options = options.application_name(application_name);
+    let started = std::time::Instant::now();
+    loop {
+        let connected = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match connected {
+            Ok(pool) => return Ok(pool),
+            Err(err) if started.elapsed() >= STARTUP_WAIT => {
+                return Err(anyhow::anyhow!("cannot connect to Postgres: {err}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Creates `schema` and applies `migrator` with its bookkeeping table inside that schema, so
@@ -33,11 +53,16 @@ pub async fn migrate(
     schema: &'static str,
     mut migrator: Migrator,
 ) -> anyhow::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS {schema}"
     )))
     .execute(pool)
-    .await?;
+    .await;
+    match created {
+        // Two processes starting at once: the other one created it between check and insert.
+        Err(err) if !is_unique_violation(&err) => return Err(err.into()),
+        _ => {}
+    }
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     migrator.run(pool).await?;
     Ok(())

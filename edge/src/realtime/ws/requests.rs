@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::SharedState;
 use crate::limits::{OverLimit, chat_page_limit};
 use crate::problem::ApiError;
-use crate::send::{SendVia, send};
+use crate::send::{SendOrder, SendVia, send_in_order};
 
 /// Sends waiting behind the one being published.
 const MAX_QUEUED_SENDS: usize = 32;
@@ -38,6 +38,8 @@ pub struct Requests {
     ctx: CallContext,
     queued_sends: VecDeque<SendMessage>,
     sending: Option<Reply>,
+    /// Keeps this connection's sends in order across a transient refusal.
+    order: std::sync::Arc<SendOrder>,
     others: FuturesUnordered<Reply>,
 }
 
@@ -49,6 +51,7 @@ impl Requests {
             ctx: ctx.with_user(user, session),
             queued_sends: VecDeque::new(),
             sending: None,
+            order: std::sync::Arc::default(),
             others: FuturesUnordered::new(),
         }
     }
@@ -131,10 +134,10 @@ impl Requests {
     }
 
     fn publish(&self, message: SendMessage) -> Reply {
-        let (state, user) = (self.state.clone(), self.user);
+        let (state, user, order) = (self.state.clone(), self.user, self.order.clone());
         Box::pin(async move {
             let client_id = message.client_id.clone();
-            let ack = send(&state, user, message, SendVia::WebSocket)
+            let ack = send_in_order(&state, user, message, SendVia::WebSocket, &order)
                 .await
                 .unwrap_or_else(|rejection| rejection.ack(client_id));
             Some(ServerFrame::Ack(ack))

@@ -2,12 +2,34 @@
 //! holds a partition while `part.<n>` names it; both expire with the bucket's age limit unless
 //! renewed, so a dead worker's partitions free themselves within seconds.
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::Bytes;
 use mesh_contracts::Bucket;
+use mesh_contracts::leases::{LEASE_CALL_TIMEOUT, LeaseKey};
 use mesh_nats::{Bus, KvBucket, KvError};
 use uuid::Uuid;
 
-const WORKER_PREFIX: &str = "worker.";
+/// Longest wait for the list of live workers: listing keys reads the bucket through a
+/// consumer of its own, which can take seconds while NATS fails over (it runs in the
+/// background, so no lease waits for it).
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call`, failing after [`LEASE_CALL_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = Result<T, KvError>>) -> Result<T, KvError> {
+    bounded_by(LEASE_CALL_TIMEOUT, call).await
+}
+
+/// `call`, failing after `limit`.
+async fn bounded_by<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(KvError::Failed(format!("no answer within {limit:?}"))))
+}
 
 pub struct Leases {
     kv: KvBucket,
@@ -15,7 +37,7 @@ pub struct Leases {
 }
 
 fn part_key(partition: u32) -> String {
-    format!("part.{partition}")
+    LeaseKey::Partition(partition).key()
 }
 
 impl Leases {
@@ -28,48 +50,54 @@ impl Leases {
 
     /// Announces this worker as alive (and restarts its expiry).
     pub async fn heartbeat(&self) -> Result<(), KvError> {
-        self.kv
-            .put(&format!("{WORKER_PREFIX}{}", self.me), Bytes::new())
+        bounded(self.kv.put(&LeaseKey::Worker(self.me).key(), Bytes::new()))
             .await
             .map(drop)
     }
 
     /// Every worker that announced itself recently, in id order.
     pub async fn live_workers(&self) -> Result<Vec<Uuid>, KvError> {
-        let keys = self.kv.keys_with_prefix(WORKER_PREFIX).await?;
+        let keys = bounded_by(LIST_TIMEOUT, self.kv.keys_with_prefix(LeaseKey::WORKERS)).await?;
         Ok(keys
             .iter()
-            .filter_map(|k| k.strip_prefix(WORKER_PREFIX))
-            .filter_map(|id| Uuid::parse_str(id).ok())
+            .filter_map(|k| match LeaseKey::parse(k) {
+                Some(LeaseKey::Worker(id)) => Some(id),
+                _ => None,
+            })
             .collect())
     }
 
-    /// Takes `partition` when nobody holds it; the lease revision on success.
+    /// Takes `partition` when nobody holds it; the lease revision on success, which is also
+    /// the owner's fencing epoch (the bucket's revisions only grow).
     pub async fn acquire(&self, partition: u32) -> Result<Option<u64>, KvError> {
-        match self
-            .kv
-            .create(&part_key(partition), Bytes::from(self.me.to_string()))
-            .await
-        {
+        let key = part_key(partition);
+        let create = self.kv.create(&key, Bytes::from(self.me.to_string()));
+        match bounded(create).await {
             Ok(revision) => Ok(Some(revision)),
             Err(KvError::Conflict) => Ok(None),
             Err(err) => Err(err),
         }
     }
 
-    /// Extends a held lease; `None` when it was lost (expired and taken by another).
+    /// Extends a held lease; `None` when it was lost (expired and taken by another). A renewal
+    /// that timed out here may still have reached the server (the client sends it once it is
+    /// connected again), moving the revision on: a lease that still names this worker is
+    /// renewed from its current revision instead of being given up.
     pub async fn renew(&self, partition: u32, revision: u64) -> Result<Option<u64>, KvError> {
-        match self
-            .kv
-            .update(
-                &part_key(partition),
-                Bytes::from(self.me.to_string()),
-                revision,
-            )
-            .await
-        {
+        let key = part_key(partition);
+        let me = Bytes::from(self.me.to_string());
+        match bounded(self.kv.update(&key, me.clone(), revision)).await {
             Ok(revision) => Ok(Some(revision)),
-            Err(KvError::Conflict) => Ok(None),
+            Err(KvError::Conflict) => match bounded(self.kv.get(&key)).await? {
+                Some(entry) if entry.value == me => {
+                    match bounded(self.kv.update(&key, me, entry.revision)).await {
+                        Ok(revision) => Ok(Some(revision)),
+                        Err(KvError::Conflict) => Ok(None),
+                        Err(err) => Err(err),
+                    }
+                }
+                _ => Ok(None),
+            },
             Err(err) => Err(err),
         }
     }
@@ -77,20 +105,20 @@ impl Leases {
     /// True while the lease of `partition` still names this worker.
     pub async fn holds(&self, partition: u32) -> bool {
         matches!(
-            self.kv.get(&part_key(partition)).await,
+            bounded(self.kv.get(&part_key(partition))).await,
             Ok(Some(entry)) if entry.value == self.me.to_string().as_bytes()
         )
     }
 
     /// Gives a partition up so its next owner need not wait for the lease to expire.
     pub async fn release(&self, partition: u32, revision: u64) {
-        if let Err(err) = self.kv.delete_if(&part_key(partition), revision).await {
+        if let Err(err) = bounded(self.kv.delete_if(&part_key(partition), revision)).await {
             tracing::debug!(partition, error = %err, "lease release failed; it will expire");
         }
     }
 
     /// Stops announcing this worker.
     pub async fn leave(&self) {
-        let _ = self.kv.delete(&format!("{WORKER_PREFIX}{}", self.me)).await;
+        let _ = bounded(self.kv.delete(&LeaseKey::Worker(self.me).key())).await;
     }
 }

@@ -6,20 +6,25 @@ mod leases;
 mod partition;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mesh_nats::KvError;
 use mesh_observability::metrics::CHAT_PARTITIONS_OWNED;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
+
+use mesh_contracts::leases::LEASE_GRACE;
 
 use crate::domain::assignment;
 use crate::handlers::State;
+use crate::store::partitions::Fence;
 use leases::Leases;
 
-/// A lease not renewed for this long is treated as lost: the bucket expires it soon after.
-const LEASE_GRACE: Duration = Duration::from_secs(4);
-/// How long an owner may take to finish its batch when told to stop.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long an owner handing its partition over may take to finish its batch (its storing
+/// transaction's waits are bounded well below this).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Held {
     revision: u64,
@@ -41,7 +46,7 @@ impl Held {
 pub async fn run(state: State, shutdown: CancellationToken) {
     let leases = loop {
         match Leases::open(state.bus(), state.worker_id()).await {
-            Ok(leases) => break std::sync::Arc::new(leases),
+            Ok(leases) => break Arc::new(leases),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open the lease bucket; retrying");
                 tokio::select! {
@@ -52,6 +57,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
         }
     };
     let mut held: HashMap<u32, Held> = HashMap::new();
+    let mut roster = Roster::default();
     let mut tick = tokio::time::interval(state.config().lease_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -59,7 +65,8 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        rebalance(&state, &leases, &mut held).await;
+        let workers = roster.current(&leases).await;
+        rebalance(&state, &leases, &mut held, workers).await;
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
     for (partition, lease) in held.drain() {
@@ -71,41 +78,89 @@ pub async fn run(state: State, shutdown: CancellationToken) {
     CHAT_PARTITIONS_OWNED.set(0);
 }
 
-async fn rebalance(state: &State, leases: &std::sync::Arc<Leases>, held: &mut HashMap<u32, Held>) {
+/// The live workers as last listed. Listing reads the whole bucket and can take seconds while
+/// NATS fails over, so it runs in the background and a tick uses the latest list it has
+/// instead of waiting (a tick must renew its leases every second).
+#[derive(Default)]
+struct Roster {
+    known: Vec<Uuid>,
+    listing: Option<tokio::task::JoinHandle<Result<Vec<Uuid>, KvError>>>,
+}
+
+impl Roster {
+    /// The latest list; waits for one while none was read yet (a worker that just started
+    /// should not grab partitions it is not assigned).
+    async fn current(&mut self, leases: &Arc<Leases>) -> Vec<Uuid> {
+        let listing = self.listing.get_or_insert_with(|| {
+            let leases = leases.clone();
+            tokio::spawn(async move { leases.live_workers().await })
+        });
+        if self.known.is_empty() || listing.is_finished() {
+            let listed = listing.await;
+            self.listing = None;
+            match listed {
+                Ok(Ok(workers)) => self.known = workers,
+                Ok(Err(err)) => tracing::warn!(error = %err, "cannot list chat workers"),
+                Err(err) => tracing::warn!(error = %err, "listing chat workers failed"),
+            }
+        }
+        self.known.clone()
+    }
+}
+
+async fn rebalance(
+    state: &State,
+    leases: &Arc<Leases>,
+    held: &mut HashMap<u32, Held>,
+    workers: Vec<Uuid>,
+) {
     if let Err(err) = leases.heartbeat().await {
         tracing::warn!(error = %err, "cannot announce this chat worker");
     }
-    // Renew first: a lease we cannot renew for too long must stop being used.
+    // Renew first (all at once, each call bounded): a lease we cannot renew for too long must
+    // stop being used. An owner that lost its lease is dropped at once: its epoch is fenced
+    // out, so it could not store anything anyway.
+    let renewals = futures::future::join_all(held.iter().map(|(partition, lease)| async move {
+        (*partition, leases.renew(*partition, lease.revision).await)
+    }))
+    .await;
     let mut lost = Vec::new();
-    for (partition, lease) in held.iter_mut() {
-        match leases.renew(*partition, lease.revision).await {
-            Ok(Some(revision)) => {
+    for (partition, renewed) in renewals {
+        let Some(lease) = held.get_mut(&partition) else {
+            continue;
+        };
+        match renewed {
+            Ok(Some(revision)) if !lease.task.is_finished() => {
                 lease.revision = revision;
                 lease.renewed = Instant::now();
             }
-            Ok(None) => lost.push(*partition),
+            Ok(Some(revision)) => {
+                // Its owner stopped by itself (fenced out): give the lease back so that it is
+                // taken again under a new epoch.
+                tracing::warn!(partition, "partition owner ended; releasing its lease");
+                held.remove(&partition);
+                leases.release(partition, revision).await;
+            }
+            Ok(None) => lost.push(partition),
             Err(err) => {
                 tracing::warn!(partition, error = %err, "cannot renew a partition lease");
                 if lease.renewed.elapsed() > LEASE_GRACE {
-                    lost.push(*partition);
+                    lost.push(partition);
                 }
             }
         }
     }
     for partition in lost {
-        if let Some(lease) = held.remove(&partition) {
+        if held.remove(&partition).is_some() {
             tracing::warn!(partition, "partition lease lost");
-            lease.stop().await;
         }
     }
-    let workers = match leases.live_workers().await {
-        Ok(workers) if !workers.is_empty() => workers,
-        Ok(_) => vec![state.worker_id()],
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot list chat workers");
-            return;
-        }
-    };
+    // This worker announces itself every tick, so it counts even when the latest list was
+    // read before its announcement.
+    let mut workers = workers;
+    if !workers.contains(&state.worker_id()) {
+        workers.push(state.worker_id());
+    }
     let wanted = assignment::wanted(state.worker_id(), state.config().partitions, &workers);
     let unwanted: Vec<u32> = held
         .keys()
@@ -127,10 +182,14 @@ async fn rebalance(state: &State, leases: &std::sync::Arc<Leases>, held: &mut Ha
         match leases.acquire(partition).await {
             Ok(Some(revision)) => {
                 let stop = CancellationToken::new();
+                let fence = Fence {
+                    partition,
+                    epoch: revision,
+                };
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
-                    partition,
+                    fence,
                     stop.clone(),
                 )));
                 tracing::info!(partition, "partition acquired");

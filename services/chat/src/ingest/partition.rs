@@ -1,7 +1,9 @@
-//! The owner of one partition: reads batches in order, authorizes, stores each batch in one
-//! transaction, pushes the results, then acknowledges. Nothing is acknowledged before it is
-//! stored or refused, so an owner that dies loses nothing: the next owner reads from the ack
-//! floor and the store drops what was already stored.
+//! The owner of one partition at one epoch: claims the partition (learning how far its stream
+//! is stored), reads batches in order from right after that, authorizes, stores each batch in
+//! one fenced transaction that also records the batch's last stream sequence, pushes the
+//! results, then acknowledges. Nothing is acknowledged before it is stored or refused by the
+//! current epoch's owner; an owner whose epoch is no longer current stops before it stores,
+//! pushes or acknowledges anything, and the next owner resumes exactly after what is stored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,25 +27,39 @@ use super::leases::Leases;
 use crate::domain::inbound::{self, Refused, Valid};
 use crate::handlers::State;
 use crate::store::messages::{self, NewMessage, Outcome};
+use crate::store::partitions::{self, Claimed, Fence, Fenced};
 
 /// Pause before retrying a batch whose storage or authorization failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Owns `partition` until `stop` is cancelled.
-pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: CancellationToken) {
+/// Owns `fence.partition` at `fence.epoch` until `stop` is cancelled or a later owner
+/// claims it.
+pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: CancellationToken) {
+    let Fence { partition, epoch } = fence;
     let batch = state.config().batch_size;
+    let Some(Claimed {
+        mut stored_through,
+        previous_epoch,
+    }) = claim(&state, fence, &stop).await
+    else {
+        return;
+    };
     // The backlog gauge is refreshed on its own clock, so a stalled partition shows as a
     // growing backlog even while no batch completes.
     let _reporter = AbortOnDropHandle::new(tokio::spawn(report_pending_every(
         state.clone(),
-        partition,
+        fence,
         stop.clone(),
     )));
     loop {
         if stop.is_cancelled() {
             return;
         }
-        let mut feed = match state.bus().open_partition(partition, batch).await {
+        let opened = state
+            .bus()
+            .open_partition(partition, epoch, previous_epoch, stored_through, batch)
+            .await;
+        let mut feed = match opened {
             Ok(feed) => feed,
             Err(err) => {
                 tracing::warn!(partition, error = %err, "cannot open the partition feed");
@@ -61,8 +77,14 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
             match next {
                 Ok(Some(deliveries)) => {
                     let span = mesh_nats::ingest_batch_span(&deliveries);
-                    if !process(&state, &deliveries, &stop).instrument(span).await {
+                    if !process(&state, fence, &deliveries, &stop)
+                        .instrument(span)
+                        .await
+                    {
                         return;
+                    }
+                    if let Some(last) = deliveries.last() {
+                        stored_through = last.stream_seq;
                     }
                 }
                 Ok(None) => break,
@@ -72,11 +94,42 @@ pub async fn own(state: State, leases: Arc<Leases>, partition: u32, stop: Cancel
                 }
             }
         }
-        // The feed broke: re-open it only while the lease is still ours, so an owner that lost
-        // its lease never takes the consumer back from the new owner.
+        // The feed broke: re-open it only while the lease is still ours (the fence would stop
+        // a stale owner anyway; this spares it the reads).
         if pause(&stop, Duration::from_millis(300)).await || !leases.holds(partition).await {
             tracing::info!(partition, "partition feed closed");
             return;
+        }
+    }
+}
+
+/// Claims the partition for this epoch; how far its stream is stored, or `None` when
+/// stopped first or a later owner claimed it already.
+async fn claim(state: &State, fence: Fence, stop: &CancellationToken) -> Option<Claimed> {
+    loop {
+        match partitions::claim(state.pool(), fence).await {
+            Ok(Fenced::Current(claimed)) => {
+                tracing::info!(
+                    partition = fence.partition,
+                    epoch = fence.epoch,
+                    stored_through = claimed.stored_through,
+                    "partition claimed"
+                );
+                return Some(claimed);
+            }
+            Ok(Fenced::Stale) => {
+                tracing::warn!(
+                    partition = fence.partition,
+                    "partition claimed by a later owner"
+                );
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(partition = fence.partition, error = %err, "cannot claim the partition; retrying");
+                if pause(stop, RETRY_DELAY).await {
+                    return None;
+                }
+            }
         }
     }
 }
@@ -86,10 +139,14 @@ const PENDING_REPORT: Duration = Duration::from_secs(5);
 
 /// Reports the partition's backlog every [`PENDING_REPORT`] until `stop`, then drops its series
 /// (another worker reports the partition from then on).
-async fn report_pending_every(state: State, partition: u32, stop: CancellationToken) {
-    let label = partition.to_string();
+async fn report_pending_every(state: State, fence: Fence, stop: CancellationToken) {
+    let label = fence.partition.to_string();
     loop {
-        if let Some((pending, ack_pending)) = state.bus().partition_pending(partition).await {
+        let pending = state
+            .bus()
+            .partition_pending(fence.partition, fence.epoch)
+            .await;
+        if let Some((pending, ack_pending)) = pending {
             let gauge =
                 |which: &str| CHAT_CONSUMER_PENDING.with_label_values(&[label.as_str(), which]);
             gauge("pending").set(i64::try_from(pending).unwrap_or(i64::MAX));
@@ -118,8 +175,17 @@ enum Item {
 /// The name ingest dead letters are kept under in `chat.dead_letters`.
 const DEAD_LETTER_CONSUMER: &str = "ingest";
 
-/// Handles one batch; false when stopped before it was acknowledged (the next owner redoes it).
-async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToken) -> bool {
+/// Handles one batch; false when stopped before it was acknowledged, or when a later owner
+/// claimed the partition (the next owner redoes what this one did not record).
+async fn process(
+    state: &State,
+    fence: Fence,
+    deliveries: &[Delivery],
+    stop: &CancellationToken,
+) -> bool {
+    let Some(through) = deliveries.last().map(|d| d.stream_seq) else {
+        return true;
+    };
     let redelivered = deliveries.iter().filter(|d| d.delivered > 1).count();
     if redelivered > 0 {
         CHAT_REDELIVERIES.inc_by(redelivered as u64);
@@ -174,12 +240,18 @@ async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToke
             deliveries,
             failures: &mut failures,
         };
-        let Some(results) = store_isolating(state, &new, &members, setback).await else {
+        let whole = Piece {
+            fence,
+            stored_through: Some(through),
+            messages: &new,
+        };
+        let Some(results) = store_isolating(state, whole, &members, setback).await else {
             return false;
         };
         state.rosters_synced(&members).await;
         results
     };
+    let recorded_apart = new.is_empty() || results.iter().any(Result::is_err);
     CHAT_BATCH_SIZE.observe(new.len() as f64);
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
@@ -204,6 +276,12 @@ async fn process(state: &State, deliveries: &[Delivery], stop: &CancellationToke
                 };
             }
         }
+    }
+    // Stored whole, the batch's transaction recorded `through` already; otherwise (nothing to
+    // store, or stored piece by piece) record it now, once every message is decided and
+    // before any refusal is answered or anything acknowledged.
+    if recorded_apart && !record(state, fence, through, deliveries, stop, &mut failures).await {
+        return false;
     }
     for item in &items {
         if let Item::Refused { inbound, code } = item {
@@ -250,19 +328,39 @@ impl Setback<'_> {
     }
 }
 
-/// Stores `messages` in order. A failure that is not transient (the data itself is refused:
+/// Messages stored in one transaction, and the stream sequence that records (`None` for a
+/// piece of a split batch: the batch is recorded once all of it is decided).
+#[derive(Clone, Copy)]
+struct Piece<'a> {
+    fence: Fence,
+    stored_through: Option<u64>,
+    messages: &'a [NewMessage],
+}
+
+/// Stores `piece` in order. A failure that is not transient (the data itself is refused:
 /// a constraint, an encoding error) is narrowed down by halving the batch until the message
 /// that causes it stands alone; that message's result is its error, and every other message
-/// is stored in its order. Transient failures are retried. `None` when stopped first.
+/// is stored in its order. Transient failures (lock or statement timeouts included) are
+/// retried. `None` when stopped first or fenced out.
 async fn store_isolating(
     state: &State,
-    messages: &[NewMessage],
+    piece: Piece<'_>,
     members: &HashMap<ConversationId, Vec<Uuid>>,
     mut setback: Setback<'_>,
 ) -> Option<Vec<Result<Outcome, String>>> {
+    let Piece {
+        fence, messages, ..
+    } = piece;
     let err = loop {
-        match messages::store_batch(state.pool(), messages, members).await {
-            Ok(outcomes) => return Some(outcomes.into_iter().map(Ok).collect()),
+        let stored =
+            messages::store_batch(state.pool(), fence, piece.stored_through, messages, members)
+                .await;
+        match stored {
+            Ok(Fenced::Current(outcomes)) => return Some(outcomes.into_iter().map(Ok).collect()),
+            Ok(Fenced::Stale) => {
+                fenced_out(fence);
+                return None;
+            }
             Err(err) if mesh_service_kit::is_permanent(&err) => break err,
             Err(err) => {
                 if !setback.wait(&err).await {
@@ -275,9 +373,58 @@ async fn store_isolating(
         return Some(vec![Err(err.to_string())]);
     }
     let (left, right) = messages.split_at(messages.len() / 2);
-    let mut results = Box::pin(store_isolating(state, left, members, setback.again())).await?;
-    results.extend(Box::pin(store_isolating(state, right, members, setback.again())).await?);
+    let half = |messages| Piece {
+        fence,
+        stored_through: None,
+        messages,
+    };
+    let mut results =
+        Box::pin(store_isolating(state, half(left), members, setback.again())).await?;
+    results.extend(
+        Box::pin(store_isolating(
+            state,
+            half(right),
+            members,
+            setback.again(),
+        ))
+        .await?,
+    );
     Some(results)
+}
+
+/// Records the batch through `through` as decided (retrying transient failures); false when
+/// stopped first or fenced out.
+async fn record(
+    state: &State,
+    fence: Fence,
+    through: u64,
+    deliveries: &[Delivery],
+    stop: &CancellationToken,
+    failures: &mut u32,
+) -> bool {
+    loop {
+        match partitions::record(state.pool(), fence, through).await {
+            Ok(Fenced::Current(())) => return true,
+            Ok(Fenced::Stale) => {
+                fenced_out(fence);
+                return false;
+            }
+            Err(err) => {
+                if !backoff(stop, deliveries, &err, failures).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// A later owner claimed the partition: this one stops without storing or acknowledging.
+fn fenced_out(fence: Fence) {
+    tracing::warn!(
+        partition = fence.partition,
+        epoch = fence.epoch,
+        "partition fenced out by a later owner; stopping"
+    );
 }
 
 /// Keeps a message that cannot be handled in `chat.dead_letters` (retrying while Postgres is

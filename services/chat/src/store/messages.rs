@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::partitions::{self, Fence, Fenced};
 use crate::domain::batch::{self, Slot};
 
 /// A message about to be stored.
@@ -76,16 +77,26 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
     }
 }
 
-/// Stores a batch in one transaction: resends are recognised (also long after JetStream's
+/// The storing transaction of the chat ingest: stores a batch only while `fence` is still
+/// the partition's current owner (checked first, under the partition row's lock, so a stale
+/// owner stores nothing) and records `stored_through` as the partition's stored stream
+/// sequence in the same commit. Resends are recognised (also long after JetStream's
 /// duplicate window), the rest get each conversation's next seqs in batch order. `members`
 /// lists, per conversation, users whose inbox row must exist (group rosters the caller has
 /// not synced yet); the two users of a new private conversation get theirs automatically.
+/// Every wait inside is bounded (`partitions::bound_transaction`).
 pub async fn store_batch(
     pool: &PgPool,
+    fence: Fence,
+    stored_through: Option<u64>,
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
-) -> sqlx::Result<Vec<Outcome>> {
+) -> sqlx::Result<Fenced<Vec<Outcome>>> {
     let mut tx = pool.begin().await?;
+    partitions::bound_transaction(&mut tx).await?;
+    if !partitions::advance(&mut tx, fence, stored_through).await? {
+        return Ok(Fenced::Stale);
+    }
     let texts: Vec<String> = messages
         .iter()
         .map(|m| m.conversation.to_string())
@@ -182,7 +193,7 @@ pub async fn store_batch(
         mark_read_by_senders(&mut tx, &new_rows).await?;
     }
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(Fenced::Current(outcomes))
 }
 
 /// `at` as Postgres keeps it (microseconds), so a pushed message and the stored row carry the

@@ -2,6 +2,7 @@
 
 pub mod conversations;
 pub mod messages;
+pub mod partitions;
 pub mod presence;
 pub mod projection;
 pub mod usage;

@@ -1,0 +1,144 @@
+//! Fenced partition ownership (`chat.partitions`): a new owner claims its partition with its
+//! epoch and learns how far the stream is stored; every storing transaction first checks that
+//! its owner's epoch is still current and records how far it got.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+
+/// Ownership of one partition at one epoch (the owner's lease revision: a later owner always
+/// has a higher one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub partition: u32,
+    pub epoch: u64,
+}
+
+/// What a fenced step did.
+#[derive(Debug)]
+pub enum Fenced<T> {
+    /// The epoch was current: the step took effect.
+    Current(T),
+    /// A later owner claimed the partition: nothing took effect.
+    Stale,
+}
+
+/// A stale owner stopped (SIGSTOP, a long GC-like pause) inside a transaction releases its
+/// locks after this long, so a new owner never waits out its whole pause.
+const IDLE_IN_TRANSACTION: &str = "3s";
+/// Longest wait for a row lock: the caller retries (with progress acks) rather than hangs.
+const LOCK_TIMEOUT: &str = "2s";
+/// Longest statement of a storing transaction.
+const STATEMENT_TIMEOUT: &str = "5s";
+
+/// Bounds the current transaction's waits (see the constants above).
+pub async fn bound_transaction(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), \
+                set_config('statement_timeout', $2, true), \
+                set_config('idle_in_transaction_session_timeout', $3, true)",
+    )
+    .bind(LOCK_TIMEOUT)
+    .bind(STATEMENT_TIMEOUT)
+    .bind(IDLE_IN_TRANSACTION)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A claimed partition: how far its stream is stored (0: nothing yet) and the epoch of the
+/// owner that claimed it before (whose consumer the new owner removes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub stored_through: u64,
+    pub previous_epoch: Option<u64>,
+}
+
+/// Claims `fence.partition` for `fence.epoch`, or `Stale` when an owner with a later epoch
+/// claimed it already. Waits at most the lock timeout for a stale owner's transaction.
+pub async fn claim(pool: &PgPool, fence: Fence) -> sqlx::Result<Fenced<Claimed>> {
+    let mut tx = pool.begin().await?;
+    bound_transaction(&mut tx).await?;
+    let prior: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT epoch, stream_seq FROM chat.partitions WHERE partition = $1 FOR UPDATE",
+    )
+    .bind(partition_key(fence))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if prior.is_some_and(|(epoch, _)| epoch > epoch_key(fence)) {
+        return Ok(Fenced::Stale);
+    }
+    sqlx::query(
+        "INSERT INTO chat.partitions (partition, epoch) VALUES ($1, $2) \
+         ON CONFLICT (partition) DO UPDATE SET epoch = EXCLUDED.epoch",
+    )
+    .bind(partition_key(fence))
+    .bind(epoch_key(fence))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let unsigned = |value: i64| u64::try_from(value).unwrap_or(0);
+    Ok(Fenced::Current(Claimed {
+        stored_through: prior.map_or(0, |(_, seq)| unsigned(seq)),
+        previous_epoch: prior.map(|(epoch, _)| unsigned(epoch)),
+    }))
+}
+
+/// Inside a storing transaction: locks the partition's row if `fence` is still current and
+/// moves its stored stream sequence up to `stored_through` (never back). False when stale:
+/// the caller must roll back.
+pub async fn advance(
+    conn: &mut PgConnection,
+    fence: Fence,
+    stored_through: Option<u64>,
+) -> sqlx::Result<bool> {
+    let through = stored_through.map_or(0, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+    let updated = sqlx::query(
+        "UPDATE chat.partitions SET stream_seq = GREATEST(stream_seq, $3) \
+         WHERE partition = $1 AND epoch = $2",
+    )
+    .bind(partition_key(fence))
+    .bind(epoch_key(fence))
+    .bind(through)
+    .execute(conn)
+    .await?;
+    hold_for_tests().await;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Records that everything through `stored_through` is decided, in a transaction of its own
+/// (a batch with nothing to store, or one stored piece by piece).
+pub async fn record(pool: &PgPool, fence: Fence, stored_through: u64) -> sqlx::Result<Fenced<()>> {
+    let mut tx = pool.begin().await?;
+    bound_transaction(&mut tx).await?;
+    if !advance(&mut tx, fence, Some(stored_through)).await? {
+        return Ok(Fenced::Stale);
+    }
+    tx.commit().await?;
+    Ok(Fenced::Current(()))
+}
+
+fn partition_key(fence: Fence) -> i32 {
+    i32::try_from(fence.partition).unwrap_or(i32::MAX)
+}
+
+fn epoch_key(fence: Fence) -> i64 {
+    i64::try_from(fence.epoch).unwrap_or(i64::MAX)
+}
+
+/// Test hook: `MESH_CHAT_TEST_HOLD_TX_MS` keeps every storing transaction open this long
+/// after it locked its partition row, so a fault test can stop a worker inside one. Unset
+/// (always, outside tests) it costs nothing.
+async fn hold_for_tests() {
+    static HOLD: OnceLock<Option<Duration>> = OnceLock::new();
+    let hold = HOLD.get_or_init(|| {
+        std::env::var("MESH_CHAT_TEST_HOLD_TX_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis)
+    });
+    if let Some(hold) = hold {
+        tokio::time::sleep(*hold).await;
+    }
+}
