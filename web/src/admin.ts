@@ -6,7 +6,6 @@ import { client, describe, ok, type Schemas } from "./api";
 import { announce, field, h, replace, when } from "./dom";
 import * as people from "./people";
 
-type Role = Schemas["Role"];
 
 export function usersView(): HTMLElement {
   const root = h("div", { class: "page admin-users" });
@@ -49,7 +48,7 @@ export function usersView(): HTMLElement {
       table,
       shown.map((u) => {
         const admin = u.roles.includes("admin");
-        const roles: Role[] = admin ? ["user"] : ["user", "admin"];
+        const roles: string[] = admin ? u.roles.filter((r) => r !== "admin") : [...u.roles, "admin"];
         const path = { params: { path: { user_id: u.id } } };
         return h(
           "tr",
