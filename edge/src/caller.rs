@@ -163,9 +163,9 @@ impl Call {
     }
 
     /// Acts on behalf of the authenticated caller if it holds the permission that
-    /// `operation` declares in the route table (`api::route_permissions`); `forbidden` if not.
+    /// `operation` declares in the route table (`route_permissions`); `forbidden` if not.
     pub async fn permitted(self, auth: &BearerAuth, operation: &str) -> Result<Self, ApiError> {
-        let Some(wanted) = crate::api::route_permissions::required(operation) else {
+        let Some(wanted) = crate::route_permissions::required(operation) else {
             // A handler naming an operation the table lacks: refuse (default deny), loudly.
             tracing::error!(operation, "no permission declared for this operation");
             return Err(ApiError::new(ErrorCode::Internal, "internal error"));

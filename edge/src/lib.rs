@@ -26,6 +26,7 @@ mod realtime;
 mod request_id;
 mod request_trace;
 mod revoked;
+mod route_permissions;
 mod security_headers;
 mod send;
 mod strict_json;

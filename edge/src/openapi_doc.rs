@@ -168,7 +168,7 @@ fn declare_permission(operation: &mut Value) {
     let Some(id) = operation["operationId"].as_str() else {
         return;
     };
-    let Some(permission) = crate::api::route_permissions::required(id) else {
+    let Some(permission) = crate::route_permissions::required(id) else {
         return;
     };
     let note = format!("Needs the permission `{permission}` (403 `forbidden` without it).");

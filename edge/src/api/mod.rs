@@ -8,7 +8,6 @@ mod friends;
 mod groups;
 mod moderation;
 mod roles;
-pub mod route_permissions;
 mod sessions;
 mod usage;
 mod users;
