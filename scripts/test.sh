@@ -37,7 +37,7 @@ scripts/schema-test.sh
 echo "== cargo test" >&2
 log="$(mktemp)"
 status=0
-cargo test --workspace --all-targets --locked -- --test-threads="${MESH_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads="${MESH_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
