@@ -139,13 +139,17 @@ async fn admins_see_every_service_the_outbox_backlog_and_partition_owners() {
         assert!(!instances[0]["endpoints"].as_array().unwrap().is_empty());
     }
     let user = &services[0]["instances"][0]["endpoints"];
-    let get_me = user
+    // The edge asked the user service for the callers' permissions (`get_access`) above.
+    let get_access = user
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == "get_me")
-        .expect("get_me endpoint");
-    assert!(get_me["num_requests"].as_u64().unwrap() >= 1, "{get_me}");
+        .find(|e| e["name"] == "get_access")
+        .expect("get_access endpoint");
+    assert!(
+        get_access["num_requests"].as_u64().unwrap() >= 1,
+        "{get_access}"
+    );
     let schemas: Vec<&str> = body["outbox"]["schemas"]
         .as_array()
         .unwrap()
