@@ -13,7 +13,7 @@ use mesh_contracts::social::{
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{CallContext, RpcClient};
-use mesh_service_kit::db_error;
+use mesh_service_kit::Fault;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -131,10 +131,7 @@ impl Membership {
     /// social, which owns it (served from its cache), so a member who joined a moment ago is
     /// not missed while the projection catches up; the projection stands in when social does
     /// not answer, so a stored message is still pushed.
-    pub async fn audience(
-        &self,
-        conversation: ConversationId,
-    ) -> Result<Arc<[Uuid]>, ServiceError> {
+    pub async fn audience(&self, conversation: ConversationId) -> Result<Arc<[Uuid]>, Fault> {
         let group = match conversation {
             ConversationId::Private(a, b) => return Ok(Arc::from([a, b])),
             ConversationId::Group(group) => group,
@@ -147,9 +144,7 @@ impl Membership {
             Ok(roster) => Ok(roster.members.iter().map(|m| m.user_id).collect()),
             Err(err) => {
                 tracing::warn!(error = %err, "group roster unavailable; using the projection");
-                let members = projection::members(&self.pool, group)
-                    .await
-                    .map_err(db_error)?;
+                let members = projection::members(&self.pool, group).await?;
                 Ok(members.into_iter().map(|(id, _)| id).collect())
             }
         }
@@ -157,7 +152,7 @@ impl Membership {
 
     /// Every friend of `user` (who is told about their presence): social's list, or the
     /// projection's when social does not answer.
-    pub async fn friends_of(&self, user: Uuid) -> Result<Vec<Uuid>, ServiceError> {
+    pub async fn friends_of(&self, user: Uuid) -> Result<Vec<Uuid>, Fault> {
         match self
             .rpc
             .call::<FriendIds>(&internal_ctx(), &UserIdRequest { user_id: user })
@@ -168,7 +163,7 @@ impl Membership {
                 tracing::warn!(error = %err, "friend list unavailable; using the projection");
                 projection::friends_of(&self.pool, user)
                     .await
-                    .map_err(db_error)
+                    .map_err(Fault::from)
             }
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use mesh_contracts::ServiceError;
 use mesh_contracts::social::GroupRole;
 use mesh_observability::metrics::CACHE_LOOKUPS;
+use mesh_service_kit::Fault;
 use moka::future::Cache;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -55,7 +56,7 @@ impl Caches {
     }
 
     /// The ids of `user`'s friends.
-    pub async fn friends_of(&self, pool: &PgPool, user: Uuid) -> Result<FriendSet, ServiceError> {
+    pub async fn friends_of(&self, pool: &PgPool, user: Uuid) -> Result<FriendSet, Fault> {
         let entry = self
             .friends
             .entry(user)
@@ -79,7 +80,7 @@ impl Caches {
     }
 
     /// The members of `group` with their roles (empty for a group that does not exist).
-    pub async fn members_of(&self, pool: &PgPool, group: Uuid) -> Result<MemberMap, ServiceError> {
+    pub async fn members_of(&self, pool: &PgPool, group: Uuid) -> Result<MemberMap, Fault> {
         let entry = self
             .members
             .entry(group)

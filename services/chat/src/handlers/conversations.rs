@@ -9,8 +9,9 @@ use mesh_contracts::page::DEFAULT_PAGE_LIMIT;
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 
-use super::{State, caller, current, db, readable};
+use super::{State, caller, current, readable};
 use crate::domain::cursor::ListCursor;
 use crate::domain::invalid;
 use crate::store::conversations;
@@ -20,22 +21,17 @@ pub async fn list(
     state: State,
     ctx: CallContext,
     req: ListConversationsRequest,
-) -> Result<ConversationPage, ServiceError> {
+) -> Result<ConversationPage, Fault> {
     let user = caller(&ctx)?;
     let limit = req.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(invalid(
-            "limit",
-            &format!("must be 1 to {MAX_HISTORY_LIMIT}"),
-        ));
+        return Err(invalid("limit", &format!("must be 1 to {MAX_HISTORY_LIMIT}")).into());
     }
     let after = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(raw) => Some(ListCursor::decode(raw)?),
         None => None,
     };
-    let mut rows = conversations::list(&state.pool, user, limit, after.as_ref(), req.since)
-        .await
-        .map_err(db)?;
+    let mut rows = conversations::list(&state.pool, user, limit, after.as_ref(), req.since).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|row| row.cursor().encode())
@@ -70,18 +66,16 @@ pub async fn mark_read(
     state: State,
     ctx: CallContext,
     req: MarkReadRequest,
-) -> Result<ReadState, ServiceError> {
+) -> Result<ReadState, Fault> {
     let user = caller(&ctx)?;
     if req.seq < 0 {
-        return Err(invalid("seq", "must not be negative"));
+        return Err(invalid("seq", "must not be negative").into());
     }
     let readable = readable(&state, user, &req.conversation_id).await?;
     let conversation = readable.conversation;
     let text = conversation.to_string();
     let seq = readable.seen_upto.map_or(req.seq, |upto| req.seq.min(upto));
-    let (read, moved) = conversations::mark_read(&state.pool, user, &text, seq)
-        .await
-        .map_err(db)?;
+    let (read, moved) = conversations::mark_read(&state.pool, user, &text, seq).await?;
     if moved {
         let frame = ServerFrame::Read {
             conversation_id: text,
@@ -112,13 +106,13 @@ pub async fn update_settings(
     state: State,
     ctx: CallContext,
     req: UpdateSettingsRequest,
-) -> Result<ConversationSettings, ServiceError> {
+) -> Result<ConversationSettings, Fault> {
     let user = caller(&ctx)?;
     let conversation = readable(&state, user, &req.conversation_id)
         .await?
         .conversation;
     let s = req.settings;
-    conversations::update_settings(
+    Ok(conversations::update_settings(
         &state.pool,
         user,
         &conversation.to_string(),
@@ -126,14 +120,13 @@ pub async fn update_settings(
         s.pinned,
         s.hidden,
     )
-    .await
-    .map_err(db)?
+    .await?
     .ok_or_else(|| {
         ServiceError::new(
             ErrorCode::UnknownConversation,
             "the conversation has no messages yet",
         )
-    })
+    })?)
 }
 
 pub async fn typing(

@@ -7,9 +7,10 @@ use mesh_contracts::chat::{
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use time::OffsetDateTime;
 
-use super::{Readable, State, caller, current, db, readable};
+use super::{Readable, State, caller, current, readable};
 use crate::domain::{authorize, invalid, not_found};
 use crate::store::conversations;
 use crate::store::messages::{self, Direction};
@@ -22,7 +23,7 @@ pub async fn history(
     let user = caller(&ctx)?;
     let (direction, limit) = window(&req)?;
     let readable = readable(&state, user, &req.conversation_id).await?;
-    page(&state, user, readable, direction, limit).await
+    Ok(page(&state, user, readable, direction, limit).await?)
 }
 
 /// One page of `readable`'s history as `user` sees it.
@@ -32,18 +33,15 @@ pub(super) async fn page(
     readable: Readable,
     direction: Direction,
     limit: u32,
-) -> Result<MessagePage, ServiceError> {
+) -> Result<MessagePage, Fault> {
     let text = readable.conversation.to_string();
     // The last seq first, and no message past it: every message up to it is committed (the
     // seq moves in the transaction that stores them), so the page and its `last_seq` agree
     // and a client that keeps `last_seq` never skips one.
-    let newest = conversations::last_seq(&state.pool, &text)
-        .await
-        .map_err(db)?;
+    let newest = conversations::last_seq(&state.pool, &text).await?;
     let last_seq = readable.seen_upto.map_or(newest, |upto| upto.min(newest));
-    let (items, has_more) = messages::history(&state.pool, &text, user, direction, limit, last_seq)
-        .await
-        .map_err(db)?;
+    let (items, has_more) =
+        messages::history(&state.pool, &text, user, direction, limit, last_seq).await?;
     Ok(MessagePage {
         items,
         has_more,
@@ -79,28 +77,22 @@ pub async fn find(
     state: State,
     ctx: CallContext,
     req: FindMessageRequest,
-) -> Result<FoundMessage, ServiceError> {
+) -> Result<FoundMessage, Fault> {
     let user = caller(&ctx)?;
     let conversation = ConversationId::parse(&req.conversation_id)
         .ok_or_else(|| ServiceError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
     let message =
         messages::by_client_id(&state.pool, &conversation.to_string(), user, &req.client_id)
-            .await
-            .map_err(db)?;
+            .await?;
     Ok(FoundMessage { message })
 }
 
-pub async fn recall(
-    state: State,
-    ctx: CallContext,
-    req: MessageRef,
-) -> Result<Empty, ServiceError> {
+pub async fn recall(state: State, ctx: CallContext, req: MessageRef) -> Result<Empty, Fault> {
     let user = caller(&ctx)?;
     let conversation = current(&state, user, &req.conversation_id).await?;
     let text = conversation.to_string();
     let message = messages::get(&state.pool, &text, req.message_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("message"))?;
     authorize::recall(
         user,
@@ -126,10 +118,8 @@ pub(super) async fn recall_and_tell(
     conversation: ConversationId,
     message: &ChatMessage,
     by_moderation: bool,
-) -> Result<bool, ServiceError> {
-    let recalled = messages::recall(&state.pool, message.id, by_moderation)
-        .await
-        .map_err(db)?;
+) -> Result<bool, Fault> {
+    let recalled = messages::recall(&state.pool, message.id, by_moderation).await?;
     if recalled {
         let audience = state.membership().audience(conversation).await?;
         let frame = ServerFrame::Recall {
@@ -147,17 +137,14 @@ pub async fn delete_for_me(
     state: State,
     ctx: CallContext,
     req: MessageRef,
-) -> Result<Empty, ServiceError> {
+) -> Result<Empty, Fault> {
     let user = caller(&ctx)?;
     let readable = readable(&state, user, &req.conversation_id).await?;
     let text = readable.conversation.to_string();
     let message = messages::get(&state.pool, &text, req.message_id)
-        .await
-        .map_err(db)?
+        .await?
         .filter(|m| readable.seen_upto.is_none_or(|upto| m.seq <= upto))
         .ok_or_else(|| not_found("message"))?;
-    messages::delete_for(&state.pool, user, &text, message.id)
-        .await
-        .map_err(db)?;
+    messages::delete_for(&state.pool, user, &text, message.id).await?;
     Ok(Empty {})
 }

@@ -14,6 +14,7 @@ use mesh_contracts::chat::{self as wire, ConversationId};
 use mesh_contracts::user::Empty;
 use mesh_contracts::{Bucket, ErrorCode, ServiceError};
 use mesh_nats::{Bus, CallContext, KvBucket, ServiceHost};
+use mesh_service_kit::Fault;
 use moka::future::Cache;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -182,7 +183,7 @@ fn not_member() -> ServiceError {
 
 /// Parses a conversation id the caller may read (a current party or member, or a former member
 /// of a group), or says why not.
-async fn readable(state: &State, user: Uuid, raw: &str) -> Result<Readable, ServiceError> {
+async fn readable(state: &State, user: Uuid, raw: &str) -> Result<Readable, Fault> {
     let conversation = parse_conversation(raw)?;
     if state.membership.may_read(conversation, user).await? {
         return Ok(Readable {
@@ -191,16 +192,14 @@ async fn readable(state: &State, user: Uuid, raw: &str) -> Result<Readable, Serv
         });
     }
     if let ConversationId::Group(_) = conversation
-        && let Some(seq) = left_at_seq(&state.pool, user, &conversation.to_string())
-            .await
-            .map_err(db)?
+        && let Some(seq) = left_at_seq(&state.pool, user, &conversation.to_string()).await?
     {
         return Ok(Readable {
             conversation,
             seen_upto: Some(seq),
         });
     }
-    Err(not_member())
+    Err(not_member().into())
 }
 
 /// Parses a conversation id the caller takes part in now (former members excluded).
@@ -212,6 +211,3 @@ async fn current(state: &State, user: Uuid, raw: &str) -> Result<ConversationId,
         Err(not_member())
     }
 }
-
-/// Storage and internal failures, mapped the same way in every service.
-pub(crate) use mesh_service_kit::db_error as db;

@@ -6,22 +6,18 @@ use mesh_contracts::ServiceError;
 use mesh_contracts::chat::{HistoryRequest, MessagePage, MessageRef, Notification, ServerFrame};
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 
 use super::messages::{page, recall_and_tell, window};
-use super::{Readable, State, caller, db, parse_conversation};
+use super::{Readable, State, caller, parse_conversation};
 use crate::domain::not_found;
 use crate::store::messages;
 
-pub async fn recall(
-    state: State,
-    ctx: CallContext,
-    req: MessageRef,
-) -> Result<Empty, ServiceError> {
+pub async fn recall(state: State, ctx: CallContext, req: MessageRef) -> Result<Empty, Fault> {
     let moderator = caller(&ctx)?;
     let conversation = parse_conversation(&req.conversation_id)?;
     let message = messages::get(&state.pool, &conversation.to_string(), req.message_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("message"))?;
     if recall_and_tell(&state, conversation, &message, true).await? {
         let notice = Notification::MessageModerated {
@@ -48,5 +44,5 @@ pub async fn history(
         conversation: parse_conversation(&req.conversation_id)?,
         seen_upto: None,
     };
-    page(&state, moderator, readable, direction, limit).await
+    Ok(page(&state, moderator, readable, direction, limit).await?)
 }

@@ -10,20 +10,17 @@ use mesh_contracts::chat::{
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use time::OffsetDateTime;
 
-use super::{State, caller, db};
+use super::{State, caller};
 use crate::domain::invalid;
 use crate::store::presence;
 
-pub async fn changed(
-    state: State,
-    ctx: CallContext,
-    req: PresenceChange,
-) -> Result<Empty, ServiceError> {
+pub async fn changed(state: State, ctx: CallContext, req: PresenceChange) -> Result<Empty, Fault> {
     let user = caller(&ctx)?;
     let now = OffsetDateTime::now_utc();
-    presence::touch(&state.pool, user, now).await.map_err(db)?;
+    presence::touch(&state.pool, user, now).await?;
     // One edge losing the user's last connection does not make them offline while another
     // edge still holds their presence key.
     if !req.online && matches!(state.presence.get(&user.to_string()).await, Ok(Some(_))) {
@@ -46,13 +43,10 @@ pub async fn get(
     state: State,
     ctx: CallContext,
     req: PresenceRequest,
-) -> Result<PresenceList, ServiceError> {
+) -> Result<PresenceList, Fault> {
     let user = caller(&ctx)?;
     if req.user_ids.is_empty() || req.user_ids.len() > MAX_PRESENCE_USERS {
-        return Err(invalid(
-            "user_ids",
-            &format!("give 1 to {MAX_PRESENCE_USERS} ids"),
-        ));
+        return Err(invalid("user_ids", &format!("give 1 to {MAX_PRESENCE_USERS} ids")).into());
     }
     let mut visible: HashSet<_> = state
         .membership()
@@ -65,10 +59,11 @@ pub async fn get(
         return Err(ServiceError::new(
             ErrorCode::Hidden,
             "presence is shared only between friends",
-        ));
+        )
+        .into());
     }
     let asked = &req.user_ids;
-    let seen = presence::last_seen(&state.pool, asked).await.map_err(db)?;
+    let seen = presence::last_seen(&state.pool, asked).await?;
     let online = join_all(asked.iter().map(|id| {
         let kv = state.presence.clone();
         let key = id.to_string();

@@ -5,7 +5,8 @@ use mesh_contracts::ServiceError;
 use mesh_contracts::usage::{Metric, SetQuotaRequest, Usage, UsageRequest};
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
-use mesh_service_kit::{db_error, quota};
+use mesh_service_kit::Fault;
+use mesh_service_kit::quota;
 
 use super::State;
 use crate::store::SCHEMA;
@@ -18,14 +19,8 @@ pub async fn set_quota(
     quota::apply_setting(state.pool(), SCHEMA, &req).await
 }
 
-pub async fn usage(
-    state: State,
-    _ctx: CallContext,
-    req: UsageRequest,
-) -> Result<Usage, ServiceError> {
+pub async fn usage(state: State, _ctx: CallContext, req: UsageRequest) -> Result<Usage, Fault> {
     let metric = Metric::MessagesPerDay;
-    let used = quota::used_today(state.pool(), SCHEMA, req.user_id, metric)
-        .await
-        .map_err(db_error)?;
-    quota::report(state.pool(), SCHEMA, req.user_id, &[(metric, used)]).await
+    let used = quota::used_today(state.pool(), SCHEMA, req.user_id, metric).await?;
+    Ok(quota::report(state.pool(), SCHEMA, req.user_id, &[(metric, used)]).await?)
 }

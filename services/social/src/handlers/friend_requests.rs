@@ -9,10 +9,11 @@ use mesh_contracts::social::{
     ListFriendRequestsRequest, SendFriendRequest,
 };
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{State, caller, db};
+use super::{State, caller};
 use crate::domain::fields;
 use crate::domain::friends::{
     Handling, PairState, RequestFacts, SendDecision, decide_handling, decide_send, not_self,
@@ -27,25 +28,19 @@ pub async fn send(
     state: State,
     ctx: CallContext,
     req: SendFriendRequest,
-) -> Result<FriendRequestOutcome, ServiceError> {
+) -> Result<FriendRequestOutcome, Fault> {
     let me = caller(&ctx)?;
     let target = req.user_id;
     not_self(me, target, "send a friend request to")?;
     let message = fields::request_message(req.message.as_deref())?;
     state.ensure_user_exists(&ctx, target).await?;
 
-    let mut tx = state.pool.begin().await.map_err(db)?;
-    store::lock_pair(&mut tx, pair_key(me, target))
-        .await
-        .map_err(db)?;
-    let pending = friends::pending_between(&mut tx, me, target)
-        .await
-        .map_err(db)?;
+    let mut tx = state.pool.begin().await?;
+    store::lock_pair(&mut tx, pair_key(me, target)).await?;
+    let pending = friends::pending_between(&mut tx, me, target).await?;
     let pair = PairState {
-        blocked: blocks::between(&mut *tx, me, target).await.map_err(db)?,
-        friends: friends::are_friends(&mut *tx, me, target)
-            .await
-            .map_err(db)?,
+        blocked: blocks::between(&mut *tx, me, target).await?,
+        friends: friends::are_friends(&mut *tx, me, target).await?,
         pending_from_caller: pending.as_ref().is_some_and(|r| r.from_user == me),
         pending_to_caller: pending.filter(|r| r.from_user == target).map(|r| r.id),
     };
@@ -53,14 +48,15 @@ pub async fn send(
         SendDecision::Create => {
             let row = friends::insert_request(&mut tx, me, target, message.as_deref())
                 .await
-                .map_err(|err| {
+                .map_err(|err| -> Fault {
                     if store::is_unique_violation(&err) {
                         ServiceError::new(
                             ErrorCode::DuplicateRequest,
                             "a pending request between you already exists",
                         )
+                        .into()
                     } else {
-                        db(err)
+                        err.into()
                     }
                 })?;
             store::usage::charge_friend_request(&mut tx, me).await?;
@@ -71,8 +67,7 @@ pub async fn send(
                     request: row.wire(),
                 },
             )
-            .await
-            .map_err(db)?;
+            .await?;
             FriendRequestOutcome {
                 request: row.wire(),
                 became_friends: false,
@@ -86,7 +81,7 @@ pub async fn send(
             }
         }
     };
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     if outcome.became_friends {
         state.caches.invalidate_friends(&[me, target]).await;
     }
@@ -97,12 +92,10 @@ pub async fn list(
     state: State,
     ctx: CallContext,
     req: ListFriendRequestsRequest,
-) -> Result<FriendRequestPage, ServiceError> {
+) -> Result<FriendRequestPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = friends::list_requests(&state.pool, me, req.direction, req.status, page)
-        .await
-        .map_err(db)?;
+    let rows = friends::list_requests(&state.pool, me, req.direction, req.status, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(FriendRequestPage {
         items: rows.iter().map(RequestRow::wire).collect(),
@@ -115,7 +108,7 @@ pub async fn accept(
     ctx: CallContext,
     req: FriendRequestId,
 ) -> Result<FriendRequest, ServiceError> {
-    handle(state, ctx, req.request_id, Handling::Accept).await
+    Ok(handle(state, ctx, req.request_id, Handling::Accept).await?)
 }
 
 pub async fn reject(
@@ -123,7 +116,7 @@ pub async fn reject(
     ctx: CallContext,
     req: FriendRequestId,
 ) -> Result<FriendRequest, ServiceError> {
-    handle(state, ctx, req.request_id, Handling::Reject).await
+    Ok(handle(state, ctx, req.request_id, Handling::Reject).await?)
 }
 
 pub async fn cancel(
@@ -131,7 +124,7 @@ pub async fn cancel(
     ctx: CallContext,
     req: FriendRequestId,
 ) -> Result<FriendRequest, ServiceError> {
-    handle(state, ctx, req.request_id, Handling::Cancel).await
+    Ok(handle(state, ctx, req.request_id, Handling::Cancel).await?)
 }
 
 async fn handle(
@@ -139,20 +132,17 @@ async fn handle(
     ctx: CallContext,
     id: Uuid,
     handling: Handling,
-) -> Result<FriendRequest, ServiceError> {
+) -> Result<FriendRequest, Fault> {
     let me = caller(&ctx)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     // Read without a row lock to learn the pair, take the pair lock, then read again: every
     // writer of a pair's requests takes the pair lock first, so nothing can deadlock.
-    let Some(seen) = friends::get_request(&mut *tx, id).await.map_err(db)? else {
-        return Err(not_found("friend request"));
+    let Some(seen) = friends::get_request(&mut *tx, id).await? else {
+        return Err(not_found("friend request").into());
     };
-    store::lock_pair(&mut tx, pair_key(seen.from_user, seen.to_user))
-        .await
-        .map_err(db)?;
+    store::lock_pair(&mut tx, pair_key(seen.from_user, seen.to_user)).await?;
     let row = friends::lock_request(&mut tx, id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("friend request"))?;
     let facts = RequestFacts {
         from: row.from_user,
@@ -161,7 +151,7 @@ async fn handle(
     };
     let next = decide_handling(facts, me, handling)?;
     let row = apply(&mut tx, id, next, me).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     if next == FriendRequestStatus::Accepted {
         state
             .caches
@@ -178,8 +168,8 @@ pub(super) async fn apply(
     id: Uuid,
     next: FriendRequestStatus,
     by: Uuid,
-) -> Result<RequestRow, ServiceError> {
-    let row = friends::set_status(conn, id, next).await.map_err(db)?;
+) -> Result<RequestRow, Fault> {
+    let row = friends::set_status(conn, id, next).await?;
     outbox::append(
         conn,
         row.id,
@@ -188,12 +178,9 @@ pub(super) async fn apply(
             by,
         },
     )
-    .await
-    .map_err(db)?;
+    .await?;
     if next == FriendRequestStatus::Accepted
-        && friends::insert_friendship(conn, row.from_user, row.to_user)
-            .await
-            .map_err(db)?
+        && friends::insert_friendship(conn, row.from_user, row.to_user).await?
     {
         outbox::append(
             conn,
@@ -203,8 +190,7 @@ pub(super) async fn apply(
                 request_id: row.id,
             },
         )
-        .await
-        .map_err(db)?;
+        .await?;
     }
     Ok(row)
 }

@@ -10,9 +10,10 @@ use mesh_contracts::social::{
 };
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use uuid::Uuid;
 
-use super::{State, caller, db, internal_or_self};
+use super::{State, caller, internal_or_self};
 use crate::domain::fields;
 use crate::domain::friends::{not_self, pair_key};
 use crate::domain::not_found;
@@ -24,12 +25,10 @@ pub async fn list(
     state: State,
     ctx: CallContext,
     req: ListPageRequest,
-) -> Result<FriendPage, ServiceError> {
+) -> Result<FriendPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = friends::list_friends(&state.pool, me, page)
-        .await
-        .map_err(db)?;
+    let rows = friends::list_friends(&state.pool, me, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(FriendPage {
         items: rows.iter().map(FriendRow::wire).collect(),
@@ -41,13 +40,12 @@ pub async fn set_remark(
     state: State,
     ctx: CallContext,
     req: SetRemarkRequest,
-) -> Result<Friend, ServiceError> {
+) -> Result<Friend, Fault> {
     let me = caller(&ctx)?;
     let remark = fields::remark(req.remark.as_deref())?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = friends::set_remark(&mut tx, me, req.user_id, remark.as_deref())
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("friend"))?;
     outbox::append(
         &mut tx,
@@ -58,25 +56,19 @@ pub async fn set_remark(
             remark: row.remark.clone(),
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     Ok(row.wire())
 }
 
-pub async fn remove(state: State, ctx: CallContext, req: UserRef) -> Result<Empty, ServiceError> {
+pub async fn remove(state: State, ctx: CallContext, req: UserRef) -> Result<Empty, Fault> {
     let me = caller(&ctx)?;
     let other = req.user_id;
     not_self(me, other, "unfriend")?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
-    store::lock_pair(&mut tx, pair_key(me, other))
-        .await
-        .map_err(db)?;
-    if !friends::remove_friendship(&mut tx, me, other)
-        .await
-        .map_err(db)?
-    {
-        return Err(not_found("friend"));
+    let mut tx = state.pool.begin().await?;
+    store::lock_pair(&mut tx, pair_key(me, other)).await?;
+    if !friends::remove_friendship(&mut tx, me, other).await? {
+        return Err(not_found("friend").into());
     }
     outbox::append(
         &mut tx,
@@ -87,9 +79,8 @@ pub async fn remove(state: State, ctx: CallContext, req: UserRef) -> Result<Empt
             reason: FriendshipEnd::Removed,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     state.caches.invalidate_friends(&[me, other]).await;
     Ok(Empty {})
 }
@@ -98,16 +89,12 @@ pub async fn check(
     state: State,
     ctx: CallContext,
     req: CheckFriendshipRequest,
-) -> Result<FriendshipCheck, ServiceError> {
+) -> Result<FriendshipCheck, Fault> {
     internal_or_self(&ctx, req.user_id)?;
     // Read from the table, not the cache: chat asks this to authorize every message, and an
     // unfriend answered by any instance must bite at once.
-    let friends = store::friends::are_friends(&state.pool, req.user_id, req.other_id)
-        .await
-        .map_err(db)?;
-    let blocked = blocks::between(&state.pool, req.user_id, req.other_id)
-        .await
-        .map_err(db)?;
+    let friends = store::friends::are_friends(&state.pool, req.user_id, req.other_id).await?;
+    let blocked = blocks::between(&state.pool, req.user_id, req.other_id).await?;
     Ok(FriendshipCheck { friends, blocked })
 }
 

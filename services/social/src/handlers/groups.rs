@@ -1,7 +1,6 @@
 //! Groups themselves: create, read, update, dissolve, list the caller's groups, transfer
 //! ownership. Writes lock the group's row first.
 
-use mesh_contracts::ServiceError;
 use mesh_contracts::events::SocialEvent;
 use mesh_contracts::social::{
     CreateGroupRequest, Group, GroupPage, GroupRef, GroupRole, JoinPolicy, ListPageRequest,
@@ -9,10 +8,11 @@ use mesh_contracts::social::{
 };
 use mesh_contracts::user::Empty;
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{State, caller, db};
+use super::{State, caller};
 use crate::domain::friends::not_self;
 use crate::domain::groups as rules;
 use crate::domain::paging::Page;
@@ -22,14 +22,10 @@ use crate::store::members::{self, MemberRow};
 use crate::store::outbox;
 
 /// The group, locked until the transaction ends, or 404.
-pub(super) async fn lock_group(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<GroupRow, ServiceError> {
-    groups::lock(conn, id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| not_found("group"))
+pub(super) async fn lock_group(conn: &mut PgConnection, id: Uuid) -> Result<GroupRow, Fault> {
+    Ok(groups::lock(conn, id)
+        .await?
+        .ok_or_else(|| not_found("group"))?)
 }
 
 /// `user`'s membership, read inside the transaction.
@@ -37,15 +33,15 @@ pub(super) async fn membership(
     conn: &mut PgConnection,
     group: Uuid,
     user: Uuid,
-) -> Result<Option<MemberRow>, ServiceError> {
-    members::get(conn, group, user).await.map_err(db)
+) -> Result<Option<MemberRow>, Fault> {
+    members::get(conn, group, user).await.map_err(Fault::from)
 }
 
 pub async fn create(
     state: State,
     ctx: CallContext,
     req: CreateGroupRequest,
-) -> Result<Group, ServiceError> {
+) -> Result<Group, Fault> {
     let me = caller(&ctx)?;
     let name = fields::group_name(&req.name)?;
     let icon = req.icon.as_deref().map(fields::icon).transpose()?.flatten();
@@ -65,13 +61,11 @@ pub async fn create(
         max_members,
         owner_id: me,
     };
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     crate::store::usage::admit_group(&mut tx, me, max_members).await?;
-    groups::insert(&mut tx, &new).await.map_err(db)?;
-    let owner = members::insert(&mut tx, new.id, me, GroupRole::Owner)
-        .await
-        .map_err(db)?;
-    let row = groups::add_members(&mut tx, new.id, 1).await.map_err(db)?;
+    groups::insert(&mut tx, &new).await?;
+    let owner = members::insert(&mut tx, new.id, me, GroupRole::Owner).await?;
+    let row = groups::add_members(&mut tx, new.id, 1).await?;
     outbox::append(
         &mut tx,
         row.id,
@@ -79,8 +73,7 @@ pub async fn create(
             group: row.wire(None),
         },
     )
-    .await
-    .map_err(db)?;
+    .await?;
     outbox::append(
         &mut tx,
         row.id,
@@ -91,19 +84,17 @@ pub async fn create(
             invited_by: None,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     Ok(row.wire(Some(GroupRole::Owner)))
 }
 
 /// Any signed-in user may read a group's profile (to decide whether to join); `my_role`
 /// says what the caller is in it.
-pub async fn get(state: State, ctx: CallContext, req: GroupRef) -> Result<Group, ServiceError> {
+pub async fn get(state: State, ctx: CallContext, req: GroupRef) -> Result<Group, Fault> {
     let me = caller(&ctx)?;
     let row = groups::by_id(&state.pool, req.group_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("group"))?;
     let role = state.caches.role_in(&state.pool, row.id, me).await?;
     Ok(row.wire(role))
@@ -113,7 +104,7 @@ pub async fn update(
     state: State,
     ctx: CallContext,
     req: UpdateGroupRequest,
-) -> Result<Group, ServiceError> {
+) -> Result<Group, Fault> {
     let me = caller(&ctx)?;
     let name = req.name.as_deref().map(fields::group_name).transpose()?;
     let icon = req.icon.as_deref().map(fields::icon).transpose()?;
@@ -123,25 +114,20 @@ pub async fn update(
         .map(fields::announcement)
         .transpose()?;
     if name.is_none() && icon.is_none() && announcement.is_none() {
-        return Err(invalid(
-            "body",
-            "give at least one of name, icon or announcement",
-        ));
+        return Err(invalid("body", "give at least one of name, icon or announcement").into());
     }
     let change = GroupChange {
         name: name.as_deref(),
         icon: icon.as_ref().map(Option::as_deref),
         announcement: announcement.as_ref().map(Option::as_deref),
     };
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     lock_group(&mut tx, req.group_id).await?;
     let my_role = membership(&mut tx, req.group_id, me)
         .await?
         .map(|m| m.role());
     let my_role = rules::manager(my_role)?;
-    let row = groups::update(&mut tx, req.group_id, &change)
-        .await
-        .map_err(db)?;
+    let row = groups::update(&mut tx, req.group_id, &change).await?;
     outbox::append(
         &mut tx,
         row.id,
@@ -150,24 +136,19 @@ pub async fn update(
             by: me,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     Ok(row.wire(Some(my_role)))
 }
 
-pub async fn dissolve(
-    state: State,
-    ctx: CallContext,
-    req: GroupRef,
-) -> Result<Empty, ServiceError> {
+pub async fn dissolve(state: State, ctx: CallContext, req: GroupRef) -> Result<Empty, Fault> {
     let me = caller(&ctx)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = lock_group(&mut tx, req.group_id).await?;
     let my_role = membership(&mut tx, row.id, me).await?.map(|m| m.role());
     rules::owner(my_role)?;
     dissolve_locked(&mut tx, row.id, me).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     state.caches.invalidate_group(row.id).await;
     Ok(Empty {})
 }
@@ -178,14 +159,13 @@ pub(super) async fn dissolve_locked(
     tx: &mut sqlx::PgConnection,
     group_id: Uuid,
     by: Uuid,
-) -> Result<(), ServiceError> {
+) -> Result<(), Fault> {
     let member_ids: Vec<Uuid> = members::all(&mut *tx, group_id)
-        .await
-        .map_err(db)?
+        .await?
         .iter()
         .map(|m| m.user_id)
         .collect();
-    groups::delete(tx, group_id).await.map_err(db)?;
+    groups::delete(tx, group_id).await?;
     outbox::append(
         tx,
         group_id,
@@ -196,17 +176,17 @@ pub(super) async fn dissolve_locked(
         },
     )
     .await
-    .map_err(db)
+    .map_err(Fault::from)
 }
 
 pub async fn mine(
     state: State,
     ctx: CallContext,
     req: ListPageRequest,
-) -> Result<GroupPage, ServiceError> {
+) -> Result<GroupPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = groups::of_member(&state.pool, me, page).await.map_err(db)?;
+    let rows = groups::of_member(&state.pool, me, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.group.id);
     Ok(GroupPage {
         items: rows.iter().map(MyGroupRow::wire).collect(),
@@ -219,27 +199,21 @@ pub async fn transfer(
     state: State,
     ctx: CallContext,
     req: TransferRequest,
-) -> Result<Group, ServiceError> {
+) -> Result<Group, Fault> {
     let me = caller(&ctx)?;
     let target = req.user_id;
     not_self(me, target, "transfer ownership to")?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let my_role = membership(&mut tx, group.id, me).await?.map(|m| m.role());
     rules::owner(my_role)?;
     if membership(&mut tx, group.id, target).await?.is_none() {
-        return Err(not_found("member"));
+        return Err(not_found("member").into());
     }
     // Demote first: a group has at most one owner row at any moment.
-    members::set_role(&mut tx, group.id, me, GroupRole::Admin)
-        .await
-        .map_err(db)?;
-    members::set_role(&mut tx, group.id, target, GroupRole::Owner)
-        .await
-        .map_err(db)?;
-    let row = groups::set_owner(&mut tx, group.id, target)
-        .await
-        .map_err(db)?;
+    members::set_role(&mut tx, group.id, me, GroupRole::Admin).await?;
+    members::set_role(&mut tx, group.id, target, GroupRole::Owner).await?;
+    let row = groups::set_owner(&mut tx, group.id, target).await?;
     outbox::append(
         &mut tx,
         row.id,
@@ -249,9 +223,8 @@ pub async fn transfer(
             to: target,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     state.caches.invalidate_group(row.id).await;
     Ok(row.wire(Some(GroupRole::Admin)))
 }

@@ -13,12 +13,13 @@ use mesh_contracts::social::{
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::groups::{lock_group, membership};
-use super::{State, caller, db, internal_or_self};
+use super::{State, caller, internal_or_self};
 use crate::domain::fields;
 use crate::domain::friends::not_self;
 use crate::domain::groups::{self as rules, Admission};
@@ -33,17 +34,14 @@ pub async fn list_members(
     state: State,
     ctx: CallContext,
     req: ListMembersRequest,
-) -> Result<MemberPage, ServiceError> {
+) -> Result<MemberPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
     groups::by_id(&state.pool, req.group_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("group"))?;
     rules::member(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
-    let rows = members::list(&state.pool, req.group_id, page)
-        .await
-        .map_err(db)?;
+    let rows = members::list(&state.pool, req.group_id, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     let now = OffsetDateTime::now_utc();
     Ok(MemberPage {
@@ -58,12 +56,10 @@ async fn add_member(
     group: &GroupRow,
     user: Uuid,
     invited_by: Option<Uuid>,
-) -> Result<MemberRow, ServiceError> {
+) -> Result<MemberRow, Fault> {
     rules::has_room(group.member_count(), group.max_members())?;
-    let member = members::insert(conn, group.id, user, GroupRole::Member)
-        .await
-        .map_err(db)?;
-    groups::add_members(conn, group.id, 1).await.map_err(db)?;
+    let member = members::insert(conn, group.id, user, GroupRole::Member).await?;
+    groups::add_members(conn, group.id, 1).await?;
     outbox::append(
         conn,
         group.id,
@@ -74,13 +70,12 @@ async fn add_member(
             invited_by,
         },
     )
-    .await
-    .map_err(db)?;
+    .await?;
     Ok(member)
 }
 
 /// Records a join request's new status.
-async fn record_handled(conn: &mut PgConnection, row: &JoinRequestRow) -> Result<(), ServiceError> {
+async fn record_handled(conn: &mut PgConnection, row: &JoinRequestRow) -> Result<(), Fault> {
     outbox::append(
         conn,
         row.group_id,
@@ -89,7 +84,7 @@ async fn record_handled(conn: &mut PgConnection, row: &JoinRequestRow) -> Result
         },
     )
     .await
-    .map_err(db)
+    .map_err(Fault::from)
 }
 
 /// Stores a pending join request and records it.
@@ -99,10 +94,8 @@ async fn request_join(
     user: Uuid,
     inviter: Option<Uuid>,
     message: Option<&str>,
-) -> Result<JoinRequestRow, ServiceError> {
-    let row = join_requests::insert(conn, group, user, inviter, message)
-        .await
-        .map_err(db)?;
+) -> Result<JoinRequestRow, Fault> {
+    let row = join_requests::insert(conn, group, user, inviter, message).await?;
     outbox::append(
         conn,
         group,
@@ -110,8 +103,7 @@ async fn request_join(
             request: row.wire(),
         },
     )
-    .await
-    .map_err(db)?;
+    .await?;
     Ok(row)
 }
 
@@ -135,22 +127,20 @@ pub async fn join(
     state: State,
     ctx: CallContext,
     req: JoinGroupRequest,
-) -> Result<JoinReply, ServiceError> {
+) -> Result<JoinReply, Fault> {
     let me = caller(&ctx)?;
     let message = fields::request_message(req.message.as_deref())?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let already = membership(&mut tx, group.id, me).await?.is_some();
-    let waiting = join_requests::has_pending(&mut *tx, group.id, me)
-        .await
-        .map_err(db)?;
+    let waiting = join_requests::has_pending(&mut *tx, group.id, me).await?;
     let reply = match rules::decide_join(group.policy(), already, waiting)? {
         Admission::Join => joined(&add_member(&mut tx, &group, me, None).await?),
         Admission::Request => {
             pending(&request_join(&mut tx, group.id, me, None, message.as_deref()).await?)
         }
     };
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     if reply.outcome == JoinOutcome::Joined {
         state.caches.invalidate_group(group.id).await;
     }
@@ -161,32 +151,28 @@ pub async fn invite(
     state: State,
     ctx: CallContext,
     req: InviteRequest,
-) -> Result<JoinReply, ServiceError> {
+) -> Result<JoinReply, Fault> {
     let me = caller(&ctx)?;
     let target = req.user_id;
     not_self(me, target, "invite")?;
     // Cheap refusals before asking the user service; the transaction decides for real.
     groups::by_id(&state.pool, req.group_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("group"))?;
     rules::member(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
     state.ensure_user_exists(&ctx, target).await?;
 
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let inviter = membership(&mut tx, group.id, me).await?.map(|m| m.role());
     let invitee_member = membership(&mut tx, group.id, target).await?.is_some();
-    let waiting = join_requests::has_pending(&mut *tx, group.id, target)
-        .await
-        .map_err(db)?;
+    let waiting = join_requests::has_pending(&mut *tx, group.id, target).await?;
     let reply = match rules::decide_invite(inviter, group.policy(), invitee_member, waiting)? {
         Admission::Join => {
             let member = add_member(&mut tx, &group, target, Some(me)).await?;
             // A request they had waiting is settled by their joining.
-            if let Some(settled) = join_requests::approve_pending_of(&mut tx, group.id, target, me)
-                .await
-                .map_err(db)?
+            if let Some(settled) =
+                join_requests::approve_pending_of(&mut tx, group.id, target, me).await?
             {
                 record_handled(&mut tx, &settled).await?;
             }
@@ -196,7 +182,7 @@ pub async fn invite(
             pending(&request_join(&mut tx, group.id, target, Some(me), None).await?)
         }
     };
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     if reply.outcome == JoinOutcome::Joined {
         state.caches.invalidate_group(group.id).await;
     }
@@ -208,17 +194,14 @@ pub async fn list_requests(
     state: State,
     ctx: CallContext,
     req: ListJoinRequestsRequest,
-) -> Result<JoinRequestPage, ServiceError> {
+) -> Result<JoinRequestPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
     groups::by_id(&state.pool, req.group_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("group"))?;
     rules::manager(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
-    let rows = join_requests::list(&state.pool, req.group_id, req.status, page)
-        .await
-        .map_err(db)?;
+    let rows = join_requests::list(&state.pool, req.group_id, req.status, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(JoinRequestPage {
         items: rows.iter().map(JoinRequestRow::wire).collect(),
@@ -231,7 +214,7 @@ pub async fn approve(
     ctx: CallContext,
     req: JoinRequestRef,
 ) -> Result<GroupJoinRequest, ServiceError> {
-    decide_request(state, ctx, req, JoinRequestStatus::Approved).await
+    Ok(decide_request(state, ctx, req, JoinRequestStatus::Approved).await?)
 }
 
 pub async fn reject(
@@ -239,7 +222,7 @@ pub async fn reject(
     ctx: CallContext,
     req: JoinRequestRef,
 ) -> Result<GroupJoinRequest, ServiceError> {
-    decide_request(state, ctx, req, JoinRequestStatus::Rejected).await
+    Ok(decide_request(state, ctx, req, JoinRequestStatus::Rejected).await?)
 }
 
 async fn decide_request(
@@ -247,14 +230,13 @@ async fn decide_request(
     ctx: CallContext,
     req: JoinRequestRef,
     decision: JoinRequestStatus,
-) -> Result<GroupJoinRequest, ServiceError> {
+) -> Result<GroupJoinRequest, Fault> {
     let me = caller(&ctx)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     rules::manager(membership(&mut tx, group.id, me).await?.map(|m| m.role()))?;
     let request = join_requests::lock(&mut tx, group.id, req.request_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("join request"))?;
     rules::still_pending(request.status())?;
     let mut added = false;
@@ -266,20 +248,18 @@ async fn decide_request(
         add_member(&mut tx, &group, request.user_id, request.inviter_id).await?;
         added = true;
     }
-    let row = join_requests::set_status(&mut tx, request.id, decision, me)
-        .await
-        .map_err(db)?;
+    let row = join_requests::set_status(&mut tx, request.id, decision, me).await?;
     record_handled(&mut tx, &row).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     if added {
         state.caches.invalidate_group(group.id).await;
     }
     Ok(row.wire())
 }
 
-pub async fn leave(state: State, ctx: CallContext, req: GroupRef) -> Result<Empty, ServiceError> {
+pub async fn leave(state: State, ctx: CallContext, req: GroupRef) -> Result<Empty, Fault> {
     let me = caller(&ctx)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let role = rules::member(membership(&mut tx, group.id, me).await?.map(|m| m.role()))?;
     rules::decide_leave(role)?;
@@ -292,20 +272,15 @@ pub async fn leave(state: State, ctx: CallContext, req: GroupRef) -> Result<Empt
             user_id: me,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     state.caches.invalidate_group(group.id).await;
     Ok(Empty {})
 }
 
-async fn remove_member(
-    conn: &mut PgConnection,
-    group: Uuid,
-    user: Uuid,
-) -> Result<(), ServiceError> {
-    if members::delete(conn, group, user).await.map_err(db)? {
-        groups::add_members(conn, group, -1).await.map_err(db)?;
+async fn remove_member(conn: &mut PgConnection, group: Uuid, user: Uuid) -> Result<(), Fault> {
+    if members::delete(conn, group, user).await? {
+        groups::add_members(conn, group, -1).await?;
     }
     Ok(())
 }
@@ -327,16 +302,16 @@ async fn actor_and_target(
     Ok((actor_role, target_row))
 }
 
-pub async fn kick(state: State, ctx: CallContext, req: MemberRef) -> Result<Empty, ServiceError> {
+pub async fn kick(state: State, ctx: CallContext, req: MemberRef) -> Result<Empty, Fault> {
     let me = caller(&ctx)?;
     not_self(me, req.user_id, "kick")?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let (actor, target) =
         actor_and_target(&mut tx, group.id, me, req.user_id, rules::manager).await?;
     rules::decide_discipline(actor, target.role(), "kick")?;
     kick_locked(&mut tx, group.id, target.user_id, me).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     state.caches.invalidate_group(group.id).await;
     Ok(Empty {})
 }
@@ -348,7 +323,7 @@ pub(super) async fn kick_locked(
     group_id: Uuid,
     user_id: Uuid,
     by: Uuid,
-) -> Result<(), ServiceError> {
+) -> Result<(), Fault> {
     remove_member(tx, group_id, user_id).await?;
     outbox::append(
         tx,
@@ -360,17 +335,17 @@ pub(super) async fn kick_locked(
         },
     )
     .await
-    .map_err(db)
+    .map_err(Fault::from)
 }
 
 pub async fn set_role(
     state: State,
     ctx: CallContext,
     req: SetRoleRequest,
-) -> Result<GroupMember, ServiceError> {
+) -> Result<GroupMember, Fault> {
     let me = caller(&ctx)?;
     not_self(me, req.user_id, "change the role of")?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let (_, target) = actor_and_target(&mut tx, group.id, me, req.user_id, |role| {
         rules::decide_set_role(role, req.role).map(|()| GroupRole::Owner)
@@ -380,9 +355,7 @@ pub async fn set_role(
     if target.role() == req.role {
         return Ok(target.wire(now));
     }
-    let row = members::set_role(&mut tx, group.id, target.user_id, req.role)
-        .await
-        .map_err(db)?;
+    let row = members::set_role(&mut tx, group.id, target.user_id, req.role).await?;
     outbox::append(
         &mut tx,
         group.id,
@@ -394,30 +367,23 @@ pub async fn set_role(
             by: me,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     state.caches.invalidate_group(group.id).await;
     Ok(row.wire(now))
 }
 
-pub async fn mute(
-    state: State,
-    ctx: CallContext,
-    req: MuteRequest,
-) -> Result<GroupMember, ServiceError> {
+pub async fn mute(state: State, ctx: CallContext, req: MuteRequest) -> Result<GroupMember, Fault> {
     let me = caller(&ctx)?;
     not_self(me, req.user_id, "mute")?;
     let now = OffsetDateTime::now_utc();
     let until = fields::mute_until(req.muted, req.duration_secs, now)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let (actor, target) =
         actor_and_target(&mut tx, group.id, me, req.user_id, rules::manager).await?;
     rules::decide_discipline(actor, target.role(), "mute")?;
-    let row = members::set_muted_until(&mut tx, group.id, target.user_id, until)
-        .await
-        .map_err(db)?;
+    let row = members::set_muted_until(&mut tx, group.id, target.user_id, until).await?;
     let (group_id, user_id, by) = (group.id, row.user_id, me);
     // The stored time, so the event, the reply and chat's projection agree to the microsecond.
     let event = match row.muted_until {
@@ -433,10 +399,8 @@ pub async fn mute(
             by,
         },
     };
-    outbox::append(&mut tx, group.id, &event)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::append(&mut tx, group.id, &event).await?;
+    tx.commit().await?;
     state.caches.invalidate_group(group.id).await;
     Ok(row.wire(now))
 }

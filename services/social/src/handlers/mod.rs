@@ -145,6 +145,3 @@ fn internal_or_self(ctx: &CallContext, subject: Uuid) -> Result<(), ServiceError
         )),
     }
 }
-
-/// Storage and internal failures, mapped the same way in every service.
-pub(crate) use mesh_service_kit::db_error as db;

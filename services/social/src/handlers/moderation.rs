@@ -6,10 +6,11 @@ use mesh_contracts::social::{Group, GroupPage, GroupRef, ListPageRequest, Member
 use mesh_contracts::user::Empty;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 
 use super::groups::{dissolve_locked, lock_group, membership};
 use super::membership::kick_locked;
-use super::{State, caller, db};
+use super::{State, caller};
 use crate::domain::not_found;
 use crate::domain::paging::Page;
 use crate::store::groups;
@@ -18,10 +19,10 @@ pub async fn list_groups(
     state: State,
     ctx: CallContext,
     req: ListPageRequest,
-) -> Result<GroupPage, ServiceError> {
+) -> Result<GroupPage, Fault> {
     caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = groups::all(&state.pool, page).await.map_err(db)?;
+    let rows = groups::all(&state.pool, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(GroupPage {
         items: rows.iter().map(|row| row.wire(None)).collect(),
@@ -29,27 +30,18 @@ pub async fn list_groups(
     })
 }
 
-pub async fn get_group(
-    state: State,
-    ctx: CallContext,
-    req: GroupRef,
-) -> Result<Group, ServiceError> {
+pub async fn get_group(state: State, ctx: CallContext, req: GroupRef) -> Result<Group, Fault> {
     caller(&ctx)?;
     let row = groups::by_id(&state.pool, req.group_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("group"))?;
     Ok(row.wire(None))
 }
 
 /// Removes a member; the owner cannot be removed (dissolve the group instead).
-pub async fn remove_member(
-    state: State,
-    ctx: CallContext,
-    req: MemberRef,
-) -> Result<Empty, ServiceError> {
+pub async fn remove_member(state: State, ctx: CallContext, req: MemberRef) -> Result<Empty, Fault> {
     let moderator = caller(&ctx)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     let target = membership(&mut tx, group.id, req.user_id)
         .await?
@@ -58,24 +50,21 @@ pub async fn remove_member(
         return Err(ServiceError::new(
             ErrorCode::OwnerMustTransfer,
             "the owner cannot be removed; dissolve the group instead",
-        ));
+        )
+        .into());
     }
     kick_locked(&mut tx, group.id, target.user_id, moderator).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     state.caches.invalidate_group(group.id).await;
     Ok(Empty {})
 }
 
-pub async fn dissolve(
-    state: State,
-    ctx: CallContext,
-    req: GroupRef,
-) -> Result<Empty, ServiceError> {
+pub async fn dissolve(state: State, ctx: CallContext, req: GroupRef) -> Result<Empty, Fault> {
     let moderator = caller(&ctx)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let group = lock_group(&mut tx, req.group_id).await?;
     dissolve_locked(&mut tx, group.id, moderator).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     state.caches.invalidate_group(group.id).await;
     Ok(Empty {})
 }

@@ -3,29 +3,22 @@
 //! is not charged), groups owned (counted under a per-owner lock) and group size (a group's
 //! `max_members` may not exceed it).
 
-use mesh_contracts::ServiceError;
 use mesh_contracts::usage::Metric;
-use mesh_service_kit::{db_error, quota};
+use mesh_service_kit::Fault;
+use mesh_service_kit::quota;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::SCHEMA;
 
 /// Charges one friend request to `sender` today, or refuses it with `quota_exceeded`.
-pub async fn charge_friend_request(
-    conn: &mut PgConnection,
-    sender: Uuid,
-) -> Result<(), ServiceError> {
+pub async fn charge_friend_request(conn: &mut PgConnection, sender: Uuid) -> Result<(), Fault> {
     let metric = Metric::FriendRequestsPerDay;
-    let (_, limits) = quota::setting(&mut *conn, SCHEMA, sender)
-        .await
-        .map_err(db_error)?;
+    let (_, limits) = quota::setting(&mut *conn, SCHEMA, sender).await?;
     let limit = limits.of(metric);
-    let granted = quota::charge_today(conn, SCHEMA, sender, metric, 1, limit)
-        .await
-        .map_err(db_error)?;
+    let granted = quota::charge_today(conn, SCHEMA, sender, metric, 1, limit).await?;
     if granted == 0 {
-        return Err(quota::exceeded(metric, limit));
+        return Err(quota::exceeded(metric, limit).into());
     }
     Ok(())
 }
@@ -37,21 +30,18 @@ pub async fn admit_group(
     conn: &mut PgConnection,
     owner: Uuid,
     max_members: u32,
-) -> Result<(), ServiceError> {
-    let (_, limits) = quota::setting(&mut *conn, SCHEMA, owner)
-        .await
-        .map_err(db_error)?;
+) -> Result<(), Fault> {
+    let (_, limits) = quota::setting(&mut *conn, SCHEMA, owner).await?;
     if max_members > limits.group_size {
-        return Err(quota::exceeded(Metric::GroupSize, limits.group_size));
+        return Err(quota::exceeded(Metric::GroupSize, limits.group_size).into());
     }
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('social.owner.' || $1::text, 0))")
         .bind(owner)
         .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    let owned = owned_groups(&mut *conn, owner).await.map_err(db_error)?;
+        .await?;
+    let owned = owned_groups(&mut *conn, owner).await?;
     if owned >= u64::from(limits.groups_owned) {
-        return Err(quota::exceeded(Metric::GroupsOwned, limits.groups_owned));
+        return Err(quota::exceeded(Metric::GroupsOwned, limits.groups_owned).into());
     }
     Ok(())
 }

@@ -5,10 +5,11 @@ use mesh_contracts::ServiceError;
 use mesh_contracts::permissions::Permission;
 use mesh_contracts::rbac::{Access, AccessRequest, EffectivePermissions};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use super::{State, caller, db, not_found, own_account};
+use super::{State, caller, not_found, own_account};
 use crate::domain::roles;
 use crate::store::accounts::AccountRow;
 use crate::store::{accounts, roles as role_store};
@@ -39,13 +40,11 @@ pub async fn require(
 pub async fn effective(
     conn: impl PgExecutor<'_>,
     account: &AccountRow,
-) -> Result<Vec<Permission>, ServiceError> {
+) -> Result<Vec<Permission>, Fault> {
     if account.disabled {
         return Ok(Vec::new());
     }
-    let rows = role_store::named(conn, &account.roles())
-        .await
-        .map_err(db)?;
+    let rows = role_store::named(conn, &account.roles()).await?;
     let sets: Vec<Vec<Permission>> = rows
         .iter()
         .map(|r| roles::read_stored(&r.permissions))
@@ -74,13 +73,12 @@ pub async fn get_access(
     state: State,
     _ctx: CallContext,
     req: AccessRequest,
-) -> Result<Access, ServiceError> {
+) -> Result<Access, Fault> {
     let account = accounts::by_id(&state.pool, req.user_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     let asked: Vec<String> = req.roles.into_iter().take(MAX_ASKED_ROLES).collect();
-    let rows = role_store::named(&state.pool, &asked).await.map_err(db)?;
+    let rows = role_store::named(&state.pool, &asked).await?;
     let view = effective_view(&state.pool, &account).await?;
     Ok(Access {
         roles: view.roles,

@@ -9,9 +9,10 @@ use mesh_contracts::user::{
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 
 use super::access::{self, require};
-use super::{State, db, not_found};
+use super::{State, not_found};
 use crate::domain::paging::Page;
 use crate::domain::roles;
 use crate::store::accounts::{self, Filter};
@@ -21,12 +22,10 @@ pub async fn list_users(
     state: State,
     ctx: CallContext,
     req: AdminListUsersRequest,
-) -> Result<UserProfilePage, ServiceError> {
+) -> Result<UserProfilePage, Fault> {
     require(&state, &ctx, USERS_READ).await?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = accounts::list(&state.pool, Filter::Disabled(req.disabled), true, page)
-        .await
-        .map_err(db)?;
+    let rows = accounts::list(&state.pool, Filter::Disabled(req.disabled), true, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(UserProfilePage {
         items: rows.iter().map(|r| r.profile()).collect(),
@@ -40,42 +39,36 @@ pub async fn set_disabled(
     state: State,
     ctx: CallContext,
     req: AdminSetDisabledRequest,
-) -> Result<UserProfile, ServiceError> {
+) -> Result<UserProfile, Fault> {
     let actor = require(&state, &ctx, USERS_DISABLE).await?;
     if actor.id == req.user_id && req.disabled {
         return Err(ServiceError::new(
             ErrorCode::Conflict,
             "an administrator cannot disable their own account",
-        ));
+        )
+        .into());
     }
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let target = accounts::lock(&mut tx, req.user_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     if req.disabled {
         let target_holds = access::effective(&mut *tx, &target).await?;
         roles::require_covers(&actor.held, &target_holds)?;
         if target.roles().iter().any(|r| r == ROLE_SUPER_ADMIN)
-            && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, target.id)
-                .await
-                .map_err(db)?
-                == 0
+            && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, target.id).await? == 0
         {
-            return Err(last_super_admin());
+            return Err(last_super_admin().into());
         }
     }
     let row = accounts::set_disabled(&mut tx, req.user_id, req.disabled)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     let mut revoked = 0;
     if req.disabled {
-        let ids = sessions::active_ids(&mut tx, req.user_id, None)
-            .await
-            .map_err(db)?;
+        let ids = sessions::active_ids(&mut tx, req.user_id, None).await?;
         state.publish_revocations(req.user_id, &ids).await?;
-        revoked = sessions::revoke(&mut tx, &ids).await.map_err(db)?;
+        revoked = sessions::revoke(&mut tx, &ids).await?;
     }
     let (user_id, by) = (req.user_id, actor.id);
     let event = if req.disabled {
@@ -83,10 +76,8 @@ pub async fn set_disabled(
     } else {
         UserEvent::UserEnabled { user_id, by }
     };
-    outbox::append(&mut tx, req.user_id, &event)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::append(&mut tx, req.user_id, &event).await?;
+    tx.commit().await?;
     tracing::info!(admin = %actor.id, user_id = %req.user_id, disabled = req.disabled, revoked, "account state changed");
     Ok(row.profile())
 }

@@ -7,10 +7,11 @@ use mesh_contracts::user::{
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{State, db, internal};
+use super::{State, internal};
 use crate::domain::fields::{Avatar, Nickname, Password, Phone, device_name};
 use crate::domain::login_throttle::Attempt;
 use crate::domain::refresh::{RefreshDecision, TokenState, decide};
@@ -23,7 +24,7 @@ pub async fn register(
     state: State,
     ctx: CallContext,
     req: RegisterRequest,
-) -> Result<Registered, ServiceError> {
+) -> Result<Registered, Fault> {
     let phone = Phone::parse(&req.phone)?;
     let device = device_name(req.device_name.as_deref())?;
     let nickname = Nickname::parse(&req.nickname)?;
@@ -53,16 +54,17 @@ pub async fn register(
         sex: req.sex.unwrap_or(Sex::Unspecified),
         roles: roles::normalize(&granted),
     };
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = match accounts::insert(&mut tx, &new).await {
         Ok(row) => row,
         Err(err) if store::is_unique_violation(&err) => {
             return Err(ServiceError::new(
                 ErrorCode::PhoneTaken,
                 "this phone number is already registered",
-            ));
+            )
+            .into());
         }
-        Err(err) => return Err(db(err)),
+        Err(err) => return Err(err.into()),
     };
     let profile = row.profile();
     outbox::append(
@@ -70,10 +72,9 @@ pub async fn register(
         row.id,
         &UserEvent::UserRegistered { user: row.public() },
     )
-    .await
-    .map_err(db)?;
+    .await?;
     let session = open_session(&state, &mut tx, &ctx, row.id, device.as_deref()).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     tracing::info!(user_id = %row.id, session_id = %session.id, "account registered");
     let session = session.tokens(&state, &granted)?;
     Ok(Registered { profile, session })
@@ -106,7 +107,7 @@ async fn open_session(
     ctx: &CallContext,
     user_id: Uuid,
     device: Option<&str>,
-) -> Result<OpenedSession, ServiceError> {
+) -> Result<OpenedSession, Fault> {
     let id = Uuid::now_v7();
     let (refresh_token, refresh_hash) = new_refresh_token();
     let new = sessions::NewSession {
@@ -118,7 +119,7 @@ async fn open_session(
         expires_at: OffsetDateTime::now_utc() + state.config.refresh_ttl,
         refresh_hash: &refresh_hash,
     };
-    sessions::insert(tx, &new).await.map_err(db)?;
+    sessions::insert(tx, &new).await?;
     Ok(OpenedSession {
         id,
         user_id,
@@ -126,11 +127,7 @@ async fn open_session(
     })
 }
 
-pub async fn login(
-    state: State,
-    ctx: CallContext,
-    req: LoginRequest,
-) -> Result<TokenPair, ServiceError> {
+pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<TokenPair, Fault> {
     let refused = || ServiceError::new(ErrorCode::InvalidCredentials, "phone or password is wrong");
     // Malformed credentials are simply wrong credentials: no hint about which part.
     let Ok(phone) = Phone::parse(&req.phone) else {
@@ -138,13 +135,11 @@ pub async fn login(
             .failures
             .record(&Subjects::new(req.phone.trim(), ctx.client_ip.as_deref()))
             .await;
-        return Err(refused());
+        return Err(refused().into());
     };
     let subjects = Subjects::new(phone.as_str(), ctx.client_ip.as_deref());
     let device = device_name(req.device_name.as_deref())?;
-    let account = accounts::by_phone(&state.pool, phone.as_str())
-        .await
-        .map_err(db)?;
+    let account = accounts::by_phone(&state.pool, phone.as_str()).await?;
     let known_device = req
         .device_token
         .as_deref()
@@ -157,7 +152,8 @@ pub async fn login(
             return Err(ServiceError::new(
                 ErrorCode::LoginLocked,
                 "too many failed sign-ins; try again later or sign in from a known device",
-            ));
+            )
+            .into());
         }
         Attempt::Proceed(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
         Attempt::Proceed(_) => {}
@@ -171,30 +167,29 @@ pub async fn login(
         .map_err(internal)?;
     let Some(account) = account.filter(|_| matches) else {
         state.failures.record(&subjects).await;
-        return Err(refused());
+        return Err(refused().into());
     };
     // The owner passing a lock on a known device leaves the lock standing for everyone else.
     if failures.account < state.config.login_throttle.lock_after {
         state.failures.clear(&subjects).await;
     }
     if account.disabled {
-        return Err(ServiceError::new(
-            ErrorCode::AccountDisabled,
-            "this account is disabled",
-        ));
+        return Err(
+            ServiceError::new(ErrorCode::AccountDisabled, "this account is disabled").into(),
+        );
     }
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let session = open_session(&state, &mut tx, &ctx, account.id, device.as_deref()).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     tracing::info!(user_id = %account.id, session_id = %session.id, "session opened");
-    session.tokens(&state, &account.roles())
+    Ok(session.tokens(&state, &account.roles())?)
 }
 
 pub async fn refresh(
     state: State,
     _ctx: CallContext,
     req: RefreshRequest,
-) -> Result<TokenPair, ServiceError> {
+) -> Result<TokenPair, Fault> {
     let invalid = || {
         ServiceError::new(
             ErrorCode::InvalidRefreshToken,
@@ -202,12 +197,9 @@ pub async fn refresh(
         )
     };
     let presented = hash_refresh_token(req.refresh_token.trim());
-    let mut tx = state.pool.begin().await.map_err(db)?;
-    let Some(token) = sessions::lock_token(&mut tx, &presented)
-        .await
-        .map_err(db)?
-    else {
-        return Err(invalid());
+    let mut tx = state.pool.begin().await?;
+    let Some(token) = sessions::lock_token(&mut tx, &presented).await? else {
+        return Err(invalid().into());
     };
     let now = OffsetDateTime::now_utc();
     let token_state = TokenState {
@@ -220,38 +212,35 @@ pub async fn refresh(
         RefreshDecision::Rotate => {
             let (refresh_token, new_hash) = new_refresh_token();
             let expires = now + state.config.refresh_ttl;
-            sessions::rotate(&mut tx, token.session_id, &presented, &new_hash, expires)
-                .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)?;
+            sessions::rotate(&mut tx, token.session_id, &presented, &new_hash, expires).await?;
+            tx.commit().await?;
             let held = roles::normalize(&token.roles);
-            state
+            Ok(state
                 .issuer
                 .pair(token.user_id, token.session_id, &held, refresh_token)
-                .map_err(internal)
+                .map_err(internal)?)
         }
-        RefreshDecision::SessionEnded => Err(invalid()),
-        RefreshDecision::Disabled => Err(ServiceError::new(
-            ErrorCode::AccountDisabled,
-            "this account is disabled",
-        )),
+        RefreshDecision::SessionEnded => Err(invalid().into()),
+        RefreshDecision::Disabled => {
+            Err(ServiceError::new(ErrorCode::AccountDisabled, "this account is disabled").into())
+        }
         RefreshDecision::LostRace => Err(ServiceError::new(
             ErrorCode::RefreshConflict,
             "this refresh token was just rotated by a concurrent request",
-        )),
+        )
+        .into()),
         RefreshDecision::Reuse => {
             tracing::warn!(user_id = %token.user_id, session_id = %token.session_id, "refresh token reuse: revoking session");
             state
                 .publish_revocations(token.user_id, &[token.session_id])
                 .await?;
-            sessions::revoke(&mut tx, &[token.session_id])
-                .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)?;
+            sessions::revoke(&mut tx, &[token.session_id]).await?;
+            tx.commit().await?;
             Err(ServiceError::new(
                 ErrorCode::RefreshTokenReused,
                 "this refresh token was already used; the session is revoked",
-            ))
+            )
+            .into())
         }
     }
 }

@@ -13,6 +13,7 @@ use mesh_contracts::rbac;
 use mesh_contracts::user as wire;
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{Bus, CallContext, Revocation, Revocations, ServiceHost};
+use mesh_service_kit::Fault;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -120,15 +121,8 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
     )
 }
 
-async fn health(
-    state: State,
-    _ctx: CallContext,
-    _req: wire::Empty,
-) -> Result<wire::Empty, ServiceError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(db)?;
+async fn health(state: State, _ctx: CallContext, _req: wire::Empty) -> Result<wire::Empty, Fault> {
+    sqlx::query("SELECT 1").execute(&state.pool).await?;
     Ok(wire::Empty {})
 }
 
@@ -144,15 +138,13 @@ fn caller(ctx: &CallContext) -> Result<(Uuid, Uuid), ServiceError> {
 }
 
 /// Loads an account that exists; a vanished account is a 401 for its own sessions.
-async fn own_account(
-    state: &State,
-    user_id: Uuid,
-) -> Result<store::accounts::AccountRow, ServiceError> {
-    store::accounts::by_id(&state.pool, user_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists"))
+async fn own_account(state: &State, user_id: Uuid) -> Result<store::accounts::AccountRow, Fault> {
+    Ok(store::accounts::by_id(&state.pool, user_id)
+        .await?
+        .ok_or_else(|| {
+            ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists")
+        })?)
 }
 
-/// Storage and internal failures, mapped the same way in every service.
-pub(crate) use mesh_service_kit::{db_error as db, internal_error as internal};
+/// Internal failures (a cause that is not a database error), mapped in the kit.
+pub(crate) use mesh_service_kit::internal_error as internal;

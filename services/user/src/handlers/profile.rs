@@ -7,8 +7,9 @@ use mesh_contracts::user::{
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 
-use super::{State, caller, db, not_found, own_account};
+use super::{State, caller, not_found, own_account};
 use crate::domain::fields::{Avatar, Nickname, Phone};
 use crate::domain::invalid;
 use crate::domain::paging::Page;
@@ -28,7 +29,7 @@ pub async fn update(
     state: State,
     ctx: CallContext,
     req: UpdateProfileRequest,
-) -> Result<UserProfile, ServiceError> {
+) -> Result<UserProfile, Fault> {
     let (user, _) = caller(&ctx)?;
     let nickname = req.nickname.as_deref().map(Nickname::parse).transpose()?;
     let avatar = req
@@ -42,10 +43,9 @@ pub async fn update(
         avatar: avatar.as_ref().map(Option::as_deref),
         sex: req.sex,
     };
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = accounts::update_profile(&mut tx, user, &change)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| {
             ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists")
         })?;
@@ -54,9 +54,8 @@ pub async fn update(
         user,
         &UserEvent::ProfileUpdated { user: row.public() },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     Ok(row.profile())
 }
 
@@ -64,14 +63,11 @@ pub async fn get_user(
     state: State,
     ctx: CallContext,
     req: GetUserRequest,
-) -> Result<PublicUser, ServiceError> {
+) -> Result<PublicUser, Fault> {
     caller(&ctx)?;
-    match accounts::by_id(&state.pool, req.user_id)
-        .await
-        .map_err(db)?
-    {
+    match accounts::by_id(&state.pool, req.user_id).await? {
         Some(row) if !row.disabled => Ok(row.public()),
-        _ => Err(not_found("user")),
+        _ => Err(not_found("user").into()),
     }
 }
 
@@ -79,7 +75,7 @@ pub async fn find(
     state: State,
     ctx: CallContext,
     req: FindUsersRequest,
-) -> Result<PublicUserPage, ServiceError> {
+) -> Result<PublicUserPage, Fault> {
     caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
     let given = [
@@ -91,10 +87,7 @@ pub async fn find(
     .filter(|x| **x)
     .count();
     if given != 1 {
-        return Err(invalid(
-            "query",
-            "give exactly one of phone, nickname or ids",
-        ));
+        return Err(invalid("query", "give exactly one of phone, nickname or ids").into());
     }
     let phone;
     let nickname;
@@ -107,13 +100,11 @@ pub async fn find(
     } else {
         let ids = req.ids.as_deref().unwrap_or_default();
         if ids.is_empty() || ids.len() > MAX_LOOKUP_IDS {
-            return Err(invalid("ids", &format!("give 1 to {MAX_LOOKUP_IDS} ids")));
+            return Err(invalid("ids", &format!("give 1 to {MAX_LOOKUP_IDS} ids")).into());
         }
         Filter::Ids(ids)
     };
-    let rows = accounts::list(&state.pool, filter, false, page)
-        .await
-        .map_err(db)?;
+    let rows = accounts::list(&state.pool, filter, false, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(PublicUserPage {
         items: rows.iter().map(|r| r.public()).collect(),

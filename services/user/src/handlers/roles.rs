@@ -13,12 +13,13 @@ use mesh_contracts::rbac::{
 use mesh_contracts::user::{AdminSetRolesRequest, Empty, UserProfile};
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::access::{self, Actor, require};
 use super::admin::last_super_admin;
-use super::{State, db, not_found};
+use super::{State, not_found};
 use crate::domain::{invalid, roles};
 use crate::store::accounts::{self, AccountRow};
 use crate::store::{outbox, roles as role_store};
@@ -26,9 +27,9 @@ use crate::store::{outbox, roles as role_store};
 /// Longest role description, in characters.
 const MAX_DESCRIPTION_CHARS: usize = 200;
 
-pub async fn list(state: State, ctx: CallContext, _req: Empty) -> Result<RoleList, ServiceError> {
+pub async fn list(state: State, ctx: CallContext, _req: Empty) -> Result<RoleList, Fault> {
     require(&state, &ctx, ROLES_READ).await?;
-    let rows = role_store::list(&state.pool).await.map_err(db)?;
+    let rows = role_store::list(&state.pool).await?;
     Ok(RoleList {
         items: rows.iter().map(|r| r.info()).collect(),
     })
@@ -38,20 +39,19 @@ pub async fn create(
     state: State,
     ctx: CallContext,
     req: CreateRoleRequest,
-) -> Result<RoleInfo, ServiceError> {
+) -> Result<RoleInfo, Fault> {
     let actor = require(&state, &ctx, ROLES_WRITE).await?;
     let name = roles::parse_name(&req.name)?;
     let description = description(req.description.as_deref())?;
     let permissions = roles::parse_grantable(&req.permissions)?;
     roles::require_covers(&actor.held, &permissions)?;
     let permissions = roles::to_strings(&permissions);
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = role_store::insert(&mut tx, name, description, &permissions)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| ServiceError::new(ErrorCode::Conflict, "a role of that name exists"))?;
     defined(&mut tx, &actor, &row.info()).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     Ok(row.info())
 }
 
@@ -59,7 +59,7 @@ pub async fn update(
     state: State,
     ctx: CallContext,
     req: AdminUpdateRoleRequest,
-) -> Result<RoleInfo, ServiceError> {
+) -> Result<RoleInfo, Fault> {
     let actor = require(&state, &ctx, ROLES_WRITE).await?;
     let name = roles::parse_name(&req.name)?;
     let new_permissions = req
@@ -74,10 +74,9 @@ pub async fn update(
         .as_deref()
         .map(|d| description(Some(d)))
         .transpose()?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = role_store::lock(&mut tx, name)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("role"))?;
     let mut permissions = roles::read_stored(&row.permissions);
     if let Some(new) = new_permissions {
@@ -85,65 +84,55 @@ pub async fn update(
             return Err(ServiceError::new(
                 ErrorCode::Conflict,
                 "super_admin's permissions cannot be changed",
-            ));
+            )
+            .into());
         }
         roles::require_covers(&actor.held, &roles::union([permissions.as_slice(), &new]))?;
         permissions = new;
     }
     let description = new_description.unwrap_or(&row.description);
-    let row = role_store::update(&mut tx, name, description, &roles::to_strings(&permissions))
-        .await
-        .map_err(db)?;
+    let row =
+        role_store::update(&mut tx, name, description, &roles::to_strings(&permissions)).await?;
     defined(&mut tx, &actor, &row.info()).await?;
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     Ok(row.info())
 }
 
-pub async fn delete(
-    state: State,
-    ctx: CallContext,
-    req: RoleNameRequest,
-) -> Result<Empty, ServiceError> {
+pub async fn delete(state: State, ctx: CallContext, req: RoleNameRequest) -> Result<Empty, Fault> {
     let actor = require(&state, &ctx, ROLES_DELETE).await?;
     let name = roles::parse_name(&req.name)?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let row = role_store::lock(&mut tx, name)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("role"))?;
     if row.builtin {
-        return Err(ServiceError::new(
-            ErrorCode::Conflict,
-            "built-in roles cannot be deleted",
-        ));
+        return Err(
+            ServiceError::new(ErrorCode::Conflict, "built-in roles cannot be deleted").into(),
+        );
     }
     roles::require_covers(&actor.held, &roles::read_stored(&row.permissions))?;
-    let holders = accounts::drop_role(&mut tx, name).await.map_err(db)?;
-    role_store::delete(&mut tx, name).await.map_err(db)?;
+    let holders = accounts::drop_role(&mut tx, name).await?;
+    role_store::delete(&mut tx, name).await?;
     let event = UserEvent::RoleDeleted {
         name: name.to_owned(),
         by: actor.id,
     };
-    outbox::append(&mut tx, actor.id, &event)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::append(&mut tx, actor.id, &event).await?;
+    tx.commit().await?;
     tracing::info!(admin = %actor.id, role = name, holders = holders.len(), "role deleted");
     Ok(Empty {})
 }
 
 /// Writes the event that makes every edge forget its cached copy of the role.
-async fn defined(
-    tx: &mut PgConnection,
-    actor: &Actor,
-    role: &RoleInfo,
-) -> Result<(), ServiceError> {
+async fn defined(tx: &mut PgConnection, actor: &Actor, role: &RoleInfo) -> Result<(), Fault> {
     let event = UserEvent::RoleDefined {
         name: role.name.clone(),
         permissions: role.permissions.clone(),
         by: actor.id,
     };
-    outbox::append(tx, actor.id, &event).await.map_err(db)
+    outbox::append(tx, actor.id, &event)
+        .await
+        .map_err(Fault::from)
 }
 
 fn description(raw: Option<&str>) -> Result<&str, ServiceError> {
@@ -195,17 +184,16 @@ async fn change_roles(
     actor: &Actor,
     user_id: Uuid,
     next: impl FnOnce(&[String]) -> Vec<String>,
-) -> Result<AccountRow, ServiceError> {
-    let mut tx = state.pool.begin().await.map_err(db)?;
+) -> Result<AccountRow, Fault> {
+    let mut tx = state.pool.begin().await?;
     let target = accounts::lock(&mut tx, user_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     let current = target.roles();
     let wanted = next(&current);
-    let known = role_store::named(&mut *tx, &wanted).await.map_err(db)?;
+    let known = role_store::named(&mut *tx, &wanted).await?;
     if let Some(missing) = wanted.iter().find(|w| !known.iter().any(|k| &k.name == *w)) {
-        return Err(invalid("roles", &format!("no such role {missing}")));
+        return Err(invalid("roles", &format!("no such role {missing}")).into());
     }
     let changed: Vec<String> = current
         .iter()
@@ -216,7 +204,7 @@ async fn change_roles(
     if changed.is_empty() {
         return Ok(target);
     }
-    let touched = role_store::named(&mut *tx, &changed).await.map_err(db)?;
+    let touched = role_store::named(&mut *tx, &changed).await?;
     let sets: Vec<Vec<Permission>> = touched
         .iter()
         .map(|r| roles::read_stored(&r.permissions))
@@ -226,24 +214,20 @@ async fn change_roles(
         && current.iter().any(|r| r == ROLE_SUPER_ADMIN);
     if losing_root
         && !target.disabled
-        && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, user_id)
-            .await
-            .map_err(db)?
-            == 0
+        && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, user_id).await? == 0
     {
-        return Err(last_super_admin());
+        return Err(last_super_admin().into());
     }
     let row = accounts::set_roles(&mut tx, user_id, &wanted)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     let event = UserEvent::RolesChanged {
         user_id,
         roles: wanted,
         by: actor.id,
     };
-    outbox::append(&mut tx, user_id, &event).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    outbox::append(&mut tx, user_id, &event).await?;
+    tx.commit().await?;
     Ok(row)
 }
 
@@ -252,15 +236,14 @@ pub async fn grant_permission(
     state: State,
     ctx: CallContext,
     req: GrantRequest,
-) -> Result<EffectivePermissions, ServiceError> {
+) -> Result<EffectivePermissions, Fault> {
     let actor = require(&state, &ctx, ROLES_GRANT).await?;
     let permission = roles::parse_grantable(std::slice::from_ref(&req.grant))?;
     roles::require_covers(&actor.held, &permission)?;
     let permission = permission[0].to_string();
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let target = accounts::lock(&mut tx, req.user_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     let mut direct: Vec<String> = target
         .permissions
@@ -273,33 +256,29 @@ pub async fn grant_permission(
     }
     direct.sort();
     if direct.len() > mesh_contracts::permissions::MAX_PERMISSIONS {
-        return Err(invalid("permissions", "at most 64 direct grants"));
+        return Err(invalid("permissions", "at most 64 direct grants").into());
     }
     let row = accounts::set_permissions(&mut tx, req.user_id, &direct)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
     let event = UserEvent::PermissionsChanged {
         user_id: req.user_id,
         permissions: direct,
         by: actor.id,
     };
-    outbox::append(&mut tx, req.user_id, &event)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    access::effective_view(&state.pool, &row).await
+    outbox::append(&mut tx, req.user_id, &event).await?;
+    tx.commit().await?;
+    Ok(access::effective_view(&state.pool, &row).await?)
 }
 
 pub async fn user_permissions(
     state: State,
     ctx: CallContext,
     req: UserIdRequest,
-) -> Result<EffectivePermissions, ServiceError> {
+) -> Result<EffectivePermissions, Fault> {
     require(&state, &ctx, USERS_READ).await?;
     let row = accounts::by_id(&state.pool, req.user_id)
-        .await
-        .map_err(db)?
+        .await?
         .ok_or_else(|| not_found("user"))?;
-    access::effective_view(&state.pool, &row).await
+    Ok(access::effective_view(&state.pool, &row).await?)
 }

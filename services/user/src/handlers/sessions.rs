@@ -3,24 +3,19 @@
 use mesh_contracts::ServiceError;
 use mesh_contracts::user::{Empty, LogoutReply, RevokeSessionRequest, SessionInfo, SessionList};
 use mesh_nats::CallContext;
+use mesh_service_kit::Fault;
 use uuid::Uuid;
 
-use super::{State, caller, db, not_found};
+use super::{State, caller, not_found};
 use crate::store::sessions;
 
 /// Revokes the caller's sessions: only `only`, or all of them.
-async fn end_sessions(
-    state: &State,
-    user_id: Uuid,
-    only: Option<Uuid>,
-) -> Result<u32, ServiceError> {
-    let mut tx = state.pool.begin().await.map_err(db)?;
-    let ids = sessions::active_ids(&mut tx, user_id, only)
-        .await
-        .map_err(db)?;
+async fn end_sessions(state: &State, user_id: Uuid, only: Option<Uuid>) -> Result<u32, Fault> {
+    let mut tx = state.pool.begin().await?;
+    let ids = sessions::active_ids(&mut tx, user_id, only).await?;
     state.publish_revocations(user_id, &ids).await?;
-    let ended = sessions::revoke(&mut tx, &ids).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    let ended = sessions::revoke(&mut tx, &ids).await?;
+    tx.commit().await?;
     Ok(u32::try_from(ended).unwrap_or(u32::MAX))
 }
 
@@ -45,13 +40,9 @@ pub async fn logout_all(
     Ok(LogoutReply { revoked_sessions })
 }
 
-pub async fn list(
-    state: State,
-    ctx: CallContext,
-    _req: Empty,
-) -> Result<SessionList, ServiceError> {
+pub async fn list(state: State, ctx: CallContext, _req: Empty) -> Result<SessionList, Fault> {
     let (user, current) = caller(&ctx)?;
-    let rows = sessions::active(&state.pool, user).await.map_err(db)?;
+    let rows = sessions::active(&state.pool, user).await?;
     let items = rows
         .into_iter()
         .map(|row| SessionInfo {
