@@ -415,16 +415,6 @@ pub fn set_build_info(version: &str, commit: &str, roles: &str) {
         .set(1);
 }
 
-/// Process CPU, memory and file descriptors (`process_*`), registered once on Linux.
-static PROCESS_COLLECTOR: LazyLock<()> = LazyLock::new(|| {
-    #[cfg(target_os = "linux")]
-    if let Err(err) = prometheus::register(Box::new(
-        prometheus::process_collector::ProcessCollector::for_self(),
-    )) {
-        eprintln!("process metrics unavailable: {err}");
-    }
-});
-
 /// Error labels that dashboards and alerts read, created at 0 so a rate exists before the
 /// first error.
 const AUTH_FAILURE_REASONS: &[&str] = &[
@@ -532,6 +522,8 @@ pub fn touch_all() {
     LazyLock::force(&DB_QUERY_DURATION);
     LazyLock::force(&REVOCATION_WATCH_OPEN);
     LazyLock::force(&CONSUMER_PENDING);
-    LazyLock::force(&PROCESS_COLLECTOR);
+    // Process CPU, memory and file descriptors (`process_*`): the prometheus crate's default
+    // registry registers its process collector itself (feature `process`, Linux).
+    let _ = prometheus::default_registry();
     touch_error_labels();
 }
