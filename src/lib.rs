@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod console_flags;
+pub mod flags;
 pub mod guard_flags;
 pub mod nats_config;
 pub mod private_file;

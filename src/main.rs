@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mesh_contracts::Prefix;
 use mesh_contracts::nats_permissions::Scope;
-use nats_mesh::config::{Cli, RoleArg};
+use nats_mesh::flags::{Cli, RoleArg};
 use nats_mesh::private_file::write_private;
 use nats_mesh::{Role, Settings, roles};
 use tokio_util::sync::CancellationToken;
@@ -58,12 +58,8 @@ fn main() -> ExitCode {
             &nats_mesh::telemetry::default_db_service(roles, migrate),
         );
         nats_mesh::telemetry::record_build_info(roles);
-        if migrate {
-            roles::user_pool(&settings).await?;
-            roles::social_pool(&settings).await?;
-            roles::chat_pool(&settings).await?;
-            roles::audit_pool(&settings).await?;
-            roles::migrate_nats(&settings).await?;
+        if let Some(databases) = &settings.migrate {
+            roles::migrate(&settings, databases).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }
@@ -76,7 +72,7 @@ fn main() -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        roles::run(settings, roles, listener, shutdown).await
+        roles::run(settings, listener, shutdown).await
     }))
 }
 

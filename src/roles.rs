@@ -16,7 +16,7 @@ use mesh_user::{UserConfig, UserDeps};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Role, Settings};
+use crate::config::{Databases, EdgeRole, Settings, UserRole};
 use crate::telemetry::Watch;
 
 /// How long the first NATS connection may take before start-up fails.
@@ -66,12 +66,10 @@ pub async fn migrate_nats(settings: &Settings) -> anyhow::Result<()> {
 /// Opens one service's pool on `url` (named `app` in Postgres) and applies its migrations.
 async fn migrated_pool(
     settings: &Settings,
-    url: Option<&str>,
-    missing: &str,
+    url: &str,
     app: &str,
     migrate: impl AsyncFn(&PgPool) -> anyhow::Result<()>,
 ) -> anyhow::Result<PgPool> {
-    let url = url.with_context(|| format!("{missing} is not set"))?;
     let pool =
         mesh_service_kit::postgres::connect_pool(url, app, settings.db_max_connections).await?;
     migrate(&pool)
@@ -80,61 +78,39 @@ async fn migrated_pool(
     Ok(pool)
 }
 
-/// Opens the user service's pool and brings its schema up to date.
-pub async fn user_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = settings.user_database_url.as_deref();
+/// Brings every database's schema and the NATS streams and buckets up to date.
+pub async fn migrate(settings: &Settings, databases: &Databases) -> anyhow::Result<()> {
+    migrated_pool(settings, &databases.user, "mesh-user", mesh_user::migrate).await?;
     migrated_pool(
         settings,
-        url,
-        "MESH_DATABASE_URL",
-        "mesh-user",
-        mesh_user::migrate,
+        &databases.social,
+        "mesh-social",
+        mesh_social::migrate,
     )
-    .await
-}
-
-/// Opens the social service's pool and brings its schema up to date.
-pub async fn social_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = settings.social_database_url.as_deref();
-    let missing = "MESH_SOCIAL_DATABASE_URL (or MESH_DATABASE_URL)";
-    migrated_pool(settings, url, missing, "mesh-social", mesh_social::migrate).await
-}
-
-/// Opens the chat service's pool and brings its schema up to date.
-pub async fn chat_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = settings.chat_database_url.as_deref();
-    let missing = "MESH_CHAT_DATABASE_URL (or MESH_DATABASE_URL)";
-    migrated_pool(settings, url, missing, "mesh-chat", mesh_chat::migrate).await
-}
-
-/// Opens the audit log's pool and brings its schema up to date.
-pub async fn audit_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = settings.audit_database_url.as_deref();
+    .await?;
+    migrated_pool(settings, &databases.chat, "mesh-chat", mesh_chat::migrate).await?;
     migrated_pool(
         settings,
-        url,
-        "MESH_DATABASE_URL",
+        &databases.audit,
         "mesh-outbox",
         mesh_outbox::migrate,
     )
-    .await
+    .await?;
+    migrate_nats(settings).await
 }
 
 /// The outboxes the relay moves: each service's schema in its own database.
-async fn outbox_sources(settings: &Settings) -> anyhow::Result<Vec<mesh_outbox::Source>> {
+async fn outbox_sources(databases: &Databases) -> anyhow::Result<Vec<mesh_outbox::Source>> {
     let mut sources = Vec::new();
     for (service, schema, url) in [
-        (Service::User, "users", &settings.user_database_url),
-        (Service::Social, "social", &settings.social_database_url),
-        (Service::Chat, "chat", &settings.chat_database_url),
+        (Service::User, "users", &databases.user),
+        (Service::Social, "social", &databases.social),
+        (Service::Chat, "chat", &databases.chat),
     ] {
-        let url = url
-            .as_deref()
-            .context("a service database URL is not set")?;
         sources.push(mesh_outbox::Source {
             service,
             schema,
-            url: url.to_owned(),
+            url: url.clone(),
             pool: mesh_service_kit::postgres::connect_pool(url, "mesh-outbox", 4).await?,
         });
     }
@@ -154,12 +130,9 @@ pub fn social_config(settings: &Settings) -> SocialConfig {
     SocialConfig::new(settings.rpc_timeout)
 }
 
-pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
-    Ok(EdgeConfig {
-        jwt_public_key_pem: settings
-            .jwt_public_key_pem
-            .clone()
-            .context("MESH_JWT_PUBLIC_KEY is not set")?,
+pub fn edge_config(settings: &Settings, edge: &EdgeRole) -> EdgeConfig {
+    EdgeConfig {
+        jwt_public_key_pem: edge.jwt_public_key_pem.clone(),
         jwt_issuer: settings.jwt_issuer.clone(),
         jwt_audience: settings.jwt_audience.clone(),
         access_ttl: settings.access_ttl,
@@ -176,19 +149,13 @@ pub fn edge_config(settings: &Settings) -> anyhow::Result<EdgeConfig> {
         },
         guard: settings.guard.clone(),
         console: settings.console.clone(),
-    })
+    }
 }
 
-pub fn user_config(settings: &Settings) -> anyhow::Result<UserConfig> {
-    Ok(UserConfig {
-        jwt_private_key_pem: settings
-            .jwt_private_key_pem
-            .clone()
-            .context("MESH_JWT_PRIVATE_KEY is not set")?,
-        jwt_public_key_pem: settings
-            .jwt_public_key_pem
-            .clone()
-            .context("MESH_JWT_PUBLIC_KEY is not set")?,
+pub fn user_config(settings: &Settings, user: &UserRole) -> UserConfig {
+    UserConfig {
+        jwt_private_key_pem: user.jwt_private_key_pem.clone(),
+        jwt_public_key_pem: user.jwt_public_key_pem.clone(),
         jwt_issuer: settings.jwt_issuer.clone(),
         jwt_audience: settings.jwt_audience.clone(),
         access_ttl: settings.access_ttl,
@@ -199,14 +166,13 @@ pub fn user_config(settings: &Settings) -> anyhow::Result<UserConfig> {
             .map_or(2, |n| n.get())
             .max(2),
         login_throttle: settings.login_throttle,
-    })
+    }
 }
 
-/// Runs `roles` in this process until `shutdown` is cancelled. The edge listens on `listener`
-/// (required when `roles` has the edge); other roles serve `/metrics` on the metrics address.
+/// Runs the roles `settings` has a part for until `shutdown` is cancelled. The edge listens on
+/// `listener` (required with the edge); other roles serve `/metrics` on the metrics address.
 pub async fn run(
     settings: Settings,
-    roles: &[Role],
     listener: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -218,22 +184,30 @@ pub async fn run(
     };
     let mut tasks = tokio::task::JoinSet::new();
     let watch = Watch::new(&shutdown);
-    if roles.contains(&Role::User) {
+    let parts = &settings.roles;
+    if let Some(user) = &parts.user {
         let deps = UserDeps {
             bus: bus_of(NatsRole::User).await?,
-            pool: user_pool(&settings).await?,
+            pool: migrated_pool(
+                &settings,
+                &user.database_url,
+                "mesh-user",
+                mesh_user::migrate,
+            )
+            .await?,
         };
         watch.role("user", &deps.bus, Some(&deps.pool));
-        let config = user_config(&settings)?;
+        let config = user_config(&settings, user);
         tasks.spawn(named(
             "user",
             mesh_user::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
-    if roles.contains(&Role::Social) {
+    if let Some(social) = &parts.social {
+        let url = &social.database_url;
         let deps = SocialDeps {
             bus: bus_of(NatsRole::Social).await?,
-            pool: social_pool(&settings).await?,
+            pool: migrated_pool(&settings, url, "mesh-social", mesh_social::migrate).await?,
         };
         watch.role("social", &deps.bus, Some(&deps.pool));
         let config = social_config(&settings);
@@ -242,10 +216,11 @@ pub async fn run(
             mesh_social::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
-    if roles.contains(&Role::Chat) {
+    if let Some(chat) = &parts.chat {
+        let url = &chat.database_url;
         let deps = ChatDeps {
             bus: bus_of(NatsRole::Chat).await?,
-            pool: chat_pool(&settings).await?,
+            pool: migrated_pool(&settings, url, "mesh-chat", mesh_chat::migrate).await?,
         };
         watch.role("chat", &deps.bus, Some(&deps.pool));
         let config = chat_config(&settings);
@@ -254,11 +229,12 @@ pub async fn run(
             mesh_chat::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
-    if roles.contains(&Role::Outbox) {
+    if let Some(databases) = &parts.outbox {
+        let url = &databases.audit;
         let deps = OutboxDeps {
             bus: bus_of(NatsRole::Outbox).await?,
-            sources: outbox_sources(&settings).await?,
-            audit_pool: audit_pool(&settings).await?,
+            sources: outbox_sources(databases).await?,
+            audit_pool: migrated_pool(&settings, url, "mesh-outbox", mesh_outbox::migrate).await?,
         };
         watch.role("outbox", &deps.bus, Some(&deps.audit_pool));
         watch.consumer_backlogs(&deps.bus);
@@ -268,9 +244,9 @@ pub async fn run(
             mesh_outbox::run(deps, config, shutdown.clone().cancelled_owned()),
         ));
     }
-    if roles.contains(&Role::Edge) {
+    if let Some(edge) = &parts.edge {
         let listener = listener.context("the edge needs a listener")?;
-        let config = edge_config(&settings)?;
+        let config = edge_config(&settings, edge);
         let deps = EdgeDeps {
             bus: bus_of(NatsRole::Edge).await?,
         };

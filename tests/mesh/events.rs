@@ -21,12 +21,7 @@ use crate::social_groups::{create_group, invite, kick};
 use crate::ws::Ws;
 
 pub async fn db(mesh: &TestMesh) -> PgConnection {
-    let url = mesh
-        .settings
-        .chat_database_url
-        .as_deref()
-        .expect("database");
-    PgConnection::connect(url)
+    PgConnection::connect(mesh.database_url())
         .await
         .expect("connect to the test database")
 }
@@ -180,7 +175,7 @@ async fn a_relay_killed_between_publish_and_mark_sent_has_no_second_effect() {
     let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
     send_request(c, &ann, &bob, "hi").await;
 
-    let url = mesh.settings.social_database_url.clone().unwrap();
+    let url = mesh.database_url().to_owned();
     let source = mesh_outbox::Source {
         service: Service::Social,
         schema: "social",

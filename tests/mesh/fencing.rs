@@ -47,7 +47,7 @@ struct ChatProcess {
 impl ChatProcess {
     fn start(mesh: &TestMesh) -> Self {
         let s = &mesh.settings;
-        let database = s.chat_database_url.clone().expect("a chat database");
+        let database = mesh.database_url().to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mesh"));
         command
             .arg("chat")
@@ -233,12 +233,7 @@ async fn ann_and_friends(mesh: &TestMesh) -> (Tokens, Vec<Tokens>) {
 }
 
 async fn test_database(mesh: &TestMesh) -> PgPool {
-    let url = mesh
-        .settings
-        .chat_database_url
-        .as_deref()
-        .expect("database");
-    PgPool::connect(url)
+    PgPool::connect(mesh.database_url())
         .await
         .expect("connect to the test database")
 }
@@ -495,8 +490,8 @@ async fn without_postgres_the_edge_answers_503_with_retry_after_at_once() {
     let port = proxy.addr.port();
     // The user service reaches Postgres through the proxy; the rest directly.
     let mesh = TestMesh::spawn_with(|s| {
-        let url = s.user_database_url.as_deref().expect("a user database");
-        s.user_database_url = Some(with_port(url, port));
+        let user = s.roles.user.as_mut().expect("the user role");
+        user.database_url = with_port(&user.database_url, port);
     })
     .await;
     let (_, ann) = mesh.client.user("ann").await;

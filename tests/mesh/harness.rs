@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use mesh_contracts::Prefix;
 use mesh_contracts::nats_permissions::NatsRole;
 use mesh_nats::NatsCredentials;
-use nats_mesh::config::{ChatSettings, WsSettings};
+use nats_mesh::config::{
+    ChatSettings, DatabaseRole, Databases, EdgeRole, RoleSettings, UserRole, WsSettings,
+};
 use nats_mesh::{Role, Settings, roles};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -68,16 +70,10 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         nats_role_credentials: role_credentials(),
         nats_replicas: 1,
         prefix: Prefix::parse(prefix).expect("valid prefix"),
-        social_database_url: database_url.clone(),
-        chat_database_url: database_url.clone(),
-        audit_database_url: database_url.clone(),
-        user_database_url: database_url,
         db_max_connections: 5,
         http_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         public_url: "http://127.0.0.1".into(),
-        jwt_private_key_pem: Some(keys.private_pem.clone()),
-        jwt_public_key_pem: Some(keys.public_pem.clone()),
         jwt_issuer: "nats-mesh-test".into(),
         jwt_audience: "nats-mesh-test".into(),
         access_ttl: Duration::from_secs(900),
@@ -103,6 +99,41 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         guard: lifted_limits(),
         login_throttle: mesh_user::LoginThrottle::default(),
         console: None,
+        roles: every_role(database_url, keys),
+        migrate: None,
+    }
+}
+
+/// Every role's part, all on one database (none without one).
+fn every_role(database_url: Option<String>, keys: &mesh_user::keys::KeyPair) -> RoleSettings {
+    let edge = Some(EdgeRole {
+        jwt_public_key_pem: keys.public_pem.clone(),
+    });
+    let Some(url) = database_url else {
+        return RoleSettings {
+            edge,
+            ..RoleSettings::default()
+        };
+    };
+    RoleSettings {
+        edge,
+        user: Some(UserRole {
+            database_url: url.clone(),
+            jwt_private_key_pem: keys.private_pem.clone(),
+            jwt_public_key_pem: keys.public_pem.clone(),
+        }),
+        social: Some(DatabaseRole {
+            database_url: url.clone(),
+        }),
+        chat: Some(DatabaseRole {
+            database_url: url.clone(),
+        }),
+        outbox: Some(Databases {
+            user: url.clone(),
+            social: url.clone(),
+            chat: url.clone(),
+            audit: url,
+        }),
     }
 }
 
@@ -143,7 +174,8 @@ impl Node {
             (None, None)
         };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(roles::run(settings, roles_run, listener, shutdown.clone()));
+        let settings = settings.only(roles_run);
+        let task = tokio::spawn(roles::run(settings, listener, shutdown.clone()));
         (Self { shutdown, task }, url)
     }
 }
@@ -209,6 +241,12 @@ impl TestMesh {
             .await;
         }
         mesh
+    }
+
+    /// The database the services of this mesh share (tests give each mesh a fresh one).
+    pub fn database_url(&self) -> &str {
+        let chat = self.settings.roles.chat.as_ref();
+        &chat.expect("a mesh with a database").database_url
     }
 
     /// Starts another edge on the same prefix (another node of the same deployment).

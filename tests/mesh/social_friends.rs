@@ -35,12 +35,7 @@ pub fn ok(answer: Answer) -> Value {
 
 /// Rows of the social outbox by event type.
 pub async fn outbox_counts(mesh: &TestMesh) -> HashMap<String, i64> {
-    let url = mesh
-        .settings
-        .social_database_url
-        .as_deref()
-        .expect("social database");
-    let mut conn = sqlx::PgConnection::connect(url)
+    let mut conn = sqlx::PgConnection::connect(mesh.database_url())
         .await
         .expect("connect to the test database");
     let rows: Vec<(String, i64)> =

@@ -1,0 +1,337 @@
+//! Collects every configuration problem instead of stopping at the first, and parses each
+//! group of raw values (NATS, databases, keys, role parts, chat, sockets) into its typed form.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_contracts::nats_permissions::NatsRole;
+use mesh_nats::NatsCredentials;
+
+use super::{
+    ChatSettings, DatabaseRole, Databases, EdgeRole, Role, RoleSettings, UserRole, WsSettings,
+};
+use crate::flags::RawSettings;
+
+/// Problems found so far, and the database variables missing with who needs them.
+#[derive(Default)]
+pub struct Problems(Vec<String>, Vec<(&'static str, Vec<String>)>);
+
+/// The URL of every database, each falling back to `MESH_DATABASE_URL`, before any role asked.
+pub struct DatabaseUrls {
+    user: Option<String>,
+    social: Option<String>,
+    chat: Option<String>,
+    audit: Option<String>,
+}
+
+/// Values every role shares, parsed.
+pub struct Shared {
+    pub db_max_connections: u32,
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub rpc_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// The process's NATS identity, per-role identities and stream replicas.
+pub type Nats = (NatsCredentials, Vec<(NatsRole, NatsCredentials)>, usize);
+
+impl Problems {
+    pub fn push(&mut self, problem: impl Into<String>) {
+        self.0.push(problem.into());
+    }
+
+    pub fn extend(&mut self, problems: impl IntoIterator<Item = String>) {
+        self.0.extend(problems);
+    }
+
+    /// Every problem, a missing database once with everything that needs it, or nothing.
+    pub fn finish(mut self) -> Result<(), Vec<String>> {
+        for (name, needed_by) in std::mem::take(&mut self.1) {
+            let or_shared = if name == "MESH_DATABASE_URL" {
+                ""
+            } else {
+                " (or set MESH_DATABASE_URL)"
+            };
+            let needed_by = needed_by.join(", ");
+            self.push(format!("{name}: required for {needed_by}{or_shared}"));
+        }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+
+    pub fn take<T, E: std::fmt::Display>(&mut self, name: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|err| self.0.push(format!("{name}: {err}")))
+            .ok()
+    }
+
+    fn duration(&mut self, name: &str, raw: &str) -> Option<Duration> {
+        let parsed = self.take(name, humantime::parse_duration(raw))?;
+        if parsed.is_zero() && name != "MESH_REFRESH_REUSE_GRACE" {
+            self.0.push(format!("{name}: must be greater than zero"));
+            return None;
+        }
+        Some(parsed)
+    }
+
+    /// The NATS URL's form, the process's identity, the per-role identities and replicas.
+    pub fn nats(&mut self, raw: &RawSettings) -> Option<Nats> {
+        if raw
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .any(|url| !url.starts_with("nats://") && !url.starts_with("tls://"))
+        {
+            self.push("MESH_NATS_URL: every URL must start with nats:// or tls://");
+        }
+        let credentials = NatsCredentials {
+            user: raw.nats_user.clone(),
+            password: raw.nats_password.clone(),
+            token: raw.nats_token.clone(),
+            nkey_seed: raw.nats_nkey_seed.clone(),
+            creds_file: raw.nats_creds.clone(),
+            tls_ca: raw.nats_tls_ca.clone(),
+            tls_cert: raw.nats_tls_cert.clone(),
+            tls_key: raw.nats_tls_key.clone(),
+            inbox_prefix: None,
+        };
+        self.extend(credentials.problems());
+        let per_role = match &raw.nats_role_credentials {
+            Some(path) => self.take(
+                "MESH_NATS_ROLE_CREDENTIALS",
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    .and_then(|text| mesh_nats::parse_role_passwords(&text)),
+            ),
+            None => Some(Vec::new()),
+        };
+        let replicas = self.take("MESH_NATS_REPLICAS", raw.nats_replicas.parse::<usize>());
+        if replicas.is_some_and(|n| !(1..=5).contains(&n)) {
+            self.push("MESH_NATS_REPLICAS: must be 1-5");
+        }
+        let replicas = replicas.filter(|n| (1..=5).contains(n))?;
+        Some((credentials, per_role?, replicas))
+    }
+
+    /// Every database URL as given (or shared), each checked to be a Postgres URL.
+    pub fn database_urls(&mut self, raw: &RawSettings) -> DatabaseUrls {
+        let or_shared = |own: &Option<String>| own.clone().or_else(|| raw.database_url.clone());
+        let urls = DatabaseUrls {
+            user: or_shared(&raw.user_database_url),
+            social: or_shared(&raw.social_database_url),
+            chat: or_shared(&raw.chat_database_url),
+            audit: raw.database_url.clone(),
+        };
+        for (name, url) in [
+            ("MESH_DATABASE_URL", &urls.user),
+            ("MESH_SOCIAL_DATABASE_URL", &urls.social),
+            ("MESH_CHAT_DATABASE_URL", &urls.chat),
+        ] {
+            if let Some(url) = url
+                && !url.starts_with("postgres://")
+                && !url.starts_with("postgresql://")
+            {
+                self.push(format!("{name}: must be a postgres:// URL"));
+            }
+        }
+        urls
+    }
+
+    /// A database URL `what` needs; when it is missing, `finish` names the variable once.
+    fn required(&mut self, name: &'static str, url: &Option<String>, what: &str) -> Option<String> {
+        if url.is_none() {
+            match self.1.iter_mut().find(|(missing, _)| *missing == name) {
+                Some((_, needed_by)) if needed_by.iter().any(|w| w == what) => {}
+                Some((_, needed_by)) => needed_by.push(what.to_owned()),
+                None => self.1.push((name, vec![what.to_owned()])),
+            }
+        }
+        url.clone()
+    }
+
+    /// Every database, for migrations or the outbox (`what`).
+    pub fn databases(&mut self, urls: &DatabaseUrls, what: &str) -> Option<Databases> {
+        let user = self.required("MESH_DATABASE_URL", &urls.user, what);
+        let social = self.required("MESH_SOCIAL_DATABASE_URL", &urls.social, what);
+        let chat = self.required("MESH_CHAT_DATABASE_URL", &urls.chat, what);
+        let audit = self.required("MESH_DATABASE_URL", &urls.audit, what);
+        Some(Databases {
+            user: user?,
+            social: social?,
+            chat: chat?,
+            audit: audit?,
+        })
+    }
+
+    /// The part of each role in `roles`, with its keys and database.
+    pub fn roles(
+        &mut self,
+        raw: &RawSettings,
+        roles: &[Role],
+        urls: &DatabaseUrls,
+    ) -> Option<RoleSettings> {
+        let runs = |role| roles.contains(&role);
+        let private_key = self.read_key(
+            "MESH_JWT_PRIVATE_KEY",
+            raw.jwt_private_key.as_ref(),
+            runs(Role::User),
+        );
+        let public_key = self.read_key(
+            "MESH_JWT_PUBLIC_KEY",
+            raw.jwt_public_key.as_ref(),
+            runs(Role::User) || runs(Role::Edge),
+        );
+        let edge = runs(Role::Edge).then(|| {
+            Some(EdgeRole {
+                jwt_public_key_pem: public_key.clone()?,
+            })
+        });
+        let user = runs(Role::User).then(|| {
+            let database_url = self.required("MESH_DATABASE_URL", &urls.user, "the user role");
+            Some(UserRole {
+                database_url: database_url?,
+                jwt_private_key_pem: private_key.clone()?,
+                jwt_public_key_pem: public_key.clone()?,
+            })
+        });
+        let social = runs(Role::Social).then(|| {
+            let url = self.required("MESH_SOCIAL_DATABASE_URL", &urls.social, "the social role");
+            Some(DatabaseRole { database_url: url? })
+        });
+        let chat = runs(Role::Chat).then(|| {
+            let url = self.required("MESH_CHAT_DATABASE_URL", &urls.chat, "the chat role");
+            Some(DatabaseRole { database_url: url? })
+        });
+        let outbox = runs(Role::Outbox).then(|| {
+            self.databases(
+                urls,
+                "the outbox role (it relays every service's outbox and keeps the audit log)",
+            )
+        });
+        Some(RoleSettings {
+            edge: complete(edge)?,
+            user: complete(user)?,
+            social: complete(social)?,
+            chat: complete(chat)?,
+            outbox: complete(outbox)?,
+        })
+    }
+
+    fn read_key(&mut self, name: &str, path: Option<&PathBuf>, needed: bool) -> Option<String> {
+        match path {
+            Some(path) => self.take(
+                name,
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            ),
+            None if needed => {
+                self.push(format!(
+                    "{name}: required (run `mesh keygen` to create a key pair)"
+                ));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Addresses, lifetimes and sizes every role shares.
+    pub fn shared(&mut self, raw: &RawSettings) -> Option<Shared> {
+        let db_max_connections = self.take(
+            "MESH_DB_MAX_CONNECTIONS",
+            raw.db_max_connections.parse::<u32>(),
+        );
+        let http_addr = self.take("MESH_HTTP_ADDR", raw.http_addr.parse::<SocketAddr>());
+        let metrics_addr = self.take("MESH_METRICS_ADDR", raw.metrics_addr.parse::<SocketAddr>());
+        let access_ttl = self.duration("MESH_ACCESS_TTL", &raw.access_ttl);
+        let refresh_ttl = self.duration("MESH_REFRESH_TTL", &raw.refresh_ttl);
+        let refresh_reuse_grace =
+            self.duration("MESH_REFRESH_REUSE_GRACE", &raw.refresh_reuse_grace);
+        let rpc_timeout = self.duration("MESH_RPC_TIMEOUT", &raw.rpc_timeout);
+        let max_body_bytes = self.take("MESH_MAX_BODY_BYTES", raw.max_body_bytes.parse::<usize>());
+        if max_body_bytes.is_some_and(|n| n < 1024) {
+            self.push("MESH_MAX_BODY_BYTES: must be at least 1024");
+        }
+        if raw.jwt_issuer.trim().is_empty() || raw.jwt_audience.trim().is_empty() {
+            self.push("MESH_JWT_ISSUER and MESH_JWT_AUDIENCE: must not be empty");
+        }
+        Some(Shared {
+            db_max_connections: db_max_connections?.max(1),
+            http_addr: http_addr?,
+            metrics_addr: metrics_addr?,
+            access_ttl: access_ttl?,
+            refresh_ttl: refresh_ttl?,
+            refresh_reuse_grace: refresh_reuse_grace?,
+            rpc_timeout: rpc_timeout?,
+            max_body_bytes: max_body_bytes.filter(|n| *n >= 1024)?,
+        })
+    }
+
+    pub fn chat(&mut self, raw: &RawSettings) -> Option<ChatSettings> {
+        let partitions = self.take("MESH_CHAT_PARTITIONS", raw.chat_partitions.parse::<u32>());
+        if partitions.is_some_and(|n| !(1..=1024).contains(&n)) {
+            self.0.push("MESH_CHAT_PARTITIONS: must be 1-1024".into());
+        }
+        let open_private = self.take(
+            "MESH_CHAT_OPEN_PRIVATE",
+            raw.chat_open_private.parse::<bool>(),
+        );
+        let recall_window = self.duration("MESH_CHAT_RECALL_WINDOW", &raw.chat_recall_window);
+        let dedup_window = self.duration("MESH_CHAT_DEDUP_WINDOW", &raw.chat_dedup_window);
+        Some(ChatSettings {
+            partitions: partitions.filter(|n| (1..=1024).contains(n))?,
+            open_private: open_private?,
+            recall_window: recall_window?,
+            dedup_window: dedup_window?,
+        })
+    }
+
+    pub fn ws(&mut self, raw: &RawSettings) -> Option<WsSettings> {
+        let heartbeat = self.duration("MESH_WS_HEARTBEAT", &raw.ws_heartbeat);
+        let idle_timeout = self.duration("MESH_WS_IDLE_TIMEOUT", &raw.ws_idle_timeout);
+        if let (Some(beat), Some(idle)) = (heartbeat, idle_timeout)
+            && idle <= beat
+        {
+            self.0
+                .push("MESH_WS_IDLE_TIMEOUT: must be longer than MESH_WS_HEARTBEAT".into());
+        }
+        let send_queue = self.take("MESH_WS_SEND_QUEUE", raw.ws_send_queue.parse::<usize>());
+        if send_queue.is_some_and(|n| n < 8) {
+            self.0.push("MESH_WS_SEND_QUEUE: must be at least 8".into());
+        }
+        let max_frame_bytes = self.take(
+            "MESH_WS_MAX_FRAME_BYTES",
+            raw.ws_max_frame_bytes.parse::<usize>(),
+        );
+        if max_frame_bytes.is_some_and(|n| n < 1024) {
+            self.0
+                .push("MESH_WS_MAX_FRAME_BYTES: must be at least 1024".into());
+        }
+        let allowed_origins = raw
+            .ws_allowed_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        Some(WsSettings {
+            allowed_origins,
+            heartbeat: heartbeat?,
+            idle_timeout: idle_timeout.filter(|idle| heartbeat.is_some_and(|b| *idle > b))?,
+            send_queue: send_queue.filter(|n| *n >= 8)?,
+            max_frame_bytes: max_frame_bytes.filter(|n| *n >= 1024)?,
+        })
+    }
+}
+
+/// A role's part: not asked for (`Some(None)`), complete (`Some(Some(part))`), or missing a
+/// value whose problem was recorded (`None`).
+fn complete<T>(part: Option<Option<T>>) -> Option<Option<T>> {
+    part.map(|part| part.ok_or(())).transpose().ok()
+}

@@ -1,0 +1,135 @@
+//! What `Settings::parse` accepts, refuses and derives.
+
+use clap::Parser;
+use mesh_nats::Secret;
+
+use super::*;
+use crate::flags::Cli;
+
+fn raw() -> RawSettings {
+    let cli = Cli::try_parse_from(["mesh"]).unwrap();
+    cli.raw
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut r = raw();
+    r.prefix = "Bad Prefix".into();
+    r.http_addr = "nowhere".into();
+    r.access_ttl = "soon".into();
+    r.database_url = None;
+    let problems = Settings::parse(&r, Role::ALL, true).err().unwrap();
+    let text = problems.join("\n");
+    for name in [
+        "MESH_PREFIX",
+        "MESH_HTTP_ADDR",
+        "MESH_ACCESS_TTL",
+        "MESH_DATABASE_URL",
+        "MESH_JWT_PRIVATE_KEY",
+        "MESH_JWT_PUBLIC_KEY",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn defaults_are_valid_for_a_role_without_keys_or_database() {
+    let settings = Settings::parse(&raw(), &[], false).unwrap();
+    assert_eq!(settings.prefix.as_str(), "mesh");
+    assert_eq!(settings.access_ttl, Duration::from_secs(900));
+    assert_eq!(settings.public_url, "http://127.0.0.1:8080");
+}
+
+#[test]
+fn social_database_defaults_to_the_shared_one() {
+    let mut r = raw();
+    r.database_url = Some("postgres://shared/db".into());
+    let settings = Settings::parse(&r, &[Role::Social], false).unwrap();
+    assert_eq!(social_url(&settings), "postgres://shared/db");
+    r.social_database_url = Some("postgres://own/db".into());
+    let settings = Settings::parse(&r, &[Role::Social], false).unwrap();
+    assert_eq!(social_url(&settings), "postgres://own/db");
+    r.database_url = None;
+    r.social_database_url = None;
+    let problems = Settings::parse(&r, &[Role::Social], false).err().unwrap();
+    assert!(problems.join("\n").contains("MESH_SOCIAL_DATABASE_URL"));
+}
+
+#[test]
+fn nats_logins_are_checked_and_each_role_gets_its_own_inbox() {
+    let mut r = raw();
+    r.nats_url = "nats://a:4222,http://b:4222".into();
+    r.nats_user = Some("edge".into());
+    r.nats_token = Some(Secret::new("t"));
+    r.nats_replicas = "7".into();
+    r.nats_role_credentials = Some("/nonexistent/role-credentials".into());
+    let text = Settings::parse(&r, &[], false).err().unwrap().join("\n");
+    for name in [
+        "MESH_NATS_URL",
+        "MESH_NATS_PASSWORD",
+        "one of",
+        "MESH_NATS_REPLICAS",
+        "MESH_NATS_ROLE_CREDENTIALS",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let mut r = raw();
+    r.nats_url = "nats://a:4222, nats://b:4222".into();
+    r.nats_user = Some("edge".into());
+    r.nats_password = Some(Secret::new("pw"));
+    let settings = Settings::parse(&r, &[], false).unwrap();
+    let edge = settings.nats_credentials_for(NatsRole::Edge);
+    assert_eq!(edge.user.as_deref(), Some("edge"));
+    assert_eq!(edge.inbox_prefix.as_deref(), Some("_INBOX.mesh.edge"));
+    let chat = settings.nats_credentials_for(NatsRole::Chat);
+    assert_eq!(chat.inbox_prefix.as_deref(), Some("_INBOX.mesh.chat"));
+}
+
+#[test]
+fn bootstrap_phones_are_normalised() {
+    let mut r = raw();
+    r.bootstrap_admins = "123456, +7654321,".into();
+    let settings = Settings::parse(&r, &[], false).unwrap();
+    assert_eq!(settings.bootstrap_admin_phones, vec!["+123456", "+7654321"]);
+}
+
+fn social_url(settings: &Settings) -> &str {
+    &settings
+        .roles
+        .social
+        .as_ref()
+        .expect("the social role")
+        .database_url
+}
+
+#[test]
+fn each_role_gets_only_its_own_part() {
+    let mut r = raw();
+    r.database_url = Some("postgres://shared/db".into());
+    let settings = Settings::parse(&r, &[Role::Chat], false).unwrap();
+    assert!(settings.roles.chat.is_some());
+    assert!(settings.roles.edge.is_none() && settings.roles.user.is_none());
+    assert!(settings.roles.social.is_none() && settings.roles.outbox.is_none());
+    assert!(settings.migrate.is_none());
+    let settings = Settings::parse(&r, &[], true).unwrap();
+    let databases = settings.migrate.expect("migrations need every database");
+    assert_eq!(databases.audit, "postgres://shared/db");
+}
+
+#[test]
+fn a_missing_database_is_reported_once_with_everything_that_needs_it() {
+    let problems = Settings::parse(&raw(), &[Role::User, Role::Outbox], true)
+        .err()
+        .unwrap();
+    let shared: Vec<_> = problems
+        .iter()
+        .filter(|p| p.starts_with("MESH_DATABASE_URL"))
+        .collect();
+    assert_eq!(shared.len(), 1, "{problems:?}");
+    for needer in ["the user role", "the outbox role", "migrations"] {
+        assert!(
+            shared[0].contains(needer),
+            "{needer} missing from {shared:?}"
+        );
+    }
+}
