@@ -14,6 +14,7 @@ mod handlers;
 mod ingest;
 mod membership;
 mod push;
+mod state;
 mod store;
 
 use std::future::Future;
@@ -39,7 +40,7 @@ pub async fn run(
     config: ChatConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let state = handlers::State::new(deps, config).await?;
+    let state = state::State::new(deps, config).await?;
     let stop = CancellationToken::new();
     // Dropping this future (a killed process, in tests) also drops the partition owners.
     let owner = AbortOnDropHandle::new(tokio::spawn(ingest::run(state.clone(), stop.clone())));

@@ -4,6 +4,7 @@
 //! projection of social's events (`store::projection`) stands in only for who *receives* when
 //! social does not answer, so a stored message is still pushed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use mesh_contracts::chat::ConversationId;
@@ -109,6 +110,23 @@ impl Membership {
                 authorize::group(self.group_facts(group, sender).await?, now)
             }
         })
+    }
+
+    /// Decides who may post for a whole ingest batch: each (conversation, sender) once, all
+    /// asked of social at once. `Err` means social could not answer: the caller retries the
+    /// batch, never refuses it for that.
+    pub async fn authorize_batch(
+        &self,
+        posters: Vec<(ConversationId, Uuid)>,
+        open_private: bool,
+        now: OffsetDateTime,
+    ) -> Result<HashMap<(ConversationId, Uuid), Result<(), ErrorCode>>, ServiceError> {
+        let verdicts =
+            futures::future::try_join_all(posters.iter().map(|(conversation, sender)| {
+                self.may_post(*conversation, *sender, open_private, now)
+            }))
+            .await?;
+        Ok(posters.into_iter().zip(verdicts).collect())
     }
 
     /// May `user` read `conversation` (history, read state, settings, typing)? A party of a

@@ -8,7 +8,7 @@ use mesh_contracts::Service;
 use mesh_service_kit::events::{Consumer, consume};
 use tokio_util::sync::CancellationToken;
 
-use crate::handlers::State;
+use crate::state::State;
 use crate::store::SCHEMA;
 
 const SOCIAL: &[Service] = &[Service::Social];

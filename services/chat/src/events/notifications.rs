@@ -9,7 +9,7 @@ use mesh_service_kit::events::{HandlerError, first_time};
 use uuid::Uuid;
 
 use crate::domain::notices::{Audience, notices};
-use crate::handlers::State;
+use crate::state::State;
 use crate::store::SCHEMA;
 
 pub const CONSUMER: Consumer = Consumer::ChatNotifications;

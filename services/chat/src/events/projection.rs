@@ -5,7 +5,7 @@ use mesh_contracts::Consumer;
 use mesh_contracts::events::{EventEnvelope, SocialEvent};
 use mesh_service_kit::events::{HandlerError, first_time};
 
-use crate::handlers::State;
+use crate::state::State;
 use crate::store::{SCHEMA, conversations, projection};
 use mesh_contracts::chat::ConversationId;
 

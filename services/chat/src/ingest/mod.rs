@@ -2,8 +2,14 @@
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
 //! one owner task per held partition.
 
+mod batch;
 mod leases;
 mod partition;
+mod rosters;
+mod setback;
+mod steps;
+
+pub use rosters::RosterSync;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use uuid::Uuid;
 use mesh_contracts::leases::LEASE_GRACE;
 
 use crate::domain::assignment;
-use crate::handlers::State;
+use crate::state::State;
 use crate::store::partitions::Fence;
 use leases::Leases;
 

@@ -1,0 +1,41 @@
+//! Waiting after a transient failure of a batch step: logs (the first and every 20th time),
+//! keeps the batch from being redelivered meanwhile, and pauses unless the owner is stopping.
+
+use std::time::Duration;
+
+use mesh_nats::Delivery;
+use mesh_service_kit::pause;
+use tokio_util::sync::CancellationToken;
+
+/// Pause before retrying a step that failed.
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// The failures of one batch so far, and what waiting needs.
+pub struct Setback<'a> {
+    stop: &'a CancellationToken,
+    deliveries: &'a [Delivery],
+    failures: u32,
+}
+
+impl<'a> Setback<'a> {
+    pub fn new(stop: &'a CancellationToken, deliveries: &'a [Delivery]) -> Self {
+        Self {
+            stop,
+            deliveries,
+            failures: 0,
+        }
+    }
+
+    /// Waits before the next try; false when stopped first (the batch is left
+    /// unacknowledged for the next owner).
+    pub async fn wait(&mut self, err: &(dyn std::fmt::Display + Sync)) -> bool {
+        self.failures += 1;
+        if self.failures == 1 || self.failures.is_multiple_of(20) {
+            tracing::warn!(error = %err, failures = self.failures, "batch step failed; retrying");
+        }
+        if let Some(last) = self.deliveries.last() {
+            last.in_progress().await;
+        }
+        !pause(self.stop, RETRY_DELAY).await
+    }
+}
