@@ -14,6 +14,7 @@ mod handlers;
 mod ingest;
 mod membership;
 mod push;
+mod rosters;
 mod state;
 mod store;
 

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use crate::ChatDeps;
 use crate::config::ChatConfig;
-use crate::ingest::RosterSync;
 use crate::membership::Membership;
 use crate::push::Pusher;
+use crate::rosters::RosterSync;
 
 #[derive(Clone)]
 pub struct State(Arc<Inner>);

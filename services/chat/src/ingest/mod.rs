@@ -5,11 +5,8 @@
 mod batch;
 mod leases;
 mod partition;
-mod rosters;
 mod setback;
 mod steps;
-
-pub use rosters::RosterSync;
 
 use std::collections::HashMap;
 use std::sync::Arc;
