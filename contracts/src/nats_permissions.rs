@@ -260,7 +260,7 @@ impl Prefix {
         }
         for bucket in BUCKETS {
             let (writers, readers) = bucket_access(bucket);
-            let kv_stream = format!("KV_{}", self.bucket(bucket));
+            let kv_stream = self.bucket_stream(bucket);
             if writers.contains(&role) {
                 p.publish(format!("$KV.{}.>", self.bucket(bucket)));
                 p.read_bucket(&kv_stream);

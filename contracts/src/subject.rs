@@ -221,6 +221,11 @@ impl Prefix {
         format!("{}_{}", self.upper(), bucket.suffix())
     }
 
+    /// The stream JetStream keeps a bucket in (`KV_<bucket>`).
+    pub fn bucket_stream(&self, bucket: Bucket) -> String {
+        format!("KV_{}", self.bucket(bucket))
+    }
+
     fn upper(&self) -> String {
         self.0.to_ascii_uppercase().replace('-', "_")
     }

@@ -45,7 +45,7 @@ impl Bus {
         Ok(Revocations {
             store,
             jetstream: self.jetstream.clone(),
-            stream: format!("KV_{name}"),
+            stream: self.prefix.bucket_stream(Bucket::Revoked),
         })
     }
 }

@@ -134,8 +134,7 @@ impl Bus {
 
     /// Like `stream_leader`, for a bucket.
     pub async fn bucket_leader(&self, bucket: Bucket) -> Option<(String, usize)> {
-        self.leader_of(&format!("KV_{}", self.prefix.bucket(bucket)))
-            .await
+        self.leader_of(&self.prefix.bucket_stream(bucket)).await
     }
 
     async fn leader_of(&self, stream: &str) -> Option<(String, usize)> {
