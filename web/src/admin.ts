@@ -122,27 +122,16 @@ async function showSessions(panel: HTMLElement, user: Schemas["UserProfile"]): P
       heading,
       sessions.items.length
         ? h(
-            "div",
-            { class: "scroll" },
-            h(
-              "table",
-              { "aria-label": `Sessions of ${user.nickname}` },
-              h("thead", {}, h("tr", {}, ["Device", "Client", "IP", "Signed in", "Last used", ""].map((c) => h("th", { scope: "col" }, c)))),
+            "ul",
+            { class: "list", "aria-label": `Sessions of ${user.nickname}` },
+            sessions.items.map((s) =>
               h(
-                "tbody",
+                "li",
                 {},
-                sessions.items.map((s) =>
-                  h(
-                    "tr",
-                    {},
-                    h("td", {}, device(s), s.current ? " (yours)" : ""),
-                    h("td", { class: "meta" }, s.user_agent ?? ""),
-                    h("td", {}, s.ip ?? ""),
-                    h("td", {}, when(s.created_at)),
-                    h("td", {}, when(s.last_used_at)),
-                    h("td", {}, h("button", { type: "button", class: "danger", "aria-label": `Sign out ${user.nickname}'s ${device(s)} session from ${when(s.created_at)}`, onclick: () => void signOut(client.DELETE("/v1/admin/users/{user_id}/sessions/{session_id}", { params: { path: { user_id: user.id, session_id: s.id } } })) }, "Sign out")),
-                  ),
-                ),
+                h("span", { class: "name" }, device(s), s.current ? " (yours)" : ""),
+                h("span", { class: "meta" }, `signed in ${when(s.created_at)} · last used ${when(s.last_used_at)} · ${s.ip ?? "no ip"}`),
+                s.user_agent ? h("span", { class: "meta agent" }, s.user_agent) : null,
+                h("button", { type: "button", class: "danger", "aria-label": `Sign out ${user.nickname}'s ${device(s)} session from ${when(s.created_at)}`, onclick: () => void signOut(client.DELETE("/v1/admin/users/{user_id}/sessions/{session_id}", { params: { path: { user_id: user.id, session_id: s.id } } })) }, "Sign out"),
               ),
             ),
           )

@@ -293,8 +293,9 @@ try {
     await accounts.getByRole("cell", { name: "Ann", exact: true }).waitFor();
     await shot(admin, "admin-accounts");
     await admin.getByRole("button", { name: "Sessions of Ann" }).click();
-    const sessions = admin.getByRole("table", { name: "Sessions of Ann" });
-    await sessions.getByRole("cell", { name: "phone", exact: true }).waitFor();
+    const sessions = admin.getByRole("list", { name: "Sessions of Ann" });
+    const session = (device) => sessions.getByRole("listitem").filter({ has: admin.getByText(device, { exact: true }) });
+    await session("phone").waitFor();
     await expectFocused(admin, "heading", "Ann's sessions");
     await shot(admin, "admin-sessions");
     // At phone width the tables scroll inside the page, which itself does not.
@@ -304,10 +305,10 @@ try {
     await shot(admin, "phone-admin-sessions");
     await admin.setViewportSize({ width: 1200, height: 800 });
     // Ann's console on her phone is her one `console` session still active.
-    await sessions.getByRole("row", { name: /console/ }).getByRole("button", { name: /Sign out/ }).click();
+    await session("console").getByRole("button", { name: /^Sign out Ann's console session/ }).click();
     await annOnPhone.getByRole("form", { name: "Sign in" }).getByText(/revoked|ended/).waitFor();
-    await sessions.getByRole("row", { name: /console/ }).waitFor({ state: "detached" });
-    await sessions.getByRole("cell", { name: "phone", exact: true }).waitFor();
+    await session("console").waitFor({ state: "detached" });
+    await session("phone").waitFor();
     await shot(annOnPhone, "phone-logged-out");
   });
 
