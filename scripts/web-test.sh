@@ -4,7 +4,9 @@
 # published documents, then Playwright (playwright-core) drives Debian's Chromium (unpacked into
 # .tools/chromium when the machine has none) through web/tests/browser.mjs: two people become
 # friends and chat live, a reload keeps history, a revoked session and a disabled account log
-# their pages out, the admin pages work. Screenshots of each view go to
+# their pages out, the admin pages work (account search, another user's sessions signed out).
+# The mesh issues access tokens for a few seconds only (MESH_ACCESS_TTL), so every page must
+# refresh its tokens before they expire to get through the run. Screenshots of each view go to
 # ${CARGO_TARGET_DIR:-target}/web-test/.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -22,10 +24,16 @@ if [[ -z "${MESH_NATS_URL:-}" || -z "${MESH_DATABASE_URL:-}" ]]; then
 fi
 cargo build --locked --quiet --bin mesh
 admin_phone="+1999$(date +%s | tail -c 8)"
+access_ttl_secs=6
 export MESH_BOOTSTRAP_ADMINS="$admin_phone" MESH_CONSOLE_DIR="$ROOT/web/dist"
+# Every page refreshes every few seconds, all from 127.0.0.1: lift the per-ip sign-in limit,
+# and hint at a refresh only in a token's last second (the default hint, 60 s, is longer than
+# these tokens live), so the pages' own timers must do the refreshing.
+export MESH_ACCESS_TTL="${access_ttl_secs}s" MESH_TOKEN_REFRESH_HINT=1s MESH_RATE_AUTH_IP="600/1m"
 start_scratch_mesh webtest "${CARGO_TARGET_DIR:-$ROOT/target}/debug/mesh"
 (cd web && node scripts/sync-spec.mjs check "$base")
 out="${CARGO_TARGET_DIR:-$ROOT/target}/web-test"
 rm -rf "$out"
-(cd web && MESH_BASE="$base" CHROMIUM="$chromium_bin" ADMIN_PHONE="$admin_phone" OUT="$out" node tests/browser.mjs)
+(cd web && MESH_BASE="$base" CHROMIUM="$chromium_bin" ADMIN_PHONE="$admin_phone" \
+  ACCESS_TTL_SECS="$access_ttl_secs" OUT="$out" node tests/browser.mjs)
 echo "screenshots: $out" >&2

@@ -136,6 +136,8 @@ pub const CATALOG: &[&str] = &[
     QUOTAS_READ,
     QUOTAS_WRITE,
     MESH_READ,
+    SESSIONS_READ,
+    SESSIONS_REVOKE,
 ];
 
 /// List accounts (with phones) and see anyone's roles and permissions.
@@ -162,6 +164,11 @@ pub const QUOTAS_READ: &str = "quotas:read";
 pub const QUOTAS_WRITE: &str = "quotas:write";
 /// See the mesh's health: services, outbox backlog, partition owners.
 pub const MESH_READ: &str = "mesh:read";
+/// List another account's sessions (devices, when created and last used, ip).
+pub const SESSIONS_READ: &str = "sessions:read";
+/// Sign another account out of one or every session (only an account holding nothing beyond
+/// the caller's permissions).
+pub const SESSIONS_REVOKE: &str = "sessions:revoke";
 
 /// The built-in roles, which always exist and cannot be deleted.
 pub const BUILTIN_ROLES: &[&str] = &[ROLE_USER, ROLE_MODERATOR, ROLE_ADMIN, ROLE_SUPER_ADMIN];
@@ -181,6 +188,8 @@ pub fn builtin_permissions(role: &str) -> &'static [&'static str] {
             USERS_DISABLE,
             MESSAGES_MODERATE,
             GROUPS_MODERATE,
+            SESSIONS_READ,
+            SESSIONS_REVOKE,
         ],
         ROLE_ADMIN => &[
             "users:*",
@@ -189,6 +198,8 @@ pub fn builtin_permissions(role: &str) -> &'static [&'static str] {
             MESSAGES_MODERATE,
             GROUPS_MODERATE,
             "quotas:*",
+            MESH_READ,
+            "sessions:*",
         ],
         ROLE_SUPER_ADMIN => &["*:*"],
         _ => &[],

@@ -23,6 +23,8 @@ pub const MAX_AVATAR_LEN: usize = 512;
 pub const MAX_DEVICE_NAME_CHARS: usize = 64;
 /// Most ids in one lookup by ids.
 pub const MAX_LOOKUP_IDS: usize = 100;
+/// Longest administrator account search (`q`), in characters.
+pub const MAX_ACCOUNT_QUERY_CHARS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
 #[serde(rename_all = "snake_case")]
@@ -207,6 +209,10 @@ pub struct PublicUserPage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AdminListUsersRequest {
     pub disabled: Option<bool>,
+    /// Matches a phone prefix, a nickname substring (any case) or an exact id; blank means
+    /// every account. Wildcards (`%`, `_`) match literally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -229,6 +235,20 @@ pub struct AdminSetDisabledRequest {
 pub struct SetRolesRequest {
     #[oai(validator(max_items = 16))]
     pub roles: Vec<String>,
+}
+
+/// Admin: whose sessions to list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminListSessionsRequest {
+    pub user_id: Uuid,
+}
+
+/// Admin: ends one of `user_id`'s sessions, or all of them when `session_id` is absent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminRevokeSessionsRequest {
+    pub user_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +308,14 @@ rpc!(
 rpc!(
     /// Admin: disables or enables an account; disabling revokes every session.
     AdminSetDisabled, Service::User, "admin_set_disabled", AdminSetDisabledRequest => UserProfile
+);
+rpc!(
+    /// Admin: lists another account's active sessions.
+    AdminListSessions, Service::User, "admin_list_sessions", AdminListSessionsRequest => SessionList
+);
+rpc!(
+    /// Admin: ends one or every session of another account.
+    AdminRevokeSessions, Service::User, "admin_revoke_sessions", AdminRevokeSessionsRequest => LogoutReply
 );
 rpc!(
     /// Admin: replaces an account's roles.

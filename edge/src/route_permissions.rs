@@ -5,7 +5,8 @@
 
 use mesh_contracts::permissions::{
     AUDIT_READ, GROUPS_MODERATE, MESH_READ, MESSAGES_MODERATE, Permission, QUOTAS_READ,
-    QUOTAS_WRITE, ROLES_DELETE, ROLES_GRANT, ROLES_READ, ROLES_WRITE, USERS_DISABLE, USERS_READ,
+    QUOTAS_WRITE, ROLES_DELETE, ROLES_GRANT, ROLES_READ, ROLES_WRITE, SESSIONS_READ,
+    SESSIONS_REVOKE, USERS_DISABLE, USERS_READ,
 };
 
 /// `(operation id, permission)`.
@@ -14,6 +15,9 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str)] = &[
     ("admin_user_permissions", USERS_READ),
     ("admin_disable_user", USERS_DISABLE),
     ("admin_enable_user", USERS_DISABLE),
+    ("admin_list_user_sessions", SESSIONS_READ),
+    ("admin_revoke_user_sessions", SESSIONS_REVOKE),
+    ("admin_revoke_user_session", SESSIONS_REVOKE),
     ("admin_list_roles", ROLES_READ),
     ("admin_create_role", ROLES_WRITE),
     ("admin_update_role", ROLES_WRITE),

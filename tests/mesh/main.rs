@@ -4,6 +4,7 @@
 mod harness;
 mod ws;
 
+mod admin_sessions;
 mod asyncapi;
 mod audit;
 mod auth;

@@ -185,6 +185,8 @@ async fn direct_grants_and_effective_permissions() {
             "audit:read",
             "groups:moderate",
             "messages:moderate",
+            "sessions:read",
+            "sessions:revoke",
             "users:disable",
             "users:read"
         ])

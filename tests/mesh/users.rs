@@ -14,7 +14,7 @@ use crate::social_friends::ok;
 const ADMIN_PHONE: &str = "+10000000001";
 
 /// Percent-encodes a query value (every byte but the unreserved ones).
-fn enc(value: &str) -> String {
+pub fn enc(value: &str) -> String {
     value
         .bytes()
         .map(|b| {
@@ -74,7 +74,7 @@ async fn try_login(c: &Client, phone: &str) -> (StatusCode, Value) {
 }
 
 /// Waits until `token` is refused as revoked on `/v1/users/me`.
-async fn wait_revoked(c: &Client, token: &str) {
+pub async fn wait_revoked(c: &Client, token: &str) {
     wait_until("session revoked at the edge", || async {
         c.get_as("/v1/users/me", token).await.0 == StatusCode::UNAUTHORIZED
     })

@@ -1,6 +1,6 @@
-// The admin console: accounts (filter, disable/enable, roles), the audit log with its
-// filters, and the mesh's health (services answering and their per-operation statistics from
-// `$SRV.STATS`). Every call is refused by the mesh unless the caller is an enabled admin.
+// The admin console: accounts (searched by the server, disable/enable, roles, a user's
+// sessions with sign-out), the audit log with its filters, and the mesh's health (services
+// answering and their per-operation statistics from `$SRV.STATS`). Every call is refused by the mesh unless the caller is an enabled admin.
 
 import { client, describe, ok, type Schemas } from "./api";
 import { announce, field, h, replace, when } from "./dom";
@@ -11,21 +11,28 @@ export function usersView(): HTMLElement {
   const root = h("div", { class: "page admin-users" });
   const users: Schemas["UserProfile"][] = [];
   let cursor: string | null | undefined;
-  let filter = "";
-  let onlyDisabled = false;
+  // Each search replaces the one before; an answer to an older search is dropped.
+  let generation = 0;
+  let typing: number | undefined;
   const table = h("tbody");
-  const more = h("button", { type: "button", class: "secondary", onclick: () => void load() }, "Load more accounts");
+  const found = h("p", { class: "meta", "aria-live": "polite" });
+  const detail = h("section", { id: "user-sessions", class: "user-sessions", "aria-label": "Sessions", hidden: true });
+  const more = h("button", { type: "button", class: "secondary", onclick: () => void load(false) }, "Load more accounts");
+  const search = h("input", { type: "search", name: "q", autocomplete: "off", maxlength: 64, placeholder: "+1555, Ann or an id" });
+  const disabledOnly = h("input", { type: "checkbox", name: "disabled", onchange: () => void load(true) });
 
-  const load = async (reset = false) => {
+  // The server searches: phone prefix, nickname substring or exact id (`q`), paged.
+  const load = async (reset: boolean) => {
+    const mine = reset ? ++generation : generation;
     try {
-      if (reset) {
-        users.length = 0;
-        cursor = undefined;
-      }
-      const page = await ok(client.GET("/v1/admin/users", { params: { query: { limit: 100, cursor: cursor ?? undefined, disabled: onlyDisabled ? true : undefined } } }));
+      const q = search.value.trim() || undefined;
+      const page = await ok(client.GET("/v1/admin/users", { params: { query: { q, limit: 50, cursor: reset ? undefined : (cursor ?? undefined), disabled: disabledOnly.checked ? true : undefined } } }));
+      if (mine !== generation) return;
+      if (reset) users.length = 0;
       users.push(...page.items);
       for (const u of page.items) people.remember(u);
       cursor = page.next_cursor;
+      found.textContent = `${users.length}${cursor ? "+" : ""} account${users.length === 1 ? "" : "s"}${q ? ` matching “${q}”` : ""}`;
       render();
     } catch (err) {
       announce(describe(err));
@@ -42,11 +49,9 @@ export function usersView(): HTMLElement {
     render();
   };
   const render = () => {
-    const needle = filter.trim().toLowerCase();
-    const shown = users.filter((u) => !needle || u.nickname.toLowerCase().includes(needle) || u.phone.includes(needle) || u.id.startsWith(needle));
     replace(
       table,
-      shown.map((u) => {
+      users.map((u) => {
         const admin = u.roles.includes("admin");
         const roles: string[] = admin ? u.roles.filter((r) => r !== "admin") : [...u.roles, "admin"];
         const path = { params: { path: { user_id: u.id } } };
@@ -61,6 +66,7 @@ export function usersView(): HTMLElement {
           h(
             "td",
             { class: "actions" },
+            h("button", { type: "button", class: "secondary", "aria-controls": "user-sessions", onclick: () => void showSessions(detail, u) }, `Sessions of ${u.nickname}`),
             u.disabled
               ? h("button", { type: "button", onclick: () => void update(u, client.POST("/v1/admin/users/{user_id}/enable", path), `${u.nickname} enabled`) }, `Enable ${u.nickname}`)
               : h("button", { type: "button", class: "danger", onclick: () => void update(u, client.POST("/v1/admin/users/{user_id}/disable", path), `${u.nickname} disabled`) }, `Disable ${u.nickname}`),
@@ -71,17 +77,78 @@ export function usersView(): HTMLElement {
     );
     more.hidden = !cursor;
   };
-  const search = h("input", { type: "search", name: "filter", autocomplete: "off", oninput: () => { filter = search.value; render(); } });
-  const disabledOnly = h("input", { type: "checkbox", name: "disabled", onchange: () => { onlyDisabled = disabledOnly.checked; void load(true); } });
+  search.addEventListener("input", () => {
+    window.clearTimeout(typing);
+    typing = window.setTimeout(() => void load(true), 300);
+  });
   replace(
     root,
     h("h2", {}, "Accounts"),
-    h("div", { class: "inline" }, field("Search accounts (nickname, phone or id)", search), field("Only disabled accounts", disabledOnly)),
+    h(
+      "form",
+      { class: "inline", role: "search", "aria-label": "Search accounts", onsubmit: (e: Event) => { e.preventDefault(); window.clearTimeout(typing); void load(true); } },
+      field("Search accounts (phone, nickname or id)", search),
+      field("Only disabled accounts", disabledOnly),
+      h("button", { type: "submit" }, "Search"),
+    ),
+    found,
     h("div", { class: "scroll" }, h("table", { "aria-label": "Accounts" }, h("thead", {}, h("tr", {}, ["Nickname", "Phone", "Roles", "State", "Registered", "Actions"].map((c) => h("th", { scope: "col" }, c)))), table)),
     more,
+    detail,
   );
   void load(true);
   return root;
+}
+
+/** Fills `panel` with `user`'s active sessions and a way to sign each, or all, out. */
+async function showSessions(panel: HTMLElement, user: Schemas["UserProfile"]): Promise<void> {
+  const path = { params: { path: { user_id: user.id } } };
+  const heading = h("h3", { tabindex: -1 }, `${user.nickname}'s sessions`);
+  const signOut = async (call: Promise<{ data?: Schemas["LogoutReply"]; error?: unknown; response: Response }>) => {
+    try {
+      const done = await ok(call);
+      announce(`${user.nickname}: ${done.revoked_sessions} session${done.revoked_sessions === 1 ? "" : "s"} signed out`);
+    } catch (err) {
+      announce(describe(err));
+    }
+    await showSessions(panel, user);
+  };
+  try {
+    const sessions = await ok(client.GET("/v1/admin/users/{user_id}/sessions", path));
+    panel.setAttribute("aria-label", `${user.nickname}'s sessions`);
+    const device = (s: Schemas["SessionInfo"]) => s.device_name || "unnamed device";
+    replace(
+      panel,
+      heading,
+      sessions.items.length
+        ? h(
+            "ul",
+            { class: "list", "aria-label": `Sessions of ${user.nickname}` },
+            sessions.items.map((s) =>
+              h(
+                "li",
+                {},
+                h("span", { class: "name" }, device(s), s.current ? " (yours)" : ""),
+                h("span", { class: "meta" }, `signed in ${when(s.created_at)} · last used ${when(s.last_used_at)} · ${s.ip ?? "no ip"}`),
+                s.user_agent ? h("span", { class: "meta agent" }, s.user_agent) : null,
+                h("button", { type: "button", class: "danger", "aria-label": `Sign out ${user.nickname}'s ${device(s)} session from ${when(s.created_at)}`, onclick: () => void signOut(client.DELETE("/v1/admin/users/{user_id}/sessions/{session_id}", { params: { path: { user_id: user.id, session_id: s.id } } })) }, "Sign out"),
+              ),
+            ),
+          )
+        : h("p", { class: "empty" }, `${user.nickname} is not signed in anywhere.`),
+      h(
+        "div",
+        { class: "buttons" },
+        sessions.items.length ? h("button", { type: "button", class: "danger", onclick: () => void signOut(client.DELETE("/v1/admin/users/{user_id}/sessions", path)) }, `Sign ${user.nickname} out everywhere`) : null,
+        h("button", { type: "button", class: "secondary", onclick: () => void showSessions(panel, user) }, "Reload sessions"),
+        h("button", { type: "button", class: "secondary", onclick: () => { panel.hidden = true; } }, "Close"),
+      ),
+    );
+    panel.hidden = false;
+    heading.focus();
+  } catch (err) {
+    announce(describe(err));
+  }
 }
 
 export function auditView(): HTMLElement {

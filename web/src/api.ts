@@ -26,8 +26,10 @@ const auth: Middleware = {
     }
     return request;
   },
-  onResponse({ response }) {
-    if (response.headers.get("x-token-refresh-required") === "true") void session.refreshNow();
+  onResponse({ request, response }) {
+    if (response.headers.get("x-token-refresh-required") === "true") {
+      session.refreshHinted(request.headers.get("authorization")?.replace(/^Bearer /, "") ?? "");
+    }
     return response;
   },
 };

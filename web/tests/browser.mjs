@@ -3,7 +3,8 @@
 // what the page shows (Playwright's auto-waiting), never for a fixed time.
 //
 // Env: MESH_BASE (http://127.0.0.1:PORT), CHROMIUM (the browser), ADMIN_PHONE (a bootstrap
-// admin's phone), OUT (where screenshots go).
+// admin's phone), OUT (where screenshots go), ACCESS_TTL_SECS (the mesh's access-token
+// lifetime, short in the test so that pages must refresh their tokens to keep working).
 
 import { chromium } from "playwright-core";
 import { mkdir } from "node:fs/promises";
@@ -16,6 +17,9 @@ const run = Date.now().toString().slice(-7);
 const phone = (n) => `+1${n}${run}`;
 const password = "correct horse battery";
 const results = [];
+const accessTtlSecs = Number(process.env.ACCESS_TTL_SECS ?? 900);
+/** How long the edge still takes an expired access token (`LEEWAY_SECS` in edge/src/token.rs). */
+const tokenLeewaySecs = 30;
 
 await mkdir(out, { recursive: true });
 const browser = await chromium.launch({
@@ -39,10 +43,21 @@ async function step(name, body) {
   }
 }
 
+/** What a page sent: its token refreshes and the bearer tokens of its API calls, in order. */
+const traffic = new Map();
+
 async function newPage(viewport = { width: 1200, height: 800 }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
+  const seen = { refreshes: 0, tokens: [] };
+  traffic.set(page, seen);
+  page.on("request", (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path === "/v1/auth/refresh") seen.refreshes += 1;
+    const bearer = request.headers().authorization;
+    if (bearer && path.startsWith("/v1/")) seen.tokens.push(bearer);
+  });
   page.on("pageerror", (err) => console.log(`page error: ${err.message}`));
   page.on("console", (msg) => msg.type() === "error" && console.log(`console error: ${msg.text()}`));
   return page;
@@ -79,11 +94,20 @@ async function apiLogin(phoneNumber, device) {
   return (await res.json()).access_token;
 }
 
+/** Waits until the element with `role` and `name` has the keyboard focus. */
+async function expectFocused(page, role, name) {
+  await page.getByRole(role, { name }).waitFor();
+  await page.waitForFunction(([r, n]) => {
+    const el = document.activeElement;
+    return el && (el.getAttribute("role") ?? el.tagName.toLowerCase().replace(/^h[1-6]$/, "heading")) === r && el.textContent === n;
+  }, [role, name]);
+}
+
 function expectEqual(actual, expected, what) {
   if (actual !== expected) throw new Error(`${what}: expected ${expected}, got ${actual}`);
 }
 
-let ann, bob, admin;
+let ann, bob, admin, annOnPhone, bobSince;
 const annPhone = phone(201), bobPhone = phone(202);
 try {
   await step("the console is served with its content types and policy", async () => {
@@ -103,6 +127,7 @@ try {
     await shot(ann, "sign-in");
     await register(ann, annPhone, "Ann");
     await register(bob, bobPhone, "Bob");
+    bobSince = Date.now();
   });
 
   await step("they become friends", async () => {
@@ -218,7 +243,7 @@ try {
   });
 
   await step("the SSE fallback delivers messages, and the page reads at phone width", async () => {
-    const phonePage = await newPage({ width: 390, height: 844 });
+    const phonePage = (annOnPhone = await newPage({ width: 390, height: 844 }));
     await phonePage.goto(`${console_}?transport=sse`);
     await signIn(phonePage, annPhone);
     await phonePage.locator(".transport.sse").waitFor();
@@ -230,12 +255,67 @@ try {
     if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone`);
     await shot(phonePage, "phone-conversation");
   });
-  await step("an admin disables a user and the user's page logs out", async () => {
+  await step("tokens are refreshed before they expire and the page keeps working", async () => {
+    // Bob's page has lived longer than an access token (the mesh runs with a short TTL); wait
+    // until it has outlived one token and the edge's leeway, then use it.
+    const outlived = bobSince + (accessTtlSecs + tokenLeewaySecs + 1) * 1000;
+    await bob.waitForFunction((at) => Date.now() > at, outlived, { timeout: (accessTtlSecs + tokenLeewaySecs + 15) * 1000, polling: 250 });
+    const seen = traffic.get(bob);
+    if (seen.refreshes < 1) throw new Error("the page never refreshed its access token");
+    // Before expiry, not on every answer: at most about one refresh per half token life.
+    const most = Math.ceil((Date.now() - bobSince) / (accessTtlSecs * 500)) + 3;
+    if (seen.refreshes > most) throw new Error(`${seen.refreshes} refreshes, more than ${most}: a refresh storm`);
+    await bob.goto(`${console_}#/devices`);
+    await bob.getByText("(this one)").waitFor();
+    const last = seen.tokens.at(-1);
+    if (last === seen.tokens[0]) throw new Error("the page still sends its first access token");
+    // The realtime connection lives on too: Bob sees Ann's new message without a reload.
+    await bob.goto(`${console_}#/chats`);
+    await bob.getByRole("link", { name: /Ann/ }).click();
+    await annOnPhone.getByRole("textbox", { name: "Message", exact: true }).fill("still live after a refresh");
+    await annOnPhone.getByRole("button", { name: "Send" }).click();
+    await bob.getByRole("log", { name: "Messages" }).getByText("still live after a refresh").waitFor();
+    await bob.locator(".transport.websocket").waitFor();
+    console.log(`     ${seen.refreshes} refreshes with a ${accessTtlSecs} s token`);
+  });
+
+  await step("an admin searches accounts and signs another user's device out", async () => {
     admin = await newPage();
     await register(admin, adminPhone, "Root");
     await admin.getByRole("link", { name: "Accounts" }).click();
-    await admin.getByLabel("Search accounts (nickname, phone or id)").fill(bobPhone);
+    const accounts = admin.getByRole("table", { name: "Accounts" });
+    await accounts.getByRole("cell", { name: "Bob", exact: true }).waitFor();
+    // The server searches: typing a nickname part asks /v1/admin/users with `q`.
+    const searched = admin.waitForRequest((r) => r.url().includes("/v1/admin/users?") && new URL(r.url()).searchParams.get("q") === "an");
+    await admin.getByLabel("Search accounts (phone, nickname or id)").fill("an");
+    await searched;
+    await accounts.getByRole("cell", { name: "Bob", exact: true }).waitFor({ state: "detached" });
+    await accounts.getByRole("cell", { name: "Ann", exact: true }).waitFor();
     await shot(admin, "admin-accounts");
+    await admin.getByRole("button", { name: "Sessions of Ann" }).click();
+    const sessions = admin.getByRole("list", { name: "Sessions of Ann" });
+    const session = (device) => sessions.getByRole("listitem").filter({ has: admin.getByText(device, { exact: true }) });
+    await session("phone").waitFor();
+    await expectFocused(admin, "heading", "Ann's sessions");
+    await shot(admin, "admin-sessions");
+    // At phone width the tables scroll inside the page, which itself does not.
+    await admin.setViewportSize({ width: 390, height: 844 });
+    const overflow = await admin.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) throw new Error(`the admin page is ${overflow}px wider than a phone`);
+    await shot(admin, "phone-admin-sessions");
+    await admin.setViewportSize({ width: 1200, height: 800 });
+    // Ann's console on her phone is her one `console` session still active.
+    await session("console").getByRole("button", { name: /^Sign out Ann's console session/ }).click();
+    await annOnPhone.getByRole("form", { name: "Sign in" }).getByText(/revoked|ended/).waitFor();
+    await session("console").waitFor({ state: "detached" });
+    await session("phone").waitFor();
+    await shot(annOnPhone, "phone-logged-out");
+  });
+
+  await step("an admin disables a user and the user's page logs out", async () => {
+    await admin.getByLabel("Search accounts (phone, nickname or id)").fill(bobPhone);
+    await admin.getByRole("button", { name: "Search", exact: true }).click();
+    await admin.getByRole("table", { name: "Accounts" }).getByRole("cell", { name: "Ann", exact: true }).waitFor({ state: "detached" });
     await admin.getByRole("button", { name: "Disable Bob" }).click();
     await admin.getByRole("button", { name: "Enable Bob" }).waitFor();
     await bob.getByRole("form", { name: "Sign in" }).getByText(/revoked|ended/).waitFor();

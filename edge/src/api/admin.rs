@@ -22,18 +22,24 @@ pub struct AdminApi;
 
 #[OpenApi(prefix_path = "/v1/admin", tag = "Tag::Admin")]
 impl AdminApi {
-    /// List accounts, optionally only disabled (or only enabled) ones. Paged like `/v1/users`.
+    /// List accounts, ordered by id, optionally only disabled (or only enabled) ones. `q`
+    /// searches: it matches a phone starting with it (digits, `+` optional), a nickname
+    /// containing it (any case) or an exact account id; `%` and `_` match themselves; blank
+    /// means every account; at most 64 characters (`validation_failed`, 400). Paged like
+    /// `/v1/users` (`limit` 1-100, `next_cursor`).
     #[oai(path = "/users", method = "get", operation_id = "admin_list_users")]
     async fn list_users(
         &self,
         call: Call,
         auth: BearerAuth,
         disabled: Query<Option<bool>>,
+        #[oai(validator(max_length = 64))] q: Query<Option<String>>,
         limit: Query<Option<u32>>,
         #[oai(validator(max_length = 64))] cursor: Query<Option<String>>,
     ) -> ApiResult<UserProfilePage> {
         let request = AdminListUsersRequest {
             disabled: disabled.0,
+            q: q.0,
             limit: limit.0,
             cursor: cursor.0,
         };

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_health;
+mod admin_sessions;
 mod auth;
 mod chat;
 mod friends;
@@ -37,6 +38,7 @@ pub type Api = (
     sessions::SessionsApi,
     users::UsersApi,
     admin::AdminApi,
+    admin_sessions::AdminSessionsApi,
     admin_health::AdminHealthApi,
     roles::RolesApi,
     moderation::ModerationApi,
@@ -52,6 +54,7 @@ pub fn apis() -> Api {
         sessions::SessionsApi,
         users::UsersApi,
         admin::AdminApi,
+        admin_sessions::AdminSessionsApi,
         admin_health::AdminHealthApi,
         roles::RolesApi,
         moderation::ModerationApi,

@@ -2,9 +2,10 @@
 
 use mesh_contracts::ServiceError;
 use mesh_contracts::user::{
-    MAX_AVATAR_LEN, MAX_DEVICE_NAME_CHARS, MAX_NICKNAME_CHARS, MAX_PASSWORD_CHARS,
-    MIN_PASSWORD_CHARS,
+    MAX_ACCOUNT_QUERY_CHARS, MAX_AVATAR_LEN, MAX_DEVICE_NAME_CHARS, MAX_NICKNAME_CHARS,
+    MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
+use uuid::Uuid;
 
 use super::invalid;
 
@@ -120,6 +121,44 @@ pub fn device_name(raw: Option<&str>) -> Result<Option<String>, ServiceError> {
     Ok(Some(raw.to_owned()))
 }
 
+/// An administrator's account search: trimmed, 1 to 64 characters, no control characters.
+/// It matches a nickname containing it (any case), a phone starting with it when it looks like
+/// the start of one (digits, optionally after `+`), or the account whose id it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountQuery(String);
+
+impl AccountQuery {
+    /// `None` for an absent or blank search (every account).
+    pub fn parse(raw: Option<&str>) -> Result<Option<Self>, ServiceError> {
+        let Some(text) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if text.chars().count() > MAX_ACCOUNT_QUERY_CHARS || text.chars().any(char::is_control) {
+            return Err(invalid(
+                "q",
+                &format!("at most {MAX_ACCOUNT_QUERY_CHARS} characters, no control characters"),
+            ));
+        }
+        Ok(Some(Self(text.to_owned())))
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// The normalised phone prefix (`+` and digits) this search stands for, if any.
+    pub fn phone_prefix(&self) -> Option<String> {
+        let digits = self.0.strip_prefix('+').unwrap_or(&self.0);
+        (!digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("+{digits}"))
+    }
+
+    /// The account id this search names, if it is one.
+    pub fn id(&self) -> Option<Uuid> {
+        Uuid::parse_str(&self.0).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +224,27 @@ mod tests {
             Some("phone")
         );
         assert!(device_name(Some(&"d".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn account_queries_are_trimmed_bounded_and_read_three_ways() {
+        assert_eq!(AccountQuery::parse(None).unwrap(), None);
+        assert_eq!(AccountQuery::parse(Some("  ")).unwrap(), None);
+        let q = AccountQuery::parse(Some(" 1555 ")).unwrap().unwrap();
+        assert_eq!(q.text(), "1555");
+        assert_eq!(q.phone_prefix().as_deref(), Some("+1555"));
+        assert_eq!(q.id(), None);
+        let plus = AccountQuery::parse(Some("+86")).unwrap().unwrap();
+        assert_eq!(plus.phone_prefix().as_deref(), Some("+86"));
+        for not_phone in ["+", "an%n", "12a", "1234567890123456"] {
+            let q = AccountQuery::parse(Some(not_phone)).unwrap().unwrap();
+            assert_eq!(q.phone_prefix(), None, "{not_phone}");
+        }
+        let id = Uuid::now_v7();
+        let by_id = AccountQuery::parse(Some(&id.to_string())).unwrap().unwrap();
+        assert_eq!(by_id.id(), Some(id));
+        assert!(AccountQuery::parse(Some(&"é".repeat(64))).is_ok());
+        assert!(AccountQuery::parse(Some(&"é".repeat(65))).is_err());
+        assert!(AccountQuery::parse(Some("a\u{0}b")).is_err());
     }
 }

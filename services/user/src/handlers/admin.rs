@@ -1,6 +1,6 @@
-//! Account administration: list accounts, disable/enable them. The acting administrator's
-//! permissions are read from the database on every call, not from the token, so a demoted
-//! administrator loses them at once.
+//! Account administration: list and search accounts, disable/enable them. The acting
+//! administrator's permissions are read from the database on every call, not from the token,
+//! so a demoted administrator loses them at once.
 
 use mesh_contracts::events::UserEvent;
 use mesh_contracts::permissions::{ROLE_SUPER_ADMIN, USERS_DISABLE, USERS_READ};
@@ -13,6 +13,7 @@ use mesh_service_kit::Fault;
 
 use super::access::{self, require};
 use super::{State, not_found};
+use crate::domain::fields::AccountQuery;
 use crate::domain::paging::Page;
 use crate::domain::roles;
 use crate::store::accounts::{self, Filter};
@@ -25,7 +26,12 @@ pub async fn list_users(
 ) -> Result<UserProfilePage, Fault> {
     require(&state, &ctx, USERS_READ).await?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    let rows = accounts::list(&state.pool, Filter::Disabled(req.disabled), true, page).await?;
+    let query = AccountQuery::parse(req.q.as_deref())?;
+    let filter = Filter::Admin {
+        disabled: req.disabled,
+        query: query.as_ref(),
+    };
+    let rows = accounts::list(&state.pool, filter, true, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
     Ok(UserProfilePage {
         items: rows.iter().map(|r| r.profile()).collect(),

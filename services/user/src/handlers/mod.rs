@@ -2,6 +2,7 @@
 
 mod access;
 mod admin;
+mod admin_sessions;
 mod auth;
 mod profile;
 mod roles;
@@ -109,6 +110,8 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         wire::AdminListUsers => admin::list_users,
         wire::AdminSetDisabled => admin::set_disabled,
         wire::AdminSetRoles => roles::set_roles,
+        wire::AdminListSessions => admin_sessions::list,
+        wire::AdminRevokeSessions => admin_sessions::revoke,
         rbac::AdminListRoles => roles::list,
         rbac::AdminCreateRole => roles::create,
         rbac::AdminUpdateRole => roles::update,

@@ -9,8 +9,12 @@ use uuid::Uuid;
 use super::{State, caller, not_found};
 use crate::store::sessions;
 
-/// Revokes the caller's sessions: only `only`, or all of them.
-async fn end_sessions(state: &State, user_id: Uuid, only: Option<Uuid>) -> Result<u32, Fault> {
+/// Revokes `user_id`'s sessions: only `only`, or all of them; answers how many were active.
+pub(super) async fn end_sessions(
+    state: &State,
+    user_id: Uuid,
+    only: Option<Uuid>,
+) -> Result<u32, Fault> {
     let mut tx = state.pool.begin().await?;
     let ids = sessions::active_ids(&mut tx, user_id, only).await?;
     state.publish_revocations(user_id, &ids).await?;
@@ -42,7 +46,16 @@ pub async fn logout_all(
 
 pub async fn list(state: State, ctx: CallContext, _req: Empty) -> Result<SessionList, Fault> {
     let (user, current) = caller(&ctx)?;
-    let rows = sessions::active(&state.pool, user).await?;
+    session_list(&state, user, current).await
+}
+
+/// `user_id`'s active sessions, newest first; `current` marks the one making the request.
+pub(super) async fn session_list(
+    state: &State,
+    user_id: Uuid,
+    current: Uuid,
+) -> Result<SessionList, Fault> {
+    let rows = sessions::active(&state.pool, user_id).await?;
     let items = rows
         .into_iter()
         .map(|row| SessionInfo {

@@ -5,6 +5,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::fields::AccountQuery;
 use crate::domain::paging::Page;
 use crate::domain::roles;
 
@@ -246,7 +247,11 @@ pub enum Filter<'a> {
     Phone(&'a str),
     NicknameContains(&'a str),
     Ids(&'a [Uuid]),
-    Disabled(Option<bool>),
+    /// The administrators' listing: by state, and matching a search if one is given.
+    Admin {
+        disabled: Option<bool>,
+        query: Option<&'a AccountQuery>,
+    },
 }
 
 /// One page of accounts matching `filter`, ordered by id. Public searches skip disabled accounts.
@@ -257,30 +262,45 @@ pub async fn list(
     include_disabled: bool,
     page: Page,
 ) -> sqlx::Result<Vec<AccountRow>> {
-    let base = format!(
-        "SELECT {COLUMNS} FROM users.accounts
-         WHERE ($1::uuid IS NULL OR id > $1) AND ($2 OR NOT disabled)"
-    );
-    let query = match filter {
-        Filter::Phone(_) => format!("{base} AND phone = $3 ORDER BY id LIMIT $4"),
-        Filter::NicknameContains(_) => {
-            format!("{base} AND nickname ILIKE $3 ESCAPE '\\' ORDER BY id LIMIT $4")
-        }
-        Filter::Ids(_) => format!("{base} AND id = ANY($3) ORDER BY id LIMIT $4"),
-        Filter::Disabled(_) => {
-            format!("{base} AND ($3::boolean IS NULL OR disabled = $3) ORDER BY id LIMIT $4")
+    let condition = match filter {
+        Filter::Phone(_) => "phone = $4",
+        Filter::NicknameContains(_) => "nickname ILIKE $4 ESCAPE '\\'",
+        Filter::Ids(_) => "id = ANY($4)",
+        Filter::Admin { .. } => {
+            "($4::boolean IS NULL OR disabled = $4)
+             AND ($5::text IS NULL OR nickname ILIKE $5 ESCAPE '\\'
+                  OR phone LIKE $6 ESCAPE '\\' OR id = $7)"
         }
     };
+    let query = format!(
+        "SELECT {COLUMNS} FROM users.accounts
+         WHERE ($1::uuid IS NULL OR id > $1) AND ($2 OR NOT disabled) AND {condition}
+         ORDER BY id LIMIT $3"
+    );
     let q = sqlx::query_as(sqlx::AssertSqlSafe(query))
         .bind(page.after)
-        .bind(include_disabled);
+        .bind(include_disabled)
+        .bind(page.fetch());
     let q = match filter {
         Filter::Phone(phone) => q.bind(phone.to_owned()),
-        Filter::NicknameContains(part) => q.bind(format!("%{}%", escape_like(part))),
+        Filter::NicknameContains(part) => q.bind(contains_pattern(part)),
         Filter::Ids(ids) => q.bind(ids.to_vec()),
-        Filter::Disabled(disabled) => q.bind(disabled),
+        Filter::Admin { disabled, query } => q
+            .bind(disabled)
+            .bind(query.map(|q| contains_pattern(q.text())))
+            .bind(
+                query
+                    .and_then(AccountQuery::phone_prefix)
+                    .map(|p| format!("{}%", escape_like(&p))),
+            )
+            .bind(query.and_then(AccountQuery::id)),
     };
-    q.bind(page.fetch()).fetch_all(pool).await
+    q.fetch_all(pool).await
+}
+
+/// A LIKE pattern matching `part` anywhere, literally.
+fn contains_pattern(part: &str) -> String {
+    format!("%{}%", escape_like(part))
 }
 
 /// Escapes LIKE wildcards so user input matches literally.
