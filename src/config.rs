@@ -121,6 +121,8 @@ pub struct Databases {
 #[derive(Clone, Debug)]
 pub struct ChatSettings {
     pub partitions: u32,
+    /// Per partition; 0 for no bound.
+    pub max_unstored: u64,
     pub open_private: bool,
     pub recall_window: Duration,
     pub dedup_window: Duration,

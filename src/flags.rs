@@ -151,6 +151,10 @@ pub struct RawSettings {
     /// Chat ingest partitions; every edge and chat worker of a deployment must agree.
     #[arg(long, env = "MESH_CHAT_PARTITIONS", default_value = "16")]
     pub chat_partitions: String,
+    /// Most messages of one ingest partition accepted but not yet stored; beyond it edges
+    /// refuse new messages to the partition `overloaded` (with `retry_after_ms`); 0 for no bound.
+    #[arg(long, env = "MESH_CHAT_MAX_UNSTORED", default_value = "2048")]
+    pub chat_max_unstored: String,
     /// Let any two users message privately, not only friends.
     #[arg(long, env = "MESH_CHAT_OPEN_PRIVATE", default_value = "false")]
     pub chat_open_private: String,

@@ -140,6 +140,7 @@ pub fn edge_config(settings: &Settings, edge: &EdgeRole) -> EdgeConfig {
         max_body_bytes: settings.max_body_bytes,
         public_url: settings.public_url.clone(),
         chat_partitions: settings.chat.partitions,
+        chat_max_unstored: settings.chat.max_unstored,
         ws: mesh_edge::WsConfig {
             allowed_origins: settings.ws.allowed_origins.clone(),
             heartbeat: settings.ws.heartbeat,

@@ -48,8 +48,10 @@ pub fn document(version: &str, close_codes: &[CloseCode]) -> Value {
                 `?access_token=` (SSE). A client resends a message with the same `client_id` \
                 until it sees `ack` `stored` (or `rejected`); resends are never stored twice. \
                 A sender's messages in a conversation are stored in the order they were \
-                accepted; after `rejected` `service_unavailable`, the connection refuses every \
-                later `send` the same way until that message is sent again, so a client that \
+                accepted; after `rejected` `service_unavailable` or `overloaded` (the \
+                conversation's partition has too much accepted but not stored; wait \
+                `retry_after_ms`), the connection refuses every later `send` \
+                `service_unavailable` until that message is sent again, so a client that \
                 resends its refused messages in their original order keeps its order. \
                 SSE events carry no `event:` name: every frame reaches `onmessage`."
         },

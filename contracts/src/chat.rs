@@ -207,6 +207,23 @@ impl Inbound {
     }
 }
 
+/// What a partition's owner reports to the edges after each batch: how many messages of the
+/// partition are accepted but not stored yet (those waiting in the stream plus those in the
+/// owner's hands). Edges refuse new messages to a partition whose backlog reached their bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatBacklog {
+    /// The owner's epoch: a report of an older epoch than one already seen is stale.
+    pub epoch: u64,
+    pub unstored: u64,
+}
+
+/// How often a partition's owner reports its backlog (also while a batch is stuck retrying).
+pub const BACKLOG_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A backlog report older than this is ignored: its owner is gone, and until the next owner
+/// reports, JetStream keeps what is accepted.
+pub const BACKLOG_REPORT_STALE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Object, JsonSchema)]
 pub struct ChatMessage {
@@ -261,6 +278,10 @@ pub struct SendAck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
     pub reason: Option<String>,
+    /// With `rejected` `overloaded`: how long to wait before sending again, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl SendAck {
@@ -272,6 +293,7 @@ impl SendAck {
             seq: None,
             message_id: None,
             reason: None,
+            retry_after_ms: None,
         }
     }
 
@@ -283,6 +305,15 @@ impl SendAck {
             seq: Some(message.seq),
             message_id: Some(message.id),
             reason: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// `rejected` `overloaded`, with when to send again.
+    pub fn overloaded(client_id: String, conversation_id: String, retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::rejected(client_id, Some(conversation_id), ErrorCode::Overloaded)
         }
     }
 
@@ -294,6 +325,7 @@ impl SendAck {
             seq: None,
             message_id: None,
             reason: Some(reason.as_str().to_owned()),
+            retry_after_ms: None,
         }
     }
 }

@@ -30,6 +30,12 @@ macro_rules! error_codes {
                 match self { $(ErrorCode::$variant => $status,)+ }
             }
 
+            /// A refusal for now, not for what was asked: sending the same again later may work
+            /// (the client contract resends these, in order).
+            pub fn is_transient(self) -> bool {
+                matches!(self, ErrorCode::ServiceUnavailable | ErrorCode::Overloaded | ErrorCode::Timeout)
+            }
+
             /// A short human title, the same for every occurrence of the code (RFC 9457 `title`).
             pub fn title(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $title,)+ }
@@ -60,6 +66,7 @@ error_codes! {
     RateLimited => ("rate_limited", 429, "Too many requests"),
     Internal => ("internal", 500, "Internal error"),
     ServiceUnavailable => ("service_unavailable", 503, "A backend service is unavailable"),
+    Overloaded => ("overloaded", 503, "The mesh is at capacity; send again after a moment"),
     Timeout => ("timeout", 504, "A backend service did not answer in time"),
     AlreadyFriends => ("already_friends", 409, "The users are already friends"),
     Blocked => ("blocked", 403, "A block between the users forbids this"),

@@ -235,6 +235,8 @@ impl Prefix {
         match role {
             NatsRole::Edge => {
                 p.subscribe(self.push_user_any());
+                // How far each ingest partition is behind (admission of new messages).
+                p.subscribe(self.all_chat_backlogs());
                 // Presence changes and resend answers go straight to the user's connections.
                 p.publish(self.push_user_any());
                 // Administrators' mesh health: each service's statistics (`$SRV.STATS`).
@@ -242,7 +244,11 @@ impl Prefix {
                     p.publish(format!("$SRV.STATS.{}", self.service_name(*service)));
                 }
             }
-            NatsRole::Chat | NatsRole::Outbox => p.publish(self.push_user_any()),
+            NatsRole::Chat => {
+                p.publish(self.push_user_any());
+                p.publish(self.all_chat_backlogs());
+            }
+            NatsRole::Outbox => p.publish(self.push_user_any()),
             NatsRole::User | NatsRole::Social | NatsRole::Migrate => {}
         }
         for stream in STREAMS {
@@ -459,6 +465,7 @@ mod tests {
         }
         out.push(p.push_user(user));
         out.push(p.chat_in(3));
+        out.push(p.chat_backlog(3));
         out.into_iter()
             .map(|s| {
                 let parsed = p.parse_subject(&s).expect("a mesh subject");
@@ -483,6 +490,11 @@ mod tests {
                     assert_eq!(subscribers[0].service(), Some(service), "{subject}");
                 }
                 Subject::PushUser(_) => {
+                    assert_eq!(who_subscribes(&subject), vec![NatsRole::Edge], "{subject}");
+                }
+                // Only partition owners report backlogs, only edges admit by them.
+                Subject::ChatBacklog(_) => {
+                    assert_eq!(who_publishes(&subject), vec![NatsRole::Chat], "{subject}");
                     assert_eq!(who_subscribes(&subject), vec![NatsRole::Edge], "{subject}");
                 }
                 // Stream subjects are read through consumers, never subscribed to.

@@ -140,6 +140,7 @@ pub enum Subject {
     Rpc { service: Service, op: String },
     PushUser(Uuid),
     ChatIn(u32),
+    ChatBacklog(u32),
     Event { service: Service, event: String },
 }
 
@@ -184,6 +185,17 @@ impl Prefix {
     /// `mesh.chat.in.<partition>`: the chat ingest subject of one partition.
     pub fn chat_in(&self, partition: u32) -> String {
         format!("{}.chat.in.{}", self.0, partition)
+    }
+
+    /// `mesh.backlog.chat.<partition>`: where a partition's owner tells the edges how much of
+    /// it is accepted but not stored yet.
+    pub fn chat_backlog(&self, partition: u32) -> String {
+        format!("{}.backlog.chat.{}", self.0, partition)
+    }
+
+    /// `mesh.backlog.chat.*`: every partition's backlog reports.
+    pub fn all_chat_backlogs(&self) -> String {
+        format!("{}.backlog.chat.*", self.0)
     }
 
     /// `mesh.evt.<service>.<event>`: a domain event.
@@ -237,6 +249,7 @@ impl Prefix {
         match tokens.as_slice() {
             ["push", "user", id] => Uuid::parse_str(id).ok().map(Subject::PushUser),
             ["chat", "in", partition] => partition.parse().ok().map(Subject::ChatIn),
+            ["backlog", "chat", partition] => partition.parse().ok().map(Subject::ChatBacklog),
             ["evt", service, event] if !event.is_empty() => Some(Subject::Event {
                 service: Service::parse(service)?,
                 event: (*event).to_owned(),
@@ -330,6 +343,7 @@ mod tests {
             ),
             (p.push_user(user), Subject::PushUser(user)),
             (p.chat_in(17), Subject::ChatIn(17)),
+            (p.chat_backlog(17), Subject::ChatBacklog(17)),
             (
                 p.event(Service::Social, "friendship_created"),
                 Subject::Event {

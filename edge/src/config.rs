@@ -23,6 +23,9 @@ pub struct EdgeConfig {
     pub public_url: String,
     /// Chat ingest partitions (must match the chat workers').
     pub chat_partitions: u32,
+    /// Most messages of one partition accepted but not stored before new ones are refused
+    /// `overloaded` (0: no bound).
+    pub chat_max_unstored: u64,
     /// WebSocket and SSE limits.
     pub ws: WsConfig,
     /// Idempotency, client addresses, rate limits, CORS.

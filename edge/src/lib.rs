@@ -5,6 +5,7 @@
 //! business rules.
 
 mod acceptor;
+mod admission;
 mod api;
 mod audit;
 mod caller;
@@ -65,6 +66,8 @@ pub(crate) struct EdgeState {
     pub max_body_bytes: usize,
     /// Ingest partitions, to route each conversation's messages.
     pub chat_partitions: u32,
+    /// Whether each partition takes new messages (its backlog).
+    pub admission: admission::Admission,
     /// Realtime limits and timers.
     pub ws: WsConfig,
     /// This edge's realtime connections.
@@ -111,7 +114,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(revoked.clone().follow(revocations, stop_rx.clone()));
     let permissions = permissions::PermissionCache::default();
-    let permission_feed = tokio::spawn(permissions.clone().follow(deps.bus.clone(), stop_rx));
+    let permission_feed = tokio::spawn(
+        permissions
+            .clone()
+            .follow(deps.bus.clone(), stop_rx.clone()),
+    );
+    let admission = admission::Admission::new(config.chat_partitions, config.chat_max_unstored);
+    let backlogs = tokio::spawn(admission.clone().follow(deps.bus.clone(), stop_rx));
     let state = Arc::new(EdgeState {
         rpc,
         bus: deps.bus,
@@ -119,6 +128,7 @@ pub async fn run(
         revoked,
         max_body_bytes: config.max_body_bytes,
         chat_partitions: config.chat_partitions,
+        admission,
         ws: config.ws.clone(),
         hub: hub.clone(),
         limits: rate_limit::RateLimits::new(config.guard.limits.clone()),
@@ -147,6 +157,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = watcher.await;
     let _ = permission_feed.await;
+    let _ = backlogs.await;
     result.map_err(Into::into)
 }
 

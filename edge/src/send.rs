@@ -15,6 +15,7 @@ use mesh_observability::metrics::{CHAT_ACCEPTED, CHAT_DUPLICATES, CHAT_REJECTED}
 use uuid::Uuid;
 
 use crate::EdgeState;
+use crate::admission;
 use crate::clock::unix_millis;
 use crate::problem::ApiError;
 
@@ -46,7 +47,11 @@ pub struct Rejection {
 impl Rejection {
     /// The `rejected` ack a WebSocket client gets for `client_id`.
     pub fn ack(self, client_id: String) -> SendAck {
-        SendAck::rejected(client_id, self.conversation_id, self.code)
+        let mut ack = SendAck::rejected(client_id, self.conversation_id, self.code);
+        if self.code == ErrorCode::Overloaded {
+            ack.retry_after_ms = u64::try_from(admission::RETRY_AFTER.as_millis()).ok();
+        }
+        ack
     }
 }
 
@@ -57,8 +62,8 @@ impl From<Rejection> for ApiError {
 }
 
 /// Keeps one connection's sends in order across a transient refusal: after a message is
-/// rejected `service_unavailable`, every later message of the connection is rejected the same
-/// way until that message (same `client_id`) is sent again. A client that resends its
+/// rejected `service_unavailable` or `overloaded`, every later message of the connection is
+/// rejected `service_unavailable` until that message (same `client_id`) is sent again. A client that resends its
 /// rejected messages in their original order, as the client contract says, so gets them
 /// stored in that order: nothing sent after the refused message can overtake it.
 #[derive(Debug, Default)]
@@ -85,7 +90,7 @@ impl SendOrder {
     fn settle(&self, client_id: &str, result: &Result<SendAck, Rejection>) {
         let mut awaited = self.awaited.lock().expect("send order lock");
         match result {
-            Err(rejection) if rejection.code == ErrorCode::ServiceUnavailable => {
+            Err(rejection) if rejection.code.is_transient() => {
                 awaited.get_or_insert_with(|| client_id.to_owned());
             }
             _ if awaited.as_deref() == Some(client_id) => *awaited = None,
@@ -128,9 +133,18 @@ pub async fn send(
         });
     }
     let conversation = check(sender, &message).inspect_err(count_rejection)?;
+    let partition = conversation.partition(state.chat_partitions);
+    if !state.admission.admits(partition) {
+        let rejection = Rejection {
+            code: ErrorCode::Overloaded,
+            detail: "the conversation's messages are not stored as fast as they come; send again after a moment",
+            conversation_id: Some(conversation.to_string()),
+        };
+        count_rejection(&rejection);
+        return Err(rejection);
+    }
     let inbound = inbound(sender, conversation, message, unix_millis());
     let payload = Bytes::from(serde_json::to_vec(&inbound).expect("inbound messages serialize"));
-    let partition = conversation.partition(state.chat_partitions);
     match state
         .bus
         .publish_chat(partition, &inbound.msg_id(), payload.clone())

@@ -47,6 +47,9 @@ pub struct Delivery {
     pub stream_seq: u64,
     /// How many times the server has delivered it (1 the first time).
     pub delivered: i64,
+    /// Messages of the consumer still waiting in the stream after this one (not yet
+    /// delivered) when the server sent it.
+    pub pending: u64,
     message: Message,
 }
 
@@ -134,11 +137,12 @@ fn delivery(next: Next) -> Result<Delivery, JetStreamError> {
     let info = message
         .info()
         .map_err(|err| JetStreamError::Pull(err.to_string()))?;
-    let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
+    let (stream_seq, delivered, pending) = (info.stream_sequence, info.delivered, info.pending);
     Ok(Delivery {
         payload: message.payload.clone(),
         stream_seq,
         delivered,
+        pending,
         message,
     })
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use bytes::Bytes;
-use mesh_contracts::{Consumer, Stream};
+use futures::StreamExt;
+use mesh_contracts::chat::ChatBacklog;
+use mesh_contracts::{Consumer, Stream, Subject};
 use tracing::Instrument;
 
 use crate::bus::Bus;
@@ -117,5 +119,39 @@ impl Bus {
             .await
             .ok()?;
         Some((info.num_pending, info.num_ack_pending))
+    }
+}
+
+impl Bus {
+    /// Tells the edges how many messages of `partition` are accepted but not stored (core
+    /// NATS: a lost report is replaced by the next one).
+    pub async fn report_chat_backlog(&self, partition: u32, backlog: ChatBacklog) {
+        let payload = Bytes::from(serde_json::to_vec(&backlog).expect("backlogs serialize"));
+        let subject = self.prefix.chat_backlog(partition);
+        if let Err(err) = self.client.publish(subject, payload).await {
+            tracing::debug!(partition, error = %err, "backlog report not sent");
+        }
+    }
+
+    /// Every partition's backlog reports, as (partition, report), until dropped; unreadable
+    /// reports are skipped.
+    pub async fn chat_backlogs(
+        &self,
+    ) -> Result<impl futures::Stream<Item = (u32, ChatBacklog)> + Send + Unpin + use<>, String>
+    {
+        let prefix = self.prefix.clone();
+        let subscriber = self
+            .client
+            .subscribe(prefix.all_chat_backlogs())
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(subscriber.filter_map(move |message| {
+            let partition = match prefix.parse_subject(message.subject.as_str()) {
+                Some(Subject::ChatBacklog(partition)) => Some(partition),
+                _ => None,
+            };
+            let report = serde_json::from_slice::<ChatBacklog>(&message.payload).ok();
+            std::future::ready(partition.zip(report))
+        }))
     }
 }

@@ -279,6 +279,10 @@ impl Problems {
         if partitions.is_some_and(|n| !(1..=1024).contains(&n)) {
             self.0.push("MESH_CHAT_PARTITIONS: must be 1-1024".into());
         }
+        let max_unstored = self.take(
+            "MESH_CHAT_MAX_UNSTORED",
+            raw.chat_max_unstored.parse::<u64>(),
+        );
         let open_private = self.take(
             "MESH_CHAT_OPEN_PRIVATE",
             raw.chat_open_private.parse::<bool>(),
@@ -287,6 +291,7 @@ impl Problems {
         let dedup_window = self.duration("MESH_CHAT_DEDUP_WINDOW", &raw.chat_dedup_window);
         Some(ChatSettings {
             partitions: partitions.filter(|n| (1..=1024).contains(n))?,
+            max_unstored: max_unstored?,
             open_private: open_private?,
             recall_window: recall_window?,
             dedup_window: dedup_window?,

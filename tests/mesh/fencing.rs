@@ -40,12 +40,17 @@ const SEND_EVERY: Duration = Duration::from_millis(40);
 const RESEND_AFTER: Duration = Duration::from_secs(3);
 
 /// The chat role in a process of its own (the `mesh` binary), so it can be stopped.
-struct ChatProcess {
+pub struct ChatProcess {
     child: Child,
 }
 
 impl ChatProcess {
     fn start(mesh: &TestMesh) -> Self {
+        Self::holding(mesh, HOLD_TX_MS)
+    }
+
+    /// A worker that keeps each storing transaction open `hold_ms` milliseconds (a slow store).
+    pub fn holding(mesh: &TestMesh, hold_ms: &str) -> Self {
         let s = &mesh.settings;
         let database = mesh.database_url().to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mesh"));
@@ -60,7 +65,7 @@ impl ChatProcess {
             .env("MESH_DB_MAX_CONNECTIONS", "5")
             .env("MESH_METRICS_ADDR", "127.0.0.1:0")
             .env("MESH_NATS_REPLICAS", "1")
-            .env("MESH_CHAT_TEST_HOLD_TX_MS", HOLD_TX_MS)
+            .env("MESH_CHAT_TEST_HOLD_TX_MS", hold_ms)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if std::env::var_os("MESH_TEST_LOG").is_none() {

@@ -84,6 +84,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         bootstrap_admin_phones: vec!["+10000000001".into()],
         chat: ChatSettings {
             partitions: 4,
+            max_unstored: 2048,
             open_private: false,
             recall_window: Duration::from_secs(120),
             dedup_window: Duration::from_secs(120),

@@ -5,6 +5,7 @@ mod harness;
 mod ws;
 
 mod admin_sessions;
+mod admission;
 mod asyncapi;
 mod audit;
 mod auth;

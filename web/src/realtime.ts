@@ -19,6 +19,8 @@ type Listener<T extends ServerFrame["type"]> = (frame: FrameOf<T>) => void;
 
 /** How often unconfirmed messages are sent again while connected. */
 const RESEND_EVERY_MS = 3000;
+/** Refusals for now, not for the message: it stays queued and is sent again (in order). */
+const TRANSIENT = new Set(["service_unavailable", "overloaded", "timeout"]);
 /** WebSocket attempts that never opened before the SSE stream is used instead. */
 const WS_FAILURES_BEFORE_SSE = 2;
 /** Close codes after which reconnecting cannot help: the session is over. */
@@ -208,6 +210,12 @@ export class Realtime {
   }
 
   private dispatch(frame: ServerFrame): void {
+    if (frame.type === "ack" && frame.status === "rejected" && TRANSIENT.has(frame.reason ?? "")) {
+      // The mesh is busy or a backend is down: send everything unconfirmed again, in order,
+      // after the wait it asked for; the page is not told (the message is not refused).
+      window.setTimeout(() => this.resendPending(), frame.retry_after_ms ?? RESEND_EVERY_MS);
+      return;
+    }
     if (frame.type === "ack" && (frame.status === "stored" || frame.status === "rejected")) {
       this.pending.delete(frame.client_id);
     }

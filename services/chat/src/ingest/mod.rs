@@ -2,6 +2,7 @@
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
 //! one owner task per held partition.
 
+mod backlog;
 mod batch;
 mod leases;
 mod partition;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+use super::backlog::Backlog;
 use super::leases::Leases;
 use super::setback::RETRY_DELAY;
 use super::steps;
@@ -35,6 +36,13 @@ pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: Cancella
     // The backlog gauge is refreshed on its own clock, so a stalled partition shows as a
     // growing backlog even while no batch completes.
     let _reporter = AbortOnDropHandle::new(tokio::spawn(report_pending_every(
+        state.clone(),
+        fence,
+        stop.clone(),
+    )));
+    // The edges admit new messages to the partition by this count.
+    let backlog = Backlog::default();
+    let _backlog_reporter = AbortOnDropHandle::new(tokio::spawn(backlog.clone().report_until(
         state.clone(),
         fence,
         stop.clone(),
@@ -64,6 +72,7 @@ pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: Cancella
             };
             match next {
                 Ok(Some(deliveries)) => {
+                    backlog.taking(&deliveries);
                     let span = mesh_nats::ingest_batch_span(&deliveries);
                     if !steps::process(&state, fence, &deliveries, &stop)
                         .instrument(span)
@@ -71,6 +80,7 @@ pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: Cancella
                     {
                         return;
                     }
+                    backlog.done(&deliveries);
                     if let Some(last) = deliveries.last() {
                         stored_through = last.stream_seq;
                     }

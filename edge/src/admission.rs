@@ -1,0 +1,150 @@
+//! Admission of chat messages by the backlog of their ingest partition: each partition's owner
+//! reports how many of its messages are accepted but not stored (`ChatBacklog`, every 100 ms);
+//! a partition at or over the bound takes no new message, which the sender hears as `rejected`
+//! `overloaded` with a `retry_after_ms` (REST: 503 with `Retry-After`). So what the mesh has
+//! accepted but not stored stays near `partitions x bound` however fast clients send, instead of
+//! growing in the stream while accept latency climbs. A report older than
+//! `BACKLOG_REPORT_STALE` counts as none: its owner is gone, and JetStream keeps what is
+//! accepted until the next owner reports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mesh_contracts::chat::{BACKLOG_REPORT_STALE, ChatBacklog};
+use mesh_nats::Bus;
+use tokio::sync::watch;
+
+/// How long a client refused for overload is told to wait before sending again.
+pub const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+/// The latest report of each partition, shared by every request of this edge.
+#[derive(Clone)]
+pub struct Admission {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Most unstored messages per partition; 0 admits everything.
+    bound: u64,
+    started: Instant,
+    partitions: Vec<Latest>,
+}
+
+/// One partition's latest report.
+#[derive(Default)]
+struct Latest {
+    epoch: AtomicU64,
+    unstored: AtomicU64,
+    /// When it arrived, in milliseconds since `started` (0: never).
+    at_ms: AtomicU64,
+}
+
+impl Admission {
+    pub fn new(partitions: u32, bound: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                bound,
+                started: Instant::now(),
+                partitions: (0..partitions).map(|_| Latest::default()).collect(),
+            }),
+        }
+    }
+
+    /// Whether a new message may join `partition` now.
+    pub fn admits(&self, partition: u32) -> bool {
+        let inner = &self.inner;
+        let Some(latest) = inner.partitions.get(partition as usize) else {
+            return true;
+        };
+        if inner.bound == 0 {
+            return true;
+        }
+        let at = latest.at_ms.load(Ordering::Acquire);
+        let fresh = at != 0 && self.now_ms().saturating_sub(at) <= stale_ms();
+        !fresh || latest.unstored.load(Ordering::Relaxed) < inner.bound
+    }
+
+    /// Takes in a report; one from an earlier epoch than the latest seen is stale.
+    pub fn record(&self, partition: u32, report: ChatBacklog) {
+        let Some(latest) = self.inner.partitions.get(partition as usize) else {
+            return;
+        };
+        if report.epoch < latest.epoch.load(Ordering::Relaxed) {
+            return;
+        }
+        latest.epoch.store(report.epoch, Ordering::Relaxed);
+        latest.unstored.store(report.unstored, Ordering::Relaxed);
+        latest.at_ms.store(self.now_ms().max(1), Ordering::Release);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Follows every partition's reports until `stop`, subscribing again after a failure.
+    pub async fn follow(self, bus: Bus, mut stop: watch::Receiver<bool>) {
+        loop {
+            match bus.chat_backlogs().await {
+                Ok(mut reports) => loop {
+                    let next = tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        next = reports.next() => next,
+                    };
+                    match next {
+                        Some((partition, report)) => self.record(partition, report),
+                        None => break,
+                    }
+                },
+                Err(err) => tracing::warn!(error = %err, "cannot follow the ingest backlogs"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+fn stale_ms() -> u64 {
+    u64::try_from(BACKLOG_REPORT_STALE.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(epoch: u64, unstored: u64) -> ChatBacklog {
+        ChatBacklog { epoch, unstored }
+    }
+
+    #[test]
+    fn a_partition_at_its_bound_takes_nothing_until_it_drains() {
+        let admission = Admission::new(4, 100);
+        assert!(admission.admits(1), "no report yet");
+        admission.record(1, report(7, 100));
+        assert!(!admission.admits(1));
+        assert!(admission.admits(2), "other partitions are not held back");
+        admission.record(1, report(7, 99));
+        assert!(admission.admits(1));
+    }
+
+    #[test]
+    fn reports_of_an_earlier_owner_are_ignored() {
+        let admission = Admission::new(2, 10);
+        admission.record(0, report(8, 0));
+        admission.record(0, report(7, 500));
+        assert!(admission.admits(0));
+        admission.record(0, report(9, 500));
+        assert!(!admission.admits(0));
+    }
+
+    #[test]
+    fn a_bound_of_zero_admits_everything_and_unknown_partitions_pass() {
+        let admission = Admission::new(2, 0);
+        admission.record(0, report(1, u64::MAX));
+        assert!(admission.admits(0));
+        assert!(Admission::new(2, 10).admits(5));
+    }
+}
