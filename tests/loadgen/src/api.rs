@@ -66,9 +66,16 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::new_from(base, None)
+    }
+
+    /// A client whose connections leave from `source` when given (the mesh tells clients
+    /// apart by address).
+    pub fn new_from(base: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Self> {
         let http = Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
+            .local_address(source)
             .build()
             .context("building the HTTP client")?;
         Ok(Self {
@@ -115,6 +122,20 @@ impl Api {
             .into());
         }
         serde_json::from_str(&text).with_context(|| format!("decoding the answer of POST {path}"))
+    }
+
+    /// `GET path` with a bearer token; answers the status and the body's length.
+    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<(StatusCode, usize)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        Ok((status, body.len()))
     }
 
     /// Creates an account; the answer is the profile, of which only success matters.

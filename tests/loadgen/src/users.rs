@@ -21,6 +21,9 @@ use crate::api::{Api, ApiError, TokenPair};
 /// lifetime), or it is refreshed first: the edge closes sockets whose token expires.
 const TOKEN_MARGIN_SECS: u64 = 600;
 
+/// Loopback addresses registrations and logins are spread over.
+const HASHING_ADDRESSES: u8 = 8;
+
 /// A user ready to connect.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -101,6 +104,9 @@ struct CacheFile {
 /// The users of one mesh, backed by the cache file.
 pub struct Pool {
     api: Api,
+    /// Clients from different loopback addresses for registering and logging in: the user
+    /// service gives one address at most half of its hashing pool.
+    hashing: Vec<Api>,
     path: PathBuf,
     file: CacheFile,
     /// How many password hashes (register, login) run at once.
@@ -167,8 +173,19 @@ impl Pool {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => CacheFile::default(),
             Err(err) => return Err(err).context(format!("reading {}", path.display())),
         };
+        let hashing = if api.base().starts_with("http://127.") {
+            (1..=HASHING_ADDRESSES)
+                .map(|i| {
+                    let source = std::net::Ipv4Addr::new(127, 3, 0, i);
+                    Api::new_from(api.base(), Some(source.into()))
+                })
+                .collect::<anyhow::Result<Vec<Api>>>()?
+        } else {
+            vec![api.clone()]
+        };
         Ok(Self {
             api,
+            hashing,
             path: path.to_owned(),
             file,
             concurrency: concurrency.max(1),
@@ -216,10 +233,10 @@ impl Pool {
             if !stale.is_empty() {
                 let started = Instant::now();
                 eprintln!("renewing the tokens of {} users", stale.len());
-                let api = self.api.clone();
+                let hashing = self.hashing.clone();
                 let renewed: Vec<(usize, Option<CachedUser>)> = stream::iter(stale)
                     .map(|(i, u)| {
-                        let api = api.clone();
+                        let api = hashing[i % hashing.len()].clone();
                         async move { renew(&api, u, now).await.map(|r| (i, r)) }
                     })
                     .buffer_unordered(self.concurrency * 2)
@@ -276,21 +293,27 @@ impl Pool {
         }
         let started = Instant::now();
         eprintln!(
-            "registering {} users ({} at a time; passwords are hashed slowly on purpose)",
+            "registering {} users ({} at a time; passwords are hashed slowly on purpose; progress is saved every 500)",
             n - have,
             self.concurrency
         );
-        let api = self.api.clone();
+        let hashing = self.hashing.clone();
         let mut fresh = stream::iter(have..n)
             .map(|i| {
-                let api = api.clone();
+                let api = hashing[i % hashing.len()].clone();
                 async move { register_one(&api, i).await }
             })
             .buffer_unordered(self.concurrency);
         let mut result = Ok(());
         while let Some(user) = fresh.next().await {
             match user {
-                Ok(user) => self.entry().users.push(user),
+                Ok(user) => {
+                    self.entry().users.push(user);
+                    if self.entry().users.len() % 500 == 0 {
+                        self.save()?;
+                        eprintln!("{} users registered", self.entry().users.len());
+                    }
+                }
                 Err(err) => {
                     result = Err(err);
                     break;
@@ -302,6 +325,16 @@ impl Pool {
         result?;
         eprintln!("registered in {:.1?}", started.elapsed());
         Ok(())
+    }
+
+    /// Phone and password of the first `n` users (registered by an earlier `users(n)`).
+    pub fn credentials(&mut self, n: usize) -> Vec<(String, String)> {
+        self.entry()
+            .users
+            .iter()
+            .take(n)
+            .map(|u| (u.phone.clone(), u.password.clone()))
+            .collect()
     }
 
     /// Makes each pair friends, skipping pairs the cache knows to be friends already.
