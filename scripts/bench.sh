@@ -127,6 +127,10 @@ lift MESH_MAX_CONNECTIONS_PER_IP 1000000
 lift MESH_LOGIN_DELAY_AFTER 1000000
 lift MESH_LOGIN_LOCK_AFTER 1000000
 lift MESH_LOGIN_IP_LOCK_AFTER 1000000
+# The bench administrator lifts the plan limits (messages per day, group size...) of the
+# users that send and own groups: the mesh makes this phone an admin when it registers.
+export LOADGEN_ADMIN_PHONE="${LOADGEN_ADMIN_PHONE:-+15550000001}"
+export MESH_BOOTSTRAP_ADMINS="${MESH_BOOTSTRAP_ADMINS:+$MESH_BOOTSTRAP_ADMINS,}$LOADGEN_ADMIN_PHONE"
 
 port="${addr##*:}"
 if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then

@@ -188,6 +188,39 @@ impl Api {
         }
     }
 
+    /// Lifts a user's plan limits (messages per day, groups owned, group size, friend
+    /// requests) as an administrator: the bench's few users send and own far more than the
+    /// free plan allows.
+    pub async fn lift_quota(&self, admin_token: &str, user: Uuid) -> anyhow::Result<()> {
+        let body = json!({
+            "plan": "pro",
+            "overrides": {
+                "messages_per_day": 1_000_000_000u32,
+                "groups_owned": 1_000_000u32,
+                "group_size": 1_000_000u32,
+                "friend_requests_per_day": 1_000_000_000u32,
+            }
+        });
+        let path = format!("/v1/admin/users/{user}/quota");
+        let response = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {path}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            anyhow::bail!(
+                "PUT {path} answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            );
+        }
+        Ok(())
+    }
+
     /// Creates an open group owned by the caller and answers its id.
     pub async fn create_open_group(
         &self,

@@ -56,6 +56,10 @@ struct Cli {
     /// Registrations and logins at once (each hashes a password, slowly on purpose).
     #[arg(long, global = true, default_value_t = 4)]
     register_concurrency: usize,
+    /// Phone of the bench administrator (in the mesh's `MESH_BOOTSTRAP_ADMINS`), who lifts
+    /// the plan limits of the users that send messages and own groups.
+    #[arg(long, global = true, env = "LOADGEN_ADMIN_PHONE")]
+    admin_phone: Option<String>,
     /// Free text recorded with the results (commit, settings).
     #[arg(long, global = true)]
     note: Option<String>,
@@ -241,7 +245,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     raise_fd_limit();
     let api = Api::new(&cli.url)?;
-    let pool = Pool::load(api.clone(), &cli.users_cache, cli.register_concurrency)?;
+    let pool = Pool::load(
+        api.clone(),
+        &cli.users_cache,
+        cli.register_concurrency,
+        cli.admin_phone.clone(),
+    )?;
     let mut peer_problem = cli.peer_unavailable.clone();
     let peer = match &cli.peer_url {
         Some(url)

@@ -46,6 +46,9 @@ struct CachedUser {
     access_ttl: u64,
     #[serde(default)]
     refresh_token: Option<String>,
+    /// Whether the bench administrator lifted this user's plan limits.
+    #[serde(default)]
+    quota_lifted: bool,
 }
 
 impl CachedUser {
@@ -65,6 +68,7 @@ impl CachedUser {
             access_expires_at: 0,
             access_ttl: 0,
             refresh_token: None,
+            quota_lifted: false,
         }
     }
 
@@ -93,6 +97,9 @@ struct MeshUsers {
     /// Pairs of user ids known to be friends, lower id first.
     #[serde(default)]
     friends: Vec<(Uuid, Uuid)>,
+    /// The bench administrator (a phone the mesh makes an admin at registration).
+    #[serde(default)]
+    admin: Option<CachedUser>,
 }
 
 /// The cache file: one entry per mesh URL.
@@ -111,6 +118,9 @@ pub struct Pool {
     file: CacheFile,
     /// How many password hashes (register, login) run at once.
     concurrency: usize,
+    /// The phone of the bench administrator (`MESH_BOOTSTRAP_ADMINS` of the mesh), who lifts
+    /// the plan limits of the users that send and own groups; `None` leaves them.
+    admin_phone: Option<String>,
 }
 
 fn unix_now() -> u64 {
@@ -166,7 +176,12 @@ async fn renew(api: &Api, mut user: CachedUser, now: u64) -> anyhow::Result<Opti
 }
 
 impl Pool {
-    pub fn load(api: Api, path: &Path, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn load(
+        api: Api,
+        path: &Path,
+        concurrency: usize,
+        admin_phone: Option<String>,
+    ) -> anyhow::Result<Self> {
         let file = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading the user cache {}", path.display()))?,
@@ -189,6 +204,7 @@ impl Pool {
             path: path.to_owned(),
             file,
             concurrency: concurrency.max(1),
+            admin_phone,
         })
     }
 
@@ -325,6 +341,80 @@ impl Pool {
         result?;
         eprintln!("registered in {:.1?}", started.elapsed());
         Ok(())
+    }
+
+    /// A valid token of the bench administrator, registering them the first time.
+    async fn admin_token(&mut self, phone: &str) -> anyhow::Result<String> {
+        let now = unix_now();
+        let cached = self.entry().admin.clone().filter(|a| a.phone == phone);
+        if let Some(user) = cached.as_ref().and_then(|a| a.ready(now)) {
+            return Ok(user.token);
+        }
+        let admin = match cached {
+            Some(admin) => admin,
+            None => {
+                let mut admin = CachedUser::new_random();
+                admin.phone = phone.to_owned();
+                self.api
+                    .register(phone, &admin.password, "loadgen admin")
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "registering the bench administrator {phone} (taken by an account whose password is not in {}?)",
+                            self.path.display()
+                        )
+                    })?;
+                admin
+            }
+        };
+        let admin = renew(&self.api, admin, now)
+            .await?
+            .with_context(|| format!("the bench administrator {phone} no longer exists"))?;
+        let token = admin.access_token.clone().context("no admin token")?;
+        self.entry().admin = Some(admin);
+        self.save()?;
+        Ok(token)
+    }
+
+    /// Lifts the plan limits of `users` that are not lifted yet (when an administrator phone
+    /// is configured).
+    pub async fn lift_quotas(&mut self, users: &[User]) -> anyhow::Result<()> {
+        let Some(phone) = self.admin_phone.clone() else {
+            return Ok(());
+        };
+        let wanted: HashSet<Uuid> = users.iter().map(|u| u.id).collect();
+        let todo: Vec<Uuid> = self
+            .entry()
+            .users
+            .iter()
+            .filter(|u| !u.quota_lifted)
+            .filter_map(|u| u.user_id.filter(|id| wanted.contains(id)))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let token = self.admin_token(&phone).await?;
+        eprintln!("lifting the plan limits of {} users", todo.len());
+        let api = self.api.clone();
+        let done: Vec<Uuid> = stream::iter(todo)
+            .map(|id| {
+                let api = api.clone();
+                let token = token.clone();
+                async move { api.lift_quota(&token, id).await.map(|()| id) }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+            .context(
+                "lifting plan limits (is LOADGEN_ADMIN_PHONE in the mesh's MESH_BOOTSTRAP_ADMINS?)",
+            )?;
+        let done: HashSet<Uuid> = done.into_iter().collect();
+        for user in &mut self.entry().users {
+            if user.user_id.is_some_and(|id| done.contains(&id)) {
+                user.quota_lifted = true;
+            }
+        }
+        self.save()
     }
 
     /// Phone and password of the first `n` users (registered by an earlier `users(n)`).

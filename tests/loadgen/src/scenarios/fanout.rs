@@ -56,16 +56,19 @@ struct Shared {
 
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let members = args.members.max(2);
-    let users = ctx.pool.users(members).await?;
+    // The group first, so a mesh that refuses its size says so before members are made.
+    let owner = ctx.pool.users(1).await?;
+    ctx.pool.lift_quotas(&owner).await?;
     let group = ctx
         .api
         .create_open_group(
-            &users[0].token,
+            &owner[0].token,
             &format!("loadgen fan-out {members}"),
             u32::try_from(members.max(DEFAULT_MAX_MEMBERS)).unwrap_or(u32::MAX),
         )
         .await
         .with_context(|| format!("creating a group for {members} members"))?;
+    let users = ctx.pool.users(members).await?;
     let joined = Instant::now();
     let api = ctx.api.clone();
     stream::iter(&users[1..])

@@ -43,6 +43,7 @@ pub struct Args {
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let concurrency = args.concurrency.max(1);
     let users = ctx.pool.users(concurrency.max(2)).await?;
+    ctx.pool.lift_quotas(&users[..1]).await?;
     let path = match args.read {
         Read::Me => "/v1/users/me".to_owned(),
         Read::Group => {
@@ -68,10 +69,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             let token = user.token.clone();
             let path = path.clone();
             tokio::spawn(async move {
-                let mut ok = 0u64;
-                let mut failed: Vec<String> = Vec::new();
-                let mut failures = 0u64;
-                let mut latencies = report::histogram();
+                let mut tally = Tally::default();
                 while Instant::now() < end {
                     let began = Instant::now();
                     let answer = api.get(&path, &token).await;
@@ -79,42 +77,20 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
                         continue;
                     }
                     match answer {
-                        Ok((status, _)) if status.is_success() => {
-                            ok += 1;
-                            latencies.saturating_record(began.elapsed().as_micros().max(1) as u64);
-                        }
-                        Ok((status, _)) => {
-                            failures += 1;
-                            if failed.len() < 3 {
-                                failed.push(format!("GET {path} answered {status}"));
-                            }
-                        }
-                        Err(err) => {
-                            failures += 1;
-                            if failed.len() < 3 {
-                                failed.push(format!("{err:#}"));
-                            }
-                        }
+                        Ok((status, _)) if status.is_success() => tally.success(began),
+                        Ok((status, _)) => tally.failure(format!("GET {path} answered {status}")),
+                        Err(err) => tally.failure(format!("{err:#}")),
                     }
                 }
-                (ok, failures, failed, latencies)
+                tally
             })
         })
         .collect();
-    let mut ok = 0;
-    let mut failures = 0;
-    let mut samples = Vec::new();
-    let mut latencies = report::histogram();
-    for task in tasks {
-        let (o, f, s, l) = task.await?;
-        ok += o;
-        failures += f;
-        samples.extend(s);
-        latencies.add(l).ok();
-    }
+    let tally = Tally::join(tasks).await?;
+    let (ok, failures) = (tally.ok, tally.failed);
     let seconds = end.saturating_duration_since(measure_from).as_secs_f64();
     let rate = ok as f64 / seconds;
-    let latency = Latency::of(&latencies);
+    let latency = tally.latency();
 
     let mut outcome = Outcome::new(
         "reads",

@@ -138,6 +138,7 @@ impl Run {
 /// The users of the pairs, befriended: sender `2i`, recipient `2i + 1`.
 pub async fn pair_up(ctx: &mut Ctx, pairs: usize) -> anyhow::Result<Vec<(User, User)>> {
     let users = ctx.pool.users(pairs * 2).await?;
+    ctx.pool.lift_quotas(&users).await?;
     let pairs: Vec<(User, User)> = users
         .chunks_exact(2)
         .map(|p| (p[0].clone(), p[1].clone()))
