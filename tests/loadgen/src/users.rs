@@ -325,7 +325,7 @@ impl Pool {
             match user {
                 Ok(user) => {
                     self.entry().users.push(user);
-                    if self.entry().users.len() % 500 == 0 {
+                    if self.entry().users.len().is_multiple_of(500) {
                         self.save()?;
                         eprintln!("{} users registered", self.entry().users.len());
                     }
