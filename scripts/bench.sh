@@ -177,6 +177,8 @@ if [[ "$scenario" == all || "$scenario" == peer-* ]] && [[ "${MESH_BENCH_PEER:-o
   if peer_url="$(MESH_DATABASE_URL="$admin_db_url" scripts/bench-synapse.sh up 2>.local/log/bench-synapse.err)"; then
     synapse_started=1
     peer=(--peer-url "$peer_url")
+    synapse_pid="$(head -n 1 .local/synapse/homeserver.pid 2>/dev/null | tr -dc '0-9' || true)"
+    [[ -n "$synapse_pid" ]] && peer+=(--peer-pid "$synapse_pid")
     log "Synapse peer at $peer_url"
   else
     reason="$(grep -v '^\s*$' .local/log/bench-synapse.err | tail -n 3 | tr '\n' ' ')"

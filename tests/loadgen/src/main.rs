@@ -72,6 +72,9 @@ struct Cli {
     /// The Postgres postmaster (its children's CPU is counted with it).
     #[arg(long, global = true)]
     postgres_pid: Option<u32>,
+    /// The Synapse peer's process.
+    #[arg(long, global = true)]
+    peer_pid: Option<u32>,
     /// NATS monitoring URL: scenarios start only once the mesh's ingest backlog is empty.
     #[arg(long, global = true)]
     nats_monitor: Option<String>,
@@ -279,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
         ws_url: ws::ws_url(api.base()),
         api,
         pool,
-        procs: Procs::new(cli.pid, cli.nats_pid, cli.postgres_pid),
+        procs: Procs::new(cli.pid, cli.nats_pid, cli.postgres_pid, cli.peer_pid),
         nats: cli.nats_url.clone().map(|url| NatsAccess {
             url,
             credentials: cli.nats_credentials.clone(),

@@ -80,8 +80,13 @@ pub struct CpuUse {
 }
 
 impl Procs {
-    /// The mesh, NATS and Postgres pids (any may be unknown) and this process.
-    pub fn new(mesh: Option<u32>, nats: Option<u32>, postmaster: Option<u32>) -> Self {
+    /// The mesh, NATS, Postgres and Synapse pids (any may be unknown) and this process.
+    pub fn new(
+        mesh: Option<u32>,
+        nats: Option<u32>,
+        postmaster: Option<u32>,
+        synapse: Option<u32>,
+    ) -> Self {
         let mut watched = Vec::new();
         if let Some(pid) = mesh {
             watched.push(("mesh", pid, Kind::Single));
@@ -91,6 +96,9 @@ impl Procs {
         }
         if let Some(pid) = postmaster {
             watched.push(("postgres", pid, Kind::Tree));
+        }
+        if let Some(pid) = synapse {
+            watched.push(("synapse", pid, Kind::Single));
         }
         watched.push(("loadgen", std::process::id(), Kind::Single));
         Self { watched }
@@ -178,7 +186,7 @@ mod tests {
 
     #[test]
     fn this_process_is_watched_and_its_cpu_counted() {
-        let procs = Procs::new(None, None, Some(std::process::id()));
+        let procs = Procs::new(None, None, Some(std::process::id()), None);
         let before = procs.sample();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut x = 0u64;

@@ -225,3 +225,37 @@ pub async fn read_deliveries(
     }
     out_of_order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_fields_are_kept_and_give_the_delay() {
+        let shared = Shared::default();
+        let rejected = r#"{"type":"ack","client_id":"c1","status":"rejected","reason":"service_unavailable","retry_after_ms":250}"#;
+        assert_eq!(
+            shared.note_retry_after(rejected),
+            Some(Duration::from_millis(250))
+        );
+        let in_seconds =
+            r#"{"type":"error","code":"service_unavailable","message":"busy","retry_after":2}"#;
+        shared.note_error(in_seconds);
+        assert_eq!(shared.note_retry_after(r#"{"type":"ack"}"#), None);
+        assert_eq!(
+            *shared.retry_after.lock().unwrap(),
+            [
+                ("retry_after_ms".to_owned(), 250.0),
+                ("retry_after".to_owned(), 2.0)
+            ]
+        );
+        assert_eq!(
+            shared
+                .error_codes
+                .lock()
+                .unwrap()
+                .get("service_unavailable"),
+            Some(&1)
+        );
+    }
+}
