@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # bench.sh: measure the mesh on this machine. Builds `mesh` and `loadgen` in release mode,
-# starts NATS and Postgres (scripts/services.sh), runs a release `mesh all` of its own, runs
-# `loadgen all` against it, stops what it started and leaves the results in bench/.
+# starts NATS and Postgres (scripts/services.sh) and a Matrix Synapse peer
+# (scripts/bench-synapse.sh), runs a release `mesh all` of its own with the per-client limits
+# lifted, runs `loadgen all` (or one scenario) against it with the pids of the mesh, NATS and
+# Postgres, stops what it started and leaves the results in bench/.
 #
-# Usage: scripts/bench.sh [loadgen all options...]   e.g. scripts/bench.sh --seconds 30
+# Usage: scripts/bench.sh [SCENARIO] [loadgen options...]
+#   scripts/bench.sh                          every scenario (loadgen all)
+#   scripts/bench.sh --seconds 5 --sizes 200,400   a short run of all
+#   scripts/bench.sh throughput --seconds 5   one scenario (throughput, overload, latency,
+#                                             fanout, connections, reads, login, baseline,
+#                                             peer-throughput, peer-latency)
 #
 # Settings (environment):
 #   MESH_BENCH_ADDR          where the benchmarked edge listens   (default 127.0.0.1:18080)
 #   MESH_BENCH_PREFIX        its NATS prefix                      (default bench)
 #   MESH_BENCH_DATABASE_URL  its Postgres                         (default: database mesh_bench
 #                            next to the one services.sh prints, created when missing)
-#   Other MESH_* variables (e.g. MESH_DB_MAX_CONNECTIONS, RUST_LOG) pass through to the mesh.
+#   MESH_BENCH_PEER=off      no Synapse peer (its scenarios are skipped)
+#   MESH_BENCH_BUILD=off     use the binaries already built
+#   CARGO_TARGET_DIR         where the release binaries are built and run from
+#   Other MESH_* variables (e.g. MESH_DB_MAX_CONNECTIONS, RUST_LOG, MESH_NATS_PORT) pass
+#   through to the mesh and scripts/services.sh; the limits below are defaults only.
 #
 # The mesh's log goes to .local/log/bench-mesh.log; results are appended to
 # bench/results.md and bench/results.json (see bench/README.md).
@@ -24,6 +35,14 @@ addr="${MESH_BENCH_ADDR:-127.0.0.1:18080}"
 mesh_log=.local/log/bench-mesh.log
 mesh_pid=""
 services_started=0
+synapse_started=0
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+scenario=all
+if [[ $# -gt 0 && "$1" != -* ]]; then
+  scenario="$1"
+  shift
+fi
 
 cleanup() {
   local status=$?
@@ -37,6 +56,9 @@ cleanup() {
     fi
     wait "$mesh_pid" 2>/dev/null || true
   fi
+  if ((synapse_started)); then
+    scripts/bench-synapse.sh down || true
+  fi
   if ((services_started)); then
     scripts/services.sh down || true
   fi
@@ -45,14 +67,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Every socket is a file descriptor, in the mesh and in the load generator.
+# Every socket is a file descriptor, in the mesh and in the load generator: 50,000
+# connections need more than 100,000. Root may raise the hard limit up to fs.nr_open.
+ulimit -Hn "$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)" 2>/dev/null || true
 hard="$(ulimit -Hn)"
 [[ "$hard" == unlimited ]] && hard=1048576
 ulimit -n "$hard" || log "could not raise the open-files limit (now $(ulimit -n))"
-(($(ulimit -n) >= 8192)) || log "warning: only $(ulimit -n) open files allowed; the idle scenario needs more"
+(($(ulimit -n) >= 120000)) || log "warning: only $(ulimit -n) open files allowed; 50,000 connections need more than 100,000"
 
-log "building mesh and loadgen (release)"
-cargo build --locked --release -p nats-mesh --bin mesh -p mesh-loadgen --bin loadgen
+if [[ "${MESH_BENCH_BUILD:-on}" != off ]]; then
+  log "building mesh and loadgen (release)"
+  cargo build --locked --release -p nats-mesh --bin mesh -p mesh-loadgen --bin loadgen
+fi
 
 # Stop NATS and Postgres at the end only if this script is what starts them.
 scripts/services.sh status >/dev/null 2>&1 || services_started=1
@@ -75,14 +101,38 @@ durability="fsync=$(pg_show fsync) synchronous_commit=$(pg_show synchronous_comm
 
 keys=.local/keys
 if [[ ! -f "$keys/jwt_ed25519.pem" ]]; then
-  ./target/release/mesh keygen --out "$keys" >/dev/null
+  "$bin/mesh" keygen --out "$keys" >/dev/null
   log "generated a development JWT key pair in $keys"
 fi
 export MESH_JWT_PRIVATE_KEY="${MESH_JWT_PRIVATE_KEY:-$keys/jwt_ed25519.pem}"
 export MESH_JWT_PUBLIC_KEY="${MESH_JWT_PUBLIC_KEY:-$keys/jwt_ed25519.pub.pem}"
 export MESH_HTTP_ADDR="$addr"
 export MESH_PREFIX="${MESH_BENCH_PREFIX:-bench}"
+admin_db_url="$MESH_DATABASE_URL"
 export MESH_DATABASE_URL="$db_url"
+export MESH_METRICS_ADDR="${MESH_BENCH_METRICS_ADDR:-127.0.0.1:0}"
+
+# Per-client limits lifted: the bench's clients are few users and addresses sending far more
+# than any one person would. The edge's own overload push-back is not a per-client limit and
+# stays as configured.
+lift() { export "$1=${!1:-$2}"; }
+lift MESH_RATE_CHAT_SENDS 10000000/1s
+lift MESH_RATE_WS_FRAMES 10000000/1s
+lift MESH_WS_FLOOD_CLOSE_AFTER 1000000
+lift MESH_RATE_AUTH_IP 10000000/1s
+lift MESH_RATE_WRITE_IP 10000000/1s
+lift MESH_RATE_WRITE_USER 10000000/1s
+lift MESH_RATE_READ_IP 10000000/1s
+lift MESH_RATE_READ_USER 10000000/1s
+lift MESH_MAX_CONNECTIONS_PER_USER 1000
+lift MESH_MAX_CONNECTIONS_PER_IP 1000000
+lift MESH_LOGIN_DELAY_AFTER 1000000
+lift MESH_LOGIN_LOCK_AFTER 1000000
+lift MESH_LOGIN_IP_LOCK_AFTER 1000000
+# The bench administrator lifts the plan limits (messages per day, group size...) of the
+# users that send and own groups: the mesh makes this phone an admin when it registers.
+export LOADGEN_ADMIN_PHONE="${LOADGEN_ADMIN_PHONE:-+15550000001}"
+export MESH_BOOTSTRAP_ADMINS="${MESH_BOOTSTRAP_ADMINS:+$MESH_BOOTSTRAP_ADMINS,}$LOADGEN_ADMIN_PHONE"
 
 port="${addr##*:}"
 if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
@@ -91,9 +141,9 @@ fi
 
 mkdir -p "$(dirname "$mesh_log")" bench
 # Streams and buckets are created by the migrate identity; serving roles only bind to them.
-./target/release/mesh migrate >>"$mesh_log" 2>&1 || { tail -n 20 "$mesh_log" >&2; die "mesh migrate failed"; }
+"$bin/mesh" migrate >>"$mesh_log" 2>&1 || { tail -n 20 "$mesh_log" >&2; die "mesh migrate failed"; }
 log "starting the mesh on $addr (prefix $MESH_PREFIX, log $mesh_log)"
-./target/release/mesh all >"$mesh_log" 2>&1 &
+"$bin/mesh" all >"$mesh_log" 2>&1 &
 mesh_pid=$!
 for _ in $(seq 1 300); do
   kill -0 "$mesh_pid" 2>/dev/null || { tail -n 20 "$mesh_log" >&2; die "the mesh exited during startup"; }
@@ -107,5 +157,35 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
 note="commit $commit · release build · Postgres $durability · open files $(ulimit -n)"
 
-./target/release/loadgen all --url "http://$addr" --pid "$mesh_pid" --note "$note" "$@"
-log "results appended to bench/results.md and bench/results.json"
+# What the load generator watches: the mesh, NATS and Postgres processes (their CPU), the
+# ingest backlog (NATS monitoring), and what the raw limits connect to.
+watch=(--pid "$mesh_pid" --prefix "$MESH_PREFIX"
+  --nats-monitor "http://127.0.0.1:${MESH_NATS_MONITOR_PORT:-8222}")
+nats_pid="$(head -n 1 .local/run/nats.pid 2>/dev/null | tr -dc '0-9' || true)"
+[[ -n "$nats_pid" ]] && watch+=(--nats-pid "$nats_pid")
+pg_pid="$(head -n 1 .local/pg/postmaster.pid 2>/dev/null | tr -dc '0-9' || true)"
+if [[ -n "$pg_pid" ]] && kill -0 "$pg_pid" 2>/dev/null; then
+  watch+=(--postgres-pid "$pg_pid")
+else
+  log "no Postgres postmaster of this project (a user-given Postgres?): its CPU is not counted"
+fi
+export LOADGEN_DATABASE_URL="$db_url"
+
+# The peer: Matrix Synapse on the same Postgres. A failure is recorded in the results.
+peer=()
+if [[ "$scenario" == all || "$scenario" == peer-* ]] && [[ "${MESH_BENCH_PEER:-on}" != off ]]; then
+  if peer_url="$(MESH_DATABASE_URL="$admin_db_url" scripts/bench-synapse.sh up 2>.local/log/bench-synapse.err)"; then
+    synapse_started=1
+    peer=(--peer-url "$peer_url")
+    synapse_pid="$(head -n 1 .local/synapse/homeserver.pid 2>/dev/null | tr -dc '0-9' || true)"
+    [[ -n "$synapse_pid" ]] && peer+=(--peer-pid "$synapse_pid")
+    log "Synapse peer at $peer_url"
+  else
+    reason="$(grep -v '^\s*$' .local/log/bench-synapse.err | tail -n 3 | tr '\n' ' ')"
+    log "the Synapse peer is unavailable: $reason"
+    peer=(--peer-unavailable "scripts/bench-synapse.sh failed: $reason")
+  fi
+fi
+
+"$bin/loadgen" "$scenario" --url "http://$addr" --note "$note" "${watch[@]}" "${peer[@]}" "$@"
+log "done (results appended to the files named by --out and --json, by default bench/results.md and bench/results.json)"

@@ -66,9 +66,16 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::new_from(base, None)
+    }
+
+    /// A client whose connections leave from `source` when given (the mesh tells clients
+    /// apart by address).
+    pub fn new_from(base: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Self> {
         let http = Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
+            .local_address(source)
             .build()
             .context("building the HTTP client")?;
         Ok(Self {
@@ -115,6 +122,20 @@ impl Api {
             .into());
         }
         serde_json::from_str(&text).with_context(|| format!("decoding the answer of POST {path}"))
+    }
+
+    /// `GET path` with a bearer token; answers the status and the body's length.
+    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<(StatusCode, usize)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        Ok((status, body.len()))
     }
 
     /// Creates an account; the answer is the profile, of which only success matters.
@@ -165,6 +186,39 @@ impl Api {
                 _ => Err(err),
             },
         }
+    }
+
+    /// Lifts a user's plan limits (messages per day, groups owned, group size, friend
+    /// requests) as an administrator: the bench's few users send and own far more than the
+    /// free plan allows.
+    pub async fn lift_quota(&self, admin_token: &str, user: Uuid) -> anyhow::Result<()> {
+        let body = json!({
+            "plan": "pro",
+            "overrides": {
+                "messages_per_day": 1_000_000_000u32,
+                "groups_owned": 1_000_000u32,
+                "group_size": 1_000_000u32,
+                "friend_requests_per_day": 1_000_000_000u32,
+            }
+        });
+        let path = format!("/v1/admin/users/{user}/quota");
+        let response = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {path}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            anyhow::bail!(
+                "PUT {path} answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            );
+        }
+        Ok(())
     }
 
     /// Creates an open group owned by the caller and answers its id.

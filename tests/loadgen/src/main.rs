@@ -1,10 +1,16 @@
-//! `loadgen`: drives a running nats-mesh over HTTP and WebSocket like many clients would, and
-//! writes what it measured to `bench/results.md` and `bench/results.json`.
+//! `loadgen`: drives a running nats-mesh over HTTP and WebSocket like many clients would,
+//! measures the raw limits of this machine beside it (and a Matrix Synapse peer when given),
+//! and writes what it measured to `bench/results.md` and `bench/results.json`.
 
 mod api;
+mod backlog;
+mod meter;
 mod problems;
+mod procs;
+mod raw_nats;
 mod report;
 mod scenarios;
+mod tally;
 mod timeline;
 mod users;
 mod ws;
@@ -16,8 +22,15 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::api::Api;
+use crate::backlog::Probe;
+use crate::meter::Meter;
+use crate::procs::Procs;
+use crate::raw_nats::NatsAccess;
 use crate::report::{Outcome, Writer};
-use crate::scenarios::{Ctx, fanout, idle, latency, throughput};
+use crate::scenarios::baseline::{self, Limit};
+use crate::scenarios::{
+    Ctx, connections, fanout, latency, login, overload, peer, reads, throughput,
+};
 use crate::users::Pool;
 
 #[derive(Debug, Parser)]
@@ -43,9 +56,47 @@ struct Cli {
     /// Registrations and logins at once (each hashes a password, slowly on purpose).
     #[arg(long, global = true, default_value_t = 4)]
     register_concurrency: usize,
+    /// Phone of the bench administrator (in the mesh's `MESH_BOOTSTRAP_ADMINS`), who lifts
+    /// the plan limits of the users that send messages and own groups.
+    #[arg(long, global = true, env = "LOADGEN_ADMIN_PHONE")]
+    admin_phone: Option<String>,
     /// Free text recorded with the results (commit, settings).
     #[arg(long, global = true)]
     note: Option<String>,
+    /// The mesh process: its CPU and memory are read from /proc.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// The nats-server process.
+    #[arg(long, global = true)]
+    nats_pid: Option<u32>,
+    /// The Postgres postmaster (its children's CPU is counted with it).
+    #[arg(long, global = true)]
+    postgres_pid: Option<u32>,
+    /// The Synapse peer's process.
+    #[arg(long, global = true)]
+    peer_pid: Option<u32>,
+    /// NATS monitoring URL: scenarios start only once the mesh's ingest backlog is empty.
+    #[arg(long, global = true)]
+    nats_monitor: Option<String>,
+    /// The mesh's NATS prefix (names the ingest stream whose backlog is watched).
+    #[arg(long, global = true, default_value = "mesh")]
+    prefix: String,
+    /// NATS URL for the raw limits.
+    #[arg(long, global = true, env = "MESH_NATS_URL")]
+    nats_url: Option<String>,
+    /// The role-credentials file of a NATS with authorization (`scripts/services.sh env`).
+    #[arg(long, global = true, env = "MESH_NATS_ROLE_CREDENTIALS")]
+    nats_credentials: Option<PathBuf>,
+    /// The bench database, for the raw Postgres limit (a scratch schema `loadgen` in it).
+    #[arg(long, global = true, env = "LOADGEN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Base URL of a Matrix Synapse to run the peer scenarios against.
+    #[arg(long, global = true, env = "LOADGEN_PEER_URL")]
+    peer_url: Option<String>,
+    /// Why there is no peer (e.g. Synapse failed to install), recorded as the peer
+    /// scenarios' result.
+    #[arg(long, global = true)]
+    peer_unavailable: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,45 +105,90 @@ struct Cli {
 enum Command {
     /// Stored messages per second with pipelined senders.
     Throughput(throughput::Args),
+    /// Twice the maximum offered at a fixed pace: does the stored rate hold, how does the mesh
+    /// push back.
+    Overload(overload::Args),
     /// Accept-to-delivery and send-to-stored latency at a fixed rate.
     Latency(latency::Args),
     /// Deliveries per second into one large group.
     Fanout(fanout::Args),
-    /// Edge memory per idle WebSocket.
-    Idle(idle::Args),
-    /// Every scenario in turn with moderate settings (a few minutes on 2 cores).
+    /// Memory per connected user and idle CPU with many heartbeating WebSockets.
+    Connections(connections::Args),
+    /// An authenticated read through the edge at a fixed concurrency.
+    Reads(reads::Args),
+    /// Sign-ins per second through the edge.
+    Login(login::Args),
+    /// The raw limits: JetStream publish+ack, Postgres batch insert, NATS request/reply,
+    /// argon2id.
+    Baseline(baseline::Args),
+    /// Throughput of the same pairs against Matrix Synapse (--peer-url).
+    PeerThroughput(peer::Args),
+    /// Latency of the same pairs against Matrix Synapse (--peer-url).
+    PeerLatency(peer::Args),
+    /// Every scenario in turn (the full bench).
     All(AllArgs),
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Throughput(_) => "throughput",
+            Command::Overload(_) => "overload",
+            Command::Latency(_) => "latency",
+            Command::Fanout(_) => "fanout",
+            Command::Connections(_) => "connections",
+            Command::Reads(_) => "reads",
+            Command::Login(_) => "login",
+            Command::Baseline(_) => "baseline",
+            Command::PeerThroughput(_) => "peer-throughput",
+            Command::PeerLatency(_) => "peer-latency",
+            Command::All(_) => "all",
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
 struct AllArgs {
-    /// The mesh process, for the idle-memory scenario (skipped without it).
-    #[arg(long)]
-    pid: Option<u32>,
-    /// Measured seconds of the throughput and latency scenarios.
+    /// Measured seconds of the throughput, latency, reads, login and peer scenarios.
     #[arg(long, default_value_t = 15.0)]
     seconds: f64,
-    /// Pairs of the throughput and latency scenarios.
+    /// Measured seconds of the overload scenario.
+    #[arg(long, default_value_t = 30.0)]
+    overload_seconds: f64,
+    /// Seconds each raw limit is measured.
+    #[arg(long, default_value_t = 10.0)]
+    baseline_seconds: f64,
+    /// Pairs of the throughput, overload, latency and peer scenarios.
     #[arg(long, default_value_t = 50)]
     pairs: usize,
-    /// Aggregate rate of the latency scenario (half the throughput target). When the
-    /// throughput scenario measured less than twice this, latency is also measured at half of
-    /// what it measured.
-    #[arg(long, default_value_t = 10_000.0)]
-    rate: f64,
-    /// Members of the fan-out group.
-    #[arg(long, default_value_t = 500)]
-    members: usize,
-    /// Messages posted to the fan-out group.
+    /// Messages each throughput sender may have unstored.
+    #[arg(long, default_value_t = 200)]
+    window: usize,
+    /// Aggregate rate of the latency scenario (default: half what throughput measured).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Members of the fan-out groups (the first one carries the rate target).
+    #[arg(long, value_delimiter = ',', default_values_t = [500usize, 5000])]
+    members: Vec<usize>,
+    /// Messages posted to each fan-out group.
     #[arg(long, default_value_t = 400)]
     fanout_messages: usize,
-    /// Messages per second posted to the fan-out group; 400 into 500 members offers 200,000
-    /// deliveries/s, well above the target, so the result shows what the mesh manages.
+    /// Messages per second posted to the fan-out groups; 400 into 500 members offers 200,000
+    /// deliveries/s, above the target, so the result shows what the mesh manages.
     #[arg(long, default_value_t = 400.0)]
     fanout_rate: f64,
-    /// Idle connections of the memory scenario.
-    #[arg(long, default_value_t = 2000)]
-    connections: usize,
+    /// Connection counts of the connections scenario (skipped when empty or without --pid).
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 50_000])]
+    sizes: Vec<usize>,
+    /// Readers of the reads scenario (and requesters of the raw request/reply).
+    #[arg(long, default_value_t = 32)]
+    read_concurrency: usize,
+    /// Clients of the login scenario.
+    #[arg(long, default_value_t = 8)]
+    login_concurrency: usize,
+    /// Sends each Synapse sender keeps in flight.
+    #[arg(long, default_value_t = 8)]
+    peer_window: usize,
 }
 
 /// Raises the soft open-files limit to the hard one: every socket is a descriptor.
@@ -106,122 +202,313 @@ fn raise_fd_limit() {
     }
 }
 
+/// Runs scenarios from an empty backlog, adds their CPU use, and writes every outcome, a
+/// failed one as a problem line.
+struct Runner {
+    writer: Writer,
+    probe: Option<Probe>,
+    failed: Vec<String>,
+}
+
+impl Runner {
+    async fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        name: &'static str,
+        scenario: impl AsyncFnOnce(&mut Ctx) -> anyhow::Result<Outcome>,
+    ) -> anyhow::Result<Option<Outcome>> {
+        let procs = ctx.procs.clone();
+        let measured = match Meter::start(&procs, self.probe.as_ref()).await {
+            Ok(meter) => scenario(ctx).await.map(|mut outcome| {
+                meter.finish(&procs, &mut outcome);
+                outcome
+            }),
+            Err(err) => Err(err),
+        };
+        match measured {
+            Ok(outcome) => {
+                self.writer.write(&outcome)?;
+                Ok(Some(outcome))
+            }
+            Err(err) => {
+                eprintln!("{name} failed: {err:#}");
+                self.failed.push(format!("{name}: {err:#}"));
+                let mut outcome = Outcome::new(name, json!({}));
+                outcome.problem(format!("the scenario failed: {err:#}"));
+                outcome.results = json!({ "error": format!("{err:#}") });
+                self.writer.write(&outcome)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     raise_fd_limit();
     let api = Api::new(&cli.url)?;
-    let pool = Pool::load(api.clone(), &cli.users_cache, cli.register_concurrency)?;
+    let pool = Pool::load(
+        api.clone(),
+        &cli.users_cache,
+        cli.register_concurrency,
+        cli.admin_phone.clone(),
+    )?;
+    let mut peer_problem = cli.peer_unavailable.clone();
+    let peer = match &cli.peer_url {
+        Some(url)
+            if matches!(
+                cli.command,
+                Command::All(_) | Command::PeerThroughput(_) | Command::PeerLatency(_)
+            ) =>
+        {
+            let pairs = match &cli.command {
+                Command::All(a) => a.pairs,
+                Command::PeerThroughput(a) | Command::PeerLatency(a) => a.pairs,
+                _ => 0,
+            };
+            match peer::Peer::set_up(url, pairs).await {
+                Ok(peer) => Some(peer),
+                Err(err) => {
+                    eprintln!("the Synapse peer could not be set up: {err:#}");
+                    peer_problem = Some(format!("setting up Synapse users and rooms: {err:#}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut ctx = Ctx {
         ws_url: ws::ws_url(api.base()),
         api,
         pool,
+        procs: Procs::new(cli.pid, cli.nats_pid, cli.postgres_pid, cli.peer_pid),
+        nats: cli.nats_url.clone().map(|url| NatsAccess {
+            url,
+            credentials: cli.nats_credentials.clone(),
+        }),
+        database_url: cli.database_url.clone(),
+        limits: baseline::Limits::default(),
+        max_stored_per_sec: None,
+        latency_p99_ms: None,
+        peer,
+        peer_problem,
     };
-    let command = match &cli.command {
-        Command::Throughput(_) => "throughput",
-        Command::Latency(_) => "latency",
-        Command::Fanout(_) => "fanout",
-        Command::Idle(_) => "idle",
-        Command::All(_) => "all",
-    };
-    let mut writer = Writer::new(
+    let probe = cli
+        .nats_monitor
+        .as_deref()
+        .map(|monitor| Probe::new(monitor, &cli.prefix))
+        .transpose()?;
+    let writer = Writer::new(
         cli.out.clone(),
         cli.json.clone(),
-        command,
+        cli.command.name(),
         ctx.api.base(),
         cli.note.clone(),
     );
+    let mut runner = Runner {
+        writer,
+        probe,
+        failed: Vec::new(),
+    };
+    let r = &mut runner;
+    let c = &mut ctx;
     match &cli.command {
-        Command::Throughput(args) => writer.write(&throughput::run(&mut ctx, args).await?)?,
-        Command::Latency(args) => writer.write(&latency::run(&mut ctx, args).await?)?,
-        Command::Fanout(args) => writer.write(&fanout::run(&mut ctx, args).await?)?,
-        Command::Idle(args) => writer.write(&idle::run(&mut ctx, args).await?)?,
-        Command::All(args) => run_all(&mut ctx, &mut writer, args).await?,
+        Command::Throughput(args) => {
+            r.run(c, "throughput", async |c| throughput::run(c, args).await)
+                .await?;
+        }
+        Command::Overload(args) => {
+            r.run(c, "overload", async |c| overload::run(c, args).await)
+                .await?;
+        }
+        Command::Latency(args) => {
+            r.run(c, "latency", async |c| latency::run(c, args).await)
+                .await?;
+        }
+        Command::Fanout(args) => {
+            r.run(c, "fanout", async |c| fanout::run(c, args).await)
+                .await?;
+        }
+        Command::Connections(args) => {
+            r.run(c, "connections", async |c| connections::run(c, args).await)
+                .await?;
+        }
+        Command::Reads(args) => {
+            r.run(c, "reads", async |c| reads::run(c, args).await)
+                .await?;
+        }
+        Command::Login(args) => {
+            r.run(c, "login", async |c| login::run(c, args).await)
+                .await?;
+        }
+        Command::Baseline(args) => {
+            for limit in Limit::ALL {
+                r.run(c, limit.name(), async |c| {
+                    baseline::run(c, args, limit).await
+                })
+                .await?;
+            }
+        }
+        Command::PeerThroughput(args) => {
+            r.run(c, "peer_throughput", async |c| {
+                peer::throughput(c, args).await
+            })
+            .await?;
+        }
+        Command::PeerLatency(args) => {
+            r.run(c, "peer_latency", async |c| peer::latency(c, args).await)
+                .await?;
+        }
+        Command::All(args) => run_all(r, c, args).await?,
     }
     eprintln!(
         "results appended to {} and {}",
         cli.out.display(),
         cli.json.display()
     );
-    Ok(())
+    if runner.failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("scenarios failed: {}", runner.failed.join("; "))
+    }
 }
 
-/// Every scenario in turn. Idle memory goes first, while the mesh's heap has not yet been
-/// grown (and freed) by the busy scenarios, so its growth reflects the connections.
-async fn run_all(ctx: &mut Ctx, writer: &mut Writer, args: &AllArgs) -> anyhow::Result<()> {
-    let users = (args.pairs * 2).max(args.members).max(20);
+/// Every scenario in turn. Connections go first, while the mesh's heap has not yet been grown
+/// (and freed) by the busy scenarios; the raw limits next, so every later figure has its limit.
+async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Result<()> {
+    let users = (args.pairs * 2)
+        .max(args.members.iter().copied().max().unwrap_or(0))
+        .max(args.read_concurrency)
+        .max(args.login_concurrency);
     ctx.pool
         .users(users)
         .await
         .context("preparing the test users")?;
-    let mut failed = Vec::new();
-    // A scenario that fails is reported as such and the next one still runs.
-    let mut record = |name: &'static str, outcome: anyhow::Result<Outcome>| match outcome {
-        Ok(outcome) => writer.write(&outcome),
-        Err(err) => {
-            eprintln!("{name} failed: {err:#}");
-            failed.push(format!("{name}: {err:#}"));
-            let mut outcome = Outcome::new(name, json!({}));
-            outcome.problem(format!("the scenario failed: {err:#}"));
-            outcome.results = json!({ "error": format!("{err:#}") });
-            writer.write(&outcome)
-        }
+    if ctx.procs.mesh().is_some() && !args.sizes.is_empty() {
+        let connections = connections::Args {
+            sizes: args.sizes.clone(),
+            concurrency: 64,
+            heartbeat: 20.0,
+            idle_seconds: 10.0,
+        };
+        r.run(ctx, "connections", async |c| {
+            connections::run(c, &connections).await
+        })
+        .await?;
+    } else {
+        eprintln!("no --pid or no --sizes: skipping the connections scenario");
+    }
+    let raw = baseline::Args {
+        seconds: args.baseline_seconds,
+        publishers: args.pairs,
+        window: args.window,
+        payload_bytes: 256,
+        writers: 8,
+        batch: 256,
+        concurrency: args.read_concurrency,
+        threads: None,
     };
-    match args.pid {
-        Some(pid) => {
-            let idle = idle::Args {
-                connections: args.connections,
-                users: 20,
-                pid,
-                concurrency: 32,
-            };
-            record("idle", idle::run(ctx, &idle).await)?;
-        }
-        None => eprintln!("no --pid: skipping the idle-memory scenario"),
+    for limit in Limit::ALL {
+        r.run(ctx, limit.name(), async |c| {
+            baseline::run(c, &raw, limit).await
+        })
+        .await?;
     }
     let throughput = throughput::Args {
         pairs: args.pairs,
         seconds: args.seconds,
         warmup: 3.0,
-        window: 200,
+        window: args.window,
         body_bytes: 64,
     };
-    let measured = throughput::run(ctx, &throughput).await;
-    let stored_per_sec = measured
+    let measured = r
+        .run(ctx, "throughput", async |c| {
+            throughput::run(c, &throughput).await
+        })
+        .await?;
+    ctx.max_stored_per_sec = measured
         .as_ref()
-        .ok()
-        .and_then(|o| o.results["stored_per_sec"].as_f64());
-    record("throughput", measured)?;
-    let mut rates = vec![args.rate];
-    // Above what the mesh can store, latency only measures a growing backlog; so also
-    // measure at half of what it sustained.
-    if let Some(sustained) = stored_per_sec
-        && sustained / 2.0 < args.rate * 0.9
-        && sustained >= 200.0
-    {
-        rates.push((sustained / 2.0 / 100.0).floor() * 100.0);
+        .and_then(|o| o.results["stored_per_sec"].as_f64())
+        .filter(|rate| *rate > 0.0);
+    let overload = overload::Args {
+        pairs: args.pairs,
+        maximum: None,
+        factor: 2.0,
+        seconds: args.overload_seconds,
+        warmup: 3.0,
+        body_bytes: 64,
+    };
+    r.run(ctx, "overload", async |c| overload::run(c, &overload).await)
+        .await?;
+    let rate = args.rate.or(ctx
+        .max_stored_per_sec
+        .map(|m| (m / 2.0 / 100.0).floor().max(1.0) * 100.0));
+    match rate {
+        Some(rate) => {
+            let latency = latency::Args {
+                pairs: args.pairs,
+                rate,
+                seconds: args.seconds,
+                warmup: 3.0,
+                max_in_flight: 2000,
+                body_bytes: 64,
+            };
+            let measured = r
+                .run(ctx, "latency", async |c| latency::run(c, &latency).await)
+                .await?;
+            ctx.latency_p99_ms = measured
+                .as_ref()
+                .and_then(|o| o.results["accept_to_delivery"]["p99_ms"].as_f64());
+        }
+        None => eprintln!("no maximum measured and no --rate: skipping latency"),
     }
-    for rate in rates {
-        let latency = latency::Args {
-            pairs: args.pairs,
-            rate,
-            seconds: args.seconds,
-            warmup: 3.0,
-            max_in_flight: 2000,
+    let reads = reads::Args {
+        concurrency: args.read_concurrency,
+        seconds: args.seconds,
+        warmup: 2.0,
+        read: reads::Read::Group,
+    };
+    r.run(ctx, "reads", async |c| reads::run(c, &reads).await)
+        .await?;
+    let login = login::Args {
+        concurrency: args.login_concurrency,
+        seconds: args.seconds,
+    };
+    r.run(ctx, "login", async |c| login::run(c, &login).await)
+        .await?;
+    for members in &args.members {
+        let fanout = fanout::Args {
+            members: *members,
+            messages: args.fanout_messages,
+            rate: args.fanout_rate,
             body_bytes: 64,
         };
-        record("latency", latency::run(ctx, &latency).await)?;
+        r.run(ctx, "fanout", async |c| fanout::run(c, &fanout).await)
+            .await?;
     }
-    let fanout = fanout::Args {
-        members: args.members,
-        messages: args.fanout_messages,
-        rate: args.fanout_rate,
-        body_bytes: 64,
-    };
-    record("fanout", fanout::run(ctx, &fanout).await)?;
-    if failed.is_empty() {
-        Ok(())
+    if ctx.peer.is_some() {
+        let peer = peer::Args {
+            pairs: args.pairs,
+            window: args.peer_window,
+            rate: None,
+            seconds: args.seconds,
+            warmup: 3.0,
+            body_bytes: 64,
+        };
+        r.run(ctx, "peer_throughput", async |c| {
+            peer::throughput(c, &peer).await
+        })
+        .await?;
+        r.run(ctx, "peer_latency", async |c| peer::latency(c, &peer).await)
+            .await?;
+    } else if let Some(problem) = ctx.peer_problem.clone() {
+        r.run(ctx, "peer_throughput", async |_| {
+            Err(anyhow::anyhow!("no Synapse peer: {problem}"))
+        })
+        .await?;
     } else {
-        anyhow::bail!("scenarios failed: {}", failed.join("; "))
+        eprintln!("no Synapse peer (--peer-url): skipping the peer scenarios");
     }
+    Ok(())
 }

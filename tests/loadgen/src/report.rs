@@ -78,6 +78,34 @@ pub struct Verdict {
     pub met: bool,
 }
 
+/// A figure beside the raw limit it approaches, both measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versus {
+    pub figure: String,
+    pub value: f64,
+    pub limit_name: String,
+    /// `None` when the limit was not measured in this run.
+    pub limit: Option<f64>,
+    pub ratio: Option<f64>,
+}
+
+/// CPU seconds of the watched processes over a scenario, and per unit of its work.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    pub wall_seconds: f64,
+    /// What the work is counted in, e.g. `stored message`.
+    pub unit: Option<String>,
+    pub units: Option<u64>,
+    pub processes: Vec<CpuLine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuLine {
+    pub process: String,
+    pub seconds: f64,
+    pub ms_per_unit: Option<f64>,
+}
+
 /// What one scenario measured.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -91,6 +119,10 @@ pub struct Outcome {
     pub verdicts: Vec<Verdict>,
     /// Anything that looked wrong (rejections, gaps, closes, errors), with evidence.
     pub problems: Vec<String>,
+    /// The scenario's work, for CPU per unit: e.g. `("stored message", 150_000)`.
+    pub work: Option<(&'static str, u64)>,
+    pub versus: Vec<Versus>,
+    pub cpu: Option<CpuReport>,
 }
 
 impl Outcome {
@@ -102,7 +134,31 @@ impl Outcome {
             rows: Vec::new(),
             verdicts: Vec::new(),
             problems: Vec::new(),
+            work: None,
+            versus: Vec::new(),
+            cpu: None,
         }
+    }
+
+    /// Reports `value` (of `figure`) beside the raw `limit` measured in the same run.
+    pub fn versus(&mut self, figure: &str, value: f64, limit_name: &str, limit: Option<f64>) {
+        let ratio = limit
+            .filter(|l| *l > 0.0)
+            .map(|l| (value / l * 1000.0).round() / 1000.0);
+        let text = match (limit, ratio) {
+            (Some(limit), Some(ratio)) => {
+                format!("{} of {} = {ratio:.2}x", thousands(value), thousands(limit))
+            }
+            _ => format!("{} (limit not measured in this run)", thousands(value)),
+        };
+        self.row(&format!("{figure} vs {limit_name}"), text);
+        self.versus.push(Versus {
+            figure: figure.to_owned(),
+            value,
+            limit_name: limit_name.to_owned(),
+            limit,
+            ratio,
+        });
     }
 
     pub fn row(&mut self, label: &str, value: impl Into<String>) {
@@ -261,6 +317,8 @@ impl Writer {
             "results": outcome.results,
             "targets": outcome.verdicts,
             "problems": outcome.problems,
+            "versus": outcome.versus,
+            "cpu": outcome.cpu,
         });
         append(&self.json, &format!("{line}\n"))
     }

@@ -27,9 +27,11 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Records `at` unless the moment was already recorded.
-    pub fn stamp(moment: &AtomicU32, at: u32) {
-        let _ = moment.compare_exchange(0, at.max(1), Ordering::Relaxed, Ordering::Relaxed);
+    /// Records `at` unless the moment was already recorded; true when this call recorded it.
+    pub fn stamp(moment: &AtomicU32, at: u32) -> bool {
+        moment
+            .compare_exchange(0, at.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     pub fn get(moment: &AtomicU32) -> Option<u32> {
@@ -67,7 +69,12 @@ impl Timeline {
     /// A new message: its index and client id.
     pub fn allocate(&self) -> (u64, String) {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
-        (index, format!("lg{}-{index}", self.run))
+        (index, self.client_id(index))
+    }
+
+    /// The client id of message `index` (to send it again).
+    pub fn client_id(&self, index: u64) -> String {
+        format!("lg{}-{index}", self.run)
     }
 
     /// How many messages were allocated.
@@ -121,8 +128,9 @@ mod tests {
         assert_eq!(Timeline::new().index_of(&id), None, "another run's id");
         assert_eq!(timeline.index_of("someone-else"), None);
         let far = timeline.slot(200_000);
-        Slot::stamp(&far.sent, 5);
-        Slot::stamp(&far.sent, 9);
+        assert!(Slot::stamp(&far.sent, 5));
+        assert!(!Slot::stamp(&far.sent, 9));
+        assert_eq!(timeline.index_of(&timeline.client_id(1)), Some(1));
         assert_eq!(Slot::get(&far.sent), Some(5), "the first stamp wins");
         assert_eq!(Slot::get(&far.stored), None);
     }

@@ -21,6 +21,9 @@ use crate::api::{Api, ApiError, TokenPair};
 /// lifetime), or it is refreshed first: the edge closes sockets whose token expires.
 const TOKEN_MARGIN_SECS: u64 = 600;
 
+/// Loopback addresses registrations and logins are spread over.
+const HASHING_ADDRESSES: u8 = 8;
+
 /// A user ready to connect.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -43,6 +46,9 @@ struct CachedUser {
     access_ttl: u64,
     #[serde(default)]
     refresh_token: Option<String>,
+    /// Whether the bench administrator lifted this user's plan limits.
+    #[serde(default)]
+    quota_lifted: bool,
 }
 
 impl CachedUser {
@@ -62,6 +68,7 @@ impl CachedUser {
             access_expires_at: 0,
             access_ttl: 0,
             refresh_token: None,
+            quota_lifted: false,
         }
     }
 
@@ -90,6 +97,9 @@ struct MeshUsers {
     /// Pairs of user ids known to be friends, lower id first.
     #[serde(default)]
     friends: Vec<(Uuid, Uuid)>,
+    /// The bench administrator (a phone the mesh makes an admin at registration).
+    #[serde(default)]
+    admin: Option<CachedUser>,
 }
 
 /// The cache file: one entry per mesh URL.
@@ -101,10 +111,16 @@ struct CacheFile {
 /// The users of one mesh, backed by the cache file.
 pub struct Pool {
     api: Api,
+    /// Clients from different loopback addresses for registering and logging in: the user
+    /// service gives one address at most half of its hashing pool.
+    hashing: Vec<Api>,
     path: PathBuf,
     file: CacheFile,
     /// How many password hashes (register, login) run at once.
     concurrency: usize,
+    /// The phone of the bench administrator (`MESH_BOOTSTRAP_ADMINS` of the mesh), who lifts
+    /// the plan limits of the users that send and own groups; `None` leaves them.
+    admin_phone: Option<String>,
 }
 
 fn unix_now() -> u64 {
@@ -160,18 +176,35 @@ async fn renew(api: &Api, mut user: CachedUser, now: u64) -> anyhow::Result<Opti
 }
 
 impl Pool {
-    pub fn load(api: Api, path: &Path, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn load(
+        api: Api,
+        path: &Path,
+        concurrency: usize,
+        admin_phone: Option<String>,
+    ) -> anyhow::Result<Self> {
         let file = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading the user cache {}", path.display()))?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => CacheFile::default(),
             Err(err) => return Err(err).context(format!("reading {}", path.display())),
         };
+        let hashing = if api.base().starts_with("http://127.") {
+            (1..=HASHING_ADDRESSES)
+                .map(|i| {
+                    let source = std::net::Ipv4Addr::new(127, 3, 0, i);
+                    Api::new_from(api.base(), Some(source.into()))
+                })
+                .collect::<anyhow::Result<Vec<Api>>>()?
+        } else {
+            vec![api.clone()]
+        };
         Ok(Self {
             api,
+            hashing,
             path: path.to_owned(),
             file,
             concurrency: concurrency.max(1),
+            admin_phone,
         })
     }
 
@@ -216,10 +249,10 @@ impl Pool {
             if !stale.is_empty() {
                 let started = Instant::now();
                 eprintln!("renewing the tokens of {} users", stale.len());
-                let api = self.api.clone();
+                let hashing = self.hashing.clone();
                 let renewed: Vec<(usize, Option<CachedUser>)> = stream::iter(stale)
                     .map(|(i, u)| {
-                        let api = api.clone();
+                        let api = hashing[i % hashing.len()].clone();
                         async move { renew(&api, u, now).await.map(|r| (i, r)) }
                     })
                     .buffer_unordered(self.concurrency * 2)
@@ -276,21 +309,27 @@ impl Pool {
         }
         let started = Instant::now();
         eprintln!(
-            "registering {} users ({} at a time; passwords are hashed slowly on purpose)",
+            "registering {} users ({} at a time; passwords are hashed slowly on purpose; progress is saved every 500)",
             n - have,
             self.concurrency
         );
-        let api = self.api.clone();
+        let hashing = self.hashing.clone();
         let mut fresh = stream::iter(have..n)
             .map(|i| {
-                let api = api.clone();
+                let api = hashing[i % hashing.len()].clone();
                 async move { register_one(&api, i).await }
             })
             .buffer_unordered(self.concurrency);
         let mut result = Ok(());
         while let Some(user) = fresh.next().await {
             match user {
-                Ok(user) => self.entry().users.push(user),
+                Ok(user) => {
+                    self.entry().users.push(user);
+                    if self.entry().users.len().is_multiple_of(500) {
+                        self.save()?;
+                        eprintln!("{} users registered", self.entry().users.len());
+                    }
+                }
                 Err(err) => {
                     result = Err(err);
                     break;
@@ -302,6 +341,90 @@ impl Pool {
         result?;
         eprintln!("registered in {:.1?}", started.elapsed());
         Ok(())
+    }
+
+    /// A valid token of the bench administrator, registering them the first time.
+    async fn admin_token(&mut self, phone: &str) -> anyhow::Result<String> {
+        let now = unix_now();
+        let cached = self.entry().admin.clone().filter(|a| a.phone == phone);
+        if let Some(user) = cached.as_ref().and_then(|a| a.ready(now)) {
+            return Ok(user.token);
+        }
+        let admin = match cached {
+            Some(admin) => admin,
+            None => {
+                let mut admin = CachedUser::new_random();
+                admin.phone = phone.to_owned();
+                self.api
+                    .register(phone, &admin.password, "loadgen admin")
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "registering the bench administrator {phone} (taken by an account whose password is not in {}?)",
+                            self.path.display()
+                        )
+                    })?;
+                admin
+            }
+        };
+        let admin = renew(&self.api, admin, now)
+            .await?
+            .with_context(|| format!("the bench administrator {phone} no longer exists"))?;
+        let token = admin.access_token.clone().context("no admin token")?;
+        self.entry().admin = Some(admin);
+        self.save()?;
+        Ok(token)
+    }
+
+    /// Lifts the plan limits of `users` that are not lifted yet (when an administrator phone
+    /// is configured).
+    pub async fn lift_quotas(&mut self, users: &[User]) -> anyhow::Result<()> {
+        let Some(phone) = self.admin_phone.clone() else {
+            return Ok(());
+        };
+        let wanted: HashSet<Uuid> = users.iter().map(|u| u.id).collect();
+        let todo: Vec<Uuid> = self
+            .entry()
+            .users
+            .iter()
+            .filter(|u| !u.quota_lifted)
+            .filter_map(|u| u.user_id.filter(|id| wanted.contains(id)))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let token = self.admin_token(&phone).await?;
+        eprintln!("lifting the plan limits of {} users", todo.len());
+        let api = self.api.clone();
+        let done: Vec<Uuid> = stream::iter(todo)
+            .map(|id| {
+                let api = api.clone();
+                let token = token.clone();
+                async move { api.lift_quota(&token, id).await.map(|()| id) }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+            .context(
+                "lifting plan limits (is LOADGEN_ADMIN_PHONE in the mesh's MESH_BOOTSTRAP_ADMINS?)",
+            )?;
+        let done: HashSet<Uuid> = done.into_iter().collect();
+        for user in &mut self.entry().users {
+            if user.user_id.is_some_and(|id| done.contains(&id)) {
+                user.quota_lifted = true;
+            }
+        }
+        self.save()
+    }
+
+    /// Phone and password of the first `n` users (registered by an earlier `users(n)`).
+    pub fn credentials(&mut self, n: usize) -> Vec<(String, String)> {
+        self.entry()
+            .users
+            .iter()
+            .take(n)
+            .map(|u| (u.phone.clone(), u.password.clone()))
+            .collect()
     }
 
     /// Makes each pair friends, skipping pairs the cache knows to be friends already.

@@ -8,12 +8,16 @@ use anyhow::{Context, bail};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, client_async_with_config, connect_async_with_config,
+};
 use uuid::Uuid;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -53,30 +57,73 @@ pub fn ws_url(base: &str) -> String {
     format!("{rest}/v1/ws")
 }
 
-/// Opens a WebSocket with `Authorization: Bearer <token>` and waits for the `ready` frame.
-pub async fn connect(url: &str, token: &str, profile: Profile) -> anyhow::Result<Socket> {
+/// The `host:port` of a `ws://` URL as a socket address (an IP literal; the bench's meshes
+/// listen on one).
+fn plain_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .with_context(|| format!("{url}: a chosen source address needs a ws:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .with_context(|| format!("{authority}: a chosen source address needs an IP:port"))
+}
+
+/// Opens a WebSocket with `Authorization: Bearer <token>` and waits for the `ready` frame;
+/// from the local address `source` when given (e.g. one of 127.0.0.0/8, so that many
+/// connections do not run out of ephemeral ports of one address).
+pub async fn connect_from(
+    url: &str,
+    token: &str,
+    profile: Profile,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Socket> {
     let open = async {
         let mut request = url.into_client_request()?;
         request.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {token}"))?,
         );
-        let (mut socket, _response) =
-            match connect_async_with_config(request, Some(profile.config()), true).await {
-                Ok(opened) => opened,
-                Err(WsError::Http(response)) => {
-                    let body = response
-                        .body()
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect::<String>();
-                    bail!("GET /v1/ws answered {}: {body}", response.status());
+        let opened = match source {
+            None => connect_async_with_config(request, Some(profile.config()), true).await,
+            Some(source) => {
+                let server = plain_addr(url)?;
+                let socket = match source {
+                    IpAddr::V4(_) => TcpSocket::new_v4(),
+                    IpAddr::V6(_) => TcpSocket::new_v6(),
                 }
-                Err(err) => return Err(err).context("opening /v1/ws"),
-            };
+                .context("creating a socket")?;
+                socket
+                    .bind(SocketAddr::new(source, 0))
+                    .with_context(|| format!("binding to {source}"))?;
+                let stream = socket
+                    .connect(server)
+                    .await
+                    .with_context(|| format!("connecting from {source} to {server}"))?;
+                stream.set_nodelay(true)?;
+                client_async_with_config(
+                    request,
+                    MaybeTlsStream::Plain(stream),
+                    Some(profile.config()),
+                )
+                .await
+            }
+        };
+        let (mut socket, _response) = match opened {
+            Ok(opened) => opened,
+            Err(WsError::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect::<String>();
+                bail!("GET /v1/ws answered {}: {body}", response.status());
+            }
+            Err(err) => return Err(err).context("opening /v1/ws"),
+        };
         loop {
             match socket.next().await {
                 Some(Ok(Message::Text(text))) => {
@@ -208,6 +255,16 @@ pub fn describe_close(message: &Message) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_addresses_come_from_ws_urls() {
+        assert_eq!(
+            plain_addr("ws://127.0.0.1:28080/v1/ws").unwrap(),
+            "127.0.0.1:28080".parse().unwrap()
+        );
+        assert!(plain_addr("wss://127.0.0.1:1/v1/ws").is_err());
+        assert!(plain_addr("ws://localhost:1/v1/ws").is_err());
+    }
 
     #[test]
     fn urls_switch_scheme() {

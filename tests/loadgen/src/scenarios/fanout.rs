@@ -19,9 +19,12 @@ use crate::timeline::{Slot, Timeline};
 use crate::ws::{self, Frame, Profile, Stream, Target};
 
 /// The product's target: message frames delivered per second into a 500-member group.
-pub const TARGET_DELIVERIES_PER_SEC: f64 = 50_000.0;
-/// The largest group the mesh allows.
-const MAX_GROUP: usize = 2000;
+pub const TARGET_DELIVERIES_PER_SEC: f64 = 150_000.0;
+/// The group size the target is set for; other sizes are reported without a rate target.
+pub const TARGET_MEMBERS: usize = 500;
+/// The `max_members` asked for groups up to this size (the mesh's default largest group);
+/// larger groups ask for exactly their size, and the mesh may refuse them.
+const DEFAULT_MAX_MEMBERS: usize = 2000;
 /// Waiting for deliveries ends after this long without a new one.
 const QUIET: Duration = Duration::from_secs(10);
 /// Pause after the joins, so the chat worker's view of the group can catch up.
@@ -52,17 +55,20 @@ struct Shared {
 }
 
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
-    let members = args.members.clamp(2, MAX_GROUP);
-    let users = ctx.pool.users(members).await?;
+    let members = args.members.max(2);
+    // The group first, so a mesh that refuses its size says so before members are made.
+    let owner = ctx.pool.users(1).await?;
+    ctx.pool.lift_quotas(&owner).await?;
     let group = ctx
         .api
         .create_open_group(
-            &users[0].token,
+            &owner[0].token,
             &format!("loadgen fan-out {members}"),
-            MAX_GROUP as u32,
+            u32::try_from(members.max(DEFAULT_MAX_MEMBERS)).unwrap_or(u32::MAX),
         )
         .await
-        .context("creating the group")?;
+        .with_context(|| format!("creating a group for {members} members"))?;
+    let users = ctx.pool.users(members).await?;
     let joined = Instant::now();
     let api = ctx.api.clone();
     stream::iter(&users[1..])
@@ -225,13 +231,15 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     for problem in shared.problems.lines() {
         outcome.problem(problem);
     }
-    outcome.verdict(
-        format!(
-            "≥ {} deliveries/s into a {members}-member group",
-            thousands(TARGET_DELIVERIES_PER_SEC)
-        ),
-        rate >= TARGET_DELIVERIES_PER_SEC,
-    );
+    if members == TARGET_MEMBERS {
+        outcome.verdict(
+            format!(
+                "≥ {} deliveries/s into a {members}-member group",
+                thousands(TARGET_DELIVERIES_PER_SEC)
+            ),
+            rate >= TARGET_DELIVERIES_PER_SEC,
+        );
+    }
     outcome.verdict("100% delivered", deliveries == expected);
     outcome.results = json!({
         "group_id": group,
@@ -246,6 +254,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "send_to_delivery": latency,
         "out_of_order": out_of_order,
     });
+    outcome.work = Some(("delivery", deliveries));
     Ok(outcome)
 }
 
@@ -289,7 +298,9 @@ async fn read_member(
                     last_seq = Some(seq);
                 }
             }
-            ("ack", "accepted") => Slot::stamp(&slot.accepted, now),
+            ("ack", "accepted") => {
+                Slot::stamp(&slot.accepted, now);
+            }
             ("ack", "stored") => {
                 Slot::stamp(&slot.stored, now);
                 slot.stores.fetch_add(1, Ordering::Relaxed);

@@ -44,6 +44,8 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         warmup: secs(args.warmup),
         measure: secs(args.seconds.max(1.0)),
         body: body(args.body_bytes),
+        resend: true,
+        drain: pairs::DRAIN,
     };
     let run = pairs::run(ctx, &plan).await?;
     let seconds = run.window_secs();
@@ -117,5 +119,6 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "in_flight_limit_waits": run.throttled,
         "integrity": run.integrity,
     });
+    outcome.work = Some(("stored message", run.stored));
     Ok(outcome)
 }

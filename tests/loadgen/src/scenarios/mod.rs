@@ -1,18 +1,25 @@
-//! The scenarios and what they share: the mesh's API, the user pool, opening many sockets at
-//! once.
+//! The scenarios and what they share: the mesh's API, the user pool, the watched processes,
+//! the raw limits measured so far, opening many sockets at once.
 
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
 
 use crate::api::Api;
+use crate::procs::Procs;
+use crate::raw_nats::NatsAccess;
 use crate::users::Pool;
 use crate::ws::{self, Profile, Socket};
 
+pub mod baseline;
+pub mod connections;
 pub mod fanout;
-pub mod idle;
 pub mod latency;
+pub mod login;
+pub mod overload;
 mod pairs;
+pub mod peer;
+pub mod reads;
 pub mod throughput;
 
 /// What every scenario needs.
@@ -20,6 +27,22 @@ pub struct Ctx {
     pub api: Api,
     pub pool: Pool,
     pub ws_url: String,
+    /// The processes whose CPU (and the mesh's memory) is read.
+    pub procs: Procs,
+    /// NATS for the raw limits; `None` skips them.
+    pub nats: Option<NatsAccess>,
+    /// The bench database, for the raw Postgres limit.
+    pub database_url: Option<String>,
+    /// Raw limits measured so far in this run.
+    pub limits: baseline::Limits,
+    /// The stored msg/s `throughput` measured in this run (what `overload` doubles).
+    pub max_stored_per_sec: Option<f64>,
+    /// p99 accepted → delivered of the latest `latency` run, for the peer's ratio.
+    pub latency_p99_ms: Option<f64>,
+    /// The Synapse peer, once set up.
+    pub peer: Option<peer::Peer>,
+    /// Why there is no peer, when one was asked for.
+    pub peer_problem: Option<String>,
 }
 
 /// Opens one socket per token, `concurrency` at a time; answers the sockets opened (in the
@@ -30,8 +53,22 @@ pub async fn open_sockets(
     profile: Profile,
     concurrency: usize,
 ) -> (Vec<Option<Socket>>, Vec<String>) {
+    open_sockets_from(url, tokens, profile, concurrency, |_| None).await
+}
+
+/// Like `open_sockets`, the `i`th socket from the local address `source(i)` when it names one.
+pub async fn open_sockets_from(
+    url: &str,
+    tokens: &[String],
+    profile: Profile,
+    concurrency: usize,
+    source: impl Fn(usize) -> Option<std::net::IpAddr>,
+) -> (Vec<Option<Socket>>, Vec<String>) {
+    let source = &source;
     let opened: Vec<(usize, anyhow::Result<Socket>)> = stream::iter(tokens.iter().enumerate())
-        .map(|(i, token)| async move { (i, ws::connect(url, token, profile).await) })
+        .map(
+            |(i, token)| async move { (i, ws::connect_from(url, token, profile, source(i)).await) },
+        )
         .buffer_unordered(concurrency)
         .collect()
         .await;

@@ -36,6 +36,8 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         warmup: secs(args.warmup),
         measure: secs(args.seconds.max(1.0)),
         body: body(args.body_bytes),
+        resend: true,
+        drain: pairs::DRAIN,
     };
     let run = pairs::run(ctx, &plan).await?;
     let seconds = run.window_secs();
@@ -68,6 +70,18 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "accepted → delivered under full load",
         accept_to_delivery.line(),
     );
+    outcome.versus(
+        "stored msg/s",
+        stored_rate,
+        "raw JetStream publish+ack/s",
+        ctx.limits.jetstream,
+    );
+    outcome.versus(
+        "stored msg/s",
+        stored_rate,
+        "raw Postgres rows/s",
+        ctx.limits.postgres,
+    );
     pairs::describe(&run, &mut outcome);
     outcome.verdict(
         format!("≥ {} stored msg/s", thousands(TARGET_STORED_PER_SEC)),
@@ -87,5 +101,6 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "accept_to_delivery": accept_to_delivery,
         "integrity": run.integrity,
     });
+    outcome.work = Some(("stored message", run.stored));
     Ok(outcome)
 }

@@ -96,13 +96,40 @@ pub fn check(
     integrity
 }
 
+/// `retry_after` values per field: `retry_after_ms: n 12, min 100, p50 250, max 1000`.
+pub fn retry_after_summary(seen: &[(String, f64)]) -> Option<String> {
+    let mut fields: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    fields.sort_unstable();
+    fields.dedup();
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|field| {
+            let mut values: Vec<f64> = seen
+                .iter()
+                .filter(|(k, _)| k == field)
+                .map(|(_, v)| *v)
+                .collect();
+            values.sort_by(f64::total_cmp);
+            format!(
+                "{field}: n {}, min {}, p50 {}, max {}",
+                values.len(),
+                values[0],
+                values[values.len() / 2],
+                values[values.len() - 1]
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// The rows, results and problems both pairs scenarios report the same way.
 pub fn describe(run: &Run, outcome: &mut Outcome) {
     outcome.row(
-        "messages sent / stored / rejected",
+        "messages sent / accepted / stored / rejected",
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             report::thousands(run.sent as f64),
+            report::thousands(run.accepted as f64),
             report::thousands(run.stored as f64),
             report::thousands(run.rejected as f64)
         ),
@@ -114,8 +141,42 @@ pub fn describe(run: &Run, outcome: &mut Outcome) {
             .map(|(reason, n)| format!("{reason} × {n}"))
             .collect();
         outcome.row("rejection reasons", reasons.join(", "));
-        outcome.problem(format!("messages rejected: {}", reasons.join(", ")));
+        let final_reasons: Vec<&String> = reasons
+            .iter()
+            .filter(|r| !(run.resent > 0 && r.starts_with(super::readers::RESEND_REASON)))
+            .collect();
+        if !final_reasons.is_empty() {
+            outcome.problem(format!(
+                "messages rejected: {}",
+                final_reasons
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
+    if run.resent > 0 {
+        outcome.row(
+            "sent again after service_unavailable",
+            report::thousands(run.resent as f64),
+        );
+    }
+    if let Some(summary) = retry_after_summary(&run.retry_after) {
+        outcome.row("retry_after asked", summary);
+    }
+    if !run.error_codes.is_empty() {
+        let codes: Vec<String> = run
+            .error_codes
+            .iter()
+            .map(|(code, n)| format!("{code} × {n}"))
+            .collect();
+        outcome.row("error frames by code", codes.join(", "));
+    }
+    outcome.row(
+        "most accepted but not stored (client side, sampled every 100 ms)",
+        report::thousands(run.max_backlog() as f64),
+    );
     let i = &run.integrity;
     outcome.row(
         "integrity",
@@ -155,6 +216,20 @@ mod tests {
                 .map(|(i, s)| (*s, i as u64))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn retry_after_values_are_summarised_per_field() {
+        assert_eq!(retry_after_summary(&[]), None);
+        let seen = [
+            ("retry_after_ms".to_owned(), 300.0),
+            ("retry_after_ms".to_owned(), 100.0),
+            ("retry_after_ms".to_owned(), 200.0),
+        ];
+        assert_eq!(
+            retry_after_summary(&seen).as_deref(),
+            Some("retry_after_ms: n 3, min 100, p50 200, max 300")
+        );
     }
 
     #[test]

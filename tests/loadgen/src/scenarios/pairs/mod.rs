@@ -6,20 +6,20 @@
 mod integrity;
 mod readers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use integrity::{Integrity, describe};
-use readers::{Shared, read_acks, read_deliveries};
+pub use integrity::{Integrity, describe, retry_after_summary};
+use readers::{Resend, Shared, read_acks, read_deliveries};
 
 use super::{Ctx, open_sockets};
 use crate::report;
@@ -27,8 +27,13 @@ use crate::timeline::{Slot, Timeline};
 use crate::users::User;
 use crate::ws::{self, Profile, Sink, Target};
 
-/// How long senders wait for the acks of what they sent after the measurement ends.
-const DRAIN: Duration = Duration::from_secs(15);
+/// How long senders wait for the acks of what they sent after the measurement ends, unless
+/// the plan says otherwise.
+pub const DRAIN: Duration = Duration::from_secs(15);
+/// How often the accepted-but-not-stored count is sampled.
+const BACKLOG_SAMPLE: Duration = Duration::from_millis(100);
+/// The pause before sending again a message refused without a `retry_after`.
+const RESEND_BACKOFF: Duration = Duration::from_millis(50);
 /// How long recipients may still be receiving after the last ack.
 const DELIVERY_GRACE: Duration = Duration::from_secs(5);
 /// Frames fed before the socket is flushed even when more could be sent.
@@ -52,6 +57,11 @@ pub struct Plan {
     pub warmup: Duration,
     pub measure: Duration,
     pub body: String,
+    /// Send `service_unavailable` rejections again, in order, after their `retry_after` (as
+    /// the client contract asks); otherwise they count as answered.
+    pub resend: bool,
+    /// How long to wait after the measurement for every message to be answered.
+    pub drain: Duration,
 }
 
 /// Everything a pairs run produced.
@@ -67,6 +77,17 @@ pub struct Run {
     pub throttled: u64,
     pub integrity: Integrity,
     pub problems: Vec<String>,
+    /// Messages that got an `accepted` ack.
+    pub accepted: u64,
+    /// Accepted but not yet stored (nor rejected), sampled over the run: (seconds since the
+    /// start of sending, count).
+    pub backlog: Vec<(f64, u64)>,
+    /// `retry_after*` fields seen, by field: values in the order seen.
+    pub retry_after: Vec<(String, f64)>,
+    /// Error frames by code.
+    pub error_codes: BTreeMap<String, u64>,
+    /// Messages sent again after a `service_unavailable` rejection.
+    pub resent: u64,
 }
 
 impl Run {
@@ -104,6 +125,11 @@ impl Run {
         (histogram, negative)
     }
 
+    /// The most messages seen accepted but not yet stored at once.
+    pub fn max_backlog(&self) -> u64 {
+        self.backlog.iter().map(|(_, n)| *n).max().unwrap_or(0)
+    }
+
     pub fn window_secs(&self) -> f64 {
         f64::from(self.window.1 - self.window.0) / 1e6
     }
@@ -112,6 +138,7 @@ impl Run {
 /// The users of the pairs, befriended: sender `2i`, recipient `2i + 1`.
 pub async fn pair_up(ctx: &mut Ctx, pairs: usize) -> anyhow::Result<Vec<(User, User)>> {
     let users = ctx.pool.users(pairs * 2).await?;
+    ctx.pool.lift_quotas(&users).await?;
     let pairs: Vec<(User, User)> = users
         .chunks_exact(2)
         .map(|p| (p[0].clone(), p[1].clone()))
@@ -139,6 +166,8 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
     let timeline = Arc::new(Timeline::new());
     let shared = Arc::new(Shared::default());
     let stop_readers = CancellationToken::new();
+    // Senders keep sending refused messages again until everything is answered.
+    let drained = CancellationToken::new();
     let in_flight = match plan.pacing {
         Pacing::Window(n) => n,
         Pacing::Rate { max_in_flight, .. } => max_in_flight,
@@ -155,11 +184,13 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         };
         let permits = Arc::new(Semaphore::new(in_flight));
         let (sink, stream) = out.split();
+        let (resend_tx, resend_rx) = mpsc::unbounded_channel();
         sender_readers.push(tokio::spawn(read_acks(
             stream,
             timeline.clone(),
             shared.clone(),
             permits.clone(),
+            plan.resend.then_some(resend_tx),
             stop_readers.clone(),
         )));
         let (inbox_sink, inbox_stream) = inbox.split();
@@ -190,6 +221,8 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
             },
             timeline.clone(),
             permits,
+            resend_rx,
+            drained.clone(),
         )));
     }
     eprintln!(
@@ -199,17 +232,12 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         plan.warmup
     );
 
-    let mut sinks = Vec::new();
-    let mut throttled = 0;
-    for sender in senders {
-        let (sink, stats) = sender.await?;
-        throttled += stats.throttled;
-        sinks.push(sink);
-    }
-    let sent = timeline.allocated();
+    let sampler = tokio::spawn(sample_backlog(shared.clone(), start, drained.clone()));
+    sleep_until(end.into()).await;
     // Drain: every message stored or rejected, then every stored one delivered.
-    let drained_by = Instant::now() + DRAIN;
-    while shared.stored.load(Ordering::Relaxed) + shared.rejected.load(Ordering::Relaxed) < sent
+    let drained_by = Instant::now() + plan.drain;
+    while shared.stored.load(Ordering::Relaxed) + shared.rejected.load(Ordering::Relaxed)
+        < timeline.allocated()
         && Instant::now() < drained_by
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -220,6 +248,18 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drained.cancel();
+    let backlog = sampler.await?;
+    let mut sinks = Vec::new();
+    let mut throttled = 0;
+    let mut resent = 0;
+    for sender in senders {
+        let (sink, stats) = sender.await?;
+        throttled += stats.throttled;
+        resent += stats.resent;
+        sinks.push(sink);
+    }
+    let sent = timeline.allocated();
     stop_readers.cancel();
     let mut logs = Vec::new();
     for reader in sender_readers {
@@ -245,8 +285,35 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         throttled,
         integrity,
         problems: shared.problems.lines(),
+        accepted: shared.accepted.load(Ordering::Relaxed),
+        backlog,
+        retry_after: std::mem::take(&mut *shared.retry_after.lock().expect("retry_after lock")),
+        error_codes: shared.error_codes.lock().expect("error codes lock").clone(),
+        resent,
         timeline,
     })
+}
+
+/// Samples what the mesh accepted but did not yet store, until `stop`.
+async fn sample_backlog(
+    shared: Arc<Shared>,
+    start: Instant,
+    stop: CancellationToken,
+) -> Vec<(f64, u64)> {
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(BACKLOG_SAMPLE);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return samples,
+            _ = tick.tick() => {}
+        }
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        let settled = shared.settled.load(Ordering::Relaxed);
+        let at = Instant::now()
+            .saturating_duration_since(start)
+            .as_secs_f64();
+        samples.push((at, accepted.saturating_sub(settled)));
+    }
 }
 
 struct SendPlan {
@@ -260,6 +327,42 @@ struct SendPlan {
 #[derive(Default)]
 struct SendStats {
     throttled: u64,
+    resent: u64,
+}
+
+/// Sends again, in order, every refused message the reader handed back, after the longest
+/// delay they asked for. False when the socket failed.
+async fn send_again(
+    sink: &mut Sink,
+    queue: &mut VecDeque<Resend>,
+    plan: &SendPlan,
+    timeline: &Timeline,
+    stats: &mut SendStats,
+) -> bool {
+    if queue.is_empty() {
+        return true;
+    }
+    if sink.flush().await.is_err() {
+        return false;
+    }
+    let wait = queue
+        .iter()
+        .filter_map(|(_, delay)| *delay)
+        .max()
+        .unwrap_or(RESEND_BACKOFF);
+    tokio::time::sleep(wait).await;
+    while let Some((index, _)) = queue.pop_front() {
+        let frame = ws::send_frame(
+            &timeline.client_id(index),
+            Target::User(plan.to),
+            &plan.body,
+        );
+        if sink.feed(frame).await.is_err() {
+            return false;
+        }
+        stats.resent += 1;
+    }
+    sink.flush().await.is_ok()
 }
 
 /// Sends until `end`; each message takes a permit that its `stored` or `rejected` ack gives
@@ -269,8 +372,11 @@ async fn write_sends(
     plan: SendPlan,
     timeline: Arc<Timeline>,
     permits: Arc<Semaphore>,
+    mut resend: mpsc::UnboundedReceiver<Resend>,
+    drained: CancellationToken,
 ) -> (Sink, SendStats) {
     let mut stats = SendStats::default();
+    let mut queue: VecDeque<Resend> = VecDeque::new();
     let period = match plan.pacing {
         Pacing::Rate { per_sender, .. } => Some(Duration::from_secs_f64(1.0 / per_sender)),
         Pacing::Window(_) => None,
@@ -279,6 +385,12 @@ async fn write_sends(
     let mut n: u32 = 0;
     sleep_until(plan.start.into()).await;
     loop {
+        while let Ok(item) = resend.try_recv() {
+            queue.push_back(item);
+        }
+        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats).await {
+            break;
+        }
         let now = Instant::now();
         if let Some(period) = period {
             let due = plan.start + period * n;
@@ -303,9 +415,28 @@ async fn write_sends(
                     break;
                 }
                 unflushed = 0;
-                match timeout_at(plan.end.into(), permits.acquire()).await {
-                    Ok(Ok(permit)) => permit.forget(),
-                    _ => break,
+                // Refused messages hold permits: send them again while waiting for one.
+                let acquired = loop {
+                    tokio::select! {
+                        permit = timeout_at(plan.end.into(), permits.acquire()) => {
+                            match permit {
+                                Ok(Ok(permit)) => {
+                                    permit.forget();
+                                    break true;
+                                }
+                                _ => break false,
+                            }
+                        }
+                        Some(item) = resend.recv() => {
+                            queue.push_back(item);
+                            if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats).await {
+                                break false;
+                            }
+                        }
+                    }
+                };
+                if !acquired {
+                    break;
                 }
             }
         }
@@ -325,5 +456,20 @@ async fn write_sends(
         }
     }
     let _ = sink.flush().await;
+    // Until everything is answered, refused messages are still sent again.
+    loop {
+        let item = tokio::select! {
+            () = drained.cancelled() => break,
+            item = resend.recv() => item,
+        };
+        let Some(item) = item else { break };
+        queue.push_back(item);
+        while let Ok(item) = resend.try_recv() {
+            queue.push_back(item);
+        }
+        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats).await {
+            break;
+        }
+    }
     (sink, stats)
 }

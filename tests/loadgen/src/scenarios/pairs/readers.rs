@@ -4,23 +4,85 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::problems::Problems;
 use crate::timeline::{Slot, Timeline};
 use crate::ws::{self, Frame, Stream};
 
+/// The rejection reason a well-behaved client answers by sending the message again (after
+/// `retry_after` when given), in its original order.
+pub const RESEND_REASON: &str = "service_unavailable";
+/// Most `retry_after` values kept for the report.
+const RETRY_AFTER_SAMPLES: usize = 100_000;
+
 /// Counters every reader updates.
 #[derive(Default)]
 pub struct Shared {
     pub stored: AtomicU64,
+    /// Messages answered for good with `rejected` (not those sent again).
     pub rejected: AtomicU64,
     pub delivered: AtomicU64,
+    /// Messages that got their first `accepted` ack.
+    pub accepted: AtomicU64,
+    /// Accepted messages that were then stored or rejected: `accepted - settled` is what the
+    /// mesh has accepted but not yet stored.
+    pub settled: AtomicU64,
     pub problems: Problems,
+    /// Every `rejected` ack by reason, those sent again included.
     pub rejections: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// `retry_after*` fields of rejections and error frames: `(field, value)`.
+    pub retry_after: std::sync::Mutex<Vec<(String, f64)>>,
+    /// Error frames by code.
+    pub error_codes: std::sync::Mutex<BTreeMap<String, u64>>,
 }
+
+impl Shared {
+    /// Keeps the `retry_after*` fields of a frame and answers the delay they ask for.
+    fn note_retry_after(&self, text: &str) -> Option<Duration> {
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
+            return None;
+        };
+        let mut delay = None;
+        let mut kept = self.retry_after.lock().expect("retry_after lock");
+        for (key, value) in &map {
+            let Some(number) = value.as_f64().filter(|_| key.starts_with("retry_after")) else {
+                continue;
+            };
+            if kept.len() < RETRY_AFTER_SAMPLES {
+                kept.push((key.clone(), number));
+            }
+            let seconds = if key.ends_with("_ms") {
+                number / 1000.0
+            } else {
+                number
+            };
+            delay = Some(Duration::from_secs_f64(seconds.clamp(0.0, 60.0)));
+        }
+        delay
+    }
+
+    fn note_error(&self, text: &str) {
+        let code = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "no code".to_owned());
+        *self
+            .error_codes
+            .lock()
+            .expect("error codes lock")
+            .entry(code)
+            .or_default() += 1;
+        self.note_retry_after(text);
+    }
+}
+
+/// A message to send again, and how long the mesh asked to wait first.
+pub type Resend = (u64, Option<Duration>);
 
 /// What a sender's reader saw: the conversation and every `(seq, message index)` stored.
 #[derive(Default)]
@@ -35,6 +97,7 @@ pub async fn read_acks(
     timeline: Arc<Timeline>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
+    resend: Option<mpsc::UnboundedSender<Resend>>,
     stop: CancellationToken,
 ) -> StoredLog {
     let mut log = StoredLog::default();
@@ -52,12 +115,20 @@ pub async fn read_acks(
                 };
                 let slot = timeline.slot(index);
                 let now = timeline.now();
+                let was_accepted = Slot::get(&slot.accepted).is_some();
                 match frame.status.as_ref() {
-                    "accepted" => Slot::stamp(&slot.accepted, now),
+                    "accepted" => {
+                        if Slot::stamp(&slot.accepted, now) {
+                            shared.accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     "stored" => {
                         Slot::stamp(&slot.stored, now);
                         if slot.stores.fetch_add(1, Ordering::Relaxed) == 0 {
                             shared.stored.fetch_add(1, Ordering::Relaxed);
+                            if was_accepted {
+                                shared.settled.fetch_add(1, Ordering::Relaxed);
+                            }
                             permits.add_permits(1);
                         }
                         if !log
@@ -74,11 +145,19 @@ pub async fn read_acks(
                         }
                     }
                     "rejected" => {
-                        if slot.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
+                        let reason = frame.reason.unwrap_or_else(|| "no reason".to_owned());
+                        let delay = shared.note_retry_after(&text);
+                        let again = resend
+                            .as_ref()
+                            .filter(|_| reason == RESEND_REASON)
+                            .is_some_and(|tx| tx.send((index, delay)).is_ok());
+                        if !again && slot.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
                             shared.rejected.fetch_add(1, Ordering::Relaxed);
+                            if was_accepted {
+                                shared.settled.fetch_add(1, Ordering::Relaxed);
+                            }
                             permits.add_permits(1);
                         }
-                        let reason = frame.reason.unwrap_or_else(|| "no reason".to_owned());
                         *shared
                             .rejections
                             .lock()
@@ -91,7 +170,10 @@ pub async fn read_acks(
                         .add("ack with an unknown status", || format!("{other}: {text}")),
                 }
             }
-            "error" => shared.problems.add("error frame", || text.to_string()),
+            "error" => {
+                shared.note_error(&text);
+                shared.problems.add("error frame", || text.to_string());
+            }
             _ => {}
         }
     }
@@ -142,4 +224,38 @@ pub async fn read_deliveries(
         }
     }
     out_of_order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_fields_are_kept_and_give_the_delay() {
+        let shared = Shared::default();
+        let rejected = r#"{"type":"ack","client_id":"c1","status":"rejected","reason":"service_unavailable","retry_after_ms":250}"#;
+        assert_eq!(
+            shared.note_retry_after(rejected),
+            Some(Duration::from_millis(250))
+        );
+        let in_seconds =
+            r#"{"type":"error","code":"service_unavailable","message":"busy","retry_after":2}"#;
+        shared.note_error(in_seconds);
+        assert_eq!(shared.note_retry_after(r#"{"type":"ack"}"#), None);
+        assert_eq!(
+            *shared.retry_after.lock().unwrap(),
+            [
+                ("retry_after_ms".to_owned(), 250.0),
+                ("retry_after".to_owned(), 2.0)
+            ]
+        );
+        assert_eq!(
+            shared
+                .error_codes
+                .lock()
+                .unwrap()
+                .get("service_unavailable"),
+            Some(&1)
+        );
+    }
 }

@@ -1,0 +1,204 @@
+//! `baseline`: the raw limits the mesh's figures are set beside, measured in the same run on
+//! the same machine: JetStream publish+ack, a Postgres insert of the storing transaction's
+//! shape, NATS request/reply, and argon2id hashes. Each is its own outcome; the figures are
+//! kept in `Ctx::limits` for the scenarios that follow.
+
+mod argon2id;
+mod jetstream;
+mod postgres;
+mod request_reply;
+
+use serde_json::json;
+
+use super::Ctx;
+use crate::report::{Latency, Outcome, thousands};
+use crate::tally::Tally;
+
+/// One raw limit.
+pub struct Figure {
+    pub per_sec: f64,
+    pub count: u64,
+    pub failed: u64,
+    pub latency: Option<Latency>,
+    /// How it was measured, in words.
+    pub detail: String,
+}
+
+impl Figure {
+    /// What timed workers counted over `seconds`, each operation worth `units` (rows of a
+    /// transaction, say).
+    pub fn of(tally: &Tally, units: u64, seconds: f64, detail: String) -> Self {
+        let count = tally.ok * units;
+        Self {
+            per_sec: count as f64 / seconds,
+            count,
+            failed: tally.failed,
+            latency: Some(tally.latency()),
+            detail,
+        }
+    }
+}
+
+/// The raw limits of this run, where measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// JetStream publishes acknowledged per second.
+    pub jetstream: Option<f64>,
+    /// Rows per second stored by the raw storing transaction.
+    pub postgres: Option<f64>,
+    /// NATS request/reply round trips per second.
+    pub request_reply: Option<f64>,
+    /// argon2id hashes per second.
+    pub argon2: Option<f64>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Seconds each raw limit is measured.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// JetStream publishers (the throughput scenario's pairs).
+    #[arg(long, default_value_t = 50)]
+    pub publishers: usize,
+    /// Unacknowledged publishes each publisher keeps (the throughput scenario's window).
+    #[arg(long, default_value_t = 200)]
+    pub window: usize,
+    /// Bytes per JetStream payload (about the size of the edge's ingest message).
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Concurrent Postgres writers (ingest partitions storing at once).
+    #[arg(long, default_value_t = 8)]
+    pub writers: usize,
+    /// Rows per Postgres transaction (the chat worker stores at most 256 per batch).
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Requesters of the request/reply limit (the read scenario's concurrency).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Hashing threads (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn outcome(
+    name: &'static str,
+    what: &str,
+    unit: &'static str,
+    figure: anyhow::Result<Figure>,
+) -> anyhow::Result<(Outcome, f64)> {
+    let figure = figure?;
+    let mut outcome = Outcome::new(name, json!({ "limit": what }));
+    outcome.row(&format!("{what} per second"), thousands(figure.per_sec));
+    outcome.row("how", figure.detail.clone());
+    if let Some(latency) = &figure.latency {
+        outcome.row("latency of one", latency.line());
+    }
+    if figure.failed > 0 {
+        outcome.problem(format!("{} operations failed", figure.failed));
+    }
+    outcome.work = Some((unit, figure.count));
+    outcome.results = json!({
+        "per_sec": figure.per_sec.round(),
+        "count": figure.count,
+        "failed": figure.failed,
+        "latency": figure.latency,
+        "how": figure.detail,
+    });
+    Ok((outcome, figure.per_sec))
+}
+
+/// The raw limits, in the order `baseline` measures them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    JetStream,
+    Postgres,
+    RequestReply,
+    Argon2id,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::JetStream,
+        Limit::Postgres,
+        Limit::RequestReply,
+        Limit::Argon2id,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::JetStream => "raw_jetstream",
+            Limit::Postgres => "raw_postgres",
+            Limit::RequestReply => "raw_request_reply",
+            Limit::Argon2id => "raw_argon2id",
+        }
+    }
+}
+
+/// Measures one raw limit and keeps it in `ctx.limits`.
+pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Outcome> {
+    let name = limit.name();
+    let nats = || {
+        ctx.nats
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no --nats-url"))
+    };
+    let (outcome, per_sec) = match limit {
+        Limit::JetStream => {
+            let plan = jetstream::Plan {
+                publishers: args.publishers,
+                window: args.window,
+                seconds: args.seconds,
+                payload_bytes: args.payload_bytes,
+            };
+            let figure = jetstream::measure(&nats()?, &plan).await;
+            outcome(name, "JetStream publish+ack", "publish", figure)?
+        }
+        Limit::Postgres => {
+            let url = ctx
+                .database_url
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("no --database-url"))?;
+            let plan = postgres::Plan {
+                database_url: url,
+                writers: args.writers,
+                batch: args.batch,
+                conversations: args.publishers,
+                seconds: args.seconds,
+                body_bytes: 64,
+            };
+            let figure = postgres::measure(&plan).await;
+            outcome(name, "rows stored (raw batch insert)", "row", figure)?
+        }
+        Limit::RequestReply => {
+            let plan = request_reply::Plan {
+                concurrency: args.concurrency,
+                seconds: args.seconds,
+                answer_bytes: 300,
+            };
+            let figure = request_reply::measure(&nats()?, &plan).await;
+            outcome(name, "NATS request/reply", "request", figure)?
+        }
+        Limit::Argon2id => {
+            let plan = argon2id::Plan {
+                threads: args.threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+                }),
+                seconds: args.seconds,
+            };
+            outcome(
+                name,
+                "argon2id hashes",
+                "hash",
+                argon2id::measure(&plan).await,
+            )?
+        }
+    };
+    let slot = match limit {
+        Limit::JetStream => &mut ctx.limits.jetstream,
+        Limit::Postgres => &mut ctx.limits.postgres,
+        Limit::RequestReply => &mut ctx.limits.request_reply,
+        Limit::Argon2id => &mut ctx.limits.argon2,
+    };
+    *slot = Some(per_sec);
+    Ok(outcome)
+}

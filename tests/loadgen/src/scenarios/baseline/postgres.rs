@@ -1,0 +1,156 @@
+//! Raw Postgres insert of the chat ingest's batch shape: per transaction, lock the batch's
+//! conversation rows, insert its messages with one `UNNEST` insert, move each conversation's
+//! last seq, commit. Scratch copies of `chat.conversations` and `chat.messages` (same columns
+//! and indexes, no foreign keys) in schema `loadgen` of the bench database take the rows.
+//! Writers own disjoint conversations, as ingest partitions do.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Figure;
+use crate::tally::Tally;
+
+pub struct Plan {
+    pub database_url: String,
+    pub writers: usize,
+    pub batch: usize,
+    pub conversations: usize,
+    pub seconds: f64,
+    pub body_bytes: usize,
+}
+
+const SETUP: [&str; 5] = [
+    "CREATE SCHEMA IF NOT EXISTS loadgen",
+    "CREATE TABLE IF NOT EXISTS loadgen.conversations (LIKE chat.conversations INCLUDING ALL)",
+    "CREATE TABLE IF NOT EXISTS loadgen.messages (LIKE chat.messages INCLUDING ALL)",
+    "TRUNCATE loadgen.messages, loadgen.conversations",
+    "INSERT INTO loadgen.conversations (id, kind) \
+     SELECT 'p:' || g, 'private' FROM generate_series(1, $1) AS g",
+];
+
+pub async fn measure(plan: &Plan) -> anyhow::Result<Figure> {
+    let writers = plan.writers.max(1);
+    let conversations = plan.conversations.max(writers);
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(writers + 1).unwrap_or(u32::MAX))
+        .connect(&plan.database_url)
+        .await
+        .context("connecting to the bench database")?;
+    for statement in &SETUP[..4] {
+        sqlx::query(sqlx::AssertSqlSafe(*statement))
+            .execute(&pool)
+            .await
+            .with_context(|| format!("{statement} (does the database hold the chat schema?)"))?;
+    }
+    sqlx::query(SETUP[4])
+        .bind(i32::try_from(conversations).unwrap_or(i32::MAX))
+        .execute(&pool)
+        .await?;
+
+    let body = crate::scenarios::body(plan.body_bytes);
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(plan.seconds.max(1.0));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let pool = pool.clone();
+            let body = body.clone();
+            let batch = plan.batch.max(1);
+            let mine: Vec<String> = (1..=conversations)
+                .filter(|c| c % writers == w)
+                .map(|c| format!("p:{c}"))
+                .collect();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let sender = Uuid::now_v7();
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let began = Instant::now();
+                    match store_batch(&pool, &mine, batch, sender, &body, &mut n).await {
+                        Ok(()) => tally.success(began),
+                        Err(err) => tally.failure(err),
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let tally = Tally::join(tasks).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = sqlx::query("TRUNCATE loadgen.messages, loadgen.conversations")
+        .execute(&pool)
+        .await;
+    Ok(Figure::of(
+        &tally,
+        plan.batch.max(1) as u64,
+        seconds,
+        format!(
+            "{writers} writers, {} rows per transaction over {conversations} conversations; latency per transaction",
+            plan.batch
+        ),
+    ))
+}
+
+/// One transaction of `batch` messages spread round-robin over `conversations`.
+async fn store_batch(
+    pool: &sqlx::PgPool,
+    conversations: &[String],
+    batch: usize,
+    sender: Uuid,
+    body: &str,
+    n: &mut u64,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<&str> = conversations.iter().map(String::as_str).collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, last_seq FROM loadgen.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut last: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+    let now = OffsetDateTime::now_utc();
+    let mut conversation = Vec::with_capacity(batch);
+    let mut seq = Vec::with_capacity(batch);
+    let mut id = Vec::with_capacity(batch);
+    let mut client = Vec::with_capacity(batch);
+    for i in 0..batch {
+        let c = &conversations[i % conversations.len()];
+        let next = last.entry(c.clone()).or_insert(0);
+        *next += 1;
+        conversation.push(c.as_str());
+        seq.push(*next);
+        id.push(Uuid::now_v7());
+        client.push(format!("raw-{n}"));
+        *n += 1;
+    }
+    sqlx::query(
+        "INSERT INTO loadgen.messages \
+           (conversation_id, seq, id, sender_id, client_id, kind, body, sent_at) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::uuid[], $5::text[], \
+                              $6::text[], $7::text[], $8::timestamptz[])",
+    )
+    .bind(&conversation)
+    .bind(&seq)
+    .bind(&id)
+    .bind(vec![sender; batch])
+    .bind(&client)
+    .bind(vec!["text"; batch])
+    .bind(vec![body; batch])
+    .bind(vec![now; batch])
+    .execute(&mut *tx)
+    .await?;
+    let (ids, seqs): (Vec<String>, Vec<i64>) = last.into_iter().unzip();
+    sqlx::query(
+        "UPDATE loadgen.conversations c SET last_seq = u.seq, updated_at = now() \
+         FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE c.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&seqs)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}

@@ -1,0 +1,293 @@
+//! `connections`: many concurrent authenticated WebSockets, one user each (so each also costs
+//! its push subscription), from source addresses spread over 127.0.0.0/8, each heartbeating.
+//! Memory per connection is the slope of the mesh's resident set between two settled sizes;
+//! the mesh's CPU while they idle is measured at each size. Where opening stops short, the
+//! report says how far it got and the errors seen.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{Ctx, open_sockets_from};
+use crate::problems::Problems;
+use crate::procs::rss_kib;
+use crate::report::{Outcome, thousands};
+use crate::ws::{self, Profile, Socket};
+
+/// The product's target: KiB of mesh memory per connected user.
+pub const TARGET_KIB_PER_CONNECTION: f64 = 16.0;
+/// Connections per source address.
+const PER_ADDRESS: usize = 100;
+/// Settling ends when two samples a second apart differ by less than this many KiB.
+const STABLE_KIB: u64 = 512;
+const MIN_SETTLE: Duration = Duration::from_secs(3);
+const MAX_SETTLE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Connection counts at which memory settles and is read, ascending; the slope between
+    /// the first and the last is the memory per connection.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 50_000])]
+    pub sizes: Vec<usize>,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds between a client's `ping` frames.
+    #[arg(long, default_value_t = 20.0)]
+    pub heartbeat: f64,
+    /// Seconds the mesh's CPU is measured while the connections idle, at each size.
+    #[arg(long, default_value_t = 10.0)]
+    pub idle_seconds: f64,
+}
+
+/// The source address of connection `i`: 127.a.b.c, `PER_ADDRESS` connections each.
+pub fn source_of(i: usize) -> IpAddr {
+    let k = i / PER_ADDRESS;
+    let c = (k % 250 + 1) as u8;
+    let b = ((k / 250) % 250 + 1) as u8;
+    let a = ((k / 62_500) % 250 + 1) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, a, b, c))
+}
+
+/// Samples VmRSS every second until it stops moving; answers the last sample.
+async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let mut previous = rss_kib(pid)?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_kib(pid)?;
+        let stable = now.abs_diff(previous) < STABLE_KIB;
+        if (stable && started.elapsed() >= MIN_SETTLE) || started.elapsed() >= MAX_SETTLE {
+            return Ok(now);
+        }
+        previous = now;
+    }
+}
+
+/// Keeps a socket open and heartbeating: a `ping` frame every `heartbeat` (first one at a
+/// random point of the period), reading everything (which answers the server's pings).
+async fn hold(
+    mut socket: Socket,
+    heartbeat: Duration,
+    stop: CancellationToken,
+    problems: Arc<Problems>,
+) {
+    let first = heartbeat.mul_f64(rand::random::<f64>());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, heartbeat);
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(err) = socket.send(Message::text(r#"{"type":"ping"}"#)).await {
+                    problems.add("heartbeat failed", || err.to_string());
+                    return;
+                }
+                continue;
+            }
+            message = socket.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Close(frame))) => {
+                let close = ws::describe_close(&Message::Close(frame)).unwrap_or_default();
+                problems.add("socket closed by the server", || close);
+                return;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => {
+                problems.add("socket failed", || err.to_string());
+                return;
+            }
+            None => {
+                problems.add("socket ended", String::new);
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+}
+
+/// What one size measured.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Step {
+    asked: usize,
+    open: usize,
+    rss_kib: u64,
+    open_seconds: f64,
+    idle_cpu_seconds: f64,
+    idle_cpu_percent: f64,
+}
+
+pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
+    let pid = ctx
+        .procs
+        .mesh()
+        .ok_or_else(|| anyhow::anyhow!("no --pid: the mesh's memory cannot be read"))?;
+    let mut sizes = args.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let largest = *sizes.last().ok_or_else(|| anyhow::anyhow!("no --sizes"))?;
+    let users = ctx.pool.users(largest).await?;
+    let tokens: Vec<String> = users.into_iter().map(|u| u.token).collect();
+    let heartbeat = Duration::from_secs_f64(args.heartbeat.max(1.0));
+    let idle = Duration::from_secs_f64(args.idle_seconds.max(1.0));
+    let stop = CancellationToken::new();
+    let problems = Arc::new(Problems::default());
+    let mut holders = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let before = settled_rss(pid).await?;
+    eprintln!(
+        "mesh VmRSS {} KiB before any connection",
+        thousands(before as f64)
+    );
+    let mut steps: Vec<Step> = Vec::new();
+    let mut next = 0;
+    for size in &sizes {
+        let opening = Instant::now();
+        let batch = &tokens[next..*size];
+        let offset = next;
+        let (sockets, failed) = open_sockets_from(
+            &ctx.ws_url,
+            batch,
+            Profile::Idle,
+            args.concurrency.max(1),
+            |i| Some(source_of(offset + i)),
+        )
+        .await;
+        next = *size;
+        let open_seconds = opening.elapsed().as_secs_f64();
+        failures.extend(failed);
+        for socket in sockets.into_iter().flatten() {
+            holders.push(tokio::spawn(hold(
+                socket,
+                heartbeat,
+                stop.clone(),
+                problems.clone(),
+            )));
+        }
+        let open = holders.iter().filter(|h| !h.is_finished()).count();
+        eprintln!("{open} of {size} connections open; letting memory settle");
+        let rss = settled_rss(pid).await?;
+        let cpu_before = ctx.procs.sample();
+        tokio::time::sleep(idle).await;
+        let mesh_cpu = ctx
+            .procs
+            .sample()
+            .since(&cpu_before)
+            .into_iter()
+            .find(|u| u.process == "mesh")
+            .map_or(0.0, |u| u.seconds);
+        steps.push(Step {
+            asked: *size,
+            open,
+            rss_kib: rss,
+            open_seconds,
+            idle_cpu_seconds: mesh_cpu,
+            idle_cpu_percent: (mesh_cpu / idle.as_secs_f64() * 1000.0).round() / 10.0,
+        });
+        if open < *size {
+            break;
+        }
+    }
+    stop.cancel();
+    for holder in holders {
+        holder.await?;
+    }
+    let after_close = settled_rss(pid).await?;
+
+    let first = steps.first().expect("at least one size");
+    let last = steps.last().expect("at least one size");
+    let slope = (last.open > first.open)
+        .then(|| (last.rss_kib as f64 - first.rss_kib as f64) / (last.open - first.open) as f64);
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    let mut outcome = Outcome::new(
+        "connections",
+        json!({ "sizes": sizes, "heartbeat": args.heartbeat, "per_address": PER_ADDRESS }),
+    );
+    outcome.row(
+        "KiB per connected user (RSS slope)",
+        match slope {
+            Some(slope) => format!(
+                "{slope:.1} between {} and {} connections",
+                thousands(first.open as f64),
+                thousands(last.open as f64)
+            ),
+            None => "not measured: fewer than two sizes opened".to_owned(),
+        },
+    );
+    for step in &steps {
+        outcome.row(
+            &format!("{} asked", thousands(step.asked as f64)),
+            format!(
+                "{} open in {:.1} s · mesh VmRSS {} · mesh CPU while idle {:.1}% of one core",
+                thousands(step.open as f64),
+                step.open_seconds,
+                mib(step.rss_kib),
+                step.idle_cpu_percent
+            ),
+        );
+    }
+    outcome.row(
+        "mesh VmRSS before / after closing",
+        format!("{} / {}", mib(before), mib(after_close)),
+    );
+    if last.open < last.asked {
+        outcome.problem(format!(
+            "opening stopped at {} of {} connections",
+            thousands(last.open as f64),
+            thousands(last.asked as f64)
+        ));
+    }
+    if let Some(failure) = failures.first() {
+        outcome.problem(format!(
+            "{} connections failed to open, e.g. {failure}",
+            failures.len()
+        ));
+    }
+    for problem in problems.lines() {
+        outcome.problem(problem);
+    }
+    outcome.verdict(
+        format!("≤ {TARGET_KIB_PER_CONNECTION} KiB per connected user"),
+        slope.is_some_and(|s| s <= TARGET_KIB_PER_CONNECTION),
+    );
+    outcome.verdict(
+        format!("{} connections open", thousands(largest as f64)),
+        last.open >= largest,
+    );
+    outcome.results = json!({
+        "kib_per_connection": slope.map(|s| (s * 10.0).round() / 10.0),
+        "steps": steps,
+        "failed": failures.len(),
+        "rss_before_kib": before,
+        "rss_after_close_kib": after_close,
+    });
+    outcome.work = Some(("connection", last.open as u64));
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_spread_over_loopback_addresses() {
+        assert_eq!(source_of(0), IpAddr::V4(Ipv4Addr::new(127, 1, 1, 1)));
+        assert_eq!(source_of(PER_ADDRESS - 1), source_of(0));
+        assert_eq!(
+            source_of(PER_ADDRESS),
+            IpAddr::V4(Ipv4Addr::new(127, 1, 1, 2))
+        );
+        assert_eq!(
+            source_of(250 * PER_ADDRESS),
+            IpAddr::V4(Ipv4Addr::new(127, 1, 2, 1))
+        );
+        let distinct: std::collections::HashSet<IpAddr> =
+            (0..50_000).step_by(PER_ADDRESS).map(source_of).collect();
+        assert_eq!(distinct.len(), 500);
+    }
+}
