@@ -27,7 +27,7 @@ pub const MAX_ANNOUNCEMENT_CHARS: usize = 2000;
 /// Smallest allowed member limit of a group.
 pub const MIN_GROUP_MEMBERS: u32 = 2;
 /// Largest allowed member limit of a group.
-pub const MAX_GROUP_MEMBERS: u32 = 2000;
+pub const MAX_GROUP_MEMBERS: u32 = 5000;
 /// Member limit of a group created without one.
 pub const DEFAULT_GROUP_MEMBERS: u32 = 500;
 /// Longest mute, in seconds (a year).

@@ -34,7 +34,7 @@ pub enum GroupCreated {
 impl GroupsApi {
     /// Create a group owned by the caller: a name (1-64 characters), optional icon URL and
     /// announcement, a join policy (`open`, `approval` (default) or `invite_only`) and a
-    /// member limit (2-2000, default 500, the owner included). Refused with
+    /// member limit (2-5000, default 500, the owner included). Refused with
     /// `quota_exceeded` (429) when the caller owns as many groups as their plan allows or the
     /// member limit exceeds the plan's group size.
     #[oai(path = "/", method = "post", operation_id = "create_group")]

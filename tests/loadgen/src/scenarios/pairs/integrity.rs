@@ -143,7 +143,12 @@ pub fn describe(run: &Run, outcome: &mut Outcome) {
         outcome.row("rejection reasons", reasons.join(", "));
         let final_reasons: Vec<&String> = reasons
             .iter()
-            .filter(|r| !(run.resent > 0 && r.starts_with(super::readers::RESEND_REASON)))
+            .filter(|r| {
+                let pushed_back = super::readers::RESEND_REASONS
+                    .iter()
+                    .any(|reason| r.starts_with(reason));
+                !(run.resent > 0 && pushed_back)
+            })
             .collect();
         if !final_reasons.is_empty() {
             outcome.problem(format!(

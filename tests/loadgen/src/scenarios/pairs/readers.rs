@@ -14,9 +14,10 @@ use crate::problems::Problems;
 use crate::timeline::{Slot, Timeline};
 use crate::ws::{self, Frame, Stream};
 
-/// The rejection reason a well-behaved client answers by sending the message again (after
-/// `retry_after` when given), in its original order.
-pub const RESEND_REASON: &str = "service_unavailable";
+/// The rejection reasons a well-behaved client answers by sending the message again (after
+/// `retry_after_ms` when given), in its original order: the mesh's push-back (`overloaded`)
+/// and the connection holding later sends back behind a refused one (`service_unavailable`).
+pub const RESEND_REASONS: &[&str] = &["overloaded", "service_unavailable"];
 /// Most `retry_after` values kept for the report.
 const RETRY_AFTER_SAMPLES: usize = 100_000;
 
@@ -149,7 +150,7 @@ pub async fn read_acks(
                         let delay = shared.note_retry_after(&text);
                         let again = resend
                             .as_ref()
-                            .filter(|_| reason == RESEND_REASON)
+                            .filter(|_| RESEND_REASONS.contains(&reason.as_str()))
                             .is_some_and(|tx| tx.send((index, delay)).is_ok());
                         if !again && slot.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
                             shared.rejected.fetch_add(1, Ordering::Relaxed);
