@@ -278,7 +278,7 @@ impl Prefix {
     }
 
     /// `mesh.push.user.*`: every user's push subject.
-    fn push_user_any(&self) -> String {
+    pub fn push_user_any(&self) -> String {
         format!("{}.push.user.*", self.as_str())
     }
 

@@ -1,7 +1,8 @@
 //! Admission of chat messages by the backlog of their ingest partition: each partition's owner
 //! reports how many of its messages are accepted but not stored (`ChatBacklog`, every 100 ms);
-//! a partition at or over the bound takes no new message, which the sender hears as `rejected`
-//! `overloaded` with a `retry_after_ms` (REST: 503 with `Retry-After`). So what the mesh has
+//! a send to a partition at or over the bound waits up to `HOLD` for it to drain, and is then
+//! refused: the sender hears `rejected` `overloaded` with a `retry_after_ms` (REST: 503 with
+//! `Retry-After`). So what the mesh has
 //! accepted but not stored stays near `partitions x bound` however fast clients send, instead of
 //! growing in the stream while accept latency climbs. A report older than
 //! `BACKLOG_REPORT_STALE` counts as none: its owner is gone, and JetStream keeps what is
@@ -18,6 +19,11 @@ use tokio::sync::watch;
 
 /// How long a client refused for overload is told to wait before sending again.
 pub const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+/// How long a send to a partition at its bound waits for the partition to drain before it is
+/// refused: the first push-back is a slower `accepted` (and, on a WebSocket, later sends of
+/// the connection wait behind it), a refusal only when the store stays behind.
+pub const HOLD: Duration = Duration::from_millis(500);
 
 /// The latest report of each partition, shared by every request of this edge.
 #[derive(Clone)]
@@ -39,6 +45,8 @@ struct Latest {
     unstored: AtomicU64,
     /// When it arrived, in milliseconds since `started` (0: never).
     at_ms: AtomicU64,
+    /// Woken by every report, for sends waiting for the partition to drain.
+    reported: tokio::sync::Notify,
 }
 
 impl Admission {
@@ -66,6 +74,23 @@ impl Admission {
         !fresh || latest.unstored.load(Ordering::Relaxed) < inner.bound
     }
 
+    /// Whether a new message may join `partition`, waiting up to `within` for it to drain.
+    pub async fn admitted_within(&self, partition: u32, within: Duration) -> bool {
+        let Some(latest) = self.inner.partitions.get(partition as usize) else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let reported = latest.reported.notified();
+            if self.admits(partition) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, reported).await.is_err() {
+                return self.admits(partition);
+            }
+        }
+    }
+
     /// Takes in a report; one from an earlier epoch than the latest seen is stale.
     pub fn record(&self, partition: u32, report: ChatBacklog) {
         let Some(latest) = self.inner.partitions.get(partition as usize) else {
@@ -77,6 +102,7 @@ impl Admission {
         latest.epoch.store(report.epoch, Ordering::Relaxed);
         latest.unstored.store(report.unstored, Ordering::Relaxed);
         latest.at_ms.store(self.now_ms().max(1), Ordering::Release);
+        latest.reported.notify_waiters();
     }
 
     fn now_ms(&self) -> u64 {
@@ -138,6 +164,21 @@ mod tests {
         assert!(admission.admits(0));
         admission.record(0, report(9, 500));
         assert!(!admission.admits(0));
+    }
+
+    #[tokio::test]
+    async fn a_held_send_is_admitted_by_the_report_that_drains_its_partition() {
+        let admission = Admission::new(1, 10);
+        admission.record(0, report(1, 50));
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.admitted_within(0, Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        admission.record(0, report(1, 3));
+        assert!(waiting.await.unwrap());
+        admission.record(0, report(1, 50));
+        assert!(!admission.admitted_within(0, Duration::from_millis(1)).await);
     }
 
     #[test]

@@ -134,7 +134,11 @@ pub async fn send(
     }
     let conversation = check(sender, &message).inspect_err(count_rejection)?;
     let partition = conversation.partition(state.chat_partitions);
-    if !state.admission.admits(partition) {
+    if !state
+        .admission
+        .admitted_within(partition, admission::HOLD)
+        .await
+    {
         let rejection = Rejection {
             code: ErrorCode::Overloaded,
             detail: "the conversation's messages are not stored as fast as they come; send again after a moment",

@@ -29,6 +29,34 @@ impl Bus {
         }
     }
 
+    /// Publishes one frame to every connection of each of `users`: one PRODUCER span for the
+    /// whole fan-out (its context in every publish's headers), not one per recipient, so a
+    /// message to a large group costs one publish per member and nothing more.
+    pub async fn push_to(&self, users: &[Uuid], frame: Bytes) {
+        if users.is_empty() {
+            return;
+        }
+        let subject = self.prefix.push_user_any();
+        let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Untraced);
+        span.record("messaging.batch.message_count", users.len());
+        let mut headers = HeaderMap::new();
+        crate::trace::inject(&span, &mut headers);
+        let mut failed = None;
+        for user in users {
+            let sent = self
+                .client
+                .publish_with_headers(self.prefix.push_user(*user), headers.clone(), frame.clone())
+                .await;
+            if let Err(err) = sent {
+                failed = Some(err);
+            }
+        }
+        if let Some(err) = failed {
+            mesh_observability::spans::fail(&span, "push publish failed");
+            tracing::warn!(parent: &span, error = %err, "push publish failed");
+        }
+    }
+
     /// Everything pushed to `user`, until the returned stream is dropped. A push that belongs
     /// to a trace leaves a `receive` span there as it arrives.
     pub async fn subscribe_push(

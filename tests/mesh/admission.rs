@@ -1,6 +1,6 @@
 //! Admission by backlog: a partition whose owner stores more slowly than a client sends
-//! refuses new messages `overloaded` (with `retry_after_ms`) once its backlog reaches the
-//! bound, and a client following the contract (resend the refused message and everything after
+//! holds new messages, then refuses them `overloaded` (with `retry_after_ms`), once its backlog
+//! reaches the bound, and a client following the contract (resend the refused message and everything after
 //! it, in order) still gets every message stored once, in send order.
 
 use std::collections::HashMap;
@@ -26,9 +26,9 @@ const WINDOW: usize = 150;
 async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_in_order() {
     let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
     let mesh = TestMesh::spawn_roles(roles, |s| s.chat.max_unstored = BOUND).await;
-    // Every storing transaction of this worker stays open 150 ms: it stores far more slowly
-    // than the client sends.
-    let _worker = ChatProcess::holding(&mesh, "150");
+    // Every storing transaction of this worker stays open a second, longer than an edge holds
+    // a send for the partition to drain: it stores far more slowly than the client sends.
+    let _worker = ChatProcess::holding(&mesh, "1000");
     mesh.wait_ready().await;
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;

@@ -245,7 +245,7 @@ async fn groups_are_created_read_updated_and_listed() {
         json!({ "name": "" }),
         json!({ "name": "n".repeat(65) }),
         json!({ "name": "ok", "max_members": 1 }),
-        json!({ "name": "ok", "max_members": 2001 }),
+        json!({ "name": "ok", "max_members": mesh_contracts::social::MAX_GROUP_MEMBERS + 1 }),
         json!({ "name": "ok", "icon": "ftp://x" }),
         json!({ "name": "ok", "announcement": "a".repeat(2001) }),
     ] {

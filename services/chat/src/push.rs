@@ -38,12 +38,15 @@ impl Pusher {
     /// Sends `frame` to every user in `users` (skipping `except`).
     pub async fn send(&self, users: &[Uuid], except: Option<Uuid>, frame: &ServerFrame) {
         let bytes = Bytes::from(frame.to_json());
-        let mut sent = 0;
-        for user in users.iter().filter(|u| Some(**u) != except) {
-            self.bus.push(*user, bytes.clone()).await;
-            sent += 1;
-        }
-        CHAT_PUSHES.with_label_values(&[label(frame)]).inc_by(sent);
+        let recipients: Vec<Uuid> = users
+            .iter()
+            .copied()
+            .filter(|u| Some(*u) != except)
+            .collect();
+        self.bus.push_to(&recipients, bytes).await;
+        CHAT_PUSHES
+            .with_label_values(&[label(frame)])
+            .inc_by(recipients.len() as u64);
     }
 
     /// Sends `frame` to one user.
