@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,8 +34,9 @@ impl Drop for TracingGuard {
 /// span that names its service count under `default_service`.
 ///
 /// Spans always get W3C trace ids so that a trace crosses NATS even when nothing exports it;
-/// they are exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-/// (`OTEL_BSP_SCHEDULE_DELAY` and the other batch settings apply). Calling it again (tests start
+/// they are recorded and exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+/// (`OTEL_BSP_SCHEDULE_DELAY` and the other batch settings apply; `OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG` choose which traces, by default every one). Calling it again (tests start
 /// many meshes in one process) is harmless: the first call wins.
 pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -72,7 +73,9 @@ fn build_provider(service_name: &str) -> SdkTracerProvider {
     let builder = SdkTracerProvider::builder().with_resource(resource);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
     if endpoint.trim().is_empty() {
-        return builder.build();
+        // Nothing would export a span: record none (their trace ids still cross NATS and
+        // reach the logs). Recording every message's spans costs more CPU than storing it.
+        return builder.with_sampler(Sampler::AlwaysOff).build();
     }
     match opentelemetry_otlp::SpanExporter::builder()
         .with_http()

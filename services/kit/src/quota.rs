@@ -3,6 +3,8 @@
 //! transaction of the effect they count (the row lock on the counter makes the `>=` check
 //! race-free; the effect's own unique row makes a retry free).
 
+use std::collections::HashMap;
+
 use mesh_contracts::usage::{
     self, DEFAULT_PLAN, LimitOverrides, Limits, Metric, QuotaSetting, SetQuotaRequest, Usage,
     UsageItem,
@@ -79,37 +81,94 @@ pub async fn set(
     .map(|_| ())
 }
 
-/// Charges up to `wanted` units of a per-day `metric` to `user` today (UTC) in `conn`'s
-/// transaction and answers how many fit under `limit`. The counter row stays locked until
-/// the transaction ends, so concurrent charges of one user are decided one after another.
+/// One user's wish to use `wanted` more units of a per-day metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub user: Uuid,
+    pub wanted: u32,
+}
+
+/// What a charge got: how many units fit, under which limit (the user's plan and overrides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    pub granted: u32,
+    pub limit: u32,
+}
+
+/// Charges each of `charges` to its user's per-day `metric` today (UTC) in `conn`'s
+/// transaction, each up to the limit the user's plan and overrides give, and answers what each
+/// got, in order (a user named twice is charged twice, one after the other). Two statements
+/// whatever the number of users: the first creates and locks the users' counters in user-id
+/// order (so concurrent charges never deadlock and are decided one after another, and the `>=`
+/// check cannot be raced) and reads their settings; the second adds what was granted.
 pub async fn charge_today(
     conn: &mut PgConnection,
     schema: &str,
-    user: Uuid,
     metric: Metric,
-    wanted: u32,
-    limit: u32,
-) -> sqlx::Result<u32> {
+    charges: &[Charge],
+) -> sqlx::Result<Vec<Granted>> {
+    let mut users: Vec<Uuid> = charges.iter().map(|c| c.user).collect();
+    users.sort_unstable();
+    users.dedup();
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
     let name = metric_name(metric);
-    let used: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {schema}.usage_daily (user_id, day, metric, used)
-         VALUES ($1, (now() AT TIME ZONE 'utc')::date, $2, 0)
-         ON CONFLICT (user_id, day, metric) DO UPDATE SET used = {schema}.usage_daily.used
-         RETURNING used"
+    type Counter = (
+        Uuid,
+        i64,
+        Option<String>,
+        Option<sqlx::types::Json<LimitOverrides>>,
+    );
+    let rows: Vec<Counter> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.usage_daily AS d (user_id, day, metric, used)
+         SELECT u, (now() AT TIME ZONE 'utc')::date, $2, 0 FROM UNNEST($1::uuid[]) AS u ORDER BY u
+         ON CONFLICT (user_id, day, metric) DO UPDATE SET used = d.used
+         RETURNING d.user_id, d.used,
+           (SELECT s.plan FROM {schema}.quota_settings s WHERE s.user_id = d.user_id),
+           (SELECT s.overrides FROM {schema}.quota_settings s WHERE s.user_id = d.user_id)"
     )))
-    .bind(user)
+    .bind(&users)
     .bind(name)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let granted = usage::admissible(u64::try_from(used).unwrap_or(0), wanted, limit);
-    if granted > 0 {
+    // Per user: used so far, limit, and what this call added.
+    let mut counters: HashMap<Uuid, (u64, u32, u64)> = rows
+        .into_iter()
+        .map(|(user, used, plan, overrides)| {
+            let overrides = overrides.map(|o| o.0).unwrap_or_default();
+            let limits = usage::resolve(plan.as_deref().unwrap_or(DEFAULT_PLAN), &overrides);
+            let used = u64::try_from(used).unwrap_or(0);
+            (user, (used, limits.of(metric), 0))
+        })
+        .collect();
+    let granted: Vec<Granted> = charges
+        .iter()
+        .map(|charge| {
+            let (used, limit, added) = counters.entry(charge.user).or_insert((0, 0, 0));
+            let granted = usage::admissible(*used, charge.wanted, *limit);
+            *used += u64::from(granted);
+            *added += u64::from(granted);
+            Granted {
+                granted,
+                limit: *limit,
+            }
+        })
+        .collect();
+    let (grown, added): (Vec<Uuid>, Vec<i64>) = counters
+        .iter()
+        .filter(|(_, (_, _, added))| *added > 0)
+        .map(|(user, (_, _, added))| (*user, i64::try_from(*added).unwrap_or(i64::MAX)))
+        .unzip();
+    if !grown.is_empty() {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {schema}.usage_daily SET used = used + $3
-             WHERE user_id = $1 AND day = (now() AT TIME ZONE 'utc')::date AND metric = $2"
+            "UPDATE {schema}.usage_daily d SET used = d.used + g.n
+             FROM UNNEST($1::uuid[], $3::int8[]) AS g(u, n)
+             WHERE d.user_id = g.u AND d.day = (now() AT TIME ZONE 'utc')::date AND d.metric = $2"
         )))
-        .bind(user)
+        .bind(&grown)
         .bind(name)
-        .bind(i64::from(granted))
+        .bind(&added)
         .execute(conn)
         .await?;
     }

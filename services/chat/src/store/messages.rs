@@ -84,7 +84,10 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
 /// duplicate window), the rest get each conversation's next seqs in batch order. `members`
 /// lists, per conversation, users whose inbox row must exist (group rosters the caller has
 /// not synced yet); the two users of a new private conversation get theirs automatically.
-/// Every wait inside is bounded (`partitions::bound_transaction`).
+/// Every wait inside is bounded (`partitions::begin_bounded`). The statements are few and
+/// the same whatever the batch holds: open, fence, lock the conversations, find resends,
+/// charge the quota (two), write, commit (plus inbox rows when a conversation is new or a
+/// roster unsynced).
 pub async fn store_batch(
     pool: &PgPool,
     fence: Fence,
@@ -92,8 +95,7 @@ pub async fn store_batch(
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
 ) -> sqlx::Result<Fenced<Vec<Outcome>>> {
-    let mut tx = pool.begin().await?;
-    partitions::bound_transaction(&mut tx).await?;
+    let mut tx = partitions::begin_bounded(pool).await?;
     if !partitions::advance(&mut tx, fence, stored_through).await? {
         return Ok(Fenced::Stale);
     }
@@ -111,20 +113,16 @@ pub async fn store_batch(
     let ids: Vec<&str> = conversations.iter().map(|c| c.0).collect();
     let kinds: Vec<&str> = conversations.iter().map(|c| kind_of(&c.1)).collect();
 
-    sqlx::query(
-        "INSERT INTO chat.conversations (id, kind) SELECT * FROM UNNEST($1::text[], $2::text[]) \
-         ON CONFLICT (id) DO NOTHING",
+    // Created when missing and locked in id order in one statement, so two owners of an
+    // overlapping batch (a takeover race) never deadlock and never hand out the same seq.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO chat.conversations AS c (id, kind) \
+         SELECT * FROM UNNEST($1::text[], $2::text[]) AS u(id, kind) ORDER BY u.id \
+         ON CONFLICT (id) DO UPDATE SET kind = c.kind \
+         RETURNING c.id, c.last_seq",
     )
     .bind(&ids)
     .bind(&kinds)
-    .execute(&mut *tx)
-    .await?;
-    // Locked in id order, so two owners of an overlapping batch (a takeover race) never
-    // deadlock and never hand out the same seq.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT id, last_seq FROM chat.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
     let mut last_seq: HashMap<String, i64> = rows.into_iter().collect();
@@ -184,13 +182,9 @@ pub async fn store_batch(
             new_rows.push(m);
         }
     }
-    if !new_rows.is_empty() {
-        insert_rows(&mut tx, &new_rows).await?;
-        advance_conversations(&mut tx, &new_rows).await?;
-    }
     ensure_inbox(&mut tx, &conversations, &fresh, members).await?;
     if !new_rows.is_empty() {
-        mark_read_by_senders(&mut tx, &new_rows).await?;
+        write_rows(&mut tx, &new_rows).await?;
     }
     tx.commit().await?;
     Ok(Fenced::Current(outcomes))
@@ -201,33 +195,6 @@ pub async fn store_batch(
 fn stored_instant(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
         .unwrap_or(at)
-}
-
-/// A sender has read their own messages: their read position moves to the newest seq they
-/// stored in each conversation (never back).
-async fn mark_read_by_senders(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
-    let mut newest: HashMap<(Uuid, &str), i64> = HashMap::new();
-    for m in rows {
-        let seq = newest
-            .entry((m.sender_id, m.conversation_id.as_str()))
-            .or_insert(m.seq);
-        *seq = (*seq).max(m.seq);
-    }
-    let users: Vec<Uuid> = newest.keys().map(|k| k.0).collect();
-    let convs: Vec<&str> = newest.keys().map(|k| k.1).collect();
-    let seqs: Vec<i64> = newest.values().copied().collect();
-    sqlx::query(
-        "INSERT INTO chat.inbox (user_id, conversation_id, read_seq) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[]) \
-         ON CONFLICT (user_id, conversation_id) DO UPDATE \
-           SET read_seq = GREATEST(chat.inbox.read_seq, EXCLUDED.read_seq)",
-    )
-    .bind(&users)
-    .bind(&convs)
-    .bind(&seqs)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 type StoredKey = (String, Uuid, String);
@@ -262,7 +229,12 @@ async fn already_stored(
         .collect())
 }
 
-async fn insert_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
+/// Writes the new messages in one statement: the rows themselves, each conversation's last
+/// seq and message (its newest stored one), and each sender's read position, moved to the
+/// newest seq they stored in each conversation (a sender has read their own messages; never
+/// moved back). Inbox rows a batch creates are written before this, since one statement may
+/// not touch a row twice.
+async fn write_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
     let conversation: Vec<&str> = rows.iter().map(|m| m.conversation_id.as_str()).collect();
     let seq: Vec<i64> = rows.iter().map(|m| m.seq).collect();
     let id: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
@@ -272,10 +244,25 @@ async fn insert_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Re
     let body: Vec<&str> = rows.iter().map(|m| m.body.as_str()).collect();
     let sent: Vec<OffsetDateTime> = rows.iter().map(|m| m.sent_at).collect();
     sqlx::query(
-        "INSERT INTO chat.messages \
-           (conversation_id, seq, id, sender_id, client_id, kind, body, sent_at) \
-         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::uuid[], $5::text[], \
-                              $6::text[], $7::text[], $8::timestamptz[])",
+        "WITH new AS ( \
+           SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::uuid[], $5::text[], \
+                                $6::text[], $7::text[], $8::timestamptz[]) \
+             AS n(conversation_id, seq, id, sender_id, client_id, kind, body, sent_at)), \
+         stored AS ( \
+           INSERT INTO chat.messages \
+             (conversation_id, seq, id, sender_id, client_id, kind, body, sent_at) \
+           SELECT * FROM new), \
+         newest AS ( \
+           UPDATE chat.conversations c \
+           SET last_seq = l.seq, last_message_id = l.id, updated_at = l.sent_at \
+           FROM (SELECT DISTINCT ON (conversation_id) conversation_id, seq, id, sent_at \
+                 FROM new ORDER BY conversation_id, seq DESC) AS l \
+           WHERE c.id = l.conversation_id) \
+         INSERT INTO chat.inbox (user_id, conversation_id, read_seq) \
+         SELECT sender_id, conversation_id, max(seq) FROM new \
+         GROUP BY sender_id, conversation_id ORDER BY sender_id, conversation_id \
+         ON CONFLICT (user_id, conversation_id) DO UPDATE \
+           SET read_seq = GREATEST(chat.inbox.read_seq, EXCLUDED.read_seq)",
     )
     .bind(&conversation)
     .bind(&seq)
@@ -285,34 +272,6 @@ async fn insert_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Re
     .bind(&kind)
     .bind(&body)
     .bind(&sent)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Moves each conversation's last seq to its newest stored message.
-async fn advance_conversations(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
-    let mut newest: HashMap<&str, &ChatMessage> = HashMap::new();
-    for m in rows {
-        let entry = newest.entry(m.conversation_id.as_str()).or_insert(m);
-        if m.seq > entry.seq {
-            *entry = m;
-        }
-    }
-    let ids: Vec<&str> = newest.keys().copied().collect();
-    let seqs: Vec<i64> = newest.values().map(|m| m.seq).collect();
-    let last_ids: Vec<Uuid> = newest.values().map(|m| m.id).collect();
-    let at: Vec<OffsetDateTime> = newest.values().map(|m| m.sent_at).collect();
-    sqlx::query(
-        "UPDATE chat.conversations c \
-         SET last_seq = u.seq, last_message_id = u.mid, updated_at = u.at \
-         FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::timestamptz[]) AS u(id, seq, mid, at) \
-         WHERE c.id = u.id",
-    )
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(&last_ids)
-    .bind(&at)
     .execute(conn)
     .await?;
     Ok(())

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// Ownership of one partition at one epoch (the owner's lease revision: a later owner always
 /// has a higher one).
@@ -24,27 +24,17 @@ pub enum Fenced<T> {
     Stale,
 }
 
-/// A stale owner stopped (SIGSTOP, a long GC-like pause) inside a transaction releases its
-/// locks after this long, so a new owner never waits out its whole pause.
-const IDLE_IN_TRANSACTION: &str = "3s";
-/// Longest wait for a row lock: the caller retries (with progress acks) rather than hangs.
-const LOCK_TIMEOUT: &str = "2s";
-/// Longest statement of a storing transaction.
-const STATEMENT_TIMEOUT: &str = "5s";
-
-/// Bounds the current transaction's waits (see the constants above).
-pub async fn bound_transaction(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query(
-        "SELECT set_config('lock_timeout', $1, true), \
-                set_config('statement_timeout', $2, true), \
-                set_config('idle_in_transaction_session_timeout', $3, true)",
+/// Opens a transaction whose waits are bounded, in one round trip: a stale owner stopped
+/// (SIGSTOP, a long GC-like pause) inside it releases its locks after 3 s (idle in
+/// transaction), so a new owner never waits out its whole pause; a row lock is waited for at
+/// most 2 s (the caller retries, with progress acks, rather than hangs); a statement runs at
+/// most 5 s.
+pub async fn begin_bounded(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    pool.begin_with(
+        "BEGIN; SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '5s'; \
+         SET LOCAL idle_in_transaction_session_timeout = '3s'",
     )
-    .bind(LOCK_TIMEOUT)
-    .bind(STATEMENT_TIMEOUT)
-    .bind(IDLE_IN_TRANSACTION)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// A claimed partition: how far its stream is stored (0: nothing yet) and the epoch of the
@@ -58,8 +48,7 @@ pub struct Claimed {
 /// Claims `fence.partition` for `fence.epoch`, or `Stale` when an owner with a later epoch
 /// claimed it already. Waits at most the lock timeout for a stale owner's transaction.
 pub async fn claim(pool: &PgPool, fence: Fence) -> sqlx::Result<Fenced<Claimed>> {
-    let mut tx = pool.begin().await?;
-    bound_transaction(&mut tx).await?;
+    let mut tx = begin_bounded(pool).await?;
     let prior: Option<(i64, i64)> = sqlx::query_as(
         "SELECT epoch, stream_seq FROM chat.partitions WHERE partition = $1 FOR UPDATE",
     )
@@ -110,8 +99,7 @@ pub async fn advance(
 /// Records that everything through `stored_through` is decided, in a transaction of its own
 /// (a batch with nothing to store, or one stored piece by piece).
 pub async fn record(pool: &PgPool, fence: Fence, stored_through: u64) -> sqlx::Result<Fenced<()>> {
-    let mut tx = pool.begin().await?;
-    bound_transaction(&mut tx).await?;
+    let mut tx = begin_bounded(pool).await?;
     if !advance(&mut tx, fence, Some(stored_through)).await? {
         return Ok(Fenced::Stale);
     }

@@ -23,27 +23,23 @@ pub async fn plan_within_quota<'a>(
     last_seq: &mut std::collections::HashMap<String, i64>,
 ) -> sqlx::Result<Vec<Option<Slot>>> {
     let mut seen: HashSet<DedupKey<'a>> = HashSet::with_capacity(keys.len());
-    // Senders in id order: two batches lock their counters in the same order.
     let mut wanted: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
     for (index, key) in keys.iter().enumerate() {
         if !already_stored(key) && seen.insert(*key) {
             wanted.entry(key.1).or_default().push(index);
         }
     }
+    let charges: Vec<quota::Charge> = wanted
+        .iter()
+        .map(|(sender, indices)| quota::Charge {
+            user: *sender,
+            wanted: u32::try_from(indices.len()).unwrap_or(u32::MAX),
+        })
+        .collect();
+    let granted = quota::charge_today(conn, SCHEMA, Metric::MessagesPerDay, &charges).await?;
     let mut refused: HashSet<DedupKey<'a>> = HashSet::new();
-    for (sender, indices) in wanted {
-        let (_, limits) = quota::setting(&mut *conn, SCHEMA, sender).await?;
-        let count = u32::try_from(indices.len()).unwrap_or(u32::MAX);
-        let granted = quota::charge_today(
-            conn,
-            SCHEMA,
-            sender,
-            Metric::MessagesPerDay,
-            count,
-            limits.messages_per_day,
-        )
-        .await?;
-        let granted = usize::try_from(granted).unwrap_or(usize::MAX);
+    for (indices, got) in wanted.values().zip(&granted) {
+        let granted = usize::try_from(got.granted).unwrap_or(usize::MAX);
         refused.extend(indices.iter().skip(granted).map(|i| keys[*i]));
     }
     let kept: Vec<usize> = (0..keys.len())

@@ -14,13 +14,15 @@ use super::SCHEMA;
 /// Charges one friend request to `sender` today, or refuses it with `quota_exceeded`.
 pub async fn charge_friend_request(conn: &mut PgConnection, sender: Uuid) -> Result<(), Fault> {
     let metric = Metric::FriendRequestsPerDay;
-    let (_, limits) = quota::setting(&mut *conn, SCHEMA, sender).await?;
-    let limit = limits.of(metric);
-    let granted = quota::charge_today(conn, SCHEMA, sender, metric, 1, limit).await?;
-    if granted == 0 {
-        return Err(quota::exceeded(metric, limit).into());
+    let charge = quota::Charge {
+        user: sender,
+        wanted: 1,
+    };
+    let got = quota::charge_today(conn, SCHEMA, metric, &[charge]).await?;
+    match got.first() {
+        Some(got) if got.granted == 0 => Err(quota::exceeded(metric, got.limit).into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Admits a new group of `owner` with room for `max_members`, or refuses it with
