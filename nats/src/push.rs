@@ -25,7 +25,7 @@ impl Bus {
             .await;
         if let Err(err) = sent {
             mesh_observability::spans::fail(&span, "push publish failed");
-            tracing::warn!(parent: &span, error = %err, "push publish failed");
+            tracing::warn!(error = %err, "push publish failed");
         }
     }
 
@@ -53,7 +53,7 @@ impl Bus {
         }
         if let Some(err) = failed {
             mesh_observability::spans::fail(&span, "push publish failed");
-            tracing::warn!(parent: &span, error = %err, "push publish failed");
+            tracing::warn!(error = %err, "push publish failed");
         }
     }
 

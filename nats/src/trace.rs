@@ -35,9 +35,14 @@ impl Extractor for Extract<'_> {
     }
 }
 
-/// Writes `span`'s trace context into `map`.
+/// Writes `span`'s trace context into `map` (the current span's when `span` is none: a publish
+/// that got no span of its own still carries its caller's trace id).
 pub(crate) fn inject(span: &tracing::Span, map: &mut HeaderMap) {
-    let context = span.context();
+    let context = if span.is_none() {
+        tracing::Span::current().context()
+    } else {
+        span.context()
+    };
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut Inject(map));
     });
@@ -70,6 +75,11 @@ pub(crate) enum Orphan {
     Untraced,
 }
 
+/// The tracing name of the PRODUCER spans. The log layer leaves spans of this name out
+/// (`mesh_observability::PUBLISH_SPAN`): a log line inside a publish carries its caller's
+/// span and trace id, and no JSON is formatted per publish.
+const PUBLISH_SPAN: &str = mesh_observability::PUBLISH_SPAN;
+
 /// A span of one messaging operation on `subject` (`<operation> <subject>`, e.g. `send ...`),
 /// of OpenTelemetry kind `kind`, done for mesh service `service` when it names one.
 fn messaging_span(
@@ -92,18 +102,29 @@ fn messaging_span(
 }
 
 /// A PRODUCER span for publishing to `subject` (`send <subject>`), a child of the current span.
+/// A publish that would not be exported (outside any trace and `Untraced`, or inside an
+/// unsampled one) gets no span at all: a push of every message to every member is the
+/// hottest path of the mesh, and its trace id still travels (`inject`).
 pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
-    let span = messaging_span("producer", "send", subject, None);
-    let in_trace = tracing::Span::current()
-        .context()
-        .span()
-        .span_context()
-        .is_valid();
-    if !in_trace && orphan == Orphan::Untraced {
-        spans::untraced(&span);
+    let current = tracing::Span::current().context();
+    let parent = current.span().span_context().clone();
+    let skip = if parent.is_valid() {
+        !parent.is_sampled()
+    } else {
+        orphan == Orphan::Untraced
+    };
+    if skip {
+        return tracing::Span::none();
     }
-    spans::record_trace_id(&span);
-    span
+    tracing::info_span!(
+        PUBLISH_SPAN,
+        otel.name = format!("send {subject}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.destination.name = subject,
+        messaging.batch.message_count = tracing::field::Empty,
+    )
 }
 
 /// Records that a message on `subject` arrived (a CONSUMER `receive <subject>` span of the edge,

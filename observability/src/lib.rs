@@ -11,4 +11,4 @@ pub mod spans;
 mod tracing_init;
 
 pub use server::{Readiness, metrics_endpoint, serve_metrics};
-pub use tracing_init::{TracingGuard, init};
+pub use tracing_init::{PUBLISH_SPAN, TracingGuard, init};

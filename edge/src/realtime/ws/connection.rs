@@ -167,23 +167,48 @@ pub fn count_in(frame_type: &str) {
     RT_FRAMES.with_label_values(&["in", frame_type]).inc();
 }
 
+/// Writes one frame and flushes it.
 pub async fn write_frame(
     socket: &mut WebSocketStream,
     frame: &ServerFrame,
 ) -> Result<(), CloseReason> {
-    write_text(socket, frame.to_json()).await
+    queue_frame(socket, frame).await?;
+    flush(socket).await
 }
 
-/// Writes one frame's JSON text; a client that does not take it in time is a slow consumer.
-pub async fn write_text(socket: &mut WebSocketStream, text: String) -> Result<(), CloseReason> {
+/// Queues one frame's JSON text (see `queue`).
+pub async fn queue_frame(
+    socket: &mut WebSocketStream,
+    frame: &ServerFrame,
+) -> Result<(), CloseReason> {
+    queue_text(socket, frame.to_json()).await
+}
+
+/// Queues one frame's JSON text, counted by its type (see `queue`).
+pub async fn queue_text(socket: &mut WebSocketStream, text: String) -> Result<(), CloseReason> {
     RT_FRAMES
         .with_label_values(&["out", frame_type(text.as_bytes())])
         .inc();
-    write(socket, Message::Text(text)).await
+    queue(socket, Message::Text(text)).await
 }
 
-pub async fn write(socket: &mut WebSocketStream, message: Message) -> Result<(), CloseReason> {
-    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
+/// Queues `message` without flushing it, so a burst of frames costs one write to the socket
+/// rather than one each (tungstenite writes out by itself once its buffer is full). Whoever
+/// queues must `flush` before waiting for anything else. A client that does not take its
+/// frames in time is a slow consumer.
+pub async fn queue(socket: &mut WebSocketStream, message: Message) -> Result<(), CloseReason> {
+    within_write_timeout(socket.feed(message)).await
+}
+
+/// Writes out everything queued.
+pub async fn flush(socket: &mut WebSocketStream) -> Result<(), CloseReason> {
+    within_write_timeout(socket.flush()).await
+}
+
+async fn within_write_timeout<E>(
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(CloseReason::ClientClosed),
         Err(_) => Err(CloseReason::SlowConsumer),

@@ -12,7 +12,7 @@ use poem::web::websocket::{Message, WebSocketStream};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::connection::{count_in, read, write, write_frame, write_text};
+use super::connection::{count_in, flush, queue, queue_frame, queue_text, read};
 use super::flood::{FloodGuard, FrameVerdict};
 use super::requests::Requests;
 use super::timers::{Due, Timers};
@@ -23,6 +23,9 @@ use crate::clock::instant_at;
 use crate::limits::OverLimit;
 use crate::realtime::close::CloseReason;
 use crate::realtime::hub::Registration;
+
+/// The most events handled in a row before what they queued is flushed.
+const MAX_UNFLUSHED: usize = 32;
 
 pub struct Session {
     state: SharedState,
@@ -81,6 +84,7 @@ impl Session {
         let kick = self.registration.kick();
         let timer = tokio::time::sleep_until(self.timers.next());
         tokio::pin!(timer);
+        let mut unflushed = 0_usize;
         loop {
             if let Some(reason) = kick.reason() {
                 return reason;
@@ -98,12 +102,21 @@ impl Session {
                 Event::Incoming(incoming) => self.on_incoming(socket, incoming).await,
                 Event::Pushed(Some(frame)) => forward(socket, frame).await,
                 Event::Pushed(None) => Err(kick.reason().unwrap_or(CloseReason::Error)),
-                Event::Answered(Some(frame)) => write_frame(socket, &frame).await,
+                Event::Answered(Some(frame)) => queue_frame(socket, &frame).await,
                 Event::Answered(None) => Ok(()),
                 Event::TimerFired => self.on_timer(socket).await,
             };
             if let Err(reason) = handled {
                 return reason;
+            }
+            // Frames are queued; they go out in one write once no push is waiting (or after
+            // a bounded run of them, so a busy user's frames are never held long).
+            unflushed += 1;
+            if unflushed >= MAX_UNFLUSHED || self.registration.frames.is_empty() {
+                if let Err(reason) = flush(socket).await {
+                    return reason;
+                }
+                unflushed = 0;
             }
         }
     }
@@ -123,7 +136,7 @@ impl Session {
                         ErrorCode::RateLimited,
                         "too many frames; slow down (a continued flood closes the socket with 4029)",
                     );
-                    return write_frame(socket, &refusal).await;
+                    return queue_frame(socket, &refusal).await;
                 }
                 FrameVerdict::Close => return Err(CloseReason::Flooding),
             }
@@ -136,7 +149,7 @@ impl Session {
                     ErrorCode::BadRequest,
                     "binary frames are not supported; send JSON text frames",
                 );
-                write_frame(socket, &refusal).await
+                queue_frame(socket, &refusal).await
             }
             Message::Close(_) => Err(CloseReason::ClientClosed),
             // tungstenite answers pings itself; either way the client is alive.
@@ -153,7 +166,7 @@ impl Session {
             Ok(frame) => frame,
             Err(err) => {
                 count_in("invalid");
-                return write_frame(socket, &malformed(&err)).await;
+                return queue_frame(socket, &malformed(&err)).await;
             }
         };
         count_in(client_frame_type(&frame));
@@ -170,7 +183,7 @@ impl Session {
             } => {
                 if let Err(OverLimit(why)) = self.requests.sync(conversation_id, after_seq, limit) {
                     let refusal = ServerFrame::error(OverLimit::CODE, why);
-                    return write_frame(socket, &refusal).await;
+                    return queue_frame(socket, &refusal).await;
                 }
             }
             ClientFrame::Typing { conversation_id } => {
@@ -179,7 +192,7 @@ impl Session {
                 }
             }
             ClientFrame::Ping { nonce } => {
-                return write_frame(socket, &ServerFrame::Pong { nonce }).await;
+                return queue_frame(socket, &ServerFrame::Pong { nonce }).await;
             }
             ClientFrame::Auth { token } => return self.reauthenticate(socket, &token).await,
         }
@@ -197,13 +210,13 @@ impl Session {
             Ok(verified) => verified,
             Err(refused) => {
                 let refusal = ServerFrame::error(refused.code, refused.detail);
-                return write_frame(socket, &refusal).await;
+                return queue_frame(socket, &refusal).await;
             }
         };
         if verified.caller.user_id != self.user {
             let refusal =
                 ServerFrame::error(ErrorCode::Forbidden, "the token belongs to another user");
-            write_frame(socket, &refusal).await?;
+            queue_frame(socket, &refusal).await?;
             return Err(CloseReason::UserMismatch);
         }
         self.timers.renew(instant_at(verified.valid_until));
@@ -222,7 +235,7 @@ impl Session {
 
     async fn on_timer(&mut self, socket: &mut WebSocketStream) -> Result<(), CloseReason> {
         match self.timers.due(Instant::now()) {
-            Some(Due::Ping) => write(socket, Message::Ping(Vec::new())).await,
+            Some(Due::Ping) => queue(socket, Message::Ping(Vec::new())).await,
             Some(Due::Idle) => Err(CloseReason::IdleTimeout),
             Some(Due::Expired) => Err(CloseReason::TokenExpired),
             None => Ok(()),
@@ -233,7 +246,7 @@ impl Session {
 /// A pushed frame is already the client's JSON text: forwarded as it is.
 async fn forward(socket: &mut WebSocketStream, frame: Bytes) -> Result<(), CloseReason> {
     match String::from_utf8(Vec::from(frame)) {
-        Ok(text) => write_text(socket, text).await,
+        Ok(text) => queue_text(socket, text).await,
         Err(_) => {
             tracing::debug!("dropped a pushed frame that is not UTF-8");
             Ok(())
