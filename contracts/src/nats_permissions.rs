@@ -74,6 +74,7 @@ impl NatsRole {
             NatsRole::Social => vec![op::<user::GetUser>()],
             NatsRole::Chat => vec![
                 op::<social::CheckFriendship>(),
+                op::<social::CheckFriendships>(),
                 op::<social::FriendIds>(),
                 op::<social::GroupRoster>(),
             ],

@@ -213,6 +213,22 @@ pub struct CheckFriendshipRequest {
     pub other_id: Uuid,
 }
 
+/// The most pairs one `check_friendships` call may ask about.
+pub const MAX_FRIENDSHIP_CHECKS: usize = 512;
+
+/// Asks `check_friendship` about many pairs at once (chat, authorizing a batch of private
+/// messages): at most `MAX_FRIENDSHIP_CHECKS`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckFriendshipsRequest {
+    pub pairs: Vec<CheckFriendshipRequest>,
+}
+
+/// One answer per asked pair, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendshipChecks {
+    pub checks: Vec<FriendshipCheck>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FriendshipCheck {
     pub friends: bool,
@@ -541,6 +557,10 @@ rpc!(
 rpc!(
     /// Whether two users are friends and whether a block stands between them.
     CheckFriendship, Service::Social, "check_friendship", CheckFriendshipRequest => FriendshipCheck
+);
+rpc!(
+    /// `check_friendship` for many pairs in one call and one read.
+    CheckFriendships, Service::Social, "check_friendships", CheckFriendshipsRequest => FriendshipChecks
 );
 rpc!(
     /// Blocks a user: ends the friendship and stops requests between the two.

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mesh_contracts::social::{CheckFriendship, CheckFriendshipRequest, FriendshipCheck};
+use mesh_contracts::social::{
+    CheckFriendship, CheckFriendshipRequest, CheckFriendships, CheckFriendshipsRequest,
+    FriendshipCheck, MAX_FRIENDSHIP_CHECKS,
+};
 use mesh_nats::CallContext;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -771,6 +774,51 @@ async fn the_friendship_check_over_nats_follows_changes() {
         .unwrap_err();
     assert!(
         matches!(refused, mesh_nats::RpcError::Service(ref e) if e.code.as_str() == "forbidden"),
+        "{refused}"
+    );
+
+    // Many pairs in one call answer each pair, in the order asked, as the single check does.
+    let (_, cid) = c.user("Cid").await;
+    let cid_id: Uuid = cid.user_id.parse().unwrap();
+    befriend(c, &ann, &cid).await;
+    let pair = |user_id, other_id| CheckFriendshipRequest { user_id, other_id };
+    let many = |pairs: Vec<CheckFriendshipRequest>, ctx: CallContext| async move {
+        rpc.call::<CheckFriendships>(&ctx, &CheckFriendshipsRequest { pairs })
+            .await
+    };
+    let answered = many(
+        vec![
+            pair(ann_id, bob_id),
+            pair(cid_id, ann_id),
+            pair(bob_id, cid_id),
+            pair(ann_id, cid_id),
+        ],
+        CallContext::internal(),
+    )
+    .await
+    .expect("check friendships");
+    let facts = |friends, blocked| FriendshipCheck { friends, blocked };
+    assert_eq!(
+        answered.checks,
+        vec![
+            facts(false, true),
+            facts(true, false),
+            facts(false, false),
+            facts(true, false)
+        ]
+    );
+    // Every pair must be about the caller, and a call has a bounded number of pairs.
+    let refused = many(vec![pair(bob_id, ann_id), pair(ann_id, cid_id)], someone)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, mesh_nats::RpcError::Service(ref e) if e.code.as_str() == "forbidden"),
+        "{refused}"
+    );
+    let too_many = vec![pair(ann_id, bob_id); MAX_FRIENDSHIP_CHECKS + 1];
+    let refused = many(too_many, CallContext::internal()).await.unwrap_err();
+    assert!(
+        matches!(refused, mesh_nats::RpcError::Service(ref e) if e.code.as_str() == "validation_failed"),
         "{refused}"
     );
     bus.drain().await;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use mesh_contracts::chat::ConversationId;
 use mesh_contracts::social::{
-    CheckFriendship, CheckFriendshipRequest, FriendIds, GroupRef, GroupRole, GroupRoster,
-    UserIdRequest,
+    CheckFriendship, CheckFriendshipRequest, CheckFriendships, CheckFriendshipsRequest, FriendIds,
+    GroupRef, GroupRole, GroupRoster, MAX_FRIENDSHIP_CHECKS, UserIdRequest,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{CallContext, RpcClient};
@@ -112,21 +112,77 @@ impl Membership {
         })
     }
 
-    /// Decides who may post for a whole ingest batch: each (conversation, sender) once, all
-    /// asked of social at once. `Err` means social could not answer: the caller retries the
-    /// batch, never refuses it for that.
+    /// Decides who may post for a whole ingest batch: each (conversation, sender) once; the
+    /// private ones in one `check_friendships` call (per `MAX_FRIENDSHIP_CHECKS` pairs), the
+    /// group ones each asked of social's roster at once. `Err` means social could not answer:
+    /// the caller retries the batch, never refuses it for that.
     pub async fn authorize_batch(
         &self,
         posters: Vec<(ConversationId, Uuid)>,
         open_private: bool,
         now: OffsetDateTime,
     ) -> Result<HashMap<(ConversationId, Uuid), Result<(), ErrorCode>>, ServiceError> {
-        let verdicts =
-            futures::future::try_join_all(posters.iter().map(|(conversation, sender)| {
-                self.may_post(*conversation, *sender, open_private, now)
-            }))
-            .await?;
-        Ok(posters.into_iter().zip(verdicts).collect())
+        let (private, others): (Vec<_>, Vec<_>) = posters.into_iter().partition(|(c, s)| {
+            matches!(c, ConversationId::Private(..)) && c.peer_of(*s).is_some()
+        });
+        let pairs: Vec<CheckFriendshipRequest> = private
+            .iter()
+            .filter_map(|(conversation, sender)| {
+                let other_id = conversation.peer_of(*sender)?;
+                Some(CheckFriendshipRequest {
+                    user_id: *sender,
+                    other_id,
+                })
+            })
+            .collect();
+        let checks = futures::future::try_join_all(
+            pairs
+                .chunks(MAX_FRIENDSHIP_CHECKS)
+                .map(|chunk| self.pairs(chunk.to_vec())),
+        );
+        let groups = futures::future::try_join_all(others.iter().map(|(conversation, sender)| {
+            self.may_post(*conversation, *sender, open_private, now)
+        }));
+        let (checks, group_verdicts) = futures::future::try_join(checks, groups).await?;
+        let private_verdicts = checks
+            .into_iter()
+            .flatten()
+            .map(|facts| authorize::private(facts, open_private));
+        Ok(private
+            .into_iter()
+            .zip(private_verdicts)
+            .chain(others.into_iter().zip(group_verdicts))
+            .collect())
+    }
+
+    /// `pair` for many pairs in one call, in order.
+    async fn pairs(
+        &self,
+        pairs: Vec<CheckFriendshipRequest>,
+    ) -> Result<Vec<PairFacts>, ServiceError> {
+        let asked = pairs.len();
+        let reply = self
+            .rpc
+            .call::<CheckFriendships>(&internal_ctx(), &CheckFriendshipsRequest { pairs })
+            .await
+            .map_err(|err| err.into_service_error("social"))?;
+        if reply.checks.len() != asked {
+            return Err(ServiceError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "social answered {} of {asked} friendship checks",
+                    reply.checks.len()
+                ),
+            ));
+        }
+        Ok(reply
+            .checks
+            .into_iter()
+            .map(|check| PairFacts {
+                friends: check.friends,
+                blocked: check.blocked,
+            })
+            .collect())
     }
 
     /// May `user` read `conversation` (history, read state, settings, typing)? A party of a

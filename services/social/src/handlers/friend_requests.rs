@@ -22,7 +22,7 @@ use crate::domain::friends::{
 use crate::domain::not_found;
 use crate::domain::paging::Page;
 use crate::store::friends::{self, RequestRow};
-use crate::store::{self, blocks, outbox};
+use crate::store::{self, outbox};
 
 pub async fn send(
     state: State,
@@ -38,9 +38,10 @@ pub async fn send(
     let mut tx = state.pool.begin().await?;
     store::lock_pair(&mut tx, pair_key(me, target)).await?;
     let pending = friends::pending_between(&mut tx, me, target).await?;
+    let (are_friends, blocked) = friends::relation(&mut *tx, me, target).await?;
     let pair = PairState {
-        blocked: blocks::between(&mut *tx, me, target).await?,
-        friends: friends::are_friends(&mut *tx, me, target).await?,
+        blocked,
+        friends: are_friends,
         pending_from_caller: pending.as_ref().is_some_and(|r| r.from_user == me),
         pending_to_caller: pending.filter(|r| r.from_user == target).map(|r| r.id),
     };

@@ -1,14 +1,14 @@
 //! Friends: list with remarks, set a remark, remove (both directions), and the friendship
 //! check other services make.
 
-use mesh_contracts::ServiceError;
 use mesh_contracts::events::{FriendshipEnd, SocialEvent};
 use mesh_contracts::social as wire;
 use mesh_contracts::social::{
-    CheckFriendshipRequest, Friend, FriendPage, FriendshipCheck, ListPageRequest, SetRemarkRequest,
-    UserRef,
+    CheckFriendshipRequest, CheckFriendshipsRequest, Friend, FriendPage, FriendshipCheck,
+    FriendshipChecks, ListPageRequest, MAX_FRIENDSHIP_CHECKS, SetRemarkRequest, UserRef,
 };
 use mesh_contracts::user::Empty;
+use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use mesh_service_kit::Fault;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use crate::domain::friends::{not_self, pair_key};
 use crate::domain::not_found;
 use crate::domain::paging::Page;
 use crate::store::friends::{self, FriendRow};
-use crate::store::{self, blocks, outbox};
+use crate::store::{self, outbox};
 
 pub async fn list(
     state: State,
@@ -93,9 +93,35 @@ pub async fn check(
     internal_or_self(&ctx, req.user_id)?;
     // Read from the table, not the cache: chat asks this to authorize every message, and an
     // unfriend answered by any instance must bite at once.
-    let friends = store::friends::are_friends(&state.pool, req.user_id, req.other_id).await?;
-    let blocked = blocks::between(&state.pool, req.user_id, req.other_id).await?;
+    let (friends, blocked) =
+        store::friends::relation(&state.pool, req.user_id, req.other_id).await?;
     Ok(FriendshipCheck { friends, blocked })
+}
+
+/// `check` for many pairs in one read (chat authorizing an ingest batch); every pair must be
+/// about the caller unless the call is internal.
+pub async fn check_many(
+    state: State,
+    ctx: CallContext,
+    req: CheckFriendshipsRequest,
+) -> Result<FriendshipChecks, Fault> {
+    if req.pairs.len() > MAX_FRIENDSHIP_CHECKS {
+        return Err(ServiceError::new(
+            ErrorCode::ValidationFailed,
+            format!("pairs: at most {MAX_FRIENDSHIP_CHECKS}"),
+        )
+        .into());
+    }
+    for pair in &req.pairs {
+        internal_or_self(&ctx, pair.user_id)?;
+    }
+    let pairs: Vec<(Uuid, Uuid)> = req.pairs.iter().map(|p| (p.user_id, p.other_id)).collect();
+    let checks = store::friends::relations(&state.pool, &pairs)
+        .await?
+        .into_iter()
+        .map(|(friends, blocked)| FriendshipCheck { friends, blocked })
+        .collect();
+    Ok(FriendshipChecks { checks })
 }
 
 /// Every friend of a user, for other services (presence fan-out).

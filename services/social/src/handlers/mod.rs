@@ -91,6 +91,7 @@ pub fn register(host: ServiceHost, state: State) -> ServiceHost {
         wire::SetRemark => friends::set_remark,
         wire::RemoveFriend => friends::remove,
         wire::CheckFriendship => friends::check,
+        wire::CheckFriendships => friends::check_many,
         wire::BlockUser => blocks::block,
         wire::UnblockUser => blocks::unblock,
         wire::ListBlocks => blocks::list,

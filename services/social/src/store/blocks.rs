@@ -67,18 +67,6 @@ pub async fn delete(conn: &mut PgConnection, blocker: Uuid, blocked: Uuid) -> sq
     Ok(done.rows_affected() > 0)
 }
 
-/// Whether either user blocked the other.
-pub async fn between(db: impl PgExecutor<'_>, a: Uuid, b: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM social.blocks
-         WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1))",
-    )
-    .bind(a)
-    .bind(b)
-    .fetch_one(db)
-    .await
-}
-
 /// A page of the users `blocker` blocked, oldest block first.
 pub async fn list(
     db: impl PgExecutor<'_>,

@@ -156,14 +156,33 @@ impl FriendRow {
     }
 }
 
-pub async fn are_friends(db: impl PgExecutor<'_>, a: Uuid, b: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM social.friendships WHERE user_id = $1 AND friend_id = $2)",
+/// For each pair `(a, b)`, in order: are they friends, and did either block the other? One
+/// read for every pair (chat asks this for a whole ingest batch).
+pub async fn relations(
+    db: impl PgExecutor<'_>,
+    pairs: &[(Uuid, Uuid)],
+) -> sqlx::Result<Vec<(bool, bool)>> {
+    let (a, b): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM social.friendships f \
+                        WHERE f.user_id = p.a AND f.friend_id = p.b), \
+                EXISTS (SELECT 1 FROM social.blocks k \
+                        WHERE (k.blocker_id = p.a AND k.blocked_id = p.b) \
+                           OR (k.blocker_id = p.b AND k.blocked_id = p.a)) \
+         FROM UNNEST($1::uuid[], $2::uuid[]) WITH ORDINALITY AS p(a, b, i) ORDER BY p.i",
     )
-    .bind(a)
-    .bind(b)
-    .fetch_one(db)
+    .bind(&a)
+    .bind(&b)
+    .fetch_all(db)
     .await
+}
+
+/// `relations` of one pair: (friends, either blocked the other).
+pub async fn relation(db: impl PgExecutor<'_>, a: Uuid, b: Uuid) -> sqlx::Result<(bool, bool)> {
+    relations(db, &[(a, b)])
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Writes both rows of a friendship; false when it already existed.
