@@ -5,6 +5,7 @@
 //! transient reason is retried; an owner fenced out or stopped returns before acknowledging.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::{ConversationId, SendAck, ServerFrame};
@@ -217,11 +218,12 @@ async fn deliver(
 ) -> bool {
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
+    let mut audiences = Audiences::default();
     for (result, &index) in stored.results.iter().zip(&stored.positions) {
         match result {
             Ok(outcome) => {
                 if let Some(valid) = batch.valid(index) {
-                    deliver_one(state, valid, outcome, now_ms).await;
+                    deliver_one(state, valid, outcome, now_ms, &mut audiences).await;
                 }
             }
             Err(error) => {
@@ -235,8 +237,38 @@ async fn deliver(
     true
 }
 
+/// Who receives each conversation's messages, asked once per batch: a group's roster is read
+/// from social once for all of the batch's messages to it, not once per message.
+#[derive(Default)]
+struct Audiences(HashMap<ConversationId, Option<Arc<[Uuid]>>>);
+
+impl Audiences {
+    /// The audience of `conversation`, or `None` when it cannot be resolved (the message is
+    /// stored anyway; members catch up by sync).
+    async fn of(&mut self, state: &State, conversation: ConversationId) -> Option<Arc<[Uuid]>> {
+        if let Some(known) = self.0.get(&conversation) {
+            return known.clone();
+        }
+        let audience = match state.membership().audience(conversation).await {
+            Ok(audience) => Some(audience),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot resolve the audience; push skipped");
+                None
+            }
+        };
+        self.0.insert(conversation, audience.clone());
+        audience
+    }
+}
+
 /// Pushes a stored message to its audience and the `stored` ack to its sender.
-async fn deliver_one(state: &State, valid: &Valid, outcome: &Outcome, now_ms: i64) {
+async fn deliver_one(
+    state: &State,
+    valid: &Valid,
+    outcome: &Outcome,
+    now_ms: i64,
+    audiences: &mut Audiences,
+) {
     let sender = valid.inbound.sender_id;
     let pusher = state.pusher();
     match outcome {
@@ -251,16 +283,10 @@ async fn deliver_one(state: &State, valid: &Valid, outcome: &Outcome, now_ms: i6
             pusher
                 .send_one(sender, &ServerFrame::Ack(SendAck::stored(message)))
                 .await;
-            match state.membership().audience(valid.conversation).await {
-                Ok(audience) => {
-                    pusher
-                        .send(&audience, None, &ServerFrame::Message(message.clone()))
-                        .await;
-                }
-                Err(err) => {
-                    // Stored anyway; members catch up by sync.
-                    tracing::warn!(error = %err, "cannot resolve the audience; push skipped");
-                }
+            if let Some(audience) = audiences.of(state, valid.conversation).await {
+                pusher
+                    .send(&audience, None, &ServerFrame::Message(message.clone()))
+                    .await;
             }
         }
         Outcome::Duplicate(message) => {
