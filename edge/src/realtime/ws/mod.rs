@@ -25,6 +25,10 @@ use crate::problem::ApiError;
 /// most frames are small, so it is kept far below tungstenite's 128 KiB default; a larger
 /// frame (up to `max_frame_bytes`) grows it only while that frame is read.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Queued frames are written out once this much is waiting, or at the session's flush: a
+/// burst of pushes costs one write, not one per frame. The buffer grows only as frames are
+/// queued, so an idle connection's stays as small as the frames it got.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 #[handler]
 pub async fn websocket(
@@ -63,12 +67,12 @@ pub async fn websocket(
         .into_response()
 }
 
-/// Small buffers (an idle connection should cost a few KiB), frames written at once, and the
+/// Small buffers (an idle connection should cost a few KiB), frames written per burst, and the
 /// client's frames limited to `max_frame_bytes` (a larger one fails the read: close 1009).
 fn socket_config(ws: &WsConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(Some(ws.max_frame_bytes))
         .max_frame_size(Some(ws.max_frame_bytes))
 }
@@ -90,7 +94,7 @@ mod tests {
         };
         let config = socket_config(&ws);
         assert_eq!(config.read_buffer_size, READ_BUFFER_BYTES);
-        assert_eq!(config.write_buffer_size, 0);
+        assert_eq!(config.write_buffer_size, WRITE_BUFFER_BYTES);
         assert!(config.max_write_buffer_size > config.write_buffer_size);
         assert_eq!(config.max_message_size, Some(32 * 1024));
         assert_eq!(config.max_frame_size, Some(32 * 1024));
