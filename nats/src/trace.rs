@@ -75,11 +75,6 @@ pub(crate) enum Orphan {
     Untraced,
 }
 
-/// The tracing name of the PRODUCER spans. The log layer leaves spans of this name out
-/// (`mesh_observability::PUBLISH_SPAN`): a log line inside a publish carries its caller's
-/// span and trace id, and no JSON is formatted per publish.
-const PUBLISH_SPAN: &str = mesh_observability::PUBLISH_SPAN;
-
 /// A span of one messaging operation on `subject` (`<operation> <subject>`, e.g. `send ...`),
 /// of OpenTelemetry kind `kind`, done for mesh service `service` when it names one.
 fn messaging_span(
@@ -116,8 +111,10 @@ pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
     if skip {
         return tracing::Span::none();
     }
+    // Named so that the log layer leaves it out: a log line inside a publish carries its
+    // caller's span and trace id, and no JSON is formatted per publish.
     tracing::info_span!(
-        PUBLISH_SPAN,
+        mesh_observability::PUBLISH_SPAN,
         otel.name = format!("send {subject}"),
         otel.kind = "producer",
         messaging.system = "nats",

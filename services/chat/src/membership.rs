@@ -122,19 +122,21 @@ impl Membership {
         open_private: bool,
         now: OffsetDateTime,
     ) -> Result<HashMap<(ConversationId, Uuid), Result<(), ErrorCode>>, ServiceError> {
-        let (private, others): (Vec<_>, Vec<_>) = posters.into_iter().partition(|(c, s)| {
-            matches!(c, ConversationId::Private(..)) && c.peer_of(*s).is_some()
-        });
-        let pairs: Vec<CheckFriendshipRequest> = private
-            .iter()
-            .filter_map(|(conversation, sender)| {
-                let other_id = conversation.peer_of(*sender)?;
-                Some(CheckFriendshipRequest {
-                    user_id: *sender,
-                    other_id,
-                })
-            })
-            .collect();
+        let mut private: Vec<(ConversationId, Uuid)> = Vec::new();
+        let mut pairs: Vec<CheckFriendshipRequest> = Vec::new();
+        let mut others: Vec<(ConversationId, Uuid)> = Vec::new();
+        for (conversation, sender) in posters {
+            match (conversation, conversation.peer_of(sender)) {
+                (ConversationId::Private(..), Some(other_id)) => {
+                    private.push((conversation, sender));
+                    pairs.push(CheckFriendshipRequest {
+                        user_id: sender,
+                        other_id,
+                    });
+                }
+                _ => others.push((conversation, sender)),
+            }
+        }
         let checks = futures::future::try_join_all(
             pairs
                 .chunks(MAX_FRIENDSHIP_CHECKS)

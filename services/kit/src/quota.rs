@@ -114,13 +114,13 @@ pub async fn charge_today(
         return Ok(Vec::new());
     }
     let name = metric_name(metric);
-    type Counter = (
+    type Row = (
         Uuid,
         i64,
         Option<String>,
         Option<sqlx::types::Json<LimitOverrides>>,
     );
-    let rows: Vec<Counter> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {schema}.usage_daily AS d (user_id, day, metric, used)
          SELECT u, (now() AT TIME ZONE 'utc')::date, $2, 0 FROM UNNEST($1::uuid[]) AS u ORDER BY u
          ON CONFLICT (user_id, day, metric) DO UPDATE SET used = d.used
@@ -132,33 +132,22 @@ pub async fn charge_today(
     .bind(name)
     .fetch_all(&mut *conn)
     .await?;
-    // Per user: used so far, limit, and what this call added.
-    let mut counters: HashMap<Uuid, (u64, u32, u64)> = rows
+    let counters: HashMap<Uuid, Counter> = rows
         .into_iter()
         .map(|(user, used, plan, overrides)| {
             let overrides = overrides.map(|o| o.0).unwrap_or_default();
             let limits = usage::resolve(plan.as_deref().unwrap_or(DEFAULT_PLAN), &overrides);
-            let used = u64::try_from(used).unwrap_or(0);
-            (user, (used, limits.of(metric), 0))
+            let counter = Counter {
+                used: u64::try_from(used).unwrap_or(0),
+                limit: limits.of(metric),
+            };
+            (user, counter)
         })
         .collect();
-    let granted: Vec<Granted> = charges
-        .iter()
-        .map(|charge| {
-            let (used, limit, added) = counters.entry(charge.user).or_insert((0, 0, 0));
-            let granted = usage::admissible(*used, charge.wanted, *limit);
-            *used += u64::from(granted);
-            *added += u64::from(granted);
-            Granted {
-                granted,
-                limit: *limit,
-            }
-        })
-        .collect();
-    let (grown, added): (Vec<Uuid>, Vec<i64>) = counters
-        .iter()
-        .filter(|(_, (_, _, added))| *added > 0)
-        .map(|(user, (_, _, added))| (*user, i64::try_from(*added).unwrap_or(i64::MAX)))
+    let (granted, added) = grant(charges, counters);
+    let (grown, added): (Vec<Uuid>, Vec<i64>) = added
+        .into_iter()
+        .map(|(user, n)| (user, i64::try_from(n).unwrap_or(i64::MAX)))
         .unzip();
     if !grown.is_empty() {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -173,6 +162,40 @@ pub async fn charge_today(
         .await?;
     }
     Ok(granted)
+}
+
+/// A user's counter as a charge finds it: used today, and their limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counter {
+    used: u64,
+    limit: u32,
+}
+
+/// Decides `charges` in order against `counters` (a user without one gets nothing): what each
+/// charge got, and how much each user's counter grew (only users that grew).
+fn grant(
+    charges: &[Charge],
+    mut counters: HashMap<Uuid, Counter>,
+) -> (Vec<Granted>, Vec<(Uuid, u64)>) {
+    let mut added: HashMap<Uuid, u64> = HashMap::new();
+    let granted = charges
+        .iter()
+        .map(|charge| {
+            let counter = counters
+                .entry(charge.user)
+                .or_insert(Counter { used: 0, limit: 0 });
+            let granted = usage::admissible(counter.used, charge.wanted, counter.limit);
+            counter.used += u64::from(granted);
+            if granted > 0 {
+                *added.entry(charge.user).or_default() += u64::from(granted);
+            }
+            Granted {
+                granted,
+                limit: counter.limit,
+            }
+        })
+        .collect();
+    (granted, added.into_iter().collect())
 }
 
 /// Today's count of a per-day metric.
@@ -238,4 +261,47 @@ pub async fn report(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_are_decided_in_order_and_a_user_named_twice_is_charged_twice() {
+        let (ann, bob, nobody) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let counters = HashMap::from([
+            (ann, Counter { used: 7, limit: 10 }),
+            (
+                bob,
+                Counter {
+                    used: 10,
+                    limit: 10,
+                },
+            ),
+        ]);
+        let charges = [
+            Charge {
+                user: ann,
+                wanted: 2,
+            },
+            Charge {
+                user: bob,
+                wanted: 1,
+            },
+            Charge {
+                user: ann,
+                wanted: 2,
+            },
+            Charge {
+                user: nobody,
+                wanted: 1,
+            },
+        ];
+        let (granted, mut added) = grant(&charges, counters);
+        let got: Vec<(u32, u32)> = granted.iter().map(|g| (g.granted, g.limit)).collect();
+        assert_eq!(got, vec![(2, 10), (0, 10), (1, 10), (0, 0)]);
+        added.sort();
+        assert_eq!(added, vec![(ann, 3)]);
+    }
 }
