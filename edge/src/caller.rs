@@ -105,7 +105,7 @@ pub fn identify(state: &EdgeState, token: &str) -> Result<Verified, AuthRefused>
         caller: Caller {
             user_id: claims.sub,
             session_id: claims.sid,
-            roles: claims.roles,
+            roles: claims.roles.clone(),
         },
     })
 }

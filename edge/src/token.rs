@@ -1,45 +1,88 @@
 //! Access-token verification: EdDSA only, our key id only, issuer/audience/expiry checked.
+//! A token that passed is remembered by its exact text, so its next requests skip the
+//! signature check (the most expensive step of a cached read) but not the expiry check.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mesh_contracts::ErrorCode;
 use mesh_contracts::auth::{AccessClaims, key_id};
+use moka::sync::Cache;
 
 use crate::config::EdgeConfig;
 
 /// Allowed clock difference between the issuing worker and this edge, in seconds.
 const LEEWAY_SECS: u64 = 30;
+/// Verified tokens remembered at most (about 0.5 KiB each).
+const VERIFIED_CAPACITY: u64 = 50_000;
+/// How long a verified token is remembered at most; its expiry is checked on every use.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 pub struct TokenVerifier {
     key: DecodingKey,
     kid: String,
     validation: Validation,
+    /// Tokens whose signature and claims were checked, keyed by their exact text. Only a
+    /// token that passed enters, so a forged one can never be found here.
+    verified: Cache<Arc<str>, Arc<AccessClaims>>,
 }
 
 impl TokenVerifier {
     pub fn new(config: &EdgeConfig) -> anyhow::Result<Self> {
-        let key =
-            DecodingKey::from_ed_pem(config.jwt_public_key_pem.as_bytes()).map_err(|err| {
-                anyhow::anyhow!("JWT public key is not an Ed25519 SPKI PEM key: {err}")
-            })?;
+        Self::with_key(
+            &config.jwt_public_key_pem,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        )
+    }
+
+    /// A verifier of tokens signed by the key of `public_pem` for `issuer` and `audience`.
+    fn with_key(public_pem: &str, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        let key = DecodingKey::from_ed_pem(public_pem.as_bytes()).map_err(|err| {
+            anyhow::anyhow!("JWT public key is not an Ed25519 SPKI PEM key: {err}")
+        })?;
         // Pinned to EdDSA: a token claiming any other algorithm (HS256, none, ...) is refused.
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
-        validation.set_issuer(&[&config.jwt_issuer]);
-        validation.set_audience(&[&config.jwt_audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECS;
         Ok(Self {
             key,
-            kid: key_id(&config.jwt_public_key_pem),
+            kid: key_id(public_pem),
             validation,
+            verified: Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
         })
     }
 
     /// The verified claims, or the error code that says why not.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, ErrorCode> {
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, ErrorCode> {
+        self.verify_at(token, SystemTime::now())
+    }
+
+    /// `verify`, with a remembered token's expiry judged at `now`.
+    fn verify_at(&self, token: &str, now: SystemTime) -> Result<Arc<AccessClaims>, ErrorCode> {
+        if let Some(claims) = self.verified.get(token) {
+            return if expired(&claims, now) {
+                self.verified.invalidate(token);
+                Err(ErrorCode::TokenExpired)
+            } else {
+                Ok(claims)
+            };
+        }
+        let claims = Arc::new(self.check(token)?);
+        self.verified.insert(Arc::from(token), Arc::clone(&claims));
+        Ok(claims)
+    }
+
+    /// The full check: header, signature and claims.
+    fn check(&self, token: &str) -> Result<AccessClaims, ErrorCode> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ErrorCode::InvalidToken)?;
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(ErrorCode::InvalidToken);
@@ -55,6 +98,144 @@ impl TokenVerifier {
     /// The instant after which `verify` refuses the token of `claims` (its expiry plus the
     /// allowed clock difference), so long-lived connections end when a request would fail.
     pub fn valid_until(&self, claims: &AccessClaims) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(LEEWAY_SECS))
+        UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(LEEWAY_SECS))
+    }
+}
+
+/// Whether `claims` are past their expiry plus the allowed clock difference at `now` (the
+/// rule `jsonwebtoken` applies to a token it decodes).
+fn expired(claims: &AccessClaims, now: SystemTime) -> bool {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    claims.exp.saturating_add(LEEWAY_SECS) < now
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    use jsonwebtoken::{EncodingKey, Header};
+    use uuid::Uuid;
+
+    use super::*;
+
+    struct Keys {
+        private_pem: String,
+        public_pem: String,
+    }
+
+    fn new_keys() -> Keys {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Keys {
+            private_pem: key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: key
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
+        }
+    }
+
+    fn verifier(keys: &Keys) -> TokenVerifier {
+        TokenVerifier::with_key(&keys.public_pem, "iss", "aud").unwrap()
+    }
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn sign(keys: &Keys, exp: u64) -> String {
+        let claims = AccessClaims {
+            sub: Uuid::now_v7(),
+            sid: Uuid::now_v7(),
+            jti: Uuid::now_v7(),
+            roles: vec!["user".into()],
+            iss: "iss".into(),
+            aud: "aud".into(),
+            iat: now_secs(),
+            exp,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key_id(&keys.public_pem));
+        let key = EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn a_remembered_token_gives_the_same_claims_until_it_expires() {
+        let keys = new_keys();
+        let verifier = verifier(&keys);
+        let exp = now_secs() + 600;
+        let token = sign(&keys, exp);
+        let first = verifier.verify(&token).unwrap();
+        let again = verifier.verify(&token).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second use is served from memory"
+        );
+        assert_eq!(again.exp, exp);
+
+        // Past its expiry (plus leeway) the remembered token is refused and forgotten.
+        let later = UNIX_EPOCH + Duration::from_secs(exp + LEEWAY_SECS + 1);
+        assert_eq!(
+            verifier.verify_at(&token, later),
+            Err(ErrorCode::TokenExpired)
+        );
+        assert!(verifier.verified.get(token.as_str()).is_none());
+    }
+
+    #[test]
+    fn a_changed_copy_of_a_remembered_token_is_checked_in_full() {
+        let keys = new_keys();
+        let verifier = verifier(&keys);
+        let token = sign(&keys, now_secs() + 600);
+        verifier.verify(&token).unwrap();
+        // Same header and claims, a different signature.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+        assert_eq!(verifier.verify(&forged), Err(ErrorCode::InvalidToken));
+        // A token of another key with the same kid is refused too.
+        let other = new_keys();
+        let foreign = sign(
+            &Keys {
+                private_pem: other.private_pem,
+                public_pem: keys.public_pem.clone(),
+            },
+            now_secs() + 600,
+        );
+        assert_eq!(verifier.verify(&foreign), Err(ErrorCode::InvalidToken));
+    }
+
+    #[test]
+    fn refused_tokens_are_not_remembered() {
+        let keys = new_keys();
+        let verifier = verifier(&keys);
+        let expired_token = sign(&keys, now_secs() - LEEWAY_SECS - 60);
+        assert_eq!(
+            verifier.verify(&expired_token),
+            Err(ErrorCode::TokenExpired)
+        );
+        assert!(verifier.verified.get(expired_token.as_str()).is_none());
+    }
+
+    #[test]
+    fn expiry_allows_the_leeway_and_not_a_second_more() {
+        let claims = |exp| AccessClaims {
+            sub: Uuid::nil(),
+            sid: Uuid::nil(),
+            jti: Uuid::nil(),
+            roles: Vec::new(),
+            iss: String::new(),
+            aud: String::new(),
+            iat: 0,
+            exp,
+        };
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        assert!(!expired(&claims(1_000), at(1_000 + LEEWAY_SECS)));
+        assert!(expired(&claims(1_000), at(1_000 + LEEWAY_SECS + 1)));
+        assert!(!expired(&claims(1_000), at(0)));
     }
 }

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use mesh_contracts::social::{GetMembership, GroupRole, Membership, MembershipRequest};
 use mesh_nats::CallContext;
+use nats_mesh::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Client, TestMesh, Tokens, assert_problem};
+use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until};
 use crate::social_friends::{column, count, delete_as, ok, outbox_counts, patch_as, put_as};
 
 /// Creates a group owned by `owner`; returns its id.
@@ -184,13 +185,23 @@ async fn groups_are_created_read_updated_and_listed() {
     assert_eq!(updated["name"], "Boulderers");
     assert!(updated["icon"].is_null());
     assert_eq!(updated["announcement"], "Sunday 9am", "absent fields stay");
+    // Bob read the profile before the change; his next read sees it.
+    let reread = ok(c.get_as(&path, &bob.access).await);
+    assert_eq!(
+        (reread["name"].as_str(), reread["icon"].as_str()),
+        (Some("Boulderers"), None)
+    );
     assert_problem(
         &patch_as(c, &path, &bob.access, json!({ "name": "Mine" })).await,
         StatusCode::FORBIDDEN,
         "not_member",
     );
     join_open(c, &bob, &id).await;
-    assert_eq!(ok(c.get_as(&path, &bob.access).await)["my_role"], "member");
+    let joined = ok(c.get_as(&path, &bob.access).await);
+    assert_eq!(
+        (joined["my_role"].as_str(), joined["member_count"].as_u64()),
+        (Some("member"), Some(2))
+    );
     assert_problem(
         &patch_as(c, &path, &bob.access, json!({ "name": "Mine" })).await,
         StatusCode::FORBIDDEN,
@@ -984,6 +995,7 @@ async fn only_the_owner_dissolves_a_group() {
     join_open(c, &cara, &group).await;
     ok(set_role(c, &ann, &group, &bob, "admin").await);
     let path = format!("/v1/groups/{group}");
+    assert_eq!(ok(c.get_as(&path, &bob.access).await)["member_count"], 3);
 
     assert_problem(
         &delete_as(c, &path, &bob.access).await,
@@ -1027,6 +1039,46 @@ async fn only_the_owner_dissolves_a_group() {
     let events = outbox_counts(&mesh).await;
     assert_eq!(count(&events, "group_dissolved"), 1, "{events:?}");
     mesh.stop().await;
+}
+
+/// Every social instance caches group profiles; a change made through one reaches the others'
+/// caches through the event feed, long before the entries would age out (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_social_instance_serves_a_changed_group_profile() {
+    let mut mesh = TestMesh::spawn().await;
+    mesh.start_node(&[Role::Social]).await;
+    let c = &mesh.client.clone();
+    let (_, ann) = c.user("Ann").await;
+    let (_, bob) = c.user("Bob").await;
+    let group = create_group(c, &ann, "open", 10).await;
+    let path = format!("/v1/groups/{group}");
+    // Requests spread over both instances (one queue group): after 20 reads each has very
+    // likely cached the profile.
+    for _ in 0..20 {
+        assert_eq!(ok(c.get_as(&path, &bob.access).await)["name"], "open group");
+    }
+    ok(patch_as(c, &path, &ann.access, json!({ "name": "Renamed" })).await);
+    every_read_shows(c, &path, &bob, "name", json!("Renamed")).await;
+    join_open(c, &bob, &group).await;
+    every_read_shows(c, &path, &bob, "member_count", json!(2)).await;
+    mesh.stop().await;
+}
+
+/// Waits (at most 10 s) until 20 reads of `path` in a row show `field` = `value`.
+async fn every_read_shows(c: &Client, path: &str, who: &Tokens, field: &str, value: Value) {
+    poll_until(
+        &format!("every instance serves {field} = {value}"),
+        Duration::from_secs(10),
+        || async {
+            for _ in 0..20 {
+                if ok(c.get_as(path, &who.access).await)[field] != value {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
 }
 
 /// The membership check other services (chat) make over NATS follows every change at once,

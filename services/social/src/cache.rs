@@ -1,5 +1,6 @@
-//! In-process caches of hot reads: a user's friend set and a group's members. Bounded in
-//! size and lifetime; every local write invalidates the entries it changes after it commits.
+//! In-process caches of hot reads: a user's friend set, a group's profile and its members.
+//! Bounded in size and lifetime; every local write invalidates the entries it changes after it
+//! commits.
 //!
 //! Only reads that tolerate a short staleness use them (authorizing reads, other services'
 //! checks); every write decides on rows read inside its own transaction.
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::SocialConfig;
 use crate::store;
+use crate::store::groups::GroupRow;
 
 /// What the cache keeps of one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub type MemberMap = Arc<HashMap<Uuid, CachedMember>>;
 pub struct Caches {
     friends: Cache<Uuid, FriendSet>,
     members: Cache<Uuid, MemberMap>,
+    /// Group profiles (name, icon, member count, ...); a group that does not exist is not kept.
+    groups: Cache<Uuid, Arc<GroupRow>>,
 }
 
 fn record(cache: &str, fresh: bool) {
@@ -52,7 +56,15 @@ impl Caches {
             .weigher(|_, map: &MemberMap| weight(map.len()))
             .time_to_live(config.cache_ttl)
             .build();
-        Self { friends, members }
+        let groups = Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .time_to_live(config.cache_ttl)
+            .build();
+        Self {
+            friends,
+            members,
+            groups,
+        }
     }
 
     /// The ids of `user`'s friends.
@@ -120,9 +132,26 @@ impl Caches {
             .map(|m| m.role))
     }
 
-    /// Forgets the members of `group` (after anyone joined, left, or changed role or mute).
+    /// The profile of `group`, if it exists.
+    pub async fn group(&self, pool: &PgPool, group: Uuid) -> Result<Option<Arc<GroupRow>>, Fault> {
+        if let Some(row) = self.groups.get(&group).await {
+            record("social_groups", false);
+            return Ok(Some(row));
+        }
+        record("social_groups", true);
+        let Some(row) = store::groups::by_id(pool, group).await? else {
+            return Ok(None);
+        };
+        let row = Arc::new(row);
+        self.groups.insert(group, Arc::clone(&row)).await;
+        Ok(Some(row))
+    }
+
+    /// Forgets the profile and members of `group` (after it changed, anyone joined, left, or
+    /// changed role or mute, or it was dissolved).
     pub async fn invalidate_group(&self, group: Uuid) {
         self.members.invalidate(&group).await;
+        self.groups.invalidate(&group).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! Keeps this instance's caches honest about writes made on other instances: every social
-//! event (relayed by the outbox role) invalidates the friend sets and member lists it touches.
+//! event (relayed by the outbox role) invalidates the friend sets, group profiles and member
+//! lists it touches.
 //! Each instance reads its own feed of new events.
 
 use std::time::Duration;
@@ -67,11 +68,11 @@ async fn apply(state: &State, envelope: &EventEnvelope) {
         | SocialEvent::GroupMemberUnmuted { group_id, .. }
         | SocialEvent::GroupOwnershipTransferred { group_id, .. }
         | SocialEvent::GroupDissolved { group_id, .. } => caches.invalidate_group(group_id).await,
+        SocialEvent::GroupUpdated { group, .. } => caches.invalidate_group(group.id).await,
         SocialEvent::FriendRequestCreated { .. }
         | SocialEvent::FriendRequestHandled { .. }
         | SocialEvent::FriendRemarkSet { .. }
         | SocialEvent::GroupCreated { .. }
-        | SocialEvent::GroupUpdated { .. }
         | SocialEvent::GroupJoinRequested { .. }
         | SocialEvent::GroupJoinRequestHandled { .. }
         | SocialEvent::Unknown => {}

@@ -1,6 +1,8 @@
 //! Groups themselves: create, read, update, dissolve, list the caller's groups, transfer
 //! ownership. Writes lock the group's row first.
 
+use std::sync::Arc;
+
 use mesh_contracts::events::SocialEvent;
 use mesh_contracts::social::{
     CreateGroupRequest, Group, GroupPage, GroupRef, GroupRole, JoinPolicy, ListPageRequest,
@@ -26,6 +28,15 @@ pub(super) async fn lock_group(conn: &mut PgConnection, id: Uuid) -> Result<Grou
     Ok(groups::lock(conn, id)
         .await?
         .ok_or_else(|| not_found("group"))?)
+}
+
+/// The group's profile from the cache (a read that tolerates a short staleness), or 404.
+pub(super) async fn existing_group(state: &State, id: Uuid) -> Result<Arc<GroupRow>, Fault> {
+    state
+        .caches
+        .group(&state.pool, id)
+        .await?
+        .ok_or_else(|| not_found("group").into())
 }
 
 /// `user`'s membership, read inside the transaction.
@@ -93,9 +104,7 @@ pub async fn create(
 /// says what the caller is in it.
 pub async fn get(state: State, ctx: CallContext, req: GroupRef) -> Result<Group, Fault> {
     let me = caller(&ctx)?;
-    let row = groups::by_id(&state.pool, req.group_id)
-        .await?
-        .ok_or_else(|| not_found("group"))?;
+    let row = existing_group(&state, req.group_id).await?;
     let role = state.caches.role_in(&state.pool, row.id, me).await?;
     Ok(row.wire(role))
 }
@@ -138,6 +147,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    state.caches.invalidate_group(row.id).await;
     Ok(row.wire(Some(my_role)))
 }
 

@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::groups::{lock_group, membership};
+use super::groups::{existing_group, lock_group, membership};
 use super::{State, caller, internal_or_self};
 use crate::domain::fields;
 use crate::domain::friends::not_self;
@@ -37,9 +37,7 @@ pub async fn list_members(
 ) -> Result<MemberPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    groups::by_id(&state.pool, req.group_id)
-        .await?
-        .ok_or_else(|| not_found("group"))?;
+    existing_group(&state, req.group_id).await?;
     rules::member(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
     let rows = members::list(&state.pool, req.group_id, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);
@@ -156,9 +154,7 @@ pub async fn invite(
     let target = req.user_id;
     not_self(me, target, "invite")?;
     // Cheap refusals before asking the user service; the transaction decides for real.
-    groups::by_id(&state.pool, req.group_id)
-        .await?
-        .ok_or_else(|| not_found("group"))?;
+    existing_group(&state, req.group_id).await?;
     rules::member(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
     state.ensure_user_exists(&ctx, target).await?;
 
@@ -197,9 +193,7 @@ pub async fn list_requests(
 ) -> Result<JoinRequestPage, Fault> {
     let me = caller(&ctx)?;
     let page = Page::parse(req.limit, req.cursor.as_deref())?;
-    groups::by_id(&state.pool, req.group_id)
-        .await?
-        .ok_or_else(|| not_found("group"))?;
+    existing_group(&state, req.group_id).await?;
     rules::manager(state.caches.role_in(&state.pool, req.group_id, me).await?)?;
     let rows = join_requests::list(&state.pool, req.group_id, req.status, page).await?;
     let (rows, next_cursor) = page.finish(rows, |row| row.id);

@@ -8,7 +8,7 @@ use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use mesh_service_kit::Fault;
 
-use super::groups::{dissolve_locked, lock_group, membership};
+use super::groups::{dissolve_locked, existing_group, lock_group, membership};
 use super::membership::kick_locked;
 use super::{State, caller};
 use crate::domain::not_found;
@@ -32,10 +32,7 @@ pub async fn list_groups(
 
 pub async fn get_group(state: State, ctx: CallContext, req: GroupRef) -> Result<Group, Fault> {
     caller(&ctx)?;
-    let row = groups::by_id(&state.pool, req.group_id)
-        .await?
-        .ok_or_else(|| not_found("group"))?;
-    Ok(row.wire(None))
+    Ok(existing_group(&state, req.group_id).await?.wire(None))
 }
 
 /// Removes a member; the owner cannot be removed (dissolve the group instead).
