@@ -123,6 +123,8 @@ pub struct ChatSettings {
     pub partitions: u32,
     /// Per partition; 0 for no bound.
     pub max_unstored: u64,
+    /// Most messages per storing transaction.
+    pub batch_size: usize,
     pub open_private: bool,
     pub recall_window: Duration,
     pub dedup_window: Duration,

@@ -155,6 +155,10 @@ pub struct RawSettings {
     /// refuse new messages to the partition `overloaded` (with `retry_after_ms`); 0 for no bound.
     #[arg(long, env = "MESH_CHAT_MAX_UNSTORED", default_value = "2048")]
     pub chat_max_unstored: String,
+    /// Most chat messages one storing transaction takes (1-1024); a busy partition batches up
+    /// to this many.
+    #[arg(long, env = "MESH_CHAT_BATCH_SIZE", default_value = "256")]
+    pub chat_batch_size: String,
     /// Let any two users message privately, not only friends.
     #[arg(long, env = "MESH_CHAT_OPEN_PRIVATE", default_value = "false")]
     pub chat_open_private: String,

@@ -118,12 +118,14 @@ async fn outbox_sources(databases: &Databases) -> anyhow::Result<Vec<mesh_outbox
 }
 
 pub fn chat_config(settings: &Settings) -> ChatConfig {
-    ChatConfig::new(
+    let mut config = ChatConfig::new(
         settings.chat.partitions,
         settings.chat.open_private,
         settings.chat.recall_window,
         settings.rpc_timeout,
-    )
+    );
+    config.batch_size = settings.chat.batch_size;
+    config
 }
 
 pub fn social_config(settings: &Settings) -> SocialConfig {

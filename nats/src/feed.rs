@@ -120,13 +120,19 @@ impl Feed {
         };
         let mut batch = Vec::with_capacity(max.clamp(1, 64));
         batch.push(delivery(first)?);
+        self.top_up(&mut batch, max)?;
+        Ok(Some(batch))
+    }
+
+    /// Adds to `batch`, up to `max`, the messages that already arrived (never waits).
+    pub fn top_up(&mut self, batch: &mut Vec<Delivery>, max: usize) -> Result<(), JetStreamError> {
         while batch.len() < max {
             match self.messages.next().now_or_never() {
                 Some(Some(next)) => batch.push(delivery(next)?),
                 Some(None) | None => break,
             }
         }
-        Ok(Some(batch))
+        Ok(())
     }
 }
 

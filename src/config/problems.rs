@@ -283,6 +283,10 @@ impl Problems {
             "MESH_CHAT_MAX_UNSTORED",
             raw.chat_max_unstored.parse::<u64>(),
         );
+        let batch_size = self.take("MESH_CHAT_BATCH_SIZE", raw.chat_batch_size.parse::<usize>());
+        if batch_size.is_some_and(|n| !(1..=1024).contains(&n)) {
+            self.0.push("MESH_CHAT_BATCH_SIZE: must be 1-1024".into());
+        }
         let open_private = self.take(
             "MESH_CHAT_OPEN_PRIVATE",
             raw.chat_open_private.parse::<bool>(),
@@ -292,6 +296,7 @@ impl Problems {
         Some(ChatSettings {
             partitions: partitions.filter(|n| (1..=1024).contains(n))?,
             max_unstored: max_unstored?,
+            batch_size: batch_size.filter(|n| (1..=1024).contains(n))?,
             open_private: open_private?,
             recall_window: recall_window?,
             dedup_window: dedup_window?,

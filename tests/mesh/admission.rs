@@ -26,9 +26,10 @@ const WINDOW: usize = 150;
 async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_in_order() {
     let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
     let mesh = TestMesh::spawn_roles(roles, |s| s.chat.max_unstored = BOUND).await;
-    // Every storing transaction of this worker stays open a second, longer than an edge holds
-    // a send for the partition to drain: it stores far more slowly than the client sends.
-    let _worker = ChatProcess::holding(&mesh, "1000");
+    // Every storing transaction of this worker stays open 250 ms and takes at most 10
+    // messages: it stores 40 a second, far more slowly than the client sends (a window of 150),
+    // so the backlog stays over the bound for longer than an edge holds a send.
+    let _worker = ChatProcess::with_env(&mesh, "250", &[("MESH_CHAT_BATCH_SIZE", "10")]);
     mesh.wait_ready().await;
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;

@@ -51,6 +51,11 @@ impl ChatProcess {
 
     /// A worker that keeps each storing transaction open `hold_ms` milliseconds (a slow store).
     pub fn holding(mesh: &TestMesh, hold_ms: &str) -> Self {
+        Self::with_env(mesh, hold_ms, &[])
+    }
+
+    /// `holding`, with more environment for the worker (e.g. a smaller batch size).
+    pub fn with_env(mesh: &TestMesh, hold_ms: &str, env: &[(&str, &str)]) -> Self {
         let s = &mesh.settings;
         let database = mesh.database_url().to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mesh"));
@@ -66,6 +71,7 @@ impl ChatProcess {
             .env("MESH_METRICS_ADDR", "127.0.0.1:0")
             .env("MESH_NATS_REPLICAS", "1")
             .env("MESH_CHAT_TEST_HOLD_TX_MS", hold_ms)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if std::env::var_os("MESH_TEST_LOG").is_none() {

@@ -8,6 +8,10 @@ pub struct ChatConfig {
     pub partitions: u32,
     /// Most messages stored in one transaction.
     pub batch_size: usize,
+    /// Partitions of this worker that take a batch through its steps at once. The others'
+    /// messages wait and join their next batch, so a busy worker runs fewer, larger
+    /// transactions instead of one small one per partition contending for the CPU.
+    pub store_concurrency: usize,
     /// Any two users may message privately, not only friends.
     pub open_private: bool,
     /// How long after sending its sender may recall a message.
@@ -29,6 +33,7 @@ impl ChatConfig {
         Self {
             partitions,
             batch_size: 256,
+            store_concurrency: 4,
             open_private,
             recall_window,
             rpc_timeout,

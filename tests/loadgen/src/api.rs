@@ -138,6 +138,19 @@ impl Api {
         Ok((status, body.len()))
     }
 
+    /// `GET path` without a token (health endpoints); answers the status, body read.
+    pub async fn get_public(&self, path: &str) -> anyhow::Result<StatusCode> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        response.bytes().await?;
+        Ok(status)
+    }
+
     /// Creates an account; the answer is the profile, of which only success matters.
     pub async fn register(
         &self,

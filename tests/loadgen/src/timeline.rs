@@ -15,6 +15,9 @@ const CHUNKS: usize = 1024;
 #[derive(Default)]
 pub struct Slot {
     pub sent: AtomicU32,
+    /// The latest attempt: the first send, or the last time it was sent again after a
+    /// rejection (overwritten, unlike the other moments).
+    pub attempted: AtomicU32,
     pub accepted: AtomicU32,
     pub stored: AtomicU32,
     /// First delivery to a recipient (not the sender's own copy).
@@ -32,6 +35,11 @@ impl Slot {
         moment
             .compare_exchange(0, at.max(1), Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Records `at`, replacing an earlier moment.
+    pub fn set(moment: &AtomicU32, at: u32) {
+        moment.store(at.max(1), Ordering::Relaxed);
     }
 
     pub fn get(moment: &AtomicU32) -> Option<u32> {

@@ -71,7 +71,20 @@ pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: Cancella
                 next = feed.next_batch(batch) => next,
             };
             match next {
-                Ok(Some(deliveries)) => {
+                Ok(Some(mut deliveries)) => {
+                    // Wait for a turn; what arrives meanwhile joins this batch.
+                    let _turn = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        turn = state.store_slots.acquire() => match turn {
+                            Ok(turn) => turn,
+                            // Never closed; unacknowledged messages go to the next owner.
+                            Err(_) => return,
+                        },
+                    };
+                    if let Err(err) = feed.top_up(&mut deliveries, batch) {
+                        tracing::warn!(partition, error = %err, "partition feed failed");
+                        break;
+                    }
                     backlog.taking(&deliveries);
                     let span = mesh_nats::ingest_batch_span(&deliveries);
                     if !steps::process(&state, fence, &deliveries, &stop)

@@ -1,7 +1,8 @@
 //! `overload`: pairs of friends offer twice the maximum the throughput scenario measured, at a
 //! fixed pace (the offer does not slow down on its own), for 30 s. A well-behaved client sends
 //! `service_unavailable` rejections again in order after their `retry_after`. Reported: the
-//! stored rate against the maximum, send → accepted, the most messages accepted but not yet
+//! stored rate against the maximum, send → accepted (from the first attempt, and from the
+//! attempt the mesh accepted: its answer time when it is not pushing back), the most messages accepted but not yet
 //! stored at once (sampled on the client side), and how the mesh pushed back.
 
 use serde_json::json;
@@ -66,6 +67,8 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let accepted_rate = run.count_in_window(|s| &s.accepted) as f64 / seconds;
     let (send_to_accepted, _) = run.between(|s| &s.sent, |s| &s.accepted);
     let send_to_accepted = Latency::of(&send_to_accepted);
+    let (attempt_to_accepted, _) = run.between(|s| &s.attempted, |s| &s.accepted);
+    let attempt_to_accepted = Latency::of(&attempt_to_accepted);
     let (send_to_stored, _) = run.between(|s| &s.sent, |s| &s.stored);
     let send_to_stored = Latency::of(&send_to_stored);
     let fraction = stored_rate / maximum;
@@ -100,7 +103,14 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         ),
     );
     outcome.row("accepted msg/s", thousands(accepted_rate));
-    outcome.row("send → accepted", send_to_accepted.line());
+    outcome.row(
+        "send → accepted, from the first attempt",
+        send_to_accepted.line(),
+    );
+    outcome.row(
+        "send → accepted, from the attempt accepted",
+        attempt_to_accepted.line(),
+    );
     outcome.row("send → stored", send_to_stored.line());
     pairs::describe(&run, &mut outcome);
     outcome.verdict(
@@ -112,7 +122,11 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         fraction >= TARGET_STORED_FRACTION,
     );
     outcome.verdict(
-        format!("p99 send → accepted < {TARGET_P99_ACCEPT_MS} ms"),
+        format!("p99 send → accepted < {TARGET_P99_ACCEPT_MS} ms (from the attempt accepted)"),
+        attempt_to_accepted.count > 0 && attempt_to_accepted.p99_ms < TARGET_P99_ACCEPT_MS,
+    );
+    outcome.verdict(
+        format!("p99 send → accepted < {TARGET_P99_ACCEPT_MS} ms (from the first attempt)"),
         send_to_accepted.count > 0 && send_to_accepted.p99_ms < TARGET_P99_ACCEPT_MS,
     );
     // The accepted-but-not-stored count, one sample per second.
@@ -129,6 +143,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "accepted_per_sec": accepted_rate.round(),
         "stored_fraction_of_maximum": (fraction * 1000.0).round() / 1000.0,
         "send_to_accepted": send_to_accepted,
+        "attempt_to_accepted": attempt_to_accepted,
         "send_to_stored": send_to_stored,
         "max_accepted_not_stored": run.max_backlog(),
         "accepted_not_stored_per_second": per_second,

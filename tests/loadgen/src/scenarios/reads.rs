@@ -1,6 +1,7 @@
 //! `reads`: an authenticated read through edge → NATS → worker at a fixed concurrency, each
 //! client with one request outstanding, beside the raw NATS request/reply rate measured in
-//! the same run at the same concurrency. The default read is a group's profile
+//! the same run at the same concurrency, and the edge's own HTTP answer rate (no token, no
+//! NATS), which no read through the bus can exceed. The default read is a group's profile
 //! (`GET /v1/groups/{id}`), whose caller's role the social service answers from its cache;
 //! `--read me` reads `GET /v1/users/me` instead.
 
@@ -105,6 +106,12 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "raw NATS request/reply/s",
         ctx.limits.request_reply,
     );
+    outcome.versus(
+        "reads/s",
+        rate,
+        "edge HTTP answers/s without the bus",
+        ctx.limits.edge_http,
+    );
     if failures > 0 {
         outcome.problem(format!(
             "{failures} reads failed, e.g. {}",
@@ -126,6 +133,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "latency": latency,
         "failed": failures,
         "ratio_to_raw_request_reply": ratio,
+        "ratio_to_edge_http": ctx.limits.edge_http.map(|floor| rate / floor),
     });
     outcome.work = Some(("read", ok));
     Ok(outcome)

@@ -1,9 +1,10 @@
 //! `baseline`: the raw limits the mesh's figures are set beside, measured in the same run on
 //! the same machine: JetStream publish+ack, a Postgres insert of the storing transaction's
-//! shape, NATS request/reply, and argon2id hashes. Each is its own outcome; the figures are
+//! shape, NATS request/reply, the edge's own HTTP answer rate, and argon2id hashes. Each is its own outcome; the figures are
 //! kept in `Ctx::limits` for the scenarios that follow.
 
 mod argon2id;
+mod edge_http;
 mod jetstream;
 mod postgres;
 mod request_reply;
@@ -48,6 +49,8 @@ pub struct Limits {
     pub postgres: Option<f64>,
     /// NATS request/reply round trips per second.
     pub request_reply: Option<f64>,
+    /// HTTP answers per second from the edge alone (no token, no NATS).
+    pub edge_http: Option<f64>,
     /// argon2id hashes per second.
     pub argon2: Option<f64>,
 }
@@ -72,7 +75,7 @@ pub struct Args {
     /// Rows per Postgres transaction (the chat worker stores at most 256 per batch).
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Requesters of the request/reply limit (the read scenario's concurrency).
+    /// Requesters of the request/reply and edge HTTP limits (the read scenario's concurrency).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Hashing threads (default: one per CPU).
@@ -113,14 +116,16 @@ pub enum Limit {
     JetStream,
     Postgres,
     RequestReply,
+    EdgeHttp,
     Argon2id,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 4] = [
+    pub const ALL: [Limit; 5] = [
         Limit::JetStream,
         Limit::Postgres,
         Limit::RequestReply,
+        Limit::EdgeHttp,
         Limit::Argon2id,
     ];
 
@@ -129,6 +134,7 @@ impl Limit {
             Limit::JetStream => "raw_jetstream",
             Limit::Postgres => "raw_postgres",
             Limit::RequestReply => "raw_request_reply",
+            Limit::EdgeHttp => "raw_edge_http",
             Limit::Argon2id => "raw_argon2id",
         }
     }
@@ -178,6 +184,14 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
             let figure = request_reply::measure(&nats()?, &plan).await;
             outcome(name, "NATS request/reply", "request", figure)?
         }
+        Limit::EdgeHttp => {
+            let plan = edge_http::Plan {
+                concurrency: args.concurrency,
+                seconds: args.seconds,
+            };
+            let figure = edge_http::measure(&ctx.api, &plan).await;
+            outcome(name, "edge HTTP answers (no bus)", "request", figure)?
+        }
         Limit::Argon2id => {
             let plan = argon2id::Plan {
                 threads: args.threads.unwrap_or_else(|| {
@@ -197,6 +211,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
         Limit::JetStream => &mut ctx.limits.jetstream,
         Limit::Postgres => &mut ctx.limits.postgres,
         Limit::RequestReply => &mut ctx.limits.request_reply,
+        Limit::EdgeHttp => &mut ctx.limits.edge_http,
         Limit::Argon2id => &mut ctx.limits.argon2,
     };
     *slot = Some(per_sec);

@@ -352,6 +352,7 @@ async fn send_again(
         .unwrap_or(RESEND_BACKOFF);
     tokio::time::sleep(wait).await;
     while let Some((index, _)) = queue.pop_front() {
+        Slot::set(&timeline.slot(index).attempted, timeline.now());
         let frame = ws::send_frame(
             &timeline.client_id(index),
             Target::User(plan.to),
@@ -441,7 +442,9 @@ async fn write_sends(
             }
         }
         let (index, client_id) = timeline.allocate();
-        Slot::stamp(&timeline.slot(index).sent, timeline.now());
+        let (slot, now) = (timeline.slot(index), timeline.now());
+        Slot::stamp(&slot.sent, now);
+        Slot::set(&slot.attempted, now);
         let frame = ws::send_frame(&client_id, Target::User(plan.to), &plan.body);
         if sink.feed(frame).await.is_err() {
             break;

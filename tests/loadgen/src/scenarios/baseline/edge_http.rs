@@ -1,0 +1,46 @@
+//! The edge's own HTTP floor: `GET /healthz` (answered by the edge alone, no token checked, no
+//! NATS hop) from `concurrency` clients each with one request outstanding, as the read
+//! scenario's clients do. A read through the bus cannot be faster than this.
+
+use std::time::{Duration, Instant};
+
+use super::Figure;
+use crate::api::Api;
+use crate::tally::Tally;
+
+pub struct Plan {
+    pub concurrency: usize,
+    pub seconds: f64,
+}
+
+pub async fn measure(api: &Api, plan: &Plan) -> anyhow::Result<Figure> {
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(plan.seconds.max(1.0));
+    let tasks: Vec<_> = (0..plan.concurrency.max(1))
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while Instant::now() < end {
+                    let began = Instant::now();
+                    match api.get_public("/healthz").await {
+                        Ok(status) if status.is_success() => tally.success(began),
+                        Ok(status) => tally.failure(format!("GET /healthz answered {status}")),
+                        Err(err) => tally.failure(format!("{err:#}")),
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let tally = Tally::join(tasks).await?;
+    Ok(Figure::of(
+        &tally,
+        1,
+        started.elapsed().as_secs_f64(),
+        format!(
+            "{} clients, GET /healthz through the edge (no token, no NATS)",
+            plan.concurrency.max(1)
+        ),
+    ))
+}
