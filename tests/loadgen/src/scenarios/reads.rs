@@ -2,7 +2,8 @@
 //! client with one request outstanding, beside the raw NATS request/reply rate measured in
 //! the same run at the same concurrency, and the edge's own HTTP answer rate (no token, no
 //! NATS), which no read through the bus can exceed. The default read is a group's profile
-//! (`GET /v1/groups/{id}`), whose caller's role the social service answers from its cache;
+//! (`GET /v1/groups/{id}`), which the social service answers from its caches (the profile
+//! and the caller's role);
 //! `--read me` reads `GET /v1/users/me` instead.
 
 use std::time::{Duration, Instant};
