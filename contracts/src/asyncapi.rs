@@ -51,8 +51,14 @@ pub fn document(version: &str, close_codes: &[CloseCode]) -> Value {
                 accepted; after `rejected` `service_unavailable` or `overloaded` (the \
                 conversation's partition has too much accepted but not stored; wait \
                 `retry_after_ms`), the connection refuses every later `send` \
-                `service_unavailable` until that message is sent again, so a client that \
-                resends its refused messages in their original order keeps its order. \
+                `service_unavailable` (with the same `retry_after_ms`) until that message is \
+                sent again, so a client that resends its refused messages in their original \
+                order keeps its order. A connection takes up to 32 sends waiting for their \
+                `accepted` and reads no further frames while that many wait. While the store \
+                is behind, a send is answered (`accepted`, or `rejected` `overloaded`) within \
+                about half a second of being read, its wait behind the connection's earlier \
+                sends included; a client keeping at most 32 sends unanswered so hears about \
+                every one promptly. \
                 SSE events carry no `event:` name: every frame reaches `onmessage`."
         },
         "defaultContentType": "application/json",

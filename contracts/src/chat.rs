@@ -278,7 +278,8 @@ pub struct SendAck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
     pub reason: Option<String>,
-    /// With `rejected` `overloaded`: how long to wait before sending again, in milliseconds.
+    /// With `rejected` `overloaded`, and `service_unavailable` for a send held back behind an
+    /// `overloaded` one: how long to wait before sending again, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
     pub retry_after_ms: Option<u64>,

@@ -1,6 +1,7 @@
 //! Admission of chat messages by the backlog of their ingest partition: each partition's owner
 //! reports how many of its messages are accepted but not stored (`ChatBacklog`, every 100 ms);
-//! a send to a partition at or over the bound waits up to `HOLD` for it to drain, and is then
+//! a send to a partition at or over the bound waits for it to drain until `HOLD` after the edge
+//! read the send (time spent queued behind a connection's earlier sends counts), and is then
 //! refused: the sender hears `rejected` `overloaded` with a `retry_after_ms` (REST: 503 with
 //! `Retry-After`). So what the mesh has
 //! accepted but not stored stays near `partitions x bound` however fast clients send, instead of
@@ -20,9 +21,10 @@ use tokio::sync::watch;
 /// How long a client refused for overload is told to wait before sending again.
 pub const RETRY_AFTER: Duration = Duration::from_millis(250);
 
-/// How long a send to a partition at its bound waits for the partition to drain before it is
-/// refused: the first push-back is a slower `accepted` (and, on a WebSocket, later sends of
-/// the connection wait behind it), a refusal only when the store stays behind.
+/// How long after the edge read a send it may still wait for its partition to drain before it
+/// is refused: the first push-back is a slower `accepted`, a refusal only when the store stays
+/// behind. Counted from the read, not from when the send's turn came, so a WebSocket send
+/// queued behind others of its connection is answered within about this long too.
 pub const HOLD: Duration = Duration::from_millis(500);
 
 /// The latest report of each partition, shared by every request of this edge.
@@ -74,12 +76,12 @@ impl Admission {
         !fresh || latest.unstored.load(Ordering::Relaxed) < inner.bound
     }
 
-    /// Whether a new message may join `partition`, waiting up to `within` for it to drain.
-    pub async fn admitted_within(&self, partition: u32, within: Duration) -> bool {
+    /// Whether a new message may join `partition`, waiting until `deadline` for it to drain
+    /// (a deadline already past answers at once).
+    pub async fn admitted_by(&self, partition: u32, deadline: tokio::time::Instant) -> bool {
         let Some(latest) = self.inner.partitions.get(partition as usize) else {
             return true;
         };
-        let deadline = tokio::time::Instant::now() + within;
         loop {
             let reported = latest.reported.notified();
             if self.admits(partition) {
@@ -172,13 +174,36 @@ mod tests {
         admission.record(0, report(1, 50));
         let waiting = tokio::spawn({
             let admission = admission.clone();
-            async move { admission.admitted_within(0, Duration::from_secs(30)).await }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            async move { admission.admitted_by(0, deadline).await }
         });
         tokio::task::yield_now().await;
         admission.record(0, report(1, 3));
         assert!(waiting.await.unwrap());
         admission.record(0, report(1, 50));
-        assert!(!admission.admitted_within(0, Duration::from_millis(1)).await);
+        let soon = tokio::time::Instant::now() + Duration::from_millis(1);
+        assert!(!admission.admitted_by(0, soon).await);
+    }
+
+    #[tokio::test]
+    async fn a_send_whose_deadline_passed_while_queued_is_refused_without_waiting() {
+        let admission = Admission::new(1, 10);
+        admission.record(0, report(1, 50));
+        // The partition drains soon: a send that still waited for it would be admitted.
+        let drains = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                admission.record(0, report(1, 3));
+            }
+        });
+        let read_at = tokio::time::Instant::now() - HOLD * 2;
+        assert!(!admission.admitted_by(0, read_at + HOLD).await);
+        drains.await.unwrap();
+        assert!(
+            admission.admitted_by(0, read_at + HOLD).await,
+            "a drained partition admits late sends too"
+        );
     }
 
     #[test]

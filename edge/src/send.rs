@@ -4,6 +4,8 @@
 //! Only what needs no state is checked here (ids, sizes, the caller being a party of a private
 //! conversation); friendships, blocks, memberships and mutes are the chat worker's to decide.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::{
@@ -12,6 +14,7 @@ use mesh_contracts::chat::{
 };
 use mesh_nats::{Bus, CallContext, RpcClient};
 use mesh_observability::metrics::{CHAT_ACCEPTED, CHAT_DUPLICATES, CHAT_REJECTED};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::EdgeState;
@@ -42,15 +45,26 @@ pub struct Rejection {
     pub detail: &'static str,
     /// The conversation, when the message named one the edge could read.
     pub conversation_id: Option<String>,
+    /// How long the client should wait before sending again, when the edge knows.
+    pub retry_after: Option<Duration>,
 }
 
 impl Rejection {
+    fn new(code: ErrorCode, detail: &'static str, conversation_id: Option<String>) -> Self {
+        Self {
+            code,
+            detail,
+            conversation_id,
+            retry_after: None,
+        }
+    }
+
     /// The `rejected` ack a WebSocket client gets for `client_id`.
     pub fn ack(self, client_id: String) -> SendAck {
         let mut ack = SendAck::rejected(client_id, self.conversation_id, self.code);
-        if self.code == ErrorCode::Overloaded {
-            ack.retry_after_ms = u64::try_from(admission::RETRY_AFTER.as_millis()).ok();
-        }
+        ack.retry_after_ms = self
+            .retry_after
+            .and_then(|wait| u64::try_from(wait.as_millis()).ok());
         ack
     }
 }
@@ -63,13 +77,21 @@ impl From<Rejection> for ApiError {
 
 /// Keeps one connection's sends in order across a transient refusal: after a message is
 /// rejected `service_unavailable` or `overloaded`, every later message of the connection is
-/// rejected `service_unavailable` until that message (same `client_id`) is sent again. A client that resends its
-/// rejected messages in their original order, as the client contract says, so gets them
-/// stored in that order: nothing sent after the refused message can overtake it.
+/// rejected `service_unavailable` until that message (same `client_id`) is sent again. A
+/// client that resends its rejected messages in their original order, as the client contract
+/// says, so gets them stored in that order: nothing sent after the refused message can
+/// overtake it. The held-back refusals ask for the same `retry_after` as the refusal they wait
+/// behind, so a client that honours each one sends them again after that one, not before.
 #[derive(Debug, Default)]
 pub struct SendOrder {
-    /// The client id of the refused message everything else waits for.
-    awaited: std::sync::Mutex<Option<String>>,
+    /// The refused message everything else waits for.
+    awaited: std::sync::Mutex<Option<Awaited>>,
+}
+
+#[derive(Debug)]
+struct Awaited {
+    client_id: String,
+    retry_after: Option<Duration>,
 }
 
 impl SendOrder {
@@ -77,12 +99,15 @@ impl SendOrder {
     fn hold_back(&self, client_id: &str) -> Option<Rejection> {
         let awaited = self.awaited.lock().expect("send order lock");
         awaited
-            .as_deref()
-            .filter(|awaited| *awaited != client_id)
-            .map(|_| Rejection {
-                code: ErrorCode::ServiceUnavailable,
-                detail: "an earlier message was not accepted; send it again first",
-                conversation_id: None,
+            .as_ref()
+            .filter(|awaited| awaited.client_id != client_id)
+            .map(|awaited| Rejection {
+                retry_after: awaited.retry_after,
+                ..Rejection::new(
+                    ErrorCode::ServiceUnavailable,
+                    "an earlier message was not accepted; send it again first",
+                    None,
+                )
             })
     }
 
@@ -91,9 +116,17 @@ impl SendOrder {
         let mut awaited = self.awaited.lock().expect("send order lock");
         match result {
             Err(rejection) if rejection.code.is_transient() => {
-                awaited.get_or_insert_with(|| client_id.to_owned());
+                awaited.get_or_insert_with(|| Awaited {
+                    client_id: client_id.to_owned(),
+                    retry_after: rejection.retry_after,
+                });
             }
-            _ if awaited.as_deref() == Some(client_id) => *awaited = None,
+            _ if awaited
+                .as_ref()
+                .is_some_and(|awaited| awaited.client_id == client_id) =>
+            {
+                *awaited = None;
+            }
             _ => {}
         }
     }
@@ -103,46 +136,66 @@ impl SendOrder {
 pub async fn send_in_order(
     state: &EdgeState,
     sender: Uuid,
-    message: SendMessage,
+    arrived: Arrived,
     via: SendVia,
     order: &SendOrder,
 ) -> Result<SendAck, Rejection> {
-    if let Some(rejection) = order.hold_back(&message.client_id) {
+    let client_id = arrived.message.client_id.clone();
+    if let Some(rejection) = order.hold_back(&client_id) {
         count_rejection(&rejection);
         return Err(rejection);
     }
-    let client_id = message.client_id.clone();
-    let result = send(state, sender, message, via).await;
+    let result = send(state, sender, arrived, via).await;
     order.settle(&client_id, &result);
     result
 }
 
-/// Checks `message` from `sender` and publishes it; answers the `accepted` ack once JetStream
-/// stored it (a resend JetStream recognises as a duplicate is accepted again).
+/// A message and when the edge read it: the admission hold counts from that moment.
+pub struct Arrived {
+    pub message: SendMessage,
+    pub at: Instant,
+}
+
+impl Arrived {
+    /// A message read just now.
+    pub fn now(message: SendMessage) -> Self {
+        Self {
+            message,
+            at: Instant::now(),
+        }
+    }
+}
+
+/// Checks the message from `sender` and publishes it; answers the `accepted` ack once
+/// JetStream stored it (a resend JetStream recognises as a duplicate is accepted again).
 pub async fn send(
     state: &EdgeState,
     sender: Uuid,
-    message: SendMessage,
+    arrived: Arrived,
     via: SendVia,
 ) -> Result<SendAck, Rejection> {
+    let Arrived { message, at } = arrived;
     if !state.limits.chat_send(&sender.to_string()).taken.allowed {
-        return Err(Rejection {
-            code: ErrorCode::RateLimited,
-            detail: "too many messages; slow down",
-            conversation_id: None,
-        });
+        return Err(Rejection::new(
+            ErrorCode::RateLimited,
+            "too many messages; slow down",
+            None,
+        ));
     }
     let conversation = check(sender, &message).inspect_err(count_rejection)?;
     let partition = conversation.partition(state.chat_partitions);
     if !state
         .admission
-        .admitted_within(partition, admission::HOLD)
+        .admitted_by(partition, at + admission::HOLD)
         .await
     {
         let rejection = Rejection {
-            code: ErrorCode::Overloaded,
-            detail: "the conversation's messages are not stored as fast as they come; send again after a moment",
-            conversation_id: Some(conversation.to_string()),
+            retry_after: Some(admission::RETRY_AFTER),
+            ..Rejection::new(
+                ErrorCode::Overloaded,
+                "the conversation's messages are not stored as fast as they come; send again after a moment",
+                Some(conversation.to_string()),
+            )
         };
         count_rejection(&rejection);
         return Err(rejection);
@@ -182,11 +235,11 @@ pub async fn send(
         }
         Err(err) => {
             tracing::warn!(error = %err, partition, "chat ingest publish failed");
-            let rejection = Rejection {
-                code: ErrorCode::ServiceUnavailable,
-                detail: "the message could not be accepted; send it again",
-                conversation_id: Some(inbound.conversation_id),
-            };
+            let rejection = Rejection::new(
+                ErrorCode::ServiceUnavailable,
+                "the message could not be accepted; send it again",
+                Some(inbound.conversation_id),
+            );
             count_rejection(&rejection);
             Err(rejection)
         }
@@ -241,10 +294,8 @@ fn count_rejection(rejection: &Rejection) {
 /// The shape rules of a message, in the order a client would fix them; answers the
 /// conversation the message goes to.
 pub fn check(sender: Uuid, message: &SendMessage) -> Result<ConversationId, Rejection> {
-    let refuse = |code, detail, conversation: Option<ConversationId>| Rejection {
-        code,
-        detail,
-        conversation_id: conversation.map(|c| c.to_string()),
+    let refuse = |code, detail, conversation: Option<ConversationId>| {
+        Rejection::new(code, detail, conversation.map(|c| c.to_string()))
     };
     if let Err(violation) = check_client_id(&message.client_id) {
         return Err(refuse(violation.code, violation.detail, None));
@@ -354,6 +405,44 @@ mod tests {
         }
     }
 
+    fn overloaded() -> Result<SendAck, Rejection> {
+        Err(Rejection {
+            retry_after: Some(admission::RETRY_AFTER),
+            ..Rejection::new(ErrorCode::Overloaded, "full", None)
+        })
+    }
+
+    #[test]
+    fn sends_held_back_ask_for_the_wait_of_the_refusal_they_wait_behind() {
+        let order = SendOrder::default();
+        order.settle("m-1", &overloaded());
+        let held = order.hold_back("m-2").expect("m-2 waits for m-1");
+        assert_eq!(held.code, ErrorCode::ServiceUnavailable);
+        let ack = held.ack("m-2".into());
+        assert_eq!(
+            ack.retry_after_ms,
+            Some(admission::RETRY_AFTER.as_millis() as u64)
+        );
+        // A later refusal does not replace the message everything waits for.
+        order.settle("m-2", &overloaded());
+        assert!(
+            order.hold_back("m-1").is_none(),
+            "m-1 itself may come again"
+        );
+        order.settle("m-1", &Ok(SendAck::accepted("m-1".into(), "p:x".into())));
+        // Held back behind a refusal that named no wait, the client hears none either.
+        let down = Err(Rejection::new(ErrorCode::ServiceUnavailable, "down", None));
+        order.settle("m-3", &down);
+        assert_eq!(
+            order
+                .hold_back("m-4")
+                .unwrap()
+                .ack("m-4".into())
+                .retry_after_ms,
+            None
+        );
+    }
+
     #[test]
     fn exactly_one_target() {
         let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
@@ -401,11 +490,7 @@ mod tests {
     fn after_a_transient_refusal_nothing_overtakes_the_refused_message() {
         let order = SendOrder::default();
         let accepted = |id: &str| Ok(SendAck::accepted(id.to_owned(), "p:a:b".to_owned()));
-        let unavailable = Err(Rejection {
-            code: ErrorCode::ServiceUnavailable,
-            detail: "down",
-            conversation_id: None,
-        });
+        let unavailable = Err(Rejection::new(ErrorCode::ServiceUnavailable, "down", None));
         order.settle("m1", &accepted("m1"));
         assert!(order.hold_back("m2").is_none());
         order.settle("m2", &unavailable);

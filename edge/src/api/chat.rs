@@ -20,7 +20,7 @@ use crate::SharedState;
 use crate::caller::{BearerAuth, Call};
 use crate::limits::{chat_page_limit, user_id_list};
 use crate::problem::{ApiError, ApiResult};
-use crate::send::{SendVia, send};
+use crate::send::{Arrived, SendVia, send};
 
 pub struct ChatApi;
 
@@ -58,7 +58,7 @@ impl ChatApi {
         auth: BearerAuth,
         body: Json<SendMessage>,
     ) -> Result<Accepted, ApiError> {
-        let ack = send(&state, auth.0.user_id, body.0, SendVia::Rest).await?;
+        let ack = send(&state, auth.0.user_id, Arrived::now(body.0), SendVia::Rest).await?;
         Ok(Accepted::Accepted(Json(ack)))
     }
 

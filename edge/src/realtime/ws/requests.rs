@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::SharedState;
 use crate::limits::{OverLimit, chat_page_limit};
 use crate::problem::ApiError;
-use crate::send::{SendOrder, SendVia, send_in_order};
+use crate::send::{Arrived, SendOrder, SendVia, send_in_order};
 
 /// Sends waiting behind the one being published.
 const MAX_QUEUED_SENDS: usize = 32;
@@ -36,7 +36,7 @@ pub struct Requests {
     user: Uuid,
     /// Who is calling, for RPCs; each call gets its own request id.
     ctx: CallContext,
-    queued_sends: VecDeque<SendMessage>,
+    queued_sends: VecDeque<Arrived>,
     sending: Option<Reply>,
     /// Keeps this connection's sends in order across a transient refusal.
     order: std::sync::Arc<SendOrder>,
@@ -66,12 +66,14 @@ impl Requests {
         self.queued_sends.len() < MAX_QUEUED_SENDS && self.others.len() < MAX_CONCURRENT
     }
 
-    /// Sends a message; answered with an `ack`.
+    /// Sends a message; answered with an `ack`. However long it waits behind the sends read
+    /// before it, its admission hold counts from now.
     pub fn send(&mut self, message: SendMessage) {
+        let arrived = Arrived::now(message);
         if self.sending.is_none() {
-            self.sending = Some(self.publish(message));
+            self.sending = Some(self.publish(arrived));
         } else {
-            self.queued_sends.push_back(message);
+            self.queued_sends.push_back(arrived);
         }
     }
 
@@ -133,11 +135,11 @@ impl Requests {
         Poll::Pending
     }
 
-    fn publish(&self, message: SendMessage) -> Reply {
+    fn publish(&self, arrived: Arrived) -> Reply {
         let (state, user, order) = (self.state.clone(), self.user, self.order.clone());
         Box::pin(async move {
-            let client_id = message.client_id.clone();
-            let ack = send_in_order(&state, user, message, SendVia::WebSocket, &order)
+            let client_id = arrived.message.client_id.clone();
+            let ack = send_in_order(&state, user, arrived, SendVia::WebSocket, &order)
                 .await
                 .unwrap_or_else(|rejection| rejection.ack(client_id));
             Some(ServerFrame::Ack(ack))

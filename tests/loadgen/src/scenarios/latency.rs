@@ -46,6 +46,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         body: body(args.body_bytes),
         resend: true,
         drain: pairs::DRAIN,
+        unanswered: None,
     };
     let run = pairs::run(ctx, &plan).await?;
     let seconds = run.window_secs();

@@ -1,9 +1,12 @@
 //! `overload`: pairs of friends offer twice the maximum the throughput scenario measured, at a
 //! fixed pace (the offer does not slow down on its own), for 30 s. A well-behaved client sends
-//! `service_unavailable` rejections again in order after their `retry_after`. Reported: the
-//! stored rate against the maximum, send → accepted (from the first attempt, and from the
-//! attempt the mesh accepted: its answer time when it is not pushing back), the most messages accepted but not yet
-//! stored at once (sampled on the client side), and how the mesh pushed back.
+//! `overloaded` and `service_unavailable` rejections again in order after their `retry_after`,
+//! and keeps at most as many sends unanswered as a connection takes (the realtime contract:
+//! more would only wait unread in its socket); what it cannot send yet waits on its side,
+//! behind the offer's schedule. Reported: the stored rate against the maximum, send →
+//! accepted (from the first attempt, and from the attempt the mesh accepted), how far the
+//! senders fell behind the schedule, the most messages accepted but not yet stored at once
+//! (sampled on the client side), and how the mesh pushed back.
 
 use serde_json::json;
 
@@ -16,8 +19,11 @@ pub const TARGET_STORED_FRACTION: f64 = 0.9;
 pub const TARGET_P99_ACCEPT_MS: f64 = 1000.0;
 /// How long the backlog may take to drain after the offer stops.
 const DRAIN_SECS: f64 = 120.0;
-/// Offers no sender may exceed in flight; high, so only the mesh slows the offer down.
+/// Messages a sender may have unstored; high, so only the mesh slows the offer down.
 const MAX_IN_FLIGHT: usize = 1_000_000;
+/// Sends a sender keeps written but unanswered: what one connection takes
+/// (`edge/src/realtime/ws/requests.rs`, and the AsyncAPI description).
+const MAX_UNANSWERED: usize = 32;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -59,6 +65,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         body: body(args.body_bytes),
         resend: true,
         drain: secs(DRAIN_SECS),
+        unanswered: Some(MAX_UNANSWERED),
     };
     let run = pairs::run(ctx, &plan).await?;
     let seconds = run.window_secs();
@@ -112,6 +119,14 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         attempt_to_accepted.line(),
     );
     outcome.row("send → stored", send_to_stored.line());
+    outcome.row(
+        "behind the offer's schedule",
+        format!(
+            "{:.1} s at most (what the senders could not send yet, at {} unanswered sends per connection)",
+            run.behind_schedule.as_secs_f64(),
+            MAX_UNANSWERED
+        ),
+    );
     pairs::describe(&run, &mut outcome);
     outcome.verdict(
         format!(
@@ -149,6 +164,8 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "accepted_not_stored_per_second": per_second,
         "rejections": run.rejections,
         "resent": run.resent,
+        "max_unanswered_per_sender": MAX_UNANSWERED,
+        "behind_schedule_secs": (run.behind_schedule.as_secs_f64() * 10.0).round() / 10.0,
         "retry_after": pairs::retry_after_summary(&run.retry_after),
         "error_frames": run.error_codes,
         "sent": run.sent,

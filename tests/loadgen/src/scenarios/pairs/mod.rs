@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use integrity::{Integrity, describe, retry_after_summary};
-use readers::{Resend, Shared, read_acks, read_deliveries};
+use readers::{Permits, Resend, Shared, read_acks, read_deliveries};
 
 use super::{Ctx, open_sockets};
 use crate::report;
@@ -62,6 +62,9 @@ pub struct Plan {
     pub resend: bool,
     /// How long to wait after the measurement for every message to be answered.
     pub drain: Duration,
+    /// Most sends a sender keeps written but not yet answered (`accepted` or `rejected`);
+    /// `None`: no limit but the unstored window of the pacing.
+    pub unanswered: Option<usize>,
 }
 
 /// Everything a pairs run produced.
@@ -88,6 +91,8 @@ pub struct Run {
     pub error_codes: BTreeMap<String, u64>,
     /// Messages sent again after a `service_unavailable` rejection.
     pub resent: u64,
+    /// How far the paced senders fell behind the offer's schedule, at most (zero for a window).
+    pub behind_schedule: Duration,
 }
 
 impl Run {
@@ -182,7 +187,7 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         let (Some(out), Some(inbox)) = (sockets.next(), sockets.next()) else {
             anyhow::bail!("fewer sockets than users");
         };
-        let permits = Arc::new(Semaphore::new(in_flight));
+        let permits = Arc::new(Permits::new(in_flight, plan.unanswered));
         let (sink, stream) = out.split();
         let (resend_tx, resend_rx) = mpsc::unbounded_channel();
         sender_readers.push(tokio::spawn(read_acks(
@@ -253,10 +258,12 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
     let mut sinks = Vec::new();
     let mut throttled = 0;
     let mut resent = 0;
+    let mut behind_schedule = Duration::ZERO;
     for sender in senders {
         let (sink, stats) = sender.await?;
         throttled += stats.throttled;
         resent += stats.resent;
+        behind_schedule = behind_schedule.max(stats.behind_schedule);
         sinks.push(sink);
     }
     let sent = timeline.allocated();
@@ -290,6 +297,7 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         retry_after: std::mem::take(&mut *shared.retry_after.lock().expect("retry_after lock")),
         error_codes: shared.error_codes.lock().expect("error codes lock").clone(),
         resent,
+        behind_schedule,
         timeline,
     })
 }
@@ -328,16 +336,38 @@ struct SendPlan {
 struct SendStats {
     throttled: u64,
     resent: u64,
+    behind_schedule: Duration,
+}
+
+/// Waits, when the sender's unanswered sends are limited, until one more may be written; what
+/// is buffered is flushed first so the mesh can answer it. False when the socket failed or
+/// `stop` came first.
+async fn answer_slot(sink: &mut Sink, permits: &Permits, stop: &CancellationToken) -> bool {
+    let Some(unanswered) = &permits.unanswered else {
+        return true;
+    };
+    if let Ok(permit) = unanswered.try_acquire() {
+        permit.forget();
+        return true;
+    }
+    if sink.flush().await.is_err() {
+        return false;
+    }
+    tokio::select! {
+        permit = unanswered.acquire() => permit.map(|p| p.forget()).is_ok(),
+        () = stop.cancelled() => false,
+    }
 }
 
 /// Sends again, in order, every refused message the reader handed back, after the longest
-/// delay they asked for. False when the socket failed.
+/// delay they asked for. False when the socket failed or `stop` came.
 async fn send_again(
     sink: &mut Sink,
     queue: &mut VecDeque<Resend>,
     plan: &SendPlan,
     timeline: &Timeline,
     stats: &mut SendStats,
+    (permits, stop): (&Permits, &CancellationToken),
 ) -> bool {
     if queue.is_empty() {
         return true;
@@ -352,6 +382,9 @@ async fn send_again(
         .unwrap_or(RESEND_BACKOFF);
     tokio::time::sleep(wait).await;
     while let Some((index, _)) = queue.pop_front() {
+        if !answer_slot(sink, permits, stop).await {
+            return false;
+        }
         Slot::set(&timeline.slot(index).attempted, timeline.now());
         let frame = ws::send_frame(
             &timeline.client_id(index),
@@ -372,10 +405,11 @@ async fn write_sends(
     mut sink: Sink,
     plan: SendPlan,
     timeline: Arc<Timeline>,
-    permits: Arc<Semaphore>,
+    permits: Arc<Permits>,
     mut resend: mpsc::UnboundedReceiver<Resend>,
     drained: CancellationToken,
 ) -> (Sink, SendStats) {
+    let windows = (&*permits, &drained);
     let mut stats = SendStats::default();
     let mut queue: VecDeque<Resend> = VecDeque::new();
     let period = match plan.pacing {
@@ -389,7 +423,7 @@ async fn write_sends(
         while let Ok(item) = resend.try_recv() {
             queue.push_back(item);
         }
-        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats).await {
+        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, windows).await {
             break;
         }
         let now = Instant::now();
@@ -408,7 +442,7 @@ async fn write_sends(
         } else if now >= plan.end {
             break;
         }
-        match permits.try_acquire() {
+        match permits.unstored.try_acquire() {
             Ok(permit) => permit.forget(),
             Err(_) => {
                 stats.throttled += 1;
@@ -419,7 +453,7 @@ async fn write_sends(
                 // Refused messages hold permits: send them again while waiting for one.
                 let acquired = loop {
                     tokio::select! {
-                        permit = timeout_at(plan.end.into(), permits.acquire()) => {
+                        permit = timeout_at(plan.end.into(), permits.unstored.acquire()) => {
                             match permit {
                                 Ok(Ok(permit)) => {
                                     permit.forget();
@@ -430,7 +464,7 @@ async fn write_sends(
                         }
                         Some(item) = resend.recv() => {
                             queue.push_back(item);
-                            if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats).await {
+                            if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, windows).await {
                                 break false;
                             }
                         }
@@ -440,6 +474,19 @@ async fn write_sends(
                     break;
                 }
             }
+        }
+        let answered = tokio::select! {
+            ok = answer_slot(&mut sink, &permits, &drained) => ok,
+            () = sleep_until(plan.end.into()) => false,
+        };
+        if !answered {
+            break;
+        }
+        if let Some(period) = period {
+            let due = plan.start + period * n;
+            stats.behind_schedule = stats
+                .behind_schedule
+                .max(Instant::now().saturating_duration_since(due));
         }
         let (index, client_id) = timeline.allocate();
         let (slot, now) = (timeline.slot(index), timeline.now());
@@ -470,7 +517,7 @@ async fn write_sends(
         while let Ok(item) = resend.try_recv() {
             queue.push_back(item);
         }
-        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats).await {
+        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, windows).await {
             break;
         }
     }

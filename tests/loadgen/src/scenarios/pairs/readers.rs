@@ -85,6 +85,29 @@ impl Shared {
 /// A message to send again, and how long the mesh asked to wait first.
 pub type Resend = (u64, Option<Duration>);
 
+/// A sender's windows: messages not yet stored (or rejected for good), and, when limited,
+/// sends written but not yet answered `accepted` or `rejected`.
+pub struct Permits {
+    pub unstored: Semaphore,
+    pub unanswered: Option<Semaphore>,
+}
+
+impl Permits {
+    pub fn new(unstored: usize, unanswered: Option<usize>) -> Self {
+        Self {
+            unstored: Semaphore::new(unstored),
+            unanswered: unanswered.map(Semaphore::new),
+        }
+    }
+
+    /// One written send got its answer (or an error frame that answers a frame).
+    fn answered(&self) {
+        if let Some(unanswered) = &self.unanswered {
+            unanswered.add_permits(1);
+        }
+    }
+}
+
 /// What a sender's reader saw: the conversation and every `(seq, message index)` stored.
 #[derive(Default)]
 pub struct StoredLog {
@@ -97,7 +120,7 @@ pub async fn read_acks(
     mut stream: Stream,
     timeline: Arc<Timeline>,
     shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
+    permits: Arc<Permits>,
     resend: Option<mpsc::UnboundedSender<Resend>>,
     stop: CancellationToken,
 ) -> StoredLog {
@@ -119,6 +142,7 @@ pub async fn read_acks(
                 let was_accepted = Slot::get(&slot.accepted).is_some();
                 match frame.status.as_ref() {
                     "accepted" => {
+                        permits.answered();
                         if Slot::stamp(&slot.accepted, now) {
                             shared.accepted.fetch_add(1, Ordering::Relaxed);
                         }
@@ -130,7 +154,7 @@ pub async fn read_acks(
                             if was_accepted {
                                 shared.settled.fetch_add(1, Ordering::Relaxed);
                             }
-                            permits.add_permits(1);
+                            permits.unstored.add_permits(1);
                         }
                         if !log
                             .conversations
@@ -146,6 +170,7 @@ pub async fn read_acks(
                         }
                     }
                     "rejected" => {
+                        permits.answered();
                         let reason = frame.reason.unwrap_or_else(|| "no reason".to_owned());
                         let delay = shared.note_retry_after(&text);
                         let again = resend
@@ -157,7 +182,7 @@ pub async fn read_acks(
                             if was_accepted {
                                 shared.settled.fetch_add(1, Ordering::Relaxed);
                             }
-                            permits.add_permits(1);
+                            permits.unstored.add_permits(1);
                         }
                         *shared
                             .rejections
@@ -172,6 +197,8 @@ pub async fn read_acks(
                 }
             }
             "error" => {
+                // A frame refused outright (flooding, malformed) gets no ack.
+                permits.answered();
                 shared.note_error(&text);
                 shared.problems.add("error frame", || text.to_string());
             }
