@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::close::CloseReason;
 use super::hub::Hub;
-use super::presence::PresenceReporter;
+use super::presence::{PresenceReporter, Reported};
 
 /// Pause between attempts to subscribe while NATS refuses.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
@@ -52,7 +52,7 @@ pub async fn run(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat.reset();
     // Set while the user is being reported offline.
-    let mut leaving = None;
+    let mut leaving: Option<Arc<Reported>> = None;
     let mut subscribed_open = true;
     loop {
         tokio::select! {
@@ -71,7 +71,7 @@ pub async fn run(
                     leaving = Some(presence.offline());
                 }
             }
-            _ = async { leaving.as_mut().expect("guarded").await }, if leaving.is_some() => {
+            () = async { leaving.as_ref().expect("guarded").wait().await }, if leaving.is_some() => {
                 leaving = None;
                 if hub.remove_if_empty(user) {
                     return;

@@ -3,12 +3,18 @@
 //! service's `presence_changed` call, which records last-seen and tells friends.
 //!
 //! Each user's reports run one after another in background tasks, so an `offline` can never
-//! overtake the `online` before it, and the forwarder never waits on NATS for them.
+//! overtake the `online` before it, and the forwarder never waits on NATS for them. A report's
+//! task is detached and frees itself when done; what the next report waits on is a small
+//! [`Reported`] flag, not the task's handle (a finished task's memory lives as long as its
+//! handle, which would cost every connected user a kilobyte or two).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use mesh_contracts::chat::{PresenceChange, PresenceChanged};
 use mesh_nats::{CallContext, KvBucket, RpcClient};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::unix_millis;
@@ -28,17 +34,56 @@ enum Step {
     Offline,
 }
 
+/// Whether one report finished; any number may wait for it.
+#[derive(Debug, Default)]
+pub struct Reported {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Reported {
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the report finished (at once if it has).
+    pub async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a `finish` in between still wakes it.
+        notified.as_mut().enable();
+        if self.is_finished() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Marks a report finished when its task ends, whichever way.
+struct FinishOnDrop(Arc<Reported>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 /// The presence reports of one user on this edge.
 pub struct PresenceReporter {
-    deps: std::sync::Arc<PresenceDeps>,
+    deps: Arc<PresenceDeps>,
     user: Uuid,
     session: Uuid,
     /// The latest report; the next one waits for it.
-    last: Option<JoinHandle<()>>,
+    last: Option<Arc<Reported>>,
 }
 
 impl PresenceReporter {
-    pub fn new(deps: std::sync::Arc<PresenceDeps>, user: Uuid, session: Uuid) -> Self {
+    pub fn new(deps: Arc<PresenceDeps>, user: Uuid, session: Uuid) -> Self {
         Self {
             deps,
             user,
@@ -60,22 +105,28 @@ impl PresenceReporter {
         self.chain(Step::Refresh);
     }
 
-    /// The user's last connection here closed; the handle resolves once reported.
-    pub fn offline(&mut self) -> JoinHandle<()> {
+    /// The user's last connection here closed; what it answers finishes once reported.
+    pub fn offline(&mut self) -> Arc<Reported> {
         self.chain(Step::Offline);
         self.last.take().expect("just chained")
     }
 
     fn chain(&mut self, step: Step) {
-        let previous = self.last.take();
+        // A finished report needs no waiting for; dropping it here frees it sooner.
+        let previous = self.last.take().filter(|last| !last.is_finished());
         let deps = self.deps.clone();
         let (user, session) = (self.user, self.session);
-        self.last = Some(tokio::spawn(async move {
+        let reported = Arc::new(Reported::default());
+        self.last = Some(reported.clone());
+        // Detached: the task's memory goes as soon as it ends. The flag is set however it
+        // ends (even unwinding), so the next report never waits for nothing.
+        tokio::spawn(async move {
+            let _finish = FinishOnDrop(reported);
             if let Some(previous) = previous {
-                let _ = previous.await;
+                previous.wait().await;
             }
             report(&deps, user, session, step).await;
-        }));
+        });
     }
 }
 
@@ -132,6 +183,23 @@ fn edge_of(value: &[u8]) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_report_is_awaited_by_whoever_waits_before_or_after_it_finishes() {
+        let reported = Arc::new(Reported::default());
+        let early = tokio::spawn({
+            let reported = reported.clone();
+            async move { reported.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reported.is_finished());
+        reported.finish();
+        early.await.unwrap();
+        // A waiter that comes after the report finished does not wait.
+        tokio::time::timeout(std::time::Duration::from_secs(5), reported.wait())
+            .await
+            .expect("a finished report is not waited for");
+    }
 
     #[test]
     fn values_name_their_edge() {

@@ -22,9 +22,10 @@ use crate::handshake::{BEARER_PROTOCOL, bearer_token, request_origin_allowed, su
 use crate::problem::ApiError;
 
 /// Bytes read from the socket at a time. The buffer is allocated for every connection and
-/// most frames are small, so it is kept far below tungstenite's 128 KiB default; a larger
-/// frame (up to `max_frame_bytes`) grows it only while that frame is read.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// most frames are a few hundred bytes, so it is kept far below tungstenite's 128 KiB default
+/// (512 bytes: a burst of sends takes a few more reads, every idle user 1.5 KiB less than at
+/// 2 KiB); a larger frame (up to `max_frame_bytes`) grows it as it is read.
+const READ_BUFFER_BYTES: usize = 512;
 /// Queued frames are written out once this much is waiting, or at the session's flush: a
 /// burst of pushes costs one write, not one per frame. The buffer grows only as frames are
 /// queued, so an idle connection's stays as small as the frames it got.

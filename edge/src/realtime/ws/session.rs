@@ -80,7 +80,7 @@ impl Session {
     }
 
     /// Serves the socket; answers why it must close.
-    pub async fn run(mut self, socket: &mut WebSocketStream) -> CloseReason {
+    pub async fn run(mut self: Box<Self>, socket: &mut WebSocketStream) -> CloseReason {
         let kick = self.registration.kick();
         let timer = tokio::time::sleep_until(self.timers.next());
         tokio::pin!(timer);
@@ -99,12 +99,11 @@ impl Session {
             };
             let handled = match event {
                 Event::Kicked(reason) => Err(reason),
-                Event::Incoming(incoming) => self.on_incoming(socket, incoming).await,
-                Event::Pushed(Some(frame)) => forward(socket, frame).await,
                 Event::Pushed(None) => Err(kick.reason().unwrap_or(CloseReason::Error)),
-                Event::Answered(Some(frame)) => queue_frame(socket, &frame).await,
                 Event::Answered(None) => Ok(()),
-                Event::TimerFired => self.on_timer(socket).await,
+                // Boxed: while the socket idles, its task keeps only the waiting state above,
+                // not room for the deepest handler (a few KiB per connected user).
+                event => Box::pin(self.handle(socket, event)).await,
             };
             if let Err(reason) = handled {
                 return reason;
@@ -118,6 +117,20 @@ impl Session {
                 }
                 unflushed = 0;
             }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        socket: &mut WebSocketStream,
+        event: Event,
+    ) -> Result<(), CloseReason> {
+        match event {
+            Event::Incoming(incoming) => self.on_incoming(socket, incoming).await,
+            Event::Pushed(Some(frame)) => forward(socket, frame).await,
+            Event::Answered(Some(frame)) => queue_frame(socket, &frame).await,
+            Event::TimerFired => self.on_timer(socket).await,
+            Event::Kicked(_) | Event::Pushed(None) | Event::Answered(None) => Ok(()),
         }
     }
 
