@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_nats::{Bus, Revocation};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::close::CloseReason;
 use super::forwarder;
 use super::kick::Kick;
 use super::presence::PresenceDeps;
+use super::push_queue::PushQueue;
 
 /// What the hub needs besides NATS.
 pub struct HubSettings {
@@ -65,7 +66,8 @@ struct Conn {
     id: u64,
     /// The session whose token the connection holds (a refreshing `auth` may change it).
     session: Mutex<Uuid>,
-    queue: mpsc::Sender<Bytes>,
+    /// Frames pushed to the user, as the client's JSON text, waiting for this connection.
+    queue: PushQueue,
     kick: Arc<Kick>,
 }
 
@@ -79,8 +81,6 @@ pub struct Registration {
     user: Uuid,
     conn: Arc<Conn>,
     subscribed: watch::Receiver<bool>,
-    /// Frames pushed to the user, as the client's JSON text.
-    pub frames: mpsc::Receiver<Bytes>,
 }
 
 impl Hub {
@@ -108,11 +108,10 @@ impl Hub {
 
     /// Adds a connection of `user` holding a token of `session`.
     pub fn register(&self, user: Uuid, session: Uuid) -> Result<Registration, HubClosed> {
-        let (queue, frames) = mpsc::channel(self.inner.settings.send_queue.max(1));
         let conn = Arc::new(Conn {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             session: Mutex::new(session),
-            queue,
+            queue: PushQueue::new(self.inner.settings.send_queue),
             kick: Arc::default(),
         });
         let mut registry = self.registry();
@@ -131,7 +130,6 @@ impl Hub {
             user,
             conn,
             subscribed,
-            frames,
         })
     }
 
@@ -179,15 +177,13 @@ impl Hub {
             return;
         };
         let before = slot.conns.len();
-        slot.conns
-            .retain(|conn| match conn.queue.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    conn.kick.kick(CloseReason::SlowConsumer);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        slot.conns.retain(|conn| {
+            let queued = conn.queue.try_push(frame.clone());
+            if !queued {
+                conn.kick.kick(CloseReason::SlowConsumer);
+            }
+            queued
+        });
         if before > 0 && slot.conns.is_empty() {
             slot.emptied.notify_one();
         }
@@ -302,6 +298,11 @@ impl Registration {
     pub async fn wait_subscribed(&mut self, limit: Duration) -> bool {
         let subscribed = self.subscribed.wait_for(|s| *s);
         matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(_)))
+    }
+
+    /// Frames pushed to the user, as the client's JSON text, waiting for this connection.
+    pub fn frames(&self) -> &PushQueue {
+        &self.conn.queue
     }
 
     /// The connection's kick signal, to wait on alongside its frames.

@@ -11,6 +11,7 @@ mod frames;
 mod hub;
 mod kick;
 mod presence;
+mod push_queue;
 mod sse;
 mod ws;
 

@@ -150,10 +150,7 @@ impl Connection {
         }
         tokio::select! {
             reason = self.kick.kicked() => farewell(reason),
-            pushed = self.registration.frames.recv() => match pushed {
-                Some(frame) => (Some(counted_event(&frame)), None),
-                None => (None, Some(CloseReason::Error)),
-            },
+            frame = self.registration.frames().recv() => (Some(counted_event(&frame)), None),
             () = tokio::time::sleep_until(self.expires_at) => {
                 let expired = ServerFrame::error(
                     ErrorCode::TokenExpired,

@@ -42,7 +42,7 @@ pub struct Session {
 enum Event {
     Kicked(CloseReason),
     Incoming(Option<io::Result<Message>>),
-    Pushed(Option<Bytes>),
+    Pushed(Bytes),
     Answered(Option<ServerFrame>),
     TimerFired,
 }
@@ -93,13 +93,12 @@ impl Session {
             let event = tokio::select! {
                 reason = kick.kicked() => Event::Kicked(reason),
                 incoming = socket.next(), if self.requests.has_room() => Event::Incoming(incoming),
-                pushed = self.registration.frames.recv() => Event::Pushed(pushed),
+                pushed = self.registration.frames().recv() => Event::Pushed(pushed),
                 answer = self.requests.next_reply() => Event::Answered(answer),
                 () = &mut timer => Event::TimerFired,
             };
             let handled = match event {
                 Event::Kicked(reason) => Err(reason),
-                Event::Pushed(None) => Err(kick.reason().unwrap_or(CloseReason::Error)),
                 Event::Answered(None) => Ok(()),
                 // Boxed: while the socket idles, its task keeps only the waiting state above,
                 // not room for the deepest handler (a few KiB per connected user).
@@ -111,7 +110,7 @@ impl Session {
             // Frames are queued; they go out in one write once no push is waiting (or after
             // a bounded run of them, so a busy user's frames are never held long).
             unflushed += 1;
-            if unflushed >= MAX_UNFLUSHED || self.registration.frames.is_empty() {
+            if unflushed >= MAX_UNFLUSHED || self.registration.frames().is_empty() {
                 if let Err(reason) = flush(socket).await {
                     return reason;
                 }
@@ -127,10 +126,10 @@ impl Session {
     ) -> Result<(), CloseReason> {
         match event {
             Event::Incoming(incoming) => self.on_incoming(socket, incoming).await,
-            Event::Pushed(Some(frame)) => forward(socket, frame).await,
+            Event::Pushed(frame) => forward(socket, frame).await,
             Event::Answered(Some(frame)) => queue_frame(socket, &frame).await,
             Event::TimerFired => self.on_timer(socket).await,
-            Event::Kicked(_) | Event::Pushed(None) | Event::Answered(None) => Ok(()),
+            Event::Kicked(_) | Event::Answered(None) => Ok(()),
         }
     }
 
