@@ -61,10 +61,17 @@ pub async fn websocket(
         None => None,
     };
     let state = state.clone();
+    // One box for what only the opening needs: the upgrade's closure and the connection's
+    // task each keep their arguments for the connection's whole life.
+    let opening = Box::new(connection::Opening {
+        verified,
+        slot,
+        ctx,
+    });
     socket
         .protocols([BEARER_PROTOCOL])
         .config(socket_config(&state.ws))
-        .on_upgrade(move |stream| connection::serve(state, stream, verified, slot, ctx))
+        .on_upgrade(move |stream| connection::serve(state, stream, opening))
         .into_response()
 }
 
