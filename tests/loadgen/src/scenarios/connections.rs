@@ -54,6 +54,36 @@ pub fn source_of(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, a, b, c))
 }
 
+/// Below this share of one core the mesh counts as quiet.
+const QUIET_CPU_SHARE: f64 = 0.2;
+/// How long the mesh may stay busy after the connections close.
+const QUIET_LIMIT: Duration = Duration::from_secs(180);
+
+/// CPU seconds the mesh used over the next `window`.
+async fn mesh_cpu_seconds(ctx: &Ctx, window: Duration) -> f64 {
+    let before = ctx.procs.sample();
+    tokio::time::sleep(window).await;
+    ctx.procs
+        .sample()
+        .since(&before)
+        .into_iter()
+        .find(|u| u.process == "mesh")
+        .map_or(0.0, |u| u.seconds)
+}
+
+/// Waits until the mesh uses less than `QUIET_CPU_SHARE` of a core over a second; how long
+/// that took, or `None` past `QUIET_LIMIT`.
+async fn quiet(ctx: &Ctx) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < QUIET_LIMIT {
+        let window = Duration::from_secs(1);
+        if mesh_cpu_seconds(ctx, window).await < QUIET_CPU_SHARE * window.as_secs_f64() {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
 /// Samples VmRSS every second until it stops moving; answers the last sample.
 async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
     let started = Instant::now();
@@ -172,15 +202,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         let open = holders.iter().filter(|h| !h.is_finished()).count();
         eprintln!("{open} of {size} connections open; letting memory settle");
         let rss = settled_rss(pid).await?;
-        let cpu_before = ctx.procs.sample();
-        tokio::time::sleep(idle).await;
-        let mesh_cpu = ctx
-            .procs
-            .sample()
-            .since(&cpu_before)
-            .into_iter()
-            .find(|u| u.process == "mesh")
-            .map_or(0.0, |u| u.seconds);
+        let mesh_cpu = mesh_cpu_seconds(ctx, idle).await;
         steps.push(Step {
             asked: *size,
             open,
@@ -198,6 +220,9 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         holder.await?;
     }
     let after_close = settled_rss(pid).await?;
+    // What the closing set off (every user reported offline, friends told) must be over
+    // before the next scenario measures anything.
+    let quiet_after = quiet(ctx).await;
 
     let first = steps.first().expect("at least one size");
     let last = steps.last().expect("at least one size");
@@ -235,6 +260,23 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "mesh VmRSS before / after closing",
         format!("{} / {}", mib(before), mib(after_close)),
     );
+    outcome.row(
+        "mesh quiet again after closing",
+        match quiet_after {
+            Some(waited) => format!(
+                "after {:.0} s (below {:.0}% of one core)",
+                waited.as_secs_f64(),
+                QUIET_CPU_SHARE * 100.0
+            ),
+            None => format!("not within {} s", QUIET_LIMIT.as_secs()),
+        },
+    );
+    if quiet_after.is_none() {
+        outcome.problem(format!(
+            "the mesh was still busy {} s after the connections closed",
+            QUIET_LIMIT.as_secs()
+        ));
+    }
     if last.open < last.asked {
         outcome.problem(format!(
             "opening stopped at {} of {} connections",
@@ -265,6 +307,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "failed": failures.len(),
         "rss_before_kib": before,
         "rss_after_close_kib": after_close,
+        "quiet_after_close_secs": quiet_after.map(|d| d.as_secs_f64().round()),
     });
     outcome.work = Some(("connection", last.open as u64));
     Ok(outcome)
