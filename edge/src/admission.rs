@@ -189,17 +189,21 @@ mod tests {
     async fn a_send_whose_deadline_passed_while_queued_is_refused_without_waiting() {
         let admission = Admission::new(1, 10);
         admission.record(0, report(1, 50));
-        // The partition drains soon: a send that still waited for it would be admitted.
-        let drains = tokio::spawn({
-            let admission = admission.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                admission.record(0, report(1, 3));
-            }
-        });
         let read_at = tokio::time::Instant::now() - HOLD * 2;
-        assert!(!admission.admitted_by(0, read_at + HOLD).await);
-        drains.await.unwrap();
+        let asking = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.admitted_by(0, read_at + HOLD).await }
+        });
+        // Let the send be judged; one that kept waiting would still be pending here.
+        for _ in 0..100 {
+            if asking.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // The partition drains now: a send still waiting for it would be admitted.
+        admission.record(0, report(1, 3));
+        assert!(!asking.await.unwrap(), "a send past its deadline waited");
         assert!(
             admission.admitted_by(0, read_at + HOLD).await,
             "a drained partition admits late sends too"
