@@ -6,11 +6,13 @@ use std::time::Duration;
 pub struct ChatConfig {
     /// Ingest partitions; must match the edges'.
     pub partitions: u32,
-    /// Most messages stored in one transaction.
+    /// Most messages a partition's owner reads into one batch; a store round gathers up to
+    /// four batches' worth from the partitions waiting for it.
     pub batch_size: usize,
-    /// Partitions of this worker that take a batch through its steps at once. The others'
-    /// messages wait and join their next batch, so a busy worker runs fewer, larger
-    /// transactions instead of one small one per partition contending for the CPU.
+    /// Store rounds this worker runs at once. A round takes the batches of every partition
+    /// waiting when it starts through the steps together (one authorization, one transaction),
+    /// so a busy worker runs fewer, larger transactions instead of one small one per partition
+    /// contending for the CPU.
     pub store_concurrency: usize,
     /// Any two users may message privately, not only friends.
     pub open_private: bool,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use mesh_contracts::Bucket;
 use mesh_nats::{Bus, KvBucket};
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::ChatDeps;
@@ -28,8 +27,6 @@ pub struct Inner {
     pub(crate) worker_id: Uuid,
     /// Which group rosters already have their inbox rows (partition owners only).
     pub(crate) rosters: RosterSync,
-    /// Turns to take a batch through its steps (`ChatConfig::store_concurrency`).
-    pub(crate) store_slots: Arc<Semaphore>,
 }
 
 impl std::ops::Deref for State {
@@ -48,7 +45,6 @@ impl State {
             presence,
             worker_id: Uuid::new_v4(),
             rosters: RosterSync::default(),
-            store_slots: Arc::new(Semaphore::new(config.store_concurrency.max(1))),
             pool: deps.pool,
             bus: deps.bus,
             config,

@@ -27,11 +27,10 @@ impl Backlog {
         }
     }
 
-    /// The batch is stored and acknowledged: what was waiting after it remains.
-    pub fn done(&self, batch: &[Delivery]) {
-        if let Some(last) = batch.last() {
-            self.0.store(last.pending, Ordering::Relaxed);
-        }
+    /// The batch is stored and acknowledged: what was waiting after its last message
+    /// (`pending`) remains.
+    pub fn done(&self, pending: u64) {
+        self.0.store(pending, Ordering::Relaxed);
     }
 
     /// Reports the count for `fence` until `stop`.

@@ -1,11 +1,12 @@
 //! Partition ownership: every tick this worker announces itself, computes which partitions it
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
-//! one owner task per held partition.
+//! one owner task per held partition. The owners share the worker's store rounds (`rounds`).
 
 mod backlog;
 mod batch;
 mod leases;
 mod partition;
+mod rounds;
 mod setback;
 mod steps;
 
@@ -25,6 +26,8 @@ use crate::domain::assignment;
 use crate::state::State;
 use crate::store::partitions::Fence;
 use leases::Leases;
+use rounds::Rounds;
+use steps::Lot;
 
 /// How long an owner handing its partition over may take to finish its batch (its storing
 /// transaction's waits are bounded well below this).
@@ -60,6 +63,12 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             }
         }
     };
+    let rounds = Rounds::new();
+    let _rounds = AbortOnDropHandle::new(tokio::spawn(run_rounds(
+        state.clone(),
+        rounds.clone(),
+        shutdown.clone(),
+    )));
     let mut held: HashMap<u32, Held> = HashMap::new();
     let mut roster = Roster::default();
     let mut tick = tokio::time::interval(state.config().lease_interval);
@@ -70,7 +79,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let workers = roster.current(&leases).await;
-        rebalance(&state, &leases, &mut held, workers).await;
+        rebalance(&state, &leases, &rounds, &mut held, workers).await;
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
     for (partition, lease) in held.drain() {
@@ -80,6 +89,21 @@ pub async fn run(state: State, shutdown: CancellationToken) {
     }
     leases.leave().await;
     CHAT_PARTITIONS_OWNED.set(0);
+}
+
+/// How many batches' worth of messages a round gathers at most (`ChatConfig::batch_size` each).
+const ROUND_BATCHES: usize = 4;
+
+/// Runs the worker's store rounds until `shutdown`.
+async fn run_rounds(state: State, rounds: Arc<Rounds<Lot>>, shutdown: CancellationToken) {
+    let turns = state.config().store_concurrency;
+    let most = state.config().batch_size.max(1) * ROUND_BATCHES;
+    let stop = shutdown.clone();
+    let process = move |lots| {
+        let (state, stop) = (state.clone(), stop.clone());
+        async move { steps::process(&state, lots, &stop).await }
+    };
+    rounds.run(turns, most, process, shutdown).await;
 }
 
 /// The live workers as last listed. Listing reads the whole bucket and can take seconds while
@@ -115,6 +139,7 @@ impl Roster {
 async fn rebalance(
     state: &State,
     leases: &Arc<Leases>,
+    rounds: &Arc<Rounds<Lot>>,
     held: &mut HashMap<u32, Held>,
     workers: Vec<Uuid>,
 ) {
@@ -193,6 +218,7 @@ async fn rebalance(
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
+                    rounds.clone(),
                     fence,
                     stop.clone(),
                 )));

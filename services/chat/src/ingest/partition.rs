@@ -1,9 +1,10 @@
 //! The owner of one partition at one epoch: claims the partition (learning how far its stream
-//! is stored), reads batches in order from right after that and takes each through the steps
-//! in `steps` (authorize, store in one fenced transaction that also records the batch's last
-//! stream sequence, deliver, acknowledge). An owner whose epoch is no longer current stops
-//! before it stores, pushes or acknowledges anything, and the next owner resumes exactly after
-//! what is stored.
+//! is stored), reads batches in order from right after that and hands each to the worker's
+//! store rounds (`rounds`), which take it through the steps in `steps` with the batches of
+//! other partitions waiting at the same time (authorize, store in one fenced transaction that
+//! also records each batch's last stream sequence, deliver, acknowledge). A batch whose epoch
+//! is no longer current is dropped before it stores, pushes or acknowledges anything, its owner
+//! stops, and the next owner resumes exactly after what is stored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,18 +13,24 @@ use mesh_observability::metrics::CHAT_CONSUMER_PENDING;
 use mesh_service_kit::pause;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::Instrument;
 
 use super::backlog::Backlog;
 use super::leases::Leases;
+use super::rounds::Rounds;
 use super::setback::RETRY_DELAY;
-use super::steps;
+use super::steps::Lot;
 use crate::state::State;
 use crate::store::partitions::{self, Claimed, Fence, Fenced};
 
 /// Owns `fence.partition` at `fence.epoch` until `stop` is cancelled or a later owner
 /// claims it.
-pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: CancellationToken) {
+pub async fn own(
+    state: State,
+    leases: Arc<Leases>,
+    rounds: Arc<Rounds<Lot>>,
+    fence: Fence,
+    stop: CancellationToken,
+) {
     let Fence { partition, epoch } = fence;
     let batch = state.config().batch_size;
     let Some(Claimed {
@@ -72,13 +79,13 @@ pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: Cancella
             };
             match next {
                 Ok(Some(mut deliveries)) => {
-                    // Wait for a turn; what arrives meanwhile joins this batch.
-                    let _turn = tokio::select! {
+                    // Wait for a round; what arrives meanwhile joins this batch.
+                    let call = tokio::select! {
                         _ = stop.cancelled() => return,
-                        turn = state.store_slots.acquire() => match turn {
-                            Ok(turn) => turn,
-                            // Never closed; unacknowledged messages go to the next owner.
-                            Err(_) => return,
+                        call = rounds.wait() => match call {
+                            Some(call) => call,
+                            // The rounds stopped: the worker is shutting down.
+                            None => return,
                         },
                     };
                     if let Err(err) = feed.top_up(&mut deliveries, batch) {
@@ -86,17 +93,23 @@ pub async fn own(state: State, leases: Arc<Leases>, fence: Fence, stop: Cancella
                         break;
                     }
                     backlog.taking(&deliveries);
-                    let span = mesh_nats::ingest_batch_span(&deliveries);
-                    if !steps::process(&state, fence, &deliveries, &stop)
-                        .instrument(span)
-                        .await
-                    {
+                    let Some(last) = deliveries.last().map(|d| (d.stream_seq, d.pending)) else {
+                        continue;
+                    };
+                    let size = deliveries.len();
+                    let lot = Lot { fence, deliveries };
+                    // Stopped meanwhile, the round still decides the batch; its fence keeps it
+                    // from storing anything once a later owner claimed the partition.
+                    let verdict = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        verdict = call.hand(lot, size) => verdict,
+                    };
+                    if verdict != Some(true) {
                         return;
                     }
-                    backlog.done(&deliveries);
-                    if let Some(last) = deliveries.last() {
-                        stored_through = last.stream_seq;
-                    }
+                    let (through, pending) = last;
+                    backlog.done(pending);
+                    stored_through = through;
                 }
                 Ok(None) => break,
                 Err(err) => {

@@ -1,5 +1,5 @@
-//! Waiting after a transient failure of a batch step: logs (the first and every 20th time),
-//! keeps the batch from being redelivered meanwhile, and pauses unless the owner is stopping.
+//! Waiting after a transient failure of a round's step: logs (the first and every 20th time),
+//! keeps the round's batches from being redelivered meanwhile, and pauses unless stopping.
 
 use std::time::Duration;
 
@@ -10,30 +10,31 @@ use tokio_util::sync::CancellationToken;
 /// Pause before retrying a step that failed.
 pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// The failures of one batch so far, and what waiting needs.
+/// The failures of one round so far, and what waiting needs.
 pub struct Setback<'a> {
     stop: &'a CancellationToken,
-    deliveries: &'a [Delivery],
+    /// The last delivery of each partition's batch: kept from redelivery while waiting.
+    lasts: Vec<&'a Delivery>,
     failures: u32,
 }
 
 impl<'a> Setback<'a> {
-    pub fn new(stop: &'a CancellationToken, deliveries: &'a [Delivery]) -> Self {
+    pub fn new(stop: &'a CancellationToken, lasts: Vec<&'a Delivery>) -> Self {
         Self {
             stop,
-            deliveries,
+            lasts,
             failures: 0,
         }
     }
 
-    /// Waits before the next try; false when stopped first (the batch is left
+    /// Waits before the next try; false when stopped first (the round is left
     /// unacknowledged for the next owner).
     pub async fn wait(&mut self, err: &(dyn std::fmt::Display + Sync)) -> bool {
         self.failures += 1;
         if self.failures == 1 || self.failures.is_multiple_of(20) {
             tracing::warn!(error = %err, failures = self.failures, "batch step failed; retrying");
         }
-        if let Some(last) = self.deliveries.last() {
+        for last in &self.lasts {
             last.in_progress().await;
         }
         !pause(self.stop, RETRY_DELAY).await

@@ -1,10 +1,13 @@
-//! The steps of one ingest batch, in the order the partition owner takes them: read, set the
-//! unreadable aside, authorize (membership decides, once per poster), store (halving around a
-//! message the store refuses), deliver, record how far the stream is decided, answer refusals,
-//! acknowledge. Nothing is acknowledged before it is stored or refused; a step that fails for a
-//! transient reason is retried; an owner fenced out or stopped returns before acknowledging.
+//! The steps of one ingest round (the batches of one or more partitions taken together), in
+//! order: read, authorize (membership decides, once per poster), store (in one transaction that
+//! checks every partition's fence; halving around a message the store refuses), set the
+//! unreadable aside, deliver, record how far each partition's stream is decided, answer
+//! refusals, acknowledge. Nothing is acknowledged before it is stored or refused; a step that
+//! fails for a transient reason is retried; a partition fenced out is dropped from the round
+//! before anything of it is acknowledged; a round stopped returns before acknowledging.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use mesh_contracts::ErrorCode;
@@ -16,6 +19,7 @@ use mesh_observability::metrics::{
 };
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::batch::Batch;
@@ -23,46 +27,186 @@ use super::setback::Setback;
 use crate::domain::inbound::Valid;
 use crate::state::State;
 use crate::store::messages::{self, NewMessage, Outcome};
-use crate::store::partitions::{self, Fence, Fenced};
+use crate::store::partitions::{self, Advance, AllFenced, Fence, Fenced};
 
 /// The name ingest dead letters are kept under in `chat.dead_letters`.
 const DEAD_LETTER_CONSUMER: &str = "ingest";
 
-/// Takes one batch through every step; false when stopped before it was acknowledged, or when
-/// a later owner claimed the partition (the next owner redoes what this one did not record).
-pub async fn process(
-    state: &State,
-    fence: Fence,
-    deliveries: &[Delivery],
-    stop: &CancellationToken,
-) -> bool {
-    let Some(through) = deliveries.last().map(|d| d.stream_seq) else {
-        return true;
-    };
-    let redelivered = deliveries.iter().filter(|d| d.delivered > 1).count();
+/// One partition's batch in a round.
+pub struct Lot {
+    pub fence: Fence,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Takes a round's lots through every step together; one verdict per lot, in order: true when
+/// its batch was decided and acknowledged, false when stopped first or when a later owner
+/// claimed its partition (the next owner redoes what this one did not record). A lot fenced
+/// out at the store is dropped and the round is taken again without it.
+pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) -> Vec<bool> {
+    let redelivered = lots
+        .iter()
+        .flat_map(|lot| &lot.deliveries)
+        .filter(|d| d.delivered > 1)
+        .count();
     CHAT_REDELIVERIES.inc_by(redelivered as u64);
-    let mut setback = Setback::new(stop, deliveries);
+    let mut verdicts = vec![false; lots.len()];
+    let mut round = Round::new(lots.into_iter().enumerate().collect());
+    while !round.parts.is_empty() {
+        let span = mesh_nats::ingest_batch_span(&round.deliveries);
+        match attempt(state, &round, stop).instrument(span).await {
+            Attempt::Decided(decided) => {
+                for (part, current) in round.parts.iter().zip(decided) {
+                    verdicts[part.lot] = current;
+                }
+                break;
+            }
+            Attempt::Stopped => break,
+            Attempt::FencedOut(stale) => round = round.without(&stale),
+        }
+    }
+    verdicts
+}
+
+/// The lots of a round laid end to end: the steps read one batch, each lot keeps its range.
+struct Round {
+    deliveries: Vec<Delivery>,
+    parts: Vec<Part>,
+}
+
+/// One lot of a round: its position among the round's lots, its fence and its deliveries.
+struct Part {
+    lot: usize,
+    fence: Fence,
+    range: Range<usize>,
+}
+
+impl Round {
+    fn new(lots: Vec<(usize, Lot)>) -> Self {
+        let mut deliveries = Vec::new();
+        let mut parts = Vec::with_capacity(lots.len());
+        for (
+            lot,
+            Lot {
+                fence,
+                deliveries: own,
+            },
+        ) in lots
+        {
+            let start = deliveries.len();
+            deliveries.extend(own);
+            parts.push(Part {
+                lot,
+                fence,
+                range: start..deliveries.len(),
+            });
+        }
+        Self { deliveries, parts }
+    }
+
+    /// The round without the lots of `stale` fences.
+    fn without(self, stale: &[Fence]) -> Self {
+        let mut deliveries = self.deliveries.into_iter();
+        let mut kept = Vec::with_capacity(self.parts.len());
+        for part in self.parts {
+            let own: Vec<Delivery> = deliveries.by_ref().take(part.range.len()).collect();
+            if stale.contains(&part.fence) {
+                fenced_out(part.fence);
+            } else {
+                kept.push((
+                    part.lot,
+                    Lot {
+                        fence: part.fence,
+                        deliveries: own,
+                    },
+                ));
+            }
+        }
+        Self::new(kept)
+    }
+
+    /// The last delivery of each lot (acknowledging it acknowledges the lot).
+    fn lasts(&self) -> Vec<&Delivery> {
+        self.parts
+            .iter()
+            .filter_map(|part| self.deliveries[part.range.clone()].last())
+            .collect()
+    }
+
+    /// Each lot's fence with the stream sequence its batch reaches.
+    fn advances(&self) -> Vec<Advance> {
+        self.parts
+            .iter()
+            .map(|part| Advance {
+                fence: part.fence,
+                through: self.deliveries[part.range.clone()]
+                    .last()
+                    .map(|d| d.stream_seq),
+            })
+            .collect()
+    }
+}
+
+/// How one attempt at a round ended.
+enum Attempt {
+    /// Every message decided; per lot, whether its partition was still ours when recorded
+    /// (and the lot acknowledged).
+    Decided(Vec<bool>),
+    /// Stopped first: nothing acknowledged.
+    Stopped,
+    /// Later owners claimed these partitions before anything was stored.
+    FencedOut(Vec<Fence>),
+}
+
+async fn attempt(state: &State, round: &Round, stop: &CancellationToken) -> Attempt {
+    let deliveries = &round.deliveries;
+    let mut setback = Setback::new(stop, round.lasts());
     let mut batch = Batch::read(deliveries.iter().map(|d| d.payload.as_ref()));
-    if !set_aside_unreadable(state, &batch, deliveries, &mut setback).await
-        || !authorize(state, &mut batch, &mut setback).await
-    {
-        return false;
+    if !authorize(state, &mut batch, &mut setback).await {
+        return Attempt::Stopped;
     }
-    let Some(stored) = store(state, fence, through, &batch, &mut setback).await else {
-        return false;
+    let advances = round.advances();
+    let stored = match store(state, &advances, &batch, &mut setback).await {
+        Step::Done(stored) => stored,
+        Step::Stopped => return Attempt::Stopped,
+        Step::FencedOut(stale) => return Attempt::FencedOut(stale),
     };
-    if !deliver(state, &mut batch, &stored, deliveries, &mut setback).await {
-        return false;
+    if !set_aside_unreadable(state, &batch, deliveries, &mut setback).await
+        || !deliver(state, &mut batch, &stored, deliveries, &mut setback).await
+    {
+        return Attempt::Stopped;
     }
-    // Stored whole, the batch's transaction recorded `through` already; otherwise (nothing to
-    // store, or stored piece by piece) record it now, once every message is decided and
-    // before any refusal is answered or anything acknowledged.
-    if stored.recorded_apart && !record(state, fence, through, &mut setback).await {
-        return false;
+    // Stored whole, the round's transaction recorded each lot's position already; otherwise
+    // (nothing to store, or stored piece by piece) record them now, once every message is
+    // decided and before any refusal is answered or anything acknowledged.
+    let mut current = vec![true; round.parts.len()];
+    if stored.recorded_apart {
+        for (advance, current) in advances.iter().zip(&mut current) {
+            let Some(through) = advance.through else {
+                continue;
+            };
+            match record(state, advance.fence, through, &mut setback).await {
+                Step::Done(()) => {}
+                Step::Stopped => return Attempt::Stopped,
+                Step::FencedOut(_) => *current = false,
+            }
+        }
     }
     answer_refusals(state, &batch).await;
-    acknowledge(deliveries).await;
-    true
+    for (part, current) in round.parts.iter().zip(&current) {
+        if *current {
+            acknowledge(&deliveries[part.range.clone()]).await;
+        }
+    }
+    Attempt::Decided(current)
+}
+
+/// How a step that may be fenced out ended.
+enum Step<T> {
+    Done(T),
+    /// Stopped before it took effect.
+    Stopped,
+    /// Later owners claimed these partitions: it took no effect.
+    FencedOut(Vec<Fence>),
 }
 
 /// Keeps each payload that is not a chat message as a dead letter.
@@ -118,46 +262,57 @@ struct Stored {
     recorded_apart: bool,
 }
 
-/// Stores the ready messages in one fenced transaction that also records `through`; around a
-/// message the store refuses, in pieces. `None` when stopped first or fenced out.
+/// Stores the ready messages in one transaction that checks every lot's fence and records
+/// how far each lot reaches; around a message the store refuses, in pieces.
 async fn store(
     state: &State,
-    fence: Fence,
-    through: u64,
+    advances: &[Advance],
     batch: &Batch,
     setback: &mut Setback<'_>,
-) -> Option<Stored> {
+) -> Step<Stored> {
     let (new, positions) = batch.to_store();
     CHAT_BATCH_SIZE.observe(new.len() as f64);
     if new.is_empty() {
-        return Some(Stored {
+        return Step::Done(Stored {
             results: Vec::new(),
             positions,
             recorded_apart: true,
         });
     }
     let members = state.rosters.to_sync(state.membership(), &new).await;
+    let checks: Vec<Advance> = advances
+        .iter()
+        .map(|advance| Advance {
+            through: None,
+            ..*advance
+        })
+        .collect();
     let whole = Piece {
-        fence,
-        stored_through: Some(through),
+        advances,
+        checks: &checks,
         messages: &new,
     };
-    let results = store_isolating(state, whole, &members, setback).await?;
+    let results = match store_isolating(state, whole, &members, setback).await {
+        Step::Done(results) => results,
+        Step::Stopped => return Step::Stopped,
+        Step::FencedOut(stale) => return Step::FencedOut(stale),
+    };
     state.rosters.synced(&members).await;
     let recorded_apart = results.iter().any(Result::is_err);
-    Some(Stored {
+    Step::Done(Stored {
         results,
         positions,
         recorded_apart,
     })
 }
 
-/// Messages stored in one transaction, and the stream sequence that records (`None` for a
-/// piece of a split batch: the batch is recorded once all of it is decided).
+/// Messages stored in one transaction, with the fences it checks and the positions it records
+/// (`checks`, the same fences recording nothing, for the pieces of a split round: the round is
+/// recorded once all of it is decided).
 #[derive(Clone, Copy)]
 struct Piece<'a> {
-    fence: Fence,
-    stored_through: Option<u64>,
+    advances: &'a [Advance],
+    checks: &'a [Advance],
     messages: &'a [NewMessage],
 }
 
@@ -165,46 +320,47 @@ struct Piece<'a> {
 /// a constraint, an encoding error) is narrowed down by halving the batch until the message
 /// that causes it stands alone; that message's result is its error, and every other message
 /// is stored in its order. Transient failures (lock or statement timeouts included) are
-/// retried. `None` when stopped first or fenced out.
+/// retried.
 async fn store_isolating(
     state: &State,
     piece: Piece<'_>,
     members: &HashMap<ConversationId, Vec<Uuid>>,
     setback: &mut Setback<'_>,
-) -> Option<Vec<Result<Outcome, String>>> {
-    let Piece {
-        fence, messages, ..
-    } = piece;
+) -> Step<Vec<Result<Outcome, String>>> {
+    let messages = piece.messages;
     let err = loop {
-        let stored =
-            messages::store_batch(state.pool(), fence, piece.stored_through, messages, members)
-                .await;
+        let stored = messages::store_batch(state.pool(), piece.advances, messages, members).await;
         match stored {
-            Ok(Fenced::Current(outcomes)) => return Some(outcomes.into_iter().map(Ok).collect()),
-            Ok(Fenced::Stale) => {
-                fenced_out(fence);
-                return None;
+            Ok(AllFenced::Current(outcomes)) => {
+                return Step::Done(outcomes.into_iter().map(Ok).collect());
             }
+            Ok(AllFenced::Stale(stale)) => return Step::FencedOut(stale),
             Err(err) if mesh_service_kit::is_permanent(&err) => break err,
             Err(err) => {
                 if !setback.wait(&err).await {
-                    return None;
+                    return Step::Stopped;
                 }
             }
         }
     };
     if messages.len() == 1 {
-        return Some(vec![Err(err.to_string())]);
+        return Step::Done(vec![Err(err.to_string())]);
     }
     let (left, right) = messages.split_at(messages.len() / 2);
     let half = |messages| Piece {
-        fence,
-        stored_through: None,
+        advances: piece.checks,
+        checks: piece.checks,
         messages,
     };
-    let mut results = Box::pin(store_isolating(state, half(left), members, setback)).await?;
-    results.extend(Box::pin(store_isolating(state, half(right), members, setback)).await?);
-    Some(results)
+    let mut results = match Box::pin(store_isolating(state, half(left), members, setback)).await {
+        Step::Done(results) => results,
+        other => return other,
+    };
+    match Box::pin(store_isolating(state, half(right), members, setback)).await {
+        Step::Done(right) => results.extend(right),
+        other => return other,
+    }
+    Step::Done(results)
 }
 
 /// Pushes each stored message and its ack; sets a message the store refused aside and
@@ -308,19 +464,18 @@ async fn deliver_one(
     }
 }
 
-/// Records the batch through `through` as decided (retrying transient failures); false when
-/// stopped first or fenced out.
-async fn record(state: &State, fence: Fence, through: u64, setback: &mut Setback<'_>) -> bool {
+/// Records a lot through `through` as decided (retrying transient failures).
+async fn record(state: &State, fence: Fence, through: u64, setback: &mut Setback<'_>) -> Step<()> {
     loop {
         match partitions::record(state.pool(), fence, through).await {
-            Ok(Fenced::Current(())) => return true,
+            Ok(Fenced::Current(())) => return Step::Done(()),
             Ok(Fenced::Stale) => {
                 fenced_out(fence);
-                return false;
+                return Step::FencedOut(vec![fence]);
             }
             Err(err) => {
                 if !setback.wait(&err).await {
-                    return false;
+                    return Step::Stopped;
                 }
             }
         }
@@ -338,7 +493,7 @@ async fn answer_refusals(state: &State, batch: &Batch) {
     }
 }
 
-/// Acknowledges the batch (its last message: the consumer acknowledges all before it).
+/// Acknowledges a lot (its last message: the consumer acknowledges all before it).
 async fn acknowledge(deliveries: &[Delivery]) {
     if let Some(last) = deliveries.last()
         && let Err(err) = last.ack().await

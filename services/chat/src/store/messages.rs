@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::partitions::{self, Fence, Fenced};
+use super::partitions::{self, Advance, AllFenced};
 use crate::domain::batch::{self, Slot};
 
 /// A message about to be stored.
@@ -77,10 +77,10 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
     }
 }
 
-/// The storing transaction of the chat ingest: stores a batch only while `fence` is still
-/// the partition's current owner (checked first, under the partition row's lock, so a stale
-/// owner stores nothing) and records `stored_through` as the partition's stored stream
-/// sequence in the same commit. Resends are recognised (also long after JetStream's
+/// The storing transaction of the chat ingest: stores a round's messages (the batches of one
+/// or more partitions) only while every fence of `advances` is still its partition's current
+/// owner (checked first, under the partition rows' locks, so a stale owner stores nothing) and
+/// records each partition's stored stream sequence in the same commit. Resends are recognised (also long after JetStream's
 /// duplicate window), the rest get each conversation's next seqs in batch order. `members`
 /// lists, per conversation, users whose inbox row must exist (group rosters the caller has
 /// not synced yet); the two users of a new private conversation get theirs automatically.
@@ -90,14 +90,14 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
 /// roster unsynced).
 pub async fn store_batch(
     pool: &PgPool,
-    fence: Fence,
-    stored_through: Option<u64>,
+    advances: &[Advance],
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
-) -> sqlx::Result<Fenced<Vec<Outcome>>> {
+) -> sqlx::Result<AllFenced<Vec<Outcome>>> {
     let mut tx = partitions::begin_bounded(pool).await?;
-    if !partitions::advance(&mut tx, fence, stored_through).await? {
-        return Ok(Fenced::Stale);
+    let stale = partitions::advance_all(&mut tx, advances).await?;
+    if !stale.is_empty() {
+        return Ok(AllFenced::Stale(stale));
     }
     let texts: Vec<String> = messages
         .iter()
@@ -187,7 +187,7 @@ pub async fn store_batch(
         write_rows(&mut tx, &new_rows).await?;
     }
     tx.commit().await?;
-    Ok(Fenced::Current(outcomes))
+    Ok(AllFenced::Current(outcomes))
 }
 
 /// `at` as Postgres keeps it (microseconds), so a pushed message and the stored row carry the

@@ -24,6 +24,15 @@ pub enum Fenced<T> {
     Stale,
 }
 
+/// What a fenced step over several partitions did.
+#[derive(Debug)]
+pub enum AllFenced<T> {
+    /// Every epoch was current: the step took effect.
+    Current(T),
+    /// Later owners claimed these partitions: nothing took effect.
+    Stale(Vec<Fence>),
+}
+
 /// Opens a transaction whose waits are bounded, in one round trip: a stale owner stopped
 /// (SIGSTOP, a long GC-like pause) inside it releases its locks after 3 s (idle in
 /// transaction), so a new owner never waits out its whole pause; a row lock is waited for at
@@ -94,6 +103,54 @@ pub async fn advance(
     .await?;
     hold_for_tests().await;
     Ok(updated.rows_affected() == 1)
+}
+
+/// One partition of a storing transaction: its owner's fence and the stream sequence to record
+/// as stored (`None`: only check the fence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    pub fence: Fence,
+    pub through: Option<u64>,
+}
+
+/// `advance` for every partition of a round's transaction, in one statement that locks their
+/// rows in partition order (two transactions sharing partitions never deadlock). The fences a
+/// later owner took, none when all were current: the caller must then roll back.
+pub async fn advance_all(
+    conn: &mut PgConnection,
+    advances: &[Advance],
+) -> sqlx::Result<Vec<Fence>> {
+    let partitions: Vec<i32> = advances.iter().map(|a| partition_key(a.fence)).collect();
+    let epochs: Vec<i64> = advances.iter().map(|a| epoch_key(a.fence)).collect();
+    let throughs: Vec<i64> = advances
+        .iter()
+        .map(|a| {
+            a.through
+                .map_or(0, |seq| i64::try_from(seq).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let advanced: Vec<(i32,)> = sqlx::query_as(
+        "WITH wanted AS ( \
+           SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS w(partition, epoch, through)), \
+         locked AS ( \
+           SELECT p.partition FROM chat.partitions p JOIN wanted w ON w.partition = p.partition \
+           ORDER BY p.partition FOR UPDATE OF p) \
+         UPDATE chat.partitions p SET stream_seq = GREATEST(p.stream_seq, w.through) \
+         FROM wanted w, locked l \
+         WHERE p.partition = w.partition AND l.partition = p.partition AND p.epoch = w.epoch \
+         RETURNING p.partition",
+    )
+    .bind(&partitions)
+    .bind(&epochs)
+    .bind(&throughs)
+    .fetch_all(conn)
+    .await?;
+    hold_for_tests().await;
+    Ok(advances
+        .iter()
+        .map(|a| a.fence)
+        .filter(|fence| !advanced.contains(&(partition_key(*fence),)))
+        .collect())
 }
 
 /// Records that everything through `stored_through` is decided, in a transaction of its own
