@@ -461,7 +461,7 @@ start_pg() {
   pg_clear_stale
   pg_write_conf "$user"
 
-  local opts=""
+  local opts="-c shared_preload_libraries=pg_stat_statements"
   [[ "${MESH_PG_FAST:-0}" == 1 ]] && opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   log "starting Postgres on 127.0.0.1:$PG_PORT ($(basename "$(dirname "$bindir")"), as $user${opts:+, fast mode}, log ${PG_LOG#"$ROOT"/})"
   as_pg "$user" "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$WAIT_SECS" -o "$opts" start \

@@ -123,8 +123,10 @@ pub struct ChatSettings {
     pub partitions: u32,
     /// Per partition; 0 for no bound.
     pub max_unstored: u64,
-    /// Most messages per storing transaction.
+    /// Most messages a partition's owner reads into one batch.
     pub batch_size: usize,
+    /// Store rounds a worker runs at once.
+    pub store_rounds: usize,
     pub open_private: bool,
     pub recall_window: Duration,
     pub dedup_window: Duration,

@@ -155,10 +155,14 @@ pub struct RawSettings {
     /// refuse new messages to the partition `overloaded` (with `retry_after_ms`); 0 for no bound.
     #[arg(long, env = "MESH_CHAT_MAX_UNSTORED", default_value = "2048")]
     pub chat_max_unstored: String,
-    /// Most chat messages one storing transaction takes (1-1024); a busy partition batches up
-    /// to this many.
+    /// Most chat messages a partition's owner reads into one batch (1-1024); a store round
+    /// gathers up to four batches' worth from the partitions waiting for it.
     #[arg(long, env = "MESH_CHAT_BATCH_SIZE", default_value = "256")]
     pub chat_batch_size: String,
+    /// Store rounds a chat worker runs at once (1-64): each takes the batches of every partition
+    /// waiting when it starts through one authorization and one storing transaction.
+    #[arg(long, env = "MESH_CHAT_STORE_ROUNDS", default_value = "4")]
+    pub chat_store_rounds: String,
     /// Let any two users message privately, not only friends.
     #[arg(long, env = "MESH_CHAT_OPEN_PRIVATE", default_value = "false")]
     pub chat_open_private: String,

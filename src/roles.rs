@@ -125,6 +125,7 @@ pub fn chat_config(settings: &Settings) -> ChatConfig {
         settings.rpc_timeout,
     );
     config.batch_size = settings.chat.batch_size;
+    config.store_concurrency = settings.chat.store_rounds;
     config
 }
 

@@ -287,6 +287,13 @@ impl Problems {
         if batch_size.is_some_and(|n| !(1..=1024).contains(&n)) {
             self.0.push("MESH_CHAT_BATCH_SIZE: must be 1-1024".into());
         }
+        let store_rounds = self.take(
+            "MESH_CHAT_STORE_ROUNDS",
+            raw.chat_store_rounds.parse::<usize>(),
+        );
+        if store_rounds.is_some_and(|n| !(1..=64).contains(&n)) {
+            self.0.push("MESH_CHAT_STORE_ROUNDS: must be 1-64".into());
+        }
         let open_private = self.take(
             "MESH_CHAT_OPEN_PRIVATE",
             raw.chat_open_private.parse::<bool>(),
@@ -297,6 +304,7 @@ impl Problems {
             partitions: partitions.filter(|n| (1..=1024).contains(n))?,
             max_unstored: max_unstored?,
             batch_size: batch_size.filter(|n| (1..=1024).contains(n))?,
+            store_rounds: store_rounds.filter(|n| (1..=64).contains(n))?,
             open_private: open_private?,
             recall_window: recall_window?,
             dedup_window: dedup_window?,

@@ -86,6 +86,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             partitions: 4,
             max_unstored: 2048,
             batch_size: 256,
+            store_rounds: 4,
             open_private: false,
             recall_window: Duration::from_secs(120),
             dedup_window: Duration::from_secs(120),

@@ -453,6 +453,7 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
                 warmup: 3.0,
                 max_in_flight: 2000,
                 body_bytes: 64,
+                reference: false,
             };
             let measured = r
                 .run(ctx, "latency", async |c| latency::run(c, &latency).await)
@@ -460,6 +461,15 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
             ctx.latency_p99_ms = measured
                 .as_ref()
                 .and_then(|o| o.results["accept_to_delivery"]["p99_ms"].as_f64());
+            let headroom = latency::Args {
+                rate: (rate / 2.0 / 100.0).floor().max(1.0) * 100.0,
+                reference: true,
+                ..latency
+            };
+            r.run(ctx, "latency_headroom", async |c| {
+                latency::run(c, &headroom).await
+            })
+            .await?;
         }
         None => eprintln!("no maximum measured and no --rate: skipping latency"),
     }

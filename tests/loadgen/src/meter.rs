@@ -1,7 +1,7 @@
 //! What wraps every scenario: it starts only from an empty ingest backlog (or fails with a
 //! problem line saying what was left), and its outcome gets the CPU seconds each watched
-//! process used while it ran, and per unit of its work, and how much of the machine's CPU
-//! time the host took meanwhile (steal, from `/proc/stat`).
+//! process used while it ran, and per unit of its work, how busy the machine's CPUs were
+//! meanwhile and how much of their time the host took (steal), both from `/proc/stat`.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ pub const BACKLOG_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Meter {
     before: CpuSample,
-    /// The machine's (steal, total) CPU ticks at the start, where readable.
-    machine_before: Option<(u64, u64)>,
+    /// The machine's CPU ticks at the start, where readable.
+    machine_before: Option<Ticks>,
     started: Instant,
     /// How long the backlog took to empty; `None` when it was not checked.
     waited: Option<Duration>,
@@ -41,10 +41,10 @@ impl Meter {
     /// Adds the CPU rows to `outcome`.
     pub fn finish(self, procs: &Procs, outcome: &mut Outcome) {
         let used = procs.sample().since(&self.before);
-        let steal_share = self
+        let shares = self
             .machine_before
             .zip(machine_ticks())
-            .and_then(|(before, after)| steal_share(before, after));
+            .and_then(|(before, after)| Shares::between(before, after));
         let wall = self.started.elapsed().as_secs_f64();
         let (unit, units) = match outcome.work {
             Some((unit, n)) => (Some(unit.to_owned()), Some(n)),
@@ -78,10 +78,14 @@ impl Meter {
             &format!("CPU seconds over {wall:.1} s"),
             seconds.join(" · "),
         );
-        if let Some(share) = steal_share {
+        if let Some(shares) = shares {
+            outcome.row(
+                "machine CPU busy (every process, all cores)",
+                format!("{:.0}%", shares.busy * 100.0),
+            );
             outcome.row(
                 "machine CPU time taken by the host (steal)",
-                format!("{:.0}%", share * 100.0),
+                format!("{:.0}%", shares.steal * 100.0),
             );
         }
         if let (Some(unit), Some(n)) = (&unit, units.filter(|n| *n > 0)) {
@@ -96,19 +100,29 @@ impl Meter {
             unit,
             units,
             processes: lines,
-            steal_share: steal_share.map(|s| (s * 1000.0).round() / 1000.0),
+            busy_share: shares.map(|s| (s.busy * 1000.0).round() / 1000.0),
+            steal_share: shares.map(|s| (s.steal * 1000.0).round() / 1000.0),
         });
     }
 }
 
-/// The machine's (steal, total) CPU ticks, from the `cpu` line of `/proc/stat`.
-fn machine_ticks() -> Option<(u64, u64)> {
+/// The machine's CPU ticks since boot, all cores together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ticks {
+    /// Running anything (not idle, not waiting for I/O, not stolen).
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+/// The machine's CPU ticks, from the `cpu` line of `/proc/stat`.
+fn machine_ticks() -> Option<Ticks> {
     parse_cpu_line(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
-/// (steal, total) from `/proc/stat` text: `cpu user nice system idle iowait irq softirq steal
-/// ...`; guest time is already inside user and nice, so it is not added again.
-fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
+/// Ticks from `/proc/stat` text: `cpu user nice system idle iowait irq softirq steal ...`;
+/// guest time is already inside user and nice, so it is not added again.
+fn parse_cpu_line(stat: &str) -> Option<Ticks> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let ticks: Vec<u64> = line
         .split_whitespace()
@@ -117,14 +131,34 @@ fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
         .map(str::parse)
         .collect::<Result<_, _>>()
         .ok()?;
-    (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
+    (ticks.len() == 8).then(|| {
+        let total: u64 = ticks.iter().sum();
+        let (idle, iowait, steal) = (ticks[3], ticks[4], ticks[7]);
+        Ticks {
+            busy: total - idle - iowait - steal,
+            steal,
+            total,
+        }
+    })
 }
 
-/// The share of the ticks between two readings that were steal; `None` when no time passed.
-fn steal_share(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
-    let total = after.1.checked_sub(before.1).filter(|t| *t > 0)?;
-    let steal = after.0.saturating_sub(before.0);
-    Some(steal as f64 / total as f64)
+/// Shares of the ticks between two readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shares {
+    busy: f64,
+    steal: f64,
+}
+
+impl Shares {
+    /// `None` when no time passed.
+    fn between(before: Ticks, after: Ticks) -> Option<Self> {
+        let total = after.total.checked_sub(before.total).filter(|t| *t > 0)? as f64;
+        let share = |a: u64, b: u64| a.saturating_sub(b) as f64 / total;
+        Some(Self {
+            busy: share(after.busy, before.busy),
+            steal: share(after.steal, before.steal),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -132,16 +166,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cpu_line_gives_steal_and_total() {
+    fn the_cpu_line_gives_busy_steal_and_total() {
         let stat = "cpu  100 5 50 800 10 0 5 30 7 0\ncpu0 50 2 25 400 5 0 2 15 3 0\n";
-        assert_eq!(parse_cpu_line(stat), Some((30, 1000)));
+        let ticks = Ticks {
+            busy: 160,
+            steal: 30,
+            total: 1000,
+        };
+        assert_eq!(parse_cpu_line(stat), Some(ticks));
         assert_eq!(parse_cpu_line("cpu0 1 2 3\n"), None);
         assert_eq!(parse_cpu_line("cpu  1 2 x 4 5 6 7 8\n"), None);
     }
 
     #[test]
-    fn the_steal_share_is_of_the_ticks_between_readings() {
-        assert_eq!(steal_share((30, 1_000), (130, 1_400)), Some(0.25));
-        assert_eq!(steal_share((30, 1_000), (30, 1_000)), None);
+    fn the_shares_are_of_the_ticks_between_readings() {
+        let before = Ticks {
+            busy: 500,
+            steal: 30,
+            total: 1_000,
+        };
+        let after = Ticks {
+            busy: 800,
+            steal: 130,
+            total: 1_400,
+        };
+        let shares = Shares::between(before, after);
+        assert_eq!(
+            shares,
+            Some(Shares {
+                busy: 0.75,
+                steal: 0.25
+            })
+        );
+        assert_eq!(Shares::between(before, before), None);
     }
 }

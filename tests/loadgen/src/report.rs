@@ -97,6 +97,9 @@ pub struct CpuReport {
     pub unit: Option<String>,
     pub units: Option<u64>,
     pub processes: Vec<CpuLine>,
+    /// Share of the machine's CPU time (all cores) spent running anything while the scenario
+    /// ran: near 1, every process waits for a CPU and latencies grow with the queue.
+    pub busy_share: Option<f64>,
     /// Share of the machine's CPU time the host took (steal) while the scenario ran; figures
     /// measured under much steal are lower than the machine can do.
     pub steal_share: Option<f64>,
