@@ -127,6 +127,8 @@ pub struct ChatSettings {
     pub batch_size: usize,
     /// Store rounds a worker runs at once.
     pub store_rounds: usize,
+    /// How long a batch may wait for others before a free store round takes it.
+    pub store_linger: Duration,
     pub open_private: bool,
     pub recall_window: Duration,
     pub dedup_window: Duration,

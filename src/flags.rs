@@ -163,6 +163,10 @@ pub struct RawSettings {
     /// waiting when it starts through one authorization and one storing transaction.
     #[arg(long, env = "MESH_CHAT_STORE_ROUNDS", default_value = "4")]
     pub chat_store_rounds: String,
+    /// How long a chat batch may wait for other partitions' batches before a free store round
+    /// takes it (0 to 100 ms): fewer, larger transactions while the worker is not busy.
+    #[arg(long, env = "MESH_CHAT_STORE_LINGER", default_value = "5ms")]
+    pub chat_store_linger: String,
     /// Let any two users message privately, not only friends.
     #[arg(long, env = "MESH_CHAT_OPEN_PRIVATE", default_value = "false")]
     pub chat_open_private: String,

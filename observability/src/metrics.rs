@@ -203,8 +203,13 @@ pub static CHAT_ACCEPT_TO_STORE: LazyLock<Histogram> = LazyLock::new(|| {
 /// Size of the batches a partition owner stores in one transaction.
 pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
-        HistogramOpts::new("mesh_chat_batch_messages", "Messages per stored batch")
-            .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0])
+        HistogramOpts::new(
+            "mesh_chat_batch_messages",
+            "Messages per storing transaction (a store round: one or more partitions' batches)"
+        )
+        .buckets(vec![
+            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0
+        ])
     )
     .expect("metric registered once")
 });

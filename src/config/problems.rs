@@ -13,6 +13,9 @@ use super::{
 };
 use crate::flags::RawSettings;
 
+/// Duration settings for which zero is meaningful (no grace, no linger).
+const ZERO_ALLOWED: [&str; 2] = ["MESH_REFRESH_REUSE_GRACE", "MESH_CHAT_STORE_LINGER"];
+
 /// Problems found so far, and the database variables missing with who needs them.
 #[derive(Default)]
 pub struct Problems(Vec<String>, Vec<(&'static str, Vec<String>)>);
@@ -73,9 +76,10 @@ impl Problems {
             .ok()
     }
 
+    /// A duration setting; zero only where `ZERO_ALLOWED` says it means something.
     fn duration(&mut self, name: &str, raw: &str) -> Option<Duration> {
         let parsed = self.take(name, humantime::parse_duration(raw))?;
-        if parsed.is_zero() && name != "MESH_REFRESH_REUSE_GRACE" {
+        if parsed.is_zero() && !ZERO_ALLOWED.contains(&name) {
             self.0.push(format!("{name}: must be greater than zero"));
             return None;
         }
@@ -294,6 +298,11 @@ impl Problems {
         if store_rounds.is_some_and(|n| !(1..=64).contains(&n)) {
             self.0.push("MESH_CHAT_STORE_ROUNDS: must be 1-64".into());
         }
+        let store_linger = self.duration("MESH_CHAT_STORE_LINGER", &raw.chat_store_linger);
+        if store_linger.is_some_and(|linger| linger > Duration::from_millis(100)) {
+            self.0
+                .push("MESH_CHAT_STORE_LINGER: must be at most 100ms".into());
+        }
         let open_private = self.take(
             "MESH_CHAT_OPEN_PRIVATE",
             raw.chat_open_private.parse::<bool>(),
@@ -305,6 +314,7 @@ impl Problems {
             max_unstored: max_unstored?,
             batch_size: batch_size.filter(|n| (1..=1024).contains(n))?,
             store_rounds: store_rounds.filter(|n| (1..=64).contains(n))?,
+            store_linger: store_linger.filter(|linger| *linger <= Duration::from_millis(100))?,
             open_private: open_private?,
             recall_window: recall_window?,
             dedup_window: dedup_window?,

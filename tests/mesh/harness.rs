@@ -87,6 +87,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             max_unstored: 2048,
             batch_size: 256,
             store_rounds: 4,
+            store_linger: Duration::from_millis(5),
             open_private: false,
             recall_window: Duration::from_secs(120),
             dedup_window: Duration::from_secs(120),

@@ -14,6 +14,10 @@ pub struct ChatConfig {
     /// so a busy worker runs fewer, larger transactions instead of one small one per partition
     /// contending for the CPU.
     pub store_concurrency: usize,
+    /// How long a batch waiting for a store round may wait for other partitions' batches when
+    /// a turn is free: a trickle of messages is then stored in fewer transactions instead of
+    /// one tiny one after another as fast as the CPU allows.
+    pub store_linger: Duration,
     /// Any two users may message privately, not only friends.
     pub open_private: bool,
     /// How long after sending its sender may recall a message.
@@ -36,6 +40,7 @@ impl ChatConfig {
             partitions,
             batch_size: 256,
             store_concurrency: 4,
+            store_linger: Duration::from_millis(5),
             open_private,
             recall_window,
             rpc_timeout,

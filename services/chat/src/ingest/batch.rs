@@ -116,20 +116,24 @@ impl Batch {
         }
     }
 
-    /// Each refused message's sender, the reason, and what the sender is told.
-    pub fn refusals(&self) -> impl Iterator<Item = (Uuid, ErrorCode, SendAck)> + '_ {
-        self.items.iter().filter_map(|item| match item {
-            Item::Refused { inbound, code } => Some((
-                inbound.sender_id,
-                *code,
-                SendAck::rejected(
-                    inbound.client_id.clone(),
-                    Some(inbound.conversation_id.clone()),
+    /// Each refused message: its position, its sender, the reason, and what the sender is told.
+    pub fn refusals(&self) -> impl Iterator<Item = (usize, Uuid, ErrorCode, SendAck)> + '_ {
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| match item {
+                Item::Refused { inbound, code } => Some((
+                    index,
+                    inbound.sender_id,
                     *code,
-                ),
-            )),
-            _ => None,
-        })
+                    SendAck::rejected(
+                        inbound.client_id.clone(),
+                        Some(inbound.conversation_id.clone()),
+                        *code,
+                    ),
+                )),
+                _ => None,
+            })
     }
 
     fn ready(&self) -> impl Iterator<Item = (usize, &Valid)> {
@@ -188,7 +192,7 @@ mod tests {
             1,
             "bob is no party of ann and cy's conversation"
         );
-        assert_eq!(refused[0].0, bob);
+        assert_eq!((refused[0].0, refused[0].1), (4, bob));
     }
 
     #[test]
@@ -208,7 +212,9 @@ mod tests {
         batch.refuse(1, ErrorCode::Unstorable);
         assert!(batch.to_store().0.is_empty());
         assert!(batch.valid(1).is_none());
-        let codes: Vec<_> = batch.refusals().map(|(_, code, _)| code).collect();
+        let positions: Vec<_> = batch.refusals().map(|(at, ..)| at).collect();
+        assert_eq!(positions, [0, 1, 2]);
+        let codes: Vec<_> = batch.refusals().map(|(_, _, code, _)| code).collect();
         assert_eq!(
             codes,
             [

@@ -26,7 +26,7 @@ use crate::domain::assignment;
 use crate::state::State;
 use crate::store::partitions::Fence;
 use leases::Leases;
-use rounds::Rounds;
+use rounds::{Pace, Rounds};
 use steps::Lot;
 
 /// How long an owner handing its partition over may take to finish its batch (its storing
@@ -96,14 +96,18 @@ const ROUND_BATCHES: usize = 4;
 
 /// Runs the worker's store rounds until `shutdown`.
 async fn run_rounds(state: State, rounds: Arc<Rounds<Lot>>, shutdown: CancellationToken) {
-    let turns = state.config().store_concurrency;
-    let most = state.config().batch_size.max(1) * ROUND_BATCHES;
+    let config = state.config();
+    let pace = Pace {
+        turns: config.store_concurrency,
+        most: config.batch_size.max(1) * ROUND_BATCHES,
+        linger: config.store_linger,
+    };
     let stop = shutdown.clone();
     let process = move |lots| {
         let (state, stop) = (state.clone(), stop.clone());
         async move { steps::process(&state, lots, &stop).await }
     };
-    rounds.run(turns, most, process, shutdown).await;
+    rounds.run(pace, process, shutdown).await;
 }
 
 /// The live workers as last listed. Listing reads the whole bucket and can take seconds while

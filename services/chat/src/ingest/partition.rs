@@ -82,7 +82,7 @@ pub async fn own(
                     // Wait for a round; what arrives meanwhile joins this batch.
                     let call = tokio::select! {
                         _ = stop.cancelled() => return,
-                        call = rounds.wait() => match call {
+                        call = rounds.wait(deliveries.len()) => match call {
                             Some(call) => call,
                             // The rounds stopped: the worker is shutting down.
                             None => return,
@@ -97,14 +97,15 @@ pub async fn own(
                         continue;
                     };
                     let size = deliveries.len();
-                    let lot = Lot { fence, deliveries };
-                    // Stopped meanwhile, the round still decides the batch; its fence keeps it
-                    // from storing anything once a later owner claimed the partition.
-                    let verdict = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        verdict = call.hand(lot, size) => verdict,
+                    let lot = Lot {
+                        fence,
+                        deliveries,
+                        stop: stop.clone(),
                     };
-                    if verdict != Some(true) {
+                    // Told to stop meanwhile, the owner still waits for the round (the lease
+                    // loop waits a bounded grace for it), so a batch being stored is also
+                    // pushed and acknowledged before the partition is handed over.
+                    if call.hand(lot, size).await != Some(true) {
                         return;
                     }
                     let (through, pending) = last;

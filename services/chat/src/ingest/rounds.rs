@@ -1,27 +1,58 @@
 //! The store turns of one chat worker, shared by its partition owners. An owner with a batch
-//! waits for a round; a round starts when a turn is free and takes the batches of the owners
-//! waiting then, oldest first, until they hold enough messages, and takes them through the steps
-//! together (one authorization call, one storing transaction). At most `turns` rounds run at
-//! once, so while the store is busy the partitions' batches gather into fewer, larger rounds
-//! instead of one small transaction each contending for the CPU; an idle worker still stores a
-//! lone batch at once.
+//! waits for a round; a round starts when a turn is free and the oldest waiting batch has
+//! lingered long enough (or the waiting batches are large enough), takes the batches of the
+//! owners waiting then, oldest first, until they hold enough messages, and takes them through
+//! the steps together (one authorization call, one storing transaction). At most `turns` rounds
+//! run at once, so while the store is busy the partitions' batches gather into fewer, larger
+//! rounds; the linger does the same while it is not, so a trickle of messages is not stored
+//! one tiny transaction after another as fast as the CPU allows (every round costs Postgres,
+//! NATS and the worker about the same whatever it holds).
 //!
 //! Generic over what a batch is, so the gathering is tested without NATS or Postgres.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A batch handed to a round: the batch, how many messages it holds, where its verdict goes.
 type Handed<T> = (T, usize, oneshot::Sender<bool>);
 
+/// How rounds are cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Rounds running at once.
+    pub turns: usize,
+    /// A round stops gathering once it holds this many messages; waiting batches holding this
+    /// many start a round without lingering.
+    pub most: usize,
+    /// How long the oldest waiting batch may wait for others before a free turn takes it.
+    pub linger: Duration,
+}
+
 /// The owners waiting for a round, in the order they began to wait.
 pub struct Rounds<T> {
-    waiting: Mutex<VecDeque<oneshot::Sender<Call<T>>>>,
+    waiting: Mutex<Waiting<T>>,
     arrived: Notify,
+}
+
+struct Waiting<T> {
+    queue: VecDeque<Ticket<T>>,
+    /// Messages of the queued batches when their owners began to wait.
+    messages: usize,
+    /// No round starts any more: owners are answered `None` at once.
+    closed: bool,
+}
+
+/// An owner waiting for a round.
+struct Ticket<T> {
+    call: oneshot::Sender<Call<T>>,
+    since: Instant,
+    messages: usize,
 }
 
 /// A round taking one waiting owner: the owner tops its batch up and hands it over.
@@ -42,47 +73,78 @@ impl<T> Call<T> {
 impl<T: Send + 'static> Rounds<T> {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            waiting: Mutex::new(VecDeque::new()),
+            waiting: Mutex::new(Waiting {
+                queue: VecDeque::new(),
+                messages: 0,
+                closed: false,
+            }),
             arrived: Notify::new(),
         })
     }
 
-    /// Waits until a round takes this owner; `None` when the rounds stopped first.
-    pub async fn wait(&self) -> Option<Call<T>> {
+    /// Waits until a round takes this owner, whose batch holds `messages` so far; `None` when
+    /// the rounds stopped first.
+    pub async fn wait(&self, messages: usize) -> Option<Call<T>> {
         let (call, called) = oneshot::channel();
-        self.queue().push_back(call);
+        {
+            let mut waiting = self.lock();
+            if waiting.closed {
+                return None;
+            }
+            waiting.queue.push_back(Ticket {
+                call,
+                since: Instant::now(),
+                messages,
+            });
+            waiting.messages += messages;
+        }
         self.arrived.notify_one();
         called.await.ok()
     }
 
-    /// Runs rounds until `stop`: at most `turns` at once, each gathering waiting owners'
-    /// batches until they hold `most` messages and passing them to `process`, which answers one
-    /// verdict per batch, in order.
-    pub async fn run<F, R>(
-        self: Arc<Self>,
-        turns: usize,
-        most: usize,
+    /// Runs rounds as `pace` says until `stop`, passing each round's batches to `process`,
+    /// which answers one verdict per batch, in order. Then answers every waiting owner, and
+    /// every later one, `None` (rounds already started still finish).
+    pub async fn run<F, R>(self: Arc<Self>, pace: Pace, process: F, stop: CancellationToken)
+    where
+        F: Fn(Vec<T>) -> R,
+        R: Future<Output = Vec<bool>> + Send + 'static,
+    {
+        let turns = Arc::new(Semaphore::new(pace.turns.max(1)));
+        self.serve(turns, pace, process, stop).await;
+    }
+
+    /// `run` with the turns given.
+    async fn serve<F, R>(
+        &self,
+        turns: Arc<Semaphore>,
+        pace: Pace,
         process: F,
         stop: CancellationToken,
     ) where
         F: Fn(Vec<T>) -> R,
         R: Future<Output = Vec<bool>> + Send + 'static,
     {
-        let turns = Arc::new(Semaphore::new(turns.max(1)));
-        loop {
-            let turn = tokio::select! {
-                _ = stop.cancelled() => return,
-                turn = turns.clone().acquire_owned() => match turn {
-                    Ok(turn) => turn,
-                    Err(_) => return,
-                },
-            };
-            let gathered = tokio::select! {
-                _ = stop.cancelled() => return,
-                gathered = self.gather(most) => gathered,
-            };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = self.dispatch(turns, pace, process) => {}
+        }
+        let mut waiting = self.lock();
+        waiting.closed = true;
+        waiting.queue.clear();
+        waiting.messages = 0;
+    }
+
+    /// Starts rounds as turns free up (until the turns are closed).
+    async fn dispatch<F, R>(&self, turns: Arc<Semaphore>, pace: Pace, process: F)
+    where
+        F: Fn(Vec<T>) -> R,
+        R: Future<Output = Vec<bool>> + Send + 'static,
+    {
+        while let Ok(turn) = turns.clone().acquire_owned().await {
+            self.ripe(pace).await;
             let (batches, verdicts): (Vec<T>, Vec<oneshot::Sender<bool>>) =
-                gathered.into_iter().unzip();
+                self.gather(pace.most).await.into_iter().unzip();
             let round = process(batches);
             tokio::spawn(async move {
                 let decided = round.await;
@@ -94,14 +156,47 @@ impl<T: Send + 'static> Rounds<T> {
         }
     }
 
-    /// The batches of the owners waiting now (at least one: waits for the first), oldest
-    /// first, until they hold `most` messages; owners that stopped waiting are skipped.
+    /// Returns once an owner waits and either the oldest has waited `pace.linger` or the
+    /// waiting batches hold `pace.most` messages.
+    async fn ripe(&self, pace: Pace) {
+        loop {
+            let now = Instant::now();
+            let due = {
+                let waiting = self.lock();
+                match waiting.queue.front() {
+                    None => None,
+                    Some(_) if waiting.messages >= pace.most => Some(now),
+                    Some(oldest) => Some(oldest.since + pace.linger),
+                }
+            };
+            match due {
+                Some(due) if due <= now => return,
+                Some(due) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => return,
+                        _ = self.arrived.notified() => {}
+                    }
+                }
+                None => self.arrived.notified().await,
+            }
+        }
+    }
+
+    /// The batches of the owners waiting now, oldest first, until they hold `most` messages;
+    /// owners that stopped waiting are skipped. Waits for one when none is left.
     async fn gather(&self, most: usize) -> Vec<(T, oneshot::Sender<bool>)> {
         let mut gathered = Vec::new();
         let mut messages = 0;
         loop {
-            let next = self.queue().pop_front();
-            let Some(call) = next else {
+            let next = {
+                let mut waiting = self.lock();
+                let next = waiting.queue.pop_front();
+                if let Some(ticket) = &next {
+                    waiting.messages = waiting.messages.saturating_sub(ticket.messages);
+                }
+                next
+            };
+            let Some(ticket) = next else {
                 if !gathered.is_empty() {
                     return gathered;
                 }
@@ -109,7 +204,7 @@ impl<T: Send + 'static> Rounds<T> {
                 continue;
             };
             let (take, taken) = oneshot::channel();
-            if call.send(Call { take }).is_err() {
+            if ticket.call.send(Call { take }).is_err() {
                 continue;
             }
             let Ok((batch, size, verdict)) = taken.await else {
@@ -123,10 +218,8 @@ impl<T: Send + 'static> Rounds<T> {
         }
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender<Call<T>>>> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Waiting<T>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -141,21 +234,30 @@ mod tests {
         size: usize,
     ) -> tokio::task::JoinHandle<Option<bool>> {
         let rounds = rounds.clone();
-        tokio::spawn(async move { rounds.wait().await?.hand(batch, size).await })
+        tokio::spawn(async move { rounds.wait(size).await?.hand(batch, size).await })
     }
 
     /// Yields until `rounds` has `count` owners waiting.
     async fn until_waiting(rounds: &Rounds<&'static str>, count: usize) {
-        while rounds.queue().len() != count {
+        while rounds.lock().queue.len() != count {
             tokio::task::yield_now().await;
         }
     }
 
-    /// Rounds over one turn whose processing records each round's batches and waits for
-    /// `release` before answering every batch `true`.
+    /// One turn, no linger.
+    fn pace(most: usize) -> Pace {
+        Pace {
+            turns: 1,
+            most,
+            linger: Duration::ZERO,
+        }
+    }
+
+    /// Rounds whose processing records each round's batches and waits for `release` before
+    /// answering every batch `true`.
     fn start(
         rounds: &Arc<Rounds<&'static str>>,
-        most: usize,
+        pace: Pace,
         release: Arc<Semaphore>,
     ) -> (Arc<Mutex<Vec<Vec<&'static str>>>>, CancellationToken) {
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -169,7 +271,7 @@ mod tests {
                 vec![true; batches.len()]
             }
         };
-        tokio::spawn(rounds.clone().run(1, most, process, stop.clone()));
+        tokio::spawn(rounds.clone().run(pace, process, stop.clone()));
         (seen, stop)
     }
 
@@ -177,7 +279,7 @@ mod tests {
     async fn batches_waiting_while_the_turn_is_busy_share_the_next_round() {
         let rounds = Rounds::new();
         let release = Arc::new(Semaphore::new(0));
-        let (seen, stop) = start(&rounds, 1000, release.clone());
+        let (seen, stop) = start(&rounds, pace(1000), release.clone());
         let first = owner(&rounds, "a", 3);
         while seen.lock().unwrap().is_empty() {
             tokio::task::yield_now().await;
@@ -207,7 +309,7 @@ mod tests {
             owner(&rounds, "c", 3),
         ];
         until_waiting(&rounds, 3).await;
-        let (seen, stop) = start(&rounds, 5, release.clone());
+        let (seen, stop) = start(&rounds, pace(5), release.clone());
         release.add_permits(2);
         for owner in waiting {
             assert_eq!(owner.await.unwrap(), Some(true));
@@ -226,10 +328,74 @@ mod tests {
         let _ = gone.await;
         let kept = owner(&rounds, "kept", 1);
         until_waiting(&rounds, 2).await;
-        let (seen, stop) = start(&rounds, 1000, release);
+        let (seen, stop) = start(&rounds, pace(1000), release);
         assert_eq!(kept.await.unwrap(), Some(true));
         assert_eq!(*seen.lock().unwrap(), vec![vec!["kept"]]);
         stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_turn_lets_the_oldest_batch_linger_for_others() {
+        let rounds = Rounds::new();
+        let release = Arc::new(Semaphore::new(1));
+        let linger = Duration::from_millis(10);
+        let pace = Pace {
+            turns: 1,
+            most: 100,
+            linger,
+        };
+        let (seen, stop) = start(&rounds, pace, release);
+        let first = owner(&rounds, "a", 1);
+        until_waiting(&rounds, 1).await;
+        tokio::time::sleep(linger / 2).await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "no round before the linger"
+        );
+        let second = owner(&rounds, "b", 1);
+        assert_eq!(first.await.unwrap(), Some(true));
+        assert_eq!(second.await.unwrap(), Some(true));
+        assert_eq!(*seen.lock().unwrap(), vec![vec!["a", "b"]]);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_batches_holding_the_most_messages_do_not_linger() {
+        let rounds = Rounds::new();
+        let release = Arc::new(Semaphore::new(1));
+        let pace = Pace {
+            turns: 1,
+            most: 4,
+            linger: Duration::from_secs(3600),
+        };
+        let (seen, stop) = start(&rounds, pace, release);
+        let started = Instant::now();
+        let waiting = [owner(&rounds, "a", 2), owner(&rounds, "b", 2)];
+        for owner in waiting {
+            assert_eq!(owner.await.unwrap(), Some(true));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(*seen.lock().unwrap(), vec![vec!["a", "b"]]);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn stopped_rounds_answer_waiting_and_later_owners_none() {
+        let rounds: Arc<Rounds<&'static str>> = Rounds::new();
+        let stop = CancellationToken::new();
+        let turns = Arc::new(Semaphore::new(0));
+        let process = |batches: Vec<&'static str>| async move { vec![true; batches.len()] };
+        // No turn is ever free, so the owner waits until the rounds stop.
+        let serving = rounds.clone();
+        let stopping = stop.clone();
+        let running =
+            tokio::spawn(async move { serving.serve(turns, pace(1000), process, stopping).await });
+        let waiting = owner(&rounds, "a", 1);
+        until_waiting(&rounds, 1).await;
+        stop.cancel();
+        running.await.unwrap();
+        assert_eq!(waiting.await.unwrap(), None);
+        assert_eq!(owner(&rounds, "b", 1).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -237,7 +403,7 @@ mod tests {
         let rounds: Arc<Rounds<&'static str>> = Rounds::new();
         let stop = CancellationToken::new();
         let process = |_batches: Vec<&'static str>| async { Vec::new() };
-        tokio::spawn(rounds.clone().run(1, 1000, process, stop.clone()));
+        tokio::spawn(rounds.clone().run(pace(1000), process, stop.clone()));
         assert_eq!(owner(&rounds, "a", 1).await.unwrap(), None);
         stop.cancel();
     }

@@ -27,7 +27,7 @@ use super::setback::Setback;
 use crate::domain::inbound::Valid;
 use crate::state::State;
 use crate::store::messages::{self, NewMessage, Outcome};
-use crate::store::partitions::{self, Advance, AllFenced, Fence, Fenced};
+use crate::store::partitions::{self, Advance, AllFenced, Fence};
 
 /// The name ingest dead letters are kept under in `chat.dead_letters`.
 const DEAD_LETTER_CONSUMER: &str = "ingest";
@@ -36,12 +36,15 @@ const DEAD_LETTER_CONSUMER: &str = "ingest";
 pub struct Lot {
     pub fence: Fence,
     pub deliveries: Vec<Delivery>,
+    /// Cancelled when its owner is told to stop (the partition handed over).
+    pub stop: CancellationToken,
 }
 
 /// Takes a round's lots through every step together; one verdict per lot, in order: true when
 /// its batch was decided and acknowledged, false when stopped first or when a later owner
 /// claimed its partition (the next owner redoes what this one did not record). A lot fenced
-/// out at the store is dropped and the round is taken again without it.
+/// out at the store is dropped and the round is taken again without it. A failing step stops
+/// retrying on `stop` (the worker shuts down) or once every lot's owner was told to stop.
 pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) -> Vec<bool> {
     let redelivered = lots
         .iter()
@@ -73,31 +76,27 @@ struct Round {
     parts: Vec<Part>,
 }
 
-/// One lot of a round: its position among the round's lots, its fence and its deliveries.
+/// One lot of a round: its position among the round's lots, its fence, its deliveries and its
+/// owner's stop.
 struct Part {
     lot: usize,
     fence: Fence,
     range: Range<usize>,
+    stop: CancellationToken,
 }
 
 impl Round {
     fn new(lots: Vec<(usize, Lot)>) -> Self {
         let mut deliveries = Vec::new();
         let mut parts = Vec::with_capacity(lots.len());
-        for (
-            lot,
-            Lot {
-                fence,
-                deliveries: own,
-            },
-        ) in lots
-        {
+        for (lot, own) in lots {
             let start = deliveries.len();
-            deliveries.extend(own);
+            deliveries.extend(own.deliveries);
             parts.push(Part {
                 lot,
-                fence,
+                fence: own.fence,
                 range: start..deliveries.len(),
+                stop: own.stop,
             });
         }
         Self { deliveries, parts }
@@ -117,6 +116,7 @@ impl Round {
                     Lot {
                         fence: part.fence,
                         deliveries: own,
+                        stop: part.stop,
                     },
                 ));
             }
@@ -130,6 +130,11 @@ impl Round {
             .iter()
             .filter_map(|part| self.deliveries[part.range.clone()].last())
             .collect()
+    }
+
+    /// Each lot's owner's stop.
+    fn owners(&self) -> Vec<&CancellationToken> {
+        self.parts.iter().map(|part| &part.stop).collect()
     }
 
     /// Each lot's fence with the stream sequence its batch reaches.
@@ -159,7 +164,7 @@ enum Attempt {
 
 async fn attempt(state: &State, round: &Round, stop: &CancellationToken) -> Attempt {
     let deliveries = &round.deliveries;
-    let mut setback = Setback::new(stop, round.lasts());
+    let mut setback = Setback::new(stop, round.owners(), round.lasts());
     let mut batch = Batch::read(deliveries.iter().map(|d| d.payload.as_ref()));
     if !authorize(state, &mut batch, &mut setback).await {
         return Attempt::Stopped;
@@ -176,26 +181,32 @@ async fn attempt(state: &State, round: &Round, stop: &CancellationToken) -> Atte
         return Attempt::Stopped;
     }
     // Stored whole, the round's transaction recorded each lot's position already; otherwise
-    // (nothing to store, or stored piece by piece) record them now, once every message is
-    // decided and before any refusal is answered or anything acknowledged.
-    let mut current = vec![true; round.parts.len()];
-    if stored.recorded_apart {
-        for (advance, current) in advances.iter().zip(&mut current) {
-            let Some(through) = advance.through else {
-                continue;
-            };
-            match record(state, advance.fence, through, &mut setback).await {
-                Step::Done(()) => {}
-                Step::Stopped => return Attempt::Stopped,
-                Step::FencedOut(_) => *current = false,
-            }
+    // (nothing to store, or stored piece by piece) record them now, all in one transaction,
+    // once every message is decided and before any refusal is answered or anything
+    // acknowledged. A lot fenced out here is neither answered nor acknowledged.
+    let stale = if stored.recorded_apart {
+        match record(state, &advances, &mut setback).await {
+            Some(stale) => stale,
+            None => return Attempt::Stopped,
         }
-    }
-    answer_refusals(state, &batch).await;
-    for (part, current) in round.parts.iter().zip(&current) {
-        if *current {
-            acknowledge(&deliveries[part.range.clone()]).await;
-        }
+    } else {
+        Vec::new()
+    };
+    let current: Vec<bool> = round
+        .parts
+        .iter()
+        .map(|part| !stale.contains(&part.fence))
+        .collect();
+    let answered: Vec<Range<usize>> = round
+        .parts
+        .iter()
+        .zip(&current)
+        .filter(|(_, current)| **current)
+        .map(|(part, _)| part.range.clone())
+        .collect();
+    answer_refusals(state, &batch, &answered).await;
+    for range in answered {
+        acknowledge(&deliveries[range]).await;
     }
     Attempt::Decided(current)
 }
@@ -464,27 +475,40 @@ async fn deliver_one(
     }
 }
 
-/// Records a lot through `through` as decided (retrying transient failures).
-async fn record(state: &State, fence: Fence, through: u64, setback: &mut Setback<'_>) -> Step<()> {
-    loop {
-        match partitions::record(state.pool(), fence, through).await {
-            Ok(Fenced::Current(())) => return Step::Done(()),
-            Ok(Fenced::Stale) => {
-                fenced_out(fence);
-                return Step::FencedOut(vec![fence]);
+/// Records every lot of `advances` as decided, in one transaction (retrying transient
+/// failures); a lot whose partition a later owner took is left out, and the rest recorded
+/// without it. The fences left out; `None` when stopped first.
+async fn record(
+    state: &State,
+    advances: &[Advance],
+    setback: &mut Setback<'_>,
+) -> Option<Vec<Fence>> {
+    let mut left: Vec<Advance> = advances.to_vec();
+    let mut stale_all = Vec::new();
+    while !left.is_empty() {
+        match partitions::record_all(state.pool(), &left).await {
+            Ok(stale) if stale.is_empty() => break,
+            Ok(stale) => {
+                stale.iter().copied().for_each(fenced_out);
+                left.retain(|advance| !stale.contains(&advance.fence));
+                stale_all.extend(stale);
             }
             Err(err) => {
                 if !setback.wait(&err).await {
-                    return Step::Stopped;
+                    return None;
                 }
             }
         }
     }
+    Some(stale_all)
 }
 
-/// Tells each refused message's sender why.
-async fn answer_refusals(state: &State, batch: &Batch) {
-    for (sender, code, ack) in batch.refusals() {
+/// Tells each refused message's sender why: those at positions inside `ranges`.
+async fn answer_refusals(state: &State, batch: &Batch, ranges: &[Range<usize>]) {
+    for (at, sender, code, ack) in batch.refusals() {
+        if !ranges.iter().any(|range| range.contains(&at)) {
+            continue;
+        }
         CHAT_REJECTED.with_label_values(&[code.as_str()]).inc();
         state
             .pusher()

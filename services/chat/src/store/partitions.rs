@@ -83,28 +83,6 @@ pub async fn claim(pool: &PgPool, fence: Fence) -> sqlx::Result<Fenced<Claimed>>
     }))
 }
 
-/// Inside a storing transaction: locks the partition's row if `fence` is still current and
-/// moves its stored stream sequence up to `stored_through` (never back). False when stale:
-/// the caller must roll back.
-pub async fn advance(
-    conn: &mut PgConnection,
-    fence: Fence,
-    stored_through: Option<u64>,
-) -> sqlx::Result<bool> {
-    let through = stored_through.map_or(0, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
-    let updated = sqlx::query(
-        "UPDATE chat.partitions SET stream_seq = GREATEST(stream_seq, $3) \
-         WHERE partition = $1 AND epoch = $2",
-    )
-    .bind(partition_key(fence))
-    .bind(epoch_key(fence))
-    .bind(through)
-    .execute(conn)
-    .await?;
-    hold_for_tests().await;
-    Ok(updated.rows_affected() == 1)
-}
-
 /// One partition of a storing transaction: its owner's fence and the stream sequence to record
 /// as stored (`None`: only check the fence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +107,7 @@ pub async fn advance_all(
                 .map_or(0, |seq| i64::try_from(seq).unwrap_or(i64::MAX))
         })
         .collect();
-    let advanced: Vec<(i32,)> = sqlx::query_as(
+    let advanced: Vec<(i32, i64)> = sqlx::query_as(
         "WITH wanted AS ( \
            SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS w(partition, epoch, through)), \
          locked AS ( \
@@ -138,7 +116,7 @@ pub async fn advance_all(
          UPDATE chat.partitions p SET stream_seq = GREATEST(p.stream_seq, w.through) \
          FROM wanted w, locked l \
          WHERE p.partition = w.partition AND l.partition = p.partition AND p.epoch = w.epoch \
-         RETURNING p.partition",
+         RETURNING p.partition, p.epoch",
     )
     .bind(&partitions)
     .bind(&epochs)
@@ -149,19 +127,20 @@ pub async fn advance_all(
     Ok(advances
         .iter()
         .map(|a| a.fence)
-        .filter(|fence| !advanced.contains(&(partition_key(*fence),)))
+        .filter(|fence| !advanced.contains(&(partition_key(*fence), epoch_key(*fence))))
         .collect())
 }
 
-/// Records that everything through `stored_through` is decided, in a transaction of its own
-/// (a batch with nothing to store, or one stored piece by piece).
-pub async fn record(pool: &PgPool, fence: Fence, stored_through: u64) -> sqlx::Result<Fenced<()>> {
+/// Records, in a transaction of its own, that every partition of `advances` is decided
+/// through its `through` (a round with nothing to store, or stored piece by piece). The fences
+/// a later owner took, none when all were current; nothing is recorded unless all were.
+pub async fn record_all(pool: &PgPool, advances: &[Advance]) -> sqlx::Result<Vec<Fence>> {
     let mut tx = begin_bounded(pool).await?;
-    if !advance(&mut tx, fence, Some(stored_through)).await? {
-        return Ok(Fenced::Stale);
+    let stale = advance_all(&mut tx, advances).await?;
+    if stale.is_empty() {
+        tx.commit().await?;
     }
-    tx.commit().await?;
-    Ok(Fenced::Current(()))
+    Ok(stale)
 }
 
 fn partition_key(fence: Fence) -> i32 {
