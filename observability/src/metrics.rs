@@ -208,7 +208,7 @@ pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
             "Messages per storing transaction (a store round: one or more partitions' batches)"
         )
         .buckets(vec![
-            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0
+            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0
         ])
     )
     .expect("metric registered once")

@@ -41,11 +41,42 @@ struct Held {
 }
 
 impl Held {
-    async fn stop(self) {
+    /// Tells the owner to stop and waits for it at most `STOP_GRACE` (then it is aborted).
+    async fn stop(mut self) {
         self.stop.cancel();
-        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
             tracing::warn!("partition owner did not stop in time");
         }
+    }
+}
+
+impl Drop for Held {
+    /// An owner dropped without `stop` (its lease was lost) is told to stop too, so a round
+    /// retrying its batch lets the batch go.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Stops the owners of `handed` together, within one grace, and gives their leases back.
+async fn hand_back(leases: &Leases, handed: Vec<(u32, Held)>) {
+    for (_, lease) in &handed {
+        lease.stop.cancel();
+    }
+    let stopped = futures::future::join_all(handed.into_iter().map(|(partition, lease)| {
+        let revision = lease.revision;
+        async move {
+            lease.stop().await;
+            (partition, revision)
+        }
+    }))
+    .await;
+    for (partition, revision) in stopped {
+        leases.release(partition, revision).await;
+        tracing::info!(partition, "partition handed over");
     }
 }
 
@@ -82,11 +113,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
         rebalance(&state, &leases, &rounds, &mut held, workers).await;
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
-    for (partition, lease) in held.drain() {
-        let revision = lease.revision;
-        lease.stop().await;
-        leases.release(partition, revision).await;
-    }
+    hand_back(&leases, held.drain().collect()).await;
     leases.leave().await;
     CHAT_PARTITIONS_OWNED.set(0);
 }
@@ -200,14 +227,11 @@ async fn rebalance(
         .copied()
         .filter(|p| !wanted.contains(p))
         .collect();
-    for partition in unwanted {
-        if let Some(lease) = held.remove(&partition) {
-            let revision = lease.revision;
-            lease.stop().await;
-            leases.release(partition, revision).await;
-            tracing::info!(partition, "partition handed over");
-        }
-    }
+    let handed: Vec<(u32, Held)> = unwanted
+        .into_iter()
+        .filter_map(|partition| Some((partition, held.remove(&partition)?)))
+        .collect();
+    hand_back(leases, handed).await;
     for partition in wanted {
         if held.contains_key(&partition) {
             continue;

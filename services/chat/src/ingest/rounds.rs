@@ -48,6 +48,19 @@ struct Waiting<T> {
     closed: bool,
 }
 
+impl<T> Waiting<T> {
+    /// Drops the tickets at the front whose owners stopped waiting, so they neither count
+    /// towards a round's worth nor set the linger.
+    fn forget_gone(&mut self) {
+        while let Some(ticket) = self.queue.front()
+            && ticket.call.is_closed()
+        {
+            self.messages = self.messages.saturating_sub(ticket.messages);
+            self.queue.pop_front();
+        }
+    }
+}
+
 /// An owner waiting for a round.
 struct Ticket<T> {
     call: oneshot::Sender<Call<T>>,
@@ -162,7 +175,8 @@ impl<T: Send + 'static> Rounds<T> {
         loop {
             let now = Instant::now();
             let due = {
-                let waiting = self.lock();
+                let mut waiting = self.lock();
+                waiting.forget_gone();
                 match waiting.queue.front() {
                     None => None,
                     Some(_) if waiting.messages >= pace.most => Some(now),
@@ -334,19 +348,40 @@ mod tests {
         stop.cancel();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_free_turn_lets_the_oldest_batch_linger_for_others() {
-        let rounds = Rounds::new();
-        let release = Arc::new(Semaphore::new(1));
-        let linger = Duration::from_millis(10);
+    /// When each round started and what it held.
+    type Started = Arc<Mutex<Vec<(Instant, Vec<&'static str>)>>>;
+
+    /// Rounds over one free turn that record when each started and what it held.
+    fn start_timed(
+        rounds: &Arc<Rounds<&'static str>>,
+        linger: Duration,
+    ) -> (Started, CancellationToken) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let record = seen.clone();
+        let process = move |batches: Vec<&'static str>| {
+            record
+                .lock()
+                .unwrap()
+                .push((Instant::now(), batches.clone()));
+            async move { vec![true; batches.len()] }
+        };
         let pace = Pace {
             turns: 1,
             most: 100,
             linger,
         };
-        let (seen, stop) = start(&rounds, pace, release);
+        tokio::spawn(rounds.clone().run(pace, process, stop.clone()));
+        (seen, stop)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_turn_lets_the_oldest_batch_linger_for_others() {
+        let rounds = Rounds::new();
+        let linger = Duration::from_millis(10);
+        let (seen, stop) = start_timed(&rounds, linger);
+        let began = Instant::now();
         let first = owner(&rounds, "a", 1);
-        until_waiting(&rounds, 1).await;
         tokio::time::sleep(linger / 2).await;
         assert!(
             seen.lock().unwrap().is_empty(),
@@ -355,7 +390,23 @@ mod tests {
         let second = owner(&rounds, "b", 1);
         assert_eq!(first.await.unwrap(), Some(true));
         assert_eq!(second.await.unwrap(), Some(true));
-        assert_eq!(*seen.lock().unwrap(), vec![vec!["a", "b"]]);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0 - began, linger, "counted from the oldest batch");
+        assert_eq!(seen[0].1, vec!["a", "b"]);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_batch_is_taken_once_it_lingered() {
+        let rounds = Rounds::new();
+        let linger = Duration::from_millis(10);
+        let (seen, stop) = start_timed(&rounds, linger);
+        let began = Instant::now();
+        assert_eq!(owner(&rounds, "a", 1).await.unwrap(), Some(true));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0 - began, linger);
         stop.cancel();
     }
 

@@ -1,12 +1,13 @@
 //! The steps of one ingest round (the batches of one or more partitions taken together), in
-//! order: read, authorize (membership decides, once per poster), store (in one transaction that
-//! checks every partition's fence; halving around a message the store refuses), set the
-//! unreadable aside, deliver, record how far each partition's stream is decided, answer
-//! refusals, acknowledge. Nothing is acknowledged before it is stored or refused; a step that
-//! fails for a transient reason is retried; a partition fenced out is dropped from the round
-//! before anything of it is acknowledged; a round stopped returns before acknowledging.
+//! order: read, set the unreadable aside, authorize (membership decides, once per poster),
+//! store (in one transaction that checks every partition's fence and records how far each
+//! reaches; halving around a message the store refuses), deliver, record apart what was not
+//! stored whole, answer refusals, acknowledge. Nothing is acknowledged before it is stored or
+//! refused; a step that fails for a transient reason is retried; a partition fenced out, or
+//! handed over while a step is retried, leaves the round before anything of it is recorded
+//! or acknowledged; a round stopped by shutdown returns before acknowledging.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::batch::Batch;
-use super::setback::Setback;
+use super::setback::{Halt, Setback};
 use crate::domain::inbound::Valid;
 use crate::state::State;
 use crate::store::messages::{self, NewMessage, Outcome};
@@ -43,8 +44,8 @@ pub struct Lot {
 /// Takes a round's lots through every step together; one verdict per lot, in order: true when
 /// its batch was decided and acknowledged, false when stopped first or when a later owner
 /// claimed its partition (the next owner redoes what this one did not record). A lot fenced
-/// out at the store is dropped and the round is taken again without it. A failing step stops
-/// retrying on `stop` (the worker shuts down) or once every lot's owner was told to stop.
+/// out, or whose owner was told to stop while a step was being retried, is dropped and the
+/// round is taken again without it; the worker shutting down ends the round.
 pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) -> Vec<bool> {
     let redelivered = lots
         .iter()
@@ -54,17 +55,35 @@ pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) ->
     CHAT_REDELIVERIES.inc_by(redelivered as u64);
     let mut verdicts = vec![false; lots.len()];
     let mut round = Round::new(lots.into_iter().enumerate().collect());
+    // Unreadable messages already set aside, by stream sequence: a round taken again does not
+    // write their dead letters twice.
+    let mut set_aside = HashSet::new();
     while !round.parts.is_empty() {
         let span = mesh_nats::ingest_batch_span(&round.deliveries);
-        match attempt(state, &round, stop).instrument(span).await {
+        match attempt(state, &round, &mut set_aside, stop)
+            .instrument(span)
+            .await
+        {
             Attempt::Decided(decided) => {
                 for (part, current) in round.parts.iter().zip(decided) {
                     verdicts[part.lot] = current;
                 }
                 break;
             }
-            Attempt::Stopped => break,
-            Attempt::FencedOut(stale) => round = round.without(&stale),
+            Attempt::Halted(Halt::Shutdown) => break,
+            Attempt::Halted(Halt::Released(released)) => {
+                for fence in &released {
+                    tracing::info!(
+                        partition = fence.partition,
+                        "partition handed over while its batch was retried; batch left to the next owner"
+                    );
+                }
+                round = round.without(&released);
+            }
+            Attempt::FencedOut(stale) => {
+                stale.iter().copied().for_each(fenced_out);
+                round = round.without(&stale);
+            }
         }
     }
     verdicts
@@ -102,15 +121,13 @@ impl Round {
         Self { deliveries, parts }
     }
 
-    /// The round without the lots of `stale` fences.
-    fn without(self, stale: &[Fence]) -> Self {
+    /// The round without the lots of `dropped` fences.
+    fn without(self, dropped: &[Fence]) -> Self {
         let mut deliveries = self.deliveries.into_iter();
         let mut kept = Vec::with_capacity(self.parts.len());
         for part in self.parts {
             let own: Vec<Delivery> = deliveries.by_ref().take(part.range.len()).collect();
-            if stale.contains(&part.fence) {
-                fenced_out(part.fence);
-            } else {
+            if !dropped.contains(&part.fence) {
                 kept.push((
                     part.lot,
                     Lot {
@@ -132,9 +149,12 @@ impl Round {
             .collect()
     }
 
-    /// Each lot's owner's stop.
-    fn owners(&self) -> Vec<&CancellationToken> {
-        self.parts.iter().map(|part| &part.stop).collect()
+    /// Each lot's partition and its owner's stop.
+    fn owners(&self) -> Vec<(Fence, &CancellationToken)> {
+        self.parts
+            .iter()
+            .map(|part| (part.fence, &part.stop))
+            .collect()
     }
 
     /// Each lot's fence with the stream sequence its batch reaches.
@@ -156,29 +176,36 @@ enum Attempt {
     /// Every message decided; per lot, whether its partition was still ours when recorded
     /// (and the lot acknowledged).
     Decided(Vec<bool>),
-    /// Stopped first: nothing acknowledged.
-    Stopped,
+    /// A step's retries were given up (`Halt` says why) before anything was recorded.
+    Halted(Halt),
     /// Later owners claimed these partitions before anything was stored.
     FencedOut(Vec<Fence>),
 }
 
-async fn attempt(state: &State, round: &Round, stop: &CancellationToken) -> Attempt {
+async fn attempt(
+    state: &State,
+    round: &Round,
+    set_aside: &mut HashSet<u64>,
+    stop: &CancellationToken,
+) -> Attempt {
     let deliveries = &round.deliveries;
     let mut setback = Setback::new(stop, round.owners(), round.lasts());
     let mut batch = Batch::read(deliveries.iter().map(|d| d.payload.as_ref()));
-    if !authorize(state, &mut batch, &mut setback).await {
-        return Attempt::Stopped;
+    // Every step up to the store is retried or given up before anything is recorded; after a
+    // store that recorded the round, nothing waits any more.
+    if !set_aside_unreadable(state, &batch, deliveries, set_aside, &mut setback).await
+        || !authorize(state, &mut batch, &mut setback).await
+    {
+        return Attempt::Halted(setback.halt());
     }
     let advances = round.advances();
     let stored = match store(state, &advances, &batch, &mut setback).await {
         Step::Done(stored) => stored,
-        Step::Stopped => return Attempt::Stopped,
+        Step::Stopped => return Attempt::Halted(setback.halt()),
         Step::FencedOut(stale) => return Attempt::FencedOut(stale),
     };
-    if !set_aside_unreadable(state, &batch, deliveries, &mut setback).await
-        || !deliver(state, &mut batch, &stored, deliveries, &mut setback).await
-    {
-        return Attempt::Stopped;
+    if !deliver(state, &mut batch, &stored, deliveries, &mut setback).await {
+        return Attempt::Halted(setback.halt());
     }
     // Stored whole, the round's transaction recorded each lot's position already; otherwise
     // (nothing to store, or stored piece by piece) record them now, all in one transaction,
@@ -187,7 +214,7 @@ async fn attempt(state: &State, round: &Round, stop: &CancellationToken) -> Atte
     let stale = if stored.recorded_apart {
         match record(state, &advances, &mut setback).await {
             Some(stale) => stale,
-            None => return Attempt::Stopped,
+            None => return Attempt::Halted(setback.halt()),
         }
     } else {
         Vec::new()
@@ -220,18 +247,24 @@ enum Step<T> {
     FencedOut(Vec<Fence>),
 }
 
-/// Keeps each payload that is not a chat message as a dead letter.
+/// Keeps each payload that is not a chat message as a dead letter (once per round: `done`
+/// holds the stream sequences already set aside).
 async fn set_aside_unreadable(
     state: &State,
     batch: &Batch,
     deliveries: &[Delivery],
+    done: &mut HashSet<u64>,
     setback: &mut Setback<'_>,
 ) -> bool {
     for index in batch.unreadable() {
         let delivery = &deliveries[index];
+        if done.contains(&delivery.stream_seq) {
+            continue;
+        }
         if !set_aside(state, delivery, "unreadable", "not a chat message", setback).await {
             return false;
         }
+        done.insert(delivery.stream_seq);
     }
     true
 }
