@@ -375,6 +375,13 @@ mod tests {
         (seen, stop)
     }
 
+    /// The one round recorded in `seen`: how long after `began` it started, and what it held.
+    fn only_round(seen: &Started, began: Instant) -> (Duration, Vec<&'static str>) {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one round");
+        (seen[0].0 - began, seen[0].1.clone())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_free_turn_lets_the_oldest_batch_linger_for_others() {
         let rounds = Rounds::new();
@@ -390,10 +397,9 @@ mod tests {
         let second = owner(&rounds, "b", 1);
         assert_eq!(first.await.unwrap(), Some(true));
         assert_eq!(second.await.unwrap(), Some(true));
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].0 - began, linger, "counted from the oldest batch");
-        assert_eq!(seen[0].1, vec!["a", "b"]);
+        let (after, batches) = only_round(&seen, began);
+        assert_eq!(after, linger, "counted from the oldest batch");
+        assert_eq!(batches, vec!["a", "b"]);
         stop.cancel();
     }
 
@@ -404,9 +410,9 @@ mod tests {
         let (seen, stop) = start_timed(&rounds, linger);
         let began = Instant::now();
         assert_eq!(owner(&rounds, "a", 1).await.unwrap(), Some(true));
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].0 - began, linger);
+        let (after, batches) = only_round(&seen, began);
+        assert_eq!(after, linger);
+        assert_eq!(batches, vec!["a"]);
         stop.cancel();
     }
 
