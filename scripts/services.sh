@@ -21,6 +21,8 @@
 #   MESH_PG_FAST=1          start Postgres with fsync/synchronous_commit/
 #                           full_page_writes off (only when it gets started;
 #                           a running cluster is reused as it is)
+#   MESH_PG_STATEMENTS=1    load pg_stat_statements when Postgres gets started
+#                           (profiling: time per statement)
 #   MESH_DATABASE_URL       use this Postgres instead of a private cluster
 #                           (unless it is the URL this script prints itself)
 #   MESH_NATS_AUTH          on (default): NATS runs with the per-role users and
@@ -461,9 +463,17 @@ start_pg() {
   pg_clear_stale
   pg_write_conf "$user"
 
-  local opts="-c shared_preload_libraries=pg_stat_statements"
-  [[ "${MESH_PG_FAST:-0}" == 1 ]] && opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-  log "starting Postgres on 127.0.0.1:$PG_PORT ($(basename "$(dirname "$bindir")"), as $user${opts:+, fast mode}, log ${PG_LOG#"$ROOT"/})"
+  local opts="" mode=""
+  if [[ "${MESH_PG_FAST:-0}" == 1 ]]; then
+    opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    mode=", fast mode"
+  fi
+  # For profiling: per-statement counts and times in the pg_stat_statements view.
+  if [[ "${MESH_PG_STATEMENTS:-0}" == 1 ]]; then
+    opts="${opts:+$opts }-c shared_preload_libraries=pg_stat_statements"
+    mode="$mode, pg_stat_statements loaded"
+  fi
+  log "starting Postgres on 127.0.0.1:$PG_PORT ($(basename "$(dirname "$bindir")"), as $user$mode, log ${PG_LOG#"$ROOT"/})"
   as_pg "$user" "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$WAIT_SECS" -o "$opts" start \
     </dev/null >&2 9>&- || { log_tail "$PG_LOG"; die "pg_ctl start failed"; }
   pg_wait_ready "$isready" "$WAIT_SECS" || { log_tail "$PG_LOG"; die "Postgres does not answer on 127.0.0.1:$PG_PORT"; }

@@ -687,6 +687,29 @@ async fn failed_sign_ins_lock_the_account_but_not_its_known_device() {
     mesh.stop().await;
 }
 
+/// A successful sign-in forgets the account's earlier failures: two failures, a sign-in, two
+/// more failures, and the account (locked at three) still signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_sign_in_forgets_earlier_failures() {
+    let mesh = TestMesh::spawn_with(quick_throttle(1_000, 3, 1_000)).await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    for _ in 0..2 {
+        for _ in 0..2 {
+            let guess = sign_in(c, &phone, "guess", None).await;
+            assert_problem(
+                &guess.answer(),
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+            );
+        }
+        let owner = sign_in(c, &phone, PASSWORD, None).await;
+        assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+    }
+    mesh.stop().await;
+}
+
 /// Failures from one client address over many phones lock that address out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_from_one_address_lock_it_out() {

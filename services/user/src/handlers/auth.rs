@@ -103,7 +103,7 @@ impl OpenedSession {
 /// Opens a session (a device) for `user_id` in `tx`: login and registration both sign in.
 async fn open_session(
     state: &State,
-    tx: &mut sqlx::PgConnection,
+    conn: &mut sqlx::PgConnection,
     ctx: &CallContext,
     user_id: Uuid,
     device: Option<&str>,
@@ -119,7 +119,7 @@ async fn open_session(
         expires_at: OffsetDateTime::now_utc() + state.config.refresh_ttl,
         refresh_hash: &refresh_hash,
     };
-    sessions::insert(tx, &new).await?;
+    sessions::insert(conn, &new).await?;
     Ok(OpenedSession {
         id,
         user_id,
@@ -170,7 +170,8 @@ pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<
         return Err(refused().into());
     };
     // The owner passing a lock on a known device leaves the lock standing for everyone else.
-    if failures.account < state.config.login_throttle.lock_after {
+    // With no failures counted there is nothing to forget (a delete is a JetStream write).
+    if failures.account > 0 && failures.account < state.config.login_throttle.lock_after {
         state.failures.clear(&subjects).await;
     }
     if account.disabled {
@@ -178,9 +179,10 @@ pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<
             ServiceError::new(ErrorCode::AccountDisabled, "this account is disabled").into(),
         );
     }
-    let mut tx = state.pool.begin().await?;
-    let session = open_session(&state, &mut tx, &ctx, account.id, device.as_deref()).await?;
-    tx.commit().await?;
+    // One statement: no transaction of its own needed.
+    let mut conn = state.pool.acquire().await?;
+    let session = open_session(&state, &mut conn, &ctx, account.id, device.as_deref()).await?;
+    drop(conn);
     tracing::info!(user_id = %account.id, session_id = %session.id, "session opened");
     Ok(session.tokens(&state, &account.roles())?)
 }
