@@ -214,6 +214,18 @@ pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+/// Where a store round's time goes, by step: `wait` (a batch, from its owner asking for a
+/// round until the round took it: the linger and the wait for a free turn), `authorize`,
+/// `store` (the transaction), `deliver` (pushes and acks to senders) and `acknowledge`
+/// (refusals answered and the JetStream acks).
+pub static CHAT_ROUND_STEP: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "mesh_chat_round_step_seconds",
+        "Time a chat store round spends in each step (wait: a batch waiting for its round)",
+        &["step"],
+    )
+});
+
 /// Ingest partitions this process owns.
 pub static CHAT_PARTITIONS_OWNED: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(

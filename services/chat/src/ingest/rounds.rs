@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use mesh_observability::metrics::CHAT_ROUND_STEP;
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -221,6 +222,9 @@ impl<T: Send + 'static> Rounds<T> {
             if ticket.call.send(Call { take }).is_err() {
                 continue;
             }
+            CHAT_ROUND_STEP
+                .with_label_values(&["wait"])
+                .observe(ticket.since.elapsed().as_secs_f64());
             let Ok((batch, size, verdict)) = taken.await else {
                 continue;
             };

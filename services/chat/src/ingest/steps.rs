@@ -10,13 +10,14 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::{ConversationId, SendAck, ServerFrame};
 use mesh_nats::Delivery;
 use mesh_observability::metrics::{
     CHAT_ACCEPT_TO_STORE, CHAT_BATCH_SIZE, CHAT_DEAD_LETTERS, CHAT_DUPLICATES, CHAT_REDELIVERIES,
-    CHAT_REJECTED, CHAT_STORED,
+    CHAT_REJECTED, CHAT_ROUND_STEP, CHAT_STORED,
 };
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -193,20 +194,24 @@ async fn attempt(
     let mut batch = Batch::read(deliveries.iter().map(|d| d.payload.as_ref()));
     // Every step up to the store is retried or given up before anything is recorded; after a
     // store that recorded the round, nothing waits any more.
+    let mut clock = StepClock::start();
     if !set_aside_unreadable(state, &batch, deliveries, set_aside, &mut setback).await
         || !authorize(state, &mut batch, &mut setback).await
     {
         return Attempt::Halted(setback.halt());
     }
+    clock.lap("authorize");
     let advances = round.advances();
     let stored = match store(state, &advances, &batch, &mut setback).await {
         Step::Done(stored) => stored,
         Step::Stopped => return Attempt::Halted(setback.halt()),
         Step::FencedOut(stale) => return Attempt::FencedOut(stale),
     };
+    clock.lap("store");
     if !deliver(state, &mut batch, &stored, deliveries, &mut setback).await {
         return Attempt::Halted(setback.halt());
     }
+    clock.lap("deliver");
     // Stored whole, the round's transaction recorded each lot's position already; otherwise
     // (nothing to store, or stored piece by piece) record them now, all in one transaction,
     // once every message is decided and before any refusal is answered or anything
@@ -235,7 +240,26 @@ async fn attempt(
     for range in answered {
         acknowledge(&deliveries[range]).await;
     }
+    clock.lap("acknowledge");
     Attempt::Decided(current)
+}
+
+/// Times the steps of one attempt into `mesh_chat_round_step_seconds`.
+struct StepClock(Instant);
+
+impl StepClock {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Records the time since the previous lap as `step`'s.
+    fn lap(&mut self, step: &str) {
+        let now = Instant::now();
+        CHAT_ROUND_STEP
+            .with_label_values(&[step])
+            .observe(now.duration_since(self.0).as_secs_f64());
+        self.0 = now;
+    }
 }
 
 /// How a step that may be fenced out ended.
