@@ -3,7 +3,7 @@
 //! transaction of the effect they count (the row lock on the counter makes the `>=` check
 //! race-free; the effect's own unique row makes a retry free).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mesh_contracts::usage::{
     self, DEFAULT_PLAN, LimitOverrides, Limits, Metric, QuotaSetting, SetQuotaRequest, Usage,
@@ -97,23 +97,29 @@ pub struct Granted {
 
 /// Charges each of `charges` to its user's per-day `metric` today (UTC) in `conn`'s
 /// transaction, each up to the limit the user's plan and overrides give, and answers what each
-/// got, in order (a user named twice is charged twice, one after the other). Two statements
-/// whatever the number of users: the first creates and locks the users' counters in user-id
-/// order (so concurrent charges never deadlock and are decided one after another, and the `>=`
-/// check cannot be raced) and reads their settings; the second adds what was granted.
+/// got, in order (a user named twice is charged twice, one after the other).
+///
+/// One statement in the usual case: it adds everything wanted to the users' counters
+/// (creating and locking them in user-id order, so concurrent charges never deadlock and are
+/// decided one after another, and the `>=` check cannot be raced) and reads their settings;
+/// the grants are then decided against the counts before the addition. Only when something
+/// did not fit does a second statement take back what was not granted, before the
+/// transaction commits.
 pub async fn charge_today(
     conn: &mut PgConnection,
     schema: &str,
     metric: Metric,
     charges: &[Charge],
 ) -> sqlx::Result<Vec<Granted>> {
-    let mut users: Vec<Uuid> = charges.iter().map(|c| c.user).collect();
-    users.sort_unstable();
-    users.dedup();
-    if users.is_empty() {
+    let mut wanted: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for charge in charges {
+        *wanted.entry(charge.user).or_default() += i64::from(charge.wanted);
+    }
+    if wanted.is_empty() {
         return Ok(Vec::new());
     }
     let name = metric_name(metric);
+    let (users, amounts): (Vec<Uuid>, Vec<i64>) = wanted.iter().map(|(u, n)| (*u, *n)).unzip();
     type Row = (
         Uuid,
         i64,
@@ -122,42 +128,50 @@ pub async fn charge_today(
     );
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {schema}.usage_daily AS d (user_id, day, metric, used)
-         SELECT u, (now() AT TIME ZONE 'utc')::date, $2, 0 FROM UNNEST($1::uuid[]) AS u ORDER BY u
-         ON CONFLICT (user_id, day, metric) DO UPDATE SET used = d.used
+         SELECT u, (now() AT TIME ZONE 'utc')::date, $2, n
+         FROM UNNEST($1::uuid[], $3::int8[]) AS w(u, n) ORDER BY u
+         ON CONFLICT (user_id, day, metric) DO UPDATE SET used = d.used + EXCLUDED.used
          RETURNING d.user_id, d.used,
            (SELECT s.plan FROM {schema}.quota_settings s WHERE s.user_id = d.user_id),
            (SELECT s.overrides FROM {schema}.quota_settings s WHERE s.user_id = d.user_id)"
     )))
     .bind(&users)
     .bind(name)
+    .bind(&amounts)
     .fetch_all(&mut *conn)
     .await?;
     let counters: HashMap<Uuid, Counter> = rows
         .into_iter()
-        .map(|(user, used, plan, overrides)| {
+        .map(|(user, used_after, plan, overrides)| {
             let overrides = overrides.map(|o| o.0).unwrap_or_default();
             let limits = usage::resolve(plan.as_deref().unwrap_or(DEFAULT_PLAN), &overrides);
+            let before = used_after - wanted.get(&user).copied().unwrap_or(0);
             let counter = Counter {
-                used: u64::try_from(used).unwrap_or(0),
+                used: u64::try_from(before).unwrap_or(0),
                 limit: limits.of(metric),
             };
             (user, counter)
         })
         .collect();
     let (granted, added) = grant(charges, counters);
-    let (grown, added): (Vec<Uuid>, Vec<i64>) = added
-        .into_iter()
-        .map(|(user, n)| (user, i64::try_from(n).unwrap_or(i64::MAX)))
+    let added: HashMap<Uuid, u64> = added.into_iter().collect();
+    let (over, back): (Vec<Uuid>, Vec<i64>) = wanted
+        .iter()
+        .map(|(user, n)| {
+            let got = i64::try_from(added.get(user).copied().unwrap_or(0)).unwrap_or(i64::MAX);
+            (*user, n - got)
+        })
+        .filter(|(_, back)| *back > 0)
         .unzip();
-    if !grown.is_empty() {
+    if !over.is_empty() {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {schema}.usage_daily d SET used = d.used + g.n
+            "UPDATE {schema}.usage_daily d SET used = d.used - g.n
              FROM UNNEST($1::uuid[], $3::int8[]) AS g(u, n)
              WHERE d.user_id = g.u AND d.day = (now() AT TIME ZONE 'utc')::date AND d.metric = $2"
         )))
-        .bind(&grown)
+        .bind(&over)
         .bind(name)
-        .bind(&added)
+        .bind(&back)
         .execute(conn)
         .await?;
     }
