@@ -214,14 +214,20 @@ pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
-/// Where a store round's time goes, by step: `wait` (a batch, from its owner asking for a
-/// round until the round took it: the linger and the wait for a free turn), `authorize`,
-/// `store` (the transaction), `deliver` (pushes and acks to senders) and `acknowledge`
-/// (refusals answered and the JetStream acks).
+/// Where a store round's time goes, by step, each attempt at a round counted once:
+/// - `wait`: a batch, from its owner asking for a round until the round took it (the linger
+///   and the wait for a free turn), counted per batch;
+/// - `authorize`: unreadable messages set aside, and the membership check;
+/// - `store`: group rosters synced, the storing transaction (split around a refused message),
+///   and any retries;
+/// - `deliver`: pushes and acks to senders, unstorable messages set aside;
+/// - `acknowledge`: positions recorded when the store did not record them, refusals answered,
+///   JetStream acks;
+/// - `unfinished`: the step an attempt was in when it ended early (halted or fenced out).
 pub static CHAT_ROUND_STEP: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "mesh_chat_round_step_seconds",
-        "Time a chat store round spends in each step (wait: a batch waiting for its round)",
+        "Time a chat store round spends in each step (wait: a batch waiting for its round; unfinished: an attempt ended early)",
         &["step"],
     )
 });

@@ -222,12 +222,12 @@ impl<T: Send + 'static> Rounds<T> {
             if ticket.call.send(Call { take }).is_err() {
                 continue;
             }
-            CHAT_ROUND_STEP
-                .with_label_values(&["wait"])
-                .observe(ticket.since.elapsed().as_secs_f64());
             let Ok((batch, size, verdict)) = taken.await else {
                 continue;
             };
+            CHAT_ROUND_STEP
+                .with_label_values(&["wait"])
+                .observe(ticket.since.elapsed().as_secs_f64());
             gathered.push((batch, verdict));
             messages += size;
             if messages >= most {

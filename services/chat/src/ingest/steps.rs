@@ -241,15 +241,23 @@ async fn attempt(
         acknowledge(&deliveries[range]).await;
     }
     clock.lap("acknowledge");
+    clock.finish();
     Attempt::Decided(current)
 }
 
-/// Times the steps of one attempt into `mesh_chat_round_step_seconds`.
-struct StepClock(Instant);
+/// Times the steps of one attempt into `mesh_chat_round_step_seconds`. An attempt that ends
+/// early (halted while retrying, or fenced out) records the step it was in as `unfinished`.
+struct StepClock {
+    last: Instant,
+    finished: bool,
+}
 
 impl StepClock {
     fn start() -> Self {
-        Self(Instant::now())
+        Self {
+            last: Instant::now(),
+            finished: false,
+        }
     }
 
     /// Records the time since the previous lap as `step`'s.
@@ -257,8 +265,21 @@ impl StepClock {
         let now = Instant::now();
         CHAT_ROUND_STEP
             .with_label_values(&[step])
-            .observe(now.duration_since(self.0).as_secs_f64());
-        self.0 = now;
+            .observe(now.duration_since(self.last).as_secs_f64());
+        self.last = now;
+    }
+
+    /// Every step was recorded.
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for StepClock {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.lap("unfinished");
+        }
     }
 }
 
@@ -628,4 +649,33 @@ async fn set_aside(
         "chat ingest message set aside as a dead letter"
     );
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(step: &str) -> u64 {
+        CHAT_ROUND_STEP
+            .with_label_values(&[step])
+            .get_sample_count()
+    }
+
+    #[test]
+    fn an_attempt_that_ends_early_records_its_step_as_unfinished() {
+        let unfinished = count("unfinished");
+        let acknowledged = count("acknowledge");
+        {
+            let mut clock = StepClock::start();
+            clock.lap("acknowledge");
+            clock.finish();
+        }
+        assert_eq!(count("unfinished"), unfinished, "a finished attempt");
+        assert_eq!(count("acknowledge"), acknowledged + 1);
+        {
+            let mut clock = StepClock::start();
+            clock.lap("authorize");
+        }
+        assert_eq!(count("unfinished"), unfinished + 1, "ended after authorize");
+    }
 }

@@ -1,7 +1,7 @@
 //! The audit writer: reads the `AUDIT` stream in batches (up to 500 records), stores each
-//! batch with one insert, then acknowledges it. A batch short of 500 lingers for `LINGER` to
-//! gather the records that follow, so that a trickle of requests costs Postgres one commit
-//! per linger rather than one per request. A redelivered record is skipped by its id, so a
+//! batch with one insert, then acknowledges it. A batch short of 500 with nothing more pending
+//! lingers for `LINGER` to gather the records that follow, so that a trickle of requests costs
+//! Postgres one commit per linger rather than one per request. A redelivered record is skipped by its id, so a
 //! crash between insert and ack duplicates nothing. While Postgres fails the same batch is
 //! retried (never acknowledged); a broken feed is opened again.
 
@@ -74,17 +74,29 @@ async fn consume(feed: &mut Feed, pool: &PgPool, stop: &CancellationToken) -> Re
         let mut batch = next
             .map_err(|err| err.to_string())?
             .ok_or_else(|| "the feed ended".to_owned())?;
-        if batch.len() < BATCH {
+        // Only a trickle lingers: with records still pending on the server (a backlog being
+        // drained), the next batch is full anyway.
+        let topped = if should_linger(batch.len(), batch.last().map(|last| last.pending)) {
             // Stopped while lingering: the batch is stored all the same, then the writer ends.
             let _ = stop.run_until_cancelled(tokio::time::sleep(LINGER)).await;
             feed.top_up(&mut batch, BATCH)
-                .map_err(|err| err.to_string())?;
-        }
+        } else {
+            Ok(())
+        };
         if !store_batch(pool, &batch, stop).await {
             return Ok(());
         }
         feed::ack_all(&batch).await.map_err(|err| err.to_string())?;
+        // A feed that failed while topping up is reopened once what was in hand is stored.
+        topped.map_err(|err| err.to_string())?;
     }
+}
+
+/// Whether a batch of `len` records should wait `LINGER` for more: it is short of `BATCH`
+/// and nothing more was pending on the server when its last record was delivered
+/// (`last_pending`).
+fn should_linger(len: usize, last_pending: Option<u64>) -> bool {
+    len < BATCH && last_pending == Some(0)
 }
 
 /// Stores a batch, retrying while Postgres fails; false when stopped first (the batch is then
@@ -133,4 +145,24 @@ fn decode(batch: &[Delivery]) -> Vec<AuditRecord> {
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_short_batch_with_nothing_pending_lingers() {
+        assert!(should_linger(1, Some(0)));
+        assert!(should_linger(BATCH - 1, Some(0)));
+        assert!(
+            !should_linger(BATCH, Some(0)),
+            "a full batch is stored at once"
+        );
+        assert!(
+            !should_linger(3, Some(40)),
+            "a backlog is drained without lingering"
+        );
+        assert!(!should_linger(0, None));
+    }
 }
