@@ -86,8 +86,8 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
 /// not synced yet); the two users of a new private conversation get theirs automatically.
 /// Every wait inside is bounded (`partitions::begin_bounded`). The statements are few and
 /// the same whatever the batch holds: open, fence, lock the conversations, find resends,
-/// charge the quota (one; two when a charge does not fit), write, commit (plus inbox rows when a conversation is new or a
-/// roster unsynced).
+/// charge the quota (one; two when a charge does not fit), write, commit (plus inbox rows
+/// when a conversation is new or a roster unsynced).
 pub async fn store_batch(
     pool: &PgPool,
     advances: &[Advance],
