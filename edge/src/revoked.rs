@@ -18,6 +18,14 @@ const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 const STALL_TICKS: u32 = 2;
 use uuid::Uuid;
 
+/// Whether one check finds a watch that delivered up to revision `seen` behind: the bucket
+/// holds a newer revision, or the server cannot say what it holds. A watch whose consumer
+/// lived on a node that went away fails the same way, so an unanswered check counts; a
+/// healthy watch on a server that is merely down is re-opened and waits for it.
+fn falls_behind(newest: Option<u64>, seen: u64) -> bool {
+    newest.is_none_or(|n| n > seen)
+}
+
 /// Upper bound on remembered revocations; beyond it the oldest are evicted (their tokens are
 /// about to expire anyway, since entries live no longer than an access token).
 const CAPACITY: u64 = 1_000_000;
@@ -85,7 +93,7 @@ impl RevokedSessions {
                         };
                         if due {
                             let newest = revocations.newest_revision().await;
-                            behind = if newest.is_some_and(|n| n > seen) {
+                            behind = if falls_behind(newest, seen) {
                                 behind + 1
                             } else {
                                 0
@@ -106,5 +114,22 @@ impl RevokedSessions {
                 _ = tokio::time::sleep(Revocations::RETRY_DELAY) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::falls_behind;
+
+    #[test]
+    fn a_watch_is_behind_when_the_bucket_moved_on_or_cannot_say() {
+        assert!(!falls_behind(Some(7), 7));
+        assert!(!falls_behind(Some(0), 0));
+        assert!(
+            !falls_behind(Some(3), 7),
+            "entries expired below what was seen"
+        );
+        assert!(falls_behind(Some(8), 7));
+        assert!(falls_behind(None, 7), "an unanswered check counts");
     }
 }

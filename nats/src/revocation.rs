@@ -100,14 +100,25 @@ impl Revocations {
     /// The newest revision the bucket holds, asked of the server now; `Some(0)` when it holds
     /// nothing (every entry expired), `None` when the server cannot say.
     pub async fn newest_revision(&self) -> Option<u64> {
-        let mut stream = self.jetstream.get_stream(&self.stream).await.ok()?;
-        let state = &stream.info().await.ok()?.state;
+        // One request (the stream's info comes with the handle), bounded: a check that waits
+        // for a server that went away must not keep the watch unread for the request timeout.
+        let stream = tokio::time::timeout(
+            Self::REVISION_TIMEOUT,
+            self.jetstream.get_stream(&self.stream),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let state = &stream.cached_info().state;
         Some(if state.messages == 0 {
             0
         } else {
             state.last_sequence
         })
     }
+
+    /// How long `newest_revision` waits for the server's answer.
+    pub const REVISION_TIMEOUT: Duration = Duration::from_secs(1);
 
     /// How long after a broken watch to try again.
     pub const RETRY_DELAY: Duration = Duration::from_millis(500);
