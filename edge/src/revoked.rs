@@ -71,6 +71,7 @@ impl RevokedSessions {
             match revocations.watch().await {
                 Ok(stream) => {
                     REVOCATION_WATCH_OPEN.set(1);
+                    tracing::debug!("revocation watch open");
                     let mut stream = std::pin::pin!(stream);
                     let mut seen = 0u64;
                     let mut behind = 0u32;
@@ -81,6 +82,7 @@ impl RevokedSessions {
                             _ = stop.wait_for(|s| *s) => return,
                             next = stream.next() => match next {
                                 Some(watched) => {
+                                    tracing::debug!(revision = watched.revision, "revocation watched");
                                     seen = seen.max(watched.revision);
                                     if let Some(revocation) = watched.revocation {
                                         self.insert(revocation);
@@ -98,6 +100,7 @@ impl RevokedSessions {
                             } else {
                                 0
                             };
+                            tracing::debug!(seen, ?newest, behind, "revocation watch checked");
                             if behind >= STALL_TICKS {
                                 tracing::warn!(seen, ?newest, "revocation watch stalled");
                                 break;

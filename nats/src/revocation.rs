@@ -67,12 +67,14 @@ impl Revocations {
     /// revision it reached.
     ///
     /// The stream ends when the watch breaks (for example the server went away for long);
-    /// callers loop, calling `watch` again, and re-receive the whole set.
+    /// callers loop, calling `watch` again, and re-receive the whole set. Opening fails after
+    /// `OPEN_TIMEOUT` without an answer.
     pub async fn watch(&self) -> Result<impl Stream<Item = Watched> + Send + use<>, String> {
-        let watch = self
-            .store
-            .watch_with_history(">")
+        // Opening creates a consumer; while NATS fails over that request can go unanswered
+        // for good, and an unbounded wait would leave the edge without revocations.
+        let watch = tokio::time::timeout(Self::OPEN_TIMEOUT, self.store.watch_with_history(">"))
             .await
+            .map_err(|_| format!("no answer within {:?}", Self::OPEN_TIMEOUT))?
             .map_err(|err| err.to_string())?;
         Ok(watch
             .take_while(|entry| std::future::ready(entry.is_ok()))
@@ -116,6 +118,9 @@ impl Revocations {
             state.last_sequence
         })
     }
+
+    /// How long opening a watch may take before it is abandoned (and tried again).
+    pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// How long `newest_revision` waits for the server's answer.
     pub const REVISION_TIMEOUT: Duration = Duration::from_secs(1);
