@@ -17,6 +17,9 @@
 #   MESH_BENCH_PREFIX        its NATS prefix                      (default bench)
 #   MESH_BENCH_DATABASE_URL  its Postgres                         (default: database mesh_bench
 #                            next to the one services.sh prints, created when missing)
+#   MESH_BENCH_EDGES         edges the connections scenario spreads its sockets over (default
+#                            3: the mesh's own and 2 more `mesh edge` on the next ports; one
+#                            process may open only `ulimit -Hn` files, 20,000 on some hosts)
 #   MESH_BENCH_PEER=off      no Synapse peer (its scenarios are skipped)
 #   MESH_BENCH_BUILD=off     use the binaries already built
 #   CARGO_TARGET_DIR         where the release binaries are built and run from
@@ -34,6 +37,7 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 addr="${MESH_BENCH_ADDR:-127.0.0.1:18080}"
 mesh_log=.local/log/bench-mesh.log
 mesh_pid=""
+edge_pids=()
 services_started=0
 synapse_started=0
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -44,18 +48,24 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
   shift
 fi
 
+# Stops one mesh process: SIGTERM, then SIGKILL after 15 s.
+stop_mesh() {
+  local pid="$1" what="$2"
+  kill -0 "$pid" 2>/dev/null || return 0
+  log "stopping $what (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$what did not stop after SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
   local status=$?
-  if [[ -n "$mesh_pid" ]] && kill -0 "$mesh_pid" 2>/dev/null; then
-    log "stopping the mesh (pid $mesh_pid)"
-    kill -TERM "$mesh_pid" 2>/dev/null || true
-    for _ in $(seq 1 75); do kill -0 "$mesh_pid" 2>/dev/null || break; sleep 0.2; done
-    if kill -0 "$mesh_pid" 2>/dev/null; then
-      log "the mesh did not stop after SIGTERM; sending SIGKILL"
-      kill -KILL "$mesh_pid" 2>/dev/null || true
-    fi
-    wait "$mesh_pid" 2>/dev/null || true
-  fi
+  for pid in "${edge_pids[@]}"; do stop_mesh "$pid" "an extra edge"; done
+  [[ -n "$mesh_pid" ]] && stop_mesh "$mesh_pid" "the mesh"
   if ((synapse_started)); then
     scripts/bench-synapse.sh down || true
   fi
@@ -73,7 +83,7 @@ ulimit -Hn "$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)" 2>/dev/null
 hard="$(ulimit -Hn)"
 [[ "$hard" == unlimited ]] && hard=1048576
 ulimit -n "$hard" || log "could not raise the open-files limit (now $(ulimit -n))"
-(($(ulimit -n) >= 120000)) || log "warning: only $(ulimit -n) open files allowed; 50,000 connections need more than 100,000"
+log "open files per process: $(ulimit -n); the connections scenario spreads its sockets over several processes on each side"
 
 if [[ "${MESH_BENCH_BUILD:-on}" != off ]]; then
   log "building mesh and loadgen (release)"
@@ -135,9 +145,20 @@ export LOADGEN_ADMIN_PHONE="${LOADGEN_ADMIN_PHONE:-+15550000001}"
 export MESH_BOOTSTRAP_ADMINS="${MESH_BOOTSTRAP_ADMINS:+$MESH_BOOTSTRAP_ADMINS,}$LOADGEN_ADMIN_PHONE"
 
 port="${addr##*:}"
-if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-  die "something already listens on $addr; stop it or set MESH_BENCH_ADDR"
-fi
+host="${addr%:*}"
+listening() { timeout 2 bash -c "exec 3<>/dev/tcp/$host/$1" 2>/dev/null; }
+listening "$port" && die "something already listens on $addr; stop it or set MESH_BENCH_ADDR"
+
+# Waits until the edge at $1 answers /readyz while process $2 lives.
+await_ready() {
+  local url="$1" pid="$2" log_file="$3"
+  for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log_file" >&2; die "pid $pid exited during startup"; }
+    curl -fsS --max-time 1 -o /dev/null "$url/readyz" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  curl -fsS --max-time 2 -o /dev/null "$url/readyz" || die "$url was not ready within 60 s (see $log_file)"
+}
 
 mkdir -p "$(dirname "$mesh_log")" bench
 # Streams and buckets are created by the migrate identity; serving roles only bind to them.
@@ -153,13 +174,24 @@ fi
 log "starting the mesh on $addr (prefix $MESH_PREFIX, log $mesh_log)"
 "$bin/mesh" all >"$mesh_log" 2>&1 &
 mesh_pid=$!
-for _ in $(seq 1 300); do
-  kill -0 "$mesh_pid" 2>/dev/null || { tail -n 20 "$mesh_log" >&2; die "the mesh exited during startup"; }
-  curl -fsS --max-time 1 -o /dev/null "http://$addr/readyz" 2>/dev/null && break
-  sleep 0.2
-done
-curl -fsS --max-time 2 -o /dev/null "http://$addr/readyz" || die "the mesh was not ready within 60 s (see $mesh_log)"
+await_ready "http://$addr" "$mesh_pid" "$mesh_log"
 log "mesh ready (pid $mesh_pid)"
+
+# More edges for the connections scenario, on the ports after the mesh's: every socket is a
+# file, and one process may hold only `ulimit -Hn` of them.
+edges=()
+if [[ "$scenario" == all || "$scenario" == connections ]]; then
+  for k in $(seq 1 $((${MESH_BENCH_EDGES:-3} - 1))); do
+    edge_addr="$host:$((port + k))"
+    listening "$((port + k))" && die "something already listens on $edge_addr; stop it or set MESH_BENCH_ADDR"
+    edge_log=".local/log/bench-edge-$k.log"
+    MESH_HTTP_ADDR="$edge_addr" "$bin/mesh" edge >"$edge_log" 2>&1 &
+    edge_pids+=($!)
+    await_ready "http://$edge_addr" "$!" "$edge_log"
+    edges+=(--edge-url "http://$edge_addr" --edge-pid "$!")
+    log "extra edge ready on $edge_addr (pid $!)"
+  done
+fi
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
@@ -195,5 +227,5 @@ if [[ "$scenario" == all || "$scenario" == peer-* ]] && [[ "${MESH_BENCH_PEER:-o
   fi
 fi
 
-"$bin/loadgen" "$scenario" --url "http://$addr" --note "$note" "${watch[@]}" "${peer[@]}" "$@"
+"$bin/loadgen" "$scenario" --url "http://$addr" --note "$note" "${watch[@]}" "${edges[@]}" "${peer[@]}" "$@"
 log "done (results appended to the files named by --out and --json, by default bench/results.md and bench/results.json)"

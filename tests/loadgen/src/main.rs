@@ -4,6 +4,7 @@
 
 mod api;
 mod backlog;
+mod holder;
 mod meter;
 mod problems;
 mod procs;
@@ -66,6 +67,13 @@ struct Cli {
     /// The mesh process: its CPU and memory are read from /proc.
     #[arg(long, global = true)]
     pid: Option<u32>,
+    /// More edges of the same mesh (HTTP base URLs): the connections scenario spreads its
+    /// sockets over `--url` and these.
+    #[arg(long, global = true)]
+    edge_url: Vec<String>,
+    /// Further processes of the mesh (e.g. the edges of `--edge-url`): counted with `--pid`.
+    #[arg(long, global = true)]
+    edge_pid: Vec<u32>,
     /// The nats-server process.
     #[arg(long, global = true)]
     nats_pid: Option<u32>,
@@ -127,6 +135,9 @@ enum Command {
     PeerLatency(peer::Args),
     /// Every scenario in turn (the full bench).
     All(AllArgs),
+    /// Holds sockets for the connections scenario, as told on stdin (started by it).
+    #[command(hide = true)]
+    Hold,
 }
 
 impl Command {
@@ -143,6 +154,7 @@ impl Command {
             Command::PeerThroughput(_) => "peer-throughput",
             Command::PeerLatency(_) => "peer-latency",
             Command::All(_) => "all",
+            Command::Hold => "hold",
         }
     }
 }
@@ -247,6 +259,9 @@ impl Runner {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     raise_fd_limit();
+    if matches!(cli.command, Command::Hold) {
+        return holder::serve(|i| Some(connections::source_of(i))).await;
+    }
     let api = Api::new(&cli.url)?;
     let pool = Pool::load(
         api.clone(),
@@ -280,9 +295,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut ctx = Ctx {
         ws_url: ws::ws_url(api.base()),
+        ws_urls: std::iter::once(api.base())
+            .chain(cli.edge_url.iter().map(String::as_str))
+            .map(ws::ws_url)
+            .collect(),
         api,
         pool,
-        procs: Procs::new(cli.pid, cli.nats_pid, cli.postgres_pid, cli.peer_pid),
+        procs: Procs::new(
+            cli.pid.into_iter().chain(cli.edge_pid.iter().copied()),
+            cli.nats_pid,
+            cli.postgres_pid,
+            cli.peer_pid,
+        ),
         nats: cli.nats_url.clone().map(|url| NatsAccess {
             url,
             credentials: cli.nats_credentials.clone(),
@@ -361,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Command::All(args) => run_all(r, c, args).await?,
+        Command::Hold => unreachable!("answered before the run starts"),
     }
     eprintln!(
         "results appended to {} and {}",
@@ -401,7 +426,7 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         .users(users)
         .await
         .context("preparing the test users")?;
-    if ctx.procs.mesh().is_some() && !args.sizes.is_empty() {
+    if !ctx.procs.meshes().is_empty() && !args.sizes.is_empty() {
         let connections = connections::Args {
             sizes: args.sizes.clone(),
             concurrency: 64,

@@ -80,15 +80,16 @@ pub struct CpuUse {
 }
 
 impl Procs {
-    /// The mesh, NATS, Postgres and Synapse pids (any may be unknown) and this process.
+    /// The mesh's processes (one, or several when roles run apart), NATS, Postgres and
+    /// Synapse pids (any may be unknown) and this process.
     pub fn new(
-        mesh: Option<u32>,
+        mesh: impl IntoIterator<Item = u32>,
         nats: Option<u32>,
         postmaster: Option<u32>,
         synapse: Option<u32>,
     ) -> Self {
         let mut watched = Vec::new();
-        if let Some(pid) = mesh {
+        for pid in mesh {
             watched.push(("mesh", pid, Kind::Single));
         }
         if let Some(pid) = nats {
@@ -104,11 +105,13 @@ impl Procs {
         Self { watched }
     }
 
-    pub fn mesh(&self) -> Option<u32> {
+    /// The mesh's processes.
+    pub fn meshes(&self) -> Vec<u32> {
         self.watched
             .iter()
-            .find(|(name, _, _)| *name == "mesh")
+            .filter(|(name, _, _)| *name == "mesh")
             .map(|w| w.1)
+            .collect()
     }
 
     pub fn sample(&self) -> CpuSample {
@@ -138,16 +141,30 @@ impl Procs {
 }
 
 impl CpuSample {
-    /// CPU seconds each process used since `earlier`; a process that vanished is left out.
+    /// CPU seconds each watched name used since `earlier`, its processes summed; a process
+    /// that vanished is left out (a name all of whose processes vanished, too).
     pub fn since(&self, earlier: &CpuSample) -> Vec<CpuUse> {
-        self.ticks
-            .iter()
-            .filter_map(|(name, now)| {
-                let before = earlier.ticks.iter().find(|(n, _)| n == name)?.1?;
-                let now = (*now)?;
+        let mut used: Vec<(&'static str, Option<u64>)> = Vec::new();
+        for (i, (name, now)) in self.ticks.iter().enumerate() {
+            let delta = earlier
+                .ticks
+                .get(i)
+                .filter(|(n, _)| n == name)
+                .and_then(|(_, before)| Some((*now)?.saturating_sub((*before)?)));
+            match used.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => {
+                    if let Some(delta) = delta {
+                        *sum = Some(sum.unwrap_or(0) + delta);
+                    }
+                }
+                None => used.push((name, delta)),
+            }
+        }
+        used.into_iter()
+            .filter_map(|(process, ticks)| {
                 Some(CpuUse {
-                    process: name,
-                    seconds: now.saturating_sub(before) as f64 / TICKS_PER_SEC,
+                    process,
+                    seconds: ticks? as f64 / TICKS_PER_SEC,
                 })
             })
             .collect()
@@ -186,7 +203,7 @@ mod tests {
 
     #[test]
     fn this_process_is_watched_and_its_cpu_counted() {
-        let procs = Procs::new(None, None, Some(std::process::id()), None);
+        let procs = Procs::new([], None, Some(std::process::id()), None);
         let before = procs.sample();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut x = 0u64;
@@ -204,5 +221,23 @@ mod tests {
         let loadgen = used.iter().find(|u| u.process == "loadgen").unwrap();
         assert!(loadgen.seconds > 0.0, "{used:?}");
         assert!(rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn the_processes_of_one_name_are_summed() {
+        let at = |ticks: [Option<u64>; 3]| CpuSample {
+            ticks: vec![
+                ("mesh", ticks[0]),
+                ("mesh", ticks[1]),
+                ("nats-server", ticks[2]),
+            ],
+        };
+        let used = at([Some(150), Some(70), Some(9)]).since(&at([Some(100), Some(20), Some(5)]));
+        let seconds: Vec<(&str, f64)> = used.iter().map(|u| (u.process, u.seconds)).collect();
+        assert_eq!(seconds, [("mesh", 1.0), ("nats-server", 0.04)]);
+        // One mesh process gone: the other still counts; both gone: no figure.
+        let used = at([None, Some(70), None]).since(&at([Some(100), Some(20), Some(5)]));
+        let seconds: Vec<(&str, f64)> = used.iter().map(|u| (u.process, u.seconds)).collect();
+        assert_eq!(seconds, [("mesh", 0.5)]);
     }
 }

@@ -1,23 +1,20 @@
 //! `connections`: many concurrent authenticated WebSockets, one user each (so each also costs
 //! its push subscription), from source addresses spread over 127.0.0.0/8, each heartbeating.
-//! Memory per connection is the slope of the mesh's resident set between two settled sizes;
-//! the mesh's CPU while they idle is measured at each size. Where opening stops short, the
-//! report says how far it got and the errors seen.
+//! The sockets are held by child processes (`holder`) and spread over every edge given, since
+//! one process may open only so many files. Memory per connection is the slope of the mesh's
+//! resident set (all its processes together) between two settled sizes; the mesh's CPU while
+//! they idle is measured at each size. Where opening stops short, the report says how far it
+//! got and the errors seen.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, open_sockets_from};
-use crate::problems::Problems;
+use super::Ctx;
+use crate::holder::{self, Holders, Opening};
 use crate::procs::rss_kib;
 use crate::report::{Outcome, thousands};
-use crate::ws::{self, Profile, Socket};
 
 /// The product's target: KiB of mesh memory per connected user.
 pub const TARGET_KIB_PER_CONNECTION: f64 = 16.0;
@@ -84,61 +81,25 @@ async fn quiet(ctx: &Ctx) -> Option<Duration> {
     None
 }
 
-/// Samples VmRSS every second until it stops moving; answers the last sample.
-async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
+/// VmRSS of every process in `pids`, summed.
+fn total_rss(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|pid| rss_kib(*pid)).sum()
+}
+
+/// Samples the summed VmRSS of `pids` every second until it stops moving; answers the last
+/// sample.
+async fn settled_rss(pids: &[u32]) -> anyhow::Result<u64> {
     let started = Instant::now();
-    let mut previous = rss_kib(pid)?;
+    let mut previous = total_rss(pids)?;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = rss_kib(pid)?;
+        let now = total_rss(pids)?;
         let stable = now.abs_diff(previous) < STABLE_KIB;
         if (stable && started.elapsed() >= MIN_SETTLE) || started.elapsed() >= MAX_SETTLE {
             return Ok(now);
         }
         previous = now;
     }
-}
-
-/// Keeps a socket open and heartbeating: a `ping` frame every `heartbeat` (first one at a
-/// random point of the period), reading everything (which answers the server's pings).
-async fn hold(
-    mut socket: Socket,
-    heartbeat: Duration,
-    stop: CancellationToken,
-    problems: Arc<Problems>,
-) {
-    let first = heartbeat.mul_f64(rand::random::<f64>());
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, heartbeat);
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => {
-                if let Err(err) = socket.send(Message::text(r#"{"type":"ping"}"#)).await {
-                    problems.add("heartbeat failed", || err.to_string());
-                    return;
-                }
-                continue;
-            }
-            message = socket.next() => message,
-        };
-        match message {
-            Some(Ok(Message::Close(frame))) => {
-                let close = ws::describe_close(&Message::Close(frame)).unwrap_or_default();
-                problems.add("socket closed by the server", || close);
-                return;
-            }
-            Some(Ok(_)) => {}
-            Some(Err(err)) => {
-                problems.add("socket failed", || err.to_string());
-                return;
-            }
-            None => {
-                problems.add("socket ended", String::new);
-                return;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
 }
 
 /// What one size measured.
@@ -153,10 +114,10 @@ struct Step {
 }
 
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
-    let pid = ctx
-        .procs
-        .mesh()
-        .ok_or_else(|| anyhow::anyhow!("no --pid: the mesh's memory cannot be read"))?;
+    let pids = ctx.procs.meshes();
+    if pids.is_empty() {
+        anyhow::bail!("no --pid: the mesh's memory cannot be read");
+    }
     let mut sizes = args.sizes.clone();
     sizes.sort_unstable();
     sizes.dedup();
@@ -165,43 +126,38 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let tokens: Vec<String> = users.into_iter().map(|u| u.token).collect();
     let heartbeat = Duration::from_secs_f64(args.heartbeat.max(1.0));
     let idle = Duration::from_secs_f64(args.idle_seconds.max(1.0));
-    let stop = CancellationToken::new();
-    let problems = Arc::new(Problems::default());
-    let mut holders = Vec::new();
+    let edges = ctx.ws_urls.clone();
+    let mut holders = Holders::spawn(holder::holders_for(largest))?;
     let mut failures: Vec<String> = Vec::new();
-    let before = settled_rss(pid).await?;
+    let mut problems: Vec<String> = Vec::new();
+    let before = settled_rss(&pids).await?;
     eprintln!(
-        "mesh VmRSS {} KiB before any connection",
-        thousands(before as f64)
+        "mesh VmRSS {} KiB before any connection ({} processes, {} edges, {} holders)",
+        thousands(before as f64),
+        pids.len(),
+        edges.len(),
+        holder::holders_for(largest)
     );
     let mut steps: Vec<Step> = Vec::new();
     let mut next = 0;
     for size in &sizes {
         let opening = Instant::now();
-        let batch = &tokens[next..*size];
-        let offset = next;
-        let (sockets, failed) = open_sockets_from(
-            &ctx.ws_url,
-            batch,
-            Profile::Idle,
-            args.concurrency.max(1),
-            |i| Some(source_of(offset + i)),
-        )
-        .await;
+        let batch: Vec<Opening> = (next..*size)
+            .map(|index| Opening {
+                index,
+                url: edges[index % edges.len()].clone(),
+                token: tokens[index].clone(),
+            })
+            .collect();
         next = *size;
+        let total = holders
+            .open(batch, args.concurrency.max(1), heartbeat)
+            .await?;
         let open_seconds = opening.elapsed().as_secs_f64();
-        failures.extend(failed);
-        for socket in sockets.into_iter().flatten() {
-            holders.push(tokio::spawn(hold(
-                socket,
-                heartbeat,
-                stop.clone(),
-                problems.clone(),
-            )));
-        }
-        let open = holders.iter().filter(|h| !h.is_finished()).count();
+        failures.extend(total.failures);
+        let open = total.open;
         eprintln!("{open} of {size} connections open; letting memory settle");
-        let rss = settled_rss(pid).await?;
+        let rss = settled_rss(&pids).await?;
         let mesh_cpu = mesh_cpu_seconds(ctx, idle).await;
         steps.push(Step {
             asked: *size,
@@ -215,11 +171,9 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             break;
         }
     }
-    stop.cancel();
-    for holder in holders {
-        holder.await?;
-    }
-    let after_close = settled_rss(pid).await?;
+    let closed = holders.close().await?;
+    problems.extend(closed.problems);
+    let after_close = settled_rss(&pids).await?;
     // What the closing set off (every user reported offline, friends told) must be over
     // before the next scenario measures anything.
     let quiet_after = quiet(ctx).await;
@@ -231,7 +185,13 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     let mut outcome = Outcome::new(
         "connections",
-        json!({ "sizes": sizes, "heartbeat": args.heartbeat, "per_address": PER_ADDRESS }),
+        json!({
+            "sizes": sizes,
+            "heartbeat": args.heartbeat,
+            "per_address": PER_ADDRESS,
+            "edges": edges.len(),
+            "mesh_processes": pids.len(),
+        }),
     );
     outcome.row(
         "KiB per connected user (RSS slope)",
@@ -290,7 +250,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             failures.len()
         ));
     }
-    for problem in problems.lines() {
+    for problem in problems {
         outcome.problem(problem);
     }
     outcome.verdict(

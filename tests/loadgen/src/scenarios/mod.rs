@@ -27,6 +27,8 @@ pub struct Ctx {
     pub api: Api,
     pub pool: Pool,
     pub ws_url: String,
+    /// The `/v1/ws` URL of every edge: `ws_url` first, then the others given.
+    pub ws_urls: Vec<String>,
     /// The processes whose CPU (and the mesh's memory) is read.
     pub procs: Procs,
     /// NATS for the raw limits; `None` skips them.
