@@ -14,6 +14,12 @@ use crate::bus::Bus;
 
 /// How long one pull request stays open on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How often the server says it is still there while a pull request waits with nothing to
+/// send. Two missed in a row end the wait with an error, and every reader then re-opens its
+/// feed. Without them a pull request held by a NATS node that died is never answered, and
+/// the feed waits for it for good (seen in the cluster fault test: a chat partition that
+/// stored nothing for a minute after the ingest stream's leader was killed).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Why a JetStream operation (publishing, reading, acknowledging) failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +85,7 @@ impl Bus {
             .stream()
             .max_messages_per_batch(prefetch.max(1))
             .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| consumer_failed(&e))?;

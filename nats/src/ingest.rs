@@ -57,9 +57,10 @@ impl Bus {
         Ok(ack.duplicate)
     }
 
-    /// Takes over partition `partition` for `epoch`: deletes the consumer of the previous
-    /// owner (`previous_epoch`) and opens a feed from the message after `stored_through` (the
-    /// whole stream when 0) that prefetches up to `batch` messages.
+    /// Takes over partition `partition` for `epoch`, or re-opens its feed: deletes the
+    /// consumer of the previous owner (`previous_epoch`) and any earlier one of this epoch,
+    /// and opens a feed from the message after `stored_through` (the whole stream when 0) that
+    /// prefetches up to `batch` messages.
     pub async fn open_partition(
         &self,
         partition: u32,
@@ -72,13 +73,19 @@ impl Bus {
         let name = Consumer::ChatPartition { partition, epoch }.name();
         // The unversioned consumer of earlier releases, and the previous owner's. Missing ones
         // are fine; one left behind only feeds a fenced-out owner and expires when idle.
+        // This epoch's own consumer goes too when a broken feed is re-opened: the new one
+        // starts right after what is stored now, and JetStream refuses to move the start of
+        // an existing consumer ("deliver policy can not be updated"), which would leave the
+        // partition unread for good. The owner holds no batch while it re-opens, so nothing
+        // delivered to the old feed is in flight.
         let earlier = std::iter::once(Consumer::UnversionedChatPartition(partition))
             .chain(previous_epoch.map(|previous| Consumer::ChatPartition {
                 partition,
                 epoch: previous,
             }))
             .map(Consumer::name)
-            .filter(|earlier| *earlier != name);
+            .filter(|earlier| *earlier != name)
+            .chain(std::iter::once(name.clone()));
         for earlier in earlier {
             if let Err(err) = stream.delete_consumer(&earlier).await {
                 tracing::debug!(consumer = %earlier, error = %err, "no earlier consumer deleted");
