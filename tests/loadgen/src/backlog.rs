@@ -1,11 +1,15 @@
 //! The mesh's ingest backlog as NATS sees it: messages of the chat ingest stream that its
 //! consumers have not yet taken (`num_pending`) or not yet acknowledged (`num_ack_pending`),
 //! read from the NATS monitoring endpoint (`/jsz`). A scenario starts only once it is empty,
-//! so it never inherits the previous one's backlog.
+//! so it never inherits the previous one's backlog. Of a partition's consumers only the
+//! newest epoch's counts: an older owner's consumer (from an earlier run, kept until it has
+//! been idle for 10 minutes) only grows, since nobody reads it, and what it has not taken the
+//! newest one has.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mesh_contracts::Consumer;
 use serde::Deserialize;
 
 /// How often the backlog is read while waiting for it to empty.
@@ -33,6 +37,8 @@ struct StreamDetail {
 #[derive(Debug, Deserialize)]
 struct ConsumerDetail {
     #[serde(default)]
+    name: String,
+    #[serde(default)]
     num_pending: u64,
     #[serde(default)]
     num_ack_pending: u64,
@@ -47,18 +53,38 @@ pub struct Probe {
 }
 
 /// Messages of the stream not yet taken plus those taken but not yet acknowledged, summed over
-/// its consumers.
+/// its consumers: of each partition's, the newest epoch's only.
 fn backlog_of(jsz: &Jsz, stream: &str) -> Option<u64> {
-    jsz.account_details
+    let consumers = &jsz
+        .account_details
         .iter()
         .flat_map(|a| &a.stream_detail)
-        .find(|s| s.name == stream)
-        .map(|s| {
-            s.consumer_detail
-                .iter()
-                .map(|c| c.num_pending + c.num_ack_pending)
-                .sum()
-        })
+        .find(|s| s.name == stream)?
+        .consumer_detail;
+    let newest = |partition: u32| {
+        consumers
+            .iter()
+            .filter_map(|c| match Consumer::parse(&c.name) {
+                Some(Consumer::ChatPartition {
+                    partition: p,
+                    epoch,
+                }) if p == partition => Some(epoch),
+                _ => None,
+            })
+            .max()
+    };
+    Some(
+        consumers
+            .iter()
+            .filter(|c| match Consumer::parse(&c.name) {
+                Some(Consumer::ChatPartition { partition, epoch }) => {
+                    newest(partition) == Some(epoch)
+                }
+                _ => true,
+            })
+            .map(|c| c.num_pending + c.num_ack_pending)
+            .sum(),
+    )
 }
 
 impl Probe {
@@ -129,6 +155,18 @@ mod tests {
         .unwrap();
         assert_eq!(backlog_of(&jsz, "BENCH_CHAT_IN"), Some(5));
         assert_eq!(backlog_of(&jsz, "MESH_CHAT_IN"), None);
+        // An earlier owner's consumer of partition 0 keeps growing unread; only the newest
+        // epoch of each partition counts, and other consumers count as they are.
+        let jsz: Jsz = serde_json::from_str(
+            r#"{"account_details":[{"name":"$G","stream_detail":[
+                {"name":"BENCH_CHAT_IN","consumer_detail":[
+                    {"name":"chat-p0-e3","num_pending":900,"num_ack_pending":40},
+                    {"name":"chat-p0-e7","num_pending":2,"num_ack_pending":1},
+                    {"name":"chat-p1-e4","num_pending":5,"num_ack_pending":0},
+                    {"name":"chat-p1","num_pending":0,"num_ack_pending":6}]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(backlog_of(&jsz, "BENCH_CHAT_IN"), Some(2 + 1 + 5 + 6));
         let probe = Probe::new("http://127.0.0.1:8222/", "my-bench").unwrap();
         assert_eq!(probe.stream, "MY_BENCH_CHAT_IN");
     }
