@@ -186,10 +186,11 @@ if [[ "$scenario" == all || "$scenario" == connections ]]; then
     listening "$((port + k))" && die "something already listens on $edge_addr; stop it or set MESH_BENCH_ADDR"
     edge_log=".local/log/bench-edge-$k.log"
     MESH_HTTP_ADDR="$edge_addr" "$bin/mesh" edge >"$edge_log" 2>&1 &
-    edge_pids+=($!)
-    await_ready "http://$edge_addr" "$!" "$edge_log"
-    edges+=(--edge-url "http://$edge_addr" --edge-pid "$!")
-    log "extra edge ready on $edge_addr (pid $!)"
+    edge_pid=$!
+    edge_pids+=("$edge_pid")
+    await_ready "http://$edge_addr" "$edge_pid" "$edge_log"
+    edges+=(--edge-url "http://$edge_addr" --edge-pid "$edge_pid")
+    log "extra edge ready on $edge_addr (pid $edge_pid)"
   done
 fi
 

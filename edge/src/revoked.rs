@@ -18,12 +18,14 @@ const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 const STALL_TICKS: u32 = 2;
 use uuid::Uuid;
 
-/// Whether one check finds a watch that delivered up to revision `seen` behind: the bucket
-/// holds a newer revision, or the server cannot say what it holds. A watch whose consumer
-/// lived on a node that went away fails the same way, so an unanswered check counts; a
-/// healthy watch on a server that is merely down is re-opened and waits for it.
-fn falls_behind(newest: Option<u64>, seen: u64) -> bool {
-    newest.is_none_or(|n| n > seen)
+/// Whether one check finds a watch behind: it delivered nothing since the previous check
+/// (it was at `before` then and is at `seen` now) while the bucket holds a newer revision, or
+/// while the server cannot say what it holds. A watch still replaying the bucket moves on, so
+/// it is never counted however large the bucket. A watch whose consumer lived on a node that
+/// went away fails like the server does, so an unanswered check counts; a healthy watch on a
+/// server that is merely down is re-opened and waits for it.
+fn falls_behind(newest: Option<u64>, seen: u64, before: u64) -> bool {
+    seen == before && newest.is_none_or(|n| n > seen)
 }
 
 /// Upper bound on remembered revocations; beyond it the oldest are evicted (their tokens are
@@ -74,8 +76,12 @@ impl RevokedSessions {
                     tracing::debug!("revocation watch open");
                     let mut stream = std::pin::pin!(stream);
                     let mut seen = 0u64;
+                    let mut seen_at_check = seen;
                     let mut behind = 0u32;
-                    let mut check = tokio::time::interval(STALL_CHECK);
+                    let mut check = tokio::time::interval_at(
+                        tokio::time::Instant::now() + STALL_CHECK,
+                        STALL_CHECK,
+                    );
                     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         let due = tokio::select! {
@@ -95,11 +101,12 @@ impl RevokedSessions {
                         };
                         if due {
                             let newest = revocations.newest_revision().await;
-                            behind = if falls_behind(newest, seen) {
+                            behind = if falls_behind(newest, seen, seen_at_check) {
                                 behind + 1
                             } else {
                                 0
                             };
+                            seen_at_check = seen;
                             tracing::debug!(seen, ?newest, behind, "revocation watch checked");
                             if behind >= STALL_TICKS {
                                 tracing::warn!(seen, ?newest, "revocation watch stalled");
@@ -125,14 +132,18 @@ mod tests {
     use super::falls_behind;
 
     #[test]
-    fn a_watch_is_behind_when_the_bucket_moved_on_or_cannot_say() {
-        assert!(!falls_behind(Some(7), 7));
-        assert!(!falls_behind(Some(0), 0));
+    fn a_watch_is_behind_when_it_stood_still_while_the_bucket_moved_on_or_cannot_say() {
+        assert!(!falls_behind(Some(7), 7, 7), "caught up");
+        assert!(!falls_behind(Some(0), 0, 0), "an empty bucket");
+        assert!(falls_behind(Some(8), 7, 7), "stood still below the newest");
+        assert!(falls_behind(None, 7, 7), "an unanswered check counts");
         assert!(
-            !falls_behind(Some(3), 7),
-            "entries expired below what was seen"
+            !falls_behind(Some(900_000), 40_000, 10_000),
+            "a watch replaying a large bucket moved on since the last check"
         );
-        assert!(falls_behind(Some(8), 7));
-        assert!(falls_behind(None, 7), "an unanswered check counts");
+        assert!(
+            !falls_behind(None, 8, 7),
+            "moved on, whatever the server says"
+        );
     }
 }

@@ -87,8 +87,16 @@ impl Bus {
             .filter(|earlier| *earlier != name)
             .chain(std::iter::once(name.clone()));
         for earlier in earlier {
-            if let Err(err) = stream.delete_consumer(&earlier).await {
-                tracing::debug!(consumer = %earlier, error = %err, "no earlier consumer deleted");
+            match stream.delete_consumer(&earlier).await {
+                Ok(_) => {}
+                Err(err) if is_not_found(&err) => {
+                    tracing::debug!(consumer = %earlier, "no earlier consumer to delete");
+                }
+                // The consumer is left behind: an earlier epoch's only feeds a fenced-out
+                // owner, and this epoch's makes the create below fail, so it is tried again.
+                Err(err) => {
+                    tracing::warn!(consumer = %earlier, error = %err, "cannot delete an earlier consumer");
+                }
             }
         }
         let deliver_policy = if stored_through == 0 {
@@ -127,6 +135,13 @@ impl Bus {
             .ok()?;
         Some((info.num_pending, info.num_ack_pending))
     }
+}
+
+/// Whether deleting a consumer failed only because there was none.
+fn is_not_found(err: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+    matches!(err.kind(), ConsumerErrorKind::JetStream(e) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
 }
 
 impl Bus {

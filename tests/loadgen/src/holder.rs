@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::problems::Problems;
-use crate::scenarios::open_sockets_from;
+use crate::problems::{Counted, Problems};
 use crate::ws::{self, Profile, Socket};
 
 /// Sockets one holder is given at most: its open-files limit less room for its own files.
@@ -53,7 +52,7 @@ pub struct Report {
     /// Why each socket of this order that failed to open failed.
     pub failures: Vec<String>,
     /// What went wrong with open sockets so far (closed by the server, a failed heartbeat).
-    pub problems: Vec<String>,
+    pub problems: Vec<Counted>,
 }
 
 /// The source address of connection `index`; the scenario owns the spreading rule.
@@ -80,26 +79,29 @@ pub async fn serve(source: SourceOf) -> anyhow::Result<()> {
                 heartbeat_secs,
             } => {
                 let heartbeat = Duration::from_secs_f64(heartbeat_secs.max(1.0));
-                // Sockets of one order may go to several edges: open them per URL.
-                let mut urls: Vec<&str> = sockets.iter().map(|s| s.url.as_str()).collect();
-                urls.sort_unstable();
-                urls.dedup();
-                for url in urls {
-                    let mine: Vec<&Opening> = sockets.iter().filter(|s| s.url == url).collect();
-                    let tokens: Vec<String> = mine.iter().map(|s| s.token.clone()).collect();
-                    let (opened, failed) =
-                        open_sockets_from(url, &tokens, Profile::Idle, concurrency.max(1), |i| {
-                            source(mine[i].index)
-                        })
-                        .await;
-                    report.failures.extend(failed);
-                    for socket in opened.into_iter().flatten() {
-                        holders.push(tokio::spawn(hold(
+                // Each socket starts heartbeating as soon as it is open: one that waited for
+                // the others would say nothing to the edge for as long as they take.
+                let opened = stream::iter(sockets)
+                    .map(|socket| async move {
+                        ws::connect_from(
+                            &socket.url,
+                            &socket.token,
+                            Profile::Idle,
+                            source(socket.index),
+                        )
+                        .await
+                    })
+                    .buffer_unordered(concurrency.max(1));
+                let mut opened = std::pin::pin!(opened);
+                while let Some(result) = opened.next().await {
+                    match result {
+                        Ok(socket) => holders.push(tokio::spawn(hold(
                             socket,
                             heartbeat,
                             stop.clone(),
                             problems.clone(),
-                        )));
+                        ))),
+                        Err(err) => report.failures.push(format!("{err:#}")),
                     }
                 }
             }
@@ -111,7 +113,7 @@ pub async fn serve(source: SourceOf) -> anyhow::Result<()> {
             }
         }
         report.open = holders.iter().filter(|h| !h.is_finished()).count();
-        report.problems = problems.lines();
+        report.problems = problems.counted();
         let mut line = serde_json::to_vec(&report)?;
         line.push(b'\n');
         out.write_all(&line).await?;
@@ -171,16 +173,25 @@ struct Holder {
     reports: Lines<BufReader<ChildStdout>>,
 }
 
+/// How long a holder may take to answer one order (opening 16,000 sockets on a busy machine
+/// takes a minute or two); past it the scenario fails and the holders are killed.
+const ASK_TIMEOUT: Duration = Duration::from_secs(600);
+
 impl Holder {
     async fn ask(&mut self, order: &Order) -> anyhow::Result<Report> {
         let mut line = serde_json::to_vec(order)?;
         line.push(b'\n');
-        self.stdin.write_all(&line).await?;
-        self.stdin.flush().await?;
-        match self.reports.next_line().await? {
-            Some(line) => serde_json::from_str(&line).context("an undecodable holder report"),
-            None => bail!("a holder process ended ({:?})", self.child.try_wait()),
-        }
+        let answered = async {
+            self.stdin.write_all(&line).await?;
+            self.stdin.flush().await?;
+            match self.reports.next_line().await? {
+                Some(line) => serde_json::from_str(&line).context("an undecodable holder report"),
+                None => bail!("a holder process ended ({:?})", self.child.try_wait()),
+            }
+        };
+        tokio::time::timeout(ASK_TIMEOUT, answered)
+            .await
+            .with_context(|| format!("a holder did not answer within {ASK_TIMEOUT:?}"))?
     }
 }
 
@@ -194,6 +205,7 @@ pub struct Holders {
 pub struct Total {
     pub open: usize,
     pub failures: Vec<String>,
+    /// The holders' problems merged by kind, one line each.
     pub problems: Vec<String>,
 }
 
@@ -267,12 +279,14 @@ impl Holders {
 
     fn sum(reports: Vec<anyhow::Result<Report>>) -> anyhow::Result<Total> {
         let mut total = Total::default();
+        let problems = Problems::default();
         for report in reports {
             let report = report?;
             total.open += report.open;
             total.failures.extend(report.failures);
-            total.problems.extend(report.problems);
+            report.problems.into_iter().for_each(|p| problems.absorb(p));
         }
+        total.problems = problems.lines();
         Ok(total)
     }
 }

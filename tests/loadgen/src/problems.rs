@@ -11,21 +11,51 @@ pub struct Problems {
     seen: Mutex<Vec<(String, u64, Vec<String>)>>,
 }
 
+/// One kind of problem: how often it was seen and the first few samples.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counted {
+    pub kind: String,
+    pub times: u64,
+    pub samples: Vec<String>,
+}
+
 impl Problems {
     pub fn add(&self, kind: &str, evidence: impl FnOnce() -> String) {
+        self.absorb(Counted {
+            kind: kind.to_owned(),
+            times: 1,
+            samples: vec![evidence()],
+        });
+    }
+
+    /// Adds problems counted elsewhere (another process), kind by kind.
+    pub fn absorb(&self, counted: Counted) {
         let mut seen = self.seen.lock().expect("problems lock");
-        let index = match seen.iter().position(|(k, _, _)| k == kind) {
+        let index = match seen.iter().position(|(k, _, _)| *k == counted.kind) {
             Some(index) => index,
             None => {
-                seen.push((kind.to_owned(), 0, Vec::new()));
+                seen.push((counted.kind, 0, Vec::new()));
                 seen.len() - 1
             }
         };
         let entry = &mut seen[index];
-        entry.1 += 1;
-        if entry.2.len() < PROBLEM_SAMPLES {
-            entry.2.push(evidence());
-        }
+        entry.1 += counted.times;
+        let room = PROBLEM_SAMPLES.saturating_sub(entry.2.len());
+        entry.2.extend(counted.samples.into_iter().take(room));
+    }
+
+    /// Every kind with its count and samples.
+    pub fn counted(&self) -> Vec<Counted> {
+        self.seen
+            .lock()
+            .expect("problems lock")
+            .iter()
+            .map(|(kind, times, samples)| Counted {
+                kind: kind.clone(),
+                times: *times,
+                samples: samples.clone(),
+            })
+            .collect()
     }
 
     /// One line per kind: `kind (n times), e.g. evidence; evidence`.
@@ -57,5 +87,26 @@ mod tests {
             lines[0]
         );
         assert!(!lines[0].contains("close 5"));
+    }
+
+    #[test]
+    fn problems_from_other_processes_merge_by_kind() {
+        let here = Problems::default();
+        here.add("closed", || "a".into());
+        let there = Problems::default();
+        for i in 0..6 {
+            there.add("closed", || format!("b{i}"));
+        }
+        there.add("failed", || "c".into());
+        for counted in there.counted() {
+            here.absorb(counted);
+        }
+        assert_eq!(
+            here.lines(),
+            [
+                "closed (7 times), e.g. a; b0; b1; b2; b3",
+                "failed (1 times), e.g. c"
+            ]
+        );
     }
 }

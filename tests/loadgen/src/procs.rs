@@ -1,7 +1,7 @@
 //! The processes a run watches and what they cost: CPU seconds (utime + stime from
 //! `/proc/<pid>/stat`) of the mesh, nats-server, every Postgres process (the postmaster, its
-//! live children and the children it already reaped) and the load generator itself, and a
-//! process's resident set.
+//! live children and the children it already reaped) and the load generator with its children,
+//! and a process's resident set.
 
 use std::collections::HashMap;
 
@@ -101,7 +101,8 @@ impl Procs {
         if let Some(pid) = synapse {
             watched.push(("synapse", pid, Kind::Single));
         }
-        watched.push(("loadgen", std::process::id(), Kind::Single));
+        // With its children: the connections scenario holds its sockets in child processes.
+        watched.push(("loadgen", std::process::id(), Kind::Tree));
         Self { watched }
     }
 
