@@ -6,6 +6,7 @@
 //! been idle for 10 minutes) only grows, since nobody reads it, and what it has not taken the
 //! newest one has.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -61,24 +62,20 @@ fn backlog_of(jsz: &Jsz, stream: &str) -> Option<u64> {
         .flat_map(|a| &a.stream_detail)
         .find(|s| s.name == stream)?
         .consumer_detail;
-    let newest = |partition: u32| {
-        consumers
-            .iter()
-            .filter_map(|c| match Consumer::parse(&c.name) {
-                Some(Consumer::ChatPartition {
-                    partition: p,
-                    epoch,
-                }) if p == partition => Some(epoch),
-                _ => None,
-            })
-            .max()
-    };
+    let mut newest: HashMap<u32, u64> = HashMap::new();
+    for consumer in consumers {
+        if let Some(Consumer::ChatPartition { partition, epoch }) = Consumer::parse(&consumer.name)
+        {
+            let known = newest.entry(partition).or_insert(epoch);
+            *known = (*known).max(epoch);
+        }
+    }
     Some(
         consumers
             .iter()
             .filter(|c| match Consumer::parse(&c.name) {
                 Some(Consumer::ChatPartition { partition, epoch }) => {
-                    newest(partition) == Some(epoch)
+                    newest.get(&partition) == Some(&epoch)
                 }
                 _ => true,
             })

@@ -294,7 +294,6 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let mut ctx = Ctx {
-        ws_url: ws::ws_url(api.base()),
         ws_urls: std::iter::once(api.base())
             .chain(cli.edge_url.iter().map(String::as_str))
             .map(ws::ws_url)

@@ -88,7 +88,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     tokio::time::sleep(SETTLE).await;
 
     let tokens: Vec<String> = users.iter().map(|u| u.token.clone()).collect();
-    let (sockets, failures) = open_sockets(&ctx.ws_url, &tokens, Profile::Idle, 32).await;
+    let (sockets, failures) = open_sockets(ctx.ws_url(), &tokens, Profile::Idle, 32).await;
     if let Some(failure) = failures.first() {
         anyhow::bail!(
             "{} of {members} sockets did not open, e.g. {failure}",

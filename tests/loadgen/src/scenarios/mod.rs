@@ -26,8 +26,7 @@ pub mod throughput;
 pub struct Ctx {
     pub api: Api,
     pub pool: Pool,
-    pub ws_url: String,
-    /// The `/v1/ws` URL of every edge: `ws_url` first, then the others given.
+    /// The `/v1/ws` URL of every edge: the one of `--url` first, then the others given.
     pub ws_urls: Vec<String>,
     /// The processes whose CPU (and the mesh's memory) is read.
     pub procs: Procs,
@@ -47,6 +46,13 @@ pub struct Ctx {
     pub peer_problem: Option<String>,
 }
 
+impl Ctx {
+    /// The `/v1/ws` URL of the edge of `--url`.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_urls[0]
+    }
+}
+
 /// Opens one socket per token, `concurrency` at a time; answers the sockets opened (in the
 /// order of `tokens`, `None` where opening failed) and the failures' messages.
 pub async fn open_sockets(
@@ -55,22 +61,8 @@ pub async fn open_sockets(
     profile: Profile,
     concurrency: usize,
 ) -> (Vec<Option<Socket>>, Vec<String>) {
-    open_sockets_from(url, tokens, profile, concurrency, |_| None).await
-}
-
-/// Like `open_sockets`, the `i`th socket from the local address `source(i)` when it names one.
-pub async fn open_sockets_from(
-    url: &str,
-    tokens: &[String],
-    profile: Profile,
-    concurrency: usize,
-    source: impl Fn(usize) -> Option<std::net::IpAddr>,
-) -> (Vec<Option<Socket>>, Vec<String>) {
-    let source = &source;
     let opened: Vec<(usize, anyhow::Result<Socket>)> = stream::iter(tokens.iter().enumerate())
-        .map(
-            |(i, token)| async move { (i, ws::connect_from(url, token, profile, source(i)).await) },
-        )
+        .map(|(i, token)| async move { (i, ws::connect_from(url, token, profile, None).await) })
         .buffer_unordered(concurrency)
         .collect()
         .await;

@@ -158,7 +158,7 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         .iter()
         .flat_map(|(a, b)| [a.token.clone(), b.token.clone()])
         .collect();
-    let (sockets, failures) = open_sockets(&ctx.ws_url, &tokens, Profile::Busy, 32).await;
+    let (sockets, failures) = open_sockets(ctx.ws_url(), &tokens, Profile::Busy, 32).await;
     if let Some(failure) = failures.first() {
         anyhow::bail!(
             "{} of {} sockets did not open, e.g. {failure}",
