@@ -58,22 +58,25 @@ impl LoginFailures {
     }
 
     /// Recent failures of the account and the address (zero when unknown or unreachable).
-    pub async fn count(&self, subjects: &Subjects) -> Failures {
+    pub async fn count(&self, subjects: &Subjects) -> Counted {
         let read = |key: &str| {
             let key = key.to_owned();
             async move {
-                self.read(&key).await.map(|(n, _)| n).unwrap_or_else(|err| {
+                self.read(&key).await.unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "cannot read sign-in failures");
-                    0
+                    (0, None)
                 })
             }
         };
-        let account = read(&subjects.account).await;
+        let (account, revision) = read(&subjects.account).await;
         let ip = match &subjects.ip {
-            Some(ip) => read(ip).await,
+            Some(ip) => read(ip).await.0,
             None => 0,
         };
-        Failures { account, ip }
+        Counted {
+            failures: Failures { account, ip },
+            account_revision: revision,
+        }
     }
 
     /// Counts one more failure of the account and of the address.
@@ -102,10 +105,23 @@ impl LoginFailures {
         Err(KvError::Conflict)
     }
 
-    /// Forgets the account's failures after its owner signed in.
-    pub async fn clear(&self, subjects: &Subjects) {
-        if let Err(err) = self.bucket.delete(&subjects.account).await {
-            tracing::warn!(error = %err, "cannot clear sign-in failures");
+    /// Forgets the account's failures after its owner signed in, as `counted` found them:
+    /// failures counted since (other attempts while this one was hashing) are kept.
+    pub async fn clear(&self, subjects: &Subjects, counted: &Counted) {
+        let Some(revision) = counted.account_revision else {
+            return;
+        };
+        if let Err(err) = self.bucket.delete_if(&subjects.account, revision).await {
+            // Usually a failure counted meanwhile; an unreachable bucket is already reported
+            // by `count` and `record`.
+            tracing::debug!(error = %err, "sign-in failures not cleared");
         }
     }
+}
+
+/// What `count` found: the failures, and the revision of the account's entry (none when it
+/// has none), which `clear` deletes only if it is still the latest.
+pub struct Counted {
+    pub failures: Failures,
+    account_revision: Option<u64>,
 }

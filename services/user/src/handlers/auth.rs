@@ -145,7 +145,8 @@ pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<
         .as_deref()
         .and_then(|token| state.issuer.device_of(token))
         .is_some_and(|owner| account.as_ref().is_some_and(|a| a.id == owner));
-    let failures = state.failures.count(&subjects).await;
+    let counted = state.failures.count(&subjects).await;
+    let failures = counted.failures;
     match state.config.login_throttle.judge(failures, known_device) {
         // The same answer whether the phone exists or not.
         Attempt::Locked => {
@@ -172,7 +173,7 @@ pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<
     // The owner passing a lock on a known device leaves the lock standing for everyone else.
     // With no failures counted there is nothing to forget (a delete is a JetStream write).
     if failures.account > 0 && failures.account < state.config.login_throttle.lock_after {
-        state.failures.clear(&subjects).await;
+        state.failures.clear(&subjects, &counted).await;
     }
     if account.disabled {
         return Err(
