@@ -2,9 +2,11 @@
 //!
 //! `init` is the single place that installs the global subscriber and propagator; `metrics`
 //! holds the standard metrics every crate records into; `server` serves `/metrics`; `spans`
-//! continues, suppresses and reads traces; `db` turns Postgres statements into spans and metrics.
+//! continues, suppresses and reads traces; `db` turns Postgres statements into spans and metrics;
+//! `log_fields` is how the logs keep span fields.
 
 mod db;
+mod log_fields;
 pub mod metrics;
 pub mod server;
 pub mod spans;

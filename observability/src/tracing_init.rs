@@ -13,6 +13,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::db::{DbQueries, SQLX_TARGET};
+use crate::log_fields::SpanFields;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -47,6 +48,7 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = PROVIDER.get_or_init(|| build_provider(service_name));
     let tracer = provider.tracer("nats-mesh");
+    let exporting = exports();
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -55,12 +57,20 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
         .with_current_span(true)
         .with_span_list(true)
         .with_target(true)
+        .fmt_fields(SpanFields)
         .with_writer(std::io::stderr)
         .with_filter(filter.and(filter_fn(|meta| {
             !(meta.is_span() && meta.name() == PUBLISH_SPAN)
         })));
+    // Nothing here reads OpenTelemetry's "current context", so entering a span does not set
+    // it. Source locations, threads and busy/idle times are span attributes: worth their cost
+    // only when spans are exported.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_context_activation(false)
+        .with_location(exporting)
+        .with_threads(exporting)
+        .with_tracked_inactivity(exporting)
         .with_filter(LevelFilter::INFO);
     let db = DbQueries::new(default_service)
         .with_filter(Targets::new().with_target(SQLX_TARGET, LevelFilter::TRACE));
@@ -73,13 +83,17 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     TracingGuard
 }
 
+/// Whether an OTLP endpoint is configured, so spans are exported.
+fn exports() -> bool {
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|endpoint| !endpoint.trim().is_empty())
+}
+
 fn build_provider(service_name: &str) -> SdkTracerProvider {
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
         .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
-    if endpoint.trim().is_empty() {
+    if !exports() {
         // Nothing would export a span: record none (their trace ids still cross NATS and
         // reach the logs). Recording every message's spans costs more CPU than storing it.
         return builder.with_sampler(Sampler::AlwaysOff).build();

@@ -408,7 +408,9 @@ async fn every_request_writes_one_access_log_line_without_secrets() {
     let fields = &line["fields"];
     assert_eq!(fields["method"], "GET");
     assert_eq!(fields["route"], "/v1/users/me");
+    assert_eq!(fields["path"], "/v1/users/me");
     assert_eq!(fields["status"], 200);
+    assert!(line.get("span").is_none(), "the line stands alone: {line}");
     assert!(fields["latency_ms"].as_f64().is_some(), "{line}");
     assert_eq!(fields["trace_id"], trace_id.as_str());
     let lines_of_request = mesh
