@@ -17,6 +17,10 @@ struct Inject<'a>(&'a mut HeaderMap);
 
 impl Injector for Inject<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // The propagator sets `tracestate` even when it is empty: no header for that.
+        if value.is_empty() {
+            return;
+        }
         if key == headers::TRACEPARENT || key == headers::TRACESTATE {
             self.0.insert(key, headers::sanitize(&value, 512).as_str());
         }
@@ -46,6 +50,16 @@ pub(crate) fn inject(span: &tracing::Span, map: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut Inject(map));
     });
+}
+
+/// Whether `map` carries a trace context marked sampled (the last field of `traceparent`,
+/// `...-01`), read without parsing the rest: nothing unsampled is recorded, so most messages
+/// need no context at all when no trace is exported.
+fn carries_sampled(map: Option<&HeaderMap>) -> bool {
+    map.and_then(|map| map.get(headers::TRACEPARENT))
+        .and_then(|value| value.as_str().rsplit_once('-'))
+        .and_then(|(_, flags)| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 1 == 1)
 }
 
 /// The trace context carried by `map`, if it carries a valid one.
@@ -127,6 +141,9 @@ pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
 /// Records that a message on `subject` arrived (a CONSUMER `receive <subject>` span of the edge,
 /// ended at once), when its headers carry a sampled trace: the last hop of a push.
 pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
+    if !carries_sampled(map) {
+        return;
+    }
     let Some(parent) = extract(map).filter(|p| p.span().span_context().is_sampled()) else {
         return;
     };
@@ -143,11 +160,60 @@ pub fn ingest_batch_span(deliveries: &[Delivery]) -> tracing::Span {
     span.record("messaging.batch.message_count", deliveries.len());
     let mut contexts = deliveries.iter().filter_map(|d| extract(d.headers()));
     if let Some(first) = contexts.next() {
+        // The batch is sampled as its parent is (parent-based sampling): links of an unrecorded span go nowhere, so
+        // the others' contexts are read only for a sampled one.
+        let sampled = first.span().span_context().is_sampled();
         let _ = span.set_parent(first);
-    }
-    for other in contexts {
-        span.add_link(other.span().span_context().clone());
+        if sampled {
+            for other in contexts {
+                span.add_link(other.span().span_context().clone());
+            }
+        }
     }
     spans::record_trace_id(&span);
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_traceparent(value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(headers::TRACEPARENT, value);
+        map
+    }
+
+    #[test]
+    fn an_empty_tracestate_adds_no_header() {
+        let mut map = HeaderMap::new();
+        let mut inject = Inject(&mut map);
+        inject.set(headers::TRACESTATE, String::new());
+        inject.set(headers::TRACEPARENT, "00-ab-cd-01".to_owned());
+        assert!(map.get(headers::TRACESTATE).is_none());
+        assert_eq!(
+            map.get(headers::TRACEPARENT).unwrap().as_str(),
+            "00-ab-cd-01"
+        );
+    }
+
+    #[test]
+    fn only_a_sampled_traceparent_counts_as_sampled() {
+        let id = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        assert!(carries_sampled(Some(&with_traceparent(&format!(
+            "{id}-01"
+        )))));
+        assert!(carries_sampled(Some(&with_traceparent(&format!(
+            "{id}-03"
+        )))));
+        assert!(!carries_sampled(Some(&with_traceparent(&format!(
+            "{id}-00"
+        )))));
+        assert!(!carries_sampled(Some(&with_traceparent(&format!(
+            "{id}-zz"
+        )))));
+        assert!(!carries_sampled(Some(&with_traceparent("garbage"))));
+        assert!(!carries_sampled(Some(&HeaderMap::new())));
+        assert!(!carries_sampled(None));
+    }
 }

@@ -52,6 +52,7 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_cap = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
@@ -80,7 +81,24 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
         .with(otel)
         .with(db)
         .try_init();
+    // Records of crates that log through `log` (tungstenite writes one per WebSocket frame)
+    // reach only the JSON logs, so they stop at `RUST_LOG`'s level. `try_init` set the
+    // subscriber's own hint, `TRACE` because of the statement layer, which made every one
+    // of them go through the filters.
+    log::set_max_level(as_log(log_cap));
     TracingGuard
+}
+
+/// The `log` crate's level filter of `level`.
+fn as_log(level: LevelFilter) -> log::LevelFilter {
+    match level.into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    }
 }
 
 /// Whether an OTLP endpoint is configured, so spans are exported.
@@ -107,5 +125,20 @@ fn build_provider(service_name: &str) -> SdkTracerProvider {
             eprintln!("OTLP exporter disabled: {err}");
             builder.build()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_records_stop_at_the_same_level() {
+        assert_eq!(as_log(LevelFilter::OFF), log::LevelFilter::Off);
+        assert_eq!(as_log(LevelFilter::WARN), log::LevelFilter::Warn);
+        assert_eq!(as_log(LevelFilter::INFO), log::LevelFilter::Info);
+        assert_eq!(as_log(LevelFilter::TRACE), log::LevelFilter::Trace);
+        let hint = EnvFilter::new("warn,mesh_chat=debug").max_level_hint();
+        assert_eq!(hint.map(as_log), Some(log::LevelFilter::Debug));
     }
 }
