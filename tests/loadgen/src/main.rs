@@ -4,6 +4,7 @@
 
 mod api;
 mod backlog;
+mod checkpoints;
 mod holder;
 mod meter;
 mod problems;
@@ -24,6 +25,7 @@ use serde_json::json;
 
 use crate::api::Api;
 use crate::backlog::Probe;
+use crate::checkpoints::Checkpoints;
 use crate::meter::Meter;
 use crate::procs::Procs;
 use crate::raw_nats::NatsAccess;
@@ -219,6 +221,8 @@ fn raise_fd_limit() {
 struct Runner {
     writer: Writer,
     probe: Option<Probe>,
+    /// The bench database, when given: a checkpoint before each scenario.
+    checkpoints: Option<Checkpoints>,
     failed: Vec<String>,
 }
 
@@ -230,11 +234,15 @@ impl Runner {
         scenario: impl AsyncFnOnce(&mut Ctx) -> anyhow::Result<Outcome>,
     ) -> anyhow::Result<Option<Outcome>> {
         let procs = ctx.procs.clone();
-        let measured = match Meter::start(&procs, self.probe.as_ref()).await {
-            Ok(meter) => scenario(ctx).await.map(|mut outcome| {
-                meter.finish(&procs, &mut outcome);
-                outcome
-            }),
+        let checkpoints = self.checkpoints.as_ref();
+        let measured = match Meter::start(&procs, self.probe.as_ref(), checkpoints).await {
+            Ok(meter) => match scenario(ctx).await {
+                Ok(mut outcome) => {
+                    meter.finish(&procs, checkpoints, &mut outcome).await;
+                    Ok(outcome)
+                }
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         };
         match measured {
@@ -329,9 +337,20 @@ async fn main() -> anyhow::Result<()> {
         ctx.api.base(),
         cli.note.clone(),
     );
+    let checkpoints = match cli.database_url.as_deref() {
+        Some(url) => match Checkpoints::connect(url).await {
+            Ok(checkpoints) => Some(checkpoints),
+            Err(err) => {
+                eprintln!("warning: no checkpoints before the scenarios: {err:#}");
+                None
+            }
+        },
+        None => None,
+    };
     let mut runner = Runner {
         writer,
         probe,
+        checkpoints,
         failed: Vec::new(),
     };
     let r = &mut runner;

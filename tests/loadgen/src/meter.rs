@@ -1,11 +1,14 @@
 //! What wraps every scenario: it starts only from an empty ingest backlog (or fails with a
-//! problem line saying what was left), and its outcome gets the CPU seconds each watched
+//! problem line saying what was left) and, with the bench database given, right after a
+//! Postgres checkpoint (the checkpoints that still fell inside it are reported); its outcome
+//! gets the CPU seconds each watched
 //! process used while it ran, and per unit of its work, how busy the machine's CPUs were
 //! meanwhile and how much of their time the host took (steal), both from `/proc/stat`.
 
 use std::time::{Duration, Instant};
 
 use crate::backlog::Probe;
+use crate::checkpoints::{Checkpoints, Counters};
 use crate::procs::{CpuSample, Procs};
 use crate::report::{CpuLine, CpuReport, Outcome};
 
@@ -19,15 +22,25 @@ pub struct Meter {
     started: Instant,
     /// How long the backlog took to empty; `None` when it was not checked.
     waited: Option<Duration>,
+    /// What forcing a checkpoint said, and the checkpoint counters at the start.
+    checkpoint: Option<(String, Option<Counters>)>,
 }
 
 impl Meter {
     /// Waits for an empty ingest backlog (when a probe is given), then starts counting.
-    pub async fn start(procs: &Procs, probe: Option<&Probe>) -> anyhow::Result<Self> {
+    pub async fn start(
+        procs: &Procs,
+        probe: Option<&Probe>,
+        checkpoints: Option<&Checkpoints>,
+    ) -> anyhow::Result<Self> {
         let waited = match probe {
             Some(probe) => Some(probe.wait_empty(BACKLOG_WAIT).await.map_err(|err| {
                 err.context("the scenario did not start: the previous backlog was not stored")
             })?),
+            None => None,
+        };
+        let checkpoint = match checkpoints {
+            Some(checkpoints) => Some(force_checkpoint(checkpoints).await),
             None => None,
         };
         Ok(Self {
@@ -35,12 +48,27 @@ impl Meter {
             machine_before: machine_ticks(),
             started: Instant::now(),
             waited,
+            checkpoint,
         })
     }
 
-    /// Adds the CPU rows to `outcome`.
-    pub fn finish(self, procs: &Procs, outcome: &mut Outcome) {
+    /// Adds the CPU rows (and the checkpoint rows) to `outcome`.
+    pub async fn finish(
+        self,
+        procs: &Procs,
+        checkpoints: Option<&Checkpoints>,
+        outcome: &mut Outcome,
+    ) {
         let used = procs.sample().since(&self.before);
+        if let (Some((forced, before)), Some(checkpoints)) = (&self.checkpoint, checkpoints) {
+            outcome.row("Postgres checkpoint before the start", forced.clone());
+            let inside = match (before, checkpoints.counters().await) {
+                (Some(before), Ok(after)) => before.describe_until(&after),
+                (None, _) => "not known (no counters at the start)".to_owned(),
+                (_, Err(err)) => format!("not known: {err:#}"),
+            };
+            outcome.row("Postgres checkpoints during the scenario", inside);
+        }
         let shares = self
             .machine_before
             .zip(machine_ticks())
@@ -104,6 +132,15 @@ impl Meter {
             steal_share: shares.map(|s| (s.steal * 1000.0).round() / 1000.0),
         });
     }
+}
+
+/// Forces a checkpoint: what to report about it, and the counters right after it.
+async fn force_checkpoint(checkpoints: &Checkpoints) -> (String, Option<Counters>) {
+    let forced = match checkpoints.force().await {
+        Ok(took) => format!("forced (took {:.1} s)", took.as_secs_f64()),
+        Err(err) => format!("not forced: {err:#}"),
+    };
+    (forced, checkpoints.counters().await.ok())
 }
 
 /// The machine's CPU ticks since boot, all cores together.

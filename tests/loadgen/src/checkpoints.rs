@@ -1,0 +1,114 @@
+//! Postgres checkpoints around a scenario. One is forced before it starts, so that no
+//! scenario flushes the pages the one before it dirtied (`throughput` and `overload` leave
+//! hundreds of megabytes of WAL behind, and a checkpoint's fsyncs hold up the commits of
+//! whatever runs meanwhile); the checkpoints that still fell inside it are reported.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// How long forcing a checkpoint may take before the scenario starts anyway.
+const FORCE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The bench database, for checkpoints.
+pub struct Checkpoints {
+    pool: PgPool,
+}
+
+/// Postgres's checkpoint counters: how many have completed, and the time spent writing and
+/// syncing their pages (milliseconds, cumulative).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counters {
+    pub completed: i64,
+    pub write_ms: f64,
+    pub sync_ms: f64,
+}
+
+impl Counters {
+    /// What happened between `self` and `later`, as a report line.
+    pub fn describe_until(&self, later: &Counters) -> String {
+        let completed = later.completed - self.completed;
+        if completed <= 0 {
+            return "none completed".to_owned();
+        }
+        format!(
+            "{completed} completed (writing pages {:.1} s, syncing files {:.0} ms)",
+            (later.write_ms - self.write_ms) / 1000.0,
+            later.sync_ms - self.sync_ms
+        )
+    }
+}
+
+/// Postgres 17 moved the counters to `pg_stat_checkpointer`; earlier ones keep them in
+/// `pg_stat_bgwriter`.
+const COUNTERS: [&str; 2] = [
+    "SELECT (num_timed + num_requested)::int8, write_time::float8, sync_time::float8 \
+     FROM pg_stat_checkpointer",
+    "SELECT (checkpoints_timed + checkpoints_req)::int8, checkpoint_write_time::float8, \
+     checkpoint_sync_time::float8 FROM pg_stat_bgwriter",
+];
+
+impl Checkpoints {
+    pub async fn connect(database_url: &str) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(database_url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Forces a checkpoint and waits for it; how long it took.
+    pub async fn force(&self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        tokio::time::timeout(FORCE_TIMEOUT, sqlx::query("CHECKPOINT").execute(&self.pool))
+            .await
+            .map_err(|_| anyhow::anyhow!("CHECKPOINT took over {FORCE_TIMEOUT:?}"))??;
+        Ok(started.elapsed())
+    }
+
+    /// The counters now.
+    pub async fn counters(&self) -> anyhow::Result<Counters> {
+        let mut last = None;
+        for statement in COUNTERS {
+            match sqlx::query_as::<_, (i64, f64, f64)>(sqlx::AssertSqlSafe(statement))
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok((completed, write_ms, sync_ms)) => {
+                    return Ok(Counters {
+                        completed,
+                        write_ms,
+                        sync_ms,
+                    });
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.map_or_else(|| anyhow::anyhow!("no statement"), Into::into))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_inside_a_scenario_are_counted_with_their_times() {
+        let before = Counters {
+            completed: 4,
+            write_ms: 1000.0,
+            sync_ms: 50.0,
+        };
+        assert_eq!(before.describe_until(&before), "none completed");
+        let after = Counters {
+            completed: 5,
+            write_ms: 31_500.0,
+            sync_ms: 337.0,
+        };
+        assert_eq!(
+            before.describe_until(&after),
+            "1 completed (writing pages 30.5 s, syncing files 287 ms)"
+        );
+    }
+}
