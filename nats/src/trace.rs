@@ -144,7 +144,7 @@ pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
     if !carries_sampled(map) {
         return;
     }
-    let Some(parent) = extract(map).filter(|p| p.span().span_context().is_sampled()) else {
+    let Some(parent) = extract(map) else {
         return;
     };
     let span = messaging_span("consumer", "receive", subject, Some("edge"));

@@ -30,10 +30,11 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut members = Members::new(String::new());
+        writer.write_char('{')?;
+        let mut members = Members::new(&mut writer);
         fields.record(&mut members);
         members.result?;
-        write!(writer, "{{{}}}", members.out)
+        writer.write_char('}')
     }
 
     fn add_fields(
