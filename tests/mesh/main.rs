@@ -26,6 +26,7 @@ mod nats_security;
 mod nats_server;
 mod notifications;
 mod otlp;
+mod pipelining;
 mod quotas;
 mod rbac;
 mod realtime;
