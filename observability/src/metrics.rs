@@ -217,13 +217,10 @@ pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 /// Where a store round's time goes, by step, each attempt at a round counted once:
 /// - `wait`: a batch, from its owner asking for a round until the round took it (the linger
 ///   and the wait for a free turn), counted per batch;
-/// - `authorize`: the membership check;
-/// - `previous`: waiting until each partition's previous batch, in an earlier round still, is
-///   stored (a partition has at most two batches in rounds at once);
-/// - `store`: unreadable messages set aside, group rosters synced, the storing transaction
-///   (split around a refused message), and any retries;
-/// - `deliver`: waiting until each previous batch pushed, pushes and acks to senders,
-///   unstorable messages set aside;
+/// - `authorize`: unreadable messages set aside, and the membership check;
+/// - `store`: group rosters synced, the storing transaction (split around a refused message),
+///   and any retries;
+/// - `deliver`: pushes and acks to senders, unstorable messages set aside;
 /// - `acknowledge`: positions recorded when the store did not record them, refusals answered,
 ///   JetStream acks;
 /// - `unfinished`: the step an attempt was in when it ended early (halted or fenced out).

@@ -26,7 +26,6 @@ mod nats_security;
 mod nats_server;
 mod notifications;
 mod otlp;
-mod pipelining;
 mod quotas;
 mod rbac;
 mod realtime;

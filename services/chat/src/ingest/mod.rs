@@ -1,12 +1,10 @@
 //! Partition ownership: every tick this worker announces itself, computes which partitions it
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
-//! one owner task per held partition. The owners share the worker's store rounds (`rounds`);
-//! an owner has at most two batches in rounds at once, kept in order by `order`.
+//! one owner task per held partition. The owners share the worker's store rounds (`rounds`).
 
 mod backlog;
 mod batch;
 mod leases;
-mod order;
 mod partition;
 mod rounds;
 mod setback;

@@ -2,9 +2,7 @@
 //! is stored), reads batches in order from right after that and hands each to the worker's
 //! store rounds (`rounds`), which take it through the steps in `steps` with the batches of
 //! other partitions waiting at the same time (authorize, store in one fenced transaction that
-//! also records each batch's last stream sequence, deliver, acknowledge). While one batch is
-//! in a round the next is read and queued for a later round, which stores it only after the
-//! first is stored (`order`); a third waits until the first is acknowledged. A batch whose epoch
+//! also records each batch's last stream sequence, deliver, acknowledge). A batch whose epoch
 //! is no longer current is dropped before it stores, pushes or acknowledges anything, its owner
 //! stops, and the next owner resumes exactly after what is stored.
 
@@ -18,8 +16,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::backlog::Backlog;
 use super::leases::Leases;
-use super::order::{Previous, Progress};
-use super::rounds::{Rounds, Verdict};
+use super::rounds::Rounds;
 use super::setback::RETRY_DELAY;
 use super::steps::Lot;
 use crate::state::State;
@@ -57,12 +54,8 @@ pub async fn own(
         fence,
         stop.clone(),
     )));
-    // The batch handed to a round whose verdict has not come yet: the next one is read,
-    // queued and authorized meanwhile (`order` keeps the two in stream order).
-    let mut in_flight: Option<InFlight> = None;
     loop {
         if stop.is_cancelled() {
-            settle(&mut in_flight, &backlog, &mut stored_through).await;
             return;
         }
         let opened = state
@@ -80,45 +73,15 @@ pub async fn own(
             }
         };
         loop {
-            // Told to stop, the owner still waits for the batch in its round (the lease loop
-            // waits a bounded grace for it), so a batch being stored is also pushed and
-            // acknowledged before the partition is handed over.
             let next = tokio::select! {
-                _ = stop.cancelled() => {
-                    settle(&mut in_flight, &backlog, &mut stored_through).await;
-                    return;
-                }
-                verdict = verdict_of(&mut in_flight) => {
-                    let settled = in_flight.take().is_some_and(|flight| {
-                        flight.settled(verdict, &backlog, &mut stored_through)
-                    });
-                    if !settled {
-                        return;
-                    }
-                    continue;
-                }
+                _ = stop.cancelled() => return,
                 next = feed.next_batch(batch) => next,
             };
             match next {
                 Ok(Some(mut deliveries)) => {
-                    // Queued only once the batch before is in its round, so that the two
-                    // never share a round (the later one waits on the earlier one).
-                    if let Some(flight) = &mut in_flight {
-                        let mut started = flight.progress.clone();
-                        tokio::select! {
-                            _ = stop.cancelled() => {
-                                settle(&mut in_flight, &backlog, &mut stored_through).await;
-                                return;
-                            }
-                            () = started.started() => {}
-                        }
-                    }
                     // Wait for a round; what arrives meanwhile joins this batch.
                     let call = tokio::select! {
-                        _ = stop.cancelled() => {
-                            settle(&mut in_flight, &backlog, &mut stored_through).await;
-                            return;
-                        }
+                        _ = stop.cancelled() => return,
                         call = rounds.wait(deliveries.len()) => match call {
                             Some(call) => call,
                             // The rounds stopped: the worker is shutting down.
@@ -129,30 +92,25 @@ pub async fn own(
                         tracing::warn!(partition, error = %err, "partition feed failed");
                         break;
                     }
-                    let Some(through) = deliveries.last().map(|d| d.stream_seq) else {
+                    backlog.taking(&deliveries);
+                    let Some(last) = deliveries.last().map(|d| (d.stream_seq, d.pending)) else {
                         continue;
                     };
-                    backlog.taking(&deliveries);
                     let size = deliveries.len();
-                    let (progress, seen) = Progress::new();
                     let lot = Lot {
                         fence,
                         deliveries,
                         stop: stop.clone(),
-                        previous: in_flight.as_ref().map(|flight| flight.progress.clone()),
-                        progress,
                     };
-                    let handed = InFlight {
-                        verdict: call.hand(lot, size),
-                        progress: seen,
-                        size,
-                        through,
-                    };
-                    // At most two batches in rounds: the one before this one must end first.
-                    let mut before = in_flight.replace(handed);
-                    if !settle(&mut before, &backlog, &mut stored_through).await {
+                    // Told to stop meanwhile, the owner still waits for the round (the lease
+                    // loop waits a bounded grace for it), so a batch being stored is also
+                    // pushed and acknowledged before the partition is handed over.
+                    if call.hand(lot, size).await != Some(true) {
                         return;
                     }
+                    let (through, pending) = last;
+                    backlog.done(pending);
+                    stored_through = through;
                 }
                 Ok(None) => break,
                 Err(err) => {
@@ -161,62 +119,13 @@ pub async fn own(
                 }
             }
         }
-        // The feed broke: the batch in its round ends first (the new feed starts after what
-        // is stored), and the feed is re-opened only while the lease is still ours (the fence
-        // would stop a stale owner anyway; this spares it the reads).
-        if !settle(&mut in_flight, &backlog, &mut stored_through).await {
-            return;
-        }
+        // The feed broke: re-open it only while the lease is still ours (the fence would stop
+        // a stale owner anyway; this spares it the reads).
         if pause(&stop, Duration::from_millis(300)).await || !leases.holds(partition).await {
             tracing::info!(partition, "partition feed closed");
             return;
         }
     }
-}
-
-/// A batch handed to a round whose verdict has not come yet.
-struct InFlight {
-    verdict: Verdict,
-    /// Its progress, as the next batch waits on it.
-    progress: Previous,
-    size: usize,
-    /// The stream sequence of its last message.
-    through: u64,
-}
-
-impl InFlight {
-    /// Applies its verdict: true when it was stored and acknowledged, and the owner goes on
-    /// after it; false when the owner must stop (a later owner redoes it).
-    fn settled(self, verdict: Option<bool>, backlog: &Backlog, stored_through: &mut u64) -> bool {
-        if verdict != Some(true) {
-            return false;
-        }
-        backlog.done(self.size);
-        *stored_through = self.through;
-        true
-    }
-}
-
-/// The verdict of the batch in flight; never comes while there is none.
-async fn verdict_of(in_flight: &mut Option<InFlight>) -> Option<bool> {
-    match in_flight {
-        Some(flight) => (&mut flight.verdict).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for the batch in flight, if any, and applies its verdict (see `InFlight::settled`);
-/// true when there was none.
-async fn settle(
-    in_flight: &mut Option<InFlight>,
-    backlog: &Backlog,
-    stored_through: &mut u64,
-) -> bool {
-    let Some(mut flight) = in_flight.take() else {
-        return true;
-    };
-    let verdict = (&mut flight.verdict).await;
-    flight.settled(verdict, backlog, stored_through)
 }
 
 /// Claims the partition for this epoch; how far its stream is stored, or `None` when

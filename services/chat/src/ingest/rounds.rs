@@ -12,9 +12,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mesh_observability::metrics::CHAT_ROUND_STEP;
@@ -77,30 +75,12 @@ pub struct Call<T> {
 }
 
 impl<T> Call<T> {
-    /// Hands `batch` (`messages` long) to the round at once; its verdict comes later.
-    pub fn hand(self, batch: T, messages: usize) -> Verdict {
+    /// Hands `batch` (`messages` long) to the round; its verdict: true when it was stored (or
+    /// refused) and acknowledged. `None` when the round ended without one (it panicked).
+    pub async fn hand(self, batch: T, messages: usize) -> Option<bool> {
         let (verdict, answered) = oneshot::channel();
-        Verdict(
-            self.take
-                .send((batch, messages, verdict))
-                .ok()
-                .map(|()| answered),
-        )
-    }
-}
-
-/// A handed batch's verdict: true when it was stored (or refused) and acknowledged; `None`
-/// when the round ended without one (it panicked or never took the batch).
-pub struct Verdict(Option<oneshot::Receiver<bool>>);
-
-impl Future for Verdict {
-    type Output = Option<bool>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<bool>> {
-        match &mut self.0 {
-            None => Poll::Ready(None),
-            Some(answered) => Pin::new(answered).poll(cx).map(Result::ok),
-        }
+        self.take.send((batch, messages, verdict)).ok()?;
+        answered.await.ok()
     }
 }
 

@@ -1,18 +1,16 @@
 //! The steps of one ingest round (the batches of one or more partitions taken together), in
-//! order: read, authorize (membership decides, once per poster), wait until each partition's
-//! previous batch is stored (`order`: it may be in an earlier round still), set the unreadable
-//! aside, store (in one transaction that checks every partition's fence and records how far
-//! each reaches; halving around a message the store refuses), wait until each previous batch
-//! pushed, deliver, record apart what was not stored whole, answer refusals, acknowledge.
-//! Nothing is acknowledged before it is stored or refused; a step that fails for a transient
-//! reason is retried; a partition fenced out, handed over while a step is retried, or whose
-//! previous batch ended unstored leaves the round before anything of it is recorded or
-//! acknowledged; a round stopped by shutdown returns before acknowledging.
+//! order: read, set the unreadable aside, authorize (membership decides, once per poster),
+//! store (in one transaction that checks every partition's fence and records how far each
+//! reaches; halving around a message the store refuses), deliver, record apart what was not
+//! stored whole, answer refusals, acknowledge. Nothing is acknowledged before it is stored or
+//! refused; a step that fails for a transient reason is retried; a partition fenced out, or
+//! handed over while a step is retried, leaves the round before anything of it is recorded
+//! or acknowledged; a round stopped by shutdown returns before acknowledging.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::{ConversationId, SendAck, ServerFrame};
@@ -27,7 +25,6 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::batch::Batch;
-use super::order::{Previous, Progress, Stage};
 use super::setback::{Halt, Setback};
 use crate::domain::inbound::Valid;
 use crate::state::State;
@@ -43,11 +40,6 @@ pub struct Lot {
     pub deliveries: Vec<Delivery>,
     /// Cancelled when its owner is told to stop (the partition handed over).
     pub stop: CancellationToken,
-    /// The partition's batch before this one, when it was still in a round as this one was
-    /// queued.
-    pub previous: Option<Previous>,
-    /// This batch's progress, for the batch after it.
-    pub progress: Progress,
 }
 
 /// Takes a round's lots through every step together; one verdict per lot, in order: true when
@@ -62,9 +54,6 @@ pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) ->
         .filter(|d| d.delivered > 1)
         .count();
     CHAT_REDELIVERIES.inc_by(redelivered as u64);
-    for lot in &lots {
-        lot.progress.reach(Stage::Started);
-    }
     let mut verdicts = vec![false; lots.len()];
     let mut round = Round::new(lots.into_iter().enumerate().collect());
     // Unreadable messages already set aside, by stream sequence: a round taken again does not
@@ -96,15 +85,6 @@ pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) ->
                 stale.iter().copied().for_each(fenced_out);
                 round = round.without(&stale);
             }
-            Attempt::Orphaned(orphans) => {
-                for fence in &orphans {
-                    tracing::info!(
-                        partition = fence.partition,
-                        "the partition's previous batch was not stored; batch left to the next owner"
-                    );
-                }
-                round = round.without(&orphans);
-            }
         }
     }
     verdicts
@@ -116,15 +96,13 @@ struct Round {
     parts: Vec<Part>,
 }
 
-/// One lot of a round: its position among the round's lots, its fence, its deliveries, its
-/// owner's stop and its place in the partition's order.
+/// One lot of a round: its position among the round's lots, its fence, its deliveries and its
+/// owner's stop.
 struct Part {
     lot: usize,
     fence: Fence,
     range: Range<usize>,
     stop: CancellationToken,
-    previous: Option<Previous>,
-    progress: Progress,
 }
 
 impl Round {
@@ -139,8 +117,6 @@ impl Round {
                 fence: own.fence,
                 range: start..deliveries.len(),
                 stop: own.stop,
-                previous: own.previous,
-                progress: own.progress,
             });
         }
         Self { deliveries, parts }
@@ -159,8 +135,6 @@ impl Round {
                         fence: part.fence,
                         deliveries: own,
                         stop: part.stop,
-                        previous: part.previous,
-                        progress: part.progress,
                     },
                 ));
             }
@@ -182,14 +156,6 @@ impl Round {
             .iter()
             .map(|part| (part.fence, &part.stop))
             .collect()
-    }
-
-    /// Every lot's batch reached `stage`, but for the lots of `except`.
-    fn reach(&self, stage: Stage, except: &[Fence]) {
-        self.parts
-            .iter()
-            .filter(|part| !except.contains(&part.fence))
-            .for_each(|part| part.progress.reach(stage));
     }
 
     /// Each lot's fence with the stream sequence its batch reaches.
@@ -215,8 +181,6 @@ enum Attempt {
     Halted(Halt),
     /// Later owners claimed these partitions before anything was stored.
     FencedOut(Vec<Fence>),
-    /// The previous batches of these partitions ended without being stored.
-    Orphaned(Vec<Fence>),
 }
 
 async fn attempt(
@@ -231,19 +195,12 @@ async fn attempt(
     // Every step up to the store is retried or given up before anything is recorded; after a
     // store that recorded the round, nothing waits any more.
     let mut clock = StepClock::start();
-    if !authorize(state, &mut batch, &mut setback).await {
+    if !set_aside_unreadable(state, &batch, deliveries, set_aside, &mut setback).await
+        || !authorize(state, &mut batch, &mut setback).await
+    {
         return Attempt::Halted(setback.halt());
     }
     clock.lap("authorize");
-    match previous_stored(round, stop).await {
-        None => return Attempt::Halted(Halt::Shutdown),
-        Some(orphans) if !orphans.is_empty() => return Attempt::Orphaned(orphans),
-        Some(_) => {}
-    }
-    clock.lap("previous");
-    if !set_aside_unreadable(state, &batch, deliveries, set_aside, &mut setback).await {
-        return Attempt::Halted(setback.halt());
-    }
     let advances = round.advances();
     let stored = match store(state, &advances, &batch, &mut setback).await {
         Step::Done(stored) => stored,
@@ -251,12 +208,6 @@ async fn attempt(
         Step::FencedOut(stale) => return Attempt::FencedOut(stale),
     };
     clock.lap("store");
-    if !stored.recorded_apart {
-        round.reach(Stage::Stored, &[]);
-    }
-    if !previous_delivered(round, stop).await {
-        return Attempt::Halted(Halt::Shutdown);
-    }
     if !deliver(state, &mut batch, &stored, deliveries, &mut setback).await {
         return Attempt::Halted(setback.halt());
     }
@@ -273,10 +224,6 @@ async fn attempt(
     } else {
         Vec::new()
     };
-    // Stored whole, the lots reached `Stored` before their pushes; recorded apart, they reach
-    // it only now (their pushes went out already).
-    round.reach(Stage::Stored, &stale);
-    round.reach(Stage::Delivered, &stale);
     let current: Vec<bool> = round
         .parts
         .iter()
@@ -296,66 +243,6 @@ async fn attempt(
     clock.lap("acknowledge");
     clock.finish();
     Attempt::Decided(current)
-}
-
-/// How often a round waiting on earlier rounds tells NATS that its batches are still being
-/// worked on (well inside the ingest consumers' 30 s acknowledgement wait).
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
-
-/// Waits for `wait`, telling NATS every [`KEEP_ALIVE`] that the round's batches are in
-/// progress; `None` when the worker shuts down first.
-async fn keeping_alive<F: Future>(
-    round: &Round,
-    stop: &CancellationToken,
-    wait: F,
-) -> Option<F::Output> {
-    tokio::pin!(wait);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            done = &mut wait => return Some(done),
-            _ = tokio::time::sleep(KEEP_ALIVE) => {
-                for last in round.lasts() {
-                    last.in_progress().await;
-                }
-            }
-        }
-    }
-}
-
-/// Waits until the previous batch of every lot's partition is stored. The fences whose
-/// previous batch ended without being stored (this round must not store theirs); `None` when
-/// the worker shuts down first.
-async fn previous_stored(round: &Round, stop: &CancellationToken) -> Option<Vec<Fence>> {
-    let mut orphans = Vec::new();
-    for part in &round.parts {
-        let Some(previous) = &part.previous else {
-            continue;
-        };
-        let mut previous = previous.clone();
-        if !keeping_alive(round, stop, previous.stored()).await? {
-            orphans.push(part.fence);
-        }
-    }
-    Some(orphans)
-}
-
-/// Waits until the previous batch of every lot's partition pushed its messages (or ended), so
-/// that a partition's pushes go out in stream order. False when the worker shuts down first.
-async fn previous_delivered(round: &Round, stop: &CancellationToken) -> bool {
-    for part in &round.parts {
-        let Some(previous) = &part.previous else {
-            continue;
-        };
-        let mut previous = previous.clone();
-        if keeping_alive(round, stop, previous.delivered())
-            .await
-            .is_none()
-        {
-            return false;
-        }
-    }
-    true
 }
 
 /// Times the steps of one attempt into `mesh_chat_round_step_seconds`. An attempt that ends
