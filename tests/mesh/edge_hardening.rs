@@ -12,6 +12,7 @@ use mesh_contracts::user::{Empty, Health, Register, RegisterRequest, Registered}
 use mesh_contracts::{Bucket, ErrorCode, Service, ServiceError};
 use mesh_edge::Quota;
 use mesh_nats::ServiceHost;
+use mesh_user::login_failures::{LoginFailures, Subjects};
 use nats_mesh::{Role, Settings};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -707,6 +708,40 @@ async fn a_successful_sign_in_forgets_earlier_failures() {
         let owner = sign_in(c, &phone, PASSWORD, None).await;
         assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
     }
+    mesh.stop().await;
+}
+
+/// A sign-in reads the account's failures before it hashes, and forgets them once it
+/// succeeds; a failure another attempt counted while it hashed must survive that. The steps
+/// of both attempts are taken in that order on the real bucket, so the race is not left to
+/// timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_counted_while_a_sign_in_hashes_survive_its_success() {
+    let mesh = TestMesh::spawn().await;
+    let bus = mesh.bus_as(NatsRole::User, "test-login-failures").await;
+    let failures = LoginFailures::open(&bus)
+        .await
+        .expect("the failures bucket");
+    let subjects = Subjects::new(&unique_phone(), Some("203.0.113.7"));
+    failures.record(&subjects).await;
+    // The owner's sign-in reads the count, then hashes ...
+    let read_before_hashing = failures.count(&subjects).await;
+    assert_eq!(read_before_hashing.failures.account, 1);
+    // ... while a guess fails and is counted ...
+    failures.record(&subjects).await;
+    // ... then the sign-in succeeds.
+    failures.clear(&subjects, &read_before_hashing).await;
+    let after = failures.count(&subjects).await;
+    assert_eq!(
+        after.failures.account, 2,
+        "the failure counted during the sign-in was forgotten"
+    );
+    // With nothing counted meanwhile, success forgets the account's failures; the address
+    // keeps its own.
+    failures.clear(&subjects, &after).await;
+    let cleared = failures.count(&subjects).await;
+    assert_eq!(cleared.failures.account, 0);
+    assert_eq!(cleared.failures.ip, 2);
     mesh.stop().await;
 }
 

@@ -8,7 +8,7 @@ mod domain;
 mod handlers;
 mod hashing;
 pub mod keys;
-mod login_failures;
+pub mod login_failures;
 mod store;
 mod tokens;
 
