@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::backlog::Probe;
 use crate::checkpoints::{Checkpoints, Counters};
-use crate::procs::{CpuSample, Procs};
+use crate::procs::{CpuSample, CpuUse, Procs};
 use crate::report::{CpuLine, CpuReport, Outcome};
 
 /// How long a scenario waits for the previous one's backlog to be stored.
 pub const BACKLOG_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Meter {
-    before: CpuSample,
-    /// The machine's CPU ticks at the start, where readable.
-    machine_before: Option<Ticks>,
-    started: Instant,
+    /// The CPU counted from the start.
+    window: Window,
     /// How long the backlog took to empty; `None` when it was not checked.
     waited: Option<Duration>,
     /// What forcing a checkpoint said, and the checkpoint counters at the start.
@@ -44,9 +42,7 @@ impl Meter {
             None => None,
         };
         Ok(Self {
-            before: procs.sample(),
-            machine_before: machine_ticks(),
-            started: Instant::now(),
+            window: Window::open(procs),
             waited,
             checkpoint,
         })
@@ -59,7 +55,7 @@ impl Meter {
         checkpoints: Option<&Checkpoints>,
         outcome: &mut Outcome,
     ) {
-        let used = procs.sample().since(&self.before);
+        let used = self.window.close(procs);
         if let (Some((forced, before)), Some(checkpoints)) = (&self.checkpoint, checkpoints) {
             outcome.row("Postgres checkpoint before the start", forced.clone());
             let inside = match (before, checkpoints.counters().await) {
@@ -69,16 +65,14 @@ impl Meter {
             };
             outcome.row("Postgres checkpoints during the scenario", inside);
         }
-        let shares = self
-            .machine_before
-            .zip(machine_ticks())
-            .and_then(|(before, after)| Shares::between(before, after));
-        let wall = self.started.elapsed().as_secs_f64();
+        let shares = used.shares;
+        let wall = used.seconds;
         let (unit, units) = match outcome.work {
             Some((unit, n)) => (Some(unit.to_owned()), Some(n)),
             None => (None, None),
         };
         let lines: Vec<CpuLine> = used
+            .processes
             .iter()
             .map(|u| CpuLine {
                 process: u.process.to_owned(),
@@ -131,6 +125,60 @@ impl Meter {
             busy_share: shares.map(|s| (s.busy * 1000.0).round() / 1000.0),
             steal_share: shares.map(|s| (s.steal * 1000.0).round() / 1000.0),
         });
+    }
+}
+
+/// CPU use over part of a scenario (fan-out's sending and delivering, without the set-up
+/// before it), where the whole scenario's figures would mix in its preparation.
+pub struct Window {
+    before: CpuSample,
+    machine_before: Option<Ticks>,
+    started: Instant,
+}
+
+/// What a window measured.
+pub struct WindowUse {
+    pub seconds: f64,
+    pub processes: Vec<CpuUse>,
+    /// How busy the machine's CPUs were meanwhile and how much the host took, where readable.
+    shares: Option<Shares>,
+}
+
+impl Window {
+    pub fn open(procs: &Procs) -> Self {
+        Self {
+            before: procs.sample(),
+            machine_before: machine_ticks(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn close(self, procs: &Procs) -> WindowUse {
+        WindowUse {
+            seconds: self.started.elapsed().as_secs_f64(),
+            processes: procs.sample().since(&self.before),
+            shares: self
+                .machine_before
+                .zip(machine_ticks())
+                .and_then(|(before, after)| Shares::between(before, after)),
+        }
+    }
+}
+
+impl WindowUse {
+    /// How busy the machine's CPUs were meanwhile (every process, all cores), where readable.
+    pub fn busy_share(&self) -> Option<f64> {
+        self.shares.map(|shares| shares.busy)
+    }
+
+    /// `mesh 0.010 · nats-server 0.004 · ...`: CPU milliseconds of each process per unit.
+    pub fn ms_per(&self, units: u64) -> String {
+        let units = units.max(1) as f64;
+        self.processes
+            .iter()
+            .map(|u| format!("{} {:.4}", u.process, u.seconds * 1000.0 / units))
+            .collect::<Vec<_>>()
+            .join(" · ")
     }
 }
 
@@ -201,6 +249,30 @@ impl Shares {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_gives_each_process_its_cpu_per_unit() {
+        let used = WindowUse {
+            seconds: 2.0,
+            processes: vec![
+                CpuUse {
+                    process: "mesh",
+                    seconds: 3.0,
+                },
+                CpuUse {
+                    process: "nats-server",
+                    seconds: 0.5,
+                },
+            ],
+            shares: Some(Shares {
+                busy: 0.9,
+                steal: 0.0,
+            }),
+        };
+        assert_eq!(used.busy_share(), Some(0.9));
+        assert_eq!(used.ms_per(200_000), "mesh 0.0150 · nats-server 0.0025");
+        assert_eq!(used.ms_per(0), "mesh 3000.0000 · nats-server 500.0000");
+    }
 
     #[test]
     fn the_cpu_line_gives_busy_steal_and_total() {

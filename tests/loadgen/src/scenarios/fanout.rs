@@ -13,6 +13,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, body, open_sockets};
+use crate::meter::Window;
 use crate::problems::Problems;
 use crate::report::{self, Latency, Outcome, thousands};
 use crate::timeline::{Slot, Timeline};
@@ -120,6 +121,8 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "{members} members connected; posting {} messages at {}/s",
         args.messages, args.rate
     );
+    sleep_until(start.into()).await;
+    let window = Window::open(&ctx.procs);
     for k in 0..args.messages {
         sleep_until((start + period * k as u32).into()).await;
         let (index, client_id) = timeline.allocate();
@@ -154,6 +157,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             break;
         }
     }
+    let delivering = window.close(&ctx.procs);
     stop.cancel();
     let mut latencies = report::histogram();
     for reader in readers {
@@ -216,6 +220,21 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     );
     outcome.row("first send → last delivery", format!("{span:.2} s"));
     outcome.row("send → delivered (each member)", latency.line());
+    // The scenario's own CPU rows include joining and connecting; these cover only the
+    // sending and delivering, to say whether the CPUs or something else paced it.
+    outcome.row(
+        &format!(
+            "CPU ms per delivery while sending and delivering ({:.1} s)",
+            delivering.seconds
+        ),
+        delivering.ms_per(deliveries),
+    );
+    if let Some(busy) = delivering.busy_share() {
+        outcome.row(
+            "machine CPU busy while sending and delivering",
+            format!("{:.0}%", busy * 100.0),
+        );
+    }
     let out_of_order = shared.out_of_order.load(Ordering::Relaxed);
     if out_of_order > 0 {
         outcome.problem(format!(
@@ -253,6 +272,11 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "seconds_first_send_to_last_delivery": span,
         "send_to_delivery": latency,
         "out_of_order": out_of_order,
+        "delivering": {
+            "seconds": delivering.seconds,
+            "cpu_seconds": delivering.processes,
+            "busy_share": delivering.busy_share(),
+        },
     });
     outcome.work = Some(("delivery", deliveries));
     Ok(outcome)
