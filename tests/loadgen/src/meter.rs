@@ -1,9 +1,9 @@
 //! What wraps every scenario: it starts only from an empty ingest backlog (or fails with a
 //! problem line saying what was left) and, with the bench database given, right after a
 //! Postgres checkpoint (the checkpoints that still fell inside it are reported); its outcome
-//! gets the CPU seconds each watched
-//! process used while it ran, and per unit of its work, how busy the machine's CPUs were
-//! meanwhile and how much of their time the host took (steal), both from `/proc/stat`.
+//! gets the CPU seconds each watched process used while it ran, and per unit of its work, how
+//! busy the machine's CPUs were meanwhile and how much of their time the host took (steal),
+//! both from `/proc/stat`. A `Window` measures the same over part of a scenario.
 
 use std::time::{Duration, Instant};
 
