@@ -111,11 +111,7 @@ impl Meter {
             );
         }
         if let (Some(unit), Some(n)) = (&unit, units.filter(|n| *n > 0)) {
-            let per: Vec<String> = lines
-                .iter()
-                .filter_map(|l| Some(format!("{} {:.3}", l.process, l.ms_per_unit?)))
-                .collect();
-            outcome.row(&format!("CPU ms per {unit} ({n})"), per.join(" · "));
+            outcome.row(&format!("CPU ms per {unit} ({n})"), used.ms_per(n, 3));
         }
         outcome.cpu = Some(CpuReport {
             wall_seconds: (wall * 100.0).round() / 100.0,
@@ -171,12 +167,13 @@ impl WindowUse {
         self.shares.map(|shares| shares.busy)
     }
 
-    /// `mesh 0.010 · nats-server 0.004 · ...`: CPU milliseconds of each process per unit.
-    pub fn ms_per(&self, units: u64) -> String {
+    /// `mesh 0.010 · nats-server 0.004 · ...`: CPU milliseconds of each process per unit,
+    /// with `decimals` places.
+    pub fn ms_per(&self, units: u64, decimals: usize) -> String {
         let units = units.max(1) as f64;
         self.processes
             .iter()
-            .map(|u| format!("{} {:.4}", u.process, u.seconds * 1000.0 / units))
+            .map(|u| format!("{} {:.decimals$}", u.process, u.seconds * 1000.0 / units))
             .collect::<Vec<_>>()
             .join(" · ")
     }
@@ -270,8 +267,8 @@ mod tests {
             }),
         };
         assert_eq!(used.busy_share(), Some(0.9));
-        assert_eq!(used.ms_per(200_000), "mesh 0.0150 · nats-server 0.0025");
-        assert_eq!(used.ms_per(0), "mesh 3000.0000 · nats-server 500.0000");
+        assert_eq!(used.ms_per(200_000, 4), "mesh 0.0150 · nats-server 0.0025");
+        assert_eq!(used.ms_per(0, 4), "mesh 3000.0000 · nats-server 500.0000");
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             "CPU ms per delivery while sending and delivering ({:.1} s)",
             delivering.seconds
         ),
-        delivering.ms_per(deliveries),
+        delivering.ms_per(deliveries, 4),
     );
     if let Some(busy) = delivering.busy_share() {
         outcome.row(
