@@ -18,6 +18,7 @@ pub mod moderation;
 pub mod nats_permissions;
 pub mod page;
 pub mod permissions;
+pub mod push_many;
 pub mod rbac;
 pub mod rpc;
 pub mod social;

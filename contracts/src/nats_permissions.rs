@@ -236,6 +236,7 @@ impl Prefix {
         match role {
             NatsRole::Edge => {
                 p.subscribe(self.push_user_any());
+                p.subscribe(self.push_many());
                 // How far each ingest partition is behind (admission of new messages).
                 p.subscribe(self.all_chat_backlogs());
                 // Presence changes and resend answers go straight to the user's connections.
@@ -247,6 +248,7 @@ impl Prefix {
             }
             NatsRole::Chat => {
                 p.publish(self.push_user_any());
+                p.publish(self.push_many());
                 p.publish(self.all_chat_backlogs());
             }
             NatsRole::Outbox => p.publish(self.push_user_any()),
@@ -465,6 +467,7 @@ mod tests {
             out.push(p.event(*service, "happened"));
         }
         out.push(p.push_user(user));
+        out.push(p.push_many());
         out.push(p.chat_in(3));
         out.push(p.chat_backlog(3));
         out.into_iter()
@@ -491,6 +494,11 @@ mod tests {
                     assert_eq!(subscribers[0].service(), Some(service), "{subject}");
                 }
                 Subject::PushUser(_) => {
+                    assert_eq!(who_subscribes(&subject), vec![NatsRole::Edge], "{subject}");
+                }
+                // Only the chat worker chooses who receives a push to many users.
+                Subject::PushMany => {
+                    assert_eq!(who_publishes(&subject), vec![NatsRole::Chat], "{subject}");
                     assert_eq!(who_subscribes(&subject), vec![NatsRole::Edge], "{subject}");
                 }
                 // Only partition owners report backlogs, only edges admit by them.

@@ -139,6 +139,7 @@ impl Consumer {
 pub enum Subject {
     Rpc { service: Service, op: String },
     PushUser(Uuid),
+    PushMany,
     ChatIn(u32),
     ChatBacklog(u32),
     Event { service: Service, event: String },
@@ -180,6 +181,11 @@ impl Prefix {
     /// `mesh.push.user.<id>`: where everything for one connected user is pushed.
     pub fn push_user(&self, user: Uuid) -> String {
         format!("{}.push.user.{}", self.0, user)
+    }
+
+    /// `mesh.push.many`: pushes to many users at once (`push_many`); every edge listens.
+    pub fn push_many(&self) -> String {
+        format!("{}.push.many", self.0)
     }
 
     /// `mesh.chat.in.<partition>`: the chat ingest subject of one partition.
@@ -248,6 +254,7 @@ impl Prefix {
         let tokens: Vec<&str> = rest.split('.').collect();
         match tokens.as_slice() {
             ["push", "user", id] => Uuid::parse_str(id).ok().map(Subject::PushUser),
+            ["push", "many"] => Some(Subject::PushMany),
             ["chat", "in", partition] => partition.parse().ok().map(Subject::ChatIn),
             ["backlog", "chat", partition] => partition.parse().ok().map(Subject::ChatBacklog),
             ["evt", service, event] if !event.is_empty() => Some(Subject::Event {
@@ -342,6 +349,7 @@ mod tests {
                 },
             ),
             (p.push_user(user), Subject::PushUser(user)),
+            (p.push_many(), Subject::PushMany),
             (p.chat_in(17), Subject::ChatIn(17)),
             (p.chat_backlog(17), Subject::ChatBacklog(17)),
             (

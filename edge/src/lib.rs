@@ -119,6 +119,15 @@ pub async fn run(
             .clone()
             .follow(deps.bus.clone(), stop_rx.clone()),
     );
+    // Active on the server before the first connection says `ready` (the flush is a round
+    // trip), like each user's own subscription.
+    let many = deps
+        .bus
+        .subscribe_push_many()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    deps.bus.flush().await;
+    let many_feed = tokio::spawn(realtime::many::follow(hub.clone(), many, stop_rx.clone()));
     let admission = admission::Admission::new(config.chat_partitions, config.chat_max_unstored);
     let backlogs = tokio::spawn(admission.clone().follow(deps.bus.clone(), stop_rx));
     let state = Arc::new(EdgeState {
@@ -157,6 +166,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = watcher.await;
     let _ = permission_feed.await;
+    let _ = many_feed.await;
     let _ = backlogs.await;
     result.map_err(Into::into)
 }

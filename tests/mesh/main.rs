@@ -19,6 +19,7 @@ mod edge_hardening;
 mod events;
 mod faults;
 mod fencing;
+mod group_push;
 mod moderation;
 mod nats_cluster;
 mod nats_credentials;

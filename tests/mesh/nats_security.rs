@@ -216,6 +216,7 @@ async fn eavesdropping_impersonation_and_forgery_are_refused() {
         (NatsRole::User, "_INBOX.>".to_owned()),
         (NatsRole::Chat, format!("_INBOX.{}.edge.>", p.as_str())),
         (NatsRole::Outbox, format!("{}.push.user.>", p.as_str())),
+        (NatsRole::Social, p.push_many()),
     ] {
         let (client, mut errors) = client_as(&nats, role).await;
         let _sub = client.subscribe(subject.clone()).await.unwrap();
@@ -237,7 +238,13 @@ async fn eavesdropping_impersonation_and_forgery_are_refused() {
     let event = p.event(Service::Social, "friendship_created");
     social.publish(event.clone(), "{}".into()).await.unwrap();
     refused(&mut social_errors, &event).await;
+    // Only the chat worker says who receives a group's frames: no forged group pushes.
+    let many = p.push_many();
+    social.publish(many.clone(), "{}".into()).await.unwrap();
+    refused(&mut social_errors, &many).await;
     let (edge, mut edge_errors) = client_as(&nats, NatsRole::Edge).await;
+    edge.publish(many.clone(), "{}".into()).await.unwrap();
+    refused(&mut edge_errors, &many).await;
     let revoke = format!("$KV.{}.{}", p.bucket(Bucket::Revoked), Uuid::new_v4());
     edge.publish(revoke.clone(), "{}".into()).await.unwrap();
     refused(&mut edge_errors, &revoke).await;

@@ -172,20 +172,19 @@ impl Hub {
     /// Hands a pushed frame to every connection of `user`; a connection whose queue is full
     /// is kicked as a slow consumer.
     pub(super) fn fan_out(&self, user: Uuid, frame: &Bytes) {
+        if let Some(slot) = self.registry().users.get_mut(&user) {
+            hand_over(slot, frame);
+        }
+    }
+
+    /// [`Hub::fan_out`] for each of `users` this edge holds, under one lock; the others are
+    /// connected elsewhere or not at all.
+    pub(super) fn fan_out_many(&self, users: &[Uuid], frame: &Bytes) {
         let mut registry = self.registry();
-        let Some(slot) = registry.users.get_mut(&user) else {
-            return;
-        };
-        let before = slot.conns.len();
-        slot.conns.retain(|conn| {
-            let queued = conn.queue.try_push(frame.clone());
-            if !queued {
-                conn.kick.kick(CloseReason::SlowConsumer);
+        for user in users {
+            if let Some(slot) = registry.users.get_mut(user) {
+                hand_over(slot, frame);
             }
-            queued
-        });
-        if before > 0 && slot.conns.is_empty() {
-            slot.emptied.notify_one();
         }
     }
 
@@ -269,6 +268,21 @@ impl Hub {
         if tokio::time::timeout(limit, idle).await.is_err() {
             tracing::warn!("realtime connections still closing at shutdown");
         }
+    }
+}
+
+/// Queues `frame` on every connection of `slot`, kicking those whose queue is full.
+fn hand_over(slot: &mut Slot, frame: &Bytes) {
+    let before = slot.conns.len();
+    slot.conns.retain(|conn| {
+        let queued = conn.queue.try_push(frame.clone());
+        if !queued {
+            conn.kick.kick(CloseReason::SlowConsumer);
+        }
+        queued
+    });
+    if before > 0 && slot.conns.is_empty() {
+        slot.emptied.notify_one();
     }
 }
 

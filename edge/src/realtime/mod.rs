@@ -3,13 +3,15 @@
 //!
 //! Per user on this edge there is one NATS push subscription and one forwarder task, however
 //! many devices the user has connected; per connection there is one task (WebSocket) or one
-//! response stream (SSE) and a bounded queue.
+//! response stream (SSE) and a bounded queue. Pushes to many users at once (a group's
+//! messages) arrive on the edge's one `push.many` subscription (`many.rs`).
 
 mod close;
 mod forwarder;
 mod frames;
 mod hub;
 mod kick;
+pub mod many;
 mod presence;
 mod push_queue;
 mod sse;

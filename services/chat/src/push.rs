@@ -1,8 +1,13 @@
-//! Fan-out to connected users: each frame is serialized once and published to every
-//! recipient's push subject.
+//! Fan-out to connected users: each frame is serialized once, then published to every
+//! recipient's push subject, or, for a group conversation, once to every edge
+//! (`push.many`, naming the recipients), so a message to 500 members is one NATS message.
+//!
+//! Frames of one conversation always take the same path to a user (a group's by the edges,
+//! a private one's by the user's subject), so they reach the user in the order they were
+//! pushed; the `stored` ack of a group message goes the group's way for the same reason.
 
 use bytes::Bytes;
-use mesh_contracts::chat::ServerFrame;
+use mesh_contracts::chat::{ConversationId, ServerFrame};
 use mesh_nats::Bus;
 use mesh_observability::metrics::CHAT_PUSHES;
 use uuid::Uuid;
@@ -30,20 +35,67 @@ fn label(frame: &ServerFrame) -> &'static str {
     }
 }
 
+/// How a frame reaches its recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// One publish per recipient, on their own subject.
+    EachUser,
+    /// One publish naming every recipient, to every edge.
+    Edges,
+}
+
+impl Route {
+    fn of(conversation: ConversationId) -> Self {
+        match conversation {
+            ConversationId::Group(_) => Route::Edges,
+            ConversationId::Private(..) => Route::EachUser,
+        }
+    }
+}
+
 impl Pusher {
     pub fn new(bus: Bus) -> Self {
         Self { bus }
     }
 
-    /// Sends `frame` to every user in `users` (skipping `except`).
+    /// Sends `frame` to every user in `users` (skipping `except`), each on their own subject.
     pub async fn send(&self, users: &[Uuid], except: Option<Uuid>, frame: &ServerFrame) {
-        let bytes = Bytes::from(frame.to_json());
+        self.publish(users, except, frame, Route::EachUser).await;
+    }
+
+    /// Sends a frame of `conversation` to `users` (skipping `except`) by that conversation's
+    /// route: a group's through the edges in one message, a private one's per user.
+    pub async fn send_in(
+        &self,
+        conversation: ConversationId,
+        users: &[Uuid],
+        except: Option<Uuid>,
+        frame: &ServerFrame,
+    ) {
+        self.publish(users, except, frame, Route::of(conversation))
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        users: &[Uuid],
+        except: Option<Uuid>,
+        frame: &ServerFrame,
+        route: Route,
+    ) {
         let recipients: Vec<Uuid> = users
             .iter()
             .copied()
             .filter(|u| Some(*u) != except)
             .collect();
-        self.bus.push_to(&recipients, bytes).await;
+        if recipients.is_empty() {
+            return;
+        }
+        let json = frame.to_json();
+        match route {
+            Route::EachUser => self.bus.push_to(&recipients, Bytes::from(json)).await,
+            Route::Edges => self.bus.push_many(&recipients, json.as_bytes()).await,
+        }
         CHAT_PUSHES
             .with_label_values(&[label(frame)])
             .inc_by(recipients.len() as u64);

@@ -154,6 +154,9 @@ pub async fn typing(
         conversation_id: conversation.to_string(),
         user_id: user,
     };
-    state.pusher().send(&audience, Some(user), &frame).await;
+    state
+        .pusher()
+        .send_in(conversation, &audience, Some(user), &frame)
+        .await;
     Ok(Empty {})
 }

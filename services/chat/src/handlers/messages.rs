@@ -128,7 +128,10 @@ pub(super) async fn recall_and_tell(
             seq: message.seq,
             by_moderation,
         };
-        state.pusher().send(&audience, None, &frame).await;
+        state
+            .pusher()
+            .send_in(conversation, &audience, None, &frame)
+            .await;
     }
     Ok(recalled)
 }
