@@ -228,6 +228,46 @@ async fn typing_and_presence_reach_friends() {
     mesh.stop().await;
 }
 
+/// A connection storm (everyone reconnecting after an edge restart) records every user's
+/// last-seen time, as a single connection does; leaving moves it forward for each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_storm_records_everyones_last_seen() {
+    const USERS: usize = 40;
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(c.user(&format!("storm-{i}")).await.1);
+    }
+    let ids: Vec<uuid::Uuid> = users.iter().map(|u| u.user_id.parse().unwrap()).collect();
+    let seen = || async {
+        let mut conn = crate::events::db(&mesh).await;
+        let rows: Vec<(uuid::Uuid, time::OffsetDateTime)> =
+            sqlx::query_as("SELECT user_id, last_seen FROM chat.last_seen WHERE user_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+
+    let sockets =
+        futures::future::join_all(users.iter().map(|u| Ws::connect(&mesh.url, &u.access))).await;
+    wait_until("every user's last-seen time", || async {
+        seen().await.len() == USERS
+    })
+    .await;
+    let online = seen().await;
+    futures::future::join_all(sockets.into_iter().map(Ws::close)).await;
+    wait_until("every last-seen time moved on leaving", || async {
+        let now = seen().await;
+        ids.iter().all(|id| now[id] > online[id])
+    })
+    .await;
+    mesh.stop().await;
+}
+
 /// Reads SSE events from a streaming response until `wanted` matches one. Every event must be
 /// unnamed (an `EventSource` dispatches it to `onmessage`); the frame's `type` is its kind.
 async fn next_event(

@@ -12,6 +12,7 @@ mod domain;
 mod events;
 mod handlers;
 mod ingest;
+mod last_seen;
 mod membership;
 mod push;
 mod rosters;

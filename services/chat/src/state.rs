@@ -1,5 +1,6 @@
 //! What the RPC handlers, the partition owners and the event consumers of one chat worker share:
-//! its pool, bus, settings, membership, pusher, presence bucket and identity. Cheap to clone.
+//! its pool, bus, settings, membership, pusher, presence bucket, last-seen writer and
+//! identity. Cheap to clone.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use uuid::Uuid;
 
 use crate::ChatDeps;
 use crate::config::ChatConfig;
+use crate::last_seen::LastSeenWriter;
 use crate::membership::Membership;
 use crate::push::Pusher;
 use crate::rosters::RosterSync;
@@ -24,6 +26,8 @@ pub struct Inner {
     pub(crate) membership: Membership,
     pub(crate) pusher: Pusher,
     pub(crate) presence: KvBucket,
+    /// Presence reports' last-seen times, stored in shared batches.
+    pub(crate) last_seen: LastSeenWriter,
     pub(crate) worker_id: Uuid,
     /// Which group rosters already have their inbox rows (partition owners only).
     pub(crate) rosters: RosterSync,
@@ -43,6 +47,7 @@ impl State {
             membership: Membership::new(deps.bus.rpc_client(config.rpc_timeout), deps.pool.clone()),
             pusher: Pusher::new(deps.bus.clone()),
             presence,
+            last_seen: LastSeenWriter::start(deps.pool.clone()),
             worker_id: Uuid::new_v4(),
             rosters: RosterSync::default(),
             pool: deps.pool,

@@ -27,6 +27,20 @@ impl Fault {
         Fault::Internal(cause.to_string())
     }
 
+    /// What each of several callers answers when one statement run for all of them failed
+    /// (its cause is logged once, by whoever ran it): 503 when Postgres is unreachable or
+    /// saturated, 500 otherwise.
+    pub fn shared(err: &sqlx::Error) -> Self {
+        if is_unavailable(err) {
+            Fault::Service(ServiceError::new(
+                ErrorCode::ServiceUnavailable,
+                "storage is unavailable; try again",
+            ))
+        } else {
+            Fault::Internal(format!("database: {err}"))
+        }
+    }
+
     /// The wire code this fault answers with.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -112,6 +126,12 @@ mod tests {
 
         let bug = ServiceError::from(Fault::internal("secret detail"));
         assert!(!bug.message.contains("secret"));
+
+        // Callers of one failed shared statement answer as one caller would.
+        let shared = Fault::shared(&sqlx::Error::PoolTimedOut);
+        assert_eq!(shared.code(), ErrorCode::ServiceUnavailable);
+        let shared = ServiceError::from(Fault::shared(&sqlx::Error::RowNotFound));
+        assert_eq!(shared, ServiceError::internal());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::store::presence;
 pub async fn changed(state: State, ctx: CallContext, req: PresenceChange) -> Result<Empty, Fault> {
     let user = caller(&ctx)?;
     let now = OffsetDateTime::now_utc();
-    presence::touch(&state.pool, user, now).await?;
+    state.last_seen.touch(user, now).await?;
     // One edge losing the user's last connection does not make them offline while another
     // edge still holds their presence key.
     if !req.online && matches!(state.presence.get(&user.to_string()).await, Ok(Some(_))) {

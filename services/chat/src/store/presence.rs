@@ -4,14 +4,21 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Records that `user` was connected at `at`.
-pub async fn touch(pool: &PgPool, user: Uuid, at: OffsetDateTime) -> sqlx::Result<()> {
+/// Records that each of `users` was connected at the matching time of `times` (each user
+/// once); a later time already stored is kept.
+pub async fn touch_all(
+    pool: &PgPool,
+    users: &[Uuid],
+    times: &[OffsetDateTime],
+) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO chat.last_seen (user_id, last_seen) VALUES ($1, $2) \
-         ON CONFLICT (user_id) DO UPDATE SET last_seen = GREATEST(chat.last_seen.last_seen, $2)",
+        "INSERT INTO chat.last_seen (user_id, last_seen) \
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[]) \
+         ON CONFLICT (user_id) DO UPDATE \
+         SET last_seen = GREATEST(chat.last_seen.last_seen, EXCLUDED.last_seen)",
     )
-    .bind(user)
-    .bind(at)
+    .bind(users)
+    .bind(times)
     .execute(pool)
     .await?;
     Ok(())
