@@ -2,7 +2,9 @@
 //! the ingest stream, the WebSocket/SSE frames, the REST bodies and the chat RPC operations.
 //!
 //! A frame pushed to `<prefix>.push.user.<id>` is already the JSON text a client receives, so
-//! the edge forwards it without decoding it again.
+//! the edge forwards it without decoding it again. One push may carry several frames for the
+//! same user, one per line ([`push_frames`]): the sender's `stored` ack and their own message
+//! travel as one NATS message.
 
 use std::fmt;
 
@@ -429,6 +431,20 @@ pub enum ServerFrame {
     SessionRevoked,
 }
 
+/// Joins frames into one push payload, one per line, in the order given. Compact JSON text
+/// never holds a raw newline (one inside a string is escaped), so a line is a frame.
+pub fn join_frames<'a>(frames: impl IntoIterator<Item = &'a str>) -> String {
+    frames.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// The frames of a push payload, in order (a payload of one frame is that frame); empty lines
+/// carry nothing and are skipped.
+pub fn push_frames(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    payload
+        .split(|byte| *byte == b'\n')
+        .filter(|frame| !frame.is_empty())
+}
+
 impl ServerFrame {
     /// The frame's JSON text.
     pub fn to_json(&self) -> String {
@@ -720,6 +736,24 @@ rpc!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_frames_come_apart_as_they_were_even_with_newlines_in_bodies() {
+        let typing = ServerFrame::Typing {
+            conversation_id: "g:x".into(),
+            user_id: Uuid::now_v7(),
+        };
+        let error = ServerFrame::error(ErrorCode::Internal, "two\nlines");
+        let (a, b) = (typing.to_json(), error.to_json());
+        let joined = join_frames([a.as_str(), b.as_str()]);
+        let parts: Vec<&[u8]> = push_frames(joined.as_bytes()).collect();
+        assert_eq!(parts, vec![a.as_bytes(), b.as_bytes()]);
+        assert_eq!(
+            push_frames(a.as_bytes()).collect::<Vec<_>>(),
+            vec![a.as_bytes()]
+        );
+        assert_eq!(push_frames(b"").count(), 0);
+    }
 
     #[test]
     fn private_ids_are_canonical() {

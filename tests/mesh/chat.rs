@@ -115,9 +115,25 @@ async fn friends_chat_privately_on_every_device() {
     assert_eq!(mirrored["id"], received["id"]);
     assert_eq!(ann_laptop_ws.stored("hello-1").await, 1);
 
+    // Each of the sender's devices gets the stored ack, then the message: two frames (they
+    // travel in one push).
+    ann_phone_ws.send_to(&bob.user_id, "hello-2", "again").await;
+    for ws in [&mut ann_phone_ws, &mut ann_laptop_ws] {
+        let frames = ws.frames_until_message("hello-2").await;
+        let stored = frames
+            .iter()
+            .position(|f| {
+                f["type"] == "ack" && f["status"] == "stored" && f["client_id"] == "hello-2"
+            })
+            .unwrap_or_else(|| panic!("no stored ack before the message: {frames:?}"));
+        assert_eq!(frames[stored]["seq"], 2);
+        assert_eq!(frames.last().unwrap()["seq"], 2);
+    }
+    assert_eq!(bob_ws.message("hello-2").await["seq"], 2);
+
     bob_ws.send_to(&ann.user_id, "reply-1", "hi ann").await;
-    assert_eq!(bob_ws.stored("reply-1").await, 2);
-    assert_eq!(ann_phone_ws.message("reply-1").await["seq"], 2);
+    assert_eq!(bob_ws.stored("reply-1").await, 3);
+    assert_eq!(ann_phone_ws.message("reply-1").await["seq"], 3);
 
     // Both read the same gap-free history.
     for who in [&ann, &bob] {
@@ -126,20 +142,20 @@ async fn friends_chat_privately_on_every_device() {
             .iter()
             .map(|m| m["seq"].as_i64().unwrap())
             .collect();
-        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(seqs, vec![1, 2, 3]);
     }
     let bobs = listed(c, &bob, &conversation).await;
     assert_eq!(bobs["peer_id"], ann.user_id.as_str());
-    assert_eq!(bobs["last_seq"], 2);
-    // Sending reads: bob's reply (seq 2) moved his read position past everything before it,
-    // while ann's own message (seq 1) counts as read for her and bob's reply does not.
-    assert_eq!(bobs["read_seq"], 2);
+    assert_eq!(bobs["last_seq"], 3);
+    // Sending reads: bob's reply (seq 3) moved his read position past everything before it,
+    // while ann's own messages (seqs 1, 2) count as read for her and bob's reply does not.
+    assert_eq!(bobs["read_seq"], 3);
     assert_eq!(bobs["unread"], 0);
     assert_eq!(bobs["last_message"]["body"], "hi ann");
     let anns = listed(c, &ann, &conversation).await;
     assert_eq!(
         (anns["read_seq"].as_i64(), anns["unread"].as_i64()),
-        (Some(1), Some(1))
+        (Some(2), Some(1))
     );
     mesh.stop().await;
 }

@@ -11,22 +11,6 @@ use crate::harness::TestMesh;
 use crate::social_groups::{create_group, join_open};
 use crate::ws::Ws;
 
-/// Frames of `ws` up to and including the message frame of `last`, in arrival order.
-async fn frames_until_message(ws: &mut Ws, last: &str) -> Vec<Value> {
-    let mut seen = Vec::new();
-    loop {
-        let frame = ws
-            .next_within(Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|| panic!("no message {last} within the wait; got {seen:?}"));
-        let done = frame["type"] == "message" && frame["client_id"] == last;
-        seen.push(frame);
-        if done {
-            return seen;
-        }
-    }
-}
-
 /// The client ids of the message frames among `frames`, in order.
 fn messages(frames: &[Value]) -> Vec<String> {
     frames
@@ -65,7 +49,7 @@ async fn group_frames_reach_members_on_every_edge_once_and_in_order() {
         amy_phone.send_in(&conversation, id, id).await;
     }
     // The sender's device sees each ack before its own message.
-    let frames = frames_until_message(&mut amy_phone, "g-5").await;
+    let frames = amy_phone.frames_until_message("g-5").await;
     for (i, id) in sent.iter().enumerate() {
         let at = |wanted: &dyn Fn(&Value) -> bool| {
             frames
@@ -80,7 +64,7 @@ async fn group_frames_reach_members_on_every_edge_once_and_in_order() {
     assert_eq!(messages(&frames), sent);
     // Every other device of a member, on either edge: each message once, in seq order.
     for ws in [&mut owner_ws, &mut amy_tablet, &mut ben_ws] {
-        let frames = frames_until_message(ws, "g-5").await;
+        let frames = ws.frames_until_message("g-5").await;
         assert_eq!(messages(&frames), sent, "{frames:?}");
         let seqs: Vec<i64> = frames
             .iter()

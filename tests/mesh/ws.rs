@@ -132,6 +132,22 @@ impl Ws {
         }
     }
 
+    /// Frames up to and including the message frame of `client_id`, in arrival order.
+    pub async fn frames_until_message(&mut self, client_id: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self
+                .next_within(FRAME_WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no message {client_id} within the wait; got {seen:?}"));
+            let done = frame["type"] == "message" && frame["client_id"] == client_id;
+            seen.push(frame);
+            if done {
+                return seen;
+            }
+        }
+    }
+
     pub async fn expect_type(&mut self, kind: &str) -> Value {
         self.expect(kind, |f| f["type"] == kind).await
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use mesh_contracts::chat::push_frames;
 use mesh_nats::{Bus, Revocation};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -169,21 +170,23 @@ impl Hub {
         }
     }
 
-    /// Hands a pushed frame to every connection of `user`; a connection whose queue is full
-    /// is kicked as a slow consumer.
-    pub(super) fn fan_out(&self, user: Uuid, frame: &Bytes) {
+    /// Hands the frames of a push to every connection of `user`; a connection whose queue is
+    /// full is kicked as a slow consumer.
+    pub(super) fn fan_out(&self, user: Uuid, push: &Bytes) {
+        let frames = frames_of(push);
         if let Some(slot) = self.registry().users.get_mut(&user) {
-            hand_over(slot, frame);
+            hand_over(slot, &frames);
         }
     }
 
     /// [`Hub::fan_out`] for each of `users` this edge holds, under one lock; the others are
     /// connected elsewhere or not at all.
-    pub(super) fn fan_out_many(&self, users: &[Uuid], frame: &Bytes) {
+    pub(super) fn fan_out_many(&self, users: &[Uuid], push: &Bytes) {
+        let frames = frames_of(push);
         let mut registry = self.registry();
         for user in users {
             if let Some(slot) = registry.users.get_mut(user) {
-                hand_over(slot, frame);
+                hand_over(slot, &frames);
             }
         }
     }
@@ -271,11 +274,20 @@ impl Hub {
     }
 }
 
-/// Queues `frame` on every connection of `slot`, kicking those whose queue is full.
-fn hand_over(slot: &mut Slot, frame: &Bytes) {
+/// The frames one push carries (`mesh_contracts::chat::push_frames`), as slices of it.
+fn frames_of(push: &Bytes) -> Vec<Bytes> {
+    push_frames(push)
+        .map(|frame| push.slice_ref(frame))
+        .collect()
+}
+
+/// Queues `frames` on every connection of `slot`, kicking those whose queue is full.
+fn hand_over(slot: &mut Slot, frames: &[Bytes]) {
     let before = slot.conns.len();
     slot.conns.retain(|conn| {
-        let queued = conn.queue.try_push(frame.clone());
+        let queued = frames
+            .iter()
+            .all(|frame| conn.queue.try_push(frame.clone()));
         if !queued {
             conn.kick.kick(CloseReason::SlowConsumer);
         }

@@ -4,10 +4,11 @@
 //!
 //! Frames of one conversation always take the same path to a user (a group's by the edges,
 //! a private one's by the user's subject), so they reach the user in the order they were
-//! pushed; the `stored` ack of a group message goes the group's way for the same reason.
+//! pushed; the `stored` ack of a group message goes the group's way for the same reason, and
+//! that of a private message travels with the sender's copy of the message, in one push.
 
 use bytes::Bytes;
-use mesh_contracts::chat::{ConversationId, ServerFrame};
+use mesh_contracts::chat::{ConversationId, ServerFrame, join_frames};
 use mesh_nats::Bus;
 use mesh_observability::metrics::CHAT_PUSHES;
 use uuid::Uuid;
@@ -104,5 +105,36 @@ impl Pusher {
     /// Sends `frame` to one user.
     pub async fn send_one(&self, user: Uuid, frame: &ServerFrame) {
         self.send(&[user], None, frame).await;
+    }
+
+    /// Pushes a stored message of `conversation`: `ack` to its `sender` first, then `message`
+    /// to `audience` (the sender's devices included). On a private conversation's route the
+    /// sender gets both in one push (two frames, one NATS message instead of two).
+    pub async fn send_stored(
+        &self,
+        conversation: ConversationId,
+        sender: Uuid,
+        ack: &ServerFrame,
+        audience: Option<&[Uuid]>,
+        message: &ServerFrame,
+    ) {
+        let route = Route::of(conversation);
+        let audience = audience.unwrap_or_default();
+        if route == Route::Edges || !audience.contains(&sender) {
+            self.publish(&[sender], None, ack, route).await;
+            self.publish(audience, None, message, route).await;
+            return;
+        }
+        let message_json = message.to_json();
+        let both = join_frames([ack.to_json().as_str(), message_json.as_str()]);
+        self.bus.push(sender, Bytes::from(both)).await;
+        let others: Vec<Uuid> = audience.iter().copied().filter(|u| *u != sender).collect();
+        if !others.is_empty() {
+            self.bus.push_to(&others, Bytes::from(message_json)).await;
+        }
+        CHAT_PUSHES.with_label_values(&[label(ack)]).inc();
+        CHAT_PUSHES
+            .with_label_values(&[label(message)])
+            .inc_by(audience.len() as u64);
     }
 }

@@ -525,17 +525,18 @@ async fn deliver_one(
             CHAT_STORED.with_label_values(&[kind]).inc();
             let waited = (now_ms - valid.inbound.accepted_at_ms).max(0) as f64 / 1000.0;
             CHAT_ACCEPT_TO_STORE.observe(waited);
-            // The ack takes the message's route, so the sender's devices see it first.
             let ack = ServerFrame::Ack(SendAck::stored(message));
+            let audience = audiences.of(state, valid.conversation).await;
+            let frame = ServerFrame::Message(message.clone());
             pusher
-                .send_in(valid.conversation, &[sender], None, &ack)
+                .send_stored(
+                    valid.conversation,
+                    sender,
+                    &ack,
+                    audience.as_deref(),
+                    &frame,
+                )
                 .await;
-            if let Some(audience) = audiences.of(state, valid.conversation).await {
-                let frame = ServerFrame::Message(message.clone());
-                pusher
-                    .send_in(valid.conversation, &audience, None, &frame)
-                    .await;
-            }
         }
         Outcome::Duplicate(message) => {
             CHAT_DUPLICATES.with_label_values(&["store"]).inc();
