@@ -173,20 +173,18 @@ impl Hub {
     /// Hands the frames of a push to every connection of `user`; a connection whose queue is
     /// full is kicked as a slow consumer.
     pub(super) fn fan_out(&self, user: Uuid, push: &Bytes) {
-        let frames = frames_of(push);
         if let Some(slot) = self.registry().users.get_mut(&user) {
-            hand_over(slot, &frames);
+            hand_over(slot, push);
         }
     }
 
     /// [`Hub::fan_out`] for each of `users` this edge holds, under one lock; the others are
     /// connected elsewhere or not at all.
     pub(super) fn fan_out_many(&self, users: &[Uuid], push: &Bytes) {
-        let frames = frames_of(push);
         let mut registry = self.registry();
         for user in users {
             if let Some(slot) = registry.users.get_mut(user) {
-                hand_over(slot, &frames);
+                hand_over(slot, push);
             }
         }
     }
@@ -274,20 +272,12 @@ impl Hub {
     }
 }
 
-/// The frames one push carries (`mesh_contracts::chat::push_frames`), as slices of it.
-fn frames_of(push: &Bytes) -> Vec<Bytes> {
-    push_frames(push)
-        .map(|frame| push.slice_ref(frame))
-        .collect()
-}
-
-/// Queues `frames` on every connection of `slot`, kicking those whose queue is full.
-fn hand_over(slot: &mut Slot, frames: &[Bytes]) {
+/// Queues the frames of `push` (`mesh_contracts::chat::push_frames`, slices of it: no copy,
+/// no allocation) on every connection of `slot`, kicking those whose queue is full.
+fn hand_over(slot: &mut Slot, push: &Bytes) {
     let before = slot.conns.len();
     slot.conns.retain(|conn| {
-        let queued = frames
-            .iter()
-            .all(|frame| conn.queue.try_push(frame.clone()));
+        let queued = push_frames(push).all(|frame| conn.queue.try_push(push.slice_ref(frame)));
         if !queued {
             conn.kick.kick(CloseReason::SlowConsumer);
         }
