@@ -116,6 +116,9 @@ impl Bus {
             deliver_policy,
             // A consumer nobody pulls from (its owner died) goes away by itself.
             inactive_threshold: INACTIVE_THRESHOLD,
+            // Where the partition was read to lives in Postgres (each owner starts after what
+            // is stored), so the consumer's own state need not reach the disk.
+            memory_storage: true,
             ..Default::default()
         };
         self.open_feed(Stream::ChatIn, config, batch).await

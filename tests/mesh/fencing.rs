@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mesh_contracts::Bucket;
+use futures::StreamExt;
 use mesh_contracts::nats_permissions::NatsRole;
+use mesh_contracts::{Bucket, Stream};
 use mesh_nats::KvBucket;
 use nats_mesh::Role;
 use reqwest::StatusCode;
@@ -591,6 +592,72 @@ async fn a_three_second_nats_outage_keeps_the_chat_leases() {
     let once = renewed_since(&leases, partitions, &revisions).await;
     renewed_since(&leases, partitions, &once).await;
     assert_eq!(epochs(&db).await, before, "leases lost in a 3 s outage");
+    mesh.stop().await;
+}
+
+/// The chat ingest consumers keep their state in memory only: where a partition was read to
+/// lives in Postgres, and each owner starts its consumer right after what is stored. So a NATS
+/// server that restarts comes back without them, and every owner must open its feed again by
+/// itself: messages sent afterwards are stored next in line and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_resumes_after_nats_restarts_without_its_consumers() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| s.nats_url = url.clone()).await;
+    let (ann, friends) = ann_and_friends(&mesh).await;
+    let bob = &friends[0];
+    let partition = partition_of(&mesh, &private_id(&ann, bob));
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    ws.send_to(&bob.user_id, "before", "x").await;
+    assert_eq!(ws.stored("before").await, 1);
+    drop(ws);
+
+    let client = async_nats::connect(&url).await.expect("connect to NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream_name = mesh.settings.prefix.stream(Stream::ChatIn);
+    let consumer = || async {
+        let stream = jetstream.get_stream(&stream_name).await.ok()?;
+        let names: Vec<String> = stream
+            .consumer_names()
+            .filter_map(|n| async { n.ok() })
+            .collect()
+            .await;
+        let name = names
+            .into_iter()
+            .find(|name| name.starts_with(&format!("chat-p{partition}-")))?;
+        let info = stream.consumer_info(&name).await.ok()?;
+        Some(info.config.memory_storage)
+    };
+    let in_memory = poll_until(
+        "the partition's consumer",
+        Duration::from_secs(10),
+        consumer,
+    )
+    .await;
+    assert!(
+        in_memory,
+        "the partition's consumer keeps its state on disk"
+    );
+
+    nats.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.run().await;
+    mesh.wait_ready().await;
+
+    // The sender's socket may have ended with the outage; a new one sends on.
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    ann_ws.send_to(&bob.user_id, "after", "y").await;
+    assert_eq!(ann_ws.stored("after").await, 2, "stored next in line");
+    let message = bob_ws.message("after").await;
+    assert_eq!(message["seq"], 2);
+    assert!(
+        bob_ws
+            .drain("message", Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "a message was delivered again"
+    );
     mesh.stop().await;
 }
 
