@@ -4,6 +4,7 @@
 
 mod api;
 mod backlog;
+mod ceiling;
 mod checkpoints;
 mod holder;
 mod meter;
@@ -244,6 +245,7 @@ impl Runner {
             Ok(meter) => match scenario(ctx).await {
                 Ok(mut outcome) => {
                     meter.finish(&procs, checkpoints, &mut outcome).await;
+                    ceiling::add(&mut outcome, &ctx.limits, procs::cpus());
                     Ok(outcome)
                 }
                 Err(err) => Err(err),

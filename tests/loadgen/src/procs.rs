@@ -8,6 +8,11 @@ use std::collections::HashMap;
 use anyhow::Context;
 use serde::Serialize;
 
+/// The CPUs this machine gives the run (at least 1).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ; 100 on every Linux build the
 /// bench runs on).
 const TICKS_PER_SEC: f64 = 100.0;

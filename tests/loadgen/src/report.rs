@@ -256,7 +256,7 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// CPU count and model of this machine, for the section heading.
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = crate::procs::cpus();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

@@ -51,6 +51,8 @@ pub struct Limits {
     pub request_reply: Option<f64>,
     /// HTTP answers per second from the edge alone (no token, no NATS).
     pub edge_http: Option<f64>,
+    /// Their p99 in milliseconds.
+    pub edge_http_p99_ms: Option<f64>,
     /// argon2id hashes per second.
     pub argon2: Option<f64>,
 }
@@ -88,7 +90,7 @@ fn outcome(
     what: &str,
     unit: &'static str,
     figure: anyhow::Result<Figure>,
-) -> anyhow::Result<(Outcome, f64)> {
+) -> anyhow::Result<(Outcome, Figure)> {
     let figure = figure?;
     let mut outcome = Outcome::new(name, json!({ "limit": what }));
     outcome.row(&format!("{what} per second"), thousands(figure.per_sec));
@@ -107,7 +109,7 @@ fn outcome(
         "latency": figure.latency,
         "how": figure.detail,
     });
-    Ok((outcome, figure.per_sec))
+    Ok((outcome, figure))
 }
 
 /// The raw limits, in the order `baseline` measures them.
@@ -148,7 +150,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
             .clone()
             .ok_or_else(|| anyhow::anyhow!("no --nats-url"))
     };
-    let (outcome, per_sec) = match limit {
+    let (outcome, figure) = match limit {
         Limit::JetStream => {
             let plan = jetstream::Plan {
                 publishers: args.publishers,
@@ -194,9 +196,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
         }
         Limit::Argon2id => {
             let plan = argon2id::Plan {
-                threads: args.threads.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-                }),
+                threads: args.threads.unwrap_or_else(crate::procs::cpus),
                 seconds: args.seconds,
             };
             outcome(
@@ -214,6 +214,9 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
         Limit::EdgeHttp => &mut ctx.limits.edge_http,
         Limit::Argon2id => &mut ctx.limits.argon2,
     };
-    *slot = Some(per_sec);
+    *slot = Some(figure.per_sec);
+    if limit == Limit::EdgeHttp {
+        ctx.limits.edge_http_p99_ms = figure.latency.map(|latency| latency.p99_ms);
+    }
     Ok(outcome)
 }

@@ -1,0 +1,228 @@
+//! What this machine allows a scenario at best, from figures of the same run, so a missed
+//! target says whether the machine rules it out: stored msg/s if the mesh used no CPU (the
+//! other processes' CPU per stored message on all CPUs), the read targets against the edge's
+//! own HTTP answers (no token, no bus) at the same concurrency, and the sign-in ratio if the
+//! mesh's work beside the hash cost nothing (a raw hash's CPU against it plus the other
+//! processes' CPU per sign-in). Each bound is generous: it grants every CPU fully busy.
+
+use serde_json::{Value, json};
+
+use crate::report::{CpuReport, Outcome, thousands};
+use crate::scenarios::baseline::Limits;
+use crate::scenarios::{login, reads, throughput};
+
+/// The process whose CPU the bounds leave out: the system under test.
+const MESH: &str = "mesh";
+
+/// Adds the bound of `outcome`'s scenario (when it has one and its figures were measured).
+pub fn add(outcome: &mut Outcome, limits: &Limits, cpus: usize) {
+    let bound = match outcome.scenario {
+        "throughput" => outcome
+            .cpu
+            .as_ref()
+            .and_then(others_ms)
+            .map(|others| stored_bound(others, cpus)),
+        "reads" => match (
+            limits.request_reply,
+            limits.edge_http,
+            limits.edge_http_p99_ms,
+        ) {
+            (Some(raw), Some(edge), Some(p99)) => Some(read_bound(edge / raw, p99)),
+            _ => None,
+        },
+        "login" => match (limits.argon2, outcome.cpu.as_ref().and_then(others_ms)) {
+            (Some(hashes), Some(others)) => Some(login_bound(hashes, others, cpus)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(bound) = bound else { return };
+    for (label, text) in &bound.rows {
+        outcome.row(label, text.clone());
+    }
+    if let Value::Object(results) = &mut outcome.results {
+        results.insert("ceiling".to_owned(), bound.results);
+    }
+}
+
+/// A scenario's bound: its report rows and its figures for the JSON file.
+struct Bound {
+    rows: Vec<(String, String)>,
+    results: Value,
+}
+
+/// CPU ms per unit of work of every process but the mesh, when every process was counted.
+fn others_ms(cpu: &CpuReport) -> Option<f64> {
+    let others: Option<Vec<f64>> = cpu
+        .processes
+        .iter()
+        .filter(|line| line.process != MESH)
+        .map(|line| line.ms_per_unit)
+        .collect();
+    others.map(|ms| ms.iter().sum())
+}
+
+fn verdict(reachable: bool) -> &'static str {
+    if reachable {
+        "not ruled out here"
+    } else {
+        "out of reach on this machine"
+    }
+}
+
+/// Stored msg/s on `cpus` CPUs if the other processes spent `others_ms` per stored message
+/// and the mesh nothing.
+fn stored_bound(others_ms: f64, cpus: usize) -> Bound {
+    let most = cpus as f64 * 1000.0 / others_ms;
+    let target = throughput::TARGET_STORED_PER_SEC;
+    let text = format!(
+        "{} stored msg/s: nats-server, Postgres and the load generator (and any other process \
+         watched) took {others_ms:.3} ms of CPU per stored message on {cpus} CPUs; {} is {}",
+        thousands(most),
+        thousands(target),
+        verdict(most >= target)
+    );
+    Bound {
+        rows: vec![("ceiling (the mesh using no CPU)".to_owned(), text)],
+        results: json!({ "stored_per_sec": most.round(), "others_ms_per_message": others_ms, "cpus": cpus }),
+    }
+}
+
+/// The read targets against the edge's own HTTP answers at the same concurrency:
+/// `edge_ratio` of the raw request/reply rate, with p99 `edge_p99_ms`.
+fn read_bound(edge_ratio: f64, edge_p99_ms: f64) -> Bound {
+    let ratio = format!(
+        "the edge alone (no token, no bus) answered {edge_ratio:.2}x the raw request/reply rate; \
+         {}x is {}",
+        reads::TARGET_RATIO,
+        verdict(edge_ratio >= reads::TARGET_RATIO)
+    );
+    let p99 = format!(
+        "the edge alone answered with p99 {edge_p99_ms:.2} ms at the same concurrency; \
+         p99 < {} ms is {}",
+        reads::TARGET_P99_MS,
+        verdict(edge_p99_ms < reads::TARGET_P99_MS)
+    );
+    Bound {
+        rows: vec![
+            (
+                "ceiling of the ratio (the edge's own HTTP)".to_owned(),
+                ratio,
+            ),
+            ("ceiling of p99 (the edge's own HTTP)".to_owned(), p99),
+        ],
+        results: json!({ "edge_ratio": edge_ratio, "edge_p99_ms": edge_p99_ms }),
+    }
+}
+
+/// The best sign-in ratio on `cpus` CPUs hashing `hashes_per_sec` alone, if the other
+/// processes spent `others_ms` per sign-in and the mesh only the hash.
+fn login_bound(hashes_per_sec: f64, others_ms: f64, cpus: usize) -> Bound {
+    let hash_ms = cpus as f64 * 1000.0 / hashes_per_sec;
+    let best = hash_ms / (hash_ms + others_ms);
+    let text = format!(
+        "{best:.2}x: a raw hash takes {hash_ms:.1} ms of CPU ({cpus} CPUs at {} hashes/s), and \
+         nats-server, Postgres and the load generator (and any other process watched) took \
+         {others_ms:.2} ms per sign-in; {}x is {}",
+        thousands(hashes_per_sec),
+        login::TARGET_RATIO,
+        verdict(best >= login::TARGET_RATIO)
+    );
+    Bound {
+        rows: vec![(
+            "ceiling (the mesh's work beside the hash free)".to_owned(),
+            text,
+        )],
+        results: json!({ "ratio": best, "hash_ms": hash_ms, "others_ms_per_login": others_ms, "cpus": cpus }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::CpuLine;
+
+    fn cpu(lines: &[(&str, Option<f64>)]) -> CpuReport {
+        CpuReport {
+            wall_seconds: 10.0,
+            unit: Some("stored message".into()),
+            units: Some(1000),
+            processes: lines
+                .iter()
+                .map(|(process, ms)| CpuLine {
+                    process: (*process).to_owned(),
+                    seconds: 1.0,
+                    ms_per_unit: *ms,
+                })
+                .collect(),
+            busy_share: None,
+            steal_share: None,
+        }
+    }
+
+    #[test]
+    fn the_mesh_is_left_out_and_an_unknown_process_voids_the_sum() {
+        let known = cpu(&[
+            ("mesh", Some(0.085)),
+            ("nats-server", Some(0.052)),
+            ("postgres", Some(0.040)),
+            ("loadgen", Some(0.024)),
+        ]);
+        assert!((others_ms(&known).unwrap() - 0.116).abs() < 1e-9);
+        let unknown = cpu(&[("mesh", Some(0.085)), ("nats-server", None)]);
+        assert_eq!(others_ms(&unknown), None);
+    }
+
+    #[test]
+    fn stored_messages_are_bounded_by_the_other_processes() {
+        // 2 CPUs, 0.116 ms per message elsewhere: about 17,241/s, below 20,000.
+        let bound = stored_bound(0.116, 2);
+        assert_eq!(bound.results["stored_per_sec"], 17241.0);
+        assert!(
+            bound.rows[0]
+                .1
+                .ends_with("20,000 is out of reach on this machine")
+        );
+        // 0.08 ms elsewhere would allow 25,000/s: the target is not ruled out.
+        assert!(
+            stored_bound(0.08, 2).rows[0]
+                .1
+                .ends_with("not ruled out here")
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded_by_the_edge_alone() {
+        let bound = read_bound(0.40, 5.66);
+        assert!(
+            bound.rows[0]
+                .1
+                .ends_with("0.5x is out of reach on this machine")
+        );
+        assert!(
+            bound.rows[1]
+                .1
+                .ends_with("5 ms is out of reach on this machine")
+        );
+        let open = read_bound(0.52, 4.78);
+        assert!(open.rows[0].1.ends_with("not ruled out here"));
+        assert!(open.rows[1].1.ends_with("not ruled out here"));
+    }
+
+    #[test]
+    fn sign_ins_are_bounded_by_the_hash_and_the_other_processes() {
+        // 89 hashes/s on 2 CPUs: 22.5 ms each; 2.89 ms elsewhere per sign-in allows 0.886x.
+        let bound = login_bound(89.0, 2.893, 2);
+        let ratio = bound.results["ratio"].as_f64().unwrap();
+        assert!((ratio - 0.886).abs() < 0.001, "{ratio}");
+        assert!(
+            bound.rows[0]
+                .1
+                .ends_with("0.9x is out of reach on this machine")
+        );
+        // 101 hashes/s and 1.92 ms elsewhere allow 0.91x.
+        let open = login_bound(101.0, 1.92, 2);
+        assert!(open.results["ratio"].as_f64().unwrap() > 0.9);
+        assert!(open.rows[0].1.ends_with("not ruled out here"));
+    }
+}
