@@ -2,11 +2,13 @@
 # services.sh: install and run the local services nats-mesh needs for
 # development and CI: a NATS server with JetStream and a private Postgres cluster.
 #
-# Usage: scripts/services.sh [up|down|status|env]
+# Usage: scripts/services.sh [up|down|status|env|prune]
 #   up      (default) install what's missing, start NATS and Postgres (or reuse
 #           ones that are already running), then print the env lines.
 #   down    stop what this script started (never a Postgres given by the user).
 #   status  say what runs (exit 0 when everything runs, 1 otherwise).
+#   prune   drop the databases the mesh tests leave behind (t_<32 hex digits>,
+#           one per test) in the running Postgres.
 #   env     print export lines for MESH_NATS_URL, MESH_DATABASE_URL,
 #           MESH_NATS_SERVER_BIN and (with authorization on)
 #           MESH_NATS_ROLE_CREDENTIALS:   eval "$(scripts/services.sh env)"
@@ -558,14 +560,32 @@ cmd_status() {
   return "$ok"
 }
 
+# Each mesh test creates a database of its own and leaves it. Hundreds of them also cost
+# CPU while idle: Postgres's autovacuum launcher visits every database once a minute, so it
+# starts a worker every fraction of a second.
+cmd_prune() {
+  local db_url="$PG_PRIVATE_URL" psql bindir dropped=0
+  user_db_url && db_url="$MESH_DATABASE_URL"
+  psql="$(command -v psql || true)"
+  if [[ -z "$psql" ]] && bindir="$(find_pg_bindir)"; then psql="$bindir/psql"; fi
+  [[ -n "$psql" && -x "$psql" ]] || die "psql not found; install the Debian package postgresql-client"
+  while read -r db; do
+    [[ -n "$db" ]] || continue
+    "$psql" "$db_url" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
+    dropped=$((dropped + 1))
+  done < <("$psql" "$db_url" -Atqc "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'")
+  log "dropped $dropped test database(s) left behind"
+}
+
 main() {
   case "${1:-up}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    -h | --help | help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown subcommand '$1' (use up, down, status or env)" ;;
+    prune) cmd_prune ;;
+    -h | --help | help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown subcommand '$1' (use up, down, status, env or prune)" ;;
   esac
 }
 

@@ -21,9 +21,8 @@ export MESH_PG_FAST=1
 service_env="$(scripts/services.sh up)"
 eval "$service_env"
 
-# Databases left behind by earlier interrupted runs (each test creates its own).
-psql "$MESH_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'" |
-  while read -r db; do psql "$MESH_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
+# Databases left behind by earlier runs (each test creates its own).
+scripts/services.sh prune
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
