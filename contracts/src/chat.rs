@@ -219,8 +219,12 @@ pub struct ChatBacklog {
     pub unstored: u64,
 }
 
-/// How often a partition's owner reports its backlog (also while a batch is stuck retrying).
+/// How often a partition's owner looks at its backlog, and reports it when it changed.
 pub const BACKLOG_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long an unchanged backlog goes unreported at most (also while a batch is stuck
+/// retrying), well within `BACKLOG_REPORT_STALE`, so the edges always hold a fresh report.
+pub const BACKLOG_REPORT_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A backlog report older than this is ignored: its owner is gone, and until the next owner
 /// reports, JetStream keeps what is accepted.

@@ -1,5 +1,6 @@
 //! Admission of chat messages by the backlog of their ingest partition: each partition's owner
-//! reports how many of its messages are accepted but not stored (`ChatBacklog`, every 100 ms);
+//! reports how many of its messages are accepted but not stored (`ChatBacklog`, within 100 ms
+//! of a change and at least every 500 ms);
 //! a send to a partition at or over the bound waits for it to drain until `HOLD` after the edge
 //! read the send (time spent queued behind a connection's earlier sends counts), and is then
 //! refused: the sender hears `rejected` `overloaded` with a `retry_after_ms` (REST: 503 with

@@ -1,14 +1,17 @@
 //! The backlog a partition's owner reports to the edges: messages of the partition accepted
 //! but not stored yet, as last seen from its feed (those still in the stream after the newest
-//! delivery, plus the batch in hand). Reported every `BACKLOG_REPORT_EVERY` by a task of its
-//! own, so a batch stuck retrying keeps the edges holding back.
+//! delivery, plus the batch in hand). A task of its own looks at it every
+//! `BACKLOG_REPORT_EVERY` and reports it when it changed, and at least every
+//! `BACKLOG_REPORT_QUIET`, so a batch stuck retrying keeps the edges holding back while an idle
+//! partition costs the bus two small messages a second instead of ten.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mesh_contracts::chat::{BACKLOG_REPORT_EVERY, ChatBacklog};
+use mesh_contracts::chat::{BACKLOG_REPORT_EVERY, BACKLOG_REPORT_QUIET, ChatBacklog};
 use mesh_nats::Delivery;
 use mesh_service_kit::pause;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::State;
@@ -35,18 +38,65 @@ impl Backlog {
 
     /// Reports the count for `fence` until `stop`.
     pub async fn report_until(self, state: State, fence: Fence, stop: CancellationToken) {
+        let mut last: Option<Sent> = None;
         loop {
-            let report = ChatBacklog {
-                epoch: fence.epoch,
-                unstored: self.0.load(Ordering::Relaxed),
-            };
-            state
-                .bus()
-                .report_chat_backlog(fence.partition, report)
-                .await;
+            let unstored = self.0.load(Ordering::Relaxed);
+            let now = Instant::now();
+            if due(last, unstored, now) {
+                let report = ChatBacklog {
+                    epoch: fence.epoch,
+                    unstored,
+                };
+                state
+                    .bus()
+                    .report_chat_backlog(fence.partition, report)
+                    .await;
+                last = Some(Sent { unstored, at: now });
+            }
             if pause(&stop, BACKLOG_REPORT_EVERY).await {
                 return;
             }
         }
+    }
+}
+
+/// The latest report sent.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    unstored: u64,
+    at: Instant,
+}
+
+/// Whether `unstored` is reported at `now`: the first time, when it changed since the last
+/// report, or when that report is `BACKLOG_REPORT_QUIET` old.
+fn due(last: Option<Sent>, unstored: u64, now: Instant) -> bool {
+    last.is_none_or(|sent| {
+        sent.unstored != unstored || now.duration_since(sent.at) >= BACKLOG_REPORT_QUIET
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_reported_at_once_and_a_steady_count_every_quiet_period() {
+        let start = Instant::now();
+        assert!(due(None, 0, start), "the first look reports");
+        let sent = Some(Sent {
+            unstored: 0,
+            at: start,
+        });
+        assert!(!due(sent, 0, start + BACKLOG_REPORT_EVERY), "unchanged");
+        assert!(due(sent, 7, start + BACKLOG_REPORT_EVERY), "changed");
+        assert!(
+            !due(sent, 0, start + BACKLOG_REPORT_QUIET - BACKLOG_REPORT_EVERY),
+            "unchanged within the quiet period"
+        );
+        assert!(due(sent, 0, start + BACKLOG_REPORT_QUIET), "refreshed");
+        assert!(
+            BACKLOG_REPORT_QUIET * 2 <= mesh_contracts::chat::BACKLOG_REPORT_STALE,
+            "a lost refresh leaves the next one in time"
+        );
     }
 }
