@@ -92,13 +92,24 @@ impl Pusher {
         if recipients.is_empty() {
             return;
         }
-        let json = frame.to_json();
+        self.publish_json(&recipients, label(frame), frame.to_json(), route)
+            .await;
+    }
+
+    /// Publishes the JSON text of a frame of type `kind` to `recipients` by `route`, counted.
+    async fn publish_json(
+        &self,
+        recipients: &[Uuid],
+        kind: &'static str,
+        json: String,
+        route: Route,
+    ) {
         match route {
-            Route::EachUser => self.bus.push_to(&recipients, Bytes::from(json)).await,
-            Route::Edges => self.bus.push_many(&recipients, json.as_bytes()).await,
+            Route::EachUser => self.bus.push_to(recipients, Bytes::from(json)).await,
+            Route::Edges => self.bus.push_many(recipients, json.as_bytes()).await,
         }
         CHAT_PUSHES
-            .with_label_values(&[label(frame)])
+            .with_label_values(&[kind])
             .inc_by(recipients.len() as u64);
     }
 
@@ -128,13 +139,12 @@ impl Pusher {
         let message_json = message.to_json();
         let both = join_frames([ack.to_json().as_str(), message_json.as_str()]);
         self.bus.push(sender, Bytes::from(both)).await;
+        CHAT_PUSHES.with_label_values(&[label(ack)]).inc();
+        CHAT_PUSHES.with_label_values(&[label(message)]).inc();
         let others: Vec<Uuid> = audience.iter().copied().filter(|u| *u != sender).collect();
         if !others.is_empty() {
-            self.bus.push_to(&others, Bytes::from(message_json)).await;
+            self.publish_json(&others, label(message), message_json, route)
+                .await;
         }
-        CHAT_PUSHES.with_label_values(&[label(ack)]).inc();
-        CHAT_PUSHES
-            .with_label_values(&[label(message)])
-            .inc_by(audience.len() as u64);
     }
 }
