@@ -22,7 +22,10 @@
 #                            process may open only `ulimit -Hn` files, 20,000 on some hosts)
 #   MESH_BENCH_PEER=off      no Synapse peer (its scenarios are skipped)
 #   MESH_BENCH_BUILD=off     use the binaries already built
-#   CARGO_TARGET_DIR         where the release binaries are built and run from
+#   MESH_BENCH_PROFILE       release (default) or debug: which build of mesh and loadgen runs
+#                            (debug only checks that the bench works, as
+#                            scripts/bench-smoke.sh does in CI; its figures mean nothing)
+#   CARGO_TARGET_DIR         where the binaries are built and run from
 #   Other MESH_* variables (e.g. MESH_DB_MAX_CONNECTIONS, RUST_LOG, MESH_NATS_PORT) pass
 #   through to the mesh and scripts/services.sh; the limits below are defaults only.
 #
@@ -40,7 +43,13 @@ mesh_pid=""
 edge_pids=()
 services_started=0
 synapse_started=0
-bin="${CARGO_TARGET_DIR:-target}/release"
+profile="${MESH_BENCH_PROFILE:-release}"
+case "$profile" in
+  release) build_flags=(--release) ;;
+  debug) build_flags=() ;;
+  *) die "MESH_BENCH_PROFILE must be release or debug, not '$profile'" ;;
+esac
+bin="${CARGO_TARGET_DIR:-target}/$profile"
 
 scenario=all
 if [[ $# -gt 0 && "$1" != -* ]]; then
@@ -86,8 +95,8 @@ ulimit -n "$hard" || log "could not raise the open-files limit (now $(ulimit -n)
 log "open files per process: $(ulimit -n); the connections scenario spreads its sockets over several processes on each side"
 
 if [[ "${MESH_BENCH_BUILD:-on}" != off ]]; then
-  log "building mesh and loadgen (release)"
-  cargo build --locked --release -p nats-mesh --bin mesh -p mesh-loadgen --bin loadgen
+  log "building mesh and loadgen ($profile)"
+  cargo build --locked "${build_flags[@]}" -p nats-mesh --bin mesh -p mesh-loadgen --bin loadgen
 fi
 
 # Stop NATS and Postgres at the end only if this script is what starts them.
@@ -199,7 +208,7 @@ fi
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
-note="commit $commit · release build · Postgres $durability · open files $(ulimit -n)"
+note="commit $commit · $profile build · Postgres $durability · open files $(ulimit -n)"
 
 # What the load generator watches: the mesh, NATS and Postgres processes (their CPU), the
 # ingest backlog (NATS monitoring), and what the raw limits connect to.

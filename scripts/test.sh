@@ -41,6 +41,8 @@ status=0
 cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads="${MESH_TEST_THREADS:-4}" \
   --skip nats_cluster:: 2>&1 | tee "$log" || status=$?
 cargo test --locked --test mesh -- nats_cluster:: --test-threads=1 2>&1 | tee -a "$log" || status=$?
+# Every benchmark scenario, briefly, with the debug build: the bench still writes every figure.
+scripts/bench-smoke.sh || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -190,6 +190,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             "heartbeat": args.heartbeat,
             "per_address": PER_ADDRESS,
             "edges": edges.len(),
+            "holders": holder::holders_for(largest),
             "mesh_processes": pids.len(),
         }),
     );

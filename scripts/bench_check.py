@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""bench_check.py: checks the JSON lines of a `loadgen all` run (scripts/bench-smoke.sh).
+
+Every figure issue #16 asks for must be there: each scenario once (the fan-out once per group),
+none failed, every integrity count zero, each target with its verdict, each ratio beside a
+measured limit, the ceiling rows of throughput, reads and login, and the CPU each watched
+process used. Problem lines fail the check, except the two a slow debug build may cause on a
+busy machine (a paced sender falling behind, the mesh still busy after the sockets closed).
+The figures themselves are not judged: a debug build's numbers mean nothing.
+
+Usage: bench_check.py --members 40,120 --sizes 100,300 --edges 3 [--peer] RESULTS.json
+(--peer: the run had the Synapse peer, whose two scenarios and CPU are then expected too.)
+"""
+
+import argparse
+import json
+import sys
+
+# Problems of speed, not of correctness: a debug mesh on a shared machine may fall behind.
+SPEED_PROBLEMS = (
+    "the senders reached only",
+    "the mesh was still busy",
+)
+PROCESSES = {"mesh", "nats-server", "postgres", "loadgen"}
+TARGETED = {
+    "throughput": 1,
+    "overload": 3,
+    "latency": 1,
+    "reads": 2,
+    "login": 1,
+    "connections": 1,
+}
+VERSUS = {
+    "throughput": {"raw JetStream publish+ack/s", "raw Postgres rows/s"},
+    "reads": {"raw NATS request/reply/s", "edge HTTP answers/s without the bus"},
+    "login": {"raw argon2id hashes/s"},
+    "peer_throughput": {"Synapse persisted msg/s"},
+}
+CEILINGS = ("throughput", "reads", "login")
+RAW = ("raw_jetstream", "raw_postgres", "raw_request_reply", "raw_edge_http", "raw_argon2id")
+
+problems = []
+
+
+def need(cond, msg):
+    if not cond:
+        problems.append(msg)
+
+
+def check_common(name, line, processes):
+    results = line.get("results") or {}
+    need("error" not in results, f"{name} failed: {results.get('error')}")
+    for problem in line.get("problems") or []:
+        need(problem.startswith(SPEED_PROBLEMS), f"{name}: {problem}")
+    cpu = line.get("cpu") or {}
+    seen = {p.get("process") for p in cpu.get("processes") or []}
+    need(processes <= seen, f"{name}: CPU of {sorted(processes - seen)} not recorded")
+    need(isinstance(cpu.get("busy_share"), (int, float)), f"{name}: no machine CPU busy share")
+    for key, count in (results.get("integrity") or {}).items():
+        need(count == 0, f"{name}: integrity {key} = {count}")
+
+
+def check_targets(name, line):
+    targets = line.get("targets") or []
+    need(len(targets) >= TARGETED.get(name, 0), f"{name}: {len(targets)} target verdicts")
+    for target in targets:
+        need(isinstance(target.get("met"), bool), f"{name}: target without a verdict: {target}")
+    limits = {v.get("limit_name") for v in line.get("versus") or [] if (v.get("limit") or 0) > 0}
+    want = VERSUS.get(name, set())
+    need(want <= limits, f"{name}: no ratio beside {sorted(want - limits)}")
+    for versus in line.get("versus") or []:
+        need(isinstance(versus.get("ratio"), (int, float)), f"{name}: ratio missing in {versus}")
+    if name in CEILINGS:
+        need(bool((line.get("results") or {}).get("ceiling")), f"{name}: no ceiling row")
+
+
+def check_connections(line, sizes, edges):
+    results = line.get("results") or {}
+    steps = results.get("steps") or []
+    need([s.get("asked") for s in steps] == sizes, f"connections: sizes {steps}")
+    for step in steps:
+        need(step.get("open") == step.get("asked"), f"connections: opened {step}")
+    need(isinstance(results.get("kib_per_connection"), (int, float)), "connections: no KiB per user")
+    params = line.get("params") or {}
+    need(params.get("edges") == edges, f"connections: {params.get('edges')} edges, not {edges}")
+    need((params.get("holders") or 0) >= 1, "connections: no holder process")
+
+
+def check(lines, members, sizes, edges, peer):
+    """The problems found in `lines` (empty when every figure is there)."""
+    problems.clear()
+    counts = {}
+    for line in lines:
+        counts[line["scenario"]] = counts.get(line["scenario"], 0) + 1
+    expected = dict.fromkeys(RAW, 1)
+    expected.update(
+        {
+            "connections": 1,
+            "throughput": 1,
+            "overload": 1,
+            "latency": 1,
+            "latency_headroom": 1,
+            "reads": 1,
+            "login": 1,
+            "fanout": len(members),
+        }
+    )
+    processes = set(PROCESSES)
+    if peer:
+        expected.update({"peer_throughput": 1, "peer_latency": 1})
+        processes.add("synapse")
+    need(counts == expected, f"scenarios {counts}, expected {expected}")
+
+    for line in lines:
+        name = line["scenario"]
+        check_common(name, line, processes)
+        check_targets(name, line)
+        if name == "connections":
+            check_connections(line, sizes, edges)
+    fanouts = [line for line in lines if line["scenario"] == "fanout"]
+    groups = [(line.get("params") or {}).get("members") for line in fanouts]
+    need(groups == members, f"fan-out groups {groups}, expected {members}")
+    for line in fanouts:
+        need((line.get("results") or {}).get("delivered_fraction") == 1.0, "fanout: not all delivered")
+    return list(problems)
+
+
+def first(lines, scenario):
+    return next(line for line in lines if line["scenario"] == scenario)
+
+
+# Each spoils one thing in a copy of a run that passed; the check must then fail.
+MUTATIONS = {
+    "a scenario missing": lambda ls: ls.remove(first(ls, "reads")),
+    "a scenario failed": lambda ls: first(ls, "login")["results"].update(error="refused"),
+    "a message stored twice": lambda ls: first(ls, "throughput")["results"]["integrity"].update(
+        stored_twice=1
+    ),
+    "a problem line": lambda ls: first(ls, "fanout")["problems"].append("3 message frames never arrived"),
+    "a ratio without its limit": lambda ls: first(ls, "reads")["versus"].pop(),
+    "no ceiling row": lambda ls: first(ls, "login")["results"].pop("ceiling"),
+    "a target without a verdict": lambda ls: first(ls, "latency")["targets"].clear(),
+    "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
+    "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),
+    "a group not all delivered": lambda ls: first(ls, "fanout")["results"].update(delivered_fraction=0.99),
+}
+
+
+def self_test(lines, members, sizes, edges, peer):
+    """Problems of the check itself: a spoiled run it would let pass."""
+    missed = []
+    for what, spoil in MUTATIONS.items():
+        copy = json.loads(json.dumps(lines))
+        spoil(copy)
+        if not check(copy, members, sizes, edges, peer):
+            missed.append(f"the check passes a run with {what}")
+    return missed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--members", required=True)
+    parser.add_argument("--sizes", required=True)
+    parser.add_argument("--edges", type=int, required=True)
+    parser.add_argument("--peer", action="store_true")
+    parser.add_argument("results")
+    args = parser.parse_args()
+    members = [int(m) for m in args.members.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with open(args.results, encoding="utf-8") as f:
+        lines = [json.loads(text) for text in f if text.strip()]
+
+    found = check(lines, members, sizes, args.edges, args.peer)
+    if not found:
+        found = self_test(lines, members, sizes, args.edges, args.peer)
+    if found:
+        print("bench check: FAILED", file=sys.stderr)
+        for problem in found:
+            print(f"  - {problem}", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"bench check: {len(lines)} scenario results, every figure present; "
+        f"each of {len(MUTATIONS)} spoiled copies fails the check",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
