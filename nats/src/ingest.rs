@@ -37,7 +37,7 @@ impl Bus {
         let subject = self.prefix.chat_in(partition);
         let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Traced);
         let mut headers = async_nats::HeaderMap::new();
-        crate::trace::inject(&span, &mut headers);
+        crate::trace::inject_operation(&span, &mut headers);
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .headers(headers)
             .message_id(msg_id)

@@ -6,26 +6,13 @@
 use async_nats::HeaderMap;
 use mesh_observability::spans;
 use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use rand::Rng;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::feed::Delivery;
 use crate::headers;
-
-struct Inject<'a>(&'a mut HeaderMap);
-
-impl Injector for Inject<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        // The propagator sets `tracestate` even when it is empty: no header for that.
-        if value.is_empty() {
-            return;
-        }
-        if key == headers::TRACEPARENT || key == headers::TRACESTATE {
-            self.0.insert(key, headers::sanitize(&value, 512).as_str());
-        }
-    }
-}
 
 struct Extract<'a>(&'a HeaderMap);
 
@@ -42,14 +29,86 @@ impl Extractor for Extract<'_> {
 /// Writes `span`'s trace context into `map` (the current span's when `span` is none: a publish
 /// that got no span of its own still carries its caller's trace id).
 pub(crate) fn inject(span: &tracing::Span, map: &mut HeaderMap) {
-    let context = if span.is_none() {
+    write_context(context_of(span).span().span_context(), map);
+}
+
+/// Like `inject`, for a publish that is an operation of its own (`Orphan::Traced`): when it
+/// got no span and runs outside any trace (traces are not exported), it still starts a trace
+/// of its own, a new trace id made without a span.
+pub(crate) fn inject_operation(span: &tracing::Span, map: &mut HeaderMap) {
+    let context = context_of(span);
+    let span = context.span();
+    if span.span_context().is_valid() {
+        write_context(span.span_context(), map);
+    } else {
+        write_context(&new_root(), map);
+    }
+}
+
+/// `span`'s OpenTelemetry context, or the current span's when `span` is none.
+fn context_of(span: &tracing::Span) -> Context {
+    if span.is_none() {
         tracing::Span::current().context()
     } else {
         span.context()
+    }
+}
+
+/// Writes `context` as W3C trace context headers, as OpenTelemetry's TraceContext propagator
+/// (the only one the mesh installs) does, without its global lock and string copies: every
+/// publish carries one. `traceparent` is made of hex digits only; `tracestate` (none when
+/// empty) is cleaned of control characters and bounded like any header value.
+fn write_context(context: &SpanContext, map: &mut HeaderMap) {
+    if !context.is_valid() {
+        return;
+    }
+    let flags = context.trace_flags() & TraceFlags::SAMPLED;
+    let mut parent = String::with_capacity(55);
+    parent.push_str("00-");
+    push_hex(&mut parent, &context.trace_id().to_bytes());
+    parent.push('-');
+    push_hex(&mut parent, &context.span_id().to_bytes());
+    parent.push('-');
+    push_hex(&mut parent, &[flags.to_u8()]);
+    map.insert(headers::TRACEPARENT, parent);
+    let state = context.trace_state().header();
+    if !state.is_empty() {
+        map.insert(headers::TRACESTATE, headers::sanitize(&state, 512));
+    }
+}
+
+/// Appends `bytes` as lower-case hex digits (what `format!("{:x}")` does, without its
+/// machinery: this runs for every publish).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+}
+
+/// A new, unsampled trace context: random non-zero trace and span ids.
+fn new_root() -> SpanContext {
+    let mut rng = rand::thread_rng();
+    let trace = loop {
+        let id: u128 = rng.r#gen();
+        if id != 0 {
+            break TraceId::from_bytes(id.to_be_bytes());
+        }
     };
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut Inject(map));
-    });
+    let span = loop {
+        let id: u64 = rng.r#gen();
+        if id != 0 {
+            break SpanId::from_bytes(id.to_be_bytes());
+        }
+    };
+    SpanContext::new(
+        trace,
+        span,
+        TraceFlags::default(),
+        false,
+        TraceState::default(),
+    )
 }
 
 /// Whether `map` carries a trace context marked sampled (the last field of `traceparent`,
@@ -111,16 +170,19 @@ fn messaging_span(
 }
 
 /// A PRODUCER span for publishing to `subject` (`send <subject>`), a child of the current span.
-/// A publish that would not be exported (outside any trace and `Untraced`, or inside an
-/// unsampled one) gets no span at all: a push of every message to every member is the
-/// hottest path of the mesh, and its trace id still travels (`inject`).
+/// A publish that would not be exported (inside an unsampled trace, or outside any trace when
+/// `Untraced` or while traces are not exported) gets no span at all: a push of every message
+/// to every member is the hottest path of the mesh, and its trace id still travels (`inject`,
+/// or `inject_operation` for a `Traced` one, which starts a trace without a span).
 pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
     let current = tracing::Span::current().context();
     let parent = current.span().span_context().clone();
+    // Outside any trace, a span is made only to be recorded: while traces are not exported,
+    // an operation of its own gets its trace id from `inject_operation` instead.
     let skip = if parent.is_valid() {
         !parent.is_sampled()
     } else {
-        orphan == Orphan::Untraced
+        orphan == Orphan::Untraced || !mesh_observability::exports_traces()
     };
     if skip {
         return tracing::Span::none();
@@ -184,17 +246,82 @@ mod tests {
         map
     }
 
-    #[test]
-    fn an_empty_tracestate_adds_no_header() {
+    /// The headers OpenTelemetry's TraceContext propagator writes for `context`.
+    fn propagated(context: &SpanContext) -> std::collections::HashMap<String, String> {
+        use opentelemetry::propagation::TextMapPropagator;
+        let mut out = std::collections::HashMap::new();
+        let context = Context::new().with_remote_span_context(context.clone());
+        opentelemetry_sdk::propagation::TraceContextPropagator::new()
+            .inject_context(&context, &mut out);
+        out.retain(|_, value| !value.is_empty());
+        out
+    }
+
+    fn written(context: &SpanContext) -> std::collections::HashMap<String, String> {
         let mut map = HeaderMap::new();
-        let mut inject = Inject(&mut map);
-        inject.set(headers::TRACESTATE, String::new());
-        inject.set(headers::TRACEPARENT, "00-ab-cd-01".to_owned());
-        assert!(map.get(headers::TRACESTATE).is_none());
+        write_context(context, &mut map);
+        [headers::TRACEPARENT, headers::TRACESTATE]
+            .into_iter()
+            .filter_map(|key| Some((key.to_owned(), map.get(key)?.as_str().to_owned())))
+            .collect()
+    }
+
+    #[test]
+    fn trace_context_headers_are_the_propagators() {
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let state = TraceState::from_key_value([("vendor", "opaque")]).unwrap();
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::default()),
+            (TraceFlags::default(), TraceState::default()),
+            (TraceFlags::new(0xff), state.clone()),
+        ] {
+            let context = SpanContext::new(trace, span, flags, true, state);
+            let ours = written(&context);
+            assert_eq!(ours, propagated(&context));
+            assert!(ours.contains_key(headers::TRACEPARENT));
+        }
+        let sampled = written(&SpanContext::new(
+            trace,
+            span,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ));
         assert_eq!(
-            map.get(headers::TRACEPARENT).unwrap().as_str(),
-            "00-ab-cd-01"
+            sampled[headers::TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
+        assert!(
+            !sampled.contains_key(headers::TRACESTATE),
+            "no empty tracestate"
+        );
+        assert!(written(&SpanContext::empty_context()).is_empty());
+    }
+
+    #[test]
+    fn an_operation_outside_any_trace_starts_a_trace_of_its_own() {
+        // As `mesh_observability::init` installs it, for `extract`.
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let mut first = HeaderMap::new();
+        inject_operation(&tracing::Span::none(), &mut first);
+        let mut second = HeaderMap::new();
+        inject_operation(&tracing::Span::none(), &mut second);
+        let parent = |map: &HeaderMap| map.get(headers::TRACEPARENT).unwrap().to_string();
+        let extracted = extract(Some(&first)).expect("a valid trace context");
+        assert!(!extracted.span().span_context().is_sampled());
+        assert!(!carries_sampled(Some(&first)));
+        assert_ne!(
+            parent(&first),
+            parent(&second),
+            "each operation its own trace"
+        );
+        // Nothing outside any trace for a publish that is not an operation of its own.
+        let mut none = HeaderMap::new();
+        inject(&tracing::Span::none(), &mut none);
+        assert!(none.get(headers::TRACEPARENT).is_none());
     }
 
     #[test]

@@ -13,4 +13,4 @@ pub mod spans;
 mod tracing_init;
 
 pub use server::{Readiness, metrics_endpoint, serve_metrics};
-pub use tracing_init::{PUBLISH_SPAN, TracingGuard, init};
+pub use tracing_init::{PUBLISH_SPAN, TracingGuard, exports_traces, init};

@@ -16,6 +16,8 @@ use crate::db::{DbQueries, SQLX_TARGET};
 use crate::log_fields::SpanFields;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// Whether the provider `init` built exports spans (fixed by the first `init`).
+static EXPORTING: OnceLock<bool> = OnceLock::new();
 
 /// The tracing name of a NATS publish's PRODUCER span. Such spans are exported but left out
 /// of the logs: nothing is logged inside one that its caller's span does not say, and
@@ -48,7 +50,7 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = PROVIDER.get_or_init(|| build_provider(service_name));
     let tracer = provider.tracer("nats-mesh");
-    let exporting = exports();
+    let exporting = *EXPORTING.get_or_init(exports);
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -99,6 +101,13 @@ fn as_log(level: LevelFilter) -> log::LevelFilter {
         Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
         Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
     }
+}
+
+/// Whether this process records and exports spans: false before `init`, and when no OTLP
+/// endpoint is configured (then no span is ever recorded, and one made only to carry a new
+/// trace id across NATS is work for nothing).
+pub fn exports_traces() -> bool {
+    EXPORTING.get().copied().unwrap_or(false)
 }
 
 /// Whether an OTLP endpoint is configured, so spans are exported.

@@ -14,8 +14,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::harness::{Client, PASSWORD, fresh_database, keys, poll_until, unique_phone};
+use mesh_contracts::Stream;
+
+use crate::faults::PrivateNats;
+use crate::harness::{Client, PASSWORD, TestMesh, fresh_database, keys, poll_until, unique_phone};
 use crate::otlp::{CLIENT, CONSUMER, OtlpReceiver, PRODUCER, ReceivedSpan, SERVER};
+use crate::social_friends::befriend;
 use crate::ws::Ws;
 
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
@@ -451,4 +455,61 @@ async fn every_request_writes_one_access_log_line_without_secrets() {
         assert!(!logs.contains(secret), "a secret reached a log: {secret}");
     }
     mesh.stop().await;
+}
+
+/// Without an OTLP endpoint (this test process sets none) nothing records a span, yet each
+/// message sent over a WebSocket still starts a trace of its own, made without a span: its
+/// ingest message carries an unsampled `traceparent` whose trace id no other message has, so
+/// the chat worker's log lines about it share one id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_exporter_each_websocket_message_still_starts_its_own_trace() {
+    let nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| s.nats_url = url.clone()).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    for client_id in ["one", "two", "three"] {
+        ws.send_to(&bob.user_id, client_id, "hi").await;
+        ws.stored(client_id).await;
+    }
+
+    let client = async_nats::connect(&url).await.expect("connect to NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream
+        .get_stream(mesh.settings.prefix.stream(Stream::ChatIn))
+        .await
+        .expect("the ingest stream");
+    let last = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    assert_eq!(last, 3, "three messages in the ingest stream");
+    let mut traces = Vec::new();
+    for seq in 1..=last {
+        let message = stream.get_raw_message(seq).await.expect("a stored message");
+        let parent = message
+            .headers
+            .get("traceparent")
+            .unwrap_or_else(|| panic!("message {seq} carries no traceparent"))
+            .to_string();
+        let fields: Vec<&str> = parent.split('-').collect();
+        assert_eq!(fields.len(), 4, "{parent}");
+        assert_eq!(fields[0], "00", "{parent}");
+        assert!(
+            fields[1].len() == 32 && fields[1].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{parent}"
+        );
+        assert_ne!(fields[1], "0".repeat(32), "{parent}");
+        assert_eq!(fields[2].len(), 16, "{parent}");
+        assert_eq!(fields[3], "00", "unsampled when nothing exports: {parent}");
+        traces.push(fields[1].to_owned());
+    }
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 3, "each message its own trace id");
 }
