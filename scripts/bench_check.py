@@ -36,7 +36,7 @@ VERSUS = {
     "login": {"raw argon2id hashes/s"},
     "peer_throughput": {"Synapse persisted msg/s"},
 }
-CEILINGS = ("throughput", "reads", "login")
+CEILINGS = ("throughput", "reads", "login", "latency")
 RAW = ("raw_jetstream", "raw_postgres", "raw_request_reply", "raw_edge_http", "raw_argon2id")
 
 problems = []

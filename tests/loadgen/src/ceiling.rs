@@ -4,18 +4,21 @@
 //! own HTTP answers (no token, no bus) at the same concurrency, and the sign-in ratio if the
 //! mesh's work beside the hash cost nothing (a raw hash's CPU against it plus the other
 //! processes' CPU per sign-in). Each bound is generous: it grants every CPU fully busy.
+//! Latency at half the maximum has no such bound; its row says why the CPUs are as busy as
+//! they are there (each process's CPU per message against the maximum's) and never rules the
+//! target out.
 
 use serde_json::{Value, json};
 
 use crate::report::{CpuReport, Outcome, thousands};
-use crate::scenarios::baseline::Limits;
-use crate::scenarios::{login, reads, throughput};
+use crate::scenarios::{Ctx, latency, login, reads, throughput};
 
 /// The process whose CPU the bounds leave out: the system under test.
 const MESH: &str = "mesh";
 
 /// Adds the bound of `outcome`'s scenario (when it has one and its figures were measured).
-pub fn add(outcome: &mut Outcome, limits: &Limits, cpus: usize) {
+pub fn add(outcome: &mut Outcome, ctx: &Ctx, cpus: usize) {
+    let limits = &ctx.limits;
     let bound = match outcome.scenario {
         "throughput" => outcome
             .cpu
@@ -32,6 +35,10 @@ pub fn add(outcome: &mut Outcome, limits: &Limits, cpus: usize) {
         },
         "login" => match (limits.argon2, outcome.cpu.as_ref().and_then(others_ms)) {
             (Some(hashes), Some(others)) => Some(login_bound(hashes, others, cpus)),
+            _ => None,
+        },
+        "latency" => match (outcome.cpu.as_ref(), ctx.max_cpu.as_ref()) {
+            (Some(here), Some(maximum)) => latency_account(here, maximum, cpus),
             _ => None,
         },
         _ => None,
@@ -137,6 +144,68 @@ fn login_bound(hashes_per_sec: f64, others_ms: f64, cpus: usize) -> Bound {
     }
 }
 
+/// Why the CPUs are as busy as they are at the latency scenario's rate: each process's CPU per
+/// stored message there against the same run's maximum (`throughput`), and how busy the
+/// processes besides the mesh alone kept the CPUs. No limit of this machine is known to bound
+/// p99 there, so the target is never ruled out. None when a process's figure is missing.
+fn latency_account(here: &CpuReport, maximum: &CpuReport, cpus: usize) -> Option<Bound> {
+    let mut parts = Vec::new();
+    let mut per_process = serde_json::Map::new();
+    let (mut total_here, mut total_maximum) = (0.0, 0.0);
+    for line in &here.processes {
+        let at_rate = line.ms_per_unit?;
+        let at_maximum = maximum
+            .processes
+            .iter()
+            .find(|m| m.process == line.process)?
+            .ms_per_unit?;
+        total_here += at_rate;
+        total_maximum += at_maximum;
+        parts.push(format!(
+            "{} {at_rate:.3} against {at_maximum:.3}",
+            line.process
+        ));
+        per_process.insert(
+            line.process.clone(),
+            json!({ "ms_per_message": at_rate, "ms_per_message_at_maximum": at_maximum }),
+        );
+    }
+    if total_maximum <= 0.0 || here.wall_seconds <= 0.0 {
+        return None;
+    }
+    let ratio = total_here / total_maximum;
+    let others_seconds: f64 = here
+        .processes
+        .iter()
+        .filter(|line| line.process != MESH)
+        .map(|line| line.seconds)
+        .sum();
+    let others_busy = others_seconds / (here.wall_seconds * cpus as f64);
+    let text = format!(
+        "no limit of this machine is known to bound p99 here. CPU ms per stored message at \
+         this rate against the maximum: {}; {ratio:.2}x in all, so the CPUs are busier than \
+         the rate alone suggests, and the processes besides the mesh alone kept them {:.0}% \
+         busy; p99 < {} ms is {}",
+        parts.join(" · "),
+        others_busy * 100.0,
+        latency::TARGET_P99_MS,
+        verdict(true)
+    );
+    Some(Bound {
+        rows: vec![(
+            "ceiling (none known: why the CPUs are busy)".to_owned(),
+            text,
+        )],
+        results: json!({
+            "known": false,
+            "cpu_ratio_to_maximum": ratio,
+            "others_busy_share": others_busy,
+            "per_process": per_process,
+            "cpus": cpus,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +240,39 @@ mod tests {
         assert!((others_ms(&known).unwrap() - 0.116).abs() < 1e-9);
         let unknown = cpu(&[("mesh", Some(0.085)), ("nats-server", None)]);
         assert_eq!(others_ms(&unknown), None);
+    }
+
+    #[test]
+    fn latency_is_never_ruled_out_and_its_row_says_why_the_cpus_are_busy() {
+        let here = cpu(&[
+            ("mesh", Some(0.180)),
+            ("nats-server", Some(0.120)),
+            ("postgres", Some(0.090)),
+            ("loadgen", Some(0.070)),
+        ]);
+        let maximum = cpu(&[
+            ("mesh", Some(0.115)),
+            ("nats-server", Some(0.070)),
+            ("postgres", Some(0.050)),
+            ("loadgen", Some(0.030)),
+        ]);
+        let bound = latency_account(&here, &maximum, 2).unwrap();
+        // 0.46 ms against 0.265 ms per message: 1.74x.
+        assert!(
+            (bound.results["cpu_ratio_to_maximum"].as_f64().unwrap() - 0.46 / 0.265).abs() < 1e-9
+        );
+        // Three processes besides the mesh, 1 s each, over 10 s on 2 CPUs: 15% busy.
+        assert!((bound.results["others_busy_share"].as_f64().unwrap() - 0.15).abs() < 1e-9);
+        let text = &bound.rows[0].1;
+        assert!(text.contains("mesh 0.180 against 0.115"), "{text}");
+        assert!(text.contains("1.74x in all"), "{text}");
+        assert!(
+            text.ends_with("p99 < 50 ms is not ruled out here"),
+            "{text}"
+        );
+        // A process the maximum did not measure voids the account.
+        let partial = cpu(&[("mesh", Some(0.115)), ("nats-server", None)]);
+        assert!(latency_account(&here, &partial, 2).is_none());
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Runner {
             Ok(meter) => match scenario(ctx).await {
                 Ok(mut outcome) => {
                     meter.finish(&procs, checkpoints, &mut outcome).await;
-                    ceiling::add(&mut outcome, &ctx.limits, procs::cpus());
+                    ceiling::add(&mut outcome, ctx, procs::cpus());
                     Ok(outcome)
                 }
                 Err(err) => Err(err),
@@ -328,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
         database_url: cli.database_url.clone(),
         limits: baseline::Limits::default(),
         max_stored_per_sec: None,
+        max_cpu: None,
         latency_p99_ms: None,
         peer,
         peer_problem,
@@ -495,6 +496,7 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         .as_ref()
         .and_then(|o| o.results["stored_per_sec"].as_f64())
         .filter(|rate| *rate > 0.0);
+    ctx.max_cpu = measured.as_ref().and_then(|o| o.cpu.clone());
     let overload = overload::Args {
         pairs: args.pairs,
         maximum: None,

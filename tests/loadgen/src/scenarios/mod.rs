@@ -38,6 +38,8 @@ pub struct Ctx {
     pub limits: baseline::Limits,
     /// The stored msg/s `throughput` measured in this run (what `overload` doubles).
     pub max_stored_per_sec: Option<f64>,
+    /// The CPU each process spent per stored message in that `throughput` run.
+    pub max_cpu: Option<crate::report::CpuReport>,
     /// p99 accepted → delivered of the latest `latency` run, for the peer's ratio.
     pub latency_p99_ms: Option<f64>,
     /// The Synapse peer, once set up.
