@@ -300,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn no_span_is_made_only_to_carry_a_new_trace_id() {
+        // A subscriber that records every span, so a span made is a span seen; this test
+        // process never ran `init`, so traces are not exported.
+        assert!(!mesh_observability::exports_traces());
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(producer_span("mesh.chat.in.1", Orphan::Traced).is_none());
+            assert!(producer_span("mesh.push.many", Orphan::Untraced).is_none());
+            // The same subscriber makes other spans: the none above is the skip, not it.
+            let outer = tracing::info_span!("outer");
+            assert!(!outer.is_none(), "the subscriber records spans");
+        });
+    }
+
+    #[test]
     fn an_operation_outside_any_trace_starts_a_trace_of_its_own() {
         // As `mesh_observability::init` installs it, for `extract`.
         opentelemetry::global::set_text_map_propagator(

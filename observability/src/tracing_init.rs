@@ -48,9 +48,9 @@ impl Drop for TracingGuard {
 /// many meshes in one process) is harmless: the first call wins.
 pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = PROVIDER.get_or_init(|| build_provider(service_name));
-    let tracer = provider.tracer("nats-mesh");
     let exporting = *EXPORTING.get_or_init(exports);
+    let provider = PROVIDER.get_or_init(|| build_provider(service_name, exporting));
+    let tracer = provider.tracer("nats-mesh");
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -115,12 +115,12 @@ fn exports() -> bool {
     std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|endpoint| !endpoint.trim().is_empty())
 }
 
-fn build_provider(service_name: &str) -> SdkTracerProvider {
+fn build_provider(service_name: &str, exporting: bool) -> SdkTracerProvider {
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
         .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    if !exports() {
+    if !exporting {
         // Nothing would export a span: record none (their trace ids still cross NATS and
         // reach the logs). Recording every message's spans costs more CPU than storing it.
         return builder.with_sampler(Sampler::AlwaysOff).build();
