@@ -152,15 +152,16 @@ impl Api {
     }
 
     /// Creates an account; the answer is the profile, of which only success matters.
+    /// Creates an account; its answer carries the new session's tokens, so the account needs
+    /// no sign-in (no second password hash) before its first use.
     pub async fn register(
         &self,
         phone: &str,
         password: &str,
         nickname: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<TokenPair> {
         let body = json!({ "phone": phone, "password": password, "nickname": nickname });
-        self.post::<Value>("/v1/auth/register", None, &body).await?;
-        Ok(())
+        self.post("/v1/auth/register", None, &body).await
     }
 
     pub async fn login(&self, phone: &str, password: &str) -> anyhow::Result<TokenPair> {

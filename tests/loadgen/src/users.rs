@@ -133,13 +133,17 @@ fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-/// Registers one fresh user, drawing another phone number when the first is taken.
+/// Registers one fresh user, drawing another phone number when the first is taken; the user
+/// keeps the tokens of the session registering opened.
 async fn register_one(api: &Api, index: usize) -> anyhow::Result<CachedUser> {
     for _ in 0..5 {
-        let user = CachedUser::new_random();
+        let mut user = CachedUser::new_random();
         let nickname = format!("lg{index}");
         match api.register(&user.phone, &user.password, &nickname).await {
-            Ok(()) => return Ok(user),
+            Ok(pair) => {
+                user.take_tokens(pair, unix_now());
+                return Ok(user);
+            }
             Err(err)
                 if err
                     .downcast_ref::<ApiError>()
