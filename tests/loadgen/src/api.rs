@@ -151,7 +151,6 @@ impl Api {
         Ok(status)
     }
 
-    /// Creates an account; the answer is the profile, of which only success matters.
     /// Creates an account; its answer carries the new session's tokens, so the account needs
     /// no sign-in (no second password hash) before its first use.
     pub async fn register(

@@ -355,11 +355,15 @@ impl Pool {
             return Ok(user.token);
         }
         let admin = match cached {
-            Some(admin) => admin,
+            Some(admin) => renew(&self.api, admin, now)
+                .await?
+                .with_context(|| format!("the bench administrator {phone} no longer exists"))?,
             None => {
+                // Registering answers the session's tokens, with the administrator's role.
                 let mut admin = CachedUser::new_random();
                 admin.phone = phone.to_owned();
-                self.api
+                let pair = self
+                    .api
                     .register(phone, &admin.password, "loadgen admin")
                     .await
                     .with_context(|| {
@@ -368,12 +372,10 @@ impl Pool {
                             self.path.display()
                         )
                     })?;
+                admin.take_tokens(pair, now);
                 admin
             }
         };
-        let admin = renew(&self.api, admin, now)
-            .await?
-            .with_context(|| format!("the bench administrator {phone} no longer exists"))?;
         let token = admin.access_token.clone().context("no admin token")?;
         self.entry().admin = Some(admin);
         self.save()?;
@@ -457,5 +459,61 @@ impl Pool {
             .await?;
         self.entry().friends.extend(done);
         self.save()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stand-in for the mesh's auth routes: `register` answers a token pair, as the edge
+    /// does, and `login` fails; every path asked is recorded.
+    async fn fake_mesh() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let record = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0; 4096];
+                    let read = socket.read(&mut request).await.unwrap();
+                    let head = String::from_utf8_lossy(&request[..read]).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    record.lock().unwrap().push(path.clone());
+                    let (status, body) = if path == "/v1/auth/register" {
+                        let pair = json!({
+                            "id": Uuid::nil(), "phone": "+15550000000", "nickname": "lg0",
+                            "access_token": "access", "refresh_token": "refresh",
+                            "expires_in": 900, "user_id": Uuid::nil(),
+                        });
+                        ("201 Created", pair.to_string())
+                    } else {
+                        ("500 Internal Server Error", "{}".to_owned())
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                });
+            }
+        });
+        (base, asked)
+    }
+
+    #[tokio::test]
+    async fn a_registered_user_is_ready_without_signing_in() {
+        let (base, asked) = fake_mesh().await;
+        let api = Api::new(&base).unwrap();
+        let user = register_one(&api, 0).await.unwrap();
+        let ready = user.ready(unix_now()).expect("tokens from registering");
+        assert_eq!(ready.token, "access");
+        assert_eq!(*asked.lock().unwrap(), vec!["/v1/auth/register"]);
     }
 }

@@ -263,6 +263,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn busy_sockets_read_far_less_than_tungstenites_default_at_once() {
+        // tungstenite zeroes the whole read buffer before each read.
+        let busy = Profile::Busy.config().read_buffer_size;
+        assert_eq!(busy, BUSY_READ_BUFFER);
+        assert!(busy * 8 <= WebSocketConfig::default().read_buffer_size);
+    }
+
+    #[test]
     fn plain_addresses_come_from_ws_urls() {
         assert_eq!(
             plain_addr("ws://127.0.0.1:28080/v1/ws").unwrap(),
