@@ -486,6 +486,7 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         warmup: 3.0,
         window: args.window,
         body_bytes: 64,
+        unanswered: None,
     };
     let measured = r
         .run(ctx, "throughput", async |c| {

@@ -2,8 +2,9 @@
 //! fixed pace (the offer does not slow down on its own), for 30 s. A well-behaved client sends
 //! `overloaded` and `service_unavailable` rejections again in order after their `retry_after`,
 //! and keeps at most as many sends unanswered as a connection takes (the realtime contract:
-//! more would only wait unread in its socket); what it cannot send yet waits on its side,
-//! behind the offer's schedule. Reported: the stored rate against the maximum, send →
+//! more would only wait unread in its socket); at that limit it writes again once several are
+//! answered (`readers::Slots`), and what it cannot send yet waits on its side, behind the
+//! offer's schedule. Reported: the stored rate against the maximum, send →
 //! accepted (from the first attempt, and from the attempt the mesh accepted), how far the
 //! senders fell behind the schedule, the most messages accepted but not yet stored at once
 //! (sampled on the client side), and how the mesh pushed back.

@@ -27,6 +27,11 @@ pub struct Args {
     /// Bytes per message body.
     #[arg(long, default_value_t = 64)]
     pub body_bytes: usize,
+    /// Most sends each sender keeps written but unanswered (`accepted` or `rejected`), as a
+    /// client keeping to the realtime contract does (32: what one connection takes, as the
+    /// `overload` scenario's senders keep); by default only the window limits them.
+    #[arg(long)]
+    pub unanswered: Option<usize>,
 }
 
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
@@ -38,7 +43,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         body: body(args.body_bytes),
         resend: true,
         drain: pairs::DRAIN,
-        unanswered: None,
+        unanswered: args.unanswered,
     };
     let run = pairs::run(ctx, &plan).await?;
     let seconds = run.window_secs();
@@ -58,6 +63,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
             "seconds": args.seconds,
             "warmup": args.warmup,
             "body_bytes": args.body_bytes,
+            "unanswered": args.unanswered,
         }),
     );
     outcome.row("stored msg/s", thousands(stored_rate));

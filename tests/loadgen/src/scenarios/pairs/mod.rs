@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use integrity::{Integrity, describe, retry_after_summary};
-use readers::{Permits, Resend, Shared, read_acks, read_deliveries};
+use readers::{Permits, Resend, Shared, Slots, read_acks, read_deliveries};
 
 use super::{Ctx, open_sockets};
 use crate::report;
@@ -339,24 +339,14 @@ struct SendStats {
     behind_schedule: Duration,
 }
 
-/// Waits, when the sender's unanswered sends are limited, until one more may be written; what
-/// is buffered is flushed first so the mesh can answer it. False when the socket failed or
-/// `stop` came first.
-async fn answer_slot(sink: &mut Sink, permits: &Permits, stop: &CancellationToken) -> bool {
-    let Some(unanswered) = &permits.unanswered else {
-        return true;
-    };
-    if let Ok(permit) = unanswered.try_acquire() {
-        permit.forget();
+/// Takes an answer slot for one more send, waiting when none is free (`Slots`); what is
+/// buffered is flushed before waiting so the mesh can answer it. False when the socket failed
+/// or the sender was stopped first.
+async fn answer_slot(sink: &mut Sink, slots: &mut Slots<'_>) -> bool {
+    if slots.try_take() {
         return true;
     }
-    if sink.flush().await.is_err() {
-        return false;
-    }
-    tokio::select! {
-        permit = unanswered.acquire() => permit.map(|p| p.forget()).is_ok(),
-        () = stop.cancelled() => false,
-    }
+    sink.flush().await.is_ok() && slots.take().await
 }
 
 /// Sends again, in order, every refused message the reader handed back, after the longest
@@ -367,7 +357,7 @@ async fn send_again(
     plan: &SendPlan,
     timeline: &Timeline,
     stats: &mut SendStats,
-    (permits, stop): (&Permits, &CancellationToken),
+    slots: &mut Slots<'_>,
 ) -> bool {
     if queue.is_empty() {
         return true;
@@ -382,7 +372,7 @@ async fn send_again(
         .unwrap_or(RESEND_BACKOFF);
     tokio::time::sleep(wait).await;
     while let Some((index, _)) = queue.pop_front() {
-        if !answer_slot(sink, permits, stop).await {
+        if !answer_slot(sink, slots).await {
             return false;
         }
         Slot::set(&timeline.slot(index).attempted, timeline.now());
@@ -409,7 +399,7 @@ async fn write_sends(
     mut resend: mpsc::UnboundedReceiver<Resend>,
     drained: CancellationToken,
 ) -> (Sink, SendStats) {
-    let windows = (&*permits, &drained);
+    let mut slots = Slots::new(&permits, &drained);
     let mut stats = SendStats::default();
     let mut queue: VecDeque<Resend> = VecDeque::new();
     let period = match plan.pacing {
@@ -423,7 +413,11 @@ async fn write_sends(
         while let Ok(item) = resend.try_recv() {
             queue.push_back(item);
         }
-        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, windows).await {
+        if !send_again(
+            &mut sink, &mut queue, &plan, &timeline, &mut stats, &mut slots,
+        )
+        .await
+        {
             break;
         }
         let now = Instant::now();
@@ -464,7 +458,7 @@ async fn write_sends(
                         }
                         Some(item) = resend.recv() => {
                             queue.push_back(item);
-                            if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, windows).await {
+                            if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, &mut slots).await {
                                 break false;
                             }
                         }
@@ -476,7 +470,7 @@ async fn write_sends(
             }
         }
         let answered = tokio::select! {
-            ok = answer_slot(&mut sink, &permits, &drained) => ok,
+            ok = answer_slot(&mut sink, &mut slots) => ok,
             () = sleep_until(plan.end.into()) => false,
         };
         if !answered {
@@ -517,7 +511,11 @@ async fn write_sends(
         while let Ok(item) = resend.try_recv() {
             queue.push_back(item);
         }
-        if !send_again(&mut sink, &mut queue, &plan, &timeline, &mut stats, windows).await {
+        if !send_again(
+            &mut sink, &mut queue, &plan, &timeline, &mut stats, &mut slots,
+        )
+        .await
+        {
             break;
         }
     }

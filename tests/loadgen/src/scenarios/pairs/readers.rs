@@ -85,18 +85,26 @@ impl Shared {
 /// A message to send again, and how long the mesh asked to wait first.
 pub type Resend = (u64, Option<Duration>);
 
+/// Most answer slots a sender at its limit waits for before it writes again.
+const SLOT_REFILL: usize = 8;
+
 /// A sender's windows: messages not yet stored (or rejected for good), and, when limited,
 /// sends written but not yet answered `accepted` or `rejected`.
 pub struct Permits {
     pub unstored: Semaphore,
-    pub unanswered: Option<Semaphore>,
+    unanswered: Option<Semaphore>,
+    /// How many answer slots a sender at its limit waits for at once (`SLOT_REFILL`, or the
+    /// limit when smaller).
+    refill: u32,
 }
 
 impl Permits {
     pub fn new(unstored: usize, unanswered: Option<usize>) -> Self {
+        let refill = unanswered.map_or(1, |limit| limit.clamp(1, SLOT_REFILL));
         Self {
             unstored: Semaphore::new(unstored),
             unanswered: unanswered.map(Semaphore::new),
+            refill: u32::try_from(refill).unwrap_or(1),
         }
     }
 
@@ -104,6 +112,67 @@ impl Permits {
     fn answered(&self) {
         if let Some(unanswered) = &self.unanswered {
             unanswered.add_permits(1);
+        }
+    }
+}
+
+/// A sender's answer slots: the right to write one more send while its unanswered sends are
+/// limited. A sender at its limit waits until several of them are answered (`SLOT_REFILL`)
+/// and then writes that many, so it wakes, writes and flushes once per few answers instead of
+/// once per answer: the load generator shares the CPUs with the mesh it measures. It still
+/// never has more sends unanswered than the limit.
+pub struct Slots<'a> {
+    permits: &'a Permits,
+    /// Ends every wait for a slot.
+    stop: &'a CancellationToken,
+    /// Slots taken from the semaphore and not yet used.
+    held: u32,
+}
+
+impl<'a> Slots<'a> {
+    pub fn new(permits: &'a Permits, stop: &'a CancellationToken) -> Self {
+        Self {
+            permits,
+            stop,
+            held: 0,
+        }
+    }
+
+    /// Takes a slot without waiting, if one is free (always, when nothing is limited).
+    pub fn try_take(&mut self) -> bool {
+        let Some(unanswered) = &self.permits.unanswered else {
+            return true;
+        };
+        if self.held > 0 {
+            self.held -= 1;
+            return true;
+        }
+        match unanswered.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until `refill` slots are free, takes them all and uses one; false when `stop`
+    /// came first.
+    pub async fn take(&mut self) -> bool {
+        let Some(unanswered) = &self.permits.unanswered else {
+            return true;
+        };
+        let refill = self.permits.refill;
+        tokio::select! {
+            taken = unanswered.acquire_many(refill) => match taken {
+                Ok(permits) => {
+                    permits.forget();
+                    self.held += refill - 1;
+                    true
+                }
+                Err(_) => false,
+            },
+            () = self.stop.cancelled() => false,
         }
     }
 }
@@ -285,5 +354,55 @@ mod tests {
                 .get("service_unavailable"),
             Some(&1)
         );
+    }
+
+    #[tokio::test]
+    async fn a_sender_at_its_limit_writes_again_only_once_several_sends_are_answered() {
+        let (permits, stop) = (Permits::new(1_000, Some(32)), CancellationToken::new());
+        let mut slots = Slots::new(&permits, &stop);
+        for _ in 0..32 {
+            assert!(slots.try_take());
+        }
+        assert!(!slots.try_take(), "a 33rd unanswered send");
+        for _ in 0..7 {
+            permits.answered();
+        }
+        let early = tokio::time::timeout(Duration::from_millis(50), slots.take()).await;
+        assert!(early.is_err(), "woke before 8 answers");
+        permits.answered();
+        let woke = tokio::time::timeout(Duration::from_secs(5), slots.take()).await;
+        assert_eq!(woke.ok(), Some(true));
+        for _ in 0..7 {
+            assert!(slots.try_take(), "the slots taken with it");
+        }
+        assert!(!slots.try_take(), "more than 32 unanswered");
+    }
+
+    #[tokio::test]
+    async fn a_limit_below_the_refill_is_waited_for_whole_and_no_limit_never_waits() {
+        let (permits, stop) = (Permits::new(1_000, Some(3)), CancellationToken::new());
+        let mut slots = Slots::new(&permits, &stop);
+        for _ in 0..3 {
+            assert!(slots.try_take());
+        }
+        assert!(!slots.try_take());
+        for _ in 0..3 {
+            permits.answered();
+        }
+        let woke = tokio::time::timeout(Duration::from_secs(5), slots.take()).await;
+        assert_eq!(woke.ok(), Some(true));
+        assert!(slots.try_take() && slots.try_take());
+        assert!(!slots.try_take());
+
+        let unlimited = Permits::new(1_000, None);
+        let mut slots = Slots::new(&unlimited, &stop);
+        assert!((0..10_000).all(|_| slots.try_take()));
+
+        let limited = Permits::new(1_000, Some(1));
+        let mut slots = Slots::new(&limited, &stop);
+        assert!(slots.try_take());
+        stop.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), slots.take()).await;
+        assert_eq!(stopped.ok(), Some(false), "a stopped wait ends");
     }
 }
