@@ -92,8 +92,19 @@ impl Bus {
                 Err(err) if is_not_found(&err) => {
                     tracing::debug!(consumer = %earlier, "no earlier consumer to delete");
                 }
-                // The consumer is left behind: an earlier epoch's only feeds a fenced-out
-                // owner, and this epoch's makes the create below fail, so it is tried again.
+                // This epoch's own consumer must be gone before its feed is re-opened: left
+                // in place, the create below either fails (a new start) or hands back the old
+                // consumer, whose messages delivered to the broken feed come again only after
+                // the ack wait (30 s). So the open fails and the owner tries again.
+                Err(err) if earlier == name => {
+                    tracing::warn!(consumer = %earlier, error = %err, "cannot delete this epoch's consumer to re-open it");
+                    return Err(JetStreamError::Consumer {
+                        consumer: earlier,
+                        reason: err.to_string(),
+                    });
+                }
+                // Left behind, an earlier epoch's consumer only feeds a fenced-out owner and
+                // expires when idle.
                 Err(err) => {
                     tracing::warn!(consumer = %earlier, error = %err, "cannot delete an earlier consumer");
                 }
