@@ -63,19 +63,23 @@ impl RequestTrace {
         }
     }
 
-    /// Names the span after the route that answered, sets its status, adds `traceresponse` to
+    /// Names a recorded span after the route that answered and sets its status; adds `traceresponse` to
     /// `response`, and writes the access-log line.
     pub fn close(&self, method: &Method, response: &mut Response, client_ip: &str, took: Duration) {
         let route = route_template(response);
         let status = response.status();
         let span = &self.span;
-        span.record("http.response.status_code", status.as_u16());
-        if let Some(route) = &route {
-            span.record("http.route", route.as_str());
-            spans::rename(span, format!("{method} {route}"));
-        }
-        if status.is_server_error() {
-            spans::fail(span, status.as_str().to_owned());
+        // The span's last fields, name and status matter only to an exporter; the access-log
+        // line below says the same for the logs.
+        if spans::is_recorded(span) {
+            span.record("http.response.status_code", status.as_u16());
+            if let Some(route) = &route {
+                span.record("http.route", route.as_str());
+                spans::rename(span, format!("{method} {route}"));
+            }
+            if status.is_server_error() {
+                spans::fail(span, status.as_str().to_owned());
+            }
         }
         if !self.probe
             && let Some(value) = spans::traceresponse(span)

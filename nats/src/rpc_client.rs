@@ -10,6 +10,7 @@ use tracing::Instrument;
 use crate::bus::Bus;
 use crate::context::CallContext;
 use crate::headers;
+use crate::trace::Orphan;
 
 /// Why an RPC call did not produce a reply.
 #[derive(Debug, thiserror::Error)]
@@ -69,17 +70,7 @@ impl RpcClient {
         request: &R::Request,
     ) -> Result<R::Reply, RpcError> {
         let subject = self.bus.prefix.rpc(R::SERVICE, R::OP);
-        let span = tracing::info_span!(
-            "rpc.client",
-            otel.name = format!("{}/{}", R::SERVICE.as_str(), R::OP),
-            otel.kind = "client",
-            rpc.system = "nats",
-            rpc.service = R::SERVICE.as_str(),
-            rpc.method = R::OP,
-            rpc.response.status_code = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-        );
-        mesh_observability::spans::record_trace_id(&span);
+        let span = client_span::<R>();
         let started = Instant::now();
         let result = self
             .call_raw::<R>(&subject, ctx, request, &span)
@@ -143,6 +134,28 @@ impl RpcClient {
         }
         serde_json::from_slice(&reply.payload).map_err(|err| RpcError::Decode(err.to_string()))
     }
+}
+
+/// The CLIENT span of a call of `R`, or none when it could never be recorded (an unsampled
+/// trace, or no trace while nothing exports): a cached read is a handful of microseconds of
+/// work, and building, formatting and dropping such a span cost more. The request still
+/// carries the caller's trace id, so the service's span and log lines continue its trace.
+fn client_span<R: Rpc>() -> tracing::Span {
+    if !crate::trace::worth_a_span(Orphan::Traced) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "rpc.client",
+        otel.name = format!("{}/{}", R::SERVICE.as_str(), R::OP),
+        otel.kind = "client",
+        rpc.system = "nats",
+        rpc.service = R::SERVICE.as_str(),
+        rpc.method = R::OP,
+        rpc.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    mesh_observability::spans::record_trace_id(&span);
+    span
 }
 
 /// The service host writes `<code> <message>` into `Nats-Service-Error`.

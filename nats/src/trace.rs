@@ -139,10 +139,10 @@ pub(crate) fn adopt_parent(span: &tracing::Span, map: Option<&HeaderMap>) {
     spans::record_trace_id(span);
 }
 
-/// Whether a publish outside any trace starts one of its own.
+/// Whether a publish or an RPC call outside any trace starts one of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Orphan {
-    /// It does (a chat message sent over a WebSocket is an operation of its own).
+    /// It does (a chat message sent over a WebSocket, or a call, is an operation of its own).
     Traced,
     /// It does not (a push of a background task is not worth a trace).
     Untraced,
@@ -169,22 +169,28 @@ fn messaging_span(
     )
 }
 
+/// Whether a span opened now, below the current span, could ever be recorded: inside a
+/// sampled trace, or outside any trace for an operation of its own while traces are exported.
+/// Any other span would only be built, formatted and dropped (the sampler is off, or the trace
+/// is unsampled), and its trace id travels without it: `inject` writes the current span's.
+pub(crate) fn worth_a_span(orphan: Orphan) -> bool {
+    let current = tracing::Span::current().context();
+    let current = current.span();
+    let parent = current.span_context();
+    if parent.is_valid() {
+        parent.is_sampled()
+    } else {
+        orphan == Orphan::Traced && mesh_observability::exports_traces()
+    }
+}
+
 /// A PRODUCER span for publishing to `subject` (`send <subject>`), a child of the current span.
 /// A publish that would not be exported (inside an unsampled trace, or outside any trace when
 /// `Untraced` or while traces are not exported) gets no span at all: a push of every message
 /// to every member is the hottest path of the mesh, and its trace id still travels (`inject`,
 /// or `inject_operation` for a `Traced` one, which starts a trace without a span).
 pub(crate) fn producer_span(subject: &str, orphan: Orphan) -> tracing::Span {
-    let current = tracing::Span::current().context();
-    let parent = current.span().span_context().clone();
-    // Outside any trace, a span is made only to be recorded: while traces are not exported,
-    // an operation of its own gets its trace id from `inject_operation` instead.
-    let skip = if parent.is_valid() {
-        !parent.is_sampled()
-    } else {
-        orphan == Orphan::Untraced || !mesh_observability::exports_traces()
-    };
-    if skip {
+    if !worth_a_span(orphan) {
         return tracing::Span::none();
     }
     // Named so that the log layer leaves it out: a log line inside a publish carries its

@@ -15,6 +15,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// `outbox`); database queries below it are counted under that service.
 pub const SERVICE_FIELD: &str = "mesh.service";
 
+/// The W3C request header carrying the caller's trace context.
+const TRACEPARENT: &str = "traceparent";
+
 /// The W3C response header carrying the trace of the answered request.
 pub const TRACERESPONSE: &str = "traceresponse";
 
@@ -33,6 +36,11 @@ impl Extractor for HttpHeaders<'_> {
 /// Makes `span` continue the W3C trace of an incoming request's `traceparent`, if it has a
 /// valid one; otherwise `span` starts a new trace. Call before the span is first entered.
 pub fn continue_http(span: &tracing::Span, headers: &HeaderMap) {
+    if !headers.contains_key(TRACEPARENT) {
+        // Nothing to continue: most requests carry no trace context, and extracting none
+        // still cost a look through every header.
+        return;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HttpHeaders(headers))
     });
@@ -92,6 +100,13 @@ pub fn traceresponse(span: &tracing::Span) -> Option<String> {
             span_context.trace_flags().to_u8()
         )
     })
+}
+
+/// Whether `span` is recorded (sampled), so that what is set on it later reaches an exporter.
+/// Without an exporter the sampler records nothing, and naming or marking a span is work for
+/// nothing.
+pub fn is_recorded(span: &tracing::Span) -> bool {
+    span.context().span().span_context().is_sampled()
 }
 
 /// Renames `span` once what it did is known (an HTTP span gets its route template).

@@ -40,6 +40,12 @@ struct ProcessMesh {
 
 impl ProcessMesh {
     async fn start(otlp_endpoint: &str) -> Self {
+        Self::start_on(otlp_endpoint, None).await
+    }
+
+    /// The mesh on the NATS server at `nats_url` (one without authorization) when given, else
+    /// on the test run's own.
+    async fn start_on(otlp_endpoint: &str, nats_url: Option<&str>) -> Self {
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let dir = std::env::temp_dir().join(format!("mesh-tracing-{prefix}"));
         std::fs::create_dir_all(&dir).expect("key directory");
@@ -74,6 +80,11 @@ impl ProcessMesh {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
+            if let Some(url) = nats_url {
+                command
+                    .env("MESH_NATS_URL", url)
+                    .env_remove("MESH_NATS_ROLE_CREDENTIALS");
+            }
             command
         };
         let migrated = command("migrate").output().await.expect("run mesh migrate");
@@ -512,4 +523,74 @@ async fn without_an_exporter_each_websocket_message_still_starts_its_own_trace()
     traces.sort();
     traces.dedup();
     assert_eq!(traces.len(), 3, "each message its own trace id");
+}
+
+/// Without an exporter no CLIENT span is made for an RPC call (it would never be recorded),
+/// yet the call still carries its caller's trace: a REST read continuing a client's unsampled
+/// `traceparent` asks the user service with that trace id, and so does a read that brought
+/// none, with the trace id its `traceresponse` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_exporter_a_call_carries_the_requests_trace() {
+    use futures::StreamExt;
+    use mesh_contracts::user::GetMe;
+    use mesh_contracts::{Prefix, Rpc};
+
+    let nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = ProcessMesh::start_on("", Some(&url)).await;
+    let client = Client::new(&mesh.url);
+    let (_, ann) = user(&client, "ann").await;
+    // A plain subscriber gets a copy of every request the service's queue group answers.
+    let watcher = async_nats::connect(&url).await.expect("connect to NATS");
+    let prefix = Prefix::parse(&mesh.prefix).expect("the mesh's prefix");
+    let mut requests = watcher
+        .subscribe(prefix.rpc(GetMe::SERVICE, GetMe::OP))
+        .await
+        .expect("subscribe to the user service's requests");
+    watcher.flush().await.expect("flush");
+
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reads = [Some(format!("00-{caller_trace}-00f067aa0ba902b7-00")), None];
+    for traceparent in reads {
+        let mut request = client
+            .raw()
+            .get(client.url("/v1/users/me"))
+            .bearer_auth(&ann);
+        if let Some(value) = &traceparent {
+            request = request.header("traceparent", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let answered = response.headers()["traceresponse"]
+            .to_str()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        if traceparent.is_some() {
+            assert_eq!(
+                answered, caller_trace,
+                "the request continues its caller's trace"
+            );
+        }
+        let asked = tokio::time::timeout(Duration::from_secs(10), requests.next())
+            .await
+            .expect("the user service was asked")
+            .expect("a request");
+        let parent = asked
+            .headers
+            .as_ref()
+            .and_then(|map| map.get("traceparent"))
+            .expect("the call carries a traceparent")
+            .to_string();
+        let fields: Vec<&str> = parent.split('-').collect();
+        assert_eq!(fields.len(), 4, "{parent}");
+        assert_eq!(
+            fields[1], answered,
+            "the call is in the request's trace: {parent}"
+        );
+        assert_eq!(fields[3], "00", "unsampled when nothing exports: {parent}");
+    }
+    mesh.stop().await;
 }
