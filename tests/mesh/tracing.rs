@@ -208,6 +208,12 @@ async fn user(client: &Client, nickname: &str) -> (String, String) {
     (tokens.user_id, tokens.access)
 }
 
+/// The trace id of `response`'s `traceresponse` header.
+fn answered_trace(response: &reqwest::Response) -> String {
+    let value = response.headers()["traceresponse"].to_str().unwrap();
+    value.split('-').nth(1).expect("a trace id").to_owned()
+}
+
 /// A W3C trace id and parent span id a caller would send.
 fn caller_context() -> (String, String) {
     let trace_id = Uuid::new_v4().simple().to_string();
@@ -397,13 +403,7 @@ async fn every_request_writes_one_access_log_line_without_secrets() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let trace_id = response.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .split('-')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let trace_id = answered_trace(&response);
     // A token in the query string (the EventSource way) must not reach the log either.
     let query_secret = "query-secret-token-1234";
     let (status, _) = client
@@ -561,13 +561,7 @@ async fn without_an_exporter_a_call_carries_the_requests_trace() {
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let answered = response.headers()["traceresponse"]
-            .to_str()
-            .unwrap()
-            .split('-')
-            .nth(1)
-            .unwrap()
-            .to_owned();
+        let answered = answered_trace(&response);
         if traceparent.is_some() {
             assert_eq!(
                 answered, caller_trace,
