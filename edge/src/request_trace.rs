@@ -63,8 +63,8 @@ impl RequestTrace {
         }
     }
 
-    /// Names a recorded span after the route that answered and sets its status; adds `traceresponse` to
-    /// `response`, and writes the access-log line.
+    /// Names a recorded span after the route that answered and sets its status; adds
+    /// `traceresponse` to `response`, and writes the access-log line.
     pub fn close(&self, method: &Method, response: &mut Response, client_ip: &str, took: Duration) {
         let route = route_template(response);
         let status = response.status();
