@@ -356,17 +356,30 @@ mod tests {
         );
     }
 
+    /// Takes `limit` slots without waiting, and checks that one more is not free.
+    fn use_up(slots: &mut Slots<'_>, limit: usize) {
+        for taken in 0..limit {
+            assert!(slots.try_take(), "slot {taken} of {limit}");
+        }
+        assert!(
+            !slots.try_take(),
+            "one unanswered send over the limit of {limit}"
+        );
+    }
+
+    /// Answers `count` of the sender's sends.
+    fn answer(permits: &Permits, count: usize) {
+        for _ in 0..count {
+            permits.answered();
+        }
+    }
+
     #[tokio::test]
     async fn a_sender_at_its_limit_writes_again_only_once_several_sends_are_answered() {
         let (permits, stop) = (Permits::new(1_000, Some(32)), CancellationToken::new());
         let mut slots = Slots::new(&permits, &stop);
-        for _ in 0..32 {
-            assert!(slots.try_take());
-        }
-        assert!(!slots.try_take(), "a 33rd unanswered send");
-        for _ in 0..7 {
-            permits.answered();
-        }
+        use_up(&mut slots, 32);
+        answer(&permits, 7);
         let early = tokio::time::timeout(Duration::from_millis(50), slots.take()).await;
         assert!(early.is_err(), "woke before 8 answers");
         permits.answered();
@@ -382,13 +395,8 @@ mod tests {
     async fn a_limit_below_the_refill_is_waited_for_whole_and_no_limit_never_waits() {
         let (permits, stop) = (Permits::new(1_000, Some(3)), CancellationToken::new());
         let mut slots = Slots::new(&permits, &stop);
-        for _ in 0..3 {
-            assert!(slots.try_take());
-        }
-        assert!(!slots.try_take());
-        for _ in 0..3 {
-            permits.answered();
-        }
+        use_up(&mut slots, 3);
+        answer(&permits, 3);
         let woke = tokio::time::timeout(Duration::from_secs(5), slots.take()).await;
         assert_eq!(woke.ok(), Some(true));
         assert!(slots.try_take() && slots.try_take());
