@@ -108,6 +108,11 @@ struct Cli {
     /// scenarios' result.
     #[arg(long, global = true)]
     peer_unavailable: Option<String>,
+    /// Directory the pairs scenarios (throughput, overload, latency) write every message's
+    /// moments to, as `<scenario>.csv`: sent, accepted, stored and delivered, in microseconds
+    /// since the run's start, whose wall-clock time the file's first line gives.
+    #[arg(long, global = true)]
+    timelines: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -332,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
         latency_p99_ms: None,
         peer,
         peer_problem,
+        timelines: cli.timelines.clone(),
     };
     let probe = cli
         .nats_monitor

@@ -2,9 +2,10 @@
 //! sender's reader stamps `accepted` and `stored`, recipients stamp `delivered`. A message is
 //! found by the number inside its client id, so no lock or map sits on the hot path.
 
+use std::io::{self, Write};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const CHUNK_BITS: u32 = 16;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
@@ -49,6 +50,8 @@ impl Slot {
 
 pub struct Timeline {
     start: Instant,
+    /// The wall clock at `start`, so a timeline can be laid beside other processes' logs.
+    started_at: SystemTime,
     /// Tag of this run inside every client id, so ids never repeat between runs.
     run: String,
     next: AtomicU64,
@@ -59,6 +62,7 @@ impl Timeline {
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
+            started_at: SystemTime::now(),
             run: format!("{:08x}", rand::random::<u32>()),
             next: AtomicU64::new(0),
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
@@ -115,11 +119,69 @@ impl Timeline {
     pub fn slots(&self) -> impl Iterator<Item = &Slot> {
         (0..self.allocated()).map(|i| self.slot(i))
     }
+
+    /// Writes every message's moments as CSV, one line per message in the order they were
+    /// allocated, in microseconds since the timeline started (0: never happened). A first
+    /// comment line gives that start as Unix microseconds, to line the moments up with other
+    /// processes' logs (e.g. nats-server's `GODEBUG=gctrace=1` lines).
+    pub fn write_csv(&self, mut out: impl Write) -> io::Result<()> {
+        let started = self
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        writeln!(
+            out,
+            "# timeline started at {started} us since the Unix epoch"
+        )?;
+        writeln!(out, "sent_us,accepted_us,stored_us,delivered_us")?;
+        let moment = |m: &AtomicU32| m.load(Ordering::Relaxed);
+        for slot in self.slots() {
+            writeln!(
+                out,
+                "{},{},{},{}",
+                moment(&slot.sent),
+                moment(&slot.accepted),
+                moment(&slot.stored),
+                moment(&slot.delivered)
+            )?;
+        }
+        out.flush()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_csv_has_a_line_per_message_with_its_moments() {
+        let timeline = Timeline::new();
+        let (first, _) = timeline.allocate();
+        timeline.allocate();
+        let slot = timeline.slot(first);
+        for (moment, at) in [
+            (&slot.sent, 10),
+            (&slot.accepted, 20),
+            (&slot.stored, 30),
+            (&slot.delivered, 45),
+        ] {
+            Slot::stamp(moment, at);
+        }
+        let mut out = Vec::new();
+        timeline.write_csv(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("# timeline started at "), "{text}");
+        assert_eq!(
+            &lines[1..],
+            [
+                "sent_us,accepted_us,stored_us,delivered_us",
+                "10,20,30,45",
+                "0,0,0,0"
+            ]
+        );
+    }
 
     #[test]
     fn client_ids_lead_back_to_their_slot() {

@@ -41,6 +41,11 @@ pub struct Args {
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let pairs = args.pairs.max(1);
     let plan = Plan {
+        name: if args.reference {
+            "latency_headroom"
+        } else {
+            "latency"
+        },
         pairs,
         pacing: Pacing::Rate {
             per_sender: (args.rate / pairs as f64).max(0.1),

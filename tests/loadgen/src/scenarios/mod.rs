@@ -46,6 +46,8 @@ pub struct Ctx {
     pub peer: Option<peer::Peer>,
     /// Why there is no peer, when one was asked for.
     pub peer_problem: Option<String>,
+    /// Where the pairs scenarios write each message's moments (`--timelines`).
+    pub timelines: Option<std::path::PathBuf>,
 }
 
 impl Ctx {

@@ -56,6 +56,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let offered = maximum * args.factor;
     let pairs = args.pairs.max(1);
     let plan = Plan {
+        name: "overload",
         pairs,
         pacing: Pacing::Rate {
             per_sender: (offered / pairs as f64).max(0.1),

@@ -36,6 +36,7 @@ pub struct Args {
 
 pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let plan = Plan {
+        name: "throughput",
         pairs: args.pairs.max(1),
         pacing: Pacing::Window(args.window.max(1)),
         warmup: secs(args.warmup),

@@ -52,6 +52,8 @@ pub enum Pacing {
 }
 
 pub struct Plan {
+    /// The scenario, naming its timeline file (`--timelines`).
+    pub name: &'static str,
     pub pairs: usize,
     pub pacing: Pacing,
     pub warmup: Duration,
@@ -283,6 +285,9 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
     let measure_to = timeline.at(end);
     let integrity = integrity::check(&timeline, &logs, out_of_order, &shared.problems);
     let rejections = shared.rejections.lock().expect("rejections lock").clone();
+    if let Some(dir) = &ctx.timelines {
+        write_timeline(dir, plan.name, &timeline)?;
+    }
     Ok(Run {
         window: (measure_from, measure_to),
         sent,
@@ -300,6 +305,16 @@ pub async fn run(ctx: &mut Ctx, plan: &Plan) -> anyhow::Result<Run> {
         behind_schedule,
         timeline,
     })
+}
+
+/// Writes a run's per-message moments to `<dir>/<name>.csv` (see `Timeline::write_csv`).
+fn write_timeline(dir: &std::path::Path, name: &str, timeline: &Timeline) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{name}.csv"));
+    let file = std::fs::File::create(&path)
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+    timeline.write_csv(std::io::BufWriter::new(file))?;
+    Ok(())
 }
 
 /// Samples what the mesh accepted but did not yet store, until `stop`.
