@@ -71,7 +71,13 @@ def check_targets(name, line):
     for versus in line.get("versus") or []:
         need(isinstance(versus.get("ratio"), (int, float)), f"{name}: ratio missing in {versus}")
     if name in CEILINGS:
-        need(bool((line.get("results") or {}).get("ceiling")), f"{name}: no ceiling row")
+        ceiling = (line.get("results") or {}).get("ceiling")
+        need(bool(ceiling), f"{name}: no ceiling row")
+        if name == "reads" and ceiling:
+            need(
+                isinstance(ceiling.get("parts_ratio"), (int, float)),
+                "reads: no ceiling from an HTTP answer and a request/reply together",
+            )
 
 
 def check_connections(line, sizes, edges):
@@ -139,6 +145,9 @@ MUTATIONS = {
     "a problem line": lambda ls: first(ls, "fanout")["problems"].append("3 message frames never arrived"),
     "a ratio without its limit": lambda ls: first(ls, "reads")["versus"].pop(),
     "no ceiling row": lambda ls: first(ls, "login")["results"].pop("ceiling"),
+    "no read ceiling from its parts": lambda ls: first(ls, "reads")["results"]["ceiling"].pop(
+        "parts_ratio"
+    ),
     "a target without a verdict": lambda ls: first(ls, "latency")["targets"].clear(),
     "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
     "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),

@@ -1,7 +1,8 @@
 //! What this machine allows a scenario at best, from figures of the same run, so a missed
 //! target says whether the machine rules it out: stored msg/s if the mesh used no CPU (the
 //! other processes' CPU per stored message on all CPUs), the read targets against the edge's
-//! own HTTP answers (no token, no bus) at the same concurrency, and the sign-in ratio if the
+//! own HTTP answers (no token, no bus) at the same concurrency and against what an HTTP answer
+//! and a request/reply cost together in CPU, and the sign-in ratio if the
 //! mesh's work beside the hash cost nothing (a raw hash's CPU against it plus the other
 //! processes' CPU per sign-in). Each bound is generous: it grants every CPU fully busy.
 //! Latency at half the maximum has no such bound; its row says why the CPUs are as busy as
@@ -30,7 +31,15 @@ pub fn add(outcome: &mut Outcome, ctx: &Ctx, cpus: usize) {
             limits.edge_http,
             limits.edge_http_p99_ms,
         ) {
-            (Some(raw), Some(edge), Some(p99)) => Some(read_bound(edge / raw, p99)),
+            (Some(raw), Some(edge), Some(p99)) => {
+                let mut bound = read_bound(edge / raw, p99);
+                if let (Some(rr_ms), Some(edge_ms)) =
+                    (limits.request_reply_cpu_ms, limits.edge_http_cpu_ms)
+                {
+                    bound.join(read_parts_bound(raw, rr_ms, edge_ms, cpus));
+                }
+                Some(bound)
+            }
             _ => None,
         },
         "login" => match (limits.argon2, outcome.cpu.as_ref().and_then(others_ms)) {
@@ -56,6 +65,16 @@ pub fn add(outcome: &mut Outcome, ctx: &Ctx, cpus: usize) {
 struct Bound {
     rows: Vec<(String, String)>,
     results: Value,
+}
+
+impl Bound {
+    /// Adds another bound's rows and figures (both objects) to this one's.
+    fn join(&mut self, other: Bound) {
+        self.rows.extend(other.rows);
+        if let (Value::Object(mine), Value::Object(theirs)) = (&mut self.results, other.results) {
+            mine.extend(theirs);
+        }
+    }
 }
 
 /// CPU ms per unit of work of every process but the mesh, when every process was counted.
@@ -119,6 +138,34 @@ fn read_bound(edge_ratio: f64, edge_p99_ms: f64) -> Bound {
             ("ceiling of p99 (the edge's own HTTP)".to_owned(), p99),
         ],
         results: json!({ "edge_ratio": edge_ratio, "edge_p99_ms": edge_p99_ms }),
+    }
+}
+
+/// The read ratio on `cpus` CPUs if a read cost only what it cannot do without, each at its
+/// raw cost in the same run: the edge's HTTP answer (`edge_ms` of CPU, every process) and a
+/// NATS request/reply (`request_reply_ms`), against the raw request/reply rate `raw`. The
+/// bound grants that a read's token check, routing and JSON cost nothing.
+fn read_parts_bound(raw: f64, request_reply_ms: f64, edge_ms: f64, cpus: usize) -> Bound {
+    let most = cpus as f64 * 1000.0 / (request_reply_ms + edge_ms);
+    let ratio = most / raw;
+    let text = format!(
+        "{ratio:.3}x ({} reads/s): an edge HTTP answer took {edge_ms:.3} ms of CPU and a raw          request/reply {request_reply_ms:.3} ms (every process, in the raw scenarios), so {cpus}          CPUs fully busy allow at most that if a read cost nothing else; {}x is {}",
+        thousands(most),
+        reads::TARGET_RATIO,
+        verdict(ratio >= reads::TARGET_RATIO)
+    );
+    Bound {
+        rows: vec![(
+            "ceiling of the ratio (an HTTP answer and a request/reply at their raw cost)"
+                .to_owned(),
+            text,
+        )],
+        results: json!({
+            "parts_ratio": ratio,
+            "parts_reads_per_sec": most.round(),
+            "edge_http_cpu_ms": edge_ms,
+            "request_reply_cpu_ms": request_reply_ms,
+        }),
     }
 }
 
@@ -309,6 +356,33 @@ mod tests {
         let open = read_bound(0.52, 4.78);
         assert!(open.rows[0].1.ends_with("not ruled out here"));
         assert!(open.rows[1].1.ends_with("not ruled out here"));
+    }
+
+    #[test]
+    fn reads_are_bounded_by_an_http_answer_and_a_request_reply_together() {
+        // 0.025 + 0.017 ms on 2 CPUs: 47,619 reads/s, 0.603x of 79,000/s.
+        let open = read_parts_bound(79_000.0, 0.017, 0.025, 2);
+        let ratio = open.results["parts_ratio"].as_f64().unwrap();
+        assert!((ratio - 0.6028).abs() < 0.001, "{ratio}");
+        assert!(
+            open.rows[0].1.starts_with("0.603x (47,619 reads/s)"),
+            "{}",
+            open.rows[0].1
+        );
+        assert!(open.rows[0].1.ends_with("0.5x is not ruled out here"));
+        // Twice as costly parts halve it, below the target.
+        let closed = read_parts_bound(79_000.0, 0.034, 0.050, 2);
+        assert!(
+            closed.rows[0]
+                .1
+                .ends_with("0.5x is out of reach on this machine")
+        );
+        // Joined to the edge's own bound, both rows and both figures are kept.
+        let mut bound = read_bound(0.95, 1.2);
+        bound.join(open);
+        assert_eq!(bound.rows.len(), 3);
+        assert!(bound.results["edge_ratio"].is_number());
+        assert!(bound.results["parts_ratio"].is_number());
     }
 
     #[test]

@@ -250,6 +250,7 @@ impl Runner {
             Ok(meter) => match scenario(ctx).await {
                 Ok(mut outcome) => {
                     meter.finish(&procs, checkpoints, &mut outcome).await;
+                    ctx.limits.record_cpu(&outcome);
                     ceiling::add(&mut outcome, ctx, procs::cpus());
                     Ok(outcome)
                 }

@@ -53,6 +53,10 @@ pub struct Limits {
     pub edge_http: Option<f64>,
     /// Their p99 in milliseconds.
     pub edge_http_p99_ms: Option<f64>,
+    /// CPU milliseconds every watched process spent together per raw request/reply.
+    pub request_reply_cpu_ms: Option<f64>,
+    /// CPU milliseconds every watched process spent together per edge HTTP answer.
+    pub edge_http_cpu_ms: Option<f64>,
     /// argon2id hashes per second.
     pub argon2: Option<f64>,
 }
@@ -110,6 +114,24 @@ fn outcome(
         "how": figure.detail,
     });
     Ok((outcome, figure))
+}
+
+impl Limits {
+    /// Keeps what a raw limit's operations cost in CPU, once its scenario was measured: the
+    /// read bound adds the two a read cannot do without.
+    pub fn record_cpu(&mut self, outcome: &Outcome) {
+        let slot = match outcome.scenario {
+            "raw_request_reply" => &mut self.request_reply_cpu_ms,
+            "raw_edge_http" => &mut self.edge_http_cpu_ms,
+            _ => return,
+        };
+        *slot = outcome.cpu.as_ref().and_then(|cpu| {
+            cpu.processes
+                .iter()
+                .map(|line| line.ms_per_unit)
+                .sum::<Option<f64>>()
+        });
+    }
 }
 
 /// The raw limits, in the order `baseline` measures them.
@@ -219,4 +241,44 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
         ctx.limits.edge_http_p99_ms = figure.latency.map(|latency| latency.p99_ms);
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{CpuLine, CpuReport};
+
+    fn measured(scenario: &'static str, ms: &[Option<f64>]) -> Outcome {
+        let mut outcome = Outcome::new(scenario, json!({}));
+        outcome.cpu = Some(CpuReport {
+            wall_seconds: 5.0,
+            unit: Some("request".into()),
+            units: Some(1000),
+            processes: ms
+                .iter()
+                .map(|ms| CpuLine {
+                    process: "p".into(),
+                    seconds: 1.0,
+                    ms_per_unit: *ms,
+                })
+                .collect(),
+            busy_share: None,
+            steal_share: None,
+        });
+        outcome
+    }
+
+    #[test]
+    fn a_raw_operations_cpu_is_every_process_together() {
+        let mut limits = Limits::default();
+        limits.record_cpu(&measured("raw_request_reply", &[Some(0.010), Some(0.007)]));
+        limits.record_cpu(&measured("raw_edge_http", &[Some(0.012), None]));
+        limits.record_cpu(&measured("raw_jetstream", &[Some(0.5)]));
+        assert!((limits.request_reply_cpu_ms.unwrap() - 0.017).abs() < 1e-12);
+        assert_eq!(
+            limits.edge_http_cpu_ms, None,
+            "a process not read voids the sum"
+        );
+        assert_eq!(limits.jetstream, None);
+    }
 }
