@@ -173,8 +173,8 @@ pub struct RawSettings {
     /// How long after sending a message its sender may recall it.
     #[arg(long, env = "MESH_CHAT_RECALL_WINDOW", default_value = "2m")]
     pub chat_recall_window: String,
-    /// How long JetStream drops resent messages by id (the chat store catches later resends,
-    /// event consumers later republished events). nats-server keeps every id of the window in
+    /// How long JetStream drops resent messages by id (the chat store recognises later
+    /// resends, and the event consumers later republished events). nats-server keeps every id of the window in
     /// its heap: at 10,000 msg/s a 2-minute window holds over a million, whose garbage
     /// collection stalled the chat stream for 100-300 ms every few seconds.
     #[arg(long, env = "MESH_CHAT_DEDUP_WINDOW", default_value = "5s")]

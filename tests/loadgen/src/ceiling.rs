@@ -149,7 +149,9 @@ fn read_parts_bound(raw: f64, request_reply_ms: f64, edge_ms: f64, cpus: usize) 
     let most = cpus as f64 * 1000.0 / (request_reply_ms + edge_ms);
     let ratio = most / raw;
     let text = format!(
-        "{ratio:.3}x ({} reads/s): an edge HTTP answer took {edge_ms:.3} ms of CPU and a raw          request/reply {request_reply_ms:.3} ms (every process, in the raw scenarios), so {cpus}          CPUs fully busy allow at most that if a read cost nothing else; {}x is {}",
+        "{ratio:.3}x ({} reads/s): an edge HTTP answer took {edge_ms:.3} ms of CPU and a raw \
+         request/reply {request_reply_ms:.3} ms (every process, in the raw scenarios), so {cpus} \
+         CPUs fully busy allow at most that if a read cost nothing else; {}x is {}",
         thousands(most),
         reads::TARGET_RATIO,
         verdict(ratio >= reads::TARGET_RATIO)
@@ -370,6 +372,7 @@ mod tests {
             open.rows[0].1
         );
         assert!(open.rows[0].1.ends_with("0.5x is not ruled out here"));
+        assert!(!open.rows[0].1.contains("  "), "{}", open.rows[0].1);
         // Twice as costly parts halve it, below the target.
         let closed = read_parts_bound(79_000.0, 0.034, 0.050, 2);
         assert!(
