@@ -103,6 +103,23 @@ async function expectFocused(page, role, name) {
   }, [role, name]);
 }
 
+/**
+ * Presses `refresh` until `locator` shows, as a person would press it again: what it waits for
+ * is written asynchronously (the audit log, the operation log), so one look may come too early.
+ */
+async function refreshUntilShown(locator, refresh, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await refresh();
+    try {
+      await locator.waitFor({ timeout: 1_000 });
+      return;
+    } catch (err) {
+      if (Date.now() >= deadline) throw err;
+    }
+  }
+}
+
 function expectEqual(actual, expected, what) {
   if (actual !== expected) throw new Error(`${what}: expected ${expected}, got ${actual}`);
 }
@@ -325,14 +342,18 @@ try {
   await step("the admin reads the audit log and the mesh's health", async () => {
     await admin.getByRole("link", { name: "Audit" }).click();
     await admin.getByLabel("Action").fill("admin_disable_user");
-    await admin.getByRole("button", { name: "Filter" }).click();
-    await admin.getByRole("table", { name: "Audit records" }).getByText("admin_disable_user").first().waitFor();
+    await refreshUntilShown(
+      admin.getByRole("table", { name: "Audit records" }).getByText("admin_disable_user").first(),
+      () => admin.getByRole("button", { name: "Filter" }).click(),
+    );
     await shot(admin, "admin-audit");
     await admin.getByRole("link", { name: "Health" }).click();
     for (const service of ["user", "social", "chat", "outbox"]) {
       await admin.getByRole("heading", { name: `${service}: 1 instance answering` }).waitFor();
     }
-    await admin.getByRole("cell", { name: "admin_set_disabled" }).first().waitFor();
+    await refreshUntilShown(admin.getByRole("cell", { name: "admin_set_disabled" }).first(), () =>
+      admin.getByRole("button", { name: "Refresh" }).click(),
+    );
     await admin.getByRole("list", { name: "Outbox backlog" }).getByText("social").waitFor();
     const owned = admin.getByRole("list", { name: "Chat ingest partitions" }).getByText(/worker/);
     await owned.first().waitFor();
