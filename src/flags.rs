@@ -174,9 +174,9 @@ pub struct RawSettings {
     #[arg(long, env = "MESH_CHAT_RECALL_WINDOW", default_value = "2m")]
     pub chat_recall_window: String,
     /// How long JetStream drops resent messages by id (the chat store recognises later
-    /// resends, and the event consumers later republished events). nats-server keeps every id of the window in
-    /// its heap: at 10,000 msg/s a 2-minute window holds over a million, whose garbage
-    /// collection stalled the chat stream for 100-300 ms every few seconds.
+    /// resends, and the event consumers later republished events). nats-server keeps every
+    /// id of the window in its heap: at 10,000 msg/s a 2-minute window holds over a million,
+    /// whose garbage collection stalled the chat stream for 100-300 ms every few seconds.
     #[arg(long, env = "MESH_CHAT_DEDUP_WINDOW", default_value = "5s")]
     pub chat_dedup_window: String,
     /// Comma-separated origins allowed to open WebSockets (`*` for any). Requests without an

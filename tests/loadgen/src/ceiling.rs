@@ -79,13 +79,7 @@ impl Bound {
 
 /// CPU ms per unit of work of every process but the mesh, when every process was counted.
 fn others_ms(cpu: &CpuReport) -> Option<f64> {
-    let others: Option<Vec<f64>> = cpu
-        .processes
-        .iter()
-        .filter(|line| line.process != MESH)
-        .map(|line| line.ms_per_unit)
-        .collect();
-    others.map(|ms| ms.iter().sum())
+    cpu.ms_per_unit_of(|line| line.process != MESH)
 }
 
 fn verdict(reachable: bool) -> &'static str {

@@ -105,6 +105,18 @@ pub struct CpuReport {
     pub steal_share: Option<f64>,
 }
 
+impl CpuReport {
+    /// CPU ms per unit of work of the processes `counted` keeps, added together; `None` when
+    /// one of them could not be read.
+    pub fn ms_per_unit_of(&self, counted: impl Fn(&CpuLine) -> bool) -> Option<f64> {
+        self.processes
+            .iter()
+            .filter(|line| counted(line))
+            .map(|line| line.ms_per_unit)
+            .sum()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuLine {
     pub process: String,

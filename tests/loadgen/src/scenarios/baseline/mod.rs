@@ -125,12 +125,10 @@ impl Limits {
             "raw_edge_http" => &mut self.edge_http_cpu_ms,
             _ => return,
         };
-        *slot = outcome.cpu.as_ref().and_then(|cpu| {
-            cpu.processes
-                .iter()
-                .map(|line| line.ms_per_unit)
-                .sum::<Option<f64>>()
-        });
+        *slot = outcome
+            .cpu
+            .as_ref()
+            .and_then(|cpu| cpu.ms_per_unit_of(|_| true));
     }
 }
 
