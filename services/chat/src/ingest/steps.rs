@@ -27,6 +27,7 @@ use uuid::Uuid;
 use super::batch::Batch;
 use super::setback::{Halt, Setback};
 use crate::domain::inbound::Valid;
+use crate::push::RoundPushes;
 use crate::state::State;
 use crate::store::messages::{self, NewMessage, Outcome};
 use crate::store::partitions::{self, Advance, AllFenced, Fence};
@@ -452,8 +453,9 @@ async fn store_isolating(
     Step::Done(results)
 }
 
-/// Pushes each stored message and its ack; sets a message the store refused aside and
-/// refuses it (`unstorable`). False when stopped first.
+/// Pushes each stored message and its ack (all of the round's pushes together, once every
+/// message is decided); sets a message the store refused aside and refuses it
+/// (`unstorable`). False when stopped first (what was decided before is still pushed).
 async fn deliver(
     state: &State,
     batch: &mut Batch,
@@ -464,22 +466,30 @@ async fn deliver(
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
     let mut audiences = Audiences::default();
+    let mut pushes = RoundPushes::default();
+    let mut decided = true;
     for (result, &index) in stored.results.iter().zip(&stored.positions) {
         match result {
             Ok(outcome) => {
                 if let Some(valid) = batch.valid(index) {
-                    deliver_one(state, valid, outcome, now_ms, &mut audiences).await;
+                    let audience = match outcome {
+                        Outcome::Stored(_) => audiences.of(state, valid.conversation).await,
+                        _ => None,
+                    };
+                    deliver_one(valid, outcome, now_ms, audience.as_ref(), &mut pushes);
                 }
             }
             Err(error) => {
                 if !set_aside(state, &deliveries[index], "unstorable", error, setback).await {
-                    return false;
+                    decided = false;
+                    break;
                 }
                 batch.refuse(index, ErrorCode::Unstorable);
             }
         }
     }
-    true
+    pushes.send(state.pusher()).await;
+    decided
 }
 
 /// Who receives each conversation's messages, asked once per batch: a group's roster is read
@@ -506,16 +516,16 @@ impl Audiences {
     }
 }
 
-/// Pushes a stored message to its audience and the `stored` ack to its sender.
-async fn deliver_one(
-    state: &State,
+/// Adds to the round's pushes what `outcome` tells: a stored message for its `audience` with
+/// the `stored` ack for its sender, or the sender's ack alone.
+fn deliver_one(
     valid: &Valid,
     outcome: &Outcome,
     now_ms: i64,
-    audiences: &mut Audiences,
+    audience: Option<&Arc<[Uuid]>>,
+    pushes: &mut RoundPushes,
 ) {
     let sender = valid.inbound.sender_id;
-    let pusher = state.pusher();
     match outcome {
         Outcome::Stored(message) => {
             let kind = match valid.conversation {
@@ -526,23 +536,12 @@ async fn deliver_one(
             let waited = (now_ms - valid.inbound.accepted_at_ms).max(0) as f64 / 1000.0;
             CHAT_ACCEPT_TO_STORE.observe(waited);
             let ack = ServerFrame::Ack(SendAck::stored(message));
-            let audience = audiences.of(state, valid.conversation).await;
             let frame = ServerFrame::Message(message.clone());
-            pusher
-                .send_stored(
-                    valid.conversation,
-                    sender,
-                    &ack,
-                    audience.as_deref(),
-                    &frame,
-                )
-                .await;
+            pushes.stored(valid.conversation, sender, &ack, audience, &frame);
         }
         Outcome::Duplicate(message) => {
             CHAT_DUPLICATES.with_label_values(&["store"]).inc();
-            pusher
-                .send_one(sender, &ServerFrame::Ack(SendAck::stored(message)))
-                .await;
+            pushes.one(sender, &ServerFrame::Ack(SendAck::stored(message)));
         }
         Outcome::OverQuota => {
             let code = ErrorCode::QuotaExceeded;
@@ -552,7 +551,7 @@ async fn deliver_one(
                 Some(valid.inbound.conversation_id.clone()),
                 code,
             );
-            pusher.send_one(sender, &ServerFrame::Ack(ack)).await;
+            pushes.one(sender, &ServerFrame::Ack(ack));
         }
     }
 }
