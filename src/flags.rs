@@ -189,8 +189,10 @@ pub struct RawSettings {
     /// A socket that sends nothing (not even a pong) for this long is closed.
     #[arg(long, env = "MESH_WS_IDLE_TIMEOUT", default_value = "60s")]
     pub ws_idle_timeout: String,
-    /// Frames queued for one slow connection before it is disconnected.
-    #[arg(long, env = "MESH_WS_SEND_QUEUE", default_value = "256")]
+    /// Frames queued for one slow connection before it is disconnected. The chat worker
+    /// pushes a round's frames at once, up to 2 x 4 x MESH_CHAT_BATCH_SIZE for one user (2,048
+    /// by default), so the default holds two such bursts.
+    #[arg(long, env = "MESH_WS_SEND_QUEUE", default_value = "4096")]
     pub ws_send_queue: String,
     /// Largest frame a client may send, in bytes.
     #[arg(long, env = "MESH_WS_MAX_FRAME_BYTES", default_value = "32768")]

@@ -41,6 +41,17 @@ fn defaults_are_valid_for_a_role_without_keys_or_database() {
 }
 
 #[test]
+fn the_default_send_queue_holds_two_rounds_of_frames_for_one_user() {
+    let settings = Settings::parse(&raw(), &[], false).unwrap();
+    let round = mesh_chat::most_frames_per_round(settings.chat.batch_size);
+    assert!(
+        settings.ws.send_queue >= 2 * round,
+        "a send queue of {} frames, a round of {round}",
+        settings.ws.send_queue
+    );
+}
+
+#[test]
 fn social_database_defaults_to_the_shared_one() {
     let mut r = raw();
     r.database_url = Some("postgres://shared/db".into());

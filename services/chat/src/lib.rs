@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 pub use config::ChatConfig;
+pub use ingest::most_frames_per_round;
 pub use store::migrate;
 
 /// What the chat role needs from the outside world.

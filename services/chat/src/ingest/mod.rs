@@ -121,6 +121,14 @@ pub async fn run(state: State, shutdown: CancellationToken) {
 /// How many batches' worth of messages a round gathers at most (`ChatConfig::batch_size` each).
 const ROUND_BATCHES: usize = 4;
 
+/// The most frames one ingest round can push to one user with batches of `batch_size`: two per
+/// message (a sender's `stored` ack and own copy), all sent when the round is decided. An
+/// edge's queue per connection (`MESH_WS_SEND_QUEUE`) holds at least this, or a client that
+/// reads its socket is cut off as a slow consumer by one round's burst.
+pub fn most_frames_per_round(batch_size: usize) -> usize {
+    2 * batch_size.max(1) * ROUND_BATCHES
+}
+
 /// Runs the worker's store rounds until `shutdown`.
 async fn run_rounds(state: State, rounds: Arc<Rounds<Lot>>, shutdown: CancellationToken) {
     let config = state.config();
