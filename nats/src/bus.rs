@@ -149,6 +149,12 @@ impl Bus {
         self.client.connection_state() == State::Connected
     }
 
+    /// The largest message the server takes, in bytes, as it reported when we connected (0
+    /// before it did).
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// The version the server reported when we connected.
     pub fn server_version(&self) -> String {
         self.client.server_info().version

@@ -126,7 +126,8 @@ impl Pusher {
     }
 }
 
-/// Frames joined into one push up to this many bytes; a longer frame travels alone.
+/// Frames joined into one push up to this many bytes, and a quarter of the server's largest
+/// message at most (a `push.many` adds up to 64 KiB of ids); a longer frame travels alone.
 const JOINED_MAX: usize = 64 * 1024;
 
 /// The pushes of one ingest round, sent together by [`RoundPushes::send`].
@@ -191,7 +192,8 @@ impl RoundPushes {
 
     /// Publishes everything collected, in the order of [`RoundPushes::publishes`].
     pub async fn send(self, pusher: &Pusher) {
-        for publish in self.publishes() {
+        let most = JOINED_MAX.min(pusher.bus.max_payload() / 4);
+        for publish in self.publishes(most) {
             match publish {
                 Publish::User(user, payload) => pusher.bus.push(user, Bytes::from(payload)).await,
                 Publish::Many(users, payload) => {
@@ -202,23 +204,27 @@ impl RoundPushes {
     }
 
     /// What [`RoundPushes::send`] publishes: each user's frames, then the groups' acks, then
-    /// the groups' other frames, joined into as few pushes as [`JOINED_MAX`] allows.
-    fn publishes(self) -> Vec<Publish> {
+    /// the groups' other frames, joined into as few pushes of at most `most` bytes as they fit.
+    fn publishes(self, most: usize) -> Vec<Publish> {
         let mut out = Vec::new();
         for (user, frames) in self.users {
-            out.extend(joined(&frames).into_iter().map(|p| Publish::User(user, p)));
+            out.extend(
+                joined(&frames, most)
+                    .into_iter()
+                    .map(|p| Publish::User(user, p)),
+            );
         }
         for (sender, frames) in self.group_acks {
             let only: Arc<[Uuid]> = Arc::from([sender]);
             out.extend(
-                joined(&frames)
+                joined(&frames, most)
                     .into_iter()
                     .map(|p| Publish::Many(only.clone(), p)),
             );
         }
         for (audience, frames) in self.groups.into_values() {
             out.extend(
-                joined(&frames)
+                joined(&frames, most)
                     .into_iter()
                     .map(|p| Publish::Many(audience.clone(), p)),
             );
@@ -242,15 +248,15 @@ fn count(frame: &ServerFrame, recipients: usize) {
         .inc_by(recipients as u64);
 }
 
-/// `frames` in order, joined into payloads of at most [`JOINED_MAX`] bytes each (a longer
-/// frame alone).
-fn joined(frames: &[String]) -> Vec<String> {
+/// `frames` in order, joined into payloads of at most `most` bytes each (a longer frame
+/// alone).
+fn joined(frames: &[String], most: usize) -> Vec<String> {
     let mut payloads = Vec::new();
     let mut start = 0;
     let mut size = 0;
     for (at, frame) in frames.iter().enumerate() {
         let grown = size + usize::from(at > start) + frame.len();
-        if at > start && grown > JOINED_MAX {
+        if at > start && grown > most {
             payloads.push(join_frames(frames[start..at].iter().map(String::as_str)));
             start = at;
             size = frame.len();
@@ -280,7 +286,7 @@ mod tests {
     #[test]
     fn frames_are_joined_in_order_up_to_the_limit() {
         let frames: Vec<String> = (0..300).map(|i| format!("{{\"n\":{i:0>1000}}}")).collect();
-        let payloads = joined(&frames);
+        let payloads = joined(&frames, JOINED_MAX);
         assert!(payloads.len() > 1, "{} payloads", payloads.len());
         assert!(payloads.iter().all(|p| p.len() <= JOINED_MAX));
         assert_eq!(frames_of(&payloads), frames);
@@ -333,7 +339,7 @@ mod tests {
             pushes.stored(conversation, from, &ack, Some(&both), &msg);
             sent.push((from, to, ack.to_json(), msg.to_json()));
         }
-        let publishes = pushes.publishes();
+        let publishes = pushes.publishes(JOINED_MAX);
         assert_eq!(publishes.len(), 2, "one push per user: {publishes:?}");
         for user in [ann, bob] {
             let expected: Vec<String> = sent
@@ -362,7 +368,7 @@ mod tests {
             pushes.stored(group, from, &ack, Some(&members), &msg);
             messages.push((ack.to_json(), msg.to_json()));
         }
-        let publishes = pushes.publishes();
+        let publishes = pushes.publishes(JOINED_MAX);
         assert!(publishes.iter().all(|p| matches!(p, Publish::Many(..))));
         assert_eq!(publishes.len(), 3, "amy's acks, ben's ack, the messages");
         let amy_sees = received(&publishes, amy);
@@ -391,16 +397,24 @@ mod tests {
         let (ack, msg) = message(&conversation.to_string(), 1, ann);
         let mut pushes = RoundPushes::default();
         pushes.stored(conversation, ann, &ack, None, &msg);
-        assert_eq!(pushes.publishes(), vec![Publish::User(ann, ack.to_json())]);
+        assert_eq!(
+            pushes.publishes(JOINED_MAX),
+            vec![Publish::User(ann, ack.to_json())]
+        );
     }
 
     #[test]
     fn a_frame_longer_than_the_limit_travels_alone() {
         let long = "x".repeat(JOINED_MAX + 1);
         let frames = vec!["a".to_owned(), long.clone(), "b".to_owned()];
-        let payloads = joined(&frames);
+        let payloads = joined(&frames, JOINED_MAX);
         assert_eq!(payloads, vec!["a".to_owned(), long, "b".to_owned()]);
-        assert!(joined(&[]).is_empty());
-        assert_eq!(joined(&["one".to_owned()]), vec!["one".to_owned()]);
+        assert!(joined(&[], JOINED_MAX).is_empty());
+        assert_eq!(
+            joined(&["one".to_owned()], JOINED_MAX),
+            vec!["one".to_owned()]
+        );
+        // A server that reported no limit yet: every frame alone.
+        assert_eq!(joined(&frames, 0).len(), 3);
     }
 }
