@@ -149,8 +149,7 @@ impl Bus {
         self.client.connection_state() == State::Connected
     }
 
-    /// The largest message the server takes, in bytes, as it reported when we connected (0
-    /// before it did).
+    /// The largest message the server takes, in bytes, as it reported when we connected.
     pub fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
     }

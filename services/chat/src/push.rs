@@ -23,6 +23,9 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct Pusher {
     bus: Bus,
+    /// The most bytes of frames one joined push carries ([`JOINED_MAX`], or less when the
+    /// server takes smaller messages), known once connected.
+    joined_most: usize,
 }
 
 /// The `type` label of a frame, for metrics.
@@ -63,7 +66,8 @@ impl Route {
 
 impl Pusher {
     pub fn new(bus: Bus) -> Self {
-        Self { bus }
+        let joined_most = JOINED_MAX.min(bus.max_payload() / 4);
+        Self { bus, joined_most }
     }
 
     /// Sends `frame` to every user in `users` (skipping `except`), each on their own subject.
@@ -115,9 +119,7 @@ impl Pusher {
             Route::EachUser => self.bus.push_to(recipients, Bytes::from(json)).await,
             Route::Edges => self.bus.push_many(recipients, json.as_bytes()).await,
         }
-        CHAT_PUSHES
-            .with_label_values(&[kind])
-            .inc_by(recipients.len() as u64);
+        count(kind, recipients.len());
     }
 
     /// Sends `frame` to one user.
@@ -163,7 +165,7 @@ impl RoundPushes {
                     for user in audience.iter() {
                         self.users.entry(*user).or_default().push(json.clone());
                     }
-                    count(message, audience.len());
+                    count(label(message), audience.len());
                 }
             }
             Route::Edges => {
@@ -171,14 +173,14 @@ impl RoundPushes {
                     .entry(sender)
                     .or_default()
                     .push(ack.to_json());
-                count(ack, 1);
+                count(label(ack), 1);
                 if let Some(audience) = audience {
                     let (_, frames) = self
                         .groups
                         .entry(conversation)
                         .or_insert_with(|| (audience.clone(), Vec::new()));
                     frames.push(message.to_json());
-                    count(message, audience.len());
+                    count(label(message), audience.len());
                 }
             }
         }
@@ -187,13 +189,12 @@ impl RoundPushes {
     /// `frame` for one user, on their own subject.
     pub fn one(&mut self, user: Uuid, frame: &ServerFrame) {
         self.users.entry(user).or_default().push(frame.to_json());
-        count(frame, 1);
+        count(label(frame), 1);
     }
 
     /// Publishes everything collected, in the order of [`RoundPushes::publishes`].
     pub async fn send(self, pusher: &Pusher) {
-        let most = JOINED_MAX.min(pusher.bus.max_payload() / 4);
-        for publish in self.publishes(most) {
+        for publish in self.publishes(pusher.joined_most) {
             match publish {
                 Publish::User(user, payload) => pusher.bus.push(user, Bytes::from(payload)).await,
                 Publish::Many(users, payload) => {
@@ -205,29 +206,20 @@ impl RoundPushes {
 
     /// What [`RoundPushes::send`] publishes: each user's frames, then the groups' acks, then
     /// the groups' other frames, joined into as few pushes of at most `most` bytes as they fit.
-    fn publishes(self, most: usize) -> Vec<Publish> {
+    fn publishes(&self, most: usize) -> Vec<Publish> {
         let mut out = Vec::new();
-        for (user, frames) in self.users {
-            out.extend(
-                joined(&frames, most)
-                    .into_iter()
-                    .map(|p| Publish::User(user, p)),
-            );
+        let mut add = |frames: &[String], to: &dyn Fn(String) -> Publish| {
+            out.extend(joined(frames, most).into_iter().map(to));
+        };
+        for (user, frames) in &self.users {
+            add(frames, &|p| Publish::User(*user, p));
         }
-        for (sender, frames) in self.group_acks {
-            let only: Arc<[Uuid]> = Arc::from([sender]);
-            out.extend(
-                joined(&frames, most)
-                    .into_iter()
-                    .map(|p| Publish::Many(only.clone(), p)),
-            );
+        for (sender, frames) in &self.group_acks {
+            let only: Arc<[Uuid]> = Arc::from([*sender]);
+            add(frames, &|p| Publish::Many(only.clone(), p));
         }
-        for (audience, frames) in self.groups.into_values() {
-            out.extend(
-                joined(&frames, most)
-                    .into_iter()
-                    .map(|p| Publish::Many(audience.clone(), p)),
-            );
+        for (audience, frames) in self.groups.values() {
+            add(frames, &|p| Publish::Many(audience.clone(), p));
         }
         out
     }
@@ -242,9 +234,10 @@ enum Publish {
     Many(Arc<[Uuid]>, String),
 }
 
-fn count(frame: &ServerFrame, recipients: usize) {
+/// Counts `recipients` pushes of a frame of type `kind` (`mesh_chat_pushes_total`).
+fn count(kind: &'static str, recipients: usize) {
     CHAT_PUSHES
-        .with_label_values(&[label(frame)])
+        .with_label_values(&[kind])
         .inc_by(recipients as u64);
 }
 
