@@ -21,7 +21,7 @@ trap 'drop_database "$db"' EXIT
 members=40,120
 sizes=100,300
 echo "== bench smoke (debug build, every scenario, results in $out)" >&2
-MESH_BENCH_PROFILE=debug MESH_BENCH_PEER=off MESH_BENCH_VACUUM=off \
+MESH_BENCH_PROFILE=debug MESH_BENCH_DURABILITY=any MESH_BENCH_PEER=off MESH_BENCH_VACUUM=off \
   MESH_BENCH_DATABASE_URL="$db" MESH_BENCH_PREFIX=smoke \
   MESH_BENCH_ADDR="127.0.0.1:${MESH_BENCH_SMOKE_PORT:-18180}" \
   scripts/bench.sh --seconds 3 --overload-seconds 3 --baseline-seconds 2 \

@@ -8,8 +8,11 @@ process used. Problem lines fail the check, except the two a slow debug build ma
 busy machine (a paced sender falling behind, the mesh still busy after the sockets closed).
 The figures themselves are not judged: a debug build's numbers mean nothing.
 
-Usage: bench_check.py --members 40,120 --sizes 100,300 --edges 3 [--peer] RESULTS.json
-(--peer: the run had the Synapse peer, whose two scenarios and CPU are then expected too.)
+Usage: bench_check.py --members 40,120 --sizes 100,300 --edges 3 [--peer] [--durable] [--newest] RESULTS.json
+(--peer: the run had the Synapse peer, whose two scenarios and CPU are then expected too;
+--durable: the run used a release build and a Postgres with fsync and synchronous_commit on,
+the conditions the targets are set in; --newest: check only the newest `loadgen all` run of
+a file holding many, such as bench/results.json.)
 """
 
 import argparse
@@ -92,7 +95,16 @@ def check_connections(line, sizes, edges):
     need((params.get("holders") or 0) >= 1, "connections: no holder process")
 
 
-def check(lines, members, sizes, edges, peer):
+DURABLE = ("release build", "Postgres fsync=on synchronous_commit=on")
+
+
+def check_durable(lines):
+    for condition in DURABLE:
+        notes = {line.get("note") or "" for line in lines if condition not in (line.get("note") or "")}
+        need(not notes, f"not measured with {condition}: {' | '.join(sorted(notes))}")
+
+
+def check(lines, members, sizes, edges, peer, durable=False):
     """The problems found in `lines` (empty when every figure is there)."""
     problems.clear()
     counts = {}
@@ -123,6 +135,8 @@ def check(lines, members, sizes, edges, peer):
         check_targets(name, line)
         if name == "connections":
             check_connections(line, sizes, edges)
+    if durable:
+        check_durable(lines)
     fanouts = [line for line in lines if line["scenario"] == "fanout"]
     groups = [(line.get("params") or {}).get("members") for line in fanouts]
     need(groups == members, f"fan-out groups {groups}, expected {members}")
@@ -155,15 +169,36 @@ MUTATIONS = {
 }
 
 
-def self_test(lines, members, sizes, edges, peer):
+# Spoils only a check of durable conditions can see.
+DURABLE_MUTATIONS = {
+    "Postgres without fsync": lambda ls: first(ls, "throughput").update(
+        note=first(ls, "throughput")["note"].replace("fsync=on", "fsync=off")
+    ),
+    "a debug build": lambda ls: first(ls, "latency").update(
+        note=first(ls, "latency")["note"].replace("release build", "debug build")
+    ),
+}
+
+
+def mutations(durable):
+    return {**MUTATIONS, **(DURABLE_MUTATIONS if durable else {})}
+
+
+def self_test(lines, members, sizes, edges, peer, durable=False):
     """Problems of the check itself: a spoiled run it would let pass."""
     missed = []
-    for what, spoil in MUTATIONS.items():
+    for what, spoil in mutations(durable).items():
         copy = json.loads(json.dumps(lines))
         spoil(copy)
-        if not check(copy, members, sizes, edges, peer):
+        if not check(copy, members, sizes, edges, peer, durable):
             missed.append(f"the check passes a run with {what}")
     return missed
+
+
+def newest_run(lines):
+    """The lines of the newest `loadgen all` run (each line names its run's start time)."""
+    times = [line["time"] for line in lines if line.get("command") == "all"]
+    return [line for line in lines if times and line["time"] == max(times)]
 
 
 def main():
@@ -172,24 +207,30 @@ def main():
     parser.add_argument("--sizes", required=True)
     parser.add_argument("--edges", type=int, required=True)
     parser.add_argument("--peer", action="store_true")
+    parser.add_argument("--durable", action="store_true")
+    parser.add_argument("--newest", action="store_true")
     parser.add_argument("results")
     args = parser.parse_args()
     members = [int(m) for m in args.members.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     with open(args.results, encoding="utf-8") as f:
         lines = [json.loads(text) for text in f if text.strip()]
+    if args.newest:
+        lines = newest_run(lines)
 
-    found = check(lines, members, sizes, args.edges, args.peer)
+    found = check(lines, members, sizes, args.edges, args.peer, args.durable)
     if not found:
-        found = self_test(lines, members, sizes, args.edges, args.peer)
+        found = self_test(lines, members, sizes, args.edges, args.peer, args.durable)
     if found:
         print("bench check: FAILED", file=sys.stderr)
         for problem in found:
             print(f"  - {problem}", file=sys.stderr)
         sys.exit(1)
+    run = f" of the run of {lines[0]['time']}" if args.newest and lines else ""
+    conditions = ", measured in the targets' conditions" if args.durable else ""
     print(
-        f"bench check: {len(lines)} scenario results, every figure present; "
-        f"each of {len(MUTATIONS)} spoiled copies fails the check",
+        f"bench check: {len(lines)} scenario results{run}, every figure present{conditions}; "
+        f"each of {len(mutations(args.durable))} spoiled copies fails the check",
         file=sys.stderr,
     )
 

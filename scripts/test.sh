@@ -43,6 +43,11 @@ cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads="
 cargo test --locked --test mesh -- nats_cluster:: --test-threads=1 2>&1 | tee -a "$log" || status=$?
 # Every benchmark scenario, briefly, with the debug build: the bench still writes every figure.
 scripts/bench-smoke.sh || status=$?
+# The newest full run committed has every figure too, measured as issue #16 sets its targets:
+# a release build, and Postgres with fsync and synchronous_commit on.
+echo "== bench check of the newest committed run" >&2
+python3 scripts/bench_check.py --members 500,5000 --sizes 10000,50000 --edges 3 --peer \
+  --durable --newest bench/results.json || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
