@@ -1,20 +1,24 @@
-//! Password hashing with argon2id, off the async runtime and bounded in concurrency so that a
+//! Password hashing with argon2id, on threads of its own and bounded in concurrency so that a
 //! login storm cannot starve other requests or exhaust memory. The pool is shared fairly: one
 //! client address holds at most half of it (at least one hash) at a time, and its further
 //! requests wait in a line of their own, so a storm from one address delays other users' hashes
 //! by about one hash, not by the length of the storm's queue.
 //!
-//! A sign-in verifies in a 19 MiB block buffer kept from the previous one (at most one per
-//! pool permit): allocating it afresh cost every login its page faults and zeroing, since the
-//! allocator hands freed memory back to the system.
+//! Each of the pool's threads takes the next hash from one shared queue as soon as it finishes
+//! one, and verifies in a 19 MiB block buffer of its own, kept between sign-ins. Handing each
+//! hash to the runtime's blocking pool left the CPUs idle between two hashes while the next
+//! request was woken, took a permit and woke a thread; allocating the buffer afresh cost every
+//! login its page faults and zeroing, since the allocator hands freed memory back to the system.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use argon2::password_hash::PasswordHasher as _;
 use argon2::password_hash::phc::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane.
 fn params() -> Params {
@@ -25,67 +29,92 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
 }
 
-/// Block buffers of the current parameters' size, kept between verifications.
-type Buffers = Arc<Mutex<Vec<Vec<Block>>>>;
+/// One hash for a pool thread, given the thread's block buffer.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// How long an idle pool thread keeps its block buffer: a burst of sign-ins reuses it, a quiet
+/// service gives the memory back.
+const KEEP_BUFFER: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
-    /// Hashes one client may run at once.
+    /// The pool's queue; its threads end when the last sender is dropped.
+    jobs: Sender<Job>,
+    /// Hashes one client may run or queue at once.
     share: usize,
     /// Each busy client's own line, removed when it empties.
     lines: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     /// Verified against when the phone is unknown, so that timing does not reveal accounts.
     dummy_hash: Arc<String>,
-    /// Idle block buffers; never more than the pool has permits.
-    buffers: Buffers,
 }
 
 impl Hasher {
     pub async fn new(concurrency: usize) -> anyhow::Result<Self> {
         let concurrency = concurrency.max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let dummy = tokio::task::spawn_blocking(|| hash_now("not a real password")).await??;
-        Ok(Self {
-            permits,
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        for n in 0..concurrency {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || serve(&queue))?;
+        }
+        let hasher = Self {
+            jobs,
             share: (concurrency / 2).max(1),
             lines: Arc::default(),
+            dummy_hash: Arc::new(String::new()),
+        };
+        let dummy = hasher.run(|_| hash_now("not a real password")).await??;
+        Ok(Self {
             dummy_hash: Arc::new(dummy),
-            buffers: Arc::default(),
+            ..hasher
         })
     }
 
-    /// A turn in the pool for `client`: first a place in the client's own line, then a
-    /// permit of the shared pool.
-    async fn turn(&self, client: Option<&str>) -> anyhow::Result<Turn> {
-        let line = match client {
-            Some(client) => {
-                let line = {
-                    let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-                    lines
-                        .entry(client.to_owned())
-                        .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
-                        .clone()
-                };
-                Some(ClientLine {
-                    permit: Some(line.acquire_owned().await?),
-                    client: client.to_owned(),
-                    lines: self.lines.clone(),
-                })
-            }
-            None => None,
+    /// A place in `client`'s own line, held while its hash waits in the queue and runs.
+    async fn line(&self, client: Option<&str>) -> anyhow::Result<Option<ClientLine>> {
+        let Some(client) = client else {
+            return Ok(None);
         };
-        let pool = self.permits.clone().acquire_owned().await?;
-        Ok(Turn {
-            _pool: pool,
-            _line: line,
-        })
+        let line = {
+            let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+            lines
+                .entry(client.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
+                .clone()
+        };
+        Ok(Some(ClientLine {
+            permit: Some(line.acquire_owned().await?),
+            client: client.to_owned(),
+            lines: self.lines.clone(),
+        }))
+    }
+
+    /// Runs `work` on a pool thread, after the hashes queued before it.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |blocks| {
+            // Nobody waits for it any more (the request was abandoned): skip the hash.
+            if !answer.is_closed() {
+                let _ = answer.send(work(blocks));
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the hashing threads have stopped"))?;
+        answered
+            .await
+            .map_err(|_| anyhow::anyhow!("a hashing thread stopped during a hash"))
     }
 
     /// Hashes `password` of `client` into a PHC string.
     pub async fn hash(&self, password: String, client: Option<&str>) -> anyhow::Result<String> {
-        let _turn = self.turn(client).await?;
-        tokio::task::spawn_blocking(move || hash_now(&password)).await?
+        let _line = self.line(client).await?;
+        // Registration is rare next to sign-in: it allocates its buffer each time.
+        self.run(move |_| hash_now(&password)).await?
     }
 
     /// True when `password` matches `hash`; an unreadable hash never matches.
@@ -95,35 +124,40 @@ impl Hasher {
         hash: Option<String>,
         client: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let _turn = self.turn(client).await?;
+        let _line = self.line(client).await?;
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
-        let buffers = self.buffers.clone();
-        let matches = tokio::task::spawn_blocking(move || {
-            let mut blocks = take_buffer(&buffers);
-            let matches = matches_hash(password.as_bytes(), &hash, &mut blocks);
-            give_back(&buffers, blocks);
-            matches
-        })
-        .await?;
+        let matches = self
+            .run(move |blocks| matches_hash(password.as_bytes(), &hash, blocks))
+            .await?;
         Ok(known && matches)
     }
 }
 
-/// An idle buffer of the current parameters' size, or a new one.
-fn take_buffer(buffers: &Buffers) -> Vec<Block> {
-    let idle = buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    idle.unwrap_or_else(|| vec![Block::default(); params().block_count()])
-}
-
-/// Keeps `blocks` for the next verification (the caller holds a pool permit, so at most one
-/// buffer per permit is ever kept).
-fn give_back(buffers: &Buffers, blocks: Vec<Block>) {
-    if blocks.len() == params().block_count() {
-        buffers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(blocks);
+/// A pool thread: runs queued jobs in its own buffer until the queue closes.
+fn serve(queue: &Receiver<Job>) {
+    let mut blocks = Vec::new();
+    loop {
+        let job = match queue.recv_timeout(KEEP_BUFFER) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                blocks = Vec::new();
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if blocks.len() != params().block_count() {
+            // New, given back while idle, or grown for a hash of a larger memory cost.
+            blocks = vec![Block::default(); params().block_count()];
+        }
+        // A panic inside argon2 ends this job (its caller sees the hash fail), not the thread.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut blocks)));
+        if ran.is_err() {
+            blocks = Vec::new();
+        }
     }
 }
 
@@ -159,12 +193,6 @@ fn matches_hash(password: &[u8], hash: &str, blocks: &mut Vec<Block>) -> bool {
     computed.is_ok() && Output::new(&out).is_ok_and(|out| out == *expected)
 }
 
-/// Held while a hash runs.
-struct Turn {
-    _pool: OwnedSemaphorePermit,
-    _line: Option<ClientLine>,
-}
-
 /// A place in one client's line; the line is forgotten when nobody holds or awaits it.
 struct ClientLine {
     permit: Option<OwnedSemaphorePermit>,
@@ -187,7 +215,6 @@ impl Drop for ClientLine {
 }
 
 fn hash_now(password: &str) -> anyhow::Result<String> {
-    // Registration is rare next to sign-in: it allocates its buffer each time.
     argon2()
         .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())
@@ -233,8 +260,7 @@ mod tests {
     }
 
     /// Hashes made with other parameters (an older, smaller or larger memory cost) still verify;
-    /// a reused buffer gives the right answer whatever it held before, and only buffers of the
-    /// current size are kept.
+    /// a reused buffer gives the right answer whatever it held before.
     #[tokio::test]
     async fn hashes_of_other_parameters_verify_with_reused_buffers() {
         let hasher = Hasher::new(2).await.unwrap();
@@ -261,9 +287,43 @@ mod tests {
                 assert_eq!(verified, expected, "{password} against {hash}");
             }
         }
-        let kept = hasher.buffers.lock().unwrap();
-        assert_eq!(kept.len(), 1, "one verification at a time keeps one buffer");
-        assert_eq!(kept[0].len(), params().block_count());
+    }
+
+    /// A hash whose caller gave up while it waited in the queue is never computed; the
+    /// thread goes on with the next one.
+    #[tokio::test]
+    async fn an_abandoned_hash_is_skipped() {
+        let hasher = Hasher::new(1).await.unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = tokio::spawn({
+            let (hasher, started) = (hasher.clone(), started.clone());
+            async move {
+                let work = move |_: &mut Vec<Block>| {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    released.recv().is_ok()
+                };
+                hasher.run(work).await
+            }
+        });
+        while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abandoned = hasher.run({
+            let ran = ran.clone();
+            move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(100), abandoned).await;
+        assert!(
+            waited.is_err(),
+            "the only thread is busy, so the hash waits"
+        );
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap().unwrap());
+        let after = hasher.run(|blocks| blocks.len()).await.unwrap();
+        assert_eq!(after, params().block_count(), "the thread's own buffer");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     /// A storm of 12 hashes from one address, queued first, does not make another address
