@@ -30,10 +30,16 @@ pub struct Caller {
 pub struct BearerAuth(pub Caller);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
-    let state = req.data::<SharedState>().expect("edge state is installed");
-    let caller = authenticate(state, &bearer.token)
-        .map(|verified| verified.caller)
-        .map_err(|refused| poem::Error::from(ApiError::from(refused)))?;
+    let caller = match req.data::<Identified>() {
+        // The middleware verified this very token a moment ago.
+        Some(known) if known.token == bearer.token => known.verified.caller.clone(),
+        _ => {
+            let state = req.data::<SharedState>().expect("edge state is installed");
+            authenticate(state, &bearer.token)
+                .map(|verified| verified.caller)
+                .map_err(|refused| poem::Error::from(ApiError::from(refused)))?
+        }
+    };
     if let Some(slot) = req.data::<CallerSlot>() {
         slot.fill(&caller);
     }
@@ -54,6 +60,15 @@ impl CallerSlot {
     pub fn caller(&self) -> Option<&Caller> {
         self.0.get()
     }
+}
+
+/// The caller the middleware identified from the request's `Authorization` header, left in
+/// the request so that the route's `BearerAuth` does not verify the same token again (a
+/// digest, a cache lookup and a revocation check per request).
+#[derive(Clone)]
+pub struct Identified {
+    pub token: String,
+    pub verified: Verified,
 }
 
 /// A caller whose token was verified, and until when that token stays valid.

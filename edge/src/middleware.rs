@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::SharedState;
 use crate::audit::AuditTrail;
-use crate::caller::Verified;
+use crate::caller::Identified;
 use crate::client_ip::{ClientIp, TrustedProxies};
 use crate::cors::Cors;
 use crate::idempotency::{Admission, Idempotency, Scope};
@@ -82,8 +82,12 @@ pub async fn observe<E: Endpoint>(
 
     let path = req.uri().path().to_owned();
     let origin = layers.cors.origin_of(&req);
-    let verified = bearer_user(&layers.state, &req);
-    let user = verified.as_ref().map(|v| v.caller.user_id);
+    let identified = bearer_user(&layers.state, &req);
+    let user = identified.as_ref().map(|i| i.verified.caller.user_id);
+    let valid_until = identified.as_ref().map(|i| i.verified.valid_until);
+    if let Some(identified) = identified {
+        req.set_data(identified);
+    }
     let ip = crate::caller::client_ip(&req).unwrap_or_default();
     let limited = RouteClass::of(req.method(), &path).map(|class| {
         let user = user.map(|u| u.to_string());
@@ -132,8 +136,8 @@ pub async fn observe<E: Endpoint>(
     if let Some(verdict) = limited {
         verdict.write_headers(&mut response);
     }
-    if let Some(verified) = &verified {
-        token_hints(verified, layers.token_refresh_hint, &mut response);
+    if let Some(valid_until) = valid_until {
+        token_hints(valid_until, layers.token_refresh_hint, &mut response);
     }
     layers.cors.decorate(origin.as_ref(), &mut response);
     crate::security_headers::apply(&path, &mut response);
@@ -201,9 +205,13 @@ async fn serve<E: Endpoint>(
 
 /// The caller of a valid bearer token: whose limits and idempotency keys a request uses (the
 /// client address stands in for anonymous requests). Routes authenticate again themselves.
-fn bearer_user(state: &SharedState, req: &Request) -> Option<Verified> {
+fn bearer_user(state: &SharedState, req: &Request) -> Option<Identified> {
     let token = crate::handshake::bearer_token(req.headers())?;
-    crate::caller::identify(state, token).ok()
+    let verified = crate::caller::identify(state, token).ok()?;
+    Some(Identified {
+        token: token.to_owned(),
+        verified,
+    })
 }
 
 /// Whether `req` presents an access token, in any of the places the edge reads one.
@@ -239,15 +247,14 @@ fn header_bytes(req: &Request) -> usize {
 
 /// `X-Token-Expires-At` (RFC 3339) on answers to authenticated requests, and
 /// `X-Token-Refresh-Required: true` when less than `hint` is left.
-fn token_hints(verified: &Verified, hint: Duration, response: &mut Response) {
-    let expires = time::OffsetDateTime::from(verified.valid_until);
+fn token_hints(valid_until: SystemTime, hint: Duration, response: &mut Response) {
+    let expires = time::OffsetDateTime::from(valid_until);
     if let Ok(text) = expires.format(&time::format_description::well_known::Rfc3339)
         && let Ok(value) = HeaderValue::from_str(&text)
     {
         response.headers_mut().insert(TOKEN_EXPIRES_AT, value);
     }
-    let left = verified
-        .valid_until
+    let left = valid_until
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     if left < hint {

@@ -31,17 +31,17 @@ pub struct RequestTrace {
 impl RequestTrace {
     /// Opens the span of `req`, continuing its caller's trace unless it is a probe.
     pub fn open(req: &Request, request_id: &str) -> Self {
-        let method = req.method();
+        let method = req.method().as_str();
         let span = tracing::info_span!(
             "http.request",
-            otel.name = %method,
+            otel.name = method,
             otel.kind = "server",
-            http.request.method = %method,
-            url.path = %req.uri().path(),
+            http.request.method = method,
+            url.path = req.uri().path(),
             http.route = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
             mesh.service = "edge",
-            request_id = %request_id,
+            request_id,
             trace_id = tracing::field::Empty,
         );
         let probe = is_probe(req.uri().path());

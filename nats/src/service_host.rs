@@ -118,11 +118,12 @@ impl ServiceHost {
             let subject = prefix.rpc(self.service, op);
             loops.spawn(serve_endpoint(
                 endpoint,
-                Operation {
+                Arc::new(Operation {
                     subject,
                     service: self.service.as_str(),
                     op,
-                },
+                    span_name: format!("{}/{op}", self.service.as_str()),
+                }),
                 handler,
                 limit.clone(),
                 stop_rx.clone(),
@@ -153,16 +154,17 @@ macro_rules! operations {
 }
 
 /// The operation an endpoint serves: its subject, and its service and name for spans.
-#[derive(Clone)]
 struct Operation {
     subject: String,
     service: &'static str,
     op: &'static str,
+    /// `<service>/<op>`, the name of its spans.
+    span_name: String,
 }
 
 async fn serve_endpoint(
     mut endpoint: async_nats::service::endpoint::Endpoint,
-    operation: Operation,
+    operation: Arc<Operation>,
     handler: Handler,
     limit: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -199,12 +201,12 @@ async fn handle_one(
     let ctx = CallContext::read_headers(headers);
     let span = tracing::info_span!(
         "rpc.server",
-        otel.name = format!("{}/{}", operation.service, operation.op),
+        otel.name = operation.span_name.as_str(),
         otel.kind = "server",
         rpc.system = "nats",
         rpc.service = operation.service,
         rpc.method = operation.op,
-        rpc.subject = %subject,
+        rpc.subject = subject,
         rpc.response.status_code = tracing::field::Empty,
         mesh.service = operation.service,
         request_id = %ctx.request_id,
