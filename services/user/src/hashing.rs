@@ -58,16 +58,12 @@ impl Hasher {
                 .name(format!("argon2-{n}"))
                 .spawn(move || serve(&queue))?;
         }
-        let hasher = Self {
+        let dummy = run(&jobs, |_| hash_now("not a real password")).await??;
+        Ok(Self {
             jobs,
             share: (concurrency / 2).max(1),
             lines: Arc::default(),
-            dummy_hash: Arc::new(String::new()),
-        };
-        let dummy = hasher.run(|_| hash_now("not a real password")).await??;
-        Ok(Self {
             dummy_hash: Arc::new(dummy),
-            ..hasher
         })
     }
 
@@ -90,31 +86,11 @@ impl Hasher {
         }))
     }
 
-    /// Runs `work` on a pool thread, after the hashes queued before it.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |blocks| {
-            // Nobody waits for it any more (the request was abandoned): skip the hash.
-            if !answer.is_closed() {
-                let _ = answer.send(work(blocks));
-            }
-        });
-        self.jobs
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the hashing threads have stopped"))?;
-        answered
-            .await
-            .map_err(|_| anyhow::anyhow!("a hashing thread stopped during a hash"))
-    }
-
     /// Hashes `password` of `client` into a PHC string.
     pub async fn hash(&self, password: String, client: Option<&str>) -> anyhow::Result<String> {
         let _line = self.line(client).await?;
         // Registration is rare next to sign-in: it allocates its buffer each time.
-        self.run(move |_| hash_now(&password)).await?
+        run(&self.jobs, move |_| hash_now(&password)).await?
     }
 
     /// True when `password` matches `hash`; an unreadable hash never matches.
@@ -127,11 +103,31 @@ impl Hasher {
         let _line = self.line(client).await?;
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
-        let matches = self
-            .run(move |blocks| matches_hash(password.as_bytes(), &hash, blocks))
-            .await?;
+        let matches = run(&self.jobs, move |blocks| {
+            matches_hash(password.as_bytes(), &hash, blocks)
+        })
+        .await?;
         Ok(known && matches)
     }
+}
+
+/// Runs `work` on a pool thread of `jobs`, after the hashes queued before it.
+async fn run<T: Send + 'static>(
+    jobs: &Sender<Job>,
+    work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let (answer, answered) = oneshot::channel();
+    let job: Job = Box::new(move |blocks| {
+        // Nobody waits for it any more (the request was abandoned): skip the hash.
+        if !answer.is_closed() {
+            let _ = answer.send(work(blocks));
+        }
+    });
+    jobs.send(job)
+        .map_err(|_| anyhow::anyhow!("the hashing threads have stopped"))?;
+    answered
+        .await
+        .map_err(|_| anyhow::anyhow!("a hashing thread stopped during a hash"))
 }
 
 /// A pool thread: runs queued jobs in its own buffer until the queue closes.
@@ -303,14 +299,14 @@ mod tests {
                     started.store(true, std::sync::atomic::Ordering::SeqCst);
                     released.recv().is_ok()
                 };
-                hasher.run(work).await
+                run(&hasher.jobs, work).await
             }
         });
         while !started.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::task::yield_now().await;
         }
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let abandoned = hasher.run({
+        let abandoned = run(&hasher.jobs, {
             let ran = ran.clone();
             move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)
         });
@@ -321,7 +317,7 @@ mod tests {
         );
         release.send(()).unwrap();
         assert!(busy.await.unwrap().unwrap());
-        let after = hasher.run(|blocks| blocks.len()).await.unwrap();
+        let after = run(&hasher.jobs, |blocks| blocks.len()).await.unwrap();
         assert_eq!(after, params().block_count(), "the thread's own buffer");
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
