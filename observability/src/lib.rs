@@ -7,10 +7,11 @@
 
 mod db;
 mod log_fields;
+mod log_writer;
 pub mod metrics;
 pub mod server;
 pub mod spans;
 mod tracing_init;
 
 pub use server::{Readiness, metrics_endpoint, serve_metrics};
-pub use tracing_init::{PUBLISH_SPAN, TracingGuard, exports_traces, init};
+pub use tracing_init::{PUBLISH_SPAN, TracingGuard, exports_traces, flush_logs, init};

@@ -14,8 +14,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::db::{DbQueries, SQLX_TARGET};
 use crate::log_fields::SpanFields;
+use crate::log_writer::BatchedWriter;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// The logs' writer (fixed by the first `init`).
+static LOG_WRITER: OnceLock<BatchedWriter> = OnceLock::new();
 /// Whether the provider `init` built exports spans (fixed by the first `init`).
 static EXPORTING: OnceLock<bool> = OnceLock::new();
 
@@ -24,11 +27,12 @@ static EXPORTING: OnceLock<bool> = OnceLock::new();
 /// formatting their fields for every publish cost more than the publish.
 pub const PUBLISH_SPAN: &str = "nats.publish";
 
-/// Flushes buffered spans when dropped at the end of `main`.
+/// Flushes buffered log lines and spans when dropped at the end of `main`.
 pub struct TracingGuard;
 
 impl Drop for TracingGuard {
     fn drop(&mut self) {
+        flush_logs();
         if let Some(provider) = PROVIDER.get()
             && let Err(err) = provider.shutdown()
         {
@@ -55,13 +59,24 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let log_cap = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let writer = LOG_WRITER
+        .get_or_init(|| {
+            // A panic's report comes after the lines logged before it.
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                flush_logs();
+                report(info);
+            }));
+            BatchedWriter::stderr()
+        })
+        .clone();
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
         .with_span_list(true)
         .with_target(true)
         .fmt_fields(SpanFields)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_filter(filter.and(filter_fn(|meta| {
             !(meta.is_span() && meta.name() == PUBLISH_SPAN)
         })));
@@ -89,6 +104,13 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     // of them go through the filters.
     log::set_max_level(as_log(log_cap));
     TracingGuard
+}
+
+/// Writes the log lines still buffered (at the end of `main`, before a panic's report).
+pub fn flush_logs() {
+    if let Some(writer) = LOG_WRITER.get() {
+        writer.flush();
+    }
 }
 
 /// The `log` crate's level filter of `level`.
