@@ -124,33 +124,6 @@ impl Api {
         serde_json::from_str(&text).with_context(|| format!("decoding the answer of POST {path}"))
     }
 
-    /// `GET path` with a bearer token; answers the status and the body's length.
-    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<(StatusCode, usize)> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        Ok((status, body.len()))
-    }
-
-    /// `GET path` without a token (health endpoints); answers the status, body read.
-    pub async fn get_public(&self, path: &str) -> anyhow::Result<StatusCode> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let status = response.status();
-        response.bytes().await?;
-        Ok(status)
-    }
-
     /// Creates an account; its answer carries the new session's tokens, so the account needs
     /// no sign-in (no second password hash) before its first use.
     pub async fn register(

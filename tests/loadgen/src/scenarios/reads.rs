@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::Ctx;
+use crate::reader::{Get, Reader};
 use crate::report::{Outcome, thousands};
 use crate::tally::Tally;
 
@@ -63,24 +64,27 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let measure_from = started + Duration::from_secs_f64(args.warmup.max(0.0));
     let end = measure_from + Duration::from_secs_f64(args.seconds.max(1.0));
-    let tasks: Vec<_> = users
+    let gets = users
         .iter()
         .take(concurrency)
-        .map(|user| {
-            let api = ctx.api.clone();
-            let token = user.token.clone();
+        .map(|user| Get::new(ctx.api.base(), &path, Some(&user.token)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tasks: Vec<_> = gets
+        .into_iter()
+        .map(|get| {
             let path = path.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
+                let mut reader = Reader::new(get);
                 while Instant::now() < end {
                     let began = Instant::now();
-                    let answer = api.get(&path, &token).await;
+                    let answer = reader.send().await;
                     if began < measure_from {
                         continue;
                     }
                     match answer {
-                        Ok((status, _)) if status.is_success() => tally.success(began),
-                        Ok((status, _)) => tally.failure(format!("GET {path} answered {status}")),
+                        Ok(status) if status.is_success() => tally.success(began),
+                        Ok(status) => tally.failure(format!("GET {path} answered {status}")),
                         Err(err) => tally.failure(format!("{err:#}")),
                     }
                 }

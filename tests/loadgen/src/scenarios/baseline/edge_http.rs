@@ -1,11 +1,13 @@
 //! The edge's own HTTP floor: `GET /healthz` (answered by the edge alone, no token checked, no
 //! NATS hop) from `concurrency` clients each with one request outstanding, as the read
-//! scenario's clients do. A read through the bus cannot be faster than this.
+//! scenario's clients do, through the same lean reader. A read through the bus cannot be
+//! faster than this.
 
 use std::time::{Duration, Instant};
 
 use super::Figure;
 use crate::api::Api;
+use crate::reader::{Get, Reader};
 use crate::tally::Tally;
 
 pub struct Plan {
@@ -16,14 +18,15 @@ pub struct Plan {
 pub async fn measure(api: &Api, plan: &Plan) -> anyhow::Result<Figure> {
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(plan.seconds.max(1.0));
+    let get = Get::new(api.base(), "/healthz", None)?;
     let tasks: Vec<_> = (0..plan.concurrency.max(1))
         .map(|_| {
-            let api = api.clone();
+            let mut reader = Reader::new(get.clone());
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 while Instant::now() < end {
                     let began = Instant::now();
-                    match api.get_public("/healthz").await {
+                    match reader.send().await {
                         Ok(status) if status.is_success() => tally.success(began),
                         Ok(status) => tally.failure(format!("GET /healthz answered {status}")),
                         Err(err) => tally.failure(format!("{err:#}")),
