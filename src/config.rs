@@ -129,6 +129,8 @@ pub struct ChatSettings {
     pub store_rounds: usize,
     /// How long a batch may wait for others before a free store round takes it.
     pub store_linger: Duration,
+    /// How often the ingest stream is purged of what every partition stored.
+    pub compact_every: Duration,
     pub open_private: bool,
     pub recall_window: Duration,
     pub dedup_window: Duration,

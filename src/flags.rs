@@ -167,6 +167,10 @@ pub struct RawSettings {
     /// takes it (0 to 100 ms): fewer, larger transactions while the worker is not busy.
     #[arg(long, env = "MESH_CHAT_STORE_LINGER", default_value = "5ms")]
     pub chat_store_linger: String,
+    /// How often a chat worker purges from the ingest stream what every partition has stored
+    /// (100 ms to 1 h).
+    #[arg(long, env = "MESH_CHAT_COMPACT_EVERY", default_value = "30s")]
+    pub chat_compact_every: String,
     /// Let any two users message privately, not only friends.
     #[arg(long, env = "MESH_CHAT_OPEN_PRIVATE", default_value = "false")]
     pub chat_open_private: String,

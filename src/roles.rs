@@ -127,6 +127,7 @@ pub fn chat_config(settings: &Settings) -> ChatConfig {
     config.batch_size = settings.chat.batch_size;
     config.store_concurrency = settings.chat.store_rounds;
     config.store_linger = settings.chat.store_linger;
+    config.compact_every = settings.chat.compact_every;
     config
 }
 

@@ -250,6 +250,11 @@ impl Prefix {
                 p.publish(self.push_user_any());
                 p.publish(self.push_many());
                 p.publish(self.all_chat_backlogs());
+                // Compaction: each partition's first unstored message, then a purge of what
+                // every partition has stored.
+                let ingest = self.stream(Stream::ChatIn);
+                p.publish(format!("$JS.API.STREAM.MSG.GET.{ingest}"));
+                p.publish(format!("$JS.API.STREAM.PURGE.{ingest}"));
             }
             NatsRole::Outbox => p.publish(self.push_user_any()),
             NatsRole::User | NatsRole::Social | NatsRole::Migrate => {}
@@ -570,15 +575,17 @@ mod tests {
         assert_eq!(who_publishes(&next), vec![NatsRole::Chat]);
         assert_eq!(who_publishes(&p.chat_in(1)), vec![NatsRole::Edge]);
         // Streams are created and deleted at migrate time only.
-        for api in [
-            "STREAM.CREATE",
-            "STREAM.DELETE",
-            "STREAM.UPDATE",
-            "STREAM.PURGE",
-        ] {
+        for api in ["STREAM.CREATE", "STREAM.DELETE", "STREAM.UPDATE"] {
             let subject = format!("$JS.API.{api}.{}", p.stream(Stream::ChatIn));
             assert_eq!(who_publishes(&subject), Vec::<NatsRole>::new(), "{api}");
             assert!(can_publish(NatsRole::Migrate, &subject));
+        }
+        // Only chat workers purge the ingest stream (what every partition stored), and no
+        // stream else.
+        let purge = |stream| format!("$JS.API.STREAM.PURGE.{}", p.stream(stream));
+        assert_eq!(who_publishes(&purge(Stream::ChatIn)), vec![NatsRole::Chat]);
+        for stream in [Stream::Events, Stream::Audit] {
+            assert_eq!(who_publishes(&purge(stream)), Vec::<NatsRole>::new());
         }
     }
 

@@ -193,6 +193,15 @@ impl Prefix {
         format!("{}.chat.in.{}", self.0, partition)
     }
 
+    /// The partition of a `chat_in` subject of this prefix; `None` for any other subject.
+    pub fn chat_in_partition(&self, subject: &str) -> Option<u32> {
+        subject
+            .strip_prefix(self.0.as_str())?
+            .strip_prefix(".chat.in.")?
+            .parse()
+            .ok()
+    }
+
     /// `mesh.backlog.chat.<partition>`: where a partition's owner tells the edges how much of
     /// it is accepted but not stored yet.
     pub fn chat_backlog(&self, partition: u32) -> String {

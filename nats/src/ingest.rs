@@ -10,8 +10,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mesh_contracts::chat::ChatBacklog;
 use mesh_contracts::{Consumer, Stream, Subject};
 use tracing::Instrument;
@@ -25,7 +26,73 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// A partition consumer without pull requests for this long is deleted by the server.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(600);
 
+/// What one compaction of the ingest stream did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Every message below this stream sequence is gone.
+    pub below: u64,
+    /// How many messages this purge removed.
+    pub purged: u64,
+}
+
 impl Bus {
+    /// Purges from the ingest stream the messages every partition has stored: all those below
+    /// the first message any partition still has to store. `stored_through(partition)` is how
+    /// far the partition is stored (committed in Postgres; 0 when never).
+    ///
+    /// Safe whenever it runs and however stale `stored_through` is: the stream's last
+    /// sequence is read first, so a message published later lies above it and is kept; every
+    /// partition holding a message at or below it is asked (from the stream leader) for its
+    /// first message after what it stored, and the purge stops below the lowest of those.
+    /// `None` when there is nothing to purge.
+    pub async fn compact_chat_in(
+        &self,
+        stored_through: impl Fn(u32) -> u64,
+    ) -> Result<Option<Compaction>, JetStreamError> {
+        let name = self.prefix.stream(Stream::ChatIn);
+        let failed = |err: &dyn std::fmt::Display| JetStreamError::Stream {
+            stream: name.clone(),
+            reason: err.to_string(),
+        };
+        let stream = self.get_stream(Stream::ChatIn).await?;
+        let mut subjects = stream
+            .info_with_subjects(self.prefix.all_chat_in())
+            .await
+            .map_err(|e| failed(&e))?;
+        let (first, last) = (
+            subjects.info.state.first_sequence,
+            subjects.info.state.last_sequence,
+        );
+        let mut keep_from = last.saturating_add(1);
+        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| failed(&e))? {
+            // A subject that is no partition's (none should exist) keeps all it holds.
+            let stored = self
+                .prefix
+                .chat_in_partition(&subject)
+                .map_or(0, &stored_through);
+            match stream
+                .get_first_raw_message_by_subject(&subject, stored.saturating_add(1))
+                .await
+            {
+                Ok(unstored) => keep_from = keep_from.min(unstored.sequence),
+                Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(err) => return Err(failed(&err)),
+            }
+        }
+        if keep_from <= first {
+            return Ok(None);
+        }
+        let purge = stream
+            .purge()
+            .sequence(keep_from)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Some(Compaction {
+            below: keep_from,
+            purged: purge.purged,
+        }))
+    }
+
     /// Publishes an accepted chat message to its partition and waits for the JetStream ack.
     /// Returns true when JetStream recognised `msg_id` as a duplicate within its window.
     pub async fn publish_chat(

@@ -251,6 +251,15 @@ pub static CHAT_CONSUMER_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Stored messages purged from the ingest stream by compaction.
+pub static CHAT_INGEST_COMPACTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mesh_chat_ingest_compacted_total",
+        "Messages purged from the chat ingest stream once every partition had stored them"
+    )
+    .expect("metric registered once")
+});
+
 /// Ingest messages delivered more than once.
 pub static CHAT_REDELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
@@ -526,6 +535,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_PARTITIONS_OWNED);
     LazyLock::force(&CHAT_CONSUMER_PENDING);
     LazyLock::force(&CHAT_REDELIVERIES);
+    LazyLock::force(&CHAT_INGEST_COMPACTED);
     LazyLock::force(&CHAT_PUSHES);
     LazyLock::force(&RT_CONNECTIONS);
     LazyLock::force(&RT_FRAMES);

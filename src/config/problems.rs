@@ -303,6 +303,12 @@ impl Problems {
             self.0
                 .push("MESH_CHAT_STORE_LINGER: must be at most 100ms".into());
         }
+        let compact_every = self.duration("MESH_CHAT_COMPACT_EVERY", &raw.chat_compact_every);
+        let compact_range = Duration::from_millis(100)..=Duration::from_secs(3600);
+        if compact_every.is_some_and(|every| !compact_range.contains(&every)) {
+            self.0
+                .push("MESH_CHAT_COMPACT_EVERY: must be 100ms to 1h".into());
+        }
         let open_private = self.take(
             "MESH_CHAT_OPEN_PRIVATE",
             raw.chat_open_private.parse::<bool>(),
@@ -315,6 +321,7 @@ impl Problems {
             batch_size: batch_size.filter(|n| (1..=1024).contains(n))?,
             store_rounds: store_rounds.filter(|n| (1..=64).contains(n))?,
             store_linger: store_linger.filter(|linger| *linger <= Duration::from_millis(100))?,
+            compact_every: compact_every.filter(|every| compact_range.contains(every))?,
             open_private: open_private?,
             recall_window: recall_window?,
             dedup_window: dedup_window?,

@@ -127,15 +127,7 @@ async fn poison_messages_are_set_aside_and_the_partition_flows_on() {
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert!(letters[0].0.contains("not") && letters[0].1.starts_with("unreadable"));
     assert!(letters[1].0.contains("poison pill") && letters[1].1.starts_with("unstorable"));
-    let metrics = c
-        .raw()
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mesh.metrics_text().await;
     for reason in ["unreadable", "unstorable"] {
         let line = format!("mesh_chat_dead_letters_total{{reason=\"{reason}\"}}");
         assert!(

@@ -72,6 +72,11 @@ impl ChatProcess {
             .env("MESH_METRICS_ADDR", "127.0.0.1:0")
             .env("MESH_NATS_REPLICAS", "1")
             .env("MESH_CHAT_TEST_HOLD_TX_MS", hold_ms)
+            // As the in-process workers: compacting the ingest stream beneath the faults.
+            .env(
+                "MESH_CHAT_COMPACT_EVERY",
+                format!("{}ms", s.chat.compact_every.as_millis()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true);

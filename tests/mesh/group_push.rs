@@ -97,15 +97,7 @@ async fn group_frames_reach_members_on_every_edge_once_and_in_order() {
 
     // A `push.many` message that is not one (sent with the chat worker's own login) is
     // skipped by every edge; the group's next message arrives behind it.
-    let credentials = mesh.settings.nats_credentials_for(NatsRole::Chat);
-    let mut options = async_nats::ConnectOptions::new();
-    if let (Some(user), Some(password)) = (&credentials.user, &credentials.password) {
-        options = options.user_and_password(user.clone(), password.expose().to_owned());
-    }
-    if let Some(inbox) = &credentials.inbox_prefix {
-        options = options.custom_inbox_prefix(inbox.clone());
-    }
-    let chat_login = options.connect(&mesh.settings.nats_url).await.unwrap();
+    let chat_login = mesh.nats_client_as(NatsRole::Chat).await;
     let subject = mesh.settings.prefix.push_many();
     for junk in [&b""[..], b"\x07not a push", b"\x01\x00\x05short"] {
         chat_login

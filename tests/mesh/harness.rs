@@ -88,6 +88,9 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             batch_size: 256,
             store_rounds: 4,
             store_linger: Duration::from_millis(5),
+            // Often, so that every chat test (failover and fencing among them) runs with the
+            // ingest stream being compacted beneath it.
+            compact_every: Duration::from_millis(250),
             open_private: false,
             recall_window: Duration::from_secs(120),
             dedup_window: Duration::from_secs(120),
@@ -276,6 +279,30 @@ impl TestMesh {
     /// back (leases expire, unacknowledged messages stay unacknowledged).
     pub fn kill_node(&mut self, index: usize) {
         self.nodes[index].task.abort();
+    }
+
+    /// The Prometheus text the edge serves on `/metrics` (the test process's registry).
+    pub async fn metrics_text(&self) -> String {
+        let c = &self.client;
+        let answer = c.raw().get(c.url("/metrics")).send().await;
+        answer.unwrap().text().await.unwrap()
+    }
+
+    /// A plain NATS client with `role`'s login (user, password and inbox prefix), for what the
+    /// `Bus` does not offer.
+    pub async fn nats_client_as(&self, role: NatsRole) -> async_nats::Client {
+        let credentials = self.settings.nats_credentials_for(role);
+        let mut options = async_nats::ConnectOptions::new();
+        if let (Some(user), Some(password)) = (&credentials.user, &credentials.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(inbox) = &credentials.inbox_prefix {
+            options = options.custom_inbox_prefix(inbox.clone());
+        }
+        options
+            .connect(&self.settings.nats_url)
+            .await
+            .expect("connect to NATS")
     }
 
     /// A NATS connection of this mesh holding `role`'s credentials, as that role's processes

@@ -20,6 +20,7 @@ mod events;
 mod faults;
 mod fencing;
 mod group_push;
+mod ingest_compaction;
 mod moderation;
 mod nats_cluster;
 mod nats_credentials;

@@ -476,7 +476,12 @@ async fn every_request_writes_one_access_log_line_without_secrets() {
 async fn without_an_exporter_each_websocket_message_still_starts_its_own_trace() {
     let nats = PrivateNats::start().await;
     let url = nats.url();
-    let mesh = TestMesh::spawn_with(|s| s.nats_url = url.clone()).await;
+    let mesh = TestMesh::spawn_with(|s| {
+        s.nats_url = url.clone();
+        // The stored messages are read back from the ingest stream below: not compacted away.
+        s.chat.compact_every = Duration::from_secs(3600);
+    })
+    .await;
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;
     let (_, bob) = c.user("bob").await;

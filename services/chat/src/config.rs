@@ -18,6 +18,9 @@ pub struct ChatConfig {
     /// a turn is free: a trickle of messages is then stored in fewer transactions instead of
     /// one tiny one after another as fast as the CPU allows.
     pub store_linger: Duration,
+    /// How often this worker purges from the ingest stream what every partition has stored
+    /// (the stream then holds the backlog, not the week of history Postgres already has).
+    pub compact_every: Duration,
     /// Any two users may message privately, not only friends.
     pub open_private: bool,
     /// How long after sending its sender may recall a message.
@@ -41,6 +44,7 @@ impl ChatConfig {
             batch_size: 256,
             store_concurrency: 4,
             store_linger: Duration::from_millis(5),
+            compact_every: Duration::from_secs(30),
             open_private,
             recall_window,
             rpc_timeout,

@@ -4,6 +4,7 @@
 
 mod backlog;
 mod batch;
+mod compaction;
 mod leases;
 mod partition;
 mod rounds;
@@ -94,6 +95,10 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             }
         }
     };
+    let _compaction = AbortOnDropHandle::new(tokio::spawn(compaction::run(
+        state.clone(),
+        shutdown.clone(),
+    )));
     let rounds = Rounds::new();
     let _rounds = AbortOnDropHandle::new(tokio::spawn(run_rounds(
         state.clone(),

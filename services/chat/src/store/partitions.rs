@@ -83,6 +83,19 @@ pub async fn claim(pool: &PgPool, fence: Fence) -> sqlx::Result<Fenced<Claimed>>
     }))
 }
 
+/// How far each claimed partition is stored (its recorded stream sequence), as committed.
+pub async fn stored_through_all(pool: &PgPool) -> sqlx::Result<Vec<(u32, u64)>> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, stream_seq FROM chat.partitions")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(partition, seq)| {
+            Some((u32::try_from(partition).ok()?, u64::try_from(seq).ok()?))
+        })
+        .collect())
+}
+
 /// One partition of a storing transaction: its owner's fence and the stream sequence to record
 /// as stored (`None`: only check the fence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,130 @@
+//! The ingest stream holds only what is not stored yet: chat workers purge what every partition
+//! has stored (`Bus::compact_chat_in`), and never a message a partition still has to store.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mesh_contracts::Stream;
+use mesh_contracts::nats_permissions::NatsRole;
+use nats_mesh::Role;
+
+use crate::chat::history;
+use crate::chat::private_id;
+use crate::harness::{TestMesh, poll_until};
+use crate::social_friends::befriend;
+use crate::ws::Ws;
+
+/// The ingest stream's message count, first and last sequence, read with the migrate login.
+async fn stream_state(mesh: &TestMesh) -> (u64, u64, u64) {
+    let client = mesh.nats_client_as(NatsRole::Migrate).await;
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(mesh.settings.prefix.stream(Stream::ChatIn))
+        .await
+        .expect("the ingest stream");
+    let state = &stream.info().await.expect("its state").state;
+    (state.messages, state.first_sequence, state.last_sequence)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_messages_leave_the_ingest_stream() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    for i in 0..40 {
+        ws.send_to(&bob.user_id, &format!("m-{i}"), "hello").await;
+    }
+    for i in 0..40 {
+        ws.stored(&format!("m-{i}")).await;
+    }
+    // Compaction runs every 250 ms in the tests: the stream empties, the table keeps them.
+    let (_, first, last) = poll_until(
+        "the ingest stream compacted",
+        Duration::from_secs(10),
+        || async {
+            let state = stream_state(&mesh).await;
+            (state.0 == 0).then_some(state)
+        },
+    )
+    .await;
+    assert!(last >= 40, "40 messages went through the stream");
+    assert_eq!(first, last + 1, "every message was purged");
+    let stored = history(c, &bob, &private_id(&ann, &bob), 0).await;
+    assert_eq!(stored.len(), 40, "every message is still in Postgres");
+    let metrics = mesh.metrics_text().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mesh_chat_ingest_compacted_total ") && !l.ends_with(" 0")),
+        "compaction is counted"
+    );
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_every_message_a_partition_has_not_stored() {
+    // No chat worker: nothing stores or compacts but the test.
+    let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
+    let edge = mesh.bus_as(NatsRole::Edge, "test-ingest").await;
+    let chat = mesh.bus_as(NatsRole::Chat, "test-compaction").await;
+    let publish = |partition: u32, id: String| {
+        let edge = edge.clone();
+        async move {
+            edge.publish_chat(partition, &id, Bytes::from_static(b"{}"))
+                .await
+                .expect("accepted");
+        }
+    };
+    // Sequences 1-5 on partition 0, 6-8 on partition 1.
+    for i in 0..5 {
+        publish(0, format!("p0-{i}")).await;
+    }
+    for i in 0..3 {
+        publish(1, format!("p1-{i}")).await;
+    }
+    let compact = |stored: [u64; 2]| {
+        let chat = chat.clone();
+        async move {
+            chat.compact_chat_in(|p| stored.get(p as usize).copied().unwrap_or(0))
+                .await
+                .expect("compaction")
+        }
+    };
+    assert_eq!(
+        compact([0, 0]).await,
+        None,
+        "nothing stored, nothing purged"
+    );
+    assert_eq!(stream_state(&mesh).await, (8, 1, 8));
+
+    // Partition 0 stored through 3: only 1-3 may go.
+    let done = compact([3, 0]).await.expect("a purge");
+    assert_eq!((done.below, done.purged), (4, 3));
+    assert_eq!(stream_state(&mesh).await, (5, 4, 8));
+
+    // Partition 0 stored all; partition 1's first message (6) is not stored: 4 and 5 go.
+    let done = compact([5, 0]).await.expect("a purge");
+    assert_eq!((done.below, done.purged), (6, 2));
+
+    // Partition 1 stored through 7: 6 and 7 go, 8 stays.
+    let done = compact([5, 7]).await.expect("a purge");
+    assert_eq!((done.below, done.purged), (8, 2));
+    assert_eq!(stream_state(&mesh).await, (1, 8, 8));
+    assert_eq!(compact([5, 7]).await, None, "nothing more is stored");
+
+    // A partition that never stored anything (3) holds its message back, even when the
+    // others stored everything; an older stored position (a stale reading) purges nothing.
+    publish(3, "p3-0".into()).await;
+    let done = compact([5, 8]).await.expect("a purge");
+    assert_eq!((done.below, done.purged), (9, 1));
+    assert_eq!(stream_state(&mesh).await, (1, 9, 9));
+    assert_eq!(
+        compact([2, 1]).await,
+        None,
+        "a stale position purges nothing"
+    );
+    assert_eq!(stream_state(&mesh).await, (1, 9, 9));
+    mesh.stop().await;
+}
