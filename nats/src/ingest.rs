@@ -54,7 +54,12 @@ impl Bus {
             stream: name.clone(),
             reason: err.to_string(),
         };
-        let stream = self.get_stream(Stream::ChatIn).await?;
+        // Its state comes with the subjects below: no info request of its own.
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| failed(&e))?;
         let mut subjects = stream
             .info_with_subjects(self.prefix.all_chat_in())
             .await

@@ -165,13 +165,14 @@ impl<'a> MakeWriter<'a> for BatchedWriter {
 mod tests {
     use super::*;
 
-    /// A sink the test can read.
+    /// A sink the test can read, and wait on until it holds something.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    struct Captured(Arc<Mutex<Vec<u8>>>, Arc<Condvar>);
 
     impl Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
+            self.1.notify_all();
             Ok(buf.len())
         }
 
@@ -215,11 +216,13 @@ mod tests {
         let captured = Captured::default();
         let writer = BatchedWriter::start(Box::new(captured.clone()));
         writer.make_writer().write_all(b"alone\n").unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while captured.0.lock().unwrap().as_slice() != b"alone\n" {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let written = captured.0.lock().unwrap();
+        let (written, waited) = captured
+            .1
+            .wait_timeout_while(written, Duration::from_secs(5), |w| w.is_empty())
+            .unwrap();
+        assert!(!waited.timed_out(), "never written");
+        assert_eq!(written.as_slice(), b"alone\n");
     }
 
     #[test]

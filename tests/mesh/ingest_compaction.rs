@@ -14,14 +14,18 @@ use crate::harness::{TestMesh, poll_until};
 use crate::social_friends::befriend;
 use crate::ws::Ws;
 
-/// The ingest stream's message count, first and last sequence, read with the migrate login.
-async fn stream_state(mesh: &TestMesh) -> (u64, u64, u64) {
+/// The ingest stream, read with the migrate login.
+async fn ingest_stream(mesh: &TestMesh) -> async_nats::jetstream::stream::Stream {
     let client = mesh.nats_client_as(NatsRole::Migrate).await;
-    let mut stream = async_nats::jetstream::new(client)
+    async_nats::jetstream::new(client)
         .get_stream(mesh.settings.prefix.stream(Stream::ChatIn))
         .await
-        .expect("the ingest stream");
-    let state = &stream.info().await.expect("its state").state;
+        .expect("the ingest stream")
+}
+
+/// Its message count, first and last sequence now.
+async fn state(stream: &async_nats::jetstream::stream::Stream) -> (u64, u64, u64) {
+    let state = stream.get_info().await.expect("its state").state;
     (state.messages, state.first_sequence, state.last_sequence)
 }
 
@@ -40,12 +44,13 @@ async fn stored_messages_leave_the_ingest_stream() {
         ws.stored(&format!("m-{i}")).await;
     }
     // Compaction runs every 250 ms in the tests: the stream empties, the table keeps them.
+    let stream = ingest_stream(&mesh).await;
     let (_, first, last) = poll_until(
         "the ingest stream compacted",
         Duration::from_secs(10),
         || async {
-            let state = stream_state(&mesh).await;
-            (state.0 == 0).then_some(state)
+            let now = state(&stream).await;
+            (now.0 == 0).then_some(now)
         },
     )
     .await;
@@ -69,6 +74,7 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
     let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
     let edge = mesh.bus_as(NatsRole::Edge, "test-ingest").await;
     let chat = mesh.bus_as(NatsRole::Chat, "test-compaction").await;
+    let stream = ingest_stream(&mesh).await;
     let publish = |partition: u32, id: String| {
         let edge = edge.clone();
         async move {
@@ -97,12 +103,12 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
         None,
         "nothing stored, nothing purged"
     );
-    assert_eq!(stream_state(&mesh).await, (8, 1, 8));
+    assert_eq!(state(&stream).await, (8, 1, 8));
 
     // Partition 0 stored through 3: only 1-3 may go.
     let done = compact([3, 0]).await.expect("a purge");
     assert_eq!((done.below, done.purged), (4, 3));
-    assert_eq!(stream_state(&mesh).await, (5, 4, 8));
+    assert_eq!(state(&stream).await, (5, 4, 8));
 
     // Partition 0 stored all; partition 1's first message (6) is not stored: 4 and 5 go.
     let done = compact([5, 0]).await.expect("a purge");
@@ -111,7 +117,7 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
     // Partition 1 stored through 7: 6 and 7 go, 8 stays.
     let done = compact([5, 7]).await.expect("a purge");
     assert_eq!((done.below, done.purged), (8, 2));
-    assert_eq!(stream_state(&mesh).await, (1, 8, 8));
+    assert_eq!(state(&stream).await, (1, 8, 8));
     assert_eq!(compact([5, 7]).await, None, "nothing more is stored");
 
     // A partition that never stored anything (3) holds its message back, even when the
@@ -119,12 +125,12 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
     publish(3, "p3-0".into()).await;
     let done = compact([5, 8]).await.expect("a purge");
     assert_eq!((done.below, done.purged), (9, 1));
-    assert_eq!(stream_state(&mesh).await, (1, 9, 9));
+    assert_eq!(state(&stream).await, (1, 9, 9));
     assert_eq!(
         compact([2, 1]).await,
         None,
         "a stale position purges nothing"
     );
-    assert_eq!(stream_state(&mesh).await, (1, 9, 9));
+    assert_eq!(state(&stream).await, (1, 9, 9));
     mesh.stop().await;
 }
