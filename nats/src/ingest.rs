@@ -43,8 +43,9 @@ impl Bus {
     /// Safe whenever it runs and however stale `stored_through` is: the stream's last
     /// sequence is read first, so a message published later lies above it and is kept; every
     /// partition holding a message at or below it is asked (from the stream leader) for its
-    /// first message after what it stored, and the purge stops below the lowest of those.
-    /// `None` when there is nothing to purge.
+    /// first message after what it stored, and the purge stops below the lowest of those,
+    /// and never past the last message read (see [`purge_bound`]). `None` when there is
+    /// nothing to purge.
     pub async fn compact_chat_in(
         &self,
         stored_through: impl Fn(u32) -> u64,
@@ -68,7 +69,7 @@ impl Bus {
             subjects.info.state.first_sequence,
             subjects.info.state.last_sequence,
         );
-        let mut keep_from = last.saturating_add(1);
+        let mut unstored = None::<u64>;
         while let Some((subject, _)) = subjects.try_next().await.map_err(|e| failed(&e))? {
             // A subject that is no partition's (none should exist) keeps all it holds.
             let stored = self
@@ -79,14 +80,16 @@ impl Bus {
                 .get_first_raw_message_by_subject(&subject, stored.saturating_add(1))
                 .await
             {
-                Ok(unstored) => keep_from = keep_from.min(unstored.sequence),
+                Ok(message) => {
+                    unstored = Some(unstored.map_or(message.sequence, |u| u.min(message.sequence)));
+                }
                 Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => {}
                 Err(err) => return Err(failed(&err)),
             }
         }
-        if keep_from <= first {
+        let Some(keep_from) = purge_bound(first, last, unstored) else {
             return Ok(None);
-        }
+        };
         let purge = stream
             .purge()
             .sequence(keep_from)
@@ -223,6 +226,21 @@ impl Bus {
     }
 }
 
+/// The sequence to purge the ingest stream below, or `None` to purge nothing, for a stream
+/// holding `first..=last` whose first message not stored yet is `unstored` (`None`: every
+/// message is stored).
+///
+/// The stream's last message always stays, even when stored: nats-server (2.12 and 2.14)
+/// serves a purge below a sequence past its last message by emptying the whole store and
+/// lets go of the store's lock in between, so a message published at that moment can be
+/// purged with the rest; and it reads a purge below sequence 1 as "no bound", emptying the
+/// stream. Purging below at most `last`, and only above `first` (at least 1), asks for
+/// neither: one stored message left behind costs nothing, a lost one loses a chat message.
+fn purge_bound(first: u64, last: u64, unstored: Option<u64>) -> Option<u64> {
+    let below = unstored.unwrap_or(last).min(last);
+    (below > first.max(1)).then_some(below)
+}
+
 /// Whether deleting a consumer failed only because there was none.
 fn is_not_found(err: &async_nats::jetstream::stream::ConsumerError) -> bool {
     use async_nats::jetstream::ErrorCode;
@@ -261,5 +279,39 @@ impl Bus {
             let report = serde_json::from_slice::<ChatBacklog>(&message.payload).ok();
             std::future::ready(partition.zip(report))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::purge_bound;
+
+    #[test]
+    fn the_purge_stops_below_the_first_unstored_message() {
+        assert_eq!(purge_bound(1, 10, Some(6)), Some(6));
+        assert_eq!(purge_bound(4, 10, Some(6)), Some(6));
+        assert_eq!(
+            purge_bound(6, 10, Some(6)),
+            None,
+            "nothing below it is left"
+        );
+        assert_eq!(purge_bound(1, 10, Some(1)), None);
+    }
+
+    #[test]
+    fn the_last_message_stays_even_when_everything_is_stored() {
+        // A purge below `last + 1` would empty the store, racing the next publish.
+        assert_eq!(purge_bound(1, 10, None), Some(10));
+        assert_eq!(purge_bound(10, 10, None), None);
+        // Messages published after `last` was read lie above it.
+        assert_eq!(purge_bound(1, 10, Some(12)), Some(10));
+    }
+
+    #[test]
+    fn an_empty_or_fresh_stream_is_never_purged() {
+        // A purge below sequence 1 would be read as no bound at all.
+        assert_eq!(purge_bound(0, 0, None), None, "a stream never written");
+        assert_eq!(purge_bound(11, 10, None), None, "a stream purged empty");
+        assert_eq!(purge_bound(1, 1, None), None);
     }
 }

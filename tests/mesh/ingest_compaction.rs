@@ -43,19 +43,20 @@ async fn stored_messages_leave_the_ingest_stream() {
     for i in 0..40 {
         ws.stored(&format!("m-{i}")).await;
     }
-    // Compaction runs every 250 ms in the tests: the stream empties, the table keeps them.
+    // Compaction runs every 250 ms in the tests: the stream keeps only its last message, the
+    // table keeps them all.
     let stream = ingest_stream(&mesh).await;
     let (_, first, last) = poll_until(
         "the ingest stream compacted",
         Duration::from_secs(10),
         || async {
             let now = state(&stream).await;
-            (now.0 == 0).then_some(now)
+            (now.0 == 1).then_some(now)
         },
     )
     .await;
     assert!(last >= 40, "40 messages went through the stream");
-    assert_eq!(first, last + 1, "every message was purged");
+    assert_eq!(first, last, "every message but the last was purged");
     let stored = history(c, &bob, &private_id(&ann, &bob), 0).await;
     assert_eq!(stored.len(), 40, "every message is still in Postgres");
     let metrics = mesh.metrics_text().await;
@@ -83,13 +84,6 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
                 .expect("accepted");
         }
     };
-    // Sequences 1-5 on partition 0, 6-8 on partition 1.
-    for i in 0..5 {
-        publish(0, format!("p0-{i}")).await;
-    }
-    for i in 0..3 {
-        publish(1, format!("p1-{i}")).await;
-    }
     let compact = |stored: [u64; 2]| {
         let chat = chat.clone();
         async move {
@@ -98,6 +92,16 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
                 .expect("compaction")
         }
     };
+    // A stream never written is left alone: nats-server reads a purge below sequence 1 as no
+    // bound at all, which would purge a first message published meanwhile.
+    assert_eq!(compact([0, 0]).await, None, "an empty stream is not purged");
+    // Sequences 1-5 on partition 0, 6-8 on partition 1.
+    for i in 0..5 {
+        publish(0, format!("p0-{i}")).await;
+    }
+    for i in 0..3 {
+        publish(1, format!("p1-{i}")).await;
+    }
     assert_eq!(
         compact([0, 0]).await,
         None,
@@ -132,5 +136,96 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
         "a stale position purges nothing"
     );
     assert_eq!(state(&stream).await, (1, 9, 9));
+    // Every partition stored everything: the last message stays all the same (see
+    // `compact_chat_in`: a purge past it empties the whole store, racing the next publish).
+    assert_eq!(compact([9, 9]).await, None, "the last message stays");
+    assert_eq!(state(&stream).await, (1, 9, 9));
+    mesh.stop().await;
+}
+
+/// Compaction running flat out while messages are published and read back, as an owner
+/// would: every message published is read, none purged before it was. The purges race the
+/// publishes on purpose: an empty stream at first, everything read by the time compaction
+/// looks (its purge then reaches the stream's end) most of the time after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_racing_publishes_loses_nothing() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures::StreamExt;
+
+    const MESSAGES: u64 = 1_500;
+    let mesh = TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social], |_| {}).await;
+    let chat = mesh.bus_as(NatsRole::Chat, "test-compaction").await;
+    let jetstream = async_nats::jetstream::new(mesh.nats_client_as(NatsRole::Edge).await);
+    let stream = ingest_stream(&mesh).await;
+    let subject = mesh.settings.prefix.chat_in(0);
+
+    // The owner: reads partition 0 in order and counts each message stored once read.
+    let consumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: subject.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer");
+    let stored = Arc::new(AtomicU64::new(0));
+    let mut messages = consumer.messages().await.expect("its messages");
+    let reader = tokio::spawn({
+        let stored = stored.clone();
+        async move {
+            let mut read = BTreeSet::new();
+            while (read.len() as u64) < MESSAGES {
+                let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+                let Ok(Some(Ok(message))) = next else { break };
+                let seq = message.info().expect("a JetStream message").stream_sequence;
+                read.insert(seq);
+                stored.store(seq, Ordering::SeqCst);
+            }
+            read
+        }
+    });
+    let publishing = Arc::new(AtomicBool::new(true));
+    let compactor = tokio::spawn({
+        let (stored, publishing) = (stored.clone(), publishing.clone());
+        async move {
+            let mut purges = 0;
+            while publishing.load(Ordering::SeqCst) {
+                let through = stored.load(Ordering::SeqCst);
+                if chat
+                    .compact_chat_in(|_| through)
+                    .await
+                    .expect("compaction")
+                    .is_some()
+                {
+                    purges += 1;
+                }
+            }
+            purges
+        }
+    });
+    let mut published = BTreeSet::new();
+    for i in 0..MESSAGES {
+        let ack = jetstream
+            .publish(subject.clone(), Bytes::from(format!("{i}")))
+            .await
+            .expect("sent")
+            .await
+            .expect("acknowledged");
+        published.insert(ack.sequence);
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    publishing.store(false, Ordering::SeqCst);
+    let purges = compactor.await.expect("the compactor");
+    let read = reader.await.expect("the reader");
+    let lost: Vec<&u64> = published.difference(&read).collect();
+    assert!(lost.is_empty(), "purged before they were read: {lost:?}");
+    assert!(purges > 0, "compaction purged while messages came in");
     mesh.stop().await;
 }
