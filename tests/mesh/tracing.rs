@@ -546,7 +546,19 @@ async fn without_an_exporter_a_call_carries_the_requests_trace() {
     let client = Client::new(&mesh.url);
     let (_, ann) = user(&client, "ann").await;
     // A plain subscriber gets a copy of every request the service's queue group answers.
-    let watcher = async_nats::connect(&url).await.expect("connect to NATS");
+    // What happens to the watcher's connection, told when a request does not reach it.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let watcher = async_nats::ConnectOptions::new()
+        .event_callback({
+            let events = events.clone();
+            move |event| {
+                let events = events.clone();
+                async move { events.lock().expect("events lock").push(event.to_string()) }
+            }
+        })
+        .connect(&url)
+        .await
+        .expect("connect to NATS");
     let prefix = Prefix::parse(&mesh.prefix).expect("the mesh's prefix");
     let mut requests = watcher
         .subscribe(prefix.rpc(GetMe::SERVICE, GetMe::OP))
@@ -573,10 +585,20 @@ async fn without_an_exporter_a_call_carries_the_requests_trace() {
                 "the request continues its caller's trace"
             );
         }
-        let asked = tokio::time::timeout(Duration::from_secs(10), requests.next())
-            .await
-            .expect("the user service was asked")
-            .expect("a request");
+        let Ok(asked) = tokio::time::timeout(Duration::from_secs(10), requests.next()).await else {
+            let tail = |role: &str| {
+                let lines = mesh.raw_logs(role);
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            };
+            panic!(
+                "the user service was not asked within 10 s (traceparent {traceparent:?}); \
+                 watcher events: {:?}\nedge:\n{}\nuser:\n{}",
+                events.lock().expect("events lock"),
+                tail("edge"),
+                tail("user")
+            );
+        };
+        let asked = asked.expect("a request");
         let parent = asked
             .headers
             .as_ref()
