@@ -17,7 +17,9 @@ use crate::harness::{PASSWORD, TestMesh, assert_problem, unique_phone, wait_unti
 /// A NATS server of this test alone, so stopping it disturbs no other test.
 pub(crate) struct PrivateNats {
     bin: PathBuf,
-    port: u16,
+    /// Its client port: taken by the server itself at the first start (`-p -1`), kept for
+    /// restarts.
+    port: Option<u16>,
     store: PathBuf,
     child: Option<Child>,
 }
@@ -34,16 +36,12 @@ impl PrivateNats {
             "no nats-server at {} (run scripts/services.sh up)",
             bin.display()
         );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            listener.local_addr().expect("local address").port()
-        };
         let store =
             std::env::temp_dir().join(format!("nats-mesh-faults-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store).expect("create the store directory");
         let mut nats = Self {
             bin,
-            port,
+            port: None,
             store,
             child: None,
         };
@@ -52,36 +50,33 @@ impl PrivateNats {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.port.expect("started"))
     }
 
-    /// Starts the server on the same port and store, and waits until it accepts connections.
+    /// Starts the server (again on the same port and store), and waits until it listens.
     pub(crate) async fn run(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(&self.bin)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+        let port = self
+            .port
+            .map_or_else(|| "-1".to_owned(), |port| port.to_string());
+        let mut child = Command::new(&self.bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&self.store)
+            .args(crate::nats_server::ports_file_args(&self.store))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        let port = self.port;
-        wait_until("private nats-server accepts connections", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
+        let pid = child.id().expect("a running child");
+        let listening = crate::nats_server::client_port(&self.bin, pid, &self.store, || {
+            let status = child.try_wait().ok().flatten()?;
+            Some(format!("{status} (port {port} taken by another process?)"))
         })
         .await;
+        self.port = Some(listening);
+        self.child = Some(child);
     }
 
     /// Kills the server (no goodbye to its clients) and reaps it.

@@ -6,18 +6,54 @@ use std::process::{Child, Command, Stdio};
 
 use uuid::Uuid;
 
-use crate::harness::wait_until;
-
 pub fn nats_server_bin() -> PathBuf {
     std::env::var_os("MESH_NATS_SERVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".tools/bin/nats-server"))
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().unwrap().port()
+/// The `--ports_file_dir` arguments that make a nats-server write, once it listens, the
+/// addresses it listens on into `dir` (read back by [`client_port`]).
+pub fn ports_file_args(dir: &Path) -> [std::ffi::OsString; 2] {
+    ["--ports_file_dir".into(), dir.as_os_str().to_owned()]
+}
+
+/// The client port of the nats-server `bin` running as `pid`, started with
+/// [`ports_file_args`]`(dir)`: read from the ports file it writes under its own pid once it
+/// listens. A port picked beforehand and checked by connecting to it can be taken meanwhile
+/// by another test's server, whose clients then look like this one's; the ports file is
+/// this process's own. Panics with what `exited` says when the server exits first (its
+/// port was taken), or when it does not listen within 30 s.
+pub async fn client_port(
+    bin: &Path,
+    pid: u32,
+    dir: &Path,
+    mut exited: impl FnMut() -> Option<String>,
+) -> u16 {
+    let name = bin.file_name().expect("a binary name").to_string_lossy();
+    let file = dir.join(format!("{name}_{pid}.ports"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(why) = exited() {
+            panic!("nats-server exited before it listened: {why}");
+        }
+        // Written in one go but not atomically: an unreadable file is read again.
+        let port = std::fs::read(&file)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .and_then(|ports| {
+                let url = ports["nats"][0].as_str()?.to_owned();
+                url.rsplit_once(':')?.1.parse().ok()
+            });
+        if let Some(port) = port {
+            return port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not listen within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A scratch directory removed with the server.
@@ -38,30 +74,26 @@ impl NatsServer {
     /// Starts a server with JetStream in `dir` (removed on drop) and `config` written to
     /// `dir/server.conf`; returns once it accepts TCP connections.
     pub async fn start(dir: &Path, config: &str) -> Self {
-        let port = free_port();
         let conf = dir.join("server.conf");
         std::fs::write(&conf, config).expect("write server.conf");
         let log = dir.join("server.log");
-        let mut child = Command::new(nats_server_bin())
+        let bin = nats_server_bin();
+        // Port -1: the server takes a free one itself, so no other can hold it.
+        let mut child = Command::new(&bin)
             .arg("-c")
             .arg(&conf)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
             .arg(dir.join("js"))
+            .args(ports_file_args(dir))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("server log"))
             .spawn()
             .expect("start nats-server (MESH_NATS_SERVER_BIN)");
-        wait_until("nats-server up", || {
-            let exited = child.try_wait().ok().flatten();
-            if let Some(status) = exited {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("nats-server exited ({status}):\n{text}");
-            }
-            async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            }
+        let pid = child.id();
+        let port = client_port(&bin, pid, dir, || {
+            let status = child.try_wait().ok().flatten()?;
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Some(format!("{status}:\n{text}"))
         })
         .await;
         Self {
