@@ -168,15 +168,11 @@ pub static CHAT_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Ingest messages set aside in `chat.dead_letters` instead of blocking their partition.
 pub static CHAT_DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let vec = counter(
+    counter(
         "mesh_chat_dead_letters_total",
         "Chat ingest messages set aside as dead letters, by reason (unreadable, unstorable)",
         &["reason"],
-    );
-    for reason in ["unreadable", "unstorable"] {
-        vec.with_label_values(&[reason]);
-    }
-    vec
+    )
 });
 
 /// Resent messages dropped because they were already stored.
@@ -258,6 +254,16 @@ pub static CHAT_INGEST_COMPACTED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Messages purged from the chat ingest stream once every partition had stored them"
     )
     .expect("metric registered once")
+});
+
+/// Compactions of the ingest stream by outcome (`ok`, `failed`): one that keeps failing leaves
+/// stored messages in the stream until JetStream's storage is full.
+pub static CHAT_INGEST_COMPACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_ingest_compactions_total",
+        "Compactions of the chat ingest stream attempted, by outcome (ok, failed)",
+        &["outcome"],
+    )
 });
 
 /// Ingest messages delivered more than once.
@@ -483,7 +489,9 @@ const CHAT_REJECTIONS: &[&str] = &[
     "unstorable",
 ];
 
-fn touch_error_labels() {
+/// Creates at zero the labelled series that dashboards and alerts read before anything counted
+/// them (mostly ways of failing).
+fn touch_labels() {
     for reason in AUTH_FAILURE_REASONS {
         AUTH_FAILURES.with_label_values(&[reason]);
     }
@@ -500,6 +508,13 @@ fn touch_error_labels() {
     }
     for event in ["disconnected", "connected"] {
         NATS_EVENTS.with_label_values(&[event]);
+    }
+    for reason in ["unreadable", "unstorable"] {
+        CHAT_DEAD_LETTERS.with_label_values(&[reason]);
+    }
+    // Both outcomes exist from the start, so an alert can ask whether none succeeded lately.
+    for outcome in ["ok", "failed"] {
+        CHAT_INGEST_COMPACTIONS.with_label_values(&[outcome]);
     }
 }
 
@@ -536,6 +551,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_CONSUMER_PENDING);
     LazyLock::force(&CHAT_REDELIVERIES);
     LazyLock::force(&CHAT_INGEST_COMPACTED);
+    LazyLock::force(&CHAT_INGEST_COMPACTIONS);
     LazyLock::force(&CHAT_PUSHES);
     LazyLock::force(&RT_CONNECTIONS);
     LazyLock::force(&RT_FRAMES);
@@ -558,5 +574,5 @@ pub fn touch_all() {
     // Process CPU, memory and file descriptors (`process_*`): the prometheus crate's default
     // registry registers its process collector itself (feature `process`, Linux).
     let _ = prometheus::default_registry();
-    touch_error_labels();
+    touch_labels();
 }

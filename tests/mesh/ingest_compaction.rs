@@ -66,6 +66,13 @@ async fn stored_messages_leave_the_ingest_stream() {
             .any(|l| l.starts_with("mesh_chat_ingest_compacted_total ") && !l.ends_with(" 0")),
         "compaction is counted"
     );
+    assert!(
+        metrics.lines().any(|l| {
+            l.starts_with("mesh_chat_ingest_compactions_total{outcome=\"ok\"} ")
+                && !l.ends_with(" 0")
+        }),
+        "successful compactions are counted"
+    );
     mesh.stop().await;
 }
 

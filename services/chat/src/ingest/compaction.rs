@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use mesh_observability::metrics::CHAT_INGEST_COMPACTED;
+use mesh_observability::metrics::{CHAT_INGEST_COMPACTED, CHAT_INGEST_COMPACTIONS};
 use mesh_service_kit::pause;
 use tokio_util::sync::CancellationToken;
 
@@ -20,9 +20,14 @@ pub async fn run(state: State, stop: CancellationToken) {
         if pause(&stop, every).await {
             return;
         }
-        if let Err(err) = compact(&state).await {
-            tracing::warn!(error = %err, "cannot compact the ingest stream");
-        }
+        let outcome = match compact(&state).await {
+            Ok(()) => "ok",
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot compact the ingest stream");
+                "failed"
+            }
+        };
+        CHAT_INGEST_COMPACTIONS.with_label_values(&[outcome]).inc();
     }
 }
 
