@@ -80,9 +80,7 @@ impl Bus {
                 .get_first_raw_message_by_subject(&subject, stored.saturating_add(1))
                 .await
             {
-                Ok(message) => {
-                    unstored = Some(unstored.map_or(message.sequence, |u| u.min(message.sequence)));
-                }
+                Ok(message) => unstored = unstored.into_iter().chain([message.sequence]).min(),
                 Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => {}
                 Err(err) => return Err(failed(&err)),
             }

@@ -1,7 +1,7 @@
 //! Faults: the mesh without its NATS server answers 503 at once instead of hanging, and
 //! recovers by itself when the server comes back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::{Child, Command};
-use uuid::Uuid;
 
 use crate::harness::{PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
+use crate::nats_server::{client_port, nats_server_bin, ports_file_args, scratch_dir};
 
 /// A NATS server of this test alone, so stopping it disturbs no other test.
 pub(crate) struct PrivateNats {
@@ -26,23 +26,10 @@ pub(crate) struct PrivateNats {
 
 impl PrivateNats {
     pub(crate) async fn start() -> Self {
-        let bin = std::env::var_os("MESH_NATS_SERVER_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server")
-            });
-        assert!(
-            bin.exists(),
-            "no nats-server at {} (run scripts/services.sh up)",
-            bin.display()
-        );
-        let store =
-            std::env::temp_dir().join(format!("nats-mesh-faults-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&store).expect("create the store directory");
         let mut nats = Self {
-            bin,
+            bin: nats_server_bin(),
             port: None,
-            store,
+            store: scratch_dir("faults"),
             child: None,
         };
         nats.run().await;
@@ -62,7 +49,7 @@ impl PrivateNats {
         let mut child = Command::new(&self.bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&self.store)
-            .args(crate::nats_server::ports_file_args(&self.store))
+            .args(ports_file_args(&self.store))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -70,7 +57,7 @@ impl PrivateNats {
             .spawn()
             .expect("start nats-server");
         let pid = child.id().expect("a running child");
-        let listening = crate::nats_server::client_port(&self.bin, pid, &self.store, || {
+        let listening = client_port(pid, &self.store, || {
             let status = child.try_wait().ok().flatten()?;
             Some(format!("{status} (port {port} taken by another process?)"))
         })

@@ -6,10 +6,18 @@ use std::process::{Child, Command, Stdio};
 
 use uuid::Uuid;
 
+/// The nats-server binary: `MESH_NATS_SERVER_BIN`, else the one `scripts/services.sh`
+/// installed into `.tools/`.
 pub fn nats_server_bin() -> PathBuf {
-    std::env::var_os("MESH_NATS_SERVER_BIN")
+    let bin = std::env::var_os("MESH_NATS_SERVER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".tools/bin/nats-server"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server"));
+    assert!(
+        bin.exists(),
+        "no nats-server at {} (run scripts/services.sh up)",
+        bin.display()
+    );
+    bin
 }
 
 /// The `--ports_file_dir` arguments that make a nats-server write, once it listens, the
@@ -18,18 +26,14 @@ pub fn ports_file_args(dir: &Path) -> [std::ffi::OsString; 2] {
     ["--ports_file_dir".into(), dir.as_os_str().to_owned()]
 }
 
-/// The client port of the nats-server `bin` running as `pid`, started with
+/// The client port of the nats-server (`nats_server_bin`) running as `pid`, started with
 /// [`ports_file_args`]`(dir)`: read from the ports file it writes under its own pid once it
 /// listens. A port picked beforehand and checked by connecting to it can be taken meanwhile
 /// by another test's server, whose clients then look like this one's; the ports file is
 /// this process's own. Panics with what `exited` says when the server exits first (its
 /// port was taken), or when it does not listen within 30 s.
-pub async fn client_port(
-    bin: &Path,
-    pid: u32,
-    dir: &Path,
-    mut exited: impl FnMut() -> Option<String>,
-) -> u16 {
+pub async fn client_port(pid: u32, dir: &Path, mut exited: impl FnMut() -> Option<String>) -> u16 {
+    let bin = nats_server_bin();
     let name = bin.file_name().expect("a binary name").to_string_lossy();
     let file = dir.join(format!("{name}_{pid}.ports"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -90,7 +94,7 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server (MESH_NATS_SERVER_BIN)");
         let pid = child.id();
-        let port = client_port(&bin, pid, dir, || {
+        let port = client_port(pid, dir, || {
             let status = child.try_wait().ok().flatten()?;
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             Some(format!("{status}:\n{text}"))
