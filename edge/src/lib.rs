@@ -92,7 +92,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     mesh_observability::metrics::touch_all();
     let verifier = TokenVerifier::new(&config)?;
-    let revocations = deps.bus.revocations().await?;
+    let revocations = deps.bus.bucket_follower(Bucket::Revoked).await?;
     let rpc = deps.bus.rpc_client(config.rpc_timeout);
     let presence = PresenceDeps {
         bucket: deps.bus.bucket(Bucket::Presence).await?,

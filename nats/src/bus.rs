@@ -154,6 +154,14 @@ impl Bus {
         self.client.server_info().max_payload
     }
 
+    /// Messages this connection has sent to the server so far (publishes, requests, acks).
+    pub fn messages_sent(&self) -> u64 {
+        self.client
+            .statistics()
+            .out_messages
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The version the server reported when we connected.
     pub fn server_version(&self) -> String {
         self.client.server_info().version

@@ -5,6 +5,7 @@
 
 mod audit;
 mod backlog;
+mod bucket_follow;
 mod bus;
 mod context;
 mod credentials;
@@ -21,6 +22,7 @@ mod topology;
 mod trace;
 
 pub use backlog::ConsumerBacklog;
+pub use bucket_follow::{BucketEntry, BucketFollower, Followed};
 pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
 pub use credentials::{

@@ -21,7 +21,9 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Client, PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
+use crate::harness::{
+    Client, PASSWORD, TestMesh, assert_problem, poll_until, unique_phone, wait_until,
+};
 use crate::ws::{Ws, ws_url};
 
 /// An answer with its headers.
@@ -742,6 +744,85 @@ async fn failures_counted_while_a_sign_in_hashes_survive_its_success() {
     let cleared = failures.count(&subjects).await;
     assert_eq!(cleared.failures.account, 0);
     assert_eq!(cleared.failures.ip, 2);
+    mesh.stop().await;
+}
+
+/// Messages `bus` sends while `count` runs `times` for `subjects`.
+async fn messages_to_count(
+    bus: &mesh_nats::Bus,
+    failures: &LoginFailures,
+    subjects: &Subjects,
+    times: u64,
+) -> u64 {
+    let before = bus.messages_sent();
+    for _ in 0..times {
+        failures.count(subjects).await;
+    }
+    bus.messages_sent() - before
+}
+
+/// A user service follows the failures bucket's keys, so a sign-in whose account and address
+/// have no failure counted reads nothing from NATS; a failure another instance counts reaches
+/// it within moments, and from then on that account is read from the bucket, until its
+/// failures are forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_read_only_the_failures_the_bucket_holds() {
+    let mesh = TestMesh::spawn().await;
+    let bus = mesh.bus_as(NatsRole::User, "test-failures-follower").await;
+    let following = LoginFailures::open(&bus)
+        .await
+        .expect("the failures bucket");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let following = following.clone();
+        async move { following.follow(stopped).await }
+    });
+    let other_bus = mesh.bus_as(NatsRole::User, "test-failures-other").await;
+    let other = LoginFailures::open(&other_bus)
+        .await
+        .expect("the failures bucket");
+    let phone = unique_phone();
+    let subjects = Subjects::new(&phone, Some("203.0.113.9"));
+
+    // Not following, an instance reads both keys every time.
+    assert!(messages_to_count(&other_bus, &other, &subjects, 20).await >= 40);
+    // Following, once current, it reads nothing (the follower's own check of the bucket, every
+    // 2 s, may fall in).
+    poll_until(
+        "the follower is current",
+        Duration::from_secs(10),
+        || async { (messages_to_count(&bus, &following, &subjects, 1).await == 0).then_some(()) },
+    )
+    .await;
+    assert!(messages_to_count(&bus, &following, &subjects, 20).await <= 2);
+
+    // Another instance counts a failure: it is seen, and read from the bucket.
+    other.record(&subjects).await;
+    let counted = poll_until(
+        "another instance's failure seen",
+        Duration::from_secs(5),
+        || async {
+            let counted = following.count(&subjects).await;
+            (counted.failures.account == 1 && counted.failures.ip == 1).then_some(counted)
+        },
+    )
+    .await;
+    assert!(messages_to_count(&bus, &following, &subjects, 5).await >= 10);
+
+    // Forgotten there, the account is no longer read; the address still is.
+    following.clear(&subjects, &counted).await;
+    let account_only = Subjects::new(&phone, None);
+    poll_until(
+        "the forgotten failures seen",
+        Duration::from_secs(5),
+        || async {
+            (messages_to_count(&bus, &following, &account_only, 1).await == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(following.count(&subjects).await.failures.ip, 1);
+    let _ = stop.send(true);
+    follower.await.expect("the follower ends when stopped");
     mesh.stop().await;
 }
 

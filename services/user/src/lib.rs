@@ -34,11 +34,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let state = handlers::State::new(deps, config).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let failures = state.login_failures().clone();
+    let follower = tokio::spawn(async move { failures.follow(stopped).await });
     let host = ServiceHost::new(
         state.bus().clone(),
         mesh_contracts::Service::User,
         "accounts, sessions and tokens",
     );
     let host = handlers::register(host, state);
-    host.run(shutdown).await.map_err(anyhow::Error::msg)
+    let served = host.run(shutdown).await.map_err(anyhow::Error::msg);
+    let _ = stop.send(true);
+    let _ = follower.await;
+    served
 }

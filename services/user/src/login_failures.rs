@@ -2,12 +2,21 @@
 //! account (by phone, known or not) and per client address. An entry is forgotten
 //! `LOGIN_FAILURE_WINDOW` after its last failure. When the bucket cannot be reached, sign-ins
 //! go on uncounted (logged), rather than locking everyone out.
+//!
+//! Each user service follows the bucket's keys (`FailedKeys`), so a sign-in whose account and
+//! address have no failure counted reads nothing from NATS; a key the copy holds, or any key
+//! while the copy is not current, is read from the bucket.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_contracts::Bucket;
-use mesh_nats::{Bus, KvBucket, KvError};
+use mesh_nats::{BucketFollower, Bus, Followed, KvBucket, KvError, LOGIN_FAILURE_WINDOW};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
+use crate::domain::failed_keys::{FailedKeys, MOST_KEYS};
 use crate::domain::login_throttle::Failures;
 
 /// Attempts at a compare-and-set increment racing other edges' increments.
@@ -16,7 +25,14 @@ const ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct LoginFailures {
     bucket: KvBucket,
+    follower: BucketFollower,
+    /// The keys the bucket holds, as followed.
+    keys: Arc<Mutex<FailedKeys>>,
 }
+
+/// How long past its window a key is still taken as held: the bucket expires entries by its
+/// own clock, from when they were written, which is before they are seen here.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 /// The bucket keys of one attempt: digests, so no phone or address is stored in the clear.
 pub struct Subjects {
@@ -41,9 +57,39 @@ impl LoginFailures {
     pub async fn open(bus: &Bus) -> anyhow::Result<Self> {
         Ok(Self {
             bucket: bus.bucket(Bucket::LoginFailures).await?,
+            follower: bus.bucket_follower(Bucket::LoginFailures).await?,
+            keys: Arc::new(Mutex::new(FailedKeys::new(
+                LOGIN_FAILURE_WINDOW + EXPIRY_MARGIN,
+                MOST_KEYS,
+            ))),
         })
     }
 
+    fn keys(&self) -> MutexGuard<'_, FailedKeys> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Follows the bucket's keys until `stop` flips.
+    pub async fn follow(&self, stop: watch::Receiver<bool>) {
+        self.follower
+            .follow(stop, |followed| {
+                let mut keys = self.keys();
+                match followed {
+                    Followed::Opened | Followed::Lost => keys.restart(),
+                    Followed::Entry(entry) if entry.present => {
+                        keys.written(&entry.key, entry.revision, Instant::now());
+                    }
+                    Followed::Entry(entry) => keys.deleted(&entry.key, entry.revision),
+                    Followed::CaughtUp => {
+                        tracing::debug!("sign-in failure keys current");
+                        keys.current();
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// The count and revision of `key` in the bucket (zero and none when it has none).
     async fn read(&self, key: &str) -> Result<(u32, Option<u64>), KvError> {
         Ok(match self.bucket.get(key).await? {
             Some(entry) => (
@@ -57,11 +103,15 @@ impl LoginFailures {
         })
     }
 
-    /// Recent failures of the account and the address (zero when unknown or unreachable).
+    /// Recent failures of the account and the address (zero when unknown or unreachable); only
+    /// keys the bucket may hold are read from it.
     pub async fn count(&self, subjects: &Subjects) -> Counted {
         let read = |key: &str| {
             let key = key.to_owned();
             async move {
+                if !self.keys().may_hold(&key, Instant::now()) {
+                    return (0, None);
+                }
                 self.read(&key).await.unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "cannot read sign-in failures");
                     (0, None)
@@ -97,7 +147,11 @@ impl LoginFailures {
                 None => self.bucket.create(key, value).await,
             };
             match written {
-                Ok(_) => return Ok(()),
+                Ok(revision) => {
+                    // Known here at once, before the watch brings it.
+                    self.keys().written(key, revision, Instant::now());
+                    return Ok(());
+                }
                 Err(KvError::Conflict) => continue,
                 Err(err) => return Err(err),
             }

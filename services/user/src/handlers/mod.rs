@@ -67,6 +67,10 @@ impl State {
         &self.bus
     }
 
+    pub fn login_failures(&self) -> &LoginFailures {
+        &self.failures
+    }
+
     /// Publishes revocations before the database marks them, so that a failure in between
     /// leaves the session refused everywhere rather than still usable.
     async fn publish_revocations(
