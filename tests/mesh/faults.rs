@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mesh_contracts::nats_permissions::NatsRole;
+use mesh_user::login_failures::{LoginFailures, Subjects};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -258,6 +260,56 @@ async fn requests_racing_a_nats_outage_end_with_a_clear_status() {
     wait_until("ready again after the outage", || async {
         c.get("/readyz").await.0 == StatusCode::OK
     })
+    .await;
+    mesh.stop().await;
+    drop(nats);
+}
+
+/// The user service's copy of which accounts have failed sign-ins survives NATS going away:
+/// after the server restarts, failures another instance counts still lock the account, so a
+/// watch lost with the server never leaves the copy answering "no failures" for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| {
+        s.nats_url = url;
+        s.login_throttle.lock_after = 3;
+    })
+    .await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    c.login(&phone).await;
+
+    nats.kill().await;
+    nats.run().await;
+    wait_until("readyz after NATS is back", || async {
+        c.get("/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    c.login(&phone).await;
+
+    // Another user service instance counts three failures of the account.
+    let other = mesh.bus_as(NatsRole::User, "test-other-user-service").await;
+    let failures = LoginFailures::open(&other)
+        .await
+        .expect("the failures bucket");
+    for _ in 0..3 {
+        failures.record(&Subjects::new(&phone, None)).await;
+    }
+    wait_until(
+        "the account locked by the other instance's count",
+        || async {
+            let answer = c
+                .post(
+                    "/v1/auth/login",
+                    json!({ "phone": phone, "password": PASSWORD }),
+                )
+                .await;
+            answer.0 == StatusCode::TOO_MANY_REQUESTS && answer.1["code"] == "login_locked"
+        },
+    )
     .await;
     mesh.stop().await;
     drop(nats);
