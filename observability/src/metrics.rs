@@ -446,6 +446,16 @@ pub static REVOCATION_WATCH_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+/// 1 while this user service's copy of the sign-in failure bucket's keys is current (sign-ins
+/// with no failures read nothing from NATS), 0 while its watch opens, replays or is broken.
+pub static LOGIN_FAILURE_KEYS_CURRENT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "mesh_login_failure_keys_current",
+        "1 while the user service's copy of the sign-in failure keys is current, 0 otherwise"
+    )
+    .expect("metric registered once")
+});
+
 /// Records the binary's version and commit and the roles this process runs.
 pub fn set_build_info(version: &str, commit: &str, roles: &str) {
     BUILD_INFO
@@ -570,6 +580,7 @@ pub fn touch_all() {
     LazyLock::force(&DB_POOL_MAX);
     LazyLock::force(&DB_QUERY_DURATION);
     LazyLock::force(&REVOCATION_WATCH_OPEN);
+    LazyLock::force(&LOGIN_FAILURE_KEYS_CURRENT);
     LazyLock::force(&CONSUMER_PENDING);
     // Process CPU, memory and file descriptors (`process_*`): the prometheus crate's default
     // registry registers its process collector itself (feature `process`, Linux).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mesh_contracts::Bucket;
 use mesh_nats::{BucketFollower, Bus, Followed, KvBucket, KvError, LOGIN_FAILURE_WINDOW};
+use mesh_observability::metrics::LOGIN_FAILURE_KEYS_CURRENT;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -75,7 +76,10 @@ impl LoginFailures {
             .follow(stop, |followed| {
                 let mut keys = self.keys();
                 match followed {
-                    Followed::Opened | Followed::Lost => keys.restart(),
+                    Followed::Opened | Followed::Lost => {
+                        LOGIN_FAILURE_KEYS_CURRENT.set(0);
+                        keys.restart();
+                    }
                     Followed::Entry(entry) if entry.present => {
                         keys.written(&entry.key, entry.revision, Instant::now());
                     }
@@ -83,6 +87,7 @@ impl LoginFailures {
                     Followed::CaughtUp => {
                         tracing::debug!("sign-in failure keys current");
                         keys.current();
+                        LOGIN_FAILURE_KEYS_CURRENT.set(1);
                     }
                 }
             })
