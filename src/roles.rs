@@ -33,7 +33,7 @@ pub async fn connect_bus(settings: &Settings, role: NatsRole, name: &str) -> any
         CONNECT_TIMEOUT,
     )
     .await?;
-    bus.require_topology(&role.streams(), &role.buckets())
+    bus.require_topology(&role.streams(), &role.buckets(), settings.chat.partitions)
         .await?;
     tracing::info!(server = %bus.server_version(), prefix = %settings.prefix.as_str(), role = role.as_str(), "NATS ready");
     Ok(bus)
@@ -45,6 +45,7 @@ pub fn topology_settings(settings: &Settings) -> TopologySettings {
         revoked_ttl: settings.access_ttl,
         dedup_window: settings.chat.dedup_window,
         replicas: settings.nats_replicas,
+        chat_partitions: settings.chat.partitions,
     }
 }
 

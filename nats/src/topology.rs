@@ -19,6 +19,32 @@ pub struct TopologySettings {
     pub dedup_window: Duration,
     /// Copies of every stream and bucket on the cluster's servers (1 on a single server).
     pub replicas: usize,
+    /// Partitions the ingest stream's messages are routed over (recorded on the stream).
+    pub chat_partitions: u32,
+}
+
+/// The ingest stream's metadata key recording how many partitions its messages are routed
+/// over: a message accepted under one count has no owner under another.
+const PARTITIONS_KEY: &str = "mesh_chat_partitions";
+
+/// Whether a mesh configured for `configured` partitions may use the ingest stream `stream`
+/// whose metadata records `recorded` (none: set up before the count was recorded).
+fn check_partitions(
+    stream: &str,
+    recorded: Option<&String>,
+    configured: u32,
+) -> Result<(), ConnectError> {
+    match recorded {
+        Some(recorded) if *recorded != configured.to_string() => {
+            Err(ConnectError::Topology(format!(
+                "stream {stream} routes chat messages over {recorded} partitions, but \
+                 MESH_CHAT_PARTITIONS is {configured}: messages accepted under one count have no \
+                 owner under the other. Set MESH_CHAT_PARTITIONS={recorded}, or stop the edges, \
+                 let the chat workers store everything and delete the stream before changing it"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -77,6 +103,15 @@ impl Bus {
             (Stream::Audit, p.audit(), Duration::from_secs(7 * 24 * 3600)),
         ];
         for (which, subject, max_age) in streams {
+            let mut metadata = std::collections::HashMap::new();
+            if which == Stream::ChatIn {
+                self.require_chat_partitions(settings.chat_partitions)
+                    .await?;
+                metadata.insert(
+                    PARTITIONS_KEY.to_owned(),
+                    settings.chat_partitions.to_string(),
+                );
+            }
             let config = stream::Config {
                 name: p.stream(which),
                 subjects: vec![subject],
@@ -84,6 +119,7 @@ impl Bus {
                 duplicate_window: settings.dedup_window,
                 max_age,
                 num_replicas: settings.replicas,
+                metadata,
                 ..Default::default()
             };
             self.jetstream
@@ -96,12 +132,25 @@ impl Bus {
         Ok(())
     }
 
-    /// Fails unless every stream and bucket named exists: serving roles bind to what
+    /// Fails when the ingest stream exists and records another partition count than
+    /// `configured` (a stream that does not exist yet, or records none, passes).
+    async fn require_chat_partitions(&self, configured: u32) -> Result<(), ConnectError> {
+        let name = self.prefix.stream(Stream::ChatIn);
+        let Ok(stream) = self.jetstream.get_stream(&name).await else {
+            return Ok(());
+        };
+        let recorded = stream.cached_info().config.metadata.get(PARTITIONS_KEY);
+        check_partitions(&name, recorded, configured)
+    }
+
+    /// Fails unless every stream and bucket named exists, and unless the ingest stream (when
+    /// named) routes over `chat_partitions` partitions: serving roles bind to what
     /// `mesh migrate` created and never create anything themselves.
     pub async fn require_topology(
         &self,
         streams: &[Stream],
         buckets: &[Bucket],
+        chat_partitions: u32,
     ) -> Result<(), ConnectError> {
         let p = &self.prefix;
         let missing = |what: String, err: &dyn std::fmt::Display| {
@@ -122,6 +171,9 @@ impl Bus {
                 .get_key_value(&name)
                 .await
                 .map_err(|err| missing(format!("bucket {name}"), &err))?;
+        }
+        if streams.contains(&Stream::ChatIn) {
+            self.require_chat_partitions(chat_partitions).await?;
         }
         Ok(())
     }
@@ -167,5 +219,24 @@ impl Bus {
         for which in [Stream::ChatIn, Stream::Events, Stream::Audit] {
             let _ = self.jetstream.delete_stream(p.stream(which)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_partitions;
+
+    #[test]
+    fn a_stream_is_usable_only_with_the_partition_count_it_records() {
+        let sixteen = "16".to_owned();
+        assert!(check_partitions("P_CHAT_IN", Some(&sixteen), 16).is_ok());
+        assert!(
+            check_partitions("P_CHAT_IN", None, 8).is_ok(),
+            "recorded by nothing yet"
+        );
+        let refused = check_partitions("P_CHAT_IN", Some(&sixteen), 8)
+            .expect_err("another count")
+            .to_string();
+        assert!(refused.contains("MESH_CHAT_PARTITIONS=16"), "{refused}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use mesh_contracts::nats_permissions::NatsRole;
 use nats_mesh::Role;
 
 use crate::chat::{history, private_id};
@@ -79,5 +80,38 @@ async fn a_killed_chat_worker_loses_nothing_accepted() {
         let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
         assert_eq!(seqs, (1..=PER_FRIEND as i64).collect::<Vec<_>>());
     }
+    mesh.stop().await;
+}
+
+/// The ingest stream records how many partitions its messages are routed over, so a mesh
+/// configured for another count cannot strand accepted messages in partitions nobody owns:
+/// `mesh migrate` refuses to change it, and so does every role that binds the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_partition_count_is_refused_before_anything_is_accepted() {
+    let mesh = TestMesh::spawn().await;
+    let mut other = mesh.settings.clone();
+    other.chat.partitions = mesh.settings.chat.partitions * 2;
+    let expected = format!("MESH_CHAT_PARTITIONS={}", mesh.settings.chat.partitions);
+
+    let migrated = nats_mesh::roles::migrate_nats(&other).await;
+    let refused = migrated
+        .expect_err("migrate with another count")
+        .to_string();
+    assert!(refused.contains(&expected), "{refused}");
+    for role in [NatsRole::Edge, NatsRole::Chat] {
+        let bound = nats_mesh::roles::connect_bus(&other, role, "test-other-count").await;
+        let refused = bound.err().expect("a role with another count").to_string();
+        assert!(refused.contains(&expected), "{role:?}: {refused}");
+    }
+    // Roles that do not touch the ingest stream do not care, and the same count still binds.
+    nats_mesh::roles::connect_bus(&other, NatsRole::User, "test-user")
+        .await
+        .expect("the user role binds whatever the count");
+    nats_mesh::roles::connect_bus(&mesh.settings, NatsRole::Edge, "test-same-count")
+        .await
+        .expect("the same count binds");
+    nats_mesh::roles::migrate_nats(&mesh.settings)
+        .await
+        .expect("migrate with the same count");
     mesh.stop().await;
 }

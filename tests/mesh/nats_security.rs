@@ -264,7 +264,11 @@ async fn eavesdropping_impersonation_and_forgery_are_refused() {
     // After all that, the streams are intact and ann still signs in as herself.
     let migrate = mesh.bus_as(NatsRole::Migrate, "check").await;
     migrate
-        .require_topology(&[Stream::ChatIn, Stream::Events], &[Bucket::Revoked])
+        .require_topology(
+            &[Stream::ChatIn, Stream::Events],
+            &[Bucket::Revoked],
+            mesh.settings.chat.partitions,
+        )
         .await
         .expect("streams and buckets intact");
     migrate.drain().await;
