@@ -132,8 +132,9 @@ impl Bus {
         Ok(())
     }
 
-    /// Fails when the ingest stream exists and records another partition count than
-    /// `configured` (a stream that does not exist yet, or records none, passes).
+    /// Before `mesh migrate` updates the ingest stream: fails when it exists and records
+    /// another partition count than `configured` (a stream that does not exist yet, or records
+    /// none, passes).
     async fn require_chat_partitions(&self, configured: u32) -> Result<(), ConnectError> {
         let name = self.prefix.stream(Stream::ChatIn);
         let Ok(stream) = self.jetstream.get_stream(&name).await else {
@@ -160,10 +161,15 @@ impl Bus {
         };
         for which in streams {
             let name = p.stream(*which);
-            self.jetstream
+            let stream = self
+                .jetstream
                 .get_stream(&name)
                 .await
                 .map_err(|err| missing(format!("stream {name}"), &err))?;
+            if *which == Stream::ChatIn {
+                let recorded = stream.cached_info().config.metadata.get(PARTITIONS_KEY);
+                check_partitions(&name, recorded, chat_partitions)?;
+            }
         }
         for bucket in buckets {
             let name = p.bucket(*bucket);
@@ -171,9 +177,6 @@ impl Bus {
                 .get_key_value(&name)
                 .await
                 .map_err(|err| missing(format!("bucket {name}"), &err))?;
-        }
-        if streams.contains(&Stream::ChatIn) {
-            self.require_chat_partitions(chat_partitions).await?;
         }
         Ok(())
     }
