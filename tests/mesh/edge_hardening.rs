@@ -748,7 +748,7 @@ async fn failures_counted_while_a_sign_in_hashes_survive_its_success() {
 }
 
 /// Messages `bus` sends while `count` runs `times` for `subjects`.
-async fn messages_to_count(
+pub(crate) async fn messages_to_count(
     bus: &mesh_nats::Bus,
     failures: &LoginFailures,
     subjects: &Subjects,

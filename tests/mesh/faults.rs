@@ -13,7 +13,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::harness::{PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
+use crate::edge_hardening::messages_to_count;
+use crate::harness::{PASSWORD, TestMesh, assert_problem, poll_until, unique_phone, wait_until};
 use crate::nats_server::{client_port, nats_server_bin, ports_file_args, scratch_dir};
 
 /// A NATS server of this test alone, so stopping it disturbs no other test.
@@ -267,7 +268,9 @@ async fn requests_racing_a_nats_outage_end_with_a_clear_status() {
 
 /// The user service's copy of which accounts have failed sign-ins survives NATS going away:
 /// after the server restarts, failures another instance counts still lock the account, so a
-/// watch lost with the server never leaves the copy answering "no failures" for good.
+/// watch lost with the server never leaves the copy answering "no failures" for good; and a
+/// follower that lived through the restart is current again (reads nothing for a clean
+/// account) and sees the new failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     let mut nats = PrivateNats::start().await;
@@ -281,6 +284,15 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     let phone = unique_phone();
     c.register(&phone, "Ann").await;
     c.login(&phone).await;
+    let watcher = mesh.bus_as(NatsRole::User, "test-failures-follower").await;
+    let following = LoginFailures::open(&watcher)
+        .await
+        .expect("the failures bucket");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let following = following.clone();
+        async move { following.follow(stopped).await }
+    });
 
     nats.kill().await;
     nats.run().await;
@@ -289,6 +301,13 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     })
     .await;
     c.login(&phone).await;
+    let clean = Subjects::new(&unique_phone(), None);
+    poll_until(
+        "the follower current after the restart",
+        Duration::from_secs(20),
+        || async { (messages_to_count(&watcher, &following, &clean, 1).await == 0).then_some(()) },
+    )
+    .await;
 
     // Another user service instance counts three failures of the account.
     let other = mesh.bus_as(NatsRole::User, "test-other-user-service").await;
@@ -311,6 +330,15 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
         },
     )
     .await;
+    let account = Subjects::new(&phone, None);
+    poll_until(
+        "the follower sees the new failures",
+        Duration::from_secs(10),
+        || async { (following.count(&account).await.failures.account == 3).then_some(()) },
+    )
+    .await;
+    let _ = stop.send(true);
+    follower.await.expect("the follower ends when stopped");
     mesh.stop().await;
     drop(nats);
 }
