@@ -40,7 +40,14 @@ VERSUS = {
     "peer_throughput": {"Synapse persisted msg/s"},
 }
 CEILINGS = ("throughput", "reads", "login", "latency")
-RAW = ("raw_jetstream", "raw_postgres", "raw_request_reply", "raw_edge_http", "raw_argon2id")
+RAW = (
+    "raw_jetstream",
+    "raw_postgres",
+    "raw_request_reply",
+    "raw_edge_http",
+    "raw_read_parts",
+    "raw_argon2id",
+)
 
 problems = []
 
@@ -80,6 +87,10 @@ def check_targets(name, line):
             need(
                 isinstance(ceiling.get("parts_ratio"), (int, float)),
                 "reads: no ceiling from an HTTP answer and a request/reply together",
+            )
+            need(
+                isinstance(ceiling.get("parts_together_kept_up"), bool),
+                "reads: no verdict from its parts run together at the target rate",
             )
 
 
@@ -162,6 +173,9 @@ MUTATIONS = {
     "no read ceiling from its parts": lambda ls: first(ls, "reads")["results"]["ceiling"].pop(
         "parts_ratio"
     ),
+    "no read ceiling from its parts run together": lambda ls: first(ls, "reads")["results"][
+        "ceiling"
+    ].pop("parts_together_kept_up"),
     "a target without a verdict": lambda ls: first(ls, "latency")["targets"].clear(),
     "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
     "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),

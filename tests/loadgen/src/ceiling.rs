@@ -12,6 +12,7 @@
 use serde_json::{Value, json};
 
 use crate::report::{CpuReport, Outcome, thousands};
+use crate::scenarios::baseline::ReadParts;
 use crate::scenarios::{Ctx, latency, login, reads, throughput};
 
 /// The process whose CPU the bounds leave out: the system under test.
@@ -37,6 +38,9 @@ pub fn add(outcome: &mut Outcome, ctx: &Ctx, cpus: usize) {
                     (limits.request_reply_cpu_ms, limits.edge_http_cpu_ms)
                 {
                     bound.join(read_parts_bound(raw, rr_ms, edge_ms, cpus));
+                }
+                if let Some(parts) = limits.read_parts {
+                    bound.join(parts_together_bound(&parts));
                 }
                 Some(bound)
             }
@@ -161,6 +165,38 @@ fn read_parts_bound(raw: f64, request_reply_ms: f64, edge_ms: f64, cpus: usize) 
             "parts_reads_per_sec": most.round(),
             "edge_http_cpu_ms": edge_ms,
             "request_reply_cpu_ms": request_reply_ms,
+        }),
+    }
+}
+
+/// The read ratio against what the two parts a read needs reached when run together with
+/// nothing else, each asked the target's rate: if either fell short, no read can reach it.
+fn parts_together_bound(parts: &ReadParts) -> Bound {
+    let busy = parts
+        .busy_share
+        .map(|share| format!(", the CPUs {:.0}% busy", share * 100.0))
+        .unwrap_or_default();
+    let text = format!(
+        "asked {}/s each, together and with nothing else, the edge's HTTP answers reached {}/s and \
+         raw request/reply {}/s{busy}; {}x is {}",
+        thousands(parts.asked),
+        thousands(parts.edge_http),
+        thousands(parts.request_reply),
+        reads::TARGET_RATIO,
+        verdict(parts.kept_up())
+    );
+    Bound {
+        rows: vec![(
+            "ceiling of the ratio (an HTTP answer and a request/reply together at the target rate)"
+                .to_owned(),
+            text,
+        )],
+        results: json!({
+            "parts_together_asked_per_sec": parts.asked,
+            "parts_together_edge_http_per_sec": parts.edge_http.round(),
+            "parts_together_request_reply_per_sec": parts.request_reply.round(),
+            "parts_together_busy_share": parts.busy_share,
+            "parts_together_kept_up": parts.kept_up(),
         }),
     }
 }
@@ -380,6 +416,39 @@ mod tests {
         assert_eq!(bound.rows.len(), 3);
         assert!(bound.results["edge_ratio"].is_number());
         assert!(bound.results["parts_ratio"].is_number());
+    }
+
+    #[test]
+    fn reads_are_out_of_reach_when_their_parts_together_fall_short() {
+        let parts = |edge_http, request_reply| ReadParts {
+            asked: 36_000.0,
+            edge_http,
+            request_reply,
+            busy_share: Some(0.99),
+        };
+        let held = parts_together_bound(&parts(35_900.0, 35_500.0));
+        assert!(
+            held.rows[0].1.starts_with(
+                "asked 36,000/s each, together and with nothing else, the edge's HTTP answers \
+                 reached 35,900/s and raw request/reply 35,500/s, the CPUs 99% busy"
+            ),
+            "{}",
+            held.rows[0].1
+        );
+        assert!(held.rows[0].1.ends_with("0.5x is not ruled out here"));
+        assert_eq!(held.results["parts_together_kept_up"], true);
+        // Either part short of the rate asked (by more than its last slots) rules it out.
+        for (edge_http, request_reply) in [(30_000.0, 36_000.0), (36_000.0, 34_000.0)] {
+            let short = parts_together_bound(&parts(edge_http, request_reply));
+            assert!(
+                short.rows[0]
+                    .1
+                    .ends_with("0.5x is out of reach on this machine"),
+                "{}",
+                short.rows[0].1
+            );
+            assert_eq!(short.results["parts_together_kept_up"], false);
+        }
     }
 
     #[test]

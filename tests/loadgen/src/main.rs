@@ -8,6 +8,7 @@ mod ceiling;
 mod checkpoints;
 mod holder;
 mod meter;
+mod pace;
 mod problems;
 mod procs;
 mod raw_nats;
@@ -559,7 +560,13 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         warmup: 2.0,
         read: reads::Read::Group,
     };
-    measure_limits(r, ctx, &raw, &[Limit::RequestReply, Limit::EdgeHttp]).await?;
+    measure_limits(
+        r,
+        ctx,
+        &raw,
+        &[Limit::RequestReply, Limit::EdgeHttp, Limit::ReadParts],
+    )
+    .await?;
     r.run(ctx, "reads", async |c| reads::run(c, &reads).await)
         .await?;
     let login = login::Args {

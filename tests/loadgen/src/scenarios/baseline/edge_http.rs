@@ -7,24 +7,34 @@ use std::time::{Duration, Instant};
 
 use super::Figure;
 use crate::api::Api;
+use crate::pace::Schedule;
 use crate::reader::{Get, Reader};
 use crate::tally::Tally;
 
 pub struct Plan {
     pub concurrency: usize,
     pub seconds: f64,
+    /// Operations a second asked of all clients together (`None`: as fast as they go).
+    pub pace: Option<f64>,
 }
 
 pub async fn measure(api: &Api, plan: &Plan) -> anyhow::Result<Figure> {
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(plan.seconds.max(1.0));
     let get = Get::new(api.base(), "/healthz", None)?;
+    let schedule = plan
+        .pace
+        .map(|per_sec| std::sync::Arc::new(Schedule::new(per_sec)));
     let tasks: Vec<_> = (0..plan.concurrency.max(1))
         .map(|_| {
             let mut reader = Reader::new(get.clone());
+            let schedule = schedule.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 while Instant::now() < end {
+                    if let Some(schedule) = &schedule {
+                        schedule.wait().await;
+                    }
                     let began = Instant::now();
                     match reader.send().await {
                         Ok(status) if status.is_success() => tally.success(began),

@@ -8,12 +8,18 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::Figure;
+use crate::pace::Schedule;
 use crate::raw_nats::{NatsAccess, RAW_PREFIX};
 use crate::tally::Tally;
+
+/// Bytes of a raw answer: about a read's answer (a group's JSON).
+pub const ANSWER_BYTES: usize = 300;
 
 pub struct Plan {
     pub concurrency: usize,
     pub seconds: f64,
+    /// Operations a second asked of all clients together (`None`: as fast as they go).
+    pub pace: Option<f64>,
     /// Bytes of each answer (a read's answer is a small JSON document).
     pub answer_bytes: usize,
 }
@@ -38,15 +44,22 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<Figure>
     let client = access.connect("edge").await?;
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(plan.seconds.max(1.0));
+    let schedule = plan
+        .pace
+        .map(|per_sec| std::sync::Arc::new(Schedule::new(per_sec)));
     let tasks: Vec<_> = (0..plan.concurrency.max(1))
         .map(|_| {
             let client = client.clone();
             let subject = subject.clone();
+            let schedule = schedule.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let question =
                     Bytes::from_static(b"{\"user_id\":\"00000000-0000-0000-0000-000000000000\"}");
                 while Instant::now() < end {
+                    if let Some(schedule) = &schedule {
+                        schedule.wait().await;
+                    }
                     let began = Instant::now();
                     match client.request(subject.clone(), question.clone()).await {
                         Ok(_) => tally.success(began),
