@@ -1,8 +1,9 @@
 //! What this machine allows a scenario at best, from figures of the same run, so a missed
 //! target says whether the machine rules it out: stored msg/s if the mesh used no CPU (the
 //! other processes' CPU per stored message on all CPUs), the read targets against the edge's
-//! own HTTP answers (no token, no bus) at the same concurrency and against what an HTTP answer
-//! and a request/reply cost together in CPU, and the sign-in ratio if the
+//! own HTTP answers (no token, no bus) at the same concurrency, against what an HTTP answer
+//! and a request/reply cost together in CPU, and against whether the two, run together at the
+//! target's rate, kept to it; and the sign-in ratio if the
 //! mesh's work beside the hash cost nothing (a raw hash's CPU against it plus the other
 //! processes' CPU per sign-in). Each bound is generous: it grants every CPU fully busy.
 //! Latency at half the maximum has no such bound; its row says why the CPUs are as busy as

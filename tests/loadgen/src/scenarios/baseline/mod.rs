@@ -1,7 +1,8 @@
 //! `baseline`: the raw limits the mesh's figures are set beside, measured in the same run on
 //! the same machine: JetStream publish+ack, a Postgres insert of the storing transaction's
-//! shape, NATS request/reply, the edge's own HTTP answer rate, and argon2id hashes. Each is its own outcome; the figures are
-//! kept in `Ctx::limits` for the scenarios that follow.
+//! shape, NATS request/reply, the edge's own HTTP answer rate, those two together at the read
+//! target's rate, and argon2id hashes. Each is its own outcome; the figures are kept in
+//! `Ctx::limits` for the scenarios that follow.
 
 mod argon2id;
 mod edge_http;
