@@ -32,23 +32,39 @@ impl RequestTrace {
     /// Opens the span of `req`, continuing its caller's trace unless it is a probe.
     pub fn open(req: &Request, request_id: &str) -> Self {
         let method = req.method().as_str();
-        let span = tracing::info_span!(
-            "http.request",
-            otel.name = method,
-            otel.kind = "server",
-            http.request.method = method,
-            url.path = req.uri().path(),
-            http.route = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-            mesh.service = "edge",
-            request_id,
-            trace_id = tracing::field::Empty,
-        );
         let probe = is_probe(req.uri().path());
+        let parent = if probe {
+            None
+        } else {
+            spans::http_parent(req.headers())
+        };
+        let span = if !probe && spans::server_span_may_record(parent.as_ref()) {
+            tracing::info_span!(
+                "http.request",
+                otel.name = method,
+                otel.kind = "server",
+                http.request.method = method,
+                url.path = req.uri().path(),
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                mesh.service = "edge",
+                request_id,
+                trace_id = tracing::field::Empty,
+            )
+        } else {
+            // Never exported: only what a log line under it needs. The access-log line says
+            // the method, path, route and status itself.
+            tracing::info_span!(
+                "http.request",
+                mesh.service = "edge",
+                request_id,
+                trace_id = tracing::field::Empty,
+            )
+        };
         if probe {
             spans::untraced(&span);
         } else {
-            spans::continue_http(&span, req.headers());
+            spans::continue_trace(&span, parent);
         }
         let trace_id = spans::trace_id(&span).unwrap_or_default();
         if !trace_id.is_empty() {

@@ -199,20 +199,34 @@ async fn handle_one(
     let subject = operation.subject.as_str();
     let headers = request.message.headers.as_ref();
     let ctx = CallContext::read_headers(headers);
-    let span = tracing::info_span!(
-        "rpc.server",
-        otel.name = operation.span_name.as_str(),
-        otel.kind = "server",
-        rpc.system = "nats",
-        rpc.service = operation.service,
-        rpc.method = operation.op,
-        rpc.subject = subject,
-        rpc.response.status_code = tracing::field::Empty,
-        mesh.service = operation.service,
-        request_id = %ctx.request_id,
-        trace_id = tracing::field::Empty,
-    );
-    crate::trace::adopt_parent(&span, headers);
+    let parent = crate::trace::extract(headers);
+    let span = if mesh_observability::spans::server_span_may_record(parent.as_ref()) {
+        tracing::info_span!(
+            "rpc.server",
+            otel.name = operation.span_name.as_str(),
+            otel.kind = "server",
+            rpc.system = "nats",
+            rpc.service = operation.service,
+            rpc.method = operation.op,
+            rpc.subject = subject,
+            rpc.response.status_code = tracing::field::Empty,
+            mesh.service = operation.service,
+            request_id = %ctx.request_id,
+            trace_id = tracing::field::Empty,
+        )
+    } else {
+        // Never exported: only what a log line under it needs (its operation, request and
+        // trace).
+        tracing::info_span!(
+            "rpc.server",
+            rpc.method = operation.op,
+            rpc.response.status_code = tracing::field::Empty,
+            mesh.service = operation.service,
+            request_id = %ctx.request_id,
+            trace_id = tracing::field::Empty,
+        )
+    };
+    crate::trace::adopt_parent(&span, parent);
     let payload = request.message.payload.clone();
     let result = AssertUnwindSafe(handler(ctx, payload).instrument(span.clone()))
         .catch_unwind()

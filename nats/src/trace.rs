@@ -122,7 +122,7 @@ fn carries_sampled(map: Option<&HeaderMap>) -> bool {
 }
 
 /// The trace context carried by `map`, if it carries a valid one.
-fn extract(map: Option<&HeaderMap>) -> Option<Context> {
+pub(crate) fn extract(map: Option<&HeaderMap>) -> Option<Context> {
     let map = map?;
     map.get(headers::TRACEPARENT)?;
     let context = opentelemetry::global::get_text_map_propagator(|propagator| {
@@ -131,11 +131,10 @@ fn extract(map: Option<&HeaderMap>) -> Option<Context> {
     context.span().span_context().is_valid().then_some(context)
 }
 
-/// Makes `span` a child of the trace context found in `map`, if any, and records its trace id.
-pub(crate) fn adopt_parent(span: &tracing::Span, map: Option<&HeaderMap>) {
-    if let Some(parent) = extract(map) {
-        let _ = span.set_parent(parent);
-    }
+/// Makes `span` a child of `parent` (the trace context a request carried), if any, and records
+/// its trace id.
+pub(crate) fn adopt_parent(span: &tracing::Span, parent: Option<Context>) {
+    spans::continue_trace(span, parent);
     spans::record_trace_id(span);
 }
 
