@@ -747,6 +747,45 @@ async fn failures_counted_while_a_sign_in_hashes_survive_its_success() {
     mesh.stop().await;
 }
 
+/// A user-service connection's failure counts, following the bucket's keys (as a user service
+/// does) until stopped.
+pub(crate) struct FollowedFailures {
+    pub bus: mesh_nats::Bus,
+    pub failures: LoginFailures,
+    stop: tokio::sync::watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl FollowedFailures {
+    pub(crate) async fn start(mesh: &TestMesh) -> Self {
+        let bus = mesh.bus_as(NatsRole::User, "test-failures-follower").await;
+        let failures = LoginFailures::open(&bus)
+            .await
+            .expect("the failures bucket");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn({
+            let failures = failures.clone();
+            async move { failures.follow(stopped).await }
+        });
+        Self {
+            bus,
+            failures,
+            stop,
+            follower,
+        }
+    }
+
+    /// Messages this connection sends while `count` runs `times` for `subjects`.
+    pub(crate) async fn messages_to_count(&self, subjects: &Subjects, times: u64) -> u64 {
+        messages_to_count(&self.bus, &self.failures, subjects, times).await
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.follower.await.expect("the follower ends when stopped");
+    }
+}
+
 /// Messages `bus` sends while `count` runs `times` for `subjects`.
 pub(crate) async fn messages_to_count(
     bus: &mesh_nats::Bus,
@@ -768,15 +807,8 @@ pub(crate) async fn messages_to_count(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_ins_read_only_the_failures_the_bucket_holds() {
     let mesh = TestMesh::spawn().await;
-    let bus = mesh.bus_as(NatsRole::User, "test-failures-follower").await;
-    let following = LoginFailures::open(&bus)
-        .await
-        .expect("the failures bucket");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn({
-        let following = following.clone();
-        async move { following.follow(stopped).await }
-    });
+    let followed = FollowedFailures::start(&mesh).await;
+    let following = &followed.failures;
     let other_bus = mesh.bus_as(NatsRole::User, "test-failures-other").await;
     let other = LoginFailures::open(&other_bus)
         .await
@@ -791,10 +823,10 @@ async fn sign_ins_read_only_the_failures_the_bucket_holds() {
     poll_until(
         "the follower is current",
         Duration::from_secs(10),
-        || async { (messages_to_count(&bus, &following, &subjects, 1).await == 0).then_some(()) },
+        || async { (followed.messages_to_count(&subjects, 1).await == 0).then_some(()) },
     )
     .await;
-    assert!(messages_to_count(&bus, &following, &subjects, 20).await <= 2);
+    assert!(followed.messages_to_count(&subjects, 20).await <= 2);
 
     // Another instance counts a failure: it is seen, and read from the bucket.
     other.record(&subjects).await;
@@ -807,7 +839,7 @@ async fn sign_ins_read_only_the_failures_the_bucket_holds() {
         },
     )
     .await;
-    assert!(messages_to_count(&bus, &following, &subjects, 5).await >= 10);
+    assert!(followed.messages_to_count(&subjects, 5).await >= 10);
 
     // Forgotten there, the account is no longer read; the address still is.
     following.clear(&subjects, &counted).await;
@@ -815,14 +847,11 @@ async fn sign_ins_read_only_the_failures_the_bucket_holds() {
     poll_until(
         "the forgotten failures seen",
         Duration::from_secs(5),
-        || async {
-            (messages_to_count(&bus, &following, &account_only, 1).await == 0).then_some(())
-        },
+        || async { (followed.messages_to_count(&account_only, 1).await == 0).then_some(()) },
     )
     .await;
     assert_eq!(following.count(&subjects).await.failures.ip, 1);
-    let _ = stop.send(true);
-    follower.await.expect("the follower ends when stopped");
+    followed.stop().await;
     mesh.stop().await;
 }
 

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::edge_hardening::messages_to_count;
+use crate::edge_hardening::FollowedFailures;
 use crate::harness::{PASSWORD, TestMesh, assert_problem, poll_until, unique_phone, wait_until};
 use crate::nats_server::{client_port, nats_server_bin, ports_file_args, scratch_dir};
 
@@ -284,15 +284,8 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     let phone = unique_phone();
     c.register(&phone, "Ann").await;
     c.login(&phone).await;
-    let watcher = mesh.bus_as(NatsRole::User, "test-failures-follower").await;
-    let following = LoginFailures::open(&watcher)
-        .await
-        .expect("the failures bucket");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn({
-        let following = following.clone();
-        async move { following.follow(stopped).await }
-    });
+    let followed = FollowedFailures::start(&mesh).await;
+    let following = &followed.failures;
 
     nats.kill().await;
     nats.run().await;
@@ -305,7 +298,7 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     poll_until(
         "the follower current after the restart",
         Duration::from_secs(20),
-        || async { (messages_to_count(&watcher, &following, &clean, 1).await == 0).then_some(()) },
+        || async { (followed.messages_to_count(&clean, 1).await == 0).then_some(()) },
     )
     .await;
 
@@ -337,8 +330,7 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
         || async { (following.count(&account).await.failures.account == 3).then_some(()) },
     )
     .await;
-    let _ = stop.send(true);
-    follower.await.expect("the follower ends when stopped");
+    followed.stop().await;
     mesh.stop().await;
     drop(nats);
 }
