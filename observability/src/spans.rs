@@ -182,9 +182,24 @@ mod tests {
 
     #[test]
     fn a_request_continues_only_a_valid_traceparent() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
         let mut headers = HeaderMap::new();
         assert!(http_parent(&headers).is_none(), "no header");
         headers.insert(TRACEPARENT, "00-zz-not-a-trace".parse().unwrap());
         assert!(http_parent(&headers).is_none(), "an unreadable header");
+        for (flags, sampled) in [("01", true), ("00", false)] {
+            let value = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+            headers.insert(TRACEPARENT, value.parse().unwrap());
+            let parent = http_parent(&headers).expect("a valid header is continued");
+            let caller = parent.span().span_context().clone();
+            assert_eq!(
+                caller.trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            assert_eq!(caller.is_sampled(), sampled, "flags {flags}");
+            assert_eq!(may_record(true, Some(&parent)), sampled, "flags {flags}");
+        }
     }
 }

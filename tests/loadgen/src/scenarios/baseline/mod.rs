@@ -11,6 +11,8 @@ mod postgres;
 mod read_parts;
 mod request_reply;
 
+pub use read_parts::ReadParts;
+
 use serde_json::json;
 
 use super::Ctx;
@@ -63,24 +65,6 @@ pub struct Limits {
     pub argon2: Option<f64>,
     /// The edge's HTTP answers and request/reply run together at the read target's rate.
     pub read_parts: Option<ReadParts>,
-}
-
-/// What the two parts of a read reached together, each asked `asked` a second.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadParts {
-    pub asked: f64,
-    pub edge_http: f64,
-    pub request_reply: f64,
-    /// Share of every CPU busy meanwhile, once measured.
-    pub busy_share: Option<f64>,
-}
-
-impl ReadParts {
-    /// Whether both parts kept to the rate asked.
-    pub fn kept_up(&self) -> bool {
-        read_parts::kept_up(self.edge_http, self.asked)
-            && read_parts::kept_up(self.request_reply, self.asked)
-    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -248,7 +232,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
             let figure = edge_http::measure(&ctx.api, &plan).await;
             outcome(name, "edge HTTP answers (no bus)", "request", figure)?
         }
-        Limit::ReadParts => return read_parts_outcome(ctx, args, &nats()?).await,
+        Limit::ReadParts => return read_parts::run(ctx, args, &nats()?).await,
         Limit::Argon2id => {
             let plan = argon2id::Plan {
                 threads: args.threads.unwrap_or_else(crate::procs::cpus),
@@ -274,75 +258,6 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
     if limit == Limit::EdgeHttp {
         ctx.limits.edge_http_p99_ms = figure.latency.map(|latency| latency.p99_ms);
     }
-    Ok(outcome)
-}
-
-/// Runs the edge's HTTP answers and request/reply together, each asked the read target's share
-/// of the raw request/reply rate measured before, and keeps what they reached.
-async fn read_parts_outcome(
-    ctx: &mut Ctx,
-    args: &Args,
-    nats: &crate::raw_nats::NatsAccess,
-) -> anyhow::Result<Outcome> {
-    let raw = ctx.limits.request_reply.ok_or_else(|| {
-        anyhow::anyhow!("the raw request/reply rate was not measured before the read's parts")
-    })?;
-    let asked = (raw * crate::scenarios::reads::TARGET_RATIO).round();
-    let plan = read_parts::Plan {
-        concurrency: args.concurrency,
-        seconds: args.seconds,
-        per_sec: asked,
-    };
-    let parts = read_parts::measure(&ctx.api, nats, &plan).await?;
-    let (http, rr) = (&parts.edge_http, &parts.request_reply);
-    let mut outcome = Outcome::new(
-        Limit::ReadParts.name(),
-        json!({ "limit": "a read's parts together", "concurrency": args.concurrency, "ratio": crate::scenarios::reads::TARGET_RATIO }),
-    );
-    outcome.row(
-        "asked of each part",
-        format!(
-            "{}/s ({}x the raw request/reply rate {}), {} clients each",
-            thousands(asked),
-            crate::scenarios::reads::TARGET_RATIO,
-            thousands(raw),
-            args.concurrency
-        ),
-    );
-    for (what, figure) in [
-        ("edge HTTP answers (no bus)", http),
-        ("NATS request/reply", rr),
-    ] {
-        outcome.row(&format!("{what} per second"), thousands(figure.per_sec));
-        if let Some(latency) = &figure.latency {
-            outcome.row(&format!("{what}: latency of one"), latency.line());
-        }
-        if figure.failed > 0 {
-            outcome.problem(format!("{what}: {} operations failed", figure.failed));
-        }
-    }
-    let summary = ReadParts {
-        asked,
-        edge_http: http.per_sec,
-        request_reply: rr.per_sec,
-        busy_share: None,
-    };
-    outcome.row(
-        "both kept to the rate asked",
-        if summary.kept_up() { "yes" } else { "no" }.to_owned(),
-    );
-    // Each pair of parts is what one read needs.
-    outcome.work = Some(("pair of parts", http.count.min(rr.count)));
-    outcome.results = json!({
-        "asked_per_sec": asked,
-        "edge_http_per_sec": http.per_sec.round(),
-        "request_reply_per_sec": rr.per_sec.round(),
-        "edge_http_latency": http.latency,
-        "request_reply_latency": rr.latency,
-        "kept_up": summary.kept_up(),
-        "failed": http.failed + rr.failed,
-    });
-    ctx.limits.read_parts = Some(summary);
     Ok(outcome)
 }
 
