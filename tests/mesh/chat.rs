@@ -711,3 +711,95 @@ async fn every_message_column_is_analyzed_from_a_small_sample() {
         assert_eq!(target, 10, "chat.messages.{column}");
     }
 }
+
+/// Each message names a conversation that exists (migration 0008 checks it once per statement,
+/// where a foreign key checked it once per row): writing a message into a conversation that
+/// does not exist, moving one there, and deleting or renaming a conversation that still has
+/// messages all fail with `foreign_key_violation`; a conversation without messages can go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_keeps_its_conversation() {
+    let mesh = TestMesh::spawn().await;
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let kept = format!("p:{a}:{b}");
+    let missing = format!("p:{b}:{a}");
+    let insert = "INSERT INTO chat.messages (conversation_id, seq, id, sender_id, client_id, kind, body) \
+                  VALUES ($1, $2, $3, $4, $5, 'text', 'hello')";
+    let refused = |result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str| {
+        let err = result.expect_err(what);
+        let code = err.as_database_error().and_then(|db| db.code());
+        assert_eq!(code.as_deref(), Some("23503"), "{what}: {err}");
+    };
+
+    refused(
+        sqlx::query(insert)
+            .bind(&missing)
+            .bind(1_i64)
+            .bind(uuid::Uuid::now_v7())
+            .bind(a)
+            .bind("c-1")
+            .execute(&db)
+            .await,
+        "a message into a conversation that does not exist",
+    );
+    sqlx::query("INSERT INTO chat.conversations (id, kind) VALUES ($1, 'private')")
+        .bind(&kept)
+        .execute(&db)
+        .await
+        .expect("create the conversation");
+    sqlx::query(insert)
+        .bind(&kept)
+        .bind(1_i64)
+        .bind(uuid::Uuid::now_v7())
+        .bind(a)
+        .bind("c-2")
+        .execute(&db)
+        .await
+        .expect("a message into a conversation that exists");
+    refused(
+        sqlx::query("UPDATE chat.messages SET conversation_id = $2 WHERE conversation_id = $1")
+            .bind(&kept)
+            .bind(&missing)
+            .execute(&db)
+            .await,
+        "moving a message to a conversation that does not exist",
+    );
+    refused(
+        sqlx::query("DELETE FROM chat.conversations WHERE id = $1")
+            .bind(&kept)
+            .execute(&db)
+            .await,
+        "deleting a conversation that has a message",
+    );
+    refused(
+        sqlx::query("UPDATE chat.conversations SET id = $2 WHERE id = $1")
+            .bind(&kept)
+            .bind(&missing)
+            .execute(&db)
+            .await,
+        "renaming a conversation that has a message",
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chat.messages WHERE conversation_id = $1")
+            .bind(&kept)
+            .fetch_one(&db)
+            .await
+            .expect("count the conversation's messages");
+    assert_eq!(stored, 1, "the refused statements changed nothing");
+
+    let empty = format!("p:{a}:{}", uuid::Uuid::now_v7());
+    sqlx::query("INSERT INTO chat.conversations (id, kind) VALUES ($1, 'private')")
+        .bind(&empty)
+        .execute(&db)
+        .await
+        .expect("create an empty conversation");
+    let deleted = sqlx::query("DELETE FROM chat.conversations WHERE id = $1")
+        .bind(&empty)
+        .execute(&db)
+        .await
+        .expect("a conversation without messages can be deleted");
+    assert_eq!(deleted.rows_affected(), 1);
+    mesh.stop().await;
+}
