@@ -715,7 +715,8 @@ async fn every_message_column_is_analyzed_from_a_small_sample() {
 /// Each message names a conversation that exists (migration 0008 checks it once per statement,
 /// where a foreign key checked it once per row): writing a message into a conversation that
 /// does not exist, moving one there, and deleting or renaming a conversation that still has
-/// messages all fail with `foreign_key_violation`; a conversation without messages can go.
+/// messages all fail with `foreign_key_violation`, and truncating the conversations alone
+/// fails; a conversation without messages can go, and so can both tables truncated together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_keeps_its_conversation() {
     let mesh = TestMesh::spawn().await;
@@ -788,6 +789,15 @@ async fn every_message_keeps_its_conversation() {
             .await
             .expect("count the conversation's messages");
     assert_eq!(stored, 1, "the refused statements changed nothing");
+    // A TRUNCATE fires no row trigger; the inbox's foreign key still refuses one that would
+    // leave the messages (and the inboxes) behind.
+    rolled_back(&db, "TRUNCATE chat.conversations")
+        .await
+        .expect_err("truncating the conversations but not their messages");
+    // Both in one command, as the foreign key allowed.
+    rolled_back(&db, "TRUNCATE chat.messages, chat.conversations CASCADE")
+        .await
+        .expect("truncating the messages with their conversations");
 
     let empty = format!("p:{a}:{}", uuid::Uuid::now_v7());
     sqlx::query("INSERT INTO chat.conversations (id, kind) VALUES ($1, 'private')")
@@ -802,4 +812,15 @@ async fn every_message_keeps_its_conversation() {
         .expect("a conversation without messages can be deleted");
     assert_eq!(deleted.rows_affected(), 1);
     mesh.stop().await;
+}
+
+/// Runs `sql` in a transaction that is then rolled back, so the mesh under test keeps its data.
+async fn rolled_back(
+    db: &sqlx::PgPool,
+    sql: &'static str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    let mut tx = db.begin().await.expect("begin");
+    let result = sqlx::query(sql).execute(&mut *tx).await;
+    tx.rollback().await.expect("roll back");
+    result
 }
