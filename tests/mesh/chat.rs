@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::postgres::PgQueryResult;
+use sqlx::{Connection, PgConnection};
 
 use crate::harness::{Client, TestMesh, Tokens, assert_problem};
 use crate::social_friends::{befriend, delete_as, ok, patch_as};
@@ -720,57 +722,36 @@ async fn every_message_column_is_analyzed_from_a_small_sample() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_keeps_its_conversation() {
     let mesh = TestMesh::spawn().await;
-    let db = sqlx::PgPool::connect(mesh.database_url())
-        .await
-        .expect("connect to the test database");
+    let mut db = crate::events::db(&mesh).await;
     let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let kept = format!("p:{a}:{b}");
     let missing = format!("p:{b}:{a}");
-    let insert = "INSERT INTO chat.messages (conversation_id, seq, id, sender_id, client_id, kind, body) \
-                  VALUES ($1, $2, $3, $4, $5, 'text', 'hello')";
-    let refused = |result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str| {
+    let refused = |result: Result<PgQueryResult, sqlx::Error>, what: &str| {
         let err = result.expect_err(what);
         let code = err.as_database_error().and_then(|db| db.code());
         assert_eq!(code.as_deref(), Some("23503"), "{what}: {err}");
     };
 
     refused(
-        sqlx::query(insert)
-            .bind(&missing)
-            .bind(1_i64)
-            .bind(uuid::Uuid::now_v7())
-            .bind(a)
-            .bind("c-1")
-            .execute(&db)
-            .await,
+        insert_message(&mut db, &missing, a).await,
         "a message into a conversation that does not exist",
     );
-    sqlx::query("INSERT INTO chat.conversations (id, kind) VALUES ($1, 'private')")
-        .bind(&kept)
-        .execute(&db)
-        .await
-        .expect("create the conversation");
-    sqlx::query(insert)
-        .bind(&kept)
-        .bind(1_i64)
-        .bind(uuid::Uuid::now_v7())
-        .bind(a)
-        .bind("c-2")
-        .execute(&db)
+    create_conversation(&mut db, &kept).await;
+    insert_message(&mut db, &kept, a)
         .await
         .expect("a message into a conversation that exists");
     refused(
         sqlx::query("UPDATE chat.messages SET conversation_id = $2 WHERE conversation_id = $1")
             .bind(&kept)
             .bind(&missing)
-            .execute(&db)
+            .execute(&mut db)
             .await,
         "moving a message to a conversation that does not exist",
     );
     refused(
         sqlx::query("DELETE FROM chat.conversations WHERE id = $1")
             .bind(&kept)
-            .execute(&db)
+            .execute(&mut db)
             .await,
         "deleting a conversation that has a message",
     );
@@ -778,47 +759,72 @@ async fn every_message_keeps_its_conversation() {
         sqlx::query("UPDATE chat.conversations SET id = $2 WHERE id = $1")
             .bind(&kept)
             .bind(&missing)
-            .execute(&db)
+            .execute(&mut db)
             .await,
         "renaming a conversation that has a message",
     );
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM chat.messages WHERE conversation_id = $1")
             .bind(&kept)
-            .fetch_one(&db)
+            .fetch_one(&mut db)
             .await
             .expect("count the conversation's messages");
     assert_eq!(stored, 1, "the refused statements changed nothing");
     // A TRUNCATE fires no row trigger; the inbox's foreign key still refuses one that would
     // leave the messages (and the inboxes) behind.
-    rolled_back(&db, "TRUNCATE chat.conversations")
+    rolled_back(&mut db, "TRUNCATE chat.conversations")
         .await
         .expect_err("truncating the conversations but not their messages");
     // Both in one command, as the foreign key allowed.
-    rolled_back(&db, "TRUNCATE chat.messages, chat.conversations CASCADE")
-        .await
-        .expect("truncating the messages with their conversations");
+    rolled_back(
+        &mut db,
+        "TRUNCATE chat.messages, chat.conversations CASCADE",
+    )
+    .await
+    .expect("truncating the messages with their conversations");
 
     let empty = format!("p:{a}:{}", uuid::Uuid::now_v7());
-    sqlx::query("INSERT INTO chat.conversations (id, kind) VALUES ($1, 'private')")
-        .bind(&empty)
-        .execute(&db)
-        .await
-        .expect("create an empty conversation");
+    create_conversation(&mut db, &empty).await;
     let deleted = sqlx::query("DELETE FROM chat.conversations WHERE id = $1")
         .bind(&empty)
-        .execute(&db)
+        .execute(&mut db)
         .await
         .expect("a conversation without messages can be deleted");
     assert_eq!(deleted.rows_affected(), 1);
     mesh.stop().await;
 }
 
+async fn create_conversation(db: &mut PgConnection, id: &str) {
+    sqlx::query("INSERT INTO chat.conversations (id, kind) VALUES ($1, 'private')")
+        .bind(id)
+        .execute(db)
+        .await
+        .expect("create a conversation");
+}
+
+/// Writes the conversation's first message, as `sender`, straight into `chat.messages`.
+async fn insert_message(
+    db: &mut PgConnection,
+    conversation: &str,
+    sender: uuid::Uuid,
+) -> Result<PgQueryResult, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO chat.messages (conversation_id, seq, id, sender_id, client_id, kind, body) \
+         VALUES ($1, 1, $2, $3, $4, 'text', 'hello')",
+    )
+    .bind(conversation)
+    .bind(uuid::Uuid::now_v7())
+    .bind(sender)
+    .bind(uuid::Uuid::now_v7().to_string())
+    .execute(db)
+    .await
+}
+
 /// Runs `sql` in a transaction that is then rolled back, so the mesh under test keeps its data.
 async fn rolled_back(
-    db: &sqlx::PgPool,
+    db: &mut PgConnection,
     sql: &'static str,
-) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+) -> Result<PgQueryResult, sqlx::Error> {
     let mut tx = db.begin().await.expect("begin");
     let result = sqlx::query(sql).execute(&mut *tx).await;
     tx.rollback().await.expect("roll back");
