@@ -189,7 +189,9 @@ impl MessageKind {
     }
 }
 
-/// A message the edge accepted, as it travels on the ingest stream to the partition owner.
+/// A message the edge accepted, as it travels on the ingest stream to the partition owner:
+/// an ingest message holds one or more, one compact JSON `Inbound` per line
+/// ([`join_ingest_lines`], [`ingest_lines`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inbound {
     pub conversation_id: String,
@@ -433,6 +435,27 @@ pub enum ServerFrame {
     },
     /// The session was signed out; the socket closes next.
     SessionRevoked,
+}
+
+/// Joins accepted messages (each the compact JSON of an [`Inbound`]) into one ingest payload,
+/// one per line, in the order given: the messages an edge accepts for a partition while its
+/// previous publish waits for JetStream's ack go out together.
+pub fn join_ingest_lines<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        if index > 0 {
+            payload.push(b'\n');
+        }
+        payload.extend_from_slice(message);
+    }
+    payload
+}
+
+/// The messages of an ingest payload, in order: each line is one (a payload without a
+/// newline is one message). Nothing is skipped, an empty line included, so whatever a line
+/// holds is read and, when it is no `Inbound`, set aside on its own.
+pub fn ingest_lines(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    payload.split(|byte| *byte == b'\n')
 }
 
 /// Joins frames into one push payload, one per line, in the order given. Compact JSON text
@@ -842,6 +865,25 @@ mod tests {
         ] {
             assert!(check_client_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ingest_lines_give_back_each_joined_message_in_order() {
+        let one: &[u8] = br#"{"a":"x\ny"}"#;
+        let messages: [&[u8]; 3] = [one, b"{}", b"not json"];
+        let payload = join_ingest_lines(messages);
+        assert_eq!(ingest_lines(&payload).collect::<Vec<_>>(), messages);
+        assert_eq!(
+            ingest_lines(one).collect::<Vec<_>>(),
+            [one],
+            "one message alone"
+        );
+        assert_eq!(
+            ingest_lines(b"").count(),
+            1,
+            "an empty payload is one (unreadable) line"
+        );
+        assert_eq!(ingest_lines(b"{}\n").collect::<Vec<_>>(), [&b"{}"[..], b""]);
     }
 
     #[test]

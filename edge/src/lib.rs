@@ -17,6 +17,7 @@ mod cors;
 mod handshake;
 mod health;
 mod idempotency;
+mod ingest_publisher;
 mod limits;
 mod middleware;
 mod openapi_doc;
@@ -66,6 +67,8 @@ pub(crate) struct EdgeState {
     pub max_body_bytes: usize,
     /// Ingest partitions, to route each conversation's messages.
     pub chat_partitions: u32,
+    /// Publishes accepted messages to their partitions, together while one waits.
+    pub ingest: ingest_publisher::IngestPublisher,
     /// Whether each partition takes new messages (its backlog).
     pub admission: admission::Admission,
     /// Realtime limits and timers.
@@ -130,6 +133,7 @@ pub async fn run(
     let many_feed = tokio::spawn(realtime::many::follow(hub.clone(), many, stop_rx.clone()));
     let admission = admission::Admission::new(config.chat_partitions, config.chat_max_unstored);
     let backlogs = tokio::spawn(admission.clone().follow(deps.bus.clone(), stop_rx));
+    let ingest = ingest_publisher::IngestPublisher::new(config.chat_partitions);
     let state = Arc::new(EdgeState {
         rpc,
         bus: deps.bus,
@@ -137,6 +141,7 @@ pub async fn run(
         revoked,
         max_body_bytes: config.max_body_bytes,
         chat_partitions: config.chat_partitions,
+        ingest,
         admission,
         ws: config.ws.clone(),
         hub: hub.clone(),

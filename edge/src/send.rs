@@ -203,8 +203,8 @@ pub async fn send(
     let inbound = inbound(sender, conversation, message, unix_millis());
     let payload = Bytes::from(serde_json::to_vec(&inbound).expect("inbound messages serialize"));
     match state
-        .bus
-        .publish_chat(partition, &inbound.msg_id(), payload.clone())
+        .ingest
+        .publish(&state.bus, partition, inbound.msg_id(), payload.clone())
         .await
     {
         Ok(duplicate) => {
@@ -233,8 +233,8 @@ pub async fn send(
                 inbound.conversation_id,
             ))
         }
-        Err(err) => {
-            tracing::warn!(error = %err, partition, "chat ingest publish failed");
+        Err(_) => {
+            // The partition's publisher logged why, once for every message of the publish.
             let rejection = Rejection::new(
                 ErrorCode::ServiceUnavailable,
                 "the message could not be accepted; send it again",

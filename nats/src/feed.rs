@@ -44,6 +44,8 @@ pub enum JetStreamError {
 /// A reader's feed of messages from one consumer.
 pub struct Feed {
     messages: pull::Stream,
+    /// A message taken from the stream that did not fit the last batch: the next one's first.
+    peeked: Option<Result<Delivery, JetStreamError>>,
 }
 
 /// One message read from a feed.
@@ -89,7 +91,10 @@ impl Bus {
             .messages()
             .await
             .map_err(|e| consumer_failed(&e))?;
-        Ok(Feed { messages })
+        Ok(Feed {
+            messages,
+            peeked: None,
+        })
     }
 
     /// The JetStream stream `stream` of this mesh.
@@ -112,6 +117,9 @@ impl Feed {
     /// The next message; `None` when the feed ended (its consumer was deleted or taken over:
     /// open it again).
     pub async fn next(&mut self) -> Option<Result<Delivery, JetStreamError>> {
+        if let Some(peeked) = self.peeked.take() {
+            return Some(peeked);
+        }
         let next = self.messages.next().await?;
         Some(delivery(next))
     }
@@ -122,24 +130,62 @@ impl Feed {
         &mut self,
         max: usize,
     ) -> Result<Option<Vec<Delivery>>, JetStreamError> {
-        let Some(first) = self.messages.next().await else {
+        self.next_weighed_batch(max, |_| 1).await
+    }
+
+    /// Like [`Feed::next_batch`], counting each message as `weight` says (at least 1; e.g. the
+    /// chat messages an ingest message holds): up to `max` in all, the first message whatever
+    /// its weight.
+    pub async fn next_weighed_batch(
+        &mut self,
+        max: usize,
+        weight: impl Fn(&Delivery) -> usize,
+    ) -> Result<Option<Vec<Delivery>>, JetStreamError> {
+        let Some(first) = self.next().await else {
             return Ok(None);
         };
         let mut batch = Vec::with_capacity(max.clamp(1, 64));
-        batch.push(delivery(first)?);
-        self.top_up(&mut batch, max)?;
+        batch.push(first?);
+        self.top_up_weighed(&mut batch, max, weight)?;
         Ok(Some(batch))
     }
 
     /// Adds to `batch`, up to `max`, the messages that already arrived (never waits).
     pub fn top_up(&mut self, batch: &mut Vec<Delivery>, max: usize) -> Result<(), JetStreamError> {
-        while batch.len() < max {
-            match self.messages.next().now_or_never() {
-                Some(Some(next)) => batch.push(delivery(next)?),
-                Some(None) | None => break,
+        self.top_up_weighed(batch, max, |_| 1)
+    }
+
+    /// Like [`Feed::top_up`], counting each message as `weight` says: a message that would
+    /// take the batch past `max` stays buffered for the next batch.
+    pub fn top_up_weighed(
+        &mut self,
+        batch: &mut Vec<Delivery>,
+        max: usize,
+        weight: impl Fn(&Delivery) -> usize,
+    ) -> Result<(), JetStreamError> {
+        let mut total: usize = batch.iter().map(|d| weight(d).max(1)).sum();
+        while total < max {
+            let Some(peeked) = self.peeked.take().or_else(|| self.ready()) else {
+                break;
+            };
+            let next = peeked?;
+            let with = total + weight(&next).max(1);
+            if with > max {
+                self.peeked = Some(Ok(next));
+                break;
             }
+            total = with;
+            batch.push(next);
         }
         Ok(())
+    }
+
+    /// The next message if it already arrived (never waits).
+    fn ready(&mut self) -> Option<Result<Delivery, JetStreamError>> {
+        match self.messages.next().now_or_never() {
+            Some(Some(next)) => Some(delivery(next)),
+            Some(None) | None => None,
+        }
     }
 }
 

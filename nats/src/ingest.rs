@@ -26,6 +26,38 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// A partition consumer without pull requests for this long is deleted by the server.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(600);
 
+/// An accepted chat message waiting to be published (`Bus::chat_line`).
+pub struct ChatLine {
+    msg_id: String,
+    payload: Bytes,
+    /// Its PRODUCER span (none while traces are not exported), ended when dropped.
+    span: tracing::Span,
+    /// Its trace context, as the ingest message's headers carry it.
+    headers: async_nats::HeaderMap,
+}
+
+impl ChatLine {
+    /// A message that carries no trace context (`Bus::chat_line` takes the caller's).
+    pub fn new(msg_id: String, payload: Bytes) -> Self {
+        Self {
+            msg_id,
+            payload,
+            span: tracing::Span::none(),
+            headers: async_nats::HeaderMap::new(),
+        }
+    }
+
+    /// The size of its payload.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Whether its payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+}
+
 /// What one compaction of the ingest stream did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
@@ -107,14 +139,53 @@ impl Bus {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<bool, JetStreamError> {
+        let line = self.chat_line(partition, msg_id.to_owned(), payload);
+        self.publish_chat_lines(partition, std::slice::from_ref(&line))
+            .await
+    }
+
+    /// One accepted chat message for partition `partition`, ready to publish: its PRODUCER
+    /// span and trace context are taken now, from the caller's span (so a message queued
+    /// for a later publish still continues the request that sent it).
+    pub fn chat_line(&self, partition: u32, msg_id: String, payload: Bytes) -> ChatLine {
         let subject = self.prefix.chat_in(partition);
         let span = crate::trace::producer_span(&subject, crate::trace::Orphan::Traced);
         let mut headers = async_nats::HeaderMap::new();
         crate::trace::inject_operation(&span, &mut headers);
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .headers(headers)
-            .message_id(msg_id)
-            .payload(payload);
+        ChatLine {
+            msg_id,
+            payload,
+            span,
+            headers,
+        }
+    }
+
+    /// Publishes `lines` to their partition as one ingest message and waits for the
+    /// JetStream ack. One line goes as it is, with its message id (so JetStream drops a quick
+    /// resend; the answer is then true); several go as one payload of one line each
+    /// (`mesh_contracts::chat::join_ingest_lines`), without a message id (the chat store
+    /// recognises resends by their client id) and with the first line's trace context.
+    pub async fn publish_chat_lines(
+        &self,
+        partition: u32,
+        lines: &[ChatLine],
+    ) -> Result<bool, JetStreamError> {
+        let Some(first) = lines.first() else {
+            return Ok(false);
+        };
+        let subject = self.prefix.chat_in(partition);
+        let publish =
+            async_nats::jetstream::message::PublishMessage::build().headers(first.headers.clone());
+        let publish = if lines.len() == 1 {
+            publish
+                .message_id(first.msg_id.as_str())
+                .payload(first.payload.clone())
+        } else {
+            let payloads = lines.iter().map(|line| line.payload.as_ref());
+            publish.payload(Bytes::from(mesh_contracts::chat::join_ingest_lines(
+                payloads,
+            )))
+        };
         let failed = |err: &dyn std::fmt::Display| JetStreamError::Publish(err.to_string());
         let sent = async {
             self.jetstream
@@ -124,10 +195,12 @@ impl Bus {
                 .await
                 .map_err(|e| failed(&e))
         };
-        let ack = sent.instrument(span.clone()).await.inspect_err(|_| {
-            mesh_observability::spans::fail(&span, "publish failed");
+        let ack = sent.instrument(first.span.clone()).await.inspect_err(|_| {
+            for line in lines {
+                mesh_observability::spans::fail(&line.span, "publish failed");
+            }
         })?;
-        Ok(ack.duplicate)
+        Ok(ack.duplicate && lines.len() == 1)
     }
 
     /// Takes over partition `partition` for `epoch`, or re-opens its feed: deletes the

@@ -30,7 +30,7 @@ pub use credentials::{
 };
 pub use events::{MAX_DELIVER, OutgoingEvent};
 pub use feed::{Delivery, Feed, JetStreamError};
-pub use ingest::Compaction;
+pub use ingest::{ChatLine, Compaction};
 pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};
 pub use rpc_client::{RpcClient, RpcError};

@@ -196,6 +196,19 @@ pub static CHAT_ACCEPT_TO_STORE: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+/// Chat messages per ingest message an edge publishes (what queued for its partition while
+/// the publish before waited for JetStream's ack).
+pub static CHAT_INGEST_PACKED: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        HistogramOpts::new(
+            "mesh_chat_ingest_publish_messages",
+            "Chat messages per ingest message an edge published (1 when its partition was idle)"
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+    )
+    .expect("metric registered once")
+});
+
 /// Size of the batches a partition owner stores in one transaction.
 pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -557,6 +570,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_DEAD_LETTERS);
     LazyLock::force(&CHAT_ACCEPT_TO_STORE);
     LazyLock::force(&CHAT_BATCH_SIZE);
+    LazyLock::force(&CHAT_INGEST_PACKED);
     LazyLock::force(&CHAT_PARTITIONS_OWNED);
     LazyLock::force(&CHAT_CONSUMER_PENDING);
     LazyLock::force(&CHAT_REDELIVERIES);

@@ -33,7 +33,17 @@ pub async fn publish_raw(mesh: &TestMesh, conversation: &str, msg_id: &str, payl
         .expect("ingest publish");
 }
 
-async fn dead_letters(mesh: &TestMesh) -> Vec<(String, String)> {
+/// Makes the database refuse a message whose body is "poison pill" (a constraint an operator
+/// could add): a message that passes every check of the mesh and still cannot be stored.
+pub async fn refuse_poison_pills(mesh: &TestMesh) {
+    sqlx::query("ALTER TABLE chat.messages ADD CONSTRAINT no_poison CHECK (body <> 'poison pill')")
+        .execute(&mut db(mesh).await)
+        .await
+        .expect("add a constraint");
+}
+
+/// The ingest dead letters (payload, error), oldest first.
+pub async fn dead_letters(mesh: &TestMesh) -> Vec<(String, String)> {
     sqlx::query_as(
         "SELECT payload, error FROM chat.dead_letters WHERE consumer = 'ingest' ORDER BY created_at",
     )
@@ -104,10 +114,7 @@ async fn poison_messages_are_set_aside_and_the_partition_flows_on() {
     // 4. A body that passes every check but that the database refuses (a constraint the
     //    operator added): that message alone is set aside, the rest of its batch is stored in
     //    order, and later messages flow on.
-    sqlx::query("ALTER TABLE chat.messages ADD CONSTRAINT no_poison CHECK (body <> 'poison pill')")
-        .execute(&mut db(&mesh).await)
-        .await
-        .expect("add a constraint");
+    refuse_poison_pills(&mesh).await;
     for (id, body) in [("b1", "before"), ("b2", "poison pill"), ("b3", "after")] {
         ann_ws.send_to(&bob.user_id, id, body).await;
     }

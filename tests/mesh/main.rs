@@ -21,6 +21,7 @@ mod faults;
 mod fencing;
 mod group_push;
 mod ingest_compaction;
+mod ingest_lines;
 mod moderation;
 mod nats_cluster;
 mod nats_credentials;

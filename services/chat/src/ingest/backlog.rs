@@ -1,6 +1,6 @@
 //! The backlog a partition's owner reports to the edges: messages of the partition accepted
 //! but not stored yet, as last seen from its feed (those still in the stream after the newest
-//! delivery, plus the batch in hand). A task of its own looks at it every
+//! delivery, plus the batch in hand; an ingest message may hold several). A task of its own looks at it every
 //! `BACKLOG_REPORT_EVERY` and reports it when it changed, and at least every
 //! `BACKLOG_REPORT_QUIET`, so a batch stuck retrying keeps the edges holding back while an idle
 //! partition costs the bus two small messages a second instead of ten.
@@ -22,18 +22,20 @@ use crate::store::partitions::Fence;
 pub struct Backlog(Arc<AtomicU64>);
 
 impl Backlog {
-    /// A batch arrived: it and everything still waiting after it are unstored.
-    pub fn taking(&self, batch: &[Delivery]) {
+    /// A batch arrived, holding `messages` chat messages: they and everything still waiting
+    /// after it are unstored.
+    pub fn taking(&self, batch: &[Delivery], messages: usize) {
         if let Some(last) = batch.last() {
-            self.0
-                .store(last.pending + batch.len() as u64, Ordering::Relaxed);
+            let waiting = still_waiting(last.pending, batch.len(), messages);
+            self.0.store(messages as u64 + waiting, Ordering::Relaxed);
         }
     }
 
-    /// The batch is stored and acknowledged: what was waiting after its last message
-    /// (`pending`) remains.
-    pub fn done(&self, pending: u64) {
-        self.0.store(pending, Ordering::Relaxed);
+    /// The batch (`held` ingest messages holding `messages` chat messages) is stored and
+    /// acknowledged: what was waiting after its last message (`pending`) remains.
+    pub fn done(&self, pending: u64, held: usize, messages: usize) {
+        self.0
+            .store(still_waiting(pending, held, messages), Ordering::Relaxed);
     }
 
     /// Reports the count for `fence` until `stop`.
@@ -60,6 +62,18 @@ impl Backlog {
     }
 }
 
+/// The chat messages in the `pending` ingest messages still waiting in the stream, counted at
+/// the batch's own messages per ingest message (`messages` in `held`): an edge packs what it
+/// accepts for a partition while a publish waits into one ingest message, more of them the
+/// busier the partition, so the batch just read is the best guess of what follows it.
+fn still_waiting(pending: u64, held: usize, messages: usize) -> u64 {
+    if held == 0 {
+        return pending;
+    }
+    let per = messages.max(held) as u64;
+    pending.saturating_mul(per).div_ceil(held as u64)
+}
+
 /// The latest report sent.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -78,6 +92,19 @@ fn due(last: Option<Sent>, unstored: u64, now: Instant) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_waits_is_counted_at_the_batch_s_messages_per_ingest_message() {
+        assert_eq!(
+            still_waiting(10, 4, 4),
+            10,
+            "one message per ingest message"
+        );
+        assert_eq!(still_waiting(10, 4, 12), 30, "three per ingest message");
+        assert_eq!(still_waiting(3, 2, 3), 5, "rounded up: never under-counted");
+        assert_eq!(still_waiting(0, 4, 200), 0);
+        assert_eq!(still_waiting(7, 0, 0), 7);
+    }
 
     #[test]
     fn a_change_is_reported_at_once_and_a_steady_count_every_quiet_period() {

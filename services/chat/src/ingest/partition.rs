@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_nats::Delivery;
 use mesh_observability::metrics::CHAT_CONSUMER_PENDING;
 use mesh_service_kit::pause;
 use tokio_util::sync::CancellationToken;
@@ -75,28 +76,29 @@ pub async fn own(
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
-                next = feed.next_batch(batch) => next,
+                next = feed.next_weighed_batch(batch, messages_in) => next,
             };
             match next {
                 Ok(Some(mut deliveries)) => {
                     // Wait for a round; what arrives meanwhile joins this batch.
                     let call = tokio::select! {
                         _ = stop.cancelled() => return,
-                        call = rounds.wait(deliveries.len()) => match call {
+                        call = rounds.wait(deliveries.iter().map(messages_in).sum()) => match call {
                             Some(call) => call,
                             // The rounds stopped: the worker is shutting down.
                             None => return,
                         },
                     };
-                    if let Err(err) = feed.top_up(&mut deliveries, batch) {
+                    if let Err(err) = feed.top_up_weighed(&mut deliveries, batch, messages_in) {
                         tracing::warn!(partition, error = %err, "partition feed failed");
                         break;
                     }
-                    backlog.taking(&deliveries);
+                    let size: usize = deliveries.iter().map(messages_in).sum();
+                    backlog.taking(&deliveries, size);
                     let Some(last) = deliveries.last().map(|d| (d.stream_seq, d.pending)) else {
                         continue;
                     };
-                    let size = deliveries.len();
+                    let held = deliveries.len();
                     let lot = Lot {
                         fence,
                         deliveries,
@@ -109,7 +111,7 @@ pub async fn own(
                         return;
                     }
                     let (through, pending) = last;
-                    backlog.done(pending);
+                    backlog.done(pending, held, size);
                     stored_through = through;
                 }
                 Ok(None) => break,
@@ -126,6 +128,11 @@ pub async fn own(
             return;
         }
     }
+}
+
+/// The chat messages an ingest message holds (one per line): what a batch's size counts.
+fn messages_in(delivery: &Delivery) -> usize {
+    mesh_contracts::chat::ingest_lines(&delivery.payload).count()
 }
 
 /// Claims the partition for this epoch; how far its stream is stored, or `None` when

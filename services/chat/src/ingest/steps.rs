@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mesh_contracts::ErrorCode;
-use mesh_contracts::chat::{ConversationId, SendAck, ServerFrame};
+use mesh_contracts::chat::{ConversationId, SendAck, ServerFrame, ingest_lines};
 use mesh_nats::Delivery;
 use mesh_observability::metrics::{
     CHAT_ACCEPT_TO_STORE, CHAT_BATCH_SIZE, CHAT_DEAD_LETTERS, CHAT_DUPLICATES, CHAT_REDELIVERIES,
@@ -57,8 +57,8 @@ pub async fn process(state: &State, lots: Vec<Lot>, stop: &CancellationToken) ->
     CHAT_REDELIVERIES.inc_by(redelivered as u64);
     let mut verdicts = vec![false; lots.len()];
     let mut round = Round::new(lots.into_iter().enumerate().collect());
-    // Unreadable messages already set aside, by stream sequence: a round taken again does not
-    // write their dead letters twice.
+    // Unreadable messages already set aside, by stream sequence and line: a round taken again
+    // does not write their dead letters twice.
     let mut set_aside = HashSet::new();
     while !round.parts.is_empty() {
         let span = mesh_nats::ingest_batch_span(&round.deliveries);
@@ -173,6 +173,39 @@ impl Round {
     }
 }
 
+/// One chat message of a round: a line of one of its ingest messages.
+struct Line<'a> {
+    /// The delivery (ingest message) it came in, by position in the round.
+    delivery: usize,
+    /// Its line in that ingest message.
+    number: usize,
+    payload: &'a [u8],
+}
+
+/// The round's chat messages in stream order, each line of each ingest message.
+fn lines_of(deliveries: &[Delivery]) -> Vec<Line<'_>> {
+    deliveries
+        .iter()
+        .enumerate()
+        .flat_map(|(delivery, d)| {
+            ingest_lines(&d.payload)
+                .enumerate()
+                .map(move |(number, payload)| Line {
+                    delivery,
+                    number,
+                    payload,
+                })
+        })
+        .collect()
+}
+
+/// The positions of the lines that came in the deliveries of `deliveries` (a lot's range).
+fn lines_in(lines: &[Line<'_>], deliveries: Range<usize>) -> Range<usize> {
+    let start = lines.partition_point(|line| line.delivery < deliveries.start);
+    let end = lines.partition_point(|line| line.delivery < deliveries.end);
+    start..end
+}
+
 /// How one attempt at a round ended.
 enum Attempt {
     /// Every message decided; per lot, whether its partition was still ours when recorded
@@ -187,16 +220,17 @@ enum Attempt {
 async fn attempt(
     state: &State,
     round: &Round,
-    set_aside: &mut HashSet<u64>,
+    set_aside: &mut HashSet<(u64, usize)>,
     stop: &CancellationToken,
 ) -> Attempt {
     let deliveries = &round.deliveries;
     let mut setback = Setback::new(stop, round.owners(), round.lasts());
-    let mut batch = Batch::read(deliveries.iter().map(|d| d.payload.as_ref()));
+    let lines = lines_of(deliveries);
+    let mut batch = Batch::read(lines.iter().map(|line| line.payload));
     // Every step up to the store is retried or given up before anything is recorded; after a
     // store that recorded the round, nothing waits any more.
     let mut clock = StepClock::start();
-    if !set_aside_unreadable(state, &batch, deliveries, set_aside, &mut setback).await
+    if !set_aside_unreadable(state, &batch, &lines, deliveries, set_aside, &mut setback).await
         || !authorize(state, &mut batch, &mut setback).await
     {
         return Attempt::Halted(setback.halt());
@@ -209,7 +243,7 @@ async fn attempt(
         Step::FencedOut(stale) => return Attempt::FencedOut(stale),
     };
     clock.lap("store");
-    if !deliver(state, &mut batch, &stored, deliveries, &mut setback).await {
+    if !deliver(state, &mut batch, &stored, &lines, deliveries, &mut setback).await {
         return Attempt::Halted(setback.halt());
     }
     clock.lap("deliver");
@@ -237,7 +271,11 @@ async fn attempt(
         .filter(|(_, current)| **current)
         .map(|(part, _)| part.range.clone())
         .collect();
-    answer_refusals(state, &batch, &answered).await;
+    let answered_lines: Vec<Range<usize>> = answered
+        .iter()
+        .map(|range| lines_in(&lines, range.clone()))
+        .collect();
+    answer_refusals(state, &batch, &answered_lines).await;
     for range in answered {
         acknowledge(&deliveries[range]).await;
     }
@@ -293,24 +331,33 @@ enum Step<T> {
     FencedOut(Vec<Fence>),
 }
 
-/// Keeps each payload that is not a chat message as a dead letter (once per round: `done`
-/// holds the stream sequences already set aside).
+/// Keeps each line that is not a chat message as a dead letter (once per round: `done`
+/// holds the stream sequences and lines already set aside).
 async fn set_aside_unreadable(
     state: &State,
     batch: &Batch,
+    lines: &[Line<'_>],
     deliveries: &[Delivery],
-    done: &mut HashSet<u64>,
+    done: &mut HashSet<(u64, usize)>,
     setback: &mut Setback<'_>,
 ) -> bool {
     for index in batch.unreadable() {
-        let delivery = &deliveries[index];
-        if done.contains(&delivery.stream_seq) {
+        let line = &lines[index];
+        let key = (deliveries[line.delivery].stream_seq, line.number);
+        if done.contains(&key) {
             continue;
         }
-        if !set_aside(state, delivery, "unreadable", "not a chat message", setback).await {
+        let unreadable = SetAside {
+            payload: line.payload,
+            stream_seq: key.0,
+            line: key.1,
+            reason: "unreadable",
+            error: "not a chat message",
+        };
+        if !set_aside(state, unreadable, setback).await {
             return false;
         }
-        done.insert(delivery.stream_seq);
+        done.insert(key);
     }
     true
 }
@@ -460,6 +507,7 @@ async fn deliver(
     state: &State,
     batch: &mut Batch,
     stored: &Stored,
+    lines: &[Line<'_>],
     deliveries: &[Delivery],
     setback: &mut Setback<'_>,
 ) -> bool {
@@ -480,7 +528,15 @@ async fn deliver(
                 }
             }
             Err(error) => {
-                if !set_aside(state, &deliveries[index], "unstorable", error, setback).await {
+                let line = &lines[index];
+                let unstorable = SetAside {
+                    payload: line.payload,
+                    stream_seq: deliveries[line.delivery].stream_seq,
+                    line: line.number,
+                    reason: "unstorable",
+                    error,
+                };
+                if !set_aside(state, unstorable, setback).await {
                     decided = false;
                     break;
                 }
@@ -617,21 +673,32 @@ fn fenced_out(fence: Fence) {
     );
 }
 
+/// A message that cannot be handled, and why.
+struct SetAside<'a> {
+    payload: &'a [u8],
+    /// The ingest message it came in, and its line there.
+    stream_seq: u64,
+    line: usize,
+    reason: &'static str,
+    error: &'a str,
+}
+
 /// Keeps a message that cannot be handled in `chat.dead_letters` (retrying while Postgres is
 /// unreachable), counts and logs it. False when stopped first.
-async fn set_aside(
-    state: &State,
-    delivery: &Delivery,
-    reason: &'static str,
-    error: &str,
-    setback: &mut Setback<'_>,
-) -> bool {
+async fn set_aside(state: &State, message: SetAside<'_>, setback: &mut Setback<'_>) -> bool {
+    let SetAside {
+        payload,
+        stream_seq,
+        line,
+        reason,
+        error,
+    } = message;
     loop {
         let written = mesh_service_kit::dead_letter::write(
             state.pool(),
             "chat",
             DEAD_LETTER_CONSUMER,
-            &delivery.payload,
+            payload,
             &format!("{reason}: {error}"),
         )
         .await;
@@ -646,7 +713,8 @@ async fn set_aside(
     }
     CHAT_DEAD_LETTERS.with_label_values(&[reason]).inc();
     tracing::warn!(
-        stream_seq = delivery.stream_seq,
+        stream_seq,
+        line,
         reason,
         error,
         "chat ingest message set aside as a dead letter"
@@ -662,6 +730,25 @@ mod tests {
         CHAT_ROUND_STEP
             .with_label_values(&[step])
             .get_sample_count()
+    }
+
+    #[test]
+    fn a_lots_lines_are_those_of_its_deliveries() {
+        // Deliveries 0 and 1 hold two lines each, delivery 2 one, delivery 3 three.
+        let lines: Vec<Line<'_>> = [0, 0, 1, 1, 2, 3, 3, 3]
+            .into_iter()
+            .enumerate()
+            .map(|(number, delivery)| Line {
+                delivery,
+                number,
+                payload: b"",
+            })
+            .collect();
+        assert_eq!(lines_in(&lines, 0..2), 0..4);
+        assert_eq!(lines_in(&lines, 2..3), 4..5);
+        assert_eq!(lines_in(&lines, 3..4), 5..8);
+        assert_eq!(lines_in(&lines, 1..4), 2..8);
+        assert_eq!(lines_in(&lines, 4..4), 8..8, "an empty lot has no lines");
     }
 
     #[test]

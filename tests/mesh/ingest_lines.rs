@@ -1,0 +1,165 @@
+//! Messages an edge accepts for a partition while its previous publish waits go out as one
+//! ingest message of one line each: stored once each, in each sender's order and gap-free,
+//! with fewer JetStream messages than chat messages; and a bad line of such an ingest message
+//! is set aside alone while the lines around it are stored.
+
+use std::collections::HashSet;
+
+use mesh_contracts::Stream;
+use mesh_contracts::chat::{ConversationId, Inbound, MessageKind};
+use mesh_contracts::nats_permissions::NatsRole;
+use serde_json::Value;
+
+use crate::chat::{history, private_id};
+use crate::chat_contract::{dead_letters, refuse_poison_pills};
+use crate::harness::{TestMesh, Tokens};
+use crate::social_friends::befriend;
+use crate::social_groups::{create_group, join_open};
+use crate::ws::Ws;
+
+/// Messages each member sends without waiting for any answer.
+const EACH: usize = 25;
+const MEMBERS: usize = 8;
+
+/// How many messages the ingest stream was ever given.
+async fn ingest_messages(mesh: &TestMesh) -> u64 {
+    let client = mesh.nats_client_as(NatsRole::Migrate).await;
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(mesh.settings.prefix.stream(Stream::ChatIn))
+        .await
+        .expect("the ingest stream");
+    stream.info().await.expect("its state").state.last_sequence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_accepted_together_share_an_ingest_message_and_keep_their_order() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, owner) = c.user("owner").await;
+    let group = create_group(c, &owner, "open", 20).await;
+    let conversation = format!("g:{group}");
+    let mut members = vec![owner];
+    for i in 1..MEMBERS {
+        let (_, member) = c.user(&format!("member{i}")).await;
+        join_open(c, &member, &group).await;
+        members.push(member);
+    }
+    let mut sockets = Vec::new();
+    for member in &members {
+        sockets.push(Ws::connect(&mesh.url, &member.access).await);
+    }
+    let before = ingest_messages(&mesh).await;
+
+    // Every member writes all of its messages at once; the edge publishes one connection's
+    // sends one after another, so each publish finds the other members' sends waiting.
+    let sent = |m: usize, i: usize| format!("m{m}-{i}");
+    for (m, ws) in sockets.iter_mut().enumerate() {
+        for i in 0..EACH {
+            ws.send_in(&conversation, &sent(m, i), &sent(m, i)).await;
+        }
+    }
+    let mut seqs = HashSet::new();
+    for (m, ws) in sockets.iter_mut().enumerate() {
+        let mut last = 0;
+        for i in 0..EACH {
+            let seq = ws.stored(&sent(m, i)).await;
+            assert!(seq > last, "member {m}'s message {i} stored out of order");
+            last = seq;
+            assert!(seqs.insert(seq), "seq {seq} given twice");
+        }
+    }
+    let total = MEMBERS * EACH;
+    let expected: HashSet<i64> = (1..=total as i64).collect();
+    assert_eq!(seqs, expected, "gap-free");
+
+    let published = ingest_messages(&mesh).await - before;
+    assert!(
+        published < total as u64,
+        "{total} messages took {published} ingest messages: none were published together"
+    );
+
+    // What members read back: each message once, each sender's in the order it sent them.
+    let stored = history(c, &members[1], &conversation, 0).await;
+    assert_eq!(stored.len(), total);
+    for m in 0..MEMBERS {
+        let mine: Vec<String> = stored
+            .iter()
+            .filter_map(|message| message["client_id"].as_str())
+            .filter(|id| id.starts_with(&format!("m{m}-")))
+            .map(str::to_owned)
+            .collect();
+        let wanted: Vec<String> = (0..EACH).map(|i| sent(m, i)).collect();
+        assert_eq!(mine, wanted, "member {m}");
+    }
+    mesh.stop().await;
+}
+
+fn inbound(conversation: &str, sender: &Tokens, client_id: &str, body: &str) -> Vec<u8> {
+    serde_json::to_vec(&Inbound {
+        conversation_id: conversation.to_owned(),
+        sender_id: sender.user_id.parse().unwrap(),
+        client_id: client_id.into(),
+        kind: MessageKind::Text,
+        body: body.into(),
+        accepted_at_ms: 0,
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_is_set_aside_alone_and_the_lines_around_it_are_stored() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let conversation = private_id(&ann, &bob);
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    refuse_poison_pills(&mesh).await;
+
+    // One ingest message of five lines, as an edge publishes what it accepted together.
+    let lines = [
+        inbound(&conversation, &ann, "l1", "first"),
+        b"{\"not\": \"a message".to_vec(),
+        inbound(&conversation, &ann, "l3", "poison pill"),
+        inbound(&conversation, &ann, "l4", "fourth"),
+        inbound(&conversation, &ann, "l1", "first, resent"),
+    ];
+    let partition = ConversationId::parse(&conversation)
+        .unwrap()
+        .partition(mesh.settings.chat.partitions);
+    let edge = mesh.bus_as(NatsRole::Edge, "test-lines").await;
+    let lines: Vec<_> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| edge.chat_line(partition, format!("line-{i}"), line.into()))
+        .collect();
+    edge.publish_chat_lines(partition, &lines)
+        .await
+        .expect("ingest publish");
+
+    assert_eq!(ann_ws.stored("l1").await, 1);
+    assert_eq!(ann_ws.ack("l3", "rejected").await["reason"], "unstorable");
+    assert_eq!(ann_ws.stored("l4").await, 2);
+    // The resend of l1 in the same ingest message is answered with the first one's seq.
+    assert_eq!(ann_ws.stored("l1").await, 1);
+    let bodies: Vec<Value> = history(c, &bob, &conversation, 0)
+        .await
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, ["first", "fourth"]);
+
+    let letters = dead_letters(&mesh).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[0].0, "{\"not\": \"a message", "the bad line alone");
+    assert!(letters[0].1.starts_with("unreadable"), "{letters:?}");
+    let poison = inbound(&conversation, &ann, "l3", "poison pill");
+    assert_eq!(letters[1].0.as_bytes(), poison, "the unstorable line alone");
+    assert!(letters[1].1.starts_with("unstorable"), "{letters:?}");
+
+    // The partition flows on.
+    ann_ws.send_to(&bob.user_id, "after", "after").await;
+    assert_eq!(ann_ws.stored("after").await, 3);
+    mesh.stop().await;
+}
