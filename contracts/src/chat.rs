@@ -441,14 +441,7 @@ pub enum ServerFrame {
 /// one per line, in the order given: the messages an edge accepts for a partition while its
 /// previous publish waits for JetStream's ack go out together.
 pub fn join_ingest_lines<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut payload = Vec::new();
-    for (index, message) in messages.into_iter().enumerate() {
-        if index > 0 {
-            payload.push(b'\n');
-        }
-        payload.extend_from_slice(message);
-    }
-    payload
+    messages.into_iter().collect::<Vec<_>>().join(&b'\n')
 }
 
 /// The messages of an ingest payload, in order: each line is one (a payload without a

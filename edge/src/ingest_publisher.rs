@@ -194,7 +194,7 @@ fn take_lot(part: &mut Partition) -> Vec<Queued> {
     let Some(first) = part.waiting.pop_front() else {
         return Vec::new();
     };
-    let (lot, left) = lot_of(first, |q| q.line.len(), || part.waiting.pop_front());
+    let (lot, left) = lot_of(first, |q| q.line.size(), || part.waiting.pop_front());
     if let Some(left) = left {
         part.waiting.push_front(left);
     }
@@ -310,6 +310,35 @@ mod tests {
             });
         }
         (part, receivers)
+    }
+
+    #[test]
+    fn a_sender_gone_after_being_told_to_lead_passes_the_turn_on() {
+        // The front sender was told to lead (its turn taken), the one behind still waits.
+        let (mut part, mut receivers) = queue(&[true, true]);
+        let front = part.waiting.front_mut().unwrap().turn.take().unwrap();
+        assert!(front.send(Turn::Lead).is_ok());
+        let slot = Mutex::new(part);
+        let gone = Waiting {
+            slot: &slot,
+            told: receivers[0].take(),
+        };
+        drop(gone);
+        assert!(
+            matches!(receivers[1].as_mut().unwrap().try_recv(), Ok(Turn::Lead)),
+            "the next sender leads"
+        );
+        assert!(lock(&slot).publishing);
+
+        // Gone while merely waiting: nothing passes; its message goes with the next publish.
+        let (part, mut receivers) = queue(&[true, true]);
+        let slot = Mutex::new(part);
+        drop(Waiting {
+            slot: &slot,
+            told: receivers[0].take(),
+        });
+        assert!(receivers[1].as_mut().unwrap().try_recv().is_err());
+        assert_eq!(lock(&slot).waiting.len(), 2);
     }
 
     #[test]

@@ -152,17 +152,17 @@ impl Feed {
 
     /// Adds to `batch`, up to `max`, the messages that already arrived (never waits).
     pub fn top_up(&mut self, batch: &mut Vec<Delivery>, max: usize) -> Result<(), JetStreamError> {
-        self.top_up_weighed(batch, max, |_| 1)
+        self.top_up_weighed(batch, max, |_| 1).map(|_| ())
     }
 
     /// Like [`Feed::top_up`], counting each message as `weight` says: a message that would
-    /// take the batch past `max` stays buffered for the next batch.
+    /// take the batch past `max` stays buffered for the next batch. The batch's weight.
     pub fn top_up_weighed(
         &mut self,
         batch: &mut Vec<Delivery>,
         max: usize,
         weight: impl Fn(&Delivery) -> usize,
-    ) -> Result<(), JetStreamError> {
+    ) -> Result<usize, JetStreamError> {
         let mut total: usize = batch.iter().map(|d| weight(d).max(1)).sum();
         while total < max {
             let Some(peeked) = self.peeked.take().or_else(|| self.ready()) else {
@@ -177,7 +177,7 @@ impl Feed {
             total = with;
             batch.push(next);
         }
-        Ok(())
+        Ok(total)
     }
 
     /// The next message if it already arrived (never waits).

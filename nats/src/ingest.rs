@@ -47,14 +47,9 @@ impl ChatLine {
         }
     }
 
-    /// The size of its payload.
-    pub fn len(&self) -> usize {
+    /// The size of its payload in bytes.
+    pub fn size(&self) -> usize {
         self.payload.len()
-    }
-
-    /// Whether its payload is empty.
-    pub fn is_empty(&self) -> bool {
-        self.payload.is_empty()
     }
 }
 
@@ -200,7 +195,7 @@ impl Bus {
                 mesh_observability::spans::fail(&line.span, "publish failed");
             }
         })?;
-        Ok(ack.duplicate && lines.len() == 1)
+        Ok(ack.duplicate)
     }
 
     /// Takes over partition `partition` for `epoch`, or re-opens its feed: deletes the

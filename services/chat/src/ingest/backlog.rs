@@ -1,9 +1,9 @@
 //! The backlog a partition's owner reports to the edges: messages of the partition accepted
 //! but not stored yet, as last seen from its feed (those still in the stream after the newest
-//! delivery, plus the batch in hand; an ingest message may hold several). A task of its own looks at it every
-//! `BACKLOG_REPORT_EVERY` and reports it when it changed, and at least every
-//! `BACKLOG_REPORT_QUIET`, so a batch stuck retrying keeps the edges holding back while an idle
-//! partition costs the bus two small messages a second instead of ten.
+//! delivery, plus the batch in hand; an ingest message may hold several). A task of its own
+//! looks at it every `BACKLOG_REPORT_EVERY` and reports it when it changed, and at least every
+//! `BACKLOG_REPORT_QUIET`, so a batch stuck retrying keeps the edges holding back while an
+//! idle partition costs the bus two small messages a second instead of ten.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -89,11 +89,13 @@ pub async fn own(
                             None => return,
                         },
                     };
-                    if let Err(err) = feed.top_up_weighed(&mut deliveries, batch, messages_in) {
-                        tracing::warn!(partition, error = %err, "partition feed failed");
-                        break;
-                    }
-                    let size: usize = deliveries.iter().map(messages_in).sum();
+                    let size = match feed.top_up_weighed(&mut deliveries, batch, messages_in) {
+                        Ok(size) => size,
+                        Err(err) => {
+                            tracing::warn!(partition, error = %err, "partition feed failed");
+                            break;
+                        }
+                    };
                     backlog.taking(&deliveries, size);
                     let Some(last) = deliveries.last().map(|d| (d.stream_seq, d.pending)) else {
                         continue;
