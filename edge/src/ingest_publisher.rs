@@ -4,7 +4,9 @@
 //! message fared.
 //!
 //! A partition has one publish in flight at a time, so its messages reach the stream in the
-//! order they were handed over (a connection's messages keep their order). Nothing waits on
+//! order they were handed over: a connection may hand over its next message before the last
+//! one is published, and its messages keep their order (a failed publish refuses the messages
+//! of its connections queued behind it). Nothing waits on
 //! purpose and no task stands in between: a sender that finds its partition idle publishes
 //! its message itself, at once and alone; one that finds a publish in flight queues its
 //! message, and when that publish is answered, the first sender queued is told to publish
@@ -13,12 +15,16 @@
 //! acknowledges and delivers one message where it did several.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use mesh_contracts::ErrorCode;
 use mesh_nats::{Bus, ChatLine, JetStreamError};
 use mesh_observability::metrics::CHAT_INGEST_PACKED;
 use tokio::sync::oneshot;
+
+use crate::send::Rejection;
+use crate::send_order::SendOrder;
 
 /// The most messages one ingest message carries.
 pub const MAX_LINES: usize = 64;
@@ -38,11 +44,19 @@ enum Turn {
     Lead,
 }
 
+/// The connection a message came from keeps its sends in order: its [`SendOrder`] and the
+/// message's client id.
+pub struct Keeper {
+    pub order: Arc<SendOrder>,
+    pub client_id: String,
+}
+
 /// A message waiting for its partition's next publish.
 struct Queued {
     line: ChatLine,
     /// Where its sender waits; none for the sender that publishes it.
     turn: Option<oneshot::Sender<Turn>>,
+    keeper: Option<Keeper>,
 }
 
 /// One partition's publishing state.
@@ -54,117 +68,145 @@ struct Partition {
     waiting: VecDeque<Queued>,
 }
 
+type Slot = Arc<Mutex<Partition>>;
+
 /// The edge's publishing state, one per partition.
 pub struct IngestPublisher {
-    partitions: Vec<Mutex<Partition>>,
+    partitions: Vec<Slot>,
 }
 
 impl IngestPublisher {
     pub fn new(partitions: u32) -> Self {
         Self {
-            partitions: (0..partitions).map(|_| Mutex::default()).collect(),
+            partitions: (0..partitions).map(|_| Slot::default()).collect(),
         }
     }
 
-    /// Publishes `msg_id`'s `payload` to `partition`, with the messages queued beside it, and
-    /// waits for JetStream's ack: true when JetStream dropped it as a duplicate.
-    pub async fn publish(
+    /// Hands `msg_id`'s `payload` to `partition`'s publishing, behind every message handed to
+    /// it before (so a connection may hand over its next message before the last one is
+    /// published, and they still reach the stream in order); [`Handed::published`] publishes
+    /// it or waits for the publish that carries it. A message whose connection waits for an
+    /// earlier refused message to come again (its `keeper` says so) is refused here, under
+    /// the partition's lock, so it cannot slip past a publish failing at that moment.
+    pub fn hand(
         &self,
         bus: &Bus,
         partition: u32,
         msg_id: String,
         payload: Bytes,
-    ) -> Result<bool, JetStreamError> {
+        keeper: Option<Keeper>,
+    ) -> Result<Handed, Rejection> {
         let slot = usize::try_from(partition)
             .ok()
             .and_then(|index| self.partitions.get(index))
-            .ok_or_else(|| JetStreamError::Publish(format!("no partition {partition}")))?;
+            .ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::ServiceUnavailable,
+                    "no such ingest partition",
+                    None,
+                )
+            })?
+            .clone();
         // Taken here, in the sender's span, so the message continues the sender's trace.
         let line = bus.chat_line(partition, msg_id, payload);
-        let start = {
-            let mut part = lock(slot);
-            if part.publishing {
-                let (turn, told) = oneshot::channel();
-                part.waiting.push_back(Queued {
-                    line,
-                    turn: Some(turn),
-                });
-                Start::Queued(told)
-            } else {
-                part.publishing = true;
-                Start::Leading(line)
+        let mut part = lock(&slot);
+        if let Some(keeper) = &keeper {
+            if let Some(held) = keeper.order.hold_back(&keeper.client_id) {
+                return Err(held);
             }
+            keeper.order.handed(&keeper.client_id);
+        }
+        let step = if part.publishing {
+            let (turn, told) = oneshot::channel();
+            part.waiting.push_back(Queued {
+                line,
+                turn: Some(turn),
+                keeper,
+            });
+            Step::Queued(told)
+        } else {
+            part.publishing = true;
+            Step::Alone(Queued {
+                line,
+                turn: None,
+                keeper,
+            })
         };
-        let lot = match start {
-            Start::Leading(line) => vec![Queued { line, turn: None }],
-            Start::Queued(told) => {
-                let mut waiting = Waiting {
-                    slot,
-                    told: Some(told),
-                };
-                match waiting.turn().await {
-                    Some(Turn::Done(outcome)) => return outcome.map_err(JetStreamError::Publish),
-                    Some(Turn::Lead) => take_lot(&mut lock(slot)),
-                    None => {
-                        return Err(JetStreamError::Publish(
-                            "the publish carrying it was abandoned".into(),
-                        ));
-                    }
+        drop(part);
+        Ok(Handed {
+            slot,
+            partition,
+            step,
+        })
+    }
+}
+
+/// A message handed to its partition's publishing.
+pub struct Handed {
+    slot: Slot,
+    partition: u32,
+    step: Step,
+}
+
+/// Where a handed message is.
+enum Step {
+    /// Its partition was idle: its sender publishes it alone.
+    Alone(Queued),
+    /// Queued behind the publish in flight.
+    Queued(oneshot::Receiver<Turn>),
+    /// Its sender publishes what is queued (its own message first).
+    Leading,
+    /// Answered.
+    Done,
+}
+
+impl Handed {
+    /// Publishes the message (with what queued behind it, when told to lead) or waits for the
+    /// publish that carries it: true when JetStream dropped it as a duplicate.
+    pub async fn published(mut self, bus: &Bus) -> Result<bool, JetStreamError> {
+        if let Step::Queued(told) = &mut self.step {
+            let turn = told.await.ok();
+            self.step = Step::Done;
+            match turn {
+                Some(Turn::Lead) => self.step = Step::Leading,
+                Some(Turn::Done(outcome)) => return outcome.map_err(JetStreamError::Publish),
+                None => {
+                    return Err(JetStreamError::Publish(
+                        "the publish carrying it was abandoned".into(),
+                    ));
                 }
             }
+        }
+        // From here on, however this ends (answered, failed, or dropped with its connection),
+        // dropping `self` passes the turn on, so the partition never stays stuck behind it.
+        let lot = match std::mem::replace(&mut self.step, Step::Leading) {
+            Step::Alone(queued) => vec![queued],
+            // Told to lead: its message is first in the queue until it takes it.
+            Step::Leading => take_lot(&mut lock(&self.slot)),
+            Step::Queued(_) | Step::Done => Vec::new(),
         };
-        // However this ends (answered, failed, or dropped with its connection), the turn
-        // passes on, so the partition never stays stuck behind it.
-        let _leading = Leading(slot);
         if lot.is_empty() {
-            // Cannot happen: a sender told to lead is first in the queue until it takes it.
             return Err(JetStreamError::Publish("its message left the queue".into()));
         }
-        publish_lot(bus, partition, lot)
+        publish_lot(bus, &self.slot, self.partition, lot)
             .await
             .map_err(JetStreamError::Publish)
     }
 }
 
-/// How a sender begins: publishing itself, or queued behind the publish in flight.
-enum Start {
-    Leading(ChatLine),
-    Queued(oneshot::Receiver<Turn>),
-}
-
-/// A queued sender's wait for its turn.
-struct Waiting<'a> {
-    slot: &'a Mutex<Partition>,
-    told: Option<oneshot::Receiver<Turn>>,
-}
-
-impl Waiting<'_> {
-    /// What the sender was told; `None` when the publish carrying its message was dropped.
-    async fn turn(&mut self) -> Option<Turn> {
-        let told = self.told.as_mut()?.await.ok();
-        self.told = None;
-        told
-    }
-}
-
-impl Drop for Waiting<'_> {
-    /// A sender that stops waiting (its connection closed) after it was told to lead passes
-    /// the turn on; its message stays queued and goes with the next publish.
+impl Drop for Handed {
+    /// A sender that publishes, or was told to, passes the turn on when it ends or stops (its
+    /// connection closed); one dropped while merely queued leaves its message for the next
+    /// publish.
     fn drop(&mut self) {
-        if let Some(mut told) = self.told.take()
-            && let Ok(Turn::Lead) = told.try_recv()
-        {
-            pass_on(&mut lock(self.slot));
+        let passes = match &mut self.step {
+            Step::Alone(_) | Step::Leading => true,
+            Step::Queued(told) => matches!(told.try_recv(), Ok(Turn::Lead)),
+            Step::Done => false,
+        };
+        if passes {
+            pass_on(&mut lock(&self.slot));
         }
-    }
-}
-
-/// Held while a sender publishes for its partition; passes the turn on when dropped.
-struct Leading<'a>(&'a Mutex<Partition>);
-
-impl Drop for Leading<'_> {
-    fn drop(&mut self) {
-        pass_on(&mut lock(self.0));
     }
 }
 
@@ -202,9 +244,21 @@ fn take_lot(part: &mut Partition) -> Vec<Queued> {
 }
 
 /// Publishes `lot` as one ingest message and tells each queued sender of it how it went; the
-/// outcome.
-async fn publish_lot(bus: &Bus, partition: u32, lot: Vec<Queued>) -> Outcome {
-    let (lines, turns): (Vec<ChatLine>, Vec<_>) = lot.into_iter().map(|q| (q.line, q.turn)).unzip();
+/// outcome. When it failed, every connection with a message in it now waits for that message
+/// to come again, and the messages of those connections still queued are refused with it
+/// (under the partition's lock, before anything else is handed over), so none overtakes it.
+async fn publish_lot(
+    bus: &Bus,
+    slot: &Mutex<Partition>,
+    partition: u32,
+    lot: Vec<Queued>,
+) -> Outcome {
+    let mut lines = Vec::with_capacity(lot.len());
+    let mut answers = Vec::with_capacity(lot.len());
+    for queued in lot {
+        lines.push(queued.line);
+        answers.push((queued.turn, queued.keeper));
+    }
     CHAT_INGEST_PACKED.observe(lines.len() as f64);
     let outcome = bus
         .publish_chat_lines(partition, &lines)
@@ -212,12 +266,32 @@ async fn publish_lot(bus: &Bus, partition: u32, lot: Vec<Queued>) -> Outcome {
         .map_err(|err| err.to_string());
     if let Err(err) = &outcome {
         tracing::warn!(error = %err, partition, messages = lines.len(), "chat ingest publish failed");
+        let mut part = lock(slot);
+        for keeper in answers.iter().filter_map(|(_, keeper)| keeper.as_ref()) {
+            keeper.order.refused(&keeper.client_id, None);
+        }
+        refuse_held_back(&mut part, err);
     }
-    for turn in turns.into_iter().flatten() {
+    for turn in answers.into_iter().filter_map(|(turn, _)| turn) {
         // A sender that stopped waiting (its connection closed) needs no answer.
         let _ = turn.send(Turn::Done(outcome.clone()));
     }
     outcome
+}
+
+/// After a failed publish: the queued messages of connections that now wait for an earlier
+/// message to come again leave the queue, refused with the publish's error.
+fn refuse_held_back(part: &mut Partition, err: &str) {
+    part.waiting.retain_mut(|queued| {
+        let held = queued
+            .keeper
+            .as_ref()
+            .is_some_and(|keeper| keeper.order.hold_back(&keeper.client_id).is_some());
+        if held && let Some(turn) = queued.turn.take() {
+            let _ = turn.send(Turn::Done(Err(err.to_owned())));
+        }
+        !held
+    });
 }
 
 /// The messages one publish carries: `first`, then what `next` has ready, up to [`MAX_LINES`]
@@ -307,9 +381,18 @@ mod tests {
             part.waiting.push_back(Queued {
                 line: ChatLine::new(String::new(), Bytes::new()),
                 turn: Some(turn),
+                keeper: None,
             });
         }
         (part, receivers)
+    }
+
+    fn handed(slot: &Slot, step: Step) -> Handed {
+        Handed {
+            slot: slot.clone(),
+            partition: 0,
+            step,
+        }
     }
 
     #[test]
@@ -318,12 +401,8 @@ mod tests {
         let (mut part, mut receivers) = queue(&[true, true]);
         let front = part.waiting.front_mut().unwrap().turn.take().unwrap();
         assert!(front.send(Turn::Lead).is_ok());
-        let slot = Mutex::new(part);
-        let gone = Waiting {
-            slot: &slot,
-            told: receivers[0].take(),
-        };
-        drop(gone);
+        let slot = Slot::new(Mutex::new(part));
+        drop(handed(&slot, Step::Queued(receivers[0].take().unwrap())));
         assert!(
             matches!(receivers[1].as_mut().unwrap().try_recv(), Ok(Turn::Lead)),
             "the next sender leads"
@@ -332,13 +411,64 @@ mod tests {
 
         // Gone while merely waiting: nothing passes; its message goes with the next publish.
         let (part, mut receivers) = queue(&[true, true]);
-        let slot = Mutex::new(part);
-        drop(Waiting {
-            slot: &slot,
-            told: receivers[0].take(),
-        });
+        let slot = Slot::new(Mutex::new(part));
+        drop(handed(&slot, Step::Queued(receivers[0].take().unwrap())));
         assert!(receivers[1].as_mut().unwrap().try_recv().is_err());
         assert_eq!(lock(&slot).waiting.len(), 2);
+
+        // Gone before publishing alone: the partition does not stay busy behind it.
+        let (part, _) = queue(&[]);
+        let slot = Slot::new(Mutex::new(part));
+        let alone = Queued {
+            line: ChatLine::new(String::new(), Bytes::new()),
+            turn: None,
+            keeper: None,
+        };
+        drop(handed(&slot, Step::Alone(alone)));
+        assert!(!lock(&slot).publishing);
+    }
+
+    /// A queued message of the connection `order`, with the receiver its sender waits on.
+    fn kept(order: &Arc<SendOrder>, client_id: &str) -> (Queued, oneshot::Receiver<Turn>) {
+        let (turn, told) = oneshot::channel();
+        let queued = Queued {
+            line: ChatLine::new(client_id.to_owned(), Bytes::new()),
+            turn: Some(turn),
+            keeper: Some(Keeper {
+                order: order.clone(),
+                client_id: client_id.to_owned(),
+            }),
+        };
+        (queued, told)
+    }
+
+    #[test]
+    fn after_a_failed_publish_the_queued_messages_behind_it_of_its_connections_are_refused() {
+        let (failed, other) = (
+            Arc::new(SendOrder::default()),
+            Arc::new(SendOrder::default()),
+        );
+        let (a2, mut a2_told) = kept(&failed, "a-2");
+        let (b1, mut b1_told) = kept(&other, "b-1");
+        let (a3, mut a3_told) = kept(&failed, "a-3");
+        let mut part = Partition {
+            publishing: true,
+            waiting: VecDeque::from([a2, b1, a3]),
+        };
+        // The publish carrying a-1 failed: the publisher notes it, then sweeps the queue.
+        failed.refused("a-1", None);
+        refuse_held_back(&mut part, "timed out");
+        for told in [&mut a2_told, &mut a3_told] {
+            assert!(matches!(told.try_recv(), Ok(Turn::Done(Err(err))) if err == "timed out"));
+        }
+        assert!(
+            b1_told.try_recv().is_err(),
+            "another connection's message waits on"
+        );
+        assert_eq!(part.waiting.len(), 1);
+        // Nothing of that connection is handed over after it until a-1 comes again.
+        assert!(failed.hold_back("a-4").is_some());
+        assert!(failed.hold_back("a-1").is_none());
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod revoked;
 mod route_permissions;
 mod security_headers;
 mod send;
+mod send_order;
 mod strict_json;
 mod token;
 

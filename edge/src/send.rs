@@ -4,6 +4,7 @@
 //! Only what needs no state is checked here (ids, sizes, the caller being a party of a private
 //! conversation); friendships, blocks, memberships and mutes are the chat worker's to decide.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +21,9 @@ use uuid::Uuid;
 use crate::EdgeState;
 use crate::admission;
 use crate::clock::unix_millis;
+use crate::ingest_publisher::{Handed, Keeper};
 use crate::problem::ApiError;
+use crate::send_order::SendOrder;
 
 /// Which door a message came through (the `transport` label of the accepted counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(code: ErrorCode, detail: &'static str, conversation_id: Option<String>) -> Self {
+    pub fn new(code: ErrorCode, detail: &'static str, conversation_id: Option<String>) -> Self {
         Self {
             code,
             detail,
@@ -73,81 +76,6 @@ impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
         ApiError::new(rejection.code, rejection.detail)
     }
-}
-
-/// Keeps one connection's sends in order across a transient refusal: after a message is
-/// rejected `service_unavailable` or `overloaded`, every later message of the connection is
-/// rejected `service_unavailable` until that message (same `client_id`) is sent again. A
-/// client that resends its rejected messages in their original order, as the client contract
-/// says, so gets them stored in that order: nothing sent after the refused message can
-/// overtake it. The held-back refusals ask for the same `retry_after` as the refusal they wait
-/// behind, so a client that honours each one sends them again after that one, not before.
-#[derive(Debug, Default)]
-pub struct SendOrder {
-    /// The refused message everything else waits for.
-    awaited: std::sync::Mutex<Option<Awaited>>,
-}
-
-#[derive(Debug)]
-struct Awaited {
-    client_id: String,
-    retry_after: Option<Duration>,
-}
-
-impl SendOrder {
-    /// A rejection for `client_id` while an earlier refused message was not sent again.
-    fn hold_back(&self, client_id: &str) -> Option<Rejection> {
-        let awaited = self.awaited.lock().expect("send order lock");
-        awaited
-            .as_ref()
-            .filter(|awaited| awaited.client_id != client_id)
-            .map(|awaited| Rejection {
-                retry_after: awaited.retry_after,
-                ..Rejection::new(
-                    ErrorCode::ServiceUnavailable,
-                    "an earlier message was not accepted; send it again first",
-                    None,
-                )
-            })
-    }
-
-    /// Notes how the send of `client_id` ended.
-    fn settle(&self, client_id: &str, result: &Result<SendAck, Rejection>) {
-        let mut awaited = self.awaited.lock().expect("send order lock");
-        match result {
-            Err(rejection) if rejection.code.is_transient() => {
-                awaited.get_or_insert_with(|| Awaited {
-                    client_id: client_id.to_owned(),
-                    retry_after: rejection.retry_after,
-                });
-            }
-            _ if awaited
-                .as_ref()
-                .is_some_and(|awaited| awaited.client_id == client_id) =>
-            {
-                *awaited = None;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// [`send`] for a connection whose sends keep their order (see [`SendOrder`]).
-pub async fn send_in_order(
-    state: &EdgeState,
-    sender: Uuid,
-    arrived: Arrived,
-    via: SendVia,
-    order: &SendOrder,
-) -> Result<SendAck, Rejection> {
-    let client_id = arrived.message.client_id.clone();
-    if let Some(rejection) = order.hold_back(&client_id) {
-        count_rejection(&rejection);
-        return Err(rejection);
-    }
-    let result = send(state, sender, arrived, via).await;
-    order.settle(&client_id, &result);
-    result
 }
 
 /// A message and when the edge read it: the admission hold counts from that moment.
@@ -174,6 +102,23 @@ pub async fn send(
     arrived: Arrived,
     via: SendVia,
 ) -> Result<SendAck, Rejection> {
+    admit(state, sender, arrived, via, None)
+        .await?
+        .accepted(state)
+        .await
+}
+
+/// Checks the message from `sender`, waits for its partition to admit it, and hands it to the
+/// partition's publisher, behind what was handed before; `order`, for a connection whose
+/// sends keep their order, may hold it back (see [`SendOrder`]). Answers the message on its
+/// way: [`Accepting::accepted`] waits for JetStream.
+pub async fn admit(
+    state: &EdgeState,
+    sender: Uuid,
+    arrived: Arrived,
+    via: SendVia,
+    order: Option<&Arc<SendOrder>>,
+) -> Result<Accepting, Rejection> {
     let Arrived { message, at } = arrived;
     if !state.limits.chat_send(&sender.to_string()).taken.allowed {
         return Err(Rejection::new(
@@ -202,46 +147,77 @@ pub async fn send(
     }
     let inbound = inbound(sender, conversation, message, unix_millis());
     let payload = Bytes::from(serde_json::to_vec(&inbound).expect("inbound messages serialize"));
-    match state
+    let keeper = order.map(|order| Keeper {
+        order: order.clone(),
+        client_id: inbound.client_id.clone(),
+    });
+    let handed = state
         .ingest
-        .publish(&state.bus, partition, inbound.msg_id(), payload.clone())
-        .await
-    {
-        Ok(duplicate) => {
-            CHAT_ACCEPTED.with_label_values(&[via.label()]).inc();
-            if duplicate {
-                // JetStream dropped the resend: answer it from the store, or publish it again
-                // when the store does not have it (see `answer_resend`).
-                CHAT_DUPLICATES.with_label_values(&["jetstream"]).inc();
-                tokio::spawn(answer_resend(
-                    state.rpc.clone(),
-                    state.bus.clone(),
-                    Resend {
-                        sender,
-                        partition,
-                        msg_id: inbound.msg_id(),
-                        payload,
-                        find: FindMessageRequest {
-                            conversation_id: inbound.conversation_id.clone(),
-                            client_id: inbound.client_id.clone(),
-                        },
-                    },
-                ));
+        .hand(
+            &state.bus,
+            partition,
+            inbound.msg_id(),
+            payload.clone(),
+            keeper,
+        )
+        .inspect_err(count_rejection)?;
+    Ok(Accepting {
+        handed,
+        via,
+        resend: Resend {
+            sender,
+            partition,
+            msg_id: inbound.msg_id(),
+            payload,
+            find: FindMessageRequest {
+                conversation_id: inbound.conversation_id,
+                client_id: inbound.client_id,
+            },
+        },
+    })
+}
+
+/// A message handed to its partition's publisher, on its way to JetStream.
+pub struct Accepting {
+    handed: Handed,
+    via: SendVia,
+    /// What answering it as a resend needs.
+    resend: Resend,
+}
+
+impl Accepting {
+    /// Waits for JetStream's ack: the `accepted` ack, or why it was not accepted.
+    pub async fn accepted(self, state: &EdgeState) -> Result<SendAck, Rejection> {
+        let Accepting {
+            handed,
+            via,
+            resend,
+        } = self;
+        let (client_id, conversation_id) = (
+            resend.find.client_id.clone(),
+            resend.find.conversation_id.clone(),
+        );
+        match handed.published(&state.bus).await {
+            Ok(duplicate) => {
+                CHAT_ACCEPTED.with_label_values(&[via.label()]).inc();
+                if duplicate {
+                    // JetStream dropped the resend: answer it from the store, or publish it
+                    // again when the store does not have it (see `answer_resend`).
+                    CHAT_DUPLICATES.with_label_values(&["jetstream"]).inc();
+                    tokio::spawn(answer_resend(state.rpc.clone(), state.bus.clone(), resend));
+                }
+                Ok(SendAck::accepted(client_id, conversation_id))
             }
-            Ok(SendAck::accepted(
-                inbound.client_id,
-                inbound.conversation_id,
-            ))
-        }
-        Err(_) => {
-            // The partition's publisher logged why, once for every message of the publish.
-            let rejection = Rejection::new(
-                ErrorCode::ServiceUnavailable,
-                "the message could not be accepted; send it again",
-                Some(inbound.conversation_id),
-            );
-            count_rejection(&rejection);
-            Err(rejection)
+            Err(_) => {
+                // The partition's publisher logged why, once for every message of the publish.
+                let rejection = Rejection::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the message could not be accepted; send it again",
+                    Some(conversation_id),
+                );
+                count_rejection(&rejection);
+                Err(rejection)
+            }
         }
     }
 }
@@ -285,7 +261,7 @@ async fn answer_resend(rpc: RpcClient, bus: Bus, resend: Resend) {
     }
 }
 
-fn count_rejection(rejection: &Rejection) {
+pub fn count_rejection(rejection: &Rejection) {
     CHAT_REJECTED
         .with_label_values(&[rejection.code.as_str()])
         .inc();
@@ -405,44 +381,6 @@ mod tests {
         }
     }
 
-    fn overloaded() -> Result<SendAck, Rejection> {
-        Err(Rejection {
-            retry_after: Some(admission::RETRY_AFTER),
-            ..Rejection::new(ErrorCode::Overloaded, "full", None)
-        })
-    }
-
-    #[test]
-    fn sends_held_back_ask_for_the_wait_of_the_refusal_they_wait_behind() {
-        let order = SendOrder::default();
-        order.settle("m-1", &overloaded());
-        let held = order.hold_back("m-2").expect("m-2 waits for m-1");
-        assert_eq!(held.code, ErrorCode::ServiceUnavailable);
-        let ack = held.ack("m-2".into());
-        assert_eq!(
-            ack.retry_after_ms,
-            Some(admission::RETRY_AFTER.as_millis() as u64)
-        );
-        // A later refusal does not replace the message everything waits for.
-        order.settle("m-2", &overloaded());
-        assert!(
-            order.hold_back("m-1").is_none(),
-            "m-1 itself may come again"
-        );
-        order.settle("m-1", &Ok(SendAck::accepted("m-1".into(), "p:x".into())));
-        // Held back behind a refusal that named no wait, the client hears none either.
-        let down = Err(Rejection::new(ErrorCode::ServiceUnavailable, "down", None));
-        order.settle("m-3", &down);
-        assert_eq!(
-            order
-                .hold_back("m-4")
-                .unwrap()
-                .ack("m-4".into())
-                .retry_after_ms,
-            None
-        );
-    }
-
     #[test]
     fn exactly_one_target() {
         let (me, friend) = (Uuid::now_v7(), Uuid::now_v7());
@@ -484,24 +422,6 @@ mod tests {
             code(me, &to(friend, &over)),
             Some(ErrorCode::MessageTooLarge)
         );
-    }
-
-    #[test]
-    fn after_a_transient_refusal_nothing_overtakes_the_refused_message() {
-        let order = SendOrder::default();
-        let accepted = |id: &str| Ok(SendAck::accepted(id.to_owned(), "p:a:b".to_owned()));
-        let unavailable = Err(Rejection::new(ErrorCode::ServiceUnavailable, "down", None));
-        order.settle("m1", &accepted("m1"));
-        assert!(order.hold_back("m2").is_none());
-        order.settle("m2", &unavailable);
-        let held = order.hold_back("m3").expect("m3 waits for m2");
-        assert_eq!(held.code, ErrorCode::ServiceUnavailable);
-        order.settle("m3", &Err(held));
-        assert!(order.hold_back("m2").is_none(), "m2 may be sent again");
-        order.settle("m2", &unavailable);
-        assert!(order.hold_back("m3").is_some(), "m2 refused again");
-        order.settle("m2", &accepted("m2"));
-        assert!(order.hold_back("m3").is_none());
     }
 
     #[test]

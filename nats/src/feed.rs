@@ -2,6 +2,7 @@
 //! at a time or in batches (wait for one, then take what is already buffered), with typed
 //! errors and the acknowledgements every reader needs.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
@@ -44,8 +45,23 @@ pub enum JetStreamError {
 /// A reader's feed of messages from one consumer.
 pub struct Feed {
     messages: pull::Stream,
-    /// A message taken from the stream that did not fit the last batch: the next one's first.
-    peeked: Option<Result<Delivery, JetStreamError>>,
+    /// Messages taken from the stream and not handed out yet (one that did not fit the last
+    /// batch, or those [`Feed::beyond`] counted), in order.
+    buffered: VecDeque<Result<Delivery, JetStreamError>>,
+    /// The `pending` of the newest message taken from the stream.
+    newest_pending: u64,
+}
+
+/// What waits in a feed beyond the messages it handed out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Beyond {
+    /// Messages the server delivered that wait in the feed.
+    pub buffered: usize,
+    /// Their weight (e.g. the chat messages they hold).
+    pub weight: usize,
+    /// Messages still in the stream after the newest delivered one, as the server counted
+    /// when it sent that one.
+    pub pending: u64,
 }
 
 /// One message read from a feed.
@@ -93,7 +109,8 @@ impl Bus {
             .map_err(|e| consumer_failed(&e))?;
         Ok(Feed {
             messages,
-            peeked: None,
+            buffered: VecDeque::new(),
+            newest_pending: 0,
         })
     }
 
@@ -117,11 +134,11 @@ impl Feed {
     /// The next message; `None` when the feed ended (its consumer was deleted or taken over:
     /// open it again).
     pub async fn next(&mut self) -> Option<Result<Delivery, JetStreamError>> {
-        if let Some(peeked) = self.peeked.take() {
-            return Some(peeked);
+        if let Some(buffered) = self.buffered.pop_front() {
+            return Some(buffered);
         }
         let next = self.messages.next().await?;
-        Some(delivery(next))
+        Some(self.delivery(next))
     }
 
     /// Waits for the next message, then takes every message already buffered, up to `max` in
@@ -165,13 +182,13 @@ impl Feed {
     ) -> Result<usize, JetStreamError> {
         let mut total: usize = batch.iter().map(|d| weight(d).max(1)).sum();
         while total < max {
-            let Some(peeked) = self.peeked.take().or_else(|| self.ready()) else {
+            let Some(taken) = self.buffered.pop_front().or_else(|| self.ready()) else {
                 break;
             };
-            let next = peeked?;
+            let next = taken?;
             let with = total + weight(&next).max(1);
             if with > max {
-                self.peeked = Some(Ok(next));
+                self.buffered.push_front(Ok(next));
                 break;
             }
             total = with;
@@ -180,12 +197,38 @@ impl Feed {
         Ok(total)
     }
 
+    /// What waits beyond the messages handed out: takes every message that already arrived
+    /// into the feed (never waits; the consumer's `max_ack_pending` bounds them), and counts
+    /// those and what the server still holds after the newest. A pull consumer has messages
+    /// delivered before they are read, so the server's `pending` alone misses them.
+    pub fn beyond(&mut self, weight: impl Fn(&Delivery) -> usize) -> Beyond {
+        while let Some(next) = self.ready() {
+            let failed = next.is_err();
+            self.buffered.push_back(next);
+            if failed {
+                break;
+            }
+        }
+        let delivered = self.buffered.iter().filter_map(|d| d.as_ref().ok());
+        Beyond {
+            buffered: self.buffered.len(),
+            weight: delivered.map(|d| weight(d).max(1)).sum(),
+            pending: self.newest_pending,
+        }
+    }
+
     /// The next message if it already arrived (never waits).
     fn ready(&mut self) -> Option<Result<Delivery, JetStreamError>> {
         match self.messages.next().now_or_never() {
-            Some(Some(next)) => Some(delivery(next)),
+            Some(Some(next)) => Some(self.delivery(next)),
             Some(None) | None => None,
         }
+    }
+
+    fn delivery(&mut self, next: Next) -> Result<Delivery, JetStreamError> {
+        let delivery = delivery(next)?;
+        self.newest_pending = delivery.pending;
+        Ok(delivery)
     }
 }
 

@@ -29,7 +29,7 @@ pub use credentials::{
     NatsCredentials, Secret, ServerUrl, format_role_passwords, parse_role_passwords, redact_urls,
 };
 pub use events::{MAX_DELIVER, OutgoingEvent};
-pub use feed::{Delivery, Feed, JetStreamError};
+pub use feed::{Beyond, Delivery, Feed, JetStreamError};
 pub use ingest::{ChatLine, Compaction};
 pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};

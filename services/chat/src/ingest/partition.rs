@@ -96,11 +96,11 @@ pub async fn own(
                             break;
                         }
                     };
-                    backlog.taking(&deliveries, size);
-                    let Some(last) = deliveries.last().map(|d| (d.stream_seq, d.pending)) else {
+                    let held = deliveries.len();
+                    backlog.taking(held, size, feed.beyond(messages_in));
+                    let Some(through) = deliveries.last().map(|d| d.stream_seq) else {
                         continue;
                     };
-                    let held = deliveries.len();
                     let lot = Lot {
                         fence,
                         deliveries,
@@ -112,8 +112,7 @@ pub async fn own(
                     if call.hand(lot, size).await != Some(true) {
                         return;
                     }
-                    let (through, pending) = last;
-                    backlog.done(pending, held, size);
+                    backlog.done(held, size, feed.beyond(messages_in));
                     stored_through = through;
                 }
                 Ok(None) => break,
