@@ -53,8 +53,9 @@ pub fn document(version: &str, close_codes: &[CloseCode]) -> Value {
                 `retry_after_ms`), the connection refuses every later `send` \
                 `service_unavailable` (with the same `retry_after_ms`) until that message is \
                 sent again, so a client that resends its refused messages in their original \
-                order keeps its order. A connection takes up to 32 sends waiting for their \
-                `accepted` and reads no further frames while that many wait. While the store \
+                order keeps its order. A connection reads no further frames while 32 of its \
+                sends wait their turn to be admitted (up to 32 more, admitted, may wait for \
+                JetStream meanwhile; their acks come in send order). While the store \
                 is behind, a send is answered (`accepted`, or `rejected` `overloaded`) within \
                 about half a second of being read, its wait behind the connection's earlier \
                 sends included; a client keeping at most 32 sends unanswered so hears about \
