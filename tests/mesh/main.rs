@@ -28,6 +28,7 @@ mod nats_credentials;
 mod nats_security;
 mod nats_server;
 mod notifications;
+mod ordered_sender;
 mod otlp;
 mod quotas;
 mod rbac;
