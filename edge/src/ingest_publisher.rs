@@ -23,7 +23,7 @@ use mesh_nats::{Bus, ChatLine, JetStreamError};
 use mesh_observability::metrics::CHAT_INGEST_PACKED;
 use tokio::sync::oneshot;
 
-use crate::send::Rejection;
+use crate::rejection::Rejection;
 use crate::send_order::SendOrder;
 
 /// The most messages one ingest message carries.

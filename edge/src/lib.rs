@@ -25,6 +25,7 @@ mod permissions;
 mod problem;
 mod rate_limit;
 mod realtime;
+mod rejection;
 mod request_id;
 mod request_trace;
 mod revoked;

@@ -5,7 +5,6 @@
 //! conversation); friendships, blocks, memberships and mutes are the chat worker's to decide.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_contracts::ErrorCode;
@@ -14,7 +13,7 @@ use mesh_contracts::chat::{
     ServerFrame, check_body, check_client_id,
 };
 use mesh_nats::{Bus, CallContext, RpcClient};
-use mesh_observability::metrics::{CHAT_ACCEPTED, CHAT_DUPLICATES, CHAT_REJECTED};
+use mesh_observability::metrics::{CHAT_ACCEPTED, CHAT_DUPLICATES};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -22,7 +21,7 @@ use crate::EdgeState;
 use crate::admission;
 use crate::clock::unix_millis;
 use crate::ingest_publisher::{Handed, Keeper};
-use crate::problem::ApiError;
+use crate::rejection::{Rejection, count_rejection};
 use crate::send_order::SendOrder;
 
 /// Which door a message came through (the `transport` label of the accepted counter).
@@ -38,43 +37,6 @@ impl SendVia {
             SendVia::WebSocket => "ws",
             SendVia::Rest => "rest",
         }
-    }
-}
-
-/// Why the edge refused a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub code: ErrorCode,
-    pub detail: &'static str,
-    /// The conversation, when the message named one the edge could read.
-    pub conversation_id: Option<String>,
-    /// How long the client should wait before sending again, when the edge knows.
-    pub retry_after: Option<Duration>,
-}
-
-impl Rejection {
-    pub fn new(code: ErrorCode, detail: &'static str, conversation_id: Option<String>) -> Self {
-        Self {
-            code,
-            detail,
-            conversation_id,
-            retry_after: None,
-        }
-    }
-
-    /// The `rejected` ack a WebSocket client gets for `client_id`.
-    pub fn ack(self, client_id: String) -> SendAck {
-        let mut ack = SendAck::rejected(client_id, self.conversation_id, self.code);
-        ack.retry_after_ms = self
-            .retry_after
-            .and_then(|wait| u64::try_from(wait.as_millis()).ok());
-        ack
-    }
-}
-
-impl From<Rejection> for ApiError {
-    fn from(rejection: Rejection) -> Self {
-        ApiError::new(rejection.code, rejection.detail)
     }
 }
 
@@ -259,12 +221,6 @@ async fn answer_resend(rpc: RpcClient, bus: Bus, resend: Resend) {
         // The client resends until it hears `stored`; the next resend tries again.
         tracing::warn!(error = %err, "cannot publish a resend again");
     }
-}
-
-pub fn count_rejection(rejection: &Rejection) {
-    CHAT_REJECTED
-        .with_label_values(&[rejection.code.as_str()])
-        .inc();
 }
 
 /// The shape rules of a message, in the order a client would fix them; answers the

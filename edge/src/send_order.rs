@@ -7,7 +7,7 @@ use std::time::Duration;
 use mesh_contracts::ErrorCode;
 use mesh_contracts::chat::SendAck;
 
-use crate::send::Rejection;
+use crate::rejection::Rejection;
 
 /// Keeps one connection's sends in order across a transient refusal: after a message is
 /// rejected `service_unavailable` or `overloaded`, every later message of the connection is

@@ -23,7 +23,8 @@ use uuid::Uuid;
 use crate::SharedState;
 use crate::limits::{OverLimit, chat_page_limit};
 use crate::problem::ApiError;
-use crate::send::{Arrived, Rejection, SendVia, admit, count_rejection};
+use crate::rejection::{Rejection, count_rejection};
+use crate::send::{Arrived, SendVia, admit};
 use crate::send_order::SendOrder;
 
 /// Sends read but not yet handed to the publisher.
