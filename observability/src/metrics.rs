@@ -260,6 +260,18 @@ pub static CHAT_CONSUMER_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Chat messages of each owned partition accepted but not stored, as its owner reports them to
+/// the edges (what they admit new messages by, against `MESH_CHAT_MAX_UNSTORED`). Unlike
+/// `mesh_chat_consumer_pending`, which counts ingest messages, it counts chat messages: an
+/// ingest message may carry up to 64.
+pub static CHAT_UNSTORED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_chat_unstored_messages",
+        "Chat messages accepted but not stored, by partition (the backlog edges admit by)",
+        &["partition"],
+    )
+});
+
 /// Stored messages purged from the ingest stream by compaction.
 pub static CHAT_INGEST_COMPACTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
@@ -573,6 +585,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_INGEST_PACKED);
     LazyLock::force(&CHAT_PARTITIONS_OWNED);
     LazyLock::force(&CHAT_CONSUMER_PENDING);
+    LazyLock::force(&CHAT_UNSTORED);
     LazyLock::force(&CHAT_REDELIVERIES);
     LazyLock::force(&CHAT_INGEST_COMPACTED);
     LazyLock::force(&CHAT_INGEST_COMPACTIONS);

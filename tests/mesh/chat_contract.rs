@@ -408,9 +408,11 @@ async fn the_backlog_gauge_shows_owned_partitions_without_traffic() {
             .await
             .unwrap();
         (4..7).all(|p| {
-            let series =
+            let pending =
                 format!("mesh_chat_consumer_pending{{partition=\"{p}\",state=\"pending\"}}");
-            text.lines().any(|l| l.starts_with(&series))
+            // The backlog the edges admit by, in chat messages: none unstored, so 0.
+            let unstored = format!("mesh_chat_unstored_messages{{partition=\"{p}\"}} 0");
+            text.lines().any(|l| l.starts_with(&pending)) && text.lines().any(|l| l == unstored)
         })
     })
     .await;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mesh_contracts::chat::{BACKLOG_REPORT_EVERY, BACKLOG_REPORT_QUIET, ChatBacklog};
 use mesh_nats::Beyond;
+use mesh_observability::metrics::CHAT_UNSTORED;
 use mesh_service_kit::pause;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,11 +38,15 @@ impl Backlog {
             .store(waiting(held, messages, beyond), Ordering::Relaxed);
     }
 
-    /// Reports the count for `fence` until `stop`.
+    /// Reports the count for `fence` until `stop`, to the edges and as the partition's
+    /// `mesh_chat_unstored_messages`.
     pub async fn report_until(self, state: State, fence: Fence, stop: CancellationToken) {
+        let series = UnstoredSeries(fence.partition.to_string());
+        let gauge = CHAT_UNSTORED.with_label_values(&[series.0.as_str()]);
         let mut last: Option<Sent> = None;
         loop {
             let unstored = self.0.load(Ordering::Relaxed);
+            gauge.set(i64::try_from(unstored).unwrap_or(i64::MAX));
             let now = Instant::now();
             if due(last, unstored, now) {
                 let report = ChatBacklog {
@@ -58,6 +63,16 @@ impl Backlog {
                 return;
             }
         }
+    }
+}
+
+/// A partition's `mesh_chat_unstored_messages` series, removed when its reporting ends (also
+/// when the task is aborted): the partition's next owner reports it.
+struct UnstoredSeries(String);
+
+impl Drop for UnstoredSeries {
+    fn drop(&mut self) {
+        let _ = CHAT_UNSTORED.remove_label_values(&[self.0.as_str()]);
     }
 }
 
