@@ -113,12 +113,13 @@ pub async fn admit(
         order: order.clone(),
         client_id: inbound.client_id.clone(),
     });
+    let msg_id = inbound.msg_id();
     let handed = state
         .ingest
         .hand(
             &state.bus,
             partition,
-            inbound.msg_id(),
+            msg_id.clone(),
             payload.clone(),
             keeper,
         )
@@ -129,7 +130,7 @@ pub async fn admit(
         resend: Resend {
             sender,
             partition,
-            msg_id: inbound.msg_id(),
+            msg_id,
             payload,
             find: FindMessageRequest {
                 conversation_id: inbound.conversation_id,

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use nats_mesh::Role;
 
-use crate::chat::private_id;
+use crate::chat::{Friends, friends};
 use crate::fencing::ChatProcess;
 use crate::harness::TestMesh;
 use crate::ordered_sender::OrderedSender;
-use crate::social_friends::befriend;
-use crate::ws::Ws;
 
 /// Most unstored messages per partition in this test.
 const BOUND: u64 = 40;
@@ -33,12 +31,11 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     // feed, not only what is still in the stream.
     let _worker = ChatProcess::with_env(&mesh, "250", &[("MESH_CHAT_BATCH_SIZE", "10")]);
     mesh.wait_ready().await;
-    let c = &mesh.client;
-    let (_, ann) = c.user("ann").await;
-    let (_, bob) = c.user("bob").await;
-    befriend(c, &ann, &bob).await;
-    let conversation = private_id(&ann, &bob);
-    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    let Friends {
+        conversation,
+        ann_ws: mut ws,
+        ..
+    } = friends(&mesh).await;
 
     let mut sender = OrderedSender::new(TOTAL, WINDOW);
     while !sender.done() {

@@ -24,6 +24,30 @@ pub fn private_id(a: &Tokens, b: &Tokens) -> String {
     format!("p:{lo}:{hi}")
 }
 
+/// Two friends, Ann and Bob, their private conversation, and Ann's socket: where most chat
+/// tests start.
+pub struct Friends {
+    pub ann: Tokens,
+    pub bob: Tokens,
+    pub conversation: String,
+    pub ann_ws: Ws,
+}
+
+pub async fn friends(mesh: &TestMesh) -> Friends {
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let conversation = private_id(&ann, &bob);
+    let ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    Friends {
+        ann,
+        bob,
+        conversation,
+        ann_ws,
+    }
+}
+
 /// History of a conversation as `who` reads it, oldest first, from `after` on.
 pub async fn history(c: &Client, who: &Tokens, conversation: &str, after: i64) -> Vec<Value> {
     let mut out = Vec::new();

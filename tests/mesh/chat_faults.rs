@@ -10,7 +10,7 @@ use nats_mesh::Role;
 
 use tokio::time::Instant;
 
-use crate::chat::{history, private_id};
+use crate::chat::{Friends, friends, history, private_id};
 use crate::faults::PrivateNats;
 use crate::harness::TestMesh;
 use crate::ordered_sender::OrderedSender;
@@ -134,30 +134,33 @@ async fn another_partition_count_is_refused_before_anything_is_accepted() {
 async fn pipelined_sends_keep_their_order_across_a_nats_outage() {
     const TOTAL: usize = 240;
     const WINDOW: usize = 48;
-    let nats = PrivateNats::start().await;
+    let mut nats = PrivateNats::start().await;
     let url = nats.url();
     let mesh = TestMesh::spawn_with(|s| s.nats_url = url).await;
     let c = mesh.client.clone();
-    let (_, ann) = c.user("ann").await;
-    let (_, bob) = c.user("bob").await;
-    befriend(&c, &ann, &bob).await;
-    let conversation = private_id(&ann, &bob);
-    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    let Friends {
+        bob,
+        conversation,
+        ann_ws: mut ws,
+        ..
+    } = friends(&mesh).await;
 
     let mut sender = OrderedSender::new(TOTAL, WINDOW);
-    let mut nats = Some(nats);
-    let mut outage = None;
+    let mut outage = Outage::Before;
     let mut progress = Instant::now();
     while !sender.done() {
-        if outage.is_none() && sender.stored() >= TOTAL / 4 {
-            // Longer than a publish waits for JetStream's ack (5 s), so publishes fail.
-            let mut nats = nats.take().expect("not yet stopped");
-            outage = Some(tokio::spawn(async move {
+        match outage {
+            Outage::Before if sender.stored() >= TOTAL / 4 => {
                 nats.kill().await;
-                tokio::time::sleep(Duration::from_secs(7)).await;
+                outage = Outage::During;
+            }
+            // Back once a publish under the connection failed (a publish waits 5 s for its
+            // ack) and the client heard of it.
+            Outage::During if sender.unavailable > 0 => {
                 nats.run().await;
-                nats
-            }));
+                outage = Outage::After;
+            }
+            _ => {}
         }
         if progress.elapsed() > Duration::from_secs(8) {
             // Nothing stored for a while: what was sent may have been lost with the server.
@@ -171,10 +174,11 @@ async fn pipelined_sends_keep_their_order_across_a_nats_outage() {
             progress = Instant::now();
         }
     }
-    let nats = outage
-        .expect("the outage happened")
-        .await
-        .expect("NATS restarted");
+    assert_eq!(
+        outage,
+        Outage::After,
+        "NATS went away and came back while the messages were sent"
+    );
     assert!(
         sender.unavailable > 0,
         "the outage refused nothing: no publish failed under the connection"
@@ -189,4 +193,12 @@ async fn pipelined_sends_keep_their_order_across_a_nats_outage() {
     assert_eq!(ids, in_order);
     mesh.stop().await;
     drop(nats);
+}
+
+/// Where the NATS outage of a test stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    Before,
+    During,
+    After,
 }

@@ -11,10 +11,9 @@ use mesh_contracts::chat::{ConversationId, Inbound, MessageKind};
 use mesh_contracts::nats_permissions::NatsRole;
 use serde_json::Value;
 
-use crate::chat::{history, private_id};
+use crate::chat::{Friends, friends, history};
 use crate::chat_contract::{dead_letters, refuse_poison_pills};
 use crate::harness::{TestMesh, Tokens};
-use crate::social_friends::befriend;
 use crate::social_groups::{create_group, join_open};
 use crate::ws::Ws;
 
@@ -102,12 +101,11 @@ async fn messages_accepted_together_share_an_ingest_message_and_keep_their_order
 async fn one_connection_s_burst_shares_publishes_and_keeps_its_order() {
     const BURST: usize = 64;
     let mesh = TestMesh::spawn().await;
-    let c = &mesh.client;
-    let (_, ann) = c.user("ann").await;
-    let (_, bob) = c.user("bob").await;
-    befriend(c, &ann, &bob).await;
-    let conversation = private_id(&ann, &bob);
-    let mut ws = Ws::connect(&mesh.url, &ann.access).await;
+    let Friends {
+        conversation,
+        ann_ws: mut ws,
+        ..
+    } = friends(&mesh).await;
     let before = ingest_messages(&mesh).await;
 
     let id = |i: usize| format!("b-{i:03}");
@@ -169,11 +167,12 @@ fn inbound(conversation: &str, sender: &Tokens, client_id: &str, body: &str) -> 
 async fn a_bad_line_is_set_aside_alone_and_the_lines_around_it_are_stored() {
     let mesh = TestMesh::spawn().await;
     let c = &mesh.client;
-    let (_, ann) = c.user("ann").await;
-    let (_, bob) = c.user("bob").await;
-    befriend(c, &ann, &bob).await;
-    let conversation = private_id(&ann, &bob);
-    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let Friends {
+        ann,
+        bob,
+        conversation,
+        mut ann_ws,
+    } = friends(&mesh).await;
     refuse_poison_pills(&mesh).await;
 
     // One ingest message of five lines, as an edge publishes what it accepted together.
