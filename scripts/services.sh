@@ -231,8 +231,11 @@ start_nats() {
   [[ "$NATS_AUTH" == on ]] && conf=(-c "$NATS_CONF")
   log "starting NATS on 127.0.0.1:$NATS_PORT (monitor $NATS_MONITOR_PORT, authorization $NATS_AUTH, log ${NATS_LOG#"$ROOT"/})"
   # Detached, without our stdout (a caller's $(...) must not wait on it) and
-  # without the lock fd (the lock must end with this script).
-  nohup "$NATS_BIN" "${conf[@]}" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
+  # without the lock fd (the lock must end with this script); in a session of its own, so a
+  # terminal's Ctrl-C (to scripts/run.sh's mesh, say) does not stop it too: nats-server
+  # handles SIGINT even when started with it ignored. Postgres gets the same from pg_ctl.
+  # (setsid execs without forking here: a background job of a script leads no group.)
+  nohup setsid "$NATS_BIN" "${conf[@]}" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
     -js -sd "$NATS_STORE" -l "$NATS_LOG" -P "$NATS_PID" \
     </dev/null >>"$LOG_DIR/nats.stdout.log" 2>&1 9>&- &
   local starter=$!

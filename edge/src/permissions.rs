@@ -154,7 +154,12 @@ impl PermissionCache {
     /// that was down may have missed events, so the caches start over each time it opens.
     pub async fn follow(self, bus: Bus, mut stop: watch::Receiver<bool>) {
         loop {
-            match bus.event_watch(&[Service::User]).await {
+            // Without NATS, opening waits out its timeout: told to stop, stop now.
+            let opened = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                opened = bus.event_watch(&[Service::User]) => opened,
+            };
+            match opened {
                 Ok(mut feed) => {
                     self.clear();
                     loop {

@@ -101,7 +101,12 @@ impl BucketFollower {
     /// Follows the bucket until `stop` flips, telling `owner` what happens.
     pub async fn follow(&self, mut stop: watch::Receiver<bool>, mut owner: impl FnMut(Followed)) {
         loop {
-            match self.open().await {
+            // Without NATS, opening waits out its timeout: a follower told to stop stops now.
+            let opened = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                opened = self.open() => opened,
+            };
+            match opened {
                 Ok(stream) => {
                     owner(Followed::Opened);
                     let mut stream = std::pin::pin!(stream);
@@ -109,7 +114,11 @@ impl BucketFollower {
                     let mut seen_at_check = seen;
                     let mut behind = 0u32;
                     let mut current = false;
-                    if caught_up(self.newest_revision().await, seen) {
+                    let newest = tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        newest = self.newest_revision() => newest,
+                    };
+                    if caught_up(newest, seen) {
                         current = true;
                         owner(Followed::CaughtUp);
                     }
@@ -136,7 +145,10 @@ impl BucketFollower {
                             _ = check.tick() => true,
                         };
                         if due {
-                            let newest = self.newest_revision().await;
+                            let newest = tokio::select! {
+                                _ = stop.wait_for(|s| *s) => return,
+                                newest = self.newest_revision() => newest,
+                            };
                             behind = if falls_behind(newest, seen, seen_at_check) {
                                 behind + 1
                             } else {

@@ -1,6 +1,7 @@
 //! A connection to NATS scoped to one mesh prefix.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use mesh_contracts::Prefix;
 use mesh_contracts::mesh_health::ServiceInstanceStats;
 use mesh_observability::metrics::NATS_EVENTS;
 
+use crate::connection_log::{ConnectionLog, EventKind, Line};
 use crate::credentials::{NatsCredentials, ServerUrl, redact_urls};
 
 /// The oldest NATS server the mesh runs against (KV watch and consumer features need it).
@@ -87,27 +89,15 @@ impl Bus {
                     source,
                 ),
             })?;
+        let log = Arc::new(Mutex::new(ConnectionLog::default()));
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(connect_timeout)
             .max_reconnects(None)
             .reconnect_delay_callback(reconnect_delay)
-            .event_callback(|event| async move {
-                let label = match &event {
-                    async_nats::Event::Connected => "connected",
-                    async_nats::Event::Disconnected => "disconnected",
-                    async_nats::Event::LameDuckMode => "lame_duck",
-                    async_nats::Event::Draining => "draining",
-                    async_nats::Event::Closed => "closed",
-                    async_nats::Event::SlowConsumer(_) => "slow_consumer",
-                    async_nats::Event::ServerError(_) => "server_error",
-                    async_nats::Event::ClientError(_) => "client_error",
-                };
-                NATS_EVENTS.with_label_values(&[label]).inc();
-                match event {
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::warn!(event = %other, "NATS connection event"),
-                }
+            .event_callback(move |event| {
+                let log = log.clone();
+                async move { note_event(&log, &event) }
             });
         let options = credentials
             .apply(options)
@@ -223,6 +213,43 @@ impl Bus {
 
 /// Backoff between reconnect attempts: doubling from 1 ms, at most 500 ms (the client's own
 /// default grows to 4 s, which turned a 3 s NATS blip into ~4 s of lost leases and pushes).
+/// Counts a connection event and logs it as `log` says (an outage's reconnect attempts are not
+/// a line each).
+fn note_event(log: &Mutex<ConnectionLog>, event: &async_nats::Event) {
+    use async_nats::Event;
+    let (label, kind) = match event {
+        Event::Connected => ("connected", EventKind::Connected),
+        Event::Disconnected => ("disconnected", EventKind::Failure),
+        Event::ClientError(_) => ("client_error", EventKind::Failure),
+        Event::LameDuckMode => ("lame_duck", EventKind::Other),
+        Event::Draining => ("draining", EventKind::Closing),
+        Event::Closed => ("closed", EventKind::Closing),
+        Event::SlowConsumer(_) => ("slow_consumer", EventKind::Other),
+        Event::ServerError(_) => ("server_error", EventKind::Other),
+    };
+    NATS_EVENTS.with_label_values(&[label]).inc();
+    let line = log
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .on(kind, Instant::now());
+    match line {
+        Line::Connected => tracing::info!("NATS connected"),
+        Line::Reconnected { down_for, failures } => tracing::info!(
+            down_for_ms = u64::try_from(down_for.as_millis()).unwrap_or(u64::MAX),
+            failures,
+            "NATS connected again"
+        ),
+        Line::Warn => tracing::warn!(%event, "NATS connection event"),
+        Line::StillDown { down_for, failures } => tracing::warn!(
+            %event,
+            down_for_s = down_for.as_secs(),
+            failures,
+            "NATS still unreachable"
+        ),
+        Line::Quiet => tracing::debug!(%event, "NATS connection event"),
+    }
+}
+
 fn reconnect_delay(attempts: usize) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
     Duration::from_millis(2_u64.saturating_pow(doublings)).min(Duration::from_millis(500))

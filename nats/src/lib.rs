@@ -7,6 +7,7 @@ mod audit;
 mod backlog;
 mod bucket_follow;
 mod bus;
+mod connection_log;
 mod context;
 mod credentials;
 mod events;

@@ -27,6 +27,11 @@ static EXPORTING: OnceLock<bool> = OnceLock::new();
 /// formatting their fields for every publish cost more than the publish.
 pub const PUBLISH_SPAN: &str = "nats.publish";
 
+/// The log filter when `RUST_LOG` is not set: `info`, but the NATS client's own lines only from
+/// `warn` (it writes each connection event at `info`, which the mesh logs itself, once per
+/// outage rather than per reconnect attempt).
+pub const DEFAULT_FILTER: &str = "info,async_nats=warn";
+
 /// Flushes buffered log lines and spans when dropped at the end of `main`.
 pub struct TracingGuard;
 
@@ -41,7 +46,7 @@ impl Drop for TracingGuard {
     }
 }
 
-/// Installs JSON logs (filter from `RUST_LOG`, default `info`), OpenTelemetry tracing (spans
+/// Installs JSON logs (filter from `RUST_LOG`, default `DEFAULT_FILTER`), OpenTelemetry tracing (spans
 /// at `info` and above) and the Postgres statement metrics and spans; statements outside any
 /// span that names its service count under `default_service`.
 ///
@@ -57,7 +62,8 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     let tracer = provider.tracer("nats-mesh");
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let log_cap = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let writer = LOG_WRITER
         .get_or_init(|| {

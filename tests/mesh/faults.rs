@@ -1,5 +1,5 @@
-//! Faults: the mesh without its NATS server answers 503 at once instead of hanging, and
-//! recovers by itself when the server comes back.
+//! Faults: the mesh without its NATS server answers 503 at once instead of hanging, recovers by
+//! itself when the server comes back, and stops promptly when told to while it is gone.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mesh_contracts::leases::LEASE_GRACE;
 use mesh_contracts::nats_permissions::NatsRole;
 use mesh_user::login_failures::{LoginFailures, Subjects};
 use reqwest::StatusCode;
@@ -82,6 +83,33 @@ impl Drop for PrivateNats {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Told to stop (SIGTERM from Kubernetes, Ctrl-C in a terminal) while its NATS server is gone,
+/// the mesh stops within a few seconds: no role waits out its NATS timeouts one after another.
+/// The chat worker is caught both while it still holds its partitions and once their leases
+/// lapsed, when each tick tries to acquire every partition again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_every_role_stops_promptly() {
+    for leases_lapsed in [false, true] {
+        let mut nats = PrivateNats::start().await;
+        let url = nats.url();
+        let mesh = TestMesh::spawn_with(|s| s.nats_url = url).await;
+        nats.kill().await;
+        wait_until("the edge not ready without NATS", || async {
+            mesh.client.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+        if leases_lapsed {
+            // A holder gives its partitions up once it could not renew them for this long.
+            tokio::time::sleep(LEASE_GRACE + Duration::from_secs(2)).await;
+        }
+        let took = mesh.stop_timed().await;
+        assert!(
+            took < Duration::from_secs(5),
+            "the roles took {took:?} to stop without NATS (leases lapsed: {leases_lapsed})"
+        );
     }
 }
 

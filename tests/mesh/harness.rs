@@ -333,6 +333,20 @@ impl TestMesh {
         .await;
     }
 
+    /// Stops every role as SIGTERM would and answers how long they took to finish, all of
+    /// them (at most 15 s each; what has not finished by then is left to be dropped).
+    pub async fn stop_timed(mut self) -> Duration {
+        let started = Instant::now();
+        let nodes = std::mem::take(&mut self.nodes);
+        for node in &nodes {
+            node.shutdown.cancel();
+        }
+        for node in nodes {
+            let _ = tokio::time::timeout(Duration::from_secs(15), node.task).await;
+        }
+        started.elapsed()
+    }
+
     /// Stops every role and waits for them to finish.
     pub async fn stop(mut self) {
         for node in std::mem::take(&mut self.nodes) {

@@ -615,3 +615,62 @@ async fn without_an_exporter_a_call_carries_the_requests_trace() {
     }
     mesh.stop().await;
 }
+
+/// A NATS outage is one warning per connection in each role's log, not a line per reconnect
+/// attempt (a client tries again every half second), and coming back is one line that says how
+/// long the connection was down and how often it failed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_is_one_warning_and_one_line_back_per_connection() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = ProcessMesh::start_on("", Some(&url)).await;
+    nats.kill().await;
+    // Several reconnect attempts' worth.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    nats.run().await;
+    let client = Client::new(&mesh.url);
+    poll_until("the mesh ready again", Duration::from_secs(30), || async {
+        (client.get("/readyz").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    let bus_lines = |role: &str, message: &str| -> Vec<Value> {
+        mesh.log_lines(role)
+            .into_iter()
+            .filter(|line| {
+                line["target"] == "mesh_nats::bus" && line["fields"]["message"] == message
+            })
+            .collect()
+    };
+    for role in ["user", "social", "chat", "outbox", "edge"] {
+        let back = poll_until(
+            &format!("every NATS connection of {role} back"),
+            Duration::from_secs(30),
+            || async {
+                let warned = bus_lines(role, "NATS connection event");
+                let back = bus_lines(role, "NATS connected again");
+                (!back.is_empty() && back.len() == warned.len()).then_some(back)
+            },
+        )
+        .await;
+        assert!(
+            bus_lines(role, "NATS connection event")
+                .iter()
+                .all(|line| line["level"] == "WARN"),
+            "{role}: an outage's first failure is a warning"
+        );
+        assert!(
+            bus_lines(role, "NATS still unreachable").is_empty(),
+            "{role}: reminded of an outage shorter than a minute"
+        );
+        for line in back {
+            let failures = line["fields"]["failures"].as_u64().unwrap_or(0);
+            let down_for = line["fields"]["down_for_ms"].as_u64().unwrap_or(0);
+            assert!(
+                failures >= 2 && down_for >= 1_000,
+                "{role}: the line back should count the quiet attempts of a 4 s outage: {line}"
+            );
+        }
+    }
+    mesh.stop().await;
+    drop(nats);
+}

@@ -73,10 +73,14 @@ where
         EVENTS_CONSUMED.with_label_values(&[consumer.name.as_str(), outcome]);
     }
     loop {
-        let mut feed = match bus
-            .event_consumer(consumer.name.as_str(), consumer.services)
+        // Without NATS, opening waits out its timeout: told to stop, stop now.
+        let Some(opened) = stop
+            .run_until_cancelled(bus.event_consumer(consumer.name.as_str(), consumer.services))
             .await
-        {
+        else {
+            return;
+        };
+        let mut feed = match opened {
             Ok(feed) => feed,
             Err(err) => {
                 tracing::warn!(consumer = consumer.name.as_str(), error = %err, "cannot open the event feed");

@@ -14,7 +14,14 @@ use crate::handlers::State;
 /// Follows new social events until `stop`, reopening the feed when it breaks.
 pub async fn run(state: State, stop: CancellationToken) {
     loop {
-        match state.bus().event_watch(&[Service::Social]).await {
+        // Without NATS, opening waits out its timeout: told to stop, stop now.
+        let Some(opened) = stop
+            .run_until_cancelled(state.bus().event_watch(&[Service::Social]))
+            .await
+        else {
+            return;
+        };
+        match opened {
             Ok(mut feed) => loop {
                 let next = tokio::select! {
                     _ = stop.cancelled() => return,

@@ -75,10 +75,12 @@ async fn hand_back(leases: &Leases, handed: Vec<(u32, Held)>) {
         }
     }))
     .await;
-    for (partition, revision) in stopped {
+    // Released together: without NATS each release waits out its timeout.
+    futures::future::join_all(stopped.into_iter().map(|(partition, revision)| async move {
         leases.release(partition, revision).await;
         tracing::info!(partition, "partition handed over");
-    }
+    }))
+    .await;
 }
 
 /// Owns partitions until `shutdown` is cancelled, then hands them back.
@@ -114,8 +116,10 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let workers = roster.current(&leases).await;
-        rebalance(&state, &leases, &rounds, &mut held, workers).await;
+        let Some(workers) = shutdown.run_until_cancelled(roster.current(&leases)).await else {
+            break;
+        };
+        rebalance(&state, &leases, &rounds, &mut held, workers, &shutdown).await;
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
     hand_back(&leases, held.drain().collect()).await;
@@ -186,6 +190,7 @@ async fn rebalance(
     rounds: &Arc<Rounds<Lot>>,
     held: &mut HashMap<u32, Held>,
     workers: Vec<Uuid>,
+    shutdown: &CancellationToken,
 ) {
     if let Err(err) = leases.heartbeat().await {
         tracing::warn!(error = %err, "cannot announce this chat worker");
@@ -246,6 +251,11 @@ async fn rebalance(
         .collect();
     hand_back(leases, handed).await;
     for partition in wanted {
+        // Without NATS each acquisition waits out its timeout: a worker told to stop stops
+        // acquiring at once rather than after all of them.
+        if shutdown.is_cancelled() {
+            break;
+        }
         if held.contains_key(&partition) {
             continue;
         }

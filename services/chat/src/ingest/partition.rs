@@ -56,13 +56,19 @@ pub async fn own(
         stop.clone(),
     )));
     loop {
-        if stop.is_cancelled() {
+        // Without NATS, opening waits out its timeout: told to stop, stop now.
+        let Some(opened) = stop
+            .run_until_cancelled(state.bus().open_partition(
+                partition,
+                epoch,
+                previous_epoch,
+                stored_through,
+                batch,
+            ))
+            .await
+        else {
             return;
-        }
-        let opened = state
-            .bus()
-            .open_partition(partition, epoch, previous_epoch, stored_through, batch)
-            .await;
+        };
         let mut feed = match opened {
             Ok(feed) => feed,
             Err(err) => {

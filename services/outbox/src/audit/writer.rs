@@ -49,7 +49,11 @@ impl Backoff {
 pub async fn run_writer(bus: Bus, pool: PgPool, stop: CancellationToken) {
     let mut backoff = Backoff::new();
     loop {
-        match bus.audit_feed(BATCH).await {
+        // Without NATS, opening waits out its timeout: told to stop, stop now.
+        let Some(opened) = stop.run_until_cancelled(bus.audit_feed(BATCH)).await else {
+            return;
+        };
+        match opened {
             Ok(mut feed) => {
                 backoff = Backoff::new();
                 match consume(&mut feed, &pool, &stop).await {
