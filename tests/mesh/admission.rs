@@ -1,15 +1,16 @@
 //! Admission by backlog: a partition whose owner stores more slowly than a client sends
 //! holds new messages, then refuses them `overloaded` (with `retry_after_ms`), once its backlog
 //! reaches the bound, and a client following the contract (resend the refused message and everything after
-//! it, in order) still gets every message stored once, in send order.
+//! it, in order) still gets every message stored once, in send order. The owner's gauge of
+//! unstored messages shows the backlog to operators meanwhile, and falls back to 0.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nats_mesh::Role;
 
 use crate::chat::{Friends, friends};
 use crate::fencing::ChatProcess;
-use crate::harness::TestMesh;
+use crate::harness::{TestMesh, poll_until};
 use crate::ordered_sender::OrderedSender;
 
 /// Most unstored messages per partition in this test.
@@ -29,8 +30,17 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     // sends (a window of 150), so the backlog stays over the bound for longer than an edge
     // holds a send. The backlog counts what JetStream already delivered into the worker's
     // feed, not only what is still in the stream.
-    let _worker = ChatProcess::with_env(&mesh, "250", &[("MESH_CHAT_BATCH_SIZE", "10")]);
+    let metrics = free_local_addr();
+    let _worker = ChatProcess::with_env(
+        &mesh,
+        "250",
+        &[
+            ("MESH_CHAT_BATCH_SIZE", "10"),
+            ("MESH_METRICS_ADDR", metrics.as_str()),
+        ],
+    );
     mesh.wait_ready().await;
+    let metrics = format!("http://{metrics}/metrics");
     let Friends {
         conversation,
         ann_ws: mut ws,
@@ -38,12 +48,29 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     } = friends(&mesh).await;
 
     let mut sender = OrderedSender::new(TOTAL, WINDOW);
+    let (mut most_unstored, mut scraped) = (0, Instant::now());
     while !sender.done() {
         sender.send_more(&mut ws, &conversation).await;
         if let Some(frame) = ws.next_within(Duration::from_millis(50)).await {
             sender.take(&frame);
         }
+        if scraped.elapsed() > Duration::from_millis(200) {
+            most_unstored = most_unstored.max(unstored(&metrics).await);
+            scraped = Instant::now();
+        }
     }
+    // The worker reports its backlog every 100 ms; the edges refused at the bound.
+    assert!(
+        most_unstored >= BOUND / 2,
+        "the unstored-messages gauge showed at most {most_unstored} during a backlog that \
+         reached the bound of {BOUND}"
+    );
+    poll_until(
+        "the unstored-messages gauge back to 0",
+        Duration::from_secs(10),
+        || async { (unstored(&metrics).await == 0).then_some(()) },
+    )
+    .await;
     assert!(
         sender.overloaded > 0,
         "the bound of {BOUND} never refused anything"
@@ -54,4 +81,24 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     );
     // Stored once each, gap-free, in send order.
     sender.assert_stored_in_order();
+}
+
+/// An address on this host that was free a moment ago.
+fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// The messages the worker at `metrics` reports accepted but not stored, over its partitions
+/// (0 while it cannot be scraped yet).
+async fn unstored(metrics: &str) -> u64 {
+    let Ok(response) = reqwest::get(metrics).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with("mesh_chat_unstored_messages{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value.max(0.0) as u64)
+        .sum()
 }
