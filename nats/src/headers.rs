@@ -7,6 +7,9 @@ pub const CLIENT_IP: &str = "Mesh-Client-Ip";
 pub const USER_AGENT: &str = "Mesh-User-Agent";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+/// On an ingest message carrying several chat messages: the `traceparent` of each one after the
+/// first whose trace is sampled, one value per message (the first's is `traceparent`).
+pub const LINE_TRACEPARENT: &str = "Mesh-Line-Traceparent";
 /// Set by the NATS services API on error replies: the description.
 pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 

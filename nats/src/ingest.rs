@@ -159,7 +159,8 @@ impl Bus {
     /// JetStream ack. One line goes as it is, with its message id (so JetStream drops a quick
     /// resend; the answer is then true); several go as one payload of one line each
     /// (`mesh_contracts::chat::join_ingest_lines`), without a message id (the chat store
-    /// recognises resends by their client id) and with the first line's trace context.
+    /// recognises resends by their client id), with the first line's trace context and the
+    /// others' sampled ones (`crate::trace::carry_line_contexts`).
     pub async fn publish_chat_lines(
         &self,
         partition: u32,
@@ -169,8 +170,9 @@ impl Bus {
             return Ok(false);
         };
         let subject = self.prefix.chat_in(partition);
-        let publish =
-            async_nats::jetstream::message::PublishMessage::build().headers(first.headers.clone());
+        let mut headers = first.headers.clone();
+        crate::trace::carry_line_contexts(&mut headers, lines[1..].iter().map(|l| &l.headers));
+        let publish = async_nats::jetstream::message::PublishMessage::build().headers(headers);
         let publish = if lines.len() == 1 {
             publish
                 .message_id(first.msg_id.as_str())

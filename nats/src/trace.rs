@@ -121,6 +121,50 @@ fn carries_sampled(map: Option<&HeaderMap>) -> bool {
         .is_some_and(|flags| flags & 1 == 1)
 }
 
+/// Adds to `map` (an ingest message's headers) the `traceparent` of each of `others` (the
+/// headers of the chat messages published with the first) whose trace is sampled, so the
+/// batch that stores them links to each; an unsampled one would never be recorded.
+pub(crate) fn carry_line_contexts<'a>(
+    map: &mut HeaderMap,
+    others: impl Iterator<Item = &'a HeaderMap>,
+) {
+    for other in others {
+        if carries_sampled(Some(other))
+            && let Some(parent) = other.get(headers::TRACEPARENT)
+        {
+            map.append(headers::LINE_TRACEPARENT, parent.as_str());
+        }
+    }
+}
+
+/// A `traceparent` value alone, as an extractor.
+struct OneParent<'a>(&'a str);
+
+impl Extractor for OneParent<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == headers::TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![headers::TRACEPARENT]
+    }
+}
+
+/// The trace contexts `map` carries: its own (`extract`), then those of the other chat
+/// messages published with it (`LINE_TRACEPARENT`), each valid one.
+fn carried_contexts(map: Option<&HeaderMap>) -> impl Iterator<Item = Context> + '_ {
+    let lines = map
+        .into_iter()
+        .flat_map(|map| map.get_all(headers::LINE_TRACEPARENT))
+        .filter_map(|value| {
+            let context = opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.extract(&OneParent(value.as_str()))
+            });
+            context.span().span_context().is_valid().then_some(context)
+        });
+    extract(map).into_iter().chain(lines)
+}
+
 /// The trace context carried by `map`, if it carries a valid one.
 pub(crate) fn extract(map: Option<&HeaderMap>) -> Option<Context> {
     let map = map?;
@@ -219,18 +263,42 @@ pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
 }
 
 /// The CONSUMER span of one chat ingest batch (`process <subject>`): a child of the first
-/// message's trace, linked to the traces of the others, so the edge's request, the worker's
-/// batch and its Postgres statements and pushes are one trace for a lone message.
+/// sampled message's trace (of the first message's when none is sampled), linked to the traces
+/// of the others, so the edge's request, the worker's batch and its Postgres statements and
+/// pushes are one trace for a lone message, and every sampled message, published alone or
+/// with others in one ingest message, reaches the batch that stored it.
 pub fn ingest_batch_span(deliveries: &[Delivery]) -> tracing::Span {
     let subject = deliveries.first().map_or("", |d| d.subject());
     let span = messaging_span("consumer", "process", subject, Some("chat"));
     span.record("messaging.batch.message_count", deliveries.len());
-    let mut contexts = deliveries.iter().filter_map(|d| extract(d.headers()));
-    if let Some(first) = contexts.next() {
-        // The batch is sampled as its parent is (parent-based sampling): links of an unrecorded span go nowhere, so
-        // the others' contexts are read only for a sampled one.
-        let sampled = first.span().span_context().is_sampled();
-        let _ = span.set_parent(first);
+    // Nothing sampled (traces not exported): the first message's trace id is all there is to
+    // carry on, without reading any other context.
+    let sampled = |d: &Delivery| {
+        carries_sampled(d.headers())
+            || d.headers()
+                .is_some_and(|map| map.get(headers::LINE_TRACEPARENT).is_some())
+    };
+    if !deliveries.iter().any(sampled) {
+        if let Some(first) = deliveries.iter().find_map(|d| extract(d.headers())) {
+            let _ = span.set_parent(first);
+        }
+        spans::record_trace_id(&span);
+        return span;
+    }
+    let mut contexts: Vec<Context> = deliveries
+        .iter()
+        .flat_map(|d| carried_contexts(d.headers()))
+        .collect();
+    let parent = contexts
+        .iter()
+        .position(|c| c.span().span_context().is_sampled())
+        .unwrap_or(0);
+    if parent < contexts.len() {
+        let parent = contexts.remove(parent);
+        // The batch is sampled as its parent is (parent-based sampling): links of an
+        // unrecorded span go nowhere.
+        let sampled = parent.span().span_context().is_sampled();
+        let _ = span.set_parent(parent);
         if sampled {
             for other in contexts {
                 span.add_link(other.span().span_context().clone());
@@ -362,5 +430,40 @@ mod tests {
         assert!(!carries_sampled(Some(&with_traceparent("garbage"))));
         assert!(!carries_sampled(Some(&HeaderMap::new())));
         assert!(!carries_sampled(None));
+    }
+
+    #[test]
+    fn an_ingest_message_carries_the_sampled_contexts_of_the_messages_after_its_first() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let unsampled = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-00";
+        let also_sampled = "00-0af7651916cd43dd8448eb211c80319e-b7ad6b7169203333-01";
+        let mut map = with_traceparent(first);
+        let others = [
+            with_traceparent(sampled),
+            with_traceparent(unsampled),
+            HeaderMap::new(),
+            with_traceparent(also_sampled),
+        ];
+        carry_line_contexts(&mut map, others.iter());
+        let carried: Vec<&str> = map
+            .get_all(headers::LINE_TRACEPARENT)
+            .map(|v| v.as_str())
+            .collect();
+        assert_eq!(carried, [sampled, also_sampled]);
+        // Read back: the ingest message's own context first, then each carried one.
+        let ids: Vec<String> = carried_contexts(Some(&map))
+            .map(|c| c.span().span_context().span_id().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            ["00f067aa0ba902b7", "b7ad6b7169203331", "b7ad6b7169203333"]
+        );
+        // A malformed value is skipped, not taken for a context.
+        map.append(headers::LINE_TRACEPARENT, "00-garbage");
+        assert_eq!(carried_contexts(Some(&map)).count(), 3);
     }
 }

@@ -398,15 +398,7 @@ async fn the_backlog_gauge_shows_owned_partitions_without_traffic() {
     let mesh = TestMesh::spawn_with(|s| s.chat.partitions = 7).await;
     let c = &mesh.client;
     wait_until("every owned partition reports its backlog", || async {
-        let text = c
-            .raw()
-            .get(c.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = c.metrics_text().await;
         (4..7).all(|p| {
             let pending =
                 format!("mesh_chat_consumer_pending{{partition=\"{p}\",state=\"pending\"}}");

@@ -283,9 +283,7 @@ impl TestMesh {
 
     /// The Prometheus text the edge serves on `/metrics` (the test process's registry).
     pub async fn metrics_text(&self) -> String {
-        let c = &self.client;
-        let answer = c.raw().get(c.url("/metrics")).send().await;
-        answer.unwrap().text().await.unwrap()
+        self.client.metrics_text().await
     }
 
     /// A plain NATS client with `role`'s login (user, password and inbox prefix), for what the
@@ -422,6 +420,12 @@ impl Client {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The Prometheus text the edge serves on `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let answer = self.raw().get(self.url("/metrics")).send().await;
+        answer.unwrap().text().await.unwrap()
     }
 
     pub fn raw(&self) -> &reqwest::Client {

@@ -27,6 +27,8 @@ pub struct ReceivedSpan {
     /// OTLP's status code: 2 is `ERROR`.
     pub status: i32,
     pub attributes: HashMap<String, String>,
+    /// The spans it links to: (trace id, span id).
+    pub links: Vec<(String, String)>,
 }
 
 impl ReceivedSpan {
@@ -91,6 +93,11 @@ fn traces(body: Vec<u8>, Data(spans): Data<&Spans>) -> Response {
                 kind: span.kind,
                 status: span.status.map_or(0, |s| s.code),
                 attributes: attributes(&span.attributes),
+                links: span
+                    .links
+                    .iter()
+                    .map(|link| (hex::encode(&link.trace_id), hex::encode(&link.span_id)))
+                    .collect(),
             });
         }
     }

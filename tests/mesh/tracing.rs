@@ -674,3 +674,67 @@ async fn a_nats_outage_is_one_warning_and_one_line_back_per_connection() {
     mesh.stop().await;
     drop(nats);
 }
+
+/// Messages an edge publishes together in one ingest message each keep their trace: the chat
+/// worker's batch span continues one of them and links to every other, so from any message's
+/// PRODUCER span an operator reaches the batch that stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_together_each_reach_the_batch_that_stored_them() {
+    // Within the default limit of 30 sends per 10 s.
+    const BURST: usize = 24;
+    let otlp = OtlpReceiver::start().await;
+    let mesh = ProcessMesh::start(&otlp.endpoint).await;
+    let client = Client::new(&mesh.url);
+    let (_, ann) = user(&client, "ann").await;
+    let (bob_id, _) = user(&client, "bob").await;
+    let (mut ws, _) = Ws::connect_ready(&mesh.url, &ann).await;
+    // Sent at once: while one publish waits for JetStream, the next ones queue and go together.
+    for i in 0..BURST {
+        ws.send_to(&bob_id, &format!("burst-{i}"), "packed").await;
+    }
+    for i in 0..BURST {
+        ws.stored(&format!("burst-{i}")).await;
+    }
+    let metrics = client.metrics_text().await;
+    let publishes = metrics
+        .lines()
+        .find(|line| line.starts_with("mesh_chat_ingest_publish_messages_count"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .expect("the edge counts its ingest publishes");
+    assert!(
+        publishes < BURST as f64,
+        "{BURST} messages went in {publishes} publishes: nothing was published together"
+    );
+
+    let ingest = |span: &ReceivedSpan| {
+        span.kind == PRODUCER
+            && span.service == "nats-mesh-edge"
+            && span
+                .attr("messaging.destination.name")
+                .is_some_and(|d| d.contains(".chat.in."))
+    };
+    poll_until(
+        "every message's PRODUCER span reached from a chat batch",
+        Duration::from_secs(30),
+        || async {
+            let spans = otlp.spans();
+            let batches: Vec<&ReceivedSpan> = spans
+                .iter()
+                .filter(|s| s.kind == CONSUMER && s.service == "nats-mesh-chat")
+                .collect();
+            let producers: Vec<&ReceivedSpan> = spans.iter().filter(|s| ingest(s)).collect();
+            let reached = |producer: &ReceivedSpan| {
+                batches.iter().any(|batch| {
+                    (batch.trace_id == producer.trace_id
+                        && batch.parent_span_id == producer.span_id)
+                        || batch
+                            .links
+                            .contains(&(producer.trace_id.clone(), producer.span_id.clone()))
+                })
+            };
+            (producers.len() >= BURST && producers.iter().all(|p| reached(p))).then_some(())
+        },
+    )
+    .await;
+    mesh.stop().await;
+}
