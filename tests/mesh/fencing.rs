@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
-use crate::chat::private_id;
+use crate::chat::{Friends, friends, private_id};
 use crate::faults::PrivateNats;
 use crate::harness::{TestMesh, Tokens, poll_until, wait_until};
 use crate::social_friends::befriend;
@@ -417,6 +417,18 @@ struct PostgresProxy {
 }
 
 impl PostgresProxy {
+    /// A proxy in front of the Postgres the tests run on (`MESH_DATABASE_URL`).
+    async fn in_front_of_the_tests_postgres() -> Self {
+        let admin = std::env::var("MESH_DATABASE_URL").expect("MESH_DATABASE_URL");
+        let admin_url = reqwest::Url::parse(&admin).expect("database URL");
+        let upstream = format!(
+            "{}:{}",
+            admin_url.host_str().expect("host"),
+            admin_url.port().unwrap_or(5432)
+        );
+        Self::start(upstream).await
+    }
+
     async fn start(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
@@ -496,14 +508,7 @@ async fn assert_unavailable(response: reqwest::Response) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_postgres_the_edge_answers_503_with_retry_after_at_once() {
-    let admin = std::env::var("MESH_DATABASE_URL").expect("MESH_DATABASE_URL");
-    let admin_url = reqwest::Url::parse(&admin).expect("database URL");
-    let upstream = format!(
-        "{}:{}",
-        admin_url.host_str().expect("host"),
-        admin_url.port().unwrap_or(5432)
-    );
-    let mut proxy = PostgresProxy::start(upstream).await;
+    let mut proxy = PostgresProxy::in_front_of_the_tests_postgres().await;
     let port = proxy.addr.port();
     // The user service reaches Postgres through the proxy; the rest directly.
     let mesh = TestMesh::spawn_with(|s| {
@@ -529,6 +534,52 @@ async fn without_postgres_the_edge_answers_503_with_retry_after_at_once() {
     })
     .await;
     mesh.stop().await;
+}
+
+/// Told to stop while Postgres is away (with chat messages accepted and waiting to be stored),
+/// every role stops within a few seconds: no store round, relay or handler waits out its
+/// retries first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_every_role_stops_promptly() {
+    let mut proxy = PostgresProxy::in_front_of_the_tests_postgres().await;
+    let port = proxy.addr.port();
+    // Every role reaches Postgres through the proxy.
+    let mesh = TestMesh::spawn_with(|s| {
+        let roles = &mut s.roles;
+        let user = roles.user.as_mut().expect("the user role");
+        user.database_url = with_port(&user.database_url, port);
+        for role in [roles.social.as_mut(), roles.chat.as_mut()] {
+            let role = role.expect("the role");
+            role.database_url = with_port(&role.database_url, port);
+        }
+        let outbox = roles.outbox.as_mut().expect("the outbox role");
+        for url in [
+            &mut outbox.user,
+            &mut outbox.social,
+            &mut outbox.chat,
+            &mut outbox.audit,
+        ] {
+            *url = with_port(url, port);
+        }
+    })
+    .await;
+    let Friends {
+        conversation,
+        ann_ws: mut ws,
+        ..
+    } = friends(&mesh).await;
+    proxy.down().await;
+    for i in 0..5 {
+        let id = format!("while-down-{i}");
+        ws.send_in(&conversation, &id, "waits for Postgres").await;
+        ws.ack(&id, "accepted").await;
+    }
+    let took = mesh.stop_timed().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "the roles took {took:?} to stop without Postgres"
+    );
+    drop(proxy);
 }
 
 /// Each partition's recorded owner epoch.
