@@ -13,6 +13,8 @@ use mesh_contracts::events::{EventEnvelope, UserEvent};
 use mesh_contracts::permissions::Permission;
 use mesh_contracts::rbac::{Access, AccessRequest, GetAccess};
 use mesh_nats::{Bus, CallContext, RpcClient};
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use moka::sync::Cache;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -153,6 +155,7 @@ impl PermissionCache {
     /// Follows the user events until `stop` flips, reopening the feed when it breaks. A feed
     /// that was down may have missed events, so the caches start over each time it opens.
     pub async fn follow(self, bus: Bus, mut stop: watch::Receiver<bool>) {
+        let mut outage = Outage::default();
         loop {
             // Without NATS, opening waits out its timeout: told to stop, stop now.
             let opened = tokio::select! {
@@ -161,6 +164,7 @@ impl PermissionCache {
             };
             match opened {
                 Ok(mut feed) => {
+                    outage_over!(outage, "permission feed open again");
                     self.clear();
                     loop {
                         let next = tokio::select! {
@@ -178,14 +182,16 @@ impl PermissionCache {
                                 }
                             }
                             Some(Err(err)) => {
-                                tracing::warn!(error = %err, "permission feed failed");
+                                outage_failed!(outage, error = %err, "permission feed failed");
                                 break;
                             }
                             None => break,
                         }
                     }
                 }
-                Err(err) => tracing::warn!(error = %err, "cannot open the permission feed"),
+                Err(err) => {
+                    outage_failed!(outage, error = %err, "cannot open the permission feed");
+                }
             }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,

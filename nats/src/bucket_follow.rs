@@ -10,6 +10,8 @@ use async_nats::jetstream::kv::{Operation, Store};
 use bytes::Bytes;
 use futures::StreamExt;
 use mesh_contracts::Bucket;
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use tokio::sync::watch;
 
 use crate::bus::Bus;
@@ -100,6 +102,7 @@ fn caught_up(newest: Option<u64>, seen: u64) -> bool {
 impl BucketFollower {
     /// Follows the bucket until `stop` flips, telling `owner` what happens.
     pub async fn follow(&self, mut stop: watch::Receiver<bool>, mut owner: impl FnMut(Followed)) {
+        let mut outage = Outage::default();
         loop {
             // Without NATS, opening waits out its timeout: a follower told to stop stops now.
             let opened = tokio::select! {
@@ -108,6 +111,7 @@ impl BucketFollower {
             };
             match opened {
                 Ok(stream) => {
+                    outage_over!(outage, stream = %self.stream, "bucket watch open again");
                     owner(Followed::Opened);
                     let mut stream = std::pin::pin!(stream);
                     let mut seen = 0u64;
@@ -167,10 +171,10 @@ impl BucketFollower {
                         }
                     }
                     owner(Followed::Lost);
-                    tracing::warn!(stream = %self.stream, "bucket watch ended; re-opening");
+                    outage_failed!(outage, stream = %self.stream, "bucket watch ended; re-opening");
                 }
                 Err(err) => {
-                    tracing::warn!(stream = %self.stream, error = %err, "cannot watch a bucket; retrying");
+                    outage_failed!(outage, stream = %self.stream, error = %err, "cannot watch a bucket; retrying");
                 }
             }
             tokio::select! {

@@ -1,12 +1,12 @@
 //! What a NATS connection's events say in the log: an outage's first failure as a warning, its
-//! further reconnect attempts counted quietly (with a reminder a minute), and the reconnection
-//! with how long the connection was down. A client retries every half second, so logging each
-//! failure would write two lines a second per connection for as long as NATS is away.
+//! further reconnect attempts quietly (with a reminder a minute), and the reconnection with
+//! how long the connection was down (`mesh_observability::outage`). A client retries every
+//! half second, so a line per failure would write two a second per connection for as long
+//! as NATS is away.
 
 use std::time::{Duration, Instant};
 
-/// How often an outage that goes on is mentioned again.
-pub const REMIND_EVERY: Duration = Duration::from_secs(60);
+use mesh_observability::outage::{Failure, Outage};
 
 /// What an event is, as far as the log is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,50 +36,27 @@ pub enum Line {
     Quiet,
 }
 
-#[derive(Debug)]
-struct Outage {
-    since: Instant,
-    failures: u64,
-    mentioned: Instant,
-}
-
 /// One connection's outage, if it is in one.
 #[derive(Debug, Default)]
 pub struct ConnectionLog {
-    outage: Option<Outage>,
+    outage: Outage,
 }
 
 impl ConnectionLog {
     /// Notes `event`, seen at `now`, and answers what to write.
     pub fn on(&mut self, event: EventKind, now: Instant) -> Line {
         match event {
-            EventKind::Connected => match self.outage.take() {
+            EventKind::Connected => match self.outage.recovered(now) {
                 None => Line::Connected,
-                Some(outage) => Line::Reconnected {
-                    down_for: now.saturating_duration_since(outage.since),
-                    failures: outage.failures,
+                Some(over) => Line::Reconnected {
+                    down_for: over.down_for,
+                    failures: over.failures,
                 },
             },
-            EventKind::Failure => match &mut self.outage {
-                None => {
-                    self.outage = Some(Outage {
-                        since: now,
-                        failures: 1,
-                        mentioned: now,
-                    });
-                    Line::Warn
-                }
-                Some(outage) => {
-                    outage.failures += 1;
-                    if now.saturating_duration_since(outage.mentioned) < REMIND_EVERY {
-                        return Line::Quiet;
-                    }
-                    outage.mentioned = now;
-                    Line::StillDown {
-                        down_for: now.saturating_duration_since(outage.since),
-                        failures: outage.failures,
-                    }
-                }
+            EventKind::Failure => match self.outage.failed(now) {
+                Failure::First => Line::Warn,
+                Failure::Reminder { down_for, failures } => Line::StillDown { down_for, failures },
+                Failure::Again => Line::Quiet,
             },
             EventKind::Closing => Line::Quiet,
             EventKind::Other => Line::Warn,
@@ -92,42 +69,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_outage_warns_once_reminds_each_minute_and_ends_with_its_length() {
+    fn failures_make_an_outage_that_connecting_ends() {
         let mut log = ConnectionLog::default();
         let start = Instant::now();
         assert_eq!(log.on(EventKind::Connected, start), Line::Connected);
-        let down = start + Duration::from_secs(10);
-        assert_eq!(log.on(EventKind::Failure, down), Line::Warn);
-        // Two attempts a second for most of a minute: all quiet.
-        for half_seconds in 1..119 {
-            let at = down + Duration::from_millis(500 * half_seconds);
-            assert_eq!(log.on(EventKind::Failure, at), Line::Quiet, "{at:?}");
-        }
+        assert_eq!(log.on(EventKind::Failure, start), Line::Warn);
+        assert_eq!(log.on(EventKind::Failure, start), Line::Quiet);
+        let back = start + Duration::from_secs(3);
         assert_eq!(
-            log.on(EventKind::Failure, down + REMIND_EVERY),
-            Line::StillDown {
-                down_for: REMIND_EVERY,
-                failures: 120
-            }
-        );
-        assert_eq!(
-            log.on(
-                EventKind::Failure,
-                down + REMIND_EVERY + Duration::from_secs(1)
-            ),
-            Line::Quiet
-        );
-        assert_eq!(
-            log.on(EventKind::Connected, down + Duration::from_secs(75)),
+            log.on(EventKind::Connected, back),
             Line::Reconnected {
-                down_for: Duration::from_secs(75),
-                failures: 121
+                down_for: Duration::from_secs(3),
+                failures: 2
             }
         );
-        // The next outage is a new one: warned of again.
-        let again = down + Duration::from_secs(80);
-        assert_eq!(log.on(EventKind::Failure, again), Line::Warn);
-        assert_eq!(log.on(EventKind::Failure, again), Line::Quiet);
     }
 
     #[test]

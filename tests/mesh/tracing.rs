@@ -3,6 +3,7 @@
 //! sent over REST must be one trace from the edge through JetStream and the chat worker to
 //! Postgres and the push, while scrapes and probes leave no trace and no log line leaks a token.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -618,15 +619,16 @@ async fn without_an_exporter_a_call_carries_the_requests_trace() {
 
 /// A NATS outage is one warning per connection in each role's log, not a line per reconnect
 /// attempt (a client tries again every half second), and coming back is one line that says how
-/// long the connection was down and how often it failed meanwhile.
+/// long the connection was down and how often it failed meanwhile. Each loop that reopens a
+/// feed or a watch, or renews leases, warns once too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_is_one_warning_and_one_line_back_per_connection() {
     let mut nats = PrivateNats::start().await;
     let url = nats.url();
     let mesh = ProcessMesh::start_on("", Some(&url)).await;
     nats.kill().await;
-    // Several reconnect attempts' worth.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Longer than the feeds' and watches' open timeouts (5-10 s), so each fails more than once.
+    tokio::time::sleep(Duration::from_secs(16)).await;
     nats.run().await;
     let client = Client::new(&mesh.url);
     poll_until("the mesh ready again", Duration::from_secs(30), || async {
@@ -662,12 +664,35 @@ async fn a_nats_outage_is_one_warning_and_one_line_back_per_connection() {
             bus_lines(role, "NATS still unreachable").is_empty(),
             "{role}: reminded of an outage shorter than a minute"
         );
+        // Every loop that reopens a feed or a watch, or renews leases, retried several times
+        // during the outage and warned once.
+        let mut warned: HashMap<String, usize> = HashMap::new();
+        for line in mesh.log_lines(role) {
+            if line["level"] != "WARN" || line["target"] == "mesh_nats::bus" {
+                continue;
+            }
+            let fields = &line["fields"];
+            let key = format!(
+                "{} {} {} {} {}",
+                line["target"],
+                fields["message"],
+                fields["consumer"],
+                fields["stream"],
+                fields["partition"]
+            );
+            *warned.entry(key).or_default() += 1;
+        }
+        let repeated: Vec<_> = warned.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "{role}: warned more than once in one outage: {repeated:?}"
+        );
         for line in back {
             let failures = line["fields"]["failures"].as_u64().unwrap_or(0);
             let down_for = line["fields"]["down_for_ms"].as_u64().unwrap_or(0);
             assert!(
                 failures >= 2 && down_for >= 1_000,
-                "{role}: the line back should count the quiet attempts of a 4 s outage: {line}"
+                "{role}: the line back should count the quiet attempts of a 16 s outage: {line}"
             );
         }
     }

@@ -11,6 +11,8 @@ use mesh_contracts::Service;
 use mesh_contracts::events::EventEnvelope;
 use mesh_nats::{Bus, Delivery, MAX_DELIVER};
 use mesh_observability::metrics::{EVENTS_CONSUMED, EVENTS_REDELIVERED};
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -72,6 +74,7 @@ where
     for outcome in ["ok", "retry", "dead_lettered"] {
         EVENTS_CONSUMED.with_label_values(&[consumer.name.as_str(), outcome]);
     }
+    let mut outage = Outage::default();
     loop {
         // Without NATS, opening waits out its timeout: told to stop, stop now.
         let Some(opened) = stop
@@ -83,13 +86,18 @@ where
         let mut feed = match opened {
             Ok(feed) => feed,
             Err(err) => {
-                tracing::warn!(consumer = consumer.name.as_str(), error = %err, "cannot open the event feed");
+                outage_failed!(outage, consumer = consumer.name.as_str(), error = %err, "cannot open the event feed");
                 if pause(&stop, Duration::from_secs(1)).await {
                     return;
                 }
                 continue;
             }
         };
+        outage_over!(
+            outage,
+            consumer = consumer.name.as_str(),
+            "event feed open again"
+        );
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -98,7 +106,7 @@ where
             match next {
                 Some(Ok(delivery)) => one(&consumer, &delivery, &handle).await,
                 Some(Err(err)) => {
-                    tracing::warn!(consumer = consumer.name.as_str(), error = %err, "event feed failed");
+                    outage_failed!(outage, consumer = consumer.name.as_str(), error = %err, "event feed failed");
                     break;
                 }
                 None => break,

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use mesh_contracts::Service;
 use mesh_contracts::events::{EventEnvelope, SocialEvent};
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::State;
 
 /// Follows new social events until `stop`, reopening the feed when it breaks.
 pub async fn run(state: State, stop: CancellationToken) {
+    let mut outage = Outage::default();
     loop {
         // Without NATS, opening waits out its timeout: told to stop, stop now.
         let Some(opened) = stop
@@ -22,25 +25,30 @@ pub async fn run(state: State, stop: CancellationToken) {
             return;
         };
         match opened {
-            Ok(mut feed) => loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    next = feed.next() => next,
-                };
-                match next {
-                    Some(Ok(delivery)) => {
-                        if let Ok(envelope) = serde_json::from_slice(&delivery.payload) {
-                            apply(&state, &envelope).await;
+            Ok(mut feed) => {
+                outage_over!(outage, "invalidation feed open again");
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        next = feed.next() => next,
+                    };
+                    match next {
+                        Some(Ok(delivery)) => {
+                            if let Ok(envelope) = serde_json::from_slice(&delivery.payload) {
+                                apply(&state, &envelope).await;
+                            }
                         }
+                        Some(Err(err)) => {
+                            outage_failed!(outage, error = %err, "invalidation feed failed");
+                            break;
+                        }
+                        None => break,
                     }
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "invalidation feed failed");
-                        break;
-                    }
-                    None => break,
                 }
-            },
-            Err(err) => tracing::warn!(error = %err, "cannot open the invalidation feed"),
+            }
+            Err(err) => {
+                outage_failed!(outage, error = %err, "cannot open the invalidation feed");
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

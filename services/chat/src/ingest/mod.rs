@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use mesh_nats::KvError;
 use mesh_observability::metrics::CHAT_PARTITIONS_OWNED;
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
@@ -109,6 +111,8 @@ pub async fn run(state: State, shutdown: CancellationToken) {
     )));
     let mut held: HashMap<u32, Held> = HashMap::new();
     let mut roster = Roster::default();
+    // The lease bucket's outage, as this loop sees it (NATS away): logged once, not per call.
+    let mut outage = Outage::default();
     let mut tick = tokio::time::interval(state.config().lease_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -116,10 +120,20 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let Some(workers) = shutdown.run_until_cancelled(roster.current(&leases)).await else {
+        let listed = roster.current(&leases, &mut outage);
+        let Some(workers) = shutdown.run_until_cancelled(listed).await else {
             break;
         };
-        rebalance(&state, &leases, &rounds, &mut held, workers, &shutdown).await;
+        rebalance(
+            &state,
+            &leases,
+            &rounds,
+            &mut held,
+            workers,
+            &shutdown,
+            &mut outage,
+        )
+        .await;
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
     hand_back(&leases, held.drain().collect()).await;
@@ -166,7 +180,7 @@ struct Roster {
 impl Roster {
     /// The latest list; waits for one while none was read yet (a worker that just started
     /// should not grab partitions it is not assigned).
-    async fn current(&mut self, leases: &Arc<Leases>) -> Vec<Uuid> {
+    async fn current(&mut self, leases: &Arc<Leases>, outage: &mut Outage) -> Vec<Uuid> {
         let listing = self.listing.get_or_insert_with(|| {
             let leases = leases.clone();
             tokio::spawn(async move { leases.live_workers().await })
@@ -176,7 +190,7 @@ impl Roster {
             self.listing = None;
             match listed {
                 Ok(Ok(workers)) => self.known = workers,
-                Ok(Err(err)) => tracing::warn!(error = %err, "cannot list chat workers"),
+                Ok(Err(err)) => outage_failed!(outage, error = %err, "cannot list chat workers"),
                 Err(err) => tracing::warn!(error = %err, "listing chat workers failed"),
             }
         }
@@ -191,9 +205,11 @@ async fn rebalance(
     held: &mut HashMap<u32, Held>,
     workers: Vec<Uuid>,
     shutdown: &CancellationToken,
+    outage: &mut Outage,
 ) {
-    if let Err(err) = leases.heartbeat().await {
-        tracing::warn!(error = %err, "cannot announce this chat worker");
+    match leases.heartbeat().await {
+        Ok(()) => outage_over!(outage, "the lease bucket answers again"),
+        Err(err) => outage_failed!(outage, error = %err, "cannot announce this chat worker"),
     }
     // Renew first (all at once, each call bounded): a lease we cannot renew for too long must
     // stop being used. An owner that lost its lease is dropped at once: its epoch is fenced
@@ -221,7 +237,7 @@ async fn rebalance(
             }
             Ok(None) => lost.push(partition),
             Err(err) => {
-                tracing::warn!(partition, error = %err, "cannot renew a partition lease");
+                outage_failed!(outage, partition, error = %err, "cannot renew a partition lease");
                 if lease.renewed.elapsed() > LEASE_GRACE {
                     lost.push(partition);
                 }
@@ -285,7 +301,9 @@ async fn rebalance(
                 );
             }
             Ok(None) => {}
-            Err(err) => tracing::warn!(partition, error = %err, "cannot acquire a partition"),
+            Err(err) => {
+                outage_failed!(outage, partition, error = %err, "cannot acquire a partition");
+            }
         }
     }
 }

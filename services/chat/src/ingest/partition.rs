@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use mesh_nats::Delivery;
 use mesh_observability::metrics::CHAT_CONSUMER_PENDING;
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use mesh_service_kit::pause;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -55,6 +57,7 @@ pub async fn own(
         fence,
         stop.clone(),
     )));
+    let mut outage = Outage::default();
     loop {
         // Without NATS, opening waits out its timeout: told to stop, stop now.
         let Some(opened) = stop
@@ -72,13 +75,14 @@ pub async fn own(
         let mut feed = match opened {
             Ok(feed) => feed,
             Err(err) => {
-                tracing::warn!(partition, error = %err, "cannot open the partition feed");
+                outage_failed!(outage, partition, error = %err, "cannot open the partition feed");
                 if pause(&stop, Duration::from_secs(1)).await {
                     return;
                 }
                 continue;
             }
         };
+        outage_over!(outage, partition, "partition feed open again");
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -98,7 +102,7 @@ pub async fn own(
                     let size = match feed.top_up_weighed(&mut deliveries, batch, messages_in) {
                         Ok(size) => size,
                         Err(err) => {
-                            tracing::warn!(partition, error = %err, "partition feed failed");
+                            outage_failed!(outage, partition, error = %err, "partition feed failed");
                             break;
                         }
                     };
@@ -123,7 +127,7 @@ pub async fn own(
                 }
                 Ok(None) => break,
                 Err(err) => {
-                    tracing::warn!(partition, error = %err, "partition feed failed");
+                    outage_failed!(outage, partition, error = %err, "partition feed failed");
                     break;
                 }
             }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use mesh_contracts::audit::AuditRecord;
 use mesh_nats::{Bus, Delivery, Feed, feed};
 use mesh_observability::metrics::AUDIT_WRITTEN;
+use mesh_observability::outage::Outage;
+use mesh_observability::{outage_failed, outage_over};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +50,7 @@ impl Backoff {
 /// Consumes audit records and writes them in batches until `stop`.
 pub async fn run_writer(bus: Bus, pool: PgPool, stop: CancellationToken) {
     let mut backoff = Backoff::new();
+    let mut outage = Outage::default();
     loop {
         // Without NATS, opening waits out its timeout: told to stop, stop now.
         let Some(opened) = stop.run_until_cancelled(bus.audit_feed(BATCH)).await else {
@@ -56,12 +59,15 @@ pub async fn run_writer(bus: Bus, pool: PgPool, stop: CancellationToken) {
         match opened {
             Ok(mut feed) => {
                 backoff = Backoff::new();
+                outage_over!(outage, "audit feed open again");
                 match consume(&mut feed, &pool, &stop).await {
                     Ok(()) => return,
-                    Err(why) => tracing::warn!(reason = %why, "audit feed broke; reopening"),
+                    Err(why) => {
+                        outage_failed!(outage, reason = %why, "audit feed broke; reopening");
+                    }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "cannot open the audit feed"),
+            Err(err) => outage_failed!(outage, error = %err, "cannot open the audit feed"),
         }
         if !backoff.wait(&stop).await {
             return;
