@@ -234,8 +234,9 @@ start_nats() {
   # without the lock fd (the lock must end with this script); in a session of its own, so a
   # terminal's Ctrl-C (to scripts/run.sh's mesh, say) does not stop it too: nats-server
   # handles SIGINT even when started with it ignored. Postgres gets the same from pg_ctl.
-  # (setsid execs without forking here: a background job of a script leads no group.)
-  nohup setsid "$NATS_BIN" "${conf[@]}" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
+  # `--wait`: when setsid has to fork (its caller leads a process group, under job control),
+  # it stays as the server's parent, so `$!` lives exactly as long as the server.
+  nohup setsid --wait "$NATS_BIN" "${conf[@]}" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
     -js -sd "$NATS_STORE" -l "$NATS_LOG" -P "$NATS_PID" \
     </dev/null >>"$LOG_DIR/nats.stdout.log" 2>&1 9>&- &
   local starter=$!

@@ -211,8 +211,6 @@ impl Bus {
     }
 }
 
-/// Backoff between reconnect attempts: doubling from 1 ms, at most 500 ms (the client's own
-/// default grows to 4 s, which turned a 3 s NATS blip into ~4 s of lost leases and pushes).
 /// Counts a connection event and logs it as `log` says (an outage's reconnect attempts are not
 /// a line each).
 fn note_event(log: &Mutex<ConnectionLog>, event: &async_nats::Event) {
@@ -239,7 +237,8 @@ fn note_event(log: &Mutex<ConnectionLog>, event: &async_nats::Event) {
             failures,
             "NATS connected again"
         ),
-        Line::Warn => tracing::warn!(%event, "NATS connection event"),
+        Line::Lost => tracing::warn!(%event, "NATS connection lost"),
+        Line::Notice => tracing::warn!(%event, "NATS connection event"),
         Line::StillDown { down_for, failures } => tracing::warn!(
             %event,
             down_for_s = down_for.as_secs(),
@@ -250,6 +249,8 @@ fn note_event(log: &Mutex<ConnectionLog>, event: &async_nats::Event) {
     }
 }
 
+/// Backoff between reconnect attempts: doubling from 1 ms, at most 500 ms (the client's own
+/// default grows to 4 s, which turned a 3 s NATS blip into ~4 s of lost leases and pushes).
 fn reconnect_delay(attempts: usize) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
     Duration::from_millis(2_u64.saturating_pow(doublings)).min(Duration::from_millis(500))

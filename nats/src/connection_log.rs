@@ -27,8 +27,10 @@ pub enum Line {
     Connected,
     /// Connected again after an outage.
     Reconnected { down_for: Duration, failures: u64 },
-    /// The first failure of an outage, or an event worth a warning of its own.
-    Warn,
+    /// The first failure of an outage.
+    Lost,
+    /// An event worth a warning of its own (lame duck mode, a slow consumer, a server error).
+    Notice,
     /// An outage that goes on, mentioned again.
     StillDown { down_for: Duration, failures: u64 },
     /// Worth a debug line only: a further failure of an outage already reported, or the mesh
@@ -54,12 +56,12 @@ impl ConnectionLog {
                 },
             },
             EventKind::Failure => match self.outage.failed(now) {
-                Failure::First => Line::Warn,
+                Failure::First => Line::Lost,
                 Failure::Reminder { down_for, failures } => Line::StillDown { down_for, failures },
                 Failure::Again => Line::Quiet,
             },
             EventKind::Closing => Line::Quiet,
-            EventKind::Other => Line::Warn,
+            EventKind::Other => Line::Notice,
         }
     }
 }
@@ -73,7 +75,7 @@ mod tests {
         let mut log = ConnectionLog::default();
         let start = Instant::now();
         assert_eq!(log.on(EventKind::Connected, start), Line::Connected);
-        assert_eq!(log.on(EventKind::Failure, start), Line::Warn);
+        assert_eq!(log.on(EventKind::Failure, start), Line::Lost);
         assert_eq!(log.on(EventKind::Failure, start), Line::Quiet);
         let back = start + Duration::from_secs(3);
         assert_eq!(
@@ -89,8 +91,8 @@ mod tests {
     fn other_events_always_warn_and_closing_stays_quiet() {
         let mut log = ConnectionLog::default();
         let now = Instant::now();
-        assert_eq!(log.on(EventKind::Other, now), Line::Warn);
-        assert_eq!(log.on(EventKind::Other, now), Line::Warn);
+        assert_eq!(log.on(EventKind::Other, now), Line::Notice);
+        assert_eq!(log.on(EventKind::Other, now), Line::Notice);
         assert_eq!(log.on(EventKind::Closing, now), Line::Quiet);
         // Neither starts an outage: connecting is a first connection.
         assert_eq!(log.on(EventKind::Connected, now), Line::Connected);

@@ -150,9 +150,11 @@ impl Extractor for OneParent<'_> {
     }
 }
 
-/// The trace contexts `map` carries: its own (`extract`), then those of the other chat
-/// messages published with it (`LINE_TRACEPARENT`), each valid one.
-fn carried_contexts(map: Option<&HeaderMap>) -> impl Iterator<Item = Context> + '_ {
+/// The sampled trace contexts `map` carries: its own when sampled, then those of the other
+/// chat messages published with it (`LINE_TRACEPARENT`), each valid sampled one. Nothing is
+/// parsed for a message whose own context is unsampled and that carries no others.
+fn sampled_contexts(map: Option<&HeaderMap>) -> impl Iterator<Item = Context> + '_ {
+    let own = carries_sampled(map).then(|| extract(map)).flatten();
     let lines = map
         .into_iter()
         .flat_map(|map| map.get_all(headers::LINE_TRACEPARENT))
@@ -160,10 +162,20 @@ fn carried_contexts(map: Option<&HeaderMap>) -> impl Iterator<Item = Context> + 
             let context = opentelemetry::global::get_text_map_propagator(|propagator| {
                 propagator.extract(&OneParent(value.as_str()))
             });
-            context.span().span_context().is_valid().then_some(context)
+            let sampled = {
+                let span = context.span();
+                let carried = span.span_context();
+                carried.is_valid() && carried.is_sampled()
+            };
+            sampled.then_some(context)
         });
-    extract(map).into_iter().chain(lines)
+    own.into_iter().chain(lines)
 }
+
+/// The most links a batch span gets: what the OpenTelemetry SDK keeps of a span's links by
+/// default (`OTEL_SPAN_LINK_COUNT_LIMIT`); a batch holding more sampled messages links the
+/// first of them only.
+const MOST_LINKS: usize = 128;
 
 /// The trace context carried by `map`, if it carries a valid one.
 pub(crate) fn extract(map: Option<&HeaderMap>) -> Option<Context> {
@@ -264,44 +276,30 @@ pub(crate) fn received(subject: &str, map: Option<&HeaderMap>) {
 
 /// The CONSUMER span of one chat ingest batch (`process <subject>`): a child of the first
 /// sampled message's trace (of the first message's when none is sampled), linked to the traces
-/// of the others, so the edge's request, the worker's batch and its Postgres statements and
-/// pushes are one trace for a lone message, and every sampled message, published alone or
-/// with others in one ingest message, reaches the batch that stored it.
+/// of the other sampled ones (at most `MOST_LINKS`), so the edge's request, the worker's batch
+/// and its Postgres statements and pushes are one trace for a lone message, and a sampled
+/// message, published alone or with others in one ingest message, reaches the batch that
+/// stored it.
 pub fn ingest_batch_span(deliveries: &[Delivery]) -> tracing::Span {
     let subject = deliveries.first().map_or("", |d| d.subject());
     let span = messaging_span("consumer", "process", subject, Some("chat"));
     span.record("messaging.batch.message_count", deliveries.len());
-    // Nothing sampled (traces not exported): the first message's trace id is all there is to
-    // carry on, without reading any other context.
-    let sampled = |d: &Delivery| {
-        carries_sampled(d.headers())
-            || d.headers()
-                .is_some_and(|map| map.get(headers::LINE_TRACEPARENT).is_some())
-    };
-    if !deliveries.iter().any(sampled) {
-        if let Some(first) = deliveries.iter().find_map(|d| extract(d.headers())) {
-            let _ = span.set_parent(first);
-        }
-        spans::record_trace_id(&span);
-        return span;
-    }
-    let mut contexts: Vec<Context> = deliveries
+    let mut sampled = deliveries
         .iter()
-        .flat_map(|d| carried_contexts(d.headers()))
-        .collect();
-    let parent = contexts
-        .iter()
-        .position(|c| c.span().span_context().is_sampled())
-        .unwrap_or(0);
-    if parent < contexts.len() {
-        let parent = contexts.remove(parent);
-        // The batch is sampled as its parent is (parent-based sampling): links of an
-        // unrecorded span go nowhere.
-        let sampled = parent.span().span_context().is_sampled();
-        let _ = span.set_parent(parent);
-        if sampled {
-            for other in contexts {
+        .flat_map(|d| sampled_contexts(d.headers()));
+    match sampled.next() {
+        // The batch is sampled as its parent is (parent-based sampling).
+        Some(parent) => {
+            let _ = span.set_parent(parent);
+            for other in sampled.take(MOST_LINKS) {
                 span.add_link(other.span().span_context().clone());
+            }
+        }
+        // Nothing sampled (traces not exported): the first message's trace id is all there is
+        // to carry on; the batch is not recorded, so links would go nowhere.
+        None => {
+            if let Some(first) = deliveries.iter().find_map(|d| extract(d.headers())) {
+                let _ = span.set_parent(first);
             }
         }
     }
@@ -454,16 +452,20 @@ mod tests {
             .map(|v| v.as_str())
             .collect();
         assert_eq!(carried, [sampled, also_sampled]);
-        // Read back: the ingest message's own context first, then each carried one.
-        let ids: Vec<String> = carried_contexts(Some(&map))
-            .map(|c| c.span().span_context().span_id().to_string())
-            .collect();
-        assert_eq!(
-            ids,
-            ["00f067aa0ba902b7", "b7ad6b7169203331", "b7ad6b7169203333"]
-        );
-        // A malformed value is skipped, not taken for a context.
+        // Read back: the sampled ones (the ingest message's own is not), in order.
+        let ids = |map: &HeaderMap| -> Vec<String> {
+            sampled_contexts(Some(map))
+                .map(|c| c.span().span_context().span_id().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&map), ["b7ad6b7169203331", "b7ad6b7169203333"]);
+        // A malformed or unsampled value is skipped, not taken for a context.
         map.append(headers::LINE_TRACEPARENT, "00-garbage");
-        assert_eq!(carried_contexts(Some(&map)).count(), 3);
+        map.append(headers::LINE_TRACEPARENT, unsampled);
+        assert_eq!(ids(&map).len(), 2);
+        // A sampled own context comes first.
+        let mut own_sampled = with_traceparent(also_sampled);
+        carry_line_contexts(&mut own_sampled, others[..1].iter());
+        assert_eq!(ids(&own_sampled), ["b7ad6b7169203333", "b7ad6b7169203331"]);
     }
 }

@@ -71,6 +71,12 @@ impl Outage {
         }
     }
 
+    /// The failures of the outage under way (0 when there is none): a loop of several calls
+    /// compares it before and after a round to tell whether anything failed in it.
+    pub fn failures(&self) -> u64 {
+        self.current.as_ref().map_or(0, |current| current.failures)
+    }
+
     /// Notes a success at `now`: the outage it ends, if there was one.
     pub fn recovered(&mut self, now: Instant) -> Option<Recovered> {
         self.current.take().map(|current| Recovered {
@@ -122,7 +128,9 @@ mod tests {
         let mut outage = Outage::default();
         let start = Instant::now();
         assert_eq!(outage.recovered(start), None, "no outage yet");
+        assert_eq!(outage.failures(), 0);
         assert_eq!(outage.failed(start), Failure::First);
+        assert_eq!(outage.failures(), 1);
         // Two attempts a second for most of a minute: all quiet.
         for half_seconds in 1..119 {
             let at = start + Duration::from_millis(500 * half_seconds);
@@ -149,6 +157,7 @@ mod tests {
         );
         assert_eq!(over.map(|o| o.down_for_ms()), Some(75_000));
         assert_eq!(outage.recovered(start + Duration::from_secs(76)), None);
+        assert_eq!(outage.failures(), 0);
         // The next outage is a new one: warned of again.
         let again = start + Duration::from_secs(80);
         assert_eq!(outage.failed(again), Failure::First);

@@ -55,7 +55,7 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
             sender.take(&frame);
         }
         if scraped.elapsed() > Duration::from_millis(200) {
-            most_unstored = most_unstored.max(unstored(&metrics).await);
+            most_unstored = most_unstored.max(unstored(&metrics).await.unwrap_or(0));
             scraped = Instant::now();
         }
     }
@@ -68,7 +68,7 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     poll_until(
         "the unstored-messages gauge back to 0",
         Duration::from_secs(10),
-        || async { (unstored(&metrics).await == 0).then_some(()) },
+        || async { (unstored(&metrics).await == Some(0)).then_some(()) },
     )
     .await;
     assert!(
@@ -89,16 +89,15 @@ fn free_local_addr() -> String {
     listener.local_addr().expect("local address").to_string()
 }
 
-/// The messages the worker at `metrics` reports accepted but not stored, over its partitions
-/// (0 while it cannot be scraped yet).
-async fn unstored(metrics: &str) -> u64 {
-    let Ok(response) = reqwest::get(metrics).await else {
-        return 0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
+/// The messages the worker at `metrics` reports accepted but not stored, over its partitions;
+/// `None` while it cannot be scraped or reports no partition.
+async fn unstored(metrics: &str) -> Option<u64> {
+    let text = reqwest::get(metrics).await.ok()?.text().await.ok()?;
+    let values: Vec<u64> = text
+        .lines()
         .filter(|line| line.starts_with("mesh_chat_unstored_messages{"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|value| value.max(0.0) as u64)
-        .sum()
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

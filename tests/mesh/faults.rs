@@ -95,7 +95,13 @@ async fn without_nats_every_role_stops_promptly() {
     for leases_lapsed in [false, true] {
         let mut nats = PrivateNats::start().await;
         let url = nats.url();
-        let mesh = TestMesh::spawn_with(|s| s.nats_url = url).await;
+        // As many partitions as a deployment's default: acquiring or releasing them one after
+        // another would take 12 s without NATS.
+        let mesh = TestMesh::spawn_with(|s| {
+            s.nats_url = url;
+            s.chat.partitions = 16;
+        })
+        .await;
         nats.kill().await;
         wait_until("the edge not ready without NATS", || async {
             mesh.client.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE

@@ -648,14 +648,14 @@ async fn a_nats_outage_is_one_warning_and_one_line_back_per_connection() {
             &format!("every NATS connection of {role} back"),
             Duration::from_secs(30),
             || async {
-                let warned = bus_lines(role, "NATS connection event");
+                let warned = bus_lines(role, "NATS connection lost");
                 let back = bus_lines(role, "NATS connected again");
                 (!back.is_empty() && back.len() == warned.len()).then_some(back)
             },
         )
         .await;
         assert!(
-            bus_lines(role, "NATS connection event")
+            bus_lines(role, "NATS connection lost")
                 .iter()
                 .all(|line| line["level"] == "WARN"),
             "{role}: an outage's first failure is a warning"

@@ -88,7 +88,13 @@ async fn hand_back(leases: &Leases, handed: Vec<(u32, Held)>) {
 /// Owns partitions until `shutdown` is cancelled, then hands them back.
 pub async fn run(state: State, shutdown: CancellationToken) {
     let leases = loop {
-        match Leases::open(state.bus(), state.worker_id()).await {
+        let Some(opened) = shutdown
+            .run_until_cancelled(Leases::open(state.bus(), state.worker_id()))
+            .await
+        else {
+            return;
+        };
+        match opened {
             Ok(leases) => break Arc::new(leases),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open the lease bucket; retrying");
@@ -120,6 +126,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let failures_before = outage.failures();
         let listed = roster.current(&leases, &mut outage);
         let Some(workers) = shutdown.run_until_cancelled(listed).await else {
             break;
@@ -134,10 +141,15 @@ pub async fn run(state: State, shutdown: CancellationToken) {
             &mut outage,
         )
         .await;
+        // Over once a whole tick went through: one call answering is not enough (listing,
+        // renewing and acquiring can keep failing while announcing works).
+        if outage.failures() == failures_before {
+            outage_over!(outage, "the lease bucket answers again");
+        }
         CHAT_PARTITIONS_OWNED.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
-    hand_back(&leases, held.drain().collect()).await;
-    leases.leave().await;
+    // Together: without NATS each waits out its timeout.
+    tokio::join!(hand_back(&leases, held.drain().collect()), leases.leave());
     CHAT_PARTITIONS_OWNED.set(0);
 }
 
@@ -207,9 +219,12 @@ async fn rebalance(
     shutdown: &CancellationToken,
     outage: &mut Outage,
 ) {
-    match leases.heartbeat().await {
-        Ok(()) => outage_over!(outage, "the lease bucket answers again"),
-        Err(err) => outage_failed!(outage, error = %err, "cannot announce this chat worker"),
+    if let Err(err) = leases.heartbeat().await {
+        outage_failed!(outage, error = %err, "cannot announce this chat worker");
+    }
+    // Told to stop meanwhile: straight to the hand-back, without renewing or acquiring.
+    if shutdown.is_cancelled() {
+        return;
     }
     // Renew first (all at once, each call bounded): a lease we cannot renew for too long must
     // stop being used. An owner that lost its lease is dropped at once: its epoch is fenced
