@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         let _tracing = mesh_observability::init(
             &nats_mesh::telemetry::service_name(roles, migrate),
             &nats_mesh::telemetry::default_db_service(roles, migrate),
+            &[mesh_nats::CLIENT_LOG_TARGET],
         );
         nats_mesh::telemetry::record_build_info(roles);
         if let Some(databases) = &settings.migrate {

@@ -38,3 +38,7 @@ pub use rpc_client::{RpcClient, RpcError};
 pub use service_host::ServiceHost;
 pub use topology::{LOGIN_FAILURE_WINDOW, TopologySettings};
 pub use trace::ingest_batch_span;
+
+/// The NATS client's log target. It writes each connection event at `info`, which the bus logs
+/// itself once per outage (`connection_log`): the mesh's default log filter keeps it to `warn`.
+pub const CLIENT_LOG_TARGET: &str = "async_nats";

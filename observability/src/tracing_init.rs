@@ -27,10 +27,15 @@ static EXPORTING: OnceLock<bool> = OnceLock::new();
 /// formatting their fields for every publish cost more than the publish.
 pub const PUBLISH_SPAN: &str = "nats.publish";
 
-/// The log filter when `RUST_LOG` is not set: `info`, but the NATS client's own lines only from
-/// `warn` (it writes each connection event at `info`, which the mesh logs itself, once per
-/// outage rather than per reconnect attempt).
-pub const DEFAULT_FILTER: &str = "info,async_nats=warn";
+/// The log filter when `RUST_LOG` is not set: `info`, and `warn` for each of the `quiet`
+/// targets (a client crate that writes a line per routine event the mesh logs itself, e.g. the
+/// NATS client's connection events).
+fn default_filter(quiet: &[&str]) -> String {
+    std::iter::once("info".to_owned())
+        .chain(quiet.iter().map(|target| format!("{target}=warn")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Flushes buffered log lines and spans when dropped at the end of `main`.
 pub struct TracingGuard;
@@ -46,8 +51,8 @@ impl Drop for TracingGuard {
     }
 }
 
-/// Installs JSON logs (filter from `RUST_LOG`, default `DEFAULT_FILTER`), OpenTelemetry tracing (spans
-/// at `info` and above) and the Postgres statement metrics and spans; statements outside any
+/// Installs JSON logs (filter from `RUST_LOG`; without it `info`, and `warn` for the `quiet`
+/// targets), OpenTelemetry tracing (spans at `info` and above) and the Postgres statement metrics and spans; statements outside any
 /// span that names its service count under `default_service`.
 ///
 /// Spans always get W3C trace ids so that a trace crosses NATS even when nothing exports it;
@@ -55,7 +60,7 @@ impl Drop for TracingGuard {
 /// (`OTEL_BSP_SCHEDULE_DELAY` and the other batch settings apply; `OTEL_TRACES_SAMPLER` and
 /// `OTEL_TRACES_SAMPLER_ARG` choose which traces, by default every one). Calling it again (tests start
 /// many meshes in one process) is harmless: the first call wins.
-pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
+pub fn init(service_name: &str, default_service: &str, quiet: &[&str]) -> TracingGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let exporting = *EXPORTING.get_or_init(exports);
     let provider = PROVIDER.get_or_init(|| build_provider(service_name, exporting));
@@ -63,7 +68,7 @@ pub fn init(service_name: &str, default_service: &str) -> TracingGuard {
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(quiet)));
     let log_cap = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let writer = LOG_WRITER
         .get_or_init(|| {
@@ -168,6 +173,15 @@ fn build_provider(service_name: &str, exporting: bool) -> SdkTracerProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_rust_log_quiet_targets_log_from_warn() {
+        assert_eq!(default_filter(&[]), "info");
+        assert_eq!(
+            default_filter(&["chatty", "noisy"]),
+            "info,chatty=warn,noisy=warn"
+        );
+    }
 
     #[test]
     fn log_records_stop_at_the_same_level() {

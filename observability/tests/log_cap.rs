@@ -11,7 +11,7 @@ const EXPECTED: &str = "MESH_LOG_CAP_EXPECTED";
 #[test]
 fn init_caps_the_log_facade_at_the_rust_log_level() {
     if let Ok(expected) = std::env::var(EXPECTED) {
-        let _guard = mesh_observability::init("log-cap-test", "test");
+        let _guard = mesh_observability::init("log-cap-test", "test", &[]);
         assert_eq!(log::max_level().to_string(), expected);
         return;
     }

@@ -213,7 +213,13 @@ impl TestMesh {
         // `MESH_TEST_LOG=1` prints the mesh's logs (filtered by RUST_LOG) while debugging.
         if std::env::var_os("MESH_TEST_LOG").is_some() {
             static LOGS: OnceLock<()> = OnceLock::new();
-            LOGS.get_or_init(|| std::mem::forget(mesh_observability::init("mesh-test", "mesh")));
+            LOGS.get_or_init(|| {
+                std::mem::forget(mesh_observability::init(
+                    "mesh-test",
+                    "mesh",
+                    &[mesh_nats::CLIENT_LOG_TARGET],
+                ))
+            });
         }
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut settings = test_settings(&prefix, Some(fresh_database().await));
