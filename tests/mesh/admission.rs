@@ -10,7 +10,7 @@ use nats_mesh::Role;
 
 use crate::chat::{Friends, friends};
 use crate::fencing::ChatProcess;
-use crate::harness::{TestMesh, poll_until};
+use crate::harness::{TestMesh, poll_until, scraped_sum};
 use crate::ordered_sender::OrderedSender;
 
 /// Most unstored messages per partition in this test.
@@ -30,17 +30,9 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     // sends (a window of 150), so the backlog stays over the bound for longer than an edge
     // holds a send. The backlog counts what JetStream already delivered into the worker's
     // feed, not only what is still in the stream.
-    let metrics = free_local_addr();
-    let _worker = ChatProcess::with_env(
-        &mesh,
-        "250",
-        &[
-            ("MESH_CHAT_BATCH_SIZE", "10"),
-            ("MESH_METRICS_ADDR", metrics.as_str()),
-        ],
-    );
+    let (_worker, metrics) =
+        ChatProcess::with_metrics(&mesh, "250", &[("MESH_CHAT_BATCH_SIZE", "10")]);
     mesh.wait_ready().await;
-    let metrics = format!("http://{metrics}/metrics");
     let Friends {
         conversation,
         ann_ws: mut ws,
@@ -83,21 +75,9 @@ async fn a_backlogged_partition_refuses_overloaded_and_resends_are_stored_once_i
     sender.assert_stored_in_order();
 }
 
-/// An address on this host that was free a moment ago.
-fn free_local_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local address").to_string()
-}
-
 /// The messages the worker at `metrics` reports accepted but not stored, over its partitions;
 /// `None` while it cannot be scraped or reports no partition.
 async fn unstored(metrics: &str) -> Option<u64> {
-    let text = reqwest::get(metrics).await.ok()?.text().await.ok()?;
-    let values: Vec<u64> = text
-        .lines()
-        .filter(|line| line.starts_with("mesh_chat_unstored_messages{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|value| value.max(0.0) as u64)
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
+    let sum = scraped_sum(metrics, "mesh_chat_unstored_messages").await?;
+    Some(sum.max(0.0) as u64)
 }

@@ -7,15 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesh_contracts::leases::LEASE_GRACE;
 use mesh_contracts::nats_permissions::NatsRole;
 use mesh_user::login_failures::{LoginFailures, Subjects};
+use nats_mesh::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::edge_hardening::FollowedFailures;
-use crate::harness::{PASSWORD, TestMesh, assert_problem, poll_until, unique_phone, wait_until};
+use crate::fencing::ChatProcess;
+use crate::harness::{
+    PASSWORD, TestMesh, assert_problem, poll_until, scraped_sum, unique_phone, wait_until,
+};
 use crate::nats_server::{client_port, nats_server_bin, ports_file_args, scratch_dir};
 
 /// A NATS server of this test alone, so stopping it disturbs no other test.
@@ -89,34 +92,65 @@ impl Drop for PrivateNats {
 /// Told to stop (SIGTERM from Kubernetes, Ctrl-C in a terminal) while its NATS server is gone,
 /// the mesh stops within a few seconds: no role waits out its NATS timeouts one after another.
 /// The chat worker is caught both while it still holds its partitions and once their leases
-/// lapsed, when each tick tries to acquire every partition again.
+/// lapsed, when each tick tries to acquire every partition again. As many partitions as a
+/// deployment's default: acquiring or releasing them one after another would take 12 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nats_every_role_stops_promptly() {
-    for leases_lapsed in [false, true] {
-        let mut nats = PrivateNats::start().await;
-        let url = nats.url();
-        // As many partitions as a deployment's default: acquiring or releasing them one after
-        // another would take 12 s without NATS.
-        let mesh = TestMesh::spawn_with(|s| {
-            s.nats_url = url;
-            s.chat.partitions = 16;
-        })
-        .await;
-        nats.kill().await;
-        wait_until("the edge not ready without NATS", || async {
-            mesh.client.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE
-        })
-        .await;
-        if leases_lapsed {
-            // A holder gives its partitions up once it could not renew them for this long.
-            tokio::time::sleep(LEASE_GRACE + Duration::from_secs(2)).await;
-        }
-        let took = mesh.stop_timed().await;
-        assert!(
-            took < Duration::from_secs(5),
-            "the roles took {took:?} to stop without NATS (leases lapsed: {leases_lapsed})"
-        );
-    }
+    // Holding its partitions: the whole mesh in this process.
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| {
+        s.nats_url = url;
+        s.chat.partitions = 16;
+    })
+    .await;
+    nats.kill().await;
+    wait_until("the edge not ready without NATS", || async {
+        mesh.client.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let took = mesh.stop_timed().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "the roles took {took:?} to stop without NATS"
+    );
+    drop(nats);
+
+    // Once the leases lapsed: a chat worker process of its own, whose metrics say when.
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
+    let mesh = TestMesh::spawn_roles(roles, |s| {
+        s.nats_url = url;
+        s.chat.partitions = 16;
+    })
+    .await;
+    let (worker, metrics) = ChatProcess::with_metrics(&mesh, "0", &[]);
+    mesh.wait_ready().await;
+    let owned = || scraped_sum(&metrics, "mesh_chat_partitions_owned");
+    poll_until(
+        "the worker owns every partition",
+        Duration::from_secs(20),
+        || async { (owned().await == Some(16.0)).then_some(()) },
+    )
+    .await;
+    nats.kill().await;
+    poll_until(
+        "the worker gave its lapsed leases up",
+        Duration::from_secs(20),
+        || async { (owned().await == Some(0.0)).then_some(()) },
+    )
+    .await;
+    let took = worker.terminate_timed().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "the chat worker took {took:?} to stop without NATS once its leases lapsed"
+    );
+    let took = mesh.stop_timed().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "the other roles took {took:?} to stop without NATS"
+    );
 }
 
 /// Without NATS, readiness and API calls answer 503 promptly (no hang); once NATS is back on the

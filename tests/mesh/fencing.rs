@@ -88,6 +88,28 @@ impl ChatProcess {
         }
     }
 
+    /// `with_env`, serving its metrics on a port of its own: the worker and its metrics URL.
+    pub fn with_metrics(mesh: &TestMesh, hold_ms: &str, env: &[(&str, &str)]) -> (Self, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local address").to_string();
+        // Free a moment ago; the worker binds it next (a lost race fails the test, never
+        // passes it).
+        drop(listener);
+        let mut env = env.to_vec();
+        env.push(("MESH_METRICS_ADDR", addr.as_str()));
+        let worker = Self::with_env(mesh, hold_ms, &env);
+        (worker, format!("http://{addr}/metrics"))
+    }
+
+    /// Sends SIGTERM (as Kubernetes stops a pod) and answers how long the process took to
+    /// exit; at most 15 s is waited.
+    pub async fn terminate_timed(mut self) -> Duration {
+        let started = Instant::now();
+        self.signal("-TERM");
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+        started.elapsed()
+    }
+
     /// Sends `signal` (`-STOP`, `-CONT`) to the process.
     fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("the worker runs").to_string();

@@ -373,6 +373,21 @@ impl Drop for TestMesh {
     }
 }
 
+/// The sum of the Prometheus series `name` (all its labels) at the metrics URL `url`; `None`
+/// while it cannot be scraped or has no such series.
+pub async fn scraped_sum(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// Polls `check` until it is true, failing the test after 20 s.
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
