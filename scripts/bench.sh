@@ -29,6 +29,8 @@
 #                            synchronous_commit, as issue #16's targets are set with both on
 #                            (the tests start theirs without, MESH_PG_FAST=1); any (default
 #                            for debug): measure whatever runs, the heading says which
+#   MESH_BENCH_KEEP_MESSAGES=on  keep the messages earlier runs stored (by default each run
+#                            starts from an empty history; users, friends and groups stay)
 #   CARGO_TARGET_DIR         where the binaries are built and run from
 #   Other MESH_* variables (e.g. MESH_DB_MAX_CONNECTIONS, RUST_LOG, MESH_NATS_PORT) pass
 #   through to the mesh and scripts/services.sh; the limits below are defaults only.
@@ -191,10 +193,25 @@ await_ready() {
 mkdir -p "$(dirname "$mesh_log")" bench
 # Streams and buckets are created by the migrate identity; serving roles only bind to them.
 "$bin/mesh" migrate >>"$mesh_log" 2>&1 || { tail -n 20 "$mesh_log" >&2; die "mesh migrate failed"; }
-# The bench database keeps every run's messages (millions of rows after a few runs), so
-# Postgres's autovacuum of chat.messages fell inside scenarios and took their CPU (13:11 run
-# of 2026-12-03). Vacuuming first resets what triggers it: a run inserts fewer rows than the
-# next autovacuum waits for. MESH_BENCH_VACUUM=off skips it.
+# Each run starts from an empty message history. Kept, a full run's half a million to two
+# million messages a time filled the disk (17 GB, 24 million rows by 2026-12-06, when a CI
+# run on the same disk failed for lack of space), and each run measured a bigger table than
+# the one before. The users, friendships and groups stay: registering the connections
+# scenario's 50,000 users takes minutes. Every conversation starts again at seq 1, and no
+# one has read anything. MESH_BENCH_KEEP_MESSAGES=on keeps them.
+if [[ "${MESH_BENCH_KEEP_MESSAGES:-off}" != on ]]; then
+  log "clearing the messages of earlier runs from the bench database"
+  "${psql:-psql}" "$db_url" -v ON_ERROR_STOP=1 -q >&2 <<'SQL' || die "clearing the bench database's messages failed"
+BEGIN;
+TRUNCATE chat.messages, chat.deleted_messages;
+UPDATE chat.conversations SET last_seq = 0, last_message_id = NULL WHERE last_seq <> 0;
+UPDATE chat.inbox SET read_seq = 0, hidden_at_seq = NULL WHERE read_seq <> 0 OR hidden_at_seq IS NOT NULL;
+COMMIT;
+SQL
+fi
+# Autovacuum of the bench database's tables fell inside scenarios and took their CPU (13:11
+# run of 2026-12-03, chat.messages). Vacuuming first resets what triggers it: a run changes
+# fewer rows than the next autovacuum waits for. MESH_BENCH_VACUUM=off skips it.
 if [[ "${MESH_BENCH_VACUUM:-on}" != off ]]; then
   log "vacuuming the bench database, so that autovacuum does not run inside a scenario"
   "${psql:-psql}" "$db_url" -qc "VACUUM (ANALYZE)" >&2 || die "VACUUM of the bench database failed"

@@ -27,12 +27,11 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 
 import yaml
 
-from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, status_of, wait_for
+from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, scratch_dir, status_of, wait_for
 
 
 NATS_SECRET = "wiring-nats"
@@ -266,8 +265,11 @@ def main():
     ap.add_argument("--mesh", required=True)
     ap.add_argument("--mode", choices=["all", "roles"], required=True)
     args = ap.parse_args()
+    with scratch_dir(f"chart-wiring-{args.mode}-") as scratch:
+        check(args, scratch)
 
-    scratch = tempfile.mkdtemp(prefix=f"chart-wiring-{args.mode}-")
+
+def check(args, scratch):
     prefix = f"chart{uuid.uuid4().hex[:10]}"
     docs = render(args, scratch, prefix)
     by = index(docs)

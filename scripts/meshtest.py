@@ -1,10 +1,13 @@
 """meshtest.py: what the deployment tests (chart_wiring.py, observe_dashboards.py) share: loopback
 ports from this project's test range, polling, and a small JSON client for the edge's API."""
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +21,19 @@ _handed_out = set()
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
     sys.exit(1)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix):
+    """A temporary directory for a check's keys, logs and data: removed when the check passes,
+    kept (and named on stderr) when it fails, for its logs."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    except BaseException:
+        print(f"logs and data of the failed check kept in {path}", file=sys.stderr)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port():

@@ -26,7 +26,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -35,7 +34,7 @@ import uuid
 
 import yaml
 
-from meshtest import Api, delete_prefix, fail, free_port, status_of, wait_for
+from meshtest import Api, delete_prefix, fail, free_port, scratch_dir, status_of, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASHBOARDS = os.path.join(ROOT, "observability", "dashboards")
@@ -251,7 +250,11 @@ def substitute(expr):
 
 
 def live_checks(args):
-    scratch = tempfile.mkdtemp(prefix="observe-")
+    with scratch_dir("observe-") as scratch:
+        check_live(args, scratch)
+
+
+def check_live(args, scratch):
     prefix = f"obs{uuid.uuid4().hex[:10]}"
     procs = Processes()
     try:
