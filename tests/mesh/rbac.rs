@@ -410,3 +410,64 @@ async fn grantors_hold_what_they_grant_and_the_last_super_admin_stays() {
     }
     mesh.stop().await;
 }
+
+/// Enabling an account takes the same standing as disabling it: a moderator holding
+/// `users:disable` cannot bring back an administrator a super_admin disabled (it would hand the
+/// administrator's permissions back), but can enable an account holding no more than it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_who_holds_what_an_account_is_granted_enables_it() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let root = root(c).await;
+    let admin = user_with_role(c, &root, "Ada", "admin").await;
+    let moderator = user_with_role(c, &root, "Mo", "moderator").await;
+    let (bob, _) = c.user("Bob").await;
+    let bob_id = bob["id"].as_str().unwrap();
+    let admin_id = admin.user_id.clone();
+    for id in [admin_id.as_str(), bob_id] {
+        ok(c.post_as(
+            &format!("/v1/admin/users/{id}/disable"),
+            &root.access,
+            json!({}),
+        )
+        .await);
+    }
+
+    assert_problem(
+        &c.post_as(
+            &format!("/v1/admin/users/{admin_id}/enable"),
+            &moderator.access,
+            json!({}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let (_, still) = c
+        .get_as(&format!("/v1/admin/users?q={admin_id}"), &root.access)
+        .await;
+    let listed = still["items"].as_array().expect("a page of accounts");
+    assert!(
+        listed
+            .iter()
+            .any(|a| a["id"] == admin_id.as_str() && a["disabled"] == true),
+        "the administrator stays disabled: {still}"
+    );
+
+    let enabled = ok(c
+        .post_as(
+            &format!("/v1/admin/users/{bob_id}/enable"),
+            &moderator.access,
+            json!({}),
+        )
+        .await);
+    assert_eq!(enabled["disabled"], false);
+    let enabled = ok(c
+        .post_as(
+            &format!("/v1/admin/users/{admin_id}/enable"),
+            &root.access,
+            json!({}),
+        )
+        .await);
+    assert_eq!(enabled["disabled"], false);
+}

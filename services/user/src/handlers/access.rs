@@ -44,6 +44,16 @@ pub async fn effective(
     if account.disabled {
         return Ok(Vec::new());
     }
+    granted(conn, account).await
+}
+
+/// What `account`'s roles and direct grants add up to, whether or not it is disabled: what
+/// it would act with once enabled, so what an administrator must hold to disable, enable or
+/// sign it out.
+pub async fn granted(
+    conn: impl PgExecutor<'_>,
+    account: &AccountRow,
+) -> Result<Vec<Permission>, Fault> {
     let rows = role_store::named(conn, &account.roles()).await?;
     let sets: Vec<Vec<Permission>> = rows
         .iter()

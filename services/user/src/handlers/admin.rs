@@ -39,8 +39,9 @@ pub async fn list_users(
     })
 }
 
-/// Disables or enables an account. Nobody disables their own account, an account holding
-/// permissions they do not hold, or the last enabled `super_admin`.
+/// Disables or enables an account. Nobody disables or enables an account granted permissions
+/// they do not hold (enabling a disabled administrator would hand its permissions back), nor
+/// disables their own account or the last enabled `super_admin`.
 pub async fn set_disabled(
     state: State,
     ctx: CallContext,
@@ -58,9 +59,9 @@ pub async fn set_disabled(
     let target = accounts::lock(&mut tx, req.user_id)
         .await?
         .ok_or_else(|| not_found("user"))?;
+    let target_holds = access::granted(&mut *tx, &target).await?;
+    roles::require_covers(&actor.held, &target_holds)?;
     if req.disabled {
-        let target_holds = access::effective(&mut *tx, &target).await?;
-        roles::require_covers(&actor.held, &target_holds)?;
         if target.roles().iter().any(|r| r == ROLE_SUPER_ADMIN)
             && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, target.id).await? == 0
         {

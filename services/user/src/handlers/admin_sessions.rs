@@ -39,7 +39,7 @@ pub async fn revoke(
     let target = accounts::by_id(&state.pool, req.user_id)
         .await?
         .ok_or_else(|| not_found("user"))?;
-    let target_holds = access::effective(&state.pool, &target).await?;
+    let target_holds = access::granted(&state.pool, &target).await?;
     if !permissions::covers(&actor.held, &target_holds) {
         return Err(ServiceError::new(
             ErrorCode::Forbidden,
