@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::bus::Bus;
 use crate::feed::{Feed, JetStreamError};
 
-/// How many times an event is tried before it is dead-lettered.
+/// How many deliveries of an event that fails for what it holds are tried before it is
+/// dead-lettered (failures while something it needs is away are not counted).
 pub const MAX_DELIVER: i64 = 5;
 
 fn publish_failed(err: impl std::fmt::Display) -> JetStreamError {
@@ -66,7 +67,11 @@ impl Bus {
             ack_policy: AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 1,
-            max_deliver: MAX_DELIVER + 1,
+            // No bound of JetStream's: the consumer dead-letters an event that keeps failing
+            // for what it holds, and keeps trying one that fails while Postgres or a service
+            // is away. A bound would drop such an event, unrecorded, after a few restarts of
+            // the worker during an outage.
+            max_deliver: -1,
             ..Default::default()
         };
         self.open_feed(Stream::Events, config, 1).await

@@ -23,8 +23,8 @@ use tokio::task::JoinSet;
 
 use crate::chat::{Friends, friends, private_id};
 use crate::faults::PrivateNats;
-use crate::harness::{TestMesh, Tokens, poll_until, wait_until};
-use crate::social_friends::befriend;
+use crate::harness::{TestMesh, Tokens, poll_until, scraped_sum, wait_until};
+use crate::social_friends::{befriend, send_request};
 use crate::ws::Ws;
 
 /// Every storing transaction of the worker processes stays open this long
@@ -555,6 +555,61 @@ async fn without_postgres_the_edge_answers_503_with_retry_after_at_once() {
         mesh.client.get_as("/v1/users/me", &ann.access).await.0 == StatusCode::OK
     })
     .await;
+    mesh.stop().await;
+}
+
+/// A Postgres outage longer than any retry budget loses no domain event: chat's notification
+/// consumer (a worker process of its own, reaching Postgres through the proxy) keeps trying an
+/// event it cannot record while the database is away, the user is notified once it is back,
+/// and nothing is dead-lettered. (Before, the event was dead-lettered after four quick retries,
+/// about 3 s, and with the dead letter unwritable too, JetStream stopped delivering it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_events_wait_out_a_postgres_outage() {
+    let mut proxy = PostgresProxy::in_front_of_the_tests_postgres().await;
+    let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
+    let mesh = TestMesh::spawn_roles(roles, |_| {}).await;
+    let through_proxy = with_port(mesh.database_url(), proxy.addr.port());
+    let (_worker, metrics) = ChatProcess::with_metrics(
+        &mesh,
+        "0",
+        &[
+            ("MESH_DATABASE_URL", through_proxy.as_str()),
+            ("MESH_CHAT_DATABASE_URL", through_proxy.as_str()),
+        ],
+    );
+    mesh.wait_ready().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+
+    proxy.down().await;
+    send_request(c, &ann, &bob, "while chat's database is away").await;
+    // Past the old budget of six deliveries: the event is still being tried.
+    let retries = r#"mesh_events_consumed_total{consumer="chat-notifications",outcome="retry"}"#;
+    poll_until(
+        "chat's notification consumer tries the event again through the outage",
+        Duration::from_secs(30),
+        || async { (scraped_sum(&metrics, retries).await? >= 8.0).then_some(()) },
+    )
+    .await;
+    proxy.up().await;
+
+    let received = bob_ws
+        .expect("the friend request's notification", |f| {
+            f["type"] == "notification" && f["kind"] == "friend_request_received"
+        })
+        .await;
+    assert_eq!(
+        received["data"]["request"]["from_user_id"],
+        ann.user_id.as_str()
+    );
+    let pool = PgPool::connect(mesh.database_url()).await.expect("connect");
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM chat.dead_letters")
+        .fetch_one(&pool)
+        .await
+        .expect("count dead letters");
+    assert_eq!(dead, 0, "an event was dead-lettered during the outage");
     mesh.stop().await;
 }
 

@@ -1,14 +1,18 @@
-//! Consuming domain events: a durable consumer per worker group, one event at a time, with
-//! bounded retries; an event that still fails is written to `<schema>.dead_letters` and skipped,
-//! so it never blocks the events behind it. Handlers remember processed event ids with
-//! `first_time` in the transaction of their effect, so a redelivery has no second effect.
+//! Consuming domain events: a durable consumer per worker group, one event at a time. An event
+//! whose handler fails for what it holds (a payload it cannot read, a row it contradicts) is
+//! tried a few times, then written to `<schema>.dead_letters` and skipped, so it never blocks
+//! the events behind it. One that fails because something it needs is away (Postgres, a
+//! service over NATS) is tried again for as long as that lasts, never dead-lettered or dropped:
+//! every event behind it would meet the same outage. Handlers remember processed event ids
+//! with `first_time` in the transaction of their effect, so a redelivery has no second effect.
 
 use std::future::Future;
 use std::time::Duration;
 
+use crate::postgres::is_transient;
 use crate::stop::pause;
-use mesh_contracts::Service;
 use mesh_contracts::events::EventEnvelope;
+use mesh_contracts::{Service, ServiceError};
 use mesh_nats::{Bus, Delivery, MAX_DELIVER};
 use mesh_observability::metrics::{EVENTS_CONSUMED, EVENTS_REDELIVERED};
 use mesh_observability::outage::Outage;
@@ -18,21 +22,63 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// Why a handler did not finish an event.
+/// Why a handler did not finish an event, and whether trying again later may succeed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{reason}")]
+pub struct HandlerError {
+    pub reason: String,
+    /// Something the handler needs is away (a lost connection, a timeout, a service that does
+    /// not answer): the same event may pass once it is back.
+    pub transient: bool,
+}
+
+impl HandlerError {
+    /// A failure that the same event meets again however often it is tried.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: false,
+        }
+    }
+
+    /// A failure for now: something the handler needs is away.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: true,
+        }
+    }
+
+    /// A service's refusal: transient when the service says so (unavailable, overloaded, timed
+    /// out), permanent otherwise.
+    pub fn from_service(what: &str, err: &ServiceError) -> Self {
+        Self {
+            reason: format!("{what}: {err}"),
+            transient: err.code.is_transient(),
+        }
+    }
+}
 
 impl From<sqlx::Error> for HandlerError {
     fn from(err: sqlx::Error) -> Self {
-        Self(format!("database: {err}"))
+        Self {
+            transient: is_transient(&err),
+            reason: format!("database: {err}"),
+        }
     }
 }
 
 impl From<serde_json::Error> for HandlerError {
     fn from(err: serde_json::Error) -> Self {
-        Self(format!("payload: {err}"))
+        Self::permanent(format!("payload: {err}"))
     }
+}
+
+/// Waits between two tries of an event that failed for now: doubling from 200 ms up to this.
+const MOST_TRANSIENT_PAUSE: Duration = Duration::from_secs(2);
+
+fn transient_pause(tries: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << tries.clamp(1, 5))).min(MOST_TRANSIENT_PAUSE)
 }
 
 /// Records that `consumer` processed `event` in `schema`; false when it already had (the
@@ -104,7 +150,7 @@ where
                 next = feed.next() => next,
             };
             match next {
-                Some(Ok(delivery)) => one(&consumer, &delivery, &handle).await,
+                Some(Ok(delivery)) => one(&consumer, &delivery, &handle, &mut outage, &stop).await,
                 Some(Err(err)) => {
                     outage_failed!(outage, consumer = consumer.name.as_str(), error = %err, "event feed failed");
                     break;
@@ -118,21 +164,91 @@ where
     }
 }
 
-async fn one<H, Fut>(consumer: &Consumer, delivery: &Delivery, handle: &H)
+/// Handles one delivery: acknowledged once handled; tried again while what it needs is away
+/// (until `stop`: then left unacknowledged, for JetStream to deliver again); asked again later
+/// when it failed for what it holds, and dead-lettered at the `MAX_DELIVER`th such delivery.
+async fn one<H, Fut>(
+    consumer: &Consumer,
+    delivery: &Delivery,
+    handle: &H,
+    outage: &mut Outage,
+    stop: &CancellationToken,
+) where
+    H: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let name = consumer.name.as_str();
+    if delivery.delivered > 1 {
+        EVENTS_REDELIVERED.with_label_values(&[name]).inc();
+    }
+    let mut tries = 0;
+    let err = loop {
+        tries += 1;
+        match attempt(consumer, delivery, handle).await {
+            Ok(()) => {
+                count(consumer, "ok");
+                outage_over!(outage, consumer = name, "events are handled again");
+                if let Err(err) = delivery.ack().await {
+                    tracing::warn!(consumer = name, error = %err, "event ack failed");
+                }
+                return;
+            }
+            Err(err) if err.transient => {
+                count(consumer, "retry");
+                outage_failed!(outage, consumer = name, error = %err, "event failed for now; trying it again");
+                // Still ours: JetStream must not hand it to another worker meanwhile.
+                delivery.in_progress().await;
+                if pause(stop, transient_pause(tries)).await {
+                    return;
+                }
+            }
+            Err(err) => break err,
+        }
+    };
+    if delivery.delivered < MAX_DELIVER {
+        count(consumer, "retry");
+        tracing::warn!(consumer = name, error = %err, "event failed; retrying");
+        let delay = Duration::from_millis(100 * 2u64.pow(delivery.delivered.clamp(1, 6) as u32));
+        delivery.retry_later(delay).await;
+        return;
+    }
+    tracing::error!(consumer = name, error = %err, "event dead-lettered");
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match dead_letter(consumer, &delivery.payload, &err.reason).await {
+            Ok(()) => {
+                count(consumer, "dead_lettered");
+                delivery.give_up().await;
+                return;
+            }
+            Err(db) => {
+                outage_failed!(outage, consumer = name, error = %db, "cannot write the dead letter; trying again");
+                delivery.in_progress().await;
+                if pause(stop, transient_pause(tries)).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn count(consumer: &Consumer, outcome: &str) {
+    EVENTS_CONSUMED
+        .with_label_values(&[consumer.name.as_str(), outcome])
+        .inc();
+}
+
+/// Runs the handler once over the delivery, in a span of its own.
+async fn attempt<H, Fut>(
+    consumer: &Consumer,
+    delivery: &Delivery,
+    handle: &H,
+) -> Result<(), HandlerError>
 where
     H: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
-    let count = |outcome: &str| {
-        EVENTS_CONSUMED
-            .with_label_values(&[consumer.name.as_str(), outcome])
-            .inc();
-    };
-    if delivery.delivered > 1 {
-        EVENTS_REDELIVERED
-            .with_label_values(&[consumer.name.as_str()])
-            .inc();
-    }
     let span = tracing::info_span!(
         parent: None,
         "event.process",
@@ -152,34 +268,7 @@ where
     if result.is_err() {
         mesh_observability::spans::fail(&span, "event handler failed");
     }
-    match result {
-        Ok(()) => {
-            count("ok");
-            if let Err(err) = delivery.ack().await {
-                tracing::warn!(consumer = consumer.name.as_str(), error = %err, "event ack failed");
-            }
-        }
-        Err(err) if delivery.delivered >= MAX_DELIVER => {
-            tracing::error!(consumer = consumer.name.as_str(), error = %err, "event dead-lettered");
-            match dead_letter(consumer, &delivery.payload, &err.0).await {
-                Ok(()) => {
-                    count("dead_lettered");
-                    delivery.give_up().await;
-                }
-                Err(db) => {
-                    tracing::error!(error = %db, "cannot write the dead letter; retrying");
-                    delivery.retry_later(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        Err(err) => {
-            count("retry");
-            tracing::warn!(consumer = consumer.name.as_str(), error = %err, "event failed; retrying");
-            let delay =
-                Duration::from_millis(100 * 2u64.pow(delivery.delivered.clamp(1, 6) as u32));
-            delivery.retry_later(delay).await;
-        }
-    }
+    result
 }
 
 async fn dead_letter(consumer: &Consumer, payload: &[u8], error: &str) -> sqlx::Result<()> {
@@ -191,4 +280,33 @@ async fn dead_letter(consumer: &Consumer, payload: &[u8], error: &str) -> sqlx::
         error,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_contracts::ErrorCode;
+
+    #[test]
+    fn what_is_away_is_tried_again_and_what_the_event_holds_is_not() {
+        assert!(HandlerError::from(sqlx::Error::PoolTimedOut).transient);
+        assert!(HandlerError::from(sqlx::Error::PoolClosed).transient);
+        assert!(!HandlerError::from(sqlx::Error::RowNotFound).transient);
+        let unreadable = serde_json::from_str::<EventEnvelope>("{").unwrap_err();
+        assert!(!HandlerError::from(unreadable).transient);
+        let away = ServiceError::new(ErrorCode::ServiceUnavailable, "social is away");
+        assert!(HandlerError::from_service("group managers", &away).transient);
+        let refused = ServiceError::new(ErrorCode::NotFound, "no such group");
+        let refused = HandlerError::from_service("group managers", &refused);
+        assert!(!refused.transient);
+        assert!(refused.reason.starts_with("group managers: "));
+    }
+
+    #[test]
+    fn tries_for_now_back_off_to_a_bound() {
+        let pauses: Vec<u64> = (1..=8)
+            .map(|tries| transient_pause(tries).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [200, 400, 800, 1600, 2000, 2000, 2000, 2000]);
+    }
 }

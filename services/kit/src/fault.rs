@@ -51,13 +51,10 @@ impl Fault {
     }
 }
 
-/// Pool timeouts and I/O errors mean Postgres is unreachable or saturated, which the client
-/// may retry (503); any other database error is a bug or a broken invariant (500).
+/// Postgres unreachable, saturated or restarting is something the client may retry (503); any
+/// other database error is a bug or a broken invariant (500).
 fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    )
+    crate::postgres::is_transient(err)
 }
 
 impl From<Fault> for ServiceError {

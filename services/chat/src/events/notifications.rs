@@ -44,7 +44,7 @@ async fn recipients(state: &State, audience: Audience) -> Result<Vec<Uuid>, Hand
             .membership()
             .managers(group_id)
             .await
-            .map_err(|err| HandlerError(format!("group managers: {err}")))?
+            .map_err(|err| HandlerError::from_service("group managers", &err))?
             .into_iter()
             .filter(|u| Some(*u) != except)
             .collect(),
