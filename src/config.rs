@@ -68,6 +68,8 @@ pub struct Settings {
     pub console: Option<mesh_edge::ConsoleConfig>,
     /// Delays and locks after failed sign-ins (user service).
     pub login_throttle: mesh_user::LoginThrottle,
+    /// Password-hashing threads of the user service; each keeps a 19 MiB buffer.
+    pub user_hash_threads: usize,
     /// What each role of this process needs; a role runs when its part is here.
     pub roles: RoleSettings,
     /// The databases `mesh migrate` brings up to date, when this process migrates.
@@ -188,6 +190,11 @@ impl Settings {
         let guard = raw.guard.parse().map_err(|all| p.extend(all)).ok();
         let console = raw.console.parse().map_err(|err| p.push(err)).ok();
         let login_throttle = raw.guard.login_throttle().map_err(|all| p.extend(all)).ok();
+        let available = std::thread::available_parallelism().ok().map(|n| n.get());
+        let user_hash_threads = p.take(
+            "MESH_USER_HASH_THREADS",
+            hash_threads(raw.user_hash_threads.as_deref(), available),
+        );
         p.finish()?;
         let (nats_credentials, nats_role_credentials, nats_replicas) = nats.expect("checked");
         let shared = shared.expect("checked");
@@ -217,9 +224,31 @@ impl Settings {
             guard: guard.expect("checked"),
             console: console.expect("checked"),
             login_throttle: login_throttle.expect("checked"),
+            user_hash_threads: user_hash_threads.expect("checked"),
             roles: role_settings.expect("checked"),
             migrate: databases.map(|d| d.expect("checked")),
         })
+    }
+}
+
+/// Most password-hashing threads by default. Each keeps a 19 MiB buffer, and the CPUs
+/// `available_parallelism` reports are the node's when the container has no CPU limit: 64
+/// threads would keep 1.2 GiB, over a pod's memory limit.
+const DEFAULT_MOST_HASH_THREADS: usize = 8;
+/// Most password-hashing threads at all (4.75 GiB of buffers): more is a typo.
+const MOST_HASH_THREADS: usize = 256;
+
+/// The user service's password-hashing threads: as set, or the `available` CPUs (2 when
+/// unknown) up to `DEFAULT_MOST_HASH_THREADS`.
+fn hash_threads(raw: Option<&str>, available: Option<usize>) -> Result<usize, String> {
+    let Some(raw) = raw.map(str::trim).filter(|raw| !raw.is_empty()) else {
+        return Ok(available.unwrap_or(2).clamp(1, DEFAULT_MOST_HASH_THREADS));
+    };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=MOST_HASH_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be 1-{MOST_HASH_THREADS} (each thread keeps 19 MiB), not {raw:?}"
+        )),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Flags and environment variables of the `mesh` binary, as given: the subcommand (which
-//! roles run) and the raw values `Settings::parse` checks.
+//! roles run) and the raw values `Settings::parse` checks. A value that may hold a secret (a
+//! URL with a password, a password, token or key) is never shown: `--help` hides the value its
+//! variable has (`hide_env_values`), and `Debug` prints it redacted.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -59,10 +62,15 @@ pub enum RoleArg {
 }
 
 /// Raw values as given; parsed into `Settings` by `Settings::parse`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Clone, Default, Args)]
 pub struct RawSettings {
     /// NATS server URL, or several separated by commas (the nodes of a cluster).
-    #[arg(long, env = "MESH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "MESH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
     /// NATS user name (with `--nats-password`).
     #[arg(long, env = "MESH_NATS_USER")]
@@ -100,16 +108,16 @@ pub struct RawSettings {
     #[arg(long, env = "MESH_PREFIX", default_value = "mesh")]
     pub prefix: String,
     /// Postgres URL shared by the services unless overridden per service.
-    #[arg(long, env = "MESH_DATABASE_URL")]
+    #[arg(long, env = "MESH_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Postgres URL of the user service.
-    #[arg(long, env = "MESH_USER_DATABASE_URL")]
+    #[arg(long, env = "MESH_USER_DATABASE_URL", hide_env_values = true)]
     pub user_database_url: Option<String>,
     /// Postgres URL of the social service.
-    #[arg(long, env = "MESH_SOCIAL_DATABASE_URL")]
+    #[arg(long, env = "MESH_SOCIAL_DATABASE_URL", hide_env_values = true)]
     pub social_database_url: Option<String>,
     /// Postgres URL of the chat service.
-    #[arg(long, env = "MESH_CHAT_DATABASE_URL")]
+    #[arg(long, env = "MESH_CHAT_DATABASE_URL", hide_env_values = true)]
     pub chat_database_url: Option<String>,
     /// Connections per service pool.
     #[arg(long, env = "MESH_DB_MAX_CONNECTIONS", default_value = "10")]
@@ -204,8 +212,241 @@ pub struct RawSettings {
     /// Comma-separated phones that become admins when they register.
     #[arg(long, env = "MESH_BOOTSTRAP_ADMINS", default_value = "")]
     pub bootstrap_admins: String,
+    /// Password-hashing threads of the user service, 1-256; each keeps a 19 MiB buffer.
+    /// Default: the CPUs this process may use, at most 8.
+    #[arg(long, env = "MESH_USER_HASH_THREADS")]
+    pub user_hash_threads: Option<String>,
     #[command(flatten)]
     pub guard: crate::guard_flags::GuardFlags,
     #[command(flatten)]
     pub console: crate::console_flags::ConsoleFlags,
+}
+
+/// Shown in place of a value that may hold a secret.
+const REDACTED: &str = "[redacted]";
+
+/// A URL (or a comma-separated list) as `Debug` shows it: as it is when it cannot carry
+/// credentials (no user info, query or key-value pairs), else redacted.
+fn shown_url(url: &str) -> &str {
+    if url.contains(['@', '?', '=', ' ']) {
+        REDACTED
+    } else {
+        url
+    }
+}
+
+impl fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Taken apart field by field, so that a new flag does not compile until it is decided
+        // here whether its value may hold a secret.
+        let Self {
+            nats_url,
+            nats_user,
+            nats_password,
+            nats_token,
+            nats_nkey_seed,
+            nats_creds,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key,
+            nats_role_credentials,
+            nats_replicas,
+            prefix,
+            database_url,
+            user_database_url,
+            social_database_url,
+            chat_database_url,
+            db_max_connections,
+            http_addr,
+            metrics_addr,
+            public_url,
+            jwt_private_key,
+            jwt_public_key,
+            jwt_issuer,
+            jwt_audience,
+            access_ttl,
+            refresh_ttl,
+            refresh_reuse_grace,
+            rpc_timeout,
+            max_body_bytes,
+            chat_partitions,
+            chat_max_unstored,
+            chat_batch_size,
+            chat_store_rounds,
+            chat_store_linger,
+            chat_compact_every,
+            chat_open_private,
+            chat_recall_window,
+            chat_dedup_window,
+            ws_allowed_origins,
+            ws_heartbeat,
+            ws_idle_timeout,
+            ws_send_queue,
+            ws_max_frame_bytes,
+            bootstrap_admins,
+            user_hash_threads,
+            guard,
+            console,
+        } = self;
+        fn database(url: &Option<String>) -> Option<&str> {
+            url.as_deref().map(shown_url)
+        }
+        f.debug_struct("RawSettings")
+            .field("nats_url", &shown_url(nats_url))
+            .field("nats_user", nats_user)
+            .field("nats_password", nats_password)
+            .field("nats_token", nats_token)
+            .field("nats_nkey_seed", nats_nkey_seed)
+            .field("nats_creds", nats_creds)
+            .field("nats_tls_ca", nats_tls_ca)
+            .field("nats_tls_cert", nats_tls_cert)
+            .field("nats_tls_key", nats_tls_key)
+            .field("nats_role_credentials", nats_role_credentials)
+            .field("nats_replicas", nats_replicas)
+            .field("prefix", prefix)
+            .field("database_url", &database(database_url))
+            .field("user_database_url", &database(user_database_url))
+            .field("social_database_url", &database(social_database_url))
+            .field("chat_database_url", &database(chat_database_url))
+            .field("db_max_connections", db_max_connections)
+            .field("http_addr", http_addr)
+            .field("metrics_addr", metrics_addr)
+            .field("public_url", &public_url.as_deref().map(shown_url))
+            .field("jwt_private_key", jwt_private_key)
+            .field("jwt_public_key", jwt_public_key)
+            .field("jwt_issuer", jwt_issuer)
+            .field("jwt_audience", jwt_audience)
+            .field("access_ttl", access_ttl)
+            .field("refresh_ttl", refresh_ttl)
+            .field("refresh_reuse_grace", refresh_reuse_grace)
+            .field("rpc_timeout", rpc_timeout)
+            .field("max_body_bytes", max_body_bytes)
+            .field("chat_partitions", chat_partitions)
+            .field("chat_max_unstored", chat_max_unstored)
+            .field("chat_batch_size", chat_batch_size)
+            .field("chat_store_rounds", chat_store_rounds)
+            .field("chat_store_linger", chat_store_linger)
+            .field("chat_compact_every", chat_compact_every)
+            .field("chat_open_private", chat_open_private)
+            .field("chat_recall_window", chat_recall_window)
+            .field("chat_dedup_window", chat_dedup_window)
+            .field("ws_allowed_origins", ws_allowed_origins)
+            .field("ws_heartbeat", ws_heartbeat)
+            .field("ws_idle_timeout", ws_idle_timeout)
+            .field("ws_send_queue", ws_send_queue)
+            .field("ws_max_frame_bytes", ws_max_frame_bytes)
+            .field("bootstrap_admins", bootstrap_admins)
+            .field("user_hash_threads", user_hash_threads)
+            .field("guard", guard)
+            .field("console", console)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The environment of a deployment whose URLs carry passwords.
+    const SECRET_ENV: [(&str, &str); 5] = [
+        ("MESH_NATS_URL", "nats://edge:nats-secret-1@nats:4222"),
+        ("MESH_DATABASE_URL", "postgres://mesh:pg-secret-2@db/mesh"),
+        (
+            "MESH_USER_DATABASE_URL",
+            "postgres://u:pg-secret-3@db/users",
+        ),
+        (
+            "MESH_SOCIAL_DATABASE_URL",
+            "postgres://s@db/social?password=pg-secret-4",
+        ),
+        ("MESH_CHAT_DATABASE_URL", "postgres://c:pg-secret-5@db/chat"),
+    ];
+
+    /// Set in the copy of this test binary that only prints the help.
+    const PRINT_HELP: &str = "MESH_TEST_PRINT_HELP";
+
+    /// `mesh --help` in an environment holding secrets names the variables, never their
+    /// values. Clap reads the environment as the command is built, so the help is rendered by
+    /// a copy of this test binary started with that environment (this process's own cannot be
+    /// changed: no `unsafe`).
+    #[test]
+    fn help_never_shows_a_secret_from_the_environment() {
+        if std::env::var_os(PRINT_HELP).is_some() {
+            print!("{}", Cli::command().render_long_help());
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "flags::tests::help_never_shows_a_secret_from_the_environment",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PRINT_HELP, "1")
+            .envs(SECRET_ENV)
+            .output()
+            .expect("run the help printer");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{help}");
+        for (name, value) in SECRET_ENV {
+            assert!(help.contains(name), "{name} is described");
+            let secret = value.rsplit_once("secret-").expect("a secret").1;
+            assert!(
+                !help.contains(&format!("secret-{secret}")),
+                "the value of {name} shown:\n{help}"
+            );
+        }
+        assert!(help.contains("[default: nats://127.0.0.1:4222]"));
+    }
+
+    /// Every flag whose value may be a secret hides it from `--help`.
+    #[test]
+    fn every_secret_flag_hides_its_value() {
+        let command = Cli::command();
+        let secret = |name: &str| {
+            name.ends_with("_URL") && name != "MESH_PUBLIC_URL"
+                || ["_PASSWORD", "_TOKEN", "_SEED", "_SECRET"]
+                    .iter()
+                    .any(|end| name.ends_with(end))
+        };
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(name) = arg.get_env().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if secret(name) {
+                assert!(arg.is_hide_env_values_set(), "{name} shows its value");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 8, "the URLs, the NATS password, token and seed");
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let cli = Cli::try_parse_from([
+            "mesh",
+            "--nats-url=nats://a:nats-secret@n1:4222,nats://n2:4222",
+            "--nats-password=pw-secret",
+            "--database-url=postgres://mesh:pg-secret@db/mesh",
+            "--user-database-url=postgres://db/users?password=q-secret",
+            "--social-database-url=host=db password=kv-secret",
+            "--chat-database-url=postgres://db/chat",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains(r#"chat_database_url: Some("postgres://db/chat")"#),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("ws_heartbeat"),
+            "every other field shown: {shown}"
+        );
+        let plain = Cli::try_parse_from(["mesh", "--nats-url=nats://n1:4222"]).unwrap();
+        assert!(format!("{:?}", plain.raw).contains("nats://n1:4222"));
+    }
 }

@@ -42,7 +42,8 @@ pub async fn connect_bus(settings: &Settings, role: NatsRole, name: &str) -> any
 /// The streams and buckets `mesh migrate` declares, from the settings.
 pub fn topology_settings(settings: &Settings) -> TopologySettings {
     TopologySettings {
-        revoked_ttl: settings.access_ttl,
+        // As long as the edges accept a revoked session's tokens, and as they remember it.
+        revoked_ttl: mesh_edge::revocation_ttl(settings.access_ttl),
         dedup_window: settings.chat.dedup_window,
         replicas: settings.nats_replicas,
         chat_partitions: settings.chat.partitions,
@@ -169,9 +170,7 @@ pub fn user_config(settings: &Settings, user: &UserRole) -> UserConfig {
         refresh_ttl: settings.refresh_ttl,
         refresh_reuse_grace: settings.refresh_reuse_grace,
         bootstrap_admin_phones: settings.bootstrap_admin_phones.clone(),
-        hash_concurrency: std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2),
+        hash_concurrency: settings.user_hash_threads,
         login_throttle: settings.login_throttle,
     }
 }

@@ -8,6 +8,7 @@ pub mod asyncapi;
 pub mod audit;
 pub mod auth;
 pub mod chat;
+pub mod client_address;
 pub mod error;
 pub mod events;
 pub mod formats;

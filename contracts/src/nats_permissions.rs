@@ -239,7 +239,7 @@ impl Prefix {
                 p.subscribe(self.push_many());
                 // How far each ingest partition is behind (admission of new messages).
                 p.subscribe(self.all_chat_backlogs());
-                // Presence changes and resend answers go straight to the user's connections.
+                // Answers to resends go straight to the sender's connections.
                 p.publish(self.push_user_any());
                 // Administrators' mesh health: each service's statistics (`$SRV.STATS`).
                 for service in Service::ALL {
@@ -256,8 +256,8 @@ impl Prefix {
                 p.publish(format!("$JS.API.STREAM.MSG.GET.{ingest}"));
                 p.publish(format!("$JS.API.STREAM.PURGE.{ingest}"));
             }
-            NatsRole::Outbox => p.publish(self.push_user_any()),
-            NatsRole::User | NatsRole::Social | NatsRole::Migrate => {}
+            // The outbox relays events and writes the audit log; it pushes to nobody.
+            NatsRole::User | NatsRole::Social | NatsRole::Outbox | NatsRole::Migrate => {}
         }
         for stream in STREAMS {
             let (publishers, consumers) = stream_access(stream);
@@ -498,7 +498,10 @@ mod tests {
                     assert_eq!(subscribers.len(), 1, "{subject}: {subscribers:?}");
                     assert_eq!(subscribers[0].service(), Some(service), "{subject}");
                 }
+                // Only the chat worker and the edge (resend answers) push to a user.
                 Subject::PushUser(_) => {
+                    let pushers = vec![NatsRole::Edge, NatsRole::Chat];
+                    assert_eq!(who_publishes(&subject), pushers, "{subject}");
                     assert_eq!(who_subscribes(&subject), vec![NatsRole::Edge], "{subject}");
                 }
                 // Only the chat worker chooses who receives a push to many users.

@@ -1,6 +1,7 @@
 //! The client's address: the TCP peer, or, when that peer is a trusted proxy
 //! (`MESH_TRUSTED_PROXIES`), the address it reports in `Forwarded` or `X-Forwarded-For`. Limits,
-//! audit records and sessions all use this one answer.
+//! audit records and sessions all use this one answer; per-address limits count it by
+//! `mesh_contracts::client_address::limit_key` (an IPv6 client by its /64).
 
 use std::net::IpAddr;
 

@@ -13,7 +13,7 @@ pub struct EdgeConfig {
     pub jwt_public_key_pem: String,
     pub jwt_issuer: String,
     pub jwt_audience: String,
-    /// Access-token lifetime: how long a revoked session must be remembered.
+    /// Access-token lifetime; revocations are remembered for `revocation_ttl(access_ttl)`.
     pub access_ttl: Duration,
     /// Deadline of every RPC the edge makes.
     pub rpc_timeout: Duration,

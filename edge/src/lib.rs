@@ -49,6 +49,7 @@ pub use config::{
     Cidr, ConsoleConfig, EdgeConfig, GuardConfig, IdempotencySettings, Quota, RateLimitConfig,
     WsConfig,
 };
+pub use token::revocation_ttl;
 
 use crate::realtime::{Hub, HubSettings, PresenceDeps};
 use crate::revoked::RevokedSessions;
@@ -81,6 +82,8 @@ pub(crate) struct EdgeState {
     pub limits: rate_limit::RateLimits,
     /// Roles' permissions and users' grants, for the routes that need a permission.
     pub permissions: permissions::PermissionCache,
+    /// `/readyz`: the services' shared answer, and whether shutdown began.
+    pub readiness: health::Readiness,
 }
 
 pub(crate) type SharedState = Arc<EdgeState>;
@@ -149,19 +152,23 @@ pub async fn run(
         hub: hub.clone(),
         limits: rate_limit::RateLimits::new(config.guard.limits.clone()),
         permissions,
+        readiness: health::Readiness::default(),
     });
     let idempotency = idempotency::Idempotency::new(
         state.bus.bucket(Bucket::Idempotency).await?,
         config.guard.idempotency,
     );
-    let app = app(state, &config, idempotency);
+    let app = app(state.clone(), &config, idempotency);
     let acceptor = acceptor::NoDelayAcceptor::from_std(listener)?;
     // Realtime connections are closed (1001) as soon as shutdown begins: SSE streams are
-    // responses the server's grace period waits for, WebSockets are not.
+    // responses the server's grace period waits for, WebSockets are not. Readiness fails from
+    // then on, for clients still on a kept-alive connection.
     let shutdown = {
         let hub = hub.clone();
+        let state = state.clone();
         async move {
             shutdown.await;
+            state.readiness.stop();
             hub.shutdown();
         }
     };

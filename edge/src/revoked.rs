@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Upper bound on remembered revocations; beyond it the oldest are evicted (their tokens are
-/// about to expire anyway, since entries live no longer than an access token).
+/// about to expire anyway, since entries live little longer than an access token).
 const CAPACITY: u64 = 1_000_000;
 
 /// Called with every revocation the watch delivers (again after a re-opened watch).
@@ -25,11 +25,13 @@ pub struct RevokedSessions {
 }
 
 impl RevokedSessions {
+    /// Remembers each revocation as long as the `REVOKED` bucket does, until every token of
+    /// the session has stopped being accepted (`revocation_ttl`).
     pub fn new(access_ttl: Duration, listener: RevocationListener) -> Self {
         Self {
             sessions: Cache::builder()
                 .max_capacity(CAPACITY)
-                .time_to_live(access_ttl)
+                .time_to_live(crate::token::revocation_ttl(access_ttl))
                 .build(),
             listener,
         }

@@ -27,6 +27,8 @@ impl TokenDigest {
 
 /// Allowed clock difference between the issuing worker and this edge, in seconds.
 const LEEWAY_SECS: u64 = 30;
+/// The same, as a duration.
+const LEEWAY: Duration = Duration::from_secs(LEEWAY_SECS);
 /// Verified tokens remembered at most.
 const VERIFIED_CAPACITY: u64 = 50_000;
 /// How long a verified token is remembered at most; its expiry is checked on every use.
@@ -114,6 +116,14 @@ impl TokenVerifier {
     pub fn valid_until(&self, claims: &AccessClaims) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(LEEWAY_SECS))
     }
+}
+
+/// How long a session's revocation must be remembered (the `REVOKED` bucket's age and each
+/// edge's copy) so that it outlives every token it covers: a token revoked the moment it was
+/// issued is accepted for `access_ttl` plus the leeway, and once more the leeway when this
+/// edge's clock runs behind the issuing worker's by as much as the leeway allows.
+pub fn revocation_ttl(access_ttl: Duration) -> Duration {
+    access_ttl + LEEWAY + LEEWAY
 }
 
 /// Whether `claims` are past their expiry plus the allowed clock difference at `now` (the
@@ -240,18 +250,45 @@ mod tests {
         );
     }
 
+    /// A token issued at `iat` and revoked at once, its edge's clock behind the issuer's by
+    /// the whole leeway: its revocation is still remembered when the edge last accepts it.
     #[test]
-    fn expiry_allows_the_leeway_and_not_a_second_more() {
-        let claims = |exp| AccessClaims {
+    fn a_revocation_outlives_every_token_it_covers() {
+        for access_ttl in [1, 60, 900, 86_400] {
+            let iat = 1_000_000;
+            let exp = iat + access_ttl;
+            let revoked_until = iat + revocation_ttl(Duration::from_secs(access_ttl)).as_secs();
+            // The edge's clock reads `LEEWAY_SECS` less than the real time: the last real second
+            // it accepts the token is its last accepted reading plus that difference.
+            let last_accepted = exp + LEEWAY_SECS + LEEWAY_SECS;
+            assert!(
+                revoked_until >= last_accepted,
+                "access TTL {access_ttl}s: revocation gone at {revoked_until}, token accepted until {last_accepted}"
+            );
+            let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+            let claims = claims_between(iat, exp);
+            assert!(!expired(&claims, at(last_accepted - LEEWAY_SECS)));
+            assert!(expired(&claims, at(revoked_until - LEEWAY_SECS + 1)));
+        }
+    }
+
+    /// Claims of a token valid from `iat` to `exp` (seconds), everything else empty.
+    fn claims_between(iat: u64, exp: u64) -> AccessClaims {
+        AccessClaims {
             sub: Uuid::nil(),
             sid: Uuid::nil(),
             jti: Uuid::nil(),
             roles: Vec::new(),
             iss: String::new(),
             aud: String::new(),
-            iat: 0,
+            iat,
             exp,
-        };
+        }
+    }
+
+    #[test]
+    fn expiry_allows_the_leeway_and_not_a_second_more() {
+        let claims = |exp| claims_between(0, exp);
         let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
         assert!(!expired(&claims(1_000), at(1_000 + LEEWAY_SECS)));
         assert!(expired(&claims(1_000), at(1_000 + LEEWAY_SECS + 1)));

@@ -1,8 +1,9 @@
 //! Hosts a mesh service on the NATS services API: one endpoint per RPC operation.
 //!
 //! Requests are handled concurrently up to a bound; each gets a span that continues the
-//! caller's trace. On shutdown the endpoints stop taking requests, in-flight ones finish,
-//! and the service deregisters from discovery.
+//! caller's trace. On shutdown the endpoints stop taking requests, the ones already delivered
+//! to this instance and those in flight are answered, and the service deregisters from
+//! discovery.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -169,25 +170,37 @@ async fn serve_endpoint(
     limit: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let request = tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => break,
-            request = endpoint.next() => match request {
-                Some(request) => request,
-                None => break,
-            },
-        };
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            break;
-        };
+    let serve = |request, permit| {
         let handler = handler.clone();
         let this = operation.clone();
         tokio::spawn(async move {
             handle_one(request, &this, handler).await;
             drop(permit);
         });
+    };
+    loop {
+        let request = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            request = endpoint.next() => match request {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        serve(request, permit);
     }
+    // Stopping: NATS routes new requests to the other instances (or answers "no responders"
+    // at once); the ones it already handed to this one are still answered, not left to their
+    // callers' timeouts.
     let _ = endpoint.stop().await;
+    while let Some(request) = endpoint.next().await {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        serve(request, permit);
+    }
 }
 
 async fn handle_one(

@@ -11,8 +11,9 @@ use crate::bus::{Bus, ConnectError};
 /// Lifetimes that depend on configuration.
 #[derive(Debug, Clone)]
 pub struct TopologySettings {
-    /// How long a revoked session id is remembered: the access-token lifetime, after which
-    /// every token of that session has expired anyway.
+    /// How long a revoked session id is remembered: the access-token lifetime plus the edges'
+    /// leeway for expiry and a margin for clock difference (`mesh_edge::revocation_ttl`),
+    /// after which every token of that session is refused anyway.
     pub revoked_ttl: Duration,
     /// How long JetStream itself drops a resent chat message (same `Nats-Msg-Id`); the chat
     /// store recognises resends after that too.
@@ -48,8 +49,9 @@ fn check_partitions(
 }
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Presence entries vanish after two missed heartbeats.
-const PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// How long a user's presence entry outlives its last refresh (the bucket's max age); start-up
+/// refuses a heartbeat (the refresh pace) that does not fit twice into it.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
 /// Failed sign-ins are forgotten this long after the last one (which ends a lock).
 pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 

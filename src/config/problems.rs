@@ -13,6 +13,13 @@ use super::{
 };
 use crate::flags::RawSettings;
 
+/// How long a user's `PRESENCE` key outlives its last refresh: the bucket's max age, which
+/// `mesh migrate` sets.
+const PRESENCE_LIFETIME: Duration = mesh_nats::PRESENCE_TTL;
+/// Refreshes a presence key's lifetime must hold, so that one late or lost refresh does not
+/// show a connected user offline. Edges refresh every `MESH_WS_HEARTBEAT`.
+const PRESENCE_REFRESHES: u32 = 2;
+
 /// Duration settings for which zero is meaningful (no grace, no linger).
 const ZERO_ALLOWED: [&str; 2] = ["MESH_REFRESH_REUSE_GRACE", "MESH_CHAT_STORE_LINGER"];
 
@@ -337,6 +344,19 @@ impl Problems {
             self.0
                 .push("MESH_WS_IDLE_TIMEOUT: must be longer than MESH_WS_HEARTBEAT".into());
         }
+        // The heartbeat also paces the presence refreshes, and the presence lifetime is fixed
+        // by the bucket: refuse a heartbeat that lets a connected user's key expire.
+        let longest_beat = PRESENCE_LIFETIME / PRESENCE_REFRESHES;
+        if heartbeat.is_some_and(|beat| beat > longest_beat) {
+            self.0.push(format!(
+                "MESH_WS_HEARTBEAT: must be at most {}: it is also how often an edge refreshes \
+                 a connected user's presence, whose entry lives {} (the PRESENCE bucket's age) \
+                 and must outlast {PRESENCE_REFRESHES} refreshes, or the user shows offline \
+                 while connected",
+                humantime::format_duration(longest_beat),
+                humantime::format_duration(PRESENCE_LIFETIME),
+            ));
+        }
         let send_queue = self.take("MESH_WS_SEND_QUEUE", raw.ws_send_queue.parse::<usize>());
         if send_queue.is_some_and(|n| n < 8) {
             self.0.push("MESH_WS_SEND_QUEUE: must be at least 8".into());
@@ -357,7 +377,7 @@ impl Problems {
             .collect();
         Some(WsSettings {
             allowed_origins,
-            heartbeat: heartbeat?,
+            heartbeat: heartbeat.filter(|beat| *beat <= longest_beat)?,
             idle_timeout: idle_timeout.filter(|idle| heartbeat.is_some_and(|b| *idle > b))?,
             send_queue: send_queue.filter(|n| *n >= 8)?,
             max_frame_bytes: max_frame_bytes.filter(|n| *n >= 1024)?,
@@ -369,4 +389,44 @@ impl Problems {
 /// value whose problem was recorded (`None`).
 fn complete<T>(part: Option<Option<T>>) -> Option<Option<T>> {
     part.map(|part| part.ok_or(())).transpose().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::flags::Cli;
+
+    /// The socket problems of `heartbeat` and `idle` (every other setting at its default).
+    fn ws_problems(heartbeat: &str, idle: &str) -> (Option<WsSettings>, Vec<String>) {
+        let mut raw = Cli::try_parse_from(["mesh"]).unwrap().raw;
+        raw.ws_heartbeat = heartbeat.into();
+        raw.ws_idle_timeout = idle.into();
+        let mut problems = Problems::default();
+        let ws = problems.ws(&raw);
+        (ws, problems.0)
+    }
+
+    #[test]
+    fn a_heartbeat_must_refresh_presence_twice_in_its_lifetime() {
+        for beat in ["20s", "30s"] {
+            let (ws, problems) = ws_problems(beat, "120s");
+            assert!(problems.is_empty(), "{beat}: {problems:?}");
+            assert!(ws.is_some(), "{beat}");
+        }
+        for beat in ["31s", "60s", "90s"] {
+            let (ws, problems) = ws_problems(beat, "300s");
+            assert!(ws.is_none(), "{beat}");
+            let [problem] = &problems[..] else {
+                panic!("{beat}: {problems:?}");
+            };
+            assert!(
+                problem.starts_with("MESH_WS_HEARTBEAT: must be at most 30s")
+                    && problem.contains("presence")
+                    && problem.contains("lives 1m"),
+                "{problem}"
+            );
+        }
+    }
 }

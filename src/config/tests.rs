@@ -150,3 +150,24 @@ fn a_missing_database_is_reported_once_with_everything_that_needs_it() {
         );
     }
 }
+
+#[test]
+fn hash_threads_default_to_the_cpus_up_to_eight_and_are_checked() {
+    assert_eq!(hash_threads(None, Some(64)), Ok(8), "a node's 64 cores");
+    assert_eq!(hash_threads(None, Some(4)), Ok(4));
+    assert_eq!(hash_threads(Some(""), Some(1)), Ok(1));
+    assert_eq!(hash_threads(None, None), Ok(2));
+    assert_eq!(hash_threads(Some(" 12 "), Some(64)), Ok(12));
+    for bad in ["0", "-1", "many", "257"] {
+        assert!(hash_threads(Some(bad), Some(4)).is_err(), "{bad}");
+    }
+    let mut r = raw();
+    r.user_hash_threads = Some("0".into());
+    let problems = Settings::parse(&r, &[], false).err().unwrap().join("\n");
+    assert!(problems.contains("MESH_USER_HASH_THREADS"), "{problems}");
+    r.user_hash_threads = Some("3".into());
+    assert_eq!(
+        Settings::parse(&r, &[], false).unwrap().user_hash_threads,
+        3
+    );
+}

@@ -1,9 +1,13 @@
 //! Accounts and sessions end to end: register, login, tokens, refresh rotation, logout.
 
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{PASSWORD, TestMesh, Tokens, assert_problem, keys, unique_phone, wait_until};
+use crate::harness::{
+    PASSWORD, TestMesh, Tokens, assert_problem, keys, poll_until, unique_phone, wait_until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_login_and_read_own_profile() {
@@ -351,6 +355,90 @@ async fn logout_is_refused_on_every_edge_and_logout_all_ends_every_device() {
         second_edge.get_as("/v1/users/me", &fresh.access).await.0,
         StatusCode::OK
     );
+    mesh.stop().await;
+}
+
+/// A session revoked as its token was issued stays refused for as long as an edge still takes
+/// the token (its expiry plus the clock leeway), not only for the access-token lifetime: the
+/// edge that saw the revocation remembers it, and an edge started later finds it in the
+/// `REVOKED` bucket. (Both forgot it after the lifetime, and the token worked again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_outlives_the_access_token_lifetime() {
+    let access_ttl = Duration::from_secs(2);
+    let mut mesh = TestMesh::spawn_with(|s| s.access_ttl = access_ttl).await;
+    let c = mesh.client.clone();
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    let ann = c.login(&phone).await;
+    let (status, body) = c.post_as("/v1/auth/logout", &ann.access, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let revoked_at = Instant::now();
+    wait_until("the edge refuses the logged-out token", || async {
+        c.get_as("/v1/users/me", &ann.access).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    // The token expires with the lifetime but is taken for the 30 s leeway after it: refused
+    // all along, until well past the lifetime.
+    let past_lifetime = access_ttl + Duration::from_secs(2);
+    poll_until(
+        "the access-token lifetime to pass",
+        past_lifetime + Duration::from_secs(10),
+        || async {
+            assert_problem(
+                &c.get_as("/v1/users/me", &ann.access).await,
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+            );
+            (revoked_at.elapsed() > past_lifetime).then_some(())
+        },
+    )
+    .await;
+    let late_edge = mesh.spawn_edge().await;
+    assert_problem(
+        &late_edge.get_as("/v1/users/me", &ann.access).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    );
+    mesh.stop().await;
+}
+
+/// `mesh migrate` brings an existing `REVOKED` bucket to the age the settings ask for (an
+/// upgrade from a release that kept revocations for the access-token lifetime only), and the
+/// serving roles start on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_updates_the_age_of_an_existing_revocation_bucket() {
+    use mesh_contracts::Bucket;
+    use mesh_contracts::nats_permissions::NatsRole;
+
+    let mut mesh = TestMesh::spawn().await;
+    let age = async |mesh: &TestMesh| {
+        let client = mesh.nats_client_as(NatsRole::Migrate).await;
+        let name = mesh.settings.prefix.bucket(Bucket::Revoked);
+        let bucket = async_nats::jetstream::new(client)
+            .get_key_value(&name)
+            .await
+            .expect("the REVOKED bucket");
+        bucket.status().await.expect("bucket status").max_age()
+    };
+    let wanted = mesh_edge::revocation_ttl(mesh.settings.access_ttl);
+    assert!(wanted > mesh.settings.access_ttl);
+    assert_eq!(age(&mesh).await, wanted);
+    // As an older release left it.
+    let mut older = mesh.settings.clone();
+    older.access_ttl = Duration::from_secs(60);
+    let left = nats_mesh::roles::topology_settings(&older);
+    let migrate = mesh.bus_as(NatsRole::Migrate, "older-migrate").await;
+    migrate
+        .ensure_topology(&left)
+        .await
+        .expect("older topology");
+    assert_ne!(age(&mesh).await, wanted);
+    nats_mesh::roles::migrate_nats(&mesh.settings)
+        .await
+        .expect("migrate");
+    assert_eq!(age(&mesh).await, wanted);
+    let edge = mesh.spawn_edge().await;
+    assert_eq!(edge.get("/healthz").await.0, StatusCode::OK);
     mesh.stop().await;
 }
 

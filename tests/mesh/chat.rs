@@ -715,6 +715,42 @@ async fn history_pages_both_ways_and_the_list_pages_by_recency() {
     mesh.stop().await;
 }
 
+/// A forged list cursor is the caller's fault: one whose time Postgres cannot store, whose id
+/// holds a NUL byte or is no conversation id, or whose numbers overflow, is a 400 (the
+/// database would have refused it with a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_conversation_cursor_is_refused_as_bad_input() {
+    let mesh = TestMesh::spawn().await;
+    let (_, ann) = mesh.client.user("ann").await;
+    let group = "g:0190a0b0-0000-7000-8000-000000000000";
+    for cursor in [
+        // About 7500 BC: `time` holds it, Postgres (from 4714 BC) does not.
+        format!("0.-300000000000000000000.{group}"),
+        "1.1700000000000000000.%00".to_owned(),
+        "1.1700000000000000000.g:%00".to_owned(),
+        "1.1700000000000000000.not-a-conversation".to_owned(),
+        "1.1700000000000000000.g:0190A0B0-0000-7000-8000-000000000000".to_owned(),
+        format!("0.999999999999999999999999999999999999999999.{group}"),
+        format!("2.1700000000000000000.{group}"),
+    ] {
+        let answer = mesh
+            .client
+            .get_as(&format!("/v1/conversations?cursor={cursor}"), &ann.access)
+            .await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST, "validation_failed");
+    }
+    // The earliest time Postgres holds is still a cursor.
+    let earliest = ok(mesh
+        .client
+        .get_as(
+            &format!("/v1/conversations?cursor=1.-210866803200000000000.{group}"),
+            &ann.access,
+        )
+        .await);
+    assert!(earliest["items"].is_array(), "{earliest}");
+    mesh.stop().await;
+}
+
 /// Every column of `chat.messages` has the statistics target 10 (migration 0007), so that
 /// autovacuum's ANALYZE of a large table samples 3,000 rows, not 30,000 (long enough to hold up
 /// store rounds). The sample follows the largest target, so one column added later at the

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use crate::harness::{Answer, PASSWORD, TestMesh, assert_problem, unique_phone};
+use crate::harness::{Answer, PASSWORD, TestMesh, assert_problem, unique_phone, wait_until};
 
 /// An answer with its headers, for the checks that need them.
 struct Full {
@@ -489,6 +489,126 @@ async fn health_readiness_openapi_and_docs_are_served() {
     mesh.stop().await;
 }
 
+/// With a worker role down (no social service), `/readyz` is 503 and names it, while
+/// `/readyz?exclude=services`, the edge's Kubernetes readiness probe, is 200: one role down does
+/// not take every edge out of its Service. The edge serves what it can and answers the routes
+/// of the missing service with a 503 problem itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_can_leave_the_services_out() {
+    use nats_mesh::Role;
+
+    let roles = &[Role::Edge, Role::User, Role::Chat, Role::Outbox];
+    let mesh = TestMesh::spawn_roles(roles, |_| {}).await;
+    let c = &mesh.client;
+    // The services are asked in order: once the user service answers, social is the one named.
+    wait_until("readiness names the social service", || async {
+        let (status, body) = c.get("/readyz").await;
+        status == StatusCode::SERVICE_UNAVAILABLE
+            && body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("social"))
+    })
+    .await;
+    assert_problem(
+        &c.get("/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    for query in ["exclude=services", "exclude=services&exclude=services"] {
+        let (status, body) = c.get(&format!("/readyz?{query}")).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("ready")),
+            "{query}: {body}"
+        );
+    }
+    for query in [
+        "exclude=nats",
+        "exclude=services&exclude=social",
+        "exclude=",
+    ] {
+        assert_problem(
+            &c.get(&format!("/readyz?{query}")).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        );
+    }
+    let (_, ann) = c.user("ann").await;
+    assert_eq!(
+        c.get_as("/v1/users/me", &ann.access).await.0,
+        StatusCode::OK
+    );
+    assert_problem(
+        &c.get_as("/v1/friends", &ann.access).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    mesh.stop().await;
+}
+
+/// `/readyz` is outside the rate limits, so its checks of the services are shared: 64 probes
+/// at once cost at most one check (a health RPC to each service), and a stream of probes one
+/// check a second. A subscriber of the user service's health subject sees every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_share_the_services_checks() {
+    use futures::FutureExt;
+    use futures::StreamExt;
+    use mesh_contracts::Rpc;
+    use mesh_contracts::nats_permissions::NatsRole;
+    use mesh_contracts::user::Health;
+    use std::time::{Duration, Instant};
+
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let watcher = mesh.nats_client_as(NatsRole::User).await;
+    let subject = mesh.settings.prefix.rpc(Health::SERVICE, Health::OP);
+    let mut asked = watcher.subscribe(subject).await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    // The checks made so far and not yet counted: the server sends this connection the copies
+    // of the requests it took before the flush's ping, ahead of the pong.
+    let mut checks = async || {
+        watcher.flush().await.expect("flush");
+        let mut seen = 0;
+        while let Some(Some(_)) = asked.next().now_or_never() {
+            seen += 1;
+        }
+        seen
+    };
+
+    let probes = (0..64).map(|_| c.get("/readyz"));
+    for (status, body) in futures::future::join_all(probes).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let burst = checks().await;
+    assert!(burst <= 1, "{burst} checks for 64 probes at once");
+
+    // Probes one after another until two checks were made: about a second apart (less the
+    // time a probe takes to be answered and counted).
+    let mut first_check = None;
+    let mut probes = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let apart = loop {
+        assert!(Instant::now() < deadline, "no second check within 20 s");
+        assert_eq!(c.get("/readyz").await.0, StatusCode::OK);
+        probes += 1;
+        let seen = checks().await;
+        assert!(seen <= 1, "{seen} checks for one probe");
+        if seen == 1 {
+            match first_check {
+                None => first_check = Some((Instant::now(), probes)),
+                Some((at, probe)) => break (at.elapsed(), probes - probe),
+            }
+        }
+    };
+    let (elapsed, between) = apart;
+    assert!(
+        elapsed >= Duration::from_millis(500),
+        "two checks {elapsed:?} apart ({between} probes)"
+    );
+    assert!(between > 10, "{between} probes between two checks");
+    mesh.stop().await;
+}
+
 /// The value of the first sample of `metric` whose labels include all of `labels`.
 fn sample(metrics: &str, metric: &str, labels: &[&str]) -> Option<f64> {
     metrics
@@ -688,12 +808,21 @@ async fn no_input_yields_a_5xx() {
         "?limit=0",
         "?limit=-1",
         "?limit=99999999999",
-        "?cursor=%00",
+        // A NUL in a list cursor's id, and in a UUID cursor.
+        "?cursor=1.0.g:%00",
         "?disabled=maybe",
         "?phone=%2B&nickname=%25",
         "?ids=,,,",
         "?nickname=%5C",
+        // A list cursor whose time Postgres cannot hold (about 7500 BC).
+        "?cursor=0.-300000000000000000000.g:00000000-0000-0000-0000-000000000000",
+        // Other page bounds at their extremes, and NULs in the search filters.
+        "?since=0000-01-01T00:00:00%2B23:59&from=0000-01-01T00:00:00%2B23:59\
+         &to=9999-12-31T23:59:59-23:59&before_seq=9223372036854775807\
+         &nickname=%00&q=%00&action=%00",
     ];
+    // Each body is sent with one query, so a query past the bodies would never be sent.
+    assert!(queries.len() <= bodies.len());
     let mut checked = 0;
     for (path, operations) in &paths {
         for method in operations.as_object().expect("operations").keys() {

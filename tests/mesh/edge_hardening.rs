@@ -463,6 +463,48 @@ async fn auth_routes_are_limited_per_client_address_through_trusted_proxies() {
     mesh.stop().await;
 }
 
+/// An IPv6 client gains nothing by rotating through the addresses of its /64: the edge's auth
+/// limit and the user service's sign-in lockout both count the whole /64. (The addresses come
+/// as a trusted proxy's `X-Forwarded-For`: the tests' own peer is one loopback address.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_client_rotating_addresses_in_its_64_shares_its_limits() {
+    let mesh = TestMesh::spawn_with(|s| {
+        quick_throttle(1_000, 1_000, 2)(s);
+        s.guard.limits.auth_per_ip = per_minute(3);
+        s.guard.trusted_proxies = vec![mesh_edge::Cidr::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let c = &mesh.client;
+    let from = async |address: &str| login_from(c, &unique_phone(), Some(address)).await;
+    for address in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::2"] {
+        let guess = from(address).await;
+        assert_problem(
+            &guess.answer(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        );
+    }
+    // Two failures lock the /64 out, whichever of its addresses comes next ...
+    assert_problem(
+        &from("2001:db8:1:2::3").await.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "login_locked",
+    );
+    // ... and three attempts spent its budget at the edge.
+    assert_problem(
+        &from("2001:db8:1:2::4").await.answer(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    // The next /64 is another client.
+    assert_problem(
+        &from("2001:db8:1:3::1").await.answer(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    mesh.stop().await;
+}
+
 /// Without trusted proxies a forged `X-Forwarded-For` changes nothing: the peer is the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_of_untrusted_peers_are_ignored() {

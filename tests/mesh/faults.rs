@@ -402,3 +402,199 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     mesh.stop().await;
     drop(nats);
 }
+
+/// The social worker's caches do not outlive a break in its invalidation feed: a feed that
+/// reopens delivers only new events, so whatever changed while it was closed would stay stale
+/// until the entries expire. The break here is the feed's consumer vanishing (as it does when
+/// NATS restarts without it, or drops it after a long disconnection); the change is written
+/// straight to Postgres (no event at all), so only starting over can make the worker see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn social_caches_start_over_when_the_invalidation_feed_reopens() {
+    use mesh_contracts::{Service, Stream};
+
+    let nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| s.nats_url = url.clone()).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let group = crate::social_groups::create_group(c, &ann, "open", 10).await;
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    let rename = |name: String| {
+        let (db, group) = (db.clone(), group.clone());
+        async move {
+            sqlx::query("UPDATE social.groups SET name = $2 WHERE id = $1::uuid")
+                .bind(group)
+                .bind(name)
+                .execute(&db)
+                .await
+                .expect("rename");
+        }
+    };
+    let name = || async {
+        let (status, body) = c.get_as(&format!("/v1/groups/{group}"), &ann.access).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["name"].as_str().unwrap().to_owned()
+    };
+
+    // The social worker's feed is the one ephemeral consumer of the social events alone (the
+    // chat worker's projection of them is durable).
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.expect("NATS"));
+    let stream_name = mesh.settings.prefix.stream(Stream::Events);
+    let filter = mesh.settings.prefix.service_events(Service::Social);
+    let feed = || async {
+        let (stream, names) =
+            crate::harness::stream_and_consumers(&jetstream, &stream_name).await?;
+        for consumer in names {
+            let config = stream.consumer_info(&consumer).await.ok()?.config.clone();
+            let social_only =
+                config.filter_subject == filter || config.filter_subjects == [filter.clone()];
+            if social_only && config.durable_name.is_none() {
+                return Some(consumer);
+            }
+        }
+        None
+    };
+    let consumer = poll_until("the invalidation feed", Duration::from_secs(10), feed).await;
+
+    // A profile read fills the cache, and a rename behind its back is not seen. (Tried again
+    // should the feed's first open have cleared the cache in between.)
+    let mut renames = 0;
+    let (before, filled) = loop {
+        renames += 1;
+        assert!(renames <= 10, "the profile is never served from the cache");
+        let (before, filled) = (name().await, Instant::now());
+        rename(format!("renamed {renames}")).await;
+        if name().await == before {
+            break (before, filled);
+        }
+    };
+
+    let stream = jetstream.get_stream(&stream_name).await.expect("events");
+    stream
+        .delete_consumer(&consumer)
+        .await
+        .expect("delete the feed's consumer");
+    poll_until("the feed open again", Duration::from_secs(10), || async {
+        feed().await.filter(|again| *again != consumer)
+    })
+    .await;
+    let seen = poll_until(
+        "the renamed group after the feed reopened",
+        Duration::from_secs(10),
+        || async { Some(name().await).filter(|now| *now != before) },
+    )
+    .await;
+    assert_eq!(seen, format!("renamed {renames}"));
+    // Sooner than the entry would have expired by itself.
+    let ttl = mesh_social::SocialConfig::new(Duration::from_secs(1)).cache_ttl;
+    assert!(
+        filled.elapsed() < ttl,
+        "seen after {:?}, not before the cache lifetime {ttl:?}",
+        filled.elapsed()
+    );
+    db.close().await;
+    mesh.stop().await;
+    drop(nats);
+}
+
+/// A service instance told to stop still answers the requests NATS already handed to it:
+/// dropped, each would leave its caller waiting out the RPC deadline (5 s), on every rolling
+/// restart. The stand-in user service runs one request at a time, so while the first waits
+/// at a gate the others sit in its subscription when it is told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
+    use futures::StreamExt;
+    use mesh_contracts::user::{Empty, Health};
+    use mesh_contracts::{Rpc, Service};
+    use mesh_nats::ServiceHost;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    const QUEUED: usize = 6;
+    let nats = PrivateNats::start().await;
+    let url = nats.url();
+    let roles = &[Role::Edge, Role::Social];
+    let mesh = TestMesh::spawn_roles(roles, |s| s.nats_url = url.clone()).await;
+    let service_bus = mesh.bus_as(NatsRole::User, "stand-in-user").await;
+    let (calls, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+    let host = ServiceHost::new(service_bus.clone(), Service::User, "one at a time")
+        .max_in_flight(1)
+        .handle::<Health, _, _, _, mesh_contracts::ServiceError>(
+            (calls.clone(), gate.clone()),
+            |(calls, gate), _ctx, _req: Empty| async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    gate.notified().await;
+                }
+                Ok(Empty {})
+            },
+        );
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(host.run(stop.clone().cancelled_owned()));
+    let subject = mesh.settings.prefix.rpc(Health::SERVICE, Health::OP);
+    let caller = async_nats::connect(&url).await.expect("connect to NATS");
+    let mut replies = caller
+        .subscribe("replies.>")
+        .await
+        .expect("subscribe to the replies");
+    let ask = |n: usize| {
+        let (caller, subject) = (caller.clone(), subject.clone());
+        async move {
+            caller
+                .publish_with_reply(subject, format!("replies.{n}"), "{}".into())
+                .await
+                .expect("publish a request");
+            caller.flush().await.expect("flush");
+        }
+    };
+    // The service may take a moment to subscribe: the first request is repeated until it runs.
+    poll_until(
+        "the first request runs",
+        Duration::from_secs(10),
+        || async {
+            ask(0).await;
+            (calls.load(Ordering::SeqCst) >= 1).then_some(())
+        },
+    )
+    .await;
+    for n in 1..=QUEUED {
+        ask(n).await;
+    }
+    // NATS wrote the requests to the service's connection before the answer to this ping:
+    // they are in its subscription.
+    service_bus.flush().await;
+    stop.cancel();
+    gate.notify_one();
+
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < QUEUED {
+        let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(4), replies.next()).await
+        else {
+            panic!(
+                "requests handed to the stopping service went unanswered: only {answered:?} of 1..={QUEUED}"
+            );
+        };
+        let n: usize = reply.subject.as_str()["replies.".len()..]
+            .parse()
+            .expect("a number");
+        assert!(
+            reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Service-Error"))
+                .is_none(),
+            "request {n} was refused: {reply:?}"
+        );
+        if n > 0 {
+            answered.insert(n);
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the service stops once they are answered")
+        .expect("the service task")
+        .expect("the service ran");
+    mesh.stop().await;
+}

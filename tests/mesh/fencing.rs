@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use mesh_contracts::nats_permissions::NatsRole;
 use mesh_contracts::{Bucket, Stream};
 use mesh_nats::KvBucket;
@@ -548,6 +547,11 @@ async fn without_postgres_the_edge_answers_503_with_retry_after_at_once() {
 
     proxy.down().await;
     assert_unavailable(get_within_a_second(&mesh, "/v1/users/me", &ann.access).await).await;
+    // Readiness reuses the services' answer for a second, so it may say "ready" that long.
+    wait_until("readiness sees the user service's outage", || async {
+        mesh.client.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
     assert_unavailable(get_within_a_second(&mesh, "/readyz", &ann.access).await).await;
 
     proxy.up().await;
@@ -749,12 +753,8 @@ async fn chat_resumes_after_nats_restarts_without_its_consumers() {
     let jetstream = async_nats::jetstream::new(client);
     let stream_name = mesh.settings.prefix.stream(Stream::ChatIn);
     let consumer = || async {
-        let stream = jetstream.get_stream(&stream_name).await.ok()?;
-        let names: Vec<String> = stream
-            .consumer_names()
-            .filter_map(|n| async { n.ok() })
-            .collect()
-            .await;
+        let (stream, names) =
+            crate::harness::stream_and_consumers(&jetstream, &stream_name).await?;
         let name = names
             .into_iter()
             .find(|name| name.starts_with(&format!("chat-p{partition}-")))?;

@@ -105,6 +105,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         },
         guard: lifted_limits(),
         login_throttle: mesh_user::LoginThrottle::default(),
+        user_hash_threads: 2,
         console: None,
         roles: every_role(database_url, keys),
         migrate: None,
@@ -330,9 +331,16 @@ impl TestMesh {
         .await
     }
 
+    /// Waits until `/readyz` answers 200 from a check of the services made after this call
+    /// (an edge shares one answer for a second: one from before a worker died would do).
     pub async fn wait_ready(&self) {
+        let since = Instant::now();
         wait_until("mesh ready", || async {
-            self.client.get("/readyz").await.0 == StatusCode::OK
+            let (status, body) = self.client.get("/readyz").await;
+            status == StatusCode::OK
+                && body["services_checked_ms_ago"]
+                    .as_u64()
+                    .is_some_and(|ago| Duration::from_millis(ago) <= since.elapsed())
         })
         .await;
     }
@@ -386,6 +394,21 @@ pub async fn scraped_sum(url: &str, name: &str) -> Option<f64> {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The JetStream stream `name` and the names of its consumers; `None` while it cannot be read.
+pub async fn stream_and_consumers(
+    jetstream: &async_nats::jetstream::Context,
+    name: &str,
+) -> Option<(async_nats::jetstream::stream::Stream, Vec<String>)> {
+    use futures::StreamExt;
+    let stream = jetstream.get_stream(name).await.ok()?;
+    let names = stream
+        .consumer_names()
+        .filter_map(|n| async { n.ok() })
+        .collect()
+        .await;
+    Some((stream, names))
 }
 
 /// Polls `check` until it is true, failing the test after 20 s.

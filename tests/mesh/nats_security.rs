@@ -276,3 +276,31 @@ async fn eavesdropping_impersonation_and_forgery_are_refused() {
     assert_eq!(status, StatusCode::OK, "{me}");
     mesh.stop().await;
 }
+
+/// Only the roles that push may publish to a user's push subject: the chat worker (frames of
+/// messages, reads, presence) and the edge (answers to resends). The outbox, user and social
+/// logins never push, so a leaked one cannot put frames on anybody's connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_pushing_roles_publish_to_a_users_connections() {
+    use futures::StreamExt;
+
+    let nats = SecureNats::start().await;
+    let push = nats.prefix.push_user(Uuid::now_v7());
+    let (edge, _) = client_as(&nats, NatsRole::Edge).await;
+    let mut delivered = edge.subscribe(push.clone()).await.unwrap();
+    edge.flush().await.unwrap();
+    let (chat, _) = client_as(&nats, NatsRole::Chat).await;
+    chat.publish(push.clone(), "from chat".into())
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(10), delivered.next())
+        .await
+        .expect("the chat worker's push arrives")
+        .expect("a subscription");
+    assert_eq!(&frame.payload[..], b"from chat");
+    for role in [NatsRole::Outbox, NatsRole::User, NatsRole::Social] {
+        let (client, mut errors) = client_as(&nats, role).await;
+        client.publish(push.clone(), "forged".into()).await.unwrap();
+        refused(&mut errors, &push).await;
+    }
+}

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use mesh_contracts::client_address::limit_key;
 use mesh_observability::metrics::RATE_LIMITED;
 
 /// Open connections by user and by address.
@@ -63,8 +64,10 @@ impl ConnectionLimits {
         }
     }
 
-    /// Takes a place for a connection of `user` from `ip`, unless a cap is reached.
+    /// Takes a place for a connection of `user` from `ip` (an IPv6 client counted by its /64,
+    /// `limit_key`), unless a cap is reached.
     pub fn open(&self, user: &str, ip: &str) -> Result<ConnectionSlot, ConnectionCap> {
+        let ip = &limit_key(ip);
         let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let by_user = counts.users.get(user).copied().unwrap_or(0);
         let by_ip = counts.ips.get(ip).copied().unwrap_or(0);
@@ -117,5 +120,22 @@ mod tests {
         );
         drop(a1);
         assert!(limits.open("ann", "2.2.2.2").is_ok());
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_the_cap() {
+        let limits = ConnectionLimits::new(10, 2);
+        let _a = limits.open("ann", "2001:db8::1").unwrap();
+        let b = limits.open("bob", "2001:db8::2").unwrap();
+        assert_eq!(
+            limits.open("cy", "2001:db8::3").err(),
+            Some(ConnectionCap::Ip(2))
+        );
+        assert!(limits.open("cy", "2001:db8:0:1::3").is_ok(), "another /64");
+        drop(b);
+        assert!(
+            limits.open("cy", "2001:db8::3").is_ok(),
+            "a place given back"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_contracts::ErrorCode;
+use mesh_contracts::client_address::limit_key;
 use mesh_observability::metrics::RATE_LIMITED;
 use moka::sync::Cache;
 use poem::http::{HeaderValue, Method};
@@ -171,14 +172,15 @@ impl RateLimits {
     }
 
     /// Checks an HTTP request of `class` from `ip` (and `user`, when authenticated). Answers
-    /// the tightest verdict: the refusing one, else the one with the fewest tokens left.
+    /// the tightest verdict: the refusing one, else the one with the fewest tokens left. An
+    /// IPv6 client is counted by its /64 (`limit_key`), so rotating addresses does not help.
     pub fn check_http(&self, class: RouteClass, ip: &str, user: Option<&str>) -> Verdict {
         let (by_ip, by_user) = match class {
             RouteClass::Auth => (&self.auth_ip, None),
             RouteClass::Write => (&self.write_ip, Some(&self.write_user)),
             RouteClass::Read => (&self.read_ip, Some(&self.read_user)),
         };
-        let mut verdict = by_ip.take(ip);
+        let mut verdict = by_ip.take(&limit_key(ip));
         if verdict.taken.allowed
             && let (Some(limit), Some(user)) = (by_user, user)
         {
@@ -312,5 +314,25 @@ mod tests {
         );
         assert_eq!(header(&response, "retry-after").as_deref(), Some("30"));
         assert!(header(&mut response, "ratelimit").is_some_and(|v| v.contains("r=0")));
+    }
+
+    /// A client rotating through the addresses of its IPv6 /64 shares one budget; another
+    /// /64 has its own.
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let limits = RateLimits::new(RateLimitConfig {
+            auth_per_ip: Quota::new(2, Duration::from_secs(60)),
+            ..RateLimitConfig::default()
+        });
+        let login = |ip: &str| limits.check_http(RouteClass::Auth, ip, None).taken.allowed;
+        assert!(login("2001:db8:1:2::1"));
+        assert!(login("2001:db8:1:2::2"));
+        assert!(
+            !login("2001:db8:1:2:ffff::3"),
+            "a third address of the same /64"
+        );
+        assert!(login("2001:db8:1:3::1"), "another /64");
+        // IPv4 addresses stay apart.
+        assert!(login("192.0.2.1") && login("192.0.2.1") && login("192.0.2.2"));
     }
 }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::postgres::is_transient;
+use crate::fault::is_transient;
 use crate::stop::pause;
 use mesh_contracts::events::EventEnvelope;
 use mesh_contracts::{Service, ServiceError};
@@ -165,7 +165,8 @@ where
 }
 
 /// Handles one delivery: acknowledged once handled; tried again while what it needs is away
-/// (until `stop`: then left unacknowledged, for JetStream to deliver again); asked again later
+/// (until `stop`, which also ends an attempt under way: the event is then left
+/// unacknowledged, for JetStream to deliver again); asked again later
 /// when it failed for what it holds, and dead-lettered at the `MAX_DELIVER`th such delivery.
 async fn one<H, Fut>(
     consumer: &Consumer,
@@ -184,7 +185,15 @@ async fn one<H, Fut>(
     let mut tries = 0;
     let err = loop {
         tries += 1;
-        match attempt(consumer, delivery, handle).await {
+        // Told to stop, drop the attempt (its transaction rolls back): the event stays
+        // unacknowledged, and `first_time` keeps its redelivery from a second effect.
+        let Some(result) = stop
+            .run_until_cancelled(attempt(consumer, delivery, handle))
+            .await
+        else {
+            return;
+        };
+        match result {
             Ok(()) => {
                 count(consumer, "ok");
                 outage_over!(outage, consumer = name, "events are handled again");

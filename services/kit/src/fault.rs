@@ -54,7 +54,30 @@ impl Fault {
 /// Postgres unreachable, saturated or restarting is something the client may retry (503); any
 /// other database error is a bug or a broken invariant (500).
 fn is_unavailable(err: &sqlx::Error) -> bool {
-    crate::postgres::is_transient(err)
+    is_transient(err)
+}
+
+/// True when a statement failed because Postgres is away or busy, not because of what it was
+/// asked: no connection (pool timeout or closed, I/O, TLS), SQLSTATE classes 08 connection
+/// exception, 40 transaction rollback (serialization failure, deadlock), 53 insufficient
+/// resources, 57 operator intervention (shutdown, statement timeout), 58 system error, and
+/// 55P03 lock not available. The same statement may pass later; anything else (a bug, a row
+/// that contradicts the statement) fails again however often it is tried.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "55P03"
+                || ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|c| code.starts_with(c))
+        }),
+        _ => false,
+    }
 }
 
 impl From<Fault> for ServiceError {

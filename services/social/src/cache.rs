@@ -153,6 +153,13 @@ impl Caches {
         self.members.invalidate(&group).await;
         self.groups.invalidate(&group).await;
     }
+    /// Forgets every entry of every cache: what the invalidation feed does when it opens, as
+    /// it may have missed events while it was closed and cannot tell which entries they hit.
+    pub fn clear(&self) {
+        self.friends.invalidate_all();
+        self.members.invalidate_all();
+        self.groups.invalidate_all();
+    }
 }
 
 /// Entries weigh the ids they hold, plus one for the entry itself.
@@ -163,6 +170,32 @@ fn weight(len: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn clear_forgets_every_cache() {
+        let caches = Caches::new(&SocialConfig::new(std::time::Duration::from_secs(1)));
+        let (user, group) = (Uuid::now_v7(), Uuid::now_v7());
+        let now = OffsetDateTime::now_utc();
+        caches.friends.insert(user, FriendSet::default()).await;
+        caches.members.insert(group, MemberMap::default()).await;
+        let row = GroupRow {
+            id: group,
+            name: "g".into(),
+            icon: None,
+            announcement: None,
+            join_policy: "open".into(),
+            max_members: 10,
+            member_count: 1,
+            owner_id: user,
+            created_at: now,
+            updated_at: now,
+        };
+        caches.groups.insert(group, Arc::new(row)).await;
+        caches.clear();
+        assert!(caches.friends.get(&user).await.is_none());
+        assert!(caches.members.get(&group).await.is_none());
+        assert!(caches.groups.get(&group).await.is_none());
+    }
 
     #[test]
     fn weights_grow_with_size_and_saturate() {

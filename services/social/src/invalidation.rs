@@ -1,7 +1,9 @@
 //! Keeps this instance's caches honest about writes made on other instances: every social
 //! event (relayed by the outbox role) invalidates the friend sets, group profiles and member
 //! lists it touches.
-//! Each instance reads its own feed of new events.
+//! Each instance reads its own feed of new events. The feed starts at the newest event, so
+//! whatever happened while it was closed is never delivered: each time it opens, the caches
+//! start over.
 
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ pub async fn run(state: State, stop: CancellationToken) {
         match opened {
             Ok(mut feed) => {
                 outage_over!(outage, "invalidation feed open again");
+                // Every open, the first too: requests are served (and fill the caches) before
+                // the feed first opens, and events of that time are not delivered either.
+                state.caches().clear();
                 loop {
                     let next = tokio::select! {
                         _ = stop.cancelled() => return,

@@ -1,8 +1,9 @@
 //! Password hashing with argon2id, on threads of its own and bounded in concurrency so that a
 //! login storm cannot starve other requests or exhaust memory. The pool is shared fairly: one
-//! client address holds at most half of it (at least one hash) at a time, and its further
-//! requests wait in a line of their own, so a storm from one address delays other users' hashes
-//! by about one hash, not by the length of the storm's queue.
+//! client address (an IPv6 client's whole /64, `limit_key`) holds at most half of it (at least
+//! one hash) at a time, and its further requests wait in a line of their own, so a storm from
+//! one address delays other users' hashes by about one hash, not by the length of the storm's
+//! queue.
 //!
 //! Each of the pool's threads takes the next hash from one shared queue as soon as it finishes
 //! one, and verifies in a 19 MiB block buffer of its own, kept between sign-ins. Handing each
@@ -18,6 +19,7 @@ use argon2::password_hash::PasswordHasher as _;
 use argon2::password_hash::phc::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mesh_contracts::client_address::limit_key;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane.
@@ -67,21 +69,22 @@ impl Hasher {
         })
     }
 
-    /// A place in `client`'s own line, held while its hash waits in the queue and runs.
+    /// A place in `client`'s own line (one per limit key), held while its hash waits in the
+    /// queue and runs.
     async fn line(&self, client: Option<&str>) -> anyhow::Result<Option<ClientLine>> {
-        let Some(client) = client else {
+        let Some(client) = client.map(limit_key) else {
             return Ok(None);
         };
         let line = {
             let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
             lines
-                .entry(client.to_owned())
+                .entry(client.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
                 .clone()
         };
         Ok(Some(ClientLine {
             permit: Some(line.acquire_owned().await?),
-            client: client.to_owned(),
+            client,
             lines: self.lines.clone(),
         }))
     }
@@ -320,6 +323,20 @@ mod tests {
         let after = run(&hasher.jobs, |blocks| blocks.len()).await.unwrap();
         assert_eq!(after, params().block_count(), "the thread's own buffer");
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    /// The addresses of one IPv6 /64 stand in one line: rotating through them gets a client no
+    /// larger share of the pool.
+    #[tokio::test]
+    async fn the_addresses_of_one_ipv6_64_share_a_line() {
+        let hasher = Hasher::new(4).await.unwrap();
+        let _first = hasher.line(Some("2001:db8:1:2::1")).await.unwrap();
+        let _second = hasher.line(Some("2001:db8:1:2::ffff")).await.unwrap();
+        let _other = hasher.line(Some("2001:db8:1:3::1")).await.unwrap();
+        let lines = hasher.lines.lock().unwrap();
+        assert_eq!(lines.len(), 2, "one line per /64");
+        let shared = &lines["2001:db8:1:2::/64"];
+        assert_eq!(shared.available_permits(), 0, "the /64's share is taken");
     }
 
     /// A storm of 12 hashes from one address, queued first, does not make another address

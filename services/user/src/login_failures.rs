@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_contracts::Bucket;
+use mesh_contracts::client_address::limit_key;
 use mesh_nats::{BucketFollower, Bus, Followed, KvBucket, KvError, LOGIN_FAILURE_WINDOW};
 use mesh_observability::metrics::LOGIN_FAILURE_KEYS_CURRENT;
 use sha2::{Digest, Sha256};
@@ -36,6 +37,8 @@ pub struct LoginFailures {
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 /// The bucket keys of one attempt: digests, so no phone or address is stored in the clear.
+/// The address is counted by its limit key: an IPv6 client by its /64, so that rotating
+/// addresses within it does not escape the lockout.
 pub struct Subjects {
     account: String,
     ip: Option<String>,
@@ -49,7 +52,7 @@ impl Subjects {
     pub fn new(phone: &str, ip: Option<&str>) -> Self {
         Self {
             account: key("account", phone),
-            ip: ip.map(|ip| key("ip", ip)),
+            ip: ip.map(|ip| key("ip", &limit_key(ip))),
         }
     }
 }
@@ -183,4 +186,23 @@ impl LoginFailures {
 pub struct Counted {
     pub failures: Failures,
     account_revision: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_their_failures() {
+        let ip = |address| Subjects::new("+123456", Some(address)).ip;
+        assert_eq!(ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff::9"));
+        assert_ne!(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1"));
+        assert_ne!(ip("192.0.2.1"), ip("192.0.2.2"));
+        assert_eq!(
+            ip("192.0.2.1"),
+            Some(key("ip", "192.0.2.1")),
+            "IPv4 keys unchanged"
+        );
+        assert_eq!(Subjects::new("+123456", None).ip, None);
+    }
 }

@@ -34,7 +34,7 @@ pub async fn list(
     let mut rows = conversations::list(&state.pool, user, limit, after.as_ref(), req.since).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|row| row.cursor().encode())
+        rows.last().map(next_cursor).transpose()?
     } else {
         None
     };
@@ -60,6 +60,18 @@ pub async fn list(
         })
         .collect();
     Ok(ConversationPage { items, next_cursor })
+}
+
+/// The cursor of the page after `last`. A stored id that is no conversation id is our fault:
+/// a 500, not a list that silently ends.
+fn next_cursor(last: &conversations::ListRow) -> Result<String, Fault> {
+    let cursor = last.cursor().ok_or_else(|| {
+        Fault::internal(format!(
+            "stored conversation id {:?} does not parse",
+            last.id
+        ))
+    })?;
+    Ok(cursor.encode())
 }
 
 pub async fn mark_read(

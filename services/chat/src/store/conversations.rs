@@ -1,6 +1,8 @@
 //! Conversations as each user sees them: the list, read positions and personal settings.
 
-use mesh_contracts::chat::{ChatMessage, ConversationSettings, MessageKind, ReadState};
+use mesh_contracts::chat::{
+    ChatMessage, ConversationId, ConversationSettings, MessageKind, ReadState,
+};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -54,12 +56,14 @@ impl ListRow {
         })
     }
 
-    pub fn cursor(&self) -> ListCursor {
-        ListCursor {
+    /// The cursor of the page after this row; `None` when the stored id is no conversation id
+    /// (every id is written from a `ConversationId`, so that is a broken invariant).
+    pub fn cursor(&self) -> Option<ListCursor> {
+        Some(ListCursor {
             pinned: self.pinned,
             updated_at: self.updated_at,
-            id: self.id.clone(),
-        }
+            id: ConversationId::parse(&self.id)?,
+        })
     }
 }
 
@@ -101,7 +105,7 @@ pub async fn list(
     .bind(since)
     .bind(after.map(|c| c.pinned))
     .bind(after.map(|c| c.updated_at))
-    .bind(after.map(|c| c.id.as_str()))
+    .bind(after.map(|c| c.id.to_string()))
     .bind(i64::from(limit) + 1)
     .fetch_all(pool)
     .await

@@ -61,12 +61,11 @@ pub async fn set_disabled(
         .ok_or_else(|| not_found("user"))?;
     let target_holds = access::granted(&mut *tx, &target).await?;
     roles::require_covers(&actor.held, &target_holds)?;
-    if req.disabled {
-        if target.roles().iter().any(|r| r == ROLE_SUPER_ADMIN)
-            && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, target.id).await? == 0
-        {
-            return Err(last_super_admin().into());
-        }
+    if req.disabled
+        && target.roles().iter().any(|r| r == ROLE_SUPER_ADMIN)
+        && accounts::other_enabled_holders(&mut tx, ROLE_SUPER_ADMIN, target.id).await? == 0
+    {
+        return Err(last_super_admin().into());
     }
     let row = accounts::set_disabled(&mut tx, req.user_id, req.disabled)
         .await?
