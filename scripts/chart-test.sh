@@ -5,7 +5,12 @@
 #      (all-in-one; per-role scaled with HPAs; ServiceMonitor + PrometheusRule), and that the
 #      chart refuses to render without a database URL and a JWT key pair;
 #   2. chart_checks.py: non-root, read-only root filesystem, probes, resources, HPA/PDB targets,
-#      PrometheusRule == observability/alerts, ServiceMonitor ports;
+#      PrometheusRule == observability/alerts, ServiceMonitor ports; then the deployment safety
+#      checks below: the Ingress routes the edge's public paths only (never /metrics, /healthz,
+#      /readyz); it needs edge.trustedProxies, which reach the edge; the edge's readiness does
+#      not ask the worker roles; PDBs let drains evict unready pods; the hash pool fits the
+#      memory limit; each pod gets only its role's database URLs, all by secretKeyRef; secrets
+#      and chart-owned settings are refused in plain env;
 #   3. `kubernetes-validate --strict` on every rendered manifest (the CRD kinds ServiceMonitor
 #      and PrometheusRule have no bundled schema and are left out; step 2 checks them);
 #   4. chart_wiring.py for mode "all" and mode "roles": the rendered containers run as local
@@ -55,7 +60,10 @@ grep -q 'jwt.existingSecret' <<<"$refusal" || { echo "chart: FAIL: unclear refus
 base=(--set database.url=postgres://h/db --set jwt.existingSecret=k)
 for bad in 'mode="both"' 'nats={"url":"http://nats:4222"}' 'roles={"edge":{"replicas":-1}}' \
            'database={"chatUrl":"mysql://h/db"}' 'unknownKey=1' \
-           'ingress={"hosts":[{"host":"a","paths":[{"path":"/","pathType":"Any"}]}]}'; do
+           'ingress={"hosts":[{"host":"a","paths":[{"path":"/","pathType":"Prefix"}]}]}' \
+           'edge={"trustedProxies":["everyone"]}' 'edge={"console":{"path":"/metrics"}}' \
+           'secretEnv={"MESH_NATS_PASSWORD":{"secretName":"s"}}' 'roles={"user":{"hashThreads":0}}' \
+           'roles={"edge":{"pdb":{"enabled":true,"unhealthyPodEvictionPolicy":"Never"}}}'; do
   if refusal="$(quiet_helm template x "$CHART" "${base[@]}" --set-json "$bad" 2>&1)" ||
      ! grep -q "schema" <<<"$refusal"; then
     echo "chart: FAIL: values.schema.json accepted $bad" >&2; exit 1
@@ -63,9 +71,119 @@ for bad in 'mode="both"' 'nats={"url":"http://nats:4222"}' 'roles={"edge":{"repl
 done
 echo "chart: values.schema.json refuses bad values" >&2
 
+# The chart refuses what it cannot deploy safely, saying what to set instead.
+refuses() {  # refuses WHAT EXPECTED-TEXT HELM-ARGS...
+  local what="$1" expect="$2" refusal; shift 2
+  if refusal="$(quiet_helm template x "$CHART" "${base[@]}" "$@" 2>&1)"; then
+    echo "chart: FAIL: rendered $what" >&2; exit 1
+  fi
+  grep -qF -- "$expect" <<<"$refusal" || { echo "chart: FAIL: unclear refusal of $what: $refusal" >&2; exit 1; }
+}
+refuses "an Ingress without trusted proxies" 'edge.trustedProxies' --set ingress.enabled=true
+quiet_helm template x "$CHART" "${base[@]}" --set ingress.enabled=true \
+  --set ingress.unsafeSharedClientAddress=true >/dev/null
+refuses "MESH_TRUSTED_PROXIES in env" 'edge.trustedProxies' --set env.MESH_TRUSTED_PROXIES=10.0.0.0/8
+refuses "a NATS password in the ConfigMap" 'secretEnv.MESH_NATS_PASSWORD' --set nats.env.MESH_NATS_PASSWORD=pw
+refuses "a NATS URL with credentials in the ConfigMap" 'secretEnv.MESH_NATS_URL' --set nats.url=nats://u:pw@nats:4222
+refuses "every role's NATS logins in every pod" 'nats.roleCredentials' \
+  --set nats.env.MESH_NATS_ROLE_CREDENTIALS=/etc/mesh/nats/role-credentials
+refuses "a database URL outside the per-role Secret" 'database.' --set roles.edge.env.MESH_DATABASE_URL=postgres://h/db
+refuses "a user pod whose memory limit the hash pool exceeds" 'hashThreads' \
+  --set mode=roles --set roles.user.resources.limits.memory=160Mi
+echo "chart: refuses Ingress without trusted proxies, secrets in plain env, chart-owned settings in env, a too small hash pool limit" >&2
+
 echo "== chart checks" >&2
 mkdir -p "$out/core"
 "$PY" scripts/chart_checks.py --alerts observability/alerts/mesh-alerts.yaml --out "$out/core" "$out"/*.yaml
+# Deployment safety of every rendered value set (plus mode roles with an Ingress and console off).
+quiet_helm template "nats-mesh" "$CHART" --namespace chat -f "$CHART/ci/all-in-one-values.yaml" \
+  --set mode=roles --set edge.console.enabled=false >"$out/roles-ingress.yaml"
+"$PY" - "$out"/*.yaml <<'PY'
+import re, sys, yaml
+
+# The edge's own routes (edge/src/lib.rs): `/` nests the OpenAPI service, all of it under /v1.
+lib = open("edge/src/lib.rs").read()
+tops = {p.split("/")[1] for p in re.findall(r'\.(?:at|nest)\(\s*"(/[^"]*)"', lib)} - {""}
+INTERNAL = {"metrics", "healthz", "readyz"}
+if not INTERNAL <= tops or "v1" not in tops:
+    sys.exit(f"chart: FAIL: cannot read the edge's routes from edge/src/lib.rs: {sorted(tops)}")
+PUBLIC = tops - INTERNAL
+DB = {"MESH_DATABASE_URL", "MESH_USER_DATABASE_URL", "MESH_SOCIAL_DATABASE_URL", "MESH_CHAT_DATABASE_URL"}
+DB_OF = {"edge": set(), "user": {"MESH_USER_DATABASE_URL"}, "social": {"MESH_SOCIAL_DATABASE_URL"},
+         "chat": {"MESH_CHAT_DATABASE_URL"}, "outbox": DB, "all": DB, "migrate": DB}
+problems = []
+
+def reaches(path, kind, url):
+    """Whether an Ingress path of this pathType routes `url` (Prefix: whole segments)."""
+    if kind == "Exact":
+        return url == path
+    path = path.rstrip("/")
+    return path == "" or url == path or url.startswith(path + "/")
+
+def mebibytes(q):
+    m = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    f = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    return float(m.group(1)) * f[m.group(2)] / 2**20
+
+for path in sys.argv[1:]:
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    name = path.rsplit("/", 1)[-1]
+    ingress = [d for d in docs if d["kind"] == "Ingress"]
+    console = None
+    for d in docs:
+        kind, where = d["kind"], f"{name} {d['kind']}/{d['metadata']['name']}"
+        if kind == "PodDisruptionBudget" and d["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+            problems.append(f"{where}: unready pods block node drains (unhealthyPodEvictionPolicy)")
+        if kind not in ("Deployment", "Job"):
+            continue
+        component = d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c.get("env") or []}
+        db_secrets = {env[n]["valueFrom"]["secretKeyRef"]["name"] for n in DB & set(env) if "valueFrom" in env[n]}
+        whole = {src["secretRef"]["name"] for src in c.get("envFrom") or [] if "secretRef" in src}
+        if whole & db_secrets or any(n.endswith("-database") or n.endswith("-migrate") for n in whole):
+            problems.append(f"{where}: takes the whole database Secret into its environment (envFrom)")
+        got = DB & set(env)
+        if got != DB_OF[component]:
+            problems.append(f"{where}: database URLs {sorted(got)}, its role reads {sorted(DB_OF[component])}")
+        if any("value" in env[n] for n in got):
+            problems.append(f"{where}: a database URL in plain text")
+        if kind == "Job":
+            continue
+        ready = c["readinessProbe"]["httpGet"]["path"]
+        want = "/readyz?exclude=services" if component == "edge" else "/readyz"
+        if ready != want:
+            problems.append(f"{where}: readiness probe {ready}, expected {want}")
+        if component in ("edge", "all"):
+            console = env.get("MESH_CONSOLE_PATH", {}).get("value")
+            if ingress and not env.get("MESH_TRUSTED_PROXIES", {}).get("value"):
+                problems.append(f"{where}: behind the Ingress without MESH_TRUSTED_PROXIES")
+        if component in ("user", "all"):
+            threads = env.get("MESH_USER_HASH_THREADS", {}).get("value")
+            limit = (c["resources"].get("limits") or {}).get("memory")
+            if not threads:
+                problems.append(f"{where}: MESH_USER_HASH_THREADS not set (the binary sizes its pool by the node)")
+            elif limit and mebibytes(limit) < int(threads) * 19 + (256 if component == "all" else 128):
+                problems.append(f"{where}: {threads} hash threads x 19Mi do not fit the {limit} limit")
+    for d in ingress:
+        where = f"{name} Ingress/{d['metadata']['name']}"
+        for rule in d["spec"]["rules"]:
+            paths = [(p["path"], p["pathType"]) for p in rule["http"]["paths"]]
+            for p, kind in paths:
+                for internal in INTERNAL:
+                    if reaches(p, kind, f"/{internal}"):
+                        problems.append(f"{where}: {p} ({kind}) exposes /{internal}")
+            wanted = {f"/{t}" for t in PUBLIC} | ({console} if console and console != "off" else set())
+            for url in sorted(wanted):
+                if not any(reaches(p, kind, url) for p, kind in paths):
+                    problems.append(f"{where}: the public {url} is not routed")
+            if console and console != "off" and not any(reaches(p, k, console + "/") for p, k in paths):
+                problems.append(f"{where}: the console's pages under {console}/ are not routed")
+if problems:
+    sys.exit("chart: FAIL:\n  " + "\n  ".join(problems))
+print(f"chart: Ingress routes only the public {sorted(PUBLIC)} (+ console); edge readiness, PDBs, "
+      "hash pool, per-role database URLs checked", file=sys.stderr)
+PY
 
 echo "== kubernetes-validate --strict" >&2
 "$VENV/bin/kubernetes-validate" --strict --quiet "$out"/core/*.yaml

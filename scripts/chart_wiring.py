@@ -8,12 +8,17 @@ written to a scratch directory) as a local process. Substitutions, and only thes
 each container's listen addresses (0.0.0.0:<containerPort>) get a free loopback port, since all
 "pods" share one host here. NATS and Postgres URLs come in as chart values.
 
-Checks: every MESH_* variable the chart sets is one `mesh --help` knows; the migration hook's
-command exits 0; every declared liveness/readiness probe answers 200 on the port it names; a
-chat message sent through the rendered edge (two users, friends) is stored; on SIGTERM the edge
-closes an open WebSocket with 1001 (clients reconnect to another edge); every process exits 0
-on SIGTERM within its terminationGracePeriodSeconds; with per-role NATS logins, no pod of one
-role (nor the migration Job) has another role's password in any file mounted into it.
+Checks: every MESH_* variable the chart sets is one `mesh --help` knows; no Secret's value
+sits in a ConfigMap or a plain env value; each pod gets only the database URLs its role reads
+(the edge none); a setting taken from a Secret (secretEnv) reaches every pod and the Job; the
+migration hook's command exits 0; every declared liveness/readiness probe answers 200 on the
+port it names; in mode roles the edge is ready while no other role runs (its readiness does not
+cascade from the workers); a chat message sent through the rendered edge (two users, friends) is
+stored; behind a trusted proxy (edge.trustedProxies) a sign-in's session carries the client
+address from X-Forwarded-For; on SIGTERM the edge closes an open WebSocket with 1001 (clients
+reconnect to another edge); every process exits 0 on SIGTERM within its
+terminationGracePeriodSeconds; with per-role NATS logins, no pod of one role (nor the migration
+Job) has another role's password in any file mounted into it.
 
 Usage: chart_wiring.py --helm HELM --chart DIR --mesh BIN --mode all|roles
        (MESH_NATS_URL and a fresh database in MESH_DATABASE_URL from the environment)
@@ -27,6 +32,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 
 import yaml
@@ -35,7 +41,17 @@ from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, scratch_dir
 
 
 NATS_SECRET = "wiring-nats"
+ENV_SECRET = "wiring-env"
 ROLES = ("edge", "user", "social", "chat", "outbox", "migrate")
+DB_URLS = ("MESH_DATABASE_URL", "MESH_USER_DATABASE_URL", "MESH_SOCIAL_DATABASE_URL",
+           "MESH_CHAT_DATABASE_URL")
+# The database URLs each process reads (src/config: a service its own, outbox and migrations all).
+DB_URLS_OF = {"edge": set(), "user": {"MESH_USER_DATABASE_URL"},
+              "social": {"MESH_SOCIAL_DATABASE_URL"}, "chat": {"MESH_CHAT_DATABASE_URL"},
+              "outbox": set(DB_URLS), "all": set(DB_URLS), "migrate": set(DB_URLS)}
+# The "ingress" in front of the rendered edge is this script on loopback; a client behind it.
+PROXY = "127.0.0.1/32"
+CLIENT_BEHIND_PROXY = "203.0.113.7"
 
 
 def role_secret(creds_text):
@@ -72,9 +88,13 @@ def render(args, scratch, prefix):
         "--set", f"database.url={os.environ['MESH_DATABASE_URL']}",
         "--set-file", f"jwt.privateKey={keys}/jwt_ed25519.pem",
         "--set-file", f"jwt.publicKey={keys}/jwt_ed25519.pub.pem",
-        # Short timers so the mesh settles quickly; still names the binary must know.
-        "--set", "env.MESH_RPC_TIMEOUT=5s",
+        # Short timers so the mesh settles quickly; still names the binary must know. The RPC
+        # timeout comes from a Secret, as a password would (secretEnv).
+        "--set-json", 'secretEnv={"MESH_RPC_TIMEOUT":{"secretName":"%s","key":"rpc-timeout"}}' % ENV_SECRET,
         "--set", "env.RUST_LOG=warn",
+        # A trusted proxy in front of the edge (this script), and an IPv6 block: the edge must
+        # parse the list as the chart joins it.
+        "--set", f"edge.trustedProxies={{{PROXY},fd00::/8}}",
     ]
     creds = os.environ.get("MESH_NATS_ROLE_CREDENTIALS")
     if creds:
@@ -84,6 +104,7 @@ def render(args, scratch, prefix):
         cmd += ["--set", f"nats.roleCredentials.existingSecret={NATS_SECRET}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
+    docs.append({"kind": "Secret", "metadata": {"name": ENV_SECRET}, "stringData": {"rpc-timeout": "5s"}})
     if creds:
         with open(creds) as f:
             docs.append(role_secret(f.read()))
@@ -106,7 +127,8 @@ def secret_data(secret):
 
 def check_env_names(docs, mesh):
     helptext = subprocess.run([mesh, "--help"], check=True, capture_output=True, text=True).stdout
-    known = set(re.findall(r"env: (MESH_[A-Z0-9_]+)=", helptext))
+    # `[env: NAME=value]`, or `[env: NAME]` for a variable whose value --help hides.
+    known = set(re.findall(r"env: (MESH_[A-Z0-9_]+)[=\]]", helptext))
     if not known:
         fail("`mesh --help` lists no environment variables")
     names = set()
@@ -120,6 +142,29 @@ def check_env_names(docs, mesh):
     if unknown:
         fail(f"the chart sets variables `mesh --help` does not know: {unknown}")
     print(f"chart wiring: {len([n for n in names if n.startswith('MESH_')])} MESH_* names, all known to mesh --help")
+
+
+def check_no_plain_secrets(docs):
+    """No value of a Secret appears in a ConfigMap or in a container's plain `value`."""
+    secrets = {v for d in docs if d["kind"] == "Secret" for v in secret_data(d).values() if len(v) >= 8}
+    for d in docs:
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        plain = list((d.get("data") or {}).values()) if d["kind"] == "ConfigMap" else []
+        for c in (pod_spec(d) or {}).get("containers", []):
+            plain += [e["value"] for e in c.get("env") or [] if "value" in e]
+        for value in plain:
+            if any(secret in str(value) for secret in secrets):
+                fail(f"{where} holds a Secret's value in plain text")
+    print("chart wiring: no Secret's value in a ConfigMap or a plain env value")
+
+
+def check_database_urls(container):
+    """A pod holds only the database URLs its role reads."""
+    got = {k for k in container.env if k in DB_URLS}
+    if got != DB_URLS_OF[container.name]:
+        fail(f"{container.name} gets database URLs {sorted(got)}, its role reads {sorted(DB_URLS_OF[container.name])}")
+    if container.env.get("MESH_RPC_TIMEOUT") != "5s":
+        fail(f"{container.name}: secretEnv.MESH_RPC_TIMEOUT did not reach it from its Secret")
 
 
 def pod_spec(doc):
@@ -152,13 +197,32 @@ class Container:
                     with open(os.path.join(local, item["path"]), "w") as f:
                         f.write(data[item["key"]])
         env = {}
+
+        def source(kind, ref):
+            """The data of a referenced ConfigMap or Secret, as the kubelet finds it."""
+            doc = by.get((kind, ref["name"]))
+            if doc is None:
+                if ref.get("optional"):
+                    return {}
+                fail(f"{name}: references {kind} {ref['name']}, which is not rendered")
+            return doc.get("data") or {} if kind == "ConfigMap" else secret_data(doc)
+
         for src in c.get("envFrom") or []:
             if "configMapRef" in src:
-                env.update(by[("ConfigMap", src["configMapRef"]["name"])]["data"])
-            if "secretRef" in src:
-                env.update(secret_data(by[("Secret", src["secretRef"]["name"])]))
+                data = source("ConfigMap", src["configMapRef"])
+            else:
+                data = source("Secret", src["secretRef"])
+            env.update({src.get("prefix", "") + k: v for k, v in data.items()})
         for e in c.get("env") or []:
-            env[e["name"]] = e["value"]
+            if "value" in e:
+                env[e["name"]] = e["value"]
+                continue
+            ref = e["valueFrom"].get("secretKeyRef") or e["valueFrom"].get("configMapKeyRef")
+            data = source("Secret" if "secretKeyRef" in e["valueFrom"] else "ConfigMap", ref)
+            if ref["key"] in data:
+                env[e["name"]] = data[ref["key"]]
+            elif not ref.get("optional"):
+                fail(f"{name}: {e['name']} references key {ref['key']}, missing from {ref['name']}")
         self.ports = {}
         for p in c.get("ports") or []:
             self.ports[p["name"]] = (p["containerPort"], free_port())
@@ -232,6 +296,24 @@ def chat_through_edge(api, procs):
     return b["access_token"]
 
 
+def client_behind_proxy(edge):
+    """A sign-in through the trusted proxy: its session records the forwarded client address."""
+    api = Api(f"http://127.0.0.1:{edge.ports['http'][1]}")
+    login, _ = api.user("wiring-xff")
+    req = urllib.request.Request(api.base + "/v1/auth/login", method="POST",
+                                 data=json.dumps({"phone": login["phone"], "password": "correct horse"}).encode(),
+                                 headers={"content-type": "application/json",
+                                          "x-forwarded-for": CLIENT_BEHIND_PROXY})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        token = json.load(r)["access_token"]
+    sessions = api.ok("GET", "/v1/sessions", token=token)["items"]
+    ip = next((s.get("ip") for s in sessions if s.get("current")), None)
+    if ip != CLIENT_BEHIND_PROXY:
+        fail(f"a sign-in through the trusted proxy {PROXY} was recorded from {ip}, not the "
+             f"forwarded client {CLIENT_BEHIND_PROXY}: MESH_TRUSTED_PROXIES does not reach the edge")
+    print(f"chart wiring: behind a trusted proxy the edge sees the client's own address")
+
+
 def open_socket(edge, token):
     """A WebSocket on the rendered edge, past its `ready` frame."""
     from websockets.sync.client import connect
@@ -274,6 +356,7 @@ def check(args, scratch):
     docs = render(args, scratch, prefix)
     by = index(docs)
     check_env_names(docs, args.mesh)
+    check_no_plain_secrets(docs)
 
     jobs = [d for d in docs if d["kind"] == "Job"]
     if len(jobs) != 1 or "pre-install" not in jobs[0]["metadata"]["annotations"]["helm.sh/hook"]:
@@ -282,6 +365,7 @@ def check(args, scratch):
     creds_text = open(creds).read() if creds else ""
     migrate = Container("migrate", jobs[0], by, args, scratch)
     check_own_credentials(migrate, creds_text)
+    check_database_urls(migrate)
     migrate.run_to_end()
     print("chart wiring: migration hook ran")
 
@@ -293,11 +377,23 @@ def check(args, scratch):
                        d, by, args, scratch) for d in deployments]
     for p in procs:
         check_own_credentials(p, creds_text)
+        check_database_urls(p)
     if creds_text:
         print("chart wiring: every pod mounts only its own role's NATS credentials")
+    print("chart wiring: each pod gets only its role's database URLs, and secretEnv from its Secret")
+    edge = next(p for p in procs if p.name in ("edge", "all"))
     try:
+        if edge.name == "edge":
+            # One failing worker role must not take every edge out of its Service: the edge's
+            # readiness probe answers 200 while no other role runs at all.
+            edge.start()
+            (_, ready_url), = [u for u in edge.probes() if u[0] == "readinessProbe"]
+            wait_for(f"the edge to be ready with no worker role running ({ready_url})",
+                     lambda: status_of(ready_url) == 200, edge.alive)
+            print("chart wiring: the edge is ready while no worker role runs")
         for p in procs:
-            p.start()
+            if p.proc is None:
+                p.start()
         for p in procs:
             for kind, url in p.probes():
                 wait_for(f"{p.name} {kind} {url}", lambda u=url: status_of(u) == 200,
@@ -306,8 +402,14 @@ def check(args, scratch):
             metrics_port = p.ports.get("metrics") or p.ports.get("http")
             if status_of(f"http://127.0.0.1:{metrics_port[1]}/metrics") != 200:
                 fail(f"{p.name} serves no /metrics")
-        edge = next(p for p in procs if p.name in ("edge", "all"))
+        # The edge's own probe leaves the workers out, so a ready edge may still find them
+        # starting: traffic waits for the full readiness (every service answering), as an
+        # operator's smoke test would.
+        full_ready = f"http://127.0.0.1:{edge.ports['http'][1]}/readyz"
+        wait_for(f"every service answering ({full_ready})", lambda: status_of(full_ready) == 200,
+                 lambda: [q.alive() for q in procs])
         token = chat_through_edge(Api(f"http://127.0.0.1:{edge.ports['http'][1]}"), procs)
+        client_behind_proxy(edge)
         ws = open_socket(edge, token)
         edge.stop()
         expect_going_away(ws)

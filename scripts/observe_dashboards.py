@@ -11,7 +11,8 @@ logins, a failed login and a bad token, friends, messages by REST and WebSocket,
 rejected message, an SSE stream, a refresh, a logout), then runs every panel's query through
 Prometheus' HTTP API with the template variables substituted ($role, $instance: .+;
 $__rate_interval: 5m) and requires at least one series with a number. The template variables'
-own queries must answer too.
+own queries must answer too. The absence alerts (Mesh*Absent), evaluated on the same Prometheus,
+stay silent: one `mesh all` target serves every role.
 
 Usage: observe_dashboards.py --mesh BIN --prometheus BIN [--static-only]
        (MESH_NATS_URL and a fresh database in MESH_DATABASE_URL from the environment)
@@ -291,11 +292,21 @@ def check_live(args, scratch):
         loaded = sum(len(g["rules"]) for g in rules)
         if any(r.get("health") == "err" for g in rules for r in g["rules"]):
             empty.append(f"alert rules evaluate with errors: {rules}")
+        absence = {r["name"]: r["query"] for g in rules for r in g["rules"]
+                   if r.get("type") == "alerting" and r["name"].endswith("Absent")}
+        if not absence:
+            empty.append("no absence alert (Mesh*Absent) loaded")
+        for name, expr in absence.items():
+            missing = query(prom, expr)
+            if missing:
+                empty.append(f"{name} would fire while `mesh all` is scraped: "
+                             f"{[s['metric'] for s in missing]}")
         if empty:
             print(f"observe: scrapes in the last minute: {query(prom, 'up[1m]')}", file=sys.stderr)
-            fail("panels without data:\n  " + "\n  ".join(empty))
+            fail("panels without data, or failed alert checks:\n  " + "\n  ".join(empty))
         print(f"observe: all {count} panel queries and the template variables return data "
-              f"from a real Prometheus; it loaded {loaded} alert rules")
+              f"from a real Prometheus; it loaded {loaded} alert rules; "
+              f"{', '.join(sorted(absence))} silent with every role up in `mesh all`")
     finally:
         procs.stop()
         delete_prefix(prefix)

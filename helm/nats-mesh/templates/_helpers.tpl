@@ -105,16 +105,174 @@ app.kubernetes.io/component: {{ .component }}
 {{- toYaml .Values.securityContext -}}
 {{- end -}}
 
-{{/* The database URLs as Secret data, keyed by variable name. */}}
+{{/* The database URLs as Secret data, keyed by variable name: every service's URL spelled
+     out (its own or the shared one), so each pod can be given only the keys its role reads. */}}
 {{- define "mesh.databaseUrls" -}}
-MESH_DATABASE_URL: {{ required "database.url is required" .Values.database.url | quote }}
-{{- with .Values.database.userUrl }}
-MESH_USER_DATABASE_URL: {{ . | quote }}
+{{- $url := required "database.url is required" .Values.database.url -}}
+MESH_DATABASE_URL: {{ $url | quote }}
+MESH_USER_DATABASE_URL: {{ default $url .Values.database.userUrl | quote }}
+MESH_SOCIAL_DATABASE_URL: {{ default $url .Values.database.socialUrl | quote }}
+MESH_CHAT_DATABASE_URL: {{ default $url .Values.database.chatUrl | quote }}
+{{- end -}}
+
+{{/* The database URL variables a component reads (roles.rs / config: each service its own,
+     the outbox and migrations every one, the edge none). Yields a JSON list. */}}
+{{- define "mesh.databaseEnvNames" -}}
+{{- $all := list "MESH_DATABASE_URL" "MESH_USER_DATABASE_URL" "MESH_SOCIAL_DATABASE_URL" "MESH_CHAT_DATABASE_URL" -}}
+{{- $by := dict "edge" (list) "user" (list "MESH_USER_DATABASE_URL") "social" (list "MESH_SOCIAL_DATABASE_URL") "chat" (list "MESH_CHAT_DATABASE_URL") -}}
+{{- if hasKey $by . -}}
+{{- get $by . | toJson -}}
+{{- else -}}
+{{- $all | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* env entries: a component's database URLs from `secret`, and `secretEnv` (a map of NAME:
+     {secretName, key, optional}) as secretKeyRefs. Call with (dict "component" c "secret" s
+     "secretEnv" map). */}}
+{{- define "mesh.secretEnv" -}}
+{{- $secret := .secret -}}
+{{- range $name := include "mesh.databaseEnvNames" .component | fromJsonArray }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $name }}
 {{- end }}
-{{- with .Values.database.socialUrl }}
-MESH_SOCIAL_DATABASE_URL: {{ . | quote }}
+{{- range $name, $ref := .secretEnv }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secretName }}
+      key: {{ $ref.key }}
+      {{- if $ref.optional }}
+      optional: true
+      {{- end }}
 {{- end }}
-{{- with .Values.database.chatUrl }}
-MESH_CHAT_DATABASE_URL: {{ . | quote }}
-{{- end }}
+{{- end -}}
+
+{{/* secretEnv maps, later ones replacing earlier entries whole (no deep merge of one entry's
+     fields). Call with a list of maps; yields JSON. */}}
+{{- define "mesh.mergeSecretEnv" -}}
+{{- $out := dict -}}
+{{- range $m := . -}}
+{{- range $name, $ref := $m -}}
+{{- $_ := set $out $name $ref -}}
+{{- end -}}
+{{- end -}}
+{{- $out | toJson -}}
+{{- end -}}
+
+{{/* A memory quantity ("512Mi", "1Gi", "800M", "1073741824") in MiB, rounded down; empty
+     when it cannot be read. */}}
+{{- define "mesh.mebibytes" -}}
+{{- $q := toString . -}}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $num $q -}}
+{{- $factors := dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 -}}
+{{- if and $num (hasKey $factors $unit) -}}
+{{- floor (divf (mulf (float64 $num) (get $factors $unit)) 1048576.0) | int64 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Settings the chart derives from its own values: set through `env` they would bypass what
+     the chart does with the value (per-role Secrets, the Ingress, checks). name -> value. */}}
+{{- define "mesh.ownedEnv" -}}
+MESH_TRUSTED_PROXIES: edge.trustedProxies
+MESH_CONSOLE_PATH: edge.console
+MESH_USER_HASH_THREADS: all.hashThreads / roles.user.hashThreads
+MESH_DATABASE_URL: database.url / database.existingSecret
+MESH_USER_DATABASE_URL: database.userUrl / database.existingSecret
+MESH_SOCIAL_DATABASE_URL: database.socialUrl / database.existingSecret
+MESH_CHAT_DATABASE_URL: database.chatUrl / database.existingSecret
+MESH_NATS_ROLE_CREDENTIALS: nats.roleCredentials.existingSecret (each pod mounts only its own role's login)
+MESH_JWT_PRIVATE_KEY: jwt.existingSecret / jwt.privateKey
+MESH_JWT_PUBLIC_KEY: jwt.existingSecret / jwt.publicKey
+{{- end -}}
+
+{{/* Secrets: never in the ConfigMap. */}}
+{{- define "mesh.secretNames" -}}
+["MESH_NATS_PASSWORD","MESH_NATS_TOKEN","MESH_NATS_NKEY_SEED"]
+{{- end -}}
+
+{{/* Variables the ConfigMap sets from chart values (a second key would be a duplicate). */}}
+{{- define "mesh.configMapEnv" -}}
+MESH_PREFIX: prefix
+MESH_NATS_URL: nats.url (or secretEnv.MESH_NATS_URL)
+MESH_DB_MAX_CONNECTIONS: database.maxConnections
+MESH_JWT_ISSUER: jwt.issuer
+MESH_JWT_AUDIENCE: jwt.audience
+MESH_HTTP_ADDR: ports.http
+MESH_METRICS_ADDR: ports.metrics
+MESH_PUBLIC_URL: publicUrl
+{{- end -}}
+
+{{/* Refuses values the chart cannot deploy safely, each with what to set instead. */}}
+{{- define "mesh.validate" -}}
+{{- include "mesh.requireDatabase" . -}}
+{{- $v := .Values -}}
+{{- if and $v.ingress.enabled (not $v.edge.trustedProxies) (not $v.ingress.unsafeSharedClientAddress) -}}
+{{- fail "ingress.enabled needs edge.trustedProxies: the CIDRs of the ingress controller's pods (MESH_TRUSTED_PROXIES), e.g. --set 'edge.trustedProxies={10.244.0.0/16}'. Without them the edge sees every client as the proxy's address, so all users share one per-address rate limit, connection limit and sign-in lockout. (ingress.unsafeSharedClientAddress=true renders anyway: unsafe.)" -}}
+{{- end -}}
+{{- if contains "@" $v.nats.url -}}
+{{- fail "nats.url holds credentials, and would sit in the ConfigMap: put the URL in a Secret and set secretEnv.MESH_NATS_URL={secretName,key} (or use nats.roleCredentials)" -}}
+{{- end -}}
+{{- $owned := include "mesh.ownedEnv" . | fromYaml -}}
+{{- $secrets := include "mesh.secretNames" . | fromJsonArray -}}
+{{- $configMap := include "mesh.configMapEnv" . | fromYaml -}}
+{{- $plain := list (list "env" $v.env true) (list "nats.env" $v.nats.env true) (list "all.env" $v.all.env false) -}}
+{{- $secretMaps := list (list "secretEnv" $v.secretEnv) (list "all.secretEnv" $v.all.secretEnv) (list "migration.secretEnv" $v.migration.secretEnv) -}}
+{{- range $role, $rv := $v.roles -}}
+{{- $plain = append $plain (list (printf "roles.%s.env" $role) $rv.env false) -}}
+{{- $secretMaps = append $secretMaps (list (printf "roles.%s.secretEnv" $role) $rv.secretEnv) -}}
+{{- end -}}
+{{- range $entry := $plain -}}
+{{- $where := index $entry 0 -}}
+{{- range $name, $_ := index $entry 1 -}}
+{{- if hasKey $owned $name -}}
+{{- fail (printf "%s.%s: the chart sets %s from %s; set that value instead" $where $name $name (get $owned $name)) -}}
+{{- end -}}
+{{- if has $name $secrets -}}
+{{- fail (printf "%s.%s is a secret and would sit in plain text in the ConfigMap or pod spec: take it from a Secret with secretEnv.%s={secretName,key}" $where $name $name) -}}
+{{- end -}}
+{{- if and (index $entry 2) (hasKey $configMap $name) -}}
+{{- fail (printf "%s.%s: the chart sets %s from %s; set that value instead" $where $name $name (get $configMap $name)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $entry := $secretMaps -}}
+{{- range $name, $_ := index $entry 1 -}}
+{{- if hasKey $owned $name -}}
+{{- fail (printf "%s.%s: the chart sets %s from %s; set that value instead" (index $entry 0) $name $name (get $owned $name)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $global := merge (deepCopy (default dict $v.env)) (default dict $v.nats.env) -}}
+{{- $components := list (list "all" $v.all) -}}
+{{- range $role, $rv := $v.roles -}}
+{{- $components = append $components (list (printf "roles.%s" $role) $rv) -}}
+{{- end -}}
+{{- $components = append $components (list "migration" (dict "secretEnv" $v.migration.secretEnv)) -}}
+{{- range $entry := $components -}}
+{{- $c := index $entry 1 -}}
+{{- $plainNames := keys (merge (deepCopy $global) (default dict $c.env)) -}}
+{{- range $name, $_ := merge (deepCopy (default dict $c.secretEnv)) (default dict $v.secretEnv) -}}
+{{- if has $name $plainNames -}}
+{{- fail (printf "%s: %s is set both as plain env and in secretEnv; keep one" (index $entry 0) $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $component := list "all" "user" -}}
+{{- $c := ternary $v.all (index $v.roles "user") (eq $component "all") -}}
+{{- $limit := "" -}}
+{{- with $c.resources -}}{{- with .limits -}}{{- with .memory -}}{{- $limit = include "mesh.mebibytes" . -}}{{- end -}}{{- end -}}{{- end -}}
+{{- if and $c.hashThreads $limit -}}
+{{- $base := ternary 256 128 (eq $component "all") -}}
+{{- $need := add (mul (int $c.hashThreads) 19) $base -}}
+{{- if lt (int64 $limit) (int64 $need) -}}
+{{- $path := ternary "all" "roles.user" (eq $component "all") -}}
+{{- fail (printf "%s.resources.limits.memory (%s) is below %s.hashThreads x 19Mi + %dMi = %dMi: argon2 hashing would be OOM-killed under a sign-in burst; lower hashThreads or raise the limit" $path (toString $c.resources.limits.memory) $path $base $need) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
