@@ -197,15 +197,18 @@ mkdir -p "$(dirname "$mesh_log")" bench
 # million messages a time filled the disk (17 GB, 24 million rows by 2026-12-06, when a CI
 # run on the same disk failed for lack of space), and each run measured a bigger table than
 # the one before. The users, friendships and groups stay: registering the connections
-# scenario's 50,000 users takes minutes. Every conversation starts again at seq 1, and no
-# one has read anything. MESH_BENCH_KEEP_MESSAGES=on keeps them.
+# scenario's 50,000 users takes minutes. Every conversation starts again at seq 1, no
+# one has read anything, and a former member sees none of it. MESH_BENCH_KEEP_MESSAGES=on
+# keeps them.
 if [[ "${MESH_BENCH_KEEP_MESSAGES:-off}" != on ]]; then
   log "clearing the messages of earlier runs from the bench database"
   "${psql:-psql}" "$db_url" -v ON_ERROR_STOP=1 -q >&2 <<'SQL' || die "clearing the bench database's messages failed"
 BEGIN;
 TRUNCATE chat.messages, chat.deleted_messages;
 UPDATE chat.conversations SET last_seq = 0, last_message_id = NULL WHERE last_seq <> 0;
-UPDATE chat.inbox SET read_seq = 0, hidden_at_seq = NULL WHERE read_seq <> 0 OR hidden_at_seq IS NOT NULL;
+UPDATE chat.inbox SET read_seq = 0, hidden_at_seq = NULL,
+  left_at_seq = CASE WHEN left_at_seq IS NULL THEN NULL ELSE 0 END
+  WHERE read_seq <> 0 OR hidden_at_seq IS NOT NULL OR left_at_seq IS NOT NULL;
 COMMIT;
 SQL
 fi

@@ -85,6 +85,10 @@ quiet_helm template x "$CHART" "${base[@]}" --set ingress.enabled=true \
 refuses "MESH_TRUSTED_PROXIES in env" 'edge.trustedProxies' --set env.MESH_TRUSTED_PROXIES=10.0.0.0/8
 refuses "a NATS password in the ConfigMap" 'secretEnv.MESH_NATS_PASSWORD' --set nats.env.MESH_NATS_PASSWORD=pw
 refuses "a NATS URL with credentials in the ConfigMap" 'secretEnv.MESH_NATS_URL' --set nats.url=nats://u:pw@nats:4222
+for where in roles.edge.env all.env; do
+  refuses "a NATS URL with credentials in $where" 'secretEnv.MESH_NATS_URL' \
+    --set "$where.MESH_NATS_URL=nats://u:pw@nats:4222"
+done
 refuses "every role's NATS logins in every pod" 'nats.roleCredentials' \
   --set nats.env.MESH_NATS_ROLE_CREDENTIALS=/etc/mesh/nats/role-credentials
 refuses "a database URL outside the per-role Secret" 'database.' --set roles.edge.env.MESH_DATABASE_URL=postgres://h/db
@@ -151,7 +155,7 @@ for path in sys.argv[1:]:
         if kind == "Job":
             continue
         ready = c["readinessProbe"]["httpGet"]["path"]
-        want = "/readyz?exclude=services" if component == "edge" else "/readyz"
+        want = "/readyz?exclude=services" if component in ("edge", "all") else "/readyz"
         if ready != want:
             problems.append(f"{where}: readiness probe {ready}, expected {want}")
         if component in ("edge", "all"):

@@ -42,7 +42,7 @@ pub enum Services {
     Silent(&'static str),
 }
 
-/// A check's result and when it ended.
+/// A check's result and when it began.
 #[derive(Debug, Clone, Copy)]
 struct Checked {
     at: Instant,
@@ -68,8 +68,9 @@ impl Readiness {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// The services' answer and its age: the last check's while it is fresh, else that of a
-    /// new `check`, made once for every probe waiting meanwhile.
+    /// The services' answer and its age (since its check began, so an answer no older than
+    /// some wait was checked entirely within it): the last check's while it is fresh, else
+    /// that of a new `check`, made once for every probe waiting meanwhile.
     pub async fn services<F: Future<Output = Services>>(
         &self,
         check: impl FnOnce() -> F,
@@ -80,11 +81,8 @@ impl Readiness {
             return (checked.services, now.saturating_duration_since(checked.at));
         }
         let services = check().await;
-        *last = Some(Checked {
-            at: Instant::now(),
-            services,
-        });
-        (services, Duration::ZERO)
+        *last = Some(Checked { at: now, services });
+        (services, now.elapsed())
     }
 }
 
@@ -208,6 +206,7 @@ mod tests {
     /// again.
     #[tokio::test(start_paused = true)]
     async fn probes_share_one_check_and_reuse_it_for_a_second() {
+        const CHECK: Duration = Duration::from_millis(300);
         let readiness = Arc::new(Readiness::default());
         let checks = Arc::new(AtomicUsize::new(0));
         let probe = |answer: Services| {
@@ -216,7 +215,7 @@ mod tests {
                 readiness
                     .services(|| async move {
                         checks.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        tokio::time::sleep(CHECK).await;
                         answer
                     })
                     .await
@@ -230,7 +229,8 @@ mod tests {
         }
         assert_eq!(checks.load(Ordering::SeqCst), 1, "one check for 50 probes");
 
-        tokio::time::advance(REUSE - Duration::from_millis(1)).await;
+        // The check took 300 ms; its answer is reused until a second after it began.
+        tokio::time::advance(REUSE - CHECK - Duration::from_millis(1)).await;
         let silent = Services::Silent("social");
         assert_eq!(
             probe(silent).await,
@@ -239,11 +239,7 @@ mod tests {
         );
         assert_eq!(checks.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(
-            probe(silent).await,
-            (silent, Duration::ZERO),
-            "checked again"
-        );
+        assert_eq!(probe(silent).await, (silent, CHECK), "checked again");
         assert_eq!(checks.load(Ordering::SeqCst), 2);
     }
 }

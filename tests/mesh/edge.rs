@@ -605,7 +605,9 @@ async fn readiness_probes_share_the_services_checks() {
         elapsed >= Duration::from_millis(500),
         "two checks {elapsed:?} apart ({between} probes)"
     );
-    assert!(between > 10, "{between} probes between two checks");
+    // At least one probe in between was answered from the shared check (each probe takes far
+    // less than the second a check is reused for, however loaded the machine).
+    assert!(between >= 2, "{between} probes between two checks");
     mesh.stop().await;
 }
 

@@ -228,7 +228,10 @@ MESH_PUBLIC_URL: publicUrl
 {{- end -}}
 {{- range $entry := $plain -}}
 {{- $where := index $entry 0 -}}
-{{- range $name, $_ := index $entry 1 -}}
+{{- range $name, $value := index $entry 1 -}}
+{{- if and (hasSuffix "_URL" $name) (contains "@" (toString $value)) -}}
+{{- fail (printf "%s.%s holds credentials, and would sit in plain text in the ConfigMap or pod spec: take it from a Secret with secretEnv.%s={secretName,key}" $where $name $name) -}}
+{{- end -}}
 {{- if hasKey $owned $name -}}
 {{- fail (printf "%s.%s: the chart sets %s from %s; set that value instead" $where $name $name (get $owned $name)) -}}
 {{- end -}}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::fault::is_transient;
 use crate::stop::pause;
 use mesh_contracts::events::EventEnvelope;
-use mesh_contracts::{Service, ServiceError};
+use mesh_contracts::{ErrorCode, Service, ServiceError};
 use mesh_nats::{Bus, Delivery, MAX_DELIVER};
 use mesh_observability::metrics::{EVENTS_CONSUMED, EVENTS_REDELIVERED};
 use mesh_observability::outage::Outage;
@@ -49,12 +49,16 @@ impl HandlerError {
         }
     }
 
-    /// A service's refusal: transient when the service says so (unavailable, overloaded, timed
-    /// out), permanent otherwise.
+    /// A service's refusal: transient when the service is away or overloaded; permanent
+    /// otherwise, a timeout included (a call that always overruns its deadline must not hold
+    /// every event behind it for ever; it is dead-lettered after its tries).
     pub fn from_service(what: &str, err: &ServiceError) -> Self {
         Self {
             reason: format!("{what}: {err}"),
-            transient: err.code.is_transient(),
+            transient: matches!(
+                err.code,
+                ErrorCode::ServiceUnavailable | ErrorCode::Overloaded
+            ),
         }
     }
 }
@@ -191,7 +195,7 @@ async fn one<H, Fut>(
             .run_until_cancelled(attempt(consumer, delivery, handle))
             .await
         else {
-            return;
+            return hand_back(delivery).await;
         };
         match result {
             Ok(()) => {
@@ -208,7 +212,7 @@ async fn one<H, Fut>(
                 // Still ours: JetStream must not hand it to another worker meanwhile.
                 delivery.in_progress().await;
                 if pause(stop, transient_pause(tries)).await {
-                    return;
+                    return hand_back(delivery).await;
                 }
             }
             Err(err) => break err,
@@ -235,11 +239,17 @@ async fn one<H, Fut>(
                 outage_failed!(outage, consumer = name, error = %db, "cannot write the dead letter; trying again");
                 delivery.in_progress().await;
                 if pause(stop, transient_pause(tries)).await {
-                    return;
+                    return hand_back(delivery).await;
                 }
             }
         }
     }
+}
+
+/// A stopping worker gives the event back at once, so another worker takes it now rather than
+/// after the ack timer its last `in_progress` reset (30 s; one event in flight per consumer).
+async fn hand_back(delivery: &Delivery) {
+    delivery.retry_later(Duration::ZERO).await;
 }
 
 fn count(consumer: &Consumer, outcome: &str) {
@@ -294,7 +304,6 @@ async fn dead_letter(consumer: &Consumer, payload: &[u8], error: &str) -> sqlx::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_contracts::ErrorCode;
 
     #[test]
     fn what_is_away_is_tried_again_and_what_the_event_holds_is_not() {
@@ -305,6 +314,8 @@ mod tests {
         assert!(!HandlerError::from(unreadable).transient);
         let away = ServiceError::new(ErrorCode::ServiceUnavailable, "social is away");
         assert!(HandlerError::from_service("group managers", &away).transient);
+        let slow = ServiceError::new(ErrorCode::Timeout, "social did not answer in time");
+        assert!(!HandlerError::from_service("group managers", &slow).transient);
         let refused = ServiceError::new(ErrorCode::NotFound, "no such group");
         let refused = HandlerError::from_service("group managers", &refused);
         assert!(!refused.transient);

@@ -60,7 +60,7 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 /// True when a statement failed because Postgres is away or busy, not because of what it was
 /// asked: no connection (pool timeout or closed, I/O, TLS), SQLSTATE classes 08 connection
 /// exception, 40 transaction rollback (serialization failure, deadlock), 53 insufficient
-/// resources, 57 operator intervention (shutdown, statement timeout), 58 system error, and
+/// resources, 57 operator intervention (a shutdown, not a statement timeout), 58 system error, and
 /// 55P03 lock not available. The same statement may pass later; anything else (a bug, a row
 /// that contradicts the statement) fails again however often it is tried.
 pub fn is_transient(err: &sqlx::Error) -> bool {
@@ -70,11 +70,13 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
+        // Not 57014, a statement timeout: the same statement on the same data overruns again.
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code == "55P03"
-                || ["08", "40", "53", "57", "58"]
-                    .iter()
-                    .any(|c| code.starts_with(c))
+                || (code != "57014"
+                    && ["08", "40", "53", "57", "58"]
+                        .iter()
+                        .any(|c| code.starts_with(c)))
         }),
         _ => false,
     }
