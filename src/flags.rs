@@ -225,8 +225,9 @@ pub struct RawSettings {
 /// Shown in place of a value that may hold a secret.
 const REDACTED: &str = "[redacted]";
 
-/// A URL (or a comma-separated list) as `Debug` shows it: as it is when it cannot carry
-/// credentials (no user info, query or key-value pairs), else redacted.
+/// A database URL as `Debug` shows it: as it is when it cannot carry credentials (no user
+/// info, query or key-value pairs), else redacted. (NATS URLs go through
+/// `mesh_nats::redact_urls`, which keeps the hosts.)
 fn shown_url(url: &str) -> &str {
     if url.contains(['@', '?', '=', ' ']) {
         REDACTED
@@ -292,7 +293,7 @@ impl fmt::Debug for RawSettings {
             url.as_deref().map(shown_url)
         }
         f.debug_struct("RawSettings")
-            .field("nats_url", &shown_url(nats_url))
+            .field("nats_url", &mesh_nats::redact_urls(nats_url))
             .field("nats_user", nats_user)
             .field("nats_password", nats_password)
             .field("nats_token", nats_token)

@@ -424,22 +424,20 @@ async fn only_who_holds_what_an_account_is_granted_enables_it() {
     let (bob, _) = c.user("Bob").await;
     let bob_id = bob["id"].as_str().unwrap();
     let admin_id = admin.user_id.clone();
-    for id in [admin_id.as_str(), bob_id] {
-        ok(c.post_as(
-            &format!("/v1/admin/users/{id}/disable"),
-            &root.access,
-            json!({}),
-        )
-        .await);
+    // `action` (disable or enable) of account `id`, by `actor`.
+    let act = |action: &'static str, id: String, actor: &Tokens| {
+        let token = actor.access.clone();
+        async move {
+            c.post_as(&format!("/v1/admin/users/{id}/{action}"), &token, json!({}))
+                .await
+        }
+    };
+    for id in [&admin_id, bob_id] {
+        ok(act("disable", id.to_string(), &root).await);
     }
 
     assert_problem(
-        &c.post_as(
-            &format!("/v1/admin/users/{admin_id}/enable"),
-            &moderator.access,
-            json!({}),
-        )
-        .await,
+        &act("enable", admin_id.clone(), &moderator).await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );
@@ -454,20 +452,8 @@ async fn only_who_holds_what_an_account_is_granted_enables_it() {
         "the administrator stays disabled: {still}"
     );
 
-    let enabled = ok(c
-        .post_as(
-            &format!("/v1/admin/users/{bob_id}/enable"),
-            &moderator.access,
-            json!({}),
-        )
-        .await);
+    let enabled = ok(act("enable", bob_id.to_string(), &moderator).await);
     assert_eq!(enabled["disabled"], false);
-    let enabled = ok(c
-        .post_as(
-            &format!("/v1/admin/users/{admin_id}/enable"),
-            &root.access,
-            json!({}),
-        )
-        .await);
+    let enabled = ok(act("enable", admin_id.clone(), &root).await);
     assert_eq!(enabled["disabled"], false);
 }

@@ -189,8 +189,8 @@ async fn one<H, Fut>(
     let mut tries = 0;
     let err = loop {
         tries += 1;
-        // Told to stop, drop the attempt (its transaction rolls back): the event stays
-        // unacknowledged, and `first_time` keeps its redelivery from a second effect.
+        // Told to stop, drop the attempt (its transaction rolls back) and hand the event back:
+        // `first_time` keeps its redelivery from a second effect.
         let Some(result) = stop
             .run_until_cancelled(attempt(consumer, delivery, handle))
             .await
