@@ -52,6 +52,9 @@ impl AdminApi {
     }
 
     /// Disable an account: it cannot sign in, and every session is revoked at once.
+    ///
+    /// 403 `forbidden` when the account is granted a permission the caller does not hold; 409
+    /// `conflict` for the caller's own account or the last enabled `super_admin`.
     #[oai(
         path = "/users/:user_id/disable",
         method = "post",
@@ -76,6 +79,9 @@ impl AdminApi {
     }
 
     /// Enable a disabled account again.
+    ///
+    /// 403 `forbidden` when the account is granted a permission the caller does not hold:
+    /// enabling it would hand that permission back.
     #[oai(
         path = "/users/:user_id/enable",
         method = "post",

@@ -65,7 +65,8 @@ impl ChatApi {
     /// List the caller's conversations, most recently changed first, each with its last
     /// message, `last_seq`, `read_seq` and unread count. Paged with `limit` 1-200 (default
     /// 50) and the previous page's `next_cursor`; `since` (RFC 3339) keeps only conversations
-    /// changed after that instant. `validation_failed` (400) for a bad limit or instant.
+    /// changed after that instant. `validation_failed` (400) for a bad limit, instant or
+    /// cursor (one this API did not write).
     #[oai(
         path = "/v1/conversations",
         method = "get",
