@@ -125,6 +125,8 @@ pub struct ChatSettings {
     pub partitions: u32,
     /// Per partition; 0 for no bound.
     pub max_unstored: u64,
+    /// Least time between the starts of two publishes of one partition by an edge.
+    pub ingest_spacing: Duration,
     /// Most messages a partition's owner reads into one batch.
     pub batch_size: usize,
     /// Store rounds a worker runs at once.

@@ -163,6 +163,11 @@ pub struct RawSettings {
     /// refuse new messages to the partition `overloaded` (with `retry_after_ms`); 0 for no bound.
     #[arg(long, env = "MESH_CHAT_MAX_UNSTORED", default_value = "2048")]
     pub chat_max_unstored: String,
+    /// Least time between the starts of two publishes of one ingest partition by an edge (0 to
+    /// 50 ms): what the edge accepts meanwhile goes out in one publish. A partition quiet for
+    /// that long publishes at once.
+    #[arg(long, env = "MESH_CHAT_INGEST_SPACING", default_value = "4ms")]
+    pub chat_ingest_spacing: String,
     /// Most chat messages a partition's owner reads into one batch (1-1024); a store round
     /// gathers up to four batches' worth from the partitions waiting for it.
     #[arg(long, env = "MESH_CHAT_BATCH_SIZE", default_value = "256")]
@@ -272,6 +277,7 @@ impl fmt::Debug for RawSettings {
             max_body_bytes,
             chat_partitions,
             chat_max_unstored,
+            chat_ingest_spacing,
             chat_batch_size,
             chat_store_rounds,
             chat_store_linger,
@@ -324,6 +330,7 @@ impl fmt::Debug for RawSettings {
             .field("max_body_bytes", max_body_bytes)
             .field("chat_partitions", chat_partitions)
             .field("chat_max_unstored", chat_max_unstored)
+            .field("chat_ingest_spacing", chat_ingest_spacing)
             .field("chat_batch_size", chat_batch_size)
             .field("chat_store_rounds", chat_store_rounds)
             .field("chat_store_linger", chat_store_linger)

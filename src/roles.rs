@@ -148,6 +148,7 @@ pub fn edge_config(settings: &Settings, edge: &EdgeRole) -> EdgeConfig {
         public_url: settings.public_url.clone(),
         chat_partitions: settings.chat.partitions,
         chat_max_unstored: settings.chat.max_unstored,
+        chat_ingest_spacing: settings.chat.ingest_spacing,
         ws: mesh_edge::WsConfig {
             allowed_origins: settings.ws.allowed_origins.clone(),
             heartbeat: settings.ws.heartbeat,

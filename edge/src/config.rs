@@ -26,6 +26,9 @@ pub struct EdgeConfig {
     /// Most messages of one partition accepted but not stored before new ones are refused
     /// `overloaded` (0: no bound).
     pub chat_max_unstored: u64,
+    /// Least time between the starts of two publishes of one ingest partition: what is
+    /// accepted meanwhile goes out together.
+    pub chat_ingest_spacing: Duration,
     /// WebSocket and SSE limits.
     pub ws: WsConfig,
     /// Idempotency, client addresses, rate limits, CORS.

@@ -6,16 +6,23 @@
 //! A partition has one publish in flight at a time, so its messages reach the stream in the
 //! order they were handed over: a connection may hand over its next message before the last
 //! one is published, and its messages keep their order (a failed publish refuses the messages
-//! of its connections queued behind it). Nothing waits on
-//! purpose and no task stands in between: a sender that finds its partition idle publishes
-//! its message itself, at once and alone; one that finds a publish in flight queues its
+//! of its connections queued behind it). No task stands in between: a sender that finds its
+//! partition idle publishes its message itself; one that finds a publish in flight queues its
 //! message, and when that publish is answered, the first sender queued is told to publish
 //! everything queued by then (up to [`MAX_LINES`] and [`MAX_BYTES`]). Under load each round
 //! trip to JetStream so carries what queued during the one before, and JetStream stores,
 //! acknowledges and delivers one message where it did several.
+//!
+//! A partition's publishes also start at least its *spacing* apart (`MESH_CHAT_INGEST_SPACING`):
+//! a publish due sooner waits, gathering what is handed over meanwhile. A partition that
+//! published nothing for that long publishes at once, so a quiet mesh adds no wait; a busy one
+//! sends a partition at most one publish per spacing, however fast JetStream answers, which is
+//! what the messages, acknowledgements and deliveries nats-server handles per stored message
+//! depend on.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_contracts::ErrorCode;
@@ -66,6 +73,8 @@ struct Partition {
     publishing: bool,
     /// Messages for the next publish, in the order they were handed over.
     waiting: VecDeque<Queued>,
+    /// When the last publish took its lot: the next one starts a spacing after it.
+    last_taken: Option<Instant>,
 }
 
 type Slot = Arc<Mutex<Partition>>;
@@ -73,12 +82,15 @@ type Slot = Arc<Mutex<Partition>>;
 /// The edge's publishing state, one per partition.
 pub struct IngestPublisher {
     partitions: Vec<Slot>,
+    /// The least time between the starts of two publishes of one partition.
+    spacing: Duration,
 }
 
 impl IngestPublisher {
-    pub fn new(partitions: u32) -> Self {
+    pub fn new(partitions: u32, spacing: Duration) -> Self {
         Self {
             partitions: (0..partitions).map(|_| Slot::default()).collect(),
+            spacing,
         }
     }
 
@@ -136,6 +148,7 @@ impl IngestPublisher {
         Ok(Handed {
             slot,
             partition,
+            spacing: self.spacing,
             step,
         })
     }
@@ -145,6 +158,7 @@ impl IngestPublisher {
 pub struct Handed {
     slot: Slot,
     partition: u32,
+    spacing: Duration,
     step: Step,
 }
 
@@ -179,11 +193,22 @@ impl Handed {
         }
         // From here on, however this ends (answered, failed, or dropped with its connection),
         // dropping `self` passes the turn on, so the partition never stays stuck behind it.
-        let lot = match std::mem::replace(&mut self.step, Step::Leading) {
-            Step::Alone(queued) => vec![queued],
+        let first = match std::mem::replace(&mut self.step, Step::Leading) {
+            Step::Alone(queued) => Some(queued),
             // Told to lead: its message is first in the queue until it takes it.
-            Step::Leading => take_lot(&mut lock(&self.slot)),
-            Step::Queued(_) | Step::Done => Vec::new(),
+            Step::Leading => None,
+            Step::Queued(_) | Step::Done => {
+                return Err(JetStreamError::Publish("its message left the queue".into()));
+            }
+        };
+        let last_taken = lock(&self.slot).last_taken;
+        if let Some(due) = next_start(last_taken, self.spacing, Instant::now()) {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let lot = {
+            let mut part = lock(&self.slot);
+            part.last_taken = Some(Instant::now());
+            take_lot(&mut part, first)
         };
         if lot.is_empty() {
             return Err(JetStreamError::Publish("its message left the queue".into()));
@@ -230,10 +255,18 @@ fn pass_on(part: &mut Partition) {
     part.publishing = false;
 }
 
-/// The lot a sender told to lead publishes: its own message (first in the queue), then what
-/// is queued behind it, as far as [`lot_of`] allows.
-fn take_lot(part: &mut Partition) -> Vec<Queued> {
-    let Some(first) = part.waiting.pop_front() else {
+/// When a partition's next publish may start, if not now: `spacing` after the last one took
+/// its lot.
+fn next_start(last_taken: Option<Instant>, spacing: Duration, now: Instant) -> Option<Instant> {
+    let due = last_taken? + spacing;
+    (due > now).then_some(due)
+}
+
+/// The lot a publishing sender takes: its own message (held by a sender that found the
+/// partition idle, or first in the queue for one told to lead), then what is queued behind
+/// it, as far as [`lot_of`] allows.
+fn take_lot(part: &mut Partition, first: Option<Queued>) -> Vec<Queued> {
+    let Some(first) = first.or_else(|| part.waiting.pop_front()) else {
         return Vec::new();
     };
     let (lot, left) = lot_of(first, |q| q.line.size(), || part.waiting.pop_front());
@@ -372,7 +405,7 @@ mod tests {
     fn queue(alive: &[bool]) -> (Partition, Vec<Option<oneshot::Receiver<Turn>>>) {
         let mut part = Partition {
             publishing: true,
-            waiting: VecDeque::new(),
+            ..Partition::default()
         };
         let mut receivers = Vec::new();
         for alive in alive {
@@ -391,6 +424,7 @@ mod tests {
         Handed {
             slot: slot.clone(),
             partition: 0,
+            spacing: Duration::ZERO,
             step,
         }
     }
@@ -454,6 +488,7 @@ mod tests {
         let mut part = Partition {
             publishing: true,
             waiting: VecDeque::from([a2, b1, a3]),
+            last_taken: None,
         };
         // The publish carrying a-1 failed: the publisher notes it, then sweeps the queue.
         failed.refused("a-1", None);
@@ -496,5 +531,31 @@ mod tests {
         let (mut gone, _) = queue(&[false, false]);
         pass_on(&mut gone);
         assert!(!gone.publishing && gone.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_publish_starts_a_spacing_after_the_last_one_took_its_lot() {
+        let spacing = Duration::from_millis(4);
+        let last = Instant::now();
+        assert_eq!(
+            next_start(None, spacing, last),
+            None,
+            "a partition that never published publishes at once"
+        );
+        assert_eq!(
+            next_start(Some(last), spacing, last + Duration::from_millis(1)),
+            Some(last + spacing),
+            "one due sooner waits for the spacing"
+        );
+        assert_eq!(
+            next_start(Some(last), spacing, last + spacing),
+            None,
+            "one quiet for the spacing publishes at once"
+        );
+        assert_eq!(
+            next_start(Some(last), Duration::ZERO, last),
+            None,
+            "no spacing never waits"
+        );
     }
 }

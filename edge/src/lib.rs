@@ -138,7 +138,8 @@ pub async fn run(
     let many_feed = tokio::spawn(realtime::many::follow(hub.clone(), many, stop_rx.clone()));
     let admission = admission::Admission::new(config.chat_partitions, config.chat_max_unstored);
     let backlogs = tokio::spawn(admission.clone().follow(deps.bus.clone(), stop_rx));
-    let ingest = ingest_publisher::IngestPublisher::new(config.chat_partitions);
+    let ingest =
+        ingest_publisher::IngestPublisher::new(config.chat_partitions, config.chat_ingest_spacing);
     let state = Arc::new(EdgeState {
         rpc,
         bus: deps.bus,

@@ -21,7 +21,14 @@ const PRESENCE_LIFETIME: Duration = mesh_nats::PRESENCE_TTL;
 const PRESENCE_REFRESHES: u32 = 2;
 
 /// Duration settings for which zero is meaningful (no grace, no linger).
-const ZERO_ALLOWED: [&str; 2] = ["MESH_REFRESH_REUSE_GRACE", "MESH_CHAT_STORE_LINGER"];
+const ZERO_ALLOWED: [&str; 3] = [
+    "MESH_REFRESH_REUSE_GRACE",
+    "MESH_CHAT_STORE_LINGER",
+    "MESH_CHAT_INGEST_SPACING",
+];
+
+/// The longest `MESH_CHAT_INGEST_SPACING`: a message may wait that long before it is published.
+const MAX_INGEST_SPACING: Duration = Duration::from_millis(50);
 
 /// Problems found so far, and the database variables missing with who needs them.
 #[derive(Default)]
@@ -294,6 +301,11 @@ impl Problems {
             "MESH_CHAT_MAX_UNSTORED",
             raw.chat_max_unstored.parse::<u64>(),
         );
+        let ingest_spacing = self.duration("MESH_CHAT_INGEST_SPACING", &raw.chat_ingest_spacing);
+        if ingest_spacing.is_some_and(|spacing| spacing > MAX_INGEST_SPACING) {
+            self.0
+                .push("MESH_CHAT_INGEST_SPACING: must be at most 50ms".into());
+        }
         let batch_size = self.take("MESH_CHAT_BATCH_SIZE", raw.chat_batch_size.parse::<usize>());
         if batch_size.is_some_and(|n| !(1..=1024).contains(&n)) {
             self.0.push("MESH_CHAT_BATCH_SIZE: must be 1-1024".into());
@@ -325,6 +337,7 @@ impl Problems {
         Some(ChatSettings {
             partitions: partitions.filter(|n| (1..=1024).contains(n))?,
             max_unstored: max_unstored?,
+            ingest_spacing: ingest_spacing.filter(|spacing| *spacing <= MAX_INGEST_SPACING)?,
             batch_size: batch_size.filter(|n| (1..=1024).contains(n))?,
             store_rounds: store_rounds.filter(|n| (1..=64).contains(n))?,
             store_linger: store_linger.filter(|linger| *linger <= Duration::from_millis(100))?,

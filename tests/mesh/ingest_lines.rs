@@ -5,6 +5,7 @@
 //! is set aside alone while the lines around it are stored.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use mesh_contracts::Stream;
 use mesh_contracts::chat::{ConversationId, Inbound, MessageKind};
@@ -92,6 +93,72 @@ async fn messages_accepted_together_share_an_ingest_message_and_keep_their_order
         assert_eq!(mine, wanted, "member {m}");
     }
     mesh.stop().await;
+}
+
+/// A partition's publishes start at least `MESH_CHAT_INGEST_SPACING` apart: what is handed
+/// over sooner waits for the spacing and goes out in one publish, while a partition quiet for
+/// that long publishes at once; the messages are stored in send order either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_publishes_once_per_spacing_and_at_once_when_quiet() {
+    const SPACING: Duration = Duration::from_secs(2);
+    const BURST: usize = 5;
+    let mesh = TestMesh::spawn_with(|s| s.chat.ingest_spacing = SPACING).await;
+    let Friends {
+        conversation,
+        ann_ws: mut ws,
+        ..
+    } = friends(&mesh).await;
+    // Whatever becoming friends published is a spacing behind.
+    tokio::time::sleep(SPACING).await;
+    let before = ingest_messages(&mesh).await;
+
+    let first_sent = Instant::now();
+    send_quietly(&mut ws, &conversation, "first", SPACING).await;
+    assert_eq!(ingest_messages(&mesh).await - before, 1);
+
+    let id = |i: usize| format!("burst-{i}");
+    for i in 0..BURST {
+        ws.send_in(&conversation, &id(i), "burst").await;
+    }
+    for i in 0..BURST {
+        ws.ack(&id(i), "accepted").await;
+    }
+    assert!(
+        first_sent.elapsed() >= SPACING,
+        "the burst was published {:?} after the first message, within the spacing",
+        first_sent.elapsed()
+    );
+    assert_eq!(
+        ingest_messages(&mesh).await - before,
+        2,
+        "the burst, handed over while the spacing ran, went out in one publish"
+    );
+    let mut seqs = vec![ws.stored("first").await];
+    for i in 0..BURST {
+        seqs.push(ws.stored(&id(i)).await);
+    }
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "stored gap-free in send order: {seqs:?}"
+    );
+
+    tokio::time::sleep(SPACING).await;
+    send_quietly(&mut ws, &conversation, "after", SPACING).await;
+    assert_eq!(ingest_messages(&mesh).await - before, 3);
+    mesh.stop().await;
+}
+
+/// Sends `client_id` into a partition quiet for at least `spacing`: it is accepted without
+/// waiting for the spacing.
+async fn send_quietly(ws: &mut Ws, conversation: &str, client_id: &str, spacing: Duration) {
+    let sent = Instant::now();
+    ws.send_in(conversation, client_id, client_id).await;
+    ws.ack(client_id, "accepted").await;
+    assert!(
+        sent.elapsed() < spacing,
+        "a quiet partition kept {client_id} waiting {:?} (spacing {spacing:?})",
+        sent.elapsed()
+    );
 }
 
 /// One connection's burst: the edge hands each send to the publisher without waiting for the
