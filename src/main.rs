@@ -45,8 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Named, so `top -H` and per-thread CPU tell the mesh's threads from other Tokio programs.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name("mesh-worker")
         .build()
     {
         Ok(runtime) => runtime,
