@@ -164,7 +164,8 @@ pub struct Handed {
 
 /// Where a handed message is.
 enum Step {
-    /// Its partition was idle: its sender publishes it alone.
+    /// Its partition was idle: its sender publishes it, first of what queues behind it while
+    /// the partition's spacing runs (alone when nothing does).
     Alone(Queued),
     /// Queued behind the publish in flight.
     Queued(oneshot::Receiver<Turn>),
@@ -197,9 +198,7 @@ impl Handed {
             Step::Alone(queued) => Some(queued),
             // Told to lead: its message is first in the queue until it takes it.
             Step::Leading => None,
-            Step::Queued(_) | Step::Done => {
-                return Err(JetStreamError::Publish("its message left the queue".into()));
-            }
+            Step::Queued(_) | Step::Done => return Err(left_the_queue()),
         };
         let last_taken = lock(&self.slot).last_taken;
         if let Some(due) = next_start(last_taken, self.spacing, Instant::now()) {
@@ -211,7 +210,7 @@ impl Handed {
             take_lot(&mut part, first)
         };
         if lot.is_empty() {
-            return Err(JetStreamError::Publish("its message left the queue".into()));
+            return Err(left_the_queue());
         }
         publish_lot(bus, &self.slot, self.partition, lot)
             .await
@@ -233,6 +232,11 @@ impl Drop for Handed {
             pass_on(&mut lock(&self.slot));
         }
     }
+}
+
+/// A publishing sender found its own message gone from the queue.
+fn left_the_queue() -> JetStreamError {
+    JetStreamError::Publish("its message left the queue".into())
 }
 
 fn lock(slot: &Mutex<Partition>) -> MutexGuard<'_, Partition> {
