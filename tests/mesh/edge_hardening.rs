@@ -350,6 +350,100 @@ async fn without_the_bucket_keyed_requests_fail_open() {
     mesh.stop().await;
 }
 
+/// A keyed sign-in is replayed with the same tokens, but the bucket holds neither the tokens
+/// nor the password nor a plain digest of the request that would let a reader guess the
+/// password offline; a record altered in the bucket is not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idempotency_bucket_holds_no_token_or_password() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    c.register(&phone, "Ann").await;
+    let body = json!({ "phone": phone, "password": PASSWORD });
+    let login = |key: &'static str| {
+        let body = body.clone();
+        async move {
+            send(
+                c,
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(&body),
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = login("sign-in-1").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let again = login("sign-in-1").await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body, "the same tokens, replayed");
+
+    let bus = mesh.bus_as(NatsRole::Edge, "bucket-reader").await;
+    let bucket = bus.bucket(Bucket::Idempotency).await.expect("bucket");
+    let keys = bucket.keys_with_prefix("").await.expect("keys");
+    assert_eq!(keys.len(), 1, "one keyed request: {keys:?}");
+    let key = keys.first().expect("a key").clone();
+    let entry = bucket.get(&key).await.expect("get").expect("the record");
+    let stored = String::from_utf8_lossy(&entry.value).into_owned();
+    let request = serde_json::to_vec(&body).unwrap();
+    let plain_digest = |bytes: &[u8]| {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(0u64.to_be_bytes());
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+        hex::encode(hash.finalize())
+    };
+    for (what, secret) in [
+        ("access token", first.body["access_token"].as_str().unwrap()),
+        (
+            "refresh token",
+            first.body["refresh_token"].as_str().unwrap(),
+        ),
+        ("password", PASSWORD),
+        ("phone", phone.as_str()),
+        ("digest of the request", &plain_digest(&request)),
+        ("client key", "sign-in-1"),
+    ] {
+        assert!(!secret.is_empty(), "{what} is known");
+        assert!(
+            !stored.contains(secret),
+            "the bucket holds the {what}: {stored}"
+        );
+    }
+
+    // A record altered in the bucket does not open: the retry is served anew (fail-open),
+    // never answered with what someone wrote there.
+    let mut record: Value = serde_json::from_slice(&entry.value).expect("a JSON record");
+    let sealed = record["sealed"]
+        .as_str()
+        .expect("a sealed response")
+        .to_owned();
+    let middle = sealed.len() / 2;
+    let flipped = if &sealed[middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    record["sealed"] = Value::String(format!(
+        "{}{flipped}{}",
+        &sealed[..middle],
+        &sealed[middle + 1..]
+    ));
+    bucket
+        .put(&key, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .expect("put");
+    let altered = login("sign-in-1").await;
+    assert_eq!(altered.status, StatusCode::OK, "{}", altered.body);
+    assert_eq!(altered.header("idempotent-replayed"), None);
+    assert_ne!(altered.body["refresh_token"], first.body["refresh_token"]);
+    bus.drain().await;
+    mesh.stop().await;
+}
+
 /// Limits tuned low for one test, everything else lifted.
 fn limited(tune: impl FnOnce(&mut mesh_edge::RateLimitConfig)) -> impl FnOnce(&mut Settings) {
     move |s: &mut Settings| tune(&mut s.guard.limits)

@@ -1,8 +1,10 @@
 //! The pure rules of idempotency keys: which header values are keys, what a key is scoped to,
-//! the fingerprint of a request, and what to do with a retry given the stored record.
+//! where its record is kept and what seals it, and what to do with a retry given the stored
+//! record.
 
 use mesh_contracts::idempotency::IdempotencyRecord;
-use sha2::{Digest, Sha256};
+
+use super::seal::{Seal, digest};
 
 /// The request headers carrying a key, the standard one first.
 pub const HEADERS: [&str; 2] = ["idempotency-key", "x-idempotency-key"];
@@ -47,33 +49,34 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// The bucket key: a digest, so any key text fits the bucket's key alphabet.
-    pub fn storage_key(&self) -> String {
+    /// The parts naming the operation, in order.
+    fn with_parts<R>(&self, then: impl FnOnce(&[&[u8]]) -> R) -> R {
         let scope = match self.scope {
             Scope::User(id) => format!("user:{id}"),
             Scope::Client(ip) => format!("client:{ip}"),
         };
-        digest(&[
+        then(&[
             scope.as_bytes(),
             self.method.as_bytes(),
             self.path.as_bytes(),
             self.key.0.as_bytes(),
         ])
     }
-}
 
-/// What makes two requests with one key "the same request": query string and body.
-pub fn fingerprint(query: &str, body: &[u8]) -> String {
-    digest(&[query.as_bytes(), body])
-}
-
-fn digest(parts: &[&[u8]]) -> String {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
+    /// The bucket key: a digest, so any key text fits the bucket's key alphabet and the
+    /// bucket never holds what derives the seal.
+    pub fn storage_key(&self) -> String {
+        self.with_parts(|parts| {
+            let mut labelled: Vec<&[u8]> = vec![b"mesh idempotency storage key v1"];
+            labelled.extend_from_slice(parts);
+            hex::encode(digest(&labelled))
+        })
     }
-    hex::encode(hash.finalize())
+
+    /// What this operation's record is fingerprinted and sealed with.
+    pub fn seal(&self) -> Seal {
+        self.with_parts(Seal::of)
+    }
 }
 
 /// What a request does when its key is already in the bucket.
@@ -108,8 +111,6 @@ pub fn judge(record: &IdempotencyRecord, fingerprint: &str, now_ms: i64) -> Verd
 
 #[cfg(test)]
 mod tests {
-    use mesh_contracts::idempotency::StoredResponse;
-
     use super::*;
 
     #[test]
@@ -143,8 +144,16 @@ mod tests {
         assert_ne!(base, slot(&alice, "PUT", "/v1/groups"));
         assert_ne!(base, slot(&alice, "POST", "/v1/messages"));
         assert!(base.bytes().all(|b| b.is_ascii_hexdigit()));
-        // Length-prefixed parts: moving a byte from one part to the next changes the digest.
-        assert_ne!(fingerprint("a", b"bc"), fingerprint("ab", b"c"));
+        // The seal is not derivable from the storage key: the same parts give both, under
+        // different labels.
+        let seal = Slot {
+            scope: &alice,
+            method: "POST",
+            path: "/v1/groups",
+            key: &key,
+        }
+        .seal();
+        assert_ne!(seal.fingerprint("", b"{}"), base);
     }
 
     #[test]
@@ -159,11 +168,7 @@ mod tests {
         let done = IdempotencyRecord::Done {
             fingerprint: "f".into(),
             expires_at_ms: 1000,
-            response: StoredResponse {
-                status: 200,
-                headers: vec![],
-                body: String::new(),
-            },
+            sealed: String::new(),
         };
         assert_eq!(judge(&done, "f", 500), Verdict::Replay);
         assert_eq!(judge(&done, "g", 500), Verdict::Mismatch);

@@ -3,9 +3,11 @@
 //! edge. The reservation is an atomic create, so a concurrent duplicate on another edge sees it
 //! (409); it carries a lease, so a crashed edge never blocks the key for longer than that. A
 //! 5xx frees the key. When the bucket is unavailable the request proceeds unprotected
-//! (fail-open) and `mesh_idempotency_total{outcome="fail_open"}` counts it.
+//! (fail-open) and `mesh_idempotency_total{outcome="fail_open"}` counts it. The bucket holds
+//! no request or response in the clear (`seal.rs`).
 
 mod key;
+mod seal;
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use poem::{IntoResponse, Request, Response};
 
 use key::{IdempotencyKey, Slot, Verdict};
 pub use key::{MAX_KEY_BYTES, REPLAYED_HEADER, Scope};
+use seal::Seal;
 
 use crate::clock::unix_millis;
 use crate::problem::ApiError;
@@ -59,6 +62,7 @@ pub struct Reservation {
     key: String,
     revision: u64,
     fingerprint: String,
+    seal: Seal,
     ttl: Duration,
 }
 
@@ -97,17 +101,17 @@ impl Idempotency {
         };
         let method = req.method().to_string();
         let path = req.uri().path().to_owned();
-        let storage_key = Slot {
+        let slot = Slot {
             scope,
             method: &method,
             path: &path,
             key: &key,
-        }
-        .storage_key();
+        };
+        let (storage_key, seal) = (slot.storage_key(), slot.seal());
         let body = req.take_body().into_bytes().await.unwrap_or_default();
-        let fingerprint = key::fingerprint(req.uri().query().unwrap_or(""), &body);
+        let fingerprint = seal.fingerprint(req.uri().query().unwrap_or(""), &body);
         req.set_body(body);
-        match self.reserve(&storage_key, &fingerprint).await {
+        match self.reserve(&storage_key, &fingerprint, seal).await {
             Ok(admission) => admission,
             Err(err) => {
                 tracing::warn!(error = %err, "idempotency bucket unavailable; serving unprotected");
@@ -118,7 +122,12 @@ impl Idempotency {
     }
 
     /// Creates the reservation, or settles with whatever record holds the key.
-    async fn reserve(&self, key: &str, fingerprint: &str) -> Result<Admission, KvError> {
+    async fn reserve(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        seal: Seal,
+    ) -> Result<Admission, KvError> {
         let flight = encode(&IdempotencyRecord::InFlight {
             fingerprint: fingerprint.to_owned(),
             lease_until_ms: unix_millis()
@@ -135,7 +144,8 @@ impl Idempotency {
                             .map_err(|e| KvError::Failed(format!("undecodable record: {e}")))?;
                         match key::judge(&record, fingerprint, unix_millis()) {
                             Verdict::Replay => {
-                                return Ok(Admission::Answer(Box::new(replay(record))));
+                                let response = opened(&record, &seal, key)?;
+                                return Ok(Admission::Answer(Box::new(replay(response))));
                             }
                             Verdict::InProgress => return Ok(in_progress()),
                             Verdict::Mismatch => return Ok(mismatch()),
@@ -161,6 +171,7 @@ impl Idempotency {
                     key: key.to_owned(),
                     revision,
                     fingerprint: fingerprint.to_owned(),
+                    seal,
                     ttl: self.settings.ttl,
                 })));
             }
@@ -189,10 +200,17 @@ fn refuse(problem: ApiError) -> Admission {
     Admission::Answer(Box::new(problem.into_response()))
 }
 
-fn replay(record: IdempotencyRecord) -> Response {
-    let IdempotencyRecord::Done { response, .. } = record else {
+/// The response a finished record sealed. One that does not open under the seal its
+/// fingerprint matched was not written by an edge: the record counts as unreadable.
+fn opened(record: &IdempotencyRecord, seal: &Seal, key: &str) -> Result<StoredResponse, KvError> {
+    let IdempotencyRecord::Done { sealed, .. } = record else {
         unreachable!("only finished records are replayed")
     };
+    seal.open(sealed, key)
+        .ok_or_else(|| KvError::Failed("a stored response does not open".into()))
+}
+
+fn replay(response: StoredResponse) -> Response {
     count("replayed");
     let mut out = Response::builder()
         .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK))
@@ -234,11 +252,14 @@ impl Reservation {
         let record = IdempotencyRecord::Done {
             fingerprint: self.fingerprint.clone(),
             expires_at_ms: unix_millis() + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX),
-            response: StoredResponse {
-                status: status.as_u16(),
-                headers,
-                body: text,
-            },
+            sealed: self.seal.close(
+                &StoredResponse {
+                    status: status.as_u16(),
+                    headers,
+                    body: text,
+                },
+                &self.key,
+            ),
         };
         match self
             .bucket
