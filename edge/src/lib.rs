@@ -127,8 +127,11 @@ pub async fn run(
             .clone()
             .follow(deps.bus.clone(), stop_rx.clone()),
     );
-    // Active on the server before the first connection says `ready` (the flush is a round
-    // trip), like each user's own subscription.
+    // Written to the server before the first connection says `ready`, like each user's own
+    // subscription. (async-nats' flush empties the client's buffer; it is not a round trip.
+    // NATS applies a connection's operations in order, so the subscription is in force
+    // before anything this edge sends after it, though not proven before another client's
+    // publish.)
     let many = deps
         .bus
         .subscribe_push_many()

@@ -3,12 +3,18 @@
 //! silent while the bucket moved on (a watch whose consumer lived on a NATS node that died can
 //! stall without ending), and the owner hears when a (re-)opened watch has caught up with what
 //! the bucket held, so that it can trust its copy only from then on.
+//!
+//! Opening a watch creates a consumer, which the cluster places on one of the bucket's nodes,
+//! drawn at random; a node killed a moment ago still counts as one for minutes (until the
+//! cluster gives up on it), and an open placed there is never answered. So an open that goes
+//! unanswered for a moment is joined by another, placed anew, and the first answer wins.
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{Operation, Store};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use mesh_contracts::Bucket;
 use mesh_observability::outage::Outage;
 use mesh_observability::{outage_failed, outage_over};
@@ -18,6 +24,9 @@ use crate::bus::Bus;
 
 /// How long opening a watch may take before it is abandoned (and tried again).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an open goes unanswered before another starts alongside it (a healthy cluster
+/// answers within milliseconds): within `OPEN_TIMEOUT`, at most five are in flight.
+const OPEN_HEDGE: Duration = Duration::from_secs(1);
 /// How long `newest_revision` waits for the server's answer.
 const REVISION_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long after a broken watch to try again.
@@ -185,16 +194,42 @@ impl BucketFollower {
     }
 
     /// Every entry of the bucket, then each change, each with whether it was the last of the
-    /// replay; the stream ends when the watch breaks. Opening fails after `OPEN_TIMEOUT`
-    /// without an answer: opening creates a consumer, and while NATS fails over that request
-    /// can go unanswered for good.
+    /// replay; the stream ends when the watch breaks. Opening creates a consumer, and while
+    /// NATS fails over that request can go unanswered for good (the consumer was placed on a
+    /// node that is gone): every `OPEN_HEDGE` without an answer another attempt joins the ones
+    /// in flight, the first watch opened is kept (the consumers of the others, which nobody
+    /// listens to, are removed by the server once inactive), and opening fails after
+    /// `OPEN_TIMEOUT` without one, or as soon as every attempt was refused.
     async fn open(
         &self,
     ) -> Result<impl futures::Stream<Item = (BucketEntry, bool)> + Send + use<>, String> {
-        let watch = tokio::time::timeout(OPEN_TIMEOUT, self.store.watch_with_history(">"))
-            .await
-            .map_err(|_| format!("no answer within {OPEN_TIMEOUT:?}"))?
-            .map_err(|err| err.to_string())?;
+        let mut attempts = FuturesUnordered::new();
+        attempts.push(self.store.watch_with_history(">"));
+        let mut hedge =
+            tokio::time::interval_at(tokio::time::Instant::now() + OPEN_HEDGE, OPEN_HEDGE);
+        hedge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = tokio::time::sleep(OPEN_TIMEOUT);
+        let mut deadline = std::pin::pin!(deadline);
+        let watch = loop {
+            tokio::select! {
+                Some(opened) = attempts.next() => match opened {
+                    Ok(watch) => break watch,
+                    Err(err) if attempts.is_empty() => return Err(err.to_string()),
+                    Err(err) => tracing::debug!(
+                        stream = %self.stream, error = %err,
+                        "an attempt to watch a bucket failed; others are in flight"
+                    ),
+                },
+                _ = hedge.tick() => {
+                    tracing::debug!(
+                        stream = %self.stream, in_flight = attempts.len(),
+                        "opening a watch goes unanswered; another attempt joins"
+                    );
+                    attempts.push(self.store.watch_with_history(">"));
+                }
+                () = &mut deadline => return Err(format!("no answer within {OPEN_TIMEOUT:?}")),
+            }
+        };
         Ok(watch
             .take_while(|entry| std::future::ready(entry.is_ok()))
             .filter_map(|entry| async move {

@@ -193,7 +193,9 @@ async fn serve_endpoint(
     }
     // Stopping: NATS routes new requests to the other instances (or answers "no responders"
     // at once); the ones it already handed to this one are still answered, not left to their
-    // callers' timeouts.
+    // callers' timeouts. Handed means read off the connection: the client forgets the
+    // subscription at once (async-nats has no unsubscribe that waits for the server's
+    // confirmation), so one still on the wire then is dropped, and its caller times out.
     let _ = endpoint.stop().await;
     while let Some(request) = endpoint.next().await {
         let Ok(permit) = limit.clone().acquire_owned().await else {

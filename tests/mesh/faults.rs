@@ -535,6 +535,13 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
         );
     let stop = CancellationToken::new();
     let serving = tokio::spawn(host.run(stop.clone().cancelled_owned()));
+    // A subscription on the service's own connection, for the marker below.
+    let marker = uuid::Uuid::new_v4();
+    let markers = service_bus
+        .subscribe_push(marker)
+        .await
+        .expect("subscribe to the markers");
+    let markers = &tokio::sync::Mutex::new(markers);
     let subject = mesh.settings.prefix.rpc(Health::SERVICE, Health::OP);
     let caller = async_nats::connect(&url).await.expect("connect to NATS");
     let mut replies = caller
@@ -564,9 +571,30 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
     for n in 1..=QUEUED {
         ask(n).await;
     }
-    // NATS wrote the requests to the service's connection before the answer to this ping:
-    // they are in its subscription.
-    service_bus.flush().await;
+    // A client's flush only writes out what that client buffered: no round trip, so neither
+    // flush proves NATS even routed the requests yet. A marker does: published on the
+    // requests' connection after them, NATS writes it to the service's connection after them,
+    // and that connection files what it reads into its subscriptions in that order. Once a
+    // marker came out of the service's connection, the requests are in its subscription.
+    // (The marker's subscription may not be on the server yet at first: markers are repeated.)
+    let marker_subject = mesh.settings.prefix.push_user(marker);
+    poll_until(
+        "the service's connection read everything sent before the marker",
+        Duration::from_secs(10),
+        || async {
+            caller
+                .publish(marker_subject.clone(), "marker".into())
+                .await
+                .expect("publish a marker");
+            caller.flush().await.expect("flush");
+            let mut markers = markers.lock().await;
+            tokio::time::timeout(Duration::from_millis(100), markers.next())
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
     stop.cancel();
     gate.notify_one();
 
@@ -589,9 +617,18 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
                 .is_none(),
             "request {n} was refused: {reply:?}"
         );
-        if n > 0 {
-            answered.insert(n);
+        if n == 0 {
+            // Copies of the first request: NATS answers those sent before the service
+            // subscribed itself ("no responders").
+            continue;
         }
+        // A status (503 "no responders") is NATS answering for a service it found no
+        // subscriber for, not the service answering.
+        assert!(
+            reply.status.is_none(),
+            "NATS, not the service, answered request {n}: {reply:?}"
+        );
+        answered.insert(n);
     }
     tokio::time::timeout(Duration::from_secs(5), serving)
         .await

@@ -89,8 +89,9 @@ async fn subscribe(
             return None;
         }
     };
-    // The subscription is active on the server once a round trip completed; only then may
-    // connections say `ready`, or a client could miss what is pushed right after.
+    // The subscription is written to the server before connections say `ready` (the flush
+    // empties the client's buffer; async-nats 0.51 sends no ping for it, so this is not a
+    // round trip): a client that answers `ready` with a request reaches the server after it.
     hub.bus().flush().await;
     Some(pushes)
 }
