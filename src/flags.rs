@@ -166,7 +166,7 @@ pub struct RawSettings {
     /// Least time between the starts of two publishes of one ingest partition by an edge (0 to
     /// 50 ms): what the edge accepts meanwhile goes out in one publish. A partition quiet for
     /// that long publishes at once.
-    #[arg(long, env = "MESH_CHAT_INGEST_SPACING", default_value = "4ms")]
+    #[arg(long, env = "MESH_CHAT_INGEST_SPACING", default_value = "8ms")]
     pub chat_ingest_spacing: String,
     /// Most chat messages a partition's owner reads into one batch (1-1024); a store round
     /// gathers up to four batches' worth from the partitions waiting for it.

@@ -85,7 +85,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         chat: ChatSettings {
             partitions: 4,
             max_unstored: 2048,
-            ingest_spacing: Duration::from_millis(4),
+            ingest_spacing: Duration::from_millis(8),
             batch_size: 256,
             store_rounds: 4,
             store_linger: Duration::from_millis(5),
