@@ -22,33 +22,42 @@ pub struct Seal {
     key: [u8; 32],
 }
 
-/// The SHA-256 of `parts`, each prefixed with its length, so no two lists of parts share one.
-pub fn digest(parts: &[&[u8]]) -> [u8; 32] {
-    let mut hash = Sha256::new();
+/// Feeds `parts` to `update`, each prefixed with its length, so no two lists of parts feed
+/// the same bytes.
+fn length_prefixed(parts: &[&[u8]], mut update: impl FnMut(&[u8])) {
     for part in parts {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
+        update(&(part.len() as u64).to_be_bytes());
+        update(part);
     }
+}
+
+/// The SHA-256 of `label` and then `parts`, length-prefixed.
+fn labelled_digest(label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    length_prefixed(&[label], |bytes| hash.update(bytes));
+    length_prefixed(parts, |bytes| hash.update(bytes));
     hash.finalize().into()
 }
 
+/// The bucket key of the operation the `parts` name (scope, method, route, client key): a
+/// digest under a label of its own, so the bucket never holds what derives the seal, and any
+/// key text fits the bucket's key alphabet.
+pub fn storage_key(parts: &[&[u8]]) -> String {
+    hex::encode(labelled_digest(b"mesh idempotency storage key v1", parts))
+}
+
 impl Seal {
-    /// The seal of the operation the `parts` name (scope, method, route, client key).
+    /// The seal of the operation the `parts` name, as for [`storage_key`].
     pub fn of(parts: &[&[u8]]) -> Self {
-        let mut labelled: Vec<&[u8]> = vec![b"mesh idempotency seal v1"];
-        labelled.extend_from_slice(parts);
         Self {
-            key: digest(&labelled),
+            key: labelled_digest(b"mesh idempotency seal v1", parts),
         }
     }
 
     /// What makes two requests with one key "the same request": query string and body, keyed.
     pub fn fingerprint(&self, query: &str, body: &[u8]) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
-        for part in [query.as_bytes(), body] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
+        length_prefixed(&[query.as_bytes(), body], |bytes| mac.update(bytes));
         hex::encode(mac.finalize().into_bytes())
     }
 
@@ -132,6 +141,18 @@ mod tests {
     }
 
     #[test]
+    fn the_bucket_key_does_not_give_the_seal() {
+        let parts: [&[u8]; 4] = [b"user:u", b"POST", b"/v1/groups", b"k"];
+        let key = storage_key(&parts);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()) && key.len() == 64);
+        assert_ne!(key, hex::encode(Seal::of(&parts).key));
+        // Length-prefixed parts: moving a byte from one part to the next changes both.
+        let moved: [&[u8]; 4] = [b"user:u", b"POST", b"/v1/group", b"sk"];
+        assert_ne!(key, storage_key(&moved));
+        assert_ne!(Seal::of(&parts).key, Seal::of(&moved).key);
+    }
+
+    #[test]
     fn fingerprints_are_keyed_and_tell_requests_apart() {
         let seal = Seal::of(&[b"user:u", b"POST", b"/v1/groups", b"k"]);
         let body = br#"{"password":"hunter2"}"#;
@@ -142,7 +163,9 @@ mod tests {
         // Length-prefixed parts: moving a byte from one part to the next changes it.
         assert_ne!(seal.fingerprint("a", b"bc"), seal.fingerprint("ab", b"c"));
         // Not the plain digest of the request, which anyone could compute from a guess.
-        assert_ne!(print, hex::encode(digest(&[b"", body])));
+        let mut plain = Sha256::new();
+        length_prefixed(&[b"", body], |bytes| plain.update(bytes));
+        assert_ne!(print, hex::encode(plain.finalize()));
         let other = Seal::of(&[b"user:u", b"POST", b"/v1/groups", b"k2"]);
         assert_ne!(print, other.fingerprint("", body));
     }
