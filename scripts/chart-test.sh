@@ -94,7 +94,16 @@ refuses "every role's NATS logins in every pod" 'nats.roleCredentials' \
 refuses "a database URL outside the per-role Secret" 'database.' --set roles.edge.env.MESH_DATABASE_URL=postgres://h/db
 refuses "a user pod whose memory limit the hash pool exceeds" 'hashThreads' \
   --set mode=roles --set roles.user.resources.limits.memory=160Mi
-echo "chart: refuses Ingress without trusted proxies, secrets in plain env, chart-owned settings in env, a too small hash pool limit" >&2
+# 8 chat pods + 2 surging, 8 connections each, beside the other roles: over a stock Postgres.
+refuses "more Postgres connections than the budget" 'database.connectionBudget is 97, but this release may hold' \
+  --set mode=roles --set roles.chat.replicas=8
+refuses "an HPA that may outgrow the budget" '14 chat pods x 8' \
+  --set mode=roles --set roles.chat.autoscaling.enabled=true --set roles.chat.autoscaling.maxReplicas=11
+quiet_helm template x "$CHART" "${base[@]}" --set mode=roles --set roles.chat.replicas=8 \
+  --set database.connectionBudget=0 >/dev/null
+refuses "MESH_DB_MAX_CONNECTIONS in a role's env" 'databaseConnections' \
+  --set roles.chat.env.MESH_DB_MAX_CONNECTIONS=50
+echo "chart: refuses Ingress without trusted proxies, secrets in plain env, chart-owned settings in env, a too small hash pool limit, more Postgres connections than the budget" >&2
 
 echo "== chart checks" >&2
 mkdir -p "$out/core"
@@ -117,6 +126,27 @@ DB_OF = {"edge": set(), "user": {"MESH_USER_DATABASE_URL"}, "social": {"MESH_SOC
          "chat": {"MESH_CHAT_DATABASE_URL"}, "outbox": DB, "all": DB, "migrate": DB}
 problems = []
 
+# Postgres connections a pod holds beside its service pools: the outbox relay's lock and LISTEN
+# connections and its pool (src/roles.rs), for each of the three relayed schemas.
+roles_rs = open("src/roles.rs").read()
+m = re.search(r"const RELAY_POOL_CONNECTIONS: u32 = (\d+);", roles_rs)
+if not m:
+    sys.exit("chart: FAIL: cannot read RELAY_POOL_CONNECTIONS from src/roles.rs")
+RELAY = 3 * (2 + int(m.group(1)))
+POOLS = {"edge": 0, "user": 1, "social": 1, "chat": 1, "outbox": 1, "all": 4}
+DEFAULTS = yaml.safe_load(open("helm/nats-mesh/values.yaml"))
+
+def budget_of(name):
+    """database.connectionBudget of a rendered value set (roles-ingress renders all-in-one's)."""
+    values = f"helm/nats-mesh/ci/{name.removesuffix('.yaml')}-values.yaml"
+    try:
+        given = (yaml.safe_load(open(values)).get("database") or {}).get("connectionBudget")
+    except FileNotFoundError:
+        given = None
+    if name == "roles-ingress.yaml":
+        given = (yaml.safe_load(open("helm/nats-mesh/ci/all-in-one-values.yaml")).get("database") or {}).get("connectionBudget")
+    return DEFAULTS["database"]["connectionBudget"] if given is None else given
+
 def reaches(path, kind, url):
     """Whether an Ingress path of this pathType routes `url` (Prefix: whole segments)."""
     if kind == "Exact":
@@ -134,6 +164,36 @@ for path in sys.argv[1:]:
     name = path.rsplit("/", 1)[-1]
     ingress = [d for d in docs if d["kind"] == "Ingress"]
     console = None
+    # The most Postgres connections the release may hold: each Deployment at its HPA's
+    # maxReplicas (else replicas) plus a rolling update's 25% surge, its pools full; the Job.
+    most = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"]
+            for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    connections = []
+    for d in docs:
+        if d["kind"] == "ConfigMap" and "MESH_DB_MAX_CONNECTIONS" in (d.get("data") or {}):
+            problems.append(f"{name} ConfigMap/{d['metadata']['name']}: MESH_DB_MAX_CONNECTIONS belongs to each Deployment")
+        if d["kind"] not in ("Deployment", "Job"):
+            continue
+        component = d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        size = {e["name"]: e.get("value") for e in c.get("env") or []}.get("MESH_DB_MAX_CONNECTIONS")
+        if d["kind"] == "Job":
+            connections.append(int(size))
+            continue
+        if POOLS[component] == 0:
+            continue
+        if size is None:
+            problems.append(f"{name} Deployment/{d['metadata']['name']}: MESH_DB_MAX_CONNECTIONS not set")
+            continue
+        if "strategy" in d["spec"]:
+            problems.append(f"{name} Deployment/{d['metadata']['name']}: a strategy this check does not count")
+        pods = most.get(d["metadata"]["name"], d["spec"].get("replicas", 1))
+        pods += -(-pods // 4)
+        connections.append(pods * (POOLS[component] * int(size) + (RELAY if component in ("outbox", "all") else 0)))
+    budget = budget_of(name)
+    if budget and sum(connections) > budget:
+        problems.append(f"{name}: may hold {sum(connections)} Postgres connections ({connections}), budget {budget}")
+    print(f"chart: {name}: at most {sum(connections)} Postgres connections, budget {budget}", file=sys.stderr)
     for d in docs:
         kind, where = d["kind"], f"{name} {d['kind']}/{d['metadata']['name']}"
         if kind == "PodDisruptionBudget" and d["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
@@ -186,7 +246,7 @@ for path in sys.argv[1:]:
 if problems:
     sys.exit("chart: FAIL:\n  " + "\n  ".join(problems))
 print(f"chart: Ingress routes only the public {sorted(PUBLIC)} (+ console); edge readiness, PDBs, "
-      "hash pool, per-role database URLs checked", file=sys.stderr)
+      "hash pool, per-role database URLs, Postgres connections within the budget checked", file=sys.stderr)
 PY
 
 echo "== kubernetes-validate --strict" >&2

@@ -101,6 +101,11 @@ pub async fn migrate(settings: &Settings, databases: &Databases) -> anyhow::Resu
     migrate_nats(settings).await
 }
 
+/// Connections of each relayed schema's pool: its relay runs one statement at a time. With the
+/// advisory lock's and the LISTEN connection, a schema costs three (`mesh.podConnections` in
+/// the Helm chart counts them).
+const RELAY_POOL_CONNECTIONS: u32 = 1;
+
 /// The outboxes the relay moves: each service's schema in its own database.
 async fn outbox_sources(databases: &Databases) -> anyhow::Result<Vec<mesh_outbox::Source>> {
     let mut sources = Vec::new();
@@ -113,7 +118,12 @@ async fn outbox_sources(databases: &Databases) -> anyhow::Result<Vec<mesh_outbox
             service,
             schema,
             url: url.clone(),
-            pool: mesh_service_kit::postgres::connect_pool(url, "mesh-outbox", 4).await?,
+            pool: mesh_service_kit::postgres::connect_pool(
+                url,
+                "mesh-outbox",
+                RELAY_POOL_CONNECTIONS,
+            )
+            .await?,
         });
     }
     Ok(sources)

@@ -188,6 +188,7 @@ MESH_CHAT_DATABASE_URL: database.chatUrl / database.existingSecret
 MESH_NATS_ROLE_CREDENTIALS: nats.roleCredentials.existingSecret (each pod mounts only its own role's login)
 MESH_JWT_PRIVATE_KEY: jwt.existingSecret / jwt.privateKey
 MESH_JWT_PUBLIC_KEY: jwt.existingSecret / jwt.publicKey
+MESH_DB_MAX_CONNECTIONS: all.databaseConnections / roles.<role>.databaseConnections (default database.maxConnections)
 {{- end -}}
 
 {{/* Secrets: never in the ConfigMap. */}}
@@ -199,7 +200,6 @@ MESH_JWT_PUBLIC_KEY: jwt.existingSecret / jwt.publicKey
 {{- define "mesh.configMapEnv" -}}
 MESH_PREFIX: prefix
 MESH_NATS_URL: nats.url (or secretEnv.MESH_NATS_URL)
-MESH_DB_MAX_CONNECTIONS: database.maxConnections
 MESH_JWT_ISSUER: jwt.issuer
 MESH_JWT_AUDIENCE: jwt.audience
 MESH_HTTP_ADDR: ports.http
@@ -276,6 +276,48 @@ MESH_PUBLIC_URL: publicUrl
 {{- $path := ternary "all" "roles.user" (eq $component "all") -}}
 {{- fail (printf "%s.resources.limits.memory (%s) is below %s.hashThreads x 19Mi + %dMi = %dMi: argon2 hashing would be OOM-killed under a sign-in burst; lower hashThreads or raise the limit" $path (toString $c.resources.limits.memory) $path $base $need) -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+{{- include "mesh.checkConnectionBudget" . -}}
+{{- end -}}
+
+{{/* Postgres connections one pod of a component may hold at once: its service pools at their
+     size, plus, where the outbox relay runs, three per relayed schema (the advisory lock's
+     connection, the LISTEN connection and a one-connection pool; src/roles.rs). */}}
+{{- define "mesh.podConnections" -}}
+{{- $size := int (include "mesh.poolSize" .) -}}
+{{- $pools := dict "edge" 0 "user" 1 "social" 1 "chat" 1 "outbox" 1 "all" 4 -}}
+{{- $relay := dict "edge" 0 "user" 0 "social" 0 "chat" 0 "outbox" 9 "all" 9 -}}
+{{- add (mul (get $pools .component) $size) (get $relay .component) -}}
+{{- end -}}
+
+{{/* MESH_DB_MAX_CONNECTIONS of a component: its databaseConnections, else database.maxConnections. */}}
+{{- define "mesh.poolSize" -}}
+{{- $c := include "mesh.componentValues" (dict "root" .root "component" .component) | fromYaml -}}
+{{- default .root.Values.database.maxConnections $c.databaseConnections -}}
+{{- end -}}
+
+{{/* Refuses a release that may open more Postgres connections than database.connectionBudget:
+     every Deployment at its most pods (the HPA's maxReplicas when autoscaling, else replicas)
+     plus the pods a rolling update adds (maxSurge 25%, rounded up), each holding its pools full,
+     plus the migration Job's pool of 2. */}}
+{{- define "mesh.checkConnectionBudget" -}}
+{{- $budget := int .Values.database.connectionBudget -}}
+{{- if gt $budget 0 -}}
+{{- $total := 2 -}}
+{{- $parts := list "2 (migration Job)" -}}
+{{- range $component := include "mesh.components" . | fromJsonArray -}}
+{{- $c := include "mesh.componentValues" (dict "root" $ "component" $component) | fromYaml -}}
+{{- $each := int (include "mesh.podConnections" (dict "root" $ "component" $component)) -}}
+{{- if gt $each 0 -}}
+{{- $pods := int (ternary $c.autoscaling.maxReplicas $c.replicas (and $c.autoscaling $c.autoscaling.enabled)) -}}
+{{- $pods = add $pods (div (add $pods 3) 4) -}}
+{{- $total = add $total (mul $pods $each) -}}
+{{- $parts = append $parts (printf "%d %s pods x %d" $pods $component $each) -}}
+{{- end -}}
+{{- end -}}
+{{- if gt $total $budget -}}
+{{- fail (printf "database.connectionBudget is %d, but this release may hold %d Postgres connections at once: %s (pods at the HPA's maxReplicas or replicas, plus rolling-update surge; each pod's pools full). Postgres refuses connections beyond its max_connections, and the services then fail requests. Lower all.databaseConnections / roles.<role>.databaseConnections, replicas or autoscaling.maxReplicas, or raise database.connectionBudget to what the server allows this release (max_connections minus superuser_reserved_connections and other clients; 0 skips the check, e.g. behind PgBouncer)" $budget $total (join " + " $parts)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
