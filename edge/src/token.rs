@@ -4,6 +4,7 @@
 //! signature check (the most expensive step of a cached read) but not the expiry check.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -38,6 +39,12 @@ pub struct TokenVerifier {
     key: DecodingKey,
     kid: String,
     validation: Validation,
+    /// The longest lifetime (`exp - iat`, seconds) a token may have: this edge's
+    /// `MESH_ACCESS_TTL`. It remembers a revocation only as long as that allows, so a token
+    /// meant to live longer (an issuer set up otherwise) could outlive its revocation.
+    longest_lifetime: u64,
+    /// Whether a token living longer was already logged (once is enough to name the cause).
+    told_lifetime: AtomicBool,
     /// Tokens whose signature and claims were checked, keyed by the digest of their exact
     /// text. Only a token that passed enters, and finding another text with the same SHA-256
     /// digest is out of reach, so a forged one can never be found here.
@@ -50,11 +57,18 @@ impl TokenVerifier {
             &config.jwt_public_key_pem,
             &config.jwt_issuer,
             &config.jwt_audience,
+            config.access_ttl,
         )
     }
 
-    /// A verifier of tokens signed by the key of `public_pem` for `issuer` and `audience`.
-    fn with_key(public_pem: &str, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+    /// A verifier of tokens signed by the key of `public_pem` for `issuer` and `audience`,
+    /// living at most `access_ttl`.
+    fn with_key(
+        public_pem: &str,
+        issuer: &str,
+        audience: &str,
+        access_ttl: Duration,
+    ) -> anyhow::Result<Self> {
         let key = DecodingKey::from_ed_pem(public_pem.as_bytes()).map_err(|err| {
             anyhow::anyhow!("JWT public key is not an Ed25519 SPKI PEM key: {err}")
         })?;
@@ -69,6 +83,8 @@ impl TokenVerifier {
             key,
             kid: key_id(public_pem),
             validation,
+            longest_lifetime: access_ttl.as_secs(),
+            told_lifetime: AtomicBool::new(false),
             verified: Cache::builder()
                 .max_capacity(VERIFIED_CAPACITY)
                 .time_to_live(VERIFIED_TTL)
@@ -103,12 +119,26 @@ impl TokenVerifier {
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(ErrorCode::InvalidToken);
         }
-        jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
                 _ => ErrorCode::InvalidToken,
-            })
+            })?;
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > self.longest_lifetime {
+            if !self.told_lifetime.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    lifetime_secs = lifetime,
+                    access_ttl_secs = self.longest_lifetime,
+                    "refusing access tokens that live longer than this edge's MESH_ACCESS_TTL: \
+                     their revocation would be forgotten before they expire; give the user role \
+                     and the edges the same MESH_ACCESS_TTL"
+                );
+            }
+            return Err(ErrorCode::InvalidToken);
+        }
+        Ok(claims)
     }
 
     /// The instant after which `verify` refuses the token of `claims` (its expiry plus the
@@ -159,8 +189,11 @@ mod tests {
         }
     }
 
+    /// The access-token lifetime of the test verifiers.
+    const ACCESS_TTL: Duration = Duration::from_secs(900);
+
     fn verifier(keys: &Keys) -> TokenVerifier {
-        TokenVerifier::with_key(&keys.public_pem, "iss", "aud").unwrap()
+        TokenVerifier::with_key(&keys.public_pem, "iss", "aud", ACCESS_TTL).unwrap()
     }
 
     fn now_secs() -> u64 {
@@ -171,6 +204,11 @@ mod tests {
     }
 
     fn sign(keys: &Keys, exp: u64) -> String {
+        sign_issued(keys, now_secs(), exp)
+    }
+
+    /// A token issued at `iat`, expiring at `exp`.
+    fn sign_issued(keys: &Keys, iat: u64, exp: u64) -> String {
         let claims = AccessClaims {
             sub: Uuid::now_v7(),
             sid: Uuid::now_v7(),
@@ -178,7 +216,7 @@ mod tests {
             roles: vec!["user".into()],
             iss: "iss".into(),
             aud: "aud".into(),
-            iat: now_secs(),
+            iat,
             exp,
         };
         let mut header = Header::new(Algorithm::EdDSA);
@@ -231,6 +269,20 @@ mod tests {
             now_secs() + 600,
         );
         assert_eq!(verifier.verify(&foreign), Err(ErrorCode::InvalidToken));
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_access_ttl_is_refused() {
+        let keys = new_keys();
+        let verifier = verifier(&keys);
+        let iat = now_secs();
+        let longest = sign_issued(&keys, iat, iat + ACCESS_TTL.as_secs());
+        assert!(verifier.verify(&longest).is_ok(), "exactly the access TTL");
+        // Issued by a user role with a longer MESH_ACCESS_TTL: the edges would forget its
+        // revocation while it is still valid.
+        let longer = sign_issued(&keys, iat, iat + ACCESS_TTL.as_secs() + 1);
+        assert_eq!(verifier.verify(&longer), Err(ErrorCode::InvalidToken));
+        assert!(verifier.verified.get(&TokenDigest::of(&longer)).is_none());
     }
 
     #[test]

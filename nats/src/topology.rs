@@ -24,6 +24,38 @@ pub struct TopologySettings {
     pub chat_partitions: u32,
 }
 
+/// What a serving role needs of the topology `mesh migrate` made, beyond its existence: the
+/// settings of its own that must agree with those of the migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// `MESH_CHAT_PARTITIONS`: the ingest stream must route over as many.
+    pub chat_partitions: u32,
+    /// How long the `REVOKED` bucket must remember a revocation (when the role uses it):
+    /// `mesh_edge::revocation_ttl` of the role's own `MESH_ACCESS_TTL`. A bucket that forgets
+    /// sooner lets a revoked token of this role's lifetime be accepted again.
+    pub revocations_kept: Duration,
+}
+
+/// Whether a role needing revocations kept `needed` may use the bucket `bucket` that keeps
+/// them `kept`.
+fn check_revocations_kept(
+    bucket: &str,
+    kept: Duration,
+    needed: Duration,
+) -> Result<(), ConnectError> {
+    if kept.is_zero() || kept >= needed {
+        return Ok(());
+    }
+    Err(ConnectError::Topology(format!(
+        "bucket {bucket} forgets a revoked session after {}s, but this role's MESH_ACCESS_TTL \
+         needs it kept {}s: a revoked token would be accepted again once its revocation is \
+         forgotten. Give every role and `mesh migrate` the same MESH_ACCESS_TTL, and run \
+         `mesh migrate` with it",
+        kept.as_secs(),
+        needed.as_secs()
+    )))
+}
+
 /// The ingest stream's metadata key recording how many partitions its messages are routed
 /// over: a message accepted under one count has no owner under another.
 const PARTITIONS_KEY: &str = "mesh_chat_partitions";
@@ -146,14 +178,15 @@ impl Bus {
         check_partitions(&name, recorded, configured)
     }
 
-    /// Fails unless every stream and bucket named exists, and unless the ingest stream (when
-    /// named) routes over `chat_partitions` partitions: serving roles bind to what
+    /// Fails unless every stream and bucket named exists and meets `needs`: the ingest stream
+    /// (when named) routes over `needs.chat_partitions` partitions, and the `REVOKED` bucket
+    /// (when named) keeps revocations `needs.revocations_kept`. Serving roles bind to what
     /// `mesh migrate` created and never create anything themselves.
     pub async fn require_topology(
         &self,
         streams: &[Stream],
         buckets: &[Bucket],
-        chat_partitions: u32,
+        needs: Needs,
     ) -> Result<(), ConnectError> {
         let p = &self.prefix;
         let missing = |what: String, err: &dyn std::fmt::Display| {
@@ -170,15 +203,23 @@ impl Bus {
                 .map_err(|err| missing(format!("stream {name}"), &err))?;
             if *which == Stream::ChatIn {
                 let recorded = stream.cached_info().config.metadata.get(PARTITIONS_KEY);
-                check_partitions(&name, recorded, chat_partitions)?;
+                check_partitions(&name, recorded, needs.chat_partitions)?;
             }
         }
         for bucket in buckets {
             let name = p.bucket(*bucket);
-            self.jetstream
+            let store = self
+                .jetstream
                 .get_key_value(&name)
                 .await
                 .map_err(|err| missing(format!("bucket {name}"), &err))?;
+            if *bucket == Bucket::Revoked {
+                let status = store
+                    .status()
+                    .await
+                    .map_err(|err| missing(format!("bucket {name}"), &err))?;
+                check_revocations_kept(&name, status.max_age(), needs.revocations_kept)?;
+            }
         }
         Ok(())
     }
@@ -229,7 +270,29 @@ impl Bus {
 
 #[cfg(test)]
 mod tests {
-    use super::check_partitions;
+    use std::time::Duration;
+
+    use super::{check_partitions, check_revocations_kept};
+
+    #[test]
+    fn a_revoked_bucket_is_usable_only_if_it_outlives_the_roles_tokens() {
+        let hour = Duration::from_secs(3600);
+        assert!(check_revocations_kept("P_REVOKED", hour, hour).is_ok());
+        assert!(check_revocations_kept("P_REVOKED", hour * 2, hour).is_ok());
+        assert!(
+            check_revocations_kept("P_REVOKED", Duration::ZERO, hour).is_ok(),
+            "a bucket that never forgets"
+        );
+        let refused = check_revocations_kept("P_REVOKED", hour, hour * 2)
+            .expect_err("forgets sooner than the tokens expire")
+            .to_string();
+        assert!(
+            refused.contains("3600s")
+                && refused.contains("7200s")
+                && refused.contains("MESH_ACCESS_TTL"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn a_stream_is_usable_only_with_the_partition_count_it_records() {

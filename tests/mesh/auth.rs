@@ -442,6 +442,70 @@ async fn migrate_updates_the_age_of_an_existing_revocation_bucket() {
     mesh.stop().await;
 }
 
+/// Roles whose `MESH_ACCESS_TTL` differs from the one `mesh migrate` ran with cannot split
+/// the revocation guarantee: a user role or edge whose tokens would outlive the `REVOKED`
+/// bucket's memory refuses to start (and starts once migrate ran with its lifetime), and an
+/// edge refuses a token that lives longer than its own setting, whose revocation it would
+/// forget before the token expires. Roles that never touch the bucket do not care.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_whose_tokens_outlive_the_revocations_are_refused() {
+    use mesh_contracts::nats_permissions::NatsRole;
+
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let mut longer = mesh.settings.clone();
+    longer.access_ttl = mesh.settings.access_ttl * 4;
+    for role in [NatsRole::User, NatsRole::Edge] {
+        let Err(refused) = nats_mesh::roles::connect_bus(&longer, role, "test-longer-ttl").await
+        else {
+            panic!("{role:?} started with tokens outliving the REVOKED bucket");
+        };
+        let refused = refused.to_string();
+        assert!(
+            refused.contains("MESH_ACCESS_TTL") && refused.contains("mesh migrate"),
+            "{role:?}: {refused}"
+        );
+    }
+    nats_mesh::roles::connect_bus(&longer, NatsRole::Chat, "test-chat")
+        .await
+        .expect("the chat role binds whatever the lifetime")
+        .drain()
+        .await;
+    nats_mesh::roles::connect_bus(&mesh.settings, NatsRole::User, "test-same-ttl")
+        .await
+        .expect("the lifetime migrate ran with binds")
+        .drain()
+        .await;
+
+    // The running edge (the lifetime migrate ran with) refuses a token meant to live longer,
+    // and takes one living exactly as long.
+    let (_, tokens) = c.user("Ann").await;
+    let lifetime = mesh.settings.access_ttl.as_secs() as i64;
+    let mut exact = claims(&tokens.user_id, &tokens.session_id);
+    exact["exp"] = json!(exact["iat"].as_i64().unwrap() + lifetime);
+    let exact = sign(&exact, &keys().private_pem);
+    assert_eq!(c.get_as("/v1/users/me", &exact).await.0, StatusCode::OK);
+    let mut outliving = claims(&tokens.user_id, &tokens.session_id);
+    outliving["exp"] = json!(outliving["iat"].as_i64().unwrap() + lifetime + 1);
+    let outliving = sign(&outliving, &keys().private_pem);
+    assert_problem(
+        &c.get_as("/v1/users/me", &outliving).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+
+    // Migrated with the longer lifetime, the bucket keeps revocations long enough for it.
+    nats_mesh::roles::migrate_nats(&longer)
+        .await
+        .expect("migrate with the longer lifetime");
+    nats_mesh::roles::connect_bus(&longer, NatsRole::User, "test-longer-migrated")
+        .await
+        .expect("binds once migrate ran with its lifetime")
+        .drain()
+        .await;
+    mesh.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_refuses_out_of_bounds_fields_with_validation_codes() {
     let mesh = TestMesh::spawn().await;

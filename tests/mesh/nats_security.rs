@@ -267,7 +267,10 @@ async fn eavesdropping_impersonation_and_forgery_are_refused() {
         .require_topology(
             &[Stream::ChatIn, Stream::Events],
             &[Bucket::Revoked],
-            mesh.settings.chat.partitions,
+            mesh_nats::Needs {
+                chat_partitions: mesh.settings.chat.partitions,
+                revocations_kept: mesh_edge::revocation_ttl(mesh.settings.access_ttl),
+            },
         )
         .await
         .expect("streams and buckets intact");
