@@ -212,7 +212,7 @@ impl Settings {
             public_url: raw
                 .public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", shared.http_addr)),
+                .unwrap_or_else(|| default_public_url(shared.http_addr)),
             jwt_issuer: raw.jwt_issuer.clone(),
             jwt_audience: raw.jwt_audience.clone(),
             access_ttl: shared.access_ttl,
@@ -261,6 +261,17 @@ fn bootstrap_phones(raw: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|phone| format!("+{}", phone.trim_start_matches('+')))
         .collect()
+}
+
+/// The URL the OpenAPI document advertises when `MESH_PUBLIC_URL` is unset: the listening
+/// address, unless it listens on every address (`0.0.0.0`, `::`, as in a container), which no
+/// client can reach; then `/`, which a client resolves against where it fetched the document.
+fn default_public_url(http_addr: std::net::SocketAddr) -> String {
+    if http_addr.ip().is_unspecified() {
+        "/".to_owned()
+    } else {
+        format!("http://{http_addr}")
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,27 @@ fn defaults_are_valid_for_a_role_without_keys_or_database() {
 }
 
 #[test]
+fn a_server_listening_on_every_address_advertises_a_relative_url() {
+    let mut listening = raw();
+    listening.http_addr = "0.0.0.0:8080".into();
+    let settings = Settings::parse(&listening, &[], false).unwrap();
+    assert_eq!(
+        settings.public_url, "/",
+        "0.0.0.0 is no address a client can use"
+    );
+    listening.http_addr = "[::]:8080".into();
+    assert_eq!(
+        Settings::parse(&listening, &[], false).unwrap().public_url,
+        "/"
+    );
+    listening.public_url = Some("https://chat.example.com".into());
+    assert_eq!(
+        Settings::parse(&listening, &[], false).unwrap().public_url,
+        "https://chat.example.com"
+    );
+}
+
+#[test]
 fn the_default_send_queue_holds_two_rounds_of_frames_for_one_user() {
     let settings = Settings::parse(&raw(), &[], false).unwrap();
     let round = mesh_chat::most_frames_per_round(settings.chat.batch_size);
