@@ -73,6 +73,13 @@ def check_file(path, alerts, out_dir):
             sel = d["spec"]["selector"]["matchLabels"]
             need(all(all(s["metadata"]["labels"].get(k) == v for k, v in sel.items()) for s in services),
                  f"{where}: does not select every Service")
+            # The alerts read the role and keep releases apart by these target labels.
+            for ep in d["spec"]["endpoints"]:
+                set_labels = {r.get("targetLabel"): r.get("sourceLabels") for r in ep.get("relabelings") or []}
+                need(set_labels.get("mesh_role") == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+                     f"{where}: endpoint {ep['port']} does not set mesh_role from the pod's component")
+                need(set_labels.get("mesh_release") == ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+                     f"{where}: endpoint {ep['port']} does not set mesh_release from the pod's release")
         if kind == "ConfigMap" and (d["metadata"].get("labels") or {}).get("grafana_dashboard"):
             for body in d["data"].values():
                 need(body.strip().startswith("{"), f"{where}: dashboard is not JSON")

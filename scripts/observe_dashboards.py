@@ -10,7 +10,7 @@ scraping it every second with the alert rules loaded, drives traffic through the
 logins, a failed login and a bad token, friends, messages by REST and WebSocket, a duplicate, a
 rejected message, an SSE stream, a refresh, a logout), then runs every panel's query through
 Prometheus' HTTP API with the template variables substituted ($role, $instance: .+;
-$__rate_interval: 5m) and requires at least one series with a number. The template variables'
+$namespace, $release: .*; $__rate_interval: 5m) and requires at least one series with a number. The template variables'
 own queries must answer too. The absence alerts (Mesh*Absent), evaluated on the same Prometheus,
 stay silent: one `mesh all` target serves every role.
 
@@ -40,7 +40,8 @@ from meshtest import Api, delete_prefix, fail, free_port, scratch_dir, status_of
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASHBOARDS = os.path.join(ROOT, "observability", "dashboards")
 ALERTS = os.path.join(ROOT, "observability", "alerts")
-SUBSTITUTE = {"$__rate_interval": "5m", "$role": ".+", "$instance": ".+"}
+SUBSTITUTE = {"$__rate_interval": "5m", "$namespace": ".*", "$release": ".*", "$role": ".+",
+              "$instance": ".+"}
 # Panels whose metric the mesh does not refresh yet; each names what will make it show data.
 AWAITING: dict = {}
 PROMQL_WORDS = {"sum", "rate", "increase", "histogram_quantile", "max", "min", "by", "or", "and",
@@ -166,7 +167,10 @@ def start_prometheus(procs, prometheus, scratch, mesh_port):
         "rule_files": [os.path.join(ALERTS, "mesh-alerts.yaml")],
         "scrape_configs": [{
             "job_name": "nats-mesh",
-            "static_configs": [{"targets": [f"127.0.0.1:{mesh_port}"], "labels": {"mesh_role": "all"}}],
+            # As the chart's ServiceMonitor labels a target (the operator adds `namespace`).
+            "static_configs": [{"targets": [f"127.0.0.1:{mesh_port}"],
+                                "labels": {"mesh_role": "all", "namespace": "observe",
+                                           "mesh_release": "observe"}}],
         }],
     }
     path = os.path.join(scratch, "prometheus.yml")
