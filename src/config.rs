@@ -189,6 +189,11 @@ impl Settings {
         let shared = p.shared(raw);
         let chat = p.chat(raw);
         let ws = p.ws(raw);
+        if let (Some(chat), Some(ws)) = (&chat, &ws)
+            && roles.contains(&Role::Edge)
+        {
+            p.round_fits_send_queue(chat.batch_size, ws.send_queue);
+        }
         let guard = raw.guard.parse().map_err(|all| p.extend(all)).ok();
         let console = raw.console.parse().map_err(|err| p.push(err)).ok();
         let login_throttle = raw.guard.login_throttle().map_err(|all| p.extend(all)).ok();

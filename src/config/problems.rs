@@ -348,6 +348,22 @@ impl Problems {
         })
     }
 
+    /// An edge cuts off a connection whose send queue overflows, and one store round of a chat
+    /// worker can push `most_frames_per_round` frames to one user at once: an edge's queue must
+    /// hold that for the batch size the chat workers use (which should be the edges' own).
+    pub fn round_fits_send_queue(&mut self, batch_size: usize, send_queue: usize) {
+        let round = mesh_chat::most_frames_per_round(batch_size);
+        if send_queue < round {
+            self.push(format!(
+                "MESH_WS_SEND_QUEUE: {send_queue} frames cannot hold one store round's frames \
+                 for one user ({round}: 2 x 4 x MESH_CHAT_BATCH_SIZE {batch_size}), so a client \
+                 that reads its socket would be cut off as a slow consumer; raise it to {} (two \
+                 rounds), and give chat workers and edges the same MESH_CHAT_BATCH_SIZE",
+                2 * round
+            ));
+        }
+    }
+
     pub fn ws(&mut self, raw: &RawSettings) -> Option<WsSettings> {
         let heartbeat = self.duration("MESH_WS_HEARTBEAT", &raw.ws_heartbeat);
         let idle_timeout = self.duration("MESH_WS_IDLE_TIMEOUT", &raw.ws_idle_timeout);

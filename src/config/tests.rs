@@ -62,6 +62,38 @@ fn a_server_listening_on_every_address_advertises_a_relative_url() {
 }
 
 #[test]
+fn an_edges_send_queue_must_hold_a_store_rounds_frames_for_one_user() {
+    // What an edge refuses about its send queue (other problems, such as its missing keys,
+    // left aside).
+    let queue_problems =
+        |raw: &RawSettings, roles: &[Role]| match Settings::parse(raw, roles, false) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .into_iter()
+                .filter(|p| p.starts_with("MESH_WS_SEND_QUEUE"))
+                .collect(),
+        };
+    let mut small = raw();
+    small.chat_batch_size = "1024".into();
+    let refused = queue_problems(&small, &[Role::Edge]);
+    assert!(
+        refused.len() == 1 && refused[0].contains("8192") && refused[0].contains("16384"),
+        "a queue of 4,096 against rounds of 8,192 frames: {refused:?}"
+    );
+    // Only an edge queues frames: a process without one starts with any queue setting.
+    assert!(queue_problems(&small, &[]).is_empty());
+    small.ws_send_queue = "16384".into();
+    assert!(
+        queue_problems(&small, &[Role::Edge]).is_empty(),
+        "two rounds fit"
+    );
+    assert!(
+        queue_problems(&raw(), &[Role::Edge]).is_empty(),
+        "the defaults fit"
+    );
+}
+
+#[test]
 fn the_default_send_queue_holds_two_rounds_of_frames_for_one_user() {
     let settings = Settings::parse(&raw(), &[], false).unwrap();
     let round = mesh_chat::most_frames_per_round(settings.chat.batch_size);
