@@ -97,7 +97,7 @@ refuses "a user pod whose memory limit the hash pool exceeds" 'hashThreads' \
 # 8 chat pods + 2 surging, 8 connections each, beside the other roles: over a stock Postgres.
 refuses "more Postgres connections than the budget" 'database.connectionBudget is 97, but this release may hold' \
   --set mode=roles --set roles.chat.replicas=8
-refuses "an HPA that may outgrow the budget" '14 chat pods x 8' \
+refuses "an HPA that may outgrow the budget" '16 chat pods x 8' \
   --set mode=roles --set roles.chat.autoscaling.enabled=true --set roles.chat.autoscaling.maxReplicas=11
 quiet_helm template x "$CHART" "${base[@]}" --set mode=roles --set roles.chat.replicas=8 \
   --set database.connectionBudget=0 >/dev/null
@@ -109,10 +109,19 @@ echo "== chart checks" >&2
 mkdir -p "$out/core"
 "$PY" scripts/chart_checks.py --alerts observability/alerts/mesh-alerts.yaml --out "$out/core" "$out"/*.yaml
 # Deployment safety of every rendered value set (plus mode roles with an Ingress and console off).
-quiet_helm template "nats-mesh" "$CHART" --namespace chat -f "$CHART/ci/all-in-one-values.yaml" \
-  --set mode=roles --set edge.console.enabled=false >"$out/roles-ingress.yaml"
-"$PY" - "$out"/*.yaml <<'PY'
-import re, sys, yaml
+roles_ingress=(-f "$CHART/ci/all-in-one-values.yaml" --set mode=roles --set edge.console.enabled=false)
+quiet_helm template "nats-mesh" "$CHART" --namespace chat "${roles_ingress[@]}" >"$out/roles-ingress.yaml"
+# The total the chart's own budget check computes for each value set (it names it when refusing
+# a budget of 1), to compare with the one recomputed below from the manifests and the code.
+mkdir -p "$out/budget"
+for values in "$CHART"/ci/*-values.yaml roles-ingress; do
+  if [[ "$values" == roles-ingress ]]; then name=roles-ingress; args=("${roles_ingress[@]}")
+  else name="$(basename "$values" -values.yaml)"; args=(-f "$values"); fi
+  refusal="$(quiet_helm template x "$CHART" "${args[@]}" --set database.connectionBudget=1 2>&1 || true)"
+  sed -n 's/.*this release may hold \([0-9]*\) Postgres connections.*/\1/p' <<<"$refusal" >"$out/budget/$name.yaml"
+done
+BUDGETS="$out/budget" "$PY" - "$out"/*.yaml <<'PY'
+import os, re, sys, yaml
 
 # The edge's own routes (edge/src/lib.rs): `/` nests the OpenAPI service, all of it under /v1.
 lib = open("edge/src/lib.rs").read()
@@ -165,7 +174,7 @@ for path in sys.argv[1:]:
     ingress = [d for d in docs if d["kind"] == "Ingress"]
     console = None
     # The most Postgres connections the release may hold: each Deployment at its HPA's
-    # maxReplicas (else replicas) plus a rolling update's 25% surge, its pools full; the Job.
+    # maxReplicas (else replicas) plus what a rolling update adds, its pools full; the Job.
     most = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"]
             for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
     connections = []
@@ -188,9 +197,16 @@ for path in sys.argv[1:]:
         if "strategy" in d["spec"]:
             problems.append(f"{name} Deployment/{d['metadata']['name']}: a strategy this check does not count")
         pods = most.get(d["metadata"]["name"], d["spec"].get("replicas", 1))
-        pods += -(-pods // 4)
+        # A rolling update adds 25% new pods (rounded up) while 25% of the old ones (rounded
+        # down) may still be stopping.
+        pods += -(-pods // 4) + pods // 4
         connections.append(pods * (POOLS[component] * int(size) + (RELAY if component in ("outbox", "all") else 0)))
     budget = budget_of(name)
+    with open(os.path.join(os.environ["BUDGETS"], name)) as f:
+        charted = f.read().strip()
+    if charted != str(sum(connections)):
+        problems.append(f"{name}: the chart's budget check counts {charted or 'nothing'}, the manifests "
+                        f"and src/roles.rs give {sum(connections)}")
     if budget and sum(connections) > budget:
         problems.append(f"{name}: may hold {sum(connections)} Postgres connections ({connections}), budget {budget}")
     print(f"chart: {name}: at most {sum(connections)} Postgres connections, budget {budget}", file=sys.stderr)

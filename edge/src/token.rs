@@ -39,11 +39,12 @@ pub struct TokenVerifier {
     key: DecodingKey,
     kid: String,
     validation: Validation,
-    /// The longest lifetime (`exp - iat`, seconds) a token may have: this edge's
+    /// The longest lifetime (`exp - iat`, seconds) this edge grants a token: its
     /// `MESH_ACCESS_TTL`. It remembers a revocation only as long as that allows, so a token
-    /// meant to live longer (an issuer set up otherwise) could outlive its revocation.
+    /// meant to live longer (an issuer set up otherwise, or one from before the setting was
+    /// lowered) expires here at `iat` plus this instead of outliving its revocation.
     longest_lifetime: u64,
-    /// Whether a token living longer was already logged (once is enough to name the cause).
+    /// Whether a token meant to live longer was already logged (once is enough).
     told_lifetime: AtomicBool,
     /// Tokens whose signature and claims were checked, keyed by the digest of their exact
     /// text. Only a token that passed enters, and finding another text with the same SHA-256
@@ -108,35 +109,40 @@ impl TokenVerifier {
                 Ok(claims)
             };
         }
-        let claims = Arc::new(self.check(token)?);
+        let claims = self.check(token)?;
+        if expired(&claims, now) {
+            return Err(ErrorCode::TokenExpired);
+        }
+        let claims = Arc::new(claims);
         self.verified.insert(digest, Arc::clone(&claims));
         Ok(claims)
     }
 
-    /// The full check: header, signature and claims.
+    /// The full check: header, signature and claims; the expiry of the claims returned is at
+    /// most `longest_lifetime` after their issue.
     fn check(&self, token: &str) -> Result<AccessClaims, ErrorCode> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ErrorCode::InvalidToken)?;
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(ErrorCode::InvalidToken);
         }
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
+        let mut claims = jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
                 _ => ErrorCode::InvalidToken,
             })?;
-        let lifetime = claims.exp.saturating_sub(claims.iat);
-        if lifetime > self.longest_lifetime {
+        let granted = claims.iat.saturating_add(self.longest_lifetime);
+        if claims.exp > granted {
             if !self.told_lifetime.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    lifetime_secs = lifetime,
+                tracing::warn!(
+                    lifetime_secs = claims.exp.saturating_sub(claims.iat),
                     access_ttl_secs = self.longest_lifetime,
-                    "refusing access tokens that live longer than this edge's MESH_ACCESS_TTL: \
-                     their revocation would be forgotten before they expire; give the user role \
-                     and the edges the same MESH_ACCESS_TTL"
+                    "access tokens meant to live longer than this edge's MESH_ACCESS_TTL expire \
+                     here after it (their revocation would be forgotten first); give the user \
+                     role and the edges the same MESH_ACCESS_TTL"
                 );
             }
-            return Err(ErrorCode::InvalidToken);
+            claims.exp = granted;
         }
         Ok(claims)
     }
@@ -272,17 +278,41 @@ mod tests {
     }
 
     #[test]
-    fn a_token_living_longer_than_the_access_ttl_is_refused() {
+    fn a_token_meant_to_live_longer_than_the_access_ttl_expires_after_it() {
         let keys = new_keys();
         let verifier = verifier(&keys);
         let iat = now_secs();
-        let longest = sign_issued(&keys, iat, iat + ACCESS_TTL.as_secs());
-        assert!(verifier.verify(&longest).is_ok(), "exactly the access TTL");
+        let ttl = ACCESS_TTL.as_secs();
+        let longest = sign_issued(&keys, iat, iat + ttl);
+        assert_eq!(
+            verifier.verify(&longest).unwrap().exp,
+            iat + ttl,
+            "exactly the TTL"
+        );
         // Issued by a user role with a longer MESH_ACCESS_TTL: the edges would forget its
-        // revocation while it is still valid.
-        let longer = sign_issued(&keys, iat, iat + ACCESS_TTL.as_secs() + 1);
-        assert_eq!(verifier.verify(&longer), Err(ErrorCode::InvalidToken));
-        assert!(verifier.verified.get(&TokenDigest::of(&longer)).is_none());
+        // revocation while it is still valid, so it expires here after the edge's TTL.
+        let longer = sign_issued(&keys, iat, iat + 10 * ttl);
+        let claims = verifier
+            .verify(&longer)
+            .expect("valid within the edge's TTL");
+        assert_eq!(claims.exp, iat + ttl);
+        assert_eq!(
+            verifier.valid_until(&claims),
+            UNIX_EPOCH + Duration::from_secs(iat + ttl + LEEWAY_SECS)
+        );
+        let later = UNIX_EPOCH + Duration::from_secs(iat + ttl + LEEWAY_SECS + 1);
+        assert_eq!(
+            verifier.verify_at(&longer, later),
+            Err(ErrorCode::TokenExpired),
+            "remembered, then past the edge's TTL"
+        );
+        // Seen first once the edge's TTL is over: expired at once, and not remembered.
+        let fresh = TokenVerifier::with_key(&keys.public_pem, "iss", "aud", ACCESS_TTL).unwrap();
+        assert_eq!(
+            fresh.verify_at(&longer, later),
+            Err(ErrorCode::TokenExpired)
+        );
+        assert!(fresh.verified.get(&TokenDigest::of(&longer)).is_none());
     }
 
     #[test]

@@ -56,6 +56,17 @@ fn check_revocations_kept(
     )))
 }
 
+/// The age `mesh migrate` gives the `REVOKED` bucket: what its settings need, unless the bucket
+/// already keeps revocations longer (`kept`; zero keeps them forever). Never shorter: pods of
+/// the release before keep issuing and accepting tokens of their lifetime until they are
+/// replaced, and their revocations must be remembered that long.
+fn revocations_age(kept: Option<Duration>, needed: Duration) -> Duration {
+    match kept {
+        Some(kept) if kept.is_zero() || kept > needed => kept,
+        _ => needed,
+    }
+}
+
 /// The ingest stream's metadata key recording how many partitions its messages are routed
 /// over: a message accepted under one count has no owner under another.
 const PARTITIONS_KEY: &str = "mesh_chat_partitions";
@@ -107,6 +118,15 @@ impl Bus {
             ),
         ];
         for (bucket, max_age, description) in buckets {
+            let max_age = if bucket == Bucket::Revoked {
+                let kept = match self.jetstream.get_key_value(p.bucket(bucket)).await {
+                    Ok(store) => store.status().await.ok().map(|status| status.max_age()),
+                    Err(_) => None,
+                };
+                revocations_age(kept, max_age)
+            } else {
+                max_age
+            };
             let config = kv::Config {
                 bucket: p.bucket(bucket),
                 description: description.to_owned(),
@@ -272,7 +292,24 @@ impl Bus {
 mod tests {
     use std::time::Duration;
 
-    use super::{check_partitions, check_revocations_kept};
+    use super::{check_partitions, check_revocations_kept, revocations_age};
+
+    #[test]
+    fn migrate_never_shortens_how_long_revocations_are_kept() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(revocations_age(None, hour), hour, "a new bucket");
+        assert_eq!(revocations_age(Some(hour / 2), hour), hour, "lengthened");
+        assert_eq!(
+            revocations_age(Some(hour * 2), hour),
+            hour * 2,
+            "kept longer"
+        );
+        assert_eq!(
+            revocations_age(Some(Duration::ZERO), hour),
+            Duration::ZERO,
+            "forever"
+        );
+    }
 
     #[test]
     fn a_revoked_bucket_is_usable_only_if_it_outlives_the_roles_tokens() {

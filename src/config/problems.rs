@@ -355,10 +355,10 @@ impl Problems {
         let round = mesh_chat::most_frames_per_round(batch_size);
         if send_queue < round {
             self.push(format!(
-                "MESH_WS_SEND_QUEUE: {send_queue} frames cannot hold one store round's frames \
-                 for one user ({round}: 2 x 4 x MESH_CHAT_BATCH_SIZE {batch_size}), so a client \
-                 that reads its socket would be cut off as a slow consumer; raise it to {} (two \
-                 rounds), and give chat workers and edges the same MESH_CHAT_BATCH_SIZE",
+                "MESH_WS_SEND_QUEUE: {send_queue} frames cannot hold the {round} frames one \
+                 store round may push to one user with MESH_CHAT_BATCH_SIZE {batch_size}, so a \
+                 client that reads its socket would be cut off as a slow consumer; raise it to \
+                 {} (two rounds), and give chat workers and edges the same MESH_CHAT_BATCH_SIZE",
                 2 * round
             ));
         }

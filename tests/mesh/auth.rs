@@ -428,6 +428,8 @@ async fn migrate_updates_the_age_of_an_existing_revocation_bucket() {
     older.access_ttl = Duration::from_secs(60);
     let left = nats_mesh::roles::topology_settings(&older);
     let migrate = mesh.bus_as(NatsRole::Migrate, "older-migrate").await;
+    // Migrate never shortens the age of an existing bucket, so the older one is made anew.
+    migrate.delete_bucket(Bucket::Revoked).await;
     migrate
         .ensure_topology(&left)
         .await
@@ -445,10 +447,10 @@ async fn migrate_updates_the_age_of_an_existing_revocation_bucket() {
 /// Roles whose `MESH_ACCESS_TTL` differs from the one `mesh migrate` ran with cannot split
 /// the revocation guarantee: a user role or edge whose tokens would outlive the `REVOKED`
 /// bucket's memory refuses to start (and starts once migrate ran with its lifetime), and an
-/// edge refuses a token that lives longer than its own setting, whose revocation it would
-/// forget before the token expires. Roles that never touch the bucket do not care.
+/// edge lets no token live longer than its own setting from its issue, so none outlives a
+/// revocation the edge forgets after that. Roles that never touch the bucket do not care.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roles_whose_tokens_outlive_the_revocations_are_refused() {
+async fn no_token_outlives_what_the_edges_remember_of_its_revocation() {
     use mesh_contracts::nats_permissions::NatsRole;
 
     let mesh = TestMesh::spawn().await;
@@ -477,27 +479,34 @@ async fn roles_whose_tokens_outlive_the_revocations_are_refused() {
         .drain()
         .await;
 
-    // The running edge (the lifetime migrate ran with) refuses a token meant to live longer,
-    // and takes one living exactly as long.
+    // The running edge grants a token no more than its own lifetime from its issue, whatever
+    // the token says: one issued longer ago than that is expired (the client refreshes), one
+    // issued just now works.
     let (_, tokens) = c.user("Ann").await;
     let lifetime = mesh.settings.access_ttl.as_secs() as i64;
-    let mut exact = claims(&tokens.user_id, &tokens.session_id);
-    exact["exp"] = json!(exact["iat"].as_i64().unwrap() + lifetime);
-    let exact = sign(&exact, &keys().private_pem);
-    assert_eq!(c.get_as("/v1/users/me", &exact).await.0, StatusCode::OK);
-    let mut outliving = claims(&tokens.user_id, &tokens.session_id);
-    outliving["exp"] = json!(outliving["iat"].as_i64().unwrap() + lifetime + 1);
-    let outliving = sign(&outliving, &keys().private_pem);
+    let mut old = claims(&tokens.user_id, &tokens.session_id);
+    old["iat"] = json!(now() - lifetime - 120);
+    old["exp"] = json!(now() + 10 * lifetime);
+    let old = sign(&old, &keys().private_pem);
     assert_problem(
-        &c.get_as("/v1/users/me", &outliving).await,
+        &c.get_as("/v1/users/me", &old).await,
         StatusCode::UNAUTHORIZED,
-        "invalid_token",
+        "token_expired",
     );
+    let mut recent = claims(&tokens.user_id, &tokens.session_id);
+    recent["exp"] = json!(now() + 10 * lifetime);
+    let recent = sign(&recent, &keys().private_pem);
+    assert_eq!(c.get_as("/v1/users/me", &recent).await.0, StatusCode::OK);
 
-    // Migrated with the longer lifetime, the bucket keeps revocations long enough for it.
+    // Migrated with the longer lifetime, the bucket keeps revocations long enough for it; and
+    // a later migrate with the shorter one (an upgrade lowering the setting while pods of the
+    // longer one still run) does not shorten it again.
     nats_mesh::roles::migrate_nats(&longer)
         .await
         .expect("migrate with the longer lifetime");
+    nats_mesh::roles::migrate_nats(&mesh.settings)
+        .await
+        .expect("migrate with the shorter lifetime");
     nats_mesh::roles::connect_bus(&longer, NatsRole::User, "test-longer-migrated")
         .await
         .expect("binds once migrate ran with its lifetime")

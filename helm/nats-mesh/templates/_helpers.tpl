@@ -299,7 +299,8 @@ MESH_PUBLIC_URL: publicUrl
 
 {{/* Refuses a release that may open more Postgres connections than database.connectionBudget:
      every Deployment at its most pods (the HPA's maxReplicas when autoscaling, else replicas)
-     plus the pods a rolling update adds (maxSurge 25%, rounded up), each holding its pools full,
+     plus what a rolling update adds (maxSurge 25% new pods, rounded up, while maxUnavailable
+     25% of the old ones, rounded down, may still be stopping), each holding its pools full,
      plus the migration Job's pool of 2. */}}
 {{- define "mesh.checkConnectionBudget" -}}
 {{- $budget := int .Values.database.connectionBudget -}}
@@ -311,13 +312,13 @@ MESH_PUBLIC_URL: publicUrl
 {{- $each := int (include "mesh.podConnections" (dict "root" $ "component" $component)) -}}
 {{- if gt $each 0 -}}
 {{- $pods := int (ternary $c.autoscaling.maxReplicas $c.replicas (and $c.autoscaling $c.autoscaling.enabled)) -}}
-{{- $pods = add $pods (div (add $pods 3) 4) -}}
+{{- $pods = add $pods (div (add $pods 3) 4) (div $pods 4) -}}
 {{- $total = add $total (mul $pods $each) -}}
 {{- $parts = append $parts (printf "%d %s pods x %d" $pods $component $each) -}}
 {{- end -}}
 {{- end -}}
 {{- if gt $total $budget -}}
-{{- fail (printf "database.connectionBudget is %d, but this release may hold %d Postgres connections at once: %s (pods at the HPA's maxReplicas or replicas, plus rolling-update surge; each pod's pools full). Postgres refuses connections beyond its max_connections, and the services then fail requests. Lower all.databaseConnections / roles.<role>.databaseConnections, replicas or autoscaling.maxReplicas, or raise database.connectionBudget to what the server allows this release (max_connections minus superuser_reserved_connections and other clients; 0 skips the check, e.g. behind PgBouncer)" $budget $total (join " + " $parts)) -}}
+{{- fail (printf "database.connectionBudget is %d, but this release may hold %d Postgres connections at once: %s (pods at the HPA's maxReplicas or replicas, plus a rolling update's 25% new pods and 25% old ones still stopping; each pod's pools full). Postgres refuses connections beyond its max_connections, and the services then fail requests. Lower all.databaseConnections / roles.<role>.databaseConnections, replicas or autoscaling.maxReplicas, or raise database.connectionBudget to what the server allows this release (max_connections minus superuser_reserved_connections and other clients; 0 skips the check, e.g. behind PgBouncer)" $budget $total (join " + " $parts)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
