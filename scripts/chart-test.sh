@@ -94,7 +94,8 @@ refuses "every role's NATS logins in every pod" 'nats.roleCredentials' \
 refuses "a database URL outside the per-role Secret" 'database.' --set roles.edge.env.MESH_DATABASE_URL=postgres://h/db
 refuses "a user pod whose memory limit the hash pool exceeds" 'hashThreads' \
   --set mode=roles --set roles.user.resources.limits.memory=160Mi
-# 8 chat pods + 2 surging, 8 connections each, beside the other roles: over a stock Postgres.
+# 8 chat pods + 2 new + 2 old while rolling, 8 connections each, beside the other roles: over a
+# stock Postgres.
 refuses "more Postgres connections than the budget" 'database.connectionBudget is 97, but this release may hold' \
   --set mode=roles --set roles.chat.replicas=8
 refuses "an HPA that may outgrow the budget" '16 chat pods x 8' \

@@ -119,11 +119,7 @@ impl Bus {
         ];
         for (bucket, max_age, description) in buckets {
             let max_age = if bucket == Bucket::Revoked {
-                let kept = match self.jetstream.get_key_value(p.bucket(bucket)).await {
-                    Ok(store) => store.status().await.ok().map(|status| status.max_age()),
-                    Err(_) => None,
-                };
-                revocations_age(kept, max_age)
+                revocations_age(self.revocations_kept().await?, max_age)
             } else {
                 max_age
             };
@@ -184,6 +180,28 @@ impl Bus {
                 })?;
         }
         Ok(())
+    }
+
+    /// How long the existing `REVOKED` bucket keeps revocations, `None` when there is no
+    /// bucket yet. Any other failure fails migrate: taking it for "no bucket" would shorten
+    /// the age of one that exists.
+    async fn revocations_kept(&self) -> Result<Option<Duration>, ConnectError> {
+        use async_nats::jetstream::ErrorCode;
+        use async_nats::jetstream::context::GetStreamErrorKind;
+
+        let name = self.prefix.bucket_stream(Bucket::Revoked);
+        match self.jetstream.get_stream(&name).await {
+            Ok(stream) => Ok(Some(stream.cached_info().config.max_age)),
+            Err(err)
+                if matches!(err.kind(), GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(ConnectError::Topology(format!(
+                "stream {name}: cannot read how long it keeps revocations: {err}"
+            ))),
+        }
     }
 
     /// Before `mesh migrate` updates the ingest stream: fails when it exists and records

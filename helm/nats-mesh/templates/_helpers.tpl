@@ -301,7 +301,10 @@ MESH_PUBLIC_URL: publicUrl
      every Deployment at its most pods (the HPA's maxReplicas when autoscaling, else replicas)
      plus what a rolling update adds (maxSurge 25% new pods, rounded up, while maxUnavailable
      25% of the old ones, rounded down, may still be stopping), each holding its pools full,
-     plus the migration Job's pool of 2. */}}
+     plus the migration Job's pool of 2. Kubernetes does not count pods that are terminating,
+     so this assumes an old pod is gone before the next new one is ready: the roles stop
+     within seconds of SIGTERM (the chart test's wiring measures it), while a new pod needs its
+     readiness probe; old pods slower to stop would overlap further. */}}
 {{- define "mesh.checkConnectionBudget" -}}
 {{- $budget := int .Values.database.connectionBudget -}}
 {{- if gt $budget 0 -}}
@@ -318,7 +321,7 @@ MESH_PUBLIC_URL: publicUrl
 {{- end -}}
 {{- end -}}
 {{- if gt $total $budget -}}
-{{- fail (printf "database.connectionBudget is %d, but this release may hold %d Postgres connections at once: %s (pods at the HPA's maxReplicas or replicas, plus a rolling update's 25% new pods and 25% old ones still stopping; each pod's pools full). Postgres refuses connections beyond its max_connections, and the services then fail requests. Lower all.databaseConnections / roles.<role>.databaseConnections, replicas or autoscaling.maxReplicas, or raise database.connectionBudget to what the server allows this release (max_connections minus superuser_reserved_connections and other clients; 0 skips the check, e.g. behind PgBouncer)" $budget $total (join " + " $parts)) -}}
+{{- fail (printf "database.connectionBudget is %d, but this release may hold %d Postgres connections at once: %s (pods at the HPA's maxReplicas or replicas, plus a rolling update's 25%% new pods and 25%% old ones still stopping; each pod's pools full). Postgres refuses connections beyond its max_connections, and the services then fail requests. Lower all.databaseConnections / roles.<role>.databaseConnections, replicas or autoscaling.maxReplicas, or raise database.connectionBudget to what the server allows this release (max_connections minus superuser_reserved_connections and other clients; 0 skips the check, e.g. behind PgBouncer)" $budget $total (join " + " $parts)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
