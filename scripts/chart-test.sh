@@ -123,6 +123,8 @@ for values in "$CHART"/ci/*-values.yaml roles-ingress; do
 done
 BUDGETS="$out/budget" "$PY" - "$out"/*.yaml <<'PY'
 import os, re, sys, yaml
+sys.path.insert(0, "scripts")
+from meshtest import POOLS, pod_connections
 
 # The edge's own routes (edge/src/lib.rs): `/` nests the OpenAPI service, all of it under /v1.
 lib = open("edge/src/lib.rs").read()
@@ -136,14 +138,6 @@ DB_OF = {"edge": set(), "user": {"MESH_USER_DATABASE_URL"}, "social": {"MESH_SOC
          "chat": {"MESH_CHAT_DATABASE_URL"}, "outbox": DB, "all": DB, "migrate": DB}
 problems = []
 
-# Postgres connections a pod holds beside its service pools: the outbox relay's lock and LISTEN
-# connections and its pool (src/roles.rs), for each of the three relayed schemas.
-roles_rs = open("src/roles.rs").read()
-m = re.search(r"const RELAY_POOL_CONNECTIONS: u32 = (\d+);", roles_rs)
-if not m:
-    sys.exit("chart: FAIL: cannot read RELAY_POOL_CONNECTIONS from src/roles.rs")
-RELAY = 3 * (2 + int(m.group(1)))
-POOLS = {"edge": 0, "user": 1, "social": 1, "chat": 1, "outbox": 1, "all": 4}
 DEFAULTS = yaml.safe_load(open("helm/nats-mesh/values.yaml"))
 
 def budget_of(name):
@@ -201,7 +195,7 @@ for path in sys.argv[1:]:
         # A rolling update adds 25% new pods (rounded up) while 25% of the old ones (rounded
         # down) may still be stopping.
         pods += -(-pods // 4) + pods // 4
-        connections.append(pods * (POOLS[component] * int(size) + (RELAY if component in ("outbox", "all") else 0)))
+        connections.append(pods * pod_connections(component, size))
     budget = budget_of(name)
     with open(os.path.join(os.environ["BUDGETS"], name)) as f:
         charted = f.read().strip()

@@ -15,7 +15,8 @@ migration hook's command exits 0; every declared liveness/readiness probe answer
 port it names; in mode roles the edge is ready while no other role runs (its readiness does not
 cascade from the workers); a chat message sent through the rendered edge (two users, friends) is
 stored; behind a trusted proxy (edge.trustedProxies) a sign-in's session carries the client
-address from X-Forwarded-For; on SIGTERM the edge closes an open WebSocket with 1001 (clients
+address from X-Forwarded-For; the pods hold no more Postgres connections than the chart's budget
+counts for them; on SIGTERM the edge closes an open WebSocket with 1001 (clients
 reconnect to another edge); every process exits 0 on SIGTERM within its
 terminationGracePeriodSeconds; with per-role NATS logins, no pod of one role (nor the migration
 Job) has another role's password in any file mounted into it.
@@ -37,7 +38,8 @@ import uuid
 
 import yaml
 
-from meshtest import WAIT_SECS, Api, delete_prefix, fail, free_port, scratch_dir, status_of, wait_for
+from meshtest import (WAIT_SECS, Api, delete_prefix, fail, free_port, pod_connections, scratch_dir,
+                      status_of, wait_for)
 
 
 NATS_SECRET = "wiring-nats"
@@ -296,6 +298,21 @@ def chat_through_edge(api, procs):
     return b["access_token"]
 
 
+def connections_within_the_chart(procs):
+    """The running pods hold no more Postgres connections than the chart's budget counts for
+    them (their pools full, the outbox relay's per schema): what the chart adds up is what the
+    binary opens."""
+    held = subprocess.run(
+        ["psql", os.environ["MESH_DATABASE_URL"], "-tAc",
+         "SELECT count(*) FROM pg_stat_activity "
+         "WHERE datname = current_database() AND pid <> pg_backend_pid()"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    most = sum(pod_connections(p.name, p.env.get("MESH_DB_MAX_CONNECTIONS", 0)) for p in procs)
+    if int(held) > most:
+        fail(f"the pods hold {held} Postgres connections, more than the {most} the chart counts")
+    print(f"chart wiring: the pods hold {held} Postgres connections, within the {most} the chart counts")
+
+
 def client_behind_proxy(edge):
     """A sign-in through the trusted proxy: its session records the forwarded client address."""
     api = Api(f"http://127.0.0.1:{edge.ports['http'][1]}")
@@ -410,6 +427,7 @@ def check(args, scratch):
                  lambda: [q.alive() for q in procs])
         token = chat_through_edge(Api(f"http://127.0.0.1:{edge.ports['http'][1]}"), procs)
         client_behind_proxy(edge)
+        connections_within_the_chart(procs)
         ws = open_socket(edge, token)
         edge.stop()
         expect_going_away(ws)

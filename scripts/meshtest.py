@@ -1,9 +1,11 @@
-"""meshtest.py: what the deployment tests (chart_wiring.py, observe_dashboards.py) share: loopback
-ports from this project's test range, polling, and a small JSON client for the edge's API."""
+"""meshtest.py: what the deployment tests (chart_wiring.py, observe_dashboards.py, chart-test.sh)
+share: loopback ports from this project's test range, polling, a small JSON client for the edge's
+API, and how many Postgres connections a pod of each role may hold."""
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -153,3 +155,25 @@ def delete_prefix(prefix):
         asyncio.run(run())
     except Exception as err:  # cleanup only; the test's verdict is already made
         print(f"could not clean up NATS streams: {err}", file=sys.stderr)
+
+
+# Service pools of MESH_DB_MAX_CONNECTIONS each that a process of each role opens (src/roles.rs).
+POOLS = {"edge": 0, "user": 1, "social": 1, "chat": 1, "outbox": 1, "all": 4}
+
+
+def relay_connections():
+    """Postgres connections the outbox relay holds beside the service pools: per relayed schema
+    (three) its advisory lock's and LISTEN connection and a pool of RELAY_POOL_CONNECTIONS, read
+    from src/roles.rs."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "src", "roles.rs")) as f:
+        m = re.search(r"const RELAY_POOL_CONNECTIONS: u32 = (\d+);", f.read())
+    if not m:
+        fail("cannot read RELAY_POOL_CONNECTIONS from src/roles.rs")
+    return 3 * (2 + int(m.group(1)))
+
+
+def pod_connections(component, pool_size):
+    """The most Postgres connections one process of `component` holds with pools of `pool_size`."""
+    relay = relay_connections() if component in ("outbox", "all") else 0
+    return POOLS[component] * int(pool_size) + relay
