@@ -139,17 +139,13 @@ DB_OF = {"edge": set(), "user": {"MESH_USER_DATABASE_URL"}, "social": {"MESH_SOC
 problems = []
 
 DEFAULTS = yaml.safe_load(open("helm/nats-mesh/values.yaml"))
+VALUES_OF = {"roles-ingress.yaml": "all-in-one"}  # rendered from another set's values
 
 def budget_of(name):
-    """database.connectionBudget of a rendered value set (roles-ingress renders all-in-one's)."""
-    values = f"helm/nats-mesh/ci/{name.removesuffix('.yaml')}-values.yaml"
-    try:
-        given = (yaml.safe_load(open(values)).get("database") or {}).get("connectionBudget")
-    except FileNotFoundError:
-        given = None
-    if name == "roles-ingress.yaml":
-        given = (yaml.safe_load(open("helm/nats-mesh/ci/all-in-one-values.yaml")).get("database") or {}).get("connectionBudget")
-    return DEFAULTS["database"]["connectionBudget"] if given is None else given
+    """database.connectionBudget of a rendered value set."""
+    stem = VALUES_OF.get(name, name.removesuffix(".yaml"))
+    given = yaml.safe_load(open(f"helm/nats-mesh/ci/{stem}-values.yaml")).get("database") or {}
+    return given.get("connectionBudget", DEFAULTS["database"]["connectionBudget"])
 
 def reaches(path, kind, url):
     """Whether an Ingress path of this pathType routes `url` (Prefix: whole segments)."""

@@ -3,6 +3,7 @@ share: loopback ports from this project's test range, polling, a small JSON clie
 API, and how many Postgres connections a pod of each role may hold."""
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -161,6 +162,7 @@ def delete_prefix(prefix):
 POOLS = {"edge": 0, "user": 1, "social": 1, "chat": 1, "outbox": 1, "all": 4}
 
 
+@functools.cache
 def relay_connections():
     """Postgres connections the outbox relay holds beside the service pools: per relayed schema
     (three) its advisory lock's and LISTEN connection and a pool of RELAY_POOL_CONNECTIONS, read

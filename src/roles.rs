@@ -9,7 +9,7 @@ use mesh_chat::{ChatConfig, ChatDeps};
 use mesh_contracts::Service;
 use mesh_contracts::nats_permissions::NatsRole;
 use mesh_edge::{EdgeConfig, EdgeDeps};
-use mesh_nats::{Bus, Needs, TopologySettings};
+use mesh_nats::{Bus, TopologySettings};
 use mesh_outbox::{OutboxConfig, OutboxDeps};
 use mesh_social::{SocialConfig, SocialDeps};
 use mesh_user::{UserConfig, UserDeps};
@@ -33,10 +33,7 @@ pub async fn connect_bus(settings: &Settings, role: NatsRole, name: &str) -> any
         CONNECT_TIMEOUT,
     )
     .await?;
-    let needs = Needs {
-        chat_partitions: settings.chat.partitions,
-        revocations_kept: mesh_edge::revocation_ttl(settings.access_ttl),
-    };
+    let needs = topology_settings(settings).needs();
     bus.require_topology(&role.streams(), &role.buckets(), needs)
         .await?;
     tracing::info!(server = %bus.server_version(), prefix = %settings.prefix.as_str(), role = role.as_str(), "NATS ready");

@@ -24,6 +24,17 @@ pub struct TopologySettings {
     pub chat_partitions: u32,
 }
 
+impl TopologySettings {
+    /// What a serving role with these settings needs of the topology `mesh migrate` made: what
+    /// a migrate with the same settings would have made.
+    pub fn needs(&self) -> Needs {
+        Needs {
+            chat_partitions: self.chat_partitions,
+            revocations_kept: self.revoked_ttl,
+        }
+    }
+}
+
 /// What a serving role needs of the topology `mesh migrate` made, beyond its existence: the
 /// settings of its own that must agree with those of the migration.
 #[derive(Debug, Clone, Copy)]

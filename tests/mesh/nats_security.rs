@@ -267,10 +267,7 @@ async fn eavesdropping_impersonation_and_forgery_are_refused() {
         .require_topology(
             &[Stream::ChatIn, Stream::Events],
             &[Bucket::Revoked],
-            mesh_nats::Needs {
-                chat_partitions: mesh.settings.chat.partitions,
-                revocations_kept: mesh_edge::revocation_ttl(mesh.settings.access_ttl),
-            },
+            nats_mesh::roles::topology_settings(&mesh.settings).needs(),
         )
         .await
         .expect("streams and buckets intact");
