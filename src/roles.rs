@@ -107,6 +107,16 @@ pub async fn migrate(settings: &Settings, databases: &Databases) -> anyhow::Resu
 /// the Helm chart counts them).
 const RELAY_POOL_CONNECTIONS: u32 = 1;
 
+/// The `service` label of the pool the relay reads `service`'s outbox with.
+fn relay_pool_label(service: Service) -> &'static str {
+    match service {
+        Service::User => "relay-user",
+        Service::Social => "relay-social",
+        Service::Chat => "relay-chat",
+        Service::Outbox => "relay-outbox",
+    }
+}
+
 /// The outboxes the relay moves: each service's schema in its own database.
 async fn outbox_sources(databases: &Databases) -> anyhow::Result<Vec<mesh_outbox::Source>> {
     let mut sources = Vec::new();
@@ -255,6 +265,9 @@ pub async fn run(
             audit_pool: migrated_pool(&settings, url, "mesh-outbox", mesh_outbox::migrate).await?,
         };
         watch.role("outbox", &deps.bus, Some(&deps.audit_pool));
+        for source in &deps.sources {
+            watch.pool(relay_pool_label(source.service), &source.pool);
+        }
         watch.consumer_backlogs(&deps.bus);
         let config = OutboxConfig::new(settings.rpc_timeout);
         tasks.spawn(named(

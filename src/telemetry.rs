@@ -95,31 +95,38 @@ impl Watch {
         }
     }
 
-    /// Keeps `mesh_nats_connected{connection=role}` and, for a role with a database,
-    /// `mesh_db_pool_connections` and `mesh_db_pool_max_connections{service=role}` current.
+    /// Keeps `mesh_nats_connected{connection=role}` and, for a role with a database, its pool's
+    /// gauges (`pool`) current.
     pub fn role(&self, role: &'static str, bus: &Bus, pool: Option<&PgPool>) {
         self.buses.lock().expect("bus list lock").push(bus.clone());
         let bus = bus.clone();
-        let pool = pool.cloned();
-        if let Some(pool) = &pool {
-            DB_POOL_MAX
-                .with_label_values(&[role])
-                .set(i64::from(pool.options().get_max_connections()));
-        }
         every(&self.shutdown, move || {
             NATS_CONNECTED
                 .with_label_values(&[role])
                 .set(i64::from(bus.is_connected()));
-            if let Some(pool) = &pool {
-                let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
-                let busy = i64::from(pool.size()) - idle;
-                DB_POOL_CONNECTIONS
-                    .with_label_values(&[role, "idle"])
-                    .set(idle);
-                DB_POOL_CONNECTIONS
-                    .with_label_values(&[role, "busy"])
-                    .set(busy.max(0));
-            }
+            async {}
+        });
+        if let Some(pool) = pool {
+            self.pool(role, pool);
+        }
+    }
+
+    /// Keeps `mesh_db_pool_connections{service,state}` and `mesh_db_pool_max_connections{service}`
+    /// of one Postgres pool current: a role's own, or one the outbox relay reads a schema with.
+    pub fn pool(&self, service: &'static str, pool: &PgPool) {
+        DB_POOL_MAX
+            .with_label_values(&[service])
+            .set(i64::from(pool.options().get_max_connections()));
+        let pool = pool.clone();
+        every(&self.shutdown, move || {
+            let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+            let busy = i64::from(pool.size()) - idle;
+            DB_POOL_CONNECTIONS
+                .with_label_values(&[service, "idle"])
+                .set(idle);
+            DB_POOL_CONNECTIONS
+                .with_label_values(&[service, "busy"])
+                .set(busy.max(0));
             async {}
         });
     }

@@ -689,6 +689,35 @@ async fn metrics_count_http_requests_and_rpc_calls() {
     mesh.stop().await;
 }
 
+/// Every Postgres pool of the process is on `/metrics`, each role's and each one the outbox
+/// relay reads an outbox with, so `MeshDbPoolExhausted` sees them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_every_database_pool_the_relays_included() {
+    let mesh = TestMesh::spawn().await;
+    let text = mesh.metrics_text().await;
+    for service in ["user", "social", "chat", "outbox"] {
+        let label = format!("service=\"{service}\"");
+        let most = sample(&text, "mesh_db_pool_max_connections", &[&label]);
+        assert!(
+            most.is_some_and(|n| n >= 1.0),
+            "{service}'s pool size missing:\n{text}"
+        );
+    }
+    for service in ["relay-user", "relay-social", "relay-chat"] {
+        let label = format!("service=\"{service}\"");
+        let most = sample(&text, "mesh_db_pool_max_connections", &[&label]);
+        assert_eq!(most, Some(1.0), "{service}'s pool size:\n{text}");
+        for state in ["idle", "busy"] {
+            let state = format!("state=\"{state}\"");
+            assert!(
+                sample(&text, "mesh_db_pool_connections", &[&label, &state]).is_some(),
+                "{service}'s {state} connections missing:\n{text}"
+            );
+        }
+    }
+    mesh.stop().await;
+}
+
 /// A missing or unusable bearer token is a 401 with a code saying which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_required_and_checked() {
