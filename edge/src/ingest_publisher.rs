@@ -6,12 +6,13 @@
 //! A partition has one publish in flight at a time, so its messages reach the stream in the
 //! order they were handed over: a connection may hand over its next message before the last
 //! one is published, and its messages keep their order (a failed publish refuses the messages
-//! of its connections queued behind it). No task stands in between: a sender that finds its
-//! partition idle publishes its message itself; one that finds a publish in flight queues its
-//! message, and when that publish is answered, the first sender queued is told to publish
-//! everything queued by then (up to [`MAX_LINES`] and [`MAX_BYTES`]). Under load each round
-//! trip to JetStream so carries what queued during the one before, and JetStream stores,
-//! acknowledges and delivers one message where it did several.
+//! of its connections queued behind it). While a partition has messages to publish, a task of
+//! the edge's own (its *leader*) publishes them: what queued during one round trip to JetStream
+//! goes out with the next (up to [`MAX_LINES`] and [`MAX_BYTES`]), so under load JetStream
+//! stores, acknowledges and delivers one message where it did several. The leader ends when
+//! the queue is empty, and the next message handed over starts another. Senders only wait for
+//! their own answer: a sender that stops waiting (its connection closed) or is not polled for
+//! a while (its connection is busy writing) holds up nobody else's message.
 //!
 //! A partition's publishes also start at least its *spacing* apart (`MESH_CHAT_INGEST_SPACING`):
 //! a publish due sooner waits, gathering what is handed over meanwhile. A partition that
@@ -21,10 +22,10 @@
 //! depend on.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mesh_contracts::ErrorCode;
 use mesh_nats::{Bus, ChatLine, JetStreamError};
 use mesh_observability::metrics::CHAT_INGEST_PACKED;
@@ -43,12 +44,19 @@ pub const MAX_BYTES: usize = 128 * 1024;
 /// message published alone carries a message id it can recognise).
 type Outcome = Result<bool, String>;
 
-/// What a queued sender is told.
-enum Turn {
-    /// Its message was published with others (or not: the error).
-    Done(Outcome),
-    /// The publish before is answered: it publishes what is queued, its own message first.
-    Lead,
+/// Where a partition's leader sends an ingest message of `lines` (the bus; a stand-in in
+/// tests).
+pub trait Publish: Clone + Send + Sync + 'static {
+    fn publish(&self, partition: u32, lines: Vec<ChatLine>)
+    -> impl Future<Output = Outcome> + Send;
+}
+
+impl Publish for Bus {
+    async fn publish(&self, partition: u32, lines: Vec<ChatLine>) -> Outcome {
+        self.publish_chat_lines(partition, &lines)
+            .await
+            .map_err(|err| err.to_string())
+    }
 }
 
 /// The connection a message came from keeps its sends in order: its [`SendOrder`] and the
@@ -61,15 +69,15 @@ pub struct Keeper {
 /// A message waiting for its partition's next publish.
 struct Queued {
     line: ChatLine,
-    /// Where its sender waits; none for the sender that publishes it.
-    turn: Option<oneshot::Sender<Turn>>,
+    /// Where its sender waits for the outcome (gone when the sender stopped waiting).
+    answer: oneshot::Sender<Outcome>,
     keeper: Option<Keeper>,
 }
 
 /// One partition's publishing state.
 #[derive(Default)]
 struct Partition {
-    /// A publish is in flight (and whoever runs it passes the turn on when it ends).
+    /// A leader runs (and publishes whatever is queued until nothing is).
     publishing: bool,
     /// Messages for the next publish, in the order they were handed over.
     waiting: VecDeque<Queued>,
@@ -94,18 +102,18 @@ impl IngestPublisher {
         }
     }
 
-    /// Hands `msg_id`'s `payload` to `partition`'s publishing, behind every message handed to
+    /// Hands `line` to `partition`'s publishing, behind every message handed to
     /// it before (so a connection may hand over its next message before the last one is
-    /// published, and they still reach the stream in order); [`Handed::published`] publishes
-    /// it or waits for the publish that carries it. A message whose connection waits for an
-    /// earlier refused message to come again (its `keeper` says so) is refused here, under
-    /// the partition's lock, so it cannot slip past a publish failing at that moment.
+    /// published, and they still reach the stream in order), and starts the partition's
+    /// leader if none runs; [`Handed::published`] waits for the publish that carries it. A
+    /// message whose connection waits for an earlier refused message to come again (its
+    /// `keeper` says so) is refused here, under the partition's lock, so it cannot slip past a
+    /// publish failing at that moment.
     pub fn hand(
         &self,
-        bus: &Bus,
+        publisher: &impl Publish,
         partition: u32,
-        msg_id: String,
-        payload: Bytes,
+        line: ChatLine,
         keeper: Option<Keeper>,
     ) -> Result<Handed, Rejection> {
         let slot = usize::try_from(partition)
@@ -119,8 +127,7 @@ impl IngestPublisher {
                 )
             })?
             .clone();
-        // Taken here, in the sender's span, so the message continues the sender's trace.
-        let line = bus.chat_line(partition, msg_id, payload);
+        let (answer, told) = oneshot::channel();
         let mut part = lock(&slot);
         if let Some(keeper) = &keeper {
             if let Some(held) = keeper.order.hold_back(&keeper.client_id) {
@@ -128,135 +135,86 @@ impl IngestPublisher {
             }
             keeper.order.handed(&keeper.client_id);
         }
-        let step = if part.publishing {
-            let (turn, told) = oneshot::channel();
-            part.waiting.push_back(Queued {
-                line,
-                turn: Some(turn),
-                keeper,
-            });
-            Step::Queued(told)
-        } else {
-            part.publishing = true;
-            Step::Alone(Queued {
-                line,
-                turn: None,
-                keeper,
-            })
-        };
+        part.waiting.push_back(Queued {
+            line,
+            answer,
+            keeper,
+        });
+        let start = !std::mem::replace(&mut part.publishing, true);
         drop(part);
-        Ok(Handed {
-            slot,
-            partition,
-            spacing: self.spacing,
-            step,
-        })
+        if start {
+            tokio::spawn(lead(publisher.clone(), slot, partition, self.spacing));
+        }
+        Ok(Handed { told })
     }
 }
 
 /// A message handed to its partition's publishing.
 pub struct Handed {
-    slot: Slot,
-    partition: u32,
-    spacing: Duration,
-    step: Step,
-}
-
-/// Where a handed message is.
-enum Step {
-    /// Its partition was idle: its sender publishes it, first of what queues behind it while
-    /// the partition's spacing runs (alone when nothing does).
-    Alone(Queued),
-    /// Queued behind the publish in flight.
-    Queued(oneshot::Receiver<Turn>),
-    /// Its sender publishes what is queued (its own message first).
-    Leading,
-    /// Answered.
-    Done,
+    told: oneshot::Receiver<Outcome>,
 }
 
 impl Handed {
-    /// Publishes the message (with what queued behind it, when told to lead) or waits for the
-    /// publish that carries it: true when JetStream dropped it as a duplicate.
-    pub async fn published(mut self, bus: &Bus) -> Result<bool, JetStreamError> {
-        if let Step::Queued(told) = &mut self.step {
-            let turn = told.await.ok();
-            self.step = Step::Done;
-            match turn {
-                Some(Turn::Lead) => self.step = Step::Leading,
-                Some(Turn::Done(outcome)) => return outcome.map_err(JetStreamError::Publish),
-                None => {
-                    return Err(JetStreamError::Publish(
-                        "the publish carrying it was abandoned".into(),
-                    ));
-                }
-            }
-        }
-        // From here on, however this ends (answered, failed, or dropped with its connection),
-        // dropping `self` passes the turn on, so the partition never stays stuck behind it.
-        let first = match std::mem::replace(&mut self.step, Step::Leading) {
-            Step::Alone(queued) => Some(queued),
-            // Told to lead: its message is first in the queue until it takes it.
-            Step::Leading => None,
-            Step::Queued(_) | Step::Done => return Err(left_the_queue()),
-        };
-        let last_taken = lock(&self.slot).last_taken;
-        if let Some(due) = next_start(last_taken, self.spacing, Instant::now()) {
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let lot = {
-            let mut part = lock(&self.slot);
-            part.last_taken = Some(Instant::now());
-            take_lot(&mut part, first)
-        };
-        if lot.is_empty() {
-            return Err(left_the_queue());
-        }
-        publish_lot(bus, &self.slot, self.partition, lot)
-            .await
-            .map_err(JetStreamError::Publish)
-    }
-}
-
-impl Drop for Handed {
-    /// A sender that publishes, or was told to, passes the turn on when it ends or stops (its
-    /// connection closed); one dropped while merely queued leaves its message for the next
-    /// publish.
-    fn drop(&mut self) {
-        let passes = match &mut self.step {
-            Step::Alone(_) | Step::Leading => true,
-            Step::Queued(told) => matches!(told.try_recv(), Ok(Turn::Lead)),
-            Step::Done => false,
-        };
-        if passes {
-            pass_on(&mut lock(&self.slot));
+    /// Waits for the publish that carries the message: true when JetStream dropped it as a
+    /// duplicate. Dropping it before then leaves the message to be published all the same.
+    pub async fn published(self) -> Result<bool, JetStreamError> {
+        match self.told.await {
+            Ok(outcome) => outcome.map_err(JetStreamError::Publish),
+            Err(_) => Err(JetStreamError::Publish(
+                "the partition's publisher stopped before publishing it".into(),
+            )),
         }
     }
-}
-
-/// A publishing sender found its own message gone from the queue.
-fn left_the_queue() -> JetStreamError {
-    JetStreamError::Publish("its message left the queue".into())
 }
 
 fn lock(slot: &Mutex<Partition>) -> MutexGuard<'_, Partition> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The publish in flight ended: the first queued sender still waiting publishes next, or the
-/// partition is idle. A queued message whose sender stopped waiting goes with the next
-/// publish; one whose sender cannot be told to lead (it is gone) is dropped unpublished, as
-/// if it had never been sent (its client, told nothing, sends it again).
-fn pass_on(part: &mut Partition) {
-    while let Some(front) = part.waiting.front_mut() {
-        if let Some(turn) = front.turn.take()
-            && turn.send(Turn::Lead).is_ok()
-        {
-            return;
+/// A partition's leader: publishes what is queued, one lot at a time and at least the spacing
+/// apart, until the queue is empty.
+async fn lead(publisher: impl Publish, slot: Slot, partition: u32, spacing: Duration) {
+    let mut leading = Leading {
+        slot: &slot,
+        finished: false,
+    };
+    loop {
+        let last_taken = lock(&slot).last_taken;
+        if let Some(due) = next_start(last_taken, spacing, Instant::now()) {
+            tokio::time::sleep_until(due.into()).await;
         }
-        part.waiting.pop_front();
+        let lot = {
+            let mut part = lock(&slot);
+            let lot = take_lot(&mut part);
+            if lot.is_empty() {
+                // Under the lock the next sender takes: it finds no leader and starts one.
+                part.publishing = false;
+                leading.finished = true;
+                return;
+            }
+            part.last_taken = Some(Instant::now());
+            lot
+        };
+        publish_lot(&publisher, &slot, partition, lot).await;
     }
-    part.publishing = false;
+}
+
+/// A leader that ends without finishing (its task dropped with the runtime, or a panic)
+/// leaves its partition idle and its queued messages refused, so the next message handed over
+/// starts a new leader instead of waiting behind one that is gone.
+struct Leading<'a> {
+    slot: &'a Mutex<Partition>,
+    finished: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut part = lock(self.slot);
+            part.publishing = false;
+            refuse_all(&mut part, "the partition's publisher stopped");
+        }
+    }
 }
 
 /// When a partition's next publish may start, if not now: `spacing` after the last one took
@@ -266,11 +224,9 @@ fn next_start(last_taken: Option<Instant>, spacing: Duration, now: Instant) -> O
     (due > now).then_some(due)
 }
 
-/// The lot a publishing sender takes: its own message (held by a sender that found the
-/// partition idle, or first in the queue for one told to lead), then what is queued behind
-/// it, as far as [`lot_of`] allows.
-fn take_lot(part: &mut Partition, first: Option<Queued>) -> Vec<Queued> {
-    let Some(first) = first.or_else(|| part.waiting.pop_front()) else {
+/// The lot a leader takes: the oldest queued messages, as far as [`lot_of`] allows.
+fn take_lot(part: &mut Partition) -> Vec<Queued> {
+    let Some(first) = part.waiting.pop_front() else {
         return Vec::new();
     };
     let (lot, left) = lot_of(first, |q| q.line.size(), || part.waiting.pop_front());
@@ -280,55 +236,65 @@ fn take_lot(part: &mut Partition, first: Option<Queued>) -> Vec<Queued> {
     lot
 }
 
-/// Publishes `lot` as one ingest message and tells each queued sender of it how it went; the
-/// outcome. When it failed, every connection with a message in it now waits for that message
-/// to come again, and the messages of those connections still queued are refused with it
-/// (under the partition's lock, before anything else is handed over), so none overtakes it.
+/// Publishes `lot` as one ingest message and tells each sender of it how it went. When it
+/// failed, every connection with a message in it now waits for that message to come again,
+/// and the messages of those connections still queued are refused with it (under the
+/// partition's lock, before anything else is handed over), so none overtakes it.
 async fn publish_lot(
-    bus: &Bus,
+    publisher: &impl Publish,
     slot: &Mutex<Partition>,
     partition: u32,
     lot: Vec<Queued>,
-) -> Outcome {
+) {
     let mut lines = Vec::with_capacity(lot.len());
     let mut answers = Vec::with_capacity(lot.len());
     for queued in lot {
         lines.push(queued.line);
-        answers.push((queued.turn, queued.keeper));
+        answers.push((queued.answer, queued.keeper));
     }
     CHAT_INGEST_PACKED.observe(lines.len() as f64);
-    let outcome = bus
-        .publish_chat_lines(partition, &lines)
-        .await
-        .map_err(|err| err.to_string());
+    let count = lines.len();
+    let outcome = publisher.publish(partition, lines).await;
     if let Err(err) = &outcome {
-        tracing::warn!(error = %err, partition, messages = lines.len(), "chat ingest publish failed");
+        tracing::warn!(error = %err, partition, messages = count, "chat ingest publish failed");
         let mut part = lock(slot);
         for keeper in answers.iter().filter_map(|(_, keeper)| keeper.as_ref()) {
             keeper.order.refused(&keeper.client_id, None);
         }
         refuse_held_back(&mut part, err);
     }
-    for turn in answers.into_iter().filter_map(|(turn, _)| turn) {
+    for (answer, _) in answers {
         // A sender that stopped waiting (its connection closed) needs no answer.
-        let _ = turn.send(Turn::Done(outcome.clone()));
+        let _ = answer.send(outcome.clone());
     }
-    outcome
 }
 
 /// After a failed publish: the queued messages of connections that now wait for an earlier
 /// message to come again leave the queue, refused with the publish's error.
 fn refuse_held_back(part: &mut Partition, err: &str) {
-    part.waiting.retain_mut(|queued| {
+    let waiting = std::mem::take(&mut part.waiting);
+    for queued in waiting {
         let held = queued
             .keeper
             .as_ref()
             .is_some_and(|keeper| keeper.order.hold_back(&keeper.client_id).is_some());
-        if held && let Some(turn) = queued.turn.take() {
-            let _ = turn.send(Turn::Done(Err(err.to_owned())));
+        if held {
+            let _ = queued.answer.send(Err(err.to_owned()));
+        } else {
+            part.waiting.push_back(queued);
         }
-        !held
-    });
+    }
+}
+
+/// Every queued message leaves the queue refused with `err` (and its connection waits for it
+/// to come again).
+fn refuse_all(part: &mut Partition, err: &str) {
+    for queued in part.waiting.drain(..) {
+        if let Some(keeper) = &queued.keeper {
+            keeper.order.refused(&keeper.client_id, None);
+        }
+        let _ = queued.answer.send(Err(err.to_owned()));
+    }
 }
 
 /// The messages one publish carries: `first`, then what `next` has ready, up to [`MAX_LINES`]
@@ -356,6 +322,10 @@ fn lot_of<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::Semaphore;
+    use tokio::time::timeout;
 
     fn lot(first: usize, ready: &[usize]) -> (Vec<usize>, Option<usize>, usize) {
         let mut ready = ready.iter().copied();
@@ -404,139 +374,6 @@ mod tests {
         );
     }
 
-    /// A partition whose queue holds senders `alive` (still waiting) or gone, with the
-    /// receivers of those alive.
-    fn queue(alive: &[bool]) -> (Partition, Vec<Option<oneshot::Receiver<Turn>>>) {
-        let mut part = Partition {
-            publishing: true,
-            ..Partition::default()
-        };
-        let mut receivers = Vec::new();
-        for alive in alive {
-            let (turn, told) = oneshot::channel();
-            receivers.push(alive.then_some(told));
-            part.waiting.push_back(Queued {
-                line: ChatLine::new(String::new(), Bytes::new()),
-                turn: Some(turn),
-                keeper: None,
-            });
-        }
-        (part, receivers)
-    }
-
-    fn handed(slot: &Slot, step: Step) -> Handed {
-        Handed {
-            slot: slot.clone(),
-            partition: 0,
-            spacing: Duration::ZERO,
-            step,
-        }
-    }
-
-    #[test]
-    fn a_sender_gone_after_being_told_to_lead_passes_the_turn_on() {
-        // The front sender was told to lead (its turn taken), the one behind still waits.
-        let (mut part, mut receivers) = queue(&[true, true]);
-        let front = part.waiting.front_mut().unwrap().turn.take().unwrap();
-        assert!(front.send(Turn::Lead).is_ok());
-        let slot = Slot::new(Mutex::new(part));
-        drop(handed(&slot, Step::Queued(receivers[0].take().unwrap())));
-        assert!(
-            matches!(receivers[1].as_mut().unwrap().try_recv(), Ok(Turn::Lead)),
-            "the next sender leads"
-        );
-        assert!(lock(&slot).publishing);
-
-        // Gone while merely waiting: nothing passes; its message goes with the next publish.
-        let (part, mut receivers) = queue(&[true, true]);
-        let slot = Slot::new(Mutex::new(part));
-        drop(handed(&slot, Step::Queued(receivers[0].take().unwrap())));
-        assert!(receivers[1].as_mut().unwrap().try_recv().is_err());
-        assert_eq!(lock(&slot).waiting.len(), 2);
-
-        // Gone before publishing alone: the partition does not stay busy behind it.
-        let (part, _) = queue(&[]);
-        let slot = Slot::new(Mutex::new(part));
-        let alone = Queued {
-            line: ChatLine::new(String::new(), Bytes::new()),
-            turn: None,
-            keeper: None,
-        };
-        drop(handed(&slot, Step::Alone(alone)));
-        assert!(!lock(&slot).publishing);
-    }
-
-    /// A queued message of the connection `order`, with the receiver its sender waits on.
-    fn kept(order: &Arc<SendOrder>, client_id: &str) -> (Queued, oneshot::Receiver<Turn>) {
-        let (turn, told) = oneshot::channel();
-        let queued = Queued {
-            line: ChatLine::new(client_id.to_owned(), Bytes::new()),
-            turn: Some(turn),
-            keeper: Some(Keeper {
-                order: order.clone(),
-                client_id: client_id.to_owned(),
-            }),
-        };
-        (queued, told)
-    }
-
-    #[test]
-    fn after_a_failed_publish_the_queued_messages_behind_it_of_its_connections_are_refused() {
-        let (failed, other) = (
-            Arc::new(SendOrder::default()),
-            Arc::new(SendOrder::default()),
-        );
-        let (a2, mut a2_told) = kept(&failed, "a-2");
-        let (b1, mut b1_told) = kept(&other, "b-1");
-        let (a3, mut a3_told) = kept(&failed, "a-3");
-        let mut part = Partition {
-            publishing: true,
-            waiting: VecDeque::from([a2, b1, a3]),
-            last_taken: None,
-        };
-        // The publish carrying a-1 failed: the publisher notes it, then sweeps the queue.
-        failed.refused("a-1", None);
-        refuse_held_back(&mut part, "timed out");
-        for told in [&mut a2_told, &mut a3_told] {
-            assert!(matches!(told.try_recv(), Ok(Turn::Done(Err(err))) if err == "timed out"));
-        }
-        assert!(
-            b1_told.try_recv().is_err(),
-            "another connection's message waits on"
-        );
-        assert_eq!(part.waiting.len(), 1);
-        // Nothing of that connection is handed over after it until a-1 comes again.
-        assert!(failed.hold_back("a-4").is_some());
-        assert!(failed.hold_back("a-1").is_none());
-    }
-
-    #[test]
-    fn the_turn_passes_to_the_first_sender_still_waiting_or_the_partition_goes_idle() {
-        let (mut part, mut receivers) = queue(&[false, true, true]);
-        pass_on(&mut part);
-        assert!(part.publishing);
-        assert_eq!(
-            part.waiting.len(),
-            2,
-            "the gone sender's message was dropped"
-        );
-        assert!(matches!(
-            receivers[1].as_mut().unwrap().try_recv(),
-            Ok(Turn::Lead)
-        ));
-        assert!(
-            receivers[2].as_mut().unwrap().try_recv().is_err(),
-            "told nothing yet"
-        );
-
-        let (mut idle, _) = queue(&[]);
-        pass_on(&mut idle);
-        assert!(!idle.publishing, "nothing queued: idle");
-        let (mut gone, _) = queue(&[false, false]);
-        pass_on(&mut gone);
-        assert!(!gone.publishing && gone.waiting.is_empty());
-    }
-
     #[test]
     fn a_publish_starts_a_spacing_after_the_last_one_took_its_lot() {
         let spacing = Duration::from_millis(4);
@@ -560,6 +397,213 @@ mod tests {
             next_start(Some(last), Duration::ZERO, last),
             None,
             "no spacing never waits"
+        );
+    }
+
+    /// A stand-in for JetStream: records each publish's message ids, lets a publish through
+    /// only when the test adds a permit, and fails publishes while `failing`.
+    #[derive(Clone)]
+    struct Stream {
+        lots: Arc<Mutex<Vec<Vec<String>>>>,
+        gate: Arc<Semaphore>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Stream {
+        fn new(open: bool) -> Self {
+            Self {
+                lots: Arc::default(),
+                gate: Arc::new(Semaphore::new(if open {
+                    Semaphore::MAX_PERMITS
+                } else {
+                    0
+                })),
+                failing: Arc::default(),
+            }
+        }
+
+        fn lots(&self) -> Vec<Vec<String>> {
+            self.lots.lock().unwrap().clone()
+        }
+
+        fn published(&self) -> Vec<String> {
+            self.lots().concat()
+        }
+    }
+
+    impl Publish for Stream {
+        async fn publish(&self, _partition: u32, lines: Vec<ChatLine>) -> Outcome {
+            self.gate.acquire().await.expect("gate open").forget();
+            if self.failing.load(Ordering::SeqCst) {
+                return Err("timed out".into());
+            }
+            let ids = lines.iter().map(|line| line.msg_id().to_owned()).collect();
+            self.lots.lock().unwrap().push(ids);
+            Ok(false)
+        }
+    }
+
+    fn line(id: &str) -> ChatLine {
+        ChatLine::new(id.to_owned(), Bytes::from_static(b"{}"))
+    }
+
+    fn keeper(order: &Arc<SendOrder>, client_id: &str) -> Option<Keeper> {
+        Some(Keeper {
+            order: order.clone(),
+            client_id: client_id.to_owned(),
+        })
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_sender_that_is_never_polled_holds_up_nobody() {
+        let stream = Stream::new(true);
+        let publisher = IngestPublisher::new(1, Duration::ZERO);
+        // The first sender hands its message over and is then never polled (its connection
+        // is busy writing): the partition still publishes.
+        let stalled = publisher.hand(&stream, 0, line("a-1"), None).unwrap();
+        let other = publisher.hand(&stream, 0, line("b-1"), None).unwrap();
+        let answer = timeout(PATIENCE, other.published()).await;
+        assert!(matches!(answer, Ok(Ok(false))), "{answer:?}");
+        assert_eq!(
+            stream.published(),
+            ["a-1", "b-1"],
+            "in the order handed over"
+        );
+        assert!(matches!(stalled.published().await, Ok(false)));
+    }
+
+    #[tokio::test]
+    async fn a_sender_gone_mid_publish_fails_nobody_else_and_its_message_still_goes() {
+        let stream = Stream::new(false);
+        let publisher = IngestPublisher::new(1, Duration::ZERO);
+        let first = publisher.hand(&stream, 0, line("a-1"), None).unwrap();
+        tokio::task::yield_now().await;
+        // The leader's publish of a-1 waits for JetStream; two more queue behind it, and the
+        // senders of a-1 and b-1 go away (their connections closed).
+        let gone = publisher.hand(&stream, 0, line("b-1"), None).unwrap();
+        let waiting = publisher.hand(&stream, 0, line("c-1"), None).unwrap();
+        drop(first);
+        drop(gone);
+        stream.gate.add_permits(Semaphore::MAX_PERMITS);
+        let answer = timeout(PATIENCE, waiting.published()).await;
+        assert!(matches!(answer, Ok(Ok(false))), "{answer:?}");
+        assert_eq!(stream.published(), ["a-1", "b-1", "c-1"]);
+        assert_eq!(
+            stream.lots(),
+            [
+                vec!["a-1".to_owned()],
+                vec!["b-1".to_owned(), "c-1".to_owned()]
+            ],
+            "what queued during a publish goes out with the next"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leader_ends_with_the_queue_and_the_next_message_starts_another() {
+        let stream = Stream::new(true);
+        let publisher = IngestPublisher::new(2, Duration::ZERO);
+        for round in 0..3 {
+            let id = format!("m-{round}");
+            let handed = publisher.hand(&stream, 1, line(&id), None).unwrap();
+            assert!(matches!(
+                timeout(PATIENCE, handed.published()).await,
+                Ok(Ok(false))
+            ));
+            // Once the queue is empty the leader ends and leaves the partition idle.
+            timeout(PATIENCE, async {
+                while lock(&publisher.partitions[1]).publishing {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("the partition goes idle");
+        }
+        assert_eq!(stream.published(), ["m-0", "m-1", "m-2"]);
+        assert!(
+            publisher.hand(&stream, 2, line("x"), None).is_err(),
+            "no partition 2"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_publish_the_queued_messages_behind_it_of_its_connections_are_refused() {
+        let stream = Stream::new(false);
+        let publisher = IngestPublisher::new(1, Duration::ZERO);
+        let (failed, other) = (
+            Arc::new(SendOrder::default()),
+            Arc::new(SendOrder::default()),
+        );
+        let a1 = publisher
+            .hand(&stream, 0, line("a-1"), keeper(&failed, "a-1"))
+            .unwrap();
+        tokio::task::yield_now().await;
+        let a2 = publisher
+            .hand(&stream, 0, line("a-2"), keeper(&failed, "a-2"))
+            .unwrap();
+        let b1 = publisher
+            .hand(&stream, 0, line("b-1"), keeper(&other, "b-1"))
+            .unwrap();
+        let a3 = publisher
+            .hand(&stream, 0, line("a-3"), keeper(&failed, "a-3"))
+            .unwrap();
+        // The publish carrying a-1 fails; the ones after it go through.
+        stream.failing.store(true, Ordering::SeqCst);
+        stream.gate.add_permits(1);
+        let answer = timeout(PATIENCE, a1.published()).await.expect("answered");
+        assert!(matches!(&answer, Err(JetStreamError::Publish(err)) if err == "timed out"));
+        for held in [a2, a3] {
+            let answer = timeout(PATIENCE, held.published()).await.expect("answered");
+            assert!(matches!(&answer, Err(JetStreamError::Publish(err)) if err == "timed out"));
+        }
+        stream.failing.store(false, Ordering::SeqCst);
+        stream.gate.add_permits(Semaphore::MAX_PERMITS);
+        let answer = timeout(PATIENCE, b1.published()).await;
+        assert!(
+            matches!(answer, Ok(Ok(false))),
+            "another connection's message goes on: {answer:?}"
+        );
+        assert_eq!(stream.published(), ["b-1"]);
+        // Nothing of that connection is handed over after it until a-1 comes again.
+        let refused = publisher.hand(&stream, 0, line("a-4"), keeper(&failed, "a-4"));
+        assert!(refused.is_err());
+        assert!(
+            publisher
+                .hand(&stream, 0, line("a-1"), keeper(&failed, "a-1"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_leader_that_stops_leaves_its_partition_idle_and_its_queue_refused() {
+        let stream = Stream::new(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let publisher = IngestPublisher::new(1, Duration::ZERO);
+        let order = Arc::new(SendOrder::default());
+        let (first, queued) = runtime.block_on(async {
+            let first = publisher.hand(&stream, 0, line("a-1"), None).unwrap();
+            tokio::task::yield_now().await;
+            let queued = publisher
+                .hand(&stream, 0, line("b-1"), keeper(&order, "b-1"))
+                .unwrap();
+            (first, queued)
+        });
+        // The runtime goes away with the leader's task in the middle of its publish.
+        drop(runtime);
+        assert!(!lock(&publisher.partitions[0]).publishing);
+        let after = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answers = after.block_on(async { (queued.published().await, first.published().await) });
+        assert!(matches!(answers.0, Err(JetStreamError::Publish(_))));
+        assert!(matches!(answers.1, Err(JetStreamError::Publish(_))));
+        assert!(
+            order.hold_back("b-2").is_some(),
+            "b-1 must come again first"
         );
     }
 }

@@ -119,8 +119,9 @@ pub async fn admit(
         .hand(
             &state.bus,
             partition,
-            msg_id.clone(),
-            payload.clone(),
+            state
+                .bus
+                .chat_line(partition, msg_id.clone(), payload.clone()),
             keeper,
         )
         .inspect_err(count_rejection)?;
@@ -160,7 +161,7 @@ impl Accepting {
             resend.find.client_id.clone(),
             resend.find.conversation_id.clone(),
         );
-        match handed.published(&state.bus).await {
+        match handed.published().await {
             Ok(duplicate) => {
                 CHAT_ACCEPTED.with_label_values(&[via.label()]).inc();
                 if duplicate {

@@ -51,6 +51,11 @@ impl ChatLine {
     pub fn size(&self) -> usize {
         self.payload.len()
     }
+
+    /// The id JetStream would recognise it by when published alone.
+    pub fn msg_id(&self) -> &str {
+        &self.msg_id
+    }
 }
 
 /// What one compaction of the ingest stream did.
