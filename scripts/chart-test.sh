@@ -83,6 +83,7 @@ refuses "an Ingress without trusted proxies" 'edge.trustedProxies' --set ingress
 quiet_helm template x "$CHART" "${base[@]}" --set ingress.enabled=true \
   --set ingress.unsafeSharedClientAddress=true >/dev/null
 refuses "MESH_TRUSTED_PROXIES in env" 'edge.trustedProxies' --set env.MESH_TRUSTED_PROXIES=10.0.0.0/8
+refuses "MESH_FORWARDED_HEADER in env" 'edge.forwardedHeader' --set env.MESH_FORWARDED_HEADER=forwarded
 refuses "a NATS password in the ConfigMap" 'secretEnv.MESH_NATS_PASSWORD' --set nats.env.MESH_NATS_PASSWORD=pw
 refuses "a NATS URL with credentials in the ConfigMap" 'secretEnv.MESH_NATS_URL' --set nats.url=nats://u:pw@nats:4222
 for where in roles.edge.env all.env; do

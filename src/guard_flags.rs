@@ -3,7 +3,7 @@
 //! `LoginThrottle`). Every problem is reported at once.
 
 use clap::Args;
-use mesh_edge::{Cidr, GuardConfig, Quota};
+use mesh_edge::{Cidr, ForwardedHeader, GuardConfig, Quota};
 use mesh_user::LoginThrottle;
 
 /// Raw values of the edge's defences as given.
@@ -15,9 +15,12 @@ pub struct GuardFlags {
     /// How long an unfinished idempotent request holds its key (a crashed edge's request).
     #[arg(long, env = "MESH_IDEMPOTENCY_LEASE", default_value = "30s")]
     pub idempotency_lease: String,
-    /// Comma-separated CIDRs of proxies whose `Forwarded`/`X-Forwarded-For` are believed.
+    /// Comma-separated CIDRs of proxies whose forwarding header is believed.
     #[arg(long, env = "MESH_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// The forwarding header those proxies write: `x-forwarded-for` or `forwarded`.
+    #[arg(long, env = "MESH_FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    pub forwarded_header: String,
     /// Register, login and refresh per client address: `<burst>/<period>`.
     #[arg(long, env = "MESH_RATE_AUTH_IP", default_value = "30/1m")]
     pub rate_auth_ip: String,
@@ -128,6 +131,10 @@ impl GuardFlags {
                     .ok()
             })
             .collect();
+        match ForwardedHeader::parse(&self.forwarded_header) {
+            Ok(header) => guard.forwarded_header = header,
+            Err(err) => problems.push(format!("MESH_FORWARDED_HEADER: {err}")),
+        }
         guard.cors_allowed_origins = list(&self.cors_allowed_origins)
             .map(|o| o.trim_end_matches('/').to_owned())
             .collect();
@@ -272,6 +279,7 @@ mod tests {
         assert_eq!(guard.idempotency.ttl, defaults.idempotency.ttl);
         assert_eq!(guard.idempotency.lease, defaults.idempotency.lease);
         assert!(guard.trusted_proxies.is_empty());
+        assert_eq!(guard.forwarded_header, ForwardedHeader::XForwardedFor);
         assert!(guard.cors_allowed_origins.is_empty());
         assert_eq!(guard.max_header_bytes, defaults.max_header_bytes);
         assert_eq!(guard.token_refresh_hint, defaults.token_refresh_hint);
@@ -287,6 +295,7 @@ mod tests {
             "--idempotency-ttl=48h",
             "--idempotency-lease=0s",
             "--trusted-proxies=10.0.0.0/8,bogus",
+            "--forwarded-header=x-real-ip",
             "--rate-chat-sends=lots",
             "--max-connections-per-ip=-1",
         ])
@@ -297,6 +306,7 @@ mod tests {
             "MESH_IDEMPOTENCY_TTL",
             "MESH_IDEMPOTENCY_LEASE",
             "MESH_TRUSTED_PROXIES",
+            "MESH_FORWARDED_HEADER",
             "MESH_RATE_CHAT_SENDS",
             "MESH_MAX_CONNECTIONS_PER_IP",
         ] {

@@ -1,5 +1,7 @@
 //! The client's address: the TCP peer, or, when that peer is a trusted proxy
-//! (`MESH_TRUSTED_PROXIES`), the address it reports in `Forwarded` or `X-Forwarded-For`. Limits,
+//! (`MESH_TRUSTED_PROXIES`), the address it reports in the one forwarding header the proxies
+//! write (`MESH_FORWARDED_HEADER`: `X-Forwarded-For` or `Forwarded`; the other is the client's
+//! own and ignored). Limits,
 //! audit records and sessions all use this one answer; per-address limits count it by
 //! `mesh_contracts::client_address::limit_key` (an IPv6 client by its /64).
 
@@ -70,17 +72,45 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The proxies whose forwarding headers are believed.
+/// The forwarding header the trusted proxies write. A proxy appends to the one it writes and
+/// passes the other through as the client sent it, so only that one is believed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (ingress-nginx, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither x-forwarded-for nor forwarded")]
+pub struct InvalidForwardedHeader(pub String);
+
+impl ForwardedHeader {
+    pub fn parse(raw: &str) -> Result<Self, InvalidForwardedHeader> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => Err(InvalidForwardedHeader(raw.to_owned())),
+        }
+    }
+}
+
+/// The proxies whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<Cidr>);
+pub struct TrustedProxies {
+    blocks: Vec<Cidr>,
+    header: ForwardedHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(blocks: Vec<Cidr>) -> Self {
-        Self(blocks)
+    pub fn new(blocks: Vec<Cidr>, header: ForwardedHeader) -> Self {
+        Self { blocks, header }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|block| block.contains(ip))
+        self.blocks.iter().any(|block| block.contains(ip))
     }
 
     /// The client of `peer`, given the forwarding headers' hops (nearest last). Walks back
@@ -102,13 +132,14 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return Some(canonical(peer));
         }
-        Some(self.client_of(peer, &forwarded_hops(req)))
+        Some(self.client_of(peer, &forwarded_hops(req, self.header)))
     }
 }
 
-/// Hops named by `Forwarded: for=` (preferred) or else `X-Forwarded-For`, nearest last. A hop
-/// that is not an address (`unknown`, an obfuscated name) ends the list there.
-fn forwarded_hops(req: &Request) -> Vec<IpAddr> {
+/// Hops named by `header` (`X-Forwarded-For`, or `Forwarded: for=`), nearest last. A hop that
+/// is not an address (`unknown`, an obfuscated name, a `Forwarded` element without `for=`)
+/// ends the list there.
+fn forwarded_hops(req: &Request, header: ForwardedHeader) -> Vec<IpAddr> {
     let joined = |name: &str| {
         req.headers()
             .get_all(name)
@@ -117,23 +148,25 @@ fn forwarded_hops(req: &Request) -> Vec<IpAddr> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let forwarded = joined("forwarded");
-    let raw: Vec<String> = if forwarded.is_empty() {
-        joined("x-forwarded-for")
+    let raw: Vec<String> = match header {
+        ForwardedHeader::XForwardedFor => joined("x-forwarded-for")
             .split(',')
             .map(|h| h.trim().to_owned())
-            .collect()
-    } else {
-        forwarded
+            .collect(),
+        ForwardedHeader::Forwarded => joined("forwarded")
             .split(',')
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (name, value) = pair.trim().split_once('=')?;
-                    name.eq_ignore_ascii_case("for")
-                        .then(|| value.trim().trim_matches('"').to_owned())
-                })
+            .filter(|element| !element.trim().is_empty())
+            .map(|element| {
+                element
+                    .split(';')
+                    .find_map(|pair| {
+                        let (name, value) = pair.trim().split_once('=')?;
+                        name.eq_ignore_ascii_case("for")
+                            .then(|| value.trim().trim_matches('"').to_owned())
+                    })
+                    .unwrap_or_else(|| "unknown".to_owned())
             })
-            .collect()
+            .collect(),
     };
     let mut hops = Vec::new();
     for hop in raw.iter().filter(|h| !h.is_empty()) {
@@ -185,7 +218,10 @@ mod tests {
 
     #[test]
     fn the_client_is_the_first_untrusted_hop_from_the_peer() {
-        let proxies = TrustedProxies::new(vec![Cidr::parse("10.0.0.0/8").unwrap()]);
+        let proxies = TrustedProxies::new(
+            vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            ForwardedHeader::default(),
+        );
         let hops = [ip("6.6.6.6"), ip("1.2.3.4"), ip("10.0.0.7")];
         // Through two trusted proxies: the client is the hop before them, not a spoofed one.
         assert_eq!(proxies.client_of(ip("10.0.0.1"), &hops), ip("1.2.3.4"));
@@ -205,14 +241,58 @@ mod tests {
                 "forwarded",
                 r#"for=192.0.2.60;proto=http, for="[2001:db8::7]:1""#,
             )
-            .finish();
-        assert_eq!(
-            forwarded_hops(&req),
-            vec![ip("192.0.2.60"), ip("2001:db8::7")]
-        );
-        let req = Request::builder()
             .header("x-forwarded-for", "203.0.113.9, unknown, 198.51.100.2")
             .finish();
-        assert_eq!(forwarded_hops(&req), vec![ip("198.51.100.2")]);
+        assert_eq!(
+            forwarded_hops(&req, ForwardedHeader::Forwarded),
+            vec![ip("192.0.2.60"), ip("2001:db8::7")]
+        );
+        assert_eq!(
+            forwarded_hops(&req, ForwardedHeader::XForwardedFor),
+            vec![ip("198.51.100.2")]
+        );
+        // An element without `for=` names no hop: nothing before it is believed.
+        let req = Request::builder()
+            .header("forwarded", "for=192.0.2.60, proto=https, for=198.51.100.2")
+            .finish();
+        assert_eq!(
+            forwarded_hops(&req, ForwardedHeader::Forwarded),
+            vec![ip("198.51.100.2")]
+        );
+    }
+
+    /// A proxy that writes `X-Forwarded-For` passes the client's own `Forwarded` through:
+    /// the client must not pick its address with it (nor, the other way round, with
+    /// `X-Forwarded-For` behind a proxy that writes `Forwarded`).
+    #[test]
+    fn only_the_header_the_proxies_write_is_believed() {
+        let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let req = Request::builder()
+            .header("forwarded", "for=203.0.113.77")
+            .header("x-forwarded-for", "198.51.100.2")
+            .finish();
+        let hops = |header| {
+            let proxies = TrustedProxies::new(trusted.clone(), header);
+            proxies.client_of(ip("10.0.0.1"), &forwarded_hops(&req, header))
+        };
+        assert_eq!(hops(ForwardedHeader::XForwardedFor), ip("198.51.100.2"));
+        assert_eq!(hops(ForwardedHeader::Forwarded), ip("203.0.113.77"));
+        let spoofed = Request::builder()
+            .header("forwarded", "for=203.0.113.77")
+            .finish();
+        let proxies = TrustedProxies::new(trusted.clone(), ForwardedHeader::XForwardedFor);
+        assert_eq!(
+            proxies.client_of(
+                ip("10.0.0.1"),
+                &forwarded_hops(&spoofed, ForwardedHeader::XForwardedFor)
+            ),
+            ip("10.0.0.1"),
+            "no X-Forwarded-For: the proxy itself is the client"
+        );
+        assert_eq!(
+            ForwardedHeader::parse(" Forwarded "),
+            Ok(ForwardedHeader::Forwarded)
+        );
+        assert!(ForwardedHeader::parse("x-real-ip").is_err());
     }
 }

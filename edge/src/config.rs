@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub use crate::client_ip::Cidr;
+pub use crate::client_ip::{Cidr, ForwardedHeader};
 pub use crate::console::ConsoleConfig;
 pub use crate::idempotency::IdempotencySettings;
 pub use crate::rate_limit::{Quota, RateLimitConfig};
@@ -58,8 +58,10 @@ pub struct WsConfig {
 pub struct GuardConfig {
     /// How idempotent responses are kept.
     pub idempotency: IdempotencySettings,
-    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The forwarding header those proxies write (the other one is ignored).
+    pub forwarded_header: ForwardedHeader,
     /// Request, frame and connection limits.
     pub limits: RateLimitConfig,
     /// Origins whose pages may call the API (CORS); `*` allows any.
@@ -79,6 +81,7 @@ impl Default for GuardConfig {
                 lease: Duration::from_secs(30),
             },
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
             limits: RateLimitConfig::default(),
             cors_allowed_origins: Vec::new(),
             max_header_bytes: 16 * 1024,

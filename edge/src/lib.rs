@@ -46,8 +46,8 @@ use poem::{EndpointExt, Route, Server, get};
 use poem_openapi::OpenApiService;
 
 pub use config::{
-    Cidr, ConsoleConfig, EdgeConfig, GuardConfig, IdempotencySettings, Quota, RateLimitConfig,
-    WsConfig,
+    Cidr, ConsoleConfig, EdgeConfig, ForwardedHeader, GuardConfig, IdempotencySettings, Quota,
+    RateLimitConfig, WsConfig,
 };
 pub use token::revocation_ttl;
 
@@ -228,7 +228,10 @@ fn app(
         max_body: state.max_body_bytes,
         audit: Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec())),
         idempotency,
-        proxies: client_ip::TrustedProxies::new(config.guard.trusted_proxies.clone()),
+        proxies: client_ip::TrustedProxies::new(
+            config.guard.trusted_proxies.clone(),
+            config.guard.forwarded_header,
+        ),
         cors: cors::Cors::new(config.guard.cors_allowed_origins.clone()),
         body_schemas: strict_json::BodySchemas::new(&spec),
         max_header_bytes: config.guard.max_header_bytes,

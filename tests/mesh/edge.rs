@@ -925,3 +925,60 @@ async fn no_input_yields_a_5xx() {
     );
     mesh.stop().await;
 }
+
+/// A sign-in from behind the trusted proxy (the tests' own loopback peer), with `headers`.
+async fn login_through_proxy(mesh: &TestMesh, headers: &[(&str, String)]) -> Answer {
+    let mut request = mesh
+        .client
+        .raw()
+        .post(mesh.client.url("/v1/auth/login"))
+        .json(&json!({ "phone": unique_phone(), "password": "wrong password" }));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    crate::harness::answer(request.send().await.expect("login answered")).await
+}
+
+/// Behind proxies that write `X-Forwarded-For` (the default), a client's own `Forwarded`
+/// header does not choose its address: rotating it does not escape the per-address sign-in
+/// limit. Told that its proxies write `Forwarded`, the edge believes that one instead, and
+/// the client's own `X-Forwarded-For` is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_pick_its_address_with_a_header_the_proxies_do_not_write() {
+    let behind_proxy = |header: mesh_edge::ForwardedHeader| {
+        move |s: &mut nats_mesh::Settings| {
+            s.guard.limits.auth_per_ip =
+                mesh_edge::Quota::new(2, std::time::Duration::from_secs(60));
+            s.guard.trusted_proxies = vec![mesh_edge::Cidr::parse("127.0.0.0/8").unwrap()];
+            s.guard.forwarded_header = header;
+        }
+    };
+    let mesh = TestMesh::spawn_with(behind_proxy(mesh_edge::ForwardedHeader::XForwardedFor)).await;
+    for n in 0..2 {
+        let forged = [("forwarded", format!("for=203.0.113.{n}"))];
+        let guess = login_through_proxy(&mesh, &forged).await;
+        assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let forged = [("forwarded", "for=203.0.113.99".to_owned())];
+    let refused = login_through_proxy(&mesh, &forged).await;
+    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // The header the proxy writes still names the client.
+    let named = [("x-forwarded-for", "198.51.100.7".to_owned())];
+    let guess = login_through_proxy(&mesh, &named).await;
+    assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    mesh.stop().await;
+
+    let mesh = TestMesh::spawn_with(behind_proxy(mesh_edge::ForwardedHeader::Forwarded)).await;
+    for n in 0..2 {
+        let forged = [("x-forwarded-for", format!("203.0.113.{n}"))];
+        let guess = login_through_proxy(&mesh, &forged).await;
+        assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let forged = [("x-forwarded-for", "203.0.113.99".to_owned())];
+    let refused = login_through_proxy(&mesh, &forged).await;
+    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let named = [("forwarded", "for=198.51.100.7;proto=https".to_owned())];
+    let guess = login_through_proxy(&mesh, &named).await;
+    assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    mesh.stop().await;
+}

@@ -179,6 +179,7 @@ MESH_CHAT_DATABASE_URL: {{ default $url .Values.database.chatUrl | quote }}
      the chart does with the value (per-role Secrets, the Ingress, checks). name -> value. */}}
 {{- define "mesh.ownedEnv" -}}
 MESH_TRUSTED_PROXIES: edge.trustedProxies
+MESH_FORWARDED_HEADER: edge.forwardedHeader
 MESH_CONSOLE_PATH: edge.console
 MESH_USER_HASH_THREADS: all.hashThreads / roles.user.hashThreads
 MESH_DATABASE_URL: database.url / database.existingSecret
