@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_contracts::Service;
-use mesh_contracts::events::{EVENT_VERSION, EventEnvelope};
+use mesh_contracts::events::{EVENT_VERSION, EventEnvelope, SocialEvent};
 use mesh_contracts::nats_permissions::NatsRole;
+use mesh_contracts::social::GroupRole;
 use mesh_nats::{Bus, OutgoingEvent};
 use nats_mesh::Role;
 use reqwest::StatusCode;
@@ -345,5 +346,121 @@ async fn a_killed_outbox_role_delivers_every_event_once_when_back() {
         scalar(&mesh, "SELECT count(*) FROM chat.dead_letters").await,
         0
     );
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregates_events_are_relayed_in_commit_order() {
+    // Without the outbox role; the test drives the relay step itself, after both writes.
+    let mesh =
+        TestMesh::spawn_roles(&[Role::Edge, Role::User, Role::Social, Role::Chat], |_| {}).await;
+    mesh.wait_ready().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, cal) = c.user("cal").await;
+    let group = create_group(c, &ann, "open", 10).await;
+    let url = mesh.database_url().to_owned();
+    let source = |service, schema| {
+        let url = url.clone();
+        async move {
+            mesh_outbox::Source {
+                service,
+                schema,
+                pool: sqlx::PgPool::connect(&url).await.unwrap(),
+                url,
+            }
+        }
+    };
+    let users = source(Service::User, "users").await;
+    let social = source(Service::Social, "social").await;
+    let bus = bus(&mesh).await;
+    // What the accounts and the group wrote goes out first.
+    mesh_outbox::relay::relay_once(&bus, &users, 500)
+        .await
+        .unwrap();
+    assert!(
+        mesh_outbox::relay::relay_once(&bus, &social, 500)
+            .await
+            .unwrap()
+            > 0
+    );
+    let watcher = mesh.bus_as(NatsRole::Social, "test-event-order").await;
+    let mut watch = watcher.event_watch(&[Service::Social]).await.unwrap();
+
+    // The admin's kick begins first but takes the group's lock last: cal's join, begun later,
+    // commits in between, and the kick (seeing cal as a member) commits after it.
+    let group_id: Uuid = group.parse().unwrap();
+    let cal_id: Uuid = cal.user_id.parse().unwrap();
+    let ann_id: Uuid = ann.user_id.parse().unwrap();
+    let mut kicker = db(&mesh).await;
+    let mut kick = kicker.begin().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *kick).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut joiner = db(&mesh).await;
+    let mut join = joiner.begin().await.unwrap();
+    let joined = SocialEvent::GroupMemberJoined {
+        group_id,
+        user_id: cal_id,
+        role: GroupRole::Member,
+        invited_by: None,
+    };
+    mesh_service_kit::outbox::append(&mut join, "social", group_id, &joined)
+        .await
+        .unwrap();
+    join.commit().await.unwrap();
+    let kicked = SocialEvent::GroupMemberKicked {
+        group_id,
+        user_id: cal_id,
+        by: ann_id,
+    };
+    mesh_service_kit::outbox::append(&mut kick, "social", group_id, &kicked)
+        .await
+        .unwrap();
+    kick.commit().await.unwrap();
+    let began: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM social.outbox WHERE sent_at IS NULL ORDER BY created_at",
+    )
+    .fetch_all(&mut kicker)
+    .await
+    .unwrap();
+    assert_eq!(
+        began,
+        ["group_member_kicked", "group_member_joined"],
+        "the kick's transaction began first"
+    );
+
+    assert_eq!(
+        mesh_outbox::relay::relay_once(&bus, &social, 500)
+            .await
+            .unwrap(),
+        2
+    );
+    let mut published = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the relayed event arrives")
+            .expect("the watch is open")
+            .expect("a delivery");
+        let envelope: EventEnvelope = serde_json::from_slice(&delivery.payload).unwrap();
+        published.push(envelope.event_type);
+    }
+    assert_eq!(
+        published,
+        ["group_member_joined", "group_member_kicked"],
+        "published in commit order"
+    );
+
+    // So chat's projection ends with cal out of the group.
+    let events = "SELECT count(*) FROM social.outbox";
+    let applied = "SELECT count(*) FROM chat.processed_events WHERE consumer = 'chat-projection'";
+    wait_until("every event applied", || async {
+        scalar(&mesh, applied).await == scalar(&mesh, events).await
+    })
+    .await;
+    let member = format!(
+        "SELECT count(*) FROM chat.group_members WHERE group_id = '{group}' AND user_id = '{cal_id}'"
+    );
+    assert_eq!(scalar(&mesh, &member).await, 0, "the kicked user stays out");
     mesh.stop().await;
 }

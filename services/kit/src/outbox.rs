@@ -7,6 +7,11 @@ use uuid::Uuid;
 
 /// Appends one event about `aggregate` to `<schema>.outbox`: its type name and payload both
 /// come from the typed event.
+///
+/// The relay publishes rows in the order they were inserted (the table's `seq`, drawn by this
+/// insert), so call it while holding the lock that orders `aggregate`'s writers: then its
+/// events reach consumers in the order their transactions committed. `created_at` is left to
+/// its default (the transaction's start), which is the envelope's `occurred_at` but no order.
 pub async fn append<E: DomainEvent>(
     conn: &mut PgConnection,
     schema: &'static str,

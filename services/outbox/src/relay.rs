@@ -1,7 +1,11 @@
 //! The outbox relay of one service schema. One relay per schema is active at a time (a
 //! session advisory lock held on a dedicated connection); it wakes on the schema's NOTIFY
 //! channel or on a poll timer, publishes unsent rows in order (`Nats-Msg-Id` = row id), waits
-//! for every JetStream ack, and only then marks the rows sent. A relay that dies between
+//! for every JetStream ack, and only then marks the rows sent. The order is the rows' `seq`,
+//! drawn when each row was inserted: a writer inserts an aggregate's event while holding that
+//! aggregate's lock until it commits, so one aggregate's events go out in commit order.
+//! (`created_at`, when the writing transaction began, is not that order: a transaction that
+//! began first may take the lock and commit last.) A relay that dies between
 //! publishing and marking republishes the same ids, which JetStream drops as duplicates and
 //! consumers recognise by id.
 
@@ -57,12 +61,13 @@ fn lock_key(schema: &str) -> i64 {
     hash as i64
 }
 
-/// Relays one step: up to `batch` unsent rows, oldest first. Returns how many were relayed.
+/// Relays one step: up to `batch` unsent rows in `seq` order (per aggregate, the order their
+/// transactions committed). Returns how many were relayed.
 pub async fn relay_once(bus: &Bus, source: &Source, batch: i64) -> anyhow::Result<usize> {
     let schema = source.schema;
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, aggregate, event_type, payload, created_at FROM {schema}.outbox \
-         WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1"
+         WHERE sent_at IS NULL ORDER BY seq LIMIT $1"
     )))
     .bind(batch)
     .fetch_all(&source.pool)
@@ -126,7 +131,8 @@ async fn publish_rows(bus: &Bus, source: &Source, rows: Vec<Row>) -> anyhow::Res
     Ok(ids.len())
 }
 
-/// Updates the backlog gauges of a schema.
+/// Updates the backlog gauges of a schema: how many rows are unsent, and how long ago the
+/// oldest of them was written (`created_at`; the lowest `seq` may have begun later).
 pub async fn measure(source: &Source) -> anyhow::Result<(i64, i64)> {
     let schema = source.schema;
     let (count, age): (i64, Option<f64>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
