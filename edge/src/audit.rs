@@ -8,7 +8,6 @@
 //! string, a header, a token or a password. WebSocket frames (chat `send` included) are not HTTP
 //! requests and are not recorded; `POST /v1/messages` is.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,13 +19,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::caller::{CallerSlot, client_ip};
+use crate::operations::Operations;
 use crate::problem::problem_code;
 
 /// Publishes this edge's audit records.
 pub struct AuditTrail {
     bus: Bus,
-    /// Route templates (`/v1/groups/{group_id}`) by operation id, from the OpenAPI document.
-    templates: HashMap<String, String>,
+    /// The operations whose route templates (`/v1/groups/{group_id}`) records name.
+    operations: Operations,
 }
 
 /// A mutating request being served, until its record is published.
@@ -41,12 +41,8 @@ pub struct Pending {
 }
 
 impl AuditTrail {
-    /// `openapi` is the OpenAPI document (JSON) of the routes served.
-    pub fn new(bus: Bus, openapi: &str) -> Self {
-        Self {
-            bus,
-            templates: route_templates(openapi),
-        }
+    pub fn new(bus: Bus, operations: Operations) -> Self {
+        Self { bus, operations }
     }
 
     /// Starts the record of `req` if it mutates: remembers what the record needs from the
@@ -86,7 +82,7 @@ impl Pending {
     }
 
     fn record(self, action: &str, status: u16, result: String) -> AuditRecord {
-        let template = self.trail.templates.get(action);
+        let template = self.trail.operations.by_id(action).map(|op| &op.template);
         let caller = self.caller.caller();
         AuditRecord {
             id: Uuid::now_v7(),
@@ -112,24 +108,6 @@ fn is_mutating(method: &Method) -> bool {
     )
 }
 
-/// Every operation's path template, by operation id.
-fn route_templates(openapi: &str) -> HashMap<String, String> {
-    let spec: serde_json::Value = serde_json::from_str(openapi).unwrap_or_default();
-    let mut templates = HashMap::new();
-    for (template, operations) in spec["paths"].as_object().into_iter().flatten() {
-        for operation in operations
-            .as_object()
-            .into_iter()
-            .flat_map(|ops| ops.values())
-        {
-            if let Some(id) = operation["operationId"].as_str() {
-                templates.insert(id.to_owned(), template.clone());
-            }
-        }
-    }
-    templates
-}
-
 /// `name=value` for each `{name}` segment of `template`, read from the same segment of `path`.
 fn target(template: &str, path: &str) -> Option<String> {
     let params: Vec<String> = template
@@ -146,17 +124,6 @@ fn target(template: &str, path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn templates_come_from_the_openapi_document() {
-        let templates = route_templates(&crate::openapi_json());
-        assert_eq!(templates["send_friend_request"], "/v1/friend-requests");
-        assert_eq!(
-            templates["admin_disable_user"],
-            "/v1/admin/users/{user_id}/disable"
-        );
-        assert!(route_templates("not json").is_empty());
-    }
 
     #[test]
     fn targets_name_the_path_parameters() {

@@ -21,6 +21,7 @@ mod ingest_publisher;
 mod limits;
 mod middleware;
 mod openapi_doc;
+mod operations;
 mod permissions;
 mod problem;
 mod rate_limit;
@@ -224,16 +225,22 @@ fn app(
     let service = openapi(&config.public_url);
     let spec = openapi_doc::refine(&service.spec());
     let docs = service.swagger_ui();
+    let doc: serde_json::Value = serde_json::from_str(&spec).unwrap_or_default();
+    let operations = operations::Operations::new(&doc);
     let layers = Arc::new(middleware::Layers {
         max_body: state.max_body_bytes,
-        audit: Arc::new(audit::AuditTrail::new(state.bus.clone(), &service.spec())),
+        audit: Arc::new(audit::AuditTrail::new(
+            state.bus.clone(),
+            operations.clone(),
+        )),
         idempotency,
         proxies: client_ip::TrustedProxies::new(
             config.guard.trusted_proxies.clone(),
             config.guard.forwarded_header,
         ),
         cors: cors::Cors::new(config.guard.cors_allowed_origins.clone()),
-        body_schemas: strict_json::BodySchemas::new(&spec),
+        body_schemas: strict_json::BodySchemas::new(&doc),
+        operations,
         max_header_bytes: config.guard.max_header_bytes,
         token_refresh_hint: config.guard.token_refresh_hint,
         state: state.clone(),

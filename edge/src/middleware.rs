@@ -22,6 +22,7 @@ use crate::caller::Identified;
 use crate::client_ip::{ClientIp, TrustedProxies};
 use crate::cors::Cors;
 use crate::idempotency::{Admission, Idempotency, Scope};
+use crate::operations::{Operation, Operations};
 use crate::problem::{ApiError, from_poem_error, problem_code};
 use crate::rate_limit::RouteClass;
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
@@ -36,6 +37,8 @@ pub struct Layers {
     pub proxies: TrustedProxies,
     pub cors: Cors,
     pub body_schemas: BodySchemas,
+    /// The API's operations: only requests one serves are audited or keep idempotency records.
+    pub operations: Operations,
     pub max_header_bytes: usize,
     pub token_refresh_hint: Duration,
     pub state: SharedState,
@@ -72,7 +75,9 @@ pub async fn observe<E: Endpoint>(
     if let Some(ip) = layers.proxies.resolve(&req) {
         req.set_data(ClientIp(ip));
     }
-    let audited = layers.audit.begin(&mut req, &request_id);
+    let operation = layers
+        .operations
+        .find(req.method().as_str(), req.uri().path());
     let http_method = req.method().clone();
     let method = http_method.to_string();
     let path_route = static_route(req.uri().path());
@@ -93,6 +98,13 @@ pub async fn observe<E: Endpoint>(
         let user = user.map(|u| u.to_string());
         layers.state.limits.check_http(class, &ip, user.as_deref())
     });
+    // What no operation serves, and what a limit refused, writes no audit record: neither
+    // costs the client more than a token of its budget.
+    let audited = match (operation, &limited) {
+        (Some(_), Some(verdict)) if !verdict.taken.allowed => None,
+        (Some(_), _) => layers.audit.begin(&mut req, &request_id),
+        (None, _) => None,
+    };
     let admission = if let Some(preflight) = layers.cors.preflight(&req) {
         Admission::Answer(Box::new(preflight))
     } else if header_bytes(&req) > layers.max_header_bytes {
@@ -109,7 +121,7 @@ pub async fn observe<E: Endpoint>(
     } else {
         match limit_body(&mut req, layers.max_body).await {
             Err(refused) => Admission::Answer(Box::new(refused.into_response())),
-            Ok(()) => match coerced_field(&layers.body_schemas, &mut req).await {
+            Ok(()) => match coerced_field(&layers.body_schemas, operation, &mut req).await {
                 Some(field) => {
                     let refused = ApiError::new(
                         ErrorCode::ValidationFailed,
@@ -117,6 +129,9 @@ pub async fn observe<E: Endpoint>(
                     );
                     Admission::Answer(Box::new(refused.into_response()))
                 }
+                // A key on a request no operation serves holds nothing: it is answered 404 or
+                // 405 every time, and keeping that answer would only cost storage.
+                None if operation.is_none() => Admission::Pass,
                 None => {
                     let scope = user.map_or(Scope::Client(ip.clone()), Scope::User);
                     layers.idempotency.admit(&mut req, &scope).await
@@ -155,7 +170,13 @@ pub async fn observe<E: Endpoint>(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     if let Some(audited) = audited {
-        audited.finish(&mut response, route).await;
+        // Answered before its operation ran (headers or body too large, a coerced field): the
+        // record still names the operation.
+        let action = match operation {
+            Some(op) if route == path_route => op.id.as_str(),
+            _ => route,
+        };
+        audited.finish(&mut response, action).await;
     }
     let status = response.status();
     if status.is_server_error() {
@@ -222,7 +243,12 @@ fn carries_token(req: &Request) -> bool {
 
 /// A number or boolean where the operation's schema wants a string (the body is read from
 /// memory and put back).
-async fn coerced_field(schemas: &BodySchemas, req: &mut Request) -> Option<String> {
+async fn coerced_field(
+    schemas: &BodySchemas,
+    operation: Option<&Operation>,
+    req: &mut Request,
+) -> Option<String> {
+    let operation = operation?;
     let is_json = req
         .headers()
         .get(poem::http::header::CONTENT_TYPE)
@@ -232,7 +258,7 @@ async fn coerced_field(schemas: &BodySchemas, req: &mut Request) -> Option<Strin
         return None;
     }
     let body = req.take_body().into_bytes().await.unwrap_or_default();
-    let found = schemas.coerced_field(req.method().as_str(), req.uri().path(), &body);
+    let found = schemas.coerced_field(&operation.id, &body);
     req.set_body(body);
     found
 }

@@ -3,54 +3,47 @@
 //! the API promises a 400 instead. Only that coercion is checked here (a number or boolean
 //! where the schema says string); everything else is the handlers' parsing.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
-/// The request-body schema of each operation, by method and path template.
+/// The request-body schema of each operation, by operation id.
 pub struct BodySchemas {
     doc: Value,
-    routes: Vec<(String, Vec<String>, Value)>,
+    schemas: HashMap<String, Value>,
 }
 
 impl BodySchemas {
     /// `doc` is the OpenAPI document (JSON).
-    pub fn new(doc: &str) -> Self {
-        let doc: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
-        let mut routes = Vec::new();
-        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
-            for (method, operation) in item.as_object().into_iter().flatten() {
+    pub fn new(doc: &Value) -> Self {
+        let mut schemas = HashMap::new();
+        for item in doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|paths| paths.values())
+        {
+            for operation in item.as_object().into_iter().flat_map(|ops| ops.values()) {
+                let id = operation["operationId"].as_str();
                 let schema = operation
                     .pointer("/requestBody/content")
                     .and_then(Value::as_object)
                     .and_then(|content| content.values().next())
-                    .and_then(|media| media.get("schema"))
-                    .cloned();
-                if let Some(schema) = schema {
-                    let segments = path.split('/').map(str::to_owned).collect();
-                    routes.push((method.to_uppercase(), segments, schema));
+                    .and_then(|media| media.get("schema"));
+                if let (Some(id), Some(schema)) = (id, schema) {
+                    schemas.insert(id.to_owned(), schema.clone());
                 }
             }
         }
-        Self { doc, routes }
+        Self {
+            doc: doc.clone(),
+            schemas,
+        }
     }
 
-    fn schema_for(&self, method: &str, path: &str) -> Option<&Value> {
-        let segments: Vec<&str> = path.split('/').collect();
-        self.routes
-            .iter()
-            .find(|(m, template, _)| {
-                m == method
-                    && template.len() == segments.len()
-                    && template
-                        .iter()
-                        .zip(&segments)
-                        .all(|(t, s)| t.starts_with('{') || t == s)
-            })
-            .map(|(_, _, schema)| schema)
-    }
-
-    /// Where `body` has a number or boolean in place of a string, as a JSON path (`$.phone`).
-    pub fn coerced_field(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
-        let schema = self.schema_for(method, path)?;
+    /// Where `body`, sent to operation `operation`, has a number or boolean in place of a
+    /// string, as a JSON path (`$.phone`).
+    pub fn coerced_field(&self, operation: &str, body: &[u8]) -> Option<String> {
+        let schema = self.schemas.get(operation)?;
         let value: Value = serde_json::from_slice(body).ok()?;
         self.find(schema, &value, "$".to_owned(), 0)
     }
@@ -91,9 +84,14 @@ mod tests {
 
     #[test]
     fn numbers_and_booleans_where_strings_belong_are_found() {
-        let schemas = BodySchemas::new(&crate::openapi_json());
+        let doc: Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let (schemas, operations) = (
+            BodySchemas::new(&doc),
+            crate::operations::Operations::new(&doc),
+        );
         let find = |method: &str, path: &str, body: &str| {
-            schemas.coerced_field(method, path, body.as_bytes())
+            let operation = operations.find(method, path)?;
+            schemas.coerced_field(&operation.id, body.as_bytes())
         };
         assert_eq!(
             find(

@@ -2,6 +2,8 @@
 //! actor, action, target, status and result code, reads are not, no body or secret is kept,
 //! and only administrators may query it, with filters and pages.
 
+use mesh_contracts::Bucket;
+use mesh_contracts::nats_permissions::NatsRole;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -316,5 +318,73 @@ async fn the_audit_log_is_admin_only_filtered_paged_and_keeps_no_secrets() {
     for secret in &secrets {
         assert!(!stored.contains(secret.as_str()), "a secret was recorded");
     }
+    mesh.stop().await;
+}
+
+/// A request no operation serves costs its client a token of the address's budget and
+/// nothing more: no audit record and no idempotency record, however many come with fresh
+/// `Idempotency-Key`s; past the budget, they are refused like any other request. A request a
+/// limit refused leaves no record either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_no_operation_serves_are_limited_and_leave_no_records() {
+    let mesh = TestMesh::spawn_with(|s| {
+        s.guard.limits.write_per_ip = mesh_edge::Quota::new(4, std::time::Duration::from_secs(60));
+    })
+    .await;
+    let c = &mesh.client;
+    let root = admin(c).await;
+    let stray = async |n: u32| {
+        c.raw()
+            .post(c.url(&format!("/anything/{n}")))
+            .header("x-request-id", format!("audit-stray-{n}"))
+            .header("idempotency-key", Uuid::now_v7().to_string())
+            .json(&json!({ "n": n }))
+            .send()
+            .await
+            .expect("request sent")
+            .status()
+    };
+    for n in 0..3 {
+        assert_eq!(stray(n).await, StatusCode::NOT_FOUND);
+    }
+    let ask = json!({ "user_id": Uuid::now_v7(), "message": "hi" });
+    let marker = send_tagged(
+        c,
+        Method::POST,
+        "/v1/friend-requests",
+        Some(&root.access),
+        ask.clone(),
+        "audit-marker",
+    )
+    .await;
+    assert_eq!(marker, StatusCode::NOT_FOUND, "no such user");
+    assert_eq!(stray(3).await, StatusCode::TOO_MANY_REQUESTS);
+    let limited = send_tagged(
+        c,
+        Method::POST,
+        "/v1/friend-requests",
+        Some(&root.access),
+        ask,
+        "audit-limited",
+    )
+    .await;
+    assert_eq!(limited, StatusCode::TOO_MANY_REQUESTS);
+
+    // Records go out in the order the edge publishes them: once the marker's is in, any of
+    // the others would be too.
+    let recorded = wait_for_records(c, &root, "action=send_friend_request", 1).await;
+    by_request(&recorded, "audit-marker");
+    assert_eq!(
+        recorded.len(),
+        1,
+        "the limited request left a record: {recorded:?}"
+    );
+    let unmatched = items(&audit_page(c, &root, "action=unmatched").await);
+    assert!(unmatched.is_empty(), "{unmatched:?}");
+
+    let bus = mesh.bus_as(NatsRole::Edge, "bucket-reader").await;
+    let bucket = bus.bucket(Bucket::Idempotency).await.expect("bucket");
+    let keys = bucket.keys_with_prefix("").await.expect("keys");
+    assert!(keys.is_empty(), "idempotency records of 404s: {keys:?}");
     mesh.stop().await;
 }

@@ -75,9 +75,11 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    /// The class of a request; `None` for routes never limited (health, metrics, docs).
+    /// The class of a request; `None` for the probes and metrics, which are never limited.
+    /// Every other path is, routes of the API or not: a request no route serves costs the
+    /// edge as much as one that fails validation.
     pub fn of(method: &Method, path: &str) -> Option<Self> {
-        if !path.starts_with("/v1/") {
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return None;
         }
         if matches!(
@@ -273,6 +275,16 @@ mod tests {
         );
         assert_eq!(RouteClass::of(&Method::GET, "/healthz"), None);
         assert_eq!(RouteClass::of(&Method::GET, "/metrics"), None);
+        assert_eq!(RouteClass::of(&Method::GET, "/readyz"), None);
+        // Paths outside the API are limited too: they cost the edge all the same.
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/anything"),
+            Some(RouteClass::Write)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::GET, "/docs"),
+            Some(RouteClass::Read)
+        );
     }
 
     #[test]
