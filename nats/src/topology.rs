@@ -103,6 +103,13 @@ fn check_partitions(
 }
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The most bytes the idempotency bucket holds. Full, it refuses new records and the edges
+/// serve keyed requests unprotected (`mesh_idempotency_total{outcome="fail_open"}`) until
+/// records age out, rather than letting keyed requests fill the server's disk.
+pub const IDEMPOTENCY_MAX_BYTES: i64 = 1 << 30;
+/// The most bytes of audit records the AUDIT stream keeps for the outbox role's writer; past
+/// it the oldest go (the writer normally stores them in Postgres within a second).
+pub const AUDIT_MAX_BYTES: i64 = 1 << 30;
 /// How long a user's presence entry outlives its last refresh (the bucket's max age); start-up
 /// refuses a heartbeat (the refresh pace) that does not fit twice into it.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
@@ -134,11 +141,17 @@ impl Bus {
             } else {
                 max_age
             };
+            let max_bytes = if bucket == Bucket::Idempotency {
+                IDEMPOTENCY_MAX_BYTES
+            } else {
+                -1
+            };
             let config = kv::Config {
                 bucket: p.bucket(bucket),
                 description: description.to_owned(),
                 history: 1,
                 max_age,
+                max_bytes,
                 storage: stream::StorageType::File,
                 num_replicas: settings.replicas,
                 ..Default::default()
@@ -179,6 +192,11 @@ impl Bus {
                 storage: stream::StorageType::File,
                 duplicate_window: settings.dedup_window,
                 max_age,
+                max_bytes: if which == Stream::Audit {
+                    AUDIT_MAX_BYTES
+                } else {
+                    -1
+                },
                 num_replicas: settings.replicas,
                 metadata,
                 ..Default::default()

@@ -388,3 +388,41 @@ async fn requests_no_operation_serves_are_limited_and_leave_no_records() {
     assert!(keys.is_empty(), "idempotency records of 404s: {keys:?}");
     mesh.stop().await;
 }
+
+/// What clients can make the mesh keep is bounded in bytes as well as in time: the AUDIT
+/// stream (the oldest records go first) and the idempotency bucket (full, it takes nothing
+/// more and keyed requests are served unprotected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_stream_and_the_idempotency_bucket_are_bounded_in_bytes() {
+    use async_nats::jetstream::stream::DiscardPolicy;
+    use mesh_contracts::Stream;
+
+    let mesh = TestMesh::spawn().await;
+    let js = async_nats::jetstream::new(mesh.nats_client_as(NatsRole::Migrate).await);
+    let audit = js
+        .get_stream(mesh.settings.prefix.stream(Stream::Audit))
+        .await
+        .expect("the AUDIT stream")
+        .info()
+        .await
+        .expect("its info")
+        .config
+        .clone();
+    assert_eq!(audit.max_bytes, mesh_nats::AUDIT_MAX_BYTES);
+    assert_eq!(audit.discard, DiscardPolicy::Old);
+    let idempotency = js
+        .get_stream(format!(
+            "KV_{}",
+            mesh.settings.prefix.bucket(Bucket::Idempotency)
+        ))
+        .await
+        .expect("the IDEMPOTENCY bucket's stream")
+        .info()
+        .await
+        .expect("its info")
+        .config
+        .clone();
+    assert_eq!(idempotency.max_bytes, mesh_nats::IDEMPOTENCY_MAX_BYTES);
+    assert_eq!(idempotency.discard, DiscardPolicy::New);
+    mesh.stop().await;
+}
