@@ -57,6 +57,8 @@ pub struct Settings {
     pub refresh_ttl: Duration,
     pub refresh_reuse_grace: Duration,
     pub rpc_timeout: Duration,
+    /// How long the outbox role keeps audit records.
+    pub audit_retention: Duration,
     pub max_body_bytes: usize,
     pub bootstrap_admin_phones: Vec<String>,
     /// Shared by the edges (which partition they publish to) and the chat workers.
@@ -224,6 +226,7 @@ impl Settings {
             refresh_ttl: shared.refresh_ttl,
             refresh_reuse_grace: shared.refresh_reuse_grace,
             rpc_timeout: shared.rpc_timeout,
+            audit_retention: shared.audit_retention,
             max_body_bytes: shared.max_body_bytes,
             bootstrap_admin_phones: bootstrap_phones(&raw.bootstrap_admins),
             chat: chat.expect("checked"),

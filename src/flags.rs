@@ -153,6 +153,9 @@ pub struct RawSettings {
     /// Deadline of RPC calls, e.g. `5s`.
     #[arg(long, env = "MESH_RPC_TIMEOUT", default_value = "5s")]
     pub rpc_timeout: String,
+    /// How long the outbox role keeps audit records, e.g. `90d` (at least `1h`).
+    #[arg(long, env = "MESH_AUDIT_RETENTION", default_value = "90d")]
+    pub audit_retention: String,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "MESH_MAX_BODY_BYTES", default_value = "65536")]
     pub max_body_bytes: String,
@@ -274,6 +277,7 @@ impl fmt::Debug for RawSettings {
             refresh_ttl,
             refresh_reuse_grace,
             rpc_timeout,
+            audit_retention,
             max_body_bytes,
             chat_partitions,
             chat_max_unstored,
@@ -327,6 +331,7 @@ impl fmt::Debug for RawSettings {
             .field("refresh_ttl", refresh_ttl)
             .field("refresh_reuse_grace", refresh_reuse_grace)
             .field("rpc_timeout", rpc_timeout)
+            .field("audit_retention", audit_retention)
             .field("max_body_bytes", max_body_bytes)
             .field("chat_partitions", chat_partitions)
             .field("chat_max_unstored", chat_max_unstored)

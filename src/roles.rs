@@ -269,7 +269,7 @@ pub async fn run(
             watch.pool(relay_pool_label(source.service), &source.pool);
         }
         watch.consumer_backlogs(&deps.bus);
-        let config = OutboxConfig::new(settings.rpc_timeout);
+        let config = OutboxConfig::new(settings.rpc_timeout, settings.audit_retention);
         tasks.spawn(named(
             "outbox",
             mesh_outbox::run(deps, config, shutdown.clone().cancelled_owned()),

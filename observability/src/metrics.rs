@@ -397,6 +397,15 @@ pub static AUDIT_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
         .expect("metric registered once")
 });
 
+/// Audit records deleted for being older than the retention (`MESH_AUDIT_RETENTION`).
+pub static AUDIT_PRUNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mesh_audit_records_pruned_total",
+        "Audit records deleted after the retention period"
+    )
+    .expect("metric registered once")
+});
+
 /// Audit records an edge dropped because they could not even be queued for publishing.
 pub static AUDIT_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
@@ -600,6 +609,7 @@ pub fn touch_all() {
     LazyLock::force(&EVENTS_CONSUMED);
     LazyLock::force(&EVENTS_REDELIVERED);
     LazyLock::force(&AUDIT_WRITTEN);
+    LazyLock::force(&AUDIT_PRUNED);
     LazyLock::force(&AUDIT_DROPPED);
     LazyLock::force(&BUILD_INFO);
     LazyLock::force(&NATS_CONNECTED);

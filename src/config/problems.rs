@@ -51,6 +51,7 @@ pub struct Shared {
     pub refresh_ttl: Duration,
     pub refresh_reuse_grace: Duration,
     pub rpc_timeout: Duration,
+    pub audit_retention: Duration,
     pub max_body_bytes: usize,
 }
 
@@ -273,6 +274,11 @@ impl Problems {
         let refresh_reuse_grace =
             self.duration("MESH_REFRESH_REUSE_GRACE", &raw.refresh_reuse_grace);
         let rpc_timeout = self.duration("MESH_RPC_TIMEOUT", &raw.rpc_timeout);
+        let audit_retention = self.duration("MESH_AUDIT_RETENTION", &raw.audit_retention);
+        let too_short = audit_retention.is_some_and(|kept| kept < Duration::from_secs(3600));
+        if too_short {
+            self.push("MESH_AUDIT_RETENTION: at least 1h");
+        }
         let max_body_bytes = self.take("MESH_MAX_BODY_BYTES", raw.max_body_bytes.parse::<usize>());
         if max_body_bytes.is_some_and(|n| n < 1024) {
             self.push("MESH_MAX_BODY_BYTES: must be at least 1024");
@@ -288,6 +294,7 @@ impl Problems {
             refresh_ttl: refresh_ttl?,
             refresh_reuse_grace: refresh_reuse_grace?,
             rpc_timeout: rpc_timeout?,
+            audit_retention: audit_retention.filter(|_| !too_short)?,
             max_body_bytes: max_body_bytes.filter(|n| *n >= 1024)?,
         })
     }

@@ -426,3 +426,37 @@ async fn the_audit_stream_and_the_idempotency_bucket_are_bounded_in_bytes() {
     assert_eq!(idempotency.discard, DiscardPolicy::New);
     mesh.stop().await;
 }
+
+/// Records older than `MESH_AUDIT_RETENTION` are deleted; younger ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_older_than_the_retention_are_deleted() {
+    let mesh = TestMesh::spawn().await;
+    let pool = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("the mesh's database");
+    let day = 24 * 3600;
+    let (old, recent) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, days_ago) in [(old, 91), (recent, 89)] {
+        sqlx::query(
+            "INSERT INTO audit.records (id, at, action, method, path, status, result, request_id) \
+             VALUES ($1, now() - make_interval(days => $2), 'logout', 'POST', '/v1/auth/logout', \
+             204, 'ok', 'audit-retention')",
+        )
+        .bind(id)
+        .bind(days_ago)
+        .execute(&pool)
+        .await
+        .expect("record inserted");
+    }
+    // The outbox role prunes when it starts too, so either may delete the old one.
+    mesh_outbox::audit::prune(&pool, std::time::Duration::from_secs(90 * day))
+        .await
+        .expect("pruned");
+    let left: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM audit.records WHERE request_id = 'audit-retention'")
+            .fetch_all(&pool)
+            .await
+            .expect("records read");
+    assert_eq!(left, [recent]);
+    mesh.stop().await;
+}

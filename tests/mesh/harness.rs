@@ -80,6 +80,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         refresh_ttl: Duration::from_secs(3600),
         refresh_reuse_grace: Duration::from_secs(2),
         rpc_timeout: Duration::from_secs(5),
+        audit_retention: Duration::from_secs(90 * 24 * 3600),
         max_body_bytes: 16 * 1024,
         bootstrap_admin_phones: vec!["+10000000001".into()],
         chat: ChatSettings {

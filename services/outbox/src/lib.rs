@@ -1,6 +1,6 @@
 //! The outbox role: relays every service's outbox rows to the `EVENTS` stream (one active relay
 //! per schema, by advisory lock), and keeps the audit log: it batch-writes the audit records
-//! edges publish and answers admins' queries of it.
+//! edges publish, deletes what is older than its retention, and answers admins' queries of it.
 
 pub mod audit;
 mod backlog;
@@ -53,6 +53,11 @@ pub async fn run(
     tasks.push(AbortOnDropHandle::new(tokio::spawn(audit::run_writer(
         deps.bus.clone(),
         deps.audit_pool.clone(),
+        stop.clone(),
+    ))));
+    tasks.push(AbortOnDropHandle::new(tokio::spawn(audit::run_pruner(
+        deps.audit_pool.clone(),
+        config.audit_retention,
         stop.clone(),
     ))));
     let state = audit::State::new(deps.bus.clone(), deps.audit_pool, config.rpc_timeout);

@@ -2,11 +2,12 @@
 //! writer, queried by admins through `list_audit`.
 //!
 //! `query` and `access` are pure (the parsed query, who may read), `store` the SQL, `writer`
-//! the stream consumer, `handlers` the RPC operation.
+//! the stream consumer, `retention` the deletion of old records, `handlers` the RPC operation.
 
 mod access;
 mod handlers;
 mod query;
+mod retention;
 mod store;
 mod writer;
 
@@ -17,6 +18,7 @@ use mesh_nats::{Bus, RpcClient, ServiceHost};
 use sqlx::PgPool;
 
 pub use access::caller_must_hold;
+pub use retention::{prune, run_pruner};
 pub use writer::run_writer;
 
 /// What the audit handlers use; cheap to clone.
