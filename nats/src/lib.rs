@@ -10,6 +10,7 @@ mod bus;
 mod connection_log;
 mod context;
 mod credentials;
+mod deadline;
 mod events;
 pub mod feed;
 mod headers;
@@ -29,6 +30,7 @@ pub use context::CallContext;
 pub use credentials::{
     NatsCredentials, Secret, ServerUrl, format_role_passwords, parse_role_passwords, redact_urls,
 };
+pub use deadline::put_deadline;
 pub use events::{MAX_DELIVER, OutgoingEvent};
 pub use feed::{Beyond, Delivery, Feed, JetStreamError};
 pub use ingest::{ChatLine, Compaction};

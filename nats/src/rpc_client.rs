@@ -108,6 +108,7 @@ impl RpcClient {
             serde_json::to_vec(request).map_err(|err| RpcError::Decode(err.to_string()))?;
         let mut map = HeaderMap::new();
         ctx.write_headers(&mut map);
+        crate::deadline::put_deadline(&mut map, self.timeout);
         crate::trace::inject(span, &mut map);
         let request = async_nats::Request::new()
             .payload(payload.into())

@@ -1,9 +1,13 @@
 //! Hosts a mesh service on the NATS services API: one endpoint per RPC operation.
 //!
-//! Requests are handled concurrently up to a bound; each gets a span that continues the
-//! caller's trace. On shutdown the endpoints stop taking requests, the ones already delivered
-//! to this instance and those in flight are answered, and the service deregisters from
-//! discovery.
+//! Requests are handled concurrently up to a bound per operation, so a slow operation (sign-ins
+//! waiting out their throttle delay and the password hashing) cannot take the turns of the
+//! others; each request gets a span that continues the caller's trace. A request carrying its
+//! caller's deadline (`deadline.rs`) is handled until then at most: once it passed, its handler
+//! is dropped (so the work it queued is skipped) and it is answered `timeout`; one that waited
+//! past it for its turn is answered `timeout` without running. On shutdown the endpoints stop
+//! taking requests, the ones already delivered to this instance and those in flight are
+//! answered, and the service deregisters from discovery.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,7 +51,10 @@ impl ServiceHost {
         }
     }
 
-    /// How many requests this instance handles at once; more wait in NATS.
+    /// How many requests of each operation this instance handles at once (256 unless set);
+    /// more of that operation wait in NATS, while the other operations go on. The instance may
+    /// so run this many for every operation at once: what they share (the database pool, the
+    /// hashing threads) bounds itself.
     pub fn max_in_flight(mut self, limit: usize) -> Self {
         self.max_in_flight = limit.max(1);
         self
@@ -106,7 +113,6 @@ impl ServiceHost {
             .await
             .map_err(|err| format!("cannot start service {name}: {err}"))?;
         let group = service.group(prefix.rpc_group(self.service));
-        let limit = Arc::new(Semaphore::new(self.max_in_flight));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
         for (op, handler) in self.handlers {
@@ -126,16 +132,15 @@ impl ServiceHost {
                     span_name: format!("{}/{op}", self.service.as_str()),
                 }),
                 handler,
-                limit.clone(),
+                self.max_in_flight,
                 stop_rx.clone(),
             ));
         }
         tracing::info!(service = %name, "service started");
         shutdown.await;
         let _ = stop_tx.send(true);
+        // Each loop ends once every request it took was answered.
         while loops.join_next().await.is_some() {}
-        // Every permit back means every in-flight request was answered.
-        let _ = limit.acquire_many(self.max_in_flight as u32).await;
         let _ = service.stop().await;
         tracing::info!(service = %name, "service stopped");
         Ok(())
@@ -163,21 +168,28 @@ struct Operation {
     span_name: String,
 }
 
+/// Serves one operation with its own bound of `max_in_flight` requests at once, until `stop`;
+/// returns once every request it took was answered.
 async fn serve_endpoint(
-    mut endpoint: async_nats::service::endpoint::Endpoint,
+    endpoint: async_nats::service::endpoint::Endpoint,
     operation: Arc<Operation>,
     handler: Handler,
-    limit: Arc<Semaphore>,
+    max_in_flight: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(max_in_flight));
+    take_requests(endpoint, &operation, &handler, &limit, stop).await;
+    // Every permit back means every request taken was answered.
+    let _ = limit.acquire_many(max_in_flight as u32).await;
+}
+
+async fn take_requests(
+    mut endpoint: async_nats::service::endpoint::Endpoint,
+    operation: &Arc<Operation>,
+    handler: &Handler,
+    limit: &Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let serve = |request, permit| {
-        let handler = handler.clone();
-        let this = operation.clone();
-        tokio::spawn(async move {
-            handle_one(request, &this, handler).await;
-            drop(permit);
-        });
-    };
     loop {
         let request = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
@@ -186,10 +198,9 @@ async fn serve_endpoint(
                 None => return,
             },
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+        if !admit(request, operation, handler, limit).await {
             return;
-        };
-        serve(request, permit);
+        }
     }
     // Stopping: NATS routes new requests to the other instances (or answers "no responders"
     // at once); the ones it already handed to this one are still answered, not left to their
@@ -198,17 +209,49 @@ async fn serve_endpoint(
     // confirmation), so one still on the wire then is dropped, and its caller times out.
     let _ = endpoint.stop().await;
     while let Some(request) = endpoint.next().await {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+        if !admit(request, operation, handler, limit).await {
             return;
-        };
-        serve(request, permit);
+        }
     }
 }
 
+/// Waits for a turn of the operation for `request`, then hands it to a task of its own; a
+/// request whose caller's deadline passes first is answered `timeout` without a turn. False
+/// when the bound is closed (never: it lives as long as its loop).
+async fn admit(
+    request: async_nats::service::Request,
+    operation: &Arc<Operation>,
+    handler: &Handler,
+    limit: &Arc<Semaphore>,
+) -> bool {
+    let deadline = crate::deadline::read(request.message.headers.as_ref());
+    let turn = limit.clone().acquire_owned();
+    let permit = match deadline {
+        None => Some(turn.await),
+        Some(at) => tokio::time::timeout_at(at.into(), turn).await.ok(),
+    };
+    let permit = match permit {
+        Some(Ok(permit)) => Some(permit),
+        Some(Err(_)) => return false,
+        // Late: answered at once, outside the bound.
+        None => None,
+    };
+    let handler = handler.clone();
+    let operation = operation.clone();
+    tokio::spawn(async move {
+        handle_one(request, &operation, handler, deadline).await;
+        drop(permit);
+    });
+    true
+}
+
+/// Handles `request` and answers it; past `deadline` (the caller no longer waits) the handler
+/// is dropped, or never called, and the answer is `timeout`.
 async fn handle_one(
     request: async_nats::service::Request,
     operation: &Operation,
     handler: Handler,
+    deadline: Option<Instant>,
 ) {
     let started = Instant::now();
     let subject = operation.subject.as_str();
@@ -243,13 +286,28 @@ async fn handle_one(
     };
     crate::trace::adopt_parent(&span, parent);
     let payload = request.message.payload.clone();
-    let result = AssertUnwindSafe(handler(ctx, payload).instrument(span.clone()))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
+    let run = AssertUnwindSafe(handler(ctx, payload).instrument(span.clone())).catch_unwind();
+    let ran = match deadline {
+        None => Some(run.await),
+        Some(at) if at <= Instant::now() => None,
+        // Dropping the handler's future drops what it waits for: a queued password hash is
+        // then skipped, an open transaction rolled back.
+        Some(at) => tokio::time::timeout_at(at.into(), run).await.ok(),
+    };
+    let result = match ran {
+        Some(Ok(result)) => result,
+        Some(Err(_)) => {
             tracing::error!(parent: &span, "handler panicked");
             Err(ServiceError::internal())
-        });
+        }
+        None => {
+            tracing::debug!(parent: &span, "the caller's deadline passed: dropped");
+            Err(ServiceError::new(
+                ErrorCode::Timeout,
+                "the caller's deadline passed before an answer",
+            ))
+        }
+    };
     let outcome = match &result {
         Ok(_) => "ok",
         Err(err) => err.code.as_str(),

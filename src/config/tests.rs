@@ -35,12 +35,17 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn audit_records_are_kept_90_days_and_at_least_an_hour() {
     let settings = Settings::parse(&raw(), &[], false).unwrap();
-    assert_eq!(settings.audit_retention, Duration::from_secs(90 * 24 * 3600));
+    assert_eq!(
+        settings.audit_retention,
+        Duration::from_secs(90 * 24 * 3600)
+    );
     let mut short = raw();
     short.audit_retention = "10m".into();
     let problems = Settings::parse(&short, &[], false).err().unwrap();
     assert!(
-        problems.iter().any(|p| p.starts_with("MESH_AUDIT_RETENTION")),
+        problems
+            .iter()
+            .any(|p| p.starts_with("MESH_AUDIT_RETENTION")),
         "{problems:?}"
     );
     short.audit_retention = "1h".into();

@@ -531,3 +531,121 @@ async fn register_refuses_out_of_bounds_fields_with_validation_codes() {
     }
     mesh.stop().await;
 }
+
+/// A storm of slow sign-ins (each waiting out a throttle delay) takes every turn of the user
+/// service's `login` endpoint, yet the service's other operations answer at once: each
+/// operation has its own bound. And the sign-ins whose callers gave up are dropped at their
+/// callers' deadline (`Mesh-Deadline`), not hashed and signed in for nobody after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_holds_back_neither_other_operations_nor_past_its_callers() {
+    use mesh_contracts::Service;
+    use mesh_contracts::nats_permissions::NatsRole;
+
+    const STORM: usize = 300;
+    let delay = Duration::from_secs(3);
+    let patience = Duration::from_millis(2_500);
+    let mesh = TestMesh::spawn_with(|s| {
+        // Every sign-in waits `delay` before its hash; none is ever locked.
+        s.login_throttle = mesh_user::LoginThrottle {
+            delay_after: 0,
+            lock_after: 1_000_000,
+            ip_lock_after: 1_000_000,
+            base_delay: delay,
+            max_delay: delay,
+        };
+    })
+    .await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    let registered = c
+        .post(
+            "/v1/auth/register",
+            json!({ "phone": phone, "password": PASSWORD, "nickname": "Ann" }),
+        )
+        .await;
+    assert_eq!(registered.0, StatusCode::CREATED, "{}", registered.1);
+    let tokens = Tokens::from(&registered.1);
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    let sessions = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM users.sessions")
+            .fetch_one(&db)
+            .await
+            .expect("count sessions")
+    };
+    assert_eq!(sessions().await, 1);
+
+    // More sign-ins than the endpoint takes at once (256), sent as the edge sends them, with
+    // the deadline of a caller waiting `patience`.
+    let nats = mesh.nats_client_as(NatsRole::Edge).await;
+    let subject = mesh.settings.prefix.rpc(Service::User, "login");
+    let body = serde_json::to_vec(&json!({ "phone": phone, "password": PASSWORD })).unwrap();
+    let started = Instant::now();
+    let mut storm = tokio::task::JoinSet::new();
+    for _ in 0..STORM {
+        let (nats, subject, body) = (nats.clone(), subject.clone(), body.clone());
+        storm.spawn(async move {
+            let mut headers = async_nats::HeaderMap::new();
+            mesh_nats::put_deadline(&mut headers, patience);
+            let request = async_nats::Request::new()
+                .payload(body.into())
+                .headers(headers)
+                .timeout(Some(patience));
+            let _ = nats.send_request(subject, request).await;
+        });
+    }
+    nats.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The service's other operations answer while the storm holds `login`.
+    let asked = Instant::now();
+    let (status, me) = c.get_as("/v1/users/me", &tokens.access).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let refreshed = c
+        .post(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": tokens.refresh }),
+        )
+        .await;
+    assert_eq!(refreshed.0, StatusCode::OK, "{}", refreshed.1);
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "get_me and refresh waited {waited:?} behind the sign-ins"
+    );
+
+    // Past the callers' deadline every sign-in is dropped: a second after the throttle delay
+    // ended, none was hashed and signed in.
+    while storm.join_next().await.is_some() {}
+    tokio::time::sleep((delay + Duration::from_secs(1)).saturating_sub(started.elapsed())).await;
+    assert_eq!(
+        sessions().await,
+        1,
+        "sign-ins nobody waited for opened sessions"
+    );
+    // Each was answered `timeout` (its caller may see why), and counted so.
+    let labels = [
+        format!("subject=\"{subject}\""),
+        "outcome=\"timeout\"".to_owned(),
+    ];
+    let timed_out = async || {
+        let text = c.metrics_text().await;
+        text.lines()
+            .filter(|line| line.starts_with("mesh_rpc_server_requests_total{"))
+            .find(|line| labels.iter().all(|label| line.contains(label.as_str())))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while timed_out().await != Some(STORM as f64) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "sign-ins answered timeout: {:?}",
+        timed_out().await
+    );
+    mesh.stop().await;
+}

@@ -958,3 +958,96 @@ async fn registering_signs_in_at_once() {
     assert_eq!(refreshed["session_id"], reply["session_id"]);
     mesh.stop().await;
 }
+
+/// An account keeps at most 100 active sessions: a sign-in past them ends the least recently
+/// used (revoked like a logout, so their tokens are refused), the device list never shows more,
+/// and logging out everywhere revokes only sessions whose tokens may still live, not every
+/// session the account ever opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_an_account_are_capped() {
+    use mesh_contracts::Bucket;
+    use mesh_contracts::nats_permissions::NatsRole;
+
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let phone = unique_phone();
+    let registered = c.register(&phone, "Ann").await;
+    let user_id = Uuid::parse_str(registered["id"].as_str().unwrap()).unwrap();
+    let first = Tokens::from(&registered);
+    // 150 older live sessions (one a minute, the newest a minute old) and 30 that expired a
+    // day ago, as thousands of sign-ins before the cap would have left.
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    sqlx::query(
+        "INSERT INTO users.sessions (id, user_id, device_name, created_at, last_used_at, expires_at)
+         SELECT gen_random_uuid(), $1, 'old ' || n, now() - n * interval '1 minute',
+                now() - n * interval '1 minute',
+                CASE WHEN n <= 150 THEN now() + interval '1 day' ELSE now() - interval '1 day' END
+         FROM generate_series(1, 180) AS n",
+    )
+    .bind(user_id)
+    .execute(&db)
+    .await
+    .expect("insert old sessions");
+
+    // The list shows the 100 newest, the caller's own first.
+    let list = ok(c.get_as("/v1/sessions", &first.access).await);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 100, "listed {}", items.len());
+    assert_eq!(items[0]["id"], first.session_id.as_str());
+    assert_eq!(items[0]["current"], true);
+    assert_eq!(items[99]["device_name"], "old 99");
+
+    // A sign-in ends the 52 least recently used of the 152 live sessions.
+    let newest = c.login(&phone).await;
+    let evicted: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM users.sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(user_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(evicted.len(), 52);
+    let live: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(device_name, '') FROM users.sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()",
+    )
+    .bind(user_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(live.len(), 100);
+    assert!(live.iter().any(|name| name == "old 98"), "{live:?}");
+    assert!(!live.iter().any(|name| name == "old 99"), "{live:?}");
+    // Their revocations were published first, as for a logout.
+    let nats = mesh.nats_client_as(NatsRole::User).await;
+    let revoked = async_nats::jetstream::new(nats)
+        .get_key_value(mesh.settings.prefix.bucket(Bucket::Revoked))
+        .await
+        .expect("the REVOKED bucket");
+    for id in &evicted {
+        let entry = revoked.get(id.to_string()).await.expect("read REVOKED");
+        assert_eq!(entry.as_deref(), Some(user_id.to_string().as_bytes()));
+    }
+    let list = ok(c.get_as("/v1/sessions", &newest.access).await);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[0]["id"], newest.session_id.as_str());
+
+    // Logging out everywhere revokes the 100 live sessions, not the 30 long expired.
+    let out = ok(c
+        .post_as("/v1/auth/logout-all", &newest.access, json!({}))
+        .await);
+    assert_eq!(out["revoked_sessions"], 100, "{out}");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users.sessions WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(left, 30, "the expired sessions need no revocation");
+    wait_revoked(c, &first.access).await;
+    mesh.stop().await;
+}

@@ -20,7 +20,7 @@ pub struct AdminSessionsApi;
 
 #[OpenApi(prefix_path = "/v1/admin/users", tag = "Tag::Admin")]
 impl AdminSessionsApi {
-    /// List an account's active sessions, newest first: device name, user agent, client ip,
+    /// List an account's active sessions (at most 100), newest first: device name, user agent, client ip,
     /// when each was opened and last refreshed (`current` marks the caller's own session).
     /// `not_found` (404) for an unknown account, `validation_failed` (400) for a malformed id.
     #[oai(

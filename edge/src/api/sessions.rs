@@ -16,7 +16,8 @@ pub struct SessionsApi;
 
 #[OpenApi(prefix_path = "/v1/sessions", tag = "Tag::Sessions")]
 impl SessionsApi {
-    /// List the caller's active sessions, newest first; `current` marks this one.
+    /// List the caller's active sessions, newest first (an account keeps at most 100: a
+    /// sign-in past them ends the least recently used); `current` marks this one.
     #[oai(path = "/", method = "get", operation_id = "list_sessions")]
     async fn list(&self, call: Call, auth: BearerAuth) -> ApiResult<SessionList> {
         Ok(Json(

@@ -6,6 +6,7 @@ pub mod fields;
 pub mod login_throttle;
 pub mod refresh;
 pub mod roles;
+pub mod sessions;
 
 pub use mesh_service_kit::{invalid, not_found};
 

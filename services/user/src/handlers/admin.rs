@@ -72,7 +72,8 @@ pub async fn set_disabled(
         .ok_or_else(|| not_found("user"))?;
     let mut revoked = 0;
     if req.disabled {
-        let ids = sessions::active_ids(&mut tx, req.user_id, None).await?;
+        let live_after = super::sessions::live_after(&state);
+        let ids = sessions::active_ids(&mut tx, req.user_id, None, live_after).await?;
         state.publish_revocations(req.user_id, &ids).await?;
         revoked = sessions::revoke(&mut tx, &ids).await?;
     }

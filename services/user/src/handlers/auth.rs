@@ -11,6 +11,7 @@ use mesh_service_kit::Fault;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::sessions::end_sessions_beyond_cap;
 use super::{State, internal};
 use crate::domain::fields::{Avatar, Nickname, Password, Phone, device_name};
 use crate::domain::login_throttle::Attempt;
@@ -185,6 +186,16 @@ pub async fn login(state: State, ctx: CallContext, req: LoginRequest) -> Result<
     let session = open_session(&state, &mut conn, &ctx, account.id, device.as_deref()).await?;
     drop(conn);
     tracing::info!(user_id = %account.id, session_id = %session.id, "session opened");
+    // The sign-in stands even when this fails: the next one ends the sessions past the cap.
+    match end_sessions_beyond_cap(&state, account.id).await {
+        Ok(0) => {}
+        Ok(ended) => {
+            tracing::info!(user_id = %account.id, ended, "least recently used sessions ended")
+        }
+        Err(err) => {
+            tracing::warn!(user_id = %account.id, error = %err, "cannot end the sessions past the cap")
+        }
+    }
     Ok(session.tokens(&state, &account.roles())?)
 }
 

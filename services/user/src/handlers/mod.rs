@@ -72,30 +72,44 @@ impl State {
     }
 
     /// Publishes revocations before the database marks them, so that a failure in between
-    /// leaves the session refused everywhere rather than still usable.
+    /// leaves the session refused everywhere rather than still usable. Up to
+    /// `REVOCATIONS_AT_ONCE` are in flight at a time.
     async fn publish_revocations(
         &self,
         user_id: Uuid,
         sessions: &[Uuid],
     ) -> Result<(), ServiceError> {
-        for &session_id in sessions {
-            self.revocations
-                .revoke(Revocation {
-                    session_id,
-                    user_id,
-                })
-                .await
-                .map_err(|err| {
-                    tracing::error!(error = %err, "cannot publish revocation");
-                    ServiceError::new(
-                        ErrorCode::ServiceUnavailable,
-                        "cannot revoke sessions right now; try again",
-                    )
-                })?;
+        for batch in sessions.chunks(REVOCATIONS_AT_ONCE) {
+            let mut puts = tokio::task::JoinSet::new();
+            for &session_id in batch {
+                let revocations = self.revocations.clone();
+                puts.spawn(async move {
+                    let revocation = Revocation {
+                        session_id,
+                        user_id,
+                    };
+                    revocations.revoke(revocation).await
+                });
+            }
+            while let Some(put) = puts.join_next().await {
+                let failed = match put {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(err)) => err,
+                    Err(err) => err.to_string(),
+                };
+                tracing::error!(error = %failed, "cannot publish revocation");
+                return Err(ServiceError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "cannot revoke sessions right now; try again",
+                ));
+            }
         }
         Ok(())
     }
 }
+
+/// Revocations published at once (each a KV write acknowledged by JetStream).
+const REVOCATIONS_AT_ONCE: usize = 16;
 
 /// Wires every operation of the service to its handler.
 pub fn register(host: ServiceHost, state: State) -> ServiceHost {

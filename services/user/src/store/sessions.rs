@@ -110,32 +110,58 @@ pub async fn rotate(
     insert_refresh(conn, session_id, new_hash).await
 }
 
-/// Active sessions of a user, newest first.
+/// Active sessions of a user, newest first, at most `limit`.
 #[tracing::instrument(name = "db.sessions.active", skip_all)]
-pub async fn active(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
+pub async fn active(pool: &PgPool, user_id: Uuid, limit: usize) -> sqlx::Result<Vec<SessionRow>> {
     sqlx::query_as(
         "SELECT id, device_name, user_agent, ip, created_at, last_used_at FROM users.sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
-         ORDER BY created_at DESC",
+         ORDER BY created_at DESC, id DESC
+         LIMIT $2",
     )
     .bind(user_id)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
 }
 
-/// Ids of the user's unrevoked sessions, optionally only `only`.
+/// Ids of the user's unrevoked sessions that expired after `live_after` (or have not expired),
+/// optionally only `only`: the ones whose tokens may still be in use.
 #[tracing::instrument(name = "db.sessions.active_ids", skip_all)]
 pub async fn active_ids(
     conn: &mut PgConnection,
     user_id: Uuid,
     only: Option<Uuid>,
+    live_after: OffsetDateTime,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT id FROM users.sessions
-         WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id = $2)",
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $3
+           AND ($2::uuid IS NULL OR id = $2)",
     )
     .bind(user_id)
     .bind(only)
+    .bind(live_after)
+    .fetch_all(conn)
+    .await
+}
+
+/// Ids of the user's active sessions beyond the `keep` most recently used (signed in or
+/// refreshed), least recently used last.
+#[tracing::instrument(name = "db.sessions.beyond", skip_all)]
+pub async fn beyond(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    keep: usize,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM users.sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+         ORDER BY last_used_at DESC, created_at DESC, id DESC
+         OFFSET $2",
+    )
+    .bind(user_id)
+    .bind(i64::try_from(keep).unwrap_or(i64::MAX))
     .fetch_all(conn)
     .await
 }
