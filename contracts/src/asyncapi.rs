@@ -44,9 +44,11 @@ pub fn document(version: &str, close_codes: &[CloseCode]) -> Value {
             "version": version,
             "description": "JSON frames, one object per WebSocket text frame or SSE event, \
                 each with a `type` naming its kind. Authenticate with `Authorization: Bearer`, \
-                the subprotocol `bearer, <token>`, a first `auth` frame (WebSocket) or \
-                `?access_token=` (SSE). A client resends a message with the same `client_id` \
-                until it sees `ack` `stored` (or `rejected`); resends are never stored twice. \
+                the subprotocol `bearer, <token>`, a first `auth` frame (WebSocket: any \
+                other frame first is answered `error` `unauthorized` and the socket closed \
+                4401) or `?access_token=` (SSE). A client resends a message with the same \
+                `client_id` until it sees `ack` `stored` (or `rejected`); resends are never \
+                stored twice. \
                 A sender's messages in a conversation are stored in the order they were \
                 accepted; after `rejected` `service_unavailable` or `overloaded` (the \
                 conversation's partition has too much accepted but not stored; wait \

@@ -343,7 +343,8 @@ impl SendAck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    /// Authenticates a socket opened without a token, or replaces the token before it expires.
+    /// Authenticates a socket opened without a token (it must come first: any other frame
+    /// first closes the socket 4401), or replaces the token before it expires.
     Auth { token: String },
     /// Sends a message to a conversation, or to a user (their private conversation).
     Send(SendMessage),

@@ -201,7 +201,7 @@ fn openapi(public_url: &str) -> OpenApiService<api::Api, ()> {
              `/asyncapi.json`): `GET /v1/ws` is a WebSocket speaking JSON frames with a \
              `type`. Authenticate with `Authorization: Bearer`, with the subprotocols \
              `bearer, <token>`, or with a first frame `{\"type\":\"auth\",\"token\":...}` within \
-             10 s. Client frames: `auth` (also to refresh the token before it expires), `send`, \
+             10 s (any other frame first closes the socket 4401). Client frames: `auth` (also to refresh the token before it expires), `send`, \
              `read`, `sync`, `typing`, `ping`. Server frames: `ready`, `ack`, `message`, `read`, \
              `typing`, `presence`, `recall`, `sync`, `notification`, `error`, `pong`, \
              `session_revoked`. Close codes: 1000 closed by the client, 1001 server shutdown, \

@@ -93,6 +93,16 @@ pub fn from_poem_error(err: poem::Error) -> Response {
         // Already a response we built (an `ApiError`).
         return err.into_response();
     }
+    if is_failed_upgrade(&err) {
+        // poem answers a handshake it cannot upgrade 500 when the connection offers no upgrade
+        // (HTTP/1.0, HTTP/2): the client's fault, like any other malformed handshake.
+        return ApiError::new(
+            ErrorCode::BadRequest,
+            "not a WebSocket handshake: send an HTTP/1.1 GET with `Connection: Upgrade`, \
+             `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and `Sec-WebSocket-Key`",
+        )
+        .into_response();
+    }
     let status = err.status();
     let code = match status {
         StatusCode::BAD_REQUEST if is_validation_failure(&err) => ErrorCode::ValidationFailed,
@@ -139,6 +149,13 @@ pub async fn problem_code(response: &mut Response) -> Option<ErrorCode> {
     ErrorCode::parse(&coded?.code)
 }
 
+/// A WebSocket handshake that could not be upgraded (malformed, or on a connection that
+/// cannot switch protocols).
+fn is_failed_upgrade(err: &poem::Error) -> bool {
+    use poem::error::{UpgradeError, WebSocketError};
+    err.is::<WebSocketError>() || err.is::<UpgradeError>()
+}
+
 /// A well-formed request whose field or parameter broke a declared constraint, as opposed to
 /// one that could not be parsed at all.
 fn is_validation_failure(err: &poem::Error) -> bool {
@@ -173,6 +190,23 @@ mod tests {
         assert!(body.contains("no such user"), "{body}");
         let mut plain = Response::builder().body("not found");
         assert_eq!(problem_code(&mut plain).await, None);
+    }
+
+    #[tokio::test]
+    async fn failed_websocket_upgrades_are_bad_requests() {
+        use poem::error::{UpgradeError, WebSocketError};
+        for err in [
+            poem::Error::from(WebSocketError::UpgradeError(UpgradeError::NoUpgrade)),
+            poem::Error::from(UpgradeError::NoUpgrade),
+            poem::Error::from(WebSocketError::InvalidProtocol),
+        ] {
+            let mut response = from_poem_error(err);
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(
+                problem_code(&mut response).await,
+                Some(ErrorCode::BadRequest)
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Edge hardening (issue #13) through the whole mesh: idempotency keys replayed on any edge,
 //! in-flight duplicates refused, mismatches, malformed keys, 5xx releasing a key and the
 //! fail-open path; rate limits by route class, address (through trusted proxies) and user;
-//! chat-send, WebSocket-frame and connection limits.
+//! chat-send, WebSocket-frame and connection limits (sockets waiting for their `auth` frame
+//! included).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -724,6 +725,49 @@ async fn realtime_connections_are_capped_per_user() {
         Ws::open(request).await.is_ok()
     })
     .await;
+    mesh.stop().await;
+}
+
+/// A refused WebSocket handshake's status.
+fn handshake_status(opened: Result<Ws, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match opened {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected a refused handshake, got {other}"),
+        Ok(_) => panic!("the socket was accepted"),
+    }
+}
+
+/// Sockets waiting for their `auth` frame hold places under their address's cap from the
+/// handshake: over it, a handshake without a token is 429 like one with a token. A socket that
+/// authenticates keeps its place; closing one gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_waiting_for_their_auth_frame_count_under_the_address_cap() {
+    let mesh = TestMesh::spawn_with(limited(|l| l.connections_per_ip = 2)).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("Ann").await;
+    let anonymous = || Ws::open(ws_url(&mesh.url).into_client_request().expect("ws request"));
+    let mut first = anonymous().await.expect("a first socket without a token");
+    let second = anonymous().await.expect("a second socket without a token");
+    assert_eq!(handshake_status(anonymous().await), 429);
+    let mut request = ws_url(&mesh.url).into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", ann.access).parse().unwrap(),
+    );
+    assert_eq!(handshake_status(Ws::open(request).await), 429);
+
+    first
+        .send(json!({ "type": "auth", "token": ann.access }))
+        .await;
+    first.expect_type("ready").await;
+    assert_eq!(
+        handshake_status(anonymous().await),
+        429,
+        "an authenticated socket keeps its place"
+    );
+    second.close().await;
+    wait_until("the place is freed", || async { anonymous().await.is_ok() }).await;
+    first.close().await;
     mesh.stop().await;
 }
 

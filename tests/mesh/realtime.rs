@@ -1,5 +1,6 @@
-//! The realtime edge: WebSocket authentication, origins, bad frames, slow clients, revoked
-//! sessions, typing and presence, and the SSE stream.
+//! The realtime edge: WebSocket authentication (frames before `auth`, HTTP/1.0 handshakes),
+//! origins, bad frames, slow clients, revoked sessions, typing and presence, and the SSE
+//! stream.
 
 use std::time::Duration;
 
@@ -60,6 +61,82 @@ async fn sockets_authenticate_by_header_subprotocol_or_first_frame() {
         .headers_mut()
         .insert("authorization", "Bearer forged".parse().unwrap());
     assert!(Ws::open(request).await.is_err(), "forged token upgraded");
+    mesh.stop().await;
+}
+
+/// The frames a closed socket got before its close frame.
+async fn frames_before_close(ws: &mut Ws) -> (u16, Vec<Value>) {
+    let code = close_code(ws.closed().await);
+    let mut frames = Vec::new();
+    while let Some(frame) = ws.next_within(Duration::ZERO).await {
+        frames.push(frame);
+    }
+    (code, frames)
+}
+
+/// Before it authenticates a socket has no frame budget, so it gets no second chance: the
+/// first frame other than `auth` is answered `unauthorized` once and the socket closed 4401
+/// (not answered frame after frame until the auth deadline). A few pings pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_before_auth_is_answered_once_then_the_socket_closed() {
+    let mesh = TestMesh::spawn().await;
+    let (_, ann) = mesh.client.user("ann").await;
+    let anonymous = || Ws::open(ws_url(&mesh.url).into_client_request().unwrap());
+
+    let mut ws = anonymous().await.expect("upgrade without a token");
+    for nonce in ["a", "b", "c"] {
+        ws.send(json!({"type": "ping", "nonce": nonce})).await;
+    }
+    let (code, frames) = frames_before_close(&mut ws).await;
+    assert_eq!(code, 4401);
+    assert_eq!(frames.len(), 1, "answered once: {frames:?}");
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["code"], "unauthorized");
+
+    // WebSocket pings (a client's keep-alive) are not frames of the protocol: four pass...
+    let mut ws = anonymous().await.expect("upgrade without a token");
+    for _ in 0..4 {
+        ws.send_raw(Message::Ping(Vec::new().into())).await;
+    }
+    ws.send(json!({"type": "auth", "token": ann.access})).await;
+    ws.expect_type("ready").await;
+    ws.close().await;
+    // ... but not a stream of them.
+    let mut ws = anonymous().await.expect("upgrade without a token");
+    for _ in 0..5 {
+        ws.send_raw(Message::Ping(Vec::new().into())).await;
+    }
+    let (code, frames) = frames_before_close(&mut ws).await;
+    assert_eq!(code, 4401);
+    assert_eq!(frames.len(), 1, "answered once: {frames:?}");
+    assert_eq!(frames[0]["code"], "unauthorized");
+    mesh.stop().await;
+}
+
+/// A WebSocket handshake over HTTP/1.0, which cannot switch protocols, is a 400
+/// `bad_request` (poem's own answer is a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_over_http_1_0_is_a_bad_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mesh = TestMesh::spawn().await;
+    let address = mesh.url.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /v1/ws HTTP/1.0\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the edge answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let status_line = answer.lines().next().unwrap_or_default();
+    assert!(status_line.contains(" 400 "), "{answer}");
+    assert!(answer.contains("\"code\":\"bad_request\""), "{answer}");
     mesh.stop().await;
 }
 

@@ -1,5 +1,7 @@
 //! Caps on open realtime connections (WebSocket and SSE) per user and per client address: a
-//! slot is taken at the handshake and given back when the connection's slot is dropped.
+//! slot is taken at the handshake and given back when the connection's slot is dropped. A
+//! WebSocket that authenticates with its first frame takes its address's place at the handshake
+//! and its user's once the frame names them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +44,9 @@ impl ConnectionCap {
 /// One open connection's place; dropping it frees the place.
 pub struct ConnectionSlot {
     open: Arc<Mutex<Counts>>,
-    user: String,
+    per_user: usize,
+    /// `None` until the connection's user is known (`attach`).
+    user: Option<String>,
     ip: String,
 }
 
@@ -86,16 +90,57 @@ impl ConnectionLimits {
         *counts.ips.entry(ip.to_owned()).or_default() += 1;
         Ok(ConnectionSlot {
             open: self.open.clone(),
-            user: user.to_owned(),
+            per_user: self.per_user,
+            user: Some(user.to_owned()),
             ip: ip.to_owned(),
         })
+    }
+
+    /// Takes a place for a connection from `ip` whose user is not known yet (a WebSocket
+    /// waiting for its `auth` frame): it counts under the address's cap at once, and under its
+    /// user's when `attach` names them.
+    pub fn open_anonymous(&self, ip: &str) -> Result<ConnectionSlot, ConnectionCap> {
+        let ip = limit_key(ip);
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.ips.get(&ip).copied().unwrap_or(0) >= self.per_ip {
+            RATE_LIMITED.with_label_values(&["connections_ip"]).inc();
+            return Err(ConnectionCap::Ip(self.per_ip));
+        }
+        *counts.ips.entry(ip.clone()).or_default() += 1;
+        Ok(ConnectionSlot {
+            open: self.open.clone(),
+            per_user: self.per_user,
+            user: None,
+            ip,
+        })
+    }
+}
+
+impl ConnectionSlot {
+    /// Counts this connection under `user`'s cap too, unless they are at it (the place keeps
+    /// counting under its address's until dropped). A slot that already has its user keeps it.
+    pub fn attach(&mut self, user: &str) -> Result<(), ConnectionCap> {
+        if self.user.is_some() {
+            return Ok(());
+        }
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.users.get(user).copied().unwrap_or(0) >= self.per_user {
+            RATE_LIMITED.with_label_values(&["connections_user"]).inc();
+            return Err(ConnectionCap::User(self.per_user));
+        }
+        *counts.users.entry(user.to_owned()).or_default() += 1;
+        drop(counts);
+        self.user = Some(user.to_owned());
+        Ok(())
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        release(&mut counts.users, &self.user);
+        if let Some(user) = &self.user {
+            release(&mut counts.users, user);
+        }
         release(&mut counts.ips, &self.ip);
     }
 }
@@ -120,6 +165,37 @@ mod tests {
         );
         drop(a1);
         assert!(limits.open("ann", "2.2.2.2").is_ok());
+    }
+
+    #[test]
+    fn anonymous_places_count_under_the_address_then_the_user_they_name() {
+        let limits = ConnectionLimits::new(1, 2);
+        let mut pending = limits.open_anonymous("1.1.1.1").unwrap();
+        let _other = limits.open_anonymous("1.1.1.1").unwrap();
+        assert_eq!(
+            limits.open_anonymous("1.1.1.1").err(),
+            Some(ConnectionCap::Ip(2)),
+            "sockets not yet authenticated fill the address's cap"
+        );
+        assert_eq!(
+            limits.open("ann", "1.1.1.1").err(),
+            Some(ConnectionCap::Ip(2))
+        );
+        pending.attach("ann").unwrap();
+        assert_eq!(
+            limits.open("ann", "2.2.2.2").err(),
+            Some(ConnectionCap::User(1)),
+            "an attached place counts under its user"
+        );
+        let mut late = limits.open_anonymous("3.3.3.3").unwrap();
+        assert_eq!(late.attach("ann").err(), Some(ConnectionCap::User(1)));
+        drop(late);
+        drop(pending);
+        assert!(
+            limits.open("ann", "1.1.1.1").is_ok(),
+            "both places given back"
+        );
+        assert!(limits.open_anonymous("3.3.3.3").is_ok());
     }
 
     #[test]

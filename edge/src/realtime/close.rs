@@ -101,7 +101,9 @@ impl CloseReason {
             }
             CloseReason::FrameTooLarge => "a client frame was over the size limit",
             CloseReason::Shutdown => "the edge is shutting down; reconnect to another",
-            CloseReason::Unauthenticated => "no valid token arrived in time",
+            CloseReason::Unauthenticated => {
+                "no valid token arrived in time, or a frame other than `auth` came first"
+            }
             CloseReason::UserMismatch => "a refreshing `auth` frame carried another user's token",
             CloseReason::Error => "the server failed; reconnect",
             CloseReason::Flooding => {

@@ -1,6 +1,6 @@
-//! One WebSocket from upgrade to close: the `auth` frame when the handshake carried no token,
-//! registration with the hub, the `ready` frame, the session, and the closing handshake with
-//! the code that says why.
+//! One WebSocket from upgrade to close: the `auth` frame when the handshake carried no token
+//! (anything else first closes it), registration with the hub, the `ready` frame, the
+//! session, and the closing handshake with the code that says why.
 
 use std::io;
 use std::time::Duration;
@@ -24,6 +24,9 @@ use crate::realtime::frames::frame_type;
 
 /// How long a socket opened without a token has to send its `auth` frame.
 const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// Pings and pongs a socket may send before its `auth` frame (a client's keep-alive while it
+/// fetches a token); one more closes it like any other frame before `auth`.
+const PINGS_BEFORE_AUTH: u32 = 4;
 /// How long to wait for the user's push subscription before giving up on the socket.
 const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 /// A write that does not complete in this time means the client stopped reading.
@@ -32,45 +35,49 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// What the opening of a connection needs: the caller when the handshake carried a token, its
-/// place under the connection caps when already taken, and the request's context.
+/// place under the connection caps (its address's only until the caller is known), and the
+/// request's context.
 pub struct Opening {
     pub verified: Option<Verified>,
-    pub slot: Option<ConnectionSlot>,
+    pub slot: ConnectionSlot,
     pub ctx: CallContext,
 }
 
 pub async fn serve(state: SharedState, mut socket: WebSocketStream, opening: Box<Opening>) {
     let mut gauge = ConnectionGauge::open(Transport::WebSocket);
+    // The connection holds its place under the caps until its closing handshake is over.
+    let Opening {
+        verified,
+        mut slot,
+        ctx,
+    } = *opening;
     // The opening and the closing handshakes are boxed, and so is the session's state: inline,
     // every connection's task would be as large as the deepest of them for its whole life.
-    let reason = match Box::pin(open(&state, &mut socket, *opening)).await {
-        Ok((session, _slot)) => session.run(&mut socket).await,
+    let reason = match Box::pin(open(&state, &mut socket, verified, &mut slot, ctx)).await {
+        Ok(session) => session.run(&mut socket).await,
         Err(reason) => reason,
     };
     gauge.closed(reason);
     Box::pin(close(&mut socket, reason)).await;
+    drop(slot);
 }
 
-/// Authenticates (by the first frame when the handshake carried no token), registers with the
-/// hub and says `ready`; answers the session to run and the connection's place under the caps.
+/// Authenticates (by the first frame when the handshake carried no token), takes the caller's
+/// place under the per-user cap when the handshake could not, registers with the hub and says
+/// `ready`; answers the session to run.
 async fn open(
     state: &SharedState,
     socket: &mut WebSocketStream,
-    opening: Opening,
-) -> Result<(Box<Session>, ConnectionSlot), CloseReason> {
-    let Opening {
-        verified,
-        slot,
-        ctx,
-    } = opening;
+    verified: Option<Verified>,
+    slot: &mut ConnectionSlot,
+    ctx: CallContext,
+) -> Result<Box<Session>, CloseReason> {
     let verified = match verified {
         Some(verified) => verified,
         None => first_frame_auth(state, socket).await?,
     };
-    let slot = match slot {
-        Some(slot) => slot,
-        None => take_slot(state, &verified, &ctx).map_err(|_| CloseReason::TooManyConnections)?,
-    };
+    slot.attach(&verified.caller.user_id.to_string())
+        .map_err(|_| CloseReason::TooManyConnections)?;
     let caller = verified.caller.clone();
     let Ok(mut registration) = state.hub.register(caller.user_id, caller.session_id) else {
         return Err(CloseReason::Shutdown);
@@ -90,7 +97,7 @@ async fn open(
     };
     write_frame(socket, &ready).await?;
     let session = Session::new(state.clone(), &verified, registration, ctx);
-    Ok((Box::new(session), slot))
+    Ok(Box::new(session))
 }
 
 /// A place for `verified`'s connection under the per-user and per-address caps.
@@ -107,12 +114,30 @@ pub fn take_slot(
         .map_err(|cap| cap.problem())
 }
 
-/// Waits for an `auth` frame with a valid token; other frames are answered `unauthorized`.
+/// A place for a connection from `ctx`'s address whose caller is not known yet (it
+/// authenticates with its first frame), under the per-address cap.
+pub fn take_address_slot(
+    state: &SharedState,
+    ctx: &CallContext,
+) -> Result<ConnectionSlot, ApiError> {
+    let ip = ctx.client_ip.as_deref().unwrap_or_default();
+    state
+        .limits
+        .connections
+        .open_anonymous(ip)
+        .map_err(|cap| cap.problem())
+}
+
+/// Waits for an `auth` frame with a valid token. A socket that sends anything else first (a
+/// data frame, or more than `PINGS_BEFORE_AUTH` pings and pongs) is answered `unauthorized`
+/// once and closed 4401: before it authenticates, a socket gets no frame budget, so it gets
+/// no second chance either.
 async fn first_frame_auth(
     state: &SharedState,
     socket: &mut WebSocketStream,
 ) -> Result<Verified, CloseReason> {
     let deadline = Instant::now() + AUTH_DEADLINE;
+    let mut pings = 0;
     loop {
         let incoming = tokio::select! {
             () = state.hub.stopping() => return Err(CloseReason::Shutdown),
@@ -123,8 +148,11 @@ async fn first_frame_auth(
         let text = match read(incoming)? {
             Message::Text(text) => text,
             Message::Close(_) => return Err(CloseReason::ClientClosed),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Binary(_) => String::new(),
+            Message::Ping(_) | Message::Pong(_) if pings < PINGS_BEFORE_AUTH => {
+                pings += 1;
+                continue;
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Binary(_) => String::new(),
         };
         if let Ok(ClientFrame::Auth { token }) = serde_json::from_str::<ClientFrame>(&text) {
             count_in("auth");
@@ -139,6 +167,7 @@ async fn first_frame_auth(
         count_in("unauthenticated");
         let refusal = ServerFrame::error(ErrorCode::Unauthorized, "send an auth frame first");
         write_frame(socket, &refusal).await?;
+        return Err(CloseReason::Unauthenticated);
     }
 }
 

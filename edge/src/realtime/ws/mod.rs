@@ -1,6 +1,7 @@
-//! `GET /v1/ws`: the WebSocket. The handshake checks the `Origin` allowlist and, when the
-//! request carries a token (`Authorization: Bearer` or `Sec-WebSocket-Protocol: bearer,
-//! <token>`), authenticates before upgrading; otherwise the first frame must be `auth`.
+//! `GET /v1/ws`: the WebSocket. The handshake checks the `Origin` allowlist and the connection
+//! caps and, when the request carries a token (`Authorization: Bearer` or
+//! `Sec-WebSocket-Protocol: bearer, <token>`), authenticates before upgrading; otherwise the
+//! first frame must be `auth` (any other is answered once, then the socket is closed 4401).
 
 mod connection;
 mod flood;
@@ -51,14 +52,17 @@ pub async fn websocket(
         Err(refused) => return ApiError::from(refused).into_response(),
     };
     let ctx = request_context(req);
-    // Known callers are held to the connection caps before the upgrade (a 429); callers
-    // that authenticate with their first frame, right after it (close 4030).
+    // Every socket holds a place under its address's cap from before the upgrade (a 429), so
+    // sockets waiting for their `auth` frame count too. Known callers are held to their user's
+    // cap at the same time; callers that authenticate with their first frame, right after it
+    // (close 4030).
     let slot = match &verified {
-        Some(verified) => match connection::take_slot(state, verified, &ctx) {
-            Ok(slot) => Some(slot),
-            Err(refused) => return refused.into_response(),
-        },
-        None => None,
+        Some(verified) => connection::take_slot(state, verified, &ctx),
+        None => connection::take_address_slot(state, &ctx),
+    };
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
     };
     let state = state.clone();
     // One box for what only the opening needs: the upgrade's closure and the connection's
