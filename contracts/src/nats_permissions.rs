@@ -157,12 +157,15 @@ const BUCKETS: [Bucket; 5] = [
 ];
 
 /// The subjects one role may publish to and subscribe to.
+///
+/// No role gets NATS's `allow_responses`: it lets a client publish once to whatever reply
+/// subject a message it received names, and a caller could name `$JS.API.STREAM.DELETE.<s>`
+/// and have a service's answer delete a stream for it. A service answers only into the inboxes
+/// of the roles that may call it (`_INBOX.<p>.<role>.>`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
-    /// May answer requests it received (the NATS `allow_responses` switch).
-    pub allow_responses: bool,
 }
 
 impl Permissions {
@@ -221,7 +224,15 @@ impl Prefix {
         }
         p.subscribe(format!("{}.>", role.inbox_prefix(self)));
         if let Some(service) = role.service() {
-            p.allow_responses = true;
+            // Answers go to the callers' inboxes only: the roles that call the service, the
+            // edge (the administrators' mesh health asks `$SRV.STATS`) and `migrate` (the
+            // operator's discovery).
+            for caller in NatsRole::ALL.iter().copied() {
+                let calls = caller.calls().iter().any(|(s, _)| *s == service);
+                if calls || matches!(caller, NatsRole::Edge | NatsRole::Migrate) {
+                    p.publish(format!("{}.>", caller.inbox_prefix(self)));
+                }
+            }
             p.subscribe(self.rpc(service, "*"));
             let name = self.service_name(service);
             for verb in ["PING", "INFO", "STATS"] {
@@ -334,7 +345,6 @@ impl Scope {
                 Permissions {
                     publish: widen(exact.publish),
                     subscribe: widen(exact.subscribe),
-                    allow_responses: exact.allow_responses,
                 }
             }
         }
@@ -384,9 +394,6 @@ pub fn server_authorization(scope: &Scope, logins: &[Login<'_>]) -> String {
             "        subscribe: {{ allow: {} }}",
             list(&permissions.subscribe)
         );
-        if permissions.allow_responses {
-            let _ = writeln!(out, "        allow_responses: true");
-        }
         out.push_str("      }\n    }\n");
     }
     out.push_str("  ]\n}\n");
@@ -567,6 +574,36 @@ mod tests {
                 assert!(!can_subscribe(*role, &inbox), "{role:?} reads {other:?}");
             }
             assert!(!can_subscribe(*role, "_INBOX.abc"), "{role:?}");
+        }
+        // A service answers into its callers' inboxes, nowhere else: not the JetStream API
+        // (no `allow_responses`, which would let a caller pick the reply subject).
+        let inbox = |role: NatsRole| format!("{}.r1", role.inbox_prefix(&p));
+        for (service, callers) in [
+            (
+                NatsRole::User,
+                vec![
+                    NatsRole::Edge,
+                    NatsRole::Social,
+                    NatsRole::Outbox,
+                    NatsRole::Migrate,
+                ],
+            ),
+            (
+                NatsRole::Social,
+                vec![NatsRole::Edge, NatsRole::Chat, NatsRole::Migrate],
+            ),
+            (NatsRole::Chat, vec![NatsRole::Edge, NatsRole::Migrate]),
+            (NatsRole::Outbox, vec![NatsRole::Edge, NatsRole::Migrate]),
+        ] {
+            for role in NatsRole::ALL.iter().copied() {
+                assert_eq!(
+                    can_publish(service, &inbox(role)),
+                    callers.contains(&role),
+                    "{service:?} answering {role:?}"
+                );
+            }
+            let delete = format!("$JS.API.STREAM.DELETE.{}", p.bucket_stream(Bucket::Revoked));
+            assert!(!can_publish(service, &delete), "{service:?}");
         }
         // Only the user role writes REVOKED; only chat consumes ingest; only the edge ingests.
         let revoked = format!("$KV.{}.s1", p.bucket(Bucket::Revoked));

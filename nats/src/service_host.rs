@@ -127,6 +127,7 @@ impl ServiceHost {
                 endpoint,
                 Arc::new(Operation {
                     subject,
+                    inboxes: format!("_INBOX.{}.", prefix.as_str()),
                     service: self.service.as_str(),
                     op,
                     span_name: format!("{}/{op}", self.service.as_str()),
@@ -162,6 +163,9 @@ macro_rules! operations {
 /// The operation an endpoint serves: its subject, and its service and name for spans.
 struct Operation {
     subject: String,
+    /// `_INBOX.<prefix>.`: where the mesh's callers take their answers; a request naming any
+    /// other reply subject is not answered.
+    inboxes: String,
     service: &'static str,
     op: &'static str,
     /// `<service>/<op>`, the name of its spans.
@@ -224,6 +228,21 @@ async fn admit(
     handler: &Handler,
     limit: &Arc<Semaphore>,
 ) -> bool {
+    // An answer goes only to a caller's inbox: a reply subject elsewhere (`$JS.API...`, a
+    // push subject) would have the service publish there on the caller's behalf. The NATS
+    // permissions refuse it too; this keeps the service from even trying.
+    let to_inbox = request
+        .message
+        .reply
+        .as_ref()
+        .is_some_and(|reply| reply.as_str().starts_with(&operation.inboxes));
+    if !to_inbox {
+        tracing::debug!(subject = %operation.subject, "request without a caller's inbox to answer: dropped");
+        RPC_SERVER_REQUESTS
+            .with_label_values(&[operation.subject.as_str(), "foreign_reply"])
+            .inc();
+        return true;
+    }
     let deadline = crate::deadline::read(request.message.headers.as_ref());
     let turn = limit.clone().acquire_owned();
     let permit = match deadline {

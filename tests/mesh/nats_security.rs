@@ -304,3 +304,56 @@ async fn only_the_pushing_roles_publish_to_a_users_connections() {
         refused(&mut errors, &push).await;
     }
 }
+
+/// A caller cannot aim a service's answer at the JetStream API: a request whose reply
+/// subject is `$JS.API.STREAM.DELETE.<stream>` deletes nothing. NATS's
+/// `allow_responses` would let the user service publish its error answer there, and an empty
+/// body is a valid delete; services answer only into the mesh's inboxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_answer_cannot_be_aimed_at_the_jetstream_api() {
+    let nats = SecureNats::start().await;
+    let mesh = nats.mesh().await;
+    let p = &nats.prefix;
+    let (edge, _) = client_as(&nats, NatsRole::Edge).await;
+    let login = p.rpc(Service::User, "login");
+    // Such a request, asked the normal way, is answered (an error for a body that is not
+    // JSON): the service does take it.
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        edge.request(login.clone(), "not json".into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("an answer");
+    assert!(answered.headers.is_some(), "an error answer");
+
+    let targets = [
+        format!("$JS.API.STREAM.DELETE.{}", p.bucket_stream(Bucket::Revoked)),
+        format!("$JS.API.STREAM.DELETE.{}", p.stream(Stream::Audit)),
+    ];
+    for target in &targets {
+        edge.publish_with_reply(login.clone(), target.clone(), "not json".into())
+            .await
+            .unwrap();
+        let chat = p.rpc(Service::Chat, "history");
+        edge.publish_with_reply(chat, target.clone(), "not json".into())
+            .await
+            .unwrap();
+    }
+    edge.flush().await.unwrap();
+    let migrate = mesh.bus_as(NatsRole::Migrate, "check").await;
+    // The services answer at once; give them more than enough time to have done harm.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        migrate
+            .require_topology(
+                &[Stream::ChatIn, Stream::Events, Stream::Audit],
+                &[Bucket::Revoked],
+                nats_mesh::roles::topology_settings(&mesh.settings).needs(),
+            )
+            .await
+            .expect("streams and buckets intact");
+    }
+    migrate.drain().await;
+    mesh.stop().await;
+}
