@@ -510,6 +510,10 @@ cmd_env() {
   printf 'export MESH_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
   printf 'export MESH_DATABASE_URL=%q\n' "$db_url"
   printf 'export MESH_NATS_SERVER_BIN=%q\n' "$NATS_BIN"
+  # Every test, script and scratch mesh on this NATS makes a prefix of its own, and JetStream
+  # reserves each prefix's AUDIT and IDEMPOTENCY byte caps on its store: at the 1 GiB default
+  # a few dozen prefixes would use the whole store up.
+  printf 'export MESH_NATS_KEPT_MAX_BYTES=%q\n' "${MESH_NATS_KEPT_MAX_BYTES:-4194304}"
   if [[ "$NATS_AUTH" == on ]]; then
     printf 'export MESH_NATS_ROLE_CREDENTIALS=%q\n' "$NATS_ROLE_CREDENTIALS"
   else

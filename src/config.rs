@@ -46,6 +46,8 @@ pub struct Settings {
     pub nats_role_credentials: Vec<(NatsRole, NatsCredentials)>,
     /// Replicas of streams and buckets (`mesh migrate`).
     pub nats_replicas: usize,
+    /// The most bytes each of the AUDIT stream and the IDEMPOTENCY bucket holds.
+    pub nats_kept_max_bytes: i64,
     pub prefix: Prefix,
     pub db_max_connections: u32,
     pub http_addr: SocketAddr,
@@ -212,6 +214,7 @@ impl Settings {
             nats_credentials,
             nats_role_credentials,
             nats_replicas,
+            nats_kept_max_bytes: shared.nats_kept_max_bytes,
             prefix: prefix.expect("checked"),
             db_max_connections: shared.db_max_connections,
             http_addr: shared.http_addr,

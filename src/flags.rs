@@ -104,6 +104,10 @@ pub struct RawSettings {
     /// cluster of three or more).
     #[arg(long, env = "MESH_NATS_REPLICAS", default_value = "1")]
     pub nats_replicas: String,
+    /// The most bytes `mesh migrate` lets each of the AUDIT stream and the IDEMPOTENCY bucket
+    /// hold (JetStream reserves it on the server's store).
+    #[arg(long, env = "MESH_NATS_KEPT_MAX_BYTES", default_value = "1073741824")]
+    pub nats_kept_max_bytes: String,
     /// Namespace of every subject, stream and bucket.
     #[arg(long, env = "MESH_PREFIX", default_value = "mesh")]
     pub prefix: String,
@@ -260,6 +264,7 @@ impl fmt::Debug for RawSettings {
             nats_tls_key,
             nats_role_credentials,
             nats_replicas,
+            nats_kept_max_bytes,
             prefix,
             database_url,
             user_database_url,
@@ -314,6 +319,7 @@ impl fmt::Debug for RawSettings {
             .field("nats_tls_key", nats_tls_key)
             .field("nats_role_credentials", nats_role_credentials)
             .field("nats_replicas", nats_replicas)
+            .field("nats_kept_max_bytes", nats_kept_max_bytes)
             .field("prefix", prefix)
             .field("database_url", &database(database_url))
             .field("user_database_url", &database(user_database_url))

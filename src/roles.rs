@@ -48,6 +48,7 @@ pub fn topology_settings(settings: &Settings) -> TopologySettings {
         dedup_window: settings.chat.dedup_window,
         replicas: settings.nats_replicas,
         chat_partitions: settings.chat.partitions,
+        kept_max_bytes: settings.nats_kept_max_bytes,
     }
 }
 

@@ -22,6 +22,10 @@ pub struct TopologySettings {
     pub replicas: usize,
     /// Partitions the ingest stream's messages are routed over (recorded on the stream).
     pub chat_partitions: u32,
+    /// The most bytes each of what clients make the mesh keep, the AUDIT stream and the
+    /// IDEMPOTENCY bucket, holds (`MESH_NATS_KEPT_MAX_BYTES`, 1 GiB by default). JetStream
+    /// reserves it on the server's store when the stream is made.
+    pub kept_max_bytes: i64,
 }
 
 impl TopologySettings {
@@ -103,13 +107,10 @@ fn check_partitions(
 }
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// The most bytes the idempotency bucket holds. Full, it refuses new records and the edges
-/// serve keyed requests unprotected (`mesh_idempotency_total{outcome="fail_open"}`) until
-/// records age out, rather than letting keyed requests fill the server's disk.
-pub const IDEMPOTENCY_MAX_BYTES: i64 = 1 << 30;
-/// The most bytes of audit records the AUDIT stream keeps for the outbox role's writer; past
-/// it the oldest go (the writer normally stores them in Postgres within a second).
-pub const AUDIT_MAX_BYTES: i64 = 1 << 30;
+// What clients make the mesh keep is bounded in bytes too (`TopologySettings::kept_max_bytes`):
+// full, the idempotency bucket refuses new records and the edges serve keyed requests
+// unprotected (`mesh_idempotency_total{outcome="fail_open"}`) until records age out; the AUDIT
+// stream drops its oldest records (the outbox writer stores them within a second).
 /// How long a user's presence entry outlives its last refresh (the bucket's max age); start-up
 /// refuses a heartbeat (the refresh pace) that does not fit twice into it.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
@@ -142,7 +143,7 @@ impl Bus {
                 max_age
             };
             let max_bytes = if bucket == Bucket::Idempotency {
-                IDEMPOTENCY_MAX_BYTES
+                settings.kept_max_bytes
             } else {
                 -1
             };
@@ -193,7 +194,7 @@ impl Bus {
                 duplicate_window: settings.dedup_window,
                 max_age,
                 max_bytes: if which == Stream::Audit {
-                    AUDIT_MAX_BYTES
+                    settings.kept_max_bytes
                 } else {
                     -1
                 },

@@ -52,6 +52,7 @@ pub struct Shared {
     pub refresh_reuse_grace: Duration,
     pub rpc_timeout: Duration,
     pub audit_retention: Duration,
+    pub nats_kept_max_bytes: i64,
     pub max_body_bytes: usize,
 }
 
@@ -275,6 +276,14 @@ impl Problems {
             self.duration("MESH_REFRESH_REUSE_GRACE", &raw.refresh_reuse_grace);
         let rpc_timeout = self.duration("MESH_RPC_TIMEOUT", &raw.rpc_timeout);
         let audit_retention = self.duration("MESH_AUDIT_RETENTION", &raw.audit_retention);
+        let kept = self.take(
+            "MESH_NATS_KEPT_MAX_BYTES",
+            raw.nats_kept_max_bytes.parse::<i64>(),
+        );
+        let kept_too_small = kept.is_some_and(|bytes| bytes < 1 << 20);
+        if kept_too_small {
+            self.push("MESH_NATS_KEPT_MAX_BYTES: at least 1048576 (1 MiB)");
+        }
         let too_short = audit_retention.is_some_and(|kept| kept < Duration::from_secs(3600));
         if too_short {
             self.push("MESH_AUDIT_RETENTION: at least 1h");
@@ -295,6 +304,7 @@ impl Problems {
             refresh_reuse_grace: refresh_reuse_grace?,
             rpc_timeout: rpc_timeout?,
             audit_retention: audit_retention.filter(|_| !too_short)?,
+            nats_kept_max_bytes: kept.filter(|_| !kept_too_small)?,
             max_body_bytes: max_body_bytes.filter(|n| *n >= 1024)?,
         })
     }

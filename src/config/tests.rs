@@ -54,6 +54,21 @@ fn audit_records_are_kept_90_days_and_at_least_an_hour() {
 }
 
 #[test]
+fn what_clients_make_the_mesh_keep_is_capped_at_a_gib_and_at_least_a_mib() {
+    let settings = Settings::parse(&raw(), &[], false).unwrap();
+    assert_eq!(settings.nats_kept_max_bytes, 1 << 30);
+    let mut small = raw();
+    small.nats_kept_max_bytes = "1000".into();
+    let problems = Settings::parse(&small, &[], false).err().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("MESH_NATS_KEPT_MAX_BYTES")),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn defaults_are_valid_for_a_role_without_keys_or_database() {
     let settings = Settings::parse(&raw(), &[], false).unwrap();
     assert_eq!(settings.prefix.as_str(), "mesh");

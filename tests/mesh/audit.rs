@@ -408,7 +408,7 @@ async fn the_audit_stream_and_the_idempotency_bucket_are_bounded_in_bytes() {
         .expect("its info")
         .config
         .clone();
-    assert_eq!(audit.max_bytes, mesh_nats::AUDIT_MAX_BYTES);
+    assert_eq!(audit.max_bytes, mesh.settings.nats_kept_max_bytes);
     assert_eq!(audit.discard, DiscardPolicy::Old);
     let idempotency = js
         .get_stream(format!(
@@ -422,7 +422,7 @@ async fn the_audit_stream_and_the_idempotency_bucket_are_bounded_in_bytes() {
         .expect("its info")
         .config
         .clone();
-    assert_eq!(idempotency.max_bytes, mesh_nats::IDEMPOTENCY_MAX_BYTES);
+    assert_eq!(idempotency.max_bytes, mesh.settings.nats_kept_max_bytes);
     assert_eq!(idempotency.discard, DiscardPolicy::New);
     mesh.stop().await;
 }

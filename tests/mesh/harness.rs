@@ -81,6 +81,9 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         refresh_reuse_grace: Duration::from_secs(2),
         rpc_timeout: Duration::from_secs(5),
         audit_retention: Duration::from_secs(90 * 24 * 3600),
+        // JetStream reserves a stream's byte cap on its store when it is made: at the default
+        // 1 GiB, each test's prefix would reserve 2 GiB and the shared server run out.
+        nats_kept_max_bytes: 4 << 20,
         max_body_bytes: 16 * 1024,
         bootstrap_admin_phones: vec!["+10000000001".into()],
         chat: ChatSettings {
