@@ -1,15 +1,17 @@
 //! Chat end to end over real WebSockets: private and group messages across users and devices,
-//! ordering, resends, gap fill, read state, refusals, recall and delete-for-me.
+//! ordering, resends, gap fill, read state, refusals, recall and delete-for-me, and pages of
+//! large messages that still fit one reply.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use mesh_contracts::chat::MAX_BODY_BYTES;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::PgQueryResult;
 use sqlx::{Connection, PgConnection};
 
-use crate::harness::{Client, TestMesh, Tokens, assert_problem};
+use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until};
 use crate::social_friends::{befriend, delete_as, ok, patch_as};
 use crate::social_groups::{create_group, join_open, mute};
 use crate::ws::Ws;
@@ -712,6 +714,268 @@ async fn history_pages_both_ways_and_the_list_pages_by_recency() {
     assert!(second["next_cursor"].is_null());
     let all: HashSet<String> = ids(&first).into_iter().chain(ids(&second)).collect();
     assert_eq!(all.len(), 3);
+    mesh.stop().await;
+}
+
+/// The largest body a message may have, of the character JSON escapes: 16 KiB that are
+/// 32 KiB once encoded.
+fn heavy_body() -> String {
+    "\"".repeat(MAX_BODY_BYTES)
+}
+
+/// A mesh whose edge takes request bodies of up to 64 KiB, its default (the tests' 16 KiB
+/// refuses a heavy body, escaped to 32 KiB in the request).
+async fn roomy_mesh() -> TestMesh {
+    TestMesh::spawn_with(|settings| settings.max_body_bytes = 64 * 1024).await
+}
+
+/// Posts a heavy message as `who` over REST to `target` (`to` or `conversation_id`).
+async fn post_heavy(c: &Client, who: &Tokens, target: Value, client_id: &str) {
+    let mut body = json!({"client_id": client_id, "body": heavy_body()});
+    let fields = body.as_object_mut().unwrap();
+    fields.extend(target.as_object().unwrap().clone());
+    let (status, ack) = c.post_as("/v1/messages", &who.access, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
+}
+
+/// Waits until `count` messages of `sender` are stored.
+async fn wait_stored(mesh: &TestMesh, sender: &Tokens, count: i64) {
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    poll_until("the heavy messages stored", Duration::from_secs(60), || {
+        let db = db.clone();
+        let sender = sender.user_id.clone();
+        async move {
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM chat.messages WHERE sender_id = $1::text::uuid",
+            )
+            .bind(sender)
+            .fetch_one(&db)
+            .await
+            .expect("count the stored messages");
+            (stored >= count).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A page over REST, which must answer (a reply over NATS's 1 MiB `max_payload` is never
+/// delivered: the edge times out) and fit in 1 MiB.
+async fn fitting_page(c: &Client, who: &Tokens, path: &str) -> Value {
+    let (status, page) = c.get_as(path, &who.access).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {page}");
+    let size = serde_json::to_vec(&page).unwrap().len();
+    assert!(size < 1024 * 1024, "{path}: a page of {size} bytes");
+    page
+}
+
+/// The seqs of a page's messages (`items` over REST, `messages` in a `sync` frame).
+fn page_seqs(messages: &Value) -> Vec<i64> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let body = m["body"].as_str().unwrap();
+            assert_eq!(body.len(), MAX_BODY_BYTES, "a whole body");
+            m["seq"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// A page of history is one NATS reply, which the server refuses over 1 MiB: 50 messages of
+/// 16 KiB bodies that escape to 32 KiB come in pages that fit whatever the limit, each saying
+/// more follow, and following them reads every message once and in order: forwards and
+/// backwards over REST, and over the WebSocket's `sync` as the web console asks for it (limit
+/// 100). Before pages had a byte budget, each of these requests timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_of_large_messages_comes_in_pages_that_fit_one_reply() {
+    const COUNT: i64 = 50;
+    let mesh = roomy_mesh().await;
+    let c = &mesh.client;
+    let Friends {
+        ann,
+        bob,
+        conversation,
+        ..
+    } = friends(&mesh).await;
+    for i in 0..COUNT {
+        post_heavy(c, &ann, json!({"to": bob.user_id}), &format!("big-{i}")).await;
+    }
+    wait_stored(&mesh, &ann, COUNT).await;
+    let messages = format!("/v1/conversations/{conversation}/messages");
+
+    // Forwards, as a client filling a gap reads.
+    let (mut seen, mut after, mut pages) = (Vec::new(), 0, 0);
+    loop {
+        let page = fitting_page(c, &bob, &format!("{messages}?after_seq={after}&limit=100")).await;
+        let seqs = page_seqs(&page["items"]);
+        assert!(!seqs.is_empty(), "an empty page after {after}: {page}");
+        assert_eq!(page["last_seq"], COUNT);
+        after = *seqs.last().unwrap();
+        seen.extend(seqs);
+        pages += 1;
+        if page["has_more"] != true {
+            break;
+        }
+        assert!(pages < COUNT, "pages never end");
+    }
+    assert_eq!(seen, (1..=COUNT).collect::<Vec<_>>());
+    assert!(pages >= 3, "{COUNT} heavy messages in {pages} pages");
+
+    // Backwards from the latest, as a client opening the conversation reads.
+    let (mut seen, mut query) = (Vec::new(), "limit=200".to_owned());
+    loop {
+        let page = fitting_page(c, &bob, &format!("{messages}?{query}")).await;
+        let seqs = page_seqs(&page["items"]);
+        assert!(!seqs.is_empty(), "an empty page at {query}: {page}");
+        query = format!("before_seq={}&limit=200", seqs.last().unwrap());
+        seen.extend(seqs);
+        if page["has_more"] != true {
+            break;
+        }
+        assert!(seen.len() <= COUNT as usize, "pages never end");
+    }
+    assert_eq!(seen, (1..=COUNT).rev().collect::<Vec<_>>());
+
+    // Over the WebSocket: sync frames, followed while `has_more`.
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    let (mut seen, mut after) = (Vec::new(), 0);
+    loop {
+        bob_ws
+            .send(json!({
+                "type": "sync", "conversation_id": conversation, "after_seq": after, "limit": 100
+            }))
+            .await;
+        let frame = bob_ws.expect_type("sync").await;
+        let seqs = page_seqs(&frame["messages"]);
+        assert!(!seqs.is_empty(), "an empty sync after {after}");
+        after = *seqs.last().unwrap();
+        seen.extend(seqs);
+        if frame["has_more"] != true {
+            break;
+        }
+        assert!(seen.len() <= COUNT as usize, "sync never ends");
+    }
+    assert_eq!(seen, (1..=COUNT).collect::<Vec<_>>());
+    mesh.stop().await;
+}
+
+/// The conversation list carries each conversation's last message whole, so it pages by bytes
+/// too: 40 conversations whose last messages are heavy list in pages that fit (each before
+/// pages had a byte budget timed out), and following `next_cursor` lists each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_large_last_messages_comes_in_pages_that_fit_one_reply() {
+    const GROUPS: i64 = 40;
+    let mesh = roomy_mesh().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let mut expected = HashSet::new();
+    for i in 0..GROUPS {
+        let conversation = format!("g:{}", create_group(c, &ann, "open", 10).await);
+        post_heavy(
+            c,
+            &ann,
+            json!({"conversation_id": conversation}),
+            &format!("big-{i}"),
+        )
+        .await;
+        expected.insert(conversation);
+    }
+    wait_stored(&mesh, &ann, GROUPS).await;
+
+    let (mut listed, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/conversations?limit=100&cursor={cursor}"),
+            None => "/v1/conversations?limit=100".to_owned(),
+        };
+        let page = fitting_page(c, &ann, &path).await;
+        let items = page["items"].as_array().unwrap();
+        assert!(!items.is_empty(), "an empty page at {path}: {page}");
+        for item in items {
+            let body = item["last_message"]["body"].as_str().unwrap();
+            assert_eq!(body.len(), MAX_BODY_BYTES, "a whole body");
+            listed.push(item["id"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(pages < GROUPS, "pages never end");
+    }
+    assert!(pages >= 2, "{GROUPS} heavy conversations in {pages} pages");
+    assert_eq!(
+        listed.len(),
+        GROUPS as usize,
+        "each listed once: {listed:?}"
+    );
+    assert_eq!(listed.into_iter().collect::<HashSet<_>>(), expected);
+    mesh.stop().await;
+}
+
+/// How often social has answered `group_roster` for this mesh (its RPC server's counter; the
+/// test process shares one registry, the subject names the mesh's prefix).
+async fn roster_calls(mesh: &TestMesh) -> f64 {
+    let subject = format!(
+        "subject=\"{}.social.group_roster\"",
+        mesh.settings.prefix.as_str()
+    );
+    mesh.metrics_text()
+        .await
+        .lines()
+        .filter(|line| line.starts_with("mesh_rpc_server_requests_total{"))
+        .filter(|line| line.contains(&subject))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A request about a group asks social for its roster once (a 5,000-member roster is some
+/// 430 KB of JSON), and every decision of the request comes from that answer: a typing frame
+/// (may read, may post, who receives), a read and a page of history each cost one roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_request_asks_social_for_the_roster_once() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let group = create_group(c, &ann, "open", 10).await;
+    join_open(c, &bob, &group).await;
+    let conversation = format!("g:{group}");
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    ann_ws.send_in(&conversation, "hello", "hello").await;
+    ann_ws.stored("hello").await;
+    bob_ws.message("hello").await;
+
+    let before = roster_calls(&mesh).await;
+    ann_ws
+        .send(json!({"type": "typing", "conversation_id": conversation}))
+        .await;
+    let typing = bob_ws.expect_type("typing").await;
+    assert_eq!(typing["user_id"], ann.user_id.as_str());
+    assert_eq!(
+        roster_calls(&mesh).await - before,
+        1.0,
+        "rosters per typing frame"
+    );
+
+    let before = roster_calls(&mesh).await;
+    let read = format!("/v1/conversations/{conversation}/read");
+    ok(c.post_as(&read, &bob.access, json!({"seq": 1})).await);
+    assert_eq!(roster_calls(&mesh).await - before, 1.0, "rosters per read");
+
+    let before = roster_calls(&mesh).await;
+    let page = ok(c
+        .get_as(
+            &format!("/v1/conversations/{conversation}/messages"),
+            &bob.access,
+        )
+        .await);
+    assert_eq!(page["items"][0]["client_id"], "hello");
+    assert_eq!(roster_calls(&mesh).await - before, 1.0, "rosters per page");
     mesh.stop().await;
 }
 

@@ -65,7 +65,9 @@ impl ChatApi {
     /// List the caller's conversations, most recently changed first, each with its last
     /// message, `last_seq`, `read_seq` and unread count. Paged with `limit` 1-200 (default
     /// 50) and the previous page's `next_cursor`; `since` (RFC 3339) keeps only conversations
-    /// changed after that instant. `validation_failed` (400) for a bad limit, instant or
+    /// changed after that instant. A page holds at most `limit` conversations, fewer (never
+    /// none) when their last messages are large: it carries at most 512 KiB of them. Follow
+    /// `next_cursor` until it is null. `validation_failed` (400) for a bad limit, instant or
     /// cursor (one this API did not write).
     #[oai(
         path = "/v1/conversations",
@@ -94,8 +96,10 @@ impl ChatApi {
 
     /// Read a conversation's messages by sequence number: `after_seq` gives the messages
     /// after it, oldest first (gap filling); `before_seq`, or neither, the latest ones, newest
-    /// first. `limit` 1-200 (default 50). `unknown_conversation` (404) for an id that is not a
-    /// conversation, `not_member` (403) unless the caller belongs to it.
+    /// first. `limit` 1-200 (default 50). A page holds at most `limit` messages, fewer (never
+    /// none) when they are large: it carries at most 512 KiB of them, and `has_more` then says
+    /// more follow from the last one's `seq`. `unknown_conversation` (404) for an id that is not
+    /// a conversation, `not_member` (403) unless the caller belongs to it.
     #[oai(
         path = "/v1/conversations/:conversation_id/messages",
         method = "get",

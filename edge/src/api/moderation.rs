@@ -47,7 +47,8 @@ impl ModerationApi {
     }
 
     /// Read a page of any conversation's history to handle a report (`reason` says which).
-    /// A POST, so every read is in the audit log.
+    /// A POST, so every read is in the audit log. Paged like the conversation's history: at
+    /// most `limit` messages and at most 512 KiB of them, `has_more` when more follow.
     #[oai(
         path = "/conversations/:conversation_id/report",
         method = "post",

@@ -3,6 +3,11 @@
 //! unfriend, kick or mute bites for every message accepted after social answered it. Chat's own
 //! projection of social's events (`store::projection`) stands in only for who *receives* when
 //! social does not answer, so a stored message is still pushed.
+//!
+//! A request asks once: `parties` fetches what decides it (a group's roster), and whether the
+//! caller may read, may post and who receives are all derived from that one answer
+//! (`domain::authorize::Parties`), so a typing frame in a large group costs one roster, not
+//! three. An ingest batch asks once per group.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +15,7 @@ use std::sync::Arc;
 use mesh_contracts::chat::ConversationId;
 use mesh_contracts::social::{
     CheckFriendship, CheckFriendshipRequest, CheckFriendships, CheckFriendshipsRequest, FriendIds,
-    GroupRef, GroupRole, GroupRoster, MAX_FRIENDSHIP_CHECKS, UserIdRequest,
+    GroupRef, GroupRole, GroupRoster, MAX_FRIENDSHIP_CHECKS, Roster, UserIdRequest,
 };
 use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::{CallContext, RpcClient};
@@ -19,7 +24,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::authorize::{self, GroupFacts, PairFacts};
+use crate::domain::authorize::{self, GroupFacts, PairFacts, Parties};
 use crate::store::projection;
 
 #[derive(Clone)]
@@ -57,32 +62,29 @@ impl Membership {
         })
     }
 
-    /// What social says about `user` in `group` now (its roster, which it invalidates when it
-    /// commits a kick, leave or mute, so a restriction bites as soon as social answered it).
-    pub async fn group_facts(&self, group: Uuid, user: Uuid) -> Result<GroupFacts, ServiceError> {
-        let roster = self
-            .rpc
+    /// What decides a request about `conversation`, asked of social once: nothing to ask for a
+    /// private conversation, the group's roster for a group (social invalidates its cached
+    /// roster when it commits a kick, leave or mute, so a restriction bites as soon as social
+    /// answered it). The request then derives every decision from this one answer
+    /// (`Parties::may_read`, `may_post`, `Parties::audience`).
+    pub async fn parties(&self, conversation: ConversationId) -> Result<Parties, ServiceError> {
+        match conversation {
+            ConversationId::Private(a, b) => Ok(Parties::Private(a, b)),
+            ConversationId::Group(group) => Ok(Parties::Group(self.roster(group).await?)),
+        }
+    }
+
+    /// The roster of `group` as social says now.
+    async fn roster(&self, group: Uuid) -> Result<Roster, ServiceError> {
+        self.rpc
             .call::<GroupRoster>(&internal_ctx(), &GroupRef { group_id: group })
             .await
-            .map_err(|err| err.into_service_error("social"))?;
-        if !roster.exists {
-            return Ok(GroupFacts::Unknown);
-        }
-        Ok(match roster.members.iter().find(|m| m.user_id == user) {
-            Some(member) => GroupFacts::Member {
-                muted_until: member.muted_until,
-            },
-            None => GroupFacts::NotMember,
-        })
+            .map_err(|err| err.into_service_error("social"))
     }
 
     /// The owner and admins of `group` as social says now; none for an unknown group.
     pub async fn managers(&self, group: Uuid) -> Result<Vec<Uuid>, ServiceError> {
-        let roster = self
-            .rpc
-            .call::<GroupRoster>(&internal_ctx(), &GroupRef { group_id: group })
-            .await
-            .map_err(|err| err.into_service_error("social"))?;
+        let roster = self.roster(group).await?;
         Ok(roster
             .members
             .iter()
@@ -91,31 +93,31 @@ impl Membership {
             .collect())
     }
 
-    /// May `sender` post to `conversation` at `now`? The same right governs every frame that
-    /// reaches another user (messages, typing, read receipts). `Err` means social or Postgres
-    /// could not answer; `Ok(Err(code))` is a refusal with its reason.
+    /// May `sender` post where `parties` (asked of social for this request) take part, at
+    /// `now`? The same right governs every frame that reaches another user (messages, typing,
+    /// read receipts). A group is decided from its roster in `parties` without asking again; a
+    /// private conversation asks social about the pair. `Err` means social could not answer;
+    /// `Ok(Err(code))` is a refusal with its reason.
     pub async fn may_post(
         &self,
-        conversation: ConversationId,
+        parties: &Parties,
         sender: Uuid,
         open_private: bool,
         now: OffsetDateTime,
     ) -> Result<Result<(), ErrorCode>, ServiceError> {
-        Ok(match conversation {
-            ConversationId::Private(..) => match conversation.peer_of(sender) {
-                Some(peer) => authorize::private(self.pair(sender, peer).await?, open_private),
-                None => Err(ErrorCode::NotMember),
-            },
-            ConversationId::Group(group) => {
-                authorize::group(self.group_facts(group, sender).await?, now)
-            }
+        if let Some(facts) = parties.group_facts(sender) {
+            return Ok(authorize::group(facts, now));
+        }
+        Ok(match parties.peer_of(sender) {
+            Some(peer) => authorize::private(self.pair(sender, peer).await?, open_private),
+            None => Err(ErrorCode::NotMember),
         })
     }
 
     /// Decides who may post for a whole ingest batch: each (conversation, sender) once; the
-    /// private ones in one `check_friendships` call (per `MAX_FRIENDSHIP_CHECKS` pairs), the
-    /// group ones each asked of social's roster at once. `Err` means social could not answer:
-    /// the caller retries the batch, never refuses it for that.
+    /// private ones in one `check_friendships` call (per `MAX_FRIENDSHIP_CHECKS` pairs), each
+    /// group's senders from one roster (each group asked of social once, all at once). `Err`
+    /// means social could not answer: the caller retries the batch, never refuses it for that.
     pub async fn authorize_batch(
         &self,
         posters: Vec<(ConversationId, Uuid)>,
@@ -142,14 +144,39 @@ impl Membership {
                 .chunks(MAX_FRIENDSHIP_CHECKS)
                 .map(|chunk| self.pairs(chunk.to_vec())),
         );
-        let groups = futures::future::try_join_all(others.iter().map(|(conversation, sender)| {
-            self.may_post(*conversation, *sender, open_private, now)
-        }));
-        let (checks, group_verdicts) = futures::future::try_join(checks, groups).await?;
+        let mut groups: Vec<Uuid> = others
+            .iter()
+            .filter_map(|(conversation, _)| match conversation {
+                ConversationId::Group(group) => Some(*group),
+                ConversationId::Private(..) => None,
+            })
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let rosters = futures::future::try_join_all(groups.iter().map(|g| self.roster(*g)));
+        let (checks, rosters) = futures::future::try_join(checks, rosters).await?;
+        let rosters: HashMap<Uuid, Parties> = groups
+            .into_iter()
+            .zip(rosters.into_iter().map(Parties::Group))
+            .collect();
         let private_verdicts = checks
             .into_iter()
             .flatten()
             .map(|facts| authorize::private(facts, open_private));
+        // The rest: group senders, and senders who are no party of a private conversation.
+        let group_verdicts: Vec<Result<(), ErrorCode>> = others
+            .iter()
+            .map(|(conversation, sender)| match conversation {
+                ConversationId::Group(group) => authorize::group(
+                    rosters
+                        .get(group)
+                        .and_then(|parties| parties.group_facts(*sender))
+                        .unwrap_or(GroupFacts::Unknown),
+                    now,
+                ),
+                ConversationId::Private(..) => Err(ErrorCode::NotMember),
+            })
+            .collect();
         Ok(private
             .into_iter()
             .zip(private_verdicts)
@@ -187,24 +214,9 @@ impl Membership {
             .collect())
     }
 
-    /// May `user` read `conversation` (history, read state, settings, typing)? A party of a
-    /// private conversation always may; a group needs current membership.
-    pub async fn may_read(
-        &self,
-        conversation: ConversationId,
-        user: Uuid,
-    ) -> Result<bool, ServiceError> {
-        Ok(match conversation {
-            ConversationId::Private(..) => conversation.is_party(user),
-            ConversationId::Group(group) => matches!(
-                self.group_facts(group, user).await?,
-                GroupFacts::Member { .. }
-            ),
-        })
-    }
-
-    /// Everyone who receives what is posted to `conversation`. A group's roster comes from
-    /// social, which owns it (served from its cache), so a member who joined a moment ago is
+    /// Everyone who receives what is posted to `conversation`, for a caller that has not asked
+    /// social about it yet (one that has derives it from its `Parties`). A group's roster comes
+    /// from social, which owns it (served from its cache), so a member who joined a moment ago is
     /// not missed while the projection catches up; the projection stands in when social does
     /// not answer, so a stored message is still pushed.
     pub async fn audience(&self, conversation: ConversationId) -> Result<Arc<[Uuid]>, Fault> {
@@ -212,12 +224,8 @@ impl Membership {
             ConversationId::Private(a, b) => return Ok(Arc::from([a, b])),
             ConversationId::Group(group) => group,
         };
-        match self
-            .rpc
-            .call::<GroupRoster>(&internal_ctx(), &GroupRef { group_id: group })
-            .await
-        {
-            Ok(roster) => Ok(roster.members.iter().map(|m| m.user_id).collect()),
+        match self.roster(group).await {
+            Ok(roster) => Ok(Parties::Group(roster).audience()),
             Err(err) => {
                 tracing::warn!(error = %err, "group roster unavailable; using the projection");
                 let members = projection::members(&self.pool, group).await?;

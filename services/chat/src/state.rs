@@ -31,6 +31,9 @@ pub struct Inner {
     pub(crate) worker_id: Uuid,
     /// Which group rosters already have their inbox rows (partition owners only).
     pub(crate) rosters: RosterSync,
+    /// The most bytes of items one page of a reply carries (`domain::page::budget` of the
+    /// server's `max_payload`).
+    pub(crate) page_bytes: usize,
 }
 
 impl std::ops::Deref for State {
@@ -50,6 +53,7 @@ impl State {
             last_seen: LastSeenWriter::start(deps.pool.clone()),
             worker_id: Uuid::new_v4(),
             rosters: RosterSync::default(),
+            page_bytes: crate::domain::page::budget(deps.bus.max_payload()),
             pool: deps.pool,
             bus: deps.bus,
             config,
@@ -78,5 +82,10 @@ impl State {
 
     pub fn worker_id(&self) -> Uuid {
         self.worker_id
+    }
+
+    /// The most bytes of items one page of a reply carries.
+    pub fn page_bytes(&self) -> usize {
+        self.page_bytes
     }
 }

@@ -1,6 +1,10 @@
-//! Who may post to a conversation, decided from what social says.
+//! Who may read, who may post to a conversation and who receives, decided from what social
+//! says.
+
+use std::sync::Arc;
 
 use mesh_contracts::ErrorCode;
+use mesh_contracts::social::Roster;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -42,6 +46,66 @@ pub fn group(facts: GroupFacts, now: OffsetDateTime) -> Result<(), ErrorCode> {
             muted_until: Some(until),
         } if until > now => Err(ErrorCode::Muted),
         GroupFacts::Member { .. } => Ok(()),
+    }
+}
+
+/// Who takes part in a conversation, as social answered once for one request. Every decision
+/// the request makes (may the caller read, may they post to a group, who receives its frame) is
+/// derived from this one answer, so a request asks social for a group's roster at most once (a
+/// 5,000-member roster is some 430 KB of JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parties {
+    /// The two users of a private conversation (nothing to ask social).
+    Private(Uuid, Uuid),
+    /// A group's roster as social answered it (`exists` false for an unknown or dissolved
+    /// group).
+    Group(Roster),
+}
+
+impl Parties {
+    /// What the roster says of `user` in a group; `None` for a private conversation.
+    pub fn group_facts(&self, user: Uuid) -> Option<GroupFacts> {
+        let Parties::Group(roster) = self else {
+            return None;
+        };
+        if !roster.exists {
+            return Some(GroupFacts::Unknown);
+        }
+        Some(match roster.members.iter().find(|m| m.user_id == user) {
+            Some(member) => GroupFacts::Member {
+                muted_until: member.muted_until,
+            },
+            None => GroupFacts::NotMember,
+        })
+    }
+
+    /// May `user` read the conversation (history, read state, settings, typing) as a current
+    /// party? A party of a private conversation always may; a group needs membership (a muted
+    /// member still reads).
+    pub fn may_read(&self, user: Uuid) -> bool {
+        match self {
+            Parties::Private(a, b) => *a == user || *b == user,
+            Parties::Group(_) => matches!(self.group_facts(user), Some(GroupFacts::Member { .. })),
+        }
+    }
+
+    /// The other user of a private conversation, seen from `user`; `None` in a group or for a
+    /// user who is not a party.
+    pub fn peer_of(&self, user: Uuid) -> Option<Uuid> {
+        match *self {
+            Parties::Private(a, b) if a == user => Some(b),
+            Parties::Private(a, b) if b == user => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Everyone who receives what is posted: both users of a private conversation, every
+    /// member of a group's roster.
+    pub fn audience(&self) -> Arc<[Uuid]> {
+        match self {
+            Parties::Private(a, b) => Arc::from([*a, *b]),
+            Parties::Group(roster) => roster.members.iter().map(|m| m.user_id).collect(),
+        }
     }
 }
 
@@ -94,6 +158,57 @@ mod tests {
         assert_eq!(group(member(None), now), Ok(()));
         assert_eq!(group(member(Some(later)), now), Err(ErrorCode::Muted));
         assert_eq!(group(member(Some(earlier)), now), Ok(()));
+    }
+
+    #[test]
+    fn a_groups_rights_and_audience_come_from_its_one_roster() {
+        use mesh_contracts::social::{GroupRole, RosterEntry};
+        let now = OffsetDateTime::now_utc();
+        let (owner, muted, outsider) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let entry = |user_id, muted_until| RosterEntry {
+            user_id,
+            role: GroupRole::Member,
+            muted_until,
+        };
+        let parties = Parties::Group(Roster {
+            exists: true,
+            members: vec![
+                entry(owner, None),
+                entry(muted, Some(now + Duration::from_secs(60))),
+            ],
+        });
+        // Members read, a muted one too; someone kicked (no longer on the roster) does not.
+        assert!(parties.may_read(owner));
+        assert!(parties.may_read(muted));
+        assert!(!parties.may_read(outsider));
+        // Posting: the muted member and the outsider are refused, each with their reason.
+        let verdict = |user| group(parties.group_facts(user).unwrap(), now);
+        assert_eq!(verdict(owner), Ok(()));
+        assert_eq!(verdict(muted), Err(ErrorCode::Muted));
+        assert_eq!(verdict(outsider), Err(ErrorCode::NotMember));
+        assert_eq!(&*parties.audience(), &[owner, muted]);
+        assert_eq!(parties.peer_of(owner), None);
+
+        // A dissolved group: nobody reads or posts, nobody receives.
+        let gone = Parties::Group(Roster {
+            exists: false,
+            members: Vec::new(),
+        });
+        assert!(!gone.may_read(owner));
+        assert_eq!(gone.group_facts(owner), Some(GroupFacts::Unknown));
+        assert!(gone.audience().is_empty());
+    }
+
+    #[test]
+    fn a_private_conversations_parties_are_its_two_users() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let parties = Parties::Private(a, b);
+        assert!(parties.may_read(a) && parties.may_read(b));
+        assert!(!parties.may_read(c));
+        assert_eq!((parties.peer_of(a), parties.peer_of(b)), (Some(b), Some(a)));
+        assert_eq!(parties.peer_of(c), None);
+        assert_eq!(parties.group_facts(a), None);
+        assert_eq!(&*parties.audience(), &[a, b]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Chat rules without I/O: what a valid inbound message is, who may post, how a batch becomes
-//! stored messages, which worker should own which partition, and who is notified of what.
+//! stored messages, which worker should own which partition, who is notified of what, and how
+//! much one page may carry.
 
 pub mod assignment;
 pub mod authorize;
@@ -7,5 +8,6 @@ pub mod batch;
 pub mod cursor;
 pub mod inbound;
 pub mod notices;
+pub mod page;
 
 pub use mesh_service_kit::{invalid, not_found};

@@ -11,12 +11,15 @@ use mesh_contracts::{ErrorCode, ServiceError};
 use mesh_nats::CallContext;
 use mesh_service_kit::Fault;
 
-use super::{State, caller, current, readable};
+use super::{Current, State, caller, current, readable};
 use crate::domain::cursor::ListCursor;
 use crate::domain::invalid;
+use crate::domain::page::fit;
 use crate::store::conversations;
 use time::OffsetDateTime;
 
+/// A page of the caller's conversations: at most `limit`, and no more than fit in one reply
+/// (`domain::page`), with the cursor of the next page when more follow.
 pub async fn list(
     state: State,
     ctx: CallContext,
@@ -32,13 +35,9 @@ pub async fn list(
         None => None,
     };
     let mut rows = conversations::list(&state.pool, user, limit, after.as_ref(), req.since).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(next_cursor).transpose()?
-    } else {
-        None
-    };
-    let items = rows
+    let mut more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let mut items: Vec<Conversation> = rows
         .iter()
         .map(|row| {
             let id = ConversationId::parse(&row.id);
@@ -59,6 +58,15 @@ pub async fn list(
             }
         })
         .collect();
+    // No more than fit in one reply: each row carries its last message whole (up to 16 KiB of
+    // body, twice that escaped), so a page may stop short of `limit`; its cursor then leads on.
+    more |= fit(&mut items, state.page_bytes());
+    rows.truncate(items.len());
+    let next_cursor = if more {
+        rows.last().map(next_cursor).transpose()?
+    } else {
+        None
+    };
     Ok(ConversationPage { items, next_cursor })
 }
 
@@ -100,9 +108,11 @@ pub async fn mark_read(
         if let Some(peer) = conversation.peer_of(user) {
             let open = state.config().open_private;
             let now = OffsetDateTime::now_utc();
+            // A private conversation: its parties need no call to social.
+            let parties = state.membership().parties(conversation).await?;
             if state
                 .membership()
-                .may_post(conversation, user, open, now)
+                .may_post(&parties, user, open, now)
                 .await?
                 == Ok(())
             {
@@ -147,13 +157,18 @@ pub async fn typing(
     req: ConversationRef,
 ) -> Result<Empty, ServiceError> {
     let user = caller(&ctx)?;
-    let conversation = current(&state, user, &req.conversation_id).await?;
+    // One answer from social (a group's roster) decides the right to read, the right to post
+    // and who receives the frame.
+    let Current {
+        conversation,
+        parties,
+    } = current(&state, user, &req.conversation_id).await?;
     // Typing reaches others only where the caller may post.
     let open = state.config().open_private;
     let now = OffsetDateTime::now_utc();
     if let Err(code) = state
         .membership()
-        .may_post(conversation, user, open, now)
+        .may_post(&parties, user, open, now)
         .await?
     {
         return Err(ServiceError::new(
@@ -161,7 +176,7 @@ pub async fn typing(
             "the caller may not post to this conversation",
         ));
     }
-    let audience = state.membership().audience(conversation).await?;
+    let audience = parties.audience();
     let frame = ServerFrame::Typing {
         conversation_id: conversation.to_string(),
         user_id: user,

@@ -10,8 +10,10 @@ use mesh_nats::CallContext;
 use mesh_service_kit::Fault;
 use time::OffsetDateTime;
 
-use super::{Readable, State, caller, current, readable};
-use crate::domain::{authorize, invalid, not_found};
+use super::{Current, Readable, State, caller, current, readable};
+use crate::domain::authorize::{self, Parties};
+use crate::domain::page::fit;
+use crate::domain::{invalid, not_found};
 use crate::store::conversations;
 use crate::store::messages::{self, Direction};
 
@@ -26,7 +28,9 @@ pub async fn history(
     Ok(page(&state, user, readable, direction, limit).await?)
 }
 
-/// One page of `readable`'s history as `user` sees it.
+/// One page of `readable`'s history as `user` sees it: at most `limit` messages, and no more
+/// than fit in one reply (`domain::page`); `has_more` then says more follow, and the last
+/// message's seq is where the next page starts.
 pub(super) async fn page(
     state: &State,
     user: uuid::Uuid,
@@ -40,8 +44,10 @@ pub(super) async fn page(
     // and a client that keeps `last_seq` never skips one.
     let newest = conversations::last_seq(&state.pool, &text).await?;
     let last_seq = readable.seen_upto.map_or(newest, |upto| upto.min(newest));
-    let (items, has_more) =
+    let (mut items, more) =
         messages::history(&state.pool, &text, user, direction, limit, last_seq).await?;
+    let cut = fit(&mut items, state.page_bytes());
+    let has_more = more || cut;
     Ok(MessagePage {
         items,
         has_more,
@@ -89,7 +95,10 @@ pub async fn find(
 
 pub async fn recall(state: State, ctx: CallContext, req: MessageRef) -> Result<Empty, Fault> {
     let user = caller(&ctx)?;
-    let conversation = current(&state, user, &req.conversation_id).await?;
+    let Current {
+        conversation,
+        parties,
+    } = current(&state, user, &req.conversation_id).await?;
     let text = conversation.to_string();
     let message = messages::get(&state.pool, &text, req.message_id)
         .await?
@@ -107,21 +116,26 @@ pub async fn recall(state: State, ctx: CallContext, req: MessageRef) -> Result<E
         }
         _ => ServiceError::new(code, "only the sender may recall a message"),
     })?;
-    recall_and_tell(&state, conversation, &message, false).await?;
+    recall_and_tell(&state, conversation, Some(&parties), &message, false).await?;
     Ok(Empty {})
 }
 
 /// Recalls `message` and pushes the `recall` frame to the conversation's members (once: a
-/// second recall changes nothing). True when this call recalled it.
+/// second recall changes nothing): those of `parties` when the request already asked social,
+/// else asked now. True when this call recalled it.
 pub(super) async fn recall_and_tell(
     state: &State,
     conversation: ConversationId,
+    parties: Option<&Parties>,
     message: &ChatMessage,
     by_moderation: bool,
 ) -> Result<bool, Fault> {
     let recalled = messages::recall(&state.pool, message.id, by_moderation).await?;
     if recalled {
-        let audience = state.membership().audience(conversation).await?;
+        let audience = match parties {
+            Some(parties) => parties.audience(),
+            None => state.membership().audience(conversation).await?,
+        };
         let frame = ServerFrame::Recall {
             conversation_id: conversation.to_string(),
             message_id: message.id,

@@ -13,6 +13,7 @@ use mesh_nats::{CallContext, ServiceHost};
 use mesh_service_kit::Fault;
 use uuid::Uuid;
 
+use crate::domain::authorize::Parties;
 use crate::state::State;
 use crate::store::conversations::left_at_seq;
 
@@ -66,11 +67,19 @@ fn not_member() -> ServiceError {
     )
 }
 
+/// A conversation the caller takes part in now, with what social said of its parties: the
+/// request derives every later decision (may post, who receives) from it without asking again.
+pub(crate) struct Current {
+    pub conversation: ConversationId,
+    pub parties: Parties,
+}
+
 /// Parses a conversation id the caller may read (a current party or member, or a former member
-/// of a group), or says why not.
+/// of a group), or says why not. Asks social about a group once.
 async fn readable(state: &State, user: Uuid, raw: &str) -> Result<Readable, Fault> {
     let conversation = parse_conversation(raw)?;
-    if state.membership.may_read(conversation, user).await? {
+    let parties = state.membership.parties(conversation).await?;
+    if parties.may_read(user) {
         return Ok(Readable {
             conversation,
             seen_upto: None,
@@ -87,11 +96,16 @@ async fn readable(state: &State, user: Uuid, raw: &str) -> Result<Readable, Faul
     Err(not_member().into())
 }
 
-/// Parses a conversation id the caller takes part in now (former members excluded).
-async fn current(state: &State, user: Uuid, raw: &str) -> Result<ConversationId, ServiceError> {
+/// Parses a conversation id the caller takes part in now (former members excluded). Asks
+/// social about a group once; the answer comes along in `Current::parties`.
+async fn current(state: &State, user: Uuid, raw: &str) -> Result<Current, ServiceError> {
     let conversation = parse_conversation(raw)?;
-    if state.membership.may_read(conversation, user).await? {
-        Ok(conversation)
+    let parties = state.membership.parties(conversation).await?;
+    if parties.may_read(user) {
+        Ok(Current {
+            conversation,
+            parties,
+        })
     } else {
         Err(not_member())
     }

@@ -19,7 +19,7 @@ pub async fn recall(state: State, ctx: CallContext, req: MessageRef) -> Result<E
     let message = messages::get(&state.pool, &conversation.to_string(), req.message_id)
         .await?
         .ok_or_else(|| not_found("message"))?;
-    if recall_and_tell(&state, conversation, &message, true).await? {
+    if recall_and_tell(&state, conversation, None, &message, true).await? {
         let notice = Notification::MessageModerated {
             conversation_id: conversation.to_string(),
             message_id: message.id,
