@@ -3,7 +3,7 @@
 //! `LoginThrottle`). Every problem is reported at once.
 
 use clap::Args;
-use mesh_edge::{Cidr, ForwardedHeader, GuardConfig, Quota};
+use mesh_edge::{Cidr, ForwardedHeader, GuardConfig, Quota, RateLimitConfig};
 use mesh_user::LoginThrottle;
 
 /// Raw values of the edge's defences as given.
@@ -42,6 +42,10 @@ pub struct GuardFlags {
     /// Client frames per WebSocket connection.
     #[arg(long, env = "MESH_RATE_WS_FRAMES", default_value = "100/10s")]
     pub rate_ws_frames: String,
+    /// Client frames per user, all their WebSocket connections to one edge together; empty:
+    /// twice `MESH_RATE_WS_FRAMES`.
+    #[arg(long, env = "MESH_RATE_WS_FRAMES_USER", default_value = "")]
+    pub rate_ws_frames_user: String,
     /// Frames refused in a row before a flooding WebSocket is closed with 4029.
     #[arg(long, env = "MESH_WS_FLOOD_CLOSE_AFTER", default_value = "20")]
     pub ws_flood_close_after: String,
@@ -194,6 +198,15 @@ impl GuardFlags {
         ] {
             quota(&mut problems, name, raw, into);
         }
+        limits.ws_frames_per_user = RateLimitConfig::ws_frames_per_user_for(limits.ws_frames);
+        if !self.rate_ws_frames_user.trim().is_empty() {
+            quota(
+                &mut problems,
+                "MESH_RATE_WS_FRAMES_USER",
+                &self.rate_ws_frames_user,
+                &mut limits.ws_frames_per_user,
+            );
+        }
         count(
             &mut problems,
             "MESH_WS_FLOOD_CLOSE_AFTER",
@@ -289,6 +302,23 @@ mod tests {
         );
     }
 
+    /// Unset, the per-user frame budget is twice the socket's, so lifting one lifts both.
+    #[test]
+    fn the_users_frame_budget_follows_the_sockets_unless_set() {
+        let guard = flags(&["--rate-ws-frames=50/1s"]).parse().unwrap();
+        assert_eq!(
+            guard.limits.ws_frames_per_user,
+            Quota::new(100, std::time::Duration::from_secs(1))
+        );
+        let guard = flags(&["--rate-ws-frames=50/1s", "--rate-ws-frames-user=60/1m"])
+            .parse()
+            .unwrap();
+        assert_eq!(
+            guard.limits.ws_frames_per_user,
+            Quota::new(60, std::time::Duration::from_secs(60))
+        );
+    }
+
     #[test]
     fn every_bad_flag_is_reported() {
         let problems = flags(&[
@@ -297,6 +327,7 @@ mod tests {
             "--trusted-proxies=10.0.0.0/8,bogus",
             "--forwarded-header=x-real-ip",
             "--rate-chat-sends=lots",
+            "--rate-ws-frames-user=0/10s",
             "--max-connections-per-ip=-1",
         ])
         .parse()
@@ -308,6 +339,7 @@ mod tests {
             "MESH_TRUSTED_PROXIES",
             "MESH_FORWARDED_HEADER",
             "MESH_RATE_CHAT_SENDS",
+            "MESH_RATE_WS_FRAMES_USER",
             "MESH_MAX_CONNECTIONS_PER_IP",
         ] {
             assert!(problems.contains(name), "{name} in {problems}");

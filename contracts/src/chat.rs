@@ -357,7 +357,9 @@ pub enum ClientFrame {
         #[serde(default)]
         limit: Option<u32>,
     },
-    /// Tells the conversation's other members that the caller is typing.
+    /// Tells the conversation's other members that the caller is typing. At most one per
+    /// conversation every 2 s for all of a user's sockets on an edge (extras are dropped); an
+    /// id that is no conversation is answered `error` `unknown_conversation`.
     Typing { conversation_id: String },
     Ping {
         #[serde(default)]

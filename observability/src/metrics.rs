@@ -514,6 +514,7 @@ const RATE_LIMITS: &[&str] = &[
     "read_user",
     "chat_sends",
     "ws_frames",
+    "ws_frames_user",
     "connections_ip",
     "connections_user",
 ];

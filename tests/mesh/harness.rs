@@ -163,6 +163,7 @@ pub fn lifted_limits() -> mesh_edge::GuardConfig {
             read_per_user: lots,
             chat_sends_per_user: lots,
             ws_frames: lots,
+            ws_frames_per_user: lots,
             ws_flood_close_after: 1_000,
             connections_per_user: 100_000,
             connections_per_ip: 100_000,

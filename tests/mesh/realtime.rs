@@ -305,6 +305,62 @@ async fn typing_and_presence_reach_friends() {
     mesh.stop().await;
 }
 
+/// A user whose only socket closes and comes back within the offline grace (5 s: a reload, a
+/// flaky network) is not reported offline and online again, so a client reconnecting in a loop
+/// sends friends nothing; one who stays away is reported offline once the grace ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_reconnect_tells_friends_nothing_and_leaving_is_told_after_the_grace() {
+    let mesh = TestMesh::spawn().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let bob_id = bob.user_id.clone();
+    let bob_is = |online: bool| {
+        let bob_id = bob_id.clone();
+        move |f: &Value| {
+            f["type"] == "presence" && f["user_id"] == bob_id.as_str() && f["online"] == online
+        }
+    };
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    ann_ws.expect("bob online", bob_is(true)).await;
+
+    // Bob's only socket closes and comes back, three times; each time the edge has seen it
+    // go (the pause) before the next one opens.
+    for _ in 0..3 {
+        bob_ws.close().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    }
+    // Past the grace of every departure: nothing reached Ann.
+    let flaps = ann_ws
+        .frames_within("presence", Duration::from_secs(7))
+        .await;
+    assert!(flaps.is_empty(), "Ann saw Bob flap: {flaps:?}");
+    let presence = format!("/v1/presence?user_ids={}", bob.user_id);
+    assert_eq!(
+        ok(c.get_as(&presence, &ann.access).await)["items"][0]["online"],
+        true
+    );
+
+    // Leaving for good is told, once the grace ran out.
+    let left = std::time::Instant::now();
+    bob_ws.close().await;
+    let gone = ann_ws.expect("bob offline", bob_is(false)).await;
+    assert!(gone["last_seen"].is_string(), "{gone}");
+    let after = left.elapsed();
+    assert!(
+        after >= Duration::from_secs(4),
+        "offline told after {after:?}"
+    );
+    wait_until("bob shows as offline", || async {
+        ok(c.get_as(&presence, &ann.access).await)["items"][0]["online"] == false
+    })
+    .await;
+    mesh.stop().await;
+}
+
 /// A connection storm (everyone reconnecting after an edge restart) records every user's
 /// last-seen time, as a single connection does; leaving moves it forward for each of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! A WebSocket client for whole-mesh tests: connects like an app would, sends frames, and waits
-//! for the frames it expects while keeping the others for later.
+//! for the frames it expects while keeping the others for later. Also the tests of what a
+//! user's sockets share: the typing allowance and the per-user frame budget.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::harness::{TestMesh, Tokens};
+use crate::social_groups::{create_group, join_open};
 
 /// How long a test waits for one expected frame.
 pub const FRAME_WAIT: Duration = Duration::from_secs(20);
@@ -132,6 +136,26 @@ impl Ws {
         }
     }
 
+    /// Every frame of `kind` already kept or arriving within `wait` (all of it: unlike
+    /// [`Ws::drain`], the server's pings do not stretch it); other frames are kept.
+    pub async fn frames_within(&mut self, kind: &str, wait: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (mut out, mut others) = (Vec::new(), VecDeque::new());
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(frame) = self.next_within(left).await else {
+                break;
+            };
+            if frame["type"] == kind {
+                out.push(frame);
+            } else {
+                others.push_back(frame);
+            }
+        }
+        self.kept.extend(others);
+        out
+    }
+
     /// Frames up to and including the message frame of `client_id`, in arrival order.
     pub async fn frames_until_message(&mut self, client_id: &str) -> Vec<Value> {
         let mut seen = Vec::new();
@@ -221,4 +245,144 @@ impl Ws {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+}
+
+// ---- What a user's sockets share ---------------------------------------------------------
+
+/// Longer than any gap between the indicators of one burst, shorter than the typing interval
+/// (2 s) plus that burst: an extra indicator would arrive within it.
+const TYPING_QUIET: Duration = Duration::from_millis(1500);
+
+/// Ann's open group with Bob in it, and both users' sockets (Bob's hears Ann's indicators).
+async fn group_of_two(mesh: &TestMesh) -> (Tokens, Ws, String) {
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let group = create_group(c, &ann, "open", 10).await;
+    join_open(c, &bob, &group).await;
+    let bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    (ann, bob_ws, group)
+}
+
+fn typing(conversation: &str) -> Value {
+    json!({"type": "typing", "conversation_id": conversation})
+}
+
+/// A group id has several spellings the contracts accept (upper case, without hyphens,
+/// `urn:uuid:`, braced): the typing limit counts the group, not the spelling, so one socket
+/// gets one indicator out per interval however it spells the id, and the indicator names the
+/// group by its canonical id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spellings_of_one_group_id_share_one_typing_allowance() {
+    let mesh = TestMesh::spawn().await;
+    let (ann, mut bob_ws, group) = group_of_two(&mesh).await;
+    let canonical = format!("g:{group}");
+    let id = uuid::Uuid::parse_str(&group).unwrap();
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    let spellings = [
+        canonical.clone(),
+        format!("g:{}", group.to_uppercase()),
+        format!("g:{}", id.simple()),
+        format!("g:{}", id.urn()),
+        format!("g:{}", id.braced()),
+    ];
+    for spelling in &spellings {
+        ann_ws.send(typing(spelling)).await;
+    }
+    let first = bob_ws.expect_type("typing").await;
+    assert_eq!(first["conversation_id"], canonical.as_str());
+    assert_eq!(first["user_id"], ann.user_id.as_str());
+    let extra = bob_ws.frames_within("typing", TYPING_QUIET).await;
+    assert!(extra.is_empty(), "one group, several indicators: {extra:?}");
+    // None of the spellings was refused: each is the group.
+    let refused = ann_ws
+        .frames_within("error", Duration::from_millis(200))
+        .await;
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // The next interval allows the next indicator, whatever the spelling.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ann_ws.send(typing(&spellings[1])).await;
+    let next = bob_ws.expect_type("typing").await;
+    assert_eq!(next["conversation_id"], canonical.as_str());
+
+    // What is no conversation at all is refused, as the chat service refuses it.
+    ann_ws.send(typing("g:not-a-group")).await;
+    assert_eq!(
+        ann_ws.expect_type("error").await["code"],
+        "unknown_conversation"
+    );
+    mesh.stop().await;
+}
+
+/// The typing allowance is the user's, not the socket's: a user's phone and laptop typing in
+/// one group send one indicator per interval between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sockets_share_one_typing_allowance() {
+    let mesh = TestMesh::spawn().await;
+    let (ann, mut bob_ws, group) = group_of_two(&mesh).await;
+    let conversation = format!("g:{group}");
+    let mut phone = Ws::connect(&mesh.url, &ann.access).await;
+    let mut laptop = Ws::connect(&mesh.url, &ann.access).await;
+    phone.send(typing(&conversation)).await;
+    laptop.send(typing(&conversation)).await;
+    let first = bob_ws.expect_type("typing").await;
+    assert_eq!(first["user_id"], ann.user_id.as_str());
+    let extra = bob_ws.frames_within("typing", TYPING_QUIET).await;
+    assert!(extra.is_empty(), "two sockets, two indicators: {extra:?}");
+
+    // After the interval either socket may send the next one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    laptop.send(typing(&conversation)).await;
+    bob_ws.expect_type("typing").await;
+    mesh.stop().await;
+}
+
+/// Sends a ping on `ws` and answers the frame it got back (`pong` or `error`).
+async fn ping(ws: &mut Ws, nonce: &str) -> Value {
+    ws.send(json!({"type": "ping", "nonce": nonce})).await;
+    ws.expect("pong or error", |f| {
+        f["type"] == "pong" || f["type"] == "error"
+    })
+    .await
+}
+
+/// A user's frames over the per-user budget are refused `rate_limited` whichever socket sends
+/// them, though each socket is within its own budget, and a socket that keeps sending them is
+/// closed 4029 like any flood; another user is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_frames_over_the_user_budget_are_refused_on_every_socket() {
+    let mesh = TestMesh::spawn_with(|s| {
+        // The socket's own budget stays lifted; the user's has six frames (and refills one
+        // every 100 s, never within the test).
+        s.guard.limits.ws_frames_per_user = mesh_edge::Quota::new(6, Duration::from_secs(600));
+        s.guard.limits.ws_flood_close_after = 3;
+    })
+    .await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let mut phone = Ws::connect(&mesh.url, &ann.access).await;
+    let mut laptop = Ws::connect(&mesh.url, &ann.access).await;
+    for i in 0..4 {
+        assert_eq!(ping(&mut phone, &format!("p{i}")).await["type"], "pong");
+    }
+    for i in 0..2 {
+        assert_eq!(ping(&mut laptop, &format!("l{i}")).await["type"], "pong");
+    }
+    // Six frames spent between the two sockets: the seventh is refused on either.
+    let refused = ping(&mut laptop, "l2").await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "rate_limited");
+    assert_eq!(ping(&mut phone, "p4").await["code"], "rate_limited");
+    assert_eq!(ping(&mut laptop, "l3").await["code"], "rate_limited");
+    // The laptop's third refused frame in a row closes it as a flood.
+    laptop.send(json!({"type": "ping", "nonce": "l4"})).await;
+    let close = laptop.closed().await.map(|f| u16::from(f.code));
+    assert_eq!(close, Some(4029));
+
+    // Bob has his own budget.
+    let mut bob_ws = Ws::connect(&mesh.url, &bob.access).await;
+    assert_eq!(ping(&mut bob_ws, "b0").await["type"], "pong");
+    mesh.stop().await;
 }

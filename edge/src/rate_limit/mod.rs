@@ -1,9 +1,9 @@
 //! Rate limits of the edge: token buckets per client address and per user, by route class
-//! (`auth`, `write`, `read`), per user for chat sends, per WebSocket connection for frames,
-//! and a cap on open realtime connections per user and per address. Buckets live in this edge
-//! (each edge enforces its own share); a refused HTTP request is a 429 problem with
-//! `Retry-After`, and every limited response carries `RateLimit-Policy` and `RateLimit`
-//! (IETF httpapi rate-limit headers draft).
+//! (`auth`, `write`, `read`), per user for chat sends, per WebSocket connection and per user
+//! (all the user's sockets on this edge) for frames, and a cap on open realtime connections
+//! per user and per address. Buckets live in this edge (each edge enforces its own share); a
+//! refused HTTP request is a 429 problem with `Retry-After`, and every limited response
+//! carries `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers draft).
 
 mod connections;
 mod quota;
@@ -17,6 +17,7 @@ use mesh_observability::metrics::RATE_LIMITED;
 use moka::sync::Cache;
 use poem::http::{HeaderValue, Method};
 use poem::{IntoResponse, Response};
+use uuid::Uuid;
 
 pub use connections::{ConnectionLimits, ConnectionSlot};
 pub use quota::{Quota, Taken, TokenBucket};
@@ -41,6 +42,9 @@ pub struct RateLimitConfig {
     pub chat_sends_per_user: Quota,
     /// Client frames of one WebSocket.
     pub ws_frames: Quota,
+    /// Client frames of all of one user's WebSockets on this edge together (so opening more
+    /// sockets does not multiply a user's frames).
+    pub ws_frames_per_user: Quota,
     /// Frames refused in a row after which a WebSocket is closed (4029).
     pub ws_flood_close_after: u32,
     /// Open WebSocket and SSE connections per user and per client address.
@@ -59,10 +63,23 @@ impl Default for RateLimitConfig {
             read_per_user: Quota::new(600, minute),
             chat_sends_per_user: Quota::new(30, Duration::from_secs(10)),
             ws_frames: Quota::new(100, Duration::from_secs(10)),
+            ws_frames_per_user: Self::ws_frames_per_user_for(Quota::new(
+                100,
+                Duration::from_secs(10),
+            )),
             ws_flood_close_after: 20,
             connections_per_user: 10,
             connections_per_ip: 200,
         }
+    }
+}
+
+impl RateLimitConfig {
+    /// The per-user frame budget that goes with a per-socket one when none is set: two
+    /// sockets' worth (a user's phone and laptop both busy, not ten sockets' worth), so a
+    /// deployment that lifts the socket's budget lifts the user's with it.
+    pub fn ws_frames_per_user_for(ws_frames: Quota) -> Quota {
+        Quota::new(ws_frames.burst.saturating_mul(2), ws_frames.period)
     }
 }
 
@@ -126,7 +143,8 @@ impl Limit {
     /// Takes a token from `client`'s bucket; refusals are counted.
     pub fn take(&self, client: &str) -> Verdict {
         let now = Instant::now();
-        let bucket = self.buckets.get_with(client.to_owned(), || {
+        // By reference: the key is copied only when the client's bucket is made.
+        let bucket = self.buckets.get_with_by_ref(client, || {
             Arc::new(Mutex::new(TokenBucket::full(&self.quota, now)))
         });
         let taken = bucket
@@ -153,6 +171,7 @@ pub struct RateLimits {
     read_ip: Limit,
     read_user: Limit,
     chat_sends: Limit,
+    ws_frames_user: Limit,
     pub connections: ConnectionLimits,
 }
 
@@ -165,6 +184,7 @@ impl RateLimits {
             read_ip: Limit::new("read_ip", config.read_per_ip),
             read_user: Limit::new("read_user", config.read_per_user),
             chat_sends: Limit::new("chat_sends", config.chat_sends_per_user),
+            ws_frames_user: Limit::new("ws_frames_user", config.ws_frames_per_user),
             connections: ConnectionLimits::new(
                 config.connections_per_user,
                 config.connections_per_ip,
@@ -197,6 +217,14 @@ impl RateLimits {
     /// Takes one chat send of `user`; a refusal says when to retry.
     pub fn chat_send(&self, user: &str) -> Verdict {
         self.chat_sends.take(user)
+    }
+
+    /// Takes one client frame from the budget all of `user`'s WebSockets on this edge share;
+    /// false when it is spent (the refusal is counted as `ws_frames_user`).
+    pub fn ws_frame(&self, user: Uuid) -> bool {
+        let mut key = Uuid::encode_buffer();
+        let key = user.as_hyphenated().encode_lower(&mut key);
+        self.ws_frames_user.take(key).taken.allowed
     }
 }
 
@@ -326,6 +354,20 @@ mod tests {
         );
         assert_eq!(header(&response, "retry-after").as_deref(), Some("30"));
         assert!(header(&mut response, "ratelimit").is_some_and(|v| v.contains("r=0")));
+    }
+
+    /// A user's frames share one budget however many sockets send them; another user has
+    /// their own.
+    #[test]
+    fn a_users_frames_share_one_budget() {
+        let limits = RateLimits::new(RateLimitConfig {
+            ws_frames_per_user: Quota::new(3, Duration::from_secs(60)),
+            ..RateLimitConfig::default()
+        });
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!((0..3).all(|_| limits.ws_frame(ann)));
+        assert!(!limits.ws_frame(ann));
+        assert!(limits.ws_frame(bob));
     }
 
     /// A client rotating through the addresses of its IPv6 /64 shares one budget; another

@@ -1,17 +1,21 @@
 //! One task per user connected to this edge: holds the user's push subscription, hands every
 //! pushed frame to each of the user's connections, and reports the user's presence.
 //!
-//! When the last connection goes, the task reports the user offline and, if no connection came
-//! back meanwhile, removes the user's slot and ends (dropping the subscription). Because the
-//! slot outlives that report, a reconnecting user joins the same task and presence reports of
-//! one user never overlap.
+//! When the last connection goes, the task waits [`OFFLINE_GRACE`]: a connection that comes
+//! back within it (a reload, a reconnect over a flaky network) joins the same task as if
+//! nothing happened, and friends are told nothing. Once the user stayed away that long, the
+//! task reports them offline and, if no connection came back meanwhile, removes the user's
+//! slot and ends (dropping the subscription). Because the slot outlives the grace and that
+//! report, a reconnecting user joins the same task and presence reports of one user never
+//! overlap.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{MissedTickBehavior, Sleep};
 use uuid::Uuid;
 
 use super::close::CloseReason;
@@ -20,6 +24,14 @@ use super::presence::{PresenceReporter, Reported};
 
 /// Pause between attempts to subscribe while NATS refuses.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// How long a user whose last connection here closed still counts as online. Each offline
+/// and online report makes the chat service record last-seen and push a presence frame to
+/// every friend, so a client reconnecting in a loop would flood them; within the grace a
+/// returning connection cancels the offline report (and no second online report follows).
+/// The `PRESENCE` key is not refreshed meanwhile, so another edge the user moved to owns it
+/// and the late offline report leaves it alone; unrefreshed it still outlives the grace
+/// (`PRESENCE_TTL`, 60 s, against a heartbeat of at most 30 s). Shutdown reports at once.
+const OFFLINE_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(
     hub: Hub,
@@ -39,6 +51,9 @@ pub async fn run(
     let mut heartbeat = tokio::time::interval(hub.heartbeat());
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat.reset();
+    // Set while the user's last connection is gone, until the grace runs out (boxed: most
+    // users are never in it, and the task stays small).
+    let mut grace: Option<Pin<Box<Sleep>>> = None;
     // Set while the user is being reported offline.
     let mut leaving: Option<Arc<Reported>> = None;
     let mut subscribed_open = true;
@@ -53,8 +68,22 @@ pub async fn run(
                     hub.kick_user(user, CloseReason::Error);
                 }
             },
-            _ = heartbeat.tick(), if leaving.is_none() => presence.refresh(),
+            _ = heartbeat.tick(), if leaving.is_none() && grace.is_none() => presence.refresh(),
             _ = emptied.notified(), if leaving.is_none() => {
+                if hub.is_empty(user) {
+                    if hub.is_stopping() {
+                        grace = None;
+                        leaving = Some(presence.offline());
+                    } else {
+                        // Counted from the latest departure: a connection that came back and
+                        // went again starts it over.
+                        grace = Some(Box::pin(tokio::time::sleep(OFFLINE_GRACE)));
+                    }
+                }
+            }
+            () = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
+                grace = None;
+                // A connection that came back meanwhile cancels the report.
                 if hub.is_empty(user) {
                     leaving = Some(presence.offline());
                 }

@@ -3,7 +3,8 @@
 //! A user's first connection opens a slot with one forwarder task (push subscription, fan-out,
 //! presence); the forwarder removes the slot once the last connection is gone. The hub ends
 //! connections it cannot serve by kicking them: a full queue (slow consumer), a revoked
-//! session, shutdown.
+//! session, shutdown. The slot also holds what the user's connections here share: the
+//! typing-indicator allowance.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_contracts::chat::push_frames;
+use mesh_contracts::chat::{ConversationId, push_frames};
 use mesh_nats::{Bus, Revocation};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::close::CloseReason;
@@ -21,6 +23,7 @@ use super::forwarder;
 use super::kick::Kick;
 use super::presence::PresenceDeps;
 use super::push_queue::PushQueue;
+use super::ws::typing::TypingLimiter;
 
 /// What the hub needs besides NATS.
 pub struct HubSettings {
@@ -60,6 +63,8 @@ struct Slot {
     emptied: Arc<Notify>,
     /// True once the push subscription is active.
     subscribed: watch::Receiver<bool>,
+    /// The typing indicators all of the user's sockets here may send.
+    typing: TypingLimiter,
 }
 
 /// What the hub keeps of one connection.
@@ -148,6 +153,7 @@ impl Hub {
             conns: Vec::new(),
             emptied,
             subscribed,
+            typing: TypingLimiter::default(),
         }
     }
 
@@ -194,6 +200,15 @@ impl Hub {
         self.kick_where(user, reason, |_| true);
     }
 
+    /// Whether `user` may send a typing indicator for `conversation` at `now` (recorded when
+    /// so); false without a slot (the connection is being closed).
+    fn allow_typing(&self, user: Uuid, conversation: ConversationId, now: Instant) -> bool {
+        self.registry()
+            .users
+            .get_mut(&user)
+            .is_some_and(|slot| slot.typing.allow(conversation, now))
+    }
+
     pub(super) fn is_empty(&self, user: Uuid) -> bool {
         self.registry()
             .users
@@ -230,6 +245,11 @@ impl Hub {
         self.inner.settings.heartbeat
     }
 
+    /// True once the edge began shutting down.
+    pub(super) fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
+    }
+
     /// Ends the connections of a revoked session.
     pub fn session_revoked(&self, revocation: Revocation) {
         self.kick_where(revocation.user_id, CloseReason::SessionRevoked, |conn| {
@@ -249,7 +269,13 @@ impl Hub {
         let mut registry = self.registry();
         registry.closed = true;
         for slot in registry.users.values_mut() {
+            let leaving = slot.conns.is_empty();
             kick_from(slot, CloseReason::Shutdown, |_| true);
+            // A user whose last connection closed shortly before waits out the offline grace;
+            // woken, the forwarder reports them offline now.
+            if leaving {
+                slot.emptied.notify_one();
+            }
         }
     }
 
@@ -324,6 +350,12 @@ impl Registration {
     /// The connection's kick signal, to wait on alongside its frames.
     pub fn kick(&self) -> Arc<Kick> {
         self.conn.kick.clone()
+    }
+
+    /// Whether the user may send a typing indicator for `conversation` now: at most one per
+    /// conversation and interval for all the user's sockets on this edge.
+    pub fn allow_typing(&self, conversation: ConversationId, now: Instant) -> bool {
+        self.hub.allow_typing(self.user, conversation, now)
     }
 
     /// The connection now holds a token of `session`.

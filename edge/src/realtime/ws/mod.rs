@@ -8,7 +8,8 @@ mod flood;
 mod requests;
 mod session;
 mod timers;
-mod typing;
+/// Kept per user in the hub.
+pub(super) mod typing;
 
 use mesh_contracts::ErrorCode;
 use poem::http::header::SEC_WEBSOCKET_PROTOCOL;

@@ -6,7 +6,7 @@ use std::io;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use mesh_contracts::ErrorCode;
-use mesh_contracts::chat::{ClientFrame, ServerFrame};
+use mesh_contracts::chat::{ClientFrame, ConversationId, ServerFrame};
 use mesh_nats::CallContext;
 use poem::web::websocket::{Message, WebSocketStream};
 use tokio::time::Instant;
@@ -16,7 +16,6 @@ use super::connection::{count_in, flush, queue, queue_frame, queue_text, read};
 use super::flood::{FloodGuard, FrameVerdict};
 use super::requests::Requests;
 use super::timers::{Due, Timers};
-use super::typing::TypingLimiter;
 use crate::SharedState;
 use crate::caller::{Verified, authenticate};
 use crate::clock::instant_at;
@@ -34,7 +33,6 @@ pub struct Session {
     registration: Registration,
     requests: Requests,
     timers: Timers,
-    typing: TypingLimiter,
     flood: FloodGuard,
 }
 
@@ -75,7 +73,6 @@ impl Session {
             session,
             registration,
             timers,
-            typing: TypingLimiter::default(),
         }
     }
 
@@ -157,7 +154,12 @@ impl Session {
         let message = read(incoming)?;
         self.timers.heard(Instant::now());
         if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            match self.flood.judge(std::time::Instant::now()) {
+            // The socket's budget, then the one all the user's sockets here share.
+            let (limits, user) = (&self.state.limits, self.user);
+            match self
+                .flood
+                .judge(std::time::Instant::now(), || limits.ws_frame(user))
+            {
                 FrameVerdict::Serve => {}
                 FrameVerdict::Refuse => {
                     let refusal = ServerFrame::error(
@@ -215,8 +217,15 @@ impl Session {
                 }
             }
             ClientFrame::Typing { conversation_id } => {
-                if self.typing.allow(&conversation_id, Instant::now()) {
-                    self.requests.typing(conversation_id);
+                // Limited per conversation, however the client spells its id (the chat service
+                // would refuse an id that is none the same way).
+                let Some(conversation) = ConversationId::parse(&conversation_id) else {
+                    let refusal =
+                        ServerFrame::error(ErrorCode::UnknownConversation, "no such conversation");
+                    return queue_frame(socket, &refusal).await;
+                };
+                if self.registration.allow_typing(conversation, Instant::now()) {
+                    self.requests.typing(conversation.to_string());
                 }
             }
             ClientFrame::Ping { nonce } => {
