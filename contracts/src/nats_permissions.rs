@@ -82,6 +82,20 @@ impl NatsRole {
             NatsRole::User | NatsRole::Migrate => Vec::new(),
         }
     }
+
+    /// The services whose events this role watches as they are published, to drop what it
+    /// cached (`Bus::event_watch`): a plain subscription on `<p>.evt.<service>.*`, no consumer
+    /// on the `EVENTS` stream, whose consumers are chat's alone; opening one echoes a probe
+    /// through the role's own inbox (`_INBOX.<p>.<role>.*.probe`).
+    pub fn watched_events(self) -> &'static [Service] {
+        match self {
+            // Roles' permissions and users' grants.
+            NatsRole::Edge => &[Service::User],
+            // Friend sets, group profiles and members, written on other instances.
+            NatsRole::Social => &[Service::Social],
+            NatsRole::User | NatsRole::Chat | NatsRole::Outbox | NatsRole::Migrate => &[],
+        }
+    }
 }
 
 impl NatsRole {
@@ -110,10 +124,13 @@ impl NatsRole {
 
 /// Who may touch a stream: the roles that publish into it and those that consume it.
 pub fn stream_access(stream: Stream) -> (&'static [NatsRole], &'static [NatsRole]) {
+    // One role each: a role that may consume a stream may read, ack, change or delete every
+    // consumer on it (their names are in the subjects of the JetStream API, not the login).
     let consumers: &'static [NatsRole] = match stream {
         Stream::ChatIn => &[NatsRole::Chat],
-        // Edges follow user events to drop cached permissions.
-        Stream::Events => &[NatsRole::Edge, NatsRole::Social, NatsRole::Chat],
+        // Chat's durable projection and notifications. Edges and social instances watch the
+        // events they drop cached entries for as they are published (`watched_events`).
+        Stream::Events => &[NatsRole::Chat],
         Stream::Audit => &[NatsRole::Outbox],
     };
     let publishers: &'static [NatsRole] = match stream {
@@ -132,8 +149,8 @@ pub fn stream_observers(stream: Stream) -> &'static [NatsRole] {
     }
 }
 
-/// Who may touch a bucket: writers (put, create, update, delete) and readers (get, watch).
-/// A writer can read too.
+/// Who may touch a bucket: writers (put, create, update, delete) and readers (get). A writer
+/// can read too. Watching a bucket or listing its keys takes a consumer: `bucket_watchers`.
 pub fn bucket_access(bucket: Bucket) -> (&'static [NatsRole], &'static [NatsRole]) {
     match bucket {
         Bucket::Revoked => (&[NatsRole::User], &[NatsRole::Edge]),
@@ -144,6 +161,24 @@ pub fn bucket_access(bucket: Bucket) -> (&'static [NatsRole], &'static [NatsRole
         Bucket::Idempotency => (&[NatsRole::Edge], &[]),
         // The user role counts failed sign-ins, cluster-wide.
         Bucket::LoginFailures => (&[NatsRole::User], &[]),
+    }
+}
+
+/// Who opens consumers on a bucket's stream (a watch, a listing of its keys): one role at
+/// most, since a role that may consume the stream may read, ack or delete every consumer on
+/// it. Every watcher reads or writes the bucket.
+pub fn bucket_watchers(bucket: Bucket) -> &'static [NatsRole] {
+    match bucket {
+        // Every edge follows the revoked sessions.
+        Bucket::Revoked => &[NatsRole::Edge],
+        // Chat workers read presence, and edges write it, key by key.
+        Bucket::Presence => &[],
+        // Chat workers list the live workers.
+        Bucket::Leases => &[NatsRole::Chat],
+        // The edge's alone (nobody else touches it); its keys can be listed.
+        Bucket::Idempotency => &[NatsRole::Edge],
+        // Every user instance follows the failed sign-ins.
+        Bucket::LoginFailures => &[NatsRole::User],
     }
 }
 
@@ -201,9 +236,9 @@ impl Permissions {
         self.publish(format!("$JS.API.CONSUMER.INFO.{stream}.>"));
     }
 
-    /// Reads a bucket: bind, get, watch.
+    /// Reads a bucket key by key: bind, get (no consumer: a watch is `consume`).
     fn read_bucket(&mut self, kv_stream: &str) {
-        self.consume(kv_stream);
+        self.publish(format!("$JS.API.STREAM.INFO.{kv_stream}"));
         self.publish(format!("$JS.API.DIRECT.GET.{kv_stream}"));
         self.publish(format!("$JS.API.DIRECT.GET.{kv_stream}.>"));
         self.publish(format!("$JS.API.STREAM.MSG.GET.{kv_stream}"));
@@ -270,6 +305,14 @@ impl Prefix {
             // The outbox relays events and writes the audit log; it pushes to nobody.
             NatsRole::User | NatsRole::Social | NatsRole::Outbox | NatsRole::Migrate => {}
         }
+        for service in role.watched_events() {
+            p.subscribe(self.service_events(*service));
+        }
+        if !role.watched_events().is_empty() {
+            // A watch opens once the server echoed a probe into the role's own inbox, which
+            // only the role reads (NATS acknowledges no subscription).
+            p.publish(format!("{}.*.probe", role.inbox_prefix(self)));
+        }
         for stream in STREAMS {
             let (publishers, consumers) = stream_access(stream);
             if publishers.contains(&role) {
@@ -288,9 +331,12 @@ impl Prefix {
             let kv_stream = self.bucket_stream(bucket);
             if writers.contains(&role) {
                 p.publish(format!("$KV.{}.>", self.bucket(bucket)));
+            }
+            if writers.contains(&role) || readers.contains(&role) {
                 p.read_bucket(&kv_stream);
-            } else if readers.contains(&role) {
-                p.read_bucket(&kv_stream);
+            }
+            if bucket_watchers(bucket).contains(&role) {
+                p.consume(&kv_stream);
             }
         }
         p
@@ -521,9 +567,19 @@ mod tests {
                     assert_eq!(who_publishes(&subject), vec![NatsRole::Chat], "{subject}");
                     assert_eq!(who_subscribes(&subject), vec![NatsRole::Edge], "{subject}");
                 }
-                // Stream subjects are read through consumers, never subscribed to.
-                Subject::ChatIn(_) | Subject::Event { .. } => {
+                // Ingest is read through chat's consumers, never subscribed to.
+                Subject::ChatIn(_) => {
                     assert!(who_subscribes(&subject).is_empty(), "{subject}");
+                }
+                // Events are read through chat's consumers; the roles that drop cached entries
+                // watch their services' events as published, and nobody else.
+                Subject::Event { service, .. } => {
+                    let watchers = match service {
+                        Service::User => vec![NatsRole::Edge],
+                        Service::Social => vec![NatsRole::Social],
+                        Service::Chat | Service::Outbox => vec![],
+                    };
+                    assert_eq!(who_subscribes(&subject), watchers, "{subject}");
                 }
             }
         }
@@ -545,9 +601,91 @@ mod tests {
         }
         for bucket in BUCKETS {
             let put = format!("$KV.{}.key", p.bucket(bucket));
-            let (writers, _) = bucket_access(bucket);
+            let (writers, readers) = bucket_access(bucket);
             assert_eq!(who_publishes(&put), writers.to_vec(), "{bucket:?}");
+            let kv_stream = p.bucket_stream(bucket);
+            let get = format!(
+                "$JS.API.DIRECT.GET.{kv_stream}.$KV.{}.key",
+                p.bucket(bucket)
+            );
+            let users: Vec<NatsRole> = NatsRole::ALL
+                .iter()
+                .copied()
+                .filter(|r| writers.contains(r) || readers.contains(r))
+                .collect();
+            assert_eq!(who_publishes(&get), users, "{bucket:?}");
+            let watch = format!("$JS.API.CONSUMER.CREATE.{kv_stream}.c.$KV.>");
+            let watchers = bucket_watchers(bucket);
+            assert_eq!(who_publishes(&watch), watchers.to_vec(), "{bucket:?}");
+            assert!(watchers.iter().all(|w| users.contains(w)), "{bucket:?}");
         }
+    }
+
+    /// Every JetStream subject that reads, acks, creates, changes or deletes a consumer.
+    fn consumer_subjects(stream: &str, consumer: &str) -> Vec<String> {
+        let mut out: Vec<String> = ["CREATE", "DURABLE.CREATE", "INFO", "DELETE", "MSG.NEXT"]
+            .iter()
+            .map(|api| format!("$JS.API.CONSUMER.{api}.{stream}.{consumer}"))
+            .collect();
+        out.push(format!("$JS.API.CONSUMER.CREATE.{stream}"));
+        out.push(format!(
+            "$JS.ACK.{stream}.{consumer}.1.7.1.1700000000000000000.0"
+        ));
+        out
+    }
+
+    #[test]
+    fn no_role_reads_acks_or_deletes_another_roles_consumers() {
+        let p = prefix();
+        // Chat's projection: edges and social instances watch events without a consumer, so
+        // their logins cannot pull, ack, rewrite or delete it (a blocked user would keep
+        // messaging once the projection missed `UserBlocked`).
+        let events = p.stream(Stream::Events);
+        let projection = crate::subject::Consumer::ChatProjection.name();
+        for subject in consumer_subjects(&events, &projection) {
+            // The outbox samples its backlog (reads its state, changes nothing).
+            let expected = if subject.contains(".CONSUMER.INFO.") {
+                vec![NatsRole::Chat, NatsRole::Outbox]
+            } else {
+                vec![NatsRole::Chat]
+            };
+            assert_eq!(who_publishes(&subject), expected, "{subject}");
+        }
+        for role in [NatsRole::Edge, NatsRole::Social] {
+            assert!(
+                !can_publish(role, &format!("$JS.ACK.{events}.>")),
+                "{role:?}"
+            );
+            assert!(!can_publish(role, &format!("$JS.API.STREAM.INFO.{events}")));
+        }
+        assert!(can_publish(NatsRole::Chat, &format!("$JS.ACK.{events}.>")));
+        // Every stream and bucket: one role at most runs consumers on it (backlog sampling
+        // reads their state, and changes nothing).
+        let streams = STREAMS.iter().map(|s| p.stream(*s));
+        let kv_streams = BUCKETS.iter().map(|b| p.bucket_stream(*b));
+        for stream in streams.chain(kv_streams) {
+            for subject in consumer_subjects(&stream, "someone") {
+                let allowed = who_publishes(&subject);
+                let observed = subject.contains(".CONSUMER.INFO.");
+                let most = if observed { 2 } else { 1 };
+                assert!(allowed.len() <= most, "{subject}: {allowed:?}");
+            }
+        }
+        // Presence and leases are read key by key across roles, not watched.
+        let get = |bucket| {
+            format!(
+                "$JS.API.DIRECT.GET.{}.$KV.{}.k",
+                p.bucket_stream(bucket),
+                p.bucket(bucket)
+            )
+        };
+        assert!(can_publish(NatsRole::Chat, &get(Bucket::Presence)));
+        assert!(can_publish(NatsRole::Edge, &get(Bucket::Leases)));
+        let next = |bucket| format!("$JS.API.CONSUMER.MSG.NEXT.{}.c", p.bucket_stream(bucket));
+        assert!(!can_publish(NatsRole::Chat, &next(Bucket::Presence)));
+        assert!(!can_publish(NatsRole::Edge, &next(Bucket::Presence)));
+        assert!(!can_publish(NatsRole::Edge, &next(Bucket::Leases)));
+        assert!(!can_publish(NatsRole::User, &next(Bucket::Revoked)));
     }
 
     #[test]
@@ -630,12 +768,34 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_probes_its_own_inbox_only() {
+        let p = prefix();
+        for role in NatsRole::ALL.iter().copied() {
+            let own = format!("{}.abc.probe", role.inbox_prefix(&p));
+            let watches = !role.watched_events().is_empty();
+            assert_eq!(can_publish(role, &own), watches, "{role:?}");
+        }
+        // Not a reply into its own inbox, nor a probe into another role's.
+        let edge = NatsRole::Edge.inbox_prefix(&p);
+        assert!(!can_publish(NatsRole::Edge, &format!("{edge}.abc.1")));
+        let social = NatsRole::Social.inbox_prefix(&p);
+        assert!(!can_publish(NatsRole::Edge, &format!("{social}.abc.probe")));
+        assert!(!can_publish(NatsRole::Social, &format!("{social}.abc.1")));
+    }
+
+    #[test]
     fn any_prefix_scope_widens_names_to_whole_tokens() {
         let edge = Scope::AnyPrefix.permissions(NatsRole::Edge);
         assert!(edge.publish.contains(&"*.user.*".to_owned()));
         assert!(edge.publish.contains(&"$KV.*.>".to_owned()));
         assert!(edge.subscribe.contains(&"_INBOX.*.edge.>".to_owned()));
         assert!(!edge.subscribe.iter().any(|s| s.contains(PLACEHOLDER)));
+        // The events each role watches, of every prefix, and no others.
+        assert!(edge.subscribe.contains(&"*.evt.user.*".to_owned()));
+        let social = Scope::AnyPrefix.permissions(NatsRole::Social);
+        assert!(social.subscribe.contains(&"*.evt.social.*".to_owned()));
+        assert!(!social.subscribe.iter().any(|s| s.contains(".evt.user")));
+        assert!(!social.publish.iter().any(|s| s.starts_with("$JS.")));
         let user = Scope::AnyPrefix.permissions(NatsRole::User);
         assert!(user.subscribe.contains(&"$SRV.PING.*".to_owned()));
     }

@@ -1,8 +1,9 @@
 //! What a caller may do, decided at the edge: the roles in the caller's token (those the
 //! account still holds) plus its direct grants, each role's permissions from a Moka cache of
 //! role -> permissions. Entries are filled from the user service (`get_access`) and dropped
-//! when a user event says a role or a user's grants changed, on every edge (each follows the
-//! user events itself); a TTL bounds staleness should an event be missed.
+//! when a user event says a role or a user's grants changed, on every edge (each watches the
+//! user events itself, with a plain subscription: `Bus::event_watch`); a TTL bounds staleness
+//! should an event be missed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,8 +153,9 @@ impl PermissionCache {
         }
     }
 
-    /// Follows the user events until `stop` flips, reopening the feed when it breaks. A feed
-    /// that was down may have missed events, so the caches start over each time it opens.
+    /// Follows the user events until `stop` flips, reopening the watch when it ends. A watch
+    /// ends when the NATS connection was lost since it opened, and then may have missed events,
+    /// so the caches start over each time one opens.
     pub async fn follow(self, bus: Bus, mut stop: watch::Receiver<bool>) {
         let mut outage = Outage::default();
         loop {
@@ -163,13 +165,13 @@ impl PermissionCache {
                 opened = bus.event_watch(&[Service::User]) => opened,
             };
             match opened {
-                Ok(mut feed) => {
+                Ok(mut events) => {
                     outage_over!(outage, "permission feed open again");
                     self.clear();
                     loop {
                         let next = tokio::select! {
                             _ = stop.wait_for(|s| *s) => return,
-                            next = feed.next() => next,
+                            next = events.next() => next,
                         };
                         match next {
                             Some(Ok(delivery)) => {
@@ -182,7 +184,7 @@ impl PermissionCache {
                                 }
                             }
                             Some(Err(err)) => {
-                                outage_failed!(outage, error = %err, "permission feed failed");
+                                outage_failed!(outage, error = %err, "permission feed ended");
                                 break;
                             }
                             None => break,

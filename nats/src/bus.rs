@@ -1,5 +1,6 @@
 //! A connection to NATS scoped to one mesh prefix.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ pub struct Bus {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: async_nats::jetstream::Context,
     pub(crate) prefix: Prefix,
+    /// How many times the connection was lost since it was made (an event watch ends when
+    /// this moves: what was published while the connection was down never reaches it).
+    pub(crate) disconnects: Arc<AtomicU64>,
 }
 
 impl Bus {
@@ -90,14 +94,16 @@ impl Bus {
                 ),
             })?;
         let log = Arc::new(Mutex::new(ConnectionLog::default()));
+        let disconnects = Arc::new(AtomicU64::new(0));
+        let counted = disconnects.clone();
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(connect_timeout)
             .max_reconnects(None)
             .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
-                let log = log.clone();
-                async move { note_event(&log, &event) }
+                let (log, counted) = (log.clone(), counted.clone());
+                async move { note_event(&log, &counted, &event) }
             });
         let options = credentials
             .apply(options)
@@ -127,6 +133,7 @@ impl Bus {
             client,
             jetstream,
             prefix,
+            disconnects,
         })
     }
 
@@ -137,6 +144,12 @@ impl Bus {
     /// True while the connection to the server is up.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// How many times the connection was lost since it was made (counted as the client reports
+    /// it, a moment after it happened).
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects.load(Ordering::Acquire)
     }
 
     /// The largest message the server takes, in bytes, as it reported when we connected.
@@ -211,10 +224,13 @@ impl Bus {
     }
 }
 
-/// Counts a connection event and logs it as `log` says (an outage's reconnect attempts are not
-/// a line each).
-fn note_event(log: &Mutex<ConnectionLog>, event: &async_nats::Event) {
+/// Counts a connection event (and in `disconnects` a lost connection) and logs it as `log`
+/// says (an outage's reconnect attempts are not a line each).
+fn note_event(log: &Mutex<ConnectionLog>, disconnects: &AtomicU64, event: &async_nats::Event) {
     use async_nats::Event;
+    if matches!(event, Event::Disconnected) {
+        disconnects.fetch_add(1, Ordering::AcqRel);
+    }
     let (label, kind) = match event {
         Event::Connected => ("connected", EventKind::Connected),
         Event::Disconnected => ("disconnected", EventKind::Failure),

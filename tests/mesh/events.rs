@@ -2,13 +2,13 @@
 //! the affected users' sockets, redelivery without a second effect, dead letters, and fresh
 //! reads across instances.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mesh_contracts::Service;
 use mesh_contracts::events::{EVENT_VERSION, EventEnvelope, SocialEvent};
 use mesh_contracts::nats_permissions::NatsRole;
 use mesh_contracts::social::GroupRole;
+use mesh_contracts::{Prefix, Service};
 use mesh_nats::{Bus, OutgoingEvent};
 use nats_mesh::Role;
 use reqwest::StatusCode;
@@ -16,7 +16,8 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::harness::{TestMesh, Tokens, wait_until};
+use crate::faults::PrivateNats;
+use crate::harness::{TestMesh, Tokens, poll_until, wait_until};
 use crate::social_friends::{befriend, delete_as, ok, patch_as, send_request};
 use crate::social_groups::{create_group, invite, kick};
 use crate::ws::Ws;
@@ -463,4 +464,132 @@ async fn an_aggregates_events_are_relayed_in_commit_order() {
     );
     assert_eq!(scalar(&mesh, &member).await, 0, "the kicked user stays out");
     mesh.stop().await;
+}
+
+/// A watch of events is a plain subscription, which the client renews by itself after a
+/// reconnection without what was published meanwhile. So the watch ends once its connection
+/// was lost, even with nothing to deliver (its owner then starts its caches over), and a
+/// watch opened afterwards delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_watch_ends_once_its_connection_was_lost() {
+    let mut nats = PrivateNats::start().await;
+    let prefix = Prefix::parse(&format!("w{}", &Uuid::new_v4().simple().to_string()[..12]))
+        .expect("a prefix");
+    let watcher = Bus::connect(&nats.url(), prefix.clone(), "watch", Duration::from_secs(5))
+        .await
+        .expect("connect");
+    let publisher = async_nats::connect(nats.url()).await.expect("connect");
+    let subject = prefix.event(Service::User, "role_defined");
+    let in_time = Duration::from_secs(10);
+
+    let mut watch = watcher.event_watch(&[Service::User]).await.expect("open");
+    // Another service's events are not watched; the user's are.
+    let other = prefix.event(Service::Social, "group_created");
+    publisher.publish(other, "other".into()).await.unwrap();
+    publisher
+        .publish(subject.clone(), "before".into())
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(in_time, watch.next())
+        .await
+        .expect("delivered in time")
+        .expect("open")
+        .expect("an event");
+    assert_eq!(event.subject, subject);
+    assert_eq!(&event.payload[..], b"before");
+
+    nats.kill().await;
+    nats.run().await;
+    wait_until("the watcher connected again", || async {
+        watcher.is_connected()
+    })
+    .await;
+    // Nothing was published since, and the subscription is back: the watch ends all the same.
+    let ended = tokio::time::timeout(in_time, watch.next())
+        .await
+        .expect("the watch ends in time");
+    assert!(matches!(ended, Some(Err(_))), "{ended:?}");
+    assert!(watcher.disconnects() > 0);
+
+    let mut again = watcher.event_watch(&[Service::User]).await.expect("open");
+    // A client of its own: the first one may have written into the killed server's socket.
+    let publisher = async_nats::connect(nats.url()).await.expect("connect");
+    publisher
+        .publish(subject.clone(), "after".into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let event = tokio::time::timeout(in_time, again.next())
+        .await
+        .expect("delivered in time")
+        .expect("open")
+        .expect("an event");
+    assert_eq!(&event.payload[..], b"after");
+    watcher.drain().await;
+}
+
+/// The social worker's caches do not outlive a NATS outage: its watch of the social events
+/// comes back with the connection without what was published meanwhile, so the watch ends and
+/// the caches start over. The change is written straight to Postgres (no event at all), so
+/// only starting over can make the worker see it before the entry expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn social_caches_start_over_after_a_nats_outage() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let mesh = TestMesh::spawn_with(|s| s.nats_url = url.clone()).await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let group = create_group(c, &ann, "open", 10).await;
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    let rename = |name: String| {
+        let (db, group) = (db.clone(), group.clone());
+        async move {
+            sqlx::query("UPDATE social.groups SET name = $2 WHERE id = $1::uuid")
+                .bind(group)
+                .bind(name)
+                .execute(&db)
+                .await
+                .expect("rename");
+        }
+    };
+    // The group's name as served, or `None` while the mesh cannot answer.
+    let name = || async {
+        let (status, body) = c.get_as(&format!("/v1/groups/{group}"), &ann.access).await;
+        (status == StatusCode::OK).then(|| body["name"].as_str().unwrap().to_owned())
+    };
+
+    // A profile read fills the cache, and a rename behind its back is not seen. (Tried again
+    // should the watch's first open have cleared the cache in between.)
+    let mut renames = 0;
+    let (before, filled) = loop {
+        renames += 1;
+        assert!(renames <= 10, "the profile is never served from the cache");
+        let (before, filled) = (name().await.expect("served"), Instant::now());
+        rename(format!("renamed {renames}")).await;
+        if name().await.expect("served") == before {
+            break (before, filled);
+        }
+    };
+
+    nats.kill().await;
+    nats.run().await;
+    let seen = poll_until(
+        "the renamed group after NATS came back",
+        Duration::from_secs(20),
+        || async { name().await.filter(|now| *now != before) },
+    )
+    .await;
+    assert_eq!(seen, format!("renamed {renames}"));
+    // Sooner than the entry would have expired by itself.
+    let ttl = mesh_social::SocialConfig::new(Duration::from_secs(1)).cache_ttl;
+    assert!(
+        filled.elapsed() < ttl,
+        "seen after {:?}, not before the cache lifetime {ttl:?}",
+        filled.elapsed()
+    );
+    db.close().await;
+    mesh.stop().await;
+    drop(nats);
 }

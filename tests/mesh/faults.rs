@@ -403,102 +403,6 @@ async fn failures_counted_after_a_nats_restart_still_lock_the_account() {
     drop(nats);
 }
 
-/// The social worker's caches do not outlive a break in its invalidation feed: a feed that
-/// reopens delivers only new events, so whatever changed while it was closed would stay stale
-/// until the entries expire. The break here is the feed's consumer vanishing (as it does when
-/// NATS restarts without it, or drops it after a long disconnection); the change is written
-/// straight to Postgres (no event at all), so only starting over can make the worker see it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn social_caches_start_over_when_the_invalidation_feed_reopens() {
-    use mesh_contracts::{Service, Stream};
-
-    let nats = PrivateNats::start().await;
-    let url = nats.url();
-    let mesh = TestMesh::spawn_with(|s| s.nats_url = url.clone()).await;
-    let c = &mesh.client;
-    let (_, ann) = c.user("ann").await;
-    let group = crate::social_groups::create_group(c, &ann, "open", 10).await;
-    let db = sqlx::PgPool::connect(mesh.database_url())
-        .await
-        .expect("connect to the test database");
-    let rename = |name: String| {
-        let (db, group) = (db.clone(), group.clone());
-        async move {
-            sqlx::query("UPDATE social.groups SET name = $2 WHERE id = $1::uuid")
-                .bind(group)
-                .bind(name)
-                .execute(&db)
-                .await
-                .expect("rename");
-        }
-    };
-    let name = || async {
-        let (status, body) = c.get_as(&format!("/v1/groups/{group}"), &ann.access).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["name"].as_str().unwrap().to_owned()
-    };
-
-    // The social worker's feed is the one ephemeral consumer of the social events alone (the
-    // chat worker's projection of them is durable).
-    let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.expect("NATS"));
-    let stream_name = mesh.settings.prefix.stream(Stream::Events);
-    let filter = mesh.settings.prefix.service_events(Service::Social);
-    let feed = || async {
-        let (stream, names) =
-            crate::harness::stream_and_consumers(&jetstream, &stream_name).await?;
-        for consumer in names {
-            let config = stream.consumer_info(&consumer).await.ok()?.config.clone();
-            let social_only =
-                config.filter_subject == filter || config.filter_subjects == [filter.clone()];
-            if social_only && config.durable_name.is_none() {
-                return Some(consumer);
-            }
-        }
-        None
-    };
-    let consumer = poll_until("the invalidation feed", Duration::from_secs(10), feed).await;
-
-    // A profile read fills the cache, and a rename behind its back is not seen. (Tried again
-    // should the feed's first open have cleared the cache in between.)
-    let mut renames = 0;
-    let (before, filled) = loop {
-        renames += 1;
-        assert!(renames <= 10, "the profile is never served from the cache");
-        let (before, filled) = (name().await, Instant::now());
-        rename(format!("renamed {renames}")).await;
-        if name().await == before {
-            break (before, filled);
-        }
-    };
-
-    let stream = jetstream.get_stream(&stream_name).await.expect("events");
-    stream
-        .delete_consumer(&consumer)
-        .await
-        .expect("delete the feed's consumer");
-    poll_until("the feed open again", Duration::from_secs(10), || async {
-        feed().await.filter(|again| *again != consumer)
-    })
-    .await;
-    let seen = poll_until(
-        "the renamed group after the feed reopened",
-        Duration::from_secs(10),
-        || async { Some(name().await).filter(|now| *now != before) },
-    )
-    .await;
-    assert_eq!(seen, format!("renamed {renames}"));
-    // Sooner than the entry would have expired by itself.
-    let ttl = mesh_social::SocialConfig::new(Duration::from_secs(1)).cache_ttl;
-    assert!(
-        filled.elapsed() < ttl,
-        "seen after {:?}, not before the cache lifetime {ttl:?}",
-        filled.elapsed()
-    );
-    db.close().await;
-    mesh.stop().await;
-    drop(nats);
-}
-
 /// A service instance told to stop still answers the requests NATS already handed to it:
 /// dropped, each would leave its caller waiting out the RPC deadline (5 s), on every rolling
 /// restart. The stand-in user service runs one request at a time, so while the first waits
@@ -544,15 +448,17 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
     let markers = &tokio::sync::Mutex::new(markers);
     let subject = mesh.settings.prefix.rpc(Health::SERVICE, Health::OP);
     let caller = async_nats::connect(&url).await.expect("connect to NATS");
+    // Services answer only into the mesh's inboxes (`_INBOX.<prefix>.`).
+    let inbox = format!("_INBOX.{}.caller.", mesh.settings.prefix.as_str());
     let mut replies = caller
-        .subscribe("replies.>")
+        .subscribe(format!("{inbox}>"))
         .await
         .expect("subscribe to the replies");
     let ask = |n: usize| {
-        let (caller, subject) = (caller.clone(), subject.clone());
+        let (caller, subject, inbox) = (caller.clone(), subject.clone(), inbox.clone());
         async move {
             caller
-                .publish_with_reply(subject, format!("replies.{n}"), "{}".into())
+                .publish_with_reply(subject, format!("{inbox}{n}"), "{}".into())
                 .await
                 .expect("publish a request");
             caller.flush().await.expect("flush");
@@ -606,7 +512,7 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
                 "requests handed to the stopping service went unanswered: only {answered:?} of 1..={QUEUED}"
             );
         };
-        let n: usize = reply.subject.as_str()["replies.".len()..]
+        let n: usize = reply.subject.as_str()[inbox.len()..]
             .parse()
             .expect("a number");
         assert!(

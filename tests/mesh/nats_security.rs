@@ -357,3 +357,93 @@ async fn a_services_answer_cannot_be_aimed_at_the_jetstream_api() {
     migrate.drain().await;
     mesh.stop().await;
 }
+
+/// Only the chat worker reads, acks, changes or deletes the consumers of the events stream.
+/// Edges and social instances watch the events they drop cached entries for with a plain
+/// subscription, so their logins are refused every operation on chat's projection: pulled,
+/// acked or deleted with them, it would miss blocks and unfriendings, and a blocked user would
+/// keep messaging. The projection still applies a block, and an edge still drops a changed
+/// grant from its cache at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_chat_reads_acks_or_deletes_the_event_consumers() {
+    let nats = SecureNats::start().await;
+    let mesh = nats.mesh().await;
+    let c = &mesh.client;
+    let p = &nats.prefix;
+    let events = p.stream(Stream::Events);
+    let projection = mesh_contracts::Consumer::ChatProjection.name();
+    let (migrate, _) = client_as(&nats, NatsRole::Migrate).await;
+    let jetstream = async_nats::jetstream::new(migrate);
+    let created = || async {
+        let stream = jetstream.get_stream(&events).await.ok()?;
+        let info = stream.consumer_info(&projection).await.ok()?;
+        Some(info.created)
+    };
+    let before = crate::harness::poll_until(
+        "chat's projection consumer",
+        Duration::from_secs(20),
+        created,
+    )
+    .await;
+
+    let ack = format!("$JS.ACK.{events}.{projection}.1.1.1.1700000000000000000.0");
+    for role in [NatsRole::Edge, NatsRole::Social] {
+        let (client, mut errors) = client_as(&nats, role).await;
+        for api in ["MSG.NEXT", "DELETE", "INFO", "CREATE", "DURABLE.CREATE"] {
+            let subject = format!("$JS.API.CONSUMER.{api}.{events}.{projection}");
+            client
+                .publish_with_reply(subject.clone(), client.new_inbox(), "{}".into())
+                .await
+                .unwrap();
+            refused(&mut errors, &subject).await;
+        }
+        client.publish(ack.clone(), "+ACK".into()).await.unwrap();
+        refused(&mut errors, &ack).await;
+    }
+    // The same consumer, neither deleted nor created again.
+    assert_eq!(created().await, Some(before));
+
+    // It still applies what social publishes: a block reaches chat.
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let (status, body) = c
+        .post_as(
+            &format!("/v1/blocks/{}", ann.user_id),
+            &bob.access,
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    let db = sqlx::PgPool::connect(mesh.database_url())
+        .await
+        .expect("connect to the test database");
+    wait_until("the block is projected", || async {
+        let blocks: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM chat.blocks WHERE blocker_id = $1::uuid AND blocked_id = $2::uuid",
+        )
+        .bind(&bob.user_id)
+        .bind(&ann.user_id)
+        .fetch_one(&db)
+        .await
+        .expect("query");
+        blocks == 1
+    })
+    .await;
+    db.close().await;
+
+    // The edge watches the user events on its own login: a direct grant counts at once.
+    let root = crate::rbac::root(c).await;
+    let audit = || c.get_as("/v1/admin/audit", &ann.access);
+    assert_eq!(audit().await.0, StatusCode::FORBIDDEN);
+    let grant = format!("/v1/admin/users/{}/permissions/audit:read", ann.user_id);
+    let (status, body) = c
+        .send(reqwest::Method::PUT, &grant, Some(&root.access), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until("the direct grant counts at the edge", || async {
+        audit().await.0 == StatusCode::OK
+    })
+    .await;
+    mesh.stop().await;
+}

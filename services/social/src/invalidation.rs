@@ -1,9 +1,11 @@
 //! Keeps this instance's caches honest about writes made on other instances: every social
 //! event (relayed by the outbox role) invalidates the friend sets, group profiles and member
 //! lists it touches.
-//! Each instance reads its own feed of new events. The feed starts at the newest event, so
-//! whatever happened while it was closed is never delivered: each time it opens, the caches
-//! start over.
+//! Each instance watches the social events as they are published (`Bus::event_watch`, a plain
+//! subscription: no JetStream consumer, so this role has no rights on the `EVENTS` stream).
+//! Whatever is published while the watch is closed, or while the NATS connection is down, is
+//! never delivered: the watch ends when the connection was lost, and each time one opens the
+//! caches start over.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handlers::State;
 
-/// Follows new social events until `stop`, reopening the feed when it breaks.
+/// Follows new social events until `stop`, reopening the watch when it ends.
 pub async fn run(state: State, stop: CancellationToken) {
     let mut outage = Outage::default();
     loop {
@@ -27,7 +29,7 @@ pub async fn run(state: State, stop: CancellationToken) {
             return;
         };
         match opened {
-            Ok(mut feed) => {
+            Ok(mut watch) => {
                 outage_over!(outage, "invalidation feed open again");
                 // Every open, the first too: requests are served (and fill the caches) before
                 // the feed first opens, and events of that time are not delivered either.
@@ -35,7 +37,7 @@ pub async fn run(state: State, stop: CancellationToken) {
                 loop {
                     let next = tokio::select! {
                         _ = stop.cancelled() => return,
-                        next = feed.next() => next,
+                        next = watch.next() => next,
                     };
                     match next {
                         Some(Ok(delivery)) => {
@@ -44,7 +46,7 @@ pub async fn run(state: State, stop: CancellationToken) {
                             }
                         }
                         Some(Err(err)) => {
-                            outage_failed!(outage, error = %err, "invalidation feed failed");
+                            outage_failed!(outage, error = %err, "invalidation feed ended");
                             break;
                         }
                         None => break,
