@@ -1,6 +1,7 @@
-//! The audit record of every mutating HTTP request (POST, PUT, PATCH, DELETE), built by the
-//! middleware once the response is ready and published without waiting, so the audit log never
-//! slows or fails a request.
+//! The audit record of every mutating HTTP request (POST, PUT, PATCH, DELETE) an operation
+//! serves, built by the middleware once the response is ready and published without waiting, so
+//! the audit log never slows or fails a request. A request no operation serves, or one a limit
+//! refused, leaves none: such records would cost the mesh storage at no cost to the client.
 //!
 //! A record says who (the caller the route authenticated), what (the operation id and its route
 //! template), on which resource (the path parameters), how it ended (status and problem code),

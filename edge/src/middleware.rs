@@ -1,7 +1,7 @@
 //! Around every request: a request id, the client's address, a tracing span and access-log
 //! line (`request_trace`), the body-size limit, idempotency keys, problem+json for anything
 //! that failed, the HTTP metrics (401s without a token count as `missing_token` auth
-//! failures), and the audit record of mutating requests.
+//! failures), and the audit record of mutating requests an operation serves.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
