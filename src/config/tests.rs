@@ -55,7 +55,17 @@ fn audit_records_are_kept_90_days_and_at_least_an_hour() {
 
 #[test]
 fn what_clients_make_the_mesh_keep_is_capped_at_a_gib_and_at_least_a_mib() {
-    let settings = Settings::parse(&raw(), &[], false).unwrap();
+    // The default as declared (the environment of a test run may set the variable).
+    use clap::CommandFactory;
+    let declared = Cli::command()
+        .get_arguments()
+        .find(|arg| arg.get_id() == "nats_kept_max_bytes")
+        .and_then(|arg| arg.get_default_values().first().cloned())
+        .expect("a default");
+    assert_eq!(declared.to_str(), Some("1073741824"));
+    let mut given = raw();
+    given.nats_kept_max_bytes = "1073741824".into();
+    let settings = Settings::parse(&given, &[], false).unwrap();
     assert_eq!(settings.nats_kept_max_bytes, 1 << 30);
     let mut small = raw();
     small.nats_kept_max_bytes = "1000".into();
