@@ -953,32 +953,37 @@ async fn a_client_cannot_pick_its_address_with_a_header_the_proxies_do_not_write
             s.guard.forwarded_header = header;
         }
     };
-    let mesh = TestMesh::spawn_with(behind_proxy(mesh_edge::ForwardedHeader::XForwardedFor)).await;
-    for n in 0..2 {
-        let forged = [("forwarded", format!("for=203.0.113.{n}"))];
-        let guess = login_through_proxy(&mesh, &forged).await;
+    use mesh_edge::ForwardedHeader::{Forwarded, XForwardedFor};
+    // (what the proxies write, a client's own header with its spelling of an address, the
+    // header the proxies wrote naming the client)
+    type Spell = fn(&str) -> String;
+    let cases: [(_, &str, Spell, (&str, &str)); 2] = [
+        (
+            XForwardedFor,
+            "forwarded",
+            |ip| format!("for={ip}"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ),
+        (
+            Forwarded,
+            "x-forwarded-for",
+            |ip| ip.to_owned(),
+            ("forwarded", "for=198.51.100.7;proto=https"),
+        ),
+    ];
+    for (written, forged_header, spell, (named_header, named)) in cases {
+        let mesh = TestMesh::spawn_with(behind_proxy(written)).await;
+        for n in 0..2 {
+            let forged = [(forged_header, spell(&format!("203.0.113.{n}")))];
+            let guess = login_through_proxy(&mesh, &forged).await;
+            assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
+        }
+        let forged = [(forged_header, spell("203.0.113.99"))];
+        let refused = login_through_proxy(&mesh, &forged).await;
+        assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        // The header the proxies write still names the client.
+        let guess = login_through_proxy(&mesh, &[(named_header, named.to_owned())]).await;
         assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
+        mesh.stop().await;
     }
-    let forged = [("forwarded", "for=203.0.113.99".to_owned())];
-    let refused = login_through_proxy(&mesh, &forged).await;
-    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    // The header the proxy writes still names the client.
-    let named = [("x-forwarded-for", "198.51.100.7".to_owned())];
-    let guess = login_through_proxy(&mesh, &named).await;
-    assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    mesh.stop().await;
-
-    let mesh = TestMesh::spawn_with(behind_proxy(mesh_edge::ForwardedHeader::Forwarded)).await;
-    for n in 0..2 {
-        let forged = [("x-forwarded-for", format!("203.0.113.{n}"))];
-        let guess = login_through_proxy(&mesh, &forged).await;
-        assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    }
-    let forged = [("x-forwarded-for", "203.0.113.99".to_owned())];
-    let refused = login_through_proxy(&mesh, &forged).await;
-    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    let named = [("forwarded", "for=198.51.100.7;proto=https".to_owned())];
-    let guess = login_through_proxy(&mesh, &named).await;
-    assert_problem(&guess, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    mesh.stop().await;
 }

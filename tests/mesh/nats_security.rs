@@ -341,19 +341,34 @@ async fn a_services_answer_cannot_be_aimed_at_the_jetstream_api() {
             .unwrap();
     }
     edge.flush().await.unwrap();
-    let migrate = mesh.bus_as(NatsRole::Migrate, "check").await;
-    // The services answer at once; give them more than enough time to have done harm.
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        migrate
-            .require_topology(
-                &[Stream::ChatIn, Stream::Events, Stream::Audit],
-                &[Bucket::Revoked],
-                nats_mesh::roles::topology_settings(&mesh.settings).needs(),
-            )
-            .await
-            .expect("streams and buckets intact");
+    // Each service saw every one of them and answered none (a foreign reply subject).
+    for subject in [login.clone(), p.rpc(Service::Chat, "history")] {
+        let labels = [
+            format!("subject=\"{subject}\""),
+            "outcome=\"foreign_reply\"".into(),
+        ];
+        wait_until(
+            &format!("{subject} refuses the foreign replies"),
+            || async {
+                let text = mesh.metrics_text().await;
+                text.lines()
+                    .filter(|line| line.starts_with("mesh_rpc_server_requests_total{"))
+                    .find(|line| labels.iter().all(|label| line.contains(label.as_str())))
+                    .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    == Some(targets.len() as f64)
+            },
+        )
+        .await;
     }
+    let migrate = mesh.bus_as(NatsRole::Migrate, "check").await;
+    migrate
+        .require_topology(
+            &[Stream::ChatIn, Stream::Events, Stream::Audit],
+            &[Bucket::Revoked],
+            nats_mesh::roles::topology_settings(&mesh.settings).needs(),
+        )
+        .await
+        .expect("streams and buckets intact");
     migrate.drain().await;
     mesh.stop().await;
 }

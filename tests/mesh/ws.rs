@@ -301,9 +301,7 @@ async fn spellings_of_one_group_id_share_one_typing_allowance() {
     assert!(refused.is_empty(), "{refused:?}");
 
     // The next interval allows the next indicator, whatever the spelling.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    ann_ws.send(typing(&spellings[1])).await;
-    let next = bob_ws.expect_type("typing").await;
+    let next = next_indicator(&mut ann_ws, &mut bob_ws, &spellings[1]).await;
     assert_eq!(next["conversation_id"], canonical.as_str());
 
     // What is no conversation at all is refused, as the chat service refuses it.
@@ -332,10 +330,27 @@ async fn a_users_sockets_share_one_typing_allowance() {
     assert!(extra.is_empty(), "two sockets, two indicators: {extra:?}");
 
     // After the interval either socket may send the next one.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    laptop.send(typing(&conversation)).await;
-    bob_ws.expect_type("typing").await;
+    next_indicator(&mut laptop, &mut bob_ws, &conversation).await;
     mesh.stop().await;
+}
+
+/// Keeps `sender` typing in `conversation` until `watcher` gets an indicator (once the
+/// allowance's interval is over); that indicator.
+async fn next_indicator(sender: &mut Ws, watcher: &mut Ws, conversation: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        sender.send(typing(conversation)).await;
+        let seen = watcher
+            .frames_within("typing", Duration::from_millis(250))
+            .await;
+        if let Some(indicator) = seen.into_iter().next() {
+            return indicator;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no indicator in a new interval"
+        );
+    }
 }
 
 /// Sends a ping on `ws` and answers the frame it got back (`pong` or `error`).

@@ -358,7 +358,13 @@ mod tests {
     /// read) is answered to whoever asked before it, but neither kept nor served to a lookup
     /// that began after the invalidation: that one reads again. Once with `invalidate` (a
     /// local write or an event), once with `clear` (the feed reopening).
-    #[tokio::test]
+    /// Lets every other task run until it waits: the clock is paused, so a sleep ends only
+    /// once nothing else can make progress (the spawned lookup then waits on the shared read).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_read_overtaken_by_an_invalidation_is_not_kept() {
         for by_clear in [false, true] {
             let cache = guarded();
@@ -399,7 +405,7 @@ mod tests {
                     (value, reads.load(Ordering::SeqCst))
                 })
             };
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            settle().await;
             finish.send(()).unwrap();
             assert_eq!(
                 slow.await.unwrap(),
@@ -424,7 +430,7 @@ mod tests {
 
     /// The same for a row that did not exist when a shared read looked (a group created
     /// meanwhile): a lookup that began after the invalidation does not take that absence.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_absence_read_before_an_invalidation_is_read_again() {
         let cache = guarded();
         let key = Uuid::now_v7();
@@ -442,7 +448,7 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
         cache.invalidate(key).await;
         let joined = {
             let cache = cache.clone();
@@ -451,7 +457,7 @@ mod tests {
                 cache.get_or_load(key, || read(&reads, 5)).await
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
         finish.send(()).unwrap();
         assert_eq!(slow.await.unwrap(), Ok(None));
         assert_eq!(joined.await.unwrap(), Ok(Some(5)));
