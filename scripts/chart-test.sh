@@ -2,19 +2,26 @@
 # chart-test.sh: verifies the Helm chart helm/nats-mesh offline, with a real helm v4.
 #   1. `helm lint --strict`, `helm template` and a client-side dry-run install (NOTES.txt) for
 #      each value set in helm/nats-mesh/ci/
-#      (all-in-one; per-role scaled with HPAs; ServiceMonitor + PrometheusRule), and that the
-#      chart refuses to render without a database URL and a JWT key pair;
+#      (all-in-one; per-role scaled with HPAs and egress restricted; ServiceMonitor +
+#      PrometheusRule), and that the chart refuses to render without a database URL and a JWT
+#      key pair, and refuses PodDisruptionBudgets that keep every pod (by count, against the
+#      HPA's minReplicas, by percentage) while rendering those that leave one to evict;
 #   2. chart_checks.py: non-root, read-only root filesystem, probes, resources, HPA/PDB targets,
-#      PrometheusRule == observability/alerts, ServiceMonitor ports; then the deployment safety
-#      checks below: the Ingress routes the edge's public paths only (never /metrics, /healthz,
-#      /readyz); it needs edge.trustedProxies, which reach the edge; the edge's readiness does
-#      not ask the worker roles; PDBs let drains evict unready pods; the hash pool fits the
-#      memory limit; each pod gets only its role's database URLs, all by secretKeyRef; secrets
-#      and chart-owned settings are refused in plain env;
-#   3. `kubernetes-validate --strict` on every rendered manifest (the CRD kinds ServiceMonitor
-#      and PrometheusRule have no bundled schema and are left out; step 2 checks them);
+#      PDBs that leave a pod to evict, one NetworkPolicy per workload admitting exactly its
+#      declared ports, PrometheusRule == observability/alerts, ServiceMonitor ports; then the
+#      deployment safety checks below: the Ingress routes the edge's public paths only (never
+#      /metrics, /healthz, /readyz); it needs edge.trustedProxies, which reach the edge; the
+#      edge's readiness does not ask the worker roles; PDBs let drains evict unready pods; the
+#      hash pool fits the memory limit; each pod gets only its role's database URLs, all by
+#      secretKeyRef; secrets and chart-owned settings are refused in plain env; then the
+#      NetworkPolicies of the defaults, of peers, ports and egress set, and of
+#      networkPolicy.enabled=false against what those values ask for;
+#   3. `kubernetes-validate --strict` on every rendered manifest, the NetworkPolicy renders
+#      included (the CRD kinds ServiceMonitor and PrometheusRule have no bundled schema and are
+#      left out; step 2 checks them);
 #   4. chart_wiring.py for mode "all" and mode "roles": the rendered containers run as local
-#      processes against the test NATS and Postgres (probes, migration hook, a chat message).
+#      processes against the test NATS and Postgres (probes, migration hook, a chat message;
+#      each pod's NetworkPolicy admits the port its probes answer on).
 # Needs MESH_NATS_URL and MESH_DATABASE_URL (scripts/services.sh up); starts them when unset.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -106,6 +113,47 @@ quiet_helm template x "$CHART" "${base[@]}" --set mode=roles --set roles.chat.re
 refuses "MESH_DB_MAX_CONNECTIONS in a role's env" 'databaseConnections' \
   --set roles.chat.env.MESH_DB_MAX_CONNECTIONS=50
 echo "chart: refuses Ingress without trusted proxies, secrets in plain env, chart-owned settings in env, a too small hash pool limit, more Postgres connections than the budget" >&2
+
+# A PodDisruptionBudget that keeps every pod (replicas, or the HPA's minReplicas) lets no node
+# drain evict one: refused, naming the values; one that leaves a pod free renders.
+refuses "a PDB keeping both edge pods" 'roles.edge.pdb.minAvailable (2) must stay below roles.edge.replicas (2)' \
+  --set mode=roles --set roles.edge.pdb.minAvailable=2
+refuses "a PDB keeping more pods than there are" 'roles.outbox.pdb.minAvailable (3) must stay below roles.outbox.replicas (2)' \
+  --set mode=roles --set roles.outbox.pdb.minAvailable=3
+refuses "a PDB on the single \`all\` pod" 'all.pdb.minAvailable (1) must stay below all.replicas (1)' \
+  --set all.pdb.enabled=true
+# 5 replicas, but the HPA may rest at 2: the budget counts minReplicas.
+refuses "a PDB keeping the HPA's minimum" 'roles.chat.pdb.minAvailable (2) must stay below roles.chat.autoscaling.minReplicas (2)' \
+  --set mode=roles --set roles.chat.replicas=5 --set roles.chat.pdb.minAvailable=2 \
+  --set roles.chat.autoscaling.enabled=true --set roles.chat.autoscaling.minReplicas=2 --set roles.chat.autoscaling.maxReplicas=3
+refuses "a PDB of 100%" 'roles.user.pdb.minAvailable (100%, i.e. 2 pods) must stay below roles.user.replicas (2)' \
+  --set mode=roles --set-string roles.user.pdb.minAvailable=100%
+refuses "a PDB of 50% of one pod (rounded up: the pod)" 'all.pdb.minAvailable (50%, i.e. 1 pod) must stay below all.replicas (1)' \
+  --set all.pdb.enabled=true --set-string all.pdb.minAvailable=50%
+refuses "a PDB minAvailable that is neither a number nor a percentage" 'must be a whole number of pods or a percentage' \
+  --set mode=roles --set-string roles.social.pdb.minAvailable=most --skip-schema-validation
+for allowed in "--set roles.edge.pdb.minAvailable=1" "--set-string roles.edge.pdb.minAvailable=50%" \
+               "--set roles.edge.replicas=3 --set roles.edge.pdb.minAvailable=2" \
+               "--set roles.edge.pdb.enabled=false --set roles.edge.pdb.minAvailable=2" \
+               "--set roles.edge.replicas=0"; do
+  # shellcheck disable=SC2086  # one word per flag and value
+  quiet_helm template x "$CHART" "${base[@]}" --set mode=roles $allowed >/dev/null ||
+    { echo "chart: FAIL: refused a PDB that leaves a pod to evict ($allowed)" >&2; exit 1; }
+done
+quiet_helm template x "$CHART" "${base[@]}" --set all.pdb.enabled=true --set all.replicas=2 \
+  --set all.databaseConnections=4 >/dev/null
+echo "chart: refuses PodDisruptionBudgets that keep every pod (replicas, HPA minReplicas, 100% or rounded-up percentages); allows the rest" >&2
+
+# NetworkPolicy values that would cut the release off from what it needs.
+refuses "a ServiceMonitor while the metrics ports admit this namespace only" 'needs networkPolicy.metrics.from' \
+  --set metrics.serviceMonitor.enabled=true
+quiet_helm template x "$CHART" "${base[@]}" --set metrics.serviceMonitor.enabled=true \
+  --set networkPolicy.enabled=false >/dev/null
+refuses "a trace endpoint behind restricted egress" 'networkPolicy.egress.otlp.enabled=true' \
+  --set networkPolicy.egress.enabled=true --set mode=roles --set roles.chat.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318
+refuses "an egress rule without ports" 'networkPolicy.egress.nats.ports is empty' \
+  --set networkPolicy.egress.enabled=true --set-json 'networkPolicy.egress.nats.ports=[]' --skip-schema-validation
+echo "chart: refuses a ServiceMonitor without metrics peers, a trace endpoint or a port-less rule behind restricted egress" >&2
 
 echo "== chart checks" >&2
 mkdir -p "$out/core"
@@ -256,6 +304,110 @@ if problems:
 print(f"chart: Ingress routes only the public {sorted(PUBLIC)} (+ console); edge readiness, PDBs, "
       "hash pool, per-role database URLs, Postgres connections within the budget checked", file=sys.stderr)
 PY
+
+echo "== NetworkPolicies" >&2
+# Renders with the defaults and with peers, ports and egress set, checked against what the
+# values ask for; chart_checks.py then checks each against its pods (one policy each, the
+# declared ports only) and kubernetes-validate below against the API's schema.
+mkdir -p "$out/netpol"
+ingress_peer='{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress-nginx"}}}'
+prometheus_peer='{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}'
+nats_peer='{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"nats"}}}'
+db_peer='{"ipBlock":{"cidr":"10.0.12.0/24"}}'
+otlp_peer='{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"observability"}}}'
+extra_rule='{"to":[{"ipBlock":{"cidr":"192.0.2.0/24"}}],"ports":[{"port":443,"protocol":"TCP"}]}'
+np_render() {  # np_render NAME HELM-ARGS...
+  local name="$1"; shift
+  quiet_helm template np "$CHART" --namespace chat "${base[@]}" "$@" >"$out/netpol/$name.yaml"
+}
+np_render default-all
+np_render default-roles --set mode=roles
+np_render peers --set mode=roles --set ports.http=8081 --set ports.metrics=9200 \
+  --set-json "networkPolicy.http.from=[$ingress_peer]" --set-json "networkPolicy.metrics.from=[$prometheus_peer]"
+np_render peers-all --set-json "networkPolicy.http.from=[$ingress_peer]"
+np_render egress --set mode=roles --set networkPolicy.egress.enabled=true \
+  --set-json "networkPolicy.egress.nats.to=[$nats_peer]" --set-json "networkPolicy.egress.postgres.to=[$db_peer]" \
+  --set networkPolicy.egress.otlp.enabled=true --set-json "networkPolicy.egress.otlp.to=[$otlp_peer]" \
+  --set-json "networkPolicy.egress.extra=[$extra_rule]"
+np_render egress-any-address --set networkPolicy.egress.enabled=true
+np_render off --set mode=roles --set networkPolicy.enabled=false
+np_render no-migration --set migration.enabled=false
+PEERS="{\"ingress\":$ingress_peer,\"prometheus\":$prometheus_peer,\"nats\":$nats_peer,\"db\":$db_peer,\"otlp\":$otlp_peer,\"extra\":$extra_rule}" \
+  "$PY" - "$out/netpol" <<'PY'
+import json, os, sys, yaml
+d = sys.argv[1]
+P = json.loads(os.environ["PEERS"])
+problems = []
+
+def render(name):
+    docs = [x for x in yaml.safe_load_all(open(f"{d}/{name}.yaml")) if x]
+    pols = {p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p
+            for p in docs if p["kind"] == "NetworkPolicy"}
+    pods = {w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: w
+            for w in docs if w["kind"] in ("Deployment", "Job")}
+    return pols, pods
+
+def expect(name, got, want):
+    if got != want:
+        problems.append(f"{name}: {json.dumps(got)}, expected {json.dumps(want)}")
+
+def tcp(*ports):
+    return [{"port": p, "protocol": "TCP"} for p in ports]
+
+NAMESPACE = [{"podSelector": {}}]
+DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+WORKERS = ("user", "social", "chat", "outbox")
+for name, components in (("default-all", ["all"]), ("default-roles", ["edge", *WORKERS]),
+                         ("peers", ["edge", *WORKERS]), ("peers-all", ["all"]),
+                         ("egress", ["edge", *WORKERS]), ("egress-any-address", ["all"]),
+                         ("no-migration", ["all"])):
+    pols, pods = render(name)
+    migrate = [] if name == "no-migration" else ["migrate"]
+    expect(f"{name}: policies", sorted(pols), sorted(components + migrate))
+    for c, pol in pols.items():
+        where = f"{name} NetworkPolicy/{pol['metadata']['name']}"
+        spec = pol["spec"]
+        # The policy selects exactly its workload's pods: the Deployment's own selector (the
+        # Job's pod labels), as mesh.selectorLabels writes it.
+        w = pods.get(c)
+        sel = (w["spec"]["selector"]["matchLabels"] if w and w["kind"] == "Deployment"
+               else w and w["spec"]["template"]["metadata"]["labels"])
+        expect(f"{where} podSelector", spec["podSelector"], {"matchLabels": sel})
+        egress = name.startswith("egress")
+        expect(f"{where} policyTypes", spec["policyTypes"], ["Ingress", "Egress"] if egress else ["Ingress"])
+        http, metrics = (8081, 9200) if name == "peers" else (8080, 9100)
+        scrapers = [P["prometheus"]] if name == "peers" else NAMESPACE
+        if c == "migrate":
+            want = []
+        elif c in ("edge", "all"):
+            rule = {"ports": tcp(http)}
+            if name.startswith("peers"):
+                rule["from"] = [P["ingress"]] + scrapers
+            want = [rule]
+        else:
+            want = [{"ports": tcp(metrics), "from": scrapers}]
+        expect(f"{where} ingress", spec["ingress"], want)
+        if name == "egress":
+            want = [DNS, {"ports": tcp(4222), "to": [P["nats"]]}]
+            if c != "edge":
+                want.append({"ports": tcp(5432), "to": [P["db"]]})
+            want += [{"ports": tcp(4318), "to": [P["otlp"]]}, P["extra"]]
+            expect(f"{where} egress", spec["egress"], want)
+        elif name == "egress-any-address":
+            expect(f"{where} egress", spec["egress"], [DNS, {"ports": tcp(4222)}, {"ports": tcp(5432)}])
+        else:
+            expect(f"{where} egress", spec.get("egress"), None)
+pols, pods = render("off")
+expect("off: policies", sorted(pols), [])
+expect("off: workloads", sorted(pods), ["chat", "edge", "migrate", "outbox", "social", "user"])
+if problems:
+    sys.exit("chart: FAIL:\n  " + "\n  ".join(problems))
+print("chart: NetworkPolicies select each component's pods and admit the edge's HTTP port (from anyone, "
+      "or the given peers), the metrics ports from the metrics peers, the Job nothing; egress DNS, "
+      "NATS, Postgres (not the edge), OTLP and extra rules; none with networkPolicy.enabled=false", file=sys.stderr)
+PY
+rm "$out/netpol/off.yaml"
+"$PY" scripts/chart_checks.py --alerts observability/alerts/mesh-alerts.yaml --out "$out/core" "$out"/netpol/*.yaml
 
 echo "== kubernetes-validate --strict" >&2
 "$VENV/bin/kubernetes-validate" --strict --quiet "$out"/core/*.yaml

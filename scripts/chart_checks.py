@@ -4,9 +4,12 @@
 Reads `helm template` output files and checks: every workload container runs as non-root with a
 read-only root filesystem, no privilege escalation and all capabilities dropped, has resources
 and (for Deployments) liveness and readiness probes on a port it declares; every Deployment has a
-terminationGracePeriodSeconds; HPAs and PDBs point at rendered Deployments; the PrometheusRule
-carries exactly the rules of observability/alerts; the ServiceMonitor scrapes ports the Services
-have. Writes the manifests kubernetes-validate can check (CRDs left out) to --out.
+terminationGracePeriodSeconds; HPAs and PDBs point at rendered Deployments; PDBs leave a pod to
+evict; every Deployment's and Job's pods are selected by exactly one NetworkPolicy, which admits
+only the ports its container declares (a Job none), each rule naming its ports, and the worker
+roles' metrics port only from named peers; the PrometheusRule carries exactly the rules of
+observability/alerts; the ServiceMonitor scrapes ports the Services have. Writes the manifests
+kubernetes-validate can check (CRDs left out) to --out.
 
 Usage: chart_checks.py --alerts FILE --out DIR RENDERED.yaml...
 """
@@ -41,6 +44,35 @@ def check_container(where, c, deployment):
                 need(p["httpGet"]["port"] in ports, f"{where}: {probe} port not declared")
 
 
+def pod_labels(workload):
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(policy, labels):
+    """Whether a NetworkPolicy's podSelector selects pods with these labels (matchLabels only:
+    the chart writes no matchExpressions)."""
+    sel = policy["spec"]["podSelector"]
+    return not sel.get("matchExpressions") and all(labels.get(k) == v for k, v in (sel.get("matchLabels") or {}).items())
+
+
+def check_policy(where, policy, workload):
+    """The one NetworkPolicy of a workload's pods admits exactly the ports its container
+    declares (the Job's: none), every rule naming its ports (a rule without ports admits all of
+    them), and a worker role's metrics port only from named peers."""
+    spec = policy["spec"]
+    need("Ingress" in spec.get("policyTypes", []), f"{where}: NetworkPolicy does not restrict ingress")
+    declared = {(p["containerPort"], p.get("protocol", "TCP"))
+                for c in workload["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []}
+    admitted = set()
+    component = pod_labels(workload).get("app.kubernetes.io/component")
+    for rule in spec.get("ingress") or []:
+        need(rule.get("ports"), f"{where}: an ingress rule without ports admits every port")
+        admitted |= {(p["port"], p.get("protocol", "TCP")) for p in rule.get("ports") or []}
+        if component not in ("edge", "all"):
+            need(rule.get("from"), f"{where}: {component}'s port admitted from anywhere")
+    need(admitted == declared, f"{where}: NetworkPolicy admits {sorted(admitted)}, the container declares {sorted(declared)}")
+
+
 def check_file(path, alerts, out_dir):
     with open(path) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -62,8 +94,26 @@ def check_file(path, alerts, out_dir):
             need(("Deployment", d["spec"]["scaleTargetRef"]["name"]) in names, f"{where}: no such Deployment")
         if kind == "PodDisruptionBudget":
             sel = d["spec"]["selector"]["matchLabels"]
-            need(any(x["kind"] == "Deployment" and x["spec"]["selector"]["matchLabels"] == sel for x in docs),
-                 f"{where}: selects no Deployment")
+            targets = [x for x in docs if x["kind"] == "Deployment" and x["spec"]["selector"]["matchLabels"] == sel]
+            need(targets, f"{where}: selects no Deployment")
+            # A budget that keeps every pod (at the HPA's minimum, where it rests) blocks drains.
+            most = {x["spec"]["scaleTargetRef"]["name"]: x["spec"].get("minReplicas", 1)
+                    for x in docs if x["kind"] == "HorizontalPodAutoscaler"}
+            for x in targets:
+                pods = most.get(x["metadata"]["name"], x["spec"].get("replicas", 1))
+                keep = str(d["spec"].get("minAvailable", 0))
+                keep = -(-int(keep[:-1]) * pods // 100) if keep.endswith("%") else int(keep)
+                need(pods == 0 or keep < pods, f"{where}: keeps {keep} of {pods} pods: no node drain can evict one")
+        if kind == "NetworkPolicy":
+            need((d["spec"]["podSelector"].get("matchLabels") or {}).get("app.kubernetes.io/component"),
+                 f"{where}: selects pods of every component")
+            need(any(x["kind"] in ("Deployment", "Job") and selects(d, pod_labels(x)) for x in docs),
+                 f"{where}: selects no rendered workload's pods")
+        if kind in ("Deployment", "Job"):
+            policies = [p for p in docs if p["kind"] == "NetworkPolicy" and selects(p, pod_labels(d))]
+            need(len(policies) == 1, f"{where}: its pods are selected by {len(policies)} NetworkPolicies, expected 1")
+            if len(policies) == 1:
+                check_policy(f"{where} NetworkPolicy/{policies[0]['metadata']['name']}", policies[0], d)
         if kind == "PrometheusRule":
             need(d["spec"] == alerts, f"{where}: rules differ from observability/alerts")
         if kind == "ServiceMonitor":

@@ -12,7 +12,8 @@ Checks: every MESH_* variable the chart sets is one `mesh --help` knows; no Secr
 sits in a ConfigMap or a plain env value; each pod gets only the database URLs its role reads
 (the edge none); a setting taken from a Secret (secretEnv) reaches every pod and the Job; the
 migration hook's command exits 0; every declared liveness/readiness probe answers 200 on the
-port it names; in mode roles the edge is ready while no other role runs (its readiness does not
+port it names, and the pod's NetworkPolicy admits that port and no other (the migration Job's
+none); in mode roles the edge is ready while no other role runs (its readiness does not
 cascade from the workers); a chat message sent through the rendered edge (two users, friends) is
 stored; behind a trusted proxy (edge.trustedProxies) a sign-in's session carries the client
 address from X-Forwarded-For; the pods hold no more Postgres connections than the chart's budget
@@ -180,6 +181,7 @@ class Container:
 
     def __init__(self, name, doc, by, args, scratch):
         self.name = name
+        self.labels = doc["spec"]["template"]["metadata"]["labels"]
         spec = pod_spec(doc)
         self.grace = spec.get("terminationGracePeriodSeconds", 30)
         (c,) = spec["containers"]
@@ -287,6 +289,19 @@ class Container:
             self.wait_exit(self.grace, "stop on SIGTERM")
 
 
+def check_policy_ports(docs, container, served):
+    """The one NetworkPolicy selecting this pod admits exactly the container ports `served`
+    (those its probes and /metrics answered on): it neither shuts out what the pod serves nor
+    opens another port."""
+    mine = [d for d in docs if d["kind"] == "NetworkPolicy" and all(
+        container.labels.get(k) == v for k, v in d["spec"]["podSelector"]["matchLabels"].items())]
+    if len(mine) != 1:
+        fail(f"{container.name}: selected by {len(mine)} NetworkPolicies, expected 1")
+    admitted = {p["port"] for rule in mine[0]["spec"].get("ingress") or [] for p in rule.get("ports") or []}
+    if admitted != served:
+        fail(f"{container.name}: its NetworkPolicy admits ports {sorted(admitted)}, it serves {sorted(served)}")
+
+
 def chat_through_edge(api, procs):
     """Two friends exchange a message through the edge; answers the receiver's access token."""
     alive = lambda: [p.alive() for p in procs]
@@ -384,7 +399,8 @@ def check(args, scratch):
     check_own_credentials(migrate, creds_text)
     check_database_urls(migrate)
     migrate.run_to_end()
-    print("chart wiring: migration hook ran")
+    check_policy_ports(docs, migrate, set())
+    print("chart wiring: migration hook ran; its NetworkPolicy admits nothing")
 
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     expected = 1 if args.mode == "all" else 5
@@ -419,6 +435,10 @@ def check(args, scratch):
             metrics_port = p.ports.get("metrics") or p.ports.get("http")
             if status_of(f"http://127.0.0.1:{metrics_port[1]}/metrics") != 200:
                 fail(f"{p.name} serves no /metrics")
+            served = {p.ports[p.spec[k]["httpGet"]["port"]][0] for k in ("livenessProbe", "readinessProbe")}
+            served.add(metrics_port[0])
+            check_policy_ports(docs, p, served)
+            print(f"chart wiring: {p.name}'s NetworkPolicy admits exactly the port it serves on {sorted(served)}")
         # The edge's own probe leaves the workers out, so a ready edge may still find them
         # starting: traffic waits for the full readiness (every service answering), as an
         # operator's smoke test would.

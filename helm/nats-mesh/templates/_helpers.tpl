@@ -279,7 +279,75 @@ MESH_PUBLIC_URL: publicUrl
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- include "mesh.checkDisruptionBudgets" . -}}
+{{- include "mesh.checkNetworkPolicy" . -}}
 {{- include "mesh.checkConnectionBudget" . -}}
+{{- end -}}
+
+{{/* Refuses a PodDisruptionBudget that keeps every pod of its Deployment: it allows no
+     eviction, so every node drain (kubectl drain, node pool upgrades) waits forever. The pods
+     counted are the HPA's minReplicas when autoscaling (where it rests when idle), else
+     replicas; a percentage keeps ceil(percentage x pods / 100) of them, as Kubernetes rounds
+     it. A Deployment scaled to 0 has nothing to evict and passes. */}}
+{{- define "mesh.checkDisruptionBudgets" -}}
+{{- range $component := include "mesh.components" . | fromJsonArray -}}
+{{- $c := include "mesh.componentValues" (dict "root" $ "component" $component) | fromYaml -}}
+{{- $path := ternary "all" (printf "roles.%s" $component) (eq $component "all") -}}
+{{- if and $c.pdb.enabled (ne (toString $c.pdb.minAvailable) "<nil>") -}}
+{{- $raw := toString $c.pdb.minAvailable -}}
+{{- $autoscaled := and $c.autoscaling $c.autoscaling.enabled -}}
+{{- $pods := int (ternary (default 1 $c.autoscaling.minReplicas) $c.replicas $autoscaled) -}}
+{{- $podsFrom := ternary (printf "%s.autoscaling.minReplicas" $path) (printf "%s.replicas" $path) $autoscaled -}}
+{{- $kept := 0 -}}
+{{- if regexMatch "^[0-9]+%$" $raw -}}
+{{- $kept = div (add (mul (int (trimSuffix "%" $raw)) $pods) 99) 100 -}}
+{{- else if regexMatch "^[0-9]+$" $raw -}}
+{{- $kept = int $raw -}}
+{{- else -}}
+{{- fail (printf "%s.pdb.minAvailable (%s) must be a whole number of pods or a percentage such as 50%%" $path $raw) -}}
+{{- end -}}
+{{- if and (gt $pods 0) (ge $kept $pods) -}}
+{{- $given := ternary (printf "%s, i.e. %d %s" $raw $kept (ternary "pod" "pods" (eq $kept 1))) $raw (hasSuffix "%" $raw) -}}
+{{- fail (printf "%s.pdb.minAvailable (%s) must stay below %s (%d): a PodDisruptionBudget that keeps every pod allows no eviction, so every node drain (kubectl drain, node upgrades) would wait forever. Lower %s.pdb.minAvailable, raise %s, or set %s.pdb.enabled=false" $path $given $podsFrom $pods $path $podsFrom $path) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Peers that may reach the port serving /metrics: networkPolicy.metrics.from, else every
+     pod of the release's namespace. Yields a JSON list of NetworkPolicyPeers. */}}
+{{- define "mesh.metricsPeers" -}}
+{{- default (list (dict "podSelector" (dict))) .Values.networkPolicy.metrics.from | toJson -}}
+{{- end -}}
+
+{{/* Refuses NetworkPolicy values that would cut the release off from what it needs. */}}
+{{- define "mesh.checkNetworkPolicy" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if $np.enabled -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not $np.metrics.from) -}}
+{{- fail `metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metrics.from: the peers Prometheus scrapes from (without them the policies admit the metrics ports from this namespace only, and a Prometheus elsewhere scrapes nothing), e.g. --set-json 'networkPolicy.metrics.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]', or [{"podSelector":{}}] when Prometheus runs in this namespace` -}}
+{{- end -}}
+{{- if $np.egress.enabled -}}
+{{- range $name := list "nats" "postgres" "otlp" -}}
+{{- $peer := get $np.egress $name -}}
+{{- if and (or (ne $name "otlp") $peer.enabled) (not $peer.ports) -}}
+{{- fail (printf "networkPolicy.egress.%s.ports is empty: an egress rule without ports would allow every port; list the ports" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $np.egress.otlp.enabled -}}
+{{- $maps := list .Values.env .Values.secretEnv .Values.migration.secretEnv -}}
+{{- range $component := include "mesh.components" . | fromJsonArray -}}
+{{- $c := include "mesh.componentValues" (dict "root" $ "component" $component) | fromYaml -}}
+{{- $maps = append (append $maps $c.env) $c.secretEnv -}}
+{{- end -}}
+{{- range $m := $maps -}}
+{{- if hasKey (default dict $m) "OTEL_EXPORTER_OTLP_ENDPOINT" -}}
+{{- fail "OTEL_EXPORTER_OTLP_ENDPOINT is set while networkPolicy.egress.enabled blocks the collector: set networkPolicy.egress.otlp.enabled=true and networkPolicy.egress.otlp.to (and .ports, default 4318) to reach it" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Postgres connections one pod of a component may hold at once: its service pools at their
