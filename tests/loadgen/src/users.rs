@@ -82,6 +82,13 @@ impl CachedUser {
         })
     }
 
+    /// Drops the tokens: the next `Pool::users` signs this user in again.
+    fn forget_tokens(&mut self) {
+        self.access_token = None;
+        self.refresh_token = None;
+        self.access_expires_at = 0;
+    }
+
     fn take_tokens(&mut self, pair: TokenPair, now: u64) {
         self.user_id = Some(pair.user_id);
         self.access_expires_at = now + pair.expires_in;
@@ -423,6 +430,17 @@ impl Pool {
         self.save()
     }
 
+    /// Forgets the cached tokens of the first `n` users, so the next `users` signs them in
+    /// again. For a scenario that signed them in many times: the mesh keeps at most
+    /// `MAX_SESSIONS_PER_USER` sessions per account and revokes the oldest beyond it, which
+    /// may be the one whose tokens the cache holds.
+    pub fn forget_tokens(&mut self, n: usize) -> anyhow::Result<()> {
+        for user in self.entry().users.iter_mut().take(n) {
+            user.forget_tokens();
+        }
+        self.save()
+    }
+
     /// Phone and password of the first `n` users (registered by an earlier `users(n)`).
     pub fn credentials(&mut self, n: usize) -> Vec<(String, String)> {
         self.entry()
@@ -515,5 +533,36 @@ mod tests {
         let ready = user.ready(unix_now()).expect("tokens from registering");
         assert_eq!(ready.token, "access");
         assert_eq!(*asked.lock().unwrap(), vec!["/v1/auth/register"]);
+    }
+
+    #[tokio::test]
+    async fn forgotten_tokens_are_renewed_before_use() {
+        let (base, asked) = fake_mesh().await;
+        let dir = std::env::temp_dir().join(format!("loadgen-users-{}", Uuid::new_v4()));
+        let mut pool =
+            Pool::load(Api::new(&base).unwrap(), &dir.join("users.json"), 1, None).unwrap();
+        pool.register_missing(2).await.unwrap();
+        let now = unix_now();
+        assert!(pool.entry().users.iter().all(|u| u.ready(now).is_some()));
+        pool.forget_tokens(1).unwrap();
+        let ready: Vec<bool> = pool
+            .entry()
+            .users
+            .iter()
+            .map(|u| u.ready(now).is_some())
+            .collect();
+        assert_eq!(
+            ready,
+            vec![false, true],
+            "only the first user's tokens are forgotten"
+        );
+        // The stand-in refuses sign-ins, so asking for the users now must try to sign the
+        // first one in again rather than hand out the forgotten token.
+        assert!(pool.users(1).await.is_err());
+        assert_eq!(
+            asked.lock().unwrap().last().map(String::as_str),
+            Some("/v1/auth/login")
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
