@@ -3,7 +3,8 @@
 # starts a `mesh all` of its own serving it, checks that web/spec/ still equals the edge's
 # published documents, then Playwright (playwright-core) drives Debian's Chromium (unpacked into
 # .tools/chromium when the machine has none) through web/tests/browser.mjs: two people become
-# friends and chat live, a reload keeps history, a revoked session and a disabled account log
+# friends and chat live, a reload keeps history, a conversation list longer than one page is
+# listed whole, a revoked session and a disabled account log
 # their pages out, the admin pages work (account search, another user's sessions signed out).
 # The mesh issues access tokens for a few seconds only (MESH_ACCESS_TTL), so every page must
 # refresh its tokens before they expire to get through the run. Screenshots of each view go to

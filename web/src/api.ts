@@ -59,3 +59,34 @@ export function describe(err: unknown): string {
   if (err instanceof ApiProblem) return `${err.message} (${err.code})`;
   return err instanceof Error ? err.message : String(err);
 }
+
+/** One answer of a cursor-paged list (`items`, then `next_cursor` while more follow). */
+export interface CursorPage<T> {
+  items: T[];
+  next_cursor?: string | null;
+}
+
+/** How many pages `allPages` reads before it stops and says where the list goes on. */
+export const MAX_PAGES = 50;
+
+/**
+ * Every item of a cursor-paged list: asks `page` for one page after another, passing each
+ * answer's `next_cursor` back, until an answer has none (a page may hold fewer items than
+ * asked for: the server also stops a page at a byte budget, so a short page is no end).
+ * Stops after `maxPages` pages; `next_cursor` then says where the list goes on (null when
+ * every item was read).
+ */
+export async function allPages<T>(
+  page: (cursor: string | undefined) => Promise<CursorPage<T>>,
+  maxPages = MAX_PAGES,
+): Promise<{ items: T[]; next_cursor: string | null }> {
+  const items: T[] = [];
+  let cursor: string | undefined;
+  for (let read = 0; read < maxPages; read++) {
+    const answer = await page(cursor);
+    items.push(...answer.items);
+    if (!answer.next_cursor) return { items, next_cursor: null };
+    cursor = answer.next_cursor;
+  }
+  return { items, next_cursor: cursor ?? null };
+}

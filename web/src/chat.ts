@@ -1,6 +1,7 @@
-// The chat: the conversation list (unread counts, live), and one conversation's view with
-// history paging (older pages on demand), gap fill after reconnects (`sync`), live messages,
-// pending sends until `stored`, read receipts, typing, presence and recall.
+// The chat: the conversation list (every page of it, unread counts, live), and one
+// conversation's view with history paging (older pages on demand), gap fill after reconnects
+// (`sync`), live messages, pending sends until `stored`, read receipts, typing, presence and
+// recall.
 
 import { client, describe, ok, type Schemas } from "./api";
 import { announce, h, replace, when } from "./dom";
@@ -23,6 +24,17 @@ interface Thread {
 
 const PAGE = 30;
 const TYPING_SHOWN_MS = 4000;
+/** Conversations asked for per page of the list (the most the API gives). */
+const LIST_LIMIT = 200;
+/**
+ * Pages of the list read one after another without asking: all of it for anyone but an
+ * extreme account (5000 conversations, or about 375 when every last message is 16 KiB and a
+ * page holds only 15), so that no (re)load floods the mesh; "Load more conversations" then
+ * goes on.
+ */
+const LIST_PAGES = 25;
+/** How far before a message for an unlisted conversation the list is read again (clock skew). */
+const SINCE_MARGIN_MS = 60_000;
 
 export class Chat {
   private conversations = new Map<string, Conversation>();
@@ -31,6 +43,15 @@ export class Chat {
   private listEl = h("ul", { class: "conversations", "aria-label": "Conversations" });
   private paneEl = h("section", { class: "thread", "aria-label": "Conversation" });
   private typingSentAt = 0;
+  /** Where the list goes on when `LIST_PAGES` stopped it; null when all of it is loaded. */
+  private listCursor: string | null = null;
+  /** The (re)load of the whole list under way, and whether another was asked for meanwhile. */
+  private listRun: Promise<void> | null = null;
+  private listAgain = false;
+  /** Bumped on sign-out: pages of the list read before it are dropped. */
+  private epoch = 0;
+  /** Conversations being looked for after a message for one not in the list. */
+  private finding = new Set<string>();
 
   constructor(private readonly rt: Realtime) {
     rt.on("ready", () => void this.catchUp());
@@ -74,6 +95,8 @@ export class Chat {
     this.conversations.clear();
     this.threads.clear();
     this.openId = null;
+    this.listCursor = null;
+    this.epoch += 1;
   }
 
   /** The chat page; `openId` selects a conversation. */
@@ -100,16 +123,106 @@ export class Chat {
     return t;
   }
 
-  private async loadList(): Promise<void> {
+  /**
+   * (Re)loads the whole list: page after page until `next_cursor` is null (a page stops at
+   * 200 conversations or 512 KiB of them, so with large last messages it holds only a few),
+   * at most `LIST_PAGES` pages. Calls while one runs share it, and it runs once more after.
+   */
+  private loadList(): Promise<void> {
+    if (this.listRun) {
+      this.listAgain = true;
+      return this.listRun;
+    }
+    const run = async () => {
+      try {
+        do {
+          this.listAgain = false;
+          try {
+            this.listCursor = await this.readList({});
+          } catch (err) {
+            announce(describe(err));
+          }
+        } while (this.listAgain);
+      } finally {
+        this.listRun = null;
+      }
+    };
+    this.listRun = run();
+    return this.listRun;
+  }
+
+  /** Goes on with the list where `LIST_PAGES` stopped it ("Load more conversations"). */
+  private async loadMore(): Promise<void> {
+    const from = this.listCursor;
+    if (!from) return;
+    this.listCursor = null;
     try {
-      const page = await ok(client.GET("/v1/conversations", { params: { query: { limit: 100 } } }));
-      for (const c of page.items) this.conversations.set(c.id, c);
+      this.listCursor = await this.readList({ cursor: from });
+    } catch (err) {
+      this.listCursor = from;
+      announce(describe(err));
+    }
+    this.render();
+  }
+
+  /**
+   * A message for a conversation not in the list: a new one, or one beyond the pages loaded
+   * (pinned conversations come first, so a new one need not be on the first page). Reads the
+   * conversations changed since shortly before the message, and the whole list if that did
+   * not find it.
+   */
+  private async findConversation(m: ChatMessage): Promise<void> {
+    const id = m.conversation_id;
+    if (this.finding.has(id)) return;
+    this.finding.add(id);
+    try {
+      const sent = Date.parse(m.sent_at);
+      const since = new Date((Number.isFinite(sent) ? sent : Date.now()) - SINCE_MARGIN_MS).toISOString();
+      await this.readList({ since });
+      if (!this.conversations.has(id)) await this.loadList();
+    } catch (err) {
+      announce(describe(err));
+    } finally {
+      this.finding.delete(id);
+    }
+  }
+
+  /**
+   * Reads up to `pages` pages of the list from `query` (a cursor, or `since`), merging and
+   * showing each as it comes. Answers the cursor where it stopped, or null at the list's end.
+   */
+  private async readList(query: { cursor?: string; since?: string }, pages = LIST_PAGES): Promise<string | null> {
+    const epoch = this.epoch;
+    let cursor = query.cursor;
+    for (let read = 0; read < pages; read++) {
+      const page = await ok(client.GET("/v1/conversations", { params: { query: { limit: LIST_LIMIT, cursor, since: query.since } } }));
+      if (epoch !== this.epoch) return null;
+      this.merge(page.items);
+      this.render();
       const peers = page.items.map((c) => c.peer_id).filter((id): id is string => !!id);
       await people.learn(peers);
       if (peers.length) await people.loadPresence(peers);
+      if (epoch !== this.epoch) return null;
       this.render();
-    } catch (err) {
-      announce(describe(err));
+      if (!page.next_cursor) return null;
+      cursor = page.next_cursor;
+    }
+    return cursor ?? null;
+  }
+
+  /** Takes a page's conversations, unless a live message already made one newer here. */
+  private merge(items: Conversation[]): void {
+    for (const c of items) {
+      const known = this.conversations.get(c.id);
+      if (known && known.last_seq > c.last_seq) continue;
+      const thread = this.threads.get(c.id);
+      const live = thread ? maxSeq(thread) : 0;
+      if (thread && live > c.last_seq) {
+        c.last_seq = live;
+        c.last_message = thread.messages.get(live) ?? c.last_message;
+        c.unread = Math.max(0, c.last_seq - c.read_seq);
+      }
+      this.conversations.set(c.id, c);
     }
   }
 
@@ -181,7 +294,7 @@ export class Chat {
       }
       conv.unread = Math.max(0, conv.last_seq - conv.read_seq);
     } else {
-      void this.loadList();
+      void this.findConversation(m);
     }
     void people.learn([m.sender_id]).then(() => this.render());
     if (isNew && this.openId === m.conversation_id && !mine) this.markRead(m.conversation_id);
@@ -229,7 +342,7 @@ export class Chat {
     const sorted = [...this.conversations.values()].sort((a, b) => b.last_seq - a.last_seq || b.updated_at.localeCompare(a.updated_at));
     replace(
       this.listEl,
-      sorted.length === 0 ? h("li", { class: "empty" }, "No conversations yet: message a friend from Friends.") : null,
+      sorted.length === 0 && !this.listCursor ? h("li", { class: "empty" }, "No conversations yet: message a friend from Friends.") : null,
       sorted.map((c) =>
         h(
           "li",
@@ -243,6 +356,7 @@ export class Chat {
           ),
         ),
       ),
+      this.listCursor ? h("li", { class: "more" }, h("button", { type: "button", class: "secondary", onclick: () => void this.loadMore() }, "Load more conversations")) : null,
     );
     this.renderThread();
   }

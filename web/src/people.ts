@@ -1,7 +1,7 @@
 // Who is who: nicknames of the users the console shows (asked of /v1/users in batches of at
-// most 100 ids) and their presence as the realtime stream reports it.
+// most 100 ids, every page of the answer) and their presence as the realtime stream reports it.
 
-import { client, ok, type Schemas } from "./api";
+import { allPages, client, ok, type Schemas } from "./api";
 
 const nicknames = new Map<string, string>();
 const online = new Map<string, boolean>();
@@ -18,10 +18,10 @@ export function remember(user: Schemas["PublicUser"] | Schemas["UserProfile"]): 
 export async function learn(ids: (string | null | undefined)[]): Promise<void> {
   const missing = [...new Set(ids.filter((id): id is string => !!id && !nicknames.has(id)))];
   for (let i = 0; i < missing.length; i += 100) {
-    const page = await ok(
-      client.GET("/v1/users", { params: { query: { ids: missing.slice(i, i + 100).join(",") } } }),
-    );
-    for (const user of page.items) remember(user);
+    // The answer is paged like any search (20 users unless `limit` says more): read it whole.
+    const ids = missing.slice(i, i + 100).join(",");
+    const found = await allPages((cursor) => ok(client.GET("/v1/users", { params: { query: { ids, limit: 100, cursor } } })));
+    for (const user of found.items) remember(user);
   }
 }
 

@@ -1,10 +1,16 @@
 // Friends (with presence), friend requests (send by phone, accept, reject, cancel) and groups
-// (create, join by id, members), refreshed when a notification says something changed.
+// (create, join by id, members), refreshed when a notification says something changed. Each
+// list is read whole, every page of it (`allPages`, up to its bound).
 
-import { client, describe, ok, type Schemas } from "./api";
+import { allPages, client, describe, MAX_PAGES, ok, type Schemas } from "./api";
 import { announce, field, h, replace, when } from "./dom";
 import * as people from "./people";
 import * as session from "./session";
+
+/** A line saying a list was cut at `allPages`' bound, when it was (`next_cursor` left). */
+function cut(list: { items: unknown[]; next_cursor: string | null }): HTMLElement | null {
+  return list.next_cursor ? h("li", { class: "empty" }, `Only the first ${list.items.length} are shown (${MAX_PAGES} pages).`) : null;
+}
 
 /** Runs `action`, announces `done` or the problem, then re-renders with `after`. */
 async function act(action: () => Promise<unknown>, done: string, after: () => void): Promise<void> {
@@ -22,9 +28,9 @@ export function friendsView(openChat: (userId: string) => void): HTMLElement {
   const render = async () => {
     const me = session.current()?.userId;
     const [friends, incoming, outgoing] = await Promise.all([
-      ok(client.GET("/v1/friends", { params: { query: { limit: 100 } } })),
-      ok(client.GET("/v1/friend-requests", { params: { query: { direction: "incoming", status: "pending", limit: 100 } } })),
-      ok(client.GET("/v1/friend-requests", { params: { query: { direction: "outgoing", status: "pending", limit: 100 } } })),
+      allPages((cursor) => ok(client.GET("/v1/friends", { params: { query: { limit: 100, cursor } } }))),
+      allPages((cursor) => ok(client.GET("/v1/friend-requests", { params: { query: { direction: "incoming", status: "pending", limit: 100, cursor } } }))),
+      allPages((cursor) => ok(client.GET("/v1/friend-requests", { params: { query: { direction: "outgoing", status: "pending", limit: 100, cursor } } }))),
     ]);
     const ids = [...friends.items.map((f) => f.user_id), ...incoming.items.map((r) => r.from_user_id), ...outgoing.items.map((r) => r.to_user_id)];
     await people.learn(ids);
@@ -73,7 +79,7 @@ export function friendsView(openChat: (userId: string) => void): HTMLElement {
       h("h2", {}, "Friends"),
       add,
       h("h3", {}, "Requests"),
-      h("ul", { class: "list", "aria-label": "Friend requests" }, incoming.items.map((r) => requestItem(r, true)), outgoing.items.map((r) => requestItem(r, false)), incoming.items.length + outgoing.items.length === 0 ? h("li", { class: "empty" }, "No pending requests.") : null),
+      h("ul", { class: "list", "aria-label": "Friend requests" }, incoming.items.map((r) => requestItem(r, true)), outgoing.items.map((r) => requestItem(r, false)), incoming.items.length + outgoing.items.length === 0 ? h("li", { class: "empty" }, "No pending requests.") : null, cut(incoming), cut(outgoing)),
       h("h3", {}, "Your friends"),
       h(
         "ul",
@@ -90,6 +96,7 @@ export function friendsView(openChat: (userId: string) => void): HTMLElement {
             h("button", { type: "button", class: "secondary", onclick: () => void act(() => ok(client.DELETE("/v1/friends/{user_id}", { params: { path: { user_id: f.user_id } } })), "Friend removed", () => void render()) }, "Remove"),
           ),
         ),
+        cut(friends),
       ),
     );
   };
@@ -101,7 +108,7 @@ export function friendsView(openChat: (userId: string) => void): HTMLElement {
 export function groupsView(openChat: (conversationId: string) => void): HTMLElement {
   const root = h("div", { class: "page groups" });
   const render = async () => {
-    const groups = await ok(client.GET("/v1/groups", { params: { query: { limit: 100 } } }));
+    const groups = await allPages((cursor) => ok(client.GET("/v1/groups", { params: { query: { limit: 100, cursor } } })));
     const name = h("input", { name: "name", required: true, maxlength: 64, autocomplete: "off" });
     const policy = h("select", { name: "join_policy" }, h("option", { value: "open" }, "anyone may join"), h("option", { value: "approval" }, "needs approval"));
     const joinId = h("input", { name: "group_id", required: true, autocomplete: "off", placeholder: "group id" });
@@ -154,14 +161,19 @@ export function groupsView(openChat: (conversationId: string) => void): HTMLElem
               : h("button", { type: "button", class: "secondary", onclick: () => void act(() => ok(client.POST("/v1/groups/{group_id}/leave", { params: { path: { group_id: g.id } } })), "Left the group", () => void render()) }, "Leave"),
           ),
         ),
+        cut(groups),
       ),
     );
   };
   const requests = h("section", { "aria-label": "Join requests" });
   const showRequests = async (g: Schemas["Group"]) => {
     try {
-      const page = await ok(client.GET("/v1/groups/{group_id}/requests", { params: { path: { group_id: g.id } } }));
-      const pending = page.items.filter((r) => r.status === "pending");
+      // Only pending ones, asked of the server: filtering a first page here would miss the
+      // pending requests behind decided ones.
+      const page = await allPages((cursor) =>
+        ok(client.GET("/v1/groups/{group_id}/requests", { params: { path: { group_id: g.id }, query: { status: "pending", limit: 100, cursor } } })),
+      );
+      const pending = page.items;
       await people.learn(pending.map((r) => r.user_id));
       const decide = (r: Schemas["GroupJoinRequest"], verdict: "approve" | "reject") => {
         const path = { params: { path: { group_id: g.id, request_id: r.id } } };
@@ -187,6 +199,7 @@ export function groupsView(openChat: (conversationId: string) => void): HTMLElem
               h("button", { type: "button", class: "secondary", onclick: () => decide(r, "reject") }, "Reject"),
             ),
           ),
+          cut(page),
         ),
       );
     } catch (err) {

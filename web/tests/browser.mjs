@@ -94,6 +94,36 @@ async function apiLogin(phoneNumber, device) {
   return (await res.json()).access_token;
 }
 
+/** A person using the API directly (registered here), for setting up what a page then shows. */
+async function apiUser(phoneNumber, nickname) {
+  const res = await fetch(`${base}/v1/auth/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ phone: phoneNumber, password, nickname, device_name: "script" }),
+  });
+  if (!res.ok) throw new Error(`register ${res.status}`);
+  let token = (await res.json()).access_token;
+  /** One call; a refusal for now (429, 503) is tried again after the wait it asks for. */
+  const call = async (method, path, body) => {
+    for (let attempt = 0; ; attempt++) {
+      const answer = await fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      if (answer.ok) return answer.status === 204 ? null : answer.json();
+      if (attempt < 10 && (answer.status === 429 || answer.status === 503)) {
+        await new Promise((r) => setTimeout(r, Number(answer.headers.get("retry-after") ?? 1) * 1000));
+      } else if (attempt < 10 && answer.status === 401) {
+        token = await apiLogin(phoneNumber, "script"); // the test mesh's tokens live seconds
+      } else {
+        throw new Error(`${method} ${path}: ${answer.status} ${await answer.text()}`);
+      }
+    }
+  };
+  return { call };
+}
+
 /** Waits until the element with `role` and `name` has the keyboard focus. */
 async function expectFocused(page, role, name) {
   await page.getByRole(role, { name }).waitFor();
@@ -272,6 +302,56 @@ try {
     if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone`);
     await shot(phonePage, "phone-conversation");
   });
+  await step("the conversation list shows conversations beyond its first page, and new ones live", async () => {
+    // A page of GET /v1/conversations carries at most 512 KiB of conversations with their last
+    // messages (services/chat/src/domain/page.rs): with a 16 KiB last message of quotes each
+    // (twice that escaped), about 15 fit in one. Cat owns 20 groups, each with such a message.
+    const catPhone = phone(203);
+    const cat = await apiUser(catPhone, "Cat");
+    const big = '"'.repeat(16 * 1024);
+    const groups = [];
+    for (let i = 0; i < 20; i++) {
+      const group = await cat.call("POST", "/v1/groups", { name: `Shelf ${i}`, join_policy: "open" });
+      await cat.call("POST", "/v1/messages", { client_id: `shelf-${run}-${i}`, conversation_id: `g:${group.id}`, to: null, body: big, kind: "text" });
+      groups.push(group.id);
+    }
+    // Messages are stored asynchronously: wait until the API lists every conversation, and
+    // check that it takes more than one page (else this step would test nothing).
+    let pages = 0;
+    for (const deadline = Date.now() + 15_000; ; ) {
+      const listed = [];
+      let cursor = null;
+      pages = 0;
+      do {
+        const query = new URLSearchParams({ limit: "200", ...(cursor ? { cursor } : {}) });
+        const page = await cat.call("GET", `/v1/conversations?${query}`);
+        listed.push(...page.items);
+        cursor = page.next_cursor;
+        pages += 1;
+      } while (cursor);
+      if (listed.length >= groups.length) break;
+      if (Date.now() > deadline) throw new Error(`only ${listed.length} of ${groups.length} conversations stored`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    if (pages < 2) throw new Error(`${groups.length} conversations fit in one page: the step needs more`);
+    const page = await newPage();
+    await page.goto(console_);
+    await signIn(page, catPhone);
+    await page.locator(".transport.websocket").waitFor();
+    const list = page.getByRole("list", { name: "Conversations" });
+    // By address: the titles ("Group " and the id's first 8 digits) are alike for ids made together.
+    const link = (id) => list.locator(`a[href="#/chats/${encodeURIComponent(`g:${id}`)}"]`);
+    for (const id of groups) await link(id).waitFor();
+    expectEqual(await list.getByRole("link").count(), groups.length, `conversations listed (the API took ${pages} pages)`);
+    // A message in a conversation the page has not loaded shows that conversation, live.
+    const late = await cat.call("POST", "/v1/groups", { name: "Late shelf", join_policy: "open" });
+    await cat.call("POST", "/v1/messages", { client_id: `late-${run}`, conversation_id: `g:${late.id}`, to: null, body: "a late one", kind: "text" });
+    await link(late.id).waitFor();
+    expectEqual(await list.getByRole("link").count(), groups.length + 1, "conversations listed after a new one");
+    await shot(page, "chats-many");
+    await page.context().close();
+  });
+
   await step("tokens are refreshed before they expire and the page keeps working", async () => {
     // Bob's page has lived longer than an access token (the mesh runs with a short TTL); wait
     // until it has outlived one token and the edge's leeway, then use it.
