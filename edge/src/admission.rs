@@ -8,7 +8,7 @@
 //! accepted but not stored stays near `partitions x bound` however fast clients send, instead of
 //! growing in the stream while accept latency climbs. A report older than
 //! `BACKLOG_REPORT_STALE` counts as none: its owner is gone, and JetStream keeps what is
-//! accepted until the next owner reports.
+//! accepted until the next owner reports (whatever its epoch: see `Admission::record`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,17 +94,27 @@ impl Admission {
         }
     }
 
-    /// Takes in a report; one from an earlier epoch than the latest seen is stale.
+    /// Takes in a report; one from an earlier epoch than the latest seen is stale while that
+    /// latest is fresh. Once it is not (its owner is gone), any owner's report counts: epochs
+    /// start again low when the lease bucket is made anew (JetStream lost its store), and the
+    /// new owners' reports must not be ignored for good.
     pub fn record(&self, partition: u32, report: ChatBacklog) {
+        self.record_at(partition, report, self.now_ms());
+    }
+
+    /// `record`, `now_ms` after `started`.
+    fn record_at(&self, partition: u32, report: ChatBacklog, now_ms: u64) {
         let Some(latest) = self.inner.partitions.get(partition as usize) else {
             return;
         };
-        if report.epoch < latest.epoch.load(Ordering::Relaxed) {
+        let at = latest.at_ms.load(Ordering::Acquire);
+        let fresh = at != 0 && now_ms.saturating_sub(at) <= stale_ms();
+        if fresh && report.epoch < latest.epoch.load(Ordering::Relaxed) {
             return;
         }
         latest.epoch.store(report.epoch, Ordering::Relaxed);
         latest.unstored.store(report.unstored, Ordering::Relaxed);
-        latest.at_ms.store(self.now_ms().max(1), Ordering::Release);
+        latest.at_ms.store(now_ms.max(1), Ordering::Release);
         latest.reported.notify_waiters();
     }
 
@@ -167,6 +177,37 @@ mod tests {
         assert!(admission.admits(0));
         admission.record(0, report(9, 500));
         assert!(!admission.admits(0));
+    }
+
+    #[test]
+    fn an_earlier_epoch_counts_once_the_latest_report_is_stale() {
+        // The lease bucket made anew: the new owner's epochs are far below the old one's.
+        let admission = Admission::new(1, 10);
+        admission.record_at(0, report(40_000, 0), 1_000);
+        admission.record_at(0, report(7, 500), 1_000 + stale_ms());
+        assert_eq!(
+            admission.inner.partitions[0]
+                .unstored
+                .load(Ordering::Relaxed),
+            0,
+            "ignored while the later epoch's report is fresh"
+        );
+        admission.record_at(0, report(7, 500), 1_001 + stale_ms());
+        assert_eq!(
+            admission.inner.partitions[0]
+                .unstored
+                .load(Ordering::Relaxed),
+            500,
+            "taken once it is stale"
+        );
+        admission.record_at(0, report(6, 3), 1_002 + stale_ms());
+        assert_eq!(
+            admission.inner.partitions[0]
+                .unstored
+                .load(Ordering::Relaxed),
+            500,
+            "and from then on earlier epochs than the new owner's are ignored again"
+        );
     }
 
     #[tokio::test]

@@ -69,8 +69,11 @@ pub struct Compaction {
 
 impl Bus {
     /// Purges from the ingest stream the messages every partition has stored: all those below
-    /// the first message any partition still has to store. `stored_through(partition)` is how
-    /// far the partition is stored (committed in Postgres; 0 when never).
+    /// the first message any partition still has to store. `stored_through(created,
+    /// partition)` is how far the partition is stored in the stream created at `created`
+    /// (its `StreamMark::created`, read with the state below): committed in Postgres, and 0
+    /// when never, or when what is recorded refers to another stream of the same name (one
+    /// deleted since, or lost with JetStream's store), whose sequences say nothing of this one.
     ///
     /// Safe whenever it runs and however stale `stored_through` is: the stream's last
     /// sequence is read first, so a message published later lies above it and is kept; every
@@ -80,7 +83,7 @@ impl Bus {
     /// nothing to purge.
     pub async fn compact_chat_in(
         &self,
-        stored_through: impl Fn(u32) -> u64,
+        stored_through: impl Fn(time::OffsetDateTime, u32) -> u64,
     ) -> Result<Option<Compaction>, JetStreamError> {
         let name = self.prefix.stream(Stream::ChatIn);
         let failed = |err: &dyn std::fmt::Display| JetStreamError::Stream {
@@ -101,13 +104,15 @@ impl Bus {
             subjects.info.state.first_sequence,
             subjects.info.state.last_sequence,
         );
+        // The stream these sequences belong to: positions recorded in another are not used.
+        let created = crate::topology::StreamMark::of(&subjects.info).created;
         let mut unstored = None::<u64>;
         while let Some((subject, _)) = subjects.try_next().await.map_err(|e| failed(&e))? {
             // A subject that is no partition's (none should exist) keeps all it holds.
             let stored = self
                 .prefix
                 .chat_in_partition(&subject)
-                .map_or(0, &stored_through);
+                .map_or(0, |partition| stored_through(created, partition));
             match stream
                 .get_first_raw_message_by_subject(&subject, stored.saturating_add(1))
                 .await

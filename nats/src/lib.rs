@@ -38,7 +38,7 @@ pub use kv::{KvBucket, KvEntry, KvError};
 pub use revocation::{Revocation, Revocations};
 pub use rpc_client::{RpcClient, RpcError};
 pub use service_host::ServiceHost;
-pub use topology::{LOGIN_FAILURE_WINDOW, Needs, PRESENCE_TTL, TopologySettings};
+pub use topology::{LOGIN_FAILURE_WINDOW, Needs, PRESENCE_TTL, StreamMark, TopologySettings};
 pub use trace::ingest_batch_span;
 
 /// The NATS client's log target. It writes each connection event at `info`, which the bus logs

@@ -7,6 +7,7 @@ use mesh_contracts::leases::LEASE_TTL;
 use mesh_contracts::{Bucket, Stream};
 
 use crate::bus::{Bus, ConnectError};
+use crate::feed::JetStreamError;
 
 /// Lifetimes that depend on configuration.
 #[derive(Debug, Clone)]
@@ -105,6 +106,34 @@ fn check_partitions(
         _ => Ok(()),
     }
 }
+/// A stream (or a bucket's stream) as JetStream reports it at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamMark {
+    /// When the stream was created, to the microsecond (as Postgres keeps time). The server
+    /// sets it when the stream is made and keeps it with the stream (restarts, leader
+    /// changes and `mesh migrate`'s updates leave it), so it tells a stream apart from one of
+    /// the same name deleted and made again, or made anew by a JetStream that lost its store.
+    pub created: time::OffsetDateTime,
+    /// The last sequence the stream assigned (of a bucket: its newest revision); never goes
+    /// back while the stream exists, purges included.
+    pub last_sequence: u64,
+}
+
+impl StreamMark {
+    pub(crate) fn of(info: &async_nats::jetstream::stream::Info) -> Self {
+        Self {
+            created: to_micros(info.created),
+            last_sequence: info.state.last_sequence,
+        }
+    }
+}
+
+/// `at` without its nanoseconds below the microsecond.
+fn to_micros(at: time::OffsetDateTime) -> time::OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
+}
+
 /// How long an idempotency record is replayed.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 // What clients make the mesh keep is bounded in bytes too (`TopologySettings::kept_max_bytes`):
@@ -292,6 +321,27 @@ impl Bus {
         Ok(())
     }
 
+    /// The stream `stream` as it is now: when it was created and its last sequence.
+    pub async fn stream_mark(&self, stream: Stream) -> Result<StreamMark, JetStreamError> {
+        self.mark_of(self.prefix.stream(stream)).await
+    }
+
+    /// Like `stream_mark`, for a bucket's stream (its last sequence is its newest revision).
+    pub async fn bucket_mark(&self, bucket: Bucket) -> Result<StreamMark, JetStreamError> {
+        self.mark_of(self.prefix.bucket_stream(bucket)).await
+    }
+
+    async fn mark_of(&self, name: String) -> Result<StreamMark, JetStreamError> {
+        // Binding to a stream asks the server for its info: what is cached is current.
+        match self.jetstream.get_stream(&name).await {
+            Ok(stream) => Ok(StreamMark::of(stream.cached_info())),
+            Err(err) => Err(JetStreamError::Stream {
+                stream: name,
+                reason: err.to_string(),
+            }),
+        }
+    }
+
     /// The server leading a stream's replicas and how many of its followers are current, or
     /// `None` while it has no leader (or on a single server without clustering).
     pub async fn stream_leader(&self, stream: Stream) -> Option<(String, usize)> {
@@ -340,7 +390,17 @@ impl Bus {
 mod tests {
     use std::time::Duration;
 
-    use super::{check_partitions, check_revocations_kept, revocations_age};
+    use super::{check_partitions, check_revocations_kept, revocations_age, to_micros};
+
+    #[test]
+    fn a_creation_time_is_kept_to_the_microsecond() {
+        let at = time::macros::datetime!(2026-12-07 00:10:20.123456789 UTC);
+        assert_eq!(
+            to_micros(at),
+            time::macros::datetime!(2026-12-07 00:10:20.123456 UTC)
+        );
+        assert_eq!(to_micros(to_micros(at)), to_micros(at), "idempotent");
+    }
 
     #[test]
     fn migrate_never_shortens_how_long_revocations_are_kept() {

@@ -291,6 +291,17 @@ pub static CHAT_INGEST_COMPACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Partitions whose recorded state (`chat.partitions`: owner epoch and stored stream
+/// sequence) referred to an ingest stream or lease bucket that no longer exists (JetStream
+/// lost its store, or they were deleted and made again), reset by the claim that found it.
+pub static CHAT_PARTITION_RESETS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mesh_chat_partition_resets_total",
+        "Chat ingest partitions whose recorded position and epoch referred to an ingest stream or lease bucket that no longer exists, reset when claimed"
+    )
+    .expect("metric registered once")
+});
+
 /// Ingest messages delivered more than once.
 pub static CHAT_REDELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
@@ -599,6 +610,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_REDELIVERIES);
     LazyLock::force(&CHAT_INGEST_COMPACTED);
     LazyLock::force(&CHAT_INGEST_COMPACTIONS);
+    LazyLock::force(&CHAT_PARTITION_RESETS);
     LazyLock::force(&CHAT_PUSHES);
     LazyLock::force(&RT_CONNECTIONS);
     LazyLock::force(&RT_FRAMES);

@@ -78,6 +78,15 @@ impl PrivateNats {
         let mut child = self.child.take().expect("running");
         child.kill().await.expect("kill nats-server");
     }
+
+    /// Deletes the stopped server's JetStream store, as a server rebuilt without its volumes
+    /// starts: every stream and bucket gone.
+    pub(crate) fn lose_store(&mut self) {
+        assert!(self.child.is_none(), "the server still runs");
+        let jetstream = self.store.join("jetstream");
+        std::fs::remove_dir_all(&jetstream)
+            .unwrap_or_else(|err| panic!("remove {}: {err}", jetstream.display()));
+    }
 }
 
 impl Drop for PrivateNats {

@@ -258,7 +258,7 @@ impl ResendingClient {
 }
 
 /// Ann and four friends (four conversations spread over the partitions).
-async fn ann_and_friends(mesh: &TestMesh) -> (Tokens, Vec<Tokens>) {
+pub(crate) async fn ann_and_friends(mesh: &TestMesh) -> (Tokens, Vec<Tokens>) {
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;
     let mut friends = Vec::new();
@@ -270,7 +270,7 @@ async fn ann_and_friends(mesh: &TestMesh) -> (Tokens, Vec<Tokens>) {
     (ann, friends)
 }
 
-async fn test_database(mesh: &TestMesh) -> PgPool {
+pub(crate) async fn test_database(mesh: &TestMesh) -> PgPool {
     PgPool::connect(mesh.database_url())
         .await
         .expect("connect to the test database")
@@ -795,12 +795,12 @@ async fn chat_resumes_after_nats_restarts_without_its_consumers() {
 }
 
 /// The partition `conversation` is ingested on.
-fn partition_of(mesh: &TestMesh, conversation: &str) -> i32 {
+pub(crate) fn partition_of(mesh: &TestMesh, conversation: &str) -> i32 {
     let id = mesh_contracts::chat::ConversationId::parse(conversation).expect("conversation id");
     i32::try_from(id.partition(mesh.settings.chat.partitions)).expect("small partition")
 }
 
-async fn epoch_of(db: &PgPool, partition: i32) -> i64 {
+pub(crate) async fn epoch_of(db: &PgPool, partition: i32) -> i64 {
     sqlx::query_scalar("SELECT epoch FROM chat.partitions WHERE partition = $1")
         .bind(partition)
         .fetch_one(db)

@@ -95,7 +95,7 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
     let compact = |stored: [u64; 2]| {
         let chat = chat.clone();
         async move {
-            chat.compact_chat_in(|p| stored.get(p as usize).copied().unwrap_or(0))
+            chat.compact_chat_in(|_, p| stored.get(p as usize).copied().unwrap_or(0))
                 .await
                 .expect("compaction")
         }
@@ -116,6 +116,27 @@ async fn compaction_keeps_every_message_a_partition_has_not_stored() {
         "nothing stored, nothing purged"
     );
     assert_eq!(state(&stream).await, (8, 1, 8));
+    // Positions are asked of the stream the compaction reads: its creation time comes along,
+    // so one recorded in another stream of the same name (made again since) is not used.
+    let created = chat
+        .stream_mark(Stream::ChatIn)
+        .await
+        .expect("the ingest stream")
+        .created;
+    let asked = std::sync::Mutex::new(Vec::new());
+    let compacted = chat
+        .compact_chat_in(|at, _| {
+            asked.lock().expect("not poisoned").push(at);
+            if at == created { 0 } else { 8 }
+        })
+        .await
+        .expect("compaction");
+    assert_eq!(compacted, None, "a position of another stream purged");
+    let asked = asked.into_inner().expect("not poisoned");
+    assert!(
+        !asked.is_empty() && asked.iter().all(|at| *at == created),
+        "asked for {asked:?}, not the stream's {created}"
+    );
 
     // Partition 0 stored through 3: only 1-3 may go.
     let done = compact([3, 0]).await.expect("a purge");
@@ -205,7 +226,7 @@ async fn compaction_racing_publishes_loses_nothing() {
             while publishing.load(Ordering::SeqCst) {
                 let through = stored.load(Ordering::SeqCst);
                 if chat
-                    .compact_chat_in(|_| through)
+                    .compact_chat_in(|_, _| through)
                     .await
                     .expect("compaction")
                     .is_some()

@@ -30,6 +30,7 @@ mod nats_server;
 mod notifications;
 mod ordered_sender;
 mod otlp;
+mod partition_resets;
 mod quotas;
 mod rbac;
 mod realtime;

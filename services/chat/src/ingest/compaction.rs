@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use mesh_observability::metrics::{CHAT_INGEST_COMPACTED, CHAT_INGEST_COMPACTIONS};
 use mesh_service_kit::pause;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::State;
@@ -32,13 +33,22 @@ pub async fn run(state: State, stop: CancellationToken) {
 }
 
 async fn compact(state: &State) -> anyhow::Result<()> {
-    let stored: HashMap<u32, u64> = partitions::stored_through_all(state.pool())
-        .await?
-        .into_iter()
-        .collect();
+    let stored: HashMap<u32, (u64, Option<OffsetDateTime>)> =
+        partitions::stored_through_all(state.pool())
+            .await?
+            .into_iter()
+            .map(|(partition, seq, stream)| (partition, (seq, stream)))
+            .collect();
+    // A position counts only in the stream it was recorded in: one of a stream that no longer
+    // exists (JetStream lost its store, the partition not claimed again yet), or of an unknown
+    // one (recorded before incarnations were), would purge what is not stored from the stream
+    // made since. Such a partition counts as storing nothing yet, which purges less.
     let compaction = state
         .bus()
-        .compact_chat_in(|partition| stored.get(&partition).copied().unwrap_or(0))
+        .compact_chat_in(|created, partition| match stored.get(&partition) {
+            Some((seq, Some(stream))) if *stream == created => *seq,
+            _ => 0,
+        })
         .await?;
     if let Some(done) = compaction {
         CHAT_INGEST_COMPACTED.inc_by(done.purged);

@@ -33,6 +33,7 @@ async fn bounded_by<T>(
 
 pub struct Leases {
     kv: KvBucket,
+    bus: Bus,
     me: Uuid,
 }
 
@@ -44,8 +45,26 @@ impl Leases {
     pub async fn open(bus: &Bus, me: Uuid) -> anyhow::Result<Self> {
         Ok(Self {
             kv: bus.bucket(Bucket::Leases).await?,
+            bus: bus.clone(),
             me,
         })
+    }
+
+    /// When the bucket there is now was created: what a lease taken after this call is
+    /// claimed with, so that a lease of a bucket made again since (JetStream lost its store)
+    /// is told apart from one of the current bucket (its revisions start again at 1). Read
+    /// before the lease is taken: a bucket made again in between makes the claim stale (its
+    /// owner ends, and the lease is taken again), never a lease of an old bucket pass for one
+    /// of the new.
+    pub async fn bucket_created(&self) -> Result<time::OffsetDateTime, KvError> {
+        let mark = bounded(async {
+            self.bus
+                .bucket_mark(Bucket::Leases)
+                .await
+                .map_err(|err| KvError::Failed(err.to_string()))
+        })
+        .await?;
+        Ok(mark.created)
     }
 
     /// Announces this worker as alive (and restarts its expiry).

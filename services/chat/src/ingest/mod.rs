@@ -26,9 +26,10 @@ use uuid::Uuid;
 use mesh_contracts::leases::LEASE_GRACE;
 
 use crate::domain::assignment;
+use crate::domain::incarnation::Bid;
 use crate::state::State;
-use crate::store::partitions::Fence;
 use leases::Leases;
+use partition::Taken;
 use rounds::{Pace, Rounds};
 use steps::Lot;
 
@@ -288,6 +289,19 @@ async fn rebalance(
         .filter_map(|partition| Some((partition, held.remove(&partition)?)))
         .collect();
     hand_back(leases, handed).await;
+    // The lease bucket's incarnation, read before taking any lease (only when one is to be
+    // taken): each lease is claimed with the bucket it was taken in.
+    let bucket = if wanted.iter().all(|partition| held.contains_key(partition)) {
+        None
+    } else {
+        match leases.bucket_created().await {
+            Ok(created) => Some(created),
+            Err(err) => {
+                outage_failed!(outage, error = %err, "cannot read the lease bucket");
+                return;
+            }
+        }
+    };
     for partition in wanted {
         // Without NATS each acquisition waits out its timeout: a worker told to stop stops
         // acquiring at once rather than after all of them.
@@ -297,18 +311,24 @@ async fn rebalance(
         if held.contains_key(&partition) {
             continue;
         }
+        let Some(bucket) = bucket else {
+            break;
+        };
         match leases.acquire(partition).await {
             Ok(Some(revision)) => {
                 let stop = CancellationToken::new();
-                let fence = Fence {
+                let taken = Taken {
                     partition,
-                    epoch: revision,
+                    bid: Bid {
+                        epoch: revision,
+                        leases: bucket,
+                    },
                 };
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
                     rounds.clone(),
-                    fence,
+                    taken,
                     stop.clone(),
                 )));
                 tracing::info!(partition, "partition acquired");

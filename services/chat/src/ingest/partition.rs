@@ -1,5 +1,6 @@
 //! The owner of one partition at one epoch: claims the partition (learning how far its stream
-//! is stored), reads batches in order from right after that and hands each to the worker's
+//! is stored, and resetting what was recorded of a stream or lease bucket that no longer
+//! exists), reads batches in order from right after that and hands each to the worker's
 //! store rounds (`rounds`), which take it through the steps in `steps` with the batches of
 //! other partitions waiting at the same time (authorize, store in one fenced transaction that
 //! also records each batch's last stream sequence, deliver, acknowledge). A batch whose epoch
@@ -9,11 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_contracts::leases::LEASE_CALL_TIMEOUT;
+use mesh_contracts::{Bucket, Stream};
 use mesh_nats::Delivery;
-use mesh_observability::metrics::CHAT_CONSUMER_PENDING;
+use mesh_observability::metrics::{CHAT_CONSUMER_PENDING, CHAT_PARTITION_RESETS};
 use mesh_observability::outage::Outage;
 use mesh_observability::{outage_failed, outage_over};
 use mesh_service_kit::pause;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -22,27 +27,39 @@ use super::leases::Leases;
 use super::rounds::Rounds;
 use super::setback::RETRY_DELAY;
 use super::steps::Lot;
+use crate::domain::incarnation::{Bid, Decision, Incarnation, Present, Stale};
 use crate::state::State;
-use crate::store::partitions::{self, Claimed, Fence, Fenced};
+use crate::store::partitions::{self, Claim, Claimed, Fence};
 
-/// Owns `fence.partition` at `fence.epoch` until `stop` is cancelled or a later owner
-/// claims it.
+/// A partition lease just taken: the partition and what its owner claims it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub partition: u32,
+    pub bid: Bid,
+}
+
+/// Owns `taken.partition` at the epoch of `taken.bid` until `stop` is cancelled or a later
+/// owner claims it.
 pub async fn own(
     state: State,
     leases: Arc<Leases>,
     rounds: Arc<Rounds<Lot>>,
-    fence: Fence,
+    taken: Taken,
     stop: CancellationToken,
 ) {
-    let Fence { partition, epoch } = fence;
     let batch = state.config().batch_size;
     let Some(Claimed {
+        fence,
         mut stored_through,
         previous_epoch,
-    }) = claim(&state, fence, &stop).await
+        ..
+    }) = claim(&state, taken, &stop).await
     else {
         return;
     };
+    let Fence {
+        partition, epoch, ..
+    } = fence;
     // The backlog gauge is refreshed on its own clock, so a stalled partition shows as a
     // growing backlog even while no batch completes.
     let _reporter = AbortOnDropHandle::new(tokio::spawn(report_pending_every(
@@ -82,6 +99,30 @@ pub async fn own(
                 continue;
             }
         };
+        // The consumer was made on the stream there is now. Still the one claimed in, it was
+        // then too (a stream made again never turns back into the old one); another one's
+        // sequences are not those `stored_through` counts, so this owner ends and the
+        // partition is claimed again under a new epoch, which resets its position.
+        match bounded(state.bus().stream_mark(Stream::ChatIn)).await {
+            Ok(mark) if mark.created == fence.incarnation.stream => {}
+            Ok(mark) => {
+                tracing::warn!(
+                    partition,
+                    claimed_stream_created = %rfc3339(fence.incarnation.stream),
+                    stream_created = %rfc3339(mark.created),
+                    "the ingest stream was made anew under this owner; the partition is claimed again"
+                );
+                return;
+            }
+            Err(err) => {
+                outage_failed!(outage, partition, error = %err, "cannot check the ingest stream");
+                drop(feed);
+                if pause(&stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        }
         outage_over!(outage, partition, "partition feed open again");
         loop {
             let next = tokio::select! {
@@ -146,35 +187,106 @@ fn messages_in(delivery: &Delivery) -> usize {
     mesh_contracts::chat::ingest_lines(&delivery.payload).count()
 }
 
-/// Claims the partition for this epoch; how far its stream is stored, or `None` when
-/// stopped first or a later owner claimed it already.
-async fn claim(state: &State, fence: Fence, stop: &CancellationToken) -> Option<Claimed> {
+/// `call`, failing after [`LEASE_CALL_TIMEOUT`] (what JetStream is read with while a claim
+/// holds its row lock, and a check between feeds).
+async fn bounded<T, E: std::fmt::Display>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(LEASE_CALL_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(anyhow::anyhow!("{err}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "JetStream gave no answer within {LEASE_CALL_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// The ingest stream and the lease bucket as JetStream has them now.
+async fn present(state: &State) -> anyhow::Result<Present> {
+    let bus = state.bus();
+    let (stream, leases) = tokio::join!(
+        bounded(bus.stream_mark(Stream::ChatIn)),
+        bounded(bus.bucket_mark(Bucket::Leases)),
+    );
+    let (stream, leases) = (stream?, leases?);
+    Ok(Present {
+        incarnation: Incarnation {
+            stream: stream.created,
+            leases: leases.created,
+        },
+        stream_last: stream.last_sequence,
+        leases_last: leases.last_sequence,
+    })
+}
+
+/// Claims the partition for the lease `taken`; the claim (its fence and how far its stream is
+/// stored), or `None` when stopped first or the claim took nothing (a later owner claimed it
+/// already, or the lease's bucket is gone).
+async fn claim(state: &State, taken: Taken, stop: &CancellationToken) -> Option<Claimed> {
+    let Taken { partition, bid } = taken;
     loop {
-        match partitions::claim(state.pool(), fence).await {
-            Ok(Fenced::Current(claimed)) => {
+        match partitions::claim(state.pool(), partition, bid, || present(state)).await {
+            Ok(Claim::Current(claimed)) => {
+                if let Decision::Reset { keep_position } = claimed.decision {
+                    report_reset(&claimed, keep_position);
+                }
                 tracing::info!(
-                    partition = fence.partition,
-                    epoch = fence.epoch,
+                    partition,
+                    epoch = bid.epoch,
                     stored_through = claimed.stored_through,
+                    decision = ?claimed.decision,
                     "partition claimed"
                 );
                 return Some(claimed);
             }
-            Ok(Fenced::Stale) => {
+            Ok(Claim::Stale(Stale::LaterOwner)) => {
+                tracing::warn!(partition, "partition claimed by a later owner");
+                return None;
+            }
+            Ok(Claim::Stale(Stale::LeaseGone)) => {
                 tracing::warn!(
-                    partition = fence.partition,
-                    "partition claimed by a later owner"
+                    partition,
+                    epoch = bid.epoch,
+                    "partition lease taken in a lease bucket that no longer exists; taking it again"
                 );
                 return None;
             }
             Err(err) => {
-                tracing::warn!(partition = fence.partition, error = %err, "cannot claim the partition; retrying");
+                tracing::warn!(partition, error = %err, "cannot claim the partition; retrying");
                 if pause(stop, RETRY_DELAY).await {
                     return None;
                 }
             }
         }
     }
+}
+
+/// Logs (one warning) and counts a claim that found its partition's record referring to a
+/// stream or bucket that no longer exists.
+fn report_reset(claimed: &Claimed, keep_position: bool) {
+    CHAT_PARTITION_RESETS.inc();
+    let current = claimed.fence.incarnation;
+    let was = claimed.recorded.incarnation;
+    let shown = |at: Option<OffsetDateTime>| at.map_or_else(|| "unknown".to_owned(), rfc3339);
+    tracing::warn!(
+        partition = claimed.fence.partition,
+        recorded_stream_created = %shown(was.map(|w| w.stream)),
+        recorded_leases_created = %shown(was.map(|w| w.leases)),
+        stream_created = %rfc3339(current.stream),
+        leases_created = %rfc3339(current.leases),
+        recorded_epoch = claimed.recorded.epoch,
+        recorded_stream_seq = claimed.recorded.stream_seq,
+        epoch = claimed.fence.epoch,
+        stored_through = claimed.stored_through,
+        position_kept = keep_position,
+        "partition state recorded for an ingest stream or lease bucket that no longer exists \
+         (JetStream lost its store, or they were made again): reset to the current ones"
+    );
+}
+
+/// `at` as RFC 3339 (how JetStream reports a stream's creation time).
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }
 
 /// How often an owner reports its partition's backlog.

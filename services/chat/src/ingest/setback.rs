@@ -90,9 +90,14 @@ mod tests {
     #[test]
     fn waiting_ends_on_shutdown_or_for_the_owners_told_to_stop() {
         let (kept, gone) = (CancellationToken::new(), CancellationToken::new());
+        let at = time::OffsetDateTime::UNIX_EPOCH;
         let fence = |partition| Fence {
             partition,
             epoch: 7,
+            incarnation: crate::domain::incarnation::Incarnation {
+                stream: at,
+                leases: at,
+            },
         };
         let owners = [(fence(1), &kept), (fence(2), &gone)];
         assert_eq!(halt(false, &owners), None);
