@@ -20,8 +20,11 @@ use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use mesh_contracts::{ErrorCode, Rpc, Service, ServiceError};
-use mesh_observability::metrics::{RPC_SERVER_DURATION, RPC_SERVER_REQUESTS};
-use tokio::sync::Semaphore;
+use mesh_observability::metrics::{
+    RPC_SERVER_DURATION, RPC_SERVER_IN_FLIGHT, RPC_SERVER_REQUESTS, RPC_SERVER_TURNS,
+};
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::bus::Bus;
@@ -182,6 +185,9 @@ async fn serve_endpoint(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(max_in_flight));
+    RPC_SERVER_TURNS
+        .with_label_values(&[operation.subject.as_str()])
+        .set(i64::try_from(max_in_flight).unwrap_or(i64::MAX));
     take_requests(endpoint, &operation, &handler, &limit, stop).await;
     // Every permit back means every request taken was answered.
     let _ = limit.acquire_many(max_in_flight as u32).await;
@@ -249,8 +255,8 @@ async fn admit(
         None => Some(turn.await),
         Some(at) => tokio::time::timeout_at(at.into(), turn).await.ok(),
     };
-    let permit = match permit {
-        Some(Ok(permit)) => Some(permit),
+    let turn = match permit {
+        Some(Ok(permit)) => Some(Turn::taken(permit, operation)),
         Some(Err(_)) => return false,
         // Late: answered at once, outside the bound.
         None => None,
@@ -259,9 +265,32 @@ async fn admit(
     let operation = operation.clone();
     tokio::spawn(async move {
         handle_one(request, &operation, handler, deadline).await;
-        drop(permit);
+        drop(turn);
     });
     true
+}
+
+/// One of an operation's turns, counted in `mesh_rpc_server_in_flight` while held.
+struct Turn {
+    _permit: OwnedSemaphorePermit,
+    in_flight: IntGauge,
+}
+
+impl Turn {
+    fn taken(permit: OwnedSemaphorePermit, operation: &Operation) -> Self {
+        let in_flight = RPC_SERVER_IN_FLIGHT.with_label_values(&[operation.subject.as_str()]);
+        in_flight.inc();
+        Self {
+            _permit: permit,
+            in_flight,
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
 }
 
 /// Handles `request` and answers it; past `deadline` (the caller no longer waits) the handler

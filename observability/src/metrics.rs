@@ -82,6 +82,26 @@ pub static RPC_SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Requests each operation of a service is handling now (holding one of its turns), by
+/// subject; beside `RPC_SERVER_TURNS`, how close the operation is to its bound.
+pub static RPC_SERVER_IN_FLIGHT: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_rpc_server_in_flight",
+        "RPC requests being handled now, by subject",
+        &["subject"],
+    )
+});
+
+/// The most requests each operation of a service handles at once (its bound), by subject;
+/// requests beyond it wait on NATS for a turn until their caller's deadline.
+pub static RPC_SERVER_TURNS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "mesh_rpc_server_turns",
+        "Most RPC requests handled at once, by subject",
+        &["subject"],
+    )
+});
+
 /// Authentication failures at the edge, by reason.
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -590,6 +610,8 @@ pub fn touch_all() {
     LazyLock::force(&RPC_CLIENT_DURATION);
     LazyLock::force(&RPC_SERVER_REQUESTS);
     LazyLock::force(&RPC_SERVER_DURATION);
+    LazyLock::force(&RPC_SERVER_IN_FLIGHT);
+    LazyLock::force(&RPC_SERVER_TURNS);
     LazyLock::force(&AUTH_FAILURES);
     LazyLock::force(&IDEMPOTENCY);
     LazyLock::force(&RATE_LIMITED);

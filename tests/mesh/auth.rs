@@ -595,7 +595,21 @@ async fn a_login_storm_holds_back_neither_other_operations_nor_past_its_callers(
         });
     }
     nats.flush().await.expect("flush");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The storm holds every turn of `login` (its bound, 256, as the service reports it).
+    let gauge = |name: &str| {
+        let line = format!("{name}{{subject=\"{subject}\"}} ");
+        async move {
+            let text = c.metrics_text().await;
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str())?.parse::<f64>().ok())
+        }
+    };
+    let turns = gauge("mesh_rpc_server_turns").await;
+    assert_eq!(turns, Some(256.0), "login's bound as reported");
+    wait_until("every turn of login taken by the storm", || async {
+        gauge("mesh_rpc_server_in_flight").await == turns
+    })
+    .await;
 
     // The service's other operations answer while the storm holds `login`.
     let asked = Instant::now();
@@ -646,5 +660,10 @@ async fn a_login_storm_holds_back_neither_other_operations_nor_past_its_callers(
         1,
         "sign-ins nobody waited for opened sessions"
     );
+    // Their turns are all given back.
+    wait_until("login's turns given back", || async {
+        gauge("mesh_rpc_server_in_flight").await == Some(0.0)
+    })
+    .await;
     mesh.stop().await;
 }
