@@ -183,28 +183,23 @@ mod tests {
     fn an_earlier_epoch_counts_once_the_latest_report_is_stale() {
         // The lease bucket made anew: the new owner's epochs are far below the old one's.
         let admission = Admission::new(1, 10);
+        let unstored = || {
+            admission.inner.partitions[0]
+                .unstored
+                .load(Ordering::Relaxed)
+        };
         admission.record_at(0, report(40_000, 0), 1_000);
         admission.record_at(0, report(7, 500), 1_000 + stale_ms());
         assert_eq!(
-            admission.inner.partitions[0]
-                .unstored
-                .load(Ordering::Relaxed),
+            unstored(),
             0,
             "ignored while the later epoch's report is fresh"
         );
         admission.record_at(0, report(7, 500), 1_001 + stale_ms());
-        assert_eq!(
-            admission.inner.partitions[0]
-                .unstored
-                .load(Ordering::Relaxed),
-            500,
-            "taken once it is stale"
-        );
+        assert_eq!(unstored(), 500, "taken once it is stale");
         admission.record_at(0, report(6, 3), 1_002 + stale_ms());
         assert_eq!(
-            admission.inner.partitions[0]
-                .unstored
-                .load(Ordering::Relaxed),
+            unstored(),
             500,
             "and from then on earlier epochs than the new owner's are ignored again"
         );

@@ -327,10 +327,9 @@ async fn a_quick_reconnect_tells_friends_nothing_and_leaving_is_told_after_the_g
     ann_ws.expect("bob online", bob_is(true)).await;
 
     // Bob's only socket closes and comes back, three times; each time the edge has seen it
-    // go (the pause) before the next one opens.
+    // go (its closing frame came back) before the next one opens.
     for _ in 0..3 {
-        bob_ws.close().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        bob_ws.close_seen().await;
         bob_ws = Ws::connect(&mesh.url, &bob.access).await;
     }
     // Past the grace of every departure: nothing reached Ann.

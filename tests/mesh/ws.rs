@@ -245,6 +245,14 @@ impl Ws {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+
+    /// Closes the socket and waits for the edge's closing frame. The edge sends it only once
+    /// the connection's session ended and left the hub, so after this the edge has seen the
+    /// connection go.
+    pub async fn close_seen(mut self) {
+        let _ = self.socket.close(None).await;
+        self.closed().await;
+    }
 }
 
 // ---- What a user's sockets share ---------------------------------------------------------
