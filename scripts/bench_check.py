@@ -3,8 +3,8 @@
 
 Every figure issue #16 asks for must be there: each scenario once (the fan-out once per group),
 none failed, every integrity count zero, each target with its verdict, each ratio beside a
-measured limit, the ceiling rows of throughput, reads and login, and the CPU each watched
-process used. Problem lines fail the check, except the two a slow debug build may cause on a
+measured limit, the ceiling rows of throughput, reads, login and latency (the last from a
+message's raw path at the same rate), and the CPU each watched process used. Problem lines fail the check, except the two a slow debug build may cause on a
 busy machine (a paced sender falling behind, the mesh still busy after the sockets closed).
 The figures themselves are not judged: a debug build's numbers mean nothing.
 
@@ -47,6 +47,7 @@ RAW = (
     "raw_edge_http",
     "raw_read_parts",
     "raw_argon2id",
+    "raw_message_path",
 )
 
 problems = []
@@ -91,6 +92,11 @@ def check_targets(name, line):
             need(
                 isinstance(ceiling.get("parts_together_kept_up"), bool),
                 "reads: no verdict from its parts run together at the target rate",
+            )
+        if name == "latency" and ceiling:
+            need(
+                isinstance(ceiling.get("path_p99_ms"), (int, float)),
+                "latency: no ceiling from a message's raw path at the same rate",
             )
 
 
@@ -177,6 +183,9 @@ MUTATIONS = {
         "ceiling"
     ].pop("parts_together_kept_up"),
     "a target without a verdict": lambda ls: first(ls, "latency")["targets"].clear(),
+    "no latency ceiling from the raw path": lambda ls: first(ls, "latency")["results"]["ceiling"].pop(
+        "path_p99_ms"
+    ),
     "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
     "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),
     "a group not all delivered": lambda ls: first(ls, "fanout")["results"].update(delivered_fraction=0.99),

@@ -489,6 +489,7 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         batch: 256,
         concurrency: args.read_concurrency,
         threads: None,
+        path_rate: 10_000.0,
     };
     // Each raw limit is measured right before the scenario compared with it: this machine's
     // speed drifts within minutes (other tenants), and a ratio is only fair when both sides
@@ -527,6 +528,12 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         .map(|m| (m / 2.0 / 100.0).floor().max(1.0) * 100.0));
     match rate {
         Some(rate) => {
+            // What a message needs at all, at the same rate, right before the mesh is asked it.
+            let path = baseline::Args {
+                path_rate: rate,
+                ..raw.clone()
+            };
+            measure_limits(r, ctx, &path, &[Limit::MessagePath]).await?;
             let latency = latency::Args {
                 pairs: args.pairs,
                 rate,

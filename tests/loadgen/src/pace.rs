@@ -29,10 +29,14 @@ impl Schedule {
         self.start + self.period.mul_f64(n as f64)
     }
 
+    /// Takes the next slot and answers when it is due.
+    pub fn take(&self) -> Instant {
+        self.due(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Takes the next slot and waits until it is due (not at all when it is past).
     pub async fn wait(&self) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep_until(self.due(n)).await;
+        tokio::time::sleep_until(self.take()).await;
     }
 }
 

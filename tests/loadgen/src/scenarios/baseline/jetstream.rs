@@ -15,7 +15,7 @@ use crate::raw_nats::{NatsAccess, RAW_PREFIX};
 use crate::tally::Tally;
 
 /// Partitions the subjects are spread over, as the mesh spreads chat ingest.
-const PARTITIONS: usize = 16;
+pub const PARTITIONS: usize = 16;
 
 pub struct Plan {
     pub publishers: usize,
@@ -24,11 +24,12 @@ pub struct Plan {
     pub payload_bytes: usize,
 }
 
-fn stream_name() -> String {
+pub fn stream_name() -> String {
     format!("{}_CHAT_IN", RAW_PREFIX.to_ascii_uppercase())
 }
 
-pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<Figure> {
+/// The raw stream, made (as the `migrate` role) if missing and emptied.
+pub async fn fresh_stream(access: &NatsAccess) -> anyhow::Result<stream::Stream> {
     let admin = jetstream::new(access.connect("migrate").await?);
     let config = stream::Config {
         name: stream_name(),
@@ -44,7 +45,18 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<Figure>
         .context("creating the raw JetStream stream (as the migrate role)")?;
     let raw = admin.get_stream(stream_name()).await?;
     raw.purge().await.context("purging the raw stream")?;
+    Ok(raw)
+}
 
+/// Deletes the raw stream (best effort: the next measurement empties it anyway).
+pub async fn remove_stream(access: &NatsAccess) {
+    if let Ok(client) = access.connect("migrate").await {
+        let _ = jetstream::new(client).delete_stream(stream_name()).await;
+    }
+}
+
+pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<Figure> {
+    let raw = fresh_stream(access).await?;
     let client = access.connect("edge").await?;
     let payload = Bytes::from(vec![b'x'; plan.payload_bytes.max(1)]);
     let started = Instant::now();
@@ -85,7 +97,7 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<Figure>
     let tally = Tally::join(tasks).await?;
     let seconds = started.elapsed().as_secs_f64();
     let _ = raw.purge().await;
-    let _ = admin.delete_stream(stream_name()).await;
+    remove_stream(access).await;
     Ok(Figure::of(
         &tally,
         1,

@@ -1,16 +1,19 @@
 //! `baseline`: the raw limits the mesh's figures are set beside, measured in the same run on
 //! the same machine: JetStream publish+ack, a Postgres insert of the storing transaction's
 //! shape, NATS request/reply, the edge's own HTTP answer rate, those two together at the read
-//! target's rate, and argon2id hashes. Each is its own outcome; the figures are kept in
+//! target's rate, argon2id hashes, and a message's raw path (those parts of a stored, delivered
+//! message that no design can skip) at the latency target's rate. Each is its own outcome; the figures are kept in
 //! `Ctx::limits` for the scenarios that follow.
 
 mod argon2id;
 mod edge_http;
 mod jetstream;
+mod message_path;
 mod postgres;
 mod read_parts;
 mod request_reply;
 
+pub use message_path::PathFloor;
 pub use read_parts::ReadParts;
 
 use serde_json::json;
@@ -65,6 +68,8 @@ pub struct Limits {
     pub argon2: Option<f64>,
     /// The edge's HTTP answers and request/reply run together at the read target's rate.
     pub read_parts: Option<ReadParts>,
+    /// A message's raw path (JetStream, Postgres, NATS) at the latency target's rate.
+    pub message_path: Option<PathFloor>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -93,6 +98,9 @@ pub struct Args {
     /// Hashing threads (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Messages a second asked of the raw message path (`all`: the latency target's rate).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub path_rate: f64,
 }
 
 fn outcome(
@@ -132,6 +140,12 @@ impl Limits {
             }
             return;
         }
+        if outcome.scenario == Limit::MessagePath.name() {
+            if let Some(path) = &mut self.message_path {
+                path.busy_share = outcome.cpu.as_ref().and_then(|cpu| cpu.busy_share);
+            }
+            return;
+        }
         let slot = match outcome.scenario {
             "raw_request_reply" => &mut self.request_reply_cpu_ms,
             "raw_edge_http" => &mut self.edge_http_cpu_ms,
@@ -154,16 +168,19 @@ pub enum Limit {
     /// The two before together, at the read target's rate (after both were measured).
     ReadParts,
     Argon2id,
+    /// A message's raw path at the latency target's rate.
+    MessagePath,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 7] = [
         Limit::JetStream,
         Limit::Postgres,
         Limit::RequestReply,
         Limit::EdgeHttp,
         Limit::ReadParts,
         Limit::Argon2id,
+        Limit::MessagePath,
     ];
 
     pub fn name(self) -> &'static str {
@@ -174,6 +191,7 @@ impl Limit {
             Limit::EdgeHttp => "raw_edge_http",
             Limit::ReadParts => "raw_read_parts",
             Limit::Argon2id => "raw_argon2id",
+            Limit::MessagePath => "raw_message_path",
         }
     }
 }
@@ -233,6 +251,10 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
             outcome(name, "edge HTTP answers (no bus)", "request", figure)?
         }
         Limit::ReadParts => return read_parts::run(ctx, args, &nats()?).await,
+        Limit::MessagePath => {
+            let nats = nats()?;
+            return message_path::run(ctx, args, &nats, args.path_rate).await;
+        }
         Limit::Argon2id => {
             let plan = argon2id::Plan {
                 threads: args.threads.unwrap_or_else(crate::procs::cpus),
@@ -252,7 +274,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args, limit: Limit) -> anyhow::Result<Out
         Limit::RequestReply => &mut ctx.limits.request_reply,
         Limit::EdgeHttp => &mut ctx.limits.edge_http,
         Limit::Argon2id => &mut ctx.limits.argon2,
-        Limit::ReadParts => unreachable!("answered above"),
+        Limit::ReadParts | Limit::MessagePath => unreachable!("answered above"),
     };
     *slot = Some(figure.per_sec);
     if limit == Limit::EdgeHttp {

@@ -32,6 +32,33 @@ const SETUP: [&str; 5] = [
      SELECT 'p:' || g, 'private' FROM generate_series(1, $1) AS g",
 ];
 
+/// The scratch tables, emptied, with `conversations` private conversations (`p:1`...).
+pub async fn prepare(pool: &sqlx::PgPool, conversations: usize) -> anyhow::Result<()> {
+    for statement in &SETUP[..4] {
+        sqlx::query(sqlx::AssertSqlSafe(*statement))
+            .execute(pool)
+            .await
+            .with_context(|| format!("{statement} (does the database hold the chat schema?)"))?;
+    }
+    sqlx::query(SETUP[4])
+        .bind(i32::try_from(conversations).unwrap_or(i32::MAX))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The id of scratch conversation `n` (from 1).
+pub fn conversation(n: usize) -> String {
+    format!("p:{n}")
+}
+
+/// Empties the scratch tables (best effort: the next measurement empties them anyway).
+pub async fn clear(pool: &sqlx::PgPool) {
+    let _ = sqlx::query("TRUNCATE loadgen.messages, loadgen.conversations")
+        .execute(pool)
+        .await;
+}
+
 pub async fn measure(plan: &Plan) -> anyhow::Result<Figure> {
     let writers = plan.writers.max(1);
     let conversations = plan.conversations.max(writers);
@@ -40,16 +67,7 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<Figure> {
         .connect(&plan.database_url)
         .await
         .context("connecting to the bench database")?;
-    for statement in &SETUP[..4] {
-        sqlx::query(sqlx::AssertSqlSafe(*statement))
-            .execute(&pool)
-            .await
-            .with_context(|| format!("{statement} (does the database hold the chat schema?)"))?;
-    }
-    sqlx::query(SETUP[4])
-        .bind(i32::try_from(conversations).unwrap_or(i32::MAX))
-        .execute(&pool)
-        .await?;
+    prepare(&pool, conversations).await?;
 
     let body = crate::scenarios::body(plan.body_bytes);
     let started = Instant::now();
@@ -61,15 +79,15 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<Figure> {
             let batch = plan.batch.max(1);
             let mine: Vec<String> = (1..=conversations)
                 .filter(|c| c % writers == w)
-                .map(|c| format!("p:{c}"))
+                .map(conversation)
                 .collect();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
-                let sender = Uuid::now_v7();
                 let mut n = 0u64;
                 while Instant::now() < end {
                     let began = Instant::now();
-                    match store_batch(&pool, &mine, batch, sender, &body, &mut n).await {
+                    let rows: Vec<usize> = (0..batch).map(|i| i % mine.len()).collect();
+                    match store(&pool, &mine, &rows, &body, &mut n).await {
                         Ok(()) => tally.success(began),
                         Err(err) => tally.failure(err),
                     }
@@ -80,9 +98,7 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<Figure> {
         .collect();
     let tally = Tally::join(tasks).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let _ = sqlx::query("TRUNCATE loadgen.messages, loadgen.conversations")
-        .execute(&pool)
-        .await;
+    clear(&pool).await;
     Ok(Figure::of(
         &tally,
         plan.batch.max(1) as u64,
@@ -94,31 +110,35 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<Figure> {
     ))
 }
 
-/// One transaction of `batch` messages spread round-robin over `conversations`.
-async fn store_batch(
+/// One transaction storing a message in `conversations[row]` for each of `rows`, from one
+/// sender, with client ids numbered on from `n`.
+pub async fn store(
     pool: &sqlx::PgPool,
     conversations: &[String],
-    batch: usize,
-    sender: Uuid,
+    rows: &[usize],
     body: &str,
     n: &mut u64,
 ) -> sqlx::Result<()> {
+    let batch = rows.len();
+    let sender = Uuid::nil();
     let mut tx = pool.begin().await?;
-    let ids: Vec<&str> = conversations.iter().map(String::as_str).collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
+    let mut ids: Vec<&str> = rows.iter().map(|&r| conversations[r].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locked: Vec<(String, i64)> = sqlx::query_as(
         "SELECT id, last_seq FROM loadgen.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    let mut last: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+    let mut last: std::collections::HashMap<String, i64> = locked.into_iter().collect();
     let now = OffsetDateTime::now_utc();
     let mut conversation = Vec::with_capacity(batch);
     let mut seq = Vec::with_capacity(batch);
     let mut id = Vec::with_capacity(batch);
     let mut client = Vec::with_capacity(batch);
-    for i in 0..batch {
-        let c = &conversations[i % conversations.len()];
+    for &row in rows {
+        let c = &conversations[row];
         let next = last.entry(c.clone()).or_insert(0);
         *next += 1;
         conversation.push(c.as_str());
