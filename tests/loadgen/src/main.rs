@@ -407,7 +407,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Command::Baseline(args) => {
-            for limit in Limit::ALL {
+            for limit in args.chosen() {
                 r.run(c, limit.name(), async |c| {
                     baseline::run(c, args, limit).await
                 })
@@ -490,6 +490,7 @@ async fn run_all(r: &mut Runner, ctx: &mut Ctx, args: &AllArgs) -> anyhow::Resul
         concurrency: args.read_concurrency,
         threads: None,
         path_rate: 10_000.0,
+        only: Vec::new(),
     };
     // Each raw limit is measured right before the scenario compared with it: this machine's
     // speed drifts within minutes (other tenants), and a ratio is only fair when both sides

@@ -1,8 +1,8 @@
 //! The least a stored, delivered message needs on this machine, at the latency target's rate:
 //! publishers paced together publish each message into a JetStream file stream of the load
-//! generator's own and wait for its ack (`accepted`); one consumer takes whatever has arrived
-//! (waiting only for the first), stores it in one Postgres transaction of the chat ingest's
-//! shape, publishes one core NATS message per stored message on the push subjects and then
+//! generator's own and wait for its ack (`accepted`); one consumer per CPU, each on its own
+//! share of the partitions, takes whatever has arrived (waiting only for the first), stores it
+//! in one Postgres transaction of the chat ingest's shape, publishes one core NATS message per stored message on the push subjects and then
 //! acknowledges the batch; a subscriber takes them (`delivered`). No edge, no WebSocket, no
 //! authorization, no fencing, no rounds: what is left is the bus, the disk and the database a
 //! message cannot do without, so its accepted → delivered is the floor the mesh's `latency`
@@ -41,6 +41,8 @@ const HEADER_BYTES: usize = 16;
 pub struct Plan {
     pub database_url: String,
     pub publishers: usize,
+    /// Store loops, each with a consumer on its share of the partitions.
+    pub writers: usize,
     /// Messages a second, all publishers together.
     pub per_sec: f64,
     pub warmup: f64,
@@ -109,11 +111,88 @@ impl Failures {
     }
 }
 
+fn consumer_name(writer: usize) -> String {
+    format!("{RAW_PREFIX}-path-{writer}")
+}
+
+/// One writer's store loop and what it needs.
+struct Lane {
+    pool: sqlx::PgPool,
+    chat: async_nats::Client,
+    conversations: Vec<String>,
+    body: String,
+    push_prefix: String,
+    failures: Arc<Failures>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Lane {
+    /// Stores, pushes and acknowledges batch after batch until stopped; answers each store's
+    /// time, the batches and the messages stored.
+    async fn run(self, mut messages: pull::Stream) -> (Histogram<u64>, u64, u64) {
+        let mut stores = report::histogram();
+        let (mut batches, mut stored) = (0u64, 0u64);
+        let mut n = 0u64;
+        loop {
+            let first = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                next = messages.next() => next,
+            };
+            let mut batch = match first {
+                Some(Ok(message)) => vec![message],
+                Some(Err(err)) => {
+                    self.failures.add("reading", err);
+                    continue;
+                }
+                None => break,
+            };
+            while batch.len() < MOST_PER_STORE {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(err))) => self.failures.add("reading", err),
+                    _ => break,
+                }
+            }
+            let carried: Vec<(u64, u64)> =
+                batch.iter().filter_map(|m| header(&m.payload)).collect();
+            let rows: Vec<usize> = carried
+                .iter()
+                .map(|(publisher, _)| *publisher as usize % self.conversations.len())
+                .collect();
+            let began = std::time::Instant::now();
+            let result =
+                postgres::store(&self.pool, &self.conversations, &rows, &self.body, &mut n).await;
+            if let Err(err) = result {
+                // Not acknowledged: JetStream delivers the batch again after its ack wait.
+                self.failures.add("storing", err);
+                continue;
+            }
+            let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stores.saturating_record(micros.max(1));
+            batches += 1;
+            stored += batch.len() as u64;
+            for (publisher, number) in &carried {
+                let subject = format!("{}.{publisher}", self.push_prefix);
+                let number = Bytes::copy_from_slice(&number.to_be_bytes());
+                if let Err(err) = self.chat.publish(subject, number).await {
+                    self.failures.add("pushing", err);
+                }
+            }
+            if let Some(last) = batch.last()
+                && let Err(err) = last.ack_with(AckKind::Ack).await
+            {
+                self.failures.add("acknowledging", err);
+            }
+        }
+        (stores, batches, stored)
+    }
+}
+
 pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFigure> {
     let publishers = plan.publishers.max(1);
     raw_stream::fresh_stream(access).await?;
     let pool = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(u32::try_from(plan.writers.max(1) + 1).unwrap_or(u32::MAX))
         .connect(&plan.database_url)
         .await
         .context("connecting to the bench database")?;
@@ -127,16 +206,6 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
         .get_stream(raw_stream::stream_name())
         .await
         .context("binding to the raw stream as the chat role")?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(format!("{RAW_PREFIX}-path")),
-            ack_policy: AckPolicy::All,
-            max_ack_pending: i64::try_from(MOST_PER_STORE * 4).unwrap_or(i64::MAX),
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await
-        .context("creating the raw path's consumer")?;
     let edge = access.connect("edge").await?;
     let push_prefix = format!("{RAW_PREFIX}.push.user");
     let mut pushes = edge.subscribe(format!("{push_prefix}.*")).await?;
@@ -146,75 +215,43 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
     let failures = Arc::new(Failures::default());
     let stop = tokio_util::sync::CancellationToken::new();
 
-    // The store loop: the first message waits, the rest of a batch is what already arrived.
-    let store_loop = tokio::spawn({
-        let mut messages = consumer
+    // The store loops, one per writer, each on the partitions of its own (so on conversations
+    // of its own, as ingest partitions are): the first message waits, the rest of a batch is
+    // what already arrived.
+    let writers = plan.writers.clamp(1, raw_stream::PARTITIONS);
+    let mut loops = Vec::with_capacity(writers);
+    for writer in 0..writers {
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(consumer_name(writer)),
+                filter_subjects: (0..raw_stream::PARTITIONS)
+                    .filter(|p| p % writers == writer)
+                    .map(|p| format!("{RAW_PREFIX}.chat.in.{p}"))
+                    .collect(),
+                ack_policy: AckPolicy::All,
+                max_ack_pending: i64::try_from(MOST_PER_STORE * 4).unwrap_or(i64::MAX),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .context("creating the raw path's consumer")?;
+        let messages = consumer
             .stream()
             .max_messages_per_batch(MOST_PER_STORE)
             .messages()
             .await
             .context("reading the raw path's consumer")?;
-        let body = crate::scenarios::body(plan.body_bytes);
-        let (pool, failures, stop) = (pool.clone(), failures.clone(), stop.clone());
-        async move {
-            let mut stores = report::histogram();
-            let (mut batches, mut stored) = (0u64, 0u64);
-            let mut n = 0u64;
-            loop {
-                let first = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    next = messages.next() => next,
-                };
-                let mut batch = match first {
-                    Some(Ok(message)) => vec![message],
-                    Some(Err(err)) => {
-                        failures.add("reading", err);
-                        continue;
-                    }
-                    None => break,
-                };
-                while batch.len() < MOST_PER_STORE {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(message))) => batch.push(message),
-                        Some(Some(Err(err))) => failures.add("reading", err),
-                        _ => break,
-                    }
-                }
-                let carried: Vec<(u64, u64)> =
-                    batch.iter().filter_map(|m| header(&m.payload)).collect();
-                let rows: Vec<usize> = carried
-                    .iter()
-                    .map(|(publisher, _)| *publisher as usize % conversations.len())
-                    .collect();
-                let began = std::time::Instant::now();
-                if let Err(err) = postgres::store(&pool, &conversations, &rows, &body, &mut n).await
-                {
-                    // Not acknowledged: JetStream delivers the batch again after its ack wait.
-                    failures.add("storing", err);
-                    continue;
-                }
-                let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-                stores.saturating_record(micros.max(1));
-                batches += 1;
-                stored += batch.len() as u64;
-                for (publisher, number) in &carried {
-                    let subject = format!("{push_prefix}.{publisher}");
-                    if let Err(err) = chat
-                        .publish(subject, Bytes::copy_from_slice(&number.to_be_bytes()))
-                        .await
-                    {
-                        failures.add("pushing", err);
-                    }
-                }
-                if let Some(last) = batch.last()
-                    && let Err(err) = last.ack_with(AckKind::Ack).await
-                {
-                    failures.add("acknowledging", err);
-                }
-            }
-            (Latency::of(&stores), batches, stored)
-        }
-    });
+        let lane = Lane {
+            pool: pool.clone(),
+            chat: chat.clone(),
+            conversations: conversations.clone(),
+            body: crate::scenarios::body(plan.body_bytes),
+            push_prefix: push_prefix.clone(),
+            failures: failures.clone(),
+            stop: stop.clone(),
+        };
+        loops.push(tokio::spawn(lane.run(messages)));
+    }
 
     // The recipient: how long from each accepted message's ack to its delivery.
     let measured_from = Arc::new(AtomicU64::new(u64::MAX));
@@ -349,10 +386,20 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
-    let (store, batches, stored) = store_loop.await?;
+    let mut stores = report::histogram();
+    let (mut batches, mut stored) = (0u64, 0u64);
+    for lane in loops {
+        let (times, lane_batches, lane_stored) = lane.await?;
+        stores.add(times).ok();
+        batches += lane_batches;
+        stored += lane_stored;
+    }
+    let store = Latency::of(&stores);
     let (latencies, before_ack) = receiver.await?;
     let undelivered = total.saturating_sub(delivered.load(Ordering::Relaxed));
-    let _ = stream.delete_consumer(&format!("{RAW_PREFIX}-path")).await;
+    for writer in 0..writers {
+        let _ = stream.delete_consumer(&consumer_name(writer)).await;
+    }
     raw_stream::remove_stream(access).await;
     postgres::clear(&pool).await;
     let failures = Arc::try_unwrap(failures).unwrap_or_default();
@@ -399,6 +446,7 @@ pub async fn run(
     let plan = Plan {
         database_url: url,
         publishers: args.publishers,
+        writers: crate::procs::cpus(),
         per_sec: rate,
         warmup: 2.0,
         seconds: args.seconds.max(5.0),
@@ -427,10 +475,10 @@ pub async fn run(
     outcome.row(
         "how",
         format!(
-            "{} publishers paced together, {} B payloads into a file stream; one consumer storing \
-             what has arrived (on average {:.0} messages) per Postgres transaction, one core NATS \
-             push per message, then one ack",
-            plan.publishers, plan.payload_bytes, path.per_store
+            "{} publishers paced together, {} B payloads into a file stream; {} consumers (one \
+             per CPU) on their own partitions, each storing what has arrived (on average {:.0} \
+             messages) per Postgres transaction, one core NATS push per message, then one ack",
+            plan.publishers, plan.payload_bytes, plan.writers, path.per_store
         ),
     );
     outcome.row("store transaction", path.store.line());

@@ -101,6 +101,20 @@ pub struct Args {
     /// Messages a second asked of the raw message path (`all`: the latency target's rate).
     #[arg(long, default_value_t = 10_000.0)]
     pub path_rate: f64,
+    /// Measure only these limits (their scenario names, e.g. `raw_message_path`); all when
+    /// empty.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl Args {
+    /// The limits `baseline` measures, in order.
+    pub fn chosen(&self) -> Vec<Limit> {
+        Limit::ALL
+            .into_iter()
+            .filter(|l| self.only.is_empty() || self.only.iter().any(|o| o == l.name()))
+            .collect()
+    }
 }
 
 fn outcome(
@@ -306,6 +320,22 @@ mod tests {
             steal_share: None,
         });
         outcome
+    }
+
+    #[test]
+    fn only_the_limits_named_are_chosen() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let all = Cli::parse_from(["baseline"]).args.chosen();
+        assert_eq!(all, Limit::ALL);
+        let some = Cli::parse_from(["baseline", "--only", "raw_message_path,raw_postgres"])
+            .args
+            .chosen();
+        assert_eq!(some, [Limit::Postgres, Limit::MessagePath]);
     }
 
     #[test]
