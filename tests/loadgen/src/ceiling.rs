@@ -249,8 +249,8 @@ fn path_floor_bound(floor: &PathFloor) -> Bound {
         .map(|share| format!(", the CPUs {:.0}% busy", share * 100.0))
         .unwrap_or_default();
     let text = format!(
-        "a message's raw path at {} msg/s with nothing else (JetStream publish and ack, a \
-         consumer, one Postgres transaction per batch, a core NATS push) took p50 {} · p99 {} \
+        "a message's raw path at {} msg/s with nothing else (JetStream publish and ack, a consumer \
+         per CPU, one Postgres transaction per batch, a core NATS push) took p50 {} · p99 {} \
          ms from ack to delivery{}{busy}; p99 < {} ms is {}",
         thousands(floor.rate),
         floor.p50_ms,
