@@ -135,6 +135,8 @@ pub struct ChatSettings {
     pub batch_size: usize,
     /// Store rounds a worker runs at once.
     pub store_rounds: usize,
+    /// Independent chains those rounds are shared among.
+    pub store_chains: usize,
     /// How long a batch may wait for others before a free store round takes it.
     pub store_linger: Duration,
     /// How often the ingest stream is purged of what every partition stored.

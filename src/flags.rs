@@ -183,6 +183,11 @@ pub struct RawSettings {
     /// waiting when it starts through one authorization and one storing transaction.
     #[arg(long, env = "MESH_CHAT_STORE_ROUNDS", default_value = "4")]
     pub chat_store_rounds: String,
+    /// Independent chains of store rounds per chat worker (1 to MESH_CHAT_STORE_ROUNDS), each
+    /// for its share of the partitions and with its share of the rounds: with one, every
+    /// partition waits for the round in flight; with one per CPU the chains store side by side.
+    #[arg(long, env = "MESH_CHAT_STORE_CHAINS", default_value = "2")]
+    pub chat_store_chains: String,
     /// How long a chat batch may wait for other partitions' batches before a free store round
     /// takes it (0 to 100 ms): fewer, larger transactions while the worker is not busy.
     #[arg(long, env = "MESH_CHAT_STORE_LINGER", default_value = "5ms")]
@@ -289,6 +294,7 @@ impl fmt::Debug for RawSettings {
             chat_ingest_spacing,
             chat_batch_size,
             chat_store_rounds,
+            chat_store_chains,
             chat_store_linger,
             chat_compact_every,
             chat_open_private,
@@ -344,6 +350,7 @@ impl fmt::Debug for RawSettings {
             .field("chat_ingest_spacing", chat_ingest_spacing)
             .field("chat_batch_size", chat_batch_size)
             .field("chat_store_rounds", chat_store_rounds)
+            .field("chat_store_chains", chat_store_chains)
             .field("chat_store_linger", chat_store_linger)
             .field("chat_compact_every", chat_compact_every)
             .field("chat_open_private", chat_open_private)

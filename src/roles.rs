@@ -150,6 +150,7 @@ pub fn chat_config(settings: &Settings) -> ChatConfig {
     );
     config.batch_size = settings.chat.batch_size;
     config.store_concurrency = settings.chat.store_rounds;
+    config.store_chains = settings.chat.store_chains;
     config.store_linger = settings.chat.store_linger;
     config.compact_every = settings.chat.compact_every;
     config

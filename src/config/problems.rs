@@ -334,6 +334,16 @@ impl Problems {
         if store_rounds.is_some_and(|n| !(1..=64).contains(&n)) {
             self.0.push("MESH_CHAT_STORE_ROUNDS: must be 1-64".into());
         }
+        let store_chains = self.take(
+            "MESH_CHAT_STORE_CHAINS",
+            raw.chat_store_chains.parse::<usize>(),
+        );
+        let most_chains = store_rounds.filter(|n| (1..=64).contains(n)).unwrap_or(64);
+        if store_chains.is_some_and(|n| !(1..=most_chains).contains(&n)) {
+            self.0.push(format!(
+                "MESH_CHAT_STORE_CHAINS: must be 1-{most_chains} (at most MESH_CHAT_STORE_ROUNDS: each chain needs a round of its own)"
+            ));
+        }
         let store_linger = self.duration("MESH_CHAT_STORE_LINGER", &raw.chat_store_linger);
         if store_linger.is_some_and(|linger| linger > Duration::from_millis(100)) {
             self.0
@@ -357,6 +367,7 @@ impl Problems {
             ingest_spacing: ingest_spacing.filter(|spacing| *spacing <= MAX_INGEST_SPACING)?,
             batch_size: batch_size.filter(|n| (1..=1024).contains(n))?,
             store_rounds: store_rounds.filter(|n| (1..=64).contains(n))?,
+            store_chains: store_chains.filter(|n| (1..=most_chains).contains(n))?,
             store_linger: store_linger.filter(|linger| *linger <= Duration::from_millis(100))?,
             compact_every: compact_every.filter(|every| compact_range.contains(every))?,
             open_private: open_private?,

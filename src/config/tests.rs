@@ -270,3 +270,34 @@ fn hash_threads_default_to_the_cpus_up_to_eight_and_are_checked() {
         3
     );
 }
+
+#[test]
+fn store_chains_are_at_most_the_store_rounds() {
+    let chain_problems = |raw: &RawSettings| match Settings::parse(raw, &[], false) {
+        Ok(settings) => {
+            assert!(settings.chat.store_chains >= 1);
+            Vec::new()
+        }
+        Err(problems) => problems
+            .into_iter()
+            .filter(|p| p.starts_with("MESH_CHAT_STORE_CHAINS"))
+            .collect(),
+    };
+    let mut settings = raw();
+    assert!(
+        chain_problems(&settings).is_empty(),
+        "the defaults: two chains sharing four rounds"
+    );
+    settings.chat_store_chains = "5".into();
+    let refused = chain_problems(&settings);
+    assert!(
+        refused.len() == 1 && refused[0].contains("must be 1-4"),
+        "five chains cannot share four rounds: {refused:?}"
+    );
+    settings.chat_store_rounds = "8".into();
+    assert!(chain_problems(&settings).is_empty(), "eight rounds: 5 fit");
+    for bad in ["0", "two"] {
+        settings.chat_store_chains = bad.into();
+        assert_eq!(chain_problems(&settings).len(), 1, "{bad} is refused");
+    }
+}

@@ -92,6 +92,7 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
             ingest_spacing: Duration::from_millis(8),
             batch_size: 256,
             store_rounds: 4,
+            store_chains: 2,
             store_linger: Duration::from_millis(5),
             // Often, so that every chat test (failover and fencing among them) runs with the
             // ingest stream being compacted beneath it.

@@ -14,6 +14,12 @@ pub struct ChatConfig {
     /// so a busy worker runs fewer, larger transactions instead of one small one per partition
     /// contending for the CPU.
     pub store_concurrency: usize,
+    /// Independent chains of store rounds, each for its share of the partitions
+    /// (`partition % chains`) and with its share of `store_concurrency`. In one chain every
+    /// partition's next batch waits for the round in flight and the one after it, so a
+    /// message waits up to two rounds; chains side by side keep each round smaller and let
+    /// the CPUs store two at once.
+    pub store_chains: usize,
     /// How long a batch waiting for a store round may wait for other partitions' batches when
     /// a turn is free: a trickle of messages is then stored in fewer transactions instead of
     /// one tiny one after another as fast as the CPU allows.
@@ -43,6 +49,7 @@ impl ChatConfig {
             partitions,
             batch_size: 256,
             store_concurrency: 4,
+            store_chains: 2,
             store_linger: Duration::from_millis(5),
             compact_every: Duration::from_secs(30),
             open_private,

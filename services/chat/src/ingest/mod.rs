@@ -1,6 +1,7 @@
 //! Partition ownership: every tick this worker announces itself, computes which partitions it
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
-//! one owner task per held partition. The owners share the worker's store rounds (`rounds`).
+//! one owner task per held partition. The owners share the worker's store rounds (`rounds`), in
+//! independent chains (`MESH_CHAT_STORE_CHAINS`), each for its share of the partitions.
 
 mod backlog;
 mod batch;
@@ -110,12 +111,19 @@ pub async fn run(state: State, shutdown: CancellationToken) {
         state.clone(),
         shutdown.clone(),
     )));
-    let rounds = Rounds::new();
-    let _rounds = AbortOnDropHandle::new(tokio::spawn(run_rounds(
-        state.clone(),
-        rounds.clone(),
-        shutdown.clone(),
-    )));
+    let chains = Chains::new(state.config().store_chains);
+    let _rounds: Vec<_> = chains
+        .all()
+        .iter()
+        .map(|rounds| {
+            AbortOnDropHandle::new(tokio::spawn(run_rounds(
+                state.clone(),
+                rounds.clone(),
+                chains.turns_each(state.config().store_concurrency),
+                shutdown.clone(),
+            )))
+        })
+        .collect();
     let mut held: HashMap<u32, Held> = HashMap::new();
     let mut roster = Roster::default();
     // The lease bucket's outage, as this loop sees it (NATS away): logged once, not per call.
@@ -135,7 +143,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
         rebalance(
             &state,
             &leases,
-            &rounds,
+            &chains,
             &mut held,
             workers,
             &shutdown,
@@ -170,11 +178,50 @@ pub fn most_frames_per_round(batch_size: usize) -> usize {
     2 * batch_size.max(1) * ROUND_BATCHES
 }
 
-/// Runs the worker's store rounds until `shutdown`.
-async fn run_rounds(state: State, rounds: Arc<Rounds<Lot>>, shutdown: CancellationToken) {
+/// The worker's independent chains of store rounds: partition `p` is stored by chain
+/// `p % chains`, and the worker's rounds are shared out among them.
+struct Chains(Vec<Arc<Rounds<Lot>>>);
+
+impl Chains {
+    fn new(chains: usize) -> Self {
+        Self((0..chains.max(1)).map(|_| Rounds::new()).collect())
+    }
+
+    fn all(&self) -> &[Arc<Rounds<Lot>>] {
+        &self.0
+    }
+
+    /// The rounds `partition`'s batches wait for.
+    fn of(&self, partition: u32) -> Arc<Rounds<Lot>> {
+        self.0[chain_of(partition, self.0.len())].clone()
+    }
+
+    /// Rounds each chain may run at once, so that together they run at most `rounds`.
+    fn turns_each(&self, rounds: usize) -> usize {
+        turns_each(rounds, self.0.len())
+    }
+}
+
+/// The chain of `chains` that stores `partition`.
+fn chain_of(partition: u32, chains: usize) -> usize {
+    usize::try_from(partition).unwrap_or(0) % chains.max(1)
+}
+
+/// `rounds` shared out among `chains`, each getting at least one.
+fn turns_each(rounds: usize, chains: usize) -> usize {
+    (rounds / chains.max(1)).max(1)
+}
+
+/// Runs one chain's store rounds, at most `turns` at once, until `shutdown`.
+async fn run_rounds(
+    state: State,
+    rounds: Arc<Rounds<Lot>>,
+    turns: usize,
+    shutdown: CancellationToken,
+) {
     let config = state.config();
     let pace = Pace {
-        turns: config.store_concurrency,
+        turns,
         most: config.batch_size.max(1) * ROUND_BATCHES,
         linger: config.store_linger,
     };
@@ -219,7 +266,7 @@ impl Roster {
 async fn rebalance(
     state: &State,
     leases: &Arc<Leases>,
-    rounds: &Arc<Rounds<Lot>>,
+    chains: &Chains,
     held: &mut HashMap<u32, Held>,
     workers: Vec<Uuid>,
     shutdown: &CancellationToken,
@@ -327,7 +374,7 @@ async fn rebalance(
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
-                    rounds.clone(),
+                    chains.of(partition),
                     taken,
                     stop.clone(),
                 )));
@@ -347,5 +394,26 @@ async fn rebalance(
                 outage_failed!(outage, partition, error = %err, "cannot acquire a partition");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_spread_over_the_chains() {
+        let chains: Vec<usize> = (0..6).map(|p| chain_of(p, 2)).collect();
+        assert_eq!(chains, [0, 1, 0, 1, 0, 1]);
+        assert!((0..64).all(|p| chain_of(p, 1) == 0));
+        assert_eq!(chain_of(7, 0), 0, "no chains counts as one");
+    }
+
+    #[test]
+    fn the_chains_together_run_at_most_the_workers_rounds() {
+        assert_eq!(turns_each(4, 2), 2);
+        assert_eq!(turns_each(4, 1), 4);
+        assert_eq!(turns_each(5, 2), 2, "rounded down, never above the bound");
+        assert_eq!(turns_each(1, 2), 1, "each chain runs at least one");
     }
 }
