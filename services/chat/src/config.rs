@@ -15,7 +15,8 @@ pub struct ChatConfig {
     /// contending for the CPU.
     pub store_concurrency: usize,
     /// Independent chains of store rounds, each for its share of the partitions
-    /// (`partition % chains`) and with its share of `store_concurrency`. In one chain every
+    /// (a partition taken joins the chain holding the fewest of this worker's) and with its
+    /// share of `store_concurrency`. In one chain every
     /// partition's next batch waits for the round in flight and the one after it, so a
     /// message waits up to two rounds; chains side by side keep each round smaller and let
     /// the CPUs store two at once.

@@ -1,7 +1,8 @@
 //! Partition ownership: every tick this worker announces itself, computes which partitions it
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
 //! one owner task per held partition. The owners share the worker's store rounds (`rounds`), in
-//! independent chains (`MESH_CHAT_STORE_CHAINS`), each for its share of the partitions.
+//! independent chains (`MESH_CHAT_STORE_CHAINS`): a partition taken joins the chain that holds
+//! the fewest of this worker's partitions.
 
 mod backlog;
 mod batch;
@@ -40,6 +41,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Held {
     revision: u64,
+    /// The chain of store rounds its owner waits for.
+    chain: usize,
     renewed: Instant,
     stop: CancellationToken,
     task: AbortOnDropHandle<()>,
@@ -178,8 +181,10 @@ pub fn most_frames_per_round(batch_size: usize) -> usize {
     2 * batch_size.max(1) * ROUND_BATCHES
 }
 
-/// The worker's independent chains of store rounds: partition `p` is stored by chain
-/// `p % chains`, and the worker's rounds are shared out among them.
+/// The worker's independent chains of store rounds: each partition taken joins the chain that
+/// holds the fewest of the worker's partitions (rendezvous hashing hands a worker partitions
+/// at random, so their numbers say nothing of balance), and the worker's rounds are shared out
+/// among the chains.
 struct Chains(Vec<Arc<Rounds<Lot>>>);
 
 impl Chains {
@@ -191,9 +196,10 @@ impl Chains {
         &self.0
     }
 
-    /// The rounds `partition`'s batches wait for.
-    fn of(&self, partition: u32) -> Arc<Rounds<Lot>> {
-        self.0[chain_of(partition, self.0.len())].clone()
+    /// The chain a partition taken now joins, given the chains of those held, and its rounds.
+    fn join(&self, held: impl Iterator<Item = usize>) -> (usize, Arc<Rounds<Lot>>) {
+        let chain = least_used(self.0.len(), held);
+        (chain, self.0[chain].clone())
     }
 
     /// Rounds each chain may run at once, so that together they run at most `rounds`.
@@ -202,9 +208,16 @@ impl Chains {
     }
 }
 
-/// The chain of `chains` that stores `partition`.
-fn chain_of(partition: u32, chains: usize) -> usize {
-    usize::try_from(partition).unwrap_or(0) % chains.max(1)
+/// Of `chains` chains, the one fewest of `held` (the chains of the partitions held) use; the
+/// first of those on a tie.
+fn least_used(chains: usize, held: impl Iterator<Item = usize>) -> usize {
+    let mut used = vec![0usize; chains.max(1)];
+    for chain in held {
+        if let Some(count) = used.get_mut(chain) {
+            *count += 1;
+        }
+    }
+    (0..used.len()).min_by_key(|c| used[*c]).unwrap_or(0)
 }
 
 /// `rounds` shared out among `chains`, each getting at least one.
@@ -371,10 +384,11 @@ async fn rebalance(
                         leases: bucket,
                     },
                 };
+                let (chain, rounds) = chains.join(held.values().map(|h| h.chain));
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
-                    chains.of(partition),
+                    rounds,
                     taken,
                     stop.clone(),
                 )));
@@ -383,6 +397,7 @@ async fn rebalance(
                     partition,
                     Held {
                         revision,
+                        chain,
                         renewed: Instant::now(),
                         stop,
                         task,
@@ -402,11 +417,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_are_spread_over_the_chains() {
-        let chains: Vec<usize> = (0..6).map(|p| chain_of(p, 2)).collect();
-        assert_eq!(chains, [0, 1, 0, 1, 0, 1]);
-        assert!((0..64).all(|p| chain_of(p, 1) == 0));
-        assert_eq!(chain_of(7, 0), 0, "no chains counts as one");
+    fn a_partition_taken_joins_the_least_used_chain() {
+        // Taking six partitions one after another alternates between two chains.
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(least_used(2, held.iter().copied()));
+        }
+        assert_eq!(held, [0, 1, 0, 1, 0, 1]);
+        // Chain 0 lost two partitions (handed over): the next two taken refill it.
+        let after_losses = [0, 1, 1, 0, 1];
+        assert_eq!(least_used(2, after_losses.into_iter()), 0);
+        assert_eq!(least_used(2, [1, 1, 0, 1].into_iter()), 0);
+        assert_eq!(least_used(3, [0, 1].into_iter()), 2);
+        assert_eq!(least_used(1, [0, 0, 0].into_iter()), 0);
+        assert_eq!(
+            least_used(0, std::iter::empty()),
+            0,
+            "no chains counts as one"
+        );
     }
 
     #[test]
