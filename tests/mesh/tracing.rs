@@ -570,7 +570,22 @@ async fn without_an_exporter_a_call_carries_the_requests_trace() {
         .subscribe(prefix.rpc(GetMe::SERVICE, GetMe::OP))
         .await
         .expect("subscribe to the user service's requests");
-    watcher.flush().await.expect("flush");
+    // `flush` only writes the subscription out; the server takes interest once it has read it.
+    // It reads a connection's commands in order, so a probe the watcher publishes to itself
+    // arriving back means the subscription above is in place before any request is made.
+    let probe_subject = format!("{}.watcher-probe", mesh.prefix);
+    let mut probe = watcher
+        .subscribe(probe_subject.clone())
+        .await
+        .expect("subscribe to the probe");
+    watcher
+        .publish(probe_subject, "probe".into())
+        .await
+        .expect("publish the probe");
+    tokio::time::timeout(Duration::from_secs(10), probe.next())
+        .await
+        .expect("the probe comes back within 10 s")
+        .expect("a probe");
 
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let reads = [Some(format!("00-{caller_trace}-00f067aa0ba902b7-00")), None];
