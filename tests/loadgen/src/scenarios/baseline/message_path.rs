@@ -255,12 +255,13 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
 
     // The recipient: how long from each accepted message's ack to its delivery.
     let measured_from = Arc::new(AtomicU64::new(u64::MAX));
-    let delivered = Arc::new(AtomicU64::new(0));
+    // How many messages arrived, watched by the drain at the end.
+    let (delivered, mut arrivals) = tokio::sync::watch::channel(0u64);
     let receiver = tokio::spawn({
         let (moments, measured_from, delivered, stop) = (
             moments.clone(),
             measured_from.clone(),
-            delivered.clone(),
+            delivered,
             stop.clone(),
         );
         async move {
@@ -291,7 +292,7 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
                         }
                     }
                 };
-                delivered.fetch_add(1, Ordering::Relaxed);
+                delivered.send_modify(|count| *count += 1);
                 if number < measured_from.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -381,10 +382,8 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
         task.await?;
     }
     let total = accepted.load(Ordering::Relaxed);
-    let drain_until = Instant::now() + DRAIN;
-    while delivered.load(Ordering::Relaxed) < total && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Until every accepted message arrived, or the drain's time is up.
+    let _ = tokio::time::timeout(DRAIN, arrivals.wait_for(|count| *count >= total)).await;
     stop.cancel();
     let mut stores = report::histogram();
     let (mut batches, mut stored) = (0u64, 0u64);
@@ -396,7 +395,7 @@ pub async fn measure(access: &NatsAccess, plan: &Plan) -> anyhow::Result<PathFig
     }
     let store = Latency::of(&stores);
     let (latencies, before_ack) = receiver.await?;
-    let undelivered = total.saturating_sub(delivered.load(Ordering::Relaxed));
+    let undelivered = total.saturating_sub(*arrivals.borrow());
     for writer in 0..writers {
         let _ = stream.delete_consumer(&consumer_name(writer)).await;
     }
