@@ -933,14 +933,16 @@ async fn roster_calls(mesh: &TestMesh) -> f64 {
 }
 
 /// A request about a group asks social for its roster once (a 5,000-member roster is some
-/// 430 KB of JSON), and every decision of the request comes from that answer: a typing frame
-/// (may read, may post, who receives), a read and a page of history each cost one roster.
+/// 430 KB of JSON), and every decision of the request comes from that answer: a message's
+/// store round (may post, whose inbox rows, who receives), a typing frame (may read, may post,
+/// who receives), a read and a page of history each cost one roster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_request_asks_social_for_the_roster_once() {
     let mesh = TestMesh::spawn().await;
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;
     let (_, bob) = c.user("bob").await;
+    let (_, cat) = c.user("cat").await;
     let group = create_group(c, &ann, "open", 10).await;
     join_open(c, &bob, &group).await;
     let conversation = format!("g:{group}");
@@ -949,6 +951,33 @@ async fn a_group_request_asks_social_for_the_roster_once() {
     ann_ws.send_in(&conversation, "hello", "hello").await;
     ann_ws.stored("hello").await;
     bob_ws.message("hello").await;
+
+    // A message in a group the worker has written inbox rows for, and a message from a
+    // member who joined since (the roster changed, so its inbox rows are written again): the
+    // round that stores each asks for the roster once.
+    for (sender, id) in [(&mut ann_ws, "again"), (&mut bob_ws, "joined")] {
+        if id == "joined" {
+            join_open(c, &cat, &group).await;
+        }
+        let before = roster_calls(&mesh).await;
+        sender.send_in(&conversation, id, id).await;
+        sender.stored(id).await;
+        assert_eq!(
+            roster_calls(&mesh).await - before,
+            1.0,
+            "rosters per stored message ({id})"
+        );
+    }
+    ann_ws.message("joined").await;
+    let cat_inbox = ok(c.get_as("/v1/conversations", &cat.access).await);
+    assert!(
+        cat_inbox["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["id"] == conversation.as_str()),
+        "the new member's inbox lists the group: {cat_inbox}"
+    );
 
     let before = roster_calls(&mesh).await;
     ann_ws
@@ -974,7 +1003,7 @@ async fn a_group_request_asks_social_for_the_roster_once() {
             &bob.access,
         )
         .await);
-    assert_eq!(page["items"][0]["client_id"], "hello");
+    assert_eq!(page["items"][0]["client_id"], "joined", "newest first");
     assert_eq!(roster_calls(&mesh).await - before, 1.0, "rosters per page");
     mesh.stop().await;
 }

@@ -27,6 +27,14 @@ use uuid::Uuid;
 use crate::domain::authorize::{self, GroupFacts, PairFacts, Parties};
 use crate::store::projection;
 
+/// What the authorization of an ingest batch decided, and what it learnt on the way.
+pub struct BatchVerdicts {
+    /// Per (conversation, sender): may post, or the reason not.
+    pub verdicts: HashMap<(ConversationId, Uuid), Result<(), ErrorCode>>,
+    /// Who receives each group's messages, from the roster its senders were decided by.
+    pub audiences: HashMap<ConversationId, Arc<[Uuid]>>,
+}
+
 #[derive(Clone)]
 pub struct Membership {
     rpc: RpcClient,
@@ -116,14 +124,16 @@ impl Membership {
 
     /// Decides who may post for a whole ingest batch: each (conversation, sender) once; the
     /// private ones in one `check_friendships` call (per `MAX_FRIENDSHIP_CHECKS` pairs), each
-    /// group's senders from one roster (each group asked of social once, all at once). `Err`
-    /// means social could not answer: the caller retries the batch, never refuses it for that.
+    /// group's senders from one roster (each group asked of social once, all at once). The
+    /// rosters asked also say who receives each group's messages, so the batch's inbox rows
+    /// and pushes need no roster of their own. `Err` means social could not answer: the
+    /// caller retries the batch, never refuses it for that.
     pub async fn authorize_batch(
         &self,
         posters: Vec<(ConversationId, Uuid)>,
         open_private: bool,
         now: OffsetDateTime,
-    ) -> Result<HashMap<(ConversationId, Uuid), Result<(), ErrorCode>>, ServiceError> {
+    ) -> Result<BatchVerdicts, ServiceError> {
         let mut private: Vec<(ConversationId, Uuid)> = Vec::new();
         let mut pairs: Vec<CheckFriendshipRequest> = Vec::new();
         let mut others: Vec<(ConversationId, Uuid)> = Vec::new();
@@ -177,11 +187,19 @@ impl Membership {
                 ConversationId::Private(..) => Err(ErrorCode::NotMember),
             })
             .collect();
-        Ok(private
+        let verdicts = private
             .into_iter()
             .zip(private_verdicts)
             .chain(others.into_iter().zip(group_verdicts))
-            .collect())
+            .collect();
+        let audiences = rosters
+            .into_iter()
+            .map(|(group, parties)| (ConversationId::Group(group), parties.audience()))
+            .collect();
+        Ok(BatchVerdicts {
+            verdicts,
+            audiences,
+        })
     }
 
     /// `pair` for many pairs in one call, in order.

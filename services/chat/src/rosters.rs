@@ -3,14 +3,12 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_contracts::chat::ConversationId;
 use moka::future::Cache;
 use uuid::Uuid;
-
-use crate::membership::Membership;
-use crate::store::messages::NewMessage;
 
 /// How many groups' fingerprints a worker keeps, and for how long.
 const CAPACITY: u64 = 100_000;
@@ -32,26 +30,19 @@ impl Default for RosterSync {
 }
 
 impl RosterSync {
-    /// The members of each group in `batch` whose inbox rows this worker has not written for
-    /// the group's current roster.
+    /// The members of each group of `audiences` (a batch's groups, with who receives each)
+    /// whose inbox rows this worker has not written for the group's current roster.
     pub async fn to_sync(
         &self,
-        membership: &Membership,
-        batch: &[NewMessage],
+        audiences: &HashMap<ConversationId, Arc<[Uuid]>>,
     ) -> HashMap<ConversationId, Vec<Uuid>> {
         let mut out = HashMap::new();
-        for message in batch {
-            let ConversationId::Group(group) = message.conversation else {
+        for (conversation, ids) in audiences {
+            let ConversationId::Group(group) = conversation else {
                 continue;
             };
-            if out.contains_key(&message.conversation) {
-                continue;
-            }
-            let Ok(ids) = membership.audience(message.conversation).await else {
-                continue;
-            };
-            if self.synced.get(&group).await != Some(fingerprint(&ids)) {
-                out.insert(message.conversation, ids.to_vec());
+            if self.synced.get(group).await != Some(fingerprint(ids)) {
+                out.insert(*conversation, ids.to_vec());
             }
         }
         out

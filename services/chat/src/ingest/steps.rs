@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::audiences::Audiences;
 use super::batch::Batch;
 use super::setback::{Halt, Setback};
 use crate::domain::inbound::Valid;
@@ -230,20 +231,33 @@ async fn attempt(
     // Every step up to the store is retried or given up before anything is recorded; after a
     // store that recorded the round, nothing waits any more.
     let mut clock = StepClock::start();
-    if !set_aside_unreadable(state, &batch, &lines, deliveries, set_aside, &mut setback).await
-        || !authorize(state, &mut batch, &mut setback).await
-    {
+    if !set_aside_unreadable(state, &batch, &lines, deliveries, set_aside, &mut setback).await {
         return Attempt::Halted(setback.halt());
     }
+    let Some(mut audiences) = authorize(state, &mut batch, &mut setback).await else {
+        return Attempt::Halted(setback.halt());
+    };
     clock.lap("authorize");
     let advances = round.advances();
-    let stored = match store(state, &advances, &batch, &mut setback).await {
+    let stored = match store(state, &advances, &batch, &mut audiences, &mut setback).await {
         Step::Done(stored) => stored,
         Step::Stopped => return Attempt::Halted(setback.halt()),
         Step::FencedOut(stale) => return Attempt::FencedOut(stale),
     };
     clock.lap("store");
-    if !deliver(state, &mut batch, &stored, &lines, deliveries, &mut setback).await {
+    let decided = deliver(
+        state,
+        &mut batch,
+        &stored,
+        Shown {
+            lines: &lines,
+            deliveries,
+            audiences: &mut audiences,
+        },
+        &mut setback,
+    )
+    .await;
+    if !decided {
         return Attempt::Halted(setback.halt());
     }
     clock.lap("deliver");
@@ -363,11 +377,16 @@ async fn set_aside_unreadable(
 }
 
 /// Refuses what its poster may not post, as membership decides; retried while social cannot
-/// answer (never refused for that).
-async fn authorize(state: &State, batch: &mut Batch, setback: &mut Setback<'_>) -> bool {
+/// answer (never refused for that). The audiences of the groups decided (from the rosters
+/// asked); `None` when stopped first.
+async fn authorize(
+    state: &State,
+    batch: &mut Batch,
+    setback: &mut Setback<'_>,
+) -> Option<Audiences> {
     let posters = batch.posters();
     if posters.is_empty() {
-        return true;
+        return Some(Audiences::default());
     }
     let open = state.config().open_private;
     loop {
@@ -377,13 +396,13 @@ async fn authorize(state: &State, batch: &mut Batch, setback: &mut Setback<'_>) 
             .authorize_batch(posters.clone(), open, now)
             .await
         {
-            Ok(verdicts) => {
-                batch.apply(&verdicts);
-                return true;
+            Ok(decided) => {
+                batch.apply(&decided.verdicts);
+                return Some(Audiences::known(decided.audiences));
             }
             Err(err) => {
                 if !setback.wait(&err).await {
-                    return false;
+                    return None;
                 }
             }
         }
@@ -405,6 +424,7 @@ async fn store(
     state: &State,
     advances: &[Advance],
     batch: &Batch,
+    audiences: &mut Audiences,
     setback: &mut Setback<'_>,
 ) -> Step<Stored> {
     let (new, positions) = batch.to_store();
@@ -416,7 +436,8 @@ async fn store(
             recorded_apart: true,
         });
     }
-    let members = state.rosters.to_sync(state.membership(), &new).await;
+    let groups = audiences.of_groups(state, &new).await;
+    let members = state.rosters.to_sync(&groups).await;
     let checks: Vec<Advance> = advances
         .iter()
         .map(|advance| Advance {
@@ -500,6 +521,14 @@ async fn store_isolating(
     Step::Done(results)
 }
 
+/// What the deliver step reads besides the batch: where each message came from, and who
+/// receives each conversation.
+struct Shown<'r, 'l> {
+    lines: &'r [Line<'l>],
+    deliveries: &'r [Delivery],
+    audiences: &'r mut Audiences,
+}
+
 /// Pushes each stored message and its ack (all of the round's pushes together, once every
 /// message is decided); sets a message the store refused aside and refuses it
 /// (`unstorable`). False when stopped first (what was decided before is still pushed).
@@ -507,13 +536,16 @@ async fn deliver(
     state: &State,
     batch: &mut Batch,
     stored: &Stored,
-    lines: &[Line<'_>],
-    deliveries: &[Delivery],
+    shown: Shown<'_, '_>,
     setback: &mut Setback<'_>,
 ) -> bool {
+    let Shown {
+        lines,
+        deliveries,
+        audiences,
+    } = shown;
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
-    let mut audiences = Audiences::default();
     let mut pushes = RoundPushes::default();
     let mut decided = true;
     for (result, &index) in stored.results.iter().zip(&stored.positions) {
@@ -546,30 +578,6 @@ async fn deliver(
     }
     pushes.send(state.pusher()).await;
     decided
-}
-
-/// Who receives each conversation's messages, asked once per batch: a group's roster is read
-/// from social once for all of the batch's messages to it, not once per message.
-#[derive(Default)]
-struct Audiences(HashMap<ConversationId, Option<Arc<[Uuid]>>>);
-
-impl Audiences {
-    /// The audience of `conversation`, or `None` when it cannot be resolved (the message is
-    /// stored anyway; members catch up by sync).
-    async fn of(&mut self, state: &State, conversation: ConversationId) -> Option<Arc<[Uuid]>> {
-        if let Some(known) = self.0.get(&conversation) {
-            return known.clone();
-        }
-        let audience = match state.membership().audience(conversation).await {
-            Ok(audience) => Some(audience),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot resolve the audience; push skipped");
-                None
-            }
-        };
-        self.0.insert(conversation, audience.clone());
-        audience
-    }
 }
 
 /// Adds to the round's pushes what `outcome` tells: a stored message for its `audience` with
