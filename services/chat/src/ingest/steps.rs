@@ -249,7 +249,7 @@ async fn attempt(
         state,
         &mut batch,
         &stored,
-        Shown {
+        Routes {
             lines: &lines,
             deliveries,
             audiences: &mut audiences,
@@ -523,7 +523,7 @@ async fn store_isolating(
 
 /// What the deliver step reads besides the batch: where each message came from, and who
 /// receives each conversation.
-struct Shown<'r, 'l> {
+struct Routes<'r, 'l> {
     lines: &'r [Line<'l>],
     deliveries: &'r [Delivery],
     audiences: &'r mut Audiences,
@@ -536,14 +536,14 @@ async fn deliver(
     state: &State,
     batch: &mut Batch,
     stored: &Stored,
-    shown: Shown<'_, '_>,
+    routes: Routes<'_, '_>,
     setback: &mut Setback<'_>,
 ) -> bool {
-    let Shown {
+    let Routes {
         lines,
         deliveries,
         audiences,
-    } = shown;
+    } = routes;
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
     let mut pushes = RoundPushes::default();
