@@ -100,6 +100,23 @@ def check_targets(name, line):
             )
 
 
+# Messages counted as 0 ms because their recipient held them before their sender read the
+# `accepted` ack: above this share of those measured they could move p99 (latency.rs).
+EARLY_SHARE_LIMIT = 0.001
+
+
+def check_early(name, line):
+    results = line.get("results") or {}
+    early = results.get("delivered_before_accept_read")
+    measured = (results.get("accept_to_delivery") or {}).get("count") or 0
+    need(isinstance(early, int), f"{name}: no count of deliveries before the accepted ack was read")
+    if isinstance(early, int):
+        need(
+            early <= EARLY_SHARE_LIMIT * measured,
+            f"{name}: {early} of {measured} delivered before their accepted ack was read",
+        )
+
+
 def check_connections(line, sizes, edges):
     results = line.get("results") or {}
     steps = results.get("steps") or []
@@ -152,6 +169,8 @@ def check(lines, members, sizes, edges, peer, durable=False):
         check_targets(name, line)
         if name == "connections":
             check_connections(line, sizes, edges)
+        if name in ("latency", "latency_headroom"):
+            check_early(name, line)
     if durable:
         check_durable(lines)
     fanouts = [line for line in lines if line["scenario"] == "fanout"]
@@ -189,6 +208,9 @@ MUTATIONS = {
     "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
     "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),
     "a group not all delivered": lambda ls: first(ls, "fanout")["results"].update(delivered_fraction=0.99),
+    "too many deliveries before the accepted ack": lambda ls: first(ls, "latency")["results"].update(
+        delivered_before_accept_read=first(ls, "latency")["results"]["accept_to_delivery"]["count"] // 500
+    ),
 }
 
 
