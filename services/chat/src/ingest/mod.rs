@@ -186,19 +186,19 @@ pub fn most_frames_per_round(batch_size: usize) -> usize {
 /// holds the fewest of the worker's partitions (rendezvous hashing hands a worker partitions
 /// at random, so their numbers say nothing of balance), and the worker's rounds are shared out
 /// among the chains.
-struct Chains(Vec<Arc<Rounds<Lot>>>);
+struct Chains<T>(Vec<Arc<Rounds<T>>>);
 
-impl Chains {
+impl<T: Send + 'static> Chains<T> {
     fn new(chains: usize) -> Self {
         Self((0..chains.max(1)).map(|_| Rounds::new()).collect())
     }
 
-    fn all(&self) -> &[Arc<Rounds<Lot>>] {
+    fn all(&self) -> &[Arc<Rounds<T>>] {
         &self.0
     }
 
     /// The chain a partition taken now joins, given the chains of those held, and its rounds.
-    fn join(&self, held: impl Iterator<Item = usize>) -> (usize, Arc<Rounds<Lot>>) {
+    fn join(&self, held: impl Iterator<Item = usize>) -> (usize, Arc<Rounds<T>>) {
         let chain = least_used(self.0.len(), held);
         (chain, self.0[chain].clone())
     }
@@ -280,7 +280,7 @@ impl Roster {
 async fn rebalance(
     state: &State,
     leases: &Arc<Leases>,
-    chains: &Chains,
+    chains: &Chains<Lot>,
     held: &mut HashMap<u32, Held>,
     workers: Vec<Uuid>,
     shutdown: &CancellationToken,
@@ -415,6 +415,8 @@ async fn rebalance(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     #[test]
@@ -435,6 +437,64 @@ mod tests {
             least_used(0, std::iter::empty()),
             0,
             "no chains counts as one"
+        );
+    }
+
+    /// Runs `rounds`, recording each round's batches in `seen`: one turn, and a round starts
+    /// only once three batches wait (the linger never runs out in a test).
+    fn run_recorded(rounds: &Arc<Rounds<&'static str>>, seen: Arc<Mutex<Vec<Vec<&'static str>>>>) {
+        let pace = Pace {
+            turns: 1,
+            most: 3,
+            linger: Duration::from_secs(3600),
+        };
+        let process = move |batches: Vec<&'static str>| {
+            seen.lock().unwrap().push(batches.clone());
+            async move { vec![true; batches.len()] }
+        };
+        tokio::spawn(rounds.clone().run(pace, process, CancellationToken::new()));
+    }
+
+    #[tokio::test]
+    async fn batches_of_two_chains_waiting_together_never_share_a_round() {
+        let chains: Chains<&'static str> = Chains::new(2);
+        let (first, one) = chains.join(std::iter::empty());
+        let (second, other) = chains.join([first].into_iter());
+        assert_ne!(first, second, "two partitions taken, two chains");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for rounds in chains.all() {
+            run_recorded(rounds, seen.clone());
+        }
+        // The owners begin to wait in this order (one runtime thread runs them as spawned):
+        // rounds taking from one queue, one at a time or two side by side, would gather batches
+        // of both chains into one round.
+        let order = [
+            (&one, "a1"),
+            (&one, "a2"),
+            (&other, "b1"),
+            (&one, "a3"),
+            (&other, "b2"),
+            (&other, "b3"),
+        ];
+        let owners: Vec<_> = order
+            .into_iter()
+            .map(|(rounds, batch)| {
+                let rounds = rounds.clone();
+                tokio::spawn(async move { rounds.wait(1).await?.hand(batch, 1).await })
+            })
+            .collect();
+        for owner in owners {
+            let verdict = tokio::time::timeout(Duration::from_secs(10), owner)
+                .await
+                .expect("every batch is stored");
+            assert_eq!(verdict.unwrap(), Some(true));
+        }
+        let mut rounds = seen.lock().unwrap().clone();
+        rounds.sort();
+        assert_eq!(
+            rounds,
+            [vec!["a1", "a2", "a3"], vec!["b1", "b2", "b3"]],
+            "a round per chain"
         );
     }
 
