@@ -266,6 +266,8 @@ try {
     await bob.goto(`${console_}#/groups`);
     await bob.getByLabel("Group id to join").fill(groupId);
     await bob.getByRole("button", { name: "Join", exact: true }).click();
+    // Ann lists the pending requests once Bob's is in (the list does not refresh by itself).
+    await bob.getByText("Asked to join").waitFor();
     await ann.getByRole("button", { name: "Join requests for Climbers" }).click();
     await ann.getByRole("button", { name: "Approve Bob" }).click();
     // Bob's page refreshes on the approval notification.
