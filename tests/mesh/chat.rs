@@ -12,7 +12,7 @@ use sqlx::postgres::PgQueryResult;
 use sqlx::{Connection, PgConnection};
 
 use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until};
-use crate::social_friends::{befriend, delete_as, ok, patch_as};
+use crate::social_friends::{befriend, column, delete_as, ok, patch_as};
 use crate::social_groups::{create_group, join_open, mute};
 use crate::ws::Ws;
 
@@ -971,11 +971,7 @@ async fn a_group_request_asks_social_for_the_roster_once() {
     ann_ws.message("joined").await;
     let cat_inbox = ok(c.get_as("/v1/conversations", &cat.access).await);
     assert!(
-        cat_inbox["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|item| item["id"] == conversation.as_str()),
+        column(&cat_inbox, "id").contains(&conversation),
         "the new member's inbox lists the group: {cat_inbox}"
     );
 

@@ -8,64 +8,33 @@ use std::sync::Arc;
 use mesh_contracts::chat::ConversationId;
 use uuid::Uuid;
 
-use crate::state::State;
 use crate::store::messages::NewMessage;
 
-/// The audiences a round knows, by conversation; `None` for one that could not be resolved.
+/// The audiences of the groups a round's authorization asked social about.
 #[derive(Default)]
-pub struct Audiences(HashMap<ConversationId, Option<Arc<[Uuid]>>>);
+pub struct Audiences(HashMap<ConversationId, Arc<[Uuid]>>);
 
 impl Audiences {
-    /// Audiences already known (the groups' rosters the authorization asked for).
     pub fn known(audiences: HashMap<ConversationId, Arc<[Uuid]>>) -> Self {
-        Self(
-            audiences
-                .into_iter()
-                .map(|(conversation, audience)| (conversation, Some(audience)))
-                .collect(),
-        )
+        Self(audiences)
     }
 
-    /// The audience of `conversation`, or `None` when it cannot be resolved (the message is
-    /// stored anyway; members catch up by sync). A private conversation's is its two users; a
-    /// group not known yet is asked of social (or of the projection when social does not
-    /// answer) once per round.
-    pub async fn of(&mut self, state: &State, conversation: ConversationId) -> Option<Arc<[Uuid]>> {
-        if let ConversationId::Private(a, b) = conversation {
-            return Some(Arc::from([a, b]));
+    /// The audience of `conversation`: a private conversation's two users, or a group's
+    /// members as the round's authorization learnt them. `None` for a group it did not ask
+    /// about (never one with a message to store: every such group's senders were authorized).
+    pub fn of(&self, conversation: ConversationId) -> Option<Arc<[Uuid]>> {
+        match conversation {
+            ConversationId::Private(a, b) => Some(Arc::from([a, b])),
+            ConversationId::Group(_) => self.0.get(&conversation).cloned(),
         }
-        if let Some(known) = self.0.get(&conversation) {
-            return known.clone();
-        }
-        let audience = match state.membership().audience(conversation).await {
-            Ok(audience) => Some(audience),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot resolve the audience; push skipped");
-                None
-            }
-        };
-        self.0.insert(conversation, audience.clone());
-        audience
     }
 
-    /// The audience of each group `messages` are posted to, where it can be resolved.
-    pub async fn of_groups(
-        &mut self,
-        state: &State,
-        messages: &[NewMessage],
-    ) -> HashMap<ConversationId, Arc<[Uuid]>> {
-        let mut groups = HashMap::new();
-        for message in messages {
-            let conversation = message.conversation;
-            if matches!(conversation, ConversationId::Private(..))
-                || groups.contains_key(&conversation)
-            {
-                continue;
-            }
-            if let Some(audience) = self.of(state, conversation).await {
-                groups.insert(conversation, audience);
-            }
-        }
-        groups
+    /// The audience of each group `messages` are posted to.
+    pub fn of_groups(&self, messages: &[NewMessage]) -> HashMap<ConversationId, Arc<[Uuid]>> {
+        messages
+            .iter()
+            .filter(|message| matches!(message.conversation, ConversationId::Group(_)))
+            .filter_map(|message| Some((message.conversation, self.of(message.conversation)?)))
+            .collect()
     }
 }

@@ -234,12 +234,12 @@ async fn attempt(
     if !set_aside_unreadable(state, &batch, &lines, deliveries, set_aside, &mut setback).await {
         return Attempt::Halted(setback.halt());
     }
-    let Some(mut audiences) = authorize(state, &mut batch, &mut setback).await else {
+    let Some(audiences) = authorize(state, &mut batch, &mut setback).await else {
         return Attempt::Halted(setback.halt());
     };
     clock.lap("authorize");
     let advances = round.advances();
-    let stored = match store(state, &advances, &batch, &mut audiences, &mut setback).await {
+    let stored = match store(state, &advances, &batch, &audiences, &mut setback).await {
         Step::Done(stored) => stored,
         Step::Stopped => return Attempt::Halted(setback.halt()),
         Step::FencedOut(stale) => return Attempt::FencedOut(stale),
@@ -249,11 +249,9 @@ async fn attempt(
         state,
         &mut batch,
         &stored,
-        Routes {
-            lines: &lines,
-            deliveries,
-            audiences: &mut audiences,
-        },
+        &lines,
+        deliveries,
+        &audiences,
         &mut setback,
     )
     .await;
@@ -424,7 +422,7 @@ async fn store(
     state: &State,
     advances: &[Advance],
     batch: &Batch,
-    audiences: &mut Audiences,
+    audiences: &Audiences,
     setback: &mut Setback<'_>,
 ) -> Step<Stored> {
     let (new, positions) = batch.to_store();
@@ -436,8 +434,7 @@ async fn store(
             recorded_apart: true,
         });
     }
-    let groups = audiences.of_groups(state, &new).await;
-    let members = state.rosters.to_sync(&groups).await;
+    let members = state.rosters.to_sync(&audiences.of_groups(&new)).await;
     let checks: Vec<Advance> = advances
         .iter()
         .map(|advance| Advance {
@@ -521,14 +518,6 @@ async fn store_isolating(
     Step::Done(results)
 }
 
-/// What the deliver step reads besides the batch: where each message came from, and who
-/// receives each conversation.
-struct Routes<'r, 'l> {
-    lines: &'r [Line<'l>],
-    deliveries: &'r [Delivery],
-    audiences: &'r mut Audiences,
-}
-
 /// Pushes each stored message and its ack (all of the round's pushes together, once every
 /// message is decided); sets a message the store refused aside and refuses it
 /// (`unstorable`). False when stopped first (what was decided before is still pushed).
@@ -536,14 +525,11 @@ async fn deliver(
     state: &State,
     batch: &mut Batch,
     stored: &Stored,
-    routes: Routes<'_, '_>,
+    lines: &[Line<'_>],
+    deliveries: &[Delivery],
+    audiences: &Audiences,
     setback: &mut Setback<'_>,
 ) -> bool {
-    let Routes {
-        lines,
-        deliveries,
-        audiences,
-    } = routes;
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
     let mut pushes = RoundPushes::default();
@@ -553,7 +539,7 @@ async fn deliver(
             Ok(outcome) => {
                 if let Some(valid) = batch.valid(index) {
                     let audience = match outcome {
-                        Outcome::Stored(_) => audiences.of(state, valid.conversation).await,
+                        Outcome::Stored(_) => audiences.of(valid.conversation),
                         _ => None,
                     };
                     deliver_one(valid, outcome, now_ms, audience.as_ref(), &mut pushes);
