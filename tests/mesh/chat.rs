@@ -12,6 +12,7 @@ use sqlx::postgres::PgQueryResult;
 use sqlx::{Connection, PgConnection};
 
 use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until};
+use crate::quotas::item;
 use crate::social_friends::{befriend, column, delete_as, ok, patch_as};
 use crate::social_groups::{create_group, join_open, mute};
 use crate::ws::Ws;
@@ -278,6 +279,10 @@ async fn a_resend_after_the_jetstream_window_is_still_stored_once() {
     assert_eq!(answered["message_id"], stored["message_id"]);
     let all = history(c, &ann, &private_id(&ann, &bob), 0).await;
     assert_eq!(all.len(), 2, "{all:?}");
+    // The store first tries a round as if it held no resend; finding one, it takes the round
+    // again from the start, so what the first try charged is not kept.
+    let usage = ok(c.get_as("/v1/users/me/usage", &ann.access).await);
+    assert_eq!(item(&usage, "messages_per_day").0, 2, "{usage}");
     mesh.stop().await;
 }
 

@@ -25,7 +25,7 @@ async fn set_quota(c: &Client, admin: &Tokens, user: &str, setting: Value) -> (S
 }
 
 /// `used` and `limit` of `metric` in a usage document.
-fn item(usage: &Value, metric: &str) -> (u64, u64) {
+pub fn item(usage: &Value, metric: &str) -> (u64, u64) {
     let found = usage["items"]
         .as_array()
         .unwrap_or_else(|| panic!("items in {usage}"))

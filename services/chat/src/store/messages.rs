@@ -2,6 +2,8 @@
 //! delete-for-me.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use mesh_contracts::chat::{ChatMessage, ConversationId, MessageKind};
 use sqlx::{PgConnection, PgPool};
@@ -80,60 +82,137 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
 /// The storing transaction of the chat ingest: stores a round's messages (the batches of one
 /// or more partitions) only while every fence of `advances` is still its partition's current
 /// owner (checked first, under the partition rows' locks, so a stale owner stores nothing) and
-/// records each partition's stored stream sequence in the same commit. Resends are recognised (also long after JetStream's
-/// duplicate window), the rest get each conversation's next seqs in batch order. `members`
-/// lists, per conversation, users whose inbox row must exist (group rosters the caller has
-/// not synced yet); the two users of a new private conversation get theirs automatically.
-/// Every wait inside is bounded (`partitions::begin_bounded`). The statements are few and
-/// the same whatever the batch holds: open, fence, lock the conversations, find resends,
-/// charge the quota (one; two when a charge does not fit), write, commit (plus inbox rows
-/// when a conversation is new or a roster unsynced).
+/// records each partition's stored stream sequence in the same commit. Resends are recognised
+/// (also long after JetStream's duplicate window), the rest get each conversation's next seqs
+/// in batch order. `members` lists, per conversation, users whose inbox row must exist (group
+/// rosters the caller has not synced yet); the two users of a new private conversation get
+/// theirs automatically. Every wait inside is bounded (`partitions::begin_bounded`).
+///
+/// The statements are few and the same whatever the batch holds: open, fence, lock the
+/// conversations, charge the quota (one; two when a charge does not fit), write, commit (plus
+/// inbox rows when a conversation is new or a roster unsynced). A round is first stored
+/// assuming it holds no resend of a message stored before, which is nearly always so: should
+/// the write find one, or the quota refuse anything (a resend must be neither charged nor
+/// refused), that transaction is rolled back and the round stored again after looking its
+/// resends up (one statement more), as every round is for a while after
+/// (`LOOK_UP_AFTER_GIVING_UP`).
 pub async fn store_batch(
     pool: &PgPool,
     advances: &[Advance],
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
 ) -> sqlx::Result<AllFenced<Vec<Outcome>>> {
+    let round = RoundKeys::of(messages);
+    let mut resends = Resends::first();
+    loop {
+        match attempt(pool, advances, messages, members, &round, resends).await? {
+            Attempted::Done(done) => return Ok(done),
+            Attempted::GivenUp => {
+                Resends::found();
+                resends = Resends::LookedUp;
+            }
+        }
+    }
+}
+
+/// How long after an attempt was given up rounds look their resends up from the start: a
+/// client resending old messages on purpose (or a sender at their quota) costs a round one
+/// attempt more at most once in this time, and rounds cost what they did before the first
+/// guess meanwhile.
+const LOOK_UP_AFTER_GIVING_UP: Duration = Duration::from_secs(1);
+
+/// When an attempt of this process was last given up.
+static LAST_GIVEN_UP: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Whether a storing attempt looks for resends of messages stored before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resends {
+    /// Assumed absent: nothing is looked up, and the attempt is given up when that was wrong.
+    Assumed,
+    /// Looked up before seqs are handed out and the quota is charged.
+    LookedUp,
+}
+
+impl Resends {
+    /// How a round's first attempt treats resends: assumed absent, unless an attempt was given
+    /// up lately.
+    fn first() -> Self {
+        let last = *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner);
+        match last {
+            Some(at) if at.elapsed() < LOOK_UP_AFTER_GIVING_UP => Self::LookedUp,
+            _ => Self::Assumed,
+        }
+    }
+
+    /// Notes that an attempt assuming no resend was given up.
+    fn found() {
+        *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+}
+
+/// What one storing attempt came to.
+enum Attempted {
+    Done(AllFenced<Vec<Outcome>>),
+    /// A resend was assumed absent and may not be (the write found one, or the quota refused
+    /// a message): nothing took effect.
+    GivenUp,
+}
+
+/// A round's conversations, as text and in id order without repeats, and each message's
+/// conversation as text.
+struct RoundKeys {
+    texts: Vec<String>,
+    conversations: Vec<(String, ConversationId)>,
+}
+
+impl RoundKeys {
+    fn of(messages: &[NewMessage]) -> Self {
+        let texts: Vec<String> = messages
+            .iter()
+            .map(|m| m.conversation.to_string())
+            .collect();
+        let mut conversations: Vec<(String, ConversationId)> = texts
+            .iter()
+            .cloned()
+            .zip(messages.iter().map(|m| m.conversation))
+            .collect();
+        conversations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        conversations.dedup_by(|a, b| a.0 == b.0);
+        Self {
+            texts,
+            conversations,
+        }
+    }
+}
+
+/// One try at storing the round, in one transaction, with its resends assumed absent or
+/// looked up.
+async fn attempt(
+    pool: &PgPool,
+    advances: &[Advance],
+    messages: &[NewMessage],
+    members: &HashMap<ConversationId, Vec<Uuid>>,
+    round: &RoundKeys,
+    resends: Resends,
+) -> sqlx::Result<Attempted> {
     let mut tx = partitions::begin_bounded(pool).await?;
     let stale = partitions::advance_all(&mut tx, advances).await?;
     if !stale.is_empty() {
-        return Ok(AllFenced::Stale(stale));
+        return Ok(Attempted::Done(AllFenced::Stale(stale)));
     }
-    let texts: Vec<String> = messages
-        .iter()
-        .map(|m| m.conversation.to_string())
-        .collect();
-    let mut conversations: Vec<(&str, ConversationId)> = texts
-        .iter()
-        .map(String::as_str)
-        .zip(messages.iter().map(|m| m.conversation))
-        .collect();
-    conversations.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    conversations.dedup_by(|a, b| a.0 == b.0);
-    let ids: Vec<&str> = conversations.iter().map(|c| c.0).collect();
-    let kinds: Vec<&str> = conversations.iter().map(|c| kind_of(&c.1)).collect();
-
-    // Created when missing and locked in id order in one statement, so two owners of an
-    // overlapping batch (a takeover race) never deadlock and never hand out the same seq.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO chat.conversations AS c (id, kind) \
-         SELECT * FROM UNNEST($1::text[], $2::text[]) AS u(id, kind) ORDER BY u.id \
-         ON CONFLICT (id) DO UPDATE SET kind = c.kind \
-         RETURNING c.id, c.last_seq",
-    )
-    .bind(&ids)
-    .bind(&kinds)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut last_seq: HashMap<String, i64> = rows.into_iter().collect();
+    let mut last_seq = open_conversations(&mut tx, &round.conversations).await?;
     let fresh: HashSet<String> = last_seq
         .iter()
         .filter(|(_, seq)| **seq == 0)
         .map(|(id, _)| id.clone())
         .collect();
 
-    let existing = already_stored(&mut tx, &texts, messages).await?;
-    let keys: Vec<batch::DedupKey> = texts
+    let existing = match resends {
+        Resends::Assumed => HashMap::new(),
+        Resends::LookedUp => already_stored(&mut tx, &round.texts, messages).await?,
+    };
+    let keys: Vec<batch::DedupKey> = round
+        .texts
         .iter()
         .zip(messages)
         .map(|(c, m)| (c.as_str(), m.sender, m.client_id.as_str()))
@@ -141,17 +220,20 @@ pub async fn store_batch(
     let is_stored =
         |key: &batch::DedupKey| existing.contains_key(&(key.0.to_owned(), key.1, key.2.to_owned()));
     let slots = super::usage::plan_within_quota(&mut tx, &keys, is_stored, &mut last_seq).await?;
+    if resends == Resends::Assumed && slots.iter().any(Option::is_none) {
+        tx.rollback().await?;
+        return Ok(Attempted::GivenUp);
+    }
 
     let now = stored_instant(OffsetDateTime::now_utc());
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(messages.len());
-    let mut new_rows: Vec<&ChatMessage> = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
         let message = &messages[index];
         let outcome = match *slot {
             None => Outcome::OverQuota,
             Some(Slot::New { seq }) => Outcome::Stored(ChatMessage {
                 id: Uuid::now_v7(),
-                conversation_id: texts[index].clone(),
+                conversation_id: round.texts[index].clone(),
                 seq,
                 sender_id: message.sender,
                 client_id: message.client_id.clone(),
@@ -164,7 +246,7 @@ pub async fn store_batch(
             }),
             Some(Slot::Stored) => Outcome::Duplicate(
                 existing[&(
-                    texts[index].clone(),
+                    round.texts[index].clone(),
                     message.sender,
                     message.client_id.clone(),
                 )]
@@ -177,17 +259,48 @@ pub async fn store_batch(
         };
         outcomes.push(outcome);
     }
-    for outcome in &outcomes {
-        if let Outcome::Stored(m) = outcome {
-            new_rows.push(m);
+    let new_rows: Vec<&ChatMessage> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Outcome::Stored(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    ensure_inbox(&mut tx, &round.conversations, &fresh, members).await?;
+    if !new_rows.is_empty() {
+        match write_rows(&mut tx, &new_rows).await {
+            Ok(()) => {}
+            Err(err) if resends == Resends::Assumed && is_resend(&err) => {
+                tx.rollback().await?;
+                return Ok(Attempted::GivenUp);
+            }
+            Err(err) => return Err(err),
         }
     }
-    ensure_inbox(&mut tx, &conversations, &fresh, members).await?;
-    if !new_rows.is_empty() {
-        write_rows(&mut tx, &new_rows).await?;
-    }
     tx.commit().await?;
-    Ok(AllFenced::Current(outcomes))
+    Ok(Attempted::Done(AllFenced::Current(outcomes)))
+}
+
+/// Creates the round's conversations that are missing and locks them in id order, in one
+/// statement (so two owners of an overlapping batch, in a takeover race, never deadlock and
+/// never hand out the same seq): each one's last seq.
+async fn open_conversations(
+    conn: &mut PgConnection,
+    conversations: &[(String, ConversationId)],
+) -> sqlx::Result<HashMap<String, i64>> {
+    let ids: Vec<&str> = conversations.iter().map(|c| c.0.as_str()).collect();
+    let kinds: Vec<&str> = conversations.iter().map(|c| kind_of(&c.1)).collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO chat.conversations AS c (id, kind) \
+         SELECT * FROM UNNEST($1::text[], $2::text[]) AS u(id, kind) ORDER BY u.id \
+         ON CONFLICT (id) DO UPDATE SET kind = c.kind \
+         RETURNING c.id, c.last_seq",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// `at` as Postgres keeps it (microseconds), so a pushed message and the stored row carry the
@@ -233,7 +346,8 @@ async fn already_stored(
 /// seq and message (its newest stored one), and each sender's read position, moved to the
 /// newest seq they stored in each conversation (a sender has read their own messages; never
 /// moved back). Inbox rows a batch creates are written before this, since one statement may
-/// not touch a row twice.
+/// not touch a row twice. A message whose row is already there (a resend) fails it
+/// (`is_resend`).
 async fn write_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Result<()> {
     let conversation: Vec<&str> = rows.iter().map(|m| m.conversation_id.as_str()).collect();
     let seq: Vec<i64> = rows.iter().map(|m| m.seq).collect();
@@ -277,11 +391,18 @@ async fn write_rows(conn: &mut PgConnection, rows: &[&ChatMessage]) -> sqlx::Res
     Ok(())
 }
 
+/// Whether `err` is a message's row found already there: its sender's client id is taken in
+/// its conversation (`messages_client_id`).
+fn is_resend(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.constraint() == Some("messages_client_id"))
+}
+
 /// Inbox rows: both users of a conversation created by this batch, and the group members the
 /// caller asked for.
 async fn ensure_inbox(
     conn: &mut PgConnection,
-    conversations: &[(&str, ConversationId)],
+    conversations: &[(String, ConversationId)],
     fresh: &HashSet<String>,
     members: &HashMap<ConversationId, Vec<Uuid>>,
 ) -> sqlx::Result<()> {
@@ -289,14 +410,14 @@ async fn ensure_inbox(
     let mut convs: Vec<&str> = Vec::new();
     for (text, id) in conversations {
         if let ConversationId::Private(a, b) = id
-            && fresh.contains(*text)
+            && fresh.contains(text)
         {
             users.extend([*a, *b]);
-            convs.extend([*text, *text]);
+            convs.extend([text.as_str(), text.as_str()]);
         }
         if let Some(list) = members.get(id) {
             users.extend(list);
-            convs.extend(std::iter::repeat_n(*text, list.len()));
+            convs.extend(std::iter::repeat_n(text.as_str(), list.len()));
         }
     }
     if users.is_empty() {
