@@ -204,6 +204,15 @@ pub static CHAT_DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Store rounds taken again: an attempt that assumed the round held no resend was given up.
+pub static CHAT_STORE_RETAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "mesh_chat_store_retakes_total",
+        "Chat store rounds taken again with their resends looked up, by why the first attempt was given up (resend: the write found one; quota: the charge refused a message)",
+        &["reason"],
+    )
+});
+
 /// Time from the edge's JetStream ack to the worker's commit.
 pub static CHAT_ACCEPT_TO_STORE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -622,6 +631,7 @@ pub fn touch_all() {
     LazyLock::force(&CHAT_STORED);
     LazyLock::force(&CHAT_REJECTED);
     LazyLock::force(&CHAT_DUPLICATES);
+    LazyLock::force(&CHAT_STORE_RETAKES);
     LazyLock::force(&CHAT_DEAD_LETTERS);
     LazyLock::force(&CHAT_ACCEPT_TO_STORE);
     LazyLock::force(&CHAT_BATCH_SIZE);

@@ -6,12 +6,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use mesh_contracts::chat::MAX_BODY_BYTES;
+use nats_mesh::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::PgQueryResult;
 use sqlx::{Connection, PgConnection};
 
-use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until};
+use crate::fencing::ChatProcess;
+use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until, scraped_sum};
 use crate::quotas::item;
 use crate::social_friends::{befriend, column, delete_as, ok, patch_as};
 use crate::social_groups::{create_group, join_open, mute};
@@ -283,6 +285,47 @@ async fn a_resend_after_the_jetstream_window_is_still_stored_once() {
     // again from the start, so what the first try charged is not kept.
     let usage = ok(c.get_as("/v1/users/me/usage", &ann.access).await);
     assert_eq!(item(&usage, "messages_per_day").0, 2, "{usage}");
+    mesh.stop().await;
+}
+
+/// A resend that reaches the store past JetStream's window costs its round one attempt more,
+/// which operators see counted: the round, first stored as if it held no resend, is taken
+/// again with its resends looked up. Rounds of new messages are stored at the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_past_the_window_takes_its_round_again_once() {
+    let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
+    let mesh = TestMesh::spawn_roles(roles, |s| {
+        s.chat.dedup_window = Duration::from_millis(500);
+    })
+    .await;
+    let (_worker, metrics) = ChatProcess::with_metrics(&mesh, "0", &[]);
+    mesh.wait_ready().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    befriend(c, &ann, &bob).await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    for client_id in ["first", "second"] {
+        ann_ws.send_to(&bob.user_id, client_id, "new").await;
+        ann_ws.ack(client_id, "stored").await;
+    }
+    let retakes = || scraped_sum(&metrics, "mesh_chat_store_retakes_total");
+    assert!(
+        scraped_sum(&metrics, "mesh_chat_partitions_owned")
+            .await
+            .is_some(),
+        "the worker's metrics are read"
+    );
+    assert_eq!(retakes().await, None, "new messages are stored at once");
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ann_ws.send_to(&bob.user_id, "first", "new").await;
+    ann_ws.ack("first", "accepted").await;
+    let again = ann_ws.ack("first", "stored").await;
+    assert_eq!(again["seq"], 1, "{again}");
+    assert_eq!(retakes().await, Some(1.0), "one round taken again");
+    let stored = history(c, &ann, &private_id(&ann, &bob), 0).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
     mesh.stop().await;
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mesh_contracts::chat::{ChatMessage, ConversationId, MessageKind};
+use mesh_observability::metrics::CHAT_STORE_RETAKES;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -107,8 +108,9 @@ pub async fn store_batch(
     loop {
         match attempt(pool, advances, messages, members, &round, resends).await? {
             Attempted::Done(done) => return Ok(done),
-            Attempted::GivenUp => {
-                Resends::found();
+            Attempted::GivenUp(why) => {
+                CHAT_STORE_RETAKES.with_label_values(&[why.label()]).inc();
+                Resends::note_given_up();
                 resends = Resends::LookedUp;
             }
         }
@@ -116,9 +118,9 @@ pub async fn store_batch(
 }
 
 /// How long after an attempt was given up rounds look their resends up from the start: a
-/// client resending old messages on purpose (or a sender at their quota) costs a round one
-/// attempt more at most once in this time, and rounds cost what they did before the first
-/// guess meanwhile.
+/// client resending old messages on purpose (or a sender at their quota) then costs about one
+/// wasted attempt in this time (one per chain of rounds at most), not one every round, and
+/// the rounds in between cost what every round did before rounds assumed no resend.
 const LOOK_UP_AFTER_GIVING_UP: Duration = Duration::from_secs(1);
 
 /// When an attempt of this process was last given up.
@@ -145,7 +147,7 @@ impl Resends {
     }
 
     /// Notes that an attempt assuming no resend was given up.
-    fn found() {
+    fn note_given_up() {
         *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 }
@@ -153,9 +155,26 @@ impl Resends {
 /// What one storing attempt came to.
 enum Attempted {
     Done(AllFenced<Vec<Outcome>>),
-    /// A resend was assumed absent and may not be (the write found one, or the quota refused
-    /// a message): nothing took effect.
-    GivenUp,
+    /// A resend was assumed absent and may not be: nothing took effect.
+    GivenUp(GaveUp),
+}
+
+/// Why an attempt that assumed no resend was given up.
+#[derive(Debug, Clone, Copy)]
+enum GaveUp {
+    /// The write found a message's row already there.
+    Resend,
+    /// The quota refused a message, which may be a resend.
+    Quota,
+}
+
+impl GaveUp {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Resend => "resend",
+            Self::Quota => "quota",
+        }
+    }
 }
 
 /// A round's conversations, as text and in id order without repeats, and each message's
@@ -222,7 +241,7 @@ async fn attempt(
     let slots = super::usage::plan_within_quota(&mut tx, &keys, is_stored, &mut last_seq).await?;
     if resends == Resends::Assumed && slots.iter().any(Option::is_none) {
         tx.rollback().await?;
-        return Ok(Attempted::GivenUp);
+        return Ok(Attempted::GivenUp(GaveUp::Quota));
     }
 
     let now = stored_instant(OffsetDateTime::now_utc());
@@ -272,7 +291,7 @@ async fn attempt(
             Ok(()) => {}
             Err(err) if resends == Resends::Assumed && is_resend(&err) => {
                 tx.rollback().await?;
-                return Ok(Attempted::GivenUp);
+                return Ok(Attempted::GivenUp(GaveUp::Resend));
             }
             Err(err) => return Err(err),
         }
