@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::PgQueryResult;
 use sqlx::{Connection, PgConnection};
 
+use crate::chat_contract::redeliver;
 use crate::fencing::ChatProcess;
 use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until, scraped_sum};
 use crate::quotas::item;
@@ -288,16 +289,14 @@ async fn a_resend_after_the_jetstream_window_is_still_stored_once() {
     mesh.stop().await;
 }
 
-/// A resend that reaches the store past JetStream's window costs its round one attempt more,
-/// which operators see counted: the round, first stored as if it held no resend, is taken
-/// again with its resends looked up. Rounds of new messages are stored at the first attempt.
+/// A resend that gets past JetStream's duplicate check (a redelivery under another message id,
+/// as after the window) costs its round one attempt more, which operators see counted: the
+/// round, first stored as if it held no resend, is taken again with its resends looked up.
+/// Rounds of new messages are stored at the first attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resend_past_the_window_takes_its_round_again_once() {
+async fn a_resend_past_the_duplicate_check_takes_its_round_again_once() {
     let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
-    let mesh = TestMesh::spawn_roles(roles, |s| {
-        s.chat.dedup_window = Duration::from_millis(500);
-    })
-    .await;
+    let mesh = TestMesh::spawn_roles(roles, |_| {}).await;
     let (_worker, metrics) = ChatProcess::with_metrics(&mesh, "0", &[]);
     mesh.wait_ready().await;
     let c = &mesh.client;
@@ -318,9 +317,15 @@ async fn a_resend_past_the_window_takes_its_round_again_once() {
     );
     assert_eq!(retakes().await, None, "new messages are stored at once");
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    ann_ws.send_to(&bob.user_id, "first", "new").await;
-    ann_ws.ack("first", "accepted").await;
+    redeliver(
+        &mesh,
+        &private_id(&ann, &bob),
+        ann.user_id.parse().unwrap(),
+        "first",
+        "new",
+        "redelivery-of-first",
+    )
+    .await;
     let again = ann_ws.ack("first", "stored").await;
     assert_eq!(again["seq"], 1, "{again}");
     assert_eq!(retakes().await, Some(1.0), "one round taken again");

@@ -33,6 +33,34 @@ pub async fn publish_raw(mesh: &TestMesh, conversation: &str, msg_id: &str, payl
         .expect("ingest publish");
 }
 
+/// Publishes a text message of `sender`'s again, under message id `msg_id` and past the edge:
+/// a redelivery that JetStream's duplicate check does not catch (another message id, the
+/// same message), as after its window.
+pub async fn redeliver(
+    mesh: &TestMesh,
+    conversation_id: &str,
+    sender: Uuid,
+    client_id: &str,
+    body: &str,
+    msg_id: &str,
+) {
+    let message = Inbound {
+        conversation_id: conversation_id.to_owned(),
+        sender_id: sender,
+        client_id: client_id.into(),
+        kind: MessageKind::Text,
+        body: body.into(),
+        accepted_at_ms: 0,
+    };
+    publish_raw(
+        mesh,
+        conversation_id,
+        msg_id,
+        serde_json::to_vec(&message).expect("a message"),
+    )
+    .await;
+}
+
 /// Makes the database refuse a message whose body is "poison pill" (a constraint an operator
 /// could add): a message that passes every check of the mesh and still cannot be stored.
 pub async fn refuse_poison_pills(mesh: &TestMesh) {

@@ -6,9 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use mesh_contracts::chat::{ConversationId, Inbound, MessageKind};
+use mesh_contracts::chat::ConversationId;
 
-use crate::chat_contract::publish_raw;
+use crate::chat_contract::redeliver;
 use crate::harness::{Client, TestMesh, Tokens, assert_problem};
 use crate::rbac::{root, user_with_role};
 use crate::social_friends::ok;
@@ -99,20 +99,15 @@ async fn fifty_concurrent_sends_at_limit_minus_one_store_exactly_one() {
     assert_eq!(late["reason"], "quota_exceeded");
     // A redelivery past JetStream's duplicate check (another message id, the same message)
     // reaches the store, which finds the stored row: answered `stored`, charged nothing.
-    let redelivered = Inbound {
-        conversation_id: ConversationId::private(ann_id.parse().unwrap(), peer.parse().unwrap())
-            .to_string(),
-        sender_id: ann_id.parse().unwrap(),
-        client_id: "warm-1".into(),
-        kind: MessageKind::Text,
-        body: "hello".into(),
-        accepted_at_ms: 0,
-    };
-    publish_raw(
+    let conversation =
+        ConversationId::private(ann_id.parse().unwrap(), peer.parse().unwrap()).to_string();
+    redeliver(
         &mesh,
-        &redelivered.conversation_id,
+        &conversation,
+        ann_id.parse().unwrap(),
+        "warm-1",
+        "hello",
         "redelivery-of-warm-1",
-        serde_json::to_vec(&redelivered).unwrap(),
     )
     .await;
     let again = final_ack(&mut ws, "warm-1").await;
