@@ -208,7 +208,7 @@ pub static CHAT_DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static CHAT_STORE_RETAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "mesh_chat_store_retakes_total",
-        "Chat store rounds taken again with their resends looked up, by why the first attempt was given up (resend: the write found one; quota: the charge refused a message)",
+        "Chat store rounds taken again, by why the first attempt was given up and rolled back (resend: the write found one; quota: the charge refused a message; both then look their resends up. refused: social refused a poster of a round stored ahead of its answer; unanswered: social did not answer it in time; both then store the round after social's answer)",
         &["reason"],
     )
 });

@@ -14,9 +14,11 @@ use sqlx::{Connection, PgConnection};
 
 use crate::chat_contract::redeliver;
 use crate::fencing::ChatProcess;
-use crate::harness::{Client, TestMesh, Tokens, assert_problem, poll_until, scraped_sum};
+use crate::harness::{
+    Client, TestMesh, Tokens, assert_problem, poll_until, scraped_sum, scraped_sum_with,
+};
 use crate::quotas::item;
-use crate::social_friends::{befriend, column, delete_as, ok, patch_as};
+use crate::social_friends::{befriend, block, column, delete_as, ok, patch_as};
 use crate::social_groups::{create_group, join_open, mute};
 use crate::ws::Ws;
 
@@ -289,16 +291,22 @@ async fn a_resend_after_the_jetstream_window_is_still_stored_once() {
     mesh.stop().await;
 }
 
+/// A mesh whose chat worker runs in a process of its own, and that worker's metrics URL.
+async fn with_a_chat_process() -> (TestMesh, ChatProcess, String) {
+    let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
+    let mesh = TestMesh::spawn_roles(roles, |_| {}).await;
+    let (worker, metrics) = ChatProcess::with_metrics(&mesh, "0", &[]);
+    mesh.wait_ready().await;
+    (mesh, worker, metrics)
+}
+
 /// A resend that gets past JetStream's duplicate check (a redelivery under another message id,
 /// as after the window) costs its round one attempt more, which operators see counted: the
 /// round, first stored as if it held no resend, is taken again with its resends looked up.
 /// Rounds of new messages are stored at the first attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_past_the_duplicate_check_takes_its_round_again_once() {
-    let roles = &[Role::Edge, Role::User, Role::Social, Role::Outbox];
-    let mesh = TestMesh::spawn_roles(roles, |_| {}).await;
-    let (_worker, metrics) = ChatProcess::with_metrics(&mesh, "0", &[]);
-    mesh.wait_ready().await;
+    let (mesh, _worker, metrics) = with_a_chat_process().await;
     let c = &mesh.client;
     let (_, ann) = c.user("ann").await;
     let (_, bob) = c.user("bob").await;
@@ -331,6 +339,66 @@ async fn a_resend_past_the_duplicate_check_takes_its_round_again_once() {
     assert_eq!(retakes().await, Some(1.0), "one round taken again");
     let stored = history(c, &ann, &private_id(&ann, &bob), 0).await;
     assert_eq!(stored.len(), 2, "{stored:?}");
+    mesh.stop().await;
+}
+
+/// A round of private conversations is written while social is asked who may post, and
+/// commits only if social allowed every poster. A message social refuses is never stored,
+/// the others are, and operators see the round taken again after social's answer
+/// (`refused`); an allowed round is stored at the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_stored_ahead_of_socials_answer_keeps_only_what_social_allows() {
+    let (mesh, _worker, metrics) = with_a_chat_process().await;
+    let c = &mesh.client;
+    let (_, ann) = c.user("ann").await;
+    let (_, bob) = c.user("bob").await;
+    let (_, cy) = c.user("cy").await;
+    befriend(c, &ann, &bob).await;
+    befriend(c, &ann, &cy).await;
+    let mut ann_ws = Ws::connect(&mesh.url, &ann.access).await;
+    ann_ws.send_to(&bob.user_id, "allowed", "hello bob").await;
+    assert_eq!(ann_ws.stored("allowed").await, 1);
+    let retakes = |reason: &'static str| {
+        let label = format!("reason=\"{reason}\"");
+        let url = metrics.clone();
+        async move { scraped_sum_with(&url, "mesh_chat_store_retakes_total", &label).await }
+    };
+    assert!(
+        scraped_sum(&metrics, "mesh_chat_partitions_owned")
+            .await
+            .is_some(),
+        "the worker's metrics are read"
+    );
+    assert_eq!(
+        retakes("refused").await,
+        None,
+        "an allowed round commits at once"
+    );
+
+    block(c, &bob, &ann).await;
+    ann_ws
+        .send_to(&bob.user_id, "blocked", "still there?")
+        .await;
+    ann_ws.send_to(&cy.user_id, "friend", "hello cy").await;
+    assert_eq!(ann_ws.ack("blocked", "rejected").await["reason"], "blocked");
+    assert_eq!(ann_ws.stored("friend").await, 1);
+    assert_eq!(
+        retakes("refused").await,
+        Some(1.0),
+        "the round holding the refused message was taken again once"
+    );
+    let with_bob = history(c, &ann, &private_id(&ann, &bob), 0).await;
+    let ids: Vec<&str> = with_bob
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["allowed"], "nothing refused is stored");
+    let usage = ok(c.get_as("/v1/users/me/usage", &ann.access).await);
+    assert_eq!(
+        item(&usage, "messages_per_day").0,
+        2,
+        "the refused message is not charged: {usage}"
+    );
     mesh.stop().await;
 }
 

@@ -391,12 +391,18 @@ impl Drop for TestMesh {
 /// The sum of the Prometheus series `name` (all its labels) at the metrics URL `url`; `None`
 /// while it cannot be scraped or has no such series.
 pub async fn scraped_sum(url: &str, name: &str) -> Option<f64> {
+    scraped_sum_with(url, name, "").await
+}
+
+/// `scraped_sum` of the series whose labels hold `label` (e.g. `reason="quota"`).
+pub async fn scraped_sum_with(url: &str, name: &str, label: &str) -> Option<f64> {
     let text = reqwest::get(url).await.ok()?.text().await.ok()?;
     let values: Vec<f64> = text
         .lines()
         .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            line.strip_prefix(name).is_some_and(|rest| {
+                (rest.starts_with('{') || rest.starts_with(' ')) && rest.contains(label)
+            })
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .collect();

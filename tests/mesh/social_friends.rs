@@ -90,6 +90,13 @@ pub async fn befriend(c: &Client, a: &Tokens, b: &Tokens) {
     .await);
 }
 
+/// `blocker` blocks `blocked`.
+pub async fn block(c: &Client, blocker: &Tokens, blocked: &Tokens) {
+    let path = format!("/v1/blocks/{}", blocked.user_id);
+    let (status, body) = c.post_as(&path, &blocker.access, json!({})).await;
+    assert!(status.is_success(), "block: {status} {body}");
+}
+
 async fn friends_of(c: &Client, who: &Tokens) -> Vec<String> {
     column(
         &ok(c.get_as("/v1/friends?limit=100", &who.access).await),

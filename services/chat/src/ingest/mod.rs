@@ -4,6 +4,7 @@
 //! independent chains (`MESH_CHAT_STORE_CHAINS`): a partition taken joins the chain that holds
 //! the fewest of this worker's partitions.
 
+mod ahead;
 mod audiences;
 mod backlog;
 mod batch;

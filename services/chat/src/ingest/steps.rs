@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::ahead::{self, Ahead};
 use super::audiences::Audiences;
 use super::batch::Batch;
 use super::setback::{Halt, Setback};
@@ -234,17 +235,13 @@ async fn attempt(
     if !set_aside_unreadable(state, &batch, &lines, deliveries, set_aside, &mut setback).await {
         return Attempt::Halted(setback.halt());
     }
-    let Some(audiences) = authorize(state, &mut batch, &mut setback).await else {
-        return Attempt::Halted(setback.halt());
-    };
-    clock.lap("authorize");
     let advances = round.advances();
-    let stored = match store(state, &advances, &batch, &audiences, &mut setback).await {
-        Step::Done(stored) => stored,
-        Step::Stopped => return Attempt::Halted(setback.halt()),
-        Step::FencedOut(stale) => return Attempt::FencedOut(stale),
-    };
-    clock.lap("store");
+    let (audiences, stored) =
+        match authorize_and_store(state, &advances, &mut batch, &mut setback, &mut clock).await {
+            Step::Done(decided) => decided,
+            Step::Stopped => return Attempt::Halted(setback.halt()),
+            Step::FencedOut(stale) => return Attempt::FencedOut(stale),
+        };
     let decided = deliver(
         state,
         &mut batch,
@@ -372,6 +369,53 @@ async fn set_aside_unreadable(
         done.insert(key);
     }
     true
+}
+
+/// Decides who may post and stores what they may: side by side when the round may be stored
+/// ahead of its authorization (`ahead`), else one after the other.
+async fn authorize_and_store(
+    state: &State,
+    advances: &[Advance],
+    batch: &mut Batch,
+    setback: &mut Setback<'_>,
+    clock: &mut StepClock,
+) -> Step<(Audiences, Stored)> {
+    let mut asked = false;
+    if ahead::worth_trying(batch) {
+        let tried = ahead::store(state, advances, batch).await;
+        clock.lap("store_ahead");
+        match tried {
+            Ahead::Stored(AllFenced::Current(outcomes), positions) => {
+                CHAT_BATCH_SIZE.observe(outcomes.len() as f64);
+                let stored = Stored {
+                    results: outcomes.into_iter().map(Ok).collect(),
+                    positions,
+                    recorded_apart: false,
+                };
+                // Only private conversations are stored ahead: no roster decides who receives.
+                return Step::Done((Audiences::default(), stored));
+            }
+            Ahead::Stored(AllFenced::Stale(stale), _) => return Step::FencedOut(stale),
+            Ahead::NotStored { asked: answered } => asked = answered,
+        }
+    }
+    let audiences = if asked {
+        Audiences::default()
+    } else {
+        let Some(audiences) = authorize(state, batch, setback).await else {
+            return Step::Stopped;
+        };
+        clock.lap("authorize");
+        audiences
+    };
+    match store(state, advances, batch, &audiences, setback).await {
+        Step::Done(stored) => {
+            clock.lap("store");
+            Step::Done((audiences, stored))
+        }
+        Step::Stopped => Step::Stopped,
+        Step::FencedOut(stale) => Step::FencedOut(stale),
+    }
 }
 
 /// Refuses what its poster may not post, as membership decides; retried while social cannot

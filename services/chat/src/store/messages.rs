@@ -2,6 +2,8 @@
 //! delete-for-me.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -103,11 +105,53 @@ pub async fn store_batch(
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
 ) -> sqlx::Result<AllFenced<Vec<Outcome>>> {
+    match store_batch_if(pool, advances, messages, members, &mut Unconditional).await? {
+        Ok(done) => Ok(done),
+        Err(never) => match never {},
+    }
+}
+
+/// What a storing transaction waits for once it has written, before it commits: while it
+/// waits, whatever decides whether it may commit runs beside it (`ingest::ahead`).
+pub trait Confirm {
+    /// Why the transaction may not commit.
+    type Withdrawn;
+
+    /// `Ok` when the transaction may commit; asked again if the round is stored again, so an
+    /// answer once known is kept.
+    fn confirm(&mut self) -> impl Future<Output = Result<(), Self::Withdrawn>> + Send;
+}
+
+/// Nothing to wait for: the transaction commits as soon as it has written.
+pub struct Unconditional;
+
+impl Confirm for Unconditional {
+    type Withdrawn = Infallible;
+
+    async fn confirm(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// `store_batch` that commits only once `confirm` says it may; when it may not, the
+/// transaction is rolled back (nothing stored, charged or recorded) and `Err` says why.
+pub async fn store_batch_if<C>(
+    pool: &PgPool,
+    advances: &[Advance],
+    messages: &[NewMessage],
+    members: &HashMap<ConversationId, Vec<Uuid>>,
+    confirm: &mut C,
+) -> sqlx::Result<Result<AllFenced<Vec<Outcome>>, C::Withdrawn>>
+where
+    C: Confirm + Send,
+    C::Withdrawn: Send,
+{
     let round = RoundKeys::of(messages);
     let mut resends = Resends::first();
     loop {
-        match attempt(pool, advances, messages, members, &round, resends).await? {
-            Attempted::Done(done) => return Ok(done),
+        match attempt(pool, advances, messages, members, &round, resends, confirm).await? {
+            Attempted::Done(done) => return Ok(Ok(done)),
+            Attempted::Withdrawn(why) => return Ok(Err(why)),
             Attempted::GivenUp(why) => {
                 CHAT_STORE_RETAKES.with_label_values(&[why.label()]).inc();
                 Resends::note_given_up();
@@ -153,10 +197,12 @@ impl Resends {
 }
 
 /// What one storing attempt came to.
-enum Attempted {
+enum Attempted<W> {
     Done(AllFenced<Vec<Outcome>>),
     /// A resend was assumed absent and may not be: nothing took effect.
     GivenUp(GaveUp),
+    /// The confirmation was withheld: nothing took effect.
+    Withdrawn(W),
 }
 
 /// Why an attempt that assumed no resend was given up.
@@ -205,15 +251,16 @@ impl RoundKeys {
 }
 
 /// One try at storing the round, in one transaction, with its resends assumed absent or
-/// looked up.
-async fn attempt(
+/// looked up; committed once `confirm` says so.
+async fn attempt<C: Confirm>(
     pool: &PgPool,
     advances: &[Advance],
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
     round: &RoundKeys,
     resends: Resends,
-) -> sqlx::Result<Attempted> {
+    confirm: &mut C,
+) -> sqlx::Result<Attempted<C::Withdrawn>> {
     let mut tx = partitions::begin_bounded(pool).await?;
     let stale = partitions::advance_all(&mut tx, advances).await?;
     if !stale.is_empty() {
@@ -295,6 +342,10 @@ async fn attempt(
             }
             Err(err) => return Err(err),
         }
+    }
+    if let Err(why) = confirm.confirm().await {
+        tx.rollback().await?;
+        return Ok(Attempted::Withdrawn(why));
     }
     tx.commit().await?;
     Ok(Attempted::Done(AllFenced::Current(outcomes)))
