@@ -239,7 +239,7 @@ fn raise_fd_limit() {
 struct Runner {
     writer: Writer,
     probe: Option<Probe>,
-    /// The bench database, when given: a checkpoint before each scenario.
+    /// The bench database, when given: a vacuum and a checkpoint before each scenario.
     checkpoints: Option<Checkpoints>,
     failed: Vec<String>,
 }

@@ -20,8 +20,8 @@ pub struct Meter {
     window: Window,
     /// How long the backlog took to empty; `None` when it was not checked.
     waited: Option<Duration>,
-    /// What forcing a checkpoint said, and the checkpoint counters at the start.
-    checkpoint: Option<(String, Option<Counters>)>,
+    /// What vacuuming and forcing a checkpoint said, and the counters at the start.
+    checkpoint: Option<(Settled, Option<Counters>)>,
 }
 
 impl Meter {
@@ -38,7 +38,7 @@ impl Meter {
             None => None,
         };
         let checkpoint = match checkpoints {
-            Some(checkpoints) => Some(force_checkpoint(checkpoints).await),
+            Some(checkpoints) => Some(settle(checkpoints).await),
             None => None,
         };
         Ok(Self {
@@ -56,14 +56,26 @@ impl Meter {
         outcome: &mut Outcome,
     ) {
         let used = self.window.close(procs);
-        if let (Some((forced, before)), Some(checkpoints)) = (&self.checkpoint, checkpoints) {
-            outcome.row("Postgres checkpoint before the start", forced.clone());
-            let inside = match (before, checkpoints.counters().await) {
-                (Some(before), Ok(after)) => before.describe_until(&after),
+        if let (Some((settled, before)), Some(checkpoints)) = (&self.checkpoint, checkpoints) {
+            outcome.row("Postgres vacuum before the start", settled.vacuumed.clone());
+            outcome.row(
+                "Postgres checkpoint before the start",
+                settled.forced.clone(),
+            );
+            let after = checkpoints.counters().await;
+            let inside = |describe: fn(&Counters, &Counters) -> String| match (before, &after) {
+                (Some(before), Ok(after)) => describe(before, after),
                 (None, _) => "not known (no counters at the start)".to_owned(),
                 (_, Err(err)) => format!("not known: {err:#}"),
             };
-            outcome.row("Postgres checkpoints during the scenario", inside);
+            outcome.row(
+                "Postgres checkpoints during the scenario",
+                inside(Counters::describe_until),
+            );
+            outcome.row(
+                "Postgres autovacuums during the scenario",
+                inside(Counters::autovacuums_until),
+            );
         }
         let shares = used.shares;
         let wall = used.seconds;
@@ -179,13 +191,27 @@ impl WindowUse {
     }
 }
 
-/// Forces a checkpoint: what to report about it, and the counters right after it.
-async fn force_checkpoint(checkpoints: &Checkpoints) -> (String, Option<Counters>) {
+/// What was reported about vacuuming and the checkpoint before a scenario.
+struct Settled {
+    vacuumed: String,
+    forced: String,
+}
+
+/// Vacuums the bench database, then forces a checkpoint (which writes the pages the vacuum
+/// dirtied): what to report about both, and the counters right after.
+async fn settle(checkpoints: &Checkpoints) -> (Settled, Option<Counters>) {
+    let vacuumed = match checkpoints.vacuum().await {
+        Ok(took) => format!("VACUUM (ANALYZE) (took {:.1} s)", took.as_secs_f64()),
+        Err(err) => format!("not vacuumed: {err:#}"),
+    };
     let forced = match checkpoints.force().await {
         Ok(took) => format!("forced (took {:.1} s)", took.as_secs_f64()),
         Err(err) => format!("not forced: {err:#}"),
     };
-    (forced, checkpoints.counters().await.ok())
+    (
+        Settled { vacuumed, forced },
+        checkpoints.counters().await.ok(),
+    )
 }
 
 /// The machine's CPU ticks since boot, all cores together.
