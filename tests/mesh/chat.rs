@@ -369,8 +369,17 @@ async fn a_round_stored_ahead_of_socials_answer_keeps_only_what_social_allows() 
             .is_some(),
         "the worker's metrics are read"
     );
+    let stored_ahead = scraped_sum_with(
+        &metrics,
+        "mesh_chat_round_step_seconds_count",
+        "step=\"store_ahead\"",
+    );
+    assert!(
+        stored_ahead.await.is_some_and(|rounds| rounds >= 1.0),
+        "the round was stored ahead of social's answer"
+    );
     assert_eq!(
-        retakes("refused").await,
+        scraped_sum(&metrics, "mesh_chat_store_retakes_total").await,
         None,
         "an allowed round commits at once"
     );

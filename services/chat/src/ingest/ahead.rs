@@ -137,7 +137,7 @@ impl SocialAllows {
 }
 
 impl Confirm for SocialAllows {
-    type Withdrawn = Withheld;
+    type Withheld = Withheld;
 
     async fn confirm(&mut self) -> Result<(), Withheld> {
         if let Some(known) = self.known {

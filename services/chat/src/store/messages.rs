@@ -115,18 +115,18 @@ pub async fn store_batch(
 /// waits, whatever decides whether it may commit runs beside it (`ingest::ahead`).
 pub trait Confirm {
     /// Why the transaction may not commit.
-    type Withdrawn;
+    type Withheld;
 
     /// `Ok` when the transaction may commit; asked again if the round is stored again, so an
     /// answer once known is kept.
-    fn confirm(&mut self) -> impl Future<Output = Result<(), Self::Withdrawn>> + Send;
+    fn confirm(&mut self) -> impl Future<Output = Result<(), Self::Withheld>> + Send;
 }
 
 /// Nothing to wait for: the transaction commits as soon as it has written.
 pub struct Unconditional;
 
 impl Confirm for Unconditional {
-    type Withdrawn = Infallible;
+    type Withheld = Infallible;
 
     async fn confirm(&mut self) -> Result<(), Infallible> {
         Ok(())
@@ -141,17 +141,17 @@ pub async fn store_batch_if<C>(
     messages: &[NewMessage],
     members: &HashMap<ConversationId, Vec<Uuid>>,
     confirm: &mut C,
-) -> sqlx::Result<Result<AllFenced<Vec<Outcome>>, C::Withdrawn>>
+) -> sqlx::Result<Result<AllFenced<Vec<Outcome>>, C::Withheld>>
 where
     C: Confirm + Send,
-    C::Withdrawn: Send,
+    C::Withheld: Send,
 {
     let round = RoundKeys::of(messages);
     let mut resends = Resends::first();
     loop {
         match attempt(pool, advances, messages, members, &round, resends, confirm).await? {
             Attempted::Done(done) => return Ok(Ok(done)),
-            Attempted::Withdrawn(why) => return Ok(Err(why)),
+            Attempted::Withheld(why) => return Ok(Err(why)),
             Attempted::GivenUp(why) => {
                 CHAT_STORE_RETAKES.with_label_values(&[why.label()]).inc();
                 Resends::note_given_up();
@@ -202,7 +202,7 @@ enum Attempted<W> {
     /// A resend was assumed absent and may not be: nothing took effect.
     GivenUp(GaveUp),
     /// The confirmation was withheld: nothing took effect.
-    Withdrawn(W),
+    Withheld(W),
 }
 
 /// Why an attempt that assumed no resend was given up.
@@ -260,7 +260,7 @@ async fn attempt<C: Confirm>(
     round: &RoundKeys,
     resends: Resends,
     confirm: &mut C,
-) -> sqlx::Result<Attempted<C::Withdrawn>> {
+) -> sqlx::Result<Attempted<C::Withheld>> {
     let mut tx = partitions::begin_bounded(pool).await?;
     let stale = partitions::advance_all(&mut tx, advances).await?;
     if !stale.is_empty() {
@@ -345,7 +345,7 @@ async fn attempt<C: Confirm>(
     }
     if let Err(why) = confirm.confirm().await {
         tx.rollback().await?;
-        return Ok(Attempted::Withdrawn(why));
+        return Ok(Attempted::Withheld(why));
     }
     tx.commit().await?;
     Ok(Attempted::Done(AllFenced::Current(outcomes)))
