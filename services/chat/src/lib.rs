@@ -13,6 +13,7 @@ mod events;
 mod handlers;
 mod ingest;
 mod last_seen;
+mod lately;
 mod membership;
 mod push;
 mod rosters;

@@ -13,15 +13,15 @@
 //! stored ahead: its roster decides whose inbox rows the transaction writes.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_contracts::chat::ConversationId;
 use mesh_observability::metrics::CHAT_STORE_RETAKES;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::batch::Batch;
+use super::batch::{Batch, Poster};
+use crate::lately::Lately;
 use crate::state::State;
 use crate::store::messages::{self, Confirm, Outcome};
 use crate::store::partitions::{Advance, AllFenced};
@@ -31,11 +31,9 @@ use crate::store::partitions::{Advance, AllFenced};
 /// up and taken the plain way, which waits for social as long as it takes.
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
-/// How long after a round was given up rounds ask social first.
-const ASK_FIRST_AFTER_GIVING_UP: Duration = Duration::from_secs(1);
-
-/// When a round of this process was last given up.
-static LAST_GIVEN_UP: Mutex<Option<Instant>> = Mutex::new(None);
+/// Whether a round of this process was given up within the last second: rounds then ask
+/// social first.
+static GIVEN_UP: Lately = Lately::new(Duration::from_secs(1));
 
 /// Why a round stored ahead did not commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,22 +63,26 @@ pub enum Ahead {
     NotStored { asked: bool },
 }
 
-/// Whether `batch` may be stored ahead of its authorization: it has messages to store, all
-/// in private conversations, and no round was given up lately.
-pub fn worth_trying(batch: &Batch) -> bool {
-    let posters = batch.posters();
+/// Whether a batch whose posters are `posters` may be stored ahead of its authorization: it
+/// has messages to store, all in private conversations, and no round was given up lately.
+pub fn worth_trying(posters: &[Poster]) -> bool {
     !posters.is_empty()
         && posters
             .iter()
             .all(|(conversation, _)| matches!(conversation, ConversationId::Private(..)))
-        && !given_up_lately()
+        && !GIVEN_UP.holds()
 }
 
-/// Stores `batch`'s messages while social is asked who may post, committing only if social
-/// allowed every poster; applies social's verdicts to `batch` whenever it answered.
-pub async fn store(state: &State, advances: &[Advance], batch: &mut Batch) -> Ahead {
+/// Stores `batch`'s messages while social is asked whether its `posters` may post,
+/// committing only if social allowed every one; applies social's verdicts to `batch`
+/// whenever it answered.
+pub async fn store(
+    state: &State,
+    advances: &[Advance],
+    batch: &mut Batch,
+    posters: Vec<Poster>,
+) -> Ahead {
     let (new, positions) = batch.to_store();
-    let posters = batch.posters();
     let (tell, told) = oneshot::channel();
     let mut confirm = SocialAllows::waiting_for(told);
     let ask = async {
@@ -155,16 +157,11 @@ impl Confirm for SocialAllows {
     }
 }
 
-fn given_up_lately() -> bool {
-    let last = *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner);
-    last.is_some_and(|at| at.elapsed() < ASK_FIRST_AFTER_GIVING_UP)
-}
-
 /// Counts a round given up (it is stored again the plain way) and makes rounds ask first for
 /// a while.
 fn give_up(why: Withheld) {
     CHAT_STORE_RETAKES.with_label_values(&[why.label()]).inc();
-    *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    GIVEN_UP.note();
 }
 
 #[cfg(test)]

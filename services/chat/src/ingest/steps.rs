@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::ahead::{self, Ahead};
 use super::audiences::Audiences;
-use super::batch::Batch;
+use super::batch::{Batch, Poster};
 use super::setback::{Halt, Setback};
 use crate::domain::inbound::Valid;
 use crate::push::RoundPushes;
@@ -381,8 +381,9 @@ async fn authorize_and_store(
     clock: &mut StepClock,
 ) -> Step<(Audiences, Stored)> {
     let mut asked = false;
-    if ahead::worth_trying(batch) {
-        let tried = ahead::store(state, advances, batch).await;
+    let posters = batch.posters();
+    if ahead::worth_trying(&posters) {
+        let tried = ahead::store(state, advances, batch, posters.clone()).await;
         clock.lap("store_ahead");
         match tried {
             Ahead::Stored(AllFenced::Current(outcomes), positions) => {
@@ -402,7 +403,8 @@ async fn authorize_and_store(
     let audiences = if asked {
         Audiences::default()
     } else {
-        let Some(audiences) = authorize(state, batch, setback).await else {
+        // Unchanged since `posters` was read: social's verdicts were not applied.
+        let Some(audiences) = authorize(state, batch, posters, setback).await else {
             return Step::Stopped;
         };
         clock.lap("authorize");
@@ -418,15 +420,15 @@ async fn authorize_and_store(
     }
 }
 
-/// Refuses what its poster may not post, as membership decides; retried while social cannot
-/// answer (never refused for that). The audiences of the groups decided (from the rosters
+/// Refuses what its poster may not post (`posters`: the batch's, as read), as membership
+/// decides; retried while social cannot answer (never refused for that). The audiences of the groups decided (from the rosters
 /// asked); `None` when stopped first.
 async fn authorize(
     state: &State,
     batch: &mut Batch,
+    posters: Vec<Poster>,
     setback: &mut Setback<'_>,
 ) -> Option<Audiences> {
-    let posters = batch.posters();
     if posters.is_empty() {
         return Some(Audiences::default());
     }

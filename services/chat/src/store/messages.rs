@@ -4,8 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_contracts::chat::{ChatMessage, ConversationId, MessageKind};
 use mesh_observability::metrics::CHAT_STORE_RETAKES;
@@ -15,6 +14,7 @@ use uuid::Uuid;
 
 use super::partitions::{self, Advance, AllFenced};
 use crate::domain::batch::{self, Slot};
+use crate::lately::Lately;
 
 /// A message about to be stored.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ fn kind_of(conversation: &ConversationId) -> &'static str {
 /// the write find one, or the quota refuse anything (a resend must be neither charged nor
 /// refused), that transaction is rolled back and the round stored again after looking its
 /// resends up (one statement more), as every round is for a while after
-/// (`LOOK_UP_AFTER_GIVING_UP`).
+/// (`GIVEN_UP`).
 pub async fn store_batch(
     pool: &PgPool,
     advances: &[Advance],
@@ -165,10 +165,7 @@ where
 /// client resending old messages on purpose (or a sender at their quota) then costs about one
 /// wasted attempt in this time (one per chain of rounds at most), not one every round, and
 /// the rounds in between cost what every round did before rounds assumed no resend.
-const LOOK_UP_AFTER_GIVING_UP: Duration = Duration::from_secs(1);
-
-/// When an attempt of this process was last given up.
-static LAST_GIVEN_UP: Mutex<Option<Instant>> = Mutex::new(None);
+static GIVEN_UP: Lately = Lately::new(Duration::from_secs(1));
 
 /// Whether a storing attempt looks for resends of messages stored before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,16 +180,16 @@ impl Resends {
     /// How a round's first attempt treats resends: assumed absent, unless an attempt was given
     /// up lately.
     fn first() -> Self {
-        let last = *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner);
-        match last {
-            Some(at) if at.elapsed() < LOOK_UP_AFTER_GIVING_UP => Self::LookedUp,
-            _ => Self::Assumed,
+        if GIVEN_UP.holds() {
+            Self::LookedUp
+        } else {
+            Self::Assumed
         }
     }
 
     /// Notes that an attempt assuming no resend was given up.
     fn note_given_up() {
-        *LAST_GIVEN_UP.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        GIVEN_UP.note();
     }
 }
 
