@@ -40,6 +40,13 @@ pub fn add(outcome: &mut Outcome, ctx: &Ctx, cpus: usize) {
                     (limits.request_reply_cpu_ms, limits.edge_http_cpu_ms)
                 {
                     bound.join(read_parts_bound(raw, rr_ms, edge_ms, cpus));
+                    let spent = outcome
+                        .cpu
+                        .as_ref()
+                        .and_then(|cpu| cpu.ms_per_unit_of(|_| true));
+                    if let Some(spent) = spent {
+                        bound.join(beyond_parts_bound(raw, rr_ms + edge_ms, spent, cpus));
+                    }
                 }
                 if let Some(parts) = limits.read_parts {
                     bound.join(parts_together_bound(&parts));
@@ -181,6 +188,39 @@ fn read_parts_bound(raw: f64, request_reply_ms: f64, edge_ms: f64, cpus: usize) 
             "parts_reads_per_sec": most.round(),
             "edge_http_cpu_ms": edge_ms,
             "request_reply_cpu_ms": request_reply_ms,
+        }),
+    }
+}
+
+/// What a read may spend beyond its two parts at the target's rate, against what the mesh's
+/// reads spent beyond them: `cpus` fully busy at `TARGET_RATIO` of the raw request/reply rate
+/// `raw` allow so much CPU per read (every process); the parts at their raw cost
+/// (`parts_ms`) take their share, and what is left is all a read's token check, routing,
+/// caches, JSON, logs and metrics may cost. `spent_ms` is the reads' own CPU per read, every
+/// process. Not a verdict: it says how far the mesh's own work is from the target.
+fn beyond_parts_bound(raw: f64, parts_ms: f64, spent_ms: f64, cpus: usize) -> Bound {
+    let rate = reads::TARGET_RATIO * raw;
+    let allowed_ms = cpus as f64 * 1000.0 / rate;
+    let left_ms = allowed_ms - parts_ms;
+    let beyond_ms = spent_ms - parts_ms;
+    let times = if left_ms > 0.0 {
+        format!("{:.1}x what is left", beyond_ms / left_ms)
+    } else {
+        "with nothing left".to_owned()
+    };
+    let text = format!(
+        "at {}x ({} reads/s) {cpus} CPUs fully busy allow {allowed_ms:.3} ms of CPU per read; its \
+         parts take {parts_ms:.3} at their raw cost, leaving {left_ms:.3} ms for everything else \
+         a read does (token, route, caches, JSON, logs, metrics); the reads here spent \
+         {spent_ms:.3} ms (every process), {beyond_ms:.3} beyond the parts: {times}",
+        reads::TARGET_RATIO,
+        thousands(rate),
+    );
+    Bound {
+        rows: vec![("what a read may spend beyond its parts".to_owned(), text)],
+        results: json!({
+            "beyond_parts_allowed_ms": left_ms,
+            "beyond_parts_spent_ms": beyond_ms,
         }),
     }
 }
@@ -488,6 +528,34 @@ mod tests {
         assert_eq!(bound.rows.len(), 3);
         assert!(bound.results["edge_ratio"].is_number());
         assert!(bound.results["parts_ratio"].is_number());
+    }
+
+    #[test]
+    fn a_reads_work_beyond_its_parts_is_set_against_what_the_target_leaves() {
+        // 0.5x of 70,000/s is 35,000 reads/s: 2 CPUs allow 0.0571 ms each; parts of 0.052
+        // leave 0.0051; reads that spent 0.146 went 0.094 beyond, 18.3x what is left.
+        let bound = beyond_parts_bound(70_000.0, 0.052, 0.146, 2);
+        let left = bound.results["beyond_parts_allowed_ms"].as_f64().unwrap();
+        let beyond = bound.results["beyond_parts_spent_ms"].as_f64().unwrap();
+        assert!((left - 0.00514).abs() < 0.0001, "{left}");
+        assert!((beyond - 0.094).abs() < 0.0001, "{beyond}");
+        let text = &bound.rows[0].1;
+        assert!(
+            text.starts_with("at 0.5x (35,000 reads/s) 2 CPUs"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("0.094 beyond the parts: 18.3x what is left"),
+            "{text}"
+        );
+        assert!(!text.contains("  "), "{text}");
+        // Parts that alone take more than the target allows leave nothing.
+        let none = beyond_parts_bound(70_000.0, 0.060, 0.146, 2);
+        assert!(
+            none.rows[0].1.ends_with("with nothing left"),
+            "{}",
+            none.rows[0].1
+        );
     }
 
     #[test]
