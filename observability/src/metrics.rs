@@ -265,7 +265,7 @@ pub static CHAT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 pub static CHAT_ROUND_STEP: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "mesh_chat_round_step_seconds",
-        "Time a chat store round spends in each step (wait: a batch waiting for its round; unfinished: an attempt ended early)",
+        "Time a chat store round spends in each step (wait: a batch waiting for its round; store_ahead: a round written while social decides who may post; unfinished: an attempt ended early)",
         &["step"],
     )
 });
