@@ -3,7 +3,8 @@
 //! other processes' CPU per stored message on all CPUs), the read targets against the edge's
 //! own HTTP answers (no token, no bus) at the same concurrency, against what an HTTP answer
 //! and a request/reply cost together in CPU, and against whether the two, run together at the
-//! target's rate, kept to it; and the sign-in ratio if the
+//! target's rate, kept to it (and, beside them, what a read may spend beyond those two parts
+//! at the target's rate against what the reads spent); and the sign-in ratio if the
 //! mesh's work beside the hash cost nothing (a raw hash's CPU against it plus the other
 //! processes' CPU per sign-in). Each bound is generous: it grants every CPU fully busy.
 //! Latency at half the maximum is set beside a message's raw path at the same rate (JetStream,
@@ -203,16 +204,19 @@ fn beyond_parts_bound(raw: f64, parts_ms: f64, spent_ms: f64, cpus: usize) -> Bo
     let allowed_ms = cpus as f64 * 1000.0 / rate;
     let left_ms = allowed_ms - parts_ms;
     let beyond_ms = spent_ms - parts_ms;
-    let times = if left_ms > 0.0 {
-        format!("{:.1}x what is left", beyond_ms / left_ms)
+    let (left, times) = if left_ms > 0.0 {
+        (
+            format!("{left_ms:.3} ms"),
+            format!("{:.1}x what is left", beyond_ms / left_ms),
+        )
     } else {
-        "with nothing left".to_owned()
+        ("nothing".to_owned(), "with nothing left".to_owned())
     };
     let text = format!(
         "at {}x ({} reads/s) {cpus} CPUs fully busy allow {allowed_ms:.3} ms of CPU per read; its \
-         parts take {parts_ms:.3} at their raw cost, leaving {left_ms:.3} ms for everything else \
-         a read does (token, route, caches, JSON, logs, metrics); the reads here spent \
-         {spent_ms:.3} ms (every process), {beyond_ms:.3} beyond the parts: {times}",
+         parts take {parts_ms:.3} at their raw cost, leaving {left} for everything else a read \
+         does (token, route, caches, JSON, logs, metrics); the reads here spent {spent_ms:.3} ms \
+         (every process), {beyond_ms:.3} beyond the parts: {times}",
         reads::TARGET_RATIO,
         thousands(rate),
     );
@@ -551,11 +555,12 @@ mod tests {
         assert!(!text.contains("  "), "{text}");
         // Parts that alone take more than the target allows leave nothing.
         let none = beyond_parts_bound(70_000.0, 0.060, 0.146, 2);
+        let text = &none.rows[0].1;
         assert!(
-            none.rows[0].1.ends_with("with nothing left"),
-            "{}",
-            none.rows[0].1
+            text.contains("leaving nothing for everything else"),
+            "{text}"
         );
+        assert!(text.ends_with("with nothing left"), "{text}");
     }
 
     #[test]
