@@ -15,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 /// How long forcing a checkpoint, or vacuuming, may take before the scenario starts anyway.
 const FORCE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The bench database, for checkpoints.
+/// The bench database, for vacuums and checkpoints.
 pub struct Checkpoints {
     pool: PgPool,
 }
@@ -49,7 +49,6 @@ impl Counters {
     pub fn autovacuums_until(&self, later: &Counters) -> String {
         match later.autovacuums - self.autovacuums {
             ..=0 => "none completed".to_owned(),
-            1 => "1 completed".to_owned(),
             n => format!("{n} completed"),
         }
     }
