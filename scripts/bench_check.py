@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench_check.py: checks the JSON lines of a `loadgen all` run (scripts/bench-smoke.sh).
 
-Every figure issue #16 asks for must be there: each scenario once (the fan-out once per group),
+Every figure issue #16 asks for must be there: each scenario once (the fan-out once per group;
+the raw message path twice when its first run missed the latency target, never otherwise),
 none failed, every integrity count zero, each target with its verdict, each ratio beside a
 measured limit, the ceiling rows of throughput, reads, login and latency (the last from a
 message's raw path at the same rate), and the CPU each watched process used. Problem lines fail the check, except the two a slow debug build may cause on a
@@ -145,6 +146,8 @@ def check(lines, members, sizes, edges, peer, durable=False):
     for line in lines:
         counts[line["scenario"]] = counts.get(line["scenario"], 0) + 1
     expected = dict.fromkeys(RAW, 1)
+    if path_runs_again(lines):
+        expected["raw_message_path"] = 2
     expected.update(
         {
             "connections": 1,
@@ -181,8 +184,34 @@ def check(lines, members, sizes, edges, peer, durable=False):
     return list(problems)
 
 
+# The latency target's p99 (ms): a raw message path that misses it is run once more.
+LATENCY_TARGET_MS = 50.0
+
+
+def path_runs_again(lines):
+    """Whether the run's first raw message path missed the latency target, so that a second
+    was due (main.rs: a miss gets one more run and the ceiling counts the better one)."""
+    paths = [line for line in lines if line["scenario"] == "raw_message_path"]
+    if not paths:
+        return False
+    results = paths[0].get("results") or {}
+    p99 = (results.get("accept_to_delivery") or {}).get("p99_ms")
+    kept_up = results.get("kept_up")
+    return kept_up is False or (isinstance(p99, (int, float)) and p99 >= LATENCY_TARGET_MS)
+
+
 def first(lines, scenario):
     return next(line for line in lines if line["scenario"] == scenario)
+
+
+def spoil_path_runs(lines):
+    """A second raw message path after a first that met the target, or none after one that
+    missed it."""
+    paths = [line for line in lines if line["scenario"] == "raw_message_path"]
+    if path_runs_again(lines):
+        lines.remove(paths[-1])
+    else:
+        lines.insert(lines.index(paths[0]) + 1, json.loads(json.dumps(paths[0])))
 
 
 # Each spoils one thing in a copy of a run that passed; the check must then fail.
@@ -205,6 +234,7 @@ MUTATIONS = {
     "no latency ceiling from the raw path": lambda ls: first(ls, "latency")["results"]["ceiling"].pop(
         "path_p99_ms"
     ),
+    "a raw path run again, or not, against its first run's verdict": lambda ls: spoil_path_runs(ls),
     "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
     "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),
     "a group not all delivered": lambda ls: first(ls, "fanout")["results"].update(delivered_fraction=0.99),

@@ -287,15 +287,19 @@ fn login_bound(hashes_per_sec: f64, others_ms: f64, cpus: usize) -> Bound {
 /// running: when the path's own p99 misses the target, or the path could not keep to the rate,
 /// no design that stores and delivers through the same parts reaches it on this machine.
 fn path_floor_bound(floor: &PathFloor) -> Bound {
-    let reachable = floor.kept_up && floor.p99_ms < latency::TARGET_P99_MS;
+    let reachable = !floor.rules_out();
     let busy = floor
         .busy_share
         .map(|share| format!(", the CPUs {:.0}% busy", share * 100.0))
         .unwrap_or_default();
+    let other = floor
+        .other_p99_ms
+        .map(|p99| format!(" (the better of two runs; the other's p99 was {p99} ms)"))
+        .unwrap_or_default();
     let text = format!(
         "a message's raw path at {} msg/s with nothing else (JetStream publish and ack, a consumer \
          per CPU, one Postgres transaction per batch, a core NATS push) took p50 {} · p99 {} \
-         ms from ack to delivery{}{busy}; p99 < {} ms is {}",
+         ms from ack to delivery{}{busy}{other}; p99 < {} ms is {}",
         thousands(floor.rate),
         floor.p50_ms,
         floor.p99_ms,
@@ -318,6 +322,7 @@ fn path_floor_bound(floor: &PathFloor) -> Bound {
             "path_p99_ms": floor.p99_ms,
             "path_kept_up": floor.kept_up,
             "path_busy_share": floor.busy_share,
+            "path_other_p99_ms": floor.other_p99_ms,
             "path_rules_out": !reachable,
         }),
     }
@@ -452,6 +457,8 @@ mod tests {
             p99_ms,
             kept_up,
             busy_share: Some(0.6),
+            other_p99_ms: None,
+            just_measured: false,
         };
         let within = path_floor_bound(&floor(12.5, true));
         assert_eq!(within.results["path_rules_out"], false);
@@ -468,6 +475,46 @@ mod tests {
         let behind = path_floor_bound(&floor(12.5, false));
         assert_eq!(behind.results["path_rules_out"], true);
         assert!(behind.rows[0].1.contains("did not keep to the rate"));
+    }
+
+    #[test]
+    fn a_raw_path_run_twice_counts_the_better_run() {
+        let run = |p99_ms, kept_up| PathFloor {
+            rate: 20_000.0,
+            p50_ms: 5.0,
+            p99_ms,
+            kept_up,
+            busy_share: None,
+            other_p99_ms: None,
+            just_measured: true,
+        };
+        let mut first = run(52.4, true);
+        first.busy_share = Some(0.86);
+        first.just_measured = false;
+        // The second run met the target: it is kept, and its CPU figures are still to come.
+        let kept = first.better(run(20.1, true));
+        assert!(!kept.rules_out());
+        assert_eq!((kept.p99_ms, kept.other_p99_ms), (20.1, Some(52.4)));
+        assert!(kept.just_measured && kept.busy_share.is_none());
+        let bound = path_floor_bound(&kept);
+        assert_eq!(bound.results["path_rules_out"], false);
+        assert_eq!(bound.results["path_other_p99_ms"], 52.4);
+        assert!(
+            bound.rows[0]
+                .1
+                .contains("(the better of two runs; the other's p99 was 52.4 ms)"),
+            "{}",
+            bound.rows[0].1
+        );
+        // A slower second run leaves the first, with its own CPU figures.
+        let kept = first.better(run(61.0, true));
+        assert_eq!((kept.p99_ms, kept.other_p99_ms), (52.4, Some(61.0)));
+        assert!(!kept.just_measured && kept.busy_share == Some(0.86));
+        assert!(kept.rules_out());
+        // Keeping to the rate counts before p99: a lower p99 that fell behind is not better.
+        let kept = first.better(run(30.0, false));
+        assert_eq!(kept.p99_ms, 52.4);
+        assert!(first.better(run(49.9, true)).p99_ms == 49.9);
     }
 
     #[test]
