@@ -44,15 +44,23 @@ fn admin_database_url() -> String {
 
 /// Creates an empty database for one test and returns its URL.
 pub async fn fresh_database() -> String {
+    fresh_database_with("").await
+}
+
+/// `fresh_database` created with `options` (`CREATE DATABASE <name> <options>`), e.g. another
+/// template or locale.
+pub async fn fresh_database_with(options: &str) -> String {
     let admin = admin_database_url();
     let name = format!("t_{}", Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("connect to the admin database");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} {options}"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create database");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
     let query = admin
         .split_once('?')
@@ -116,6 +124,11 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
         roles: every_role(database_url, keys),
         migrate: None,
     }
+}
+
+/// Puts every role of `settings` on the database at `url` instead of the test's fresh one.
+pub fn use_database(settings: &mut Settings, url: String) {
+    settings.roles = every_role(Some(url), keys());
 }
 
 /// Every role's part, all on one database (none without one).

@@ -13,6 +13,7 @@ mod chat;
 mod chat_contract;
 mod chat_faults;
 mod console;
+mod database_collation;
 mod discovery;
 mod edge;
 mod edge_hardening;

@@ -23,16 +23,19 @@ pub struct Plan {
     pub body_bytes: usize,
 }
 
+/// Made anew each time, so that they follow the chat schema's columns, collations and indexes
+/// as its migrations leave them.
 const SETUP: [&str; 5] = [
     "CREATE SCHEMA IF NOT EXISTS loadgen",
-    "CREATE TABLE IF NOT EXISTS loadgen.conversations (LIKE chat.conversations INCLUDING ALL)",
-    "CREATE TABLE IF NOT EXISTS loadgen.messages (LIKE chat.messages INCLUDING ALL)",
-    "TRUNCATE loadgen.messages, loadgen.conversations",
+    "DROP TABLE IF EXISTS loadgen.messages, loadgen.conversations",
+    "CREATE TABLE loadgen.conversations (LIKE chat.conversations INCLUDING ALL)",
+    "CREATE TABLE loadgen.messages (LIKE chat.messages INCLUDING ALL)",
     "INSERT INTO loadgen.conversations (id, kind) \
      SELECT 'p:' || g, 'private' FROM generate_series(1, $1) AS g",
 ];
 
-/// The scratch tables, emptied, with `conversations` private conversations (`p:1`...).
+/// The scratch tables, made anew and empty, with `conversations` private conversations
+/// (`p:1`...).
 pub async fn prepare(pool: &sqlx::PgPool, conversations: usize) -> anyhow::Result<()> {
     for statement in &SETUP[..4] {
         sqlx::query(sqlx::AssertSqlSafe(*statement))
