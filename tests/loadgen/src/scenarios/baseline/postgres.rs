@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mesh_contracts::chat::ConversationId;
 use sqlx::postgres::PgPoolOptions;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -31,11 +32,11 @@ const SETUP: [&str; 5] = [
     "CREATE TABLE loadgen.conversations (LIKE chat.conversations INCLUDING ALL)",
     "CREATE TABLE loadgen.messages (LIKE chat.messages INCLUDING ALL)",
     "INSERT INTO loadgen.conversations (id, kind) \
-     SELECT 'p:' || g, 'private' FROM generate_series(1, $1) AS g",
+     SELECT id, 'private' FROM UNNEST($1::text[]) AS u(id)",
 ];
 
-/// The scratch tables, made anew and empty, with `conversations` private conversations
-/// (`p:1`...).
+/// The scratch tables, made anew and empty, with private conversations 1 to `conversations`
+/// (`conversation`).
 pub async fn prepare(pool: &sqlx::PgPool, conversations: usize) -> anyhow::Result<()> {
     for statement in &SETUP[..4] {
         sqlx::query(sqlx::AssertSqlSafe(*statement))
@@ -43,16 +44,21 @@ pub async fn prepare(pool: &sqlx::PgPool, conversations: usize) -> anyhow::Resul
             .await
             .with_context(|| format!("{statement} (does the database hold the chat schema?)"))?;
     }
-    sqlx::query(SETUP[4])
-        .bind(i32::try_from(conversations).unwrap_or(i32::MAX))
-        .execute(pool)
-        .await?;
+    let ids: Vec<String> = (1..=conversations).map(conversation).collect();
+    sqlx::query(SETUP[4]).bind(&ids).execute(pool).await?;
     Ok(())
 }
 
-/// The id of scratch conversation `n` (from 1).
+/// Spreads a number over all 128 bits (multiplying by an odd constant is a bijection), so
+/// made-up user ids differ from their first byte, as random ones do.
+const SPREAD: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
+
+/// The id of scratch conversation `n` (from 1): a private conversation of two made-up users,
+/// written as the mesh writes one (`p:<uuid>:<uuid>`, 75 bytes), so that its keys cost the
+/// indexes what the mesh's cost them.
 pub fn conversation(n: usize) -> String {
-    format!("p:{n}")
+    let user = |k: usize| Uuid::from_u128((k as u128).wrapping_mul(SPREAD));
+    ConversationId::private(user(2 * n), user(2 * n + 1)).to_string()
 }
 
 /// Empties the scratch tables (best effort: the next measurement empties them anyway).
@@ -176,4 +182,29 @@ pub async fn store(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn scratch_conversations_are_spelled_as_the_mesh_spells_them_and_all_differ() {
+        let ids: Vec<String> = (1..=1000).map(conversation).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 75, "{id}");
+            assert!(
+                matches!(ConversationId::parse(id), Some(ConversationId::Private(..))),
+                "{id} is not a canonical private conversation id"
+            );
+        }
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+        let first_bytes: HashSet<&str> = ids.iter().map(|id| &id[2..4]).collect();
+        assert!(
+            first_bytes.len() > 100,
+            "made-up users should differ from their first byte: {first_bytes:?}"
+        );
+    }
 }
