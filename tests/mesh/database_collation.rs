@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::chat::{Friends, friends, history};
-use crate::harness::{TestMesh, fresh_database_with, use_database};
+use crate::harness::{TestMesh, fresh_database_with};
 use crate::ws::Ws;
 
 /// A database whose default collation is ICU's `en-US` (ICU ships with Postgres, so no
@@ -42,7 +42,7 @@ async fn identifiers_compare_as_bytes_on_a_server_that_sorts_by_language() {
         "the database's default collation must order by language for this test to mean anything"
     );
 
-    let mesh = TestMesh::spawn_with(move |s| use_database(s, url)).await;
+    let mesh = TestMesh::spawn_on(url).await;
 
     let keyed: Vec<(String, String)> = sqlx::query_as(KEYED_TEXT_COLUMNS)
         .fetch_all(&db)

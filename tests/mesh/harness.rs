@@ -126,11 +126,6 @@ pub fn test_settings(prefix: &str, database_url: Option<String>) -> Settings {
     }
 }
 
-/// Puts every role of `settings` on the database at `url` instead of the test's fresh one.
-pub fn use_database(settings: &mut Settings, url: String) {
-    settings.roles = every_role(Some(url), keys());
-}
-
 /// Every role's part, all on one database (none without one).
 fn every_role(database_url: Option<String>, keys: &mesh_user::keys::KeyPair) -> RoleSettings {
     let edge = Some(EdgeRole {
@@ -227,10 +222,25 @@ impl TestMesh {
         Self::spawn_roles(Role::ALL, tune).await
     }
 
+    /// Spawns every role on the database at `database_url` (made by the test, e.g. with
+    /// `fresh_database_with`) instead of a fresh one.
+    pub async fn spawn_on(database_url: String) -> Self {
+        Self::spawn_roles_on(database_url, Role::ALL, |_| {}).await
+    }
+
     /// Spawns a first node running `roles` (the edge among them), with tuned settings. Unless
     /// every role runs, it only waits for the edge to be up: start the other roles with
     /// `start_node`, then `wait_ready`.
     pub async fn spawn_roles(roles: &'static [Role], tune: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_roles_on(fresh_database().await, roles, tune).await
+    }
+
+    /// `spawn_roles` on the database at `database_url`.
+    async fn spawn_roles_on(
+        database_url: String,
+        roles: &'static [Role],
+        tune: impl FnOnce(&mut Settings),
+    ) -> Self {
         // `MESH_TEST_LOG=1` prints the mesh's logs (filtered by RUST_LOG) while debugging.
         if std::env::var_os("MESH_TEST_LOG").is_some() {
             static LOGS: OnceLock<()> = OnceLock::new();
@@ -243,7 +253,7 @@ impl TestMesh {
             });
         }
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let mut settings = test_settings(&prefix, Some(fresh_database().await));
+        let mut settings = test_settings(&prefix, Some(database_url));
         tune(&mut settings);
         // A cluster that is still forming (a peer not yet current) refuses replicated streams
         // for a moment; like an operator's migration job, try again until it is placed.
