@@ -6,7 +6,8 @@ the raw message path twice when its first run missed the latency target or fell 
 rate, never otherwise),
 none failed, every integrity count zero, each target with its verdict, each ratio beside a
 measured limit, the ceiling rows of throughput, reads, login and latency (the last from a
-message's raw path at the same rate), and the CPU each watched process used. Problem lines fail the check, except the two a slow debug build may cause on a
+message's raw path at the same rate and from the machine's speed), latency's messages split by
+the machine's speed when they were accepted, and the CPU each watched process used. Problem lines fail the check, except the two a slow debug build may cause on a
 busy machine (a paced sender falling behind, the mesh still busy after the sockets closed).
 The figures themselves are not judged: a debug build's numbers mean nothing.
 
@@ -100,6 +101,10 @@ def check_targets(name, line):
                 isinstance(ceiling.get("path_p99_ms"), (int, float)),
                 "latency: no ceiling from a message's raw path at the same rate",
             )
+            need(
+                isinstance(ceiling.get("speed_accounts_for_miss"), bool),
+                "latency: no ceiling from the machine's speed",
+            )
 
 
 # Messages counted as 0 ms because their recipient held them before their sender read the
@@ -175,6 +180,7 @@ def check(lines, members, sizes, edges, peer, durable=False):
             check_connections(line, sizes, edges)
         if name in ("latency", "latency_headroom"):
             check_early(name, line)
+            check_speed(name, line)
     if durable:
         check_durable(lines)
     fanouts = [line for line in lines if line["scenario"] == "fanout"]
@@ -183,6 +189,22 @@ def check(lines, members, sizes, edges, peer, durable=False):
     for line in fanouts:
         need((line.get("results") or {}).get("delivered_fraction") == 1.0, "fanout: not all delivered")
     return list(problems)
+
+
+def check_speed(name, line):
+    """The machine's speed was sampled through the scenario, and its messages split by it."""
+    results = line.get("results") or {}
+    speed = results.get("machine_speed") or {}
+    need(
+        isinstance(speed.get("windows"), int) and speed["windows"] > 0,
+        f"{name}: the machine's speed was not sampled",
+    )
+    split = [results.get(key) or {} for key in ("accept_to_delivery_at_speed", "accept_to_delivery_slowed")]
+    whole = (results.get("accept_to_delivery") or {}).get("count")
+    need(
+        sum(part.get("count") or 0 for part in split) == whole,
+        f"{name}: the messages split by the machine's speed do not add up to those measured",
+    )
 
 
 # The latency target's p99 (ms): a raw message path that misses it is run once more.
@@ -236,6 +258,15 @@ MUTATIONS = {
     "no latency ceiling from the raw path": lambda ls: first(ls, "latency")["results"]["ceiling"].pop(
         "path_p99_ms"
     ),
+    "no latency ceiling from the machine's speed": lambda ls: first(ls, "latency")["results"][
+        "ceiling"
+    ].pop("speed_accounts_for_miss"),
+    "the machine's speed not sampled": lambda ls: first(ls, "latency_headroom")["results"].pop(
+        "machine_speed"
+    ),
+    "a split by speed that loses messages": lambda ls: first(ls, "latency")["results"][
+        "accept_to_delivery_slowed"
+    ].update(count=first(ls, "latency")["results"]["accept_to_delivery_slowed"]["count"] + 1),
     "a raw path run again, or not, against its first run's verdict": lambda ls: spoil_path_runs(ls),
     "a process's CPU missing": lambda ls: first(ls, "overload")["cpu"]["processes"].pop(),
     "connections cut short": lambda ls: first(ls, "connections")["results"]["steps"][-1].update(open=1),

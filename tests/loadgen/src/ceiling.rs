@@ -70,13 +70,14 @@ pub fn add(outcome: &mut Outcome, ctx: &Ctx, cpus: usize) {
                 (Some(here), Some(maximum)) => latency_account(here, maximum, cpus),
                 _ => None,
             };
-            match (floor, account) {
-                (Some(mut floor), Some(account)) => {
-                    floor.join(account);
-                    Some(floor)
-                }
-                (floor, account) => floor.or(account),
-            }
+            let speed = speed_bound(&outcome.results);
+            [floor, account, speed]
+                .into_iter()
+                .flatten()
+                .reduce(|mut all, bound| {
+                    all.join(bound);
+                    all
+                })
         }
         _ => None,
     };
@@ -329,6 +330,50 @@ fn path_floor_bound(floor: &PathFloor) -> Bound {
     }
 }
 
+/// Whether a missed latency target lies in the stretches in which this machine's CPUs ran
+/// slowed (`speed`): when the messages accepted while the machine ran at its speed kept p99
+/// under the target and the whole scenario did not, the host's slow-downs account for the miss.
+/// None when the scenario had no speed samples.
+fn speed_bound(results: &Value) -> Option<Bound> {
+    let speed = results.get("machine_speed")?;
+    let p99 = |key: &str| results.get(key)?.get("p99_ms")?.as_f64();
+    let count = |key: &str| results.get(key)?.get("count")?.as_u64();
+    let (whole, at_speed) = (
+        p99("accept_to_delivery")?,
+        p99("accept_to_delivery_at_speed")?,
+    );
+    let slowed_share = speed.get("slowed_share")?.as_f64()?;
+    let slowest = speed.get("slowest")?.as_f64()?;
+    let target = latency::TARGET_P99_MS;
+    let accounts = whole >= target && at_speed < target && count("accept_to_delivery_slowed")? > 0;
+    let finding = if whole < target {
+        "the target was met".to_owned()
+    } else if accounts {
+        format!(
+            "the miss lies in the quarter-seconds in which the host slowed this machine's CPUs; \
+             at their speed p99 < {target} ms was kept"
+        )
+    } else {
+        format!(
+            "at the machine's speed too p99 was {at_speed} ms: the host's slow-downs do not account for the miss"
+        )
+    };
+    let text = format!(
+        "the same fixed work ran slowed (1.3x or more) in {:.0}% of the quarter-seconds, the \
+         slowest at {slowest:.2}x; p99 of the messages accepted at the machine's speed \
+         {at_speed} ms, of all {whole} ms; {finding}",
+        slowed_share * 100.0
+    );
+    Some(Bound {
+        rows: vec![("ceiling (this machine's speed)".to_owned(), text)],
+        results: json!({
+            "speed_slowed_share": slowed_share,
+            "speed_p99_at_speed_ms": at_speed,
+            "speed_accounts_for_miss": accounts,
+        }),
+    })
+}
+
 /// Why the CPUs are as busy as they are at the latency scenario's rate: each process's CPU per
 /// stored message there against the same run's maximum (`throughput`), and how busy the
 /// processes besides the mesh alone kept the CPUs. It bounds nothing by itself (the raw path
@@ -476,6 +521,43 @@ mod tests {
         let behind = path_floor_bound(&floor(12.5, false));
         assert_eq!(behind.results["path_rules_out"], true);
         assert!(behind.rows[0].1.contains("did not keep to the rate"));
+    }
+
+    #[test]
+    fn a_miss_lies_in_the_slowed_stretches_only_when_the_rest_kept_the_target() {
+        let results = |whole: f64, at_speed: f64, slowed_count: u64| {
+            json!({
+                "accept_to_delivery": { "p99_ms": whole, "count": 1000 },
+                "accept_to_delivery_at_speed": { "p99_ms": at_speed, "count": 1000 - slowed_count },
+                "accept_to_delivery_slowed": { "p99_ms": 190.0, "count": slowed_count },
+                "machine_speed": { "slowed_share": 0.2, "slowest": 1.74 },
+            })
+        };
+        let accounts = |bound: &Bound| bound.results["speed_accounts_for_miss"].as_bool().unwrap();
+        let bound = speed_bound(&results(108.9, 41.0, 200)).unwrap();
+        assert!(accounts(&bound));
+        assert!(
+            bound.rows[0].1.contains("20% of the quarter-seconds"),
+            "{:?}",
+            bound.rows
+        );
+        assert!(
+            bound.rows[0]
+                .1
+                .contains("the miss lies in the quarter-seconds")
+        );
+        let bound = speed_bound(&results(108.9, 60.0, 200)).unwrap();
+        assert!(!accounts(&bound));
+        assert!(bound.rows[0].1.contains("do not account for the miss"));
+        assert!(
+            !accounts(&speed_bound(&results(40.0, 38.0, 200)).unwrap()),
+            "met"
+        );
+        assert!(
+            !accounts(&speed_bound(&results(60.0, 40.0, 0)).unwrap()),
+            "nothing slowed"
+        );
+        assert!(speed_bound(&json!({ "accept_to_delivery": { "p99_ms": 60.0 } })).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod raw_nats;
 mod reader;
 mod report;
 mod scenarios;
+mod speed;
 mod tally;
 mod timeline;
 mod users;

@@ -5,9 +5,11 @@
 
 use serde_json::json;
 
-use super::pairs::{self, Pacing, Plan};
+use super::pairs::{self, Pacing, Plan, Run};
 use super::{Ctx, body, secs};
 use crate::report::{Latency, Outcome, thousands};
+use crate::speed::{Probe, Speeds};
+use crate::timeline::Slot;
 
 /// The product's target: p99 accept-to-delivery below this many milliseconds at half the
 /// target throughput.
@@ -91,7 +93,11 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         drain: pairs::DRAIN,
         unanswered: None,
     };
-    let run = pairs::run(ctx, &plan).await?;
+    let probe = Probe::start();
+    let run = pairs::run(ctx, &plan).await;
+    let samples = probe.finish();
+    let run = run?;
+    let speeds = Speeds::new(&samples, |at| run.timeline.at(at));
     let seconds = run.window_secs();
     let sent_rate = run.count_in_window(|s| &s.sent) as f64 / seconds;
     let stored_rate = run.count_in_window(|s| &s.stored) as f64 / seconds;
@@ -143,6 +149,21 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         Early::Few(line) => outcome.row("delivered before the sender read its accepted ack", line),
         Early::Many(line) => outcome.problem(line),
     }
+    let by_speed = by_speed(&run, &speeds);
+    if let Some(split) = &by_speed {
+        outcome.row(
+            "the machine's speed (a fixed piece of work, timed in its thread's CPU time every 5 ms)",
+            split.summary.line(),
+        );
+        outcome.row(
+            "accepted → delivered, accepted while the machine ran at its speed",
+            split.at_speed.line(),
+        );
+        outcome.row(
+            "accepted → delivered, accepted in a slowed quarter-second",
+            split.slowed.line(),
+        );
+    }
     let met = accept_to_delivery.count > 0
         && accept_to_delivery.p99_ms < TARGET_P99_MS
         && sent_rate >= args.rate * 0.95;
@@ -176,8 +197,50 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "in_flight_limit_waits": run.throttled,
         "integrity": run.integrity,
     });
+    if let (Some(split), serde_json::Value::Object(results)) = (&by_speed, &mut outcome.results) {
+        results.insert(
+            "machine_speed".to_owned(),
+            json!({
+                "fast_us": split.summary.fast_us,
+                "median_us": split.summary.median_us,
+                "windows": split.summary.windows,
+                "slowed_windows": split.summary.slowed,
+                "slowed_share": split.summary.slowed_share(),
+                "slowest": split.summary.slowest,
+                "slowed_factor": crate::speed::SLOWED,
+            }),
+        );
+        results.insert(
+            "accept_to_delivery_at_speed".to_owned(),
+            json!(split.at_speed),
+        );
+        results.insert("accept_to_delivery_slowed".to_owned(), json!(split.slowed));
+    }
     outcome.work = Some(("stored message", run.stored));
     Ok(outcome)
+}
+
+/// Accepted → delivered split by whether the machine ran at its speed when a message was
+/// accepted (`speed`): the quarter-seconds in which the same fixed work took its thread 1.3x
+/// the scenario's fastest or more are slowed.
+struct BySpeed {
+    summary: crate::speed::Summary,
+    at_speed: Latency,
+    slowed: Latency,
+}
+
+fn by_speed(run: &Run, speeds: &Speeds) -> Option<BySpeed> {
+    let summary = speeds.summary(run.window)?;
+    let slowed = speeds.slowed(run.window);
+    let in_slowed =
+        |slot: &Slot| Slot::get(&slot.accepted).is_some_and(|at| Speeds::is_slowed(&slowed, at));
+    let (at_speed, _) = run.between_where(|s| &s.accepted, |s| &s.delivered, |s| !in_slowed(s));
+    let (in_slow, _) = run.between_where(|s| &s.accepted, |s| &s.delivered, in_slowed);
+    Some(BySpeed {
+        summary,
+        at_speed: Latency::of(&at_speed),
+        slowed: Latency::of(&in_slow),
+    })
 }
 
 #[cfg(test)]

@@ -115,14 +115,26 @@ impl Run {
         from: impl Fn(&Slot) -> &AtomicU32,
         to: impl Fn(&Slot) -> &AtomicU32,
     ) -> (Histogram<u64>, u64) {
+        self.between_where(from, to, |_| true)
+    }
+
+    /// `between`, over the messages `keep` keeps.
+    pub fn between_where(
+        &self,
+        from: impl Fn(&Slot) -> &AtomicU32,
+        to: impl Fn(&Slot) -> &AtomicU32,
+        keep: impl Fn(&Slot) -> bool,
+    ) -> (Histogram<u64>, u64) {
         let (start, end) = self.window;
         let mut histogram = report::histogram();
         let mut negative = 0;
         for slot in self.timeline.slots() {
             let in_window = Slot::get(&slot.sent).is_some_and(|t| (start..end).contains(&t));
-            if let (true, Some(a), Some(b)) =
-                (in_window, Slot::get(from(slot)), Slot::get(to(slot)))
-            {
+            if let (true, Some(a), Some(b)) = (
+                in_window && keep(slot),
+                Slot::get(from(slot)),
+                Slot::get(to(slot)),
+            ) {
                 if b < a {
                     negative += 1;
                 }

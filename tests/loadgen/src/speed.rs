@@ -1,0 +1,264 @@
+//! The machine's speed while a scenario runs: a thread of its own does the same fixed piece of
+//! work every few milliseconds and times it in its own CPU time. Time the thread waits for a
+//! CPU is not counted, so the other processes being busy does not slow it; what does is the
+//! CPU itself running slower (the host lowering its clock, another guest on the same physical
+//! core, the host taking the CPU away without reporting it as steal). `/proc/stat` shows none
+//! of those.
+//!
+//! `Speeds` cuts the samples into quarter-seconds and calls one slowed when the work took at
+//! least `SLOWED` times what it takes at the scenario's fastest (its fastest tenth), so a
+//! scenario's figures can be split by whether the machine ran at its speed meanwhile.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::time::{ClockId, clock_gettime};
+
+/// How often the work is done.
+const EVERY: Duration = Duration::from_millis(5);
+/// Rounds of the fixed work: about 40 µs of one of this machine's CPUs at full speed.
+const ROUNDS: u64 = 40_000;
+/// The length of the stretches the samples are grouped by, in microseconds.
+pub const WINDOW_US: u32 = 250_000;
+/// A stretch is slowed when its median sample took at least this many times the fastest tenth.
+pub const SLOWED: f64 = 1.3;
+
+/// The thread doing the work, until `finish`.
+pub struct Probe {
+    stop: Arc<AtomicBool>,
+    worker: JoinHandle<Vec<Sample>>,
+}
+
+/// One timing of the work.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub at: Instant,
+    /// CPU time the work took, in nanoseconds.
+    pub work_ns: u64,
+}
+
+impl Probe {
+    pub fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let worker = std::thread::Builder::new()
+            .name("speed-probe".to_owned())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                while !flag.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    if let Some(work_ns) = timed_work() {
+                        samples.push(Sample { at, work_ns });
+                    }
+                    std::thread::sleep(EVERY);
+                }
+                samples
+            })
+            .expect("a thread for the speed probe");
+        Self { stop, worker }
+    }
+
+    /// Stops the thread: its samples.
+    pub fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.worker.join().unwrap_or_default()
+    }
+}
+
+/// The fixed work's CPU time on this thread; `None` when the clock cannot be read.
+fn timed_work() -> Option<u64> {
+    let before = thread_cpu_ns()?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..ROUNDS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_add(std::hint::black_box(i));
+    }
+    std::hint::black_box(x);
+    let after = thread_cpu_ns()?;
+    Some(after.saturating_sub(before))
+}
+
+fn thread_cpu_ns() -> Option<u64> {
+    let now = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    let secs = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u64::try_from(now.tv_nsec()).ok()?;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+/// The samples of a scenario, at microseconds of its timeline.
+#[derive(Debug, Clone, Default)]
+pub struct Speeds {
+    samples: Vec<(u32, u64)>,
+}
+
+/// What the samples say over the part of the scenario measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The work's CPU time at the scenario's fastest (its fastest tenth), and its median.
+    pub fast_us: f64,
+    pub median_us: f64,
+    /// Stretches with samples, and the slowed ones among them.
+    pub windows: usize,
+    pub slowed: usize,
+    /// The slowest stretch's median against `fast_us`.
+    pub slowest: f64,
+}
+
+impl Speeds {
+    /// `samples` placed on a timeline by `at` (microseconds since its start).
+    pub fn new(samples: &[Sample], at: impl Fn(Instant) -> u32) -> Self {
+        Self {
+            samples: samples.iter().map(|s| (at(s.at), s.work_ns)).collect(),
+        }
+    }
+
+    fn within(&self, window: (u32, u32)) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.samples
+            .iter()
+            .copied()
+            .filter(move |(at, _)| (window.0..window.1).contains(at))
+    }
+
+    /// The work's fastest tenth inside `window`, in nanoseconds.
+    fn fast_ns(&self, window: (u32, u32)) -> Option<u64> {
+        let mut all: Vec<u64> = self.within(window).map(|(_, ns)| ns).collect();
+        all.sort_unstable();
+        all.get(all.len() / 10).copied()
+    }
+
+    /// Each stretch's median work time inside `window`, by stretch number.
+    fn medians(&self, window: (u32, u32)) -> Vec<(u32, u64)> {
+        let mut by: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+        for (at, ns) in self.within(window) {
+            by.entry(at / WINDOW_US).or_default().push(ns);
+        }
+        by.into_iter()
+            .map(|(stretch, mut all)| {
+                all.sort_unstable();
+                (stretch, all[all.len() / 2])
+            })
+            .collect()
+    }
+
+    /// The stretches inside `window` in which the machine ran slowed.
+    pub fn slowed(&self, window: (u32, u32)) -> BTreeSet<u32> {
+        let Some(fast) = self.fast_ns(window) else {
+            return BTreeSet::new();
+        };
+        self.medians(window)
+            .into_iter()
+            .filter(|(_, median)| *median as f64 >= fast as f64 * SLOWED)
+            .map(|(stretch, _)| stretch)
+            .collect()
+    }
+
+    /// Whether the moment `at` fell in a slowed stretch of `slowed`.
+    pub fn is_slowed(slowed: &BTreeSet<u32>, at: u32) -> bool {
+        slowed.contains(&(at / WINDOW_US))
+    }
+
+    pub fn summary(&self, window: (u32, u32)) -> Option<Summary> {
+        let fast = self.fast_ns(window)?.max(1) as f64;
+        let medians = self.medians(window);
+        let mut all: Vec<u64> = self.within(window).map(|(_, ns)| ns).collect();
+        all.sort_unstable();
+        let median = *all.get(all.len() / 2)? as f64;
+        let slowest = medians.iter().map(|(_, m)| *m).max().unwrap_or(0) as f64 / fast;
+        Some(Summary {
+            fast_us: fast / 1000.0,
+            median_us: median / 1000.0,
+            windows: medians.len(),
+            slowed: self.slowed(window).len(),
+            slowest,
+        })
+    }
+}
+
+impl Summary {
+    /// `fastest tenth 41 µs, median 44 µs; slowed (1.3x or more) in 12 of 80 quarter-seconds,
+    /// the slowest 1.74x`
+    pub fn line(&self) -> String {
+        format!(
+            "the same work took {:.0} µs of CPU at the fastest tenth, {:.0} µs at the median; \
+             slowed ({SLOWED}x or more) in {} of {} quarter-seconds, the slowest at {:.2}x",
+            self.fast_us, self.median_us, self.slowed, self.windows, self.slowest
+        )
+    }
+
+    /// The share of stretches slowed.
+    pub fn slowed_share(&self) -> f64 {
+        self.slowed as f64 / self.windows.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples every 5 ms from 0 to `until_us`, taking `ns(at)`.
+    fn speeds(until_us: u32, ns: impl Fn(u32) -> u64) -> Speeds {
+        Speeds {
+            samples: (0..until_us)
+                .step_by(5_000)
+                .map(|at| (at, ns(at)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn stretches_whose_work_took_longer_are_slowed_and_summarised() {
+        // 2 s at 40 µs, but the quarter-second from 1.0 s at 70 µs.
+        let speeds = speeds(2_000_000, |at| {
+            if (1_000_000..1_250_000).contains(&at) {
+                70_000
+            } else {
+                40_000
+            }
+        });
+        let window = (0, 2_000_000);
+        assert_eq!(speeds.slowed(window), BTreeSet::from([4]));
+        assert!(Speeds::is_slowed(&speeds.slowed(window), 1_100_000));
+        assert!(!Speeds::is_slowed(&speeds.slowed(window), 1_300_000));
+        let summary = speeds.summary(window).unwrap();
+        assert_eq!(summary.windows, 8);
+        assert_eq!(summary.slowed, 1);
+        assert!((summary.fast_us - 40.0).abs() < 1e-9);
+        assert!((summary.slowest - 1.75).abs() < 1e-9);
+        assert!((summary.slowed_share() - 0.125).abs() < 1e-9);
+        assert!(
+            summary.line().contains("1 of 8 quarter-seconds"),
+            "{}",
+            summary.line()
+        );
+    }
+
+    #[test]
+    fn a_little_jitter_is_not_a_slowdown_and_only_the_window_counts() {
+        let speeds = speeds(1_000_000, |at| 40_000 + u64::from(at % 7) * 1_000);
+        assert!(speeds.slowed((0, 1_000_000)).is_empty());
+        // Outside the window the work was slow; inside it was not.
+        let speeds = speeds_with_slow_start();
+        assert!(speeds.slowed((500_000, 1_000_000)).is_empty());
+        assert_eq!(speeds.slowed((0, 1_000_000)), BTreeSet::from([0]));
+        assert_eq!(Speeds::default().summary((0, 1)), None);
+    }
+
+    fn speeds_with_slow_start() -> Speeds {
+        speeds(1_000_000, |at| if at < 250_000 { 90_000 } else { 40_000 })
+    }
+
+    #[test]
+    fn the_probe_times_its_work_in_cpu_time() {
+        let probe = Probe::start();
+        std::thread::sleep(Duration::from_millis(60));
+        let samples = probe.finish();
+        assert!(samples.len() >= 3, "{samples:?}");
+        assert!(samples.iter().all(|s| s.work_ns > 0), "{samples:?}");
+        assert!(samples.windows(2).all(|w| w[0].at < w[1].at));
+    }
+}
