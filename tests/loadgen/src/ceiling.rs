@@ -449,6 +449,7 @@ mod tests {
                 .collect(),
             busy_share: None,
             steal_share: None,
+            speed: None,
         }
     }
 

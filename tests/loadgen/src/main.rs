@@ -255,15 +255,20 @@ impl Runner {
         let procs = ctx.procs.clone();
         let checkpoints = self.checkpoints.as_ref();
         let measured = match Meter::start(&procs, self.probe.as_ref(), checkpoints).await {
-            Ok(meter) => match scenario(ctx).await {
-                Ok(mut outcome) => {
-                    meter.finish(&procs, checkpoints, &mut outcome).await;
-                    ctx.limits.record_cpu(&outcome);
-                    ceiling::add(&mut outcome, ctx, procs::cpus());
-                    Ok(outcome)
+            Ok(meter) => {
+                ctx.speed = Some(meter.speed());
+                let ran = scenario(ctx).await;
+                ctx.speed = None;
+                match ran {
+                    Ok(mut outcome) => {
+                        meter.finish(&procs, checkpoints, &mut outcome).await;
+                        ctx.limits.record_cpu(&outcome);
+                        ceiling::add(&mut outcome, ctx, procs::cpus());
+                        Ok(outcome)
+                    }
+                    Err(err) => Err(err),
                 }
-                Err(err) => Err(err),
-            },
+            }
             Err(err) => Err(err),
         };
         match measured {
@@ -347,6 +352,7 @@ async fn main() -> anyhow::Result<()> {
         peer,
         peer_problem,
         timelines: cli.timelines.clone(),
+        speed: None,
     };
     let probe = cli
         .nats_monitor

@@ -3,7 +3,8 @@
 //! Postgres checkpoint (the checkpoints that still fell inside it are reported); its outcome
 //! gets the CPU seconds each watched process used while it ran, and per unit of its work, how
 //! busy the machine's CPUs were meanwhile and how much of their time the host took (steal),
-//! both from `/proc/stat`. A `Window` measures the same over part of a scenario.
+//! both from `/proc/stat`, and how fast the machine's CPUs ran (`speed`: what the host slows
+//! without reporting it as steal). A `Window` measures the CPU over part of a scenario.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use crate::backlog::Probe;
 use crate::checkpoints::{Checkpoints, Counters};
 use crate::procs::{CpuSample, CpuUse, Procs};
 use crate::report::{CpuLine, CpuReport, Outcome};
+use crate::speed::{Sampler, Samples, Speeds};
 
 /// How long a scenario waits for the previous one's backlog to be stored.
 pub const BACKLOG_WAIT: Duration = Duration::from_secs(120);
@@ -22,6 +24,8 @@ pub struct Meter {
     waited: Option<Duration>,
     /// What vacuuming and forcing a checkpoint said, and the counters at the start.
     checkpoint: Option<(Settled, Option<Counters>)>,
+    /// The machine's speed, sampled from the start.
+    speed: Sampler,
 }
 
 impl Meter {
@@ -45,7 +49,13 @@ impl Meter {
             window: Window::open(procs),
             waited,
             checkpoint,
+            speed: Sampler::start(),
         })
+    }
+
+    /// The speed probe's samples, for a scenario that splits its figures by them.
+    pub fn speed(&self) -> Samples {
+        self.speed.samples()
     }
 
     /// Adds the CPU rows (and the checkpoint rows) to `outcome`.
@@ -55,7 +65,13 @@ impl Meter {
         checkpoints: Option<&Checkpoints>,
         outcome: &mut Outcome,
     ) {
+        let started = self.window.started;
         let used = self.window.close(procs);
+        let samples = self.speed.finish();
+        let speed = Speeds::new(&samples, |at| {
+            u32::try_from(at.saturating_duration_since(started).as_micros()).unwrap_or(u32::MAX)
+        })
+        .summary((0, u32::MAX));
         if let (Some((settled, before)), Some(checkpoints)) = (&self.checkpoint, checkpoints) {
             outcome.row("Postgres vacuum before the start", settled.vacuumed.clone());
             outcome.row(
@@ -122,6 +138,12 @@ impl Meter {
                 format!("{:.0}%", shares.steal * 100.0),
             );
         }
+        if let Some(speed) = &speed {
+            outcome.row(
+                "machine CPU speed (a fixed piece of work, timed in its own thread's CPU time every 5 ms)",
+                speed.line(),
+            );
+        }
         if let (Some(unit), Some(n)) = (&unit, units.filter(|n| *n > 0)) {
             outcome.row(&format!("CPU ms per {unit} ({n})"), used.ms_per(n, 3));
         }
@@ -132,6 +154,7 @@ impl Meter {
             processes: lines,
             busy_share: shares.map(|s| (s.busy * 1000.0).round() / 1000.0),
             steal_share: shares.map(|s| (s.steal * 1000.0).round() / 1000.0),
+            speed,
         });
     }
 }

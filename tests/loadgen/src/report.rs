@@ -103,6 +103,8 @@ pub struct CpuReport {
     /// Share of the machine's CPU time the host took (steal) while the scenario ran; figures
     /// measured under much steal are lower than the machine can do.
     pub steal_share: Option<f64>,
+    /// How fast the machine's CPUs ran meanwhile, and how much of the time slowed (`speed`).
+    pub speed: Option<crate::speed::Summary>,
 }
 
 impl CpuReport {

@@ -7,11 +7,12 @@
 //!
 //! `Speeds` cuts the samples into quarter-seconds and calls one slowed when the work took at
 //! least `SLOWED` times what it takes at the scenario's fastest (its fastest tenth), so a
-//! scenario's figures can be split by whether the machine ran at its speed meanwhile.
+//! scenario's figures can be split by whether the machine ran at its speed meanwhile. Every
+//! scenario runs beside one probe (`meter`), whose samples so far it can read (`Samples`).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,31 @@ pub const WINDOW_US: u32 = 250_000;
 pub const SLOWED: f64 = 1.3;
 
 /// The thread doing the work, until `finish`.
-pub struct Probe {
+pub struct Sampler {
     stop: Arc<AtomicBool>,
-    worker: JoinHandle<Vec<Sample>>,
+    samples: Samples,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// A probe's samples, readable while it runs.
+#[derive(Clone, Default)]
+pub struct Samples(Arc<Mutex<Vec<Sample>>>);
+
+impl Samples {
+    /// The samples taken so far.
+    pub fn taken(&self) -> Vec<Sample> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, sample: Sample) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sample);
+    }
 }
 
 /// One timing of the work.
@@ -40,31 +63,49 @@ pub struct Sample {
     pub work_ns: u64,
 }
 
-impl Probe {
+impl Sampler {
     pub fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let samples = Samples::default();
+        let (flag, into) = (Arc::clone(&stop), samples.clone());
         let worker = std::thread::Builder::new()
             .name("speed-probe".to_owned())
             .spawn(move || {
-                let mut samples = Vec::new();
                 while !flag.load(Ordering::Relaxed) {
                     let at = Instant::now();
                     if let Some(work_ns) = timed_work() {
-                        samples.push(Sample { at, work_ns });
+                        into.push(Sample { at, work_ns });
                     }
                     std::thread::sleep(EVERY);
                 }
-                samples
             })
             .expect("a thread for the speed probe");
-        Self { stop, worker }
+        Self {
+            stop,
+            samples,
+            worker: Some(worker),
+        }
+    }
+
+    /// A handle on the samples, to read them while the probe runs.
+    pub fn samples(&self) -> Samples {
+        self.samples.clone()
     }
 
     /// Stops the thread: its samples.
-    pub fn finish(self) -> Vec<Sample> {
+    pub fn finish(mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        self.worker.join().unwrap_or_default()
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        self.samples.taken()
+    }
+}
+
+/// A sampler dropped unfinished (its scenario failed) stops its thread too.
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -96,17 +137,21 @@ pub struct Speeds {
     samples: Vec<(u32, u64)>,
 }
 
-/// What the samples say over the part of the scenario measured.
-#[derive(Debug, Clone, PartialEq)]
+/// What the samples say over a part of the scenario.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
     /// The work's CPU time at the scenario's fastest (its fastest tenth), and its median.
     pub fast_us: f64,
     pub median_us: f64,
     /// Stretches with samples, and the slowed ones among them.
     pub windows: usize,
+    #[serde(rename = "slowed_windows")]
     pub slowed: usize,
+    pub slowed_share: f64,
     /// The slowest stretch's median against `fast_us`.
     pub slowest: f64,
+    /// A stretch's median at least this many times `fast_us` is slowed.
+    pub slowed_factor: f64,
 }
 
 impl Speeds {
@@ -169,12 +214,15 @@ impl Speeds {
         all.sort_unstable();
         let median = *all.get(all.len() / 2)? as f64;
         let slowest = medians.iter().map(|(_, m)| *m).max().unwrap_or(0) as f64 / fast;
+        let slowed = self.slowed(window).len();
         Some(Summary {
-            fast_us: fast / 1000.0,
-            median_us: median / 1000.0,
+            fast_us: (fast / 100.0).round() / 10.0,
+            median_us: (median / 100.0).round() / 10.0,
             windows: medians.len(),
-            slowed: self.slowed(window).len(),
-            slowest,
+            slowed,
+            slowed_share: (slowed as f64 / medians.len().max(1) as f64 * 1000.0).round() / 1000.0,
+            slowest: (slowest * 100.0).round() / 100.0,
+            slowed_factor: SLOWED,
         })
     }
 }
@@ -188,11 +236,6 @@ impl Summary {
              slowed ({SLOWED}x or more) in {} of {} quarter-seconds, the slowest at {:.2}x",
             self.fast_us, self.median_us, self.slowed, self.windows, self.slowest
         )
-    }
-
-    /// The share of stretches slowed.
-    pub fn slowed_share(&self) -> f64 {
-        self.slowed as f64 / self.windows.max(1) as f64
     }
 }
 
@@ -229,7 +272,7 @@ mod tests {
         assert_eq!(summary.slowed, 1);
         assert!((summary.fast_us - 40.0).abs() < 1e-9);
         assert!((summary.slowest - 1.75).abs() < 1e-9);
-        assert!((summary.slowed_share() - 0.125).abs() < 1e-9);
+        assert!((summary.slowed_share - 0.125).abs() < 1e-9);
         assert!(
             summary.line().contains("1 of 8 quarter-seconds"),
             "{}",
@@ -254,11 +297,22 @@ mod tests {
 
     #[test]
     fn the_probe_times_its_work_in_cpu_time() {
-        let probe = Probe::start();
+        let probe = Sampler::start();
         std::thread::sleep(Duration::from_millis(60));
+        let so_far = probe.samples().taken();
         let samples = probe.finish();
+        assert!(samples.len() >= so_far.len() && samples.starts_with(&so_far));
         assert!(samples.len() >= 3, "{samples:?}");
         assert!(samples.iter().all(|s| s.work_ns > 0), "{samples:?}");
         assert!(samples.windows(2).all(|w| w[0].at < w[1].at));
+
+        // Dropped unfinished, it stops sampling too.
+        let probe = Sampler::start();
+        let handle = probe.samples();
+        drop(probe);
+        std::thread::sleep(Duration::from_millis(30));
+        let after_drop = handle.taken().len();
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(handle.taken().len(), after_drop);
     }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::pairs::{self, Pacing, Plan, Run};
 use super::{Ctx, body, secs};
 use crate::report::{Latency, Outcome, thousands};
-use crate::speed::{Probe, Speeds};
+use crate::speed::{Samples, Speeds};
 use crate::timeline::Slot;
 
 /// The product's target: p99 accept-to-delivery below this many milliseconds at half the
@@ -93,10 +93,8 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         drain: pairs::DRAIN,
         unanswered: None,
     };
-    let probe = Probe::start();
-    let run = pairs::run(ctx, &plan).await;
-    let samples = probe.finish();
-    let run = run?;
+    let run = pairs::run(ctx, &plan).await?;
+    let samples = ctx.speed.as_ref().map(Samples::taken).unwrap_or_default();
     let speeds = Speeds::new(&samples, |at| run.timeline.at(at));
     let seconds = run.window_secs();
     let sent_rate = run.count_in_window(|s| &s.sent) as f64 / seconds;
@@ -152,10 +150,6 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
     let by_speed = by_speed(&run, &speeds);
     if let Some(split) = &by_speed {
         outcome.row(
-            "the machine's speed (a fixed piece of work, timed in its thread's CPU time every 5 ms)",
-            split.summary.line(),
-        );
-        outcome.row(
             "accepted → delivered, accepted while the machine ran at its speed",
             split.at_speed.line(),
         );
@@ -198,18 +192,7 @@ pub async fn run(ctx: &mut Ctx, args: &Args) -> anyhow::Result<Outcome> {
         "integrity": run.integrity,
     });
     if let (Some(split), serde_json::Value::Object(results)) = (&by_speed, &mut outcome.results) {
-        results.insert(
-            "machine_speed".to_owned(),
-            json!({
-                "fast_us": split.summary.fast_us,
-                "median_us": split.summary.median_us,
-                "windows": split.summary.windows,
-                "slowed_windows": split.summary.slowed,
-                "slowed_share": split.summary.slowed_share(),
-                "slowest": split.summary.slowest,
-                "slowed_factor": crate::speed::SLOWED,
-            }),
-        );
+        results.insert("machine_speed".to_owned(), json!(split.summary));
         results.insert(
             "accept_to_delivery_at_speed".to_owned(),
             json!(split.at_speed),

@@ -48,6 +48,8 @@ pub struct Ctx {
     pub peer_problem: Option<String>,
     /// Where the pairs scenarios write each message's moments (`--timelines`).
     pub timelines: Option<std::path::PathBuf>,
+    /// The samples of the speed probe beside the running scenario (`meter`).
+    pub speed: Option<crate::speed::Samples>,
 }
 
 impl Ctx {

@@ -322,6 +322,7 @@ mod tests {
                 .collect(),
             busy_share: None,
             steal_share: None,
+            speed: None,
         });
         outcome
     }
