@@ -7,7 +7,8 @@ rate, never otherwise),
 none failed, every integrity count zero, each target with its verdict, each ratio beside a
 measured limit, the ceiling rows of throughput, reads, login and latency (the last from a
 message's raw path at the same rate and from the machine's speed), latency's messages split by
-the machine's speed when they were accepted, and the CPU each watched process used. Problem lines fail the check, except the two a slow debug build may cause on a
+the machine's speed when they were accepted, and the CPU each watched process used and the
+machine's CPU speed beside it. Problem lines fail the check, except the two a slow debug build may cause on a
 busy machine (a paced sender falling behind, the mesh still busy after the sockets closed).
 The figures themselves are not judged: a debug build's numbers mean nothing.
 
@@ -70,6 +71,10 @@ def check_common(name, line, processes):
     seen = {p.get("process") for p in cpu.get("processes") or []}
     need(processes <= seen, f"{name}: CPU of {sorted(processes - seen)} not recorded")
     need(isinstance(cpu.get("busy_share"), (int, float)), f"{name}: no machine CPU busy share")
+    need(
+        isinstance((cpu.get("speed") or {}).get("windows"), int),
+        f"{name}: the machine's CPU speed was not sampled",
+    )
     for key, count in (results.get("integrity") or {}).items():
         need(count == 0, f"{name}: integrity {key} = {count}")
 
@@ -264,6 +269,7 @@ MUTATIONS = {
     "the machine's speed not sampled": lambda ls: first(ls, "latency_headroom")["results"].pop(
         "machine_speed"
     ),
+    "a scenario without the machine's CPU speed": lambda ls: first(ls, "overload")["cpu"].pop("speed"),
     "a split by speed that loses messages": lambda ls: first(ls, "latency")["results"][
         "accept_to_delivery_slowed"
     ].update(count=first(ls, "latency")["results"]["accept_to_delivery_slowed"]["count"] + 1),
