@@ -1,7 +1,8 @@
 //! `latency`: pairs of friends send at a fixed aggregate rate; how long from the edge's
 //! `accepted` ack until the recipient holds the message, and from sending until `stored`.
 //! `all` runs it at half the maximum (the target) and again at a quarter as a reference: what
-//! the same path takes when the machine's CPUs are not all busy.
+//! the same path takes when the machine's CPUs are not all busy. Accepted → delivered is also
+//! split by whether the machine ran at its speed when a message was accepted (`speed`).
 
 use serde_json::json;
 
