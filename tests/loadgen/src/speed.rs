@@ -1,9 +1,9 @@
 //! The machine's speed while a scenario runs: a thread of its own does the same fixed piece of
 //! work every few milliseconds and times it in its own CPU time. Time the thread waits for a
-//! CPU is not counted, so the other processes being busy does not slow it; what does is the
-//! CPU itself running slower (the host lowering its clock, another guest on the same physical
-//! core, the host taking the CPU away without reporting it as steal). `/proc/stat` shows none
-//! of those.
+//! CPU is not counted, and the work touches no memory, so the other processes being busy or
+//! filling the caches hardly slow it; what does is the CPU itself running slower (the host
+//! lowering its clock, another guest's thread on the same physical core, the host taking the
+//! CPU away without reporting it as steal). `/proc/stat` shows none of those.
 //!
 //! `Speeds` cuts the samples into quarter-seconds and calls one slowed when the work took at
 //! least `SLOWED` times what it takes at the scenario's fastest (its fastest tenth), so a
@@ -20,8 +20,8 @@ use nix::time::{ClockId, clock_gettime};
 
 /// How often the work is done.
 const EVERY: Duration = Duration::from_millis(5);
-/// Rounds of the fixed work: about 40 µs of one of this machine's CPUs at full speed.
-const ROUNDS: u64 = 40_000;
+/// Rounds of the fixed work: about 45 µs of one of this machine's CPUs at full speed.
+const ROUNDS: u64 = 20_000;
 /// The length of the stretches the samples are grouped by, in microseconds.
 pub const WINDOW_US: u32 = 250_000;
 /// A stretch is slowed when its median sample took at least this many times the fastest tenth.
@@ -109,17 +109,22 @@ impl Drop for Sampler {
     }
 }
 
-/// The fixed work's CPU time on this thread; `None` when the clock cannot be read.
+/// The fixed work's CPU time on this thread; `None` when the clock cannot be read. Eight
+/// independent streams of multiplications in registers: the work keeps the core's arithmetic
+/// units busy (so it slows when another thread shares the core, or the clock drops) and
+/// touches no memory (so the caches the other processes fill do not slow it).
 fn timed_work() -> Option<u64> {
     let before = thread_cpu_ns()?;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut streams = [1_u64, 2, 3, 4, 5, 6, 7, 8];
     for i in 0..ROUNDS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x = x.wrapping_add(std::hint::black_box(i));
+        for (k, x) in (0_u64..).zip(streams.iter_mut()) {
+            *x = x
+                .wrapping_mul(0x5851_f42d_4c95_7f2d)
+                .wrapping_add(std::hint::black_box(i ^ k));
+            *x ^= *x >> 29;
+        }
     }
-    std::hint::black_box(x);
+    std::hint::black_box(streams);
     let after = thread_cpu_ns()?;
     Some(after.saturating_sub(before))
 }
