@@ -10,7 +10,7 @@
 //! scenario's figures can be split by whether the machine ran at its speed meanwhile. Every
 //! scenario runs beside one probe (`meter`), whose samples so far it can read (`Samples`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -20,7 +20,7 @@ use nix::time::{ClockId, clock_gettime};
 
 /// How often the work is done.
 const EVERY: Duration = Duration::from_millis(5);
-/// Rounds of the fixed work: about 45 µs of one of this machine's CPUs at full speed.
+/// Rounds of the fixed work: 45-60 µs of one of this machine's CPUs.
 const ROUNDS: u64 = 20_000;
 /// The length of the stretches the samples are grouped by, in microseconds.
 pub const WINDOW_US: u32 = 250_000;
@@ -183,7 +183,7 @@ impl Speeds {
 
     /// Each stretch's median work time inside `window`, by stretch number.
     fn medians(&self, window: (u32, u32)) -> Vec<(u32, u64)> {
-        let mut by: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+        let mut by: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for (at, ns) in self.within(window) {
             by.entry(at / WINDOW_US).or_default().push(ns);
         }
@@ -212,6 +212,7 @@ impl Speeds {
         slowed.contains(&(at / WINDOW_US))
     }
 
+    /// What the samples inside `window` say; `None` when there are none.
     pub fn summary(&self, window: (u32, u32)) -> Option<Summary> {
         let fast = self.fast_ns(window)?.max(1) as f64;
         let medians = self.medians(window);
