@@ -174,37 +174,56 @@ impl Speeds {
             .filter(move |(at, _)| (window.0..window.1).contains(at))
     }
 
-    /// The work's fastest tenth inside `window`, in nanoseconds.
-    fn fast_ns(&self, window: (u32, u32)) -> Option<u64> {
+    /// The samples inside `window` taken apart once: the fastest tenth, the median, and each
+    /// stretch's median by stretch number; `None` when there are none.
+    fn stretches(&self, window: (u32, u32)) -> Option<Stretches> {
         let mut all: Vec<u64> = self.within(window).map(|(_, ns)| ns).collect();
         all.sort_unstable();
-        all.get(all.len() / 10).copied()
-    }
-
-    /// Each stretch's median work time inside `window`, by stretch number.
-    fn medians(&self, window: (u32, u32)) -> Vec<(u32, u64)> {
+        let (fast, median) = (*all.get(all.len() / 10)?, all[all.len() / 2]);
         let mut by: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for (at, ns) in self.within(window) {
             by.entry(at / WINDOW_US).or_default().push(ns);
         }
-        by.into_iter()
+        let medians = by
+            .into_iter()
             .map(|(stretch, mut all)| {
                 all.sort_unstable();
                 (stretch, all[all.len() / 2])
             })
-            .collect()
+            .collect();
+        Some(Stretches {
+            fast: fast.max(1),
+            median,
+            medians,
+        })
     }
 
-    /// The stretches inside `window` in which the machine ran slowed.
-    pub fn slowed(&self, window: (u32, u32)) -> BTreeSet<u32> {
-        let Some(fast) = self.fast_ns(window) else {
-            return BTreeSet::new();
+    /// The summary of the samples inside `window` and the stretches in which the machine ran
+    /// slowed; `None` when there are none.
+    pub fn assess(&self, window: (u32, u32)) -> Option<(Summary, BTreeSet<u32>)> {
+        let Stretches {
+            fast,
+            median,
+            medians,
+        } = self.stretches(window)?;
+        let fast = fast as f64;
+        let slowed: BTreeSet<u32> = medians
+            .iter()
+            .filter(|(_, median)| *median as f64 >= fast * SLOWED)
+            .map(|(stretch, _)| *stretch)
+            .collect();
+        let slowest = medians.iter().map(|(_, m)| *m).max().unwrap_or(0) as f64 / fast;
+        let windows = medians.len();
+        let summary = Summary {
+            fast_us: (fast / 100.0).round() / 10.0,
+            median_us: (median as f64 / 100.0).round() / 10.0,
+            windows,
+            slowed: slowed.len(),
+            slowed_share: (slowed.len() as f64 / windows.max(1) as f64 * 1000.0).round() / 1000.0,
+            slowest: (slowest * 100.0).round() / 100.0,
+            slowed_factor: SLOWED,
         };
-        self.medians(window)
-            .into_iter()
-            .filter(|(_, median)| *median as f64 >= fast as f64 * SLOWED)
-            .map(|(stretch, _)| stretch)
-            .collect()
+        Some((summary, slowed))
     }
 
     /// Whether the moment `at` fell in a slowed stretch of `slowed`.
@@ -214,23 +233,15 @@ impl Speeds {
 
     /// What the samples inside `window` say; `None` when there are none.
     pub fn summary(&self, window: (u32, u32)) -> Option<Summary> {
-        let fast = self.fast_ns(window)?.max(1) as f64;
-        let medians = self.medians(window);
-        let mut all: Vec<u64> = self.within(window).map(|(_, ns)| ns).collect();
-        all.sort_unstable();
-        let median = *all.get(all.len() / 2)? as f64;
-        let slowest = medians.iter().map(|(_, m)| *m).max().unwrap_or(0) as f64 / fast;
-        let slowed = self.slowed(window).len();
-        Some(Summary {
-            fast_us: (fast / 100.0).round() / 10.0,
-            median_us: (median / 100.0).round() / 10.0,
-            windows: medians.len(),
-            slowed,
-            slowed_share: (slowed as f64 / medians.len().max(1) as f64 * 1000.0).round() / 1000.0,
-            slowest: (slowest * 100.0).round() / 100.0,
-            slowed_factor: SLOWED,
-        })
+        self.assess(window).map(|(summary, _)| summary)
     }
+}
+
+/// The samples of a window, taken apart.
+struct Stretches {
+    fast: u64,
+    median: u64,
+    medians: Vec<(u32, u64)>,
 }
 
 impl Summary {
@@ -270,9 +281,9 @@ mod tests {
             }
         });
         let window = (0, 2_000_000);
-        assert_eq!(speeds.slowed(window), BTreeSet::from([4]));
-        assert!(Speeds::is_slowed(&speeds.slowed(window), 1_100_000));
-        assert!(!Speeds::is_slowed(&speeds.slowed(window), 1_300_000));
+        assert_eq!(slowed(&speeds, window), BTreeSet::from([4]));
+        assert!(Speeds::is_slowed(&slowed(&speeds, window), 1_100_000));
+        assert!(!Speeds::is_slowed(&slowed(&speeds, window), 1_300_000));
         let summary = speeds.summary(window).unwrap();
         assert_eq!(summary.windows, 8);
         assert_eq!(summary.slowed, 1);
@@ -289,11 +300,11 @@ mod tests {
     #[test]
     fn a_little_jitter_is_not_a_slowdown_and_only_the_window_counts() {
         let speeds = speeds(1_000_000, |at| 40_000 + u64::from(at % 7) * 1_000);
-        assert!(speeds.slowed((0, 1_000_000)).is_empty());
+        assert!(slowed(&speeds, (0, 1_000_000)).is_empty());
         // Outside the window the work was slow; inside it was not.
         let speeds = speeds_with_slow_start();
-        assert!(speeds.slowed((500_000, 1_000_000)).is_empty());
-        assert_eq!(speeds.slowed((0, 1_000_000)), BTreeSet::from([0]));
+        assert!(slowed(&speeds, (500_000, 1_000_000)).is_empty());
+        assert_eq!(slowed(&speeds, (0, 1_000_000)), BTreeSet::from([0]));
         assert_eq!(Speeds::default().summary((0, 1)), None);
     }
 
@@ -304,21 +315,40 @@ mod tests {
     #[test]
     fn the_probe_times_its_work_in_cpu_time() {
         let probe = Sampler::start();
-        std::thread::sleep(Duration::from_millis(60));
-        let so_far = probe.samples().taken();
+        let handle = probe.samples();
+        wait_until(|| handle.taken().len() >= 3);
+        let so_far = handle.taken();
         let samples = probe.finish();
         assert!(samples.len() >= so_far.len() && samples.starts_with(&so_far));
         assert!(samples.len() >= 3, "{samples:?}");
         assert!(samples.iter().all(|s| s.work_ns > 0), "{samples:?}");
         assert!(samples.windows(2).all(|w| w[0].at < w[1].at));
 
-        // Dropped unfinished, it stops sampling too.
+        // Dropped unfinished, it stops sampling too: its thread ends, letting go of its handle
+        // on the samples (the test's is then the only one).
         let probe = Sampler::start();
         let handle = probe.samples();
+        wait_until(|| !handle.taken().is_empty());
         drop(probe);
-        std::thread::sleep(Duration::from_millis(30));
+        wait_until(|| Arc::strong_count(&handle.0) == 1);
         let after_drop = handle.taken().len();
-        std::thread::sleep(Duration::from_millis(40));
         assert_eq!(handle.taken().len(), after_drop);
+    }
+
+    /// The stretches inside `window` in which the machine ran slowed.
+    fn slowed(speeds: &Speeds, window: (u32, u32)) -> BTreeSet<u32> {
+        speeds
+            .assess(window)
+            .map(|(_, slowed)| slowed)
+            .unwrap_or_default()
+    }
+
+    /// Waits until `done` holds, failing the test after 5 s.
+    fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "the condition never held");
+            std::thread::yield_now();
+        }
     }
 }

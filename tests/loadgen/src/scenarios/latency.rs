@@ -214,8 +214,7 @@ struct BySpeed {
 }
 
 fn by_speed(run: &Run, speeds: &Speeds) -> Option<BySpeed> {
-    let summary = speeds.summary(run.window)?;
-    let slowed = speeds.slowed(run.window);
+    let (summary, slowed) = speeds.assess(run.window)?;
     let in_slowed =
         |slot: &Slot| Slot::get(&slot.accepted).is_some_and(|at| Speeds::is_slowed(&slowed, at));
     let (at_speed, _) = run.between_where(|s| &s.accepted, |s| &s.delivered, |s| !in_slowed(s));
