@@ -1,13 +1,14 @@
 //! Partition ownership: every tick this worker announces itself, computes which partitions it
 //! should own among the live workers, renews, releases and acquires leases accordingly, and runs
 //! one owner task per held partition. The owners share the worker's store rounds (`rounds`), in
-//! independent chains (`MESH_CHAT_STORE_CHAINS`): a partition taken joins the chain that holds
-//! the fewest of this worker's partitions.
+//! independent chains (`chains`, `MESH_CHAT_STORE_CHAINS`): each batch waits for the chain with
+//! the fewest messages yet to decide.
 
 mod ahead;
 mod audiences;
 mod backlog;
 mod batch;
+mod chains;
 mod compaction;
 mod leases;
 mod partition;
@@ -32,6 +33,7 @@ use mesh_contracts::leases::LEASE_GRACE;
 use crate::domain::assignment;
 use crate::domain::incarnation::Bid;
 use crate::state::State;
+use chains::Chains;
 use leases::Leases;
 use partition::Taken;
 use rounds::{Pace, Rounds};
@@ -43,7 +45,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Held {
     revision: u64,
-    /// The chain of store rounds its owner waits for.
+    /// The home chain of its owner's batches (`Chains::lightest`).
     chain: usize,
     renewed: Instant,
     stop: CancellationToken,
@@ -116,7 +118,7 @@ pub async fn run(state: State, shutdown: CancellationToken) {
         state.clone(),
         shutdown.clone(),
     )));
-    let chains = Chains::new(state.config().store_chains);
+    let chains = Arc::new(Chains::new(state.config().store_chains));
     let _rounds: Vec<_> = chains
         .all()
         .iter()
@@ -183,50 +185,6 @@ pub fn most_frames_per_round(batch_size: usize) -> usize {
     2 * batch_size.max(1) * ROUND_BATCHES
 }
 
-/// The worker's independent chains of store rounds: each partition taken joins the chain that
-/// holds the fewest of the worker's partitions (rendezvous hashing hands a worker partitions
-/// at random, so their numbers say nothing of balance), and the worker's rounds are shared out
-/// among the chains.
-struct Chains<T>(Vec<Arc<Rounds<T>>>);
-
-impl<T: Send + 'static> Chains<T> {
-    fn new(chains: usize) -> Self {
-        Self((0..chains.max(1)).map(|_| Rounds::new()).collect())
-    }
-
-    fn all(&self) -> &[Arc<Rounds<T>>] {
-        &self.0
-    }
-
-    /// The chain a partition taken now joins, given the chains of those held, and its rounds.
-    fn join(&self, held: impl Iterator<Item = usize>) -> (usize, Arc<Rounds<T>>) {
-        let chain = least_used(self.0.len(), held);
-        (chain, self.0[chain].clone())
-    }
-
-    /// Rounds each chain may run at once, so that together they run at most `rounds`.
-    fn turns_each(&self, rounds: usize) -> usize {
-        turns_each(rounds, self.0.len())
-    }
-}
-
-/// Of `chains` chains, the one fewest of `held` (the chains of the partitions held) use; the
-/// first of those on a tie.
-fn least_used(chains: usize, held: impl Iterator<Item = usize>) -> usize {
-    let mut used = vec![0usize; chains.max(1)];
-    for chain in held {
-        if let Some(count) = used.get_mut(chain) {
-            *count += 1;
-        }
-    }
-    (0..used.len()).min_by_key(|c| used[*c]).unwrap_or(0)
-}
-
-/// `rounds` shared out among `chains`, each getting at least one.
-fn turns_each(rounds: usize, chains: usize) -> usize {
-    (rounds / chains.max(1)).max(1)
-}
-
 /// Runs one chain's store rounds, at most `turns` at once, until `shutdown`.
 async fn run_rounds(
     state: State,
@@ -281,7 +239,7 @@ impl Roster {
 async fn rebalance(
     state: &State,
     leases: &Arc<Leases>,
-    chains: &Chains<Lot>,
+    chains: &Arc<Chains<Lot>>,
     held: &mut HashMap<u32, Held>,
     workers: Vec<Uuid>,
     shutdown: &CancellationToken,
@@ -386,11 +344,11 @@ async fn rebalance(
                         leases: bucket,
                     },
                 };
-                let (chain, rounds) = chains.join(held.values().map(|h| h.chain));
+                let chain = chains.home(held.values().map(|h| h.chain));
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
-                    rounds,
+                    (chains.clone(), chain),
                     taken,
                     stop.clone(),
                 )));
@@ -411,99 +369,5 @@ async fn rebalance(
                 outage_failed!(outage, partition, error = %err, "cannot acquire a partition");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    #[test]
-    fn a_partition_taken_joins_the_least_used_chain() {
-        // Taking six partitions one after another alternates between two chains.
-        let mut held = Vec::new();
-        for _ in 0..6 {
-            held.push(least_used(2, held.iter().copied()));
-        }
-        assert_eq!(held, [0, 1, 0, 1, 0, 1]);
-        // Chain 0 lost two partitions (handed over): the next two taken refill it.
-        let after_losses = [0, 1, 1, 0, 1];
-        assert_eq!(least_used(2, after_losses.into_iter()), 0);
-        assert_eq!(least_used(2, [1, 1, 0, 1].into_iter()), 0);
-        assert_eq!(least_used(3, [0, 1].into_iter()), 2);
-        assert_eq!(least_used(1, [0, 0, 0].into_iter()), 0);
-        assert_eq!(
-            least_used(0, std::iter::empty()),
-            0,
-            "no chains counts as one"
-        );
-    }
-
-    /// Runs `rounds`, recording each round's batches in `seen`: one turn, and a round starts
-    /// only once three batches wait (the linger never runs out in a test).
-    fn run_recorded(rounds: &Arc<Rounds<&'static str>>, seen: Arc<Mutex<Vec<Vec<&'static str>>>>) {
-        let pace = Pace {
-            turns: 1,
-            most: 3,
-            linger: Duration::from_secs(3600),
-        };
-        let process = move |batches: Vec<&'static str>| {
-            seen.lock().unwrap().push(batches.clone());
-            async move { vec![true; batches.len()] }
-        };
-        tokio::spawn(rounds.clone().run(pace, process, CancellationToken::new()));
-    }
-
-    #[tokio::test]
-    async fn batches_of_two_chains_waiting_together_never_share_a_round() {
-        let chains: Chains<&'static str> = Chains::new(2);
-        let (first, one) = chains.join(std::iter::empty());
-        let (second, other) = chains.join([first].into_iter());
-        assert_ne!(first, second, "two partitions taken, two chains");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        for rounds in chains.all() {
-            run_recorded(rounds, seen.clone());
-        }
-        // The owners begin to wait in this order (one runtime thread runs them as spawned):
-        // rounds taking from one queue, one at a time or two side by side, would gather batches
-        // of both chains into one round.
-        let order = [
-            (&one, "a1"),
-            (&one, "a2"),
-            (&other, "b1"),
-            (&one, "a3"),
-            (&other, "b2"),
-            (&other, "b3"),
-        ];
-        let owners: Vec<_> = order
-            .into_iter()
-            .map(|(rounds, batch)| {
-                let rounds = rounds.clone();
-                tokio::spawn(async move { rounds.wait(1).await?.hand(batch, 1).await })
-            })
-            .collect();
-        for owner in owners {
-            let verdict = tokio::time::timeout(Duration::from_secs(10), owner)
-                .await
-                .expect("every batch is stored");
-            assert_eq!(verdict.unwrap(), Some(true));
-        }
-        let mut rounds = seen.lock().unwrap().clone();
-        rounds.sort();
-        assert_eq!(
-            rounds,
-            [vec!["a1", "a2", "a3"], vec!["b1", "b2", "b3"]],
-            "a round per chain"
-        );
-    }
-
-    #[test]
-    fn the_chains_together_run_at_most_the_workers_rounds() {
-        assert_eq!(turns_each(4, 2), 2);
-        assert_eq!(turns_each(4, 1), 4);
-        assert_eq!(turns_each(5, 2), 2, "rounded down, never above the bound");
-        assert_eq!(turns_each(1, 2), 1, "each chain runs at least one");
     }
 }

@@ -1,7 +1,7 @@
 //! The owner of one partition at one epoch: claims the partition (learning how far its stream
 //! is stored, and resetting what was recorded of a stream or lease bucket that no longer
 //! exists), reads batches in order from right after that and hands each to the worker's
-//! store rounds (`rounds`), which take it through the steps in `steps` with the batches of
+//! store rounds (`rounds`, the chain `chains` finds lightest), which take it through the steps in `steps` with the batches of
 //! other partitions waiting at the same time (authorize, store in one fenced transaction that
 //! also records each batch's last stream sequence, deliver, acknowledge). A batch whose epoch
 //! is no longer current is dropped before it stores, pushes or acknowledges anything, its owner
@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::backlog::Backlog;
+use super::chains::Chains;
 use super::leases::Leases;
-use super::rounds::Rounds;
 use super::setback::RETRY_DELAY;
 use super::steps::Lot;
 use crate::domain::incarnation::{Bid, Decision, Incarnation, Present, Stale};
@@ -39,11 +39,11 @@ pub struct Taken {
 }
 
 /// Owns `taken.partition` at the epoch of `taken.bid` until `stop` is cancelled or a later
-/// owner claims it.
+/// owner claims it; each batch waits for the lightest of `chains` (the second: its home).
 pub async fn own(
     state: State,
     leases: Arc<Leases>,
-    rounds: Arc<Rounds<Lot>>,
+    (chains, home): (Arc<Chains<Lot>>, usize),
     taken: Taken,
     stop: CancellationToken,
 ) {
@@ -134,7 +134,7 @@ pub async fn own(
                     // Wait for a round; what arrives meanwhile joins this batch.
                     let call = tokio::select! {
                         _ = stop.cancelled() => return,
-                        call = rounds.wait(deliveries.iter().map(messages_in).sum()) => match call {
+                        call = chains.lightest(home).wait(deliveries.iter().map(messages_in).sum()) => match call {
                             Some(call) => call,
                             // The rounds stopped: the worker is shutting down.
                             None => return,

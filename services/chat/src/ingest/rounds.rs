@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct Pace {
 pub struct Rounds<T> {
     waiting: Mutex<Waiting<T>>,
     arrived: Notify,
+    /// Messages in the rounds running now (gathered, not yet decided).
+    running: Arc<AtomicUsize>,
 }
 
 struct Waiting<T> {
@@ -93,7 +96,14 @@ impl<T: Send + 'static> Rounds<T> {
                 closed: false,
             }),
             arrived: Notify::new(),
+            running: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Messages this chain has yet to decide: those of the owners waiting (as they were when
+    /// each began to wait) and those of the rounds running.
+    pub fn load(&self) -> usize {
+        self.lock().messages + self.running.load(Ordering::Relaxed)
     }
 
     /// Waits until a round takes this owner, whose batch holds `messages` so far; `None` when
@@ -157,15 +167,17 @@ impl<T: Send + 'static> Rounds<T> {
     {
         while let Ok(turn) = turns.clone().acquire_owned().await {
             self.ripe(pace).await;
+            let (gathered, messages) = self.gather(pace.most).await;
+            let running = Running::count(&self.running, messages);
             let (batches, verdicts): (Vec<T>, Vec<oneshot::Sender<bool>>) =
-                self.gather(pace.most).await.into_iter().unzip();
+                gathered.into_iter().unzip();
             let round = process(batches);
             tokio::spawn(async move {
                 let decided = round.await;
                 for (verdict, decided) in verdicts.into_iter().zip(decided) {
                     let _ = verdict.send(decided);
                 }
-                drop(turn);
+                drop((running, turn));
             });
         }
     }
@@ -197,9 +209,10 @@ impl<T: Send + 'static> Rounds<T> {
         }
     }
 
-    /// The batches of the owners waiting now, oldest first, until they hold `most` messages;
-    /// owners that stopped waiting are skipped. Waits for one when none is left.
-    async fn gather(&self, most: usize) -> Vec<(T, oneshot::Sender<bool>)> {
+    /// The batches of the owners waiting now, oldest first, until they hold `most` messages,
+    /// and how many messages they hold; owners that stopped waiting are skipped. Waits for one
+    /// when none is left.
+    async fn gather(&self, most: usize) -> (Vec<(T, oneshot::Sender<bool>)>, usize) {
         let mut gathered = Vec::new();
         let mut messages = 0;
         loop {
@@ -213,7 +226,7 @@ impl<T: Send + 'static> Rounds<T> {
             };
             let Some(ticket) = next else {
                 if !gathered.is_empty() {
-                    return gathered;
+                    return (gathered, messages);
                 }
                 self.arrived.notified().await;
                 continue;
@@ -231,13 +244,36 @@ impl<T: Send + 'static> Rounds<T> {
             gathered.push((batch, verdict));
             messages += size;
             if messages >= most {
-                return gathered;
+                return (gathered, messages);
             }
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiting<T>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running round's messages, counted in its chain's load until dropped (decided, or its
+/// task unwound).
+struct Running {
+    count: Arc<AtomicUsize>,
+    messages: usize,
+}
+
+impl Running {
+    fn count(count: &Arc<AtomicUsize>, messages: usize) -> Self {
+        count.fetch_add(messages, Ordering::Relaxed);
+        Self {
+            count: count.clone(),
+            messages,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.messages, Ordering::Relaxed);
     }
 }
 
