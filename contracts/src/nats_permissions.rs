@@ -182,14 +182,8 @@ pub fn bucket_watchers(bucket: Bucket) -> &'static [NatsRole] {
     }
 }
 
-const STREAMS: [Stream; 3] = [Stream::ChatIn, Stream::Events, Stream::Audit];
-const BUCKETS: [Bucket; 5] = [
-    Bucket::Revoked,
-    Bucket::Idempotency,
-    Bucket::Presence,
-    Bucket::Leases,
-    Bucket::LoginFailures,
-];
+const STREAMS: [Stream; 3] = Stream::ALL;
+const BUCKETS: [Bucket; 5] = Bucket::ALL;
 
 /// The subjects one role may publish to and subscribe to.
 ///

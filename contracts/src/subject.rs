@@ -41,6 +41,9 @@ pub enum Bucket {
 }
 
 impl Stream {
+    /// Every stream of a prefix.
+    pub const ALL: [Stream; 3] = [Stream::ChatIn, Stream::Events, Stream::Audit];
+
     fn suffix(self) -> &'static str {
         match self {
             Stream::ChatIn => "CHAT_IN",
@@ -51,6 +54,15 @@ impl Stream {
 }
 
 impl Bucket {
+    /// Every bucket of a prefix.
+    pub const ALL: [Bucket; 5] = [
+        Bucket::Revoked,
+        Bucket::Idempotency,
+        Bucket::Presence,
+        Bucket::Leases,
+        Bucket::LoginFailures,
+    ];
+
     fn suffix(self) -> &'static str {
         match self {
             Bucket::Revoked => "REVOKED",

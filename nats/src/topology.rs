@@ -111,8 +111,9 @@ fn check_partitions(
 pub struct StreamMark {
     /// When the stream was created, to the microsecond (as Postgres keeps time). The server
     /// sets it when the stream is made and keeps it with the stream (restarts, leader
-    /// changes and `mesh migrate`'s updates leave it), so it tells a stream apart from one of
-    /// the same name deleted and made again, or made anew by a JetStream that lost its store.
+    /// changes and `mesh migrate` leave it; migrate updates only a stream that differs from
+    /// what it declares, see `ensure_topology`), so it tells a stream apart from one of the
+    /// same name deleted and made again, or made anew by a JetStream that lost its store.
     pub created: time::OffsetDateTime,
     /// The last sequence the stream assigned (of a bucket: its newest revision); never goes
     /// back while the stream exists, purges included.
@@ -147,7 +148,13 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
 pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 impl Bus {
-    /// Creates (or updates to the declared settings) every stream and bucket of the prefix.
+    /// Creates (or updates to the declared settings) every stream and bucket of the prefix. One
+    /// already as declared is left untouched: an update rewrites a stream's stored
+    /// configuration, and nats-server (2.12.8, as installed here, until the fix of its issue
+    /// 8470) then writes as its creation time the time the server last started, so after the
+    /// next restart the stream reads as made anew and every chat partition re-reads all the
+    /// ingest stream holds (`StreamMark`). `mesh migrate` runs at every deploy; a restart
+    /// follows many.
     pub async fn ensure_topology(&self, settings: &TopologySettings) -> Result<(), ConnectError> {
         let p = &self.prefix;
         let buckets = [
@@ -186,6 +193,13 @@ impl Bus {
                 num_replicas: settings.replicas,
                 ..Default::default()
             };
+            if self
+                .current_config(&p.bucket_stream(bucket))
+                .await
+                .is_some_and(|current| bucket_as_wanted(&current, &config))
+            {
+                continue;
+            }
             self.jetstream
                 .create_or_update_key_value(config)
                 .await
@@ -231,6 +245,13 @@ impl Bus {
                 metadata,
                 ..Default::default()
             };
+            if self
+                .current_config(&config.name)
+                .await
+                .is_some_and(|current| stream_as_wanted(&current, &config))
+            {
+                continue;
+            }
             self.jetstream
                 .create_or_update_stream(config)
                 .await
@@ -239,6 +260,13 @@ impl Bus {
                 })?;
         }
         Ok(())
+    }
+
+    /// The configuration of the stream `name` as the server holds it; `None` when it does not
+    /// exist or cannot be read (then it is created or updated as if it differed).
+    async fn current_config(&self, name: &str) -> Option<stream::Config> {
+        let stream = self.jetstream.get_stream(name).await.ok()?;
+        Some(stream.cached_info().config.clone())
     }
 
     /// How long the existing `REVOKED` bucket keeps revocations, `None` when there is no
@@ -371,26 +399,55 @@ impl Bus {
     /// Deletes every stream and bucket of the prefix (test teardown).
     pub async fn delete_topology(&self) {
         let p = &self.prefix;
-        for bucket in [
-            Bucket::Revoked,
-            Bucket::Idempotency,
-            Bucket::Presence,
-            Bucket::Leases,
-            Bucket::LoginFailures,
-        ] {
+        for bucket in Bucket::ALL {
             self.delete_bucket(bucket).await;
         }
-        for which in [Stream::ChatIn, Stream::Events, Stream::Audit] {
+        for which in Stream::ALL {
             let _ = self.jetstream.delete_stream(p.stream(which)).await;
         }
     }
+}
+
+/// Whether the stream configuration `current` already has everything `wanted` declares:
+/// subjects, storage, limits, replicas, duplicate window and the metadata the mesh writes
+/// (the server adds keys of its own, which do not count).
+fn stream_as_wanted(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.storage == wanted.storage
+        && current.duplicate_window == wanted.duplicate_window
+        && current.max_age == wanted.max_age
+        && current.max_bytes == wanted.max_bytes
+        && current.num_replicas == wanted.num_replicas
+        && wanted
+            .metadata
+            .iter()
+            .all(|(key, value)| current.metadata.get(key) == Some(value))
+}
+
+/// Whether the stream configuration `current` of a bucket already has everything `wanted`
+/// declares: its description, history, age, size, storage and replicas.
+fn bucket_as_wanted(current: &stream::Config, wanted: &kv::Config) -> bool {
+    current.description.as_deref() == Some(wanted.description.as_str())
+        && current.max_messages_per_subject == wanted.history
+        && current.max_age == wanted.max_age
+        && current.max_bytes == wanted.max_bytes
+        && current.storage == wanted.storage
+        && current.num_replicas == wanted.num_replicas
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::{check_partitions, check_revocations_kept, revocations_age, to_micros};
+    use async_nats::jetstream::{kv, stream};
+
+    use super::{
+        bucket_as_wanted, check_partitions, check_revocations_kept, revocations_age,
+        stream_as_wanted, to_micros,
+    };
+
+    /// A change to a stream's configuration, named.
+    type Change = (&'static str, fn(&mut stream::Config));
 
     #[test]
     fn a_creation_time_is_kept_to_the_microsecond() {
@@ -451,5 +508,98 @@ mod tests {
             .expect_err("another count")
             .to_string();
         assert!(refused.contains("MESH_CHAT_PARTITIONS=16"), "{refused}");
+    }
+
+    /// An ingest stream as `mesh migrate` declares it.
+    fn declared_stream() -> stream::Config {
+        stream::Config {
+            name: "P_CHAT_IN".to_owned(),
+            subjects: vec!["p.chat.in.*".to_owned()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(5),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: -1,
+            num_replicas: 1,
+            metadata: [("mesh_chat_partitions".to_owned(), "16".to_owned())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_already_as_declared_is_left_and_any_declared_difference_is_updated() {
+        let wanted = declared_stream();
+        // As the server reports it: its own metadata and settings the mesh does not declare.
+        let mut current = wanted.clone();
+        current
+            .metadata
+            .insert("_nats.req.level".to_owned(), "0".to_owned());
+        current.max_consumers = -1;
+        assert!(stream_as_wanted(&current, &wanted));
+
+        let changes: [Change; 7] = [
+            ("subjects", |c| c.subjects = vec!["q.chat.in.*".to_owned()]),
+            ("storage", |c| c.storage = stream::StorageType::Memory),
+            ("duplicate window", |c| {
+                c.duplicate_window = Duration::from_secs(120)
+            }),
+            ("age", |c| c.max_age = Duration::from_secs(3600)),
+            ("size", |c| c.max_bytes = 1 << 30),
+            ("replicas", |c| c.num_replicas = 3),
+            ("partitions", |c| {
+                c.metadata
+                    .insert("mesh_chat_partitions".to_owned(), "8".to_owned());
+            }),
+        ];
+        for (what, change) in changes {
+            let mut differs = current.clone();
+            change(&mut differs);
+            assert!(!stream_as_wanted(&differs, &wanted), "{what} differs");
+        }
+        let mut unrecorded = current.clone();
+        unrecorded.metadata.clear();
+        assert!(
+            !stream_as_wanted(&unrecorded, &wanted),
+            "no partition count recorded"
+        );
+    }
+
+    #[test]
+    fn a_bucket_already_as_declared_is_left_and_any_declared_difference_is_updated() {
+        let wanted = kv::Config {
+            bucket: "P_LEASES".to_owned(),
+            description: "chat partition leases".to_owned(),
+            history: 1,
+            max_age: Duration::from_secs(10),
+            max_bytes: -1,
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        let current = stream::Config {
+            name: "KV_P_LEASES".to_owned(),
+            description: Some("chat partition leases".to_owned()),
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(10),
+            max_bytes: -1,
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            allow_rollup: true,
+            ..Default::default()
+        };
+        assert!(bucket_as_wanted(&current, &wanted));
+
+        let changes: [Change; 6] = [
+            ("description", |c| c.description = None),
+            ("history", |c| c.max_messages_per_subject = 5),
+            ("age", |c| c.max_age = Duration::from_secs(60)),
+            ("size", |c| c.max_bytes = 1 << 20),
+            ("storage", |c| c.storage = stream::StorageType::Memory),
+            ("replicas", |c| c.num_replicas = 3),
+        ];
+        for (what, change) in changes {
+            let mut differs = current.clone();
+            change(&mut differs);
+            assert!(!bucket_as_wanted(&differs, &wanted), "{what} differs");
+        }
     }
 }

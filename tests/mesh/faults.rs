@@ -552,3 +552,83 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
         .expect("the service ran");
     mesh.stop().await;
 }
+
+/// Every stream and bucket `mesh migrate` made, as read through a bus of the migrate role:
+/// each one's creation time.
+async fn creation_times(settings: &nats_mesh::config::Settings) -> Vec<(String, String)> {
+    use mesh_contracts::{Bucket, Stream};
+    let bus = mesh_nats::Bus::connect_with(
+        &settings.nats_url,
+        &settings.nats_credentials_for(NatsRole::Migrate),
+        settings.prefix.clone(),
+        "creation-times",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connect to NATS");
+    let mut times = Vec::new();
+    for stream in Stream::ALL {
+        let mark = bus.stream_mark(stream).await.expect("the stream");
+        times.push((format!("{stream:?}"), mark.created.to_string()));
+    }
+    for bucket in Bucket::ALL {
+        let mark = bus.bucket_mark(bucket).await.expect("the bucket");
+        times.push((format!("{bucket:?}"), mark.created.to_string()));
+    }
+    bus.drain().await;
+    times
+}
+
+/// `mesh migrate` at every deploy, a NATS restart after it: every stream and bucket keeps the
+/// creation time it was made with, so a chat worker still takes the ingest stream and the
+/// lease bucket for the ones its partitions' positions were recorded in (a stream made anew
+/// would reset them, and every partition would read the whole stream again). Migrate updates
+/// only what differs from the settings, since nats-server (2.12.8 here) then writes its last
+/// start as the creation time; and what does differ is still updated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_restarts() {
+    let mut nats = PrivateNats::start().await;
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut settings = crate::harness::test_settings(&prefix, None);
+    settings.nats_url = nats.url();
+    nats_mesh::roles::migrate_nats(&settings)
+        .await
+        .expect("migrate");
+    let made = creation_times(&settings).await;
+
+    for round in 0..2 {
+        nats.kill().await;
+        nats.run().await;
+        nats_mesh::roles::migrate_nats(&settings)
+            .await
+            .expect("migrate after a restart");
+        assert_eq!(
+            creation_times(&settings).await,
+            made,
+            "after restart {round} and migrate"
+        );
+    }
+    nats.kill().await;
+    nats.run().await;
+    assert_eq!(
+        creation_times(&settings).await,
+        made,
+        "after migrate and another restart"
+    );
+
+    // A setting that differs is still brought to what migrate declares.
+    settings.chat.dedup_window = Duration::from_secs(7);
+    nats_mesh::roles::migrate_nats(&settings)
+        .await
+        .expect("migrate with another duplicate window");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(settings.prefix.stream(mesh_contracts::Stream::ChatIn))
+        .await
+        .expect("the ingest stream");
+    assert_eq!(
+        stream.cached_info().config.duplicate_window,
+        Duration::from_secs(7)
+    );
+    drop(nats);
+}
