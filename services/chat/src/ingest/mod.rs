@@ -348,7 +348,8 @@ async fn rebalance(
                 let task = AbortOnDropHandle::new(tokio::spawn(partition::own(
                     state.clone(),
                     leases.clone(),
-                    (chains.clone(), chain),
+                    chains.clone(),
+                    chain,
                     taken,
                     stop.clone(),
                 )));

@@ -1,9 +1,10 @@
 //! The owner of one partition at one epoch: claims the partition (learning how far its stream
 //! is stored, and resetting what was recorded of a stream or lease bucket that no longer
 //! exists), reads batches in order from right after that and hands each to the worker's
-//! store rounds (`rounds`, the chain `chains` finds lightest), which take it through the steps in `steps` with the batches of
-//! other partitions waiting at the same time (authorize, store in one fenced transaction that
-//! also records each batch's last stream sequence, deliver, acknowledge). A batch whose epoch
+//! store rounds (`rounds`, of the chain `chains` finds lightest then), which take it through
+//! the steps in `steps` with the batches of other partitions waiting at the same time
+//! (authorize, store in one fenced transaction that also records each batch's last stream
+//! sequence, deliver, acknowledge). A batch whose epoch
 //! is no longer current is dropped before it stores, pushes or acknowledges anything, its owner
 //! stops, and the next owner resumes exactly after what is stored.
 
@@ -39,11 +40,12 @@ pub struct Taken {
 }
 
 /// Owns `taken.partition` at the epoch of `taken.bid` until `stop` is cancelled or a later
-/// owner claims it; each batch waits for the lightest of `chains` (the second: its home).
+/// owner claims it; each batch waits for the lightest of `chains` (`home` on a tie).
 pub async fn own(
     state: State,
     leases: Arc<Leases>,
-    (chains, home): (Arc<Chains<Lot>>, usize),
+    chains: Arc<Chains<Lot>>,
+    home: usize,
     taken: Taken,
     stop: CancellationToken,
 ) {
