@@ -221,17 +221,26 @@ impl Bus {
             (Stream::Audit, p.audit(), Duration::from_secs(7 * 24 * 3600)),
         ];
         for (which, subject, max_age) in streams {
+            let name = p.stream(which);
+            let current = self.current_config(&name).await;
             let mut metadata = std::collections::HashMap::new();
             if which == Stream::ChatIn {
-                self.require_chat_partitions(settings.chat_partitions)
-                    .await?;
+                // Before the ingest stream is updated: one that records another partition
+                // count fails migrate (one that does not exist yet, or records none, passes).
+                if let Some(current) = &current {
+                    check_partitions(
+                        &name,
+                        current.metadata.get(PARTITIONS_KEY),
+                        settings.chat_partitions,
+                    )?;
+                }
                 metadata.insert(
                     PARTITIONS_KEY.to_owned(),
                     settings.chat_partitions.to_string(),
                 );
             }
             let config = stream::Config {
-                name: p.stream(which),
+                name,
                 subjects: vec![subject],
                 storage: stream::StorageType::File,
                 duplicate_window: settings.dedup_window,
@@ -245,11 +254,7 @@ impl Bus {
                 metadata,
                 ..Default::default()
             };
-            if self
-                .current_config(&config.name)
-                .await
-                .is_some_and(|current| stream_as_wanted(&current, &config))
-            {
+            if current.is_some_and(|current| stream_as_wanted(&current, &config)) {
                 continue;
             }
             self.jetstream
@@ -289,18 +294,6 @@ impl Bus {
                 "stream {name}: cannot read how long it keeps revocations: {err}"
             ))),
         }
-    }
-
-    /// Before `mesh migrate` updates the ingest stream: fails when it exists and records
-    /// another partition count than `configured` (a stream that does not exist yet, or records
-    /// none, passes).
-    async fn require_chat_partitions(&self, configured: u32) -> Result<(), ConnectError> {
-        let name = self.prefix.stream(Stream::ChatIn);
-        let Ok(stream) = self.jetstream.get_stream(&name).await else {
-            return Ok(());
-        };
-        let recorded = stream.cached_info().config.metadata.get(PARTITIONS_KEY);
-        check_partitions(&name, recorded, configured)
     }
 
     /// Fails unless every stream and bucket named exists and meets `needs`: the ingest stream
