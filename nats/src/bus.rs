@@ -17,6 +17,12 @@ use crate::credentials::{NatsCredentials, ServerUrl, redact_urls};
 /// The oldest NATS server the mesh runs against (KV watch and consumer features need it).
 pub const MIN_SERVER_VERSION: (i64, i64, i64) = (2, 11, 0);
 
+/// The first server release that keeps a stream's creation time across a restart that follows
+/// an update made after a restart (nats-server issue 8470). Older ones work, but a stream or
+/// bucket whose settings `mesh migrate` changes reads as made anew after two restarts, and
+/// every chat partition then reads the whole ingest stream again.
+pub const CREATION_TIME_KEPT_FROM: (i64, i64, i64) = (2, 14, 6);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// `url` never holds credentials (they are cut out before the error is made).
@@ -163,6 +169,13 @@ impl Bus {
             .statistics()
             .out_messages
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the server keeps creation times across restarts after an update
+    /// (`CREATION_TIME_KEPT_FROM`).
+    pub fn keeps_creation_times(&self) -> bool {
+        let (major, minor, patch) = CREATION_TIME_KEPT_FROM;
+        self.client.is_server_compatible(major, minor, patch)
     }
 
     /// The version the server reported when we connected.

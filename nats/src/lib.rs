@@ -25,7 +25,7 @@ mod trace;
 
 pub use backlog::ConsumerBacklog;
 pub use bucket_follow::{BucketEntry, BucketFollower, Followed};
-pub use bus::{Bus, ConnectError, MIN_SERVER_VERSION};
+pub use bus::{Bus, CREATION_TIME_KEPT_FROM, ConnectError, MIN_SERVER_VERSION};
 pub use context::CallContext;
 pub use credentials::{
     NatsCredentials, Secret, ServerUrl, format_role_passwords, parse_role_passwords, redact_urls,

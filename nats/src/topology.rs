@@ -150,11 +150,10 @@ pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 impl Bus {
     /// Creates (or updates to the declared settings) every stream and bucket of the prefix. One
     /// already as declared is left untouched: an update rewrites a stream's stored
-    /// configuration, and nats-server (2.12.8, as installed here, until the fix of its issue
-    /// 8470) then writes as its creation time the time the server last started, so after the
-    /// next restart the stream reads as made anew and every chat partition re-reads all the
-    /// ingest stream holds (`StreamMark`). `mesh migrate` runs at every deploy; a restart
-    /// follows many.
+    /// configuration, and nats-server before 2.14.6 (its issue 8470) then writes as its
+    /// creation time the time the server last started, so after the next restart the stream
+    /// reads as made anew and every chat partition re-reads all the ingest stream holds
+    /// (`StreamMark`). `mesh migrate` runs at every deploy; a restart follows many.
     pub async fn ensure_topology(&self, settings: &TopologySettings) -> Result<(), ConnectError> {
         let p = &self.prefix;
         let buckets = [

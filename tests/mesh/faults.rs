@@ -553,19 +553,24 @@ async fn a_stopping_service_answers_the_requests_already_handed_to_it() {
     mesh.stop().await;
 }
 
+/// A bus of the migrate role on the settings' NATS.
+async fn migrate_bus(settings: &nats_mesh::config::Settings) -> mesh_nats::Bus {
+    mesh_nats::Bus::connect_with(
+        &settings.nats_url,
+        &settings.nats_credentials_for(NatsRole::Migrate),
+        settings.prefix.clone(),
+        "migrate-test",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connect to NATS")
+}
+
 /// Every stream and bucket `mesh migrate` made, as read through a bus of the migrate role:
 /// each one's creation time.
 async fn creation_times(settings: &nats_mesh::config::Settings) -> Vec<(String, String)> {
     use mesh_contracts::{Bucket, Stream};
-    let bus = mesh_nats::Bus::connect_with(
-        &settings.nats_url,
-        &settings.nats_credentials_for(NatsRole::Migrate),
-        settings.prefix.clone(),
-        "creation-times",
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("connect to NATS");
+    let bus = migrate_bus(settings).await;
     let mut times = Vec::new();
     for stream in Stream::ALL {
         let mark = bus.stream_mark(stream).await.expect("the stream");
@@ -583,8 +588,9 @@ async fn creation_times(settings: &nats_mesh::config::Settings) -> Vec<(String, 
 /// creation time it was made with, so a chat worker still takes the ingest stream and the
 /// lease bucket for the ones its partitions' positions were recorded in (a stream made anew
 /// would reset them, and every partition would read the whole stream again). Migrate updates
-/// only what differs from the settings, since nats-server (2.12.8 here) then writes its last
-/// start as the creation time; and what does differ is still updated.
+/// only what differs from the settings (nats-server before 2.14.3 wrote its last start as the
+/// creation time on such an update); what does differ is still updated, and the server this
+/// project installs keeps the creation time across restarts after that update too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_restarts() {
     let mut nats = PrivateNats::start().await;
@@ -621,6 +627,12 @@ async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_rest
     nats_mesh::roles::migrate_nats(&settings)
         .await
         .expect("migrate with another duplicate window");
+    let bus = migrate_bus(&settings).await;
+    assert!(
+        bus.keeps_creation_times(),
+        "the installed server {} is one migrate warns about",
+        bus.server_version()
+    );
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let stream = async_nats::jetstream::new(client)
         .get_stream(settings.prefix.stream(mesh_contracts::Stream::ChatIn))
@@ -630,5 +642,17 @@ async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_rest
         stream.cached_info().config.duplicate_window,
         Duration::from_secs(7)
     );
+
+    // That real change, then restarts: the server itself keeps every creation time (2.12.8
+    // wrote the restart's time on an update after a restart, and the next restart showed it).
+    for round in 0..2 {
+        nats.kill().await;
+        nats.run().await;
+        assert_eq!(
+            creation_times(&settings).await,
+            made,
+            "restart {round} after a changed setting"
+        );
+    }
     drop(nats);
 }
