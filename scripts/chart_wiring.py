@@ -40,7 +40,7 @@ import uuid
 import yaml
 
 from meshtest import (WAIT_SECS, Api, delete_prefix, fail, free_port, pod_connections, scratch_dir,
-                      status_of, wait_for)
+                      status_of, wait_for, with_password)
 
 
 NATS_SECRET = "wiring-nats"
@@ -88,7 +88,8 @@ def render(args, scratch, prefix):
         "--set", f"mode={args.mode}",
         "--set", f"prefix={prefix}",
         "--set", f"nats.url={os.environ['MESH_NATS_URL']}",
-        "--set", f"database.url={os.environ['MESH_DATABASE_URL']}",
+        # With its password, as an operator's values (or existing Secret) would hold it.
+        "--set", f"database.url={with_password(os.environ['MESH_DATABASE_URL'])}",
         "--set-file", f"jwt.privateKey={keys}/jwt_ed25519.pem",
         "--set-file", f"jwt.publicKey={keys}/jwt_ed25519.pub.pem",
         # Short timers so the mesh settles quickly; still names the binary must know. The RPC

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -24,6 +25,27 @@ _handed_out = set()
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
     sys.exit(1)
+
+
+def with_password(url):
+    """`url` with its password from the password file in PGPASSFILE (scripts/services.sh's
+    Postgres keeps its password there), as an operator's Secret holds a database URL; `url`
+    itself when it has a password already or the file has none for its host, port and user."""
+    parts = urllib.parse.urlsplit(url)
+    path = os.environ.get("PGPASSFILE")
+    if parts.password is not None or not path or not os.path.exists(path):
+        return url
+    database = parts.path.lstrip("/")
+    with open(path) as f:
+        for line in f:
+            host, port, db, user, password = (line.rstrip("\n").split(":", 4) + [""] * 5)[:5]
+            if (host, port, user) == (parts.hostname, str(parts.port or 5432), parts.username) \
+                    and db in ("*", database) and password:
+                netloc = f"{parts.username}:{urllib.parse.quote(password, safe='')}@{parts.hostname}"
+                if parts.port:
+                    netloc += f":{parts.port}"
+                return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 @contextlib.contextmanager

@@ -144,6 +144,8 @@ def start_mesh(procs, mesh, scratch, prefix):
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MESH_NATS_URL": os.environ["MESH_NATS_URL"],
         "MESH_DATABASE_URL": os.environ["MESH_DATABASE_URL"],
+        # The password of scripts/services.sh's Postgres, by its file.
+        **{k: v for k, v in os.environ.items() if k == "PGPASSFILE"},
         "MESH_PREFIX": prefix,
         "MESH_HTTP_ADDR": f"127.0.0.1:{port}",
         "MESH_JWT_PRIVATE_KEY": f"{keys}/jwt_ed25519.pem",

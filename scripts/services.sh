@@ -10,8 +10,9 @@
 #   prune   drop the databases the mesh tests leave behind (t_<32 hex digits>,
 #           one per test) in the running Postgres.
 #   env     print export lines for MESH_NATS_URL, MESH_DATABASE_URL,
-#           MESH_NATS_SERVER_BIN and (with authorization on)
-#           MESH_NATS_ROLE_CREDENTIALS:   eval "$(scripts/services.sh env)"
+#           PGPASSFILE (the private cluster's password file), MESH_NATS_SERVER_BIN
+#           and (with authorization on) MESH_NATS_ROLE_CREDENTIALS:
+#           eval "$(scripts/services.sh env)"
 #
 # stdout carries only the export lines; progress goes to stderr, so
 # `eval "$(scripts/services.sh up)"` works.
@@ -31,6 +32,10 @@
 #                           permissions of `mesh nats-config --any-prefix`
 #                           (built with cargo), kept in .local/nats-auth/;
 #                           off: NATS accepts anyone (no authorization)
+#
+# The private Postgres asks for a password over TCP (SCRAM); it is made at random
+# the first time and kept in .local/pgpass, readable by its owner only. Only the
+# cluster's own socket directory, which no one else may enter, is trusted.
 #
 # State stays in the project: .tools/ holds installed tools, .local/ holds
 # data, logs and pid files. Nothing is installed system-wide, except the
@@ -66,6 +71,12 @@ readonly PG_LOG="$LOG_DIR/postgres.log"
 readonly PG_SUPERUSER="mesh"
 readonly PG_DB="mesh"
 readonly PG_PRIVATE_URL="postgres://$PG_SUPERUSER@127.0.0.1:$PG_PORT/$PG_DB"
+# The superuser's password, made at random once, in a password file (libpq's format, which
+# psql and sqlx read through PGPASSFILE), so it never appears in a URL, a command line or a log.
+readonly PG_PASSFILE="$LOCAL/pgpass"
+if [[ -z "${MESH_DATABASE_URL:-}" || "$MESH_DATABASE_URL" == "$PG_PRIVATE_URL" ]]; then
+  export PGPASSFILE="$PG_PASSFILE"
+fi
 
 readonly WAIT_SECS=20
 
@@ -370,6 +381,42 @@ pg_pid_alive() {
 
 pg_ready() { "$1" -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres; }
 
+# Makes the password file once (owner-only): the superuser's password for this cluster's port,
+# any database.
+pg_ensure_passfile() {
+  [[ -s "$PG_PASSFILE" ]] && grep -q "^127\.0\.0\.1:$PG_PORT:\*:$PG_SUPERUSER:" "$PG_PASSFILE" && return 0
+  local password
+  password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  mkdir -p "$LOCAL"
+  (umask 077 && printf '127.0.0.1:%s:*:%s:%s\n' "$PG_PORT" "$PG_SUPERUSER" "$password" >"$PG_PASSFILE")
+}
+
+# Gives the superuser the password of the password file when a login over TCP with it fails
+# (a cluster made before passwords, or just made): through the cluster's own socket, whose
+# directory only its owner may enter, with the statement on stdin, not on a command line.
+pg_ensure_password() {
+  local psql="$1" password
+  "$psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -w -tAqc "select 1" \
+    >/dev/null 2>&1 && return 0
+  log "setting the password of $PG_SUPERUSER (kept in ${PG_PASSFILE#"$ROOT"/})"
+  password="$(grep "^127\.0\.0\.1:$PG_PORT:\*:$PG_SUPERUSER:" "$PG_PASSFILE" | head -n 1 | cut -d: -f5-)"
+  printf "ALTER ROLE %s PASSWORD '%s'\n" "$PG_SUPERUSER" "$password" |
+    "$psql" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -w -q -v ON_ERROR_STOP=1 >&2 ||
+    die "could not set the password of $PG_SUPERUSER"
+  "$psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -w -tAqc "select 1" >/dev/null ||
+    die "the password in ${PG_PASSFILE#"$ROOT"/} does not log in over TCP"
+}
+
+# Refuses to go on when the cluster lets a login over TCP in without the password (its
+# pg_hba.conf not read yet: a cluster started before this script wrote it).
+pg_check_refuses_strangers() {
+  local psql="$1"
+  if env -u PGPASSFILE PGPASSWORD= "$psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" \
+    -d postgres -w -tAqc "select 1" >/dev/null 2>&1; then
+    die "our Postgres lets anyone on 127.0.0.1:$PG_PORT in without a password; run '$0 down' and '$0 up' to restart it with password logins"
+  fi
+}
+
 # Waits up to $2 seconds until pg_isready ($1) accepts connections.
 pg_wait_ready() {
   local deadline=$((SECONDS + $2))
@@ -390,7 +437,7 @@ pg_init_cluster() {
   mkdir -p "$PG_DATA"
   is_root && chown "$user:" "$PG_DATA"
   chmod 700 "$PG_DATA"
-  as_pg "$user" "$bindir/initdb" -D "$PG_DATA" -U "$PG_SUPERUSER" --auth=trust \
+  as_pg "$user" "$bindir/initdb" -D "$PG_DATA" -U "$PG_SUPERUSER" --auth-local=trust --auth-host=scram-sha-256 \
     --encoding=UTF8 --locale=C >>"$PG_LOG" 2>&1 ||
     { log_tail "$PG_LOG"; die "initdb failed"; }
   echo "include_if_exists = 'mesh.conf'" >>"$PG_DATA/postgresql.conf"
@@ -406,8 +453,16 @@ port = $PG_PORT
 unix_socket_directories = '$sock_quoted'
 max_connections = 500
 shared_buffers = 128MB
+password_encryption = 'scram-sha-256'
 EOF
-  is_root && chown "$user:" "$PG_DATA/mesh.conf"
+  # Logins over TCP need the password; the socket is only for the cluster's owner, whose
+  # directory no one else may enter (it sets the password the first time).
+  cat >"$PG_DATA/pg_hba.conf" <<EOF
+# Written by scripts/services.sh at each start; edits are overwritten.
+local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+EOF
+  is_root && chown "$user:" "$PG_DATA/mesh.conf" "$PG_DATA/pg_hba.conf"
   return 0
 }
 
@@ -445,11 +500,14 @@ start_pg() {
   bindir="$(pg_bindir)"
   isready="$(pg_tool "$bindir" pg_isready)"
   psql="$(pg_tool "$bindir" psql)"
+  pg_ensure_passfile
 
   if pg_pid_alive; then
     pg_wait_ready "$isready" "$WAIT_SECS" ||
       die "our Postgres (pid $(read_pid "$PG_DATA/postmaster.pid")) runs but does not answer on port $PG_PORT; was it started with another MESH_PG_PORT? run '$0 down' first"
     log "Postgres already running (pid $(read_pid "$PG_DATA/postmaster.pid"))"
+    pg_ensure_password "$psql"
+    pg_check_refuses_strangers "$psql"
     pg_create_db "$psql"
     return 0
   fi
@@ -460,6 +518,7 @@ start_pg() {
 
   user="$(pg_os_user)"
   mkdir -p "$PG_SOCK"
+  chmod 700 "$PG_SOCK"
   touch "$PG_LOG"
   if is_root; then
     chown "$user:" "$PG_SOCK" "$PG_LOG"
@@ -483,6 +542,8 @@ start_pg() {
   as_pg "$user" "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$WAIT_SECS" -o "$opts" start \
     </dev/null >&2 9>&- || { log_tail "$PG_LOG"; die "pg_ctl start failed"; }
   pg_wait_ready "$isready" "$WAIT_SECS" || { log_tail "$PG_LOG"; die "Postgres does not answer on 127.0.0.1:$PG_PORT"; }
+  pg_ensure_password "$psql"
+  pg_check_refuses_strangers "$psql"
   pg_create_db "$psql"
   log "Postgres ready (pid $(read_pid "$PG_DATA/postmaster.pid"))"
 }
@@ -509,6 +570,8 @@ cmd_env() {
   user_db_url && db_url="$MESH_DATABASE_URL"
   printf 'export MESH_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
   printf 'export MESH_DATABASE_URL=%q\n' "$db_url"
+  # The private cluster's password, read from its file by psql and sqlx alike.
+  user_db_url || printf 'export PGPASSFILE=%q\n' "$PG_PASSFILE"
   printf 'export MESH_NATS_SERVER_BIN=%q\n' "$NATS_BIN"
   # Every test, script and scratch mesh on this NATS makes a prefix of its own, and JetStream
   # reserves each prefix's AUDIT and IDEMPOTENCY byte caps on its store: at the 1 GiB default
