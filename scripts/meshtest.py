@@ -38,9 +38,10 @@ def with_password(url):
     database = parts.path.lstrip("/")
     with open(path) as f:
         for line in f:
-            host, port, db, user, password = (line.rstrip("\n").split(":", 4) + [""] * 5)[:5]
-            if (host, port, user) == (parts.hostname, str(parts.port or 5432), parts.username) \
-                    and db in ("*", database) and password:
+            fields = (line.rstrip("\n").split(":", 4) + [""] * 5)[:5]
+            wanted = (parts.hostname, str(parts.port or 5432), database, parts.username)
+            password = fields[4]
+            if password and all(f in ("*", w) for f, w in zip(fields[:4], wanted)):
                 netloc = f"{parts.username}:{urllib.parse.quote(password, safe='')}@{parts.hostname}"
                 if parts.port:
                     netloc += f":{parts.port}"

@@ -381,14 +381,17 @@ pg_pid_alive() {
 
 pg_ready() { "$1" -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres; }
 
-# Makes the password file once (owner-only): the superuser's password for this cluster's port,
-# any database.
+# The password file's one line: the superuser's password on 127.0.0.1, any port (the tests
+# reach the cluster through proxies on ports of their own too) and any database.
+readonly PG_PASSFILE_LINE="^127\.0\.0\.1:\*:\*:$PG_SUPERUSER:"
+
+# Makes the password file once (owner-only).
 pg_ensure_passfile() {
-  [[ -s "$PG_PASSFILE" ]] && grep -q "^127\.0\.0\.1:$PG_PORT:\*:$PG_SUPERUSER:" "$PG_PASSFILE" && return 0
+  [[ -s "$PG_PASSFILE" ]] && grep -q "$PG_PASSFILE_LINE" "$PG_PASSFILE" && return 0
   local password
   password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   mkdir -p "$LOCAL"
-  (umask 077 && printf '127.0.0.1:%s:*:%s:%s\n' "$PG_PORT" "$PG_SUPERUSER" "$password" >"$PG_PASSFILE")
+  (umask 077 && printf '127.0.0.1:*:*:%s:%s\n' "$PG_SUPERUSER" "$password" >"$PG_PASSFILE")
 }
 
 # Gives the superuser the password of the password file when a login over TCP with it fails
@@ -399,7 +402,7 @@ pg_ensure_password() {
   "$psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -w -tAqc "select 1" \
     >/dev/null 2>&1 && return 0
   log "setting the password of $PG_SUPERUSER (kept in ${PG_PASSFILE#"$ROOT"/})"
-  password="$(grep "^127\.0\.0\.1:$PG_PORT:\*:$PG_SUPERUSER:" "$PG_PASSFILE" | head -n 1 | cut -d: -f5-)"
+  password="$(grep "$PG_PASSFILE_LINE" "$PG_PASSFILE" | head -n 1 | cut -d: -f5-)"
   printf "ALTER ROLE %s PASSWORD '%s'\n" "$PG_SUPERUSER" "$password" |
     "$psql" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -w -q -v ON_ERROR_STOP=1 >&2 ||
     die "could not set the password of $PG_SUPERUSER"
