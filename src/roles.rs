@@ -66,9 +66,9 @@ pub async fn migrate_nats(settings: &Settings) -> anyhow::Result<()> {
         let (major, minor, patch) = mesh_nats::CREATION_TIME_KEPT_FROM;
         tracing::warn!(
             server = %bus.server_version(),
-            "this NATS server forgets a stream's creation time when a setting migrate changes is \
-             followed by two restarts; chat partitions then read the whole ingest stream again. \
-             Upgrade to {major}.{minor}.{patch} or newer"
+            "this NATS server forgets a stream's creation time when migrate changes a setting \
+             after a restart and the server restarts again; chat partitions then read the whole \
+             ingest stream again. Upgrade to {major}.{minor}.{patch} or newer"
         );
     }
     bus.ensure_topology(&topology_settings(settings)).await?;

@@ -588,7 +588,7 @@ async fn creation_times(settings: &nats_mesh::config::Settings) -> Vec<(String, 
 /// creation time it was made with, so a chat worker still takes the ingest stream and the
 /// lease bucket for the ones its partitions' positions were recorded in (a stream made anew
 /// would reset them, and every partition would read the whole stream again). Migrate updates
-/// only what differs from the settings (nats-server before 2.14.3 wrote its last start as the
+/// only what differs from the settings (nats-server before 2.14.6 wrote its last start as the
 /// creation time on such an update); what does differ is still updated, and the server this
 /// project installs keeps the creation time across restarts after that update too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,6 +633,7 @@ async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_rest
         "the installed server {} is one migrate warns about",
         bus.server_version()
     );
+    bus.drain().await;
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let stream = async_nats::jetstream::new(client)
         .get_stream(settings.prefix.stream(mesh_contracts::Stream::ChatIn))
