@@ -603,24 +603,11 @@ async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_rest
     let made = creation_times(&settings).await;
 
     for round in 0..2 {
-        nats.kill().await;
-        nats.run().await;
-        nats_mesh::roles::migrate_nats(&settings)
-            .await
-            .expect("migrate after a restart");
-        assert_eq!(
-            creation_times(&settings).await,
-            made,
-            "after restart {round} and migrate"
-        );
+        let what = format!("after restart {round} and migrate");
+        restart_keeps_times(&mut nats, &settings, &made, true, &what).await;
     }
-    nats.kill().await;
-    nats.run().await;
-    assert_eq!(
-        creation_times(&settings).await,
-        made,
-        "after migrate and another restart"
-    );
+    let what = "after migrate and another restart";
+    restart_keeps_times(&mut nats, &settings, &made, false, what).await;
 
     // A setting that differs is still brought to what migrate declares.
     settings.chat.dedup_window = Duration::from_secs(7);
@@ -647,13 +634,27 @@ async fn streams_and_buckets_keep_their_creation_time_across_migrations_and_rest
     // That real change, then restarts: the server itself keeps every creation time (2.12.8
     // wrote the restart's time on an update after a restart, and the next restart showed it).
     for round in 0..2 {
-        nats.kill().await;
-        nats.run().await;
-        assert_eq!(
-            creation_times(&settings).await,
-            made,
-            "restart {round} after a changed setting"
-        );
+        let what = format!("restart {round} after a changed setting");
+        restart_keeps_times(&mut nats, &settings, &made, false, &what).await;
     }
     drop(nats);
+}
+
+/// Restarts `nats` (then runs migrate, when `migrate`) and requires every stream and bucket to
+/// have kept the creation time in `made`.
+async fn restart_keeps_times(
+    nats: &mut PrivateNats,
+    settings: &nats_mesh::config::Settings,
+    made: &[(String, String)],
+    migrate: bool,
+    what: &str,
+) {
+    nats.kill().await;
+    nats.run().await;
+    if migrate {
+        nats_mesh::roles::migrate_nats(settings)
+            .await
+            .expect("migrate after a restart");
+    }
+    assert_eq!(creation_times(settings).await, made, "{what}");
 }
